@@ -1,0 +1,331 @@
+//! The proxy's configuration: `MESH_PROXY_*` environment variables, parsed and
+//! validated into a typed [`Config`] before anything binds or connects.
+//!
+//! Every variable the proxy reads is declared in this module, with its default.
+//! Parsing goes through the [`Env`] trait so tests can pass a `HashMap` instead of
+//! touching the process environment.
+
+use std::{collections::BTreeSet, fmt, net::SocketAddr, time::Duration};
+
+/// Where configuration values come from.
+pub trait Env {
+    /// Returns the value of `key`, if set.
+    fn get(&self, key: &str) -> Option<String>;
+}
+
+/// The process environment.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn get(&self, key: &str) -> Option<String> {
+        std::env::var(key).ok()
+    }
+}
+
+impl Env for std::collections::HashMap<String, String> {
+    fn get(&self, key: &str) -> Option<String> {
+        std::collections::HashMap::get(self, key).cloned()
+    }
+}
+
+impl Env for std::collections::HashMap<&str, &str> {
+    fn get(&self, key: &str) -> Option<String> {
+        std::collections::HashMap::get(self, key).map(|v| (*v).to_string())
+    }
+}
+
+/// Outbound listener. Default `127.0.0.1:4140`: iptables redirects the pod's
+/// outgoing TCP here; in explicit mode it is the pod's HTTP proxy.
+pub const ENV_OUTBOUND_LISTEN_ADDR: &str = "MESH_PROXY_OUTBOUND_LISTEN_ADDR";
+/// Inbound listener. Default `0.0.0.0:4143`: iptables redirects the pod's incoming
+/// TCP here.
+pub const ENV_INBOUND_LISTEN_ADDR: &str = "MESH_PROXY_INBOUND_LISTEN_ADDR";
+/// Admin listener (`/metrics`, `/ready`, `/live`, `/shutdown`). Default `0.0.0.0:4191`
+/// so that the controller or a Prometheus can scrape the pod; everything but
+/// `/metrics`, `/ready` and `/live` answers loopback clients only.
+pub const ENV_ADMIN_LISTEN_ADDR: &str = "MESH_PROXY_ADMIN_LISTEN_ADDR";
+/// Explicit mode: where inbound connections that were not redirected by iptables are
+/// forwarded (the local application, e.g. `127.0.0.1:8080`). Unset by default: such
+/// connections are closed.
+pub const ENV_INBOUND_FORWARD_ADDR: &str = "MESH_PROXY_INBOUND_FORWARD_ADDR";
+/// How long protocol detection waits for the client's first bytes before treating
+/// the connection as opaque TCP. Default `1s` (Linkerd: 10s).
+pub const ENV_DETECT_TIMEOUT: &str = "MESH_PROXY_DETECT_TIMEOUT";
+/// Upstream TCP connect timeout. Default `1s`.
+pub const ENV_CONNECT_TIMEOUT: &str = "MESH_PROXY_CONNECT_TIMEOUT";
+/// Extra ports (comma-separated, ranges as `a-b`) that skip protocol detection and are
+/// proxied as opaque TCP, in addition to the server-speaks-first defaults. Default empty.
+pub const ENV_OPAQUE_PORTS: &str = "MESH_PROXY_OPAQUE_PORTS";
+/// How long in-flight requests and streams may take to finish after SIGTERM or
+/// `/shutdown` before the proxy exits anyway. Default `30s`.
+pub const ENV_SHUTDOWN_GRACE_PERIOD: &str = "MESH_PROXY_SHUTDOWN_GRACE_PERIOD";
+/// How long an idle pooled upstream connection is kept. Default `10s`.
+pub const ENV_POOL_IDLE_TIMEOUT: &str = "MESH_PROXY_POOL_IDLE_TIMEOUT";
+/// Largest HTTP/1 request head accepted; larger ones get 431. Default `64KiB`.
+pub const ENV_HTTP1_MAX_HEADER_BYTES: &str = "MESH_PROXY_HTTP1_MAX_HEADER_BYTES";
+/// How long a client may take to send a complete HTTP/1 request head. Default `10s`.
+pub const ENV_HTTP1_HEADER_READ_TIMEOUT: &str = "MESH_PROXY_HTTP1_HEADER_READ_TIMEOUT";
+/// Whether inbound metrics carry the `authority` label. Default off, since any client
+/// could otherwise create unbounded series; `unsafe` turns it on.
+pub const ENV_INBOUND_METRICS_AUTHORITY_LABELS: &str = "MESH_PROXY_INBOUND_METRICS_AUTHORITY_LABELS";
+/// Worker threads. Default `1`: a sidecar should not compete with its application.
+pub const ENV_CORES: &str = "MESH_PROXY_CORES";
+/// Log filter, in `tracing_subscriber::EnvFilter` syntax. Default `warn,mesh_proxy=info`.
+pub const ENV_LOG: &str = "MESH_PROXY_LOG";
+
+const KNOWN: &[&str] = &[
+    ENV_OUTBOUND_LISTEN_ADDR,
+    ENV_INBOUND_LISTEN_ADDR,
+    ENV_ADMIN_LISTEN_ADDR,
+    ENV_INBOUND_FORWARD_ADDR,
+    ENV_DETECT_TIMEOUT,
+    ENV_CONNECT_TIMEOUT,
+    ENV_OPAQUE_PORTS,
+    ENV_SHUTDOWN_GRACE_PERIOD,
+    ENV_POOL_IDLE_TIMEOUT,
+    ENV_HTTP1_MAX_HEADER_BYTES,
+    ENV_HTTP1_HEADER_READ_TIMEOUT,
+    ENV_INBOUND_METRICS_AUTHORITY_LABELS,
+    ENV_CORES,
+    ENV_LOG,
+];
+
+/// Ports whose servers speak first (SMTP, MySQL, Galera, PostgreSQL, Redis,
+/// Elasticsearch transport, memcached): detection would only stall them.
+pub const DEFAULT_OPAQUE_PORTS: &[u16] = &[25, 587, 3306, 4444, 5432, 6379, 9300, 11211];
+
+/// The validated proxy configuration. Building it has no side effects.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub outbound_addr: SocketAddr,
+    pub inbound_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub inbound_forward_addr: Option<SocketAddr>,
+    pub detect_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub opaque_ports: BTreeSet<u16>,
+    pub shutdown_grace_period: Duration,
+    pub pool_idle_timeout: Duration,
+    pub http1_max_header_bytes: usize,
+    pub http1_header_read_timeout: Duration,
+    pub inbound_authority_labels: bool,
+    pub cores: usize,
+    pub log: String,
+}
+
+/// A variable whose value could not be used.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub value: String,
+    pub expected: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}={:?}: expected {}", self.var, self.value, self.expected)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads and validates every `MESH_PROXY_*` variable.
+    pub fn from_env(env: &impl Env) -> Result<Self, ConfigError> {
+        let addr = |var, default: &str| parse(env, var, default, "an address like 127.0.0.1:4140", |v| v.parse::<SocketAddr>().ok());
+        let dur = |var, default: &str| parse(env, var, default, "a duration like 500ms, 2s or 1m", parse_duration);
+
+        let mut opaque_ports: BTreeSet<u16> = DEFAULT_OPAQUE_PORTS.iter().copied().collect();
+        opaque_ports.extend(parse(env, ENV_OPAQUE_PORTS, "", "comma-separated ports or ranges like 4000-4010", parse_ports)?);
+
+        let config = Config {
+            outbound_addr: addr(ENV_OUTBOUND_LISTEN_ADDR, "127.0.0.1:4140")?,
+            inbound_addr: addr(ENV_INBOUND_LISTEN_ADDR, "0.0.0.0:4143")?,
+            admin_addr: addr(ENV_ADMIN_LISTEN_ADDR, "0.0.0.0:4191")?,
+            inbound_forward_addr: match env.get(ENV_INBOUND_FORWARD_ADDR).filter(|v| !v.is_empty()) {
+                None => None,
+                Some(_) => Some(addr(ENV_INBOUND_FORWARD_ADDR, "")?),
+            },
+            detect_timeout: dur(ENV_DETECT_TIMEOUT, "1s")?,
+            connect_timeout: dur(ENV_CONNECT_TIMEOUT, "1s")?,
+            opaque_ports,
+            shutdown_grace_period: dur(ENV_SHUTDOWN_GRACE_PERIOD, "30s")?,
+            pool_idle_timeout: dur(ENV_POOL_IDLE_TIMEOUT, "10s")?,
+            http1_max_header_bytes: parse(env, ENV_HTTP1_MAX_HEADER_BYTES, "64KiB", "a size from 8KiB to 1MiB, like 64KiB", |v| {
+                parse_size(v).filter(|n| (8 * 1024..=1024 * 1024).contains(n))
+            })?,
+            http1_header_read_timeout: dur(ENV_HTTP1_HEADER_READ_TIMEOUT, "10s")?,
+            inbound_authority_labels: parse(env, ENV_INBOUND_METRICS_AUTHORITY_LABELS, "", "empty or \"unsafe\"", |v| match v {
+                "" => Some(false),
+                "unsafe" => Some(true),
+                _ => None,
+            })?,
+            cores: parse(env, ENV_CORES, "1", "a number of threads from 1 to 64", |v| {
+                v.parse::<usize>().ok().filter(|n| (1..=64).contains(n))
+            })?,
+            log: env.get(ENV_LOG).unwrap_or_else(|| "warn,mesh_proxy=info".to_string()),
+        };
+        for (var, d) in [
+            (ENV_DETECT_TIMEOUT, config.detect_timeout),
+            (ENV_CONNECT_TIMEOUT, config.connect_timeout),
+            (ENV_HTTP1_HEADER_READ_TIMEOUT, config.http1_header_read_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(ConfigError { var, value: "0".into(), expected: "a duration greater than zero".into() });
+            }
+        }
+        Ok(config)
+    }
+
+    /// `MESH_PROXY_*` variables that are set but that this proxy does not know:
+    /// most likely typos, worth a warning.
+    pub fn unknown_vars(vars: impl Iterator<Item = String>) -> Vec<String> {
+        vars.filter(|k| k.starts_with("MESH_PROXY_") && !KNOWN.contains(&k.as_str())).collect()
+    }
+
+    /// Whether connections to `port` skip protocol detection.
+    pub fn is_opaque(&self, port: u16) -> bool {
+        self.opaque_ports.contains(&port)
+    }
+}
+
+fn parse<T>(
+    env: &impl Env,
+    var: &'static str,
+    default: &str,
+    expected: &str,
+    f: impl FnOnce(&str) -> Option<T>,
+) -> Result<T, ConfigError> {
+    let value = env.get(var);
+    let raw = value.as_deref().map(str::trim).unwrap_or(default);
+    f(raw).ok_or_else(|| ConfigError { var, value: raw.to_string(), expected: expected.to_string() })
+}
+
+/// Parses `500ms`, `2s`, `1m`, `1h`, `1.5s`. A bare number is refused: its unit would
+/// be a guess.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return None,
+    };
+    (secs.is_finite() && secs >= 0.0 && secs < 1e9).then(|| Duration::from_secs_f64(secs))
+}
+
+fn parse_size(s: &str) -> Option<usize> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: usize = num.parse().ok()?;
+    let mult = match unit {
+        "" | "B" => 1,
+        "KiB" | "K" | "k" => 1024,
+        "MiB" | "M" => 1024 * 1024,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
+fn parse_ports(s: &str) -> Option<BTreeSet<u16>> {
+    let mut ports = BTreeSet::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (u16, u16) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+                if a == 0 || a > b {
+                    return None;
+                }
+                ports.extend(a..=b);
+            }
+            None => {
+                let p: u16 = part.parse().ok()?;
+                if p == 0 {
+                    return None;
+                }
+                ports.insert(p);
+            }
+        }
+    }
+    Some(ports)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&'static str, &'static str)]) -> HashMap<&'static str, &'static str> {
+        pairs.iter().copied().collect()
+    }
+
+    #[test]
+    fn defaults() {
+        let c = Config::from_env(&env(&[])).expect("defaults are valid");
+        assert_eq!(c.outbound_addr, "127.0.0.1:4140".parse().unwrap());
+        assert_eq!(c.inbound_addr, "0.0.0.0:4143".parse().unwrap());
+        assert_eq!(c.admin_addr, "0.0.0.0:4191".parse().unwrap());
+        assert_eq!(c.detect_timeout, Duration::from_secs(1));
+        assert!(c.is_opaque(5432) && c.is_opaque(25) && !c.is_opaque(8080));
+        assert_eq!(c.inbound_forward_addr, None);
+        assert_eq!(c.cores, 1);
+    }
+
+    #[test]
+    fn values_parse() {
+        let c = Config::from_env(&env(&[
+            (ENV_DETECT_TIMEOUT, "250ms"),
+            (ENV_OPAQUE_PORTS, "8000, 9000-9002"),
+            (ENV_INBOUND_FORWARD_ADDR, "127.0.0.1:8080"),
+            (ENV_HTTP1_MAX_HEADER_BYTES, "16KiB"),
+        ]))
+        .unwrap();
+        assert_eq!(c.detect_timeout, Duration::from_millis(250));
+        assert!(c.is_opaque(8000) && c.is_opaque(9001) && c.is_opaque(3306) && !c.is_opaque(9003));
+        assert_eq!(c.inbound_forward_addr, Some("127.0.0.1:8080".parse().unwrap()));
+        assert_eq!(c.http1_max_header_bytes, 16 * 1024);
+    }
+
+    #[test]
+    fn errors_name_the_variable_and_expectation() {
+        let cases = [
+            (ENV_DETECT_TIMEOUT, "10"),
+            (ENV_DETECT_TIMEOUT, "0s"),
+            (ENV_CONNECT_TIMEOUT, "fast"),
+            (ENV_OUTBOUND_LISTEN_ADDR, "localhost"),
+            (ENV_OPAQUE_PORTS, "80,x"),
+            (ENV_OPAQUE_PORTS, "90-80"),
+            (ENV_OPAQUE_PORTS, "70000"),
+            (ENV_CORES, "0"),
+            (ENV_HTTP1_MAX_HEADER_BYTES, "1KiB"),
+            (ENV_INBOUND_METRICS_AUTHORITY_LABELS, "yes"),
+        ];
+        for (var, value) in cases {
+            let err = Config::from_env(&env(&[(var, value)])).expect_err(value);
+            assert_eq!(err.var, var);
+            let msg = err.to_string();
+            assert!(msg.starts_with(var) && msg.contains("expected"), "{msg}");
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("ms"), None);
+        assert_eq!(parse_duration("5d"), None);
+        assert_eq!(parse_duration(""), None);
+    }
+
+    #[test]
+    fn unknown_vars_are_reported() {
+        let vars = ["MESH_PROXY_LOG", "MESH_PROXY_DETECT_TIMOUT", "PATH"].map(String::from);
+        assert_eq!(Config::unknown_vars(vars.into_iter()), vec!["MESH_PROXY_DETECT_TIMOUT".to_string()]);
+    }
+}

@@ -1,0 +1,151 @@
+//! Error conditions on the data path, each a small type named for what happened, and
+//! the one place ([`respond`]) that turns an error chain into a synthetic response.
+//!
+//! Inside the stack errors travel boxed; only the rescue step at the HTTP edge looks
+//! at what they are. Each `Display` speaks for its own level; the cause is `source()`.
+
+use crate::http::ProxyBody;
+use http::{HeaderValue, Response, StatusCode};
+use std::{net::SocketAddr, time::Duration};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// The proxy's own header on synthetic responses, saying why it answered.
+pub const PROXY_ERROR_HEADER: &str = "mesh-proxy-error";
+
+#[derive(Debug, thiserror::Error)]
+#[error("connect to {addr} timed out after {}ms", timeout.as_millis())]
+pub struct ConnectTimeout {
+    pub addr: SocketAddr,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("connect to {addr} failed")]
+pub struct ConnectFailed {
+    pub addr: SocketAddr,
+    #[source]
+    pub source: std::io::Error,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("request to {addr} failed")]
+pub struct UpstreamFailed {
+    pub addr: SocketAddr,
+    #[source]
+    pub source: hyper::Error,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("refusing to forward to {addr}, the proxy's own listener")]
+pub struct LoopDetected {
+    pub addr: SocketAddr,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("could not resolve {authority}")]
+pub struct ResolveFailed {
+    pub authority: String,
+    #[source]
+    pub source: Option<std::io::Error>,
+}
+
+/// Marks a response the proxy made itself, with the `error` label metrics give it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SyntheticResponse(pub &'static str);
+
+/// What a synthetic response says: HTTP status, gRPC status and metrics label.
+fn condition(err: &(dyn std::error::Error + 'static)) -> (StatusCode, u16, &'static str) {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if e.is::<ConnectTimeout>() {
+            return (StatusCode::GATEWAY_TIMEOUT, 4, "timeout");
+        }
+        if e.is::<ConnectFailed>() {
+            return (StatusCode::BAD_GATEWAY, 14, "connect");
+        }
+        if e.is::<LoopDetected>() {
+            return (StatusCode::BAD_GATEWAY, 14, "loop");
+        }
+        if e.is::<ResolveFailed>() {
+            return (StatusCode::BAD_GATEWAY, 14, "resolve");
+        }
+        if let Some(h) = e.downcast_ref::<hyper::Error>() {
+            if h.is_timeout() {
+                return (StatusCode::GATEWAY_TIMEOUT, 4, "timeout");
+            }
+        }
+        cur = e.source();
+    }
+    (StatusCode::BAD_GATEWAY, 14, "io")
+}
+
+/// The error chain as one line: `outer: inner: root`.
+pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = err.to_string();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        s.push_str(": ");
+        s.push_str(&e.to_string());
+        cur = e.source();
+    }
+    s
+}
+
+/// Turns an error into the response the client gets: 502 or 504 with a
+/// `mesh-proxy-error` header, or for gRPC an HTTP 200 carrying `grpc-status`.
+pub fn respond(err: &(dyn std::error::Error + 'static), grpc: bool) -> Response<ProxyBody> {
+    let (status, grpc_code, label) = condition(err);
+    let msg = chain(err);
+    // Header values must be visible ASCII; anything else is replaced, not dropped.
+    let clean: String = msg.chars().map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' }).collect();
+    let value = HeaderValue::from_str(&clean).unwrap_or_else(|_| HeaderValue::from_static("proxy error"));
+    let mut rsp = Response::new(ProxyBody::empty());
+    rsp.headers_mut().insert(PROXY_ERROR_HEADER, value.clone());
+    rsp.headers_mut().insert(http::header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    if grpc {
+        rsp.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        rsp.headers_mut().insert("grpc-status", HeaderValue::from(grpc_code));
+        rsp.headers_mut().insert("grpc-message", value);
+    } else {
+        *rsp.status_mut() = status;
+    }
+    rsp.extensions_mut().insert(SyntheticResponse(label));
+    rsp
+}
+
+/// A plain synthetic response for requests the proxy cannot route at all.
+pub fn bad_request(msg: &'static str) -> Response<ProxyBody> {
+    let mut rsp = Response::new(ProxyBody::empty());
+    *rsp.status_mut() = StatusCode::BAD_REQUEST;
+    rsp.headers_mut().insert(PROXY_ERROR_HEADER, HeaderValue::from_static(msg));
+    rsp.headers_mut().insert(http::header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    rsp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connect_errors_map_to_statuses() {
+        let addr: SocketAddr = "198.18.0.9:80".parse().unwrap();
+        let e = ConnectFailed { addr, source: std::io::Error::from(std::io::ErrorKind::ConnectionRefused) };
+        let rsp = respond(&e, false);
+        assert_eq!(rsp.status(), StatusCode::BAD_GATEWAY);
+        let h = rsp.headers()[PROXY_ERROR_HEADER].to_str().unwrap();
+        assert!(h.starts_with("connect to 198.18.0.9:80 failed: "), "{h}");
+        assert_eq!(rsp.extensions().get::<SyntheticResponse>(), Some(&SyntheticResponse("connect")));
+
+        let e = ConnectTimeout { addr, timeout: Duration::from_secs(1) };
+        let rsp = respond(&e, false);
+        assert_eq!(rsp.status(), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(rsp.headers()[PROXY_ERROR_HEADER], "connect to 198.18.0.9:80 timed out after 1000ms");
+
+        let rsp = respond(&e, true);
+        assert_eq!(rsp.status(), StatusCode::OK);
+        assert_eq!(rsp.headers()["grpc-status"], "4");
+        let rsp = respond(&LoopDetected { addr }, true);
+        assert_eq!(rsp.headers()["grpc-status"], "14");
+    }
+}

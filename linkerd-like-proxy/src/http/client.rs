@@ -1,0 +1,280 @@
+//! Upstream HTTP clients: the `Forward` service at the bottom of the stack, and the
+//! [`Pool`] of connections it draws from.
+//!
+//! Each endpoint keeps idle HTTP/1 connections for reuse (a connection returns to
+//! the pool when its response body ends) and one shared, multiplexed HTTP/2
+//! connection. The protocol upstream is the protocol the client spoke.
+
+use super::{body::ProxyBody, strip_hop_by_hop, upgrade, BoxFuture, Target};
+use crate::{
+    errors::{BoxError, ConnectFailed, ConnectTimeout, UpstreamFailed},
+    io::MeteredIo,
+    metrics::{Direction, Metrics, Peer},
+    Proxy,
+};
+use http::{header, uri, HeaderValue, Request, Response, Uri, Version};
+use hyper::{
+    body::Incoming,
+    client::conn::{http1, http2},
+};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{Arc, Mutex, PoisonError},
+    task::{Context, Poll},
+    time::Duration,
+};
+use tokio::{net::TcpStream, time::Instant};
+use tower::Service;
+
+/// Idle HTTP/1 connections kept per endpoint, at most.
+const MAX_IDLE_PER_ENDPOINT: usize = 512;
+
+// === impl Forward ===
+
+/// Sends a routed request upstream and returns the upstream's response.
+#[derive(Clone)]
+pub(crate) struct Forward {
+    proxy: Arc<Proxy>,
+    direction: Direction,
+}
+
+impl Forward {
+    pub(crate) fn new(proxy: Arc<Proxy>, direction: Direction) -> Self {
+        Self { proxy, direction }
+    }
+}
+
+impl Service<Request<Incoming>> for Forward {
+    type Response = Response<ProxyBody>;
+    type Error = BoxError;
+    type Future = BoxFuture<Result<Response<ProxyBody>, BoxError>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut req: Request<Incoming>) -> Self::Future {
+        let proxy = self.proxy.clone();
+        let direction = self.direction;
+        Box::pin(async move {
+            let pool = proxy.pool(direction);
+            let target = req.extensions_mut().remove::<Target>().ok_or("request reached Forward unrouted")?;
+            if upgrade::is_upgrade(&req) {
+                return upgrade::forward(&proxy, pool, &target, req).await;
+            }
+            let h2 = req.version() == Version::HTTP_2;
+            strip_hop_by_hop(req.headers_mut());
+            if target.explicit && !h2 {
+                to_origin_form(&mut req);
+            }
+            let mut rsp = pool.send(target.addr, h2, req).await?;
+            // The upstream connection's own framing and lifetime (`connection: close`)
+            // say nothing about the client's connection.
+            strip_hop_by_hop(rsp.headers_mut());
+            Ok(rsp)
+        })
+    }
+}
+
+/// An HTTP proxy request (`GET http://host/path`) becomes the request the origin
+/// expects (`GET /path` with `Host: host`).
+fn to_origin_form(req: &mut Request<Incoming>) {
+    let Some(authority) = req.uri().authority().cloned() else {
+        return;
+    };
+    if !req.headers().contains_key(header::HOST) {
+        if let Ok(v) = HeaderValue::from_str(authority.as_str()) {
+            req.headers_mut().insert(header::HOST, v);
+        }
+    }
+    let pq = req.uri().path_and_query().cloned().unwrap_or_else(|| uri::PathAndQuery::from_static("/"));
+    *req.uri_mut() = Uri::from(pq);
+}
+
+// === impl Connector ===
+
+/// Opens metered upstream TCP connections.
+#[derive(Clone)]
+pub(crate) struct Connector {
+    pub(crate) metrics: Metrics,
+    pub(crate) direction: Direction,
+    pub(crate) timeout: Duration,
+}
+
+impl Connector {
+    pub(crate) async fn connect(&self, addr: SocketAddr) -> Result<MeteredIo<TcpStream>, BoxError> {
+        let stream = match tokio::time::timeout(self.timeout, TcpStream::connect(addr)).await {
+            Err(_) => return Err(ConnectTimeout { addr, timeout: self.timeout }.into()),
+            Ok(Err(source)) => return Err(ConnectFailed { addr, source }.into()),
+            Ok(Ok(s)) => s,
+        };
+        // Requests and responses are written whole; Nagle would only add latency.
+        let _ = stream.set_nodelay(true);
+        let m = self.metrics.tcp_open(self.direction, Peer::Dst, addr, false);
+        Ok(MeteredIo::new(stream, m))
+    }
+}
+
+// === impl Pool ===
+
+/// Upstream connections per (address, protocol), for one direction.
+pub(crate) struct Pool {
+    connector: Connector,
+    idle_timeout: Duration,
+    endpoints: Mutex<HashMap<(SocketAddr, bool), Arc<Endpoint>>>,
+}
+
+pub(crate) struct Endpoint {
+    addr: SocketAddr,
+    idle: Mutex<Vec<(Instant, http1::SendRequest<Incoming>)>>,
+    h2: tokio::sync::Mutex<Option<http2::SendRequest<Incoming>>>,
+    last_used: Mutex<Instant>,
+}
+
+/// An HTTP/1 connection on loan to one response; [`GiveBack::release`] returns it.
+pub(crate) struct GiveBack {
+    endpoint: Arc<Endpoint>,
+    sender: http1::SendRequest<Incoming>,
+}
+
+impl GiveBack {
+    pub(crate) fn release(self) {
+        let mut idle = self.endpoint.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle.len() < MAX_IDLE_PER_ENDPOINT && !self.sender.is_closed() {
+            idle.push((Instant::now(), self.sender));
+        }
+    }
+}
+
+impl Pool {
+    pub(crate) fn new(connector: Connector, idle_timeout: Duration) -> Self {
+        Self { connector, idle_timeout, endpoints: Mutex::default() }
+    }
+
+    pub(crate) fn connector(&self) -> &Connector {
+        &self.connector
+    }
+
+    fn endpoint(&self, addr: SocketAddr, h2: bool) -> Arc<Endpoint> {
+        let mut eps = self.endpoints.lock().unwrap_or_else(PoisonError::into_inner);
+        let ep = eps.entry((addr, h2)).or_insert_with(|| {
+            Arc::new(Endpoint {
+                addr,
+                idle: Mutex::default(),
+                h2: tokio::sync::Mutex::default(),
+                last_used: Mutex::new(Instant::now()),
+            })
+        });
+        *ep.last_used.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
+        ep.clone()
+    }
+
+    pub(crate) async fn send(&self, addr: SocketAddr, h2: bool, req: Request<Incoming>) -> Result<Response<ProxyBody>, BoxError> {
+        let ep = self.endpoint(addr, h2);
+        if h2 {
+            self.send_h2(&ep, req).await
+        } else {
+            self.send_h1(ep, req).await
+        }
+    }
+
+    async fn send_h1(&self, ep: Arc<Endpoint>, mut req: Request<Incoming>) -> Result<Response<ProxyBody>, BoxError> {
+        loop {
+            let (mut sender, reused) = match self.checkout_h1(&ep).await {
+                Some(s) => (s, true),
+                None => (self.connect_h1(ep.addr).await?, false),
+            };
+            match sender.try_send_request(req).await {
+                Ok(rsp) => {
+                    let giveback = GiveBack { endpoint: ep, sender };
+                    return Ok(rsp.map(|b| ProxyBody::upstream(b, Some(giveback))));
+                }
+                Err(mut e) => match e.take_message() {
+                    // The pooled connection closed before the request went out on it:
+                    // nothing was sent, so sending on another connection is safe.
+                    Some(r) if reused => req = r,
+                    _ => return Err(UpstreamFailed { addr: ep.addr, source: e.into_error() }.into()),
+                },
+            }
+        }
+    }
+
+    /// The most recently used idle connection that is still open, if any.
+    async fn checkout_h1(&self, ep: &Endpoint) -> Option<http1::SendRequest<Incoming>> {
+        loop {
+            let (since, mut sender) = ep.idle.lock().unwrap_or_else(PoisonError::into_inner).pop()?;
+            if since.elapsed() > self.idle_timeout || sender.is_closed() {
+                continue;
+            }
+            if sender.ready().await.is_ok() {
+                return Some(sender);
+            }
+        }
+    }
+
+    async fn connect_h1(&self, addr: SocketAddr) -> Result<http1::SendRequest<Incoming>, BoxError> {
+        let io = self.connector.connect(addr).await?;
+        let (sender, conn) = http1::Builder::new()
+            .preserve_header_case(true)
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(|source| UpstreamFailed { addr, source })?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%addr, error = %e, "upstream http/1 connection failed");
+            }
+        });
+        Ok(sender)
+    }
+
+    async fn send_h2(&self, ep: &Endpoint, req: Request<Incoming>) -> Result<Response<ProxyBody>, BoxError> {
+        let mut sender = {
+            // Held across the connect so that concurrent first requests share one
+            // connection instead of racing to open several.
+            let mut slot = ep.h2.lock().await;
+            match slot.as_ref() {
+                Some(s) if !s.is_closed() => s.clone(),
+                _ => {
+                    let s = self.connect_h2(ep.addr).await?;
+                    *slot = Some(s.clone());
+                    s
+                }
+            }
+        };
+        sender.ready().await.map_err(|source| UpstreamFailed { addr: ep.addr, source })?;
+        let rsp = sender.send_request(req).await.map_err(|source| UpstreamFailed { addr: ep.addr, source })?;
+        Ok(rsp.map(|b| ProxyBody::upstream(b, None)))
+    }
+
+    async fn connect_h2(&self, addr: SocketAddr) -> Result<http2::SendRequest<Incoming>, BoxError> {
+        let io = self.connector.connect(addr).await?;
+        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(3))
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(|source| UpstreamFailed { addr, source })?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%addr, error = %e, "upstream h2 connection failed");
+            }
+        });
+        Ok(sender)
+    }
+
+    /// Drops idle connections and endpoints unused for longer than the idle timeout,
+    /// so that a proxy that once talked to many addresses does not keep them all.
+    pub(crate) fn sweep(&self) {
+        let mut eps = self.endpoints.lock().unwrap_or_else(PoisonError::into_inner);
+        eps.retain(|_, ep| {
+            let mut idle = ep.idle.lock().unwrap_or_else(PoisonError::into_inner);
+            idle.retain(|(since, s)| since.elapsed() <= self.idle_timeout && !s.is_closed());
+            let recent = ep.last_used.lock().unwrap_or_else(PoisonError::into_inner).elapsed() <= self.idle_timeout;
+            // An endpoint still referenced by a request or response stays.
+            recent || !idle.is_empty() || Arc::strong_count(ep) > 1
+        });
+    }
+}

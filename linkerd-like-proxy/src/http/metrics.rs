@@ -1,0 +1,193 @@
+//! The golden-metrics layer: counts each request when it arrives, records latency at
+//! the first response data frame, and counts the response, classified, when its
+//! stream ends (a gRPC status may only come in the trailers).
+
+use super::{BoxFuture, ProxyBody, Target};
+use crate::{
+    classify::{self, Class},
+    errors::SyntheticResponse,
+    metrics::{Direction, HttpTarget, Metrics, ResponseEnd},
+};
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use std::{
+    convert::Infallible,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+};
+use tokio::time::Instant;
+use tower::{Layer, Service, ServiceExt};
+
+#[derive(Clone)]
+pub(crate) struct MetricsLayer {
+    metrics: Metrics,
+    direction: Direction,
+}
+
+impl MetricsLayer {
+    pub(crate) fn new(metrics: Metrics, direction: Direction) -> Self {
+        Self { metrics, direction }
+    }
+}
+
+impl<S> Layer<S> for MetricsLayer {
+    type Service = HttpMetrics<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        HttpMetrics { inner, metrics: self.metrics.clone(), direction: self.direction }
+    }
+}
+
+#[derive(Clone)]
+pub(crate) struct HttpMetrics<S> {
+    inner: S,
+    metrics: Metrics,
+    direction: Direction,
+}
+
+impl<S> Service<Request<Incoming>> for HttpMetrics<S>
+where
+    S: Service<Request<Incoming>, Response = Response<ProxyBody>, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send,
+{
+    type Response = Response<MeteredBody>;
+    type Error = Infallible;
+    type Future = BoxFuture<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+        let start = Instant::now();
+        let handle = req.extensions().get::<Target>().map(|t| {
+            let h = self.metrics.http(self.direction, t.addr, false, t.authority.as_deref());
+            h.request();
+            h
+        });
+        let grpc = classify::is_grpc(req.headers());
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            let Ok(rsp) = inner.oneshot(req).await;
+            let Some(handle) = handle else {
+                return Ok(rsp.map(MeteredBody::unmetered));
+            };
+            let error = rsp.extensions().get::<SyntheticResponse>().map_or("", |s| s.0);
+            let state = MeterState {
+                handle,
+                start,
+                status: rsp.status().as_u16(),
+                grpc,
+                grpc_status: classify::grpc_status(rsp.headers()),
+                error,
+                latency_recorded: false,
+            };
+            Ok(rsp.map(|body| MeteredBody { inner: body, state: Some(Box::new(state)) }))
+        })
+    }
+}
+
+/// A response body that reports its response's latency and outcome.
+pub struct MeteredBody {
+    inner: ProxyBody,
+    /// `None` once recorded, or for responses that are not metered.
+    state: Option<Box<MeterState>>,
+}
+
+struct MeterState {
+    handle: Arc<HttpTarget>,
+    start: Instant,
+    status: u16,
+    grpc: bool,
+    grpc_status: Option<u16>,
+    error: &'static str,
+    latency_recorded: bool,
+}
+
+impl MeterState {
+    fn latency(&mut self) {
+        if !self.latency_recorded {
+            self.latency_recorded = true;
+            self.handle.latency(self.status, self.start.elapsed());
+        }
+    }
+
+    fn finish(mut self: Box<Self>, failed: Option<&'static str>) {
+        self.latency();
+        let status = http::StatusCode::from_u16(self.status).unwrap_or(http::StatusCode::OK);
+        let class = match failed {
+            Some(_) => Class::Failure,
+            None => classify::classify(status, self.grpc, self.grpc_status),
+        };
+        let error = failed.unwrap_or(self.error);
+        self.handle.response(ResponseEnd { status: self.status, grpc: self.grpc_status, class, error });
+    }
+}
+
+impl MeteredBody {
+    pub fn unmetered(inner: ProxyBody) -> Self {
+        Self { inner, state: None }
+    }
+}
+
+impl Body for MeteredBody {
+    type Data = Bytes;
+    type Error = crate::errors::BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        let res = Pin::new(&mut this.inner).poll_frame(cx);
+        let Some(state) = this.state.as_mut() else {
+            return res;
+        };
+        match &res {
+            Poll::Pending => {}
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(trailers) = frame.trailers_ref() {
+                    if let Some(code) = classify::grpc_status(trailers) {
+                        state.grpc_status = Some(code);
+                    }
+                } else {
+                    state.latency();
+                }
+                if this.inner.is_end_stream() {
+                    if let Some(s) = this.state.take() {
+                        s.finish(None);
+                    }
+                }
+            }
+            Poll::Ready(None) => {
+                if let Some(s) = this.state.take() {
+                    s.finish(None);
+                }
+            }
+            Poll::Ready(Some(Err(_))) => {
+                if let Some(s) = this.state.take() {
+                    s.finish(Some("io"));
+                }
+            }
+        }
+        res
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for MeteredBody {
+    fn drop(&mut self) {
+        if let Some(s) = self.state.take() {
+            // Bodies that announce their end are never polled; anything else dropped
+            // early was abandoned by the client or cut by shutdown.
+            let failed = if self.inner.is_end_stream() { None } else { Some("cancelled") };
+            s.finish(failed);
+        }
+    }
+}

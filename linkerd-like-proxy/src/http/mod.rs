@@ -1,0 +1,159 @@
+//! The HTTP side of the proxy: serves a detected HTTP/1 or HTTP/2 connection with
+//! hyper, and sends each request through a stack of tower middleware to a pooled
+//! upstream connection.
+//!
+//! The stack, outermost first (see [`serve`]):
+//! `Route` (which address does this request go to?) →
+//! `Metrics` (golden metrics, seeing every response, synthetic ones too) →
+//! `Rescue` (errors become 502/504 or a gRPC status) →
+//! `Forward` (pooled upstream clients, upgrades, CONNECT).
+
+mod body;
+mod client;
+mod metrics;
+mod rescue;
+mod route;
+mod upgrade;
+
+pub use self::body::ProxyBody;
+pub(crate) use self::client::{Connector, Pool};
+
+/// The upstream connector for one direction.
+pub(crate) fn client_connector(metrics: crate::metrics::Metrics, direction: Direction, timeout: std::time::Duration) -> Connector {
+    Connector { metrics, direction, timeout }
+}
+pub use self::metrics::MeteredBody;
+
+use crate::{detect::Protocol, metrics::Direction, Proxy};
+use http::{header, HeaderMap, HeaderName};
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    service::TowerToHyperService,
+};
+use std::{future::Future, net::SocketAddr, pin::Pin, sync::Arc};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tower::ServiceBuilder;
+
+pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// What the proxy knows about a downstream connection.
+#[derive(Debug)]
+pub(crate) struct ConnCtx {
+    pub(crate) direction: Direction,
+    /// The address the client meant to reach, when iptables redirected it.
+    pub(crate) orig_dst: Option<SocketAddr>,
+    pub(crate) client: SocketAddr,
+}
+
+/// Where one request goes, decided by `Route` and read by the layers below it.
+#[derive(Clone, Debug)]
+pub(crate) struct Target {
+    pub(crate) addr: SocketAddr,
+    /// The `authority` metric label, when there is one.
+    pub(crate) authority: Option<Arc<str>>,
+    /// The client addressed the proxy itself (explicit HTTP proxy mode), so an
+    /// absolute-form request must become origin-form before it goes upstream.
+    pub(crate) explicit: bool,
+}
+
+/// Serves one HTTP connection until it ends, or until shutdown drains it.
+pub(crate) async fn serve<I>(proxy: Arc<Proxy>, conn: ConnCtx, io: I, protocol: Protocol)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let conn = Arc::new(conn);
+    let svc = ServiceBuilder::new()
+        // Routing comes first: every layer below needs to know the target.
+        .layer(route::RouteLayer::new(proxy.clone(), conn.clone()))
+        // Metrics sit above the rescue step so that synthetic 502/504 responses are
+        // counted like any other response, with their `error` label.
+        .layer(metrics::MetricsLayer::new(proxy.metrics.clone(), conn.direction))
+        // Errors from the upstream become responses here, once, at the edge.
+        .layer(rescue::RescueLayer)
+        .service(client::Forward::new(proxy.clone(), conn.direction));
+    let svc = TowerToHyperService::new(svc);
+    let io = TokioIo::new(io);
+    let shutdown = proxy.shutdown.clone();
+    let res = match protocol {
+        Protocol::Http2 => {
+            let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+            b.timer(TokioTimer::new()).max_concurrent_streams(Some(1000));
+            let conn = b.serve_connection(io, svc);
+            tokio::pin!(conn);
+            tokio::select! {
+                res = conn.as_mut() => res,
+                _ = shutdown.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            }
+        }
+        _ => {
+            let mut b = hyper::server::conn::http1::Builder::new();
+            b.timer(TokioTimer::new())
+                .header_read_timeout(proxy.config.http1_header_read_timeout)
+                .max_buf_size(proxy.config.http1_max_header_bytes.max(8192))
+                .preserve_header_case(true)
+                // The application's `Date` passes through; the proxy adds none.
+                .auto_date_header(false);
+            let conn = b.serve_connection(io, svc).with_upgrades();
+            tokio::pin!(conn);
+            tokio::select! {
+                res = conn.as_mut() => res,
+                _ = shutdown.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            }
+        }
+    };
+    if let Err(e) = res {
+        tracing::debug!(client = %conn.client, error = %crate::errors::chain(&e), "http connection closed with error");
+    }
+}
+
+/// Headers that describe one connection, not the message: they stop at the proxy
+/// (RFC 9110 §7.6.1). Upgrades are handled before this is called.
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if let Some(conn) = headers.get(header::CONNECTION).cloned() {
+        if let Ok(conn) = conn.to_str() {
+            for name in conn.split(',').map(str::trim) {
+                if let Ok(name) = HeaderName::from_bytes(name.as_bytes()) {
+                    if name != header::TE {
+                        headers.remove(name);
+                    }
+                }
+            }
+        }
+    }
+    headers.remove(header::CONNECTION);
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+    headers.remove(header::TRANSFER_ENCODING);
+    headers.remove(header::UPGRADE);
+    // `te: trailers` is how gRPC says it understands trailers; any other TE value is
+    // about this connection's encoding only.
+    if headers.get(header::TE).is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"trailers")) {
+        headers.remove(header::TE);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, "keep-alive, x-private".parse().unwrap());
+        h.insert("x-private", "1".parse().unwrap());
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        h.insert(header::TRANSFER_ENCODING, "chunked".parse().unwrap());
+        h.insert(header::TE, "trailers".parse().unwrap());
+        h.insert("x-app", "kept".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 2, "{h:?}");
+        assert_eq!(h["x-app"], "kept");
+        assert_eq!(h[header::TE], "trailers");
+    }
+}

@@ -1,0 +1,55 @@
+//! The rescue layer: the one place where an error from below becomes the response a
+//! client sees (502/504 with `mesh-proxy-error`, or a gRPC status).
+
+use super::{BoxFuture, ProxyBody};
+use crate::{classify, errors};
+use http::{Request, Response};
+use hyper::body::Incoming;
+use std::{
+    convert::Infallible,
+    task::{Context, Poll},
+};
+use tower::{Layer, Service, ServiceExt};
+
+#[derive(Clone, Copy)]
+pub(crate) struct RescueLayer;
+
+impl<S> Layer<S> for RescueLayer {
+    type Service = Rescue<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        Rescue { inner }
+    }
+}
+
+#[derive(Clone)]
+pub(crate) struct Rescue<S> {
+    inner: S,
+}
+
+impl<S> Service<Request<Incoming>> for Rescue<S>
+where
+    S: Service<Request<Incoming>, Response = Response<ProxyBody>, Error = errors::BoxError> + Clone + Send + 'static,
+    S::Future: Send,
+{
+    type Response = Response<ProxyBody>;
+    type Error = Infallible;
+    type Future = BoxFuture<Result<Response<ProxyBody>, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+        let grpc = classify::is_grpc(req.headers());
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            match inner.oneshot(req).await {
+                Ok(rsp) => Ok(rsp),
+                Err(e) => {
+                    tracing::debug!(error = %errors::chain(&*e), "request failed");
+                    Ok(errors::respond(&*e, grpc))
+                }
+            }
+        })
+    }
+}

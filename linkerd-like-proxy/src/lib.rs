@@ -1,0 +1,261 @@
+//! `mesh-proxy`: the sidecar data plane of mesh.
+//!
+//! One proxy sits beside each workload and carries all of its TCP traffic: inbound
+//! (iptables redirects it to 4143) and outbound (redirected to 4140). Each accepted
+//! connection has its protocol detected; HTTP/1 and HTTP/2 (gRPC included) are
+//! served per request through a tower stack that records golden metrics and pools
+//! upstream connections; anything else is copied as opaque TCP. The admin server on
+//! 4191 exposes `/metrics`, `/ready`, `/live` and `/shutdown`.
+//!
+//! The proxy never buffers whole bodies, never changes what the application sent
+//! beyond per-connection (hop-by-hop) headers, and never panics on input: every
+//! failure becomes a clean error response or a closed connection.
+
+pub mod admin;
+pub mod classify;
+pub mod config;
+pub mod detect;
+pub mod errors;
+pub mod http;
+pub mod init;
+pub mod io;
+pub mod metrics;
+pub mod orig_dst;
+mod tcp;
+
+use crate::{
+    config::Config,
+    detect::Protocol,
+    http::{ConnCtx, Pool},
+    io::{MeteredIo, PrefixedIo},
+    metrics::{Direction, Metrics, Peer},
+};
+use bytes::Bytes;
+use std::{
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+/// A listener that could not be bound.
+#[derive(Debug, thiserror::Error)]
+#[error("failed to bind the {name} listener on {addr}")]
+pub struct BindError {
+    pub name: &'static str,
+    pub addr: SocketAddr,
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// State shared by every connection of a running proxy.
+pub struct Proxy {
+    pub config: Config,
+    pub metrics: Metrics,
+    pools: [Pool; 2],
+    /// Cancelled when the proxy starts draining: listeners stop accepting, HTTP
+    /// connections finish their in-flight requests and close.
+    pub shutdown: CancellationToken,
+    /// Every connection and tunnel task, so that shutdown can wait for them.
+    pub tasks: TaskTracker,
+    /// The addresses the proxy's listeners are bound to, for loop detection.
+    listeners: Vec<SocketAddr>,
+    ready: AtomicBool,
+}
+
+impl Proxy {
+    pub(crate) fn pool(&self, direction: Direction) -> &Pool {
+        &self.pools[direction as usize]
+    }
+
+    /// Whether `addr` is one of this proxy's own listeners: forwarding there would loop.
+    pub fn is_own_listener(&self, addr: SocketAddr) -> bool {
+        self.listeners.iter().any(|l| {
+            l.port() == addr.port() && (l.ip() == addr.ip() || (l.ip().is_unspecified() && addr.ip().is_loopback()))
+        })
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+}
+
+/// The bound listeners of a proxy that has not started serving yet.
+pub struct Bound {
+    inbound: TcpListener,
+    outbound: TcpListener,
+    admin: TcpListener,
+    proxy: Arc<Proxy>,
+}
+
+impl Bound {
+    /// The addresses actually bound (useful when configured with port 0).
+    pub fn addrs(&self) -> (SocketAddr, SocketAddr, SocketAddr) {
+        let a = |l: &TcpListener| l.local_addr().expect("a bound listener has an address");
+        (a(&self.inbound), a(&self.outbound), a(&self.admin))
+    }
+
+    pub fn proxy(&self) -> Arc<Proxy> {
+        self.proxy.clone()
+    }
+}
+
+/// Binds every listener. Nothing is served until [`Bound::serve`].
+pub async fn bind(config: Config) -> Result<Bound, BindError> {
+    let bind = |name, addr| async move { TcpListener::bind(addr).await.map_err(|source| BindError { name, addr, source }) };
+    let inbound = bind("inbound", config.inbound_addr).await?;
+    let outbound = bind("outbound", config.outbound_addr).await?;
+    let admin = bind("admin", config.admin_addr).await?;
+    let metrics = Metrics::new();
+    let pool = |direction| {
+        let connector = http::client_connector(metrics.clone(), direction, config.connect_timeout);
+        Pool::new(connector, config.pool_idle_timeout)
+    };
+    let listeners = [&inbound, &outbound, &admin].iter().filter_map(|l| l.local_addr().ok()).collect();
+    let proxy = Arc::new(Proxy {
+        pools: [pool(Direction::Inbound), pool(Direction::Outbound)],
+        metrics,
+        shutdown: CancellationToken::new(),
+        tasks: TaskTracker::new(),
+        listeners,
+        ready: AtomicBool::new(false),
+        config,
+    });
+    Ok(Bound { inbound, outbound, admin, proxy })
+}
+
+impl Bound {
+    /// Serves until SIGTERM, SIGINT or `/shutdown`, then drains: stops accepting, lets
+    /// in-flight requests and streams finish within the grace period, and returns.
+    pub async fn serve(self) {
+        let Bound { inbound, outbound, admin, proxy } = self;
+        let (i, o, a) = (inbound.local_addr().ok(), outbound.local_addr().ok(), admin.local_addr().ok());
+        tokio::spawn(admin::serve(proxy.clone(), admin));
+        let accepting = TaskTracker::new();
+        accepting.spawn(accept(proxy.clone(), inbound, Direction::Inbound));
+        accepting.spawn(accept(proxy.clone(), outbound, Direction::Outbound));
+        accepting.close();
+        let sweeper = tokio::spawn(sweep(proxy.clone()));
+        proxy.ready.store(true, Ordering::Release);
+        tracing::info!(inbound = ?i, outbound = ?o, admin = ?a, "proxy listening");
+
+        tokio::select! {
+            _ = signal() => {}
+            _ = proxy.shutdown.cancelled() => {}
+        }
+        let grace = proxy.config.shutdown_grace_period;
+        tracing::info!(grace_ms = grace.as_millis() as u64, "draining");
+        proxy.ready.store(false, Ordering::Release);
+        proxy.shutdown.cancel();
+        accepting.wait().await;
+        sweeper.abort();
+        proxy.tasks.close();
+        if tokio::time::timeout(grace, proxy.tasks.wait()).await.is_err() {
+            tracing::warn!(open = proxy.tasks.len(), "grace period over; closing remaining connections");
+        }
+        tracing::info!("shut down");
+    }
+}
+
+/// Binds and serves: the whole life of a proxy.
+pub async fn run(config: Config) -> Result<(), BindError> {
+    bind(config).await?.serve().await;
+    Ok(())
+}
+
+async fn signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }
+            _ => std::future::pending().await,
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+async fn sweep(proxy: Arc<Proxy>) {
+    let every = proxy.config.pool_idle_timeout.max(Duration::from_secs(1));
+    loop {
+        tokio::time::sleep(every).await;
+        for p in &proxy.pools {
+            p.sweep();
+        }
+    }
+}
+
+async fn accept(proxy: Arc<Proxy>, listener: TcpListener, direction: Direction) {
+    loop {
+        let accepted = tokio::select! {
+            _ = proxy.shutdown.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        match accepted {
+            Ok((stream, client)) => {
+                proxy.tasks.spawn(serve_conn(proxy.clone(), direction, stream, client));
+            }
+            Err(e) => {
+                // Out of file descriptors or similar: back off instead of spinning.
+                tracing::warn!(?direction, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn serve_conn(proxy: Arc<Proxy>, direction: Direction, stream: TcpStream, client: SocketAddr) {
+    let Ok(local) = stream.local_addr() else { return };
+    let _ = stream.set_nodelay(true);
+    let orig_dst = orig_dst::orig_dst(&stream, local);
+    // Where opaque bytes would go: the original destination, or in explicit inbound
+    // mode the configured application address.
+    let target = orig_dst.or(match direction {
+        Direction::Inbound => proxy.config.inbound_forward_addr,
+        Direction::Outbound => None,
+    });
+    let conn_metrics = proxy.metrics.tcp_open(direction, Peer::Src, target.unwrap_or(local), false);
+    let mut io = MeteredIo::new(stream, conn_metrics);
+
+    let (protocol, prefix) = match target {
+        Some(t) if proxy.config.is_opaque(t.port()) => (Protocol::OpaquePort, Bytes::new()),
+        _ => match detect::detect_io(&mut io, proxy.config.detect_timeout).await {
+            Ok((p, buf)) => (p, buf.freeze()),
+            Err(e) => {
+                tracing::debug!(%client, error = %e, "connection failed during protocol detection");
+                return;
+            }
+        },
+    };
+    proxy.metrics.detected(direction, protocol);
+    let io = PrefixedIo::new(prefix, io);
+
+    if protocol.is_http() {
+        let conn = ConnCtx { direction, orig_dst, client };
+        http::serve(proxy, conn, io, protocol).await;
+        return;
+    }
+    match target {
+        Some(t) => {
+            tcp::forward(&proxy, direction, io, t, |io| {
+                let _ = io_ref(io).set_zero_linger();
+            })
+            .await
+        }
+        None => tracing::debug!(%client, ?direction, "no destination for a non-HTTP connection; closing"),
+    }
+}
+
+fn io_ref(io: &PrefixedIo<MeteredIo<TcpStream>>) -> &TcpStream {
+    io.get_ref().get_ref()
+}

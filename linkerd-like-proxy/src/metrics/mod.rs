@@ -1,0 +1,412 @@
+//! The proxy's Prometheus metrics: golden HTTP metrics per target and authority, TCP
+//! transport metrics per connection target, protocol detection outcomes and process
+//! gauges, rendered as Prometheus text on the admin server's `/metrics`.
+//!
+//! Names, labels and latency buckets follow Linkerd's so that existing dashboards and
+//! queries work. Handles are looked up once per connection (TCP) or per request (HTTP)
+//! and then updated with atomics or an uncontended lock; nothing on the data path
+//! formats text. Label sets are rendered once, when a series is created.
+
+mod process;
+#[cfg(test)]
+mod tests;
+
+use crate::{classify::Class, detect::Protocol};
+use std::{
+    collections::HashMap,
+    fmt::Write as _,
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicI64, AtomicU64, Ordering::Relaxed},
+        Arc, Mutex, PoisonError,
+    },
+    time::Duration,
+};
+
+/// `response_latency_ms` bucket bounds, in milliseconds (Linkerd's).
+pub const LATENCY_BUCKETS_MS: [u64; 25] = [
+    1, 2, 3, 4, 5, 10, 20, 30, 40, 50, 100, 200, 300, 400, 500, 1000, 2000, 3000, 4000, 5000, 10_000, 20_000, 30_000,
+    40_000, 50_000,
+];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Direction {
+    Inbound,
+    Outbound,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Inbound => "inbound",
+            Self::Outbound => "outbound",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Which side of the proxy a TCP connection is on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Peer {
+    /// Accepted by the proxy.
+    Src,
+    /// Opened by the proxy.
+    Dst,
+}
+
+impl Peer {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Src => "src",
+            Self::Dst => "dst",
+        }
+    }
+}
+
+/// The shared metrics registry. Cloning is cheap.
+#[derive(Clone, Default)]
+pub struct Metrics(Arc<Registry>);
+
+#[derive(Default)]
+struct Registry {
+    http: Mutex<HashMap<(Direction, SocketAddr, bool), HashMap<Box<str>, Arc<HttpTarget>>>>,
+    tcp: Mutex<HashMap<(Direction, Peer, SocketAddr, bool), Arc<TcpTarget>>>,
+    detect: [[AtomicU64; Protocol::ALL.len()]; 2],
+    process: process::Process,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding a metrics lock cannot leave counters inconsistent in a
+    // way that matters more than losing all metrics would.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Appends `key="value"` to `out`, escaping as the text format requires.
+fn push_label(out: &mut String, key: &str, value: &str) {
+    if !out.is_empty() {
+        out.push(',');
+    }
+    out.push_str(key);
+    out.push_str("=\"");
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The HTTP series for requests to `target_addr` with the given authority
+    /// (`None` where the authority is not a label, as on inbound by default).
+    pub fn http(&self, direction: Direction, target_addr: SocketAddr, tls: bool, authority: Option<&str>) -> Arc<HttpTarget> {
+        let mut http = lock(&self.0.http);
+        let by_authority = http.entry((direction, target_addr, tls)).or_default();
+        let key = authority.unwrap_or("");
+        if let Some(t) = by_authority.get(key) {
+            return t.clone();
+        }
+        let mut labels = String::new();
+        push_label(&mut labels, "direction", direction.as_str());
+        if let Some(a) = authority {
+            push_label(&mut labels, "authority", a);
+        }
+        push_label(&mut labels, "target_addr", &target_addr.to_string());
+        push_label(&mut labels, "tls", if tls { "true" } else { "false" });
+        let t = Arc::new(HttpTarget { labels, requests: AtomicU64::new(0), responses: Mutex::default() });
+        by_authority.insert(key.into(), t.clone());
+        t
+    }
+
+    /// Opens a TCP connection's metrics; dropping the returned handle records its close.
+    pub fn tcp_open(&self, direction: Direction, peer: Peer, target_addr: SocketAddr, tls: bool) -> TcpConn {
+        let target = lock(&self.0.tcp)
+            .entry((direction, peer, target_addr, tls))
+            .or_insert_with(|| {
+                let mut labels = String::new();
+                push_label(&mut labels, "direction", direction.as_str());
+                push_label(&mut labels, "peer", peer.as_str());
+                push_label(&mut labels, "target_addr", &target_addr.to_string());
+                push_label(&mut labels, "tls", if tls { "true" } else { "false" });
+                Arc::new(TcpTarget { labels, ..TcpTarget::default() })
+            })
+            .clone();
+        target.open_total.fetch_add(1, Relaxed);
+        target.open.fetch_add(1, Relaxed);
+        TcpConn { target, errno: None }
+    }
+
+    /// Counts one protocol detection outcome.
+    pub fn detected(&self, direction: Direction, protocol: Protocol) {
+        let i = Protocol::ALL.iter().position(|p| *p == protocol).expect("Protocol::ALL lists every protocol");
+        self.0.detect[direction.index()][i].fetch_add(1, Relaxed);
+    }
+
+    /// Renders every metric in the Prometheus text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(16 * 1024);
+        self.encode_http(&mut out);
+        self.encode_tcp(&mut out);
+        header(&mut out, "protocol_detect_total", "counter", "Connections by protocol detection outcome.");
+        for d in [Direction::Inbound, Direction::Outbound] {
+            for (i, p) in Protocol::ALL.iter().enumerate() {
+                let v = self.0.detect[d.index()][i].load(Relaxed);
+                let _ = writeln!(out, "protocol_detect_total{{direction=\"{}\",result=\"{}\"}} {v}", d.as_str(), p.as_str());
+            }
+        }
+        self.0.process.encode(&mut out);
+        out
+    }
+
+    fn encode_http(&self, out: &mut String) {
+        let http = lock(&self.0.http);
+        let targets: Vec<&Arc<HttpTarget>> = http.values().flat_map(HashMap::values).collect();
+        header(out, "request_total", "counter", "Total count of HTTP requests.");
+        for t in &targets {
+            let _ = writeln!(out, "request_total{{{}}} {}", t.labels, t.requests.load(Relaxed));
+        }
+        let snapshots: Vec<(&str, Responses)> = targets.iter().map(|t| (t.labels.as_str(), lock(&t.responses).clone())).collect();
+        header(out, "response_total", "counter", "Total count of HTTP responses.");
+        for (labels, r) in &snapshots {
+            for s in &r.series {
+                let grpc = s.grpc.map(|g| g.to_string()).unwrap_or_default();
+                let status = if s.status == 0 { String::new() } else { s.status.to_string() };
+                let _ = writeln!(
+                    out,
+                    "response_total{{{labels},status_code=\"{status}\",classification=\"{}\",grpc_status=\"{grpc}\",error=\"{}\"}} {}",
+                    s.class.as_str(),
+                    s.error,
+                    s.count
+                );
+            }
+        }
+        header(out, "response_latency_ms", "histogram", "Elapsed times between a request's headers being received and its response's first data frame, in milliseconds.");
+        for (labels, r) in &snapshots {
+            for (status, h) in &r.latencies {
+                let labels = format!("{labels},status_code=\"{status}\"");
+                h.encode(out, "response_latency_ms", &labels);
+            }
+        }
+    }
+
+    fn encode_tcp(&self, out: &mut String) {
+        let tcp = lock(&self.0.tcp);
+        let targets: Vec<&Arc<TcpTarget>> = tcp.values().collect();
+        let simple: [(&str, &str, &str, fn(&TcpTarget) -> i64); 4] = [
+            ("tcp_open_total", "counter", "Total count of opened connections.", |t| t.open_total.load(Relaxed) as i64),
+            ("tcp_open_connections", "gauge", "Number of currently open connections.", |t| t.open.load(Relaxed)),
+            ("tcp_read_bytes_total", "counter", "Total count of bytes read from peers.", |t| t.read.load(Relaxed) as i64),
+            ("tcp_write_bytes_total", "counter", "Total count of bytes written to peers.", |t| t.write.load(Relaxed) as i64),
+        ];
+        for (name, kind, help, get) in simple {
+            header(out, name, kind, help);
+            for t in &targets {
+                let _ = writeln!(out, "{name}{{{}}} {}", t.labels, get(t));
+            }
+        }
+        header(out, "tcp_close_total", "counter", "Total count of closed connections.");
+        for t in &targets {
+            for (errno, n) in lock(&t.closes).iter() {
+                let _ = writeln!(out, "tcp_close_total{{{},errno=\"{errno}\"}} {n}", t.labels);
+            }
+        }
+    }
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+// === impl HttpTarget ===
+
+/// HTTP metrics for one (direction, target, tls, authority).
+pub struct HttpTarget {
+    labels: String,
+    requests: AtomicU64,
+    responses: Mutex<Responses>,
+}
+
+#[derive(Clone, Default)]
+struct Responses {
+    series: Vec<ResponseSeries>,
+    latencies: Vec<(u16, Histogram)>,
+}
+
+#[derive(Clone)]
+struct ResponseSeries {
+    status: u16,
+    grpc: Option<u16>,
+    class: Class,
+    error: &'static str,
+    count: u64,
+}
+
+/// How a response ended, as `response_total` labels it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResponseEnd {
+    /// 0 when there was no response at all.
+    pub status: u16,
+    pub grpc: Option<u16>,
+    pub class: Class,
+    /// Empty for a response from the server; else why the proxy answered or failed.
+    pub error: &'static str,
+}
+
+impl HttpTarget {
+    pub fn request(&self) {
+        self.requests.fetch_add(1, Relaxed);
+    }
+
+    pub fn latency(&self, status: u16, elapsed: Duration) {
+        let mut r = lock(&self.responses);
+        match r.latencies.iter_mut().find(|(s, _)| *s == status) {
+            Some((_, h)) => h.record(elapsed),
+            None => {
+                let mut h = Histogram::default();
+                h.record(elapsed);
+                r.latencies.push((status, h));
+            }
+        }
+    }
+
+    pub fn response(&self, end: ResponseEnd) {
+        let mut r = lock(&self.responses);
+        let found = r
+            .series
+            .iter_mut()
+            .find(|s| s.status == end.status && s.grpc == end.grpc && s.class == end.class && s.error == end.error);
+        match found {
+            Some(s) => s.count += 1,
+            None => r.series.push(ResponseSeries {
+                status: end.status,
+                grpc: end.grpc,
+                class: end.class,
+                error: end.error,
+                count: 1,
+            }),
+        }
+    }
+}
+
+// === impl Histogram ===
+
+/// A latency histogram with Linkerd's millisecond buckets.
+#[derive(Clone, Default)]
+pub struct Histogram {
+    /// Per-bucket (not cumulative) counts; the last is +Inf.
+    buckets: [u64; LATENCY_BUCKETS_MS.len() + 1],
+    sum_us: u64,
+    count: u64,
+}
+
+impl Histogram {
+    pub fn record(&mut self, elapsed: Duration) {
+        let us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        let i = LATENCY_BUCKETS_MS.partition_point(|ms| ms * 1000 < us);
+        self.buckets[i] += 1;
+        self.sum_us = self.sum_us.saturating_add(us);
+        self.count += 1;
+    }
+
+    fn encode(&self, out: &mut String, name: &str, labels: &str) {
+        let mut cumulative = 0;
+        for (i, n) in self.buckets.iter().enumerate() {
+            cumulative += n;
+            match LATENCY_BUCKETS_MS.get(i) {
+                Some(le) => {
+                    let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {cumulative}");
+                }
+                None => {
+                    let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {cumulative}");
+                }
+            }
+        }
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {}.{:03}", self.sum_us / 1000, self.sum_us % 1000);
+        let _ = writeln!(out, "{name}_count{{{labels}}} {}", self.count);
+    }
+}
+
+// === impl TcpConn ===
+
+#[derive(Default)]
+struct TcpTarget {
+    labels: String,
+    open_total: AtomicU64,
+    open: AtomicI64,
+    read: AtomicU64,
+    write: AtomicU64,
+    closes: Mutex<Vec<(&'static str, u64)>>,
+}
+
+/// One open connection's metrics. Dropping it records the close, with the errno of
+/// the first error seen on the connection, if any.
+pub struct TcpConn {
+    target: Arc<TcpTarget>,
+    errno: Option<&'static str>,
+}
+
+impl TcpConn {
+    #[inline]
+    pub fn read(&self, n: usize) {
+        self.target.read.fetch_add(n as u64, Relaxed);
+    }
+
+    #[inline]
+    pub fn wrote(&self, n: usize) {
+        self.target.write.fetch_add(n as u64, Relaxed);
+    }
+
+    pub fn error(&mut self, e: &std::io::Error) {
+        if self.errno.is_none() {
+            self.errno = errno_name(e);
+        }
+    }
+}
+
+impl Drop for TcpConn {
+    fn drop(&mut self) {
+        self.target.open.fetch_sub(1, Relaxed);
+        let errno = self.errno.unwrap_or("");
+        let mut closes = lock(&self.target.closes);
+        match closes.iter_mut().find(|(e, _)| *e == errno) {
+            Some((_, n)) => *n += 1,
+            None => closes.push((errno, 1)),
+        }
+    }
+}
+
+/// The symbolic name of an OS error, for the `errno` label.
+pub fn errno_name(e: &std::io::Error) -> Option<&'static str> {
+    Some(match e.raw_os_error()? {
+        1 => "EPERM",
+        4 => "EINTR",
+        5 => "EIO",
+        9 => "EBADF",
+        11 => "EAGAIN",
+        12 => "ENOMEM",
+        24 => "EMFILE",
+        32 => "EPIPE",
+        98 => "EADDRINUSE",
+        99 => "EADDRNOTAVAIL",
+        100 => "ENETDOWN",
+        101 => "ENETUNREACH",
+        103 => "ECONNABORTED",
+        104 => "ECONNRESET",
+        107 => "ENOTCONN",
+        110 => "ETIMEDOUT",
+        111 => "ECONNREFUSED",
+        112 => "EHOSTDOWN",
+        113 => "EHOSTUNREACH",
+        _ => "EOTHER",
+    })
+}

@@ -1,0 +1,89 @@
+use super::*;
+
+fn addr() -> SocketAddr {
+    "198.18.0.2:8080".parse().unwrap()
+}
+
+#[test]
+fn http_series_render_with_linkerd_labels() {
+    let m = Metrics::new();
+    let t = m.http(Direction::Outbound, addr(), false, Some("web.default.svc.cluster.local:8080"));
+    t.request();
+    t.request();
+    t.latency(200, Duration::from_micros(2500));
+    t.response(ResponseEnd { status: 200, grpc: None, class: Class::Success, error: "" });
+    t.response(ResponseEnd { status: 502, grpc: None, class: Class::Failure, error: "connect" });
+    // The same labels give the same series.
+    let again = m.http(Direction::Outbound, addr(), false, Some("web.default.svc.cluster.local:8080"));
+    assert!(Arc::ptr_eq(&t, &again));
+
+    let text = m.encode();
+    let base = r#"direction="outbound",authority="web.default.svc.cluster.local:8080",target_addr="198.18.0.2:8080",tls="false""#;
+    assert!(text.contains(&format!("request_total{{{base}}} 2\n")), "{text}");
+    assert!(text.contains(&format!(
+        "response_total{{{base},status_code=\"200\",classification=\"success\",grpc_status=\"\",error=\"\"}} 1\n"
+    )));
+    assert!(text.contains(&format!(
+        "response_total{{{base},status_code=\"502\",classification=\"failure\",grpc_status=\"\",error=\"connect\"}} 1\n"
+    )));
+    // 2.5ms falls in le=3 and every bucket above it, not in le=2.
+    assert!(text.contains(&format!("response_latency_ms_bucket{{{base},status_code=\"200\",le=\"2\"}} 0\n")));
+    assert!(text.contains(&format!("response_latency_ms_bucket{{{base},status_code=\"200\",le=\"3\"}} 1\n")));
+    assert!(text.contains(&format!("response_latency_ms_bucket{{{base},status_code=\"200\",le=\"+Inf\"}} 1\n")));
+    assert!(text.contains(&format!("response_latency_ms_sum{{{base},status_code=\"200\"}} 2.500\n")));
+}
+
+#[test]
+fn histogram_bucket_edges() {
+    let mut h = Histogram::default();
+    h.record(Duration::from_millis(1)); // le=1 is inclusive
+    h.record(Duration::from_micros(1001));
+    h.record(Duration::from_secs(100)); // +Inf
+    assert_eq!(h.buckets[0], 1);
+    assert_eq!(h.buckets[1], 1);
+    assert_eq!(h.buckets[LATENCY_BUCKETS_MS.len()], 1);
+    assert_eq!(h.count, 3);
+}
+
+#[test]
+fn tcp_connections_count_bytes_and_closes() {
+    let m = Metrics::new();
+    let mut c = m.tcp_open(Direction::Inbound, Peer::Src, addr(), false);
+    c.read(10);
+    c.wrote(7);
+    {
+        let text = m.encode();
+        assert!(text.contains("tcp_open_connections{direction=\"inbound\",peer=\"src\",target_addr=\"198.18.0.2:8080\",tls=\"false\"} 1\n"));
+    }
+    c.error(&std::io::Error::from_raw_os_error(104));
+    drop(c);
+    let c2 = m.tcp_open(Direction::Inbound, Peer::Src, addr(), false);
+    drop(c2);
+    let text = m.encode();
+    let l = r#"direction="inbound",peer="src",target_addr="198.18.0.2:8080",tls="false""#;
+    assert!(text.contains(&format!("tcp_open_total{{{l}}} 2\n")), "{text}");
+    assert!(text.contains(&format!("tcp_open_connections{{{l}}} 0\n")));
+    assert!(text.contains(&format!("tcp_read_bytes_total{{{l}}} 10\n")));
+    assert!(text.contains(&format!("tcp_write_bytes_total{{{l}}} 7\n")));
+    assert!(text.contains(&format!("tcp_close_total{{{l},errno=\"ECONNRESET\"}} 1\n")));
+    assert!(text.contains(&format!("tcp_close_total{{{l},errno=\"\"}} 1\n")));
+}
+
+#[test]
+fn label_values_are_escaped() {
+    let m = Metrics::new();
+    m.http(Direction::Outbound, addr(), false, Some("a\"b\\c\nd")).request();
+    let text = m.encode();
+    assert!(text.contains(r#"authority="a\"b\\c\nd""#), "{text}");
+}
+
+#[test]
+fn detection_outcomes_are_counted() {
+    let m = Metrics::new();
+    m.detected(Direction::Outbound, Protocol::Timeout);
+    m.detected(Direction::Outbound, Protocol::Timeout);
+    let text = m.encode();
+    assert!(text.contains("protocol_detect_total{direction=\"outbound\",result=\"timeout\"} 2\n"));
+    assert!(text.contains("protocol_detect_total{direction=\"inbound\",result=\"timeout\"} 0\n"));
+    assert!(text.contains("process_resident_memory_bytes "));
+}
