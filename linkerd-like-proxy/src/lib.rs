@@ -148,10 +148,10 @@ impl Bound {
             _ = proxy.shutdown.cancelled() => {}
         }
         let grace = proxy.config.shutdown_grace_period;
-        tracing::info!(grace_ms = grace.as_millis() as u64, "draining");
         proxy.ready.store(false, Ordering::Release);
         proxy.shutdown.cancel();
         accepting.wait().await;
+        tracing::info!(grace_ms = grace.as_millis() as u64, open = proxy.tasks.len(), "listeners closed; draining");
         sweeper.abort();
         proxy.tasks.close();
         if tokio::time::timeout(grace, proxy.tasks.wait()).await.is_err() {

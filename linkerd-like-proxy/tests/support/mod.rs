@@ -1,0 +1,237 @@
+//! Shared pieces of the proxy's in-process tests: a proxy on loopback ports, a
+//! backend that speaks HTTP/1 and HTTP/2, a TCP echo server, and raw-socket helpers.
+#![allow(dead_code, unreachable_pub)]
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use mesh_proxy::config::Config;
+use std::{collections::HashMap, convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+};
+
+pub struct TestProxy {
+    pub inbound: SocketAddr,
+    pub outbound: SocketAddr,
+    pub admin: SocketAddr,
+    pub proxy: Arc<mesh_proxy::Proxy>,
+    pub done: tokio::task::JoinHandle<()>,
+}
+
+/// Starts a proxy on ephemeral loopback ports with extra `MESH_PROXY_*` settings.
+pub async fn proxy(extra: &[(&str, String)]) -> TestProxy {
+    let mut env: HashMap<String, String> = [
+        ("MESH_PROXY_OUTBOUND_LISTEN_ADDR", "127.0.0.1:0"),
+        ("MESH_PROXY_INBOUND_LISTEN_ADDR", "127.0.0.1:0"),
+        ("MESH_PROXY_ADMIN_LISTEN_ADDR", "127.0.0.1:0"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    for (k, v) in extra {
+        env.insert(k.to_string(), v.clone());
+    }
+    let config = Config::from_env(&env).expect("test config is valid");
+    let bound = mesh_proxy::bind(config).await.expect("bind");
+    let (inbound, outbound, admin) = bound.addrs();
+    let proxy = bound.proxy();
+    let done = tokio::spawn(bound.serve());
+    TestProxy { inbound, outbound, admin, proxy, done }
+}
+
+impl TestProxy {
+    pub fn metrics(&self) -> String {
+        self.proxy.metrics.encode()
+    }
+
+    /// Waits until `/metrics` contains `needle` (responses are counted when their
+    /// stream ends, which may be just after the client has read them).
+    pub async fn wait_metric(&self, needle: &str) -> String {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let m = self.metrics();
+            if m.contains(needle) {
+                return m;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "metric {needle:?} never appeared in:\n{m}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+type Body = BoxBody<Bytes, hyper::Error>;
+
+fn full(s: impl Into<Bytes>) -> Body {
+    Full::new(s.into()).map_err(|never| match never {}).boxed()
+}
+
+/// A backend serving HTTP/1.1 and h2c on one port:
+/// `/status/N`, `/delay/MS`, `/echo` (streams the body back, trailers too),
+/// `/grpc/N` (a gRPC response with `grpc-status: N` in trailers), `/partial`
+/// (promises 1000 bytes, sends 10, then closes), `/upgrade` (101, then echoes bytes),
+/// and anything else `200 hello`.
+pub async fn backend() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { return };
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(handle);
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+async fn handle(mut req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let path = req.uri().path().to_string();
+    let mut parts = path.trim_start_matches('/').splitn(2, '/');
+    let rsp = match (parts.next().unwrap_or(""), parts.next()) {
+        ("status", Some(n)) => {
+            let mut r = Response::new(full(format!("status {n}\n")));
+            *r.status_mut() = StatusCode::from_u16(n.parse().unwrap_or(500)).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            r
+        }
+        ("delay", Some(ms)) => {
+            tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
+            Response::new(full("delayed\n"))
+        }
+        ("echo", _) => Response::new(req.into_body().boxed()),
+        ("grpc", Some(code)) => {
+            let trailers = {
+                let mut t = http::HeaderMap::new();
+                t.insert("grpc-status", code.parse().unwrap());
+                t
+            };
+            let frames = vec![
+                Ok::<_, hyper::Error>(Frame::data(Bytes::from_static(b"\0\0\0\0\x02hi"))),
+                Ok(Frame::trailers(trailers)),
+            ];
+            let body = StreamBody::new(futures_util::stream::iter(frames));
+            let mut r = Response::new(BodyExt::boxed(body));
+            r.headers_mut().insert("content-type", "application/grpc".parse().unwrap());
+            r
+        }
+        ("upgrade", _) => {
+            let on = hyper::upgrade::on(&mut req);
+            tokio::spawn(async move {
+                if let Ok(up) = on.await {
+                    let mut io = TokioIo::new(up);
+                    let mut buf = [0u8; 1024];
+                    while let Ok(n) = io.read(&mut buf).await {
+                        if n == 0 || io.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            });
+            let mut r = Response::new(full(""));
+            *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+            r.headers_mut().insert("connection", "upgrade".parse().unwrap());
+            r.headers_mut().insert("upgrade", "echo".parse().unwrap());
+            r
+        }
+        _ => Response::new(full("hello\n")),
+    };
+    Ok(rsp)
+}
+
+/// A backend that accepts, reads a request head, and answers with a response that
+/// promises 1000 bytes but sends 10 before closing.
+pub async fn truncating_backend() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else { return };
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n0123456789").await;
+            });
+        }
+    });
+    addr
+}
+
+/// TCP echo; with `banner`, the server speaks first.
+pub async fn tcp_echo(banner: Option<&'static [u8]>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else { return };
+            tokio::spawn(async move {
+                if let Some(b) = banner {
+                    if s.write_all(b).await.is_err() {
+                        return;
+                    }
+                }
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+                let _ = w.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+/// Writes `req` on a fresh connection and reads until the peer closes or `until`
+/// appears in what was read.
+pub async fn raw(addr: SocketAddr, req: &[u8], until: &str) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(req).await.unwrap();
+    read_until(&mut s, until).await
+}
+
+pub async fn read_until(s: &mut TcpStream, until: &str) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let n = tokio::time::timeout_at(deadline, s.read(&mut buf))
+            .await
+            .expect("peer neither answered nor closed")
+            .unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+        if !until.is_empty() && String::from_utf8_lossy(&out).contains(until) {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// An HTTP/1 client connection through `addr`.
+pub async fn h1(addr: SocketAddr) -> hyper::client::conn::http1::SendRequest<Body> {
+    let s = TcpStream::connect(addr).await.unwrap();
+    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s)).await.unwrap();
+    tokio::spawn(conn);
+    send
+}
+
+/// An HTTP/2 prior-knowledge client connection through `addr`.
+pub async fn h2(addr: SocketAddr) -> hyper::client::conn::http2::SendRequest<Body> {
+    let s = TcpStream::connect(addr).await.unwrap();
+    let (send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(s)).await.unwrap();
+    tokio::spawn(conn);
+    send
+}
+
+pub fn get(uri: &str) -> Request<Body> {
+    Request::get(uri).body(full("")).unwrap()
+}
+
+pub fn body(s: &'static str) -> Body {
+    full(s)
+}
