@@ -28,7 +28,8 @@ pub(crate) async fn serve(proxy: Arc<Proxy>, listener: TcpListener) {
                 async move { Ok::<_, Infallible>(rsp) }
             });
             let mut b = hyper::server::conn::http1::Builder::new();
-            b.timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(10));
+            b.timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10));
             if let Err(e) = b.serve_connection(TokioIo::new(stream), svc).await {
                 tracing::debug!(%client, error = %e, "admin connection failed");
             }
@@ -39,7 +40,10 @@ pub(crate) async fn serve(proxy: Arc<Proxy>, listener: TcpListener) {
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     let mut rsp = Response::new(Full::new(body.into()));
     *rsp.status_mut() = status;
-    rsp.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain; charset=utf-8"));
+    rsp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     rsp
 }
 
@@ -62,10 +66,14 @@ pub fn handle(proxy: &Proxy, client: SocketAddr, req: &Request<Incoming>) -> Res
         },
         "/shutdown" => {
             if !client.ip().is_loopback() {
-                text(StatusCode::FORBIDDEN, "shutdown is only allowed from localhost\n")
+                text(
+                    StatusCode::FORBIDDEN,
+                    "shutdown is only allowed from localhost\n",
+                )
             } else if req.method() != Method::POST {
                 let mut rsp = text(StatusCode::METHOD_NOT_ALLOWED, "use POST\n");
-                rsp.headers_mut().insert(header::ALLOW, header::HeaderValue::from_static("POST"));
+                rsp.headers_mut()
+                    .insert(header::ALLOW, header::HeaderValue::from_static("POST"));
                 rsp
             } else {
                 tracing::info!("shutdown requested through the admin server");

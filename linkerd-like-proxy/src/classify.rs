@@ -58,8 +58,14 @@ mod tests {
     fn http_statuses() {
         assert_eq!(classify(StatusCode::OK, false, None), Class::Success);
         assert_eq!(classify(StatusCode::NOT_FOUND, false, None), Class::Success);
-        assert_eq!(classify(StatusCode::INTERNAL_SERVER_ERROR, false, None), Class::Failure);
-        assert_eq!(classify(StatusCode::SERVICE_UNAVAILABLE, false, None), Class::Failure);
+        assert_eq!(
+            classify(StatusCode::INTERNAL_SERVER_ERROR, false, None),
+            Class::Failure
+        );
+        assert_eq!(
+            classify(StatusCode::SERVICE_UNAVAILABLE, false, None),
+            Class::Failure
+        );
     }
 
     #[test]
@@ -68,7 +74,10 @@ mod tests {
         assert_eq!(classify(StatusCode::OK, true, Some(13)), Class::Failure);
         assert_eq!(classify(StatusCode::OK, true, Some(5)), Class::Failure);
         assert_eq!(classify(StatusCode::OK, true, None), Class::Failure);
-        assert_eq!(classify(StatusCode::BAD_GATEWAY, true, None), Class::Failure);
+        assert_eq!(
+            classify(StatusCode::BAD_GATEWAY, true, None),
+            Class::Failure
+        );
     }
 
     #[test]
@@ -79,7 +88,10 @@ mod tests {
         assert_eq!(grpc_status(&h), Some(14));
         h.insert("grpc-status", "x".parse().unwrap());
         assert_eq!(grpc_status(&h), None);
-        h.insert(http::header::CONTENT_TYPE, "application/grpc+proto".parse().unwrap());
+        h.insert(
+            http::header::CONTENT_TYPE,
+            "application/grpc+proto".parse().unwrap(),
+        );
         assert!(is_grpc(&h));
     }
 }

@@ -68,7 +68,8 @@ pub const ENV_HTTP1_MAX_HEADER_BYTES: &str = "MESH_PROXY_HTTP1_MAX_HEADER_BYTES"
 pub const ENV_HTTP1_HEADER_READ_TIMEOUT: &str = "MESH_PROXY_HTTP1_HEADER_READ_TIMEOUT";
 /// Whether inbound metrics carry the `authority` label. Default off, since any client
 /// could otherwise create unbounded series; `unsafe` turns it on.
-pub const ENV_INBOUND_METRICS_AUTHORITY_LABELS: &str = "MESH_PROXY_INBOUND_METRICS_AUTHORITY_LABELS";
+pub const ENV_INBOUND_METRICS_AUTHORITY_LABELS: &str =
+    "MESH_PROXY_INBOUND_METRICS_AUTHORITY_LABELS";
 /// Worker threads. Default `1`: a sidecar should not compete with its application.
 pub const ENV_CORES: &str = "MESH_PROXY_CORES";
 /// Log filter, in `tracing_subscriber::EnvFilter` syntax. Default `warn,mesh_proxy=info`.
@@ -124,7 +125,11 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}={:?}: expected {}", self.var, self.value, self.expected)
+        write!(
+            f,
+            "{}={:?}: expected {}",
+            self.var, self.value, self.expected
+        )
     }
 }
 
@@ -133,17 +138,36 @@ impl std::error::Error for ConfigError {}
 impl Config {
     /// Reads and validates every `MESH_PROXY_*` variable.
     pub fn from_env(env: &impl Env) -> Result<Self, ConfigError> {
-        let addr = |var, default: &str| parse(env, var, default, "an address like 127.0.0.1:4140", |v| v.parse::<SocketAddr>().ok());
-        let dur = |var, default: &str| parse(env, var, default, "a duration like 500ms, 2s or 1m", parse_duration);
+        let addr = |var, default: &str| {
+            parse(env, var, default, "an address like 127.0.0.1:4140", |v| {
+                v.parse::<SocketAddr>().ok()
+            })
+        };
+        let dur = |var, default: &str| {
+            parse(
+                env,
+                var,
+                default,
+                "a duration like 500ms, 2s or 1m",
+                parse_duration,
+            )
+        };
 
         let mut opaque_ports: BTreeSet<u16> = DEFAULT_OPAQUE_PORTS.iter().copied().collect();
-        opaque_ports.extend(parse(env, ENV_OPAQUE_PORTS, "", "comma-separated ports or ranges like 4000-4010", parse_ports)?);
+        opaque_ports.extend(parse(
+            env,
+            ENV_OPAQUE_PORTS,
+            "",
+            "comma-separated ports or ranges like 4000-4010",
+            parse_ports,
+        )?);
 
         let config = Config {
             outbound_addr: addr(ENV_OUTBOUND_LISTEN_ADDR, "127.0.0.1:4140")?,
             inbound_addr: addr(ENV_INBOUND_LISTEN_ADDR, "0.0.0.0:4143")?,
             admin_addr: addr(ENV_ADMIN_LISTEN_ADDR, "0.0.0.0:4191")?,
-            inbound_forward_addr: match env.get(ENV_INBOUND_FORWARD_ADDR).filter(|v| !v.is_empty()) {
+            inbound_forward_addr: match env.get(ENV_INBOUND_FORWARD_ADDR).filter(|v| !v.is_empty())
+            {
                 None => None,
                 Some(_) => Some(addr(ENV_INBOUND_FORWARD_ADDR, "")?),
             },
@@ -152,27 +176,50 @@ impl Config {
             opaque_ports,
             shutdown_grace_period: dur(ENV_SHUTDOWN_GRACE_PERIOD, "30s")?,
             pool_idle_timeout: dur(ENV_POOL_IDLE_TIMEOUT, "10s")?,
-            http1_max_header_bytes: parse(env, ENV_HTTP1_MAX_HEADER_BYTES, "64KiB", "a size from 8KiB to 1MiB, like 64KiB", |v| {
-                parse_size(v).filter(|n| (8 * 1024..=1024 * 1024).contains(n))
-            })?,
+            http1_max_header_bytes: parse(
+                env,
+                ENV_HTTP1_MAX_HEADER_BYTES,
+                "64KiB",
+                "a size from 8KiB to 1MiB, like 64KiB",
+                |v| parse_size(v).filter(|n| (8 * 1024..=1024 * 1024).contains(n)),
+            )?,
             http1_header_read_timeout: dur(ENV_HTTP1_HEADER_READ_TIMEOUT, "10s")?,
-            inbound_authority_labels: parse(env, ENV_INBOUND_METRICS_AUTHORITY_LABELS, "", "empty or \"unsafe\"", |v| match v {
-                "" => Some(false),
-                "unsafe" => Some(true),
-                _ => None,
-            })?,
-            cores: parse(env, ENV_CORES, "1", "a number of threads from 1 to 64", |v| {
-                v.parse::<usize>().ok().filter(|n| (1..=64).contains(n))
-            })?,
-            log: env.get(ENV_LOG).unwrap_or_else(|| "warn,mesh_proxy=info".to_string()),
+            inbound_authority_labels: parse(
+                env,
+                ENV_INBOUND_METRICS_AUTHORITY_LABELS,
+                "",
+                "empty or \"unsafe\"",
+                |v| match v {
+                    "" => Some(false),
+                    "unsafe" => Some(true),
+                    _ => None,
+                },
+            )?,
+            cores: parse(
+                env,
+                ENV_CORES,
+                "1",
+                "a number of threads from 1 to 64",
+                |v| v.parse::<usize>().ok().filter(|n| (1..=64).contains(n)),
+            )?,
+            log: env
+                .get(ENV_LOG)
+                .unwrap_or_else(|| "warn,mesh_proxy=info".to_string()),
         };
         for (var, d) in [
             (ENV_DETECT_TIMEOUT, config.detect_timeout),
             (ENV_CONNECT_TIMEOUT, config.connect_timeout),
-            (ENV_HTTP1_HEADER_READ_TIMEOUT, config.http1_header_read_timeout),
+            (
+                ENV_HTTP1_HEADER_READ_TIMEOUT,
+                config.http1_header_read_timeout,
+            ),
         ] {
             if d.is_zero() {
-                return Err(ConfigError { var, value: "0".into(), expected: "a duration greater than zero".into() });
+                return Err(ConfigError {
+                    var,
+                    value: "0".into(),
+                    expected: "a duration greater than zero".into(),
+                });
             }
         }
         Ok(config)
@@ -181,7 +228,8 @@ impl Config {
     /// `MESH_PROXY_*` variables that are set but that this proxy does not know:
     /// most likely typos, worth a warning.
     pub fn unknown_vars(vars: impl Iterator<Item = String>) -> Vec<String> {
-        vars.filter(|k| k.starts_with("MESH_PROXY_") && !KNOWN.contains(&k.as_str())).collect()
+        vars.filter(|k| k.starts_with("MESH_PROXY_") && !KNOWN.contains(&k.as_str()))
+            .collect()
     }
 
     /// Whether connections to `port` skip protocol detection.
@@ -199,7 +247,11 @@ fn parse<T>(
 ) -> Result<T, ConfigError> {
     let value = env.get(var);
     let raw = value.as_deref().map(str::trim).unwrap_or(default);
-    f(raw).ok_or_else(|| ConfigError { var, value: raw.to_string(), expected: expected.to_string() })
+    f(raw).ok_or_else(|| ConfigError {
+        var,
+        value: raw.to_string(),
+        expected: expected.to_string(),
+    })
 }
 
 /// Parses `500ms`, `2s`, `1m`, `1h`, `1.5s`. A bare number is refused: its unit would
@@ -216,7 +268,7 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
         "h" => n * 3600.0,
         _ => return None,
     };
-    (secs.is_finite() && secs >= 0.0 && secs < 1e9).then(|| Duration::from_secs_f64(secs))
+    (0.0..1e9).contains(&secs).then(|| Duration::from_secs_f64(secs))
 }
 
 fn parse_size(s: &str) -> Option<usize> {
@@ -288,7 +340,10 @@ mod tests {
         .unwrap();
         assert_eq!(c.detect_timeout, Duration::from_millis(250));
         assert!(c.is_opaque(8000) && c.is_opaque(9001) && c.is_opaque(3306) && !c.is_opaque(9003));
-        assert_eq!(c.inbound_forward_addr, Some("127.0.0.1:8080".parse().unwrap()));
+        assert_eq!(
+            c.inbound_forward_addr,
+            Some("127.0.0.1:8080".parse().unwrap())
+        );
         assert_eq!(c.http1_max_header_bytes, 16 * 1024);
     }
 
@@ -326,6 +381,9 @@ mod tests {
     #[test]
     fn unknown_vars_are_reported() {
         let vars = ["MESH_PROXY_LOG", "MESH_PROXY_DETECT_TIMOUT", "PATH"].map(String::from);
-        assert_eq!(Config::unknown_vars(vars.into_iter()), vec!["MESH_PROXY_DETECT_TIMOUT".to_string()]);
+        assert_eq!(
+            Config::unknown_vars(vars.into_iter()),
+            vec!["MESH_PROXY_DETECT_TIMOUT".to_string()]
+        );
     }
 }

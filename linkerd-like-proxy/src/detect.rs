@@ -43,7 +43,13 @@ pub enum Protocol {
 }
 
 impl Protocol {
-    pub const ALL: [Protocol; 5] = [Self::Http1, Self::Http2, Self::Tcp, Self::Timeout, Self::OpaquePort];
+    pub const ALL: [Protocol; 5] = [
+        Self::Http1,
+        Self::Http2,
+        Self::Tcp,
+        Self::Timeout,
+        Self::OpaquePort,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -87,7 +93,11 @@ fn detect_http1(buf: &[u8]) -> Detected {
     // Method.
     let method_len = buf.iter().take_while(|b| is_tchar(**b)).count();
     if method_len == buf.len() {
-        return if method_len <= MAX_METHOD_LEN { Detected::NeedMore } else { Detected::Opaque };
+        return if method_len <= MAX_METHOD_LEN {
+            Detected::NeedMore
+        } else {
+            Detected::Opaque
+        };
     }
     if method_len == 0 || method_len > MAX_METHOD_LEN || buf[method_len] != b' ' {
         return Detected::Opaque;
@@ -125,12 +135,18 @@ fn detect_http1(buf: &[u8]) -> Detected {
 
 fn plausible_target(target: &[u8]) -> bool {
     // origin-form, asterisk-form, absolute-form or authority-form (CONNECT).
-    matches!(target.first(), Some(b'/') | Some(b'*')) || target.first().is_some_and(|b| b.is_ascii_alphanumeric() || *b == b'[')
+    matches!(target.first(), Some(b'/') | Some(b'*'))
+        || target
+            .first()
+            .is_some_and(|b| b.is_ascii_alphanumeric() || *b == b'[')
 }
 
 /// Reads from `io` until the protocol is known, the buffer is full, the client
 /// closes, or `timeout` passes. Returns the outcome and every byte read.
-pub async fn detect_io<I: AsyncRead + Unpin>(io: &mut I, timeout: Duration) -> std::io::Result<(Protocol, BytesMut)> {
+pub async fn detect_io<I: AsyncRead + Unpin>(
+    io: &mut I,
+    timeout: Duration,
+) -> std::io::Result<(Protocol, BytesMut)> {
     let mut buf = BytesMut::with_capacity(DETECT_BUFFER);
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
@@ -140,7 +156,11 @@ pub async fn detect_io<I: AsyncRead + Unpin>(io: &mut I, timeout: Duration) -> s
             Ok(Err(e)) => return Err(e),
             Ok(Ok(0)) => {
                 // The client closed before saying enough: nothing HTTP can follow.
-                let p = if buf.is_empty() { Protocol::Timeout } else { Protocol::Tcp };
+                let p = if buf.is_empty() {
+                    Protocol::Timeout
+                } else {
+                    Protocol::Tcp
+                };
                 return Ok((p, buf));
             }
             Ok(Ok(_)) => {}
@@ -162,9 +182,18 @@ mod tests {
     #[test]
     fn http1_request_lines() {
         assert_eq!(detect(b"GET / HTTP/1.1\r\n"), Detected::Http1);
-        assert_eq!(detect(b"POST /a?b=c HTTP/1.0\r\nHost: x\r\n\r\n"), Detected::Http1);
-        assert_eq!(detect(b"GET http://example.com/ HTTP/1.1\n"), Detected::Http1);
-        assert_eq!(detect(b"CONNECT example.com:443 HTTP/1.1\r\n"), Detected::Http1);
+        assert_eq!(
+            detect(b"POST /a?b=c HTTP/1.0\r\nHost: x\r\n\r\n"),
+            Detected::Http1
+        );
+        assert_eq!(
+            detect(b"GET http://example.com/ HTTP/1.1\n"),
+            Detected::Http1
+        );
+        assert_eq!(
+            detect(b"CONNECT example.com:443 HTTP/1.1\r\n"),
+            Detected::Http1
+        );
         assert_eq!(detect(b"OPTIONS * HTTP/1.1\r\n"), Detected::Http1);
     }
 
@@ -172,7 +201,12 @@ mod tests {
     fn prefixes_need_more() {
         let line = b"GET /index.html HTTP/1.1\r\n";
         for n in 1..line.len() - 1 {
-            assert_eq!(detect(&line[..n]), Detected::NeedMore, "{:?}", String::from_utf8_lossy(&line[..n]));
+            assert_eq!(
+                detect(&line[..n]),
+                Detected::NeedMore,
+                "{:?}",
+                String::from_utf8_lossy(&line[..n])
+            );
         }
         for n in 1..H2_PREFACE.len() {
             assert_eq!(detect(&H2_PREFACE[..n]), Detected::NeedMore);
@@ -210,7 +244,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn silent_client_times_out() {
         let (mut client, _server) = tokio::io::duplex(64);
-        let (p, buf) = detect_io(&mut client, Duration::from_millis(500)).await.unwrap();
+        let (p, buf) = detect_io(&mut client, Duration::from_millis(500))
+            .await
+            .unwrap();
         assert_eq!(p, Protocol::Timeout);
         assert!(buf.is_empty());
     }

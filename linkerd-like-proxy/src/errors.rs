@@ -98,14 +98,29 @@ pub fn respond(err: &(dyn std::error::Error + 'static), grpc: bool) -> Response<
     let (status, grpc_code, label) = condition(err);
     let msg = chain(err);
     // Header values must be visible ASCII; anything else is replaced, not dropped.
-    let clean: String = msg.chars().map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' }).collect();
-    let value = HeaderValue::from_str(&clean).unwrap_or_else(|_| HeaderValue::from_static("proxy error"));
+    let clean: String = msg
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect();
+    let value =
+        HeaderValue::from_str(&clean).unwrap_or_else(|_| HeaderValue::from_static("proxy error"));
     let mut rsp = Response::new(ProxyBody::empty());
     rsp.headers_mut().insert(PROXY_ERROR_HEADER, value.clone());
-    rsp.headers_mut().insert(http::header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    rsp.headers_mut()
+        .insert(http::header::CONTENT_LENGTH, HeaderValue::from_static("0"));
     if grpc {
-        rsp.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
-        rsp.headers_mut().insert("grpc-status", HeaderValue::from(grpc_code));
+        rsp.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        rsp.headers_mut()
+            .insert("grpc-status", HeaderValue::from(grpc_code));
         rsp.headers_mut().insert("grpc-message", value);
     } else {
         *rsp.status_mut() = status;
@@ -118,8 +133,10 @@ pub fn respond(err: &(dyn std::error::Error + 'static), grpc: bool) -> Response<
 pub fn bad_request(msg: &'static str) -> Response<ProxyBody> {
     let mut rsp = Response::new(ProxyBody::empty());
     *rsp.status_mut() = StatusCode::BAD_REQUEST;
-    rsp.headers_mut().insert(PROXY_ERROR_HEADER, HeaderValue::from_static(msg));
-    rsp.headers_mut().insert(http::header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    rsp.headers_mut()
+        .insert(PROXY_ERROR_HEADER, HeaderValue::from_static(msg));
+    rsp.headers_mut()
+        .insert(http::header::CONTENT_LENGTH, HeaderValue::from_static("0"));
     rsp
 }
 
@@ -130,17 +147,29 @@ mod tests {
     #[test]
     fn connect_errors_map_to_statuses() {
         let addr: SocketAddr = "198.18.0.9:80".parse().unwrap();
-        let e = ConnectFailed { addr, source: std::io::Error::from(std::io::ErrorKind::ConnectionRefused) };
+        let e = ConnectFailed {
+            addr,
+            source: std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+        };
         let rsp = respond(&e, false);
         assert_eq!(rsp.status(), StatusCode::BAD_GATEWAY);
         let h = rsp.headers()[PROXY_ERROR_HEADER].to_str().unwrap();
         assert!(h.starts_with("connect to 198.18.0.9:80 failed: "), "{h}");
-        assert_eq!(rsp.extensions().get::<SyntheticResponse>(), Some(&SyntheticResponse("connect")));
+        assert_eq!(
+            rsp.extensions().get::<SyntheticResponse>(),
+            Some(&SyntheticResponse("connect"))
+        );
 
-        let e = ConnectTimeout { addr, timeout: Duration::from_secs(1) };
+        let e = ConnectTimeout {
+            addr,
+            timeout: Duration::from_secs(1),
+        };
         let rsp = respond(&e, false);
         assert_eq!(rsp.status(), StatusCode::GATEWAY_TIMEOUT);
-        assert_eq!(rsp.headers()[PROXY_ERROR_HEADER], "connect to 198.18.0.9:80 timed out after 1000ms");
+        assert_eq!(
+            rsp.headers()[PROXY_ERROR_HEADER],
+            "connect to 198.18.0.9:80 timed out after 1000ms"
+        );
 
         let rsp = respond(&e, true);
         assert_eq!(rsp.status(), StatusCode::OK);

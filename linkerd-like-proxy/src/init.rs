@@ -49,7 +49,8 @@ impl fmt::Display for UsageError {
 
 impl std::error::Error for UsageError {}
 
-pub const USAGE: &str = "usage: mesh-proxy init [--proxy-uid UID] [--inbound-port PORT] [--outbound-port PORT] \
+pub const USAGE: &str =
+    "usage: mesh-proxy init [--proxy-uid UID] [--inbound-port PORT] [--outbound-port PORT] \
 [--skip-inbound-ports LIST] [--skip-outbound-ports LIST] [--iptables BIN] [--dry-run]";
 
 impl InitConfig {
@@ -65,8 +66,14 @@ impl InitConfig {
                 c.dry_run = true;
                 continue;
             }
-            const VALUED: &[&str] =
-                &["--proxy-uid", "--inbound-port", "--outbound-port", "--skip-inbound-ports", "--skip-outbound-ports", "--iptables"];
+            const VALUED: &[&str] = &[
+                "--proxy-uid",
+                "--inbound-port",
+                "--outbound-port",
+                "--skip-inbound-ports",
+                "--skip-outbound-ports",
+                "--iptables",
+            ];
             if !VALUED.contains(&name) {
                 return Err(UsageError(format!("unknown flag {name}\n{USAGE}")));
             }
@@ -76,11 +83,23 @@ impl InitConfig {
             };
             let bad = |what: &str| UsageError(format!("{name} {value:?}: expected {what}"));
             match name {
-                "--proxy-uid" => c.proxy_uid = value.parse().map_err(|_| bad("a numeric user id"))?,
-                "--inbound-port" => c.inbound_port = port(&value).ok_or_else(|| bad("a port from 1 to 65535"))?,
-                "--outbound-port" => c.outbound_port = port(&value).ok_or_else(|| bad("a port from 1 to 65535"))?,
-                "--skip-inbound-ports" => c.skip_inbound_ports = ports(&value).ok_or_else(|| bad("ports like 22,8000-8010"))?,
-                "--skip-outbound-ports" => c.skip_outbound_ports = ports(&value).ok_or_else(|| bad("ports like 22,8000-8010"))?,
+                "--proxy-uid" => {
+                    c.proxy_uid = value.parse().map_err(|_| bad("a numeric user id"))?
+                }
+                "--inbound-port" => {
+                    c.inbound_port = port(&value).ok_or_else(|| bad("a port from 1 to 65535"))?
+                }
+                "--outbound-port" => {
+                    c.outbound_port = port(&value).ok_or_else(|| bad("a port from 1 to 65535"))?
+                }
+                "--skip-inbound-ports" => {
+                    c.skip_inbound_ports =
+                        ports(&value).ok_or_else(|| bad("ports like 22,8000-8010"))?
+                }
+                "--skip-outbound-ports" => {
+                    c.skip_outbound_ports =
+                        ports(&value).ok_or_else(|| bad("ports like 22,8000-8010"))?
+                }
                 "--iptables" => c.iptables = value,
                 _ => return Err(UsageError(format!("unknown flag {name}\n{USAGE}"))),
             }
@@ -96,17 +115,30 @@ impl InitConfig {
         let mut add = |s: String| r.push(s.split_whitespace().map(String::from).collect());
         add(format!("-t nat -N {INBOUND_CHAIN}"));
         for p in port_specs(&skip_in) {
-            add(format!("-t nat -A {INBOUND_CHAIN} -p tcp --dport {p} -j RETURN"));
+            add(format!(
+                "-t nat -A {INBOUND_CHAIN} -p tcp --dport {p} -j RETURN"
+            ));
         }
-        add(format!("-t nat -A {INBOUND_CHAIN} -p tcp -j REDIRECT --to-ports {}", self.inbound_port));
+        add(format!(
+            "-t nat -A {INBOUND_CHAIN} -p tcp -j REDIRECT --to-ports {}",
+            self.inbound_port
+        ));
         add(format!("-t nat -A PREROUTING -j {INBOUND_CHAIN}"));
         add(format!("-t nat -N {OUTPUT_CHAIN}"));
-        add(format!("-t nat -A {OUTPUT_CHAIN} -m owner --uid-owner {} -j RETURN", self.proxy_uid));
+        add(format!(
+            "-t nat -A {OUTPUT_CHAIN} -m owner --uid-owner {} -j RETURN",
+            self.proxy_uid
+        ));
         add(format!("-t nat -A {OUTPUT_CHAIN} -o lo -j RETURN"));
         for p in port_specs(&self.skip_outbound_ports) {
-            add(format!("-t nat -A {OUTPUT_CHAIN} -p tcp --dport {p} -j RETURN"));
+            add(format!(
+                "-t nat -A {OUTPUT_CHAIN} -p tcp --dport {p} -j RETURN"
+            ));
         }
-        add(format!("-t nat -A {OUTPUT_CHAIN} -p tcp -j REDIRECT --to-ports {}", self.outbound_port));
+        add(format!(
+            "-t nat -A {OUTPUT_CHAIN} -p tcp -j REDIRECT --to-ports {}",
+            self.outbound_port
+        ));
         add(format!("-t nat -A OUTPUT -j {OUTPUT_CHAIN}"));
         r
     }
@@ -163,7 +195,11 @@ fn port_specs(ports: &BTreeSet<u16>) -> Vec<String> {
         while it.peek() == Some(&(end.wrapping_add(1))) && end < u16::MAX {
             end = it.next().expect("peeked");
         }
-        out.push(if start == end { start.to_string() } else { format!("{start}:{end}") });
+        out.push(if start == end {
+            start.to_string()
+        } else {
+            format!("{start}:{end}")
+        });
     }
     out
 }
@@ -198,21 +234,37 @@ mod tests {
 
     #[test]
     fn flags() {
-        let c = InitConfig::parse(&args("--proxy-uid 1000 --skip-outbound-ports 22,8000-8002 --inbound-port=5000 --dry-run")).unwrap();
+        let c = InitConfig::parse(&args(
+            "--proxy-uid 1000 --skip-outbound-ports 22,8000-8002 --inbound-port=5000 --dry-run",
+        ))
+        .unwrap();
         assert_eq!(c.proxy_uid, 1000);
         assert_eq!(c.inbound_port, 5000);
         assert!(c.dry_run);
         let rules: Vec<String> = c.rules().iter().map(|r| r.join(" ")).collect();
-        assert!(rules.contains(&"-t nat -A MESH_PROXY_OUTPUT -p tcp --dport 22 -j RETURN".to_string()));
-        assert!(rules.contains(&"-t nat -A MESH_PROXY_OUTPUT -p tcp --dport 8000:8002 -j RETURN".to_string()));
+        assert!(
+            rules.contains(&"-t nat -A MESH_PROXY_OUTPUT -p tcp --dport 22 -j RETURN".to_string())
+        );
+        assert!(rules.contains(
+            &"-t nat -A MESH_PROXY_OUTPUT -p tcp --dport 8000:8002 -j RETURN".to_string()
+        ));
     }
 
     #[test]
     fn bad_flags_say_what_was_wrong() {
-        assert!(InitConfig::parse(&args("--proxy-uid x")).unwrap_err().0.contains("--proxy-uid \"x\": expected"));
+        assert!(InitConfig::parse(&args("--proxy-uid x"))
+            .unwrap_err()
+            .0
+            .contains("--proxy-uid \"x\": expected"));
         assert!(InitConfig::parse(&args("--inbound-port 0")).is_err());
         assert!(InitConfig::parse(&args("--skip-inbound-ports 9-1")).is_err());
-        assert!(InitConfig::parse(&args("--frobnicate")).unwrap_err().0.contains("unknown flag"));
-        assert!(InitConfig::parse(&args("--outbound-port")).unwrap_err().0.contains("needs a value"));
+        assert!(InitConfig::parse(&args("--frobnicate"))
+            .unwrap_err()
+            .0
+            .contains("unknown flag"));
+        assert!(InitConfig::parse(&args("--outbound-port"))
+            .unwrap_err()
+            .0
+            .contains("needs a value"));
     }
 }

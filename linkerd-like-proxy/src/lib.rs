@@ -75,7 +75,8 @@ impl Proxy {
     /// Whether `addr` is one of this proxy's own listeners: forwarding there would loop.
     pub fn is_own_listener(&self, addr: SocketAddr) -> bool {
         self.listeners.iter().any(|l| {
-            l.port() == addr.port() && (l.ip() == addr.ip() || (l.ip().is_unspecified() && addr.ip().is_loopback()))
+            l.port() == addr.port()
+                && (l.ip() == addr.ip() || (l.ip().is_unspecified() && addr.ip().is_loopback()))
         })
     }
 
@@ -106,7 +107,11 @@ impl Bound {
 
 /// Binds every listener. Nothing is served until [`Bound::serve`].
 pub async fn bind(config: Config) -> Result<Bound, BindError> {
-    let bind = |name, addr| async move { TcpListener::bind(addr).await.map_err(|source| BindError { name, addr, source }) };
+    let bind = |name, addr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| BindError { name, addr, source })
+    };
     let inbound = bind("inbound", config.inbound_addr).await?;
     let outbound = bind("outbound", config.outbound_addr).await?;
     let admin = bind("admin", config.admin_addr).await?;
@@ -115,7 +120,10 @@ pub async fn bind(config: Config) -> Result<Bound, BindError> {
         let connector = http::client_connector(metrics.clone(), direction, config.connect_timeout);
         Pool::new(connector, config.pool_idle_timeout)
     };
-    let listeners = [&inbound, &outbound, &admin].iter().filter_map(|l| l.local_addr().ok()).collect();
+    let listeners = [&inbound, &outbound, &admin]
+        .iter()
+        .filter_map(|l| l.local_addr().ok())
+        .collect();
     let proxy = Arc::new(Proxy {
         pools: [pool(Direction::Inbound), pool(Direction::Outbound)],
         metrics,
@@ -125,15 +133,29 @@ pub async fn bind(config: Config) -> Result<Bound, BindError> {
         ready: AtomicBool::new(false),
         config,
     });
-    Ok(Bound { inbound, outbound, admin, proxy })
+    Ok(Bound {
+        inbound,
+        outbound,
+        admin,
+        proxy,
+    })
 }
 
 impl Bound {
     /// Serves until SIGTERM, SIGINT or `/shutdown`, then drains: stops accepting, lets
     /// in-flight requests and streams finish within the grace period, and returns.
     pub async fn serve(self) {
-        let Bound { inbound, outbound, admin, proxy } = self;
-        let (i, o, a) = (inbound.local_addr().ok(), outbound.local_addr().ok(), admin.local_addr().ok());
+        let Bound {
+            inbound,
+            outbound,
+            admin,
+            proxy,
+        } = self;
+        let (i, o, a) = (
+            inbound.local_addr().ok(),
+            outbound.local_addr().ok(),
+            admin.local_addr().ok(),
+        );
         tokio::spawn(admin::serve(proxy.clone(), admin));
         let accepting = TaskTracker::new();
         accepting.spawn(accept(proxy.clone(), inbound, Direction::Inbound));
@@ -151,11 +173,21 @@ impl Bound {
         proxy.ready.store(false, Ordering::Release);
         proxy.shutdown.cancel();
         accepting.wait().await;
-        tracing::info!(grace_ms = grace.as_millis() as u64, open = proxy.tasks.len(), "listeners closed; draining");
+        tracing::info!(
+            grace_ms = grace.as_millis() as u64,
+            open = proxy.tasks.len(),
+            "listeners closed; draining"
+        );
         sweeper.abort();
         proxy.tasks.close();
-        if tokio::time::timeout(grace, proxy.tasks.wait()).await.is_err() {
-            tracing::warn!(open = proxy.tasks.len(), "grace period over; closing remaining connections");
+        if tokio::time::timeout(grace, proxy.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                open = proxy.tasks.len(),
+                "grace period over; closing remaining connections"
+            );
         }
         tracing::info!("shut down");
     }
@@ -171,7 +203,10 @@ async fn signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
             (Ok(mut term), Ok(mut int)) => {
                 tokio::select! {
                     _ = term.recv() => {}
@@ -203,7 +238,9 @@ async fn accept(proxy: Arc<Proxy>, listener: TcpListener, direction: Direction) 
         };
         match accepted {
             Ok((stream, client)) => {
-                proxy.tasks.spawn(serve_conn(proxy.clone(), direction, stream, client));
+                proxy
+                    .tasks
+                    .spawn(serve_conn(proxy.clone(), direction, stream, client));
             }
             Err(e) => {
                 // Out of file descriptors or similar: back off instead of spinning.
@@ -214,8 +251,15 @@ async fn accept(proxy: Arc<Proxy>, listener: TcpListener, direction: Direction) 
     }
 }
 
-async fn serve_conn(proxy: Arc<Proxy>, direction: Direction, stream: TcpStream, client: SocketAddr) {
-    let Ok(local) = stream.local_addr() else { return };
+async fn serve_conn(
+    proxy: Arc<Proxy>,
+    direction: Direction,
+    stream: TcpStream,
+    client: SocketAddr,
+) {
+    let Ok(local) = stream.local_addr() else {
+        return;
+    };
     let _ = stream.set_nodelay(true);
     let orig_dst = orig_dst::orig_dst(&stream, local);
     // Where opaque bytes would go: the original destination, or in explicit inbound
@@ -224,7 +268,9 @@ async fn serve_conn(proxy: Arc<Proxy>, direction: Direction, stream: TcpStream, 
         Direction::Inbound => proxy.config.inbound_forward_addr,
         Direction::Outbound => None,
     });
-    let conn_metrics = proxy.metrics.tcp_open(direction, Peer::Src, target.unwrap_or(local), false);
+    let conn_metrics = proxy
+        .metrics
+        .tcp_open(direction, Peer::Src, target.unwrap_or(local), false);
     let mut io = MeteredIo::new(stream, conn_metrics);
 
     let (protocol, prefix) = match target {
@@ -241,7 +287,11 @@ async fn serve_conn(proxy: Arc<Proxy>, direction: Direction, stream: TcpStream, 
     let io = PrefixedIo::new(prefix, io);
 
     if protocol.is_http() {
-        let conn = ConnCtx { direction, orig_dst, client };
+        let conn = ConnCtx {
+            direction,
+            orig_dst,
+            client,
+        };
         http::serve(proxy, conn, io, protocol).await;
         return;
     }
@@ -252,7 +302,9 @@ async fn serve_conn(proxy: Arc<Proxy>, direction: Direction, stream: TcpStream, 
             })
             .await
         }
-        None => tracing::debug!(%client, ?direction, "no destination for a non-HTTP connection; closing"),
+        None => {
+            tracing::debug!(%client, ?direction, "no destination for a non-HTTP connection; closing")
+        }
     }
 }
 

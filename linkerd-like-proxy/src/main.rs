@@ -39,7 +39,10 @@ fn main() -> ExitCode {
     let filter = match tracing_subscriber::EnvFilter::try_new(&config.log) {
         Ok(f) => f,
         Err(e) => {
-            eprintln!("mesh-proxy: invalid configuration: MESH_PROXY_LOG={:?}: {e}", config.log);
+            eprintln!(
+                "mesh-proxy: invalid configuration: MESH_PROXY_LOG={:?}: {e}",
+                config.log
+            );
             return ExitCode::from(EX_USAGE);
         }
     };
@@ -53,9 +56,14 @@ fn main() -> ExitCode {
     }
 
     let rt = if config.cores == 1 {
-        tokio::runtime::Builder::new_current_thread().enable_all().build()
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
     } else {
-        tokio::runtime::Builder::new_multi_thread().worker_threads(config.cores).enable_all().build()
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(config.cores)
+            .enable_all()
+            .build()
     };
     let rt = match rt {
         Ok(rt) => rt,

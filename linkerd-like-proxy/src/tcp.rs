@@ -8,8 +8,13 @@ use tokio::io::{AsyncRead, AsyncWrite};
 /// Forwards `downstream` to `target` until both directions are done. If the target
 /// cannot be reached, the client's connection is reset, as a refused connection would
 /// have been.
-pub(crate) async fn forward<I>(proxy: &Proxy, direction: Direction, mut downstream: I, target: SocketAddr, reset: impl FnOnce(&I))
-where
+pub(crate) async fn forward<I>(
+    proxy: &Proxy,
+    direction: Direction,
+    mut downstream: I,
+    target: SocketAddr,
+    reset: impl FnOnce(&I),
+) where
     I: AsyncRead + AsyncWrite + Unpin,
 {
     if proxy.is_own_listener(target) {

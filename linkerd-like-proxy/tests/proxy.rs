@@ -21,12 +21,17 @@ async fn http1_proxy_requests_are_forwarded_and_counted() {
     let p = proxy(&[]).await;
     let mut c = h1(p.outbound).await;
     for code in [200, 503, 404] {
-        let rsp = c.send_request(get(&format!("http://{backend}/status/{code}"))).await.unwrap();
+        let rsp = c
+            .send_request(get(&format!("http://{backend}/status/{code}")))
+            .await
+            .unwrap();
         assert_eq!(rsp.status().as_u16(), code);
         let body = rsp.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(body, format!("status {code}\n"));
     }
-    let base = format!(r#"direction="outbound",authority="{backend}",target_addr="{backend}",tls="false""#);
+    let base = format!(
+        r#"direction="outbound",authority="{backend}",target_addr="{backend}",tls="false""#
+    );
     let m = p
         .wait_metric(&format!(
             "response_total{{{base},status_code=\"404\",classification=\"success\",grpc_status=\"\",error=\"\"}} 1"
@@ -45,7 +50,12 @@ async fn http1_proxy_requests_are_forwarded_and_counted() {
 async fn inbound_forwards_to_the_configured_app() {
     let backend = backend().await;
     let p = proxy(&[("MESH_PROXY_INBOUND_FORWARD_ADDR", backend.to_string())]).await;
-    let out = raw(p.inbound, b"GET /status/201 HTTP/1.1\r\nHost: app\r\nConnection: close\r\n\r\n", "").await;
+    let out = raw(
+        p.inbound,
+        b"GET /status/201 HTTP/1.1\r\nHost: app\r\nConnection: close\r\n\r\n",
+        "",
+    )
+    .await;
     assert!(out.starts_with("HTTP/1.1 201"), "{out}");
     // Inbound metrics carry no authority label: any client could mint new series.
     let m = p
@@ -72,8 +82,14 @@ async fn h2_grpc_trailers_pass_and_classify() {
         assert_eq!(collected.to_bytes(), Bytes::from_static(b"\0\0\0\0\x02hi"));
     }
     let m = p.wait_metric("grpc_status=\"13\"").await;
-    assert!(m.contains(r#"status_code="200",classification="failure",grpc_status="13",error="""#), "{m}");
-    assert!(m.contains(r#"status_code="200",classification="success",grpc_status="0",error="""#), "{m}");
+    assert!(
+        m.contains(r#"status_code="200",classification="failure",grpc_status="13",error="""#),
+        "{m}"
+    );
+    assert!(
+        m.contains(r#"status_code="200",classification="success",grpc_status="0",error="""#),
+        "{m}"
+    );
     assert!(m.contains(r#"protocol_detect_total{direction="outbound",result="h2"} 1"#));
 }
 
@@ -84,7 +100,9 @@ async fn bodies_stream_both_ways_without_buffering() {
     for h2_client in [false, true] {
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, hyper::Error>>(1);
         let stream = StreamBody::new(tokio_stream(rx));
-        let req = Request::post(format!("http://{backend}/echo")).body(BodyExt::boxed(stream)).unwrap();
+        let req = Request::post(format!("http://{backend}/echo"))
+            .body(BodyExt::boxed(stream))
+            .unwrap();
         let rsp_fut = async {
             if h2_client {
                 h2(p.outbound).await.send_request(req).await
@@ -92,14 +110,18 @@ async fn bodies_stream_both_ways_without_buffering() {
                 h1(p.outbound).await.send_request(req).await
             }
         };
-        tx.send(Ok(Frame::data(Bytes::from_static(b"ping-1")))).await.unwrap();
+        tx.send(Ok(Frame::data(Bytes::from_static(b"ping-1"))))
+            .await
+            .unwrap();
         let rsp = rsp_fut.await.unwrap();
         let mut body = rsp.into_body();
         // The first chunk comes back while the request body is still open: nothing
         // waited for the whole body.
         let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
         assert_eq!(first, "ping-1");
-        tx.send(Ok(Frame::data(Bytes::from_static(b"ping-2")))).await.unwrap();
+        tx.send(Ok(Frame::data(Bytes::from_static(b"ping-2"))))
+            .await
+            .unwrap();
         let second = body.frame().await.unwrap().unwrap().into_data().unwrap();
         assert_eq!(second, "ping-2");
         drop(tx);
@@ -107,7 +129,9 @@ async fn bodies_stream_both_ways_without_buffering() {
     }
 }
 
-fn tokio_stream<T: Send + 'static>(mut rx: tokio::sync::mpsc::Receiver<T>) -> impl futures_util::Stream<Item = T> {
+fn tokio_stream<T: Send + 'static>(
+    mut rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures_util::Stream<Item = T> {
     futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
@@ -124,13 +148,21 @@ async fn upgrades_and_connect_tunnel_bytes() {
         .unwrap();
     let head = read_until(&mut s, "\r\n\r\n").await;
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    assert!(head.to_ascii_lowercase().contains("upgrade: echo"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("upgrade: echo"),
+        "{head}"
+    );
     s.write_all(b"raw bytes after upgrade").await.unwrap();
-    assert_eq!(read_until(&mut s, "upgrade").await, "raw bytes after upgrade");
+    assert_eq!(
+        read_until(&mut s, "upgrade").await,
+        "raw bytes after upgrade"
+    );
 
     // CONNECT, answered by the proxy itself in explicit mode.
     let mut s = TcpStream::connect(p.outbound).await.unwrap();
-    s.write_all(format!("CONNECT {echo} HTTP/1.1\r\nHost: {echo}\r\n\r\n").as_bytes()).await.unwrap();
+    s.write_all(format!("CONNECT {echo} HTTP/1.1\r\nHost: {echo}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
     let head = read_until(&mut s, "\r\n\r\n").await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     s.write_all(b"\x00\x01binary").await.unwrap();
@@ -148,38 +180,79 @@ async fn failures_become_502_504_or_grpc_status() {
         l.local_addr().unwrap()
     };
     let mut c = h1(p.outbound).await;
-    let rsp = c.send_request(get(&format!("http://{refused}/"))).await.unwrap();
+    let rsp = c
+        .send_request(get(&format!("http://{refused}/")))
+        .await
+        .unwrap();
     assert_eq!(rsp.status(), StatusCode::BAD_GATEWAY);
-    let why = rsp.headers()["mesh-proxy-error"].to_str().unwrap().to_string();
-    assert!(why.contains(&format!("connect to {refused} failed")), "{why}");
+    let why = rsp.headers()["mesh-proxy-error"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        why.contains(&format!("connect to {refused} failed")),
+        "{why}"
+    );
 
-    let req = Request::post(format!("http://{refused}/svc/Method")).header("content-type", "application/grpc").body(body("")).unwrap();
+    let req = Request::post(format!("http://{refused}/svc/Method"))
+        .header("content-type", "application/grpc")
+        .body(body(""))
+        .unwrap();
     let rsp = c.send_request(req).await.unwrap();
     assert_eq!(rsp.status(), StatusCode::OK);
     assert_eq!(rsp.headers()["grpc-status"], "14");
 
     // A listener whose accept queue is full never completes the handshake.
     let (blackhole, _keep) = full_backlog();
-    let rsp = c.send_request(get(&format!("http://{blackhole}/"))).await.unwrap();
+    let rsp = c
+        .send_request(get(&format!("http://{blackhole}/")))
+        .await
+        .unwrap();
     assert_eq!(rsp.status(), StatusCode::GATEWAY_TIMEOUT);
-    assert!(rsp.headers()["mesh-proxy-error"].to_str().unwrap().contains("timed out after 200ms"));
+    assert!(rsp.headers()["mesh-proxy-error"]
+        .to_str()
+        .unwrap()
+        .contains("timed out after 200ms"));
 
     // Pointing the proxy at itself is refused rather than looping.
-    let rsp = c.send_request(get(&format!("http://{}/", p.outbound))).await.unwrap();
+    let rsp = c
+        .send_request(get(&format!("http://{}/", p.outbound)))
+        .await
+        .unwrap();
     assert_eq!(rsp.status(), StatusCode::BAD_GATEWAY);
-    assert!(rsp.headers()["mesh-proxy-error"].to_str().unwrap().contains("own listener"));
+    assert!(rsp.headers()["mesh-proxy-error"]
+        .to_str()
+        .unwrap()
+        .contains("own listener"));
 
     let m = p.wait_metric("error=\"timeout\"").await;
-    assert!(m.contains(r#"status_code="502",classification="failure",grpc_status="",error="connect""#), "{m}");
-    assert!(m.contains(r#"status_code="200",classification="failure",grpc_status="14",error="connect""#), "{m}");
-    assert!(m.contains(r#"status_code="504",classification="failure",grpc_status="",error="timeout""#), "{m}");
+    assert!(
+        m.contains(r#"status_code="502",classification="failure",grpc_status="",error="connect""#),
+        "{m}"
+    );
+    assert!(
+        m.contains(
+            r#"status_code="200",classification="failure",grpc_status="14",error="connect""#
+        ),
+        "{m}"
+    );
+    assert!(
+        m.contains(r#"status_code="504",classification="failure",grpc_status="",error="timeout""#),
+        "{m}"
+    );
 }
 
 /// A listener that accepts nothing, with its queue filled, so that further
 /// connection attempts hang in SYN_SENT.
 fn full_backlog() -> (std::net::SocketAddr, Vec<std::net::TcpStream>) {
     let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    sock.bind(&"127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap().into()).unwrap();
+    sock.bind(
+        &"127.0.0.1:0"
+            .parse::<std::net::SocketAddr>()
+            .unwrap()
+            .into(),
+    )
+    .unwrap();
     sock.listen(0).unwrap();
     let addr = sock.local_addr().unwrap().as_socket().unwrap();
     let mut keep = vec![];
@@ -201,10 +274,18 @@ async fn bad_http1_input_gets_clean_errors() {
     ])
     .await;
     // A malformed header line.
-    let out = raw(p.inbound, b"GET / HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n", "").await;
+    let out = raw(
+        p.inbound,
+        b"GET / HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n",
+        "",
+    )
+    .await;
     assert!(out.starts_with("HTTP/1.1 400"), "{out:?}");
     // Headers larger than the limit.
-    let big = format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(20 * 1024));
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(20 * 1024)
+    );
     let out = raw(p.inbound, big.as_bytes(), "").await;
     assert!(out.starts_with("HTTP/1.1 431"), "{out:?}");
     // A request line with a bad version falls through detection as opaque TCP, and
@@ -212,7 +293,12 @@ async fn bad_http1_input_gets_clean_errors() {
     let bad = b"GET / HTTP/9.9\r\n\r\n";
     assert_eq!(raw(p.inbound, bad, "").await, raw(backend, bad, "").await);
     // Nothing above disturbed the proxy.
-    let out = raw(p.inbound, b"GET /status/200 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", "").await;
+    let out = raw(
+        p.inbound,
+        b"GET /status/200 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        "",
+    )
+    .await;
     assert!(out.starts_with("HTTP/1.1 200"), "{out:?}");
 }
 
@@ -223,12 +309,21 @@ async fn invalid_h2_frames_close_only_their_connection() {
     let mut s = TcpStream::connect(p.inbound).await.unwrap();
     s.write_all(mesh_proxy::detect::H2_PREFACE).await.unwrap();
     // A SETTINGS frame with a length that is not a multiple of 6: FRAME_SIZE_ERROR.
-    s.write_all(&[0, 0, 5, 4, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5]).await.unwrap();
+    s.write_all(&[0, 0, 5, 4, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5])
+        .await
+        .unwrap();
     let out = read_until(&mut s, "").await;
     // The server's SETTINGS, then a GOAWAY (type 7), then close.
-    assert!(out.as_bytes().windows(2).any(|w| w == [7, 0]), "{:?}", out.as_bytes());
+    assert!(
+        out.as_bytes().windows(2).any(|w| w == [7, 0]),
+        "{:?}",
+        out.as_bytes()
+    );
     let mut c = h2(p.inbound).await;
-    let rsp = c.send_request(get(&format!("http://{backend}/status/200"))).await.unwrap();
+    let rsp = c
+        .send_request(get(&format!("http://{backend}/status/200")))
+        .await
+        .unwrap();
     assert_eq!(rsp.status(), StatusCode::OK);
 }
 
@@ -236,8 +331,11 @@ async fn invalid_h2_frames_close_only_their_connection() {
 async fn stalled_and_reset_clients_do_not_disturb_others() {
     let backend = backend().await;
     let banner = tcp_echo(Some(b"220 ready\r\n")).await;
-    let p = proxy(&[("MESH_PROXY_DETECT_TIMEOUT", "100ms".to_string()), ("MESH_PROXY_INBOUND_FORWARD_ADDR", banner.to_string())])
-        .await;
+    let p = proxy(&[
+        ("MESH_PROXY_DETECT_TIMEOUT", "100ms".to_string()),
+        ("MESH_PROXY_INBOUND_FORWARD_ADDR", banner.to_string()),
+    ])
+    .await;
 
     // A client that says nothing: after the detection timeout the connection is
     // treated as TCP, so a server-speaks-first protocol works.
@@ -246,13 +344,17 @@ async fn stalled_and_reset_clients_do_not_disturb_others() {
     assert_eq!(out, "220 ready\r\n");
     s.write_all(b"EHLO x\r\n").await.unwrap();
     assert_eq!(read_until(&mut s, "\r\n").await, "EHLO x\r\n");
-    p.wait_metric(r#"protocol_detect_total{direction="inbound",result="timeout"} 1"#).await;
+    p.wait_metric(r#"protocol_detect_total{direction="inbound",result="timeout"} 1"#)
+        .await;
 
     // A client that promises a body, sends part of it and resets.
     let mut s = TcpStream::connect(p.outbound).await.unwrap();
-    s.write_all(format!("POST http://{backend}/echo HTTP/1.1\r\nHost: b\r\nContent-Length: 100000\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
+    s.write_all(
+        format!("POST http://{backend}/echo HTTP/1.1\r\nHost: b\r\nContent-Length: 100000\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
     s.write_all(&[b'x'; 1000]).await.unwrap();
     s.set_zero_linger().unwrap();
     drop(s);
@@ -260,34 +362,54 @@ async fn stalled_and_reset_clients_do_not_disturb_others() {
     // An upstream that dies mid-response.
     let trunc = truncating_backend().await;
     let mut c = h1(p.outbound).await;
-    let rsp = c.send_request(get(&format!("http://{trunc}/"))).await.unwrap();
+    let rsp = c
+        .send_request(get(&format!("http://{trunc}/")))
+        .await
+        .unwrap();
     assert!(rsp.into_body().collect().await.is_err());
-    p.wait_metric(r#"classification="failure",grpc_status="",error="io""#).await;
+    p.wait_metric(r#"classification="failure",grpc_status="",error="io""#)
+        .await;
 
     // The proxy still serves.
     let mut c = h1(p.outbound).await;
-    let rsp = c.send_request(get(&format!("http://{backend}/status/200"))).await.unwrap();
+    let rsp = c
+        .send_request(get(&format!("http://{backend}/status/200")))
+        .await
+        .unwrap();
     assert_eq!(rsp.status(), StatusCode::OK);
 }
 
 #[tokio::test]
 async fn opaque_ports_skip_detection() {
     let echo = tcp_echo(None).await;
-    let p = proxy(&[("MESH_PROXY_OPAQUE_PORTS", echo.port().to_string()), ("MESH_PROXY_INBOUND_FORWARD_ADDR", echo.to_string())]).await;
+    let p = proxy(&[
+        ("MESH_PROXY_OPAQUE_PORTS", echo.port().to_string()),
+        ("MESH_PROXY_INBOUND_FORWARD_ADDR", echo.to_string()),
+    ])
+    .await;
     let mut s = TcpStream::connect(p.inbound).await.unwrap();
     s.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
     s.shutdown().await.unwrap();
     // Echoed verbatim: not parsed as HTTP.
     assert_eq!(read_until(&mut s, "").await, "GET / HTTP/1.1\r\n\r\n");
-    let m = p.wait_metric(r#"protocol_detect_total{direction="inbound",result="opaque_port"} 1"#).await;
+    let m = p
+        .wait_metric(r#"protocol_detect_total{direction="inbound",result="opaque_port"} 1"#)
+        .await;
     let l = format!(r#"direction="inbound",peer="src",target_addr="{echo}",tls="false""#);
     let m = if m.contains(&format!("tcp_close_total{{{l},errno=\"\"}} 1")) {
         m
     } else {
-        p.wait_metric(&format!("tcp_close_total{{{l},errno=\"\"}} 1")).await
+        p.wait_metric(&format!("tcp_close_total{{{l},errno=\"\"}} 1"))
+            .await
     };
-    assert!(m.contains(&format!("tcp_read_bytes_total{{{l}}} 18\n")), "{m}");
-    assert!(m.contains(&format!("tcp_write_bytes_total{{{l}}} 18\n")), "{m}");
+    assert!(
+        m.contains(&format!("tcp_read_bytes_total{{{l}}} 18\n")),
+        "{m}"
+    );
+    assert!(
+        m.contains(&format!("tcp_write_bytes_total{{{l}}} 18\n")),
+        "{m}"
+    );
 }
 
 #[tokio::test]
@@ -296,31 +418,76 @@ async fn shutdown_drains_in_flight_requests() {
     let p = proxy(&[]).await;
     let mut c = h1(p.outbound).await;
     let slow = tokio::spawn(async move {
-        let rsp = c.send_request(get(&format!("http://{backend}/delay/300"))).await.unwrap();
-        (rsp.status(), rsp.into_body().collect().await.unwrap().to_bytes())
+        let rsp = c
+            .send_request(get(&format!("http://{backend}/delay/300")))
+            .await
+            .unwrap();
+        (
+            rsp.status(),
+            rsp.into_body().collect().await.unwrap().to_bytes(),
+        )
     });
     p.wait_metric("request_total{direction=\"outbound\"").await;
     // Ask to shut down over the admin API, as `POST /shutdown` does.
-    let out = raw(p.admin, b"POST /shutdown HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", "").await;
+    let out = raw(
+        p.admin,
+        b"POST /shutdown HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        "",
+    )
+    .await;
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
     let (status, body) = slow.await.unwrap();
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body, "delayed\n");
-    tokio::time::timeout(Duration::from_secs(5), p.done).await.expect("proxy exits after draining").unwrap();
-    assert!(TcpStream::connect(p.outbound).await.is_err(), "listener closed");
+    tokio::time::timeout(Duration::from_secs(5), p.done)
+        .await
+        .expect("proxy exits after draining")
+        .unwrap();
+    assert!(
+        TcpStream::connect(p.outbound).await.is_err(),
+        "listener closed"
+    );
 }
 
 #[tokio::test]
 async fn admin_endpoints() {
     let p = proxy(&[]).await;
-    let out = raw(p.admin, b"GET /ready HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", "").await;
-    assert!(out.starts_with("HTTP/1.1 200") && out.ends_with("ready\n"), "{out}");
-    let out = raw(p.admin, b"GET /live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", "").await;
+    let out = raw(
+        p.admin,
+        b"GET /ready HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        "",
+    )
+    .await;
+    assert!(
+        out.starts_with("HTTP/1.1 200") && out.ends_with("ready\n"),
+        "{out}"
+    );
+    let out = raw(
+        p.admin,
+        b"GET /live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        "",
+    )
+    .await;
     assert!(out.ends_with("live\n"), "{out}");
-    let out = raw(p.admin, b"GET /shutdown HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", "").await;
+    let out = raw(
+        p.admin,
+        b"GET /shutdown HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        "",
+    )
+    .await;
     assert!(out.starts_with("HTTP/1.1 405"), "{out}");
-    let out = raw(p.admin, b"GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", "").await;
+    let out = raw(
+        p.admin,
+        b"GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        "",
+    )
+    .await;
     assert!(out.starts_with("HTTP/1.1 404"), "{out}");
-    let out = raw(p.admin, b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", "").await;
+    let out = raw(
+        p.admin,
+        b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        "",
+    )
+    .await;
     assert!(out.contains("# TYPE request_total counter"), "{out}");
 }

@@ -21,11 +21,17 @@ pub struct ProxyBody {
 
 impl ProxyBody {
     pub fn empty() -> Self {
-        Self { inner: None, giveback: None }
+        Self {
+            inner: None,
+            giveback: None,
+        }
     }
 
     pub(crate) fn upstream(body: Incoming, giveback: Option<GiveBack>) -> Self {
-        Self { inner: Some(body), giveback }
+        Self {
+            inner: Some(body),
+            giveback,
+        }
     }
 
     fn release(&mut self) {
@@ -39,7 +45,10 @@ impl Body for ProxyBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let Some(inner) = self.inner.as_mut() else {
             return Poll::Ready(None);
         };
@@ -68,7 +77,10 @@ impl Body for ProxyBody {
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.as_ref().map(Body::size_hint).unwrap_or_else(|| SizeHint::with_exact(0))
+        self.inner
+            .as_ref()
+            .map(Body::size_hint)
+            .unwrap_or_else(|| SizeHint::with_exact(0))
     }
 }
 

@@ -60,7 +60,10 @@ impl Service<Request<Incoming>> for Forward {
         let direction = self.direction;
         Box::pin(async move {
             let pool = proxy.pool(direction);
-            let target = req.extensions_mut().remove::<Target>().ok_or("request reached Forward unrouted")?;
+            let target = req
+                .extensions_mut()
+                .remove::<Target>()
+                .ok_or("request reached Forward unrouted")?;
             if upgrade::is_upgrade(&req) {
                 return upgrade::forward(&proxy, pool, &target, req).await;
             }
@@ -89,7 +92,11 @@ fn to_origin_form(req: &mut Request<Incoming>) {
             req.headers_mut().insert(header::HOST, v);
         }
     }
-    let pq = req.uri().path_and_query().cloned().unwrap_or_else(|| uri::PathAndQuery::from_static("/"));
+    let pq = req
+        .uri()
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| uri::PathAndQuery::from_static("/"));
     *req.uri_mut() = Uri::from(pq);
 }
 
@@ -106,13 +113,21 @@ pub(crate) struct Connector {
 impl Connector {
     pub(crate) async fn connect(&self, addr: SocketAddr) -> Result<MeteredIo<TcpStream>, BoxError> {
         let stream = match tokio::time::timeout(self.timeout, TcpStream::connect(addr)).await {
-            Err(_) => return Err(ConnectTimeout { addr, timeout: self.timeout }.into()),
+            Err(_) => {
+                return Err(ConnectTimeout {
+                    addr,
+                    timeout: self.timeout,
+                }
+                .into())
+            }
             Ok(Err(source)) => return Err(ConnectFailed { addr, source }.into()),
             Ok(Ok(s)) => s,
         };
         // Requests and responses are written whole; Nagle would only add latency.
         let _ = stream.set_nodelay(true);
-        let m = self.metrics.tcp_open(self.direction, Peer::Dst, addr, false);
+        let m = self
+            .metrics
+            .tcp_open(self.direction, Peer::Dst, addr, false);
         Ok(MeteredIo::new(stream, m))
     }
 }
@@ -141,7 +156,11 @@ pub(crate) struct GiveBack {
 
 impl GiveBack {
     pub(crate) fn release(self) {
-        let mut idle = self.endpoint.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut idle = self
+            .endpoint
+            .idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if idle.len() < MAX_IDLE_PER_ENDPOINT && !self.sender.is_closed() {
             idle.push((Instant::now(), self.sender));
         }
@@ -150,7 +169,11 @@ impl GiveBack {
 
 impl Pool {
     pub(crate) fn new(connector: Connector, idle_timeout: Duration) -> Self {
-        Self { connector, idle_timeout, endpoints: Mutex::default() }
+        Self {
+            connector,
+            idle_timeout,
+            endpoints: Mutex::default(),
+        }
     }
 
     pub(crate) fn connector(&self) -> &Connector {
@@ -158,7 +181,10 @@ impl Pool {
     }
 
     fn endpoint(&self, addr: SocketAddr, h2: bool) -> Arc<Endpoint> {
-        let mut eps = self.endpoints.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut eps = self
+            .endpoints
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let ep = eps.entry((addr, h2)).or_insert_with(|| {
             Arc::new(Endpoint {
                 addr,
@@ -171,7 +197,12 @@ impl Pool {
         ep.clone()
     }
 
-    pub(crate) async fn send(&self, addr: SocketAddr, h2: bool, req: Request<Incoming>) -> Result<Response<ProxyBody>, BoxError> {
+    pub(crate) async fn send(
+        &self,
+        addr: SocketAddr,
+        h2: bool,
+        req: Request<Incoming>,
+    ) -> Result<Response<ProxyBody>, BoxError> {
         let ep = self.endpoint(addr, h2);
         if h2 {
             self.send_h2(&ep, req).await
@@ -180,7 +211,11 @@ impl Pool {
         }
     }
 
-    async fn send_h1(&self, ep: Arc<Endpoint>, mut req: Request<Incoming>) -> Result<Response<ProxyBody>, BoxError> {
+    async fn send_h1(
+        &self,
+        ep: Arc<Endpoint>,
+        mut req: Request<Incoming>,
+    ) -> Result<Response<ProxyBody>, BoxError> {
         loop {
             let (mut sender, reused) = match self.checkout_h1(&ep).await {
                 Some(s) => (s, true),
@@ -188,14 +223,23 @@ impl Pool {
             };
             match sender.try_send_request(req).await {
                 Ok(rsp) => {
-                    let giveback = GiveBack { endpoint: ep, sender };
+                    let giveback = GiveBack {
+                        endpoint: ep,
+                        sender,
+                    };
                     return Ok(rsp.map(|b| ProxyBody::upstream(b, Some(giveback))));
                 }
                 Err(mut e) => match e.take_message() {
                     // The pooled connection closed before the request went out on it:
                     // nothing was sent, so sending on another connection is safe.
                     Some(r) if reused => req = r,
-                    _ => return Err(UpstreamFailed { addr: ep.addr, source: e.into_error() }.into()),
+                    _ => {
+                        return Err(UpstreamFailed {
+                            addr: ep.addr,
+                            source: e.into_error(),
+                        }
+                        .into())
+                    }
                 },
             }
         }
@@ -204,7 +248,11 @@ impl Pool {
     /// The most recently used idle connection that is still open, if any.
     async fn checkout_h1(&self, ep: &Endpoint) -> Option<http1::SendRequest<Incoming>> {
         loop {
-            let (since, mut sender) = ep.idle.lock().unwrap_or_else(PoisonError::into_inner).pop()?;
+            let (since, mut sender) = ep
+                .idle
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .pop()?;
             if since.elapsed() > self.idle_timeout || sender.is_closed() {
                 continue;
             }
@@ -229,7 +277,11 @@ impl Pool {
         Ok(sender)
     }
 
-    async fn send_h2(&self, ep: &Endpoint, req: Request<Incoming>) -> Result<Response<ProxyBody>, BoxError> {
+    async fn send_h2(
+        &self,
+        ep: &Endpoint,
+        req: Request<Incoming>,
+    ) -> Result<Response<ProxyBody>, BoxError> {
         let mut sender = {
             // Held across the connect so that concurrent first requests share one
             // connection instead of racing to open several.
@@ -243,8 +295,17 @@ impl Pool {
                 }
             }
         };
-        sender.ready().await.map_err(|source| UpstreamFailed { addr: ep.addr, source })?;
-        let rsp = sender.send_request(req).await.map_err(|source| UpstreamFailed { addr: ep.addr, source })?;
+        sender.ready().await.map_err(|source| UpstreamFailed {
+            addr: ep.addr,
+            source,
+        })?;
+        let rsp = sender
+            .send_request(req)
+            .await
+            .map_err(|source| UpstreamFailed {
+                addr: ep.addr,
+                source,
+            })?;
         Ok(rsp.map(|b| ProxyBody::upstream(b, None)))
     }
 
@@ -268,11 +329,19 @@ impl Pool {
     /// Drops idle connections and endpoints unused for longer than the idle timeout,
     /// so that a proxy that once talked to many addresses does not keep them all.
     pub(crate) fn sweep(&self) {
-        let mut eps = self.endpoints.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut eps = self
+            .endpoints
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         eps.retain(|_, ep| {
             let mut idle = ep.idle.lock().unwrap_or_else(PoisonError::into_inner);
             idle.retain(|(since, s)| since.elapsed() <= self.idle_timeout && !s.is_closed());
-            let recent = ep.last_used.lock().unwrap_or_else(PoisonError::into_inner).elapsed() <= self.idle_timeout;
+            let recent = ep
+                .last_used
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .elapsed()
+                <= self.idle_timeout;
             // An endpoint still referenced by a request or response stays.
             recent || !idle.is_empty() || Arc::strong_count(ep) > 1
         });

@@ -36,7 +36,11 @@ impl MetricsLayer {
 impl<S> Layer<S> for MetricsLayer {
     type Service = HttpMetrics<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        HttpMetrics { inner, metrics: self.metrics.clone(), direction: self.direction }
+        HttpMetrics {
+            inner,
+            metrics: self.metrics.clone(),
+            direction: self.direction,
+        }
     }
 }
 
@@ -49,7 +53,10 @@ pub(crate) struct HttpMetrics<S> {
 
 impl<S> Service<Request<Incoming>> for HttpMetrics<S>
 where
-    S: Service<Request<Incoming>, Response = Response<ProxyBody>, Error = Infallible> + Clone + Send + 'static,
+    S: Service<Request<Incoming>, Response = Response<ProxyBody>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send,
 {
     type Response = Response<MeteredBody>;
@@ -63,7 +70,9 @@ where
     fn call(&mut self, req: Request<Incoming>) -> Self::Future {
         let start = Instant::now();
         let handle = req.extensions().get::<Target>().map(|t| {
-            let h = self.metrics.http(self.direction, t.addr, false, t.authority.as_deref());
+            let h = self
+                .metrics
+                .http(self.direction, t.addr, false, t.authority.as_deref());
             h.request();
             h
         });
@@ -74,7 +83,10 @@ where
             let Some(handle) = handle else {
                 return Ok(rsp.map(MeteredBody::unmetered));
             };
-            let error = rsp.extensions().get::<SyntheticResponse>().map_or("", |s| s.0);
+            let error = rsp
+                .extensions()
+                .get::<SyntheticResponse>()
+                .map_or("", |s| s.0);
             let state = MeterState {
                 handle,
                 start,
@@ -84,7 +96,10 @@ where
                 error,
                 latency_recorded: false,
             };
-            Ok(rsp.map(|body| MeteredBody { inner: body, state: Some(Box::new(state)) }))
+            Ok(rsp.map(|body| MeteredBody {
+                inner: body,
+                state: Some(Box::new(state)),
+            }))
         })
     }
 }
@@ -114,7 +129,7 @@ impl MeterState {
         }
     }
 
-    fn finish(mut self: Box<Self>, failed: Option<&'static str>) {
+    fn finish(mut self, failed: Option<&'static str>) {
         self.latency();
         let status = http::StatusCode::from_u16(self.status).unwrap_or(http::StatusCode::OK);
         let class = match failed {
@@ -122,7 +137,12 @@ impl MeterState {
             None => classify::classify(status, self.grpc, self.grpc_status),
         };
         let error = failed.unwrap_or(self.error);
-        self.handle.response(ResponseEnd { status: self.status, grpc: self.grpc_status, class, error });
+        self.handle.response(ResponseEnd {
+            status: self.status,
+            grpc: self.grpc_status,
+            class,
+            error,
+        });
     }
 }
 
@@ -136,7 +156,10 @@ impl Body for MeteredBody {
     type Data = Bytes;
     type Error = crate::errors::BoxError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = &mut *self;
         let res = Pin::new(&mut this.inner).poll_frame(cx);
         let Some(state) = this.state.as_mut() else {
@@ -154,18 +177,18 @@ impl Body for MeteredBody {
                 }
                 if this.inner.is_end_stream() {
                     if let Some(s) = this.state.take() {
-                        s.finish(None);
+                        (*s).finish(None);
                     }
                 }
             }
             Poll::Ready(None) => {
                 if let Some(s) = this.state.take() {
-                    s.finish(None);
+                    (*s).finish(None);
                 }
             }
             Poll::Ready(Some(Err(_))) => {
                 if let Some(s) = this.state.take() {
-                    s.finish(Some("io"));
+                    (*s).finish(Some("io"));
                 }
             }
         }
@@ -186,8 +209,12 @@ impl Drop for MeteredBody {
         if let Some(s) = self.state.take() {
             // Bodies that announce their end are never polled; anything else dropped
             // early was abandoned by the client or cut by shutdown.
-            let failed = if self.inner.is_end_stream() { None } else { Some("cancelled") };
-            s.finish(failed);
+            let failed = if self.inner.is_end_stream() {
+                None
+            } else {
+                Some("cancelled")
+            };
+            (*s).finish(failed);
         }
     }
 }

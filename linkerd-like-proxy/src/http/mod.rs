@@ -19,8 +19,16 @@ pub use self::body::ProxyBody;
 pub(crate) use self::client::{Connector, Pool};
 
 /// The upstream connector for one direction.
-pub(crate) fn client_connector(metrics: crate::metrics::Metrics, direction: Direction, timeout: std::time::Duration) -> Connector {
-    Connector { metrics, direction, timeout }
+pub(crate) fn client_connector(
+    metrics: crate::metrics::Metrics,
+    direction: Direction,
+    timeout: std::time::Duration,
+) -> Connector {
+    Connector {
+        metrics,
+        direction,
+        timeout,
+    }
 }
 pub use self::metrics::MeteredBody;
 
@@ -67,7 +75,10 @@ where
         .layer(route::RouteLayer::new(proxy.clone(), conn.clone()))
         // Metrics sit above the rescue step so that synthetic 502/504 responses are
         // counted like any other response, with their `error` label.
-        .layer(metrics::MetricsLayer::new(proxy.metrics.clone(), conn.direction))
+        .layer(metrics::MetricsLayer::new(
+            proxy.metrics.clone(),
+            conn.direction,
+        ))
         // Errors from the upstream become responses here, once, at the edge.
         .layer(rescue::RescueLayer)
         .service(client::Forward::new(proxy.clone(), conn.direction));
@@ -77,7 +88,8 @@ where
     let res = match protocol {
         Protocol::Http2 => {
             let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-            b.timer(TokioTimer::new()).max_concurrent_streams(Some(1000));
+            b.timer(TokioTimer::new())
+                .max_concurrent_streams(Some(1000));
             let conn = b.serve_connection(io, svc);
             tokio::pin!(conn);
             tokio::select! {
@@ -133,7 +145,10 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove(header::UPGRADE);
     // `te: trailers` is how gRPC says it understands trailers; any other TE value is
     // about this connection's encoding only.
-    if headers.get(header::TE).is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"trailers")) {
+    if headers
+        .get(header::TE)
+        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"trailers"))
+    {
         headers.remove(header::TE);
     }
 }

@@ -28,7 +28,10 @@ pub(crate) struct Rescue<S> {
 
 impl<S> Service<Request<Incoming>> for Rescue<S>
 where
-    S: Service<Request<Incoming>, Response = Response<ProxyBody>, Error = errors::BoxError> + Clone + Send + 'static,
+    S: Service<Request<Incoming>, Response = Response<ProxyBody>, Error = errors::BoxError>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send,
 {
     type Response = Response<ProxyBody>;

@@ -32,7 +32,11 @@ impl RouteLayer {
 impl<S> Layer<S> for RouteLayer {
     type Service = Route<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        Route { inner, proxy: self.proxy.clone(), conn: self.conn.clone() }
+        Route {
+            inner,
+            proxy: self.proxy.clone(),
+            conn: self.conn.clone(),
+        }
     }
 }
 
@@ -45,7 +49,10 @@ pub(crate) struct Route<S> {
 
 impl<S> Service<Request<Incoming>> for Route<S>
 where
-    S: Service<Request<Incoming>, Response = Response<MeteredBody>, Error = Infallible> + Clone + Send + 'static,
+    S: Service<Request<Incoming>, Response = Response<MeteredBody>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send,
 {
     type Response = Response<MeteredBody>;
@@ -76,15 +83,26 @@ where
 fn authority(req: &Request<Incoming>) -> Option<&str> {
     match req.uri().authority() {
         Some(a) => Some(a.as_str()),
-        None => req.headers().get(header::HOST).and_then(|h| h.to_str().ok()),
+        None => req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok()),
     }
 }
 
 /// Splits `host[:port]`, defaulting the port by scheme.
 fn host_port(authority: &str, uri: &Uri) -> Option<(String, u16)> {
     let a: http::uri::Authority = authority.parse().ok()?;
-    let default = if uri.scheme() == Some(&http::uri::Scheme::HTTPS) { 443 } else { 80 };
-    let host = a.host().trim_start_matches('[').trim_end_matches(']').to_string();
+    let default = if uri.scheme() == Some(&http::uri::Scheme::HTTPS) {
+        443
+    } else {
+        80
+    };
+    let host = a
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
     Some((host, a.port_u16().unwrap_or(default)))
 }
 
@@ -107,7 +125,12 @@ async fn target(
             let Some((host, port)) = host_port(named, req.uri()) else {
                 return Err(errors::bad_request("invalid authority"));
             };
-            (resolve(&host, port, named).await.map_err(|e| errors::respond(&e, false))?, true)
+            (
+                resolve(&host, port, named)
+                    .await
+                    .map_err(|e| errors::respond(&e, false))?,
+                true,
+            )
         }
     };
     if proxy.is_own_listener(addr) {
@@ -118,8 +141,14 @@ async fn target(
         Direction::Outbound => true,
         Direction::Inbound => proxy.config.inbound_authority_labels,
     };
-    let authority = label.then(|| named.map(|a| with_port(a, addr.port()))).flatten();
-    Ok(Target { addr, authority, explicit })
+    let authority = label
+        .then(|| named.map(|a| with_port(a, addr.port())))
+        .flatten();
+    Ok(Target {
+        addr,
+        authority,
+        explicit,
+    })
 }
 
 /// The authority with an explicit port, as Linkerd labels it.
@@ -130,12 +159,21 @@ fn with_port(authority: &str, port: u16) -> Arc<str> {
     }
 }
 
-async fn resolve(host: &str, port: u16, authority: &str) -> Result<SocketAddr, errors::ResolveFailed> {
+async fn resolve(
+    host: &str,
+    port: u16,
+    authority: &str,
+) -> Result<SocketAddr, errors::ResolveFailed> {
     if let Ok(ip) = host.parse::<IpAddr>() {
         return Ok(SocketAddr::new(ip, port));
     }
-    let fail = |source| errors::ResolveFailed { authority: authority.to_string(), source };
-    let mut addrs = tokio::net::lookup_host((host, port)).await.map_err(|e| fail(Some(e)))?;
+    let fail = |source| errors::ResolveFailed {
+        authority: authority.to_string(),
+        source,
+    };
+    let mut addrs = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| fail(Some(e)))?;
     addrs.next().ok_or_else(|| fail(None))
 }
 

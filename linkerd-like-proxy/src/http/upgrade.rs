@@ -29,7 +29,12 @@ pub(crate) fn is_upgrade(req: &Request<Incoming>) -> bool {
             .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
 }
 
-pub(crate) async fn forward(proxy: &Proxy, pool: &Pool, target: &Target, mut req: Request<Incoming>) -> Result<Response<ProxyBody>, BoxError> {
+pub(crate) async fn forward(
+    proxy: &Proxy,
+    pool: &Pool,
+    target: &Target,
+    mut req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, BoxError> {
     let connector = pool.connector();
     let downstream = hyper::upgrade::on(&mut req);
     let connect = req.method() == Method::CONNECT;
@@ -39,9 +44,12 @@ pub(crate) async fn forward(proxy: &Proxy, pool: &Pool, target: &Target, mut req
         proxy.tasks.spawn(async move {
             match downstream.await {
                 Ok(down) => {
-                    let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(down), &mut upstream).await;
+                    let _ =
+                        tokio::io::copy_bidirectional(&mut TokioIo::new(down), &mut upstream).await;
                 }
-                Err(e) => tracing::debug!(error = %e, "CONNECT client went away before the tunnel opened"),
+                Err(e) => {
+                    tracing::debug!(error = %e, "CONNECT client went away before the tunnel opened")
+                }
             }
         });
         return Ok(Response::new(ProxyBody::empty()));
@@ -59,14 +67,22 @@ pub(crate) async fn forward(proxy: &Proxy, pool: &Pool, target: &Target, mut req
             tracing::debug!(%addr, error = %e, "upstream upgrade connection failed");
         }
     });
-    let mut rsp = sender.send_request(req).await.map_err(|source| UpstreamFailed { addr, source })?;
-    let switched = rsp.status() == StatusCode::SWITCHING_PROTOCOLS || (connect && rsp.status().is_success());
+    let mut rsp = sender
+        .send_request(req)
+        .await
+        .map_err(|source| UpstreamFailed { addr, source })?;
+    let switched =
+        rsp.status() == StatusCode::SWITCHING_PROTOCOLS || (connect && rsp.status().is_success());
     if switched {
         let upstream = hyper::upgrade::on(&mut rsp);
         proxy.tasks.spawn(async move {
             match tokio::try_join!(downstream, upstream) {
                 Ok((down, up)) => {
-                    let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(down), &mut TokioIo::new(up)).await;
+                    let _ = tokio::io::copy_bidirectional(
+                        &mut TokioIo::new(down),
+                        &mut TokioIo::new(up),
+                    )
+                    .await;
                 }
                 Err(e) => tracing::debug!(%addr, error = %e, "upgrade failed"),
             }

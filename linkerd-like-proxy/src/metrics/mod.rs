@@ -25,8 +25,8 @@ use std::{
 
 /// `response_latency_ms` bucket bounds, in milliseconds (Linkerd's).
 pub const LATENCY_BUCKETS_MS: [u64; 25] = [
-    1, 2, 3, 4, 5, 10, 20, 30, 40, 50, 100, 200, 300, 400, 500, 1000, 2000, 3000, 4000, 5000, 10_000, 20_000, 30_000,
-    40_000, 50_000,
+    1, 2, 3, 4, 5, 10, 20, 30, 40, 50, 100, 200, 300, 400, 500, 1000, 2000, 3000, 4000, 5000,
+    10_000, 20_000, 30_000, 40_000, 50_000,
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -70,10 +70,17 @@ impl Peer {
 #[derive(Clone, Default)]
 pub struct Metrics(Arc<Registry>);
 
+/// HTTP series by (direction, target, tls), then by authority label.
+type HttpSeries = HashMap<(Direction, SocketAddr, bool), HashMap<Box<str>, Arc<HttpTarget>>>;
+/// TCP series by (direction, peer, target, tls).
+type TcpSeries = HashMap<(Direction, Peer, SocketAddr, bool), Arc<TcpTarget>>;
+/// A simple per-target TCP family: name, type, help, and how to read it.
+type TcpFamily = (&'static str, &'static str, &'static str, fn(&TcpTarget) -> i64);
+
 #[derive(Default)]
 struct Registry {
-    http: Mutex<HashMap<(Direction, SocketAddr, bool), HashMap<Box<str>, Arc<HttpTarget>>>>,
-    tcp: Mutex<HashMap<(Direction, Peer, SocketAddr, bool), Arc<TcpTarget>>>,
+    http: Mutex<HttpSeries>,
+    tcp: Mutex<TcpSeries>,
     detect: [[AtomicU64; Protocol::ALL.len()]; 2],
     process: process::Process,
 }
@@ -109,7 +116,13 @@ impl Metrics {
 
     /// The HTTP series for requests to `target_addr` with the given authority
     /// (`None` where the authority is not a label, as on inbound by default).
-    pub fn http(&self, direction: Direction, target_addr: SocketAddr, tls: bool, authority: Option<&str>) -> Arc<HttpTarget> {
+    pub fn http(
+        &self,
+        direction: Direction,
+        target_addr: SocketAddr,
+        tls: bool,
+        authority: Option<&str>,
+    ) -> Arc<HttpTarget> {
         let mut http = lock(&self.0.http);
         let by_authority = http.entry((direction, target_addr, tls)).or_default();
         let key = authority.unwrap_or("");
@@ -123,13 +136,23 @@ impl Metrics {
         }
         push_label(&mut labels, "target_addr", &target_addr.to_string());
         push_label(&mut labels, "tls", if tls { "true" } else { "false" });
-        let t = Arc::new(HttpTarget { labels, requests: AtomicU64::new(0), responses: Mutex::default() });
+        let t = Arc::new(HttpTarget {
+            labels,
+            requests: AtomicU64::new(0),
+            responses: Mutex::default(),
+        });
         by_authority.insert(key.into(), t.clone());
         t
     }
 
     /// Opens a TCP connection's metrics; dropping the returned handle records its close.
-    pub fn tcp_open(&self, direction: Direction, peer: Peer, target_addr: SocketAddr, tls: bool) -> TcpConn {
+    pub fn tcp_open(
+        &self,
+        direction: Direction,
+        peer: Peer,
+        target_addr: SocketAddr,
+        tls: bool,
+    ) -> TcpConn {
         let target = lock(&self.0.tcp)
             .entry((direction, peer, target_addr, tls))
             .or_insert_with(|| {
@@ -138,17 +161,26 @@ impl Metrics {
                 push_label(&mut labels, "peer", peer.as_str());
                 push_label(&mut labels, "target_addr", &target_addr.to_string());
                 push_label(&mut labels, "tls", if tls { "true" } else { "false" });
-                Arc::new(TcpTarget { labels, ..TcpTarget::default() })
+                Arc::new(TcpTarget {
+                    labels,
+                    ..TcpTarget::default()
+                })
             })
             .clone();
         target.open_total.fetch_add(1, Relaxed);
         target.open.fetch_add(1, Relaxed);
-        TcpConn { target, errno: None }
+        TcpConn {
+            target,
+            errno: None,
+        }
     }
 
     /// Counts one protocol detection outcome.
     pub fn detected(&self, direction: Direction, protocol: Protocol) {
-        let i = Protocol::ALL.iter().position(|p| *p == protocol).expect("Protocol::ALL lists every protocol");
+        let i = Protocol::ALL
+            .iter()
+            .position(|p| *p == protocol)
+            .expect("Protocol::ALL lists every protocol");
         self.0.detect[direction.index()][i].fetch_add(1, Relaxed);
     }
 
@@ -157,11 +189,21 @@ impl Metrics {
         let mut out = String::with_capacity(16 * 1024);
         self.encode_http(&mut out);
         self.encode_tcp(&mut out);
-        header(&mut out, "protocol_detect_total", "counter", "Connections by protocol detection outcome.");
+        header(
+            &mut out,
+            "protocol_detect_total",
+            "counter",
+            "Connections by protocol detection outcome.",
+        );
         for d in [Direction::Inbound, Direction::Outbound] {
             for (i, p) in Protocol::ALL.iter().enumerate() {
                 let v = self.0.detect[d.index()][i].load(Relaxed);
-                let _ = writeln!(out, "protocol_detect_total{{direction=\"{}\",result=\"{}\"}} {v}", d.as_str(), p.as_str());
+                let _ = writeln!(
+                    out,
+                    "protocol_detect_total{{direction=\"{}\",result=\"{}\"}} {v}",
+                    d.as_str(),
+                    p.as_str()
+                );
             }
         }
         self.0.process.encode(&mut out);
@@ -171,16 +213,38 @@ impl Metrics {
     fn encode_http(&self, out: &mut String) {
         let http = lock(&self.0.http);
         let targets: Vec<&Arc<HttpTarget>> = http.values().flat_map(HashMap::values).collect();
-        header(out, "request_total", "counter", "Total count of HTTP requests.");
+        header(
+            out,
+            "request_total",
+            "counter",
+            "Total count of HTTP requests.",
+        );
         for t in &targets {
-            let _ = writeln!(out, "request_total{{{}}} {}", t.labels, t.requests.load(Relaxed));
+            let _ = writeln!(
+                out,
+                "request_total{{{}}} {}",
+                t.labels,
+                t.requests.load(Relaxed)
+            );
         }
-        let snapshots: Vec<(&str, Responses)> = targets.iter().map(|t| (t.labels.as_str(), lock(&t.responses).clone())).collect();
-        header(out, "response_total", "counter", "Total count of HTTP responses.");
+        let snapshots: Vec<(&str, Responses)> = targets
+            .iter()
+            .map(|t| (t.labels.as_str(), lock(&t.responses).clone()))
+            .collect();
+        header(
+            out,
+            "response_total",
+            "counter",
+            "Total count of HTTP responses.",
+        );
         for (labels, r) in &snapshots {
             for s in &r.series {
                 let grpc = s.grpc.map(|g| g.to_string()).unwrap_or_default();
-                let status = if s.status == 0 { String::new() } else { s.status.to_string() };
+                let status = if s.status == 0 {
+                    String::new()
+                } else {
+                    s.status.to_string()
+                };
                 let _ = writeln!(
                     out,
                     "response_total{{{labels},status_code=\"{status}\",classification=\"{}\",grpc_status=\"{grpc}\",error=\"{}\"}} {}",
@@ -202,11 +266,31 @@ impl Metrics {
     fn encode_tcp(&self, out: &mut String) {
         let tcp = lock(&self.0.tcp);
         let targets: Vec<&Arc<TcpTarget>> = tcp.values().collect();
-        let simple: [(&str, &str, &str, fn(&TcpTarget) -> i64); 4] = [
-            ("tcp_open_total", "counter", "Total count of opened connections.", |t| t.open_total.load(Relaxed) as i64),
-            ("tcp_open_connections", "gauge", "Number of currently open connections.", |t| t.open.load(Relaxed)),
-            ("tcp_read_bytes_total", "counter", "Total count of bytes read from peers.", |t| t.read.load(Relaxed) as i64),
-            ("tcp_write_bytes_total", "counter", "Total count of bytes written to peers.", |t| t.write.load(Relaxed) as i64),
+        let simple: [TcpFamily; 4] = [
+            (
+                "tcp_open_total",
+                "counter",
+                "Total count of opened connections.",
+                |t| t.open_total.load(Relaxed) as i64,
+            ),
+            (
+                "tcp_open_connections",
+                "gauge",
+                "Number of currently open connections.",
+                |t| t.open.load(Relaxed),
+            ),
+            (
+                "tcp_read_bytes_total",
+                "counter",
+                "Total count of bytes read from peers.",
+                |t| t.read.load(Relaxed) as i64,
+            ),
+            (
+                "tcp_write_bytes_total",
+                "counter",
+                "Total count of bytes written to peers.",
+                |t| t.write.load(Relaxed) as i64,
+            ),
         ];
         for (name, kind, help, get) in simple {
             header(out, name, kind, help);
@@ -214,7 +298,12 @@ impl Metrics {
                 let _ = writeln!(out, "{name}{{{}}} {}", t.labels, get(t));
             }
         }
-        header(out, "tcp_close_total", "counter", "Total count of closed connections.");
+        header(
+            out,
+            "tcp_close_total",
+            "counter",
+            "Total count of closed connections.",
+        );
         for t in &targets {
             for (errno, n) in lock(&t.closes).iter() {
                 let _ = writeln!(out, "tcp_close_total{{{},errno=\"{errno}\"}} {n}", t.labels);
@@ -281,10 +370,12 @@ impl HttpTarget {
 
     pub fn response(&self, end: ResponseEnd) {
         let mut r = lock(&self.responses);
-        let found = r
-            .series
-            .iter_mut()
-            .find(|s| s.status == end.status && s.grpc == end.grpc && s.class == end.class && s.error == end.error);
+        let found = r.series.iter_mut().find(|s| {
+            s.status == end.status
+                && s.grpc == end.grpc
+                && s.class == end.class
+                && s.error == end.error
+        });
         match found {
             Some(s) => s.count += 1,
             None => r.series.push(ResponseSeries {
@@ -331,7 +422,12 @@ impl Histogram {
                 }
             }
         }
-        let _ = writeln!(out, "{name}_sum{{{labels}}} {}.{:03}", self.sum_us / 1000, self.sum_us % 1000);
+        let _ = writeln!(
+            out,
+            "{name}_sum{{{labels}}} {}.{:03}",
+            self.sum_us / 1000,
+            self.sum_us % 1000
+        );
         let _ = writeln!(out, "{name}_count{{{labels}}} {}", self.count);
     }
 }

@@ -9,14 +9,25 @@ pub(super) struct Process {
 
 impl Default for Process {
     fn default() -> Self {
-        Self { start: SystemTime::now() }
+        Self {
+            start: SystemTime::now(),
+        }
     }
 }
 
 impl Process {
     pub(super) fn encode(&self, out: &mut String) {
-        let start = self.start.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
-        gauge(out, "process_start_time_seconds", "Time that the process started (in seconds since the UNIX epoch).", start);
+        let start = self
+            .start
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        gauge(
+            out,
+            "process_start_time_seconds",
+            "Time that the process started (in seconds since the UNIX epoch).",
+            start,
+        );
         if let Some(cpu) = cpu_seconds() {
             let _ = writeln!(
                 out,
@@ -24,11 +35,26 @@ impl Process {
             );
         }
         if let Some((rss, virt)) = memory_bytes() {
-            gauge(out, "process_resident_memory_bytes", "Resident memory size in bytes.", rss as f64);
-            gauge(out, "process_virtual_memory_bytes", "Virtual memory size in bytes.", virt as f64);
+            gauge(
+                out,
+                "process_resident_memory_bytes",
+                "Resident memory size in bytes.",
+                rss as f64,
+            );
+            gauge(
+                out,
+                "process_virtual_memory_bytes",
+                "Virtual memory size in bytes.",
+                virt as f64,
+            );
         }
         if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
-            gauge(out, "process_open_fds", "Number of open file descriptors.", fds.count() as f64);
+            gauge(
+                out,
+                "process_open_fds",
+                "Number of open file descriptors.",
+                fds.count() as f64,
+            );
         }
         let _ = writeln!(
             out,
@@ -58,7 +84,13 @@ fn memory_bytes() -> Option<(u64, u64)> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let kb = |key: &str| -> Option<u64> {
         let line = status.lines().find(|l| l.starts_with(key))?;
-        line[key.len()..].trim().trim_end_matches("kB").trim().parse::<u64>().ok().map(|k| k * 1024)
+        line[key.len()..]
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .map(|k| k * 1024)
     };
     Some((kb("VmRSS:")?, kb("VmSize:")?))
 }

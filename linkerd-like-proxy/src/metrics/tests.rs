@@ -7,19 +7,42 @@ fn addr() -> SocketAddr {
 #[test]
 fn http_series_render_with_linkerd_labels() {
     let m = Metrics::new();
-    let t = m.http(Direction::Outbound, addr(), false, Some("web.default.svc.cluster.local:8080"));
+    let t = m.http(
+        Direction::Outbound,
+        addr(),
+        false,
+        Some("web.default.svc.cluster.local:8080"),
+    );
     t.request();
     t.request();
     t.latency(200, Duration::from_micros(2500));
-    t.response(ResponseEnd { status: 200, grpc: None, class: Class::Success, error: "" });
-    t.response(ResponseEnd { status: 502, grpc: None, class: Class::Failure, error: "connect" });
+    t.response(ResponseEnd {
+        status: 200,
+        grpc: None,
+        class: Class::Success,
+        error: "",
+    });
+    t.response(ResponseEnd {
+        status: 502,
+        grpc: None,
+        class: Class::Failure,
+        error: "connect",
+    });
     // The same labels give the same series.
-    let again = m.http(Direction::Outbound, addr(), false, Some("web.default.svc.cluster.local:8080"));
+    let again = m.http(
+        Direction::Outbound,
+        addr(),
+        false,
+        Some("web.default.svc.cluster.local:8080"),
+    );
     assert!(Arc::ptr_eq(&t, &again));
 
     let text = m.encode();
     let base = r#"direction="outbound",authority="web.default.svc.cluster.local:8080",target_addr="198.18.0.2:8080",tls="false""#;
-    assert!(text.contains(&format!("request_total{{{base}}} 2\n")), "{text}");
+    assert!(
+        text.contains(&format!("request_total{{{base}}} 2\n")),
+        "{text}"
+    );
     assert!(text.contains(&format!(
         "response_total{{{base},status_code=\"200\",classification=\"success\",grpc_status=\"\",error=\"\"}} 1\n"
     )));
@@ -27,10 +50,18 @@ fn http_series_render_with_linkerd_labels() {
         "response_total{{{base},status_code=\"502\",classification=\"failure\",grpc_status=\"\",error=\"connect\"}} 1\n"
     )));
     // 2.5ms falls in le=3 and every bucket above it, not in le=2.
-    assert!(text.contains(&format!("response_latency_ms_bucket{{{base},status_code=\"200\",le=\"2\"}} 0\n")));
-    assert!(text.contains(&format!("response_latency_ms_bucket{{{base},status_code=\"200\",le=\"3\"}} 1\n")));
-    assert!(text.contains(&format!("response_latency_ms_bucket{{{base},status_code=\"200\",le=\"+Inf\"}} 1\n")));
-    assert!(text.contains(&format!("response_latency_ms_sum{{{base},status_code=\"200\"}} 2.500\n")));
+    assert!(text.contains(&format!(
+        "response_latency_ms_bucket{{{base},status_code=\"200\",le=\"2\"}} 0\n"
+    )));
+    assert!(text.contains(&format!(
+        "response_latency_ms_bucket{{{base},status_code=\"200\",le=\"3\"}} 1\n"
+    )));
+    assert!(text.contains(&format!(
+        "response_latency_ms_bucket{{{base},status_code=\"200\",le=\"+Inf\"}} 1\n"
+    )));
+    assert!(text.contains(&format!(
+        "response_latency_ms_sum{{{base},status_code=\"200\"}} 2.500\n"
+    )));
 }
 
 #[test]
@@ -61,7 +92,10 @@ fn tcp_connections_count_bytes_and_closes() {
     drop(c2);
     let text = m.encode();
     let l = r#"direction="inbound",peer="src",target_addr="198.18.0.2:8080",tls="false""#;
-    assert!(text.contains(&format!("tcp_open_total{{{l}}} 2\n")), "{text}");
+    assert!(
+        text.contains(&format!("tcp_open_total{{{l}}} 2\n")),
+        "{text}"
+    );
     assert!(text.contains(&format!("tcp_open_connections{{{l}}} 0\n")));
     assert!(text.contains(&format!("tcp_read_bytes_total{{{l}}} 10\n")));
     assert!(text.contains(&format!("tcp_write_bytes_total{{{l}}} 7\n")));
@@ -72,7 +106,8 @@ fn tcp_connections_count_bytes_and_closes() {
 #[test]
 fn label_values_are_escaped() {
     let m = Metrics::new();
-    m.http(Direction::Outbound, addr(), false, Some("a\"b\\c\nd")).request();
+    m.http(Direction::Outbound, addr(), false, Some("a\"b\\c\nd"))
+        .request();
     let text = m.encode();
     assert!(text.contains(r#"authority="a\"b\\c\nd""#), "{text}");
 }

@@ -40,7 +40,13 @@ pub async fn proxy(extra: &[(&str, String)]) -> TestProxy {
     let (inbound, outbound, admin) = bound.addrs();
     let proxy = bound.proxy();
     let done = tokio::spawn(bound.serve());
-    TestProxy { inbound, outbound, admin, proxy, done }
+    TestProxy {
+        inbound,
+        outbound,
+        admin,
+        proxy,
+        done,
+    }
 }
 
 impl TestProxy {
@@ -57,7 +63,10 @@ impl TestProxy {
             if m.contains(needle) {
                 return m;
             }
-            assert!(tokio::time::Instant::now() < deadline, "metric {needle:?} never appeared in:\n{m}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "metric {needle:?} never appeared in:\n{m}"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
@@ -79,7 +88,9 @@ pub async fn backend() -> SocketAddr {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { return };
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(handle);
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
@@ -97,7 +108,8 @@ async fn handle(mut req: Request<Incoming>) -> Result<Response<Body>, Infallible
     let rsp = match (parts.next().unwrap_or(""), parts.next()) {
         ("status", Some(n)) => {
             let mut r = Response::new(full(format!("status {n}\n")));
-            *r.status_mut() = StatusCode::from_u16(n.parse().unwrap_or(500)).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            *r.status_mut() = StatusCode::from_u16(n.parse().unwrap_or(500))
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             r
         }
         ("delay", Some(ms)) => {
@@ -117,7 +129,8 @@ async fn handle(mut req: Request<Incoming>) -> Result<Response<Body>, Infallible
             ];
             let body = StreamBody::new(futures_util::stream::iter(frames));
             let mut r = Response::new(BodyExt::boxed(body));
-            r.headers_mut().insert("content-type", "application/grpc".parse().unwrap());
+            r.headers_mut()
+                .insert("content-type", "application/grpc".parse().unwrap());
             r
         }
         ("upgrade", _) => {
@@ -135,7 +148,8 @@ async fn handle(mut req: Request<Incoming>) -> Result<Response<Body>, Infallible
             });
             let mut r = Response::new(full(""));
             *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-            r.headers_mut().insert("connection", "upgrade".parse().unwrap());
+            r.headers_mut()
+                .insert("connection", "upgrade".parse().unwrap());
             r.headers_mut().insert("upgrade", "echo".parse().unwrap());
             r
         }
@@ -151,11 +165,15 @@ pub async fn truncating_backend() -> SocketAddr {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
-            let Ok((mut s, _)) = listener.accept().await else { return };
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 4096];
                 let _ = s.read(&mut buf).await;
-                let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n0123456789").await;
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n0123456789")
+                    .await;
             });
         }
     });
@@ -168,7 +186,9 @@ pub async fn tcp_echo(banner: Option<&'static [u8]>) -> SocketAddr {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
-            let Ok((mut s, _)) = listener.accept().await else { return };
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
             tokio::spawn(async move {
                 if let Some(b) = banner {
                     if s.write_all(b).await.is_err() {
@@ -215,7 +235,9 @@ pub async fn read_until(s: &mut TcpStream, until: &str) -> String {
 /// An HTTP/1 client connection through `addr`.
 pub async fn h1(addr: SocketAddr) -> hyper::client::conn::http1::SendRequest<Body> {
     let s = TcpStream::connect(addr).await.unwrap();
-    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s)).await.unwrap();
+    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
+        .await
+        .unwrap();
     tokio::spawn(conn);
     send
 }
@@ -223,7 +245,9 @@ pub async fn h1(addr: SocketAddr) -> hyper::client::conn::http1::SendRequest<Bod
 /// An HTTP/2 prior-knowledge client connection through `addr`.
 pub async fn h2(addr: SocketAddr) -> hyper::client::conn::http2::SendRequest<Body> {
     let s = TcpStream::connect(addr).await.unwrap();
-    let (send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(s)).await.unwrap();
+    let (send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(s))
+        .await
+        .unwrap();
     tokio::spawn(conn);
     send
 }
