@@ -13,6 +13,14 @@ fi
 seconds="${FUZZ_SECONDS:-20}"
 for target in $(cargo fuzz list); do
     printf '\n==> fuzzing %s for %ss\n' "$target" "$seconds"
-    RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" -- -max_total_time="$seconds" 2>&1 | tail -n 3
-    # `tail` hides libFuzzer's exit status; pipefail brings it back.
+    log="$(mktemp)"
+    if RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" -- -max_total_time="$seconds" >"$log" 2>&1; then
+        tail -n 1 "$log"
+        rm -f "$log"
+    else
+        # The crash report and the input that caused it are at the end.
+        tail -n 80 "$log"
+        echo "fuzz target $target failed; artifacts under linkerd-like-proxy/fuzz/artifacts/$target" >&2
+        exit 1
+    fi
 done
