@@ -491,3 +491,37 @@ async fn admin_endpoints() {
     .await;
     assert!(out.contains("# TYPE request_total counter"), "{out}");
 }
+
+#[tokio::test]
+async fn http1_trailers_pass_and_count_as_success() {
+    let backend = backend().await;
+    let p = proxy(&[]).await;
+    let mut c = h1(p.outbound).await;
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("x-checksum", "abc".parse().unwrap());
+    let frames = vec![
+        Ok::<_, hyper::Error>(Frame::data(Bytes::from_static(b"payload"))),
+        Ok(Frame::trailers(trailers)),
+    ];
+    let req = Request::post(format!("http://{backend}/echo"))
+        .header("te", "trailers")
+        .header("trailer", "x-checksum")
+        .header("transfer-encoding", "chunked")
+        .body(BodyExt::boxed(StreamBody::new(futures_util::stream::iter(
+            frames,
+        ))))
+        .unwrap();
+    let rsp = c.send_request(req).await.unwrap();
+    let collected = rsp.into_body().collect().await.unwrap();
+    assert_eq!(
+        collected.trailers().expect("trailers came back")["x-checksum"],
+        "abc"
+    );
+    assert_eq!(collected.to_bytes(), "payload");
+    let m = p.wait_metric("response_total{direction=\"outbound\"").await;
+    assert!(
+        m.contains(r#"status_code="200",classification="success",grpc_status="",error="""#),
+        "{m}"
+    );
+    assert!(!m.contains("cancelled"), "{m}");
+}

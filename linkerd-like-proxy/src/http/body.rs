@@ -59,7 +59,8 @@ impl Body for ProxyBody {
                 Poll::Ready(None)
             }
             Poll::Ready(Some(Ok(frame))) => {
-                if self.inner.as_ref().is_some_and(Body::is_end_stream) {
+                // Trailers end a body even when the stream has not said so yet.
+                if frame.is_trailers() || self.inner.as_ref().is_some_and(Body::is_end_stream) {
                     self.release();
                 }
                 Poll::Ready(Some(Ok(frame)))

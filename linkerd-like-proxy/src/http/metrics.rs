@@ -168,14 +168,16 @@ impl Body for MeteredBody {
         match &res {
             Poll::Pending => {}
             Poll::Ready(Some(Ok(frame))) => {
-                if let Some(trailers) = frame.trailers_ref() {
-                    if let Some(code) = classify::grpc_status(trailers) {
-                        state.grpc_status = Some(code);
-                    }
-                } else {
+                let trailers = frame.trailers_ref();
+                if let Some(code) = trailers.and_then(classify::grpc_status) {
+                    state.grpc_status = Some(code);
+                }
+                if trailers.is_none() {
                     state.latency();
                 }
-                if this.inner.is_end_stream() {
+                // Trailers are always the last frame: an HTTP/1 server writes them
+                // and drops the body without polling for the end.
+                if trailers.is_some() || this.inner.is_end_stream() {
                     if let Some(s) = this.state.take() {
                         (*s).finish(None);
                     }

@@ -75,7 +75,12 @@ type HttpSeries = HashMap<(Direction, SocketAddr, bool), HashMap<Box<str>, Arc<H
 /// TCP series by (direction, peer, target, tls).
 type TcpSeries = HashMap<(Direction, Peer, SocketAddr, bool), Arc<TcpTarget>>;
 /// A simple per-target TCP family: name, type, help, and how to read it.
-type TcpFamily = (&'static str, &'static str, &'static str, fn(&TcpTarget) -> i64);
+type TcpFamily = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&TcpTarget) -> i64,
+);
 
 #[derive(Default)]
 struct Registry {

@@ -116,7 +116,15 @@ async fn handle(mut req: Request<Incoming>) -> Result<Response<Body>, Infallible
             tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
             Response::new(full("delayed\n"))
         }
-        ("echo", _) => Response::new(req.into_body().boxed()),
+        ("echo", _) => {
+            // HTTP/1 sends only the trailer fields a `Trailer` header declares.
+            let declared = req.headers().get("trailer").cloned();
+            let mut r = Response::new(req.into_body().boxed());
+            if let Some(t) = declared {
+                r.headers_mut().insert("trailer", t);
+            }
+            r
+        }
         ("grpc", Some(code)) => {
             let trailers = {
                 let mut t = http::HeaderMap::new();
