@@ -1,0 +1,335 @@
+//! `mesh demo`: a demo application on this machine, each workload behind its own
+//! `mesh-proxy`, with traffic, and no Kubernetes.
+//!
+//! It is the quickest way to see the mesh work, and the fixture later commands (`stat`,
+//! `tap`, the dashboard) are tried against, so it must start in seconds and never leave a
+//! process behind. The parts, in start-up order:
+//!
+//! 1. [`topology`]: the workloads and their ports, a pure function of `--base-port`;
+//! 2. [`apps`]: `web`, `emoji` and `voting` as hyper servers on tokio tasks in this process;
+//! 3. [`proxy`]: one `mesh-proxy` child per workload, in explicit mode, each awaited on
+//!    `/ready`;
+//! 4. [`traffic`]: the vote-bot, calling `web` through its own proxy.
+//!
+//! Shutdown (Ctrl-C, SIGTERM or `--duration`) runs in reverse: the vote-bot stops and its
+//! in-flight requests finish, then every proxy gets SIGTERM and is awaited with a deadline,
+//! then the apps go with the runtime. Later parts of the mesh (controller, identity, tap, the
+//! dashboard) slot in as further steps between 1 and 3.
+
+mod apps;
+mod client;
+mod grpc;
+mod proxy;
+mod topology;
+mod traffic;
+
+use crate::UsageError;
+use anyhow::Context as _;
+use proxy::Proxy;
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
+use tokio::{
+    signal::unix::{signal, Signal, SignalKind},
+    time::Instant,
+};
+use tokio_util::sync::CancellationToken;
+use topology::{Topology, Workload};
+use tracing::info;
+
+/// How long all proxies together get to become ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long proxies get to drain and exit after SIGTERM before they are killed.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+const PROXY_BIN: &str = "mesh-proxy";
+const PROXY_BIN_ENV: &str = "MESH_DEMO_PROXY_BIN";
+
+/// Flags of `mesh demo`.
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// First of the consecutive loopback ports the demo uses (10 per workload).
+    #[arg(long, default_value_t = 7000)]
+    base_port: u16,
+
+    /// Requests per second the vote-bot sends to web.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    rps: u32,
+
+    /// Stop after this long (e.g. 30s, 5m); without it, run until Ctrl-C.
+    #[arg(long, value_parser = parse_duration)]
+    duration: Option<Duration>,
+
+    /// The mesh-proxy binary [default: next to this executable, else $MESH_DEMO_PROXY_BIN, else on
+    /// PATH].
+    #[arg(long, value_name = "PATH")]
+    proxy_bin: Option<PathBuf>,
+
+    /// Run the apps without proxies, to debug the demo itself.
+    #[arg(long, hide = true, conflicts_with = "proxy_bin")]
+    no_proxy: bool,
+}
+
+/// A validated `mesh demo`: nothing has been bound or started yet.
+#[derive(Debug)]
+pub struct Config {
+    topology: Topology,
+    rps: u32,
+    duration: Option<Duration>,
+    /// `None` with `--no-proxy`.
+    proxy_bin: Option<PathBuf>,
+}
+
+// === impl Config ===
+
+impl TryFrom<DemoArgs> for Config {
+    type Error = UsageError;
+
+    fn try_from(args: DemoArgs) -> Result<Self, UsageError> {
+        let topology = Topology::new(args.base_port)?;
+        let proxy_bin = if args.no_proxy {
+            None
+        } else {
+            Some(find_proxy_bin(args.proxy_bin)?)
+        };
+        Ok(Self {
+            topology,
+            rps: args.rps,
+            duration: args.duration,
+            proxy_bin,
+        })
+    }
+}
+
+/// Finds mesh-proxy: the flag, else next to this executable (where cargo and the release
+/// archive put it), else `$MESH_DEMO_PROXY_BIN`, else on `PATH`.
+fn find_proxy_bin(flag: Option<PathBuf>) -> Result<PathBuf, UsageError> {
+    if let Some(path) = flag {
+        return if path.is_file() {
+            Ok(path)
+        } else {
+            Err(UsageError::new(format!(
+                "--proxy-bin {}: no such file",
+                path.display()
+            )))
+        };
+    }
+    let beside_exe = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.join(PROXY_BIN)));
+    if let Some(path) = beside_exe.as_deref().filter(|p| p.is_file()) {
+        return Ok(path.to_path_buf());
+    }
+    if let Some(path) = std::env::var_os(PROXY_BIN_ENV) {
+        let path = PathBuf::from(path);
+        return if path.is_file() {
+            Ok(path)
+        } else {
+            Err(UsageError::new(format!(
+                "${PROXY_BIN_ENV} {}: no such file",
+                path.display()
+            )))
+        };
+    }
+    let on_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(PROXY_BIN))
+            .find(|p| p.is_file())
+    });
+    on_path.ok_or_else(|| {
+        UsageError::new(format!(
+            "{PROXY_BIN} not found next to this executable, in ${PROXY_BIN_ENV} or on PATH; \
+             build it with `cargo build -p mesh-proxy` or pass --proxy-bin"
+        ))
+    })
+}
+
+/// Parses `500ms`, `30s`, `5m`, `1h`, or a bare number of seconds.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration such as 30s, 5m or 500ms"))?;
+    let duration = match unit {
+        "ms" => Duration::from_millis(n),
+        "" | "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        "h" => Duration::from_secs(n.saturating_mul(3600)),
+        _ => return Err(format!("unknown unit {unit:?} in {s:?}: use ms, s, m or h")),
+    };
+    if duration.is_zero() {
+        return Err("the duration must be greater than zero".into());
+    }
+    Ok(duration)
+}
+
+// === run ===
+
+/// Runs the demo until Ctrl-C, SIGTERM or `--duration`; errors if a proxy fails.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    // Registered before anything starts, so a signal during start-up also stops cleanly
+    // instead of killing `mesh` with its default action.
+    let mut stop = StopSignals::new()?;
+    let shutdown = CancellationToken::new();
+    let proxied = config.proxy_bin.is_some();
+
+    apps::start(&config.topology, proxied, &shutdown).await?;
+
+    let log_dir = std::env::temp_dir().join(format!("mesh-demo-{}", std::process::id()));
+    let mut proxies = Vec::new();
+    let result = async {
+        if let Some(bin) = &config.proxy_bin {
+            std::fs::create_dir_all(&log_dir)
+                .with_context(|| format!("create {}", log_dir.display()))?;
+            for instance in config.topology.instances() {
+                proxies.push(Proxy::spawn(bin, instance, &log_dir)?);
+            }
+            let deadline = Instant::now() + READY_TIMEOUT;
+            let ready = async {
+                for proxy in &proxies {
+                    proxy.wait_ready(deadline).await?;
+                }
+                anyhow::Ok(())
+            };
+            tokio::select! {
+                ready = ready => ready?,
+                signal = stop.recv() => {
+                    info!(signal, "stopping during start-up");
+                    return Ok(());
+                }
+            }
+        }
+
+        print_banner(&config, proxied.then_some(log_dir.as_path()));
+        let traffic = tokio::spawn(traffic::run(
+            config.topology.clone(),
+            proxied,
+            config.rps,
+            shutdown.clone(),
+        ));
+
+        let outcome = tokio::select! {
+            signal = stop.recv() => {
+                info!(signal, "stopping");
+                Ok(())
+            }
+            () = sleep_or_forever(config.duration) => {
+                info!("--duration elapsed, stopping");
+                Ok(())
+            }
+            (proxy, status) = first_exit(&proxies) => {
+                Err(proxy.failure(&format!("exited unexpectedly ({status})")))
+            }
+        };
+        shutdown.cancel();
+        // The vote-bot only returns; a panic in it is already reported by the runtime.
+        let _ = traffic.await;
+        outcome
+    }
+    .await;
+
+    // Whatever happened above, no proxy may outlive the demo.
+    proxy::stop_all(&proxies, STOP_GRACE).await;
+    shutdown.cancel();
+    // A clean run with nothing logged should not leave a directory in /tmp every time;
+    // logs that say something, or a failed run, are kept for the user to read.
+    if result.is_ok() && all_empty(&log_dir) {
+        let _ = std::fs::remove_dir_all(&log_dir);
+    }
+    result
+}
+
+/// Whether every file in `dir` is empty (`false` if it cannot be read).
+fn all_empty(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|mut entries| {
+        entries.all(|e| e.and_then(|e| e.metadata()).is_ok_and(|m| m.len() == 0))
+    })
+}
+
+fn print_banner(config: &Config, log_dir: Option<&Path>) {
+    let web = config.topology.get(Workload::Web);
+    let web_addr = if log_dir.is_some() {
+        web.inbound
+    } else {
+        web.app
+    };
+    println!("mesh demo: vote-bot -> web -> emoji (gRPC) and voting (HTTP/1)");
+    println!();
+    print!("{}", config.topology.render(log_dir.is_some()));
+    println!();
+    println!(
+        "  voting fails ~25% of POST /vote/:choice and answers GET /leaderboard in 300-800 ms"
+    );
+    println!("  vote-bot sends {} requests/s to web", config.rps);
+    println!("  try:  curl http://{web_addr}/api/list");
+    match log_dir {
+        Some(dir) => println!(
+            "  proxy logs: {}/<workload>-proxy.log (removed at exit if empty)",
+            dir.display()
+        ),
+        None => println!("  running WITHOUT proxies (--no-proxy)"),
+    }
+    match config.duration {
+        Some(d) => println!("Stopping after {d:?}; Ctrl-C stops sooner."),
+        None => println!("Press Ctrl-C to stop."),
+    }
+}
+
+async fn sleep_or_forever(duration: Option<Duration>) {
+    match duration {
+        Some(duration) => tokio::time::sleep(duration).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Completes when any proxy exits, with that proxy and how it exited; never, if none run.
+async fn first_exit(proxies: &[Proxy]) -> (&Proxy, String) {
+    if proxies.is_empty() {
+        return std::future::pending().await;
+    }
+    let exits = proxies.iter().map(|p| Box::pin(p.exited()));
+    let (status, index, _) = futures_util::future::select_all(exits).await;
+    (&proxies[index], status)
+}
+
+/// SIGINT and SIGTERM, both meaning "stop the demo cleanly".
+struct StopSignals {
+    interrupt: Signal,
+    terminate: Signal,
+}
+
+impl StopSignals {
+    fn new() -> anyhow::Result<Self> {
+        Ok(Self {
+            interrupt: signal(SignalKind::interrupt()).context("install SIGINT handler")?,
+            terminate: signal(SignalKind::terminate()).context("install SIGTERM handler")?,
+        })
+    }
+
+    async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.interrupt.recv() => "SIGINT",
+            _ = self.terminate.recv() => "SIGTERM",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_durations() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        for bad in ["", "s", "0s", "10x", "-1s", "1.5s", "1m30s"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! The demo's `mesh-proxy` child processes: one per workload instance, in explicit mode.
+//!
+//! Lifecycle: [`Proxy::spawn`] starts the child and hands it to a supervisor task, which
+//! alone owns the `Child`: it reaps the process and is the only one to signal it, so a
+//! signal can never reach a recycled pid. The [`Proxy`] handle talks to the supervisor
+//! through channels. Every child is spawned with `kill_on_drop`, so if the supervisor is
+//! dropped (the runtime shutting down on an error path) the child is killed rather than
+//! orphaned; the orderly path is [`stop_all`]: SIGTERM, wait with a deadline, SIGKILL.
+//!
+//! Children run in their own process group so that a terminal's Ctrl-C reaches only
+//! `mesh`, which then stops traffic before the proxies, instead of every proxy dying at
+//! once under the apps' in-flight requests.
+
+use super::{client::AppClient, topology::Instance};
+use anyhow::Context as _;
+use http_body_util::Full;
+use hyper::Request;
+use nix::{sys::signal::Signal, unistd::Pid};
+use std::{
+    fs::File,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::Stdio,
+    time::Duration,
+};
+use tokio::{
+    process::{Child, Command},
+    sync::{mpsc, watch},
+    time::Instant,
+};
+use tracing::{debug, info, warn};
+
+/// How often `/ready` is polled while a proxy starts.
+const READY_POLL: Duration = Duration::from_millis(100);
+
+/// The proxies' own drain period after SIGTERM.
+const PROXY_GRACE: Duration = Duration::from_secs(5);
+const _: () = assert!(
+    PROXY_GRACE.as_secs() < super::STOP_GRACE.as_secs(),
+    "proxies must finish draining before the demo kills them"
+);
+
+/// How many lines of a failed proxy's log are shown.
+const LOG_TAIL_LINES: usize = 20;
+
+/// A running (or exited) `mesh-proxy` child.
+#[derive(Debug)]
+pub(crate) struct Proxy {
+    name: &'static str,
+    admin: SocketAddr,
+    log: PathBuf,
+    signals: mpsc::UnboundedSender<Signal>,
+    /// `None` while the child runs, then how it exited.
+    exit: watch::Receiver<Option<String>>,
+}
+
+// === impl Proxy ===
+
+impl Proxy {
+    /// Starts `bin` as the proxy of `instance`, with its output going to a file in `log_dir`.
+    pub(crate) fn spawn(bin: &Path, instance: &Instance, log_dir: &Path) -> anyhow::Result<Self> {
+        let name = instance.workload.name();
+        let log = log_dir.join(format!("{name}-proxy.log"));
+        let stderr = File::create(&log).with_context(|| format!("create {}", log.display()))?;
+        let stdout = stderr.try_clone().context("duplicate log file handle")?;
+
+        let child = Command::new(bin)
+            .env(
+                "MESH_PROXY_INBOUND_LISTEN_ADDR",
+                instance.inbound.to_string(),
+            )
+            .env("MESH_PROXY_INBOUND_FORWARD_ADDR", instance.app.to_string())
+            .env(
+                "MESH_PROXY_OUTBOUND_LISTEN_ADDR",
+                instance.outbound.to_string(),
+            )
+            .env("MESH_PROXY_ADMIN_LISTEN_ADDR", instance.admin.to_string())
+            .env("MESH_PROXY_LOG", "warn")
+            // The proxy's own drain must end before `stop_all` gives up and kills it, so a
+            // stuck connection costs a clean exit, not a SIGKILL.
+            .env(
+                "MESH_PROXY_SHUTDOWN_GRACE_PERIOD",
+                format!("{}ms", PROXY_GRACE.as_millis()),
+            )
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .process_group(0)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("start {} for {name}", bin.display()))?;
+        debug!(workload = name, pid = ?child.id(), "proxy started");
+
+        let (signals, signals_rx) = mpsc::unbounded_channel();
+        let (exit_tx, exit) = watch::channel(None);
+        tokio::spawn(supervise(child, signals_rx, exit_tx));
+        Ok(Self {
+            name,
+            admin: instance.admin,
+            log,
+            signals,
+            exit,
+        })
+    }
+
+    /// Waits until `GET /ready` answers 200; fails, with the proxy's log, if it exits first
+    /// or `deadline` passes.
+    pub(crate) async fn wait_ready(&self, deadline: Instant) -> anyhow::Result<()> {
+        let client = AppClient::http1(None);
+        let uri = format!("http://{}/ready", self.admin);
+        let poll = async {
+            loop {
+                let req = Request::get(&uri).body(Full::default())?;
+                match client.request(req).await {
+                    Ok(rsp) if rsp.status().is_success() => return anyhow::Ok(()),
+                    Ok(rsp) => debug!(workload = self.name, status = %rsp.status(), "not ready"),
+                    Err(error) => debug!(workload = self.name, %error, "not ready"),
+                }
+                tokio::time::sleep(READY_POLL).await;
+            }
+        };
+        tokio::select! {
+            ready = tokio::time::timeout_at(deadline, poll) => match ready {
+                Ok(result) => result,
+                Err(_) => Err(self.failure("did not become ready in time")),
+            },
+            status = self.exited() => {
+                Err(self.failure(&format!("exited before it was ready ({status})")))
+            }
+        }
+    }
+
+    /// Completes when the child has exited, with how it exited.
+    pub(crate) async fn exited(&self) -> String {
+        let mut exit = self.exit.clone();
+        let status = match exit.wait_for(Option::is_some).await {
+            Ok(status) => status.clone().unwrap_or_default(),
+            // The supervisor always reports before it goes away, short of a panic.
+            Err(_) => "supervisor gone".to_string(),
+        };
+        status
+    }
+
+    fn has_exited(&self) -> bool {
+        self.exit.borrow().is_some()
+    }
+
+    fn signal(&self, signal: Signal) {
+        // A closed channel means the supervisor has reaped the child: nothing to signal.
+        let _ = self.signals.send(signal);
+    }
+
+    /// An error naming this proxy and what went wrong, with the end of its log.
+    pub(crate) fn failure(&self, what: &str) -> anyhow::Error {
+        let log = std::fs::read(&self.log)
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+            .unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        let tail = lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n");
+        anyhow::anyhow!(
+            "the {} proxy {what}; end of {}:\n{tail}",
+            self.name,
+            self.log.display()
+        )
+    }
+}
+
+/// Owns the child: reaps it, delivers signals to it, and publishes how it exited.
+async fn supervise(
+    mut child: Child,
+    mut signals: mpsc::UnboundedReceiver<Signal>,
+    exit: watch::Sender<Option<String>>,
+) {
+    let status = loop {
+        tokio::select! {
+            status = child.wait() => break status,
+            Some(signal) = signals.recv() => {
+                // `id()` is `None` once the child is reaped, and only this task reaps it,
+                // so the pid signalled here is still this child's.
+                if let Some(pid) = child.id().and_then(|pid| i32::try_from(pid).ok()) {
+                    if let Err(error) = nix::sys::signal::kill(Pid::from_raw(pid), signal) {
+                        warn!(pid, %signal, %error, "failed to signal proxy");
+                    }
+                }
+            }
+        }
+    };
+    let status = match status {
+        Ok(status) => status.to_string(),
+        Err(error) => format!("wait failed: {error}"),
+    };
+    exit.send_replace(Some(status));
+}
+
+/// Stops every proxy: SIGTERM to all at once (they drain in parallel), then wait until
+/// `grace` has passed; whoever is still running then is killed.
+pub(crate) async fn stop_all(proxies: &[Proxy], grace: Duration) {
+    if proxies.is_empty() {
+        return;
+    }
+    for proxy in proxies {
+        proxy.signal(Signal::SIGTERM);
+    }
+    let deadline = Instant::now() + grace;
+    for proxy in proxies {
+        match tokio::time::timeout_at(deadline, proxy.exited()).await {
+            Ok(status) => debug!(workload = proxy.name, %status, "proxy stopped"),
+            Err(_) => {
+                warn!(
+                    workload = proxy.name,
+                    ?grace,
+                    "proxy did not stop in time; killing it"
+                );
+                proxy.signal(Signal::SIGKILL);
+                // SIGKILL cannot be ignored; the bound only guards against a stuck reaper.
+                let _ = tokio::time::timeout(Duration::from_secs(2), proxy.exited()).await;
+            }
+        }
+    }
+    let running = proxies.iter().filter(|p| !p.has_exited()).count();
+    if running == 0 {
+        info!(count = proxies.len(), "proxies stopped");
+    } else {
+        warn!(running, "some proxies could not be stopped");
+    }
+}

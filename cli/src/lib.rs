@@ -1,0 +1,114 @@
+//! `mesh`, the command-line interface of the mesh service mesh.
+//!
+//! Every command follows the same two stages: raw clap flags are validated into a ready,
+//! side-effect-free `Config` (nothing is bound, spawned or connected), and only then does the
+//! command start things. A bad flag therefore always exits with [`EX_USAGE`] before anything
+//! has been started, and a command's `run` never has to second-guess its input.
+
+// A CLI's output is its product; diagnostics still go through `tracing` to stderr.
+#![allow(clippy::print_stdout)]
+
+pub mod demo;
+
+use clap::{Parser, Subcommand};
+use std::{fmt, process::ExitCode};
+
+/// Exit code for bad flags or configuration (`EX_USAGE` from sysexits.h).
+pub const EX_USAGE: u8 = 64;
+
+/// mesh: a small, fast service mesh.
+#[derive(Debug, Parser)]
+#[command(name = "mesh", version)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a demo application on this machine, each workload behind its own mesh-proxy,
+    /// with a traffic generator; stop with Ctrl-C.
+    Demo(demo::DemoArgs),
+}
+
+/// Flags that parsed but do not make sense together or with this machine.
+///
+/// Kept apart from other errors so that it, and only it, maps to [`EX_USAGE`].
+#[derive(Debug)]
+pub struct UsageError(String);
+
+// === impl Args ===
+
+impl Args {
+    /// Parses the process's arguments, exiting on `--help`, `--version` or a bad flag.
+    ///
+    /// clap exits with 2 on a usage error; mesh uses [`EX_USAGE`] for every kind of bad
+    /// flag, whether clap or our own validation rejects it.
+    pub fn parse_or_exit() -> Self {
+        match Self::try_parse() {
+            Ok(args) => args,
+            Err(error) => {
+                let code = if error.use_stderr() { EX_USAGE } else { 0 };
+                // If even printing the message fails there is nowhere left to report it.
+                let _ = error.print();
+                std::process::exit(code.into())
+            }
+        }
+    }
+}
+
+/// Runs the parsed command to completion and returns the process's exit code.
+pub fn run(args: Args) -> ExitCode {
+    let result = match args.command {
+        Command::Demo(args) => match demo::Config::try_from(args) {
+            Ok(config) => block_on(demo::run(config)),
+            Err(error) => {
+                eprintln!("error: {error}");
+                return ExitCode::from(EX_USAGE);
+            }
+        },
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Installs the `tracing` subscriber: stderr, filtered by `MESH_LOG` (default `info`).
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MESH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        // Colour codes only make sense on a terminal, not in a log file or a test's pipe.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+fn block_on<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow::anyhow!("failed to start the async runtime: {e}"))?
+        .block_on(f)
+}
+
+// === impl UsageError ===
+
+impl UsageError {
+    fn new(message: impl Into<String>) -> Self {
+        Self(message.into())
+    }
+}
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for UsageError {}

@@ -1,0 +1,112 @@
+//! `mesh-bench`: the end-to-end proxy benchmark.
+//!
+//! The same load is sent once over a direct connection and once through an outbound +
+//! inbound `mesh-proxy` pair that iptables puts in the path, both between two network
+//! namespaces joined by a veth pair, and the report gives the proxied numbers as
+//! differences from and ratios to the direct ones of the same run.
+//!
+//! ```text
+//! scripts/bench.sh                       # = mesh-bench run, as root; writes docs/bench/proxy-<date>.{md,json}
+//! mesh-bench backend --listen 0.0.0.0:8080
+//! mesh-bench load --target http://198.18.200.2:8080/ --proto h1 --conns 4 --rate 1000 --duration 10s
+//! mesh-bench probe http://127.0.0.1:4191/ready
+//! ```
+//!
+//! Subcommands:
+//! - `backend`: a minimal hyper server (HTTP/1.1 keep-alive and h2c on each port) that
+//!   answers every request with a 1 KiB body.
+//! - `load`: an open-loop load generator for fixed rates (requests are scheduled at fixed
+//!   intervals and latency is measured from the scheduled send time, so a stall is not
+//!   hidden by the generator waiting for it: coordinated omission is corrected) and a
+//!   closed-loop one for maximum throughput. Prints JSON lines.
+//! - `probe`: GETs a URL until it answers 200 (waits for readiness, reads `/metrics`).
+//! - `run`: the orchestrator (needs root): namespaces, veth, iptables, backend, proxies,
+//!   every load, the measurements, the report, and clean-up.
+
+#[path = "mesh-bench/backend.rs"]
+mod backend;
+#[path = "mesh-bench/load.rs"]
+mod load;
+#[path = "mesh-bench/probe.rs"]
+mod probe;
+#[path = "mesh-bench/report.rs"]
+mod report;
+#[path = "mesh-bench/run.rs"]
+mod run;
+#[path = "mesh-bench/sys.rs"]
+mod sys;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(name = "mesh-bench", about = "End-to-end benchmark of mesh-proxy against a direct connection")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Serve a 1 KiB body to every request (HTTP/1.1 and h2c).
+    Backend(backend::Args),
+    /// Generate load against one URL and print the result as JSON.
+    Load(load::Args),
+    /// GET a URL until it answers 200; optionally print the body.
+    Probe(probe::Args),
+    /// Run the whole benchmark (as root) and write the report.
+    Run(run::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.cmd {
+        Cmd::Backend(a) => backend::main(a),
+        Cmd::Load(a) => load::main(a),
+        Cmd::Probe(a) => probe::main(a),
+        Cmd::Run(a) => run::main(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mesh-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Parses `500ms`, `2s`, `1m` or a bare number of seconds.
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
+        Some(i) => (&s[..i], &s[i..]),
+        None => (s, "s"),
+    };
+    let n: f64 = num.parse().map_err(|_| format!("{s:?}: expected a duration like 500ms, 2s or 1m"))?;
+    let secs = match unit {
+        "ms" => n / 1e3,
+        "s" => n,
+        "m" => n * 60.0,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (ms, s or m)")),
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("{s:?}: expected a non-negative duration"));
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2s").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("1m").unwrap(), Duration::from_secs(60));
+        assert!(parse_duration("3h").is_err());
+        assert!(parse_duration("x").is_err());
+    }
+}

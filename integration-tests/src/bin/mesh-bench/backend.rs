@@ -1,0 +1,76 @@
+//! `mesh-bench backend`: the server under load. It does as little as a server can so
+//! that the numbers are about the path to it: every request on every listener gets
+//! `200` with the same 1 KiB body, over HTTP/1.1 keep-alive or h2c (prior knowledge).
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use http::{header, HeaderValue, Response};
+use http_body_util::Full;
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo},
+    server::conn::auto,
+};
+use std::{convert::Infallible, net::SocketAddr};
+use tokio::net::TcpListener;
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct Args {
+    /// Address to serve on (repeatable).
+    #[arg(long, required = true)]
+    listen: Vec<SocketAddr>,
+    /// Runtime worker threads (1 = a current-thread runtime).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Size of every response body.
+    #[arg(long, default_value_t = 1024)]
+    body_bytes: usize,
+}
+
+pub(crate) fn main(args: Args) -> anyhow::Result<()> {
+    let rt = if args.threads <= 1 {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(args.threads).enable_all().build()
+    }
+    .context("building the runtime")?;
+    rt.block_on(serve(args))
+}
+
+async fn serve(args: Args) -> anyhow::Result<()> {
+    let body = Bytes::from(vec![b'x'; args.body_bytes]);
+    for addr in &args.listen {
+        let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+        eprintln!("mesh-bench backend: listening on {addr}");
+        tokio::spawn(accept(listener, body.clone()));
+    }
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    Ok(())
+}
+
+async fn accept(listener: TcpListener, body: Bytes) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((s, _)) => s,
+            Err(e) => {
+                eprintln!("mesh-bench backend: accept failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let body = body.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |_req| {
+                let mut rsp = Response::new(Full::new(body.clone()));
+                rsp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+                async move { Ok::<_, Infallible>(rsp) }
+            });
+            // Errors here are clients going away (the load generator closing at the end).
+            let _ = auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), svc).await;
+        });
+    }
+}

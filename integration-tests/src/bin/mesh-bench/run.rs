@@ -1,0 +1,710 @@
+//! `mesh-bench run`: the orchestrator.
+//!
+//! ```text
+//!  netns mesh-bench-client                       netns mesh-bench-server
+//!  ┌──────────────────────────────┐  veth pair   ┌──────────────────────────────────┐
+//!  │ load (root) ─┬─ :8081 direct ─┼──────────────┼─────────────────────▶ backend :8081 │
+//!  │              └─ :8080 ─▶ outbound proxy ─────┼─▶ inbound proxy ────▶ backend :8080 │
+//!  │   198.18.200.1/30            │              │ 198.18.200.2/30                  │
+//!  └──────────────────────────────┘              └──────────────────────────────────┘
+//! ```
+//!
+//! Both namespaces get `mesh-proxy init` (iptables REDIRECT, the proxy's uid exempt)
+//! with port 8081 skipped, and a `mesh-proxy` running as that uid; the backend listens
+//! on both ports. So the direct and proxied runs differ only in the port the generator
+//! targets, and can be interleaved at each rate with the proxies, the iptables rules
+//! and conntrack in place for both.
+
+use crate::{
+    load::{LoadResult, Proto},
+    report,
+    sys::{self, DropGuard, Guard, Sample},
+};
+use anyhow::{bail, Context as _};
+use serde::{Deserialize, Serialize};
+use std::{
+    collections::BTreeMap,
+    io::{BufRead as _, BufReader},
+    os::unix::fs::PermissionsExt as _,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+const NS_CLIENT: &str = "mesh-bench-client";
+const NS_SERVER: &str = "mesh-bench-server";
+const IF_CLIENT: &str = "mbench-c";
+const IF_SERVER: &str = "mbench-s";
+// RFC 2544 benchmarking space (198.18.0.0/15), nothing a real network uses.
+const CLIENT_IP: &str = "198.18.200.1";
+const SERVER_IP: &str = "198.18.200.2";
+const PORT_MESHED: u16 = 8080;
+const PORT_DIRECT: u16 = 8081;
+const ADMIN: &str = "http://127.0.0.1:4191";
+
+/// The processes whose CPU and memory are read: the two proxies first.
+pub(crate) const OUTBOUND: &str = "outbound proxy";
+pub(crate) const INBOUND: &str = "inbound proxy";
+pub(crate) const BACKEND: &str = "backend";
+pub(crate) const LOADGEN: &str = "load generator";
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct Args {
+    /// Protocols, in order.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "h1,h2")]
+    protos: Vec<Proto>,
+    /// Fixed rates in requests per second, in order (each direct, then proxied).
+    #[arg(long, value_delimiter = ',', default_value = "20,200,1000,2000")]
+    rates: Vec<f64>,
+    /// Connections for the fixed rates.
+    #[arg(long, default_value_t = 4)]
+    conns: usize,
+    /// Measured window of each fixed-rate run.
+    #[arg(long, default_value = "10s", value_parser = crate::parse_duration)]
+    duration: Duration,
+    /// Unrecorded load before each measured window.
+    #[arg(long, default_value = "2s", value_parser = crate::parse_duration)]
+    warmup: Duration,
+    /// Measured window of each maximum-throughput run.
+    #[arg(long, default_value = "10s", value_parser = crate::parse_duration)]
+    max_duration: Duration,
+    #[arg(long, default_value = "2s", value_parser = crate::parse_duration)]
+    max_warmup: Duration,
+    /// HTTP/1.1 connections at maximum throughput (one request in flight each).
+    #[arg(long, default_value_t = 16)]
+    max_conns: usize,
+    /// HTTP/2 connections at maximum throughput.
+    #[arg(long, default_value_t = 2)]
+    max_h2_conns: usize,
+    /// Concurrent streams per HTTP/2 connection at maximum throughput.
+    #[arg(long, default_value_t = 8)]
+    max_h2_streams: usize,
+    /// Maximum-throughput rounds (direct, proxied, direct, proxied, ...); the report
+    /// takes the median of each.
+    #[arg(long, default_value_t = 1)]
+    max_rounds: usize,
+    /// Backend runtime threads.
+    #[arg(long, default_value_t = 1)]
+    backend_threads: usize,
+    /// The proxy binary (default: `mesh-proxy` beside this binary).
+    #[arg(long)]
+    proxy_bin: Option<PathBuf>,
+    #[arg(long, default_value_t = 2102)]
+    proxy_uid: u32,
+    /// Extra proxy environment, KEY=VALUE (repeatable), e.g. MESH_PROXY_CORES=2.
+    #[arg(long = "proxy-env")]
+    proxy_env: Vec<String>,
+    /// Where the report goes.
+    #[arg(long, default_value = "docs/bench")]
+    out_dir: PathBuf,
+    /// Report file name without extension (default `proxy-<UTC date>`).
+    #[arg(long)]
+    name: Option<String>,
+    /// Print the report only.
+    #[arg(long)]
+    no_write: bool,
+    /// Before starting, wait up to this long for the machine to be quiet (other
+    /// processes using at most --busy-threshold cores); 0 = start at once. Either way the report shows
+    /// how busy the machine was.
+    #[arg(long, default_value = "0s", value_parser = crate::parse_duration)]
+    wait_quiet: Duration,
+    /// Cores that other processes may use during a run (see *other CPU* in the report)
+    /// before its direct/proxied pair is run again.
+    #[arg(long, default_value_t = 0.2)]
+    busy_threshold: f64,
+    /// How many times a pair is run again when the machine was busy (the last attempt
+    /// is kept, with its *other CPU* shown).
+    #[arg(long, default_value_t = 2)]
+    busy_retries: usize,
+}
+
+/// The whole machine over one measured window, in cores.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+pub(crate) struct MachineWindow {
+    pub(crate) busy_cores: f64,
+    pub(crate) softirq_cores: f64,
+    pub(crate) steal_cores: f64,
+}
+
+/// A process's CPU and memory over one measured window.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub(crate) struct ProcWindow {
+    pub(crate) before: Sample,
+    pub(crate) after: Sample,
+    /// Highest VmRSS seen, sampled every 100 ms through the window.
+    pub(crate) rss_peak_kib: u64,
+}
+
+impl ProcWindow {
+    pub(crate) fn cpu_ns(&self) -> u64 {
+        self.after.cpu_ns.saturating_sub(self.before.cpu_ns)
+    }
+}
+
+/// One load run and what was measured around it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct RunRecord {
+    pub(crate) proto: Proto,
+    /// `None`: maximum throughput.
+    pub(crate) rate: Option<f64>,
+    pub(crate) proxied: bool,
+    /// Wall time between the generator's `measuring` and `measured` events.
+    pub(crate) window_s: f64,
+    pub(crate) load: LoadResult,
+    pub(crate) procs: BTreeMap<String, ProcWindow>,
+    /// Proxied runs: increase of each proxy's `request_total` over the whole run
+    /// (warm-up included), to show the traffic really went through both.
+    pub(crate) proxy_requests: BTreeMap<String, u64>,
+    pub(crate) machine: MachineWindow,
+}
+
+impl RunRecord {
+    /// Cores busy on the machine but neither in the benchmark's processes nor in
+    /// softirq (mostly the benchmark's own network traffic): other processes.
+    pub(crate) fn other_cores(&self) -> f64 {
+        if self.window_s <= 0.0 {
+            return 0.0;
+        }
+        let ours: u64 = self.procs.values().map(ProcWindow::cpu_ns).sum();
+        (self.machine.busy_cores - self.machine.softirq_cores - ours as f64 / 1e9 / self.window_s).max(0.0)
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct Meta {
+    pub(crate) date: String,
+    pub(crate) command: String,
+    pub(crate) git: String,
+    pub(crate) kernel: String,
+    pub(crate) cpu: String,
+    pub(crate) cores: usize,
+    pub(crate) memory: String,
+    pub(crate) proxy_env: Vec<String>,
+    pub(crate) conns: usize,
+    pub(crate) duration_s: f64,
+    pub(crate) warmup_s: f64,
+    pub(crate) max_duration_s: f64,
+    pub(crate) max_h1_conns: usize,
+    pub(crate) max_h2_conns: usize,
+    pub(crate) max_h2_streams: usize,
+    pub(crate) max_rounds: usize,
+    pub(crate) backend_threads: usize,
+    /// Clock ticks per second, the unit of `cpu_ticks` in the samples.
+    pub(crate) clock_ticks_per_sec: u64,
+    pub(crate) elapsed_s: f64,
+    /// Cores in use on the machine just before the benchmark started.
+    pub(crate) busy_before_cores: f64,
+    pub(crate) loadavg_start: String,
+    pub(crate) loadavg_end: String,
+    /// Direct/proxied pairs run again because other processes were busy.
+    pub(crate) pairs_rerun: usize,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct Results {
+    pub(crate) meta: Meta,
+    /// Each proxy after start, before any traffic.
+    pub(crate) idle: BTreeMap<String, Sample>,
+    /// Each proxy's CPU with no traffic, in cores, over 5 s.
+    pub(crate) idle_cpu_cores: BTreeMap<String, f64>,
+    /// Each proxy at the end, 2 s after the last run.
+    pub(crate) end: BTreeMap<String, Sample>,
+    pub(crate) runs: Vec<RunRecord>,
+    /// What the proxies logged at `warn` and above (first lines).
+    pub(crate) proxy_logs: BTreeMap<String, Vec<String>>,
+}
+
+pub(crate) fn main(args: Args) -> anyhow::Result<()> {
+    let started = Instant::now();
+    preflight()?;
+    let loadavg_start = sys::loadavg();
+    let busy_before = wait_quiet(args.wait_quiet, args.busy_threshold)?;
+    let self_exe = std::env::current_exe().context("finding this binary")?;
+    let proxy_bin = match &args.proxy_bin {
+        Some(p) => p.clone(),
+        None => self_exe.with_file_name("mesh-proxy"),
+    };
+    if !proxy_bin.exists() {
+        bail!("{} not found: build it (cargo build --release -p mesh-proxy) or pass --proxy-bin", proxy_bin.display());
+    }
+
+    let guard = Guard::default();
+    let _drop = DropGuard(guard.clone());
+    guard.take_run_lock()?;
+    guard.on_signal();
+
+    let tmp = std::env::temp_dir().join(format!("mesh-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp)?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))?;
+    guard.set_tmp_dir(&tmp);
+    let proxy_bin = reachable_by_others(&proxy_bin, &tmp)?;
+
+    let mut bench = Bench { args: &args, guard: guard.clone(), self_exe, pids: Vec::new() };
+    bench.network()?;
+    bench.start_backend()?;
+    bench.install_iptables(&proxy_bin)?;
+    let outbound_log = tmp.join("outbound-proxy.log");
+    let inbound_log = tmp.join("inbound-proxy.log");
+    bench.start_proxy(OUTBOUND, NS_CLIENT, &proxy_bin, &outbound_log)?;
+    bench.start_proxy(INBOUND, NS_SERVER, &proxy_bin, &inbound_log)?;
+
+    std::thread::sleep(Duration::from_secs(1));
+    let mut idle = BTreeMap::new();
+    for (name, pid) in bench.proxies() {
+        idle.insert(name.clone(), sys::sample(pid)?);
+    }
+    let idle_window = Duration::from_secs(5);
+    std::thread::sleep(idle_window);
+    let mut idle_cpu_cores = BTreeMap::new();
+    for (name, pid) in bench.proxies() {
+        let ns = sys::sample(pid)?.cpu_ns.saturating_sub(idle[&name].cpu_ns);
+        idle_cpu_cores.insert(name.clone(), ns as f64 / idle_window.as_nanos() as f64);
+    }
+    bench.smoke_test()?;
+
+    let mut runs = Vec::new();
+    let mut retried = 0;
+    for &proto in &args.protos {
+        let mut loads: Vec<Option<f64>> = args.rates.iter().map(|r| Some(*r)).collect();
+        loads.extend(std::iter::repeat_n(None, args.max_rounds.max(1)));
+        for rate in loads {
+            // A direct/proxied pair, run again if something else used the machine.
+            let mut attempt = 0;
+            let pair = loop {
+                let pair = [bench.load(proto, rate, false)?, bench.load(proto, rate, true)?];
+                let other = pair.iter().map(RunRecord::other_cores).fold(0.0, f64::max);
+                if other <= args.busy_threshold || attempt >= args.busy_retries {
+                    break pair;
+                }
+                attempt += 1;
+                retried += 1;
+                eprintln!("mesh-bench: other processes used {other:.2} cores during that pair; running it again");
+                wait_quiet(Duration::from_secs(120), args.busy_threshold)?;
+            };
+            runs.extend(pair);
+        }
+    }
+
+    std::thread::sleep(Duration::from_secs(2));
+    let mut end = BTreeMap::new();
+    for (name, pid) in bench.proxies() {
+        end.insert(name.clone(), sys::sample(pid)?);
+    }
+    let mut proxy_logs = BTreeMap::new();
+    for (name, log) in [(OUTBOUND, &outbound_log), (INBOUND, &inbound_log)] {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let lines: Vec<String> = text.lines().take(20).map(str::to_string).collect();
+        proxy_logs.insert(name.to_string(), lines);
+    }
+
+    let mut meta = meta(&args, started.elapsed());
+    meta.busy_before_cores = busy_before;
+    meta.pairs_rerun = retried;
+    meta.loadavg_start = loadavg_start;
+    let results = Results { meta, idle, idle_cpu_cores, end, runs, proxy_logs };
+    let markdown = report::render(&results);
+    {
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        out.write_all(markdown.as_bytes())?;
+        out.flush()?;
+    }
+    if !args.no_write {
+        std::fs::create_dir_all(&args.out_dir).with_context(|| format!("creating {}", args.out_dir.display()))?;
+        let name = args.name.clone().unwrap_or_else(|| format!("proxy-{}", results.meta.date));
+        let md = args.out_dir.join(format!("{name}.md"));
+        let json = args.out_dir.join(format!("{name}.json"));
+        std::fs::write(&md, &markdown).with_context(|| format!("writing {}", md.display()))?;
+        std::fs::write(&json, serde_json::to_string_pretty(&results)? + "\n")
+            .with_context(|| format!("writing {}", json.display()))?;
+        eprintln!("mesh-bench: wrote {} and {}", md.display(), json.display());
+    }
+    Ok(())
+}
+
+/// Waits (up to `max`) for a 2-s sample with at most `threshold` cores busy; returns
+/// the last sample's busy cores.
+fn wait_quiet(max: Duration, threshold: f64) -> anyhow::Result<f64> {
+    let deadline = Instant::now() + max;
+    loop {
+        let busy = sys::machine_busy_cores(Duration::from_secs(2))?;
+        if busy <= threshold {
+            return Ok(busy);
+        }
+        if Instant::now() >= deadline {
+            eprintln!(
+                "mesh-bench: warning: other processes keep {busy:.2} cores busy; the numbers will be noisy \
+                 (--wait-quiet waits for a quiet machine)"
+            );
+            return Ok(busy);
+        }
+        eprintln!("mesh-bench: waiting for a quiet machine ({busy:.2} cores busy, load {})", sys::loadavg());
+    }
+}
+
+fn preflight() -> anyhow::Result<()> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let euid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|v| v.split_whitespace().nth(1))
+        .unwrap_or("");
+    if euid != "0" {
+        bail!("`mesh-bench run` needs root (network namespaces, iptables, setpriv)");
+    }
+    for tool in ["ip", "iptables", "setpriv"] {
+        if Command::new(tool).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_err() {
+            bail!("{tool} not found (apt-get install iproute2 iptables util-linux)");
+        }
+    }
+    Ok(())
+}
+
+/// A path to `program` that the proxy's uid can execute: the path itself if every
+/// directory above it is searchable by others, else a copy in `tmp`.
+fn reachable_by_others(program: &Path, tmp: &Path) -> anyhow::Result<PathBuf> {
+    let program = program.canonicalize()?;
+    let others = |p: &Path, bits: u32| std::fs::metadata(p).map(|m| m.permissions().mode() & bits == bits).unwrap_or(false);
+    if others(&program, 0o005) && program.ancestors().skip(1).all(|d| others(d, 0o001)) {
+        return Ok(program);
+    }
+    let copy = tmp.join("mesh-proxy");
+    std::fs::copy(&program, &copy)?;
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755))?;
+    Ok(copy)
+}
+
+struct Bench<'a> {
+    args: &'a Args,
+    guard: Guard,
+    self_exe: PathBuf,
+    /// Long-lived processes: name, pid.
+    pids: Vec<(String, u32)>,
+}
+
+impl Bench<'_> {
+    fn proxies(&self) -> Vec<(String, u32)> {
+        self.pids.iter().filter(|(n, _)| n == OUTBOUND || n == INBOUND).cloned().collect()
+    }
+
+    fn network(&mut self) -> anyhow::Result<()> {
+        for ns in [NS_CLIENT, NS_SERVER] {
+            if sys::netns_exists(ns) {
+                eprintln!("mesh-bench: deleting {ns}, left by an earlier run");
+                sys::delete_netns(ns);
+            }
+        }
+        for ns in [NS_CLIENT, NS_SERVER] {
+            sys::run("ip", &["netns", "add", ns])?;
+            self.guard.add_netns(ns);
+            sys::run("ip", &["-n", ns, "link", "set", "lo", "up"])?;
+        }
+        sys::run(
+            "ip",
+            &["link", "add", IF_CLIENT, "netns", NS_CLIENT, "type", "veth", "peer", "name", IF_SERVER, "netns", NS_SERVER],
+        )?;
+        for (ns, ifname, ip) in [(NS_CLIENT, IF_CLIENT, CLIENT_IP), (NS_SERVER, IF_SERVER, SERVER_IP)] {
+            sys::run("ip", &["-n", ns, "addr", "add", &format!("{ip}/30"), "dev", ifname])?;
+            sys::run("ip", &["-n", ns, "link", "set", ifname, "up"])?;
+        }
+        Ok(())
+    }
+
+    fn in_ns(&self, ns: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", ns]);
+        c.stdin(Stdio::null());
+        c
+    }
+
+    /// Runs `mesh-bench probe` inside `ns`.
+    fn probe(&self, ns: &str, url: &str, timeout: &str, print: bool) -> anyhow::Result<String> {
+        let mut c = self.in_ns(ns);
+        c.arg(&self.self_exe).args(["probe", url, "--timeout", timeout]);
+        if print {
+            c.arg("--print");
+        }
+        let out = c.output()?;
+        if !out.status.success() {
+            bail!("in {ns}: {}", String::from_utf8_lossy(&out.stderr).trim());
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    fn start_backend(&mut self) -> anyhow::Result<()> {
+        let mut c = self.in_ns(NS_SERVER);
+        c.arg(&self.self_exe).arg("backend");
+        for port in [PORT_MESHED, PORT_DIRECT] {
+            c.args(["--listen", &format!("0.0.0.0:{port}")]);
+        }
+        c.args(["--threads", &self.args.backend_threads.to_string()]);
+        let pid = self.guard.add_child(BACKEND, c.stdout(Stdio::null()).spawn().context("starting the backend")?);
+        self.pids.push((BACKEND.to_string(), pid));
+        for port in [PORT_MESHED, PORT_DIRECT] {
+            self.probe(NS_SERVER, &format!("http://127.0.0.1:{port}/"), "10s", false)?;
+        }
+        self.probe(NS_CLIENT, &format!("http://{SERVER_IP}:{PORT_DIRECT}/"), "10s", false)
+            .context("the backend is not reachable over the veth pair")?;
+        check_exec(BACKEND, pid, "mesh-bench");
+        Ok(())
+    }
+
+    fn install_iptables(&self, proxy_bin: &Path) -> anyhow::Result<()> {
+        let uid = self.args.proxy_uid.to_string();
+        let skip = PORT_DIRECT.to_string();
+        for (ns, flag) in [(NS_CLIENT, "--skip-outbound-ports"), (NS_SERVER, "--skip-inbound-ports")] {
+            let out = self.in_ns(ns).arg(proxy_bin).args(["init", "--proxy-uid", &uid, flag, &skip]).output()?;
+            if !out.status.success() {
+                bail!("mesh-proxy init in {ns} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+            }
+        }
+        Ok(())
+    }
+
+    fn start_proxy(&mut self, name: &str, ns: &str, bin: &Path, log: &Path) -> anyhow::Result<()> {
+        let uid = self.args.proxy_uid;
+        let mut c = self.in_ns(ns);
+        c.args(["setpriv", &format!("--reuid={uid}"), &format!("--regid={uid}"), "--clear-groups"])
+            .arg(bin)
+            .env("MESH_PROXY_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log)?);
+        for kv in &self.args.proxy_env {
+            let (k, v) = kv.split_once('=').with_context(|| format!("--proxy-env {kv:?}: expected KEY=VALUE"))?;
+            c.env(k, v);
+        }
+        let pid = self.guard.add_child(name, c.spawn().with_context(|| format!("starting the {name}"))?);
+        self.pids.push((name.to_string(), pid));
+        self.probe(ns, &format!("{ADMIN}/ready"), "15s", false).with_context(|| {
+            let log = std::fs::read_to_string(log).unwrap_or_default();
+            format!("the {name} did not become ready; its log:\n{log}")
+        })?;
+        check_exec(name, pid, "mesh-proxy");
+        Ok(())
+    }
+
+    /// Sum of `request_total` of the proxy in `ns`.
+    fn proxy_requests(&self, ns: &str) -> anyhow::Result<u64> {
+        let text = self.probe(ns, &format!("{ADMIN}/metrics"), "5s", true)?;
+        Ok(text
+            .lines()
+            .filter(|l| l.starts_with("request_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64)
+    }
+
+    /// One request over each path; the proxied one must show up in both proxies.
+    fn smoke_test(&self) -> anyhow::Result<()> {
+        let before = (self.proxy_requests(NS_CLIENT)?, self.proxy_requests(NS_SERVER)?);
+        self.probe(NS_CLIENT, &format!("http://{SERVER_IP}:{PORT_MESHED}/"), "5s", false)
+            .context("no answer through the proxies")?;
+        self.probe(NS_CLIENT, &format!("http://{SERVER_IP}:{PORT_DIRECT}/"), "5s", false)?;
+        let after = (self.proxy_requests(NS_CLIENT)?, self.proxy_requests(NS_SERVER)?);
+        if after.0 != before.0 + 1 || after.1 != before.1 + 1 {
+            bail!(
+                "smoke test: request_total went from {before:?} to {after:?} (outbound, inbound); \
+                 expected exactly one proxied request in each (is the iptables redirection in place?)"
+            );
+        }
+        Ok(())
+    }
+
+    fn load(&mut self, proto: Proto, rate: Option<f64>, proxied: bool) -> anyhow::Result<RunRecord> {
+        let a = self.args;
+        let port = if proxied { PORT_MESHED } else { PORT_DIRECT };
+        let (conns, duration, warmup) = match (rate, proto) {
+            (Some(_), _) => (a.conns, a.duration, a.warmup),
+            (None, Proto::H1) => (a.max_conns, a.max_duration, a.max_warmup),
+            (None, Proto::H2) => (a.max_h2_conns, a.max_duration, a.max_warmup),
+        };
+        let mut c = self.in_ns(NS_CLIENT);
+        c.arg(&self.self_exe).args(["load", "--target", &format!("http://{SERVER_IP}:{port}/")]);
+        c.args(["--proto", proto.as_str(), "--conns", &conns.to_string(), "--streams", &a.max_h2_streams.to_string()]);
+        c.args(["--rate", &rate.map_or("max".to_string(), |r| r.to_string())]);
+        c.args(["--duration", &format!("{}ms", duration.as_millis())]);
+        c.args(["--warmup", &format!("{}ms", warmup.as_millis())]);
+        c.stdout(Stdio::piped());
+
+        let requests_before = if proxied {
+            [(OUTBOUND, self.proxy_requests(NS_CLIENT)?), (INBOUND, self.proxy_requests(NS_SERVER)?)]
+        } else {
+            [(OUTBOUND, 0), (INBOUND, 0)]
+        };
+
+        let mut child = c.spawn().context("starting the load generator")?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let load_pid = self.guard.add_child(LOADGEN, child);
+        let mut watched = self.pids.clone();
+        watched.push((LOADGEN.to_string(), load_pid));
+
+        let mut procs: BTreeMap<String, ProcWindow> = BTreeMap::new();
+        let mut window: Option<Instant> = None;
+        let mut window_s = 0.0;
+        let mut sampler: Option<(Arc<AtomicBool>, std::thread::JoinHandle<BTreeMap<String, u64>>)> = None;
+        let mut result: Option<LoadResult> = None;
+        let mut machine_before = sys::MachineSample::default();
+        let mut machine = MachineWindow::default();
+        for line in BufReader::new(stdout).lines() {
+            let line = line?;
+            let v: serde_json::Value = match serde_json::from_str(&line) {
+                Ok(v) => v,
+                Err(_) => {
+                    eprintln!("mesh-bench load: {line}");
+                    continue;
+                }
+            };
+            match v["event"].as_str() {
+                Some("measuring") => {
+                    for (name, pid) in &watched {
+                        procs.entry(name.clone()).or_default().before = sys::sample(*pid)?;
+                    }
+                    machine_before = sys::machine_sample()?;
+                    window = Some(Instant::now());
+                    sampler = Some(rss_sampler(watched.clone()));
+                }
+                Some("measured") => {
+                    for (name, pid) in &watched {
+                        procs.entry(name.clone()).or_default().after = sys::sample(*pid)?;
+                    }
+                    window_s = window.map_or(0.0, |w| w.elapsed().as_secs_f64());
+                    let m = sys::machine_sample()?;
+                    let cores = |a: u64, b: u64| a.saturating_sub(b) as f64 / 1e9 / window_s.max(1e-9);
+                    machine = MachineWindow {
+                        busy_cores: cores(m.busy_ns, machine_before.busy_ns),
+                        softirq_cores: cores(m.softirq_ns, machine_before.softirq_ns),
+                        steal_cores: cores(m.steal_ns, machine_before.steal_ns),
+                    };
+                    if let Some((stop, handle)) = sampler.take() {
+                        stop.store(true, Ordering::Relaxed);
+                        for (name, peak) in handle.join().unwrap_or_default() {
+                            procs.entry(name).or_default().rss_peak_kib = peak;
+                        }
+                    }
+                }
+                Some("result") => result = Some(serde_json::from_value(v["result"].clone())?),
+                _ => {}
+            }
+        }
+        if let Some((stop, _)) = sampler.take() {
+            stop.store(true, Ordering::Relaxed);
+        }
+        let status = match self.guard.take_child(load_pid) {
+            Some(mut child) => child.wait()?,
+            None => bail!("interrupted"),
+        };
+        if !status.success() {
+            bail!("the load generator failed ({status})");
+        }
+        let load = result.context("the load generator printed no result")?;
+
+        let mut proxy_requests = BTreeMap::new();
+        if proxied {
+            let after = [self.proxy_requests(NS_CLIENT)?, self.proxy_requests(NS_SERVER)?];
+            for ((name, before), after) in requests_before.iter().zip(after) {
+                proxy_requests.insert(name.to_string(), after.saturating_sub(*before));
+            }
+        }
+        let record = RunRecord { proto, rate, proxied, window_s, load, procs, proxy_requests, machine };
+        eprintln!("{}", report::progress_line(&record));
+        Ok(record)
+    }
+}
+
+/// Samples VmRSS of each process every 100 ms until stopped; returns the peaks.
+fn rss_sampler(watched: Vec<(String, u32)>) -> (Arc<AtomicBool>, std::thread::JoinHandle<BTreeMap<String, u64>>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    let handle = std::thread::spawn(move || {
+        let mut peaks: BTreeMap<String, u64> = BTreeMap::new();
+        loop {
+            for (name, pid) in &watched {
+                if let Ok(sample) = sys::sample(*pid) {
+                    let p = peaks.entry(name.clone()).or_default();
+                    *p = (*p).max(sample.rss_kib);
+                }
+            }
+            if s.load(Ordering::Relaxed) {
+                return peaks;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    (stop, handle)
+}
+
+/// `ip netns exec` and `setpriv` exec (not fork), so the child's pid is the program's;
+/// if that ever changes, CPU and RSS would be read from the wrong process.
+fn check_exec(name: &str, pid: u32, expected: &str) {
+    let comm = sys::comm(pid);
+    if !expected.starts_with(&comm) || comm.is_empty() {
+        eprintln!("mesh-bench: warning: the {name}'s pid {pid} runs {comm:?}, not {expected}; its CPU and RSS are wrong");
+    }
+}
+
+fn meta(args: &Args, elapsed: Duration) -> Meta {
+    let first_line = |path: &str, key: &str| {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix(key).map(|v| v.trim_start_matches([' ', '\t', ':']).trim().to_string()))
+            .unwrap_or_default()
+    };
+    let git = {
+        let rev = sys::run("git", &["rev-parse", "--short", "HEAD"]).unwrap_or_default().trim().to_string();
+        let dirty = sys::run("git", &["status", "--porcelain", "--", "linkerd-like-proxy"])
+            .map(|s| !s.trim().is_empty())
+            .unwrap_or(false);
+        if rev.is_empty() {
+            "unknown".to_string()
+        } else if dirty {
+            format!("{rev} (linkerd-like-proxy/ modified)")
+        } else {
+            rev
+        }
+    };
+    let argv: Vec<String> = std::env::args().skip(2).collect();
+    Meta {
+        date: utc_date(),
+        command: format!("sudo scripts/bench.sh {}", argv.join(" ")).trim_end().to_string(),
+        git,
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string(),
+        cpu: first_line("/proc/cpuinfo", "model name"),
+        cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        memory: first_line("/proc/meminfo", "MemTotal"),
+        proxy_env: std::iter::once("MESH_PROXY_LOG=warn".to_string()).chain(args.proxy_env.iter().cloned()).collect(),
+        conns: args.conns,
+        duration_s: args.duration.as_secs_f64(),
+        warmup_s: args.warmup.as_secs_f64(),
+        max_duration_s: args.max_duration.as_secs_f64(),
+        max_h1_conns: args.max_conns,
+        max_h2_conns: args.max_h2_conns,
+        max_h2_streams: args.max_h2_streams,
+        max_rounds: args.max_rounds.max(1),
+        backend_threads: args.backend_threads,
+        clock_ticks_per_sec: sys::clock_ticks_per_sec(),
+        elapsed_s: elapsed.as_secs_f64(),
+        busy_before_cores: 0.0,
+        loadavg_start: String::new(),
+        loadavg_end: sys::loadavg(),
+        pairs_rerun: 0,
+    }
+}
+
+/// Today's UTC date as YYYY-MM-DD (civil-from-days, H. Hinnant).
+fn utc_date() -> String {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let z = (secs / 86_400) as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}

@@ -1,0 +1,268 @@
+//! What the orchestrator reads from and does to the system: per-process CPU and memory
+//! from /proc, commands, and the [`Guard`] that owns everything the benchmark starts.
+
+use anyhow::{bail, Context as _};
+use serde::{Deserialize, Serialize};
+use std::{
+    path::Path,
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex, PoisonError},
+    time::{Duration, Instant},
+};
+
+/// One reading of a process.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+pub(crate) struct Sample {
+    /// CPU time of all the process's threads, in ns (`/proc/PID/task/*/schedstat`).
+    pub(crate) cpu_ns: u64,
+    /// utime + stime in clock ticks (`/proc/PID/stat`), as a cross-check: only 10 ms
+    /// resolution.
+    pub(crate) cpu_ticks: u64,
+    /// VmRSS in KiB.
+    pub(crate) rss_kib: u64,
+    /// VmHWM (peak RSS over the process's life) in KiB.
+    pub(crate) hwm_kib: u64,
+}
+
+pub(crate) fn sample(pid: u32) -> anyhow::Result<Sample> {
+    let proc = Path::new("/proc").join(pid.to_string());
+    let stat = std::fs::read_to_string(proc.join("stat")).with_context(|| format!("reading /proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces) start at field 3 (state).
+    let after = stat.rsplit_once(')').context("malformed stat")?.1;
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let cpu_ticks = tick(11) + tick(12);
+
+    let mut cpu_ns = 0;
+    for task in std::fs::read_dir(proc.join("task"))?.flatten() {
+        if let Ok(s) = std::fs::read_to_string(task.path().join("schedstat")) {
+            cpu_ns += s.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        }
+    }
+
+    let status = std::fs::read_to_string(proc.join("status"))?;
+    let kib = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    Ok(Sample { cpu_ticks, cpu_ns, rss_kib: kib("VmRSS:"), hwm_kib: kib("VmHWM:") })
+}
+
+/// The whole machine's CPU counters (`/proc/stat`, first line), in ns.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+pub(crate) struct MachineSample {
+    /// Everything but idle and iowait, all CPUs.
+    pub(crate) busy_ns: u64,
+    pub(crate) softirq_ns: u64,
+    /// Time the hypervisor ran something else while a vCPU wanted to run.
+    pub(crate) steal_ns: u64,
+}
+
+pub(crate) fn machine_sample() -> anyhow::Result<MachineSample> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let line = stat.lines().find(|l| l.starts_with("cpu ")).context("no cpu line in /proc/stat")?;
+    let f: Vec<u64> = line.split_whitespace().skip(1).map(|v| v.parse().unwrap_or(0)).collect();
+    let get = |i: usize| f.get(i).copied().unwrap_or(0);
+    // user nice system idle iowait irq softirq steal (guest time is already in user).
+    let busy = get(0) + get(1) + get(2) + get(5) + get(6) + get(7);
+    let ns = 1_000_000_000 / clock_ticks_per_sec().max(1);
+    Ok(MachineSample { busy_ns: busy * ns, softirq_ns: get(6) * ns, steal_ns: get(7) * ns })
+}
+
+/// Cores in use by the whole machine over `d`.
+pub(crate) fn machine_busy_cores(d: Duration) -> anyhow::Result<f64> {
+    let a = machine_sample()?;
+    std::thread::sleep(d);
+    let b = machine_sample()?;
+    Ok(b.busy_ns.saturating_sub(a.busy_ns) as f64 / d.as_nanos() as f64)
+}
+
+pub(crate) fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+pub(crate) fn clock_ticks_per_sec() -> u64 {
+    static TICKS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(clock_ticks_per_sec_uncached)
+}
+
+fn clock_ticks_per_sec_uncached() -> u64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100)
+}
+
+/// The process's name as the kernel has it (to check `ip netns exec` and `setpriv`
+/// exec'd rather than forked).
+pub(crate) fn comm(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default().trim().to_string()
+}
+
+/// Runs a command to completion; fails with its stderr if it fails.
+pub(crate) fn run(program: &str, args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {program} (is it installed?)"))?;
+    if !out.status.success() {
+        bail!("`{program} {}` failed ({}): {}", args.join(" "), out.status, String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+}
+
+/// Kills every process inside namespace `name` and deletes it.
+pub(crate) fn delete_netns(name: &str) {
+    if let Ok(out) = Command::new("ip").args(["netns", "pids", name]).stderr(Stdio::null()).output() {
+        for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            if let Ok(pid) = pid.parse::<i32>() {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            }
+        }
+    }
+    let _ = Command::new("ip").args(["netns", "del", name]).stderr(Stdio::null()).status();
+}
+
+pub(crate) fn netns_exists(name: &str) -> bool {
+    Path::new("/run/netns").join(name).exists()
+}
+
+#[derive(Default)]
+struct Owned {
+    children: Vec<(String, Child)>,
+    netns: Vec<String>,
+    tmp_dir: Option<std::path::PathBuf>,
+    lock_file: Option<std::path::PathBuf>,
+    done: bool,
+}
+
+/// Owns every process, namespace and temporary file the benchmark makes. Clean-up runs
+/// on drop (normal exit, error, panic) and from the SIGINT/SIGTERM handler, once.
+#[derive(Clone, Default)]
+pub(crate) struct Guard(Arc<Mutex<Owned>>);
+
+impl Guard {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Owned> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn add_child(&self, name: &str, child: Child) -> u32 {
+        let pid = child.id();
+        self.lock().children.push((name.to_string(), child));
+        pid
+    }
+
+    /// Takes back a child (to wait for it) that no longer needs killing at clean-up.
+    pub(crate) fn take_child(&self, pid: u32) -> Option<Child> {
+        let mut o = self.lock();
+        let i = o.children.iter().position(|(_, c)| c.id() == pid)?;
+        Some(o.children.remove(i).1)
+    }
+
+    pub(crate) fn add_netns(&self, name: &str) {
+        self.lock().netns.push(name.to_string());
+    }
+
+    /// Makes this the only `mesh-bench run` on the machine (they share namespace names
+    /// and would tear down each other's): fails if another live one holds the lock.
+    pub(crate) fn take_run_lock(&self) -> anyhow::Result<()> {
+        let path = Path::new("/run/mesh-bench.pid");
+        let own = std::process::id();
+        if let Some(pid) = std::fs::read_to_string(path).ok().and_then(|s| s.trim().parse::<u32>().ok()) {
+            if pid != own && comm(pid) == "mesh-bench" {
+                bail!("another `mesh-bench run` (pid {pid}) is in progress; wait for it, they would share namespaces");
+            }
+        }
+        std::fs::write(path, format!("{own}\n")).with_context(|| format!("writing {}", path.display()))?;
+        self.lock().lock_file = Some(path.to_path_buf());
+        Ok(())
+    }
+
+    pub(crate) fn set_tmp_dir(&self, dir: &Path) {
+        self.lock().tmp_dir = Some(dir.to_path_buf());
+    }
+
+    /// Ends the children (SIGTERM, then SIGKILL after 3 s), deletes the namespaces and
+    /// the temporary directory.
+    pub(crate) fn cleanup(&self) {
+        let mut o = self.lock();
+        if o.done {
+            return;
+        }
+        o.done = true;
+        for (_, child) in o.children.iter_mut().rev() {
+            if let Ok(pid) = i32::try_from(child.id()) {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(3);
+        for (name, child) in o.children.iter_mut() {
+            loop {
+                match child.try_wait() {
+                    Ok(Some(_)) | Err(_) => break,
+                    Ok(None) if Instant::now() >= deadline => {
+                        eprintln!("mesh-bench: {name} did not stop on SIGTERM; killing it");
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        break;
+                    }
+                    Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        }
+        o.children.clear();
+        for ns in o.netns.drain(..).rev() {
+            delete_netns(&ns);
+        }
+        if let Some(dir) = o.tmp_dir.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        if let Some(lock) = o.lock_file.take() {
+            if std::fs::read_to_string(&lock).is_ok_and(|s| s.trim() == std::process::id().to_string()) {
+                let _ = std::fs::remove_file(lock);
+            }
+        }
+    }
+
+    /// Cleans up and exits on SIGINT or SIGTERM.
+    pub(crate) fn on_signal(&self) {
+        let guard = self.clone();
+        std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+            rt.block_on(async {
+                let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
+                    return;
+                };
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+                eprintln!("mesh-bench: interrupted; cleaning up");
+                guard.cleanup();
+                std::process::exit(130);
+            });
+        });
+    }
+}
+
+/// Dropped last in `run`: cleans up whatever is still owned.
+pub(crate) struct DropGuard(pub(crate) Guard);
+
+impl Drop for DropGuard {
+    fn drop(&mut self) {
+        self.0.cleanup();
+    }
+}

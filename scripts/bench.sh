@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The end-to-end proxy benchmark: the same load over a direct connection and through an
+# outbound + inbound mesh-proxy pair (network namespaces, iptables redirection), HTTP/1.1
+# and HTTP/2, at fixed rates and at maximum throughput. Needs root.
+#
+#   sudo scripts/bench.sh                  # full run (~5 min): docs/bench/proxy-<date>.{md,json}
+#   sudo scripts/bench.sh --duration 2s --warmup 1s --max-duration 3s --no-write   # quick look
+#   sudo scripts/bench.sh --help           # every flag
+#
+# Arguments go to `mesh-bench run`; see integration-tests/src/bin/mesh-bench.rs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [[ $(id -u) -ne 0 ]]; then
+    echo "bench.sh: needs root (network namespaces, iptables, setpriv)" >&2
+    exit 1
+fi
+
+missing=()
+command -v ip >/dev/null || missing+=(iproute2)
+command -v iptables >/dev/null || missing+=(iptables)
+command -v setpriv >/dev/null || missing+=(util-linux)
+if ((${#missing[@]})); then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+fi
+
+cargo build --release -p mesh-proxy -p mesh-integration-tests --bin mesh-bench
+exec target/release/mesh-bench run "$@"
