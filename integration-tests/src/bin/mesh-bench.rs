@@ -40,7 +40,10 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser, Debug)]
-#[command(name = "mesh-bench", about = "End-to-end benchmark of mesh-proxy against a direct connection")]
+#[command(
+    name = "mesh-bench",
+    about = "End-to-end benchmark of mesh-proxy against a direct connection"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -82,7 +85,9 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
         Some(i) => (&s[..i], &s[i..]),
         None => (s, "s"),
     };
-    let n: f64 = num.parse().map_err(|_| format!("{s:?}: expected a duration like 500ms, 2s or 1m"))?;
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a duration like 500ms, 2s or 1m"))?;
     let secs = match unit {
         "ms" => n / 1e3,
         "s" => n,

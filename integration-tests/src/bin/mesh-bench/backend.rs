@@ -28,9 +28,14 @@ pub(crate) struct Args {
 
 pub(crate) fn main(args: Args) -> anyhow::Result<()> {
     let rt = if args.threads <= 1 {
-        tokio::runtime::Builder::new_current_thread().enable_all().build()
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
     } else {
-        tokio::runtime::Builder::new_multi_thread().worker_threads(args.threads).enable_all().build()
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(args.threads)
+            .enable_all()
+            .build()
     }
     .context("building the runtime")?;
     rt.block_on(serve(args))
@@ -39,7 +44,9 @@ pub(crate) fn main(args: Args) -> anyhow::Result<()> {
 async fn serve(args: Args) -> anyhow::Result<()> {
     let body = Bytes::from(vec![b'x'; args.body_bytes]);
     for addr in &args.listen {
-        let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {addr}"))?;
         eprintln!("mesh-bench backend: listening on {addr}");
         tokio::spawn(accept(listener, body.clone()));
     }
@@ -66,11 +73,16 @@ async fn accept(listener: TcpListener, body: Bytes) {
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |_req| {
                 let mut rsp = Response::new(Full::new(body.clone()));
-                rsp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+                rsp.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/octet-stream"),
+                );
                 async move { Ok::<_, Infallible>(rsp) }
             });
             // Errors here are clients going away (the load generator closing at the end).
-            let _ = auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), svc).await;
+            let _ = auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
         });
     }
 }

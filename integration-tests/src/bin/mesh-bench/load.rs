@@ -102,6 +102,10 @@ pub(crate) struct Args {
     /// A request not answered within this counts as an error.
     #[arg(long, default_value = "5s", value_parser = crate::parse_duration)]
     pub(crate) timeout: Duration,
+    /// Also write every measured request as `ms since the window opened, latency in µs`
+    /// (CSV) to this file, to look for patterns in time (periodic stalls).
+    #[arg(long)]
+    pub(crate) trace: Option<std::path::PathBuf>,
 }
 
 /// Latency percentiles in microseconds.
@@ -166,17 +170,36 @@ struct Stats {
     in_flight: u64,
     start: Instant,
     end: Instant,
+    trace: Option<Vec<(u32, u32)>>,
 }
 
 impl Stats {
     fn new(start: Instant, end: Instant) -> Self {
-        let h = || Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("valid histogram bounds");
-        Self { hist: h(), lag: h(), count: 0, errors: 0, first_error: None, in_flight: 0, start, end }
+        let h = || {
+            Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("valid histogram bounds")
+        };
+        Self {
+            hist: h(),
+            lag: h(),
+            count: 0,
+            errors: 0,
+            first_error: None,
+            in_flight: 0,
+            start,
+            end,
+            trace: None,
+        }
     }
 
     /// Records a request that was due at `from` (scheduled or actual send time) and, for
     /// fixed rate, actually sent at `sent`; counted if `from` lies in the window.
-    fn finish(&mut self, from: Instant, sent: Option<Instant>, done: Instant, res: Result<(), String>) {
+    fn finish(
+        &mut self,
+        from: Instant,
+        sent: Option<Instant>,
+        done: Instant,
+        res: Result<(), String>,
+    ) {
         self.in_flight = self.in_flight.saturating_sub(1);
         if from < self.start || from >= self.end {
             return;
@@ -185,8 +208,13 @@ impl Stats {
             Ok(()) => {
                 self.count += 1;
                 self.hist.saturating_record(ns(done - from));
+                if let Some(t) = &mut self.trace {
+                    let at = (from - self.start).as_millis().min(u32::MAX.into()) as u32;
+                    t.push((at, ((done - from).as_micros().min(u32::MAX.into())) as u32));
+                }
                 if let Some(sent) = sent {
-                    self.lag.saturating_record(ns(sent.saturating_duration_since(from)));
+                    self.lag
+                        .saturating_record(ns(sent.saturating_duration_since(from)));
                 }
             }
             Err(e) => {
@@ -214,15 +242,31 @@ impl Target {
         if uri.scheme_str() != Some("http") {
             bail!("{uri}: only http:// targets");
         }
-        let authority = uri.authority().context("the target has no host")?.to_string();
-        let addr = if uri.port().is_some() { authority.clone() } else { format!("{authority}:80") };
-        let path = uri.path_and_query().map_or("/".to_string(), |p| p.to_string());
-        Ok(Self { addr, authority, path, uri: uri.clone() })
+        let authority = uri
+            .authority()
+            .context("the target has no host")?
+            .to_string();
+        let addr = if uri.port().is_some() {
+            authority.clone()
+        } else {
+            format!("{authority}:80")
+        };
+        let path = uri
+            .path_and_query()
+            .map_or("/".to_string(), |p| p.to_string());
+        Ok(Self {
+            addr,
+            authority,
+            path,
+            uri: uri.clone(),
+        })
     }
 
     fn request(&self, proto: Proto) -> Request<Empty<Bytes>> {
         let b = match proto {
-            Proto::H1 => Request::get(self.path.as_str()).header(header::HOST, self.authority.as_str()),
+            Proto::H1 => {
+                Request::get(self.path.as_str()).header(header::HOST, self.authority.as_str())
+            }
             Proto::H2 => Request::get(self.uri.clone()),
         };
         b.body(Empty::new()).expect("a valid request")
@@ -233,13 +277,17 @@ type H1Tx = http1::SendRequest<Empty<Bytes>>;
 type H2Tx = http2::SendRequest<Empty<Bytes>>;
 
 async fn tcp(addr: &str) -> Result<TokioIo<TcpStream>, String> {
-    let s = TcpStream::connect(addr).await.map_err(|e| format!("connect {addr}: {e}"))?;
+    let s = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect {addr}: {e}"))?;
     let _ = s.set_nodelay(true);
     Ok(TokioIo::new(s))
 }
 
 async fn connect_h1(addr: &str) -> Result<H1Tx, String> {
-    let (tx, conn) = http1::handshake(tcp(addr).await?).await.map_err(|e| format!("handshake: {e}"))?;
+    let (tx, conn) = http1::handshake(tcp(addr).await?)
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
     tokio::spawn(async move {
         let _ = conn.await;
     });
@@ -247,18 +295,24 @@ async fn connect_h1(addr: &str) -> Result<H1Tx, String> {
 }
 
 async fn connect_h2(addr: &str) -> Result<H2Tx, String> {
-    let (tx, conn) =
-        http2::handshake(TokioExecutor::new(), tcp(addr).await?).await.map_err(|e| format!("h2 handshake: {e}"))?;
+    let (tx, conn) = http2::handshake(TokioExecutor::new(), tcp(addr).await?)
+        .await
+        .map_err(|e| format!("h2 handshake: {e}"))?;
     tokio::spawn(async move {
         let _ = conn.await;
     });
     Ok(tx)
 }
 
-async fn read_response(rsp: Result<http::Response<hyper::body::Incoming>, hyper::Error>) -> Result<(), String> {
+async fn read_response(
+    rsp: Result<http::Response<hyper::body::Incoming>, hyper::Error>,
+) -> Result<(), String> {
     let rsp = rsp.map_err(|e| format!("request: {e}"))?;
     let status = rsp.status();
-    rsp.into_body().collect().await.map_err(|e| format!("response body: {e}"))?;
+    rsp.into_body()
+        .collect()
+        .await
+        .map_err(|e| format!("response body: {e}"))?;
     if !status.is_success() {
         return Err(format!("status {status}"));
     }
@@ -329,10 +383,14 @@ impl AsRawFd for Tfd {
 
 impl Pacer {
     fn new() -> anyhow::Result<Self> {
-        let tfd = TimerFd::new(ClockId::CLOCK_MONOTONIC, TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC)
-            .context("timerfd_create")?;
+        let tfd = TimerFd::new(
+            ClockId::CLOCK_MONOTONIC,
+            TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
+        )
+        .context("timerfd_create")?;
         let base = Instant::now();
-        let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).context("clock_gettime")?;
+        let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+            .context("clock_gettime")?;
         let base_ts = Duration::new(ts.tv_sec() as u64, ts.tv_nsec() as u32);
         // `AsyncFd::new` is deprecated because a caller could close the fd while it is
         // registered; `Tfd` owns its fd and always returns that same one, which is what
@@ -350,7 +408,10 @@ impl Pacer {
         self.fd
             .get_ref()
             .0
-            .set(Expiration::OneShot(TimeSpec::from_duration(abs)), TimerSetTimeFlags::TFD_TIMER_ABSTIME)
+            .set(
+                Expiration::OneShot(TimeSpec::from_duration(abs)),
+                TimerSetTimeFlags::TFD_TIMER_ABSTIME,
+            )
             .context("timerfd_settime")?;
         loop {
             let mut guard = self.fd.readable().await?;
@@ -372,22 +433,36 @@ pub(crate) fn main(args: Args) -> anyhow::Result<()> {
     if args.conns == 0 || args.streams == 0 {
         bail!("--conns and --streams must be at least 1");
     }
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let local = tokio::task::LocalSet::new();
     let result = local.block_on(&rt, run(args))?;
-    event(&serde_json::to_string(&serde_json::json!({ "event": "result", "result": result }))?);
+    event(&serde_json::to_string(
+        &serde_json::json!({ "event": "result", "result": result }),
+    )?);
     Ok(())
 }
 
 async fn run(args: Args) -> anyhow::Result<LoadResult> {
     let target = Rc::new(Target::new(&args.target)?);
-    match args.rate {
-        Rate::Fixed(rate) => fixed_rate(&args, target, rate).await,
-        Rate::Max => max_rate(&args, target).await,
+    let (result, trace) = match args.rate {
+        Rate::Fixed(rate) => fixed_rate(&args, target, rate).await?,
+        Rate::Max => max_rate(&args, target).await?,
+    };
+    if let (Some(path), Some(trace)) = (&args.trace, trace) {
+        let mut csv = String::from("ms,latency_us\n");
+        for (at, us) in trace {
+            csv.push_str(&format!("{at},{us}\n"));
+        }
+        std::fs::write(path, csv).with_context(|| format!("writing {}", path.display()))?;
     }
+    Ok(result)
 }
 
-async fn fixed_rate(args: &Args, target: Rc<Target>, rate: f64) -> anyhow::Result<LoadResult> {
+type Outcome = (LoadResult, Option<Vec<(u32, u32)>>);
+
+async fn fixed_rate(args: &Args, target: Rc<Target>, rate: f64) -> anyhow::Result<Outcome> {
     let pacer = Pacer::new()?;
     // The window is set once connected; nothing is recorded before that.
     let now = Instant::now();
@@ -401,12 +476,18 @@ async fn fixed_rate(args: &Args, target: Rc<Target>, rate: f64) -> anyhow::Resul
                 let tx = connect_h1(&target.addr).await.map_err(anyhow::Error::msg)?;
                 let (q, rx) = mpsc::unbounded_channel::<Instant>();
                 h1_queues.push(q);
-                let conn = H1Conn { target: target.clone(), tx: Some(tx) };
+                let conn = H1Conn {
+                    target: target.clone(),
+                    tx: Some(tx),
+                };
                 h1_worker(conn, rx, stats.clone(), args.timeout);
             }
             Proto::H2 => {
                 let tx = connect_h2(&target.addr).await.map_err(anyhow::Error::msg)?;
-                h2_conns.push(Rc::new(H2Conn { target: target.clone(), tx: RefCell::new(Some(tx)) }));
+                h2_conns.push(Rc::new(H2Conn {
+                    target: target.clone(),
+                    tx: RefCell::new(Some(tx)),
+                }));
             }
         }
     }
@@ -417,6 +498,7 @@ async fn fixed_rate(args: &Args, target: Rc<Target>, rate: f64) -> anyhow::Resul
         let mut s = stats.borrow_mut();
         s.start = start;
         s.end = end;
+        s.trace = args.trace.as_ref().map(|_| Vec::new());
     }
     let total = ((args.warmup + args.duration).as_secs_f64() * rate).floor() as u64;
     let mut announced = false;
@@ -437,8 +519,12 @@ async fn fixed_rate(args: &Args, target: Rc<Target>, rate: f64) -> anyhow::Resul
                 let (conn, stats, timeout) = (h2_conns[i].clone(), stats.clone(), args.timeout);
                 spawn_local(async move {
                     let sent = Instant::now();
-                    let res = tokio::time::timeout(timeout, conn.send()).await.unwrap_or_else(|_| Err("timeout".into()));
-                    stats.borrow_mut().finish(at, Some(sent), Instant::now(), res);
+                    let res = tokio::time::timeout(timeout, conn.send())
+                        .await
+                        .unwrap_or_else(|_| Err("timeout".into()));
+                    stats
+                        .borrow_mut()
+                        .finish(at, Some(sent), Instant::now(), res);
                 });
             }
         }
@@ -453,48 +539,65 @@ async fn fixed_rate(args: &Args, target: Rc<Target>, rate: f64) -> anyhow::Resul
     while stats.borrow().in_flight > 0 && Instant::now() < give_up {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let s = stats.borrow();
-    Ok(LoadResult {
-        proto: args.proto,
-        target: args.target.to_string(),
-        target_rps: Some(rate),
-        conns: args.conns,
-        concurrency: args.conns,
-        duration_s: args.duration.as_secs_f64(),
-        count: s.count,
-        errors: s.errors,
-        incomplete: s.in_flight,
-        first_error: s.first_error.clone(),
-        rps: s.count as f64 / args.duration.as_secs_f64(),
-        latency_us: Percentiles::of(&s.hist),
-        send_lag_us: Some(Percentiles::of(&s.lag)),
-    })
+    let mut s = stats.borrow_mut();
+    let trace = s.trace.take();
+    Ok((
+        LoadResult {
+            proto: args.proto,
+            target: args.target.to_string(),
+            target_rps: Some(rate),
+            conns: args.conns,
+            concurrency: args.conns,
+            duration_s: args.duration.as_secs_f64(),
+            count: s.count,
+            errors: s.errors,
+            incomplete: s.in_flight,
+            first_error: s.first_error.clone(),
+            rps: s.count as f64 / args.duration.as_secs_f64(),
+            latency_us: Percentiles::of(&s.hist),
+            send_lag_us: Some(Percentiles::of(&s.lag)),
+        },
+        trace,
+    ))
 }
 
 /// An HTTP/1 connection working through its queue of scheduled send times.
-fn h1_worker(mut conn: H1Conn, mut rx: mpsc::UnboundedReceiver<Instant>, stats: Rc<RefCell<Stats>>, timeout: Duration) {
+fn h1_worker(
+    mut conn: H1Conn,
+    mut rx: mpsc::UnboundedReceiver<Instant>,
+    stats: Rc<RefCell<Stats>>,
+    timeout: Duration,
+) {
     spawn_local(async move {
         while let Some(at) = rx.recv().await {
             let sent = Instant::now();
-            let res = tokio::time::timeout(timeout, conn.send()).await.unwrap_or_else(|_| Err("timeout".into()));
+            let res = tokio::time::timeout(timeout, conn.send())
+                .await
+                .unwrap_or_else(|_| Err("timeout".into()));
             if res.is_err() {
                 conn.tx = None;
             }
-            stats.borrow_mut().finish(at, Some(sent), Instant::now(), res);
+            stats
+                .borrow_mut()
+                .finish(at, Some(sent), Instant::now(), res);
         }
     });
 }
 
-async fn max_rate(args: &Args, target: Rc<Target>) -> anyhow::Result<LoadResult> {
+async fn max_rate(args: &Args, target: Rc<Target>) -> anyhow::Result<Outcome> {
     let t0 = Instant::now();
     let (start, end) = (t0 + args.warmup, t0 + args.warmup + args.duration);
     let stats = Rc::new(RefCell::new(Stats::new(start, end)));
+    stats.borrow_mut().trace = args.trace.as_ref().map(|_| Vec::new());
     let mut workers = Vec::new();
     let concurrency = match args.proto {
         Proto::H1 => {
             for _ in 0..args.conns {
                 let tx = connect_h1(&target.addr).await.map_err(anyhow::Error::msg)?;
-                let mut conn = H1Conn { target: target.clone(), tx: Some(tx) };
+                let mut conn = H1Conn {
+                    target: target.clone(),
+                    tx: Some(tx),
+                };
                 let (stats, timeout) = (stats.clone(), args.timeout);
                 workers.push(spawn_local(async move {
                     loop {
@@ -502,7 +605,9 @@ async fn max_rate(args: &Args, target: Rc<Target>) -> anyhow::Result<LoadResult>
                         if sent >= end {
                             break;
                         }
-                        let res = tokio::time::timeout(timeout, conn.send()).await.unwrap_or_else(|_| Err("timeout".into()));
+                        let res = tokio::time::timeout(timeout, conn.send())
+                            .await
+                            .unwrap_or_else(|_| Err("timeout".into()));
                         if res.is_err() {
                             conn.tx = None;
                         }
@@ -515,7 +620,10 @@ async fn max_rate(args: &Args, target: Rc<Target>) -> anyhow::Result<LoadResult>
         Proto::H2 => {
             for _ in 0..args.conns {
                 let tx = connect_h2(&target.addr).await.map_err(anyhow::Error::msg)?;
-                let conn = Rc::new(H2Conn { target: target.clone(), tx: RefCell::new(Some(tx)) });
+                let conn = Rc::new(H2Conn {
+                    target: target.clone(),
+                    tx: RefCell::new(Some(tx)),
+                });
                 for _ in 0..args.streams {
                     let (conn, stats, timeout) = (conn.clone(), stats.clone(), args.timeout);
                     workers.push(spawn_local(async move {
@@ -524,8 +632,9 @@ async fn max_rate(args: &Args, target: Rc<Target>) -> anyhow::Result<LoadResult>
                             if sent >= end {
                                 break;
                             }
-                            let res =
-                                tokio::time::timeout(timeout, conn.send()).await.unwrap_or_else(|_| Err("timeout".into()));
+                            let res = tokio::time::timeout(timeout, conn.send())
+                                .await
+                                .unwrap_or_else(|_| Err("timeout".into()));
                             closed_loop_record(&stats, sent, res);
                         }
                     }));
@@ -540,26 +649,33 @@ async fn max_rate(args: &Args, target: Rc<Target>) -> anyhow::Result<LoadResult>
     event(r#"{"event":"measured"}"#);
     let mut incomplete = 0;
     for w in workers {
-        if tokio::time::timeout(args.timeout + Duration::from_secs(1), w).await.is_err() {
+        if tokio::time::timeout(args.timeout + Duration::from_secs(1), w)
+            .await
+            .is_err()
+        {
             incomplete += 1;
         }
     }
-    let s = stats.borrow();
-    Ok(LoadResult {
-        proto: args.proto,
-        target: args.target.to_string(),
-        target_rps: None,
-        conns: args.conns,
-        concurrency,
-        duration_s: args.duration.as_secs_f64(),
-        count: s.count,
-        errors: s.errors,
-        incomplete,
-        first_error: s.first_error.clone(),
-        rps: s.count as f64 / args.duration.as_secs_f64(),
-        latency_us: Percentiles::of(&s.hist),
-        send_lag_us: None,
-    })
+    let mut s = stats.borrow_mut();
+    let trace = s.trace.take();
+    Ok((
+        LoadResult {
+            proto: args.proto,
+            target: args.target.to_string(),
+            target_rps: None,
+            conns: args.conns,
+            concurrency,
+            duration_s: args.duration.as_secs_f64(),
+            count: s.count,
+            errors: s.errors,
+            incomplete,
+            first_error: s.first_error.clone(),
+            rps: s.count as f64 / args.duration.as_secs_f64(),
+            latency_us: Percentiles::of(&s.hist),
+            send_lag_us: None,
+        },
+        trace,
+    ))
 }
 
 /// Closed loop: a request counts if it was sent and answered inside the window.

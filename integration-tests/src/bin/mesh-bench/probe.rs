@@ -22,7 +22,10 @@ pub(crate) struct Args {
 }
 
 pub(crate) fn main(args: Args) -> anyhow::Result<()> {
-    let rest = args.url.strip_prefix("http://").context("only http:// URLs")?;
+    let rest = args
+        .url
+        .strip_prefix("http://")
+        .context("only http:// URLs")?;
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
@@ -40,7 +43,11 @@ pub(crate) fn main(args: Args) -> anyhow::Result<()> {
             Err(e) => format!("{e:#}"),
         };
         if Instant::now() >= deadline {
-            bail!("{} did not answer 200 within {:?}: {last}", args.url, args.timeout);
+            bail!(
+                "{} did not answer 200 within {:?}: {last}",
+                args.url,
+                args.timeout
+            );
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -50,11 +57,21 @@ fn get(authority: &str, path: &str) -> anyhow::Result<(u16, Vec<u8>)> {
     let addr = authority.to_socket_addrs()?.next().context("no address")?;
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
     s.set_read_timeout(Some(Duration::from_secs(2)))?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n")?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n"
+    )?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf)?;
-    let head_end = buf.windows(4).position(|w| w == b"\r\n\r\n").context("incomplete response")?;
+    let head_end = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .context("incomplete response")?;
     let head = std::str::from_utf8(&buf[..head_end])?;
-    let status = head.split_whitespace().nth(1).context("no status")?.parse()?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .context("no status")?
+        .parse()?;
     Ok((status, buf[head_end + 4..].to_vec()))
 }

@@ -1,4 +1,8 @@
 //! The Markdown report of a `mesh-bench run`.
+//!
+//! Every (protocol, load, path) may have been run several rounds; the report gives the
+//! median over the rounds of each figure (and the per-round p99 or rps, to show the
+//! spread), and the highest RSS.
 
 use crate::{
     load::Proto,
@@ -37,8 +41,25 @@ fn met(ok: bool) -> &'static str {
     }
 }
 
+fn opt(v: Option<f64>, digits: usize) -> String {
+    v.map_or("–".to_string(), |v| format!("{v:.digits$}"))
+}
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
+}
+
 /// CPU of `proc` per request handled in the run's window, in µs.
-pub(crate) fn us_per_req(r: &RunRecord, proc: &str) -> Option<f64> {
+fn us_per_req(r: &RunRecord, proc: &str) -> Option<f64> {
     let n = r.load.count + r.load.errors;
     let p = r.procs.get(proc)?;
     (n > 0).then(|| p.cpu_ns() as f64 / n as f64 / 1e3)
@@ -50,8 +71,12 @@ fn cores(r: &RunRecord, proc: &str) -> Option<f64> {
     (r.window_s > 0.0).then(|| p.cpu_ns() as f64 / 1e9 / r.window_s)
 }
 
-fn opt(v: Option<f64>, digits: usize) -> String {
-    v.map_or("–".to_string(), |v| format!("{v:.digits$}"))
+/// Share of `proc`'s CPU spent in the kernel (stime / (utime + stime)).
+fn kernel_share(r: &RunRecord, proc: &str) -> Option<f64> {
+    let p = r.procs.get(proc)?;
+    let user = p.after.utime_ticks.saturating_sub(p.before.utime_ticks);
+    let sys = p.after.stime_ticks.saturating_sub(p.before.stime_ticks);
+    (user + sys > 0).then(|| sys as f64 / (user + sys) as f64)
 }
 
 pub(crate) fn progress_line(r: &RunRecord) -> String {
@@ -76,11 +101,89 @@ pub(crate) fn progress_line(r: &RunRecord) -> String {
             opt(us_per_req(r, INBOUND), 1)
         );
     }
-    let _ = write!(s, "  other cpu {:.2}", r.other_cores());
+    let _ = write!(
+        s,
+        "  other cpu {:.2} steal {:.2}",
+        r.other_cores(),
+        r.machine.steal_cores
+    );
     if let Some(e) = &l.first_error {
         let _ = write!(s, "  first error: {e}");
     }
     s
+}
+
+/// The rounds of one (protocol, load, path).
+struct Group<'a> {
+    runs: Vec<&'a RunRecord>,
+}
+
+impl Group<'_> {
+    fn is_empty(&self) -> bool {
+        self.runs.is_empty()
+    }
+
+    fn med(&self, f: impl Fn(&RunRecord) -> Option<f64>) -> Option<f64> {
+        median(self.runs.iter().filter_map(|r| f(r)).collect())
+    }
+
+    fn p50(&self) -> f64 {
+        self.med(|r| Some(r.load.latency_us.p50))
+            .unwrap_or(f64::NAN)
+    }
+
+    fn p99(&self) -> f64 {
+        self.med(|r| Some(r.load.latency_us.p99))
+            .unwrap_or(f64::NAN)
+    }
+
+    fn p999(&self) -> f64 {
+        self.med(|r| Some(r.load.latency_us.p999))
+            .unwrap_or(f64::NAN)
+    }
+
+    fn rps(&self) -> f64 {
+        self.med(|r| Some(r.load.rps)).unwrap_or(f64::NAN)
+    }
+
+    fn errors(&self) -> u64 {
+        self.runs
+            .iter()
+            .map(|r| r.load.errors + r.load.incomplete)
+            .sum()
+    }
+
+    fn us_per_req(&self, proc: &str) -> Option<f64> {
+        self.med(|r| us_per_req(r, proc))
+    }
+
+    fn cores(&self, proc: &str) -> Option<f64> {
+        self.med(|r| cores(r, proc))
+    }
+
+    fn rss_peak_kib(&self, proc: &str) -> Option<u64> {
+        self.runs
+            .iter()
+            .filter_map(|r| r.procs.get(proc))
+            .map(|w| w.rss_peak_kib.max(w.after.rss_kib))
+            .max()
+    }
+
+    /// The worst round's other CPU + steal.
+    fn disturbance(&self) -> f64 {
+        self.runs
+            .iter()
+            .map(|r| r.disturbance())
+            .fold(0.0, f64::max)
+    }
+
+    fn each(&self, f: impl Fn(&RunRecord) -> String) -> String {
+        self.runs
+            .iter()
+            .map(|r| f(r))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 struct View<'a> {
@@ -88,16 +191,16 @@ struct View<'a> {
 }
 
 impl<'a> View<'a> {
-    fn fixed(&self, proto: Proto, rate: f64, proxied: bool) -> Option<&'a RunRecord> {
-        self.res.runs.iter().find(|r| r.proto == proto && r.rate == Some(rate) && r.proxied == proxied)
-    }
-
-    /// The maximum-throughput run with the median rps (of several rounds).
-    fn max(&self, proto: Proto, proxied: bool) -> Option<&'a RunRecord> {
-        let mut runs: Vec<&RunRecord> =
-            self.res.runs.iter().filter(|r| r.proto == proto && r.rate.is_none() && r.proxied == proxied).collect();
-        runs.sort_by(|a, b| a.load.rps.total_cmp(&b.load.rps));
-        runs.get(runs.len().saturating_sub(1) / 2).copied()
+    /// `rate` `None`: maximum throughput.
+    fn group(&self, proto: Proto, rate: Option<f64>, proxied: bool) -> Group<'a> {
+        Group {
+            runs: self
+                .res
+                .runs
+                .iter()
+                .filter(|r| r.proto == proto && r.rate == rate && r.proxied == proxied)
+                .collect(),
+        }
     }
 
     fn protos(&self) -> Vec<Proto> {
@@ -134,7 +237,11 @@ pub(crate) fn render(res: &Results) -> String {
     let mut o = String::new();
     let w = &mut o;
     let _ = writeln!(w, "# mesh-proxy benchmark, {}\n", m.date);
-    let _ = writeln!(w, "Made by `{}` at commit {} in {:.0} s.\n", m.command, m.git, m.elapsed_s);
+    let _ = writeln!(
+        w,
+        "Made by `{}` at commit {} in {:.0} s.\n",
+        m.command, m.git, m.elapsed_s
+    );
     let _ = writeln!(
         w,
         "Machine: {}, {} cores, {} memory, Linux {}. The load generator, the backend and both proxies \
@@ -153,68 +260,79 @@ pub(crate) fn render(res: &Results) -> String {
          `mesh-proxy` running as uid 2102 ({}); *direct* runs target a port both rules skip, *proxied* \
          runs go load → outbound proxy → inbound proxy → backend. Fixed rates: open loop over {} \
          connections, {:.0} s measured after {:.0} s warm-up, latency from each request's *scheduled* \
-         send time (coordinated omission corrected). Maximum throughput: closed loop, {} HTTP/1.1 \
-         connections or {} HTTP/2 connections × {} streams, {:.0} s measured{}. CPU is each process's \
-         utime+stime over the measured window (per-thread schedstat, ns), which leaves out the \
-         kernel's softirq network processing (shown for the whole machine); µs per request equals ms \
-         per 1000 requests. MB = 10^6 bytes.\n",
+         send time (coordinated omission corrected), {} round(s) of every rate. Maximum throughput: \
+         closed loop, {} HTTP/1.1 connections or {} HTTP/2 connections × {} streams, {:.0} s measured, \
+         {} round(s). Rounds alternate direct and proxied; figures are medians over the rounds. CPU \
+         is each process's utime+stime over the measured window (per-thread schedstat, ns), which \
+         leaves out the kernel's softirq network processing (shown for the whole machine); µs per \
+         request equals ms per 1000 requests. MB = 10^6 bytes.\n",
         m.backend_threads,
         m.proxy_env.join(" "),
         m.conns,
         m.duration_s,
         m.warmup_s,
+        m.rounds,
         m.max_h1_conns,
         m.max_h2_conns,
         m.max_h2_streams,
         m.max_duration_s,
-        if m.max_rounds > 1 { format!(", median of {} rounds", m.max_rounds) } else { String::new() },
+        m.max_rounds,
     );
     let _ = writeln!(
         w,
         "Other load: {:.2} cores were busy just before the start (load average {} at the start, {} at the \
-         end). Each table shows *other CPU*: cores busy on the machine during the measured window but \
+         end). The tables show *other CPU*: cores busy on the machine during the measured window but \
          neither in the benchmark's four processes nor in softirq (where the kernel's network work \
-         is accounted): other processes. A direct/proxied pair during which it exceeded the \
-         threshold was run again ({} pair(s) were); a value well above 0.1 that remains means the \
-         run competed with something else.\n",
+         is accounted), i.e. other processes; and *steal*: time the hypervisor gave this VM's vCPUs \
+         to someone else. A direct/proxied pair during which their sum exceeded the threshold was \
+         run again ({} pair(s) were); a sum well above 0.1 that remains means the run competed with \
+         something else, which shows most in the proxied tail latencies (four processes and \
+         twice the hops per request on two vCPUs).\n",
         m.busy_before_cores, m.loadavg_start, m.loadavg_end, m.pairs_rerun
     );
 
     targets(&v, w);
 
     let _ = writeln!(w, "## Latency at fixed rates\n");
-    let _ = writeln!(w, "Milliseconds; *added* = proxied − direct at the same percentile.\n");
+    let _ = writeln!(w, "Milliseconds, medians over the rounds; *added* = proxied − direct at the same percentile.\n");
     for proto in v.protos() {
         let _ = writeln!(w, "### {}\n", proto_name(proto));
         let _ = writeln!(
             w,
-            "| rate (rps) | direct p50 / p99 / p99.9 | proxied p50 / p99 / p99.9 | added p50 / p99 / p99.9 | achieved rps direct / proxied | errors direct / proxied | generator send lag p99 direct / proxied | other CPU direct / proxied |"
+            "| rate (rps) | direct p50 / p99 / p99.9 | proxied p50 / p99 / p99.9 | added p50 / p99 / p99.9 | p99 of each round: direct; proxied | achieved rps direct / proxied | errors direct / proxied | generator send lag p99 direct / proxied | other CPU + steal direct / proxied (worst round) |"
         );
-        let _ = writeln!(w, "|---:|---|---|---|---|---|---|---|");
+        let _ = writeln!(w, "|---:|---|---|---|---|---|---|---|---|");
         for rate in v.rates() {
-            let (Some(d), Some(p)) = (v.fixed(proto, rate, false), v.fixed(proto, rate, true)) else { continue };
-            let (dl, pl) = (&d.load.latency_us, &p.load.latency_us);
-            let lag = |r: &RunRecord| r.load.send_lag_us.map_or("–".to_string(), |l| ms(l.p99));
+            let (d, p) = (
+                v.group(proto, Some(rate), false),
+                v.group(proto, Some(rate), true),
+            );
+            if d.is_empty() || p.is_empty() {
+                continue;
+            }
+            let lag = |g: &Group<'_>| opt(g.med(|r| r.load.send_lag_us.map(|l| l.p99 / 1e3)), 3);
             let _ = writeln!(
                 w,
-                "| {rate} | {} / {} / {} | {} / {} / {} | {} / {} / {} | {:.1} / {:.1} | {} / {} | {} / {} | {:.2} / {:.2} |",
-                ms(dl.p50),
-                ms(dl.p99),
-                ms(dl.p999),
-                ms(pl.p50),
-                ms(pl.p99),
-                ms(pl.p999),
-                signed_ms(pl.p50 - dl.p50),
-                signed_ms(pl.p99 - dl.p99),
-                signed_ms(pl.p999 - dl.p999),
-                d.load.rps,
-                p.load.rps,
-                d.load.errors + d.load.incomplete,
-                p.load.errors + p.load.incomplete,
-                lag(d),
-                lag(p),
-                d.other_cores(),
-                p.other_cores(),
+                "| {rate} | {} / {} / {} | {} / {} / {} | {} / {} / {} | {}; {} | {:.1} / {:.1} | {} / {} | {} / {} | {:.2} / {:.2} |",
+                ms(d.p50()),
+                ms(d.p99()),
+                ms(d.p999()),
+                ms(p.p50()),
+                ms(p.p99()),
+                ms(p.p999()),
+                signed_ms(p.p50() - d.p50()),
+                signed_ms(p.p99() - d.p99()),
+                signed_ms(p.p999() - d.p999()),
+                d.each(|r| ms(r.load.latency_us.p99)),
+                p.each(|r| ms(r.load.latency_us.p99)),
+                d.rps(),
+                p.rps(),
+                d.errors(),
+                p.errors(),
+                lag(&d),
+                lag(&p),
+                d.disturbance(),
+                p.disturbance(),
             );
         }
         let _ = writeln!(w);
@@ -223,52 +341,75 @@ pub(crate) fn render(res: &Results) -> String {
     let _ = writeln!(w, "## Maximum throughput\n");
     let _ = writeln!(
         w,
-        "| protocol | in flight | direct rps | proxied rps | proxied / direct | direct p50 / p99 (ms) | proxied p50 / p99 (ms) | errors direct / proxied |"
+        "| protocol | in flight | direct rps | proxied rps | proxied / direct | direct p50 / p99 (ms) | proxied p50 / p99 (ms) | errors direct / proxied | rps of each round: direct; proxied |"
     );
-    let _ = writeln!(w, "|---|---:|---:|---:|---:|---|---|---|");
+    let _ = writeln!(w, "|---|---:|---:|---:|---:|---|---|---|---|");
     for proto in v.protos() {
-        let (Some(d), Some(p)) = (v.max(proto, false), v.max(proto, true)) else { continue };
+        let (d, p) = (v.group(proto, None, false), v.group(proto, None, true));
+        if d.is_empty() || p.is_empty() {
+            continue;
+        }
         let _ = writeln!(
             w,
-            "| {} | {} | {:.0} | {:.0} | {:.1}% | {} / {} | {} / {} | {} / {} |",
+            "| {} | {} | {:.0} | {:.0} | {:.1}% | {} / {} | {} / {} | {} / {} | {}; {} |",
             proto_name(proto),
-            d.load.concurrency,
-            d.load.rps,
-            p.load.rps,
-            100.0 * p.load.rps / d.load.rps.max(1e-9),
-            ms(d.load.latency_us.p50),
-            ms(d.load.latency_us.p99),
-            ms(p.load.latency_us.p50),
-            ms(p.load.latency_us.p99),
-            d.load.errors + d.load.incomplete,
-            p.load.errors + p.load.incomplete,
+            d.runs[0].load.concurrency,
+            d.rps(),
+            p.rps(),
+            100.0 * p.rps() / d.rps().max(1e-9),
+            ms(d.p50()),
+            ms(d.p99()),
+            ms(p.p50()),
+            ms(p.p99()),
+            d.errors(),
+            p.errors(),
+            d.each(|r| format!("{:.0}", r.load.rps)),
+            p.each(|r| format!("{:.0}", r.load.rps)),
         );
     }
     let _ = writeln!(w);
-    let _ = writeln!(w, "CPU in use during the maximum-throughput runs (cores; the machine has {}):\n", m.cores);
     let _ = writeln!(
         w,
-        "| protocol | path | load generator | backend | outbound proxy | inbound proxy | these four | other | of which softirq | steal |"
+        "CPU in use during the maximum-throughput runs (cores, medians; the machine has {}). Per request, \
+         the proxied path costs the whole machine (these four + softirq) / rps:\n",
+        m.cores
     );
-    let _ = writeln!(w, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(
+        w,
+        "| protocol | path | load generator | backend | outbound proxy | inbound proxy | these four | softirq | other | steal | machine µs per request |"
+    );
+    let _ = writeln!(w, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for proto in v.protos() {
         for proxied in [false, true] {
-            let Some(r) = v.max(proto, proxied) else { continue };
+            let g = v.group(proto, None, proxied);
+            if g.is_empty() {
+                continue;
+            }
             let procs = [LOADGEN, BACKEND, OUTBOUND, INBOUND];
-            let total: f64 = procs.iter().filter_map(|p| cores(r, p)).sum();
+            let total: f64 = procs.iter().filter_map(|p| g.cores(p)).sum();
+            let softirq = g.med(|r| Some(r.machine.softirq_cores)).unwrap_or(0.0);
             let _ = writeln!(
                 w,
-                "| {} | {} | {} | {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} |",
+                "| {} | {} | {} | {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} |",
                 proto_name(proto),
                 if proxied { "proxied" } else { "direct" },
-                opt(cores(r, LOADGEN), 2),
-                opt(cores(r, BACKEND), 2),
-                if proxied { opt(cores(r, OUTBOUND), 2) } else { "(idle)".into() },
-                if proxied { opt(cores(r, INBOUND), 2) } else { "(idle)".into() },
+                opt(g.cores(LOADGEN), 2),
+                opt(g.cores(BACKEND), 2),
+                if proxied {
+                    opt(g.cores(OUTBOUND), 2)
+                } else {
+                    "(idle)".into()
+                },
+                if proxied {
+                    opt(g.cores(INBOUND), 2)
+                } else {
+                    "(idle)".into()
+                },
                 total,
-                r.other_cores(),
-                r.machine.softirq_cores,
-                r.machine.steal_cores,
+                softirq,
+                g.med(|r| Some(r.other_cores())).unwrap_or(0.0),
+                g.med(|r| Some(r.machine.steal_cores)).unwrap_or(0.0),
+                (total + softirq) * 1e6 / g.rps().max(1e-9),
             );
         }
     }
@@ -277,52 +418,85 @@ pub(crate) fn render(res: &Results) -> String {
     let _ = writeln!(w, "## Proxy CPU per request\n");
     let _ = writeln!(
         w,
-        "µs of CPU per request (= ms per 1000 requests) and cores in use, over each proxied run's measured window. \
-         At fixed rates requests mostly arrive one at a time, so each pays for its own wake-ups and \
-         syscalls; at saturation these are shared by several requests.\n"
+        "µs of CPU per request (= ms per 1000 requests), the share of it spent in the kernel (stime), \
+         and cores in use, over each proxied run's measured window (medians over the rounds). At \
+         fixed rates requests mostly arrive one at a time, so each pays for its own wake-ups and \
+         syscalls; at saturation these are shared by several requests. For scale, the backend (a \
+         bare hyper server: one read and one write per request) is in the last column.\n"
     );
     if !res.idle_cpu_cores.is_empty() {
-        let idle: Vec<String> =
-            res.idle_cpu_cores.iter().map(|(p, c)| format!("{p} {:.1} µs/s", c * 1e6)).collect();
-        let _ = writeln!(w, "With no traffic (5 s before the first run): {}.\n", idle.join(", "));
+        let idle: Vec<String> = res
+            .idle_cpu_cores
+            .iter()
+            .map(|(p, c)| format!("{p} {:.1} µs/s", c * 1e6))
+            .collect();
+        let _ = writeln!(
+            w,
+            "With no traffic (5 s before the first run): {}.\n",
+            idle.join(", ")
+        );
     }
-    let _ = writeln!(w, "| protocol | load | outbound µs/req | inbound µs/req | outbound cores | inbound cores | requests seen by outbound / inbound (incl. warm-up) |");
-    let _ = writeln!(w, "|---|---|---:|---:|---:|---:|---|");
+    let _ = writeln!(
+        w,
+        "| protocol | load | outbound µs/req | inbound µs/req | outbound kernel share | inbound kernel share | outbound cores | inbound cores | requests seen by outbound / inbound (incl. warm-up, all rounds) | backend µs/req (direct run) |"
+    );
+    let _ = writeln!(w, "|---|---|---:|---:|---:|---:|---:|---:|---|---:|");
     for proto in v.protos() {
-        let mut rows: Vec<(String, &RunRecord)> =
-            v.rates().into_iter().filter_map(|rate| Some((format!("{rate} rps"), v.fixed(proto, rate, true)?))).collect();
-        if let Some(r) = v.max(proto, true) {
-            rows.push(("max".into(), r));
-        }
-        for (label, r) in rows {
-            let seen = |p: &str| r.proxy_requests.get(p).map_or("–".into(), u64::to_string);
+        let mut loads: Vec<Option<f64>> = v.rates().into_iter().map(Some).collect();
+        loads.push(None);
+        for load in loads {
+            let (g, d) = (v.group(proto, load, true), v.group(proto, load, false));
+            if g.is_empty() {
+                continue;
+            }
+            let seen = |p: &str| {
+                g.runs
+                    .iter()
+                    .filter_map(|r| r.proxy_requests.get(p))
+                    .sum::<u64>()
+                    .to_string()
+            };
+            let pct = |x: Option<f64>| x.map_or("–".into(), |x| format!("{:.0}%", x * 100.0));
             let _ = writeln!(
                 w,
-                "| {} | {label} | {} | {} | {} | {} | {} / {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} / {} | {} |",
                 proto_name(proto),
-                opt(us_per_req(r, OUTBOUND), 1),
-                opt(us_per_req(r, INBOUND), 1),
-                opt(cores(r, OUTBOUND), 3),
-                opt(cores(r, INBOUND), 3),
+                load.map_or("max".to_string(), |r| format!("{r} rps")),
+                opt(g.us_per_req(OUTBOUND), 1),
+                opt(g.us_per_req(INBOUND), 1),
+                pct(g.med(|r| kernel_share(r, OUTBOUND))),
+                pct(g.med(|r| kernel_share(r, INBOUND))),
+                opt(g.cores(OUTBOUND), 3),
+                opt(g.cores(INBOUND), 3),
                 seen(OUTBOUND),
                 seen(INBOUND),
+                opt(d.us_per_req(BACKEND), 1),
             );
         }
     }
     let _ = writeln!(w);
 
     let _ = writeln!(w, "## Proxy memory (RSS)\n");
-    let _ = writeln!(w, "MB; *at* a load = the highest VmRSS sampled every 100 ms through its measured window.\n");
+    let _ = writeln!(
+        w,
+        "MB; *at* a load = the highest VmRSS sampled every 100 ms through its measured windows.\n"
+    );
     let mut header = "| proxy | idle |".to_string();
     let mut sep = "|---|---:|".to_string();
-    let mut cols: Vec<(String, Vec<&RunRecord>)> = Vec::new();
+    let mut cols: Vec<(String, Group<'_>)> = Vec::new();
     for proto in v.protos() {
-        if let Some(r) = v.fixed(proto, RSS_LOAD_RATE, true) {
-            cols.push((format!("{} {RSS_LOAD_RATE} rps", proto.as_str()), vec![r]));
-        }
-        let maxes: Vec<&RunRecord> = res.runs.iter().filter(|r| r.proto == proto && r.rate.is_none() && r.proxied).collect();
-        if !maxes.is_empty() {
-            cols.push((format!("{} max", proto.as_str()), maxes));
+        for load in [Some(RSS_LOAD_RATE), None] {
+            let g = v.group(proto, load, true);
+            if !g.is_empty() {
+                cols.push((
+                    format!(
+                        "{} {}",
+                        proto.as_str(),
+                        load.map_or("max".into(), |r| format!("{r} rps"))
+                    ),
+                    g,
+                ));
+            }
         }
     }
     for (c, _) in &cols {
@@ -333,10 +507,19 @@ pub(crate) fn render(res: &Results) -> String {
     sep.push_str("---:|---:|");
     let _ = writeln!(w, "{header}\n{sep}");
     for p in [OUTBOUND, INBOUND] {
-        let mut row = format!("| {p} | {} |", res.idle.get(p).map_or("–".into(), |s| format!("{:.2}", mb(s.rss_kib))));
-        for (_, runs) in &cols {
-            let peak = runs.iter().filter_map(|r| r.procs.get(p)).map(|w| w.rss_peak_kib.max(w.after.rss_kib)).max();
-            let _ = write!(row, " {} |", peak.map_or("–".into(), |k| format!("{:.2}", mb(k))));
+        let mut row = format!(
+            "| {p} | {} |",
+            res.idle
+                .get(p)
+                .map_or("–".into(), |s| format!("{:.2}", mb(s.rss_kib)))
+        );
+        for (_, g) in &cols {
+            let _ = write!(
+                row,
+                " {} |",
+                g.rss_peak_kib(p)
+                    .map_or("–".into(), |k| format!("{:.2}", mb(k)))
+            );
         }
         let end = res.end.get(p);
         let _ = write!(
@@ -349,81 +532,91 @@ pub(crate) fn render(res: &Results) -> String {
     }
     let _ = writeln!(w);
 
-    let logs: Vec<_> = res.proxy_logs.iter().filter(|(_, l)| !l.is_empty()).collect();
+    let logs: Vec<_> = res
+        .proxy_logs
+        .iter()
+        .filter(|(_, l)| !l.is_empty())
+        .collect();
     if !logs.is_empty() {
         let _ = writeln!(w, "## Proxy logs (warn and above, first lines)\n");
         for (name, lines) in logs {
             let _ = writeln!(w, "{name}:\n\n```text\n{}\n```\n", lines.join("\n"));
         }
     }
-    let _ = writeln!(w, "Raw numbers (every run, every process sample): the `.json` file beside this one.");
+    let _ = writeln!(
+        w,
+        "Raw numbers (every run, every process sample): the `.json` file beside this one."
+    );
     o
 }
 
 fn targets(v: &View<'_>, w: &mut String) {
     let res = v.res;
     let _ = writeln!(w, "## Targets\n");
-    let _ = writeln!(w, "| target | measured | |");
+    let _ = writeln!(w, "| target | measured (medians over the rounds) | |");
     let _ = writeln!(w, "|---|---|---|");
     for proto in v.protos() {
         let name = proto_name(proto);
-        match (v.max(proto, false), v.max(proto, true)) {
-            (Some(d), Some(p)) => {
-                let ratio = p.load.rps / d.load.rps.max(1e-9);
-                let _ = writeln!(
-                    w,
-                    "| {name}: max throughput through the pair ≥ {:.0}% of direct | {:.1}% ({:.0} / {:.0} rps) | {} |",
-                    MAX_RATIO_MIN * 100.0,
-                    ratio * 100.0,
-                    p.load.rps,
-                    d.load.rps,
-                    met(ratio >= MAX_RATIO_MIN)
-                );
-            }
-            _ => {
-                let _ = writeln!(w, "| {name}: max throughput ≥ 40% of direct | not measured | |");
-            }
+        let (d, p) = (v.group(proto, None, false), v.group(proto, None, true));
+        if d.is_empty() || p.is_empty() {
+            let _ = writeln!(
+                w,
+                "| {name}: max throughput ≥ 40% of direct | not measured | |"
+            );
+            continue;
+        }
+        let ratio = p.rps() / d.rps().max(1e-9);
+        let _ = writeln!(
+            w,
+            "| {name}: max throughput through the pair ≥ {:.0}% of direct | {:.1}% ({:.0} / {:.0} rps) | {} |",
+            MAX_RATIO_MIN * 100.0,
+            ratio * 100.0,
+            p.rps(),
+            d.rps(),
+            met(ratio >= MAX_RATIO_MIN)
+        );
+    }
+    for proto in v.protos() {
+        let name = proto_name(proto);
+        let p = v.group(proto, None, true);
+        if p.is_empty() {
+            continue;
+        }
+        for proxy in [OUTBOUND, INBOUND] {
+            let us = p.us_per_req(proxy);
+            let _ = writeln!(
+                w,
+                "| {name}: {proxy} < {CPU_US_PER_REQ_MAX:.0} µs CPU per request at saturation | {} µs | {} |",
+                opt(us, 1),
+                met(us.is_some_and(|u| u < CPU_US_PER_REQ_MAX))
+            );
         }
     }
     for proto in v.protos() {
         let name = proto_name(proto);
-        if let Some(p) = v.max(proto, true) {
-            for proxy in [OUTBOUND, INBOUND] {
-                let us = us_per_req(p, proxy);
-                let _ = writeln!(
-                    w,
-                    "| {name}: {proxy} < {CPU_US_PER_REQ_MAX:.0} µs CPU per request at saturation | {} µs | {} |",
-                    opt(us, 1),
-                    met(us.is_some_and(|u| u < CPU_US_PER_REQ_MAX))
-                );
-            }
+        let (d, p) = (
+            v.group(proto, Some(TARGET_RATE), false),
+            v.group(proto, Some(TARGET_RATE), true),
+        );
+        if d.is_empty() || p.is_empty() {
+            let _ = writeln!(
+                w,
+                "| {name}: added latency at {TARGET_RATE:.0} rps | not measured | |"
+            );
+            continue;
         }
-    }
-    for proto in v.protos() {
-        let name = proto_name(proto);
-        match (v.fixed(proto, TARGET_RATE, false), v.fixed(proto, TARGET_RATE, true)) {
-            (Some(d), Some(p)) => {
-                let (a50, a99) = (
-                    (p.load.latency_us.p50 - d.load.latency_us.p50) / 1e3,
-                    (p.load.latency_us.p99 - d.load.latency_us.p99) / 1e3,
-                );
-                let _ = writeln!(
-                    w,
-                    "| {name}: added latency at {TARGET_RATE:.0} rps ({} conns) p50 < {ADDED_P50_MS_MAX} ms | {a50:+.3} ms | {} |",
-                    d.load.conns,
-                    met(a50 < ADDED_P50_MS_MAX)
-                );
-                let _ = writeln!(
-                    w,
-                    "| {name}: added latency at {TARGET_RATE:.0} rps ({} conns) p99 < {ADDED_P99_MS_MAX} ms | {a99:+.3} ms | {} |",
-                    d.load.conns,
-                    met(a99 < ADDED_P99_MS_MAX)
-                );
-            }
-            _ => {
-                let _ = writeln!(w, "| {name}: added latency at {TARGET_RATE:.0} rps | not measured | |");
-            }
-        }
+        let (a50, a99) = ((p.p50() - d.p50()) / 1e3, (p.p99() - d.p99()) / 1e3);
+        let conns = d.runs[0].load.conns;
+        let _ = writeln!(
+            w,
+            "| {name}: added latency at {TARGET_RATE:.0} rps ({conns} conns) p50 < {ADDED_P50_MS_MAX} ms | {a50:+.3} ms | {} |",
+            met(a50 < ADDED_P50_MS_MAX)
+        );
+        let _ = writeln!(
+            w,
+            "| {name}: added latency at {TARGET_RATE:.0} rps ({conns} conns) p99 < {ADDED_P99_MS_MAX} ms | {a99:+.3} ms | {} |",
+            met(a99 < ADDED_P99_MS_MAX)
+        );
     }
     for proxy in [OUTBOUND, INBOUND] {
         if let Some(s) = res.idle.get(proxy) {
@@ -434,18 +627,19 @@ fn targets(v: &View<'_>, w: &mut String) {
                 met(mb(s.rss_kib) < RSS_IDLE_MB_MAX)
             );
         }
-        let peak = res
-            .runs
-            .iter()
-            .filter(|r| r.proxied && r.rate == Some(RSS_LOAD_RATE))
-            .filter_map(|r| r.procs.get(proxy))
-            .map(|p| p.rss_peak_kib.max(p.after.rss_kib))
+        let peak = v
+            .protos()
+            .into_iter()
+            .filter_map(|proto| {
+                v.group(proto, Some(RSS_LOAD_RATE), true)
+                    .rss_peak_kib(proxy)
+            })
             .max();
         match peak {
             Some(k) => {
                 let _ = writeln!(
                     w,
-                    "| {proxy} RSS at {RSS_LOAD_RATE:.0} rps < {RSS_LOAD_MB_MAX:.0} MB | {:.2} MB (peak over both protocols) | {} |",
+                    "| {proxy} RSS at {RSS_LOAD_RATE:.0} rps < {RSS_LOAD_MB_MAX:.0} MB | {:.2} MB (highest over the protocols and rounds) | {} |",
                     mb(k),
                     met(mb(k) < RSS_LOAD_MB_MAX)
                 );
@@ -456,4 +650,42 @@ fn targets(v: &View<'_>, w: &mut String) {
         }
     }
     let _ = writeln!(w);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::{Meta, Results};
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn medians() {
+        assert_eq!(median(vec![]), None);
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), Some(2.5));
+    }
+
+    #[test]
+    fn renders_without_runs() {
+        let meta: Meta = serde_json::from_value(serde_json::json!({
+            "date": "2026-01-01", "command": "scripts/bench.sh", "git": "abc", "kernel": "6", "cpu": "",
+            "cores": 2, "memory": "1 kB", "proxy_env": [], "conns": 4, "rounds": 1, "duration_s": 1.0,
+            "warmup_s": 1.0, "max_duration_s": 1.0, "max_h1_conns": 32, "max_h2_conns": 4,
+            "max_h2_streams": 16, "max_rounds": 1, "backend_threads": 1, "clock_ticks_per_sec": 100,
+            "elapsed_s": 1.0, "busy_before_cores": 0.0, "loadavg_start": "", "loadavg_end": "",
+            "pairs_rerun": 0
+        }))
+        .unwrap();
+        let res = Results {
+            meta,
+            idle: BTreeMap::new(),
+            idle_cpu_cores: BTreeMap::new(),
+            end: BTreeMap::new(),
+            runs: Vec::new(),
+            proxy_logs: BTreeMap::new(),
+        };
+        let md = render(&res);
+        assert!(md.starts_with("# mesh-proxy benchmark, 2026-01-01"));
+        assert!(md.contains("## Targets"));
+    }
 }

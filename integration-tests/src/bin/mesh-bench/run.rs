@@ -63,6 +63,10 @@ pub(crate) struct Args {
     /// Connections for the fixed rates.
     #[arg(long, default_value_t = 4)]
     conns: usize,
+    /// Rounds of the fixed rates (every rate direct then proxied, then again); the report
+    /// gives medians over the rounds.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     /// Measured window of each fixed-rate run.
     #[arg(long, default_value = "10s", value_parser = crate::parse_duration)]
     duration: Duration,
@@ -75,17 +79,17 @@ pub(crate) struct Args {
     #[arg(long, default_value = "2s", value_parser = crate::parse_duration)]
     max_warmup: Duration,
     /// HTTP/1.1 connections at maximum throughput (one request in flight each).
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 32)]
     max_conns: usize,
     /// HTTP/2 connections at maximum throughput.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 4)]
     max_h2_conns: usize,
     /// Concurrent streams per HTTP/2 connection at maximum throughput.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 16)]
     max_h2_streams: usize,
     /// Maximum-throughput rounds (direct, proxied, direct, proxied, ...); the report
     /// takes the median of each.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 3)]
     max_rounds: usize,
     /// Backend runtime threads.
     #[arg(long, default_value_t = 1)]
@@ -112,14 +116,18 @@ pub(crate) struct Args {
     /// how busy the machine was.
     #[arg(long, default_value = "0s", value_parser = crate::parse_duration)]
     wait_quiet: Duration,
-    /// Cores that other processes may use during a run (see *other CPU* in the report)
-    /// before its direct/proxied pair is run again.
+    /// Cores that other processes and the hypervisor (steal) may take during a run (see
+    /// *other CPU + steal* in the report) before its direct/proxied pair is run again.
     #[arg(long, default_value_t = 0.2)]
     busy_threshold: f64,
     /// How many times a pair is run again when the machine was busy (the last attempt
     /// is kept, with its *other CPU* shown).
     #[arg(long, default_value_t = 2)]
     busy_retries: usize,
+    /// Set everything up, print how to send load by hand, and wait for Ctrl-C (then
+    /// clean up): for profiling or reproducing something.
+    #[arg(long)]
+    setup_only: bool,
 }
 
 /// The whole machine over one measured window, in cores.
@@ -170,7 +178,13 @@ impl RunRecord {
             return 0.0;
         }
         let ours: u64 = self.procs.values().map(ProcWindow::cpu_ns).sum();
-        (self.machine.busy_cores - self.machine.softirq_cores - ours as f64 / 1e9 / self.window_s).max(0.0)
+        (self.machine.busy_cores - self.machine.softirq_cores - ours as f64 / 1e9 / self.window_s)
+            .max(0.0)
+    }
+
+    /// CPU the benchmark could not have: other processes' and the hypervisor's (steal).
+    pub(crate) fn disturbance(&self) -> f64 {
+        self.other_cores() + self.machine.steal_cores
     }
 }
 
@@ -185,6 +199,7 @@ pub(crate) struct Meta {
     pub(crate) memory: String,
     pub(crate) proxy_env: Vec<String>,
     pub(crate) conns: usize,
+    pub(crate) rounds: usize,
     pub(crate) duration_s: f64,
     pub(crate) warmup_s: f64,
     pub(crate) max_duration_s: f64,
@@ -229,7 +244,10 @@ pub(crate) fn main(args: Args) -> anyhow::Result<()> {
         None => self_exe.with_file_name("mesh-proxy"),
     };
     if !proxy_bin.exists() {
-        bail!("{} not found: build it (cargo build --release -p mesh-proxy) or pass --proxy-bin", proxy_bin.display());
+        bail!(
+            "{} not found: build it (cargo build --release -p mesh-proxy) or pass --proxy-bin",
+            proxy_bin.display()
+        );
     }
 
     let guard = Guard::default();
@@ -243,7 +261,12 @@ pub(crate) fn main(args: Args) -> anyhow::Result<()> {
     guard.set_tmp_dir(&tmp);
     let proxy_bin = reachable_by_others(&proxy_bin, &tmp)?;
 
-    let mut bench = Bench { args: &args, guard: guard.clone(), self_exe, pids: Vec::new() };
+    let mut bench = Bench {
+        args: &args,
+        guard: guard.clone(),
+        self_exe,
+        pids: Vec::new(),
+    };
     bench.network()?;
     bench.start_backend()?;
     bench.install_iptables(&proxy_bin)?;
@@ -265,24 +288,47 @@ pub(crate) fn main(args: Args) -> anyhow::Result<()> {
         idle_cpu_cores.insert(name.clone(), ns as f64 / idle_window.as_nanos() as f64);
     }
     bench.smoke_test()?;
+    if args.setup_only {
+        let exe = bench.self_exe.display();
+        eprintln!(
+            "mesh-bench: set up; Ctrl-C to tear down. Proxies: {:?}, backend and the rest: {:?}\n\
+             direct:  ip netns exec {NS_CLIENT} {exe} load --target http://{SERVER_IP}:{PORT_DIRECT}/ --rate 2000\n\
+             proxied: ip netns exec {NS_CLIENT} {exe} load --target http://{SERVER_IP}:{PORT_MESHED}/ --rate 2000\n\
+             metrics: ip netns exec {NS_CLIENT} {exe} probe --print {ADMIN}/metrics",
+            bench.proxies(),
+            bench.pids,
+        );
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
 
     let mut runs = Vec::new();
     let mut retried = 0;
     for &proto in &args.protos {
-        let mut loads: Vec<Option<f64>> = args.rates.iter().map(|r| Some(*r)).collect();
+        let mut loads: Vec<Option<f64>> = Vec::new();
+        for _ in 0..args.rounds.max(1) {
+            loads.extend(args.rates.iter().map(|r| Some(*r)));
+        }
         loads.extend(std::iter::repeat_n(None, args.max_rounds.max(1)));
         for rate in loads {
             // A direct/proxied pair, run again if something else used the machine.
             let mut attempt = 0;
             let pair = loop {
-                let pair = [bench.load(proto, rate, false)?, bench.load(proto, rate, true)?];
-                let other = pair.iter().map(RunRecord::other_cores).fold(0.0, f64::max);
+                let pair = [
+                    bench.load(proto, rate, false)?,
+                    bench.load(proto, rate, true)?,
+                ];
+                let other = pair.iter().map(RunRecord::disturbance).fold(0.0, f64::max);
                 if other <= args.busy_threshold || attempt >= args.busy_retries {
                     break pair;
                 }
                 attempt += 1;
                 retried += 1;
-                eprintln!("mesh-bench: other processes used {other:.2} cores during that pair; running it again");
+                eprintln!(
+                    "mesh-bench: other processes and the hypervisor (steal) took {other:.2} cores during that pair; \
+                     running it again"
+                );
                 wait_quiet(Duration::from_secs(120), args.busy_threshold)?;
             };
             runs.extend(pair);
@@ -305,7 +351,14 @@ pub(crate) fn main(args: Args) -> anyhow::Result<()> {
     meta.busy_before_cores = busy_before;
     meta.pairs_rerun = retried;
     meta.loadavg_start = loadavg_start;
-    let results = Results { meta, idle, idle_cpu_cores, end, runs, proxy_logs };
+    let results = Results {
+        meta,
+        idle,
+        idle_cpu_cores,
+        end,
+        runs,
+        proxy_logs,
+    };
     let markdown = report::render(&results);
     {
         use std::io::Write as _;
@@ -314,8 +367,12 @@ pub(crate) fn main(args: Args) -> anyhow::Result<()> {
         out.flush()?;
     }
     if !args.no_write {
-        std::fs::create_dir_all(&args.out_dir).with_context(|| format!("creating {}", args.out_dir.display()))?;
-        let name = args.name.clone().unwrap_or_else(|| format!("proxy-{}", results.meta.date));
+        std::fs::create_dir_all(&args.out_dir)
+            .with_context(|| format!("creating {}", args.out_dir.display()))?;
+        let name = args
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("proxy-{}", results.meta.date));
         let md = args.out_dir.join(format!("{name}.md"));
         let json = args.out_dir.join(format!("{name}.json"));
         std::fs::write(&md, &markdown).with_context(|| format!("writing {}", md.display()))?;
@@ -342,7 +399,10 @@ fn wait_quiet(max: Duration, threshold: f64) -> anyhow::Result<f64> {
             );
             return Ok(busy);
         }
-        eprintln!("mesh-bench: waiting for a quiet machine ({busy:.2} cores busy, load {})", sys::loadavg());
+        eprintln!(
+            "mesh-bench: waiting for a quiet machine ({busy:.2} cores busy, load {})",
+            sys::loadavg()
+        );
     }
 }
 
@@ -357,7 +417,13 @@ fn preflight() -> anyhow::Result<()> {
         bail!("`mesh-bench run` needs root (network namespaces, iptables, setpriv)");
     }
     for tool in ["ip", "iptables", "setpriv"] {
-        if Command::new(tool).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_err() {
+        if Command::new(tool)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_err()
+        {
             bail!("{tool} not found (apt-get install iproute2 iptables util-linux)");
         }
     }
@@ -368,7 +434,11 @@ fn preflight() -> anyhow::Result<()> {
 /// directory above it is searchable by others, else a copy in `tmp`.
 fn reachable_by_others(program: &Path, tmp: &Path) -> anyhow::Result<PathBuf> {
     let program = program.canonicalize()?;
-    let others = |p: &Path, bits: u32| std::fs::metadata(p).map(|m| m.permissions().mode() & bits == bits).unwrap_or(false);
+    let others = |p: &Path, bits: u32| {
+        std::fs::metadata(p)
+            .map(|m| m.permissions().mode() & bits == bits)
+            .unwrap_or(false)
+    };
     if others(&program, 0o005) && program.ancestors().skip(1).all(|d| others(d, 0o001)) {
         return Ok(program);
     }
@@ -388,7 +458,11 @@ struct Bench<'a> {
 
 impl Bench<'_> {
     fn proxies(&self) -> Vec<(String, u32)> {
-        self.pids.iter().filter(|(n, _)| n == OUTBOUND || n == INBOUND).cloned().collect()
+        self.pids
+            .iter()
+            .filter(|(n, _)| n == OUTBOUND || n == INBOUND)
+            .cloned()
+            .collect()
     }
 
     fn network(&mut self) -> anyhow::Result<()> {
@@ -405,10 +479,19 @@ impl Bench<'_> {
         }
         sys::run(
             "ip",
-            &["link", "add", IF_CLIENT, "netns", NS_CLIENT, "type", "veth", "peer", "name", IF_SERVER, "netns", NS_SERVER],
+            &[
+                "link", "add", IF_CLIENT, "netns", NS_CLIENT, "type", "veth", "peer", "name",
+                IF_SERVER, "netns", NS_SERVER,
+            ],
         )?;
-        for (ns, ifname, ip) in [(NS_CLIENT, IF_CLIENT, CLIENT_IP), (NS_SERVER, IF_SERVER, SERVER_IP)] {
-            sys::run("ip", &["-n", ns, "addr", "add", &format!("{ip}/30"), "dev", ifname])?;
+        for (ns, ifname, ip) in [
+            (NS_CLIENT, IF_CLIENT, CLIENT_IP),
+            (NS_SERVER, IF_SERVER, SERVER_IP),
+        ] {
+            sys::run(
+                "ip",
+                &["-n", ns, "addr", "add", &format!("{ip}/30"), "dev", ifname],
+            )?;
             sys::run("ip", &["-n", ns, "link", "set", ifname, "up"])?;
         }
         Ok(())
@@ -424,7 +507,8 @@ impl Bench<'_> {
     /// Runs `mesh-bench probe` inside `ns`.
     fn probe(&self, ns: &str, url: &str, timeout: &str, print: bool) -> anyhow::Result<String> {
         let mut c = self.in_ns(ns);
-        c.arg(&self.self_exe).args(["probe", url, "--timeout", timeout]);
+        c.arg(&self.self_exe)
+            .args(["probe", url, "--timeout", timeout]);
         if print {
             c.arg("--print");
         }
@@ -442,13 +526,28 @@ impl Bench<'_> {
             c.args(["--listen", &format!("0.0.0.0:{port}")]);
         }
         c.args(["--threads", &self.args.backend_threads.to_string()]);
-        let pid = self.guard.add_child(BACKEND, c.stdout(Stdio::null()).spawn().context("starting the backend")?);
+        let pid = self.guard.add_child(
+            BACKEND,
+            c.stdout(Stdio::null())
+                .spawn()
+                .context("starting the backend")?,
+        );
         self.pids.push((BACKEND.to_string(), pid));
         for port in [PORT_MESHED, PORT_DIRECT] {
-            self.probe(NS_SERVER, &format!("http://127.0.0.1:{port}/"), "10s", false)?;
+            self.probe(
+                NS_SERVER,
+                &format!("http://127.0.0.1:{port}/"),
+                "10s",
+                false,
+            )?;
         }
-        self.probe(NS_CLIENT, &format!("http://{SERVER_IP}:{PORT_DIRECT}/"), "10s", false)
-            .context("the backend is not reachable over the veth pair")?;
+        self.probe(
+            NS_CLIENT,
+            &format!("http://{SERVER_IP}:{PORT_DIRECT}/"),
+            "10s",
+            false,
+        )
+        .context("the backend is not reachable over the veth pair")?;
         check_exec(BACKEND, pid, "mesh-bench");
         Ok(())
     }
@@ -456,10 +555,20 @@ impl Bench<'_> {
     fn install_iptables(&self, proxy_bin: &Path) -> anyhow::Result<()> {
         let uid = self.args.proxy_uid.to_string();
         let skip = PORT_DIRECT.to_string();
-        for (ns, flag) in [(NS_CLIENT, "--skip-outbound-ports"), (NS_SERVER, "--skip-inbound-ports")] {
-            let out = self.in_ns(ns).arg(proxy_bin).args(["init", "--proxy-uid", &uid, flag, &skip]).output()?;
+        for (ns, flag) in [
+            (NS_CLIENT, "--skip-outbound-ports"),
+            (NS_SERVER, "--skip-inbound-ports"),
+        ] {
+            let out = self
+                .in_ns(ns)
+                .arg(proxy_bin)
+                .args(["init", "--proxy-uid", &uid, flag, &skip])
+                .output()?;
             if !out.status.success() {
-                bail!("mesh-proxy init in {ns} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+                bail!(
+                    "mesh-proxy init in {ns} failed: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
             }
         }
         Ok(())
@@ -468,21 +577,32 @@ impl Bench<'_> {
     fn start_proxy(&mut self, name: &str, ns: &str, bin: &Path, log: &Path) -> anyhow::Result<()> {
         let uid = self.args.proxy_uid;
         let mut c = self.in_ns(ns);
-        c.args(["setpriv", &format!("--reuid={uid}"), &format!("--regid={uid}"), "--clear-groups"])
-            .arg(bin)
-            .env("MESH_PROXY_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(log)?);
+        c.args([
+            "setpriv",
+            &format!("--reuid={uid}"),
+            &format!("--regid={uid}"),
+            "--clear-groups",
+        ])
+        .arg(bin)
+        .env("MESH_PROXY_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log)?);
         for kv in &self.args.proxy_env {
-            let (k, v) = kv.split_once('=').with_context(|| format!("--proxy-env {kv:?}: expected KEY=VALUE"))?;
+            let (k, v) = kv
+                .split_once('=')
+                .with_context(|| format!("--proxy-env {kv:?}: expected KEY=VALUE"))?;
             c.env(k, v);
         }
-        let pid = self.guard.add_child(name, c.spawn().with_context(|| format!("starting the {name}"))?);
+        let pid = self.guard.add_child(
+            name,
+            c.spawn().with_context(|| format!("starting the {name}"))?,
+        );
         self.pids.push((name.to_string(), pid));
-        self.probe(ns, &format!("{ADMIN}/ready"), "15s", false).with_context(|| {
-            let log = std::fs::read_to_string(log).unwrap_or_default();
-            format!("the {name} did not become ready; its log:\n{log}")
-        })?;
+        self.probe(ns, &format!("{ADMIN}/ready"), "15s", false)
+            .with_context(|| {
+                let log = std::fs::read_to_string(log).unwrap_or_default();
+                format!("the {name} did not become ready; its log:\n{log}")
+            })?;
         check_exec(name, pid, "mesh-proxy");
         Ok(())
     }
@@ -499,11 +619,27 @@ impl Bench<'_> {
 
     /// One request over each path; the proxied one must show up in both proxies.
     fn smoke_test(&self) -> anyhow::Result<()> {
-        let before = (self.proxy_requests(NS_CLIENT)?, self.proxy_requests(NS_SERVER)?);
-        self.probe(NS_CLIENT, &format!("http://{SERVER_IP}:{PORT_MESHED}/"), "5s", false)
-            .context("no answer through the proxies")?;
-        self.probe(NS_CLIENT, &format!("http://{SERVER_IP}:{PORT_DIRECT}/"), "5s", false)?;
-        let after = (self.proxy_requests(NS_CLIENT)?, self.proxy_requests(NS_SERVER)?);
+        let before = (
+            self.proxy_requests(NS_CLIENT)?,
+            self.proxy_requests(NS_SERVER)?,
+        );
+        self.probe(
+            NS_CLIENT,
+            &format!("http://{SERVER_IP}:{PORT_MESHED}/"),
+            "5s",
+            false,
+        )
+        .context("no answer through the proxies")?;
+        self.probe(
+            NS_CLIENT,
+            &format!("http://{SERVER_IP}:{PORT_DIRECT}/"),
+            "5s",
+            false,
+        )?;
+        let after = (
+            self.proxy_requests(NS_CLIENT)?,
+            self.proxy_requests(NS_SERVER)?,
+        );
         if after.0 != before.0 + 1 || after.1 != before.1 + 1 {
             bail!(
                 "smoke test: request_total went from {before:?} to {after:?} (outbound, inbound); \
@@ -513,7 +649,12 @@ impl Bench<'_> {
         Ok(())
     }
 
-    fn load(&mut self, proto: Proto, rate: Option<f64>, proxied: bool) -> anyhow::Result<RunRecord> {
+    fn load(
+        &mut self,
+        proto: Proto,
+        rate: Option<f64>,
+        proxied: bool,
+    ) -> anyhow::Result<RunRecord> {
         let a = self.args;
         let port = if proxied { PORT_MESHED } else { PORT_DIRECT };
         let (conns, duration, warmup) = match (rate, proto) {
@@ -522,15 +663,26 @@ impl Bench<'_> {
             (None, Proto::H2) => (a.max_h2_conns, a.max_duration, a.max_warmup),
         };
         let mut c = self.in_ns(NS_CLIENT);
-        c.arg(&self.self_exe).args(["load", "--target", &format!("http://{SERVER_IP}:{port}/")]);
-        c.args(["--proto", proto.as_str(), "--conns", &conns.to_string(), "--streams", &a.max_h2_streams.to_string()]);
+        c.arg(&self.self_exe)
+            .args(["load", "--target", &format!("http://{SERVER_IP}:{port}/")]);
+        c.args([
+            "--proto",
+            proto.as_str(),
+            "--conns",
+            &conns.to_string(),
+            "--streams",
+            &a.max_h2_streams.to_string(),
+        ]);
         c.args(["--rate", &rate.map_or("max".to_string(), |r| r.to_string())]);
         c.args(["--duration", &format!("{}ms", duration.as_millis())]);
         c.args(["--warmup", &format!("{}ms", warmup.as_millis())]);
         c.stdout(Stdio::piped());
 
         let requests_before = if proxied {
-            [(OUTBOUND, self.proxy_requests(NS_CLIENT)?), (INBOUND, self.proxy_requests(NS_SERVER)?)]
+            [
+                (OUTBOUND, self.proxy_requests(NS_CLIENT)?),
+                (INBOUND, self.proxy_requests(NS_SERVER)?),
+            ]
         } else {
             [(OUTBOUND, 0), (INBOUND, 0)]
         };
@@ -544,7 +696,7 @@ impl Bench<'_> {
         let mut procs: BTreeMap<String, ProcWindow> = BTreeMap::new();
         let mut window: Option<Instant> = None;
         let mut window_s = 0.0;
-        let mut sampler: Option<(Arc<AtomicBool>, std::thread::JoinHandle<BTreeMap<String, u64>>)> = None;
+        let mut sampler: Option<RssSampler> = None;
         let mut result: Option<LoadResult> = None;
         let mut machine_before = sys::MachineSample::default();
         let mut machine = MachineWindow::default();
@@ -572,7 +724,8 @@ impl Bench<'_> {
                     }
                     window_s = window.map_or(0.0, |w| w.elapsed().as_secs_f64());
                     let m = sys::machine_sample()?;
-                    let cores = |a: u64, b: u64| a.saturating_sub(b) as f64 / 1e9 / window_s.max(1e-9);
+                    let cores =
+                        |a: u64, b: u64| a.saturating_sub(b) as f64 / 1e9 / window_s.max(1e-9);
                     machine = MachineWindow {
                         busy_cores: cores(m.busy_ns, machine_before.busy_ns),
                         softirq_cores: cores(m.softirq_ns, machine_before.softirq_ns),
@@ -603,19 +756,37 @@ impl Bench<'_> {
 
         let mut proxy_requests = BTreeMap::new();
         if proxied {
-            let after = [self.proxy_requests(NS_CLIENT)?, self.proxy_requests(NS_SERVER)?];
+            let after = [
+                self.proxy_requests(NS_CLIENT)?,
+                self.proxy_requests(NS_SERVER)?,
+            ];
             for ((name, before), after) in requests_before.iter().zip(after) {
                 proxy_requests.insert(name.to_string(), after.saturating_sub(*before));
             }
         }
-        let record = RunRecord { proto, rate, proxied, window_s, load, procs, proxy_requests, machine };
+        let record = RunRecord {
+            proto,
+            rate,
+            proxied,
+            window_s,
+            load,
+            procs,
+            proxy_requests,
+            machine,
+        };
         eprintln!("{}", report::progress_line(&record));
         Ok(record)
     }
 }
 
+/// A running [`rss_sampler`]: its stop flag and the thread that returns the peaks.
+type RssSampler = (
+    Arc<AtomicBool>,
+    std::thread::JoinHandle<BTreeMap<String, u64>>,
+);
+
 /// Samples VmRSS of each process every 100 ms until stopped; returns the peaks.
-fn rss_sampler(watched: Vec<(String, u32)>) -> (Arc<AtomicBool>, std::thread::JoinHandle<BTreeMap<String, u64>>) {
+fn rss_sampler(watched: Vec<(String, u32)>) -> RssSampler {
     let stop = Arc::new(AtomicBool::new(false));
     let s = stop.clone();
     let handle = std::thread::spawn(move || {
@@ -650,14 +821,23 @@ fn meta(args: &Args, elapsed: Duration) -> Meta {
         std::fs::read_to_string(path)
             .unwrap_or_default()
             .lines()
-            .find_map(|l| l.strip_prefix(key).map(|v| v.trim_start_matches([' ', '\t', ':']).trim().to_string()))
+            .find_map(|l| {
+                l.strip_prefix(key)
+                    .map(|v| v.trim_start_matches([' ', '\t', ':']).trim().to_string())
+            })
             .unwrap_or_default()
     };
     let git = {
-        let rev = sys::run("git", &["rev-parse", "--short", "HEAD"]).unwrap_or_default().trim().to_string();
-        let dirty = sys::run("git", &["status", "--porcelain", "--", "linkerd-like-proxy"])
-            .map(|s| !s.trim().is_empty())
-            .unwrap_or(false);
+        let rev = sys::run("git", &["rev-parse", "--short", "HEAD"])
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        let dirty = sys::run(
+            "git",
+            &["status", "--porcelain", "--", "linkerd-like-proxy"],
+        )
+        .map(|s| !s.trim().is_empty())
+        .unwrap_or(false);
         if rev.is_empty() {
             "unknown".to_string()
         } else if dirty {
@@ -669,14 +849,22 @@ fn meta(args: &Args, elapsed: Duration) -> Meta {
     let argv: Vec<String> = std::env::args().skip(2).collect();
     Meta {
         date: utc_date(),
-        command: format!("sudo scripts/bench.sh {}", argv.join(" ")).trim_end().to_string(),
+        command: format!("sudo scripts/bench.sh {}", argv.join(" "))
+            .trim_end()
+            .to_string(),
         git,
-        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string(),
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
         cpu: first_line("/proc/cpuinfo", "model name"),
         cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
         memory: first_line("/proc/meminfo", "MemTotal"),
-        proxy_env: std::iter::once("MESH_PROXY_LOG=warn".to_string()).chain(args.proxy_env.iter().cloned()).collect(),
+        proxy_env: std::iter::once("MESH_PROXY_LOG=warn".to_string())
+            .chain(args.proxy_env.iter().cloned())
+            .collect(),
         conns: args.conns,
+        rounds: args.rounds.max(1),
         duration_s: args.duration.as_secs_f64(),
         warmup_s: args.warmup.as_secs_f64(),
         max_duration_s: args.max_duration.as_secs_f64(),
@@ -696,7 +884,9 @@ fn meta(args: &Args, elapsed: Duration) -> Meta {
 
 /// Today's UTC date as YYYY-MM-DD (civil-from-days, H. Hinnant).
 fn utc_date() -> String {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     let z = (secs / 86_400) as i64 + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);

@@ -15,9 +15,10 @@ use std::{
 pub(crate) struct Sample {
     /// CPU time of all the process's threads, in ns (`/proc/PID/task/*/schedstat`).
     pub(crate) cpu_ns: u64,
-    /// utime + stime in clock ticks (`/proc/PID/stat`), as a cross-check: only 10 ms
-    /// resolution.
-    pub(crate) cpu_ticks: u64,
+    /// utime and stime in clock ticks (`/proc/PID/stat`): only 10 ms resolution, but
+    /// they split user from kernel time.
+    pub(crate) utime_ticks: u64,
+    pub(crate) stime_ticks: u64,
     /// VmRSS in KiB.
     pub(crate) rss_kib: u64,
     /// VmHWM (peak RSS over the process's life) in KiB.
@@ -26,17 +27,22 @@ pub(crate) struct Sample {
 
 pub(crate) fn sample(pid: u32) -> anyhow::Result<Sample> {
     let proc = Path::new("/proc").join(pid.to_string());
-    let stat = std::fs::read_to_string(proc.join("stat")).with_context(|| format!("reading /proc/{pid}/stat"))?;
+    let stat = std::fs::read_to_string(proc.join("stat"))
+        .with_context(|| format!("reading /proc/{pid}/stat"))?;
     // Fields after the command name (which may hold spaces) start at field 3 (state).
     let after = stat.rsplit_once(')').context("malformed stat")?.1;
     let f: Vec<&str> = after.split_whitespace().collect();
     let tick = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    let cpu_ticks = tick(11) + tick(12);
+    let (utime_ticks, stime_ticks) = (tick(11), tick(12));
 
     let mut cpu_ns = 0;
     for task in std::fs::read_dir(proc.join("task"))?.flatten() {
         if let Ok(s) = std::fs::read_to_string(task.path().join("schedstat")) {
-            cpu_ns += s.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            cpu_ns += s
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
         }
     }
 
@@ -49,7 +55,13 @@ pub(crate) fn sample(pid: u32) -> anyhow::Result<Sample> {
             .and_then(|v| v.parse::<u64>().ok())
             .unwrap_or(0)
     };
-    Ok(Sample { cpu_ticks, cpu_ns, rss_kib: kib("VmRSS:"), hwm_kib: kib("VmHWM:") })
+    Ok(Sample {
+        utime_ticks,
+        stime_ticks,
+        cpu_ns,
+        rss_kib: kib("VmRSS:"),
+        hwm_kib: kib("VmHWM:"),
+    })
 }
 
 /// The whole machine's CPU counters (`/proc/stat`, first line), in ns.
@@ -64,13 +76,24 @@ pub(crate) struct MachineSample {
 
 pub(crate) fn machine_sample() -> anyhow::Result<MachineSample> {
     let stat = std::fs::read_to_string("/proc/stat")?;
-    let line = stat.lines().find(|l| l.starts_with("cpu ")).context("no cpu line in /proc/stat")?;
-    let f: Vec<u64> = line.split_whitespace().skip(1).map(|v| v.parse().unwrap_or(0)).collect();
+    let line = stat
+        .lines()
+        .find(|l| l.starts_with("cpu "))
+        .context("no cpu line in /proc/stat")?;
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().unwrap_or(0))
+        .collect();
     let get = |i: usize| f.get(i).copied().unwrap_or(0);
     // user nice system idle iowait irq softirq steal (guest time is already in user).
     let busy = get(0) + get(1) + get(2) + get(5) + get(6) + get(7);
     let ns = 1_000_000_000 / clock_ticks_per_sec().max(1);
-    Ok(MachineSample { busy_ns: busy * ns, softirq_ns: get(6) * ns, steal_ns: get(7) * ns })
+    Ok(MachineSample {
+        busy_ns: busy * ns,
+        softirq_ns: get(6) * ns,
+        steal_ns: get(7) * ns,
+    })
 }
 
 /// Cores in use by the whole machine over `d`.
@@ -108,7 +131,10 @@ fn clock_ticks_per_sec_uncached() -> u64 {
 /// The process's name as the kernel has it (to check `ip netns exec` and `setpriv`
 /// exec'd rather than forked).
 pub(crate) fn comm(pid: u32) -> String {
-    std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default().trim().to_string()
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .unwrap_or_default()
+        .trim()
+        .to_string()
 }
 
 /// Runs a command to completion; fails with its stderr if it fails.
@@ -119,21 +145,36 @@ pub(crate) fn run(program: &str, args: &[&str]) -> anyhow::Result<String> {
         .output()
         .with_context(|| format!("running {program} (is it installed?)"))?;
     if !out.status.success() {
-        bail!("`{program} {}` failed ({}): {}", args.join(" "), out.status, String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "`{program} {}` failed ({}): {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
 }
 
 /// Kills every process inside namespace `name` and deletes it.
 pub(crate) fn delete_netns(name: &str) {
-    if let Ok(out) = Command::new("ip").args(["netns", "pids", name]).stderr(Stdio::null()).output() {
+    if let Ok(out) = Command::new("ip")
+        .args(["netns", "pids", name])
+        .stderr(Stdio::null())
+        .output()
+    {
         for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
             if let Ok(pid) = pid.parse::<i32>() {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
             }
         }
     }
-    let _ = Command::new("ip").args(["netns", "del", name]).stderr(Stdio::null()).status();
+    let _ = Command::new("ip")
+        .args(["netns", "del", name])
+        .stderr(Stdio::null())
+        .status();
 }
 
 pub(crate) fn netns_exists(name: &str) -> bool {
@@ -181,12 +222,16 @@ impl Guard {
     pub(crate) fn take_run_lock(&self) -> anyhow::Result<()> {
         let path = Path::new("/run/mesh-bench.pid");
         let own = std::process::id();
-        if let Some(pid) = std::fs::read_to_string(path).ok().and_then(|s| s.trim().parse::<u32>().ok()) {
+        if let Some(pid) = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok())
+        {
             if pid != own && comm(pid) == "mesh-bench" {
                 bail!("another `mesh-bench run` (pid {pid}) is in progress; wait for it, they would share namespaces");
             }
         }
-        std::fs::write(path, format!("{own}\n")).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(path, format!("{own}\n"))
+            .with_context(|| format!("writing {}", path.display()))?;
         self.lock().lock_file = Some(path.to_path_buf());
         Ok(())
     }
@@ -205,7 +250,10 @@ impl Guard {
         o.done = true;
         for (_, child) in o.children.iter_mut().rev() {
             if let Ok(pid) = i32::try_from(child.id()) {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
             }
         }
         let deadline = Instant::now() + Duration::from_secs(3);
@@ -231,7 +279,9 @@ impl Guard {
             let _ = std::fs::remove_dir_all(dir);
         }
         if let Some(lock) = o.lock_file.take() {
-            if std::fs::read_to_string(&lock).is_ok_and(|s| s.trim() == std::process::id().to_string()) {
+            if std::fs::read_to_string(&lock)
+                .is_ok_and(|s| s.trim() == std::process::id().to_string())
+            {
                 let _ = std::fs::remove_file(lock);
             }
         }
@@ -241,9 +291,16 @@ impl Guard {
     pub(crate) fn on_signal(&self) {
         let guard = self.clone();
         std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
             rt.block_on(async {
-                let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
+                let Ok(mut term) =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                else {
                     return;
                 };
                 tokio::select! {
