@@ -22,6 +22,8 @@
 //! let out = client.run(["curl", "-s", url.as_str()]).unwrap();
 //! assert_eq!(out, b"hello from app\n");
 //! ```
+// Tests and benchmarks measure real elapsed time, which is what std's clock is for.
+#![allow(clippy::disallowed_types)]
 
 mod metrics;
 mod netns;

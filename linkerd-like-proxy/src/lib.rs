@@ -118,7 +118,7 @@ pub async fn bind(config: Config) -> Result<Bound, BindError> {
     let metrics = Metrics::new();
     let pool = |direction| {
         let connector = http::client_connector(metrics.clone(), direction, config.connect_timeout);
-        Pool::new(connector, config.pool_idle_timeout)
+        Pool::new(connector)
     };
     let listeners = [&inbound, &outbound, &admin]
         .iter()

@@ -1,4 +1,6 @@
 //! The `mesh-proxy` binary as a process: configuration errors, signals, `init`.
+// Waiting on a child process is real elapsed time, which is what std's clock is for.
+#![allow(clippy::disallowed_types)]
 
 use std::{
     io::{BufRead, BufReader, Read, Write},

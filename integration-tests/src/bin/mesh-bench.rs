@@ -22,6 +22,8 @@
 //! - `probe`: GETs a URL until it answers 200 (waits for readiness, reads `/metrics`).
 //! - `run`: the orchestrator (needs root): namespaces, veth, iptables, backend, proxies,
 //!   every load, the measurements, the report, and clean-up.
+// This measures real elapsed time, which is what std's clock is for.
+#![allow(clippy::disallowed_types)]
 
 #[path = "mesh-bench/backend.rs"]
 mod backend;

@@ -21,11 +21,14 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::{
     collections::HashMap,
     net::SocketAddr,
-    sync::{Arc, Mutex, PoisonError},
+    sync::{
+        atomic::{AtomicU64, Ordering::Relaxed},
+        Arc, Mutex, PoisonError,
+    },
     task::{Context, Poll},
     time::Duration,
 };
-use tokio::{net::TcpStream, time::Instant};
+use tokio::net::TcpStream;
 use tower::Service;
 
 /// Idle HTTP/1 connections kept per endpoint, at most.
@@ -135,43 +138,53 @@ impl Connector {
 // === impl Pool ===
 
 /// Upstream connections per (address, protocol), for one direction.
+///
+/// Idleness is measured in sweeps, not clock reads: the sweeper ticks an epoch every
+/// idle timeout, and whatever has not been used for a whole epoch goes. This keeps
+/// clock reads and locks off the per-request path.
 pub(crate) struct Pool {
     connector: Connector,
-    idle_timeout: Duration,
+    epoch: AtomicU64,
     endpoints: Mutex<HashMap<(SocketAddr, bool), Arc<Endpoint>>>,
 }
 
 pub(crate) struct Endpoint {
     addr: SocketAddr,
-    idle: Mutex<Vec<(Instant, http1::SendRequest<Incoming>)>>,
-    h2: tokio::sync::Mutex<Option<http2::SendRequest<Incoming>>>,
-    last_used: Mutex<Instant>,
+    /// Idle HTTP/1 connections with the epoch in which they became idle.
+    idle: Mutex<Vec<(u64, http1::SendRequest<Incoming>)>>,
+    /// The shared HTTP/2 connection, if one is open.
+    h2: Mutex<Option<http2::SendRequest<Incoming>>>,
+    /// Held while opening the HTTP/2 connection, so that concurrent first requests
+    /// share one connection instead of racing to open several.
+    h2_connecting: tokio::sync::Mutex<()>,
+    last_used: AtomicU64,
 }
 
 /// An HTTP/1 connection on loan to one response; [`GiveBack::release`] returns it.
 pub(crate) struct GiveBack {
     endpoint: Arc<Endpoint>,
+    epoch: u64,
     sender: http1::SendRequest<Incoming>,
 }
 
 impl GiveBack {
     pub(crate) fn release(self) {
-        let mut idle = self
-            .endpoint
-            .idle
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut idle = lock(&self.endpoint.idle);
         if idle.len() < MAX_IDLE_PER_ENDPOINT && !self.sender.is_closed() {
-            idle.push((Instant::now(), self.sender));
+            idle.push((self.epoch, self.sender));
         }
     }
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 impl Pool {
-    pub(crate) fn new(connector: Connector, idle_timeout: Duration) -> Self {
+    pub(crate) fn new(connector: Connector) -> Self {
         Self {
             connector,
-            idle_timeout,
+            epoch: AtomicU64::new(0),
             endpoints: Mutex::default(),
         }
     }
@@ -180,21 +193,22 @@ impl Pool {
         &self.connector
     }
 
-    fn endpoint(&self, addr: SocketAddr, h2: bool) -> Arc<Endpoint> {
-        let mut eps = self
-            .endpoints
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let ep = eps.entry((addr, h2)).or_insert_with(|| {
-            Arc::new(Endpoint {
-                addr,
-                idle: Mutex::default(),
-                h2: tokio::sync::Mutex::default(),
-                last_used: Mutex::new(Instant::now()),
+    fn endpoint(&self, addr: SocketAddr, h2: bool) -> (Arc<Endpoint>, u64) {
+        let epoch = self.epoch.load(Relaxed);
+        let ep = lock(&self.endpoints)
+            .entry((addr, h2))
+            .or_insert_with(|| {
+                Arc::new(Endpoint {
+                    addr,
+                    idle: Mutex::default(),
+                    h2: Mutex::default(),
+                    h2_connecting: tokio::sync::Mutex::default(),
+                    last_used: AtomicU64::new(epoch),
+                })
             })
-        });
-        *ep.last_used.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
-        ep.clone()
+            .clone();
+        ep.last_used.store(epoch, Relaxed);
+        (ep, epoch)
     }
 
     pub(crate) async fn send(
@@ -203,21 +217,22 @@ impl Pool {
         h2: bool,
         req: Request<Incoming>,
     ) -> Result<Response<ProxyBody>, BoxError> {
-        let ep = self.endpoint(addr, h2);
+        let (ep, epoch) = self.endpoint(addr, h2);
         if h2 {
             self.send_h2(&ep, req).await
         } else {
-            self.send_h1(ep, req).await
+            self.send_h1(ep, epoch, req).await
         }
     }
 
     async fn send_h1(
         &self,
         ep: Arc<Endpoint>,
+        epoch: u64,
         mut req: Request<Incoming>,
     ) -> Result<Response<ProxyBody>, BoxError> {
         loop {
-            let (mut sender, reused) = match self.checkout_h1(&ep).await {
+            let (mut sender, reused) = match Self::checkout_h1(&ep).await {
                 Some(s) => (s, true),
                 None => (self.connect_h1(ep.addr).await?, false),
             };
@@ -225,6 +240,7 @@ impl Pool {
                 Ok(rsp) => {
                     let giveback = GiveBack {
                         endpoint: ep,
+                        epoch,
                         sender,
                     };
                     return Ok(rsp.map(|b| ProxyBody::upstream(b, Some(giveback))));
@@ -246,14 +262,10 @@ impl Pool {
     }
 
     /// The most recently used idle connection that is still open, if any.
-    async fn checkout_h1(&self, ep: &Endpoint) -> Option<http1::SendRequest<Incoming>> {
+    async fn checkout_h1(ep: &Endpoint) -> Option<http1::SendRequest<Incoming>> {
         loop {
-            let (since, mut sender) = ep
-                .idle
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .pop()?;
-            if since.elapsed() > self.idle_timeout || sender.is_closed() {
+            let (_, mut sender) = lock(&ep.idle).pop()?;
+            if sender.is_closed() {
                 continue;
             }
             if sender.ready().await.is_ok() {
@@ -265,7 +277,6 @@ impl Pool {
     async fn connect_h1(&self, addr: SocketAddr) -> Result<http1::SendRequest<Incoming>, BoxError> {
         let io = self.connector.connect(addr).await?;
         let (sender, conn) = http1::Builder::new()
-            .preserve_header_case(true)
             .handshake(TokioIo::new(io))
             .await
             .map_err(|source| UpstreamFailed { addr, source })?;
@@ -282,16 +293,18 @@ impl Pool {
         ep: &Endpoint,
         req: Request<Incoming>,
     ) -> Result<Response<ProxyBody>, BoxError> {
-        let mut sender = {
-            // Held across the connect so that concurrent first requests share one
-            // connection instead of racing to open several.
-            let mut slot = ep.h2.lock().await;
-            match slot.as_ref() {
-                Some(s) if !s.is_closed() => s.clone(),
-                _ => {
-                    let s = self.connect_h2(ep.addr).await?;
-                    *slot = Some(s.clone());
-                    s
+        let mut sender = match Self::open_h2(ep) {
+            Some(s) => s,
+            None => {
+                let _connecting = ep.h2_connecting.lock().await;
+                // Another request may have connected while this one waited.
+                match Self::open_h2(ep) {
+                    Some(s) => s,
+                    None => {
+                        let s = self.connect_h2(ep.addr).await?;
+                        *lock(&ep.h2) = Some(s.clone());
+                        s
+                    }
                 }
             }
         };
@@ -307,6 +320,10 @@ impl Pool {
                 source,
             })?;
         Ok(rsp.map(|b| ProxyBody::upstream(b, None)))
+    }
+
+    fn open_h2(ep: &Endpoint) -> Option<http2::SendRequest<Incoming>> {
+        lock(&ep.h2).as_ref().filter(|s| !s.is_closed()).cloned()
     }
 
     async fn connect_h2(&self, addr: SocketAddr) -> Result<http2::SendRequest<Incoming>, BoxError> {
@@ -326,24 +343,17 @@ impl Pool {
         Ok(sender)
     }
 
-    /// Drops idle connections and endpoints unused for longer than the idle timeout,
-    /// so that a proxy that once talked to many addresses does not keep them all.
+    /// Called once per idle timeout: drops idle connections and endpoints unused for a
+    /// whole epoch, so that a proxy that once talked to many addresses does not keep
+    /// them all.
     pub(crate) fn sweep(&self) {
-        let mut eps = self
-            .endpoints
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        eps.retain(|_, ep| {
-            let mut idle = ep.idle.lock().unwrap_or_else(PoisonError::into_inner);
-            idle.retain(|(since, s)| since.elapsed() <= self.idle_timeout && !s.is_closed());
-            let recent = ep
-                .last_used
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .elapsed()
-                <= self.idle_timeout;
+        let now = self.epoch.fetch_add(1, Relaxed) + 1;
+        let stale = |epoch: u64| now.saturating_sub(epoch) > 1;
+        lock(&self.endpoints).retain(|_, ep| {
+            let mut idle = lock(&ep.idle);
+            idle.retain(|(epoch, s)| !stale(*epoch) && !s.is_closed());
             // An endpoint still referenced by a request or response stays.
-            recent || !idle.is_empty() || Arc::strong_count(ep) > 1
+            !stale(ep.last_used.load(Relaxed)) || !idle.is_empty() || Arc::strong_count(ep) > 1
         });
     }
 }

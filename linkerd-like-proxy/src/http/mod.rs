@@ -105,7 +105,6 @@ where
             b.timer(TokioTimer::new())
                 .header_read_timeout(proxy.config.http1_header_read_timeout)
                 .max_buf_size(proxy.config.http1_max_header_bytes.max(8192))
-                .preserve_header_case(true)
                 // The application's `Date` passes through; the proxy adds none.
                 .auto_date_header(false);
             let conn = b.serve_connection(io, svc).with_upgrades();

@@ -58,7 +58,6 @@ pub(crate) async fn forward(
     let addr = target.addr;
     let io = connector.connect(addr).await?;
     let (mut sender, conn) = http1::Builder::new()
-        .preserve_header_case(true)
         .handshake(TokioIo::new(io))
         .await
         .map_err(|source| UpstreamFailed { addr, source })?;
