@@ -452,44 +452,26 @@ async fn shutdown_drains_in_flight_requests() {
 #[tokio::test]
 async fn admin_endpoints() {
     let p = proxy(&[]).await;
-    let out = raw(
-        p.admin,
-        b"GET /ready HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-        "",
-    )
-    .await;
-    assert!(
-        out.starts_with("HTTP/1.1 200") && out.ends_with("ready\n"),
-        "{out}"
-    );
-    let out = raw(
-        p.admin,
-        b"GET /live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-        "",
-    )
-    .await;
-    assert!(out.ends_with("live\n"), "{out}");
-    let out = raw(
-        p.admin,
-        b"GET /shutdown HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-        "",
-    )
-    .await;
-    assert!(out.starts_with("HTTP/1.1 405"), "{out}");
-    let out = raw(
-        p.admin,
-        b"GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-        "",
-    )
-    .await;
-    assert!(out.starts_with("HTTP/1.1 404"), "{out}");
-    let out = raw(
-        p.admin,
-        b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-        "",
-    )
-    .await;
-    assert!(out.contains("# TYPE request_total counter"), "{out}");
+    // (method and path, status line start, something the body must contain)
+    let cases = [
+        ("GET /ready", "HTTP/1.1 200", "ready\n"),
+        ("GET /live", "HTTP/1.1 200", "live\n"),
+        ("GET /shutdown", "HTTP/1.1 405", "use POST"),
+        ("GET /nope", "HTTP/1.1 404", "not found"),
+        (
+            "GET /metrics",
+            "HTTP/1.1 200",
+            "# TYPE request_total counter",
+        ),
+    ];
+    for (request, status, body) in cases {
+        let req = format!("{request} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let out = raw(p.admin, req.as_bytes(), "").await;
+        assert!(
+            out.starts_with(status) && out.contains(body),
+            "{request}: {out}"
+        );
+    }
 }
 
 #[tokio::test]
