@@ -70,6 +70,10 @@ pub const ENV_HTTP1_HEADER_READ_TIMEOUT: &str = "MESH_PROXY_HTTP1_HEADER_READ_TI
 /// could otherwise create unbounded series; `unsafe` turns it on.
 pub const ENV_INBOUND_METRICS_AUTHORITY_LABELS: &str =
     "MESH_PROXY_INBOUND_METRICS_AUTHORITY_LABELS";
+/// How long a metric series that nothing uses is kept before it is dropped. Default
+/// `10m` (as Linkerd). Keeps targets and authorities seen once from costing memory
+/// forever.
+pub const ENV_METRICS_RETAIN_IDLE: &str = "MESH_PROXY_METRICS_RETAIN_IDLE";
 /// Worker threads. Default `1`: a sidecar should not compete with its application.
 pub const ENV_CORES: &str = "MESH_PROXY_CORES";
 /// Log filter, in `tracing_subscriber::EnvFilter` syntax. Default `warn,mesh_proxy=info`.
@@ -88,6 +92,7 @@ const KNOWN: &[&str] = &[
     ENV_HTTP1_MAX_HEADER_BYTES,
     ENV_HTTP1_HEADER_READ_TIMEOUT,
     ENV_INBOUND_METRICS_AUTHORITY_LABELS,
+    ENV_METRICS_RETAIN_IDLE,
     ENV_CORES,
     ENV_LOG,
 ];
@@ -111,6 +116,7 @@ pub struct Config {
     pub http1_max_header_bytes: usize,
     pub http1_header_read_timeout: Duration,
     pub inbound_authority_labels: bool,
+    pub metrics_retain_idle: Duration,
     pub cores: usize,
     pub log: String,
 }
@@ -195,6 +201,7 @@ impl Config {
                     _ => None,
                 },
             )?,
+            metrics_retain_idle: dur(ENV_METRICS_RETAIN_IDLE, "10m")?,
             cores: parse(
                 env,
                 ENV_CORES,

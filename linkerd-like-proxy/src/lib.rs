@@ -220,13 +220,21 @@ async fn signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
+/// Periodic housekeeping: idle pooled connections and idle metric series.
 async fn sweep(proxy: Arc<Proxy>) {
     let every = proxy.config.pool_idle_timeout.max(Duration::from_secs(1));
+    // Metric retention in ticks of this loop, rounded up.
+    let retain = proxy
+        .config
+        .metrics_retain_idle
+        .as_millis()
+        .div_ceil(every.as_millis()) as u64;
     loop {
         tokio::time::sleep(every).await;
         for p in &proxy.pools {
             p.sweep();
         }
+        proxy.metrics.expire(retain);
     }
 }
 

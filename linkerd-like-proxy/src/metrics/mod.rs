@@ -88,6 +88,9 @@ struct Registry {
     tcp: Mutex<TcpSeries>,
     detect: [[AtomicU64; Protocol::ALL.len()]; 2],
     process: process::Process,
+    /// Ticks once per [`Metrics::expire`]; series remember the epoch they were last
+    /// used in, so that idle ones can go without a clock read per request.
+    epoch: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -131,7 +134,9 @@ impl Metrics {
         let mut http = lock(&self.0.http);
         let by_authority = http.entry((direction, target_addr, tls)).or_default();
         let key = authority.unwrap_or("");
+        let epoch = self.0.epoch.load(Relaxed);
         if let Some(t) = by_authority.get(key) {
+            t.seen.store(epoch, Relaxed);
             return t.clone();
         }
         let mut labels = String::new();
@@ -145,6 +150,7 @@ impl Metrics {
             labels,
             requests: AtomicU64::new(0),
             responses: Mutex::default(),
+            seen: AtomicU64::new(epoch),
         });
         by_authority.insert(key.into(), t.clone());
         t
@@ -174,10 +180,25 @@ impl Metrics {
             .clone();
         target.open_total.fetch_add(1, Relaxed);
         target.open.fetch_add(1, Relaxed);
+        target.seen.store(self.0.epoch.load(Relaxed), Relaxed);
         TcpConn {
             target,
             errno: None,
         }
+    }
+
+    /// Drops series that no request or connection holds and that have not been used
+    /// for more than `retain` calls of this function, so that targets and authorities
+    /// seen once do not cost memory forever. Prometheus sees a dropped counter that
+    /// comes back as a new series starting at zero, which its functions handle.
+    pub fn expire(&self, retain: u64) {
+        let now = self.0.epoch.fetch_add(1, Relaxed) + 1;
+        let stale = |seen: &AtomicU64| now.saturating_sub(seen.load(Relaxed)) > retain;
+        lock(&self.0.http).retain(|_, by_authority| {
+            by_authority.retain(|_, t| Arc::strong_count(t) > 1 || !stale(&t.seen));
+            !by_authority.is_empty()
+        });
+        lock(&self.0.tcp).retain(|_, t| Arc::strong_count(t) > 1 || !stale(&t.seen));
     }
 
     /// Counts one protocol detection outcome.
@@ -328,6 +349,7 @@ pub struct HttpTarget {
     labels: String,
     requests: AtomicU64,
     responses: Mutex<Responses>,
+    seen: AtomicU64,
 }
 
 #[derive(Clone, Default)]
@@ -447,6 +469,7 @@ struct TcpTarget {
     read: AtomicU64,
     write: AtomicU64,
     closes: Mutex<Vec<(&'static str, u64)>>,
+    seen: AtomicU64,
 }
 
 /// One open connection's metrics. Dropping it records the close, with the errno of

@@ -122,3 +122,40 @@ fn detection_outcomes_are_counted() {
     assert!(text.contains("protocol_detect_total{direction=\"inbound\",result=\"timeout\"} 0\n"));
     assert!(text.contains("process_resident_memory_bytes "));
 }
+
+#[test]
+fn idle_series_expire_but_held_ones_stay() {
+    let m = Metrics::new();
+    m.http(Direction::Outbound, addr(), false, Some("once:80"))
+        .request();
+    let held = m.http(Direction::Outbound, addr(), false, Some("held:80"));
+    let conn = m.tcp_open(Direction::Inbound, Peer::Src, addr(), false);
+    m.expire(1);
+    assert!(
+        m.encode().contains("authority=\"once:80\""),
+        "one idle epoch is within retention"
+    );
+    m.expire(1);
+    let text = m.encode();
+    assert!(!text.contains("authority=\"once:80\""), "{text}");
+    assert!(
+        text.contains("authority=\"held:80\""),
+        "a series in use stays"
+    );
+    assert!(
+        text.contains("tcp_open_connections{direction=\"inbound\""),
+        "an open connection's series stays"
+    );
+    // Using a series again renews it; a closed connection's series goes at once when
+    // it was last opened long ago.
+    drop(held);
+    drop(conn);
+    m.http(Direction::Outbound, addr(), false, Some("held:80"))
+        .request();
+    m.expire(1);
+    let text = m.encode();
+    assert!(text.contains("authority=\"held:80\""), "{text}");
+    assert!(!text.contains("tcp_open_connections{"), "{text}");
+    m.expire(1);
+    assert!(!m.encode().contains("held:80"));
+}
