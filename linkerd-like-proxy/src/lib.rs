@@ -268,7 +268,7 @@ async fn serve_conn(
     let Ok(local) = stream.local_addr() else {
         return;
     };
-    let _ = stream.set_nodelay(true);
+    tune(&stream);
     let orig_dst = orig_dst::orig_dst(&stream, local);
     // Where opaque bytes would go: the original destination, or in explicit inbound
     // mode the configured application address.
@@ -316,6 +316,56 @@ async fn serve_conn(
     }
 }
 
+/// Socket options for every connection the proxy accepts or opens: no Nagle delay
+/// (requests and responses are written whole), and TCP keep-alive so that a peer that
+/// vanished without a FIN does not hold a connection, or a tunnel, forever.
+pub(crate) fn tune(stream: &TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(10))
+        .with_interval(Duration::from_secs(10))
+        .with_retries(3);
+    let _ = socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive);
+}
+
 fn io_ref(io: &PrefixedIo<MeteredIo<TcpStream>>) -> &TcpStream {
     io.get_ref().get_ref()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn connections_get_nodelay_and_keepalive() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let stream = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        tune(&stream);
+        let sock = socket2::SockRef::from(&stream);
+        assert!(stream.nodelay().unwrap());
+        assert!(sock.keepalive().unwrap());
+        assert_eq!(sock.tcp_keepalive_time().unwrap(), Duration::from_secs(10));
+    }
+
+    #[tokio::test]
+    async fn own_listeners_are_recognised() {
+        let bound = bind(
+            Config::from_env(&std::collections::HashMap::from([
+                ("MESH_PROXY_OUTBOUND_LISTEN_ADDR", "127.0.0.1:0"),
+                ("MESH_PROXY_INBOUND_LISTEN_ADDR", "0.0.0.0:0"),
+                ("MESH_PROXY_ADMIN_LISTEN_ADDR", "127.0.0.1:0"),
+            ]))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+        let (inbound, outbound, _) = bound.addrs();
+        let proxy = bound.proxy();
+        assert!(proxy.is_own_listener(outbound));
+        // A wildcard listener is reachable on loopback too.
+        assert!(proxy.is_own_listener(SocketAddr::from(([127, 0, 0, 1], inbound.port()))));
+        assert!(!proxy.is_own_listener(SocketAddr::from(([198, 18, 0, 9], outbound.port()))));
+    }
 }

@@ -126,8 +126,7 @@ impl Connector {
             Ok(Err(source)) => return Err(ConnectFailed { addr, source }.into()),
             Ok(Ok(s)) => s,
         };
-        // Requests and responses are written whole; Nagle would only add latency.
-        let _ = stream.set_nodelay(true);
+        crate::tune(&stream);
         let m = self
             .metrics
             .tcp_open(self.direction, Peer::Dst, addr, false);

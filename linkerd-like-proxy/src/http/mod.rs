@@ -38,7 +38,7 @@ use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     service::TowerToHyperService,
 };
-use std::{future::Future, net::SocketAddr, pin::Pin, sync::Arc};
+use std::{future::Future, net::SocketAddr, pin::Pin, sync::Arc, time::Duration};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tower::ServiceBuilder;
 
@@ -88,8 +88,12 @@ where
     let res = match protocol {
         Protocol::Http2 => {
             let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+            // PINGs find clients that went away without closing; without them an idle
+            // HTTP/2 connection would be held forever.
             b.timer(TokioTimer::new())
-                .max_concurrent_streams(Some(1000));
+                .max_concurrent_streams(Some(1000))
+                .keep_alive_interval(Some(Duration::from_secs(10)))
+                .keep_alive_timeout(Duration::from_secs(20));
             let conn = b.serve_connection(io, svc);
             tokio::pin!(conn);
             tokio::select! {
