@@ -319,12 +319,7 @@ async fn invalid_h2_frames_close_only_their_connection() {
         "{:?}",
         out.as_bytes()
     );
-    let mut c = h2(p.inbound).await;
-    let rsp = c
-        .send_request(get(&format!("http://{backend}/status/200")))
-        .await
-        .unwrap();
-    assert_eq!(rsp.status(), StatusCode::OK);
+    assert_still_serves(p.inbound, backend, true).await;
 }
 
 #[tokio::test]
@@ -370,13 +365,7 @@ async fn stalled_and_reset_clients_do_not_disturb_others() {
     p.wait_metric(r#"classification="failure",grpc_status="",error="io""#)
         .await;
 
-    // The proxy still serves.
-    let mut c = h1(p.outbound).await;
-    let rsp = c
-        .send_request(get(&format!("http://{backend}/status/200")))
-        .await
-        .unwrap();
-    assert_eq!(rsp.status(), StatusCode::OK);
+    assert_still_serves(p.outbound, backend, false).await;
 }
 
 #[tokio::test]

@@ -166,50 +166,48 @@ async fn handle(mut req: Request<Incoming>) -> Result<Response<Body>, Infallible
     Ok(rsp)
 }
 
-/// A backend that accepts, reads a request head, and answers with a response that
-/// promises 1000 bytes but sends 10 before closing.
-pub async fn truncating_backend() -> SocketAddr {
+/// Binds a loopback port and runs `handle` on each connection it accepts.
+async fn serve_tcp<F, Fut>(handle: F) -> SocketAddr
+where
+    F: Fn(TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = listener.accept().await else {
-                return;
-            };
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 4096];
-                let _ = s.read(&mut buf).await;
-                let _ = s
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n0123456789")
-                    .await;
-            });
+        while let Ok((s, _)) = listener.accept().await {
+            tokio::spawn(handle(s));
         }
     });
     addr
 }
 
+/// A backend that reads a request head and answers with a response that promises
+/// 1000 bytes but sends 10 before closing.
+pub async fn truncating_backend() -> SocketAddr {
+    serve_tcp(|mut s| async move {
+        let mut buf = vec![0u8; 4096];
+        let _ = s.read(&mut buf).await;
+        let _ = s
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n0123456789")
+            .await;
+    })
+    .await
+}
+
 /// TCP echo; with `banner`, the server speaks first.
 pub async fn tcp_echo(banner: Option<&'static [u8]>) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = listener.accept().await else {
+    serve_tcp(move |mut s| async move {
+        if let Some(b) = banner {
+            if s.write_all(b).await.is_err() {
                 return;
-            };
-            tokio::spawn(async move {
-                if let Some(b) = banner {
-                    if s.write_all(b).await.is_err() {
-                        return;
-                    }
-                }
-                let (mut r, mut w) = s.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-                let _ = w.shutdown().await;
-            });
+            }
         }
-    });
-    addr
+        let (mut r, mut w) = s.split();
+        let _ = tokio::io::copy(&mut r, &mut w).await;
+        let _ = w.shutdown().await;
+    })
+    .await
 }
 
 /// Writes `req` on a fresh connection and reads until the peer closes or `until`
@@ -266,4 +264,19 @@ pub fn get(uri: &str) -> Request<Body> {
 
 pub fn body(s: &'static str) -> Body {
     full(s)
+}
+
+/// Asserts that a request through `via` still gets its `200`: whatever the test did
+/// before did not disturb the proxy.
+pub async fn assert_still_serves(via: SocketAddr, backend: SocketAddr, http2: bool) {
+    let req = get(&format!("http://{backend}/status/200"));
+    let rsp = if http2 {
+        h2(via).await.send_request(req).await
+    } else {
+        h1(via).await.send_request(req).await
+    };
+    assert_eq!(
+        rsp.expect("the proxy still answers").status(),
+        StatusCode::OK
+    );
 }
