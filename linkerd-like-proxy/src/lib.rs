@@ -304,12 +304,7 @@ async fn serve_conn(
         return;
     }
     match target {
-        Some(t) => {
-            tcp::forward(&proxy, direction, io, t, |io| {
-                let _ = io_ref(io).set_zero_linger();
-            })
-            .await
-        }
+        Some(t) => tcp::forward(&proxy, direction, io, t).await,
         None => {
             tracing::debug!(%client, ?direction, "no destination for a non-HTTP connection; closing")
         }
@@ -326,10 +321,6 @@ pub(crate) fn tune(stream: &TcpStream) {
         .with_interval(Duration::from_secs(10))
         .with_retries(3);
     let _ = socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive);
-}
-
-fn io_ref(io: &PrefixedIo<MeteredIo<TcpStream>>) -> &TcpStream {
-    io.get_ref().get_ref()
 }
 
 #[cfg(test)]

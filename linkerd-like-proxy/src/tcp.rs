@@ -1,22 +1,24 @@
 //! Opaque TCP forwarding: bytes copied both ways, each half closed when its reader
 //! sees end-of-stream, so protocols that half-close keep working.
 
-use crate::{errors, metrics::Direction, Proxy};
+use crate::{
+    errors,
+    io::{MeteredIo, PrefixedIo},
+    metrics::Direction,
+    Proxy,
+};
 use std::net::SocketAddr;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
 
 /// Forwards `downstream` to `target` until both directions are done. If the target
 /// cannot be reached, the client's connection is reset, as a refused connection would
 /// have been.
-pub(crate) async fn forward<I>(
+pub(crate) async fn forward(
     proxy: &Proxy,
     direction: Direction,
-    mut downstream: I,
+    mut downstream: PrefixedIo<MeteredIo<TcpStream>>,
     target: SocketAddr,
-    reset: impl FnOnce(&I),
-) where
-    I: AsyncRead + AsyncWrite + Unpin,
-{
+) {
     if proxy.is_own_listener(target) {
         tracing::warn!(%target, ?direction, "refusing to forward a connection to the proxy itself");
         return;
@@ -25,7 +27,7 @@ pub(crate) async fn forward<I>(
         Ok(u) => u,
         Err(e) => {
             tracing::debug!(%target, error = %errors::chain(&*e), "opaque connect failed");
-            reset(&downstream);
+            let _ = downstream.get_ref().get_ref().set_zero_linger();
             return;
         }
     };

@@ -107,14 +107,7 @@ impl TryFrom<DemoArgs> for Config {
 /// archive put it), else `$MESH_DEMO_PROXY_BIN`, else on `PATH`.
 fn find_proxy_bin(flag: Option<PathBuf>) -> Result<PathBuf, UsageError> {
     if let Some(path) = flag {
-        return if path.is_file() {
-            Ok(path)
-        } else {
-            Err(UsageError::new(format!(
-                "--proxy-bin {}: no such file",
-                path.display()
-            )))
-        };
+        return existing_file(path, "--proxy-bin");
     }
     let beside_exe = std::env::current_exe()
         .ok()
@@ -123,15 +116,7 @@ fn find_proxy_bin(flag: Option<PathBuf>) -> Result<PathBuf, UsageError> {
         return Ok(path.to_path_buf());
     }
     if let Some(path) = std::env::var_os(PROXY_BIN_ENV) {
-        let path = PathBuf::from(path);
-        return if path.is_file() {
-            Ok(path)
-        } else {
-            Err(UsageError::new(format!(
-                "${PROXY_BIN_ENV} {}: no such file",
-                path.display()
-            )))
-        };
+        return existing_file(PathBuf::from(path), &format!("${PROXY_BIN_ENV}"));
     }
     let on_path = std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
@@ -144,6 +129,18 @@ fn find_proxy_bin(flag: Option<PathBuf>) -> Result<PathBuf, UsageError> {
              build it with `cargo build -p mesh-proxy` or pass --proxy-bin"
         ))
     })
+}
+
+/// `path` if it is a file; otherwise an error naming where the path came from.
+fn existing_file(path: PathBuf, source: &str) -> Result<PathBuf, UsageError> {
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(UsageError::new(format!(
+            "{source} {}: no such file",
+            path.display()
+        )))
+    }
 }
 
 /// Parses `500ms`, `30s`, `5m`, `1h`, or a bare number of seconds.

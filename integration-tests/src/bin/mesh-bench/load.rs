@@ -343,6 +343,28 @@ impl H1Conn {
     }
 }
 
+impl H1Conn {
+    /// [`H1Conn::send`] within `timeout`. A connection that timed out mid-request is
+    /// dropped: what it would read next is unknown.
+    async fn send_within(&mut self, timeout: Duration) -> Result<(), String> {
+        let res = within(timeout, self.send()).await;
+        if res.is_err() {
+            self.tx = None;
+        }
+        res
+    }
+}
+
+/// `fut`'s result, or a `timeout` error once `timeout` has passed.
+async fn within(
+    timeout: Duration,
+    fut: impl std::future::Future<Output = Result<(), String>>,
+) -> Result<(), String> {
+    tokio::time::timeout(timeout, fut)
+        .await
+        .unwrap_or_else(|_| Err("timeout".into()))
+}
+
 /// One HTTP/2 connection shared by many streams, reconnected once it closes.
 struct H2Conn {
     target: Rc<Target>,
@@ -519,9 +541,7 @@ async fn fixed_rate(args: &Args, target: Rc<Target>, rate: f64) -> anyhow::Resul
                 let (conn, stats, timeout) = (h2_conns[i].clone(), stats.clone(), args.timeout);
                 spawn_local(async move {
                     let sent = Instant::now();
-                    let res = tokio::time::timeout(timeout, conn.send())
-                        .await
-                        .unwrap_or_else(|_| Err("timeout".into()));
+                    let res = within(timeout, conn.send()).await;
                     stats
                         .borrow_mut()
                         .finish(at, Some(sent), Instant::now(), res);
@@ -571,12 +591,7 @@ fn h1_worker(
     spawn_local(async move {
         while let Some(at) = rx.recv().await {
             let sent = Instant::now();
-            let res = tokio::time::timeout(timeout, conn.send())
-                .await
-                .unwrap_or_else(|_| Err("timeout".into()));
-            if res.is_err() {
-                conn.tx = None;
-            }
+            let res = conn.send_within(timeout).await;
             stats
                 .borrow_mut()
                 .finish(at, Some(sent), Instant::now(), res);
@@ -605,12 +620,7 @@ async fn max_rate(args: &Args, target: Rc<Target>) -> anyhow::Result<Outcome> {
                         if sent >= end {
                             break;
                         }
-                        let res = tokio::time::timeout(timeout, conn.send())
-                            .await
-                            .unwrap_or_else(|_| Err("timeout".into()));
-                        if res.is_err() {
-                            conn.tx = None;
-                        }
+                        let res = conn.send_within(timeout).await;
                         closed_loop_record(&stats, sent, res);
                     }
                 }));
@@ -632,9 +642,7 @@ async fn max_rate(args: &Args, target: Rc<Target>) -> anyhow::Result<Outcome> {
                             if sent >= end {
                                 break;
                             }
-                            let res = tokio::time::timeout(timeout, conn.send())
-                                .await
-                                .unwrap_or_else(|_| Err("timeout".into()));
+                            let res = within(timeout, conn.send()).await;
                             closed_loop_record(&stats, sent, res);
                         }
                     }));
