@@ -2,10 +2,11 @@
 //! children on loopback ports.
 //!
 //! It checks what a user of the demo relies on: traffic flows through the proxies (the web
-//! proxy's metrics show HTTP successes, the voting route's failures and gRPC), and Ctrl-C
-//! stops everything, with exit code 0 and no proxy left behind. `mesh` finds `mesh-proxy`
-//! next to itself, so both binaries must be built first (`cargo build --workspace --bins`,
-//! as `scripts/test.sh` does).
+//! proxy's metrics show HTTP successes, the voting route's failures and gRPC), callees are
+//! found by name through the controller and balanced over voting's replicas, the slow one
+//! getting the smallest share, and Ctrl-C stops everything, with exit code 0 and no child
+//! left behind. `mesh` finds `mesh-proxy` and `mesh-controller` next to itself, so every
+//! binary must be built first (`cargo build --workspace --bins`, as `scripts/test.sh` does).
 // This measures real elapsed time, which is what std's clock is for.
 #![allow(clippy::disallowed_types)]
 
@@ -23,19 +24,22 @@ use std::{
     time::{Duration, Instant},
 };
 
-/// Ports per demo (4 workloads × 10), from `cli/src/demo/topology.rs`.
-const DEMO_PORTS: u16 = 40;
+/// Ports per demo (6 workload instances and the controller, × 10), from
+/// `cli/src/demo/topology.rs`.
+const DEMO_PORTS: u16 = 70;
 const POLL: Duration = Duration::from_millis(100);
 
 #[test]
 fn demo_meshes_traffic_and_stops_cleanly_on_sigint() {
     let mesh = env!("CARGO_BIN_EXE_mesh");
-    let proxy_bin = Path::new(mesh).with_file_name("mesh-proxy");
-    assert!(
-        proxy_bin.is_file(),
-        "{} is missing: build every binary first (cargo build --workspace --bins)",
-        proxy_bin.display()
-    );
+    for bin in ["mesh-proxy", "mesh-controller"] {
+        let path = Path::new(mesh).with_file_name(bin);
+        assert!(
+            path.is_file(),
+            "{} is missing: build every binary first (cargo build --workspace --bins)",
+            path.display()
+        );
+    }
 
     let base_port = free_port_block();
     let mut demo = Demo::start(mesh, base_port);
@@ -54,10 +58,16 @@ fn demo_meshes_traffic_and_stops_cleanly_on_sigint() {
         .parse()
         .expect("the table prints the metrics url as http://ip:port/metrics");
 
-    // The proxies are the `mesh-proxy` children of `mesh`: one per workload.
+    // The proxies are the `mesh-proxy` children of `mesh`: one per workload instance.
     let proxies = children_named(demo.child.id(), "mesh-proxy");
-    assert_eq!(proxies.len(), 4, "one proxy per workload: {proxies:?}");
-    demo.proxies = proxies.clone();
+    let controllers = children_named(demo.child.id(), "mesh-controller");
+    demo.children = [&proxies[..], &controllers[..]].concat();
+    assert_eq!(
+        proxies.len(),
+        6,
+        "one proxy per workload instance: {proxies:?}"
+    );
+    assert_eq!(controllers.len(), 1, "one controller: {controllers:?}");
 
     let outbound = |body: &str, label: &str| {
         body.lines().any(|l| {
@@ -66,23 +76,49 @@ fn demo_meshes_traffic_and_stops_cleanly_on_sigint() {
                 && l.contains(label)
         })
     };
-    let deadline = Instant::now() + Duration::from_secs(60);
+    // Requests web's proxy sent to one voting replica, by its `dst_pod` label.
+    let to_pod = |body: &str, pod: &str| -> u64 {
+        let label = format!("dst_pod=\"{pod}\"");
+        body.lines()
+            .filter(|l| {
+                l.starts_with("request_total{")
+                    && l.contains("direction=\"outbound\"")
+                    && l.contains(&label)
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let body = http_get(metrics_addr, "/metrics").unwrap_or_default();
         let seen = [
             "classification=\"success\"",
             "classification=\"failure\"",
             "grpc_status=\"0\"",
+            "dst_service=\"emoji\"",
         ]
         .map(|label| outbound(&body, label));
-        if seen.iter().all(|s| *s) {
+        let [fast0, fast1, slow] = ["voting-0", "voting-1", "voting-2"].map(|p| to_pod(&body, p));
+        // Enough votes that uniform balancing (a third each) could not pass for
+        // latency-aware balancing by chance.
+        if seen.iter().all(|s| *s) && fast0 + fast1 + slow >= 300 {
+            assert!(
+                fast0 > 0 && fast1 > 0,
+                "both fast voting replicas get traffic: {fast0}, {fast1}"
+            );
+            assert!(
+                slow * 4 < fast0 + fast1,
+                "the slow replica gets the smallest share: voting-0 {fast0}, voting-1 {fast1}, \
+                 voting-2 (slow) {slow}"
+            );
             break;
         }
         demo.assert_running();
         assert!(
             Instant::now() < deadline,
-            "web proxy's outbound response_total never showed success, failure and grpc \
-             (seen {seen:?}):\n{body}\nstderr:\n{}",
+            "web proxy's outbound metrics never showed success, failure, grpc and discovery \
+             labels with 300 votes (seen {seen:?}, votes {:?}):\n{body}\nstderr:\n{}",
+            [fast0, fast1, slow],
             demo.stderr()
         );
         thread::sleep(POLL);
@@ -98,19 +134,24 @@ fn demo_meshes_traffic_and_stops_cleanly_on_sigint() {
     let left: Vec<u32> = proxies
         .into_iter()
         .filter(|&pid| is_alive(pid, "mesh-proxy"))
+        .chain(
+            controllers
+                .into_iter()
+                .filter(|&pid| is_alive(pid, "mesh-controller")),
+        )
         .collect();
     assert!(
         left.is_empty(),
-        "proxies still running after mesh exited: {left:?}"
+        "children still running after mesh exited: {left:?}"
     );
 }
 
-/// A running `mesh demo`, killed (with its proxies) if the test fails midway.
+/// A running `mesh demo`, killed (with its children) if the test fails midway.
 struct Demo {
     child: Child,
     stdout: mpsc::Receiver<String>,
     stderr: Arc<Mutex<String>>,
-    proxies: Vec<u32>,
+    children: Vec<u32>,
 }
 
 impl Demo {
@@ -146,7 +187,7 @@ impl Demo {
             child,
             stdout,
             stderr,
-            proxies: Vec::new(),
+            children: Vec::new(),
         }
     }
 
@@ -214,9 +255,9 @@ impl Drop for Demo {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        // The proxies run in their own process groups and outlive a killed `mesh`.
-        for &pid in &self.proxies {
-            if is_alive(pid, "mesh-proxy") {
+        // The children run in their own process groups and outlive a killed `mesh`.
+        for &pid in &self.children {
+            if is_alive(pid, "mesh-proxy") || is_alive(pid, "mesh-controller") {
                 let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
             }
         }

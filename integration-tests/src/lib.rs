@@ -25,9 +25,12 @@
 // Tests and benchmarks measure real elapsed time, which is what std's clock is for.
 #![allow(clippy::disallowed_types)]
 
+pub mod kube_api;
+pub mod mesh;
 mod metrics;
 mod netns;
 mod process;
+pub mod sys;
 
 use std::{
     path::{Path, PathBuf},

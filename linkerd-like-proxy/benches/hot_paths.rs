@@ -1,11 +1,13 @@
 //! Micro-benchmarks of the proxy's per-connection and per-request hot paths:
-//! protocol detection, response classification and metric recording.
+//! protocol detection, response classification, metric recording and the balancer's
+//! pick.
 //!
 //! Run with `cargo bench -p mesh-proxy --bench hot_paths`.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use http::{HeaderMap, StatusCode};
 use mesh_proxy::{
+    balance::{self, Discovered},
     classify,
     detect::{detect, H2_PREFACE},
     metrics::{Direction, Metrics, Peer, ResponseEnd},
@@ -53,6 +55,7 @@ fn recording(c: &mut Criterion) {
             std::net::SocketAddr::new(addr.ip(), port),
             false,
             Some("other:80"),
+            None,
         )
         .request();
     }
@@ -64,6 +67,7 @@ fn recording(c: &mut Criterion) {
                 addr,
                 false,
                 Some("web.default.svc.cluster.local:8080"),
+                None,
             );
             t.request();
             t.latency(200, Duration::from_micros(830));
@@ -77,7 +81,7 @@ fn recording(c: &mut Criterion) {
     });
     g.bench_function("tcp_open_close", |b| {
         b.iter(|| {
-            let c = m.tcp_open(Direction::Inbound, Peer::Src, addr, false);
+            let c = m.tcp_open(Direction::Inbound, Peer::Src, addr, false, None);
             c.read(1024);
             c.wrote(1024);
         })
@@ -88,5 +92,25 @@ fn recording(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, detection, classification, recording);
+fn balancing(c: &mut Criterion) {
+    let found = (1..=100u8)
+        .map(|i| Discovered {
+            addr: std::net::SocketAddr::from(([192, 0, 2, i], 8080)),
+            labels: None,
+        })
+        .collect();
+    let endpoints = balance::add(&[], found, true, tokio::time::Instant::now());
+    let mut g = c.benchmark_group("balance");
+    // A pick, its pending claim, a latency sample and the release: what each request
+    // to a discovered destination pays.
+    g.bench_function("p2c_pick_observe_100", |b| {
+        b.iter(|| {
+            let load = balance::pick(black_box(&endpoints), None).expect("endpoints");
+            load.observe();
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, detection, classification, recording, balancing);
 criterion_main!(benches);

@@ -74,6 +74,25 @@ pub const ENV_INBOUND_METRICS_AUTHORITY_LABELS: &str =
 /// `10m` (as Linkerd). Keeps targets and authorities seen once from costing memory
 /// forever.
 pub const ENV_METRICS_RETAIN_IDLE: &str = "MESH_PROXY_METRICS_RETAIN_IDLE";
+/// The destination service (`host:port` of the controller's gRPC server, e.g.
+/// `mesh-destination.mesh-system.svc.cluster.local:8086`). Unset by default: no
+/// discovery, every connection and request goes where the client sent it.
+pub const ENV_DESTINATION_ADDR: &str = "MESH_PROXY_DESTINATION_ADDR";
+/// Who this proxy is, sent with every lookup as `context_token`: a JSON object such as
+/// `{"ns":"emojivoto","pod":"web-0"}` (the controller expands short names with `ns`).
+/// Default empty.
+pub const ENV_DESTINATION_CONTEXT: &str = "MESH_PROXY_DESTINATION_CONTEXT";
+/// How long the first request or connection to a destination the proxy has not looked
+/// up yet waits for the destination service's first answer before it is sent where
+/// the client sent it (the original destination, or in explicit mode the DNS answer).
+/// Default `1s`: the controller answers in about a millisecond, so the wait matters
+/// only when it is slow or gone; then one stalled first request per destination is
+/// better than a wrong answer (in explicit mode a cluster name often has no DNS), and
+/// 1s stays below the timeouts clients commonly set. Later requests never wait.
+pub const ENV_DISCOVERY_TIMEOUT: &str = "MESH_PROXY_DISCOVERY_TIMEOUT";
+/// A destination not used for this long has its lookup stream closed and its
+/// endpoints and load estimates dropped. Default `60s`.
+pub const ENV_DISCOVERY_IDLE_TIMEOUT: &str = "MESH_PROXY_DISCOVERY_IDLE_TIMEOUT";
 /// Worker threads. Default `1`: a sidecar should not compete with its application.
 pub const ENV_CORES: &str = "MESH_PROXY_CORES";
 /// Log filter, in `tracing_subscriber::EnvFilter` syntax. Default `warn,mesh_proxy=info`.
@@ -93,6 +112,10 @@ const KNOWN: &[&str] = &[
     ENV_HTTP1_HEADER_READ_TIMEOUT,
     ENV_INBOUND_METRICS_AUTHORITY_LABELS,
     ENV_METRICS_RETAIN_IDLE,
+    ENV_DESTINATION_ADDR,
+    ENV_DESTINATION_CONTEXT,
+    ENV_DISCOVERY_TIMEOUT,
+    ENV_DISCOVERY_IDLE_TIMEOUT,
     ENV_CORES,
     ENV_LOG,
 ];
@@ -117,6 +140,11 @@ pub struct Config {
     pub http1_header_read_timeout: Duration,
     pub inbound_authority_labels: bool,
     pub metrics_retain_idle: Duration,
+    /// The destination service, as `http://host:port/`; `None`: no discovery.
+    pub destination_addr: Option<http::Uri>,
+    pub destination_context: String,
+    pub discovery_timeout: Duration,
+    pub discovery_idle_timeout: Duration,
     pub cores: usize,
     pub log: String,
 }
@@ -202,6 +230,33 @@ impl Config {
                 },
             )?,
             metrics_retain_idle: dur(ENV_METRICS_RETAIN_IDLE, "10m")?,
+            destination_addr: match env
+                .get(ENV_DESTINATION_ADDR)
+                .filter(|v| !v.trim().is_empty())
+            {
+                None => None,
+                Some(_) => Some(parse(
+                    env,
+                    ENV_DESTINATION_ADDR,
+                    "",
+                    "a host and port like mesh-destination.mesh-system.svc.cluster.local:8086",
+                    parse_host_port,
+                )?),
+            },
+            destination_context: parse(
+                env,
+                ENV_DESTINATION_CONTEXT,
+                "",
+                "empty or a JSON object like {\"ns\":\"default\"}",
+                |v| {
+                    let ok = v.is_empty()
+                        || serde_json::from_str::<serde_json::Value>(v)
+                            .is_ok_and(|j| j.is_object());
+                    ok.then(|| v.to_string())
+                },
+            )?,
+            discovery_timeout: dur(ENV_DISCOVERY_TIMEOUT, "1s")?,
+            discovery_idle_timeout: dur(ENV_DISCOVERY_IDLE_TIMEOUT, "60s")?,
             cores: parse(
                 env,
                 ENV_CORES,
@@ -220,6 +275,8 @@ impl Config {
                 ENV_HTTP1_HEADER_READ_TIMEOUT,
                 config.http1_header_read_timeout,
             ),
+            (ENV_DISCOVERY_TIMEOUT, config.discovery_timeout),
+            (ENV_DISCOVERY_IDLE_TIMEOUT, config.discovery_idle_timeout),
         ] {
             if d.is_zero() {
                 return Err(ConfigError {
@@ -280,6 +337,25 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
         .then(|| Duration::from_secs_f64(secs))
 }
 
+/// `host:port` with a port, as the URI the gRPC client connects to. The host may be a
+/// name (resolved when connecting), an IPv4 address or a bracketed IPv6 address.
+fn parse_host_port(s: &str) -> Option<http::Uri> {
+    let authority: http::uri::Authority = s.parse().ok()?;
+    if authority.host().is_empty() || authority.port_u16().is_none_or(|p| p == 0) {
+        return None;
+    }
+    // `user@host` would parse as an authority, but is not an address.
+    if s.contains('@') {
+        return None;
+    }
+    http::Uri::builder()
+        .scheme("http")
+        .authority(authority)
+        .path_and_query("/")
+        .build()
+        .ok()
+}
+
 fn parse_size(s: &str) -> Option<usize> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
@@ -336,6 +412,10 @@ mod tests {
         assert!(c.is_opaque(5432) && c.is_opaque(25) && !c.is_opaque(8080));
         assert_eq!(c.inbound_forward_addr, None);
         assert_eq!(c.cores, 1);
+        assert_eq!(c.destination_addr, None);
+        assert_eq!(c.destination_context, "");
+        assert_eq!(c.discovery_timeout, Duration::from_secs(1));
+        assert_eq!(c.discovery_idle_timeout, Duration::from_secs(60));
     }
 
     #[test]
@@ -354,6 +434,31 @@ mod tests {
             Some("127.0.0.1:8080".parse().unwrap())
         );
         assert_eq!(c.http1_max_header_bytes, 16 * 1024);
+
+        let c = Config::from_env(&env(&[
+            (
+                ENV_DESTINATION_ADDR,
+                "mesh-destination.mesh-system.svc.cluster.local:8086",
+            ),
+            (
+                ENV_DESTINATION_CONTEXT,
+                r#"{"ns":"emojivoto","pod":"web-0"}"#,
+            ),
+            (ENV_DISCOVERY_TIMEOUT, "250ms"),
+            (ENV_DISCOVERY_IDLE_TIMEOUT, "5m"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            c.destination_addr.unwrap().to_string(),
+            "http://mesh-destination.mesh-system.svc.cluster.local:8086/"
+        );
+        assert_eq!(c.destination_context, r#"{"ns":"emojivoto","pod":"web-0"}"#);
+        assert_eq!(c.discovery_timeout, Duration::from_millis(250));
+        assert_eq!(c.discovery_idle_timeout, Duration::from_secs(300));
+        for addr in ["127.0.0.1:8086", "[::1]:8086"] {
+            let c = Config::from_env(&env(&[(ENV_DESTINATION_ADDR, addr)])).unwrap();
+            assert_eq!(c.destination_addr.unwrap().authority().unwrap(), addr);
+        }
     }
 
     #[test]
@@ -369,6 +474,14 @@ mod tests {
             (ENV_CORES, "0"),
             (ENV_HTTP1_MAX_HEADER_BYTES, "1KiB"),
             (ENV_INBOUND_METRICS_AUTHORITY_LABELS, "yes"),
+            (ENV_DESTINATION_ADDR, "controller"),
+            (ENV_DESTINATION_ADDR, "controller:0"),
+            (ENV_DESTINATION_ADDR, "http://controller:8086"),
+            (ENV_DESTINATION_ADDR, "user@controller:8086"),
+            (ENV_DESTINATION_CONTEXT, "ns:default"),
+            (ENV_DESTINATION_CONTEXT, "[1]"),
+            (ENV_DISCOVERY_TIMEOUT, "0s"),
+            (ENV_DISCOVERY_IDLE_TIMEOUT, "60"),
         ];
         for (var, value) in cases {
             let err = Config::from_env(&env(&[(var, value)])).expect_err(value);

@@ -50,6 +50,26 @@ pub struct ResolveFailed {
     pub source: Option<std::io::Error>,
 }
 
+/// Discovery knows the destination and it has no endpoints: failing is right, sending
+/// the request elsewhere would not be.
+#[derive(Debug, thiserror::Error)]
+#[error("no endpoints for {dst}")]
+pub struct NoEndpoints {
+    pub dst: std::sync::Arc<str>,
+}
+
+/// Whether the chain says that connecting failed, so that nothing was sent.
+pub fn is_connect(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if e.is::<ConnectFailed>() || e.is::<ConnectTimeout>() {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
+}
+
 /// Marks a response the proxy made itself, with the `error` label metrics give it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SyntheticResponse(pub &'static str);
@@ -69,6 +89,9 @@ fn condition(err: &(dyn std::error::Error + 'static)) -> (StatusCode, u16, &'sta
         }
         if e.is::<ResolveFailed>() {
             return (StatusCode::BAD_GATEWAY, 14, "resolve");
+        }
+        if e.is::<NoEndpoints>() {
+            return (StatusCode::SERVICE_UNAVAILABLE, 14, "no-endpoints");
         }
         if let Some(h) = e.downcast_ref::<hyper::Error>() {
             if h.is_timeout() {
@@ -92,7 +115,7 @@ pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {
     s
 }
 
-/// Turns an error into the response the client gets: 502 or 504 with a
+/// Turns an error into the response the client gets: 502, 503 or 504 with a
 /// `mesh-proxy-error` header, or for gRPC an HTTP 200 carrying `grpc-status`.
 pub fn respond(err: &(dyn std::error::Error + 'static), grpc: bool) -> Response<ProxyBody> {
     let (status, grpc_code, label) = condition(err);
@@ -176,5 +199,20 @@ mod tests {
         assert_eq!(rsp.headers()["grpc-status"], "4");
         let rsp = respond(&LoopDetected { addr }, true);
         assert_eq!(rsp.headers()["grpc-status"], "14");
+
+        let e = NoEndpoints {
+            dst: "web.emojivoto.svc.cluster.local:80".into(),
+        };
+        let rsp = respond(&e, false);
+        assert_eq!(rsp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            rsp.headers()[PROXY_ERROR_HEADER],
+            "no endpoints for web.emojivoto.svc.cluster.local:80"
+        );
+        assert_eq!(
+            rsp.extensions().get::<SyntheticResponse>(),
+            Some(&SyntheticResponse("no-endpoints"))
+        );
+        assert_eq!(respond(&e, true).headers()["grpc-status"], "14");
     }
 }

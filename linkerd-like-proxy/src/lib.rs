@@ -5,16 +5,19 @@
 //! connection has its protocol detected; HTTP/1 and HTTP/2 (gRPC included) are
 //! served per request through a tower stack that records golden metrics and pools
 //! upstream connections; anything else is copied as opaque TCP. The admin server on
-//! 4191 exposes `/metrics`, `/ready`, `/live` and `/shutdown`.
+//! 4191 exposes `/metrics`, `/ready`, `/live` and `/shutdown`. With a destination
+//! service configured, outbound traffic is balanced over the endpoints it names.
 //!
 //! The proxy never buffers whole bodies, never changes what the application sent
 //! beyond per-connection (hop-by-hop) headers, and never panics on input: every
 //! failure becomes a clean error response or a closed connection.
 
 pub mod admin;
+pub mod balance;
 pub mod classify;
 pub mod config;
 pub mod detect;
+pub mod discover;
 pub mod errors;
 pub mod http;
 pub mod init;
@@ -26,6 +29,7 @@ mod tcp;
 use crate::{
     config::Config,
     detect::Protocol,
+    discover::{Discovery, Dst},
     http::{ConnCtx, Pool},
     io::{MeteredIo, PrefixedIo},
     metrics::{Direction, Metrics, Peer},
@@ -57,6 +61,8 @@ pub struct Proxy {
     pub config: Config,
     pub metrics: Metrics,
     pools: [Pool; 2],
+    /// Outbound discovery, when a destination service is configured.
+    discovery: Option<Discovery>,
     /// Cancelled when the proxy starts draining: listeners stop accepting, HTTP
     /// connections finish their in-flight requests and close.
     pub shutdown: CancellationToken,
@@ -82,6 +88,32 @@ impl Proxy {
 
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
+    }
+
+    /// Outbound discovery, when `MESH_PROXY_DESTINATION_ADDR` is set.
+    pub fn discovery(&self) -> Option<&Discovery> {
+        self.discovery.as_ref()
+    }
+
+    /// Discovery's destination for an outbound `ip:port`, unless discovery is off or
+    /// the address is this host's: loopback, unspecified, multicast, or one of the
+    /// proxy's own listeners (the controller knows nothing useful about those).
+    pub(crate) fn discover_addr(&self, addr: SocketAddr) -> Option<Arc<Dst>> {
+        let discovery = self.discovery.as_ref()?;
+        let ip = addr.ip().to_canonical();
+        if ip.is_loopback()
+            || ip.is_unspecified()
+            || ip.is_multicast()
+            || self.is_own_listener(addr)
+        {
+            return None;
+        }
+        Some(discovery.by_addr(addr))
+    }
+
+    /// Discovery's destination for an outbound `host:port` name, unless discovery is off.
+    pub(crate) fn discover_name(&self, name: &str) -> Option<Arc<Dst>> {
+        Some(self.discovery.as_ref()?.by_name(name))
     }
 }
 
@@ -124,8 +156,10 @@ pub async fn bind(config: Config) -> Result<Bound, BindError> {
         .iter()
         .filter_map(|l| l.local_addr().ok())
         .collect();
+    let discovery = Discovery::new(&config, metrics.clone());
     let proxy = Arc::new(Proxy {
         pools: [pool(Direction::Inbound), pool(Direction::Outbound)],
+        discovery,
         metrics,
         shutdown: CancellationToken::new(),
         tasks: TaskTracker::new(),
@@ -220,7 +254,8 @@ async fn signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
-/// Periodic housekeeping: idle pooled connections and idle metric series.
+/// Periodic housekeeping: idle pooled connections, idle metric series, and idle
+/// discovery destinations (on their own period, from their own idle timeout).
 async fn sweep(proxy: Arc<Proxy>) {
     let every = proxy.config.pool_idle_timeout.max(Duration::from_secs(1));
     // Metric retention in ticks of this loop, rounded up.
@@ -229,12 +264,27 @@ async fn sweep(proxy: Arc<Proxy>) {
         .metrics_retain_idle
         .as_millis()
         .div_ceil(every.as_millis()) as u64;
+    let ticker = |period: Duration| {
+        let mut t = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        t
+    };
+    let mut pools = ticker(every);
+    let mut discovery = proxy.discovery.as_ref().map(|d| ticker(d.sweep_period()));
     loop {
-        tokio::time::sleep(every).await;
-        for p in &proxy.pools {
-            p.sweep();
+        tokio::select! {
+            _ = pools.tick() => {
+                for p in &proxy.pools {
+                    p.sweep();
+                }
+                proxy.metrics.expire(retain);
+            }
+            _ = async { discovery.as_mut()?.tick().await; Some(()) }, if discovery.is_some() => {
+                if let Some(d) = &proxy.discovery {
+                    d.sweep();
+                }
+            }
         }
-        proxy.metrics.expire(retain);
     }
 }
 
@@ -270,15 +320,24 @@ async fn serve_conn(
     };
     tune(&stream);
     let orig_dst = orig_dst::orig_dst(&stream, local);
+    // Outbound traffic that iptables redirected is balanced over what discovery knows
+    // of its original destination. The lookup starts here, so that the answer for a
+    // new destination is usually in by the time detection is done, and it is made
+    // once for all of the connection's requests.
+    let dst = match (direction, orig_dst) {
+        (Direction::Outbound, Some(a)) => proxy.discover_addr(a),
+        _ => None,
+    };
     // Where opaque bytes would go: the original destination, or in explicit inbound
     // mode the configured application address.
     let target = orig_dst.or(match direction {
         Direction::Inbound => proxy.config.inbound_forward_addr,
         Direction::Outbound => None,
     });
-    let conn_metrics = proxy
-        .metrics
-        .tcp_open(direction, Peer::Src, target.unwrap_or(local), false);
+    let conn_metrics =
+        proxy
+            .metrics
+            .tcp_open(direction, Peer::Src, target.unwrap_or(local), false, None);
     let mut io = MeteredIo::new(stream, conn_metrics);
 
     let (protocol, prefix) = match target {
@@ -299,12 +358,13 @@ async fn serve_conn(
             direction,
             orig_dst,
             client,
+            dst,
         };
         http::serve(proxy, conn, io, protocol).await;
         return;
     }
     match target {
-        Some(t) => tcp::forward(&proxy, direction, io, t).await,
+        Some(t) => tcp::forward(&proxy, direction, io, t, dst.as_deref()).await,
         None => {
             tracing::debug!(%client, ?direction, "no destination for a non-HTTP connection; closing")
         }

@@ -1,8 +1,15 @@
 //! Opaque TCP forwarding: bytes copied both ways, each half closed when its reader
 //! sees end-of-stream, so protocols that half-close keep working.
+//!
+//! Outbound with discovery on, each connection goes to an endpoint the balancer picks
+//! (the connection is the unit of load: pending = open connections, latency = connect
+//! time).
 
 use crate::{
-    errors,
+    balance::Load,
+    discover::{Balanced, Dst, Resolved},
+    errors::{self, BoxError},
+    http::Connector,
     io::{MeteredIo, PrefixedIo},
     metrics::Direction,
     Proxy,
@@ -10,21 +17,37 @@ use crate::{
 use std::net::SocketAddr;
 use tokio::net::TcpStream;
 
-/// Forwards `downstream` to `target` until both directions are done. If the target
-/// cannot be reached, the client's connection is reset, as a refused connection would
-/// have been.
+/// Forwards `downstream` to `target` (or, when discovery knows `target`, to one of its
+/// endpoints) until both directions are done. If no upstream can be reached, the
+/// client's connection is reset, as a refused connection would have been.
 pub(crate) async fn forward(
     proxy: &Proxy,
     direction: Direction,
     mut downstream: PrefixedIo<MeteredIo<TcpStream>>,
     target: SocketAddr,
+    dst: Option<&Dst>,
 ) {
-    if proxy.is_own_listener(target) {
-        tracing::warn!(%target, ?direction, "refusing to forward a connection to the proxy itself");
-        return;
-    }
-    let mut upstream = match proxy.pool(direction).connector().connect(target).await {
-        Ok(u) => u,
+    let resolved = match dst {
+        Some(d) => d.resolve().await,
+        None => Resolved::Fallback,
+    };
+    let connector = proxy.pool(direction).connector();
+    let connected = match resolved {
+        Resolved::Fallback => {
+            if proxy.is_own_listener(target) {
+                tracing::warn!(%target, ?direction, "refusing to forward a connection to the proxy itself");
+                return;
+            }
+            connector.connect(target, None).await.map(|u| (u, None))
+        }
+        Resolved::NoEndpoints(dst) => Err(errors::NoEndpoints { dst }.into()),
+        Resolved::Endpoint(b) => connect_balanced(proxy, connector, b)
+            .await
+            .map(|(u, load)| (u, Some(load))),
+    };
+    // The load stays claimed while the connection is open.
+    let (mut upstream, _load) = match connected {
+        Ok(c) => c,
         Err(e) => {
             tracing::debug!(%target, error = %errors::chain(&*e), "opaque connect failed");
             let _ = downstream.get_ref().get_ref().set_zero_linger();
@@ -34,5 +57,120 @@ pub(crate) async fn forward(
     match tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await {
         Ok((up, down)) => tracing::debug!(%target, up, down, "opaque connection closed"),
         Err(e) => tracing::debug!(%target, error = %e, "opaque connection failed"),
+    }
+}
+
+/// Connects to the chosen endpoint, recording the connect time as its latency; if it
+/// cannot be reached, penalizes it and tries one other endpoint.
+pub(crate) async fn connect_balanced(
+    proxy: &Proxy,
+    connector: &Connector,
+    endpoint: Balanced,
+) -> Result<(MeteredIo<TcpStream>, Load), BoxError> {
+    let Balanced { load, dst } = endpoint;
+    let error = match connect(proxy, connector, &load).await {
+        Ok(io) => return Ok((io, load)),
+        Err(e) => e,
+    };
+    let Some(other) = dst.pick_other(load.addr()) else {
+        return Err(error);
+    };
+    drop(load);
+    tracing::debug!(error = %errors::chain(&*error), retry = %other.load.addr(), "endpoint unreachable; trying another");
+    connect(proxy, connector, &other.load)
+        .await
+        .map(|io| (io, other.load))
+}
+
+async fn connect(
+    proxy: &Proxy,
+    connector: &Connector,
+    load: &Load,
+) -> Result<MeteredIo<TcpStream>, BoxError> {
+    let addr = load.addr();
+    if proxy.is_own_listener(addr) {
+        return Err(errors::LoopDetected { addr }.into());
+    }
+    match connector.connect(addr, load.labels()).await {
+        Ok(io) => {
+            load.observe();
+            Ok(io)
+        }
+        Err(e) => {
+            load.penalize();
+            Err(e)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{config::Config, discover::Shared, metrics::Direction};
+    use std::{collections::HashMap, time::Duration};
+
+    #[tokio::test]
+    async fn an_unreachable_endpoint_is_penalized_and_another_tried() {
+        let bound = crate::bind(
+            Config::from_env(&HashMap::from([
+                ("MESH_PROXY_OUTBOUND_LISTEN_ADDR", "127.0.0.1:0"),
+                ("MESH_PROXY_INBOUND_LISTEN_ADDR", "127.0.0.1:0"),
+                ("MESH_PROXY_ADMIN_LISTEN_ADDR", "127.0.0.1:0"),
+            ]))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+        let proxy = bound.proxy();
+        let live = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let live_addr = live.local_addr().unwrap();
+        // Bound, not listening: refused, and the port stays ours.
+        let reserved =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        reserved
+            .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+            .unwrap();
+        let dead = reserved.local_addr().unwrap().as_socket().unwrap();
+        let dst = Shared::for_test("db.test.svc.cluster.local:5432", &[dead, live_addr]);
+        let connector = proxy.pool(Direction::Outbound).connector();
+
+        // The pick lands on the dead endpoint; the connection still gets through.
+        let Resolved::Endpoint(first) = dst.pick(Some(live_addr)) else {
+            panic!("two endpoints")
+        };
+        assert_eq!(first.load.addr(), dead);
+        let (_io, load) = connect_balanced(&proxy, connector, first).await.unwrap();
+        assert_eq!(load.addr(), live_addr);
+        let (dead_ep, live_ep) = (
+            dst.endpoint(dead).unwrap(),
+            dst.endpoint(live_addr).unwrap(),
+        );
+        let now = tokio::time::Instant::now();
+        assert!(dead_ep.estimate(now) > Duration::from_secs(4), "penalized");
+        assert!(
+            live_ep.estimate(now) < Duration::from_secs(1),
+            "connect time recorded"
+        );
+        // Pending: the open connection counts, the failed attempt does not.
+        assert_eq!((dead_ep.pending(), live_ep.pending()), (0, 1));
+        // Later picks avoid the penalized endpoint.
+        for _ in 0..50 {
+            let Resolved::Endpoint(b) = dst.pick(None) else {
+                panic!()
+            };
+            assert_eq!(b.load.addr(), live_addr);
+        }
+        drop(load);
+        assert_eq!(live_ep.pending(), 0);
+
+        // With nowhere else to go, the failure stands.
+        let only = Shared::for_test("db.test.svc.cluster.local:5432", &[dead]);
+        let Resolved::Endpoint(b) = only.pick(None) else {
+            panic!()
+        };
+        let Err(err) = connect_balanced(&proxy, connector, b).await else {
+            panic!("nothing listens there")
+        };
+        assert!(errors::is_connect(&*err), "{err}");
     }
 }

@@ -18,6 +18,7 @@ fn bad_configuration_exits_64_naming_the_variable() {
         ("MESH_PROXY_OUTBOUND_LISTEN_ADDR", "nowhere"),
         ("MESH_PROXY_OPAQUE_PORTS", "1-0"),
         ("MESH_PROXY_LOG", "[[["),
+        ("MESH_PROXY_DESTINATION_ADDR", "controller"),
     ] {
         let out = Command::new(BIN).env(var, value).output().unwrap();
         assert_eq!(out.status.code(), Some(64), "{var}={value}");

@@ -5,12 +5,15 @@
 //! explicit mode asks of them, namely to send outgoing requests to their proxy's outbound
 //! port (see [`super::client`]). Their behaviour is chosen to give the proxy something to
 //! show: a gRPC hop (`web` → `emoji`), a route that fails a share of requests
-//! (`POST /vote/:choice` on `voting`) and a route that is slow (`GET /leaderboard`).
+//! (`POST /vote/:choice` on `voting`) and a route that is slow (`GET /api/leaderboard` on
+//! `web`). The slow route is `web`'s own, not `voting`'s: `voting` runs three replicas
+//! behind a latency-aware balancer, and a route that is slow on every replica would
+//! hide the one replica that is slow on purpose.
 
 use super::{
     client::AppClient,
     grpc::{self, Emoji},
-    topology::{Topology, Workload},
+    topology::{Instance, Topology, Workload, SLOW_REPLICA_DELAY},
 };
 use anyhow::Context as _;
 use bytes::Bytes;
@@ -28,7 +31,6 @@ use std::{
     collections::HashMap,
     convert::Infallible,
     error::Error as StdError,
-    net::SocketAddr,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -39,7 +41,7 @@ use tracing::{debug, warn};
 /// The share of `POST /vote/:choice` requests that `voting` fails with a 500.
 const VOTE_FAILURE_RATE: f64 = 0.25;
 
-/// How long `GET /leaderboard` takes, in milliseconds, uniformly drawn.
+/// How long `web` takes over `GET /api/leaderboard`, in milliseconds, uniformly drawn.
 const LEADERBOARD_DELAY_MS: std::ops::RangeInclusive<u64> = 300..=800;
 
 /// The emoji `emoji` knows, as `(shortcode, unicode)`; the vote-bot votes for these.
@@ -70,9 +72,12 @@ pub(crate) async fn start(
     proxied: bool,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
-    let web_listener = bind(topology, Workload::Web).await?;
-    let emoji_listener = bind(topology, Workload::Emoji).await?;
-    let voting_listener = bind(topology, Workload::Voting).await?;
+    let web_listener = bind(topology.get(Workload::Web)).await?;
+    let emoji_listener = bind(topology.get(Workload::Emoji)).await?;
+    let mut voting_listeners = Vec::new();
+    for replica in topology.replicas(Workload::Voting) {
+        voting_listeners.push((bind(replica).await?, replica.is_slow()));
+    }
 
     let app = Arc::new(Web::new(topology, proxied));
     let svc = service_fn(move |req| app.clone().handle(req));
@@ -90,18 +95,25 @@ pub(crate) async fn start(
     let svc = service_fn(move |req| emoji(catalog.clone(), req));
     tokio::spawn(serve(emoji_listener, true, svc, shutdown.clone()));
 
-    let app = Arc::new(Voting::default());
-    let svc = service_fn(move |req| app.clone().handle(req));
-    tokio::spawn(serve(voting_listener, false, svc, shutdown.clone()));
+    // The replicas share their counts, as replicas of a real service share a database.
+    let counts = Arc::new(Mutex::new(HashMap::new()));
+    for (listener, slow) in voting_listeners {
+        let app = Arc::new(Voting {
+            counts: counts.clone(),
+            extra_delay: slow.then_some(SLOW_REPLICA_DELAY),
+        });
+        let svc = service_fn(move |req| app.clone().handle(req));
+        tokio::spawn(serve(listener, false, svc, shutdown.clone()));
+    }
     Ok(())
 }
 
-async fn bind(topology: &Topology, workload: Workload) -> anyhow::Result<TcpListener> {
-    let addr = topology.get(workload).app;
+async fn bind(instance: &Instance) -> anyhow::Result<TcpListener> {
+    let addr = instance.app;
     TcpListener::bind(addr).await.with_context(|| {
         format!(
             "{} app cannot listen on {addr} (is another demo running? try --base-port)",
-            workload.name()
+            instance.name()
         )
     })
 }
@@ -169,21 +181,20 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> TextResponse {
 struct Web {
     emoji: AppClient,
     voting: AppClient,
-    /// Where `web` addresses `emoji` and `voting`: their proxies' inbound ports when meshed,
-    /// their apps' ports otherwise.
-    emoji_addr: SocketAddr,
-    voting_addr: SocketAddr,
+    /// How `web` addresses `emoji` and `voting`: by service name when meshed (its proxy
+    /// asks the controller where that is), by the (first) app's address otherwise.
+    emoji_addr: String,
+    voting_addr: String,
 }
 
 impl Web {
     fn new(topology: &Topology, proxied: bool) -> Self {
         let outbound = proxied.then_some(topology.get(Workload::Web).outbound);
-        let addr = |w| {
-            let i = topology.get(w);
+        let addr = |w: Workload| {
             if proxied {
-                i.inbound
+                w.authority()
             } else {
-                i.app
+                topology.get(w).app.to_string()
             }
         };
         Self {
@@ -259,6 +270,9 @@ impl Web {
     }
 
     async fn leaderboard(&self) -> anyhow::Result<TextResponse> {
+        // Rendering the leaderboard is slow on purpose: a slow route to show.
+        let delay = rand::thread_rng().gen_range(LEADERBOARD_DELAY_MS);
+        tokio::time::sleep(Duration::from_millis(delay)).await;
         let uri = format!("http://{}/leaderboard", self.voting_addr);
         let rsp = self
             .voting
@@ -353,16 +367,21 @@ fn grpc_response(reply: Result<Vec<u8>, u32>) -> Response<GrpcBody> {
 
 // === voting ===
 
-/// Counts votes; fails some of them and answers the leaderboard slowly, on purpose.
+/// Counts votes and fails some of them, on purpose.
 #[derive(Debug, Default)]
 struct Voting {
-    counts: Mutex<HashMap<String, u64>>,
+    counts: Arc<Mutex<HashMap<String, u64>>>,
+    /// Added to every request on the replica that is slow on purpose.
+    extra_delay: Option<Duration>,
 }
 
 impl Voting {
     async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<TextResponse, Infallible> {
+        if let Some(delay) = self.extra_delay {
+            tokio::time::sleep(delay).await;
+        }
         let rsp = match (req.method(), req.uri().path()) {
-            (&Method::GET, "/leaderboard") => self.leaderboard().await,
+            (&Method::GET, "/leaderboard") => self.leaderboard(),
             (&Method::POST, path) => match path.strip_prefix("/vote/") {
                 Some(choice) if !choice.is_empty() => self.vote(choice),
                 _ => text(StatusCode::NOT_FOUND, "not found\n"),
@@ -386,9 +405,7 @@ impl Voting {
         text(StatusCode::OK, "ok\n")
     }
 
-    async fn leaderboard(&self) -> TextResponse {
-        let delay = rand::thread_rng().gen_range(LEADERBOARD_DELAY_MS);
-        tokio::time::sleep(Duration::from_millis(delay)).await;
+    fn leaderboard(&self) -> TextResponse {
         let mut top: Vec<(String, u64)> = {
             let counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
             counts.iter().map(|(k, v)| (k.clone(), *v)).collect()
@@ -409,7 +426,7 @@ mod tests {
     async fn start_apps() -> (Topology, CancellationToken) {
         const FIRST: u16 = 10_000;
         const SLOTS: u16 = 250;
-        const SPAN: u16 = 40;
+        const SPAN: u16 = 70;
         let first_slot = (std::process::id() % u32::from(SLOTS)) as u16;
         let base = (0..SLOTS)
             .map(|i| FIRST + ((first_slot + i) % SLOTS) * SPAN)

@@ -6,26 +6,29 @@
 //! process behind. The parts, in start-up order:
 //!
 //! 1. [`topology`]: the workloads and their ports, a pure function of `--base-port`;
-//! 2. [`apps`]: `web`, `emoji` and `voting` as hyper servers on tokio tasks in this process;
-//! 3. [`proxy`]: one `mesh-proxy` child per workload, in explicit mode, each awaited on
-//!    `/ready`;
-//! 4. [`traffic`]: the vote-bot, calling `web` through its own proxy.
+//! 2. [`apps`]: `web`, `emoji` and three replicas of `voting` (one slow on purpose) as
+//!    hyper servers on tokio tasks in this process;
+//! 3. [`process`]: `mesh-controller` with the file backend, fed a destinations file that
+//!    maps each service name to its replicas' proxies; awaited on `/ready`;
+//! 4. [`process`]: one `mesh-proxy` child per workload instance, in explicit mode,
+//!    discovering its callees through the controller, each awaited on `/ready`;
+//! 5. [`traffic`]: the vote-bot, calling `web` by name through its own proxy.
 //!
 //! Shutdown (Ctrl-C, SIGTERM or `--duration`) runs in reverse: the vote-bot stops and its
-//! in-flight requests finish, then every proxy gets SIGTERM and is awaited with a deadline,
-//! then the apps go with the runtime. Later parts of the mesh (controller, identity, tap, the
-//! dashboard) slot in as further steps between 1 and 3.
+//! in-flight requests finish, then every child gets SIGTERM and is awaited with a deadline,
+//! then the apps go with the runtime. Later parts of the mesh (identity, tap, the
+//! dashboard) slot in beside the controller.
 
 mod apps;
 mod client;
 mod grpc;
-mod proxy;
+mod process;
 mod topology;
 mod traffic;
 
 use crate::UsageError;
 use anyhow::Context as _;
-use proxy::Proxy;
+use process::Process;
 use std::{
     path::{Path, PathBuf},
     time::Duration,
@@ -46,6 +49,8 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 
 const PROXY_BIN: &str = "mesh-proxy";
 const PROXY_BIN_ENV: &str = "MESH_DEMO_PROXY_BIN";
+const CONTROLLER_BIN: &str = "mesh-controller";
+const CONTROLLER_BIN_ENV: &str = "MESH_DEMO_CONTROLLER_BIN";
 
 /// Flags of `mesh demo`.
 #[derive(Debug, clap::Args)]
@@ -67,8 +72,13 @@ pub struct DemoArgs {
     #[arg(long, value_name = "PATH")]
     proxy_bin: Option<PathBuf>,
 
+    /// The mesh-controller binary [default: next to this executable, else
+    /// $MESH_DEMO_CONTROLLER_BIN, else on PATH].
+    #[arg(long, value_name = "PATH")]
+    controller_bin: Option<PathBuf>,
+
     /// Run the apps without proxies, to debug the demo itself.
-    #[arg(long, hide = true, conflicts_with = "proxy_bin")]
+    #[arg(long, hide = true, conflicts_with_all = ["proxy_bin", "controller_bin"])]
     no_proxy: bool,
 }
 
@@ -78,8 +88,14 @@ pub struct Config {
     topology: Topology,
     rps: u32,
     duration: Option<Duration>,
-    /// `None` with `--no-proxy`.
-    proxy_bin: Option<PathBuf>,
+    /// The proxy and controller binaries; `None` with `--no-proxy`.
+    bins: Option<Bins>,
+}
+
+#[derive(Debug)]
+struct Bins {
+    proxy: PathBuf,
+    controller: PathBuf,
 }
 
 // === impl Config ===
@@ -89,44 +105,57 @@ impl TryFrom<DemoArgs> for Config {
 
     fn try_from(args: DemoArgs) -> Result<Self, UsageError> {
         let topology = Topology::new(args.base_port)?;
-        let proxy_bin = if args.no_proxy {
+        let bins = if args.no_proxy {
             None
         } else {
-            Some(find_proxy_bin(args.proxy_bin)?)
+            Some(Bins {
+                proxy: find_bin(PROXY_BIN, PROXY_BIN_ENV, "--proxy-bin", args.proxy_bin)?,
+                controller: find_bin(
+                    CONTROLLER_BIN,
+                    CONTROLLER_BIN_ENV,
+                    "--controller-bin",
+                    args.controller_bin,
+                )?,
+            })
         };
         Ok(Self {
             topology,
             rps: args.rps,
             duration: args.duration,
-            proxy_bin,
+            bins,
         })
     }
 }
 
-/// Finds mesh-proxy: the flag, else next to this executable (where cargo and the release
-/// archive put it), else `$MESH_DEMO_PROXY_BIN`, else on `PATH`.
-fn find_proxy_bin(flag: Option<PathBuf>) -> Result<PathBuf, UsageError> {
+/// Finds the binary `name`: the flag, else next to this executable (where cargo and the
+/// release archive put it), else `$<env>`, else on `PATH`.
+fn find_bin(
+    name: &str,
+    env: &str,
+    flag_name: &str,
+    flag: Option<PathBuf>,
+) -> Result<PathBuf, UsageError> {
     if let Some(path) = flag {
-        return existing_file(path, "--proxy-bin");
+        return existing_file(path, flag_name);
     }
     let beside_exe = std::env::current_exe()
         .ok()
-        .and_then(|exe| Some(exe.parent()?.join(PROXY_BIN)));
+        .and_then(|exe| Some(exe.parent()?.join(name)));
     if let Some(path) = beside_exe.as_deref().filter(|p| p.is_file()) {
         return Ok(path.to_path_buf());
     }
-    if let Some(path) = std::env::var_os(PROXY_BIN_ENV) {
-        return existing_file(PathBuf::from(path), &format!("${PROXY_BIN_ENV}"));
+    if let Some(path) = std::env::var_os(env) {
+        return existing_file(PathBuf::from(path), &format!("${env}"));
     }
     let on_path = std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
-            .map(|dir| dir.join(PROXY_BIN))
+            .map(|dir| dir.join(name))
             .find(|p| p.is_file())
     });
     on_path.ok_or_else(|| {
         UsageError::new(format!(
-            "{PROXY_BIN} not found next to this executable, in ${PROXY_BIN_ENV} or on PATH; \
-             build it with `cargo build -p mesh-proxy` or pass --proxy-bin"
+            "{name} not found next to this executable, in ${env} or on PATH; \
+             build it with `cargo build --workspace --bins` or pass {flag_name}"
         ))
     })
 }
@@ -171,23 +200,42 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // instead of killing `mesh` with its default action.
     let mut stop = StopSignals::new()?;
     let shutdown = CancellationToken::new();
-    let proxied = config.proxy_bin.is_some();
+    let proxied = config.bins.is_some();
 
     apps::start(&config.topology, proxied, &shutdown).await?;
 
     let log_dir = std::env::temp_dir().join(format!("mesh-demo-{}", std::process::id()));
-    let mut proxies = Vec::new();
+    let mut children = Vec::new();
     let result = async {
-        if let Some(bin) = &config.proxy_bin {
+        if let Some(bins) = &config.bins {
+            let topology = &config.topology;
             std::fs::create_dir_all(&log_dir)
                 .with_context(|| format!("create {}", log_dir.display()))?;
-            for instance in config.topology.instances() {
-                proxies.push(Proxy::spawn(bin, instance, &log_dir)?);
-            }
+            let file = log_dir.join("destinations.yaml");
+            std::fs::write(&file, topology.destinations_yaml())
+                .with_context(|| format!("write {}", file.display()))?;
             let deadline = Instant::now() + READY_TIMEOUT;
             let ready = async {
-                for proxy in &proxies {
-                    proxy.wait_ready(deadline).await?;
+                // The controller first: a proxy asked for a name it cannot resolve yet
+                // would answer 502 until the controller came up.
+                let controller = Process::spawn(
+                    "controller".into(),
+                    process::controller(&bins.controller, &file, topology),
+                    topology.controller().admin,
+                    &log_dir,
+                )?;
+                children.push(controller);
+                children[0].wait_ready(deadline).await?;
+                for instance in topology.instances() {
+                    children.push(Process::spawn(
+                        format!("{}-proxy", instance.name()),
+                        process::proxy(&bins.proxy, instance, topology),
+                        instance.admin,
+                        &log_dir,
+                    )?);
+                }
+                for child in &children[1..] {
+                    child.wait_ready(deadline).await?;
                 }
                 anyhow::Ok(())
             };
@@ -217,8 +265,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 info!("--duration elapsed, stopping");
                 Ok(())
             }
-            (proxy, status) = first_exit(&proxies) => {
-                Err(proxy.failure(&format!("exited unexpectedly ({status})")))
+            (child, status) = first_exit(&children) => {
+                Err(child.failure(&format!("exited unexpectedly ({status})")))
             }
         };
         shutdown.cancel();
@@ -228,8 +276,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     .await;
 
-    // Whatever happened above, no proxy may outlive the demo.
-    proxy::stop_all(&proxies, STOP_GRACE).await;
+    // Whatever happened above, no child may outlive the demo.
+    process::stop_all(&children, STOP_GRACE).await;
     shutdown.cancel();
     // A clean run with nothing logged should not leave a directory in /tmp every time;
     // logs that say something, or a failed run, are kept for the user to read.
@@ -239,10 +287,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     result
 }
 
-/// Whether every file in `dir` is empty (`false` if it cannot be read).
+/// Whether every log in `dir` is empty (`false` if it cannot be read).
 fn all_empty(dir: &Path) -> bool {
     std::fs::read_dir(dir).is_ok_and(|mut entries| {
-        entries.all(|e| e.and_then(|e| e.metadata()).is_ok_and(|m| m.len() == 0))
+        entries.all(|e| {
+            e.is_ok_and(|e| {
+                e.path().extension().is_none_or(|x| x != "log")
+                    || e.metadata().is_ok_and(|m| m.len() == 0)
+            })
+        })
     })
 }
 
@@ -258,13 +311,27 @@ fn print_banner(config: &Config, log_dir: Option<&Path>) {
     print!("{}", config.topology.render(log_dir.is_some()));
     println!();
     println!(
-        "  voting fails ~25% of POST /vote/:choice and answers GET /leaderboard in 300-800 ms"
+        "  voting fails ~25% of POST /vote/:choice; web answers GET /api/leaderboard in 300-800 ms"
     );
+    if log_dir.is_some() {
+        let slow = config
+            .topology
+            .replicas(Workload::Voting)
+            .find(|i| i.is_slow())
+            .map(|i| i.name())
+            .unwrap_or_default();
+        println!(
+            "  voting has {} replicas; {slow} answers {} ms slower, so web's proxy sends it less \
+             (see dst_pod in web's metrics)",
+            topology::VOTING_REPLICAS,
+            topology::SLOW_REPLICA_DELAY.as_millis()
+        );
+    }
     println!("  vote-bot sends {} requests/s to web", config.rps);
     println!("  try:  curl http://{web_addr}/api/list");
     match log_dir {
         Some(dir) => println!(
-            "  proxy logs: {}/<workload>-proxy.log (removed at exit if empty)",
+            "  logs: {}/<name>.log (removed at exit if empty)",
             dir.display()
         ),
         None => println!("  running WITHOUT proxies (--no-proxy)"),
@@ -282,8 +349,8 @@ async fn sleep_or_forever(duration: Option<Duration>) {
     }
 }
 
-/// Completes when any proxy exits, with that proxy and how it exited; never, if none run.
-async fn first_exit(proxies: &[Proxy]) -> (&Proxy, String) {
+/// Completes when any child exits, with that child and how it exited; never, if none run.
+async fn first_exit(proxies: &[Process]) -> (&Process, String) {
     if proxies.is_empty() {
         return std::future::pending().await;
     }

@@ -5,7 +5,12 @@
 //! owns a block of [`PORTS_PER_INSTANCE`] consecutive ports; only the first four are used
 //! today, the rest are reserved so that later additions (a tap port, say) do not shift
 //! anybody's addresses. Callers come first and replicas are appended, so adding a replica
-//! leaves the existing blocks where they were.
+//! leaves the existing blocks where they were; the controller's block comes last.
+//!
+//! Inside the mesh, workloads call each other by service name
+//! (`voting.demo.svc.cluster.local`), as they would in Kubernetes; the controller's
+//! destinations file ([`Topology::destinations_yaml`]) maps those names to the proxies'
+//! inbound ports.
 
 use crate::UsageError;
 use std::{
@@ -15,6 +20,16 @@ use std::{
 
 /// Ports in each instance's block: app, proxy inbound, proxy outbound, proxy admin, spare.
 pub(crate) const PORTS_PER_INSTANCE: u16 = 10;
+
+/// The Kubernetes-style namespace the demo's services live in.
+pub(crate) const NAMESPACE: &str = "demo";
+
+/// How many replicas of `voting` run; the last one is slow on purpose, so that latency-aware
+/// balancing has something to show.
+pub(crate) const VOTING_REPLICAS: u16 = 3;
+
+/// How much longer the slow `voting` replica takes over every request.
+pub(crate) const SLOW_REPLICA_DELAY: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// The lowest base port accepted: below it are privileged ports the demo should not need.
 const MIN_BASE_PORT: u16 = 1024;
@@ -36,6 +51,8 @@ pub(crate) enum Workload {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Instance {
     pub(crate) workload: Workload,
+    /// Which copy of the workload this is, from 0.
+    pub(crate) replica: u16,
     /// Where the app listens. The vote-bot has no server, but its proxy still needs an
     /// inbound forward address, so it is given one that nothing listens on.
     pub(crate) app: SocketAddr,
@@ -47,10 +64,20 @@ pub(crate) struct Instance {
     pub(crate) admin: SocketAddr,
 }
 
-/// Every instance in the demo, in port order.
+/// Every instance in the demo, in port order, and the controller.
 #[derive(Clone, Debug)]
 pub(crate) struct Topology {
     instances: Vec<Instance>,
+    controller: Controller,
+}
+
+/// Where the demo's `mesh-controller` listens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Controller {
+    /// The destination gRPC service (8086 in a cluster).
+    pub(crate) destination: SocketAddr,
+    /// `/metrics`, `/ready`, `/live` (9990 in a cluster).
+    pub(crate) admin: SocketAddr,
 }
 
 // === impl Workload ===
@@ -69,6 +96,29 @@ impl Workload {
     pub(crate) fn has_server(self) -> bool {
         !matches!(self, Self::VoteBot)
     }
+
+    /// The name its callers use inside the mesh, with the port its service exposes.
+    pub(crate) fn authority(self) -> String {
+        format!("{}.{NAMESPACE}.svc.cluster.local:80", self.name())
+    }
+}
+
+// === impl Instance ===
+
+impl Instance {
+    /// The instance's pod name: the workload's name, with the replica number where the
+    /// workload has several.
+    pub(crate) fn name(&self) -> String {
+        match self.workload {
+            Workload::Voting => format!("{}-{}", self.workload.name(), self.replica),
+            w => w.name().to_string(),
+        }
+    }
+
+    /// Whether this is the replica that answers slowly on purpose.
+    pub(crate) fn is_slow(&self) -> bool {
+        self.workload == Workload::Voting && self.replica == VOTING_REPLICAS - 1
+    }
 }
 
 // === impl Topology ===
@@ -76,13 +126,14 @@ impl Workload {
 impl Topology {
     /// Lays the demo out from `base_port`, or explains why the ports do not fit.
     pub(crate) fn new(base_port: u16) -> Result<Self, UsageError> {
-        let workloads = [
-            Workload::VoteBot,
-            Workload::Web,
-            Workload::Emoji,
-            Workload::Voting,
+        let mut workloads = vec![
+            (Workload::VoteBot, 0),
+            (Workload::Web, 0),
+            (Workload::Emoji, 0),
         ];
-        let span = PORTS_PER_INSTANCE * workloads.len() as u16;
+        workloads.extend((0..VOTING_REPLICAS).map(|r| (Workload::Voting, r)));
+        // One more block for the controller.
+        let span = PORTS_PER_INSTANCE * (workloads.len() as u16 + 1);
         if base_port < MIN_BASE_PORT || base_port.checked_add(span - 1).is_none() {
             return Err(UsageError::new(format!(
                 "--base-port {base_port} is out of range: the demo uses {span} consecutive ports, \
@@ -96,21 +147,72 @@ impl Topology {
                 base_port + slot * PORTS_PER_INSTANCE + offset,
             ))
         };
-        let instances = (0u16..)
+        let instances: Vec<Instance> = (0u16..)
             .zip(workloads)
-            .map(|(slot, workload)| Instance {
+            .map(|(slot, (workload, replica))| Instance {
                 workload,
+                replica,
                 app: port(slot, 0),
                 inbound: port(slot, 1),
                 outbound: port(slot, 2),
                 admin: port(slot, 3),
             })
             .collect();
-        Ok(Self { instances })
+        let slot = instances.len() as u16;
+        let controller = Controller {
+            destination: port(slot, 0),
+            admin: port(slot, 3),
+        };
+        Ok(Self {
+            instances,
+            controller,
+        })
+    }
+
+    /// How many consecutive ports the demo uses from its base port.
+    #[cfg(test)]
+    pub(crate) fn span(&self) -> u16 {
+        PORTS_PER_INSTANCE * (self.instances.len() as u16 + 1)
     }
 
     pub(crate) fn instances(&self) -> &[Instance] {
         &self.instances
+    }
+
+    pub(crate) fn controller(&self) -> Controller {
+        self.controller
+    }
+
+    /// Every instance of `workload`.
+    pub(crate) fn replicas(&self, workload: Workload) -> impl Iterator<Item = &Instance> {
+        self.instances
+            .iter()
+            .filter(move |i| i.workload == workload)
+    }
+
+    /// The controller's destinations file: one service per serving workload, whose
+    /// endpoints are its instances' proxies (inbound ports), labelled as Kubernetes pods
+    /// of a deployment would be.
+    pub(crate) fn destinations_yaml(&self) -> String {
+        let mut out = String::from(
+            "# Written by `mesh demo`: where each demo service's replicas are.\nservices:\n",
+        );
+        for workload in [Workload::Web, Workload::Emoji, Workload::Voting] {
+            let name = workload.name();
+            let _ = writeln!(
+                out,
+                "  - name: {name}\n    namespace: {NAMESPACE}\n    endpoints:"
+            );
+            for i in self.replicas(workload) {
+                let _ = writeln!(
+                    out,
+                    "      - address: \"{}\"\n        labels: {{pod: {}, deployment: {name}, serviceaccount: {name}}}",
+                    i.inbound,
+                    i.name()
+                );
+            }
+        }
+        out
     }
 
     /// The (first) instance of `workload`.
@@ -145,7 +247,19 @@ impl Topology {
             let _ = writeln!(
                 out,
                 "{:<10} {app:<16} {inbound:<16} {outbound:<16} {metrics}",
-                i.workload.name()
+                i.name()
+            );
+        }
+        if proxied {
+            let c = self.controller;
+            let _ = writeln!(
+                out,
+                "{:<10} {:<16} {:<16} {:<16} http://{}/metrics",
+                "controller",
+                "-",
+                c.destination.to_string(),
+                "-",
+                c.admin
             );
         }
         out
@@ -165,13 +279,49 @@ mod tests {
         assert_eq!(web.outbound.port(), 7012);
         assert_eq!(web.admin.port(), 7013);
         assert_eq!(t.get(Workload::Voting).admin.port(), 7033);
+        let voting: Vec<u16> = t.replicas(Workload::Voting).map(|i| i.app.port()).collect();
+        assert_eq!(voting, [7030, 7040, 7050]);
+        assert_eq!(t.controller().destination.port(), 7060);
+        assert_eq!(t.controller().admin.port(), 7063);
+        assert_eq!(t.span(), 70);
+        assert!(t.replicas(Workload::Voting).last().unwrap().is_slow());
+        assert_eq!(
+            t.replicas(Workload::Voting).filter(|i| i.is_slow()).count(),
+            1
+        );
+    }
+
+    #[test]
+    fn destinations_name_every_replica_behind_its_proxy() {
+        let t = Topology::new(7000).expect("7000 fits");
+        let yaml = t.destinations_yaml();
+        assert!(
+            yaml.contains("  - name: voting\n    namespace: demo\n"),
+            "{yaml}"
+        );
+        for (port, pod) in [(7031, "voting-0"), (7041, "voting-1"), (7051, "voting-2")] {
+            assert!(
+                yaml.contains(&format!(
+                    "address: \"127.0.0.1:{port}\"\n        labels: {{pod: {pod}, deployment: voting, serviceaccount: voting}}"
+                )),
+                "{yaml}"
+            );
+        }
+        assert!(
+            !yaml.contains("vote-bot"),
+            "the vote-bot serves nothing: {yaml}"
+        );
+        assert_eq!(
+            Workload::Voting.authority(),
+            "voting.demo.svc.cluster.local:80"
+        );
     }
 
     #[test]
     fn rejects_base_ports_that_do_not_fit() {
         assert!(Topology::new(80).is_err());
-        assert!(Topology::new(u16::MAX - 38).is_err());
-        assert!(Topology::new(u16::MAX - 39).is_ok());
+        assert!(Topology::new(u16::MAX - 68).is_err());
+        assert!(Topology::new(u16::MAX - 69).is_ok());
     }
 
     #[test]
@@ -182,7 +332,10 @@ WORKLOAD   APP              INBOUND          OUTBOUND         METRICS
 vote-bot   -                127.0.0.1:7001   127.0.0.1:7002   http://127.0.0.1:7003/metrics
 web        127.0.0.1:7010   127.0.0.1:7011   127.0.0.1:7012   http://127.0.0.1:7013/metrics
 emoji      127.0.0.1:7020   127.0.0.1:7021   127.0.0.1:7022   http://127.0.0.1:7023/metrics
-voting     127.0.0.1:7030   127.0.0.1:7031   127.0.0.1:7032   http://127.0.0.1:7033/metrics
+voting-0   127.0.0.1:7030   127.0.0.1:7031   127.0.0.1:7032   http://127.0.0.1:7033/metrics
+voting-1   127.0.0.1:7040   127.0.0.1:7041   127.0.0.1:7042   http://127.0.0.1:7043/metrics
+voting-2   127.0.0.1:7050   127.0.0.1:7051   127.0.0.1:7052   http://127.0.0.1:7053/metrics
+controller -                127.0.0.1:7060   -                http://127.0.0.1:7063/metrics
 ";
         assert_eq!(t.render(true), expected);
     }

@@ -54,7 +54,11 @@ pub(crate) async fn run(topology: Topology, proxied: bool, rps: u32, shutdown: C
     let bot = topology.get(Workload::VoteBot);
     let web = topology.get(Workload::Web);
     let client = AppClient::http1(proxied.then_some(bot.outbound));
-    let web = if proxied { web.inbound } else { web.app };
+    let web = if proxied {
+        Workload::Web.authority()
+    } else {
+        web.app.to_string()
+    };
 
     let mut schedule = tokio::time::interval(Duration::from_secs(1) / rps.max(1));
     // After a stall, carry on at the set rate rather than bursting to catch up.
@@ -73,7 +77,7 @@ pub(crate) async fn run(topology: Topology, proxied: bool, rps: u32, shutdown: C
                     continue;
                 }
                 let (route, path) = pick();
-                let (client, counts) = (client.clone(), counts.clone());
+                let (client, counts, web) = (client.clone(), counts.clone(), web.clone());
                 in_flight.spawn(async move {
                     let ok = send(&client, format!("http://{web}{path}")).await;
                     let counters = if ok { &counts.ok } else { &counts.failed };

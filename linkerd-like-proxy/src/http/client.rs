@@ -7,7 +7,8 @@
 
 use super::{body::ProxyBody, strip_hop_by_hop, upgrade, BoxFuture, Target};
 use crate::{
-    errors::{BoxError, ConnectFailed, ConnectTimeout, UpstreamFailed},
+    discover::Balanced,
+    errors::{is_connect, BoxError, ConnectFailed, ConnectTimeout, NoEndpoints, UpstreamFailed},
     io::MeteredIo,
     metrics::{Direction, Metrics, Peer},
     Proxy,
@@ -63,10 +64,13 @@ impl Service<Request<Incoming>> for Forward {
         let direction = self.direction;
         Box::pin(async move {
             let pool = proxy.pool(direction);
-            let target = req
+            let mut target = req
                 .extensions_mut()
                 .remove::<Target>()
                 .ok_or("request reached Forward unrouted")?;
+            if let Some(dst) = target.no_endpoints.take() {
+                return Err(NoEndpoints { dst }.into());
+            }
             if upgrade::is_upgrade(&req) {
                 return upgrade::forward(&proxy, pool, &target, req).await;
             }
@@ -75,12 +79,67 @@ impl Service<Request<Incoming>> for Forward {
             if target.explicit && !h2 {
                 to_origin_form(&mut req);
             }
-            let mut rsp = pool.send(target.addr, h2, req).await?;
+            let mut rsp = match target.endpoint.take() {
+                None => pool
+                    .send(target.addr, None, h2, req)
+                    .await
+                    .map_err(|e| e.error)?,
+                Some(endpoint) => send_balanced(pool, endpoint, h2, req).await?,
+            };
             // The upstream connection's own framing and lifetime (`connection: close`)
             // say nothing about the client's connection.
             strip_hop_by_hop(rsp.headers_mut());
             Ok(rsp)
         })
+    }
+}
+
+/// Sends a request to the endpoint the balancer chose, recording its latency to the
+/// response headers. If the endpoint cannot be reached, nothing was sent, so the
+/// request is retried once on another endpoint, and the unreachable one is penalized
+/// so that later picks avoid it until discovery removes it or it recovers.
+///
+/// The request stays counted in the metrics of the endpoint first chosen (the metrics
+/// layer above labelled it before it was sent); the TCP metrics show where the
+/// connection that carried it went.
+async fn send_balanced(
+    pool: &Pool,
+    endpoint: Balanced,
+    h2: bool,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, BoxError> {
+    let Balanced { load, dst } = endpoint;
+    let (req, error) = match pool.send(load.addr(), load.labels(), h2, req).await {
+        Ok(rsp) => {
+            load.observe();
+            return Ok(rsp);
+        }
+        Err(SendError {
+            error,
+            unsent: Some(req),
+        }) if is_connect(&*error) => (req, error),
+        Err(e) => return Err(e.error),
+    };
+    load.penalize();
+    let Some(other) = dst.pick_other(load.addr()) else {
+        return Err(error);
+    };
+    drop(load);
+    tracing::debug!(error = %crate::errors::chain(&*error), retry = %other.load.addr(), "endpoint unreachable; trying another");
+    match pool
+        .send(other.load.addr(), other.load.labels(), h2, req)
+        .await
+    {
+        Ok(rsp) => {
+            other.load.observe();
+            Ok(rsp)
+        }
+        Err(e) => {
+            if is_connect(&*e.error) {
+                other.load.penalize();
+            }
+            Err(e.error)
+        }
     }
 }
 
@@ -114,7 +173,13 @@ pub(crate) struct Connector {
 }
 
 impl Connector {
-    pub(crate) async fn connect(&self, addr: SocketAddr) -> Result<MeteredIo<TcpStream>, BoxError> {
+    /// Connects to `addr`, counted in the `tcp_*{peer="dst"}` series with the
+    /// endpoint's `dst_*` labels, if any.
+    pub(crate) async fn connect(
+        &self,
+        addr: SocketAddr,
+        dst: Option<&Arc<str>>,
+    ) -> Result<MeteredIo<TcpStream>, BoxError> {
         let stream = match tokio::time::timeout(self.timeout, TcpStream::connect(addr)).await {
             Err(_) => {
                 return Err(ConnectTimeout {
@@ -129,7 +194,7 @@ impl Connector {
         crate::tune(&stream);
         let m = self
             .metrics
-            .tcp_open(self.direction, Peer::Dst, addr, false);
+            .tcp_open(self.direction, Peer::Dst, addr, false, dst);
         Ok(MeteredIo::new(stream, m))
     }
 }
@@ -157,6 +222,22 @@ pub(crate) struct Endpoint {
     /// share one connection instead of racing to open several.
     h2_connecting: tokio::sync::Mutex<()>,
     last_used: AtomicU64,
+}
+
+/// A request that could not be sent, and the request itself when none of it went
+/// out (so that it may be sent elsewhere).
+pub(crate) struct SendError {
+    pub(crate) error: BoxError,
+    pub(crate) unsent: Option<Request<Incoming>>,
+}
+
+impl SendError {
+    fn sent(error: impl Into<BoxError>) -> Self {
+        Self {
+            error: error.into(),
+            unsent: None,
+        }
+    }
 }
 
 /// An HTTP/1 connection on loan to one response; [`GiveBack::release`] returns it.
@@ -210,17 +291,20 @@ impl Pool {
         (ep, epoch)
     }
 
+    /// Sends `req` to `addr` on a pooled connection, opening one (labelled with `dst`)
+    /// if needed.
     pub(crate) async fn send(
         &self,
         addr: SocketAddr,
+        dst: Option<&Arc<str>>,
         h2: bool,
         req: Request<Incoming>,
-    ) -> Result<Response<ProxyBody>, BoxError> {
+    ) -> Result<Response<ProxyBody>, SendError> {
         let (ep, epoch) = self.endpoint(addr, h2);
         if h2 {
-            self.send_h2(&ep, req).await
+            self.send_h2(&ep, dst, req).await
         } else {
-            self.send_h1(ep, epoch, req).await
+            self.send_h1(ep, epoch, dst, req).await
         }
     }
 
@@ -228,12 +312,21 @@ impl Pool {
         &self,
         ep: Arc<Endpoint>,
         epoch: u64,
+        dst: Option<&Arc<str>>,
         mut req: Request<Incoming>,
-    ) -> Result<Response<ProxyBody>, BoxError> {
+    ) -> Result<Response<ProxyBody>, SendError> {
         loop {
             let (mut sender, reused) = match Self::checkout_h1(&ep).await {
                 Some(s) => (s, true),
-                None => (self.connect_h1(ep.addr).await?, false),
+                None => match self.connect_h1(ep.addr, dst).await {
+                    Ok(s) => (s, false),
+                    Err(error) => {
+                        return Err(SendError {
+                            error,
+                            unsent: Some(req),
+                        })
+                    }
+                },
             };
             match sender.try_send_request(req).await {
                 Ok(rsp) => {
@@ -249,11 +342,10 @@ impl Pool {
                     // nothing was sent, so sending on another connection is safe.
                     Some(r) if reused => req = r,
                     _ => {
-                        return Err(UpstreamFailed {
+                        return Err(SendError::sent(UpstreamFailed {
                             addr: ep.addr,
                             source: e.into_error(),
-                        }
-                        .into())
+                        }))
                     }
                 },
             }
@@ -273,8 +365,12 @@ impl Pool {
         }
     }
 
-    async fn connect_h1(&self, addr: SocketAddr) -> Result<http1::SendRequest<Incoming>, BoxError> {
-        let io = self.connector.connect(addr).await?;
+    async fn connect_h1(
+        &self,
+        addr: SocketAddr,
+        dst: Option<&Arc<str>>,
+    ) -> Result<http1::SendRequest<Incoming>, BoxError> {
+        let io = self.connector.connect(addr, dst).await?;
         let (sender, conn) = http1::Builder::new()
             .handshake(TokioIo::new(io))
             .await
@@ -290,8 +386,9 @@ impl Pool {
     async fn send_h2(
         &self,
         ep: &Endpoint,
+        dst: Option<&Arc<str>>,
         req: Request<Incoming>,
-    ) -> Result<Response<ProxyBody>, BoxError> {
+    ) -> Result<Response<ProxyBody>, SendError> {
         let mut sender = match Self::open_h2(ep) {
             Some(s) => s,
             None => {
@@ -299,25 +396,29 @@ impl Pool {
                 // Another request may have connected while this one waited.
                 match Self::open_h2(ep) {
                     Some(s) => s,
-                    None => {
-                        let s = self.connect_h2(ep.addr).await?;
-                        *lock(&ep.h2) = Some(s.clone());
-                        s
-                    }
+                    None => match self.connect_h2(ep.addr, dst).await {
+                        Ok(s) => {
+                            *lock(&ep.h2) = Some(s.clone());
+                            s
+                        }
+                        Err(error) => {
+                            return Err(SendError {
+                                error,
+                                unsent: Some(req),
+                            })
+                        }
+                    },
                 }
             }
         };
-        sender.ready().await.map_err(|source| UpstreamFailed {
-            addr: ep.addr,
-            source,
-        })?;
-        let rsp = sender
-            .send_request(req)
-            .await
-            .map_err(|source| UpstreamFailed {
+        let failed = |source| {
+            SendError::sent(UpstreamFailed {
                 addr: ep.addr,
                 source,
-            })?;
+            })
+        };
+        sender.ready().await.map_err(failed)?;
+        let rsp = sender.send_request(req).await.map_err(failed)?;
         Ok(rsp.map(|b| ProxyBody::upstream(b, None)))
     }
 
@@ -325,8 +426,12 @@ impl Pool {
         lock(&ep.h2).as_ref().filter(|s| !s.is_closed()).cloned()
     }
 
-    async fn connect_h2(&self, addr: SocketAddr) -> Result<http2::SendRequest<Incoming>, BoxError> {
-        let io = self.connector.connect(addr).await?;
+    async fn connect_h2(
+        &self,
+        addr: SocketAddr,
+        dst: Option<&Arc<str>>,
+    ) -> Result<http2::SendRequest<Incoming>, BoxError> {
+        let io = self.connector.connect(addr, dst).await?;
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .keep_alive_interval(Duration::from_secs(10))

@@ -70,9 +70,13 @@ where
     fn call(&mut self, req: Request<Incoming>) -> Self::Future {
         let start = Instant::now();
         let handle = req.extensions().get::<Target>().map(|t| {
-            let h = self
-                .metrics
-                .http(self.direction, t.addr, false, t.authority.as_deref());
+            let h = self.metrics.http(
+                self.direction,
+                t.addr,
+                false,
+                t.authority.as_deref(),
+                t.dst_labels(),
+            );
             h.request();
             h
         });

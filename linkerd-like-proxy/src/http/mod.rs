@@ -2,7 +2,7 @@
 //! hyper, and sends each request through a stack of tower middleware to a pooled
 //! upstream connection.
 //!
-//! The stack, outermost first (see [`serve`]):
+//! The stack, outermost first (see `serve`):
 //! `Route` (which address does this request go to?) →
 //! `Metrics` (golden metrics, seeing every response, synthetic ones too) →
 //! `Rescue` (errors become 502/504 or a gRPC status) →
@@ -32,7 +32,12 @@ pub(crate) fn client_connector(
 }
 pub use self::metrics::MeteredBody;
 
-use crate::{detect::Protocol, metrics::Direction, Proxy};
+use crate::{
+    detect::Protocol,
+    discover::{Balanced, Dst},
+    metrics::Direction,
+    Proxy,
+};
 use http::{header, HeaderMap, HeaderName};
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
@@ -51,6 +56,9 @@ pub(crate) struct ConnCtx {
     /// The address the client meant to reach, when iptables redirected it.
     pub(crate) orig_dst: Option<SocketAddr>,
     pub(crate) client: SocketAddr,
+    /// Discovery's destination for `orig_dst` (outbound, discovery on), looked up once
+    /// for all of the connection's requests.
+    pub(crate) dst: Option<Arc<Dst>>,
 }
 
 /// Where one request goes, decided by `Route` and read by the layers below it.
@@ -62,6 +70,19 @@ pub(crate) struct Target {
     /// The client addressed the proxy itself (explicit HTTP proxy mode), so an
     /// absolute-form request must become origin-form before it goes upstream.
     pub(crate) explicit: bool,
+    /// The endpoint discovery chose (`addr` is its address), held as pending until
+    /// the response headers arrive.
+    pub(crate) endpoint: Option<Balanced>,
+    /// Discovery knows the destination, by this name, and it has no endpoints: the
+    /// request fails with 503 below the metrics layer, so that it is counted.
+    pub(crate) no_endpoints: Option<Arc<str>>,
+}
+
+impl Target {
+    /// The chosen endpoint's `dst_*` metric labels.
+    pub(crate) fn dst_labels(&self) -> Option<&Arc<str>> {
+        self.endpoint.as_ref().and_then(|e| e.load.labels())
+    }
 }
 
 /// Serves one HTTP connection until it ends, or until shutdown drains it.

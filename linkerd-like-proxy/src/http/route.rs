@@ -4,12 +4,19 @@
 //! A redirected connection goes to its original destination, whatever the request
 //! says: the application chose that address and the proxy is transparent. A request
 //! sent to the proxy itself (explicit mode) goes to the authority it names.
+//!
+//! Outbound, with discovery on, that destination (`ip:port`, or the authority's
+//! `host:port`) is looked up in discovery, and each request goes to the endpoint the
+//! balancer picks; the pick is made here, so that the metrics layer below labels the
+//! request with the endpoint. A destination discovery does not know goes where it
+//! would have gone without discovery (the original destination, or DNS).
 
 use super::{BoxFuture, ConnCtx, MeteredBody, Target};
-use crate::{errors, metrics::Direction, Proxy};
+use crate::{discover::Resolved, errors, metrics::Direction, Proxy};
 use http::{header, Request, Response, Uri};
 use hyper::body::Incoming;
 use std::{
+    borrow::Cow,
     convert::Infallible,
     net::{IpAddr, SocketAddr},
     sync::Arc,
@@ -112,10 +119,32 @@ async fn target(
     req: &Request<Incoming>,
 ) -> Result<Target, http::Response<super::ProxyBody>> {
     let named = authority(req);
-    let (addr, explicit) = match (conn.orig_dst, conn.direction) {
-        (Some(dst), _) => (dst, false),
+    let mut endpoint = None;
+    let mut no_endpoints = None;
+    let mut label = None;
+    // Where the request goes, the port the client meant (for the `authority` label),
+    // and whether the client addressed the proxy itself.
+    let (addr, port, explicit) = match (conn.orig_dst, conn.direction) {
+        (Some(dst), _) => {
+            let addr = match &conn.dst {
+                None => dst,
+                Some(d) => match d.resolve().await {
+                    Resolved::Fallback => dst,
+                    Resolved::Endpoint(b) => {
+                        let a = b.load.addr();
+                        endpoint = Some(b);
+                        a
+                    }
+                    Resolved::NoEndpoints(path) => {
+                        no_endpoints = Some(path);
+                        dst
+                    }
+                },
+            };
+            (addr, dst.port(), false)
+        }
         (None, Direction::Inbound) => match proxy.config.inbound_forward_addr {
-            Some(a) => (a, false),
+            Some(a) => (a, a.port(), false),
             None => return Err(errors::bad_request("no inbound target configured")),
         },
         (None, Direction::Outbound) => {
@@ -125,30 +154,74 @@ async fn target(
             let Some((host, port)) = host_port(named, req.uri()) else {
                 return Err(errors::bad_request("invalid authority"));
             };
-            (
-                resolve(&host, port, named)
+            // The `authority` label (always on outbound), which is also, in the
+            // common case, the discovery key: one allocation for both.
+            let authority = label.insert(with_port(named, port));
+            let ip = host.parse::<IpAddr>().ok();
+            let dst = match ip {
+                Some(ip) => proxy.discover_addr(SocketAddr::new(ip, port)),
+                None if proxy.discovery().is_some() => {
+                    proxy.discover_name(&name_key(authority, &host, port))
+                }
+                None => None,
+            };
+            let resolved = match dst {
+                Some(d) => d.resolve().await,
+                None => Resolved::Fallback,
+            };
+            let addr = match resolved {
+                Resolved::Fallback => resolve(&host, port, named)
                     .await
                     .map_err(|e| errors::respond(&e, false))?,
-                true,
-            )
+                Resolved::Endpoint(b) => {
+                    let a = b.load.addr();
+                    endpoint = Some(b);
+                    a
+                }
+                Resolved::NoEndpoints(path) => {
+                    no_endpoints = Some(path);
+                    // There is no address: the series says so.
+                    SocketAddr::new(ip.unwrap_or(IpAddr::from([0, 0, 0, 0])), port)
+                }
+            };
+            (addr, port, true)
         }
     };
-    if proxy.is_own_listener(addr) {
+    if no_endpoints.is_none() && proxy.is_own_listener(addr) {
         let e = errors::LoopDetected { addr };
         return Err(errors::respond(&e, crate::classify::is_grpc(req.headers())));
     }
-    let label = match conn.direction {
+    let labelled = match conn.direction {
         Direction::Outbound => true,
         Direction::Inbound => proxy.config.inbound_authority_labels,
     };
-    let authority = label
-        .then(|| named.map(|a| with_port(a, addr.port())))
-        .flatten();
+    let authority = label.or_else(|| {
+        labelled
+            .then(|| named.map(|a| with_port(a, port)))
+            .flatten()
+    });
     Ok(Target {
         addr,
         authority,
         explicit,
+        endpoint,
+        no_endpoints,
     })
+}
+
+/// The discovery key for a requested name: `host:port` in lowercase, as the
+/// destination service expects it; borrowed from the request when it already is one.
+fn name_key<'a>(authority: &'a str, host: &str, port: u16) -> Cow<'a, str> {
+    let as_is = authority
+        .strip_prefix(host)
+        .and_then(|rest| rest.strip_prefix(':'))
+        .is_some_and(|p| p.parse::<u16>().ok() == Some(port) && !p.starts_with('0'))
+        && !authority.bytes().any(|b| b.is_ascii_uppercase());
+    if as_is {
+        Cow::Borrowed(authority)
+    } else {
+        Cow::Owned(format!("{}:{port}", host.to_ascii_lowercase()))
+    }
 }
 
 /// The authority with an explicit port, as Linkerd labels it.
@@ -187,7 +260,26 @@ mod tests {
         assert_eq!(&*with_port("web:80", 8080), "web:80");
         assert_eq!(&*with_port("[::1]", 80), "[::1]:80");
         assert_eq!(&*with_port("[::1]:81", 80), "[::1]:81");
-        assert_eq!(&*with_port("10.1.2.3", 9), "10.1.2.3:9");
+        assert_eq!(&*with_port("198.18.102.3", 9), "198.18.102.3:9");
+    }
+
+    #[test]
+    fn name_keys_are_lowercase_with_a_port() {
+        fn key(a: &str) -> Cow<'_, str> {
+            let (host, port) = host_port(a, &"/".parse().unwrap()).unwrap();
+            name_key(a, &host, port)
+        }
+        assert!(matches!(
+            key("web.ns.svc.cluster.local:80"),
+            Cow::Borrowed(_)
+        ));
+        assert_eq!(
+            key("web.ns.svc.cluster.local:80"),
+            "web.ns.svc.cluster.local:80"
+        );
+        assert_eq!(key("web"), "web:80");
+        assert_eq!(key("Web.NS:8080"), "web.ns:8080");
+        assert_eq!(key("web:080"), "web:80");
     }
 
     #[test]

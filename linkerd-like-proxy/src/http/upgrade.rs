@@ -40,7 +40,7 @@ pub(crate) async fn forward(
     let connect = req.method() == Method::CONNECT;
 
     if connect && target.explicit {
-        let mut upstream = connector.connect(target.addr).await?;
+        let mut upstream = connector.connect(target.addr, target.dst_labels()).await?;
         proxy.tasks.spawn(async move {
             match downstream.await {
                 Ok(down) => {
@@ -56,7 +56,7 @@ pub(crate) async fn forward(
     }
 
     let addr = target.addr;
-    let io = connector.connect(addr).await?;
+    let io = connector.connect(addr, target.dst_labels()).await?;
     let (mut sender, conn) = http1::Builder::new()
         .handshake(TokioIo::new(io))
         .await

@@ -70,10 +70,13 @@ impl Peer {
 #[derive(Clone, Default)]
 pub struct Metrics(Arc<Registry>);
 
-/// HTTP series by (direction, target, tls), then by authority label.
-type HttpSeries = HashMap<(Direction, SocketAddr, bool), HashMap<Box<str>, Arc<HttpTarget>>>;
-/// TCP series by (direction, peer, target, tls).
-type TcpSeries = HashMap<(Direction, Peer, SocketAddr, bool), Arc<TcpTarget>>;
+/// HTTP series by (direction, target, tls), then by authority label, then by the
+/// endpoint's pre-rendered `dst_*` labels (almost always one per authority, so a
+/// short list compared by pointer first).
+type HttpSeries = HashMap<(Direction, SocketAddr, bool), HashMap<Box<str>, Vec<HttpByDst>>>;
+type HttpByDst = (Option<Arc<str>>, Arc<HttpTarget>);
+/// TCP series by (direction, peer, target, tls, `dst_*` labels).
+type TcpSeries = HashMap<(Direction, Peer, SocketAddr, bool, Option<Arc<str>>), Arc<TcpTarget>>;
 /// A simple per-target TCP family: name, type, help, and how to read it.
 type TcpFamily = (
     &'static str,
@@ -88,6 +91,7 @@ struct Registry {
     tcp: Mutex<TcpSeries>,
     detect: [[AtomicU64; Protocol::ALL.len()]; 2],
     process: process::Process,
+    discovery: DiscoveryGauges,
     /// Ticks once per [`Metrics::expire`]; series remember the epoch they were last
     /// used in, so that idle ones can go without a clock read per request.
     epoch: AtomicU64,
@@ -117,27 +121,139 @@ fn push_label(out: &mut String, key: &str, value: &str) {
     out.push('"');
 }
 
+/// Appends pre-rendered labels, if any.
+fn push_dst(out: &mut String, dst: Option<&Arc<str>>) {
+    if let Some(d) = dst.filter(|d| !d.is_empty()) {
+        out.push(',');
+        out.push_str(d);
+    }
+}
+
+fn same_labels(a: Option<&Arc<str>>, b: Option<&Arc<str>>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
+        _ => false,
+    }
+}
+
+/// Renders discovery's metric labels for one endpoint, once, as the `dst_*` labels of
+/// its outbound series: the destination's labels (`namespace`, `service`) and the
+/// endpoint's own (`pod`, `deployment`, `serviceaccount`...), the endpoint's winning a
+/// clash. Names become valid Prometheus names (`app.kubernetes.io/name` →
+/// `dst_app_kubernetes_io_name`), sorted; the first of two names that sanitize alike
+/// wins. `None` when there are no labels.
+pub fn dst_labels<'a>(
+    set: impl IntoIterator<Item = (&'a String, &'a String)>,
+    endpoint: impl IntoIterator<Item = (&'a String, &'a String)>,
+) -> Option<Arc<str>> {
+    let mut merged: std::collections::BTreeMap<&str, &str> = set
+        .into_iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    merged.extend(endpoint.into_iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let mut names: std::collections::BTreeMap<String, &str> = Default::default();
+    for (k, v) in merged {
+        let name: String = "dst_"
+            .chars()
+            .chain(k.chars().map(|c| {
+                if c.is_ascii_alphanumeric() || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            }))
+            .collect();
+        names.entry(name).or_insert(v);
+    }
+    if names.is_empty() {
+        return None;
+    }
+    let mut out = String::new();
+    for (k, v) in &names {
+        push_label(&mut out, k, v);
+    }
+    Some(out.into())
+}
+
+// === impl DiscoveryGauges ===
+
+/// What discovery holds: destinations being resolved and their endpoints. Rendered
+/// only when discovery is on.
+#[derive(Default)]
+pub(crate) struct DiscoveryGauges {
+    enabled: std::sync::atomic::AtomicBool,
+    destinations: AtomicI64,
+    endpoints: AtomicI64,
+}
+
+impl DiscoveryGauges {
+    pub(crate) fn enable(&self) {
+        self.enabled.store(true, Relaxed);
+    }
+
+    pub(crate) fn destinations(&self, delta: i64) {
+        self.destinations.fetch_add(delta, Relaxed);
+    }
+
+    pub(crate) fn endpoints(&self, delta: i64) {
+        self.endpoints.fetch_add(delta, Relaxed);
+    }
+
+    fn encode(&self, out: &mut String) {
+        if !self.enabled.load(Relaxed) {
+            return;
+        }
+        header(
+            out,
+            "outbound_discovery_destinations",
+            "gauge",
+            "Destinations the proxy is resolving through the destination service.",
+        );
+        let _ = writeln!(
+            out,
+            "outbound_discovery_destinations {}",
+            self.destinations.load(Relaxed)
+        );
+        header(
+            out,
+            "outbound_discovery_endpoints",
+            "gauge",
+            "Endpoints the destination service gave for those destinations.",
+        );
+        let _ = writeln!(
+            out,
+            "outbound_discovery_endpoints {}",
+            self.endpoints.load(Relaxed)
+        );
+    }
+}
+
 impl Metrics {
     pub fn new() -> Self {
         Self::default()
     }
 
     /// The HTTP series for requests to `target_addr` with the given authority
-    /// (`None` where the authority is not a label, as on inbound by default).
+    /// (`None` where the authority is not a label, as on inbound by default) and the
+    /// endpoint's rendered `dst_*` labels (see [`dst_labels`]).
     pub fn http(
         &self,
         direction: Direction,
         target_addr: SocketAddr,
         tls: bool,
         authority: Option<&str>,
+        dst: Option<&Arc<str>>,
     ) -> Arc<HttpTarget> {
         let mut http = lock(&self.0.http);
         let by_authority = http.entry((direction, target_addr, tls)).or_default();
         let key = authority.unwrap_or("");
         let epoch = self.0.epoch.load(Relaxed);
-        if let Some(t) = by_authority.get(key) {
-            t.seen.store(epoch, Relaxed);
-            return t.clone();
+        if let Some(by_dst) = by_authority.get(key) {
+            if let Some((_, t)) = by_dst.iter().find(|(d, _)| same_labels(d.as_ref(), dst)) {
+                t.seen.store(epoch, Relaxed);
+                return t.clone();
+            }
         }
         let mut labels = String::new();
         push_label(&mut labels, "direction", direction.as_str());
@@ -146,32 +262,40 @@ impl Metrics {
         }
         push_label(&mut labels, "target_addr", &target_addr.to_string());
         push_label(&mut labels, "tls", if tls { "true" } else { "false" });
+        push_dst(&mut labels, dst);
         let t = Arc::new(HttpTarget {
             labels,
             requests: AtomicU64::new(0),
             responses: Mutex::default(),
             seen: AtomicU64::new(epoch),
         });
-        by_authority.insert(key.into(), t.clone());
+        by_authority
+            .entry(key.into())
+            .or_default()
+            .push((dst.cloned(), t.clone()));
         t
     }
 
     /// Opens a TCP connection's metrics; dropping the returned handle records its close.
+    /// `dst` is the endpoint's rendered `dst_*` labels, for connections the proxy
+    /// opens to an endpoint discovery chose.
     pub fn tcp_open(
         &self,
         direction: Direction,
         peer: Peer,
         target_addr: SocketAddr,
         tls: bool,
+        dst: Option<&Arc<str>>,
     ) -> TcpConn {
         let target = lock(&self.0.tcp)
-            .entry((direction, peer, target_addr, tls))
+            .entry((direction, peer, target_addr, tls, dst.cloned()))
             .or_insert_with(|| {
                 let mut labels = String::new();
                 push_label(&mut labels, "direction", direction.as_str());
                 push_label(&mut labels, "peer", peer.as_str());
                 push_label(&mut labels, "target_addr", &target_addr.to_string());
                 push_label(&mut labels, "tls", if tls { "true" } else { "false" });
+                push_dst(&mut labels, dst);
                 Arc::new(TcpTarget {
                     labels,
                     ..TcpTarget::default()
@@ -195,7 +319,10 @@ impl Metrics {
         let now = self.0.epoch.fetch_add(1, Relaxed) + 1;
         let stale = |seen: &AtomicU64| now.saturating_sub(seen.load(Relaxed)) > retain;
         lock(&self.0.http).retain(|_, by_authority| {
-            by_authority.retain(|_, t| Arc::strong_count(t) > 1 || !stale(&t.seen));
+            by_authority.retain(|_, by_dst| {
+                by_dst.retain(|(_, t)| Arc::strong_count(t) > 1 || !stale(&t.seen));
+                !by_dst.is_empty()
+            });
             !by_authority.is_empty()
         });
         lock(&self.0.tcp).retain(|_, t| Arc::strong_count(t) > 1 || !stale(&t.seen));
@@ -232,13 +359,23 @@ impl Metrics {
                 );
             }
         }
+        self.0.discovery.encode(&mut out);
         self.0.process.encode(&mut out);
         out
     }
 
+    pub(crate) fn discovery(&self) -> &DiscoveryGauges {
+        &self.0.discovery
+    }
+
     fn encode_http(&self, out: &mut String) {
         let http = lock(&self.0.http);
-        let targets: Vec<&Arc<HttpTarget>> = http.values().flat_map(HashMap::values).collect();
+        let targets: Vec<&Arc<HttpTarget>> = http
+            .values()
+            .flat_map(HashMap::values)
+            .flatten()
+            .map(|(_, t)| t)
+            .collect();
         header(
             out,
             "request_total",

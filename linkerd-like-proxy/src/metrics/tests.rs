@@ -12,6 +12,7 @@ fn http_series_render_with_linkerd_labels() {
         addr(),
         false,
         Some("web.default.svc.cluster.local:8080"),
+        None,
     );
     t.request();
     t.request();
@@ -34,6 +35,7 @@ fn http_series_render_with_linkerd_labels() {
         addr(),
         false,
         Some("web.default.svc.cluster.local:8080"),
+        None,
     );
     assert!(Arc::ptr_eq(&t, &again));
 
@@ -79,7 +81,7 @@ fn histogram_bucket_edges() {
 #[test]
 fn tcp_connections_count_bytes_and_closes() {
     let m = Metrics::new();
-    let mut c = m.tcp_open(Direction::Inbound, Peer::Src, addr(), false);
+    let mut c = m.tcp_open(Direction::Inbound, Peer::Src, addr(), false, None);
     c.read(10);
     c.wrote(7);
     {
@@ -88,7 +90,7 @@ fn tcp_connections_count_bytes_and_closes() {
     }
     c.error(&std::io::Error::from_raw_os_error(104));
     drop(c);
-    let c2 = m.tcp_open(Direction::Inbound, Peer::Src, addr(), false);
+    let c2 = m.tcp_open(Direction::Inbound, Peer::Src, addr(), false, None);
     drop(c2);
     let text = m.encode();
     let l = r#"direction="inbound",peer="src",target_addr="198.18.0.2:8080",tls="false""#;
@@ -106,7 +108,7 @@ fn tcp_connections_count_bytes_and_closes() {
 #[test]
 fn label_values_are_escaped() {
     let m = Metrics::new();
-    m.http(Direction::Outbound, addr(), false, Some("a\"b\\c\nd"))
+    m.http(Direction::Outbound, addr(), false, Some("a\"b\\c\nd"), None)
         .request();
     let text = m.encode();
     assert!(text.contains(r#"authority="a\"b\\c\nd""#), "{text}");
@@ -126,10 +128,10 @@ fn detection_outcomes_are_counted() {
 #[test]
 fn idle_series_expire_but_held_ones_stay() {
     let m = Metrics::new();
-    m.http(Direction::Outbound, addr(), false, Some("once:80"))
+    m.http(Direction::Outbound, addr(), false, Some("once:80"), None)
         .request();
-    let held = m.http(Direction::Outbound, addr(), false, Some("held:80"));
-    let conn = m.tcp_open(Direction::Inbound, Peer::Src, addr(), false);
+    let held = m.http(Direction::Outbound, addr(), false, Some("held:80"), None);
+    let conn = m.tcp_open(Direction::Inbound, Peer::Src, addr(), false, None);
     m.expire(1);
     assert!(
         m.encode().contains("authority=\"once:80\""),
@@ -150,7 +152,7 @@ fn idle_series_expire_but_held_ones_stay() {
     // it was last opened long ago.
     drop(held);
     drop(conn);
-    m.http(Direction::Outbound, addr(), false, Some("held:80"))
+    m.http(Direction::Outbound, addr(), false, Some("held:80"), None)
         .request();
     m.expire(1);
     let text = m.encode();
@@ -158,4 +160,82 @@ fn idle_series_expire_but_held_ones_stay() {
     assert!(!text.contains("tcp_open_connections{"), "{text}");
     m.expire(1);
     assert!(!m.encode().contains("held:80"));
+}
+
+#[test]
+fn dst_labels_are_merged_sanitized_and_sorted() {
+    let set: HashMap<String, String> = [("namespace", "emojivoto"), ("service", "web-svc")]
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .into();
+    let endpoint: HashMap<String, String> = [
+        ("pod", "web-0"),
+        ("deployment", "web"),
+        ("app.kubernetes.io/name", "we\"b"),
+        ("namespace", "override"),
+    ]
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .into();
+    let labels = dst_labels(&set, &endpoint).unwrap();
+    assert_eq!(
+        &*labels,
+        r#"dst_app_kubernetes_io_name="we\"b",dst_deployment="web",dst_namespace="override",dst_pod="web-0",dst_service="web-svc""#
+    );
+    assert_eq!(dst_labels(&HashMap::new(), &HashMap::new()), None);
+}
+
+#[test]
+fn dst_labels_split_series() {
+    let m = Metrics::new();
+    let web0: Arc<str> = r#"dst_pod="web-0""#.into();
+    let web1: Arc<str> = r#"dst_pod="web-1""#.into();
+    let a = m.http(
+        Direction::Outbound,
+        addr(),
+        false,
+        Some("web:80"),
+        Some(&web0),
+    );
+    let b = m.http(
+        Direction::Outbound,
+        addr(),
+        false,
+        Some("web:80"),
+        Some(&web1),
+    );
+    let plain = m.http(Direction::Outbound, addr(), false, Some("web:80"), None);
+    assert!(!Arc::ptr_eq(&a, &b) && !Arc::ptr_eq(&a, &plain));
+    // An equal label string (not the same allocation) finds the same series.
+    let again: Arc<str> = r#"dst_pod="web-0""#.into();
+    assert!(Arc::ptr_eq(
+        &a,
+        &m.http(
+            Direction::Outbound,
+            addr(),
+            false,
+            Some("web:80"),
+            Some(&again)
+        )
+    ));
+    a.request();
+    let _c = m.tcp_open(Direction::Outbound, Peer::Dst, addr(), false, Some(&web1));
+    let text = m.encode();
+    assert!(
+        text.contains(r#"request_total{direction="outbound",authority="web:80",target_addr="198.18.0.2:8080",tls="false",dst_pod="web-0"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"tcp_open_total{direction="outbound",peer="dst",target_addr="198.18.0.2:8080",tls="false",dst_pod="web-1"} 1"#),
+        "{text}"
+    );
+    // Discovery's gauges appear only when discovery is on.
+    assert!(!text.contains("outbound_discovery"), "{text}");
+    m.discovery().enable();
+    m.discovery().destinations(2);
+    m.discovery().endpoints(5);
+    let text = m.encode();
+    assert!(
+        text.contains("outbound_discovery_destinations 2\n"),
+        "{text}"
+    );
+    assert!(text.contains("outbound_discovery_endpoints 5\n"), "{text}");
 }

@@ -2,6 +2,8 @@
 //! backend that speaks HTTP/1 and HTTP/2, a TCP echo server, and raw-socket helpers.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod controller;
+
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
@@ -164,6 +166,90 @@ async fn handle(mut req: Request<Incoming>) -> Result<Response<Body>, Infallible
         _ => Response::new(full("hello\n")),
     };
     Ok(rsp)
+}
+
+/// A backend that counts its requests and answers each, after `delay`, with
+/// `200` and its name; [`Counted::stop`] closes its listener and every connection.
+pub struct Counted {
+    pub addr: SocketAddr,
+    pub name: &'static str,
+    hits: Arc<std::sync::atomic::AtomicUsize>,
+    tasks: Arc<std::sync::Mutex<tokio::task::JoinSet<()>>>,
+}
+
+impl Counted {
+    pub async fn start(name: &'static str, delay: Duration) -> Self {
+        Self::start_on("127.0.0.1:0".parse().unwrap(), name, delay).await
+    }
+
+    pub async fn start_on(addr: SocketAddr, name: &'static str, delay: Duration) -> Self {
+        let listener = TcpListener::bind(addr).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let tasks = Arc::new(std::sync::Mutex::new(tokio::task::JoinSet::new()));
+        let (h, t) = (hits.clone(), tasks.clone());
+        tasks.lock().unwrap().spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let _ = stream.set_nodelay(true);
+                let h = h.clone();
+                t.lock().unwrap().spawn(async move {
+                    let svc = hyper::service::service_fn(move |_req: Request<Incoming>| {
+                        h.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        async move {
+                            tokio::time::sleep(delay).await;
+                            Ok::<_, Infallible>(Response::new(full(name)))
+                        }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Self {
+            addr,
+            name,
+            hits,
+            tasks,
+        }
+    }
+
+    pub fn hits(&self) -> usize {
+        self.hits.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Stops listening and drops every connection.
+    pub fn stop(&self) {
+        self.tasks.lock().unwrap().abort_all();
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// An address where connections are refused, reserved for as long as the returned
+/// socket lives (bound, not listening), so that no other test can take the port.
+pub fn refusing() -> (SocketAddr, socket2::Socket) {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    let addr = sock.local_addr().unwrap().as_socket().unwrap();
+    (addr, sock)
+}
+
+/// Waits until `f` holds, polling, or fails the test after 15s.
+pub async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while !f() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 /// Binds a loopback port and runs `handle` on each connection it accepts.

@@ -1,8 +1,8 @@
 //! What the orchestrator reads from and does to the system: per-process CPU and memory
-//! from /proc, commands, and the [`Guard`] that owns everything the benchmark starts.
+//! from /proc (shared with the discovery benchmark, in the library's `sys`), commands,
+//! and the [`Guard`] that owns everything the benchmark starts.
 
 use anyhow::{bail, Context as _};
-use serde::{Deserialize, Serialize};
 use std::{
     path::Path,
     process::{Child, Command, Stdio},
@@ -10,132 +10,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-/// One reading of a process.
-#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
-pub(crate) struct Sample {
-    /// CPU time of all the process's threads, in ns (`/proc/PID/task/*/schedstat`).
-    pub(crate) cpu_ns: u64,
-    /// utime and stime in clock ticks (`/proc/PID/stat`): only 10 ms resolution, but
-    /// they split user from kernel time.
-    pub(crate) utime_ticks: u64,
-    pub(crate) stime_ticks: u64,
-    /// VmRSS in KiB.
-    pub(crate) rss_kib: u64,
-    /// VmHWM (peak RSS over the process's life) in KiB.
-    pub(crate) hwm_kib: u64,
-}
-
-pub(crate) fn sample(pid: u32) -> anyhow::Result<Sample> {
-    let proc = Path::new("/proc").join(pid.to_string());
-    let stat = std::fs::read_to_string(proc.join("stat"))
-        .with_context(|| format!("reading /proc/{pid}/stat"))?;
-    // Fields after the command name (which may hold spaces) start at field 3 (state).
-    let after = stat.rsplit_once(')').context("malformed stat")?.1;
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    let (utime_ticks, stime_ticks) = (tick(11), tick(12));
-
-    let mut cpu_ns = 0;
-    for task in std::fs::read_dir(proc.join("task"))?.flatten() {
-        if let Ok(s) = std::fs::read_to_string(task.path().join("schedstat")) {
-            cpu_ns += s
-                .split_whitespace()
-                .next()
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0);
-        }
-    }
-
-    let status = std::fs::read_to_string(proc.join("status"))?;
-    let kib = |key: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(key))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    Ok(Sample {
-        utime_ticks,
-        stime_ticks,
-        cpu_ns,
-        rss_kib: kib("VmRSS:"),
-        hwm_kib: kib("VmHWM:"),
-    })
-}
-
-/// The whole machine's CPU counters (`/proc/stat`, first line), in ns.
-#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
-pub(crate) struct MachineSample {
-    /// Everything but idle and iowait, all CPUs.
-    pub(crate) busy_ns: u64,
-    pub(crate) softirq_ns: u64,
-    /// Time the hypervisor ran something else while a vCPU wanted to run.
-    pub(crate) steal_ns: u64,
-}
-
-pub(crate) fn machine_sample() -> anyhow::Result<MachineSample> {
-    let stat = std::fs::read_to_string("/proc/stat")?;
-    let line = stat
-        .lines()
-        .find(|l| l.starts_with("cpu "))
-        .context("no cpu line in /proc/stat")?;
-    let f: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .map(|v| v.parse().unwrap_or(0))
-        .collect();
-    let get = |i: usize| f.get(i).copied().unwrap_or(0);
-    // user nice system idle iowait irq softirq steal (guest time is already in user).
-    let busy = get(0) + get(1) + get(2) + get(5) + get(6) + get(7);
-    let ns = 1_000_000_000 / clock_ticks_per_sec().max(1);
-    Ok(MachineSample {
-        busy_ns: busy * ns,
-        softirq_ns: get(6) * ns,
-        steal_ns: get(7) * ns,
-    })
-}
-
-/// Cores in use by the whole machine over `d`.
-pub(crate) fn machine_busy_cores(d: Duration) -> anyhow::Result<f64> {
-    let a = machine_sample()?;
-    std::thread::sleep(d);
-    let b = machine_sample()?;
-    Ok(b.busy_ns.saturating_sub(a.busy_ns) as f64 / d.as_nanos() as f64)
-}
-
-pub(crate) fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-pub(crate) fn clock_ticks_per_sec() -> u64 {
-    static TICKS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    *TICKS.get_or_init(clock_ticks_per_sec_uncached)
-}
-
-fn clock_ticks_per_sec_uncached() -> u64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100)
-}
-
-/// The process's name as the kernel has it (to check `ip netns exec` and `setpriv`
-/// exec'd rather than forked).
-pub(crate) fn comm(pid: u32) -> String {
-    std::fs::read_to_string(format!("/proc/{pid}/comm"))
-        .unwrap_or_default()
-        .trim()
-        .to_string()
-}
+pub(crate) use mesh_integration_tests::sys::{
+    clock_ticks_per_sec, comm, loadavg, machine_busy_cores, machine_sample, sample, MachineSample,
+    Sample,
+};
 
 /// Runs a command to completion; fails with its stderr if it fails.
 pub(crate) fn run(program: &str, args: &[&str]) -> anyhow::Result<String> {

@@ -1,6 +1,7 @@
-//! The demo's `mesh-proxy` child processes: one per workload instance, in explicit mode.
+//! The demo's child processes: one `mesh-controller` (file backend) and one `mesh-proxy`
+//! per workload instance, in explicit mode.
 //!
-//! Lifecycle: [`Proxy::spawn`] starts the child and hands it to a supervisor task, which
+//! Lifecycle: [`Process::spawn`] starts the child and hands it to a supervisor task, which
 //! alone owns the `Child`: it reaps the process and is the only one to signal it, so a
 //! signal can never reach a recycled pid. The [`Proxy`] handle talks to the supervisor
 //! through channels. Every child is spawned with `kill_on_drop`, so if the supervisor is
@@ -11,7 +12,10 @@
 //! `mesh`, which then stops traffic before the proxies, instead of every proxy dying at
 //! once under the apps' in-flight requests.
 
-use super::{client::AppClient, topology::Instance};
+use super::{
+    client::AppClient,
+    topology::{Instance, Topology, NAMESPACE},
+};
 use anyhow::Context as _;
 use http_body_util::Full;
 use hyper::Request;
@@ -43,10 +47,10 @@ const _: () = assert!(
 /// How many lines of a failed proxy's log are shown.
 const LOG_TAIL_LINES: usize = 20;
 
-/// A running (or exited) `mesh-proxy` child.
+/// A running (or exited) child: the controller or a proxy.
 #[derive(Debug)]
-pub(crate) struct Proxy {
-    name: &'static str,
+pub(crate) struct Process {
+    name: String,
     admin: SocketAddr,
     log: PathBuf,
     signals: mpsc::UnboundedSender<Signal>,
@@ -54,56 +58,95 @@ pub(crate) struct Proxy {
     exit: watch::Receiver<Option<String>>,
 }
 
-// === impl Proxy ===
+/// The command line of the proxy of `instance`: explicit mode, discovering its callees
+/// through the controller.
+pub(crate) fn proxy(bin: &Path, instance: &Instance, topology: &Topology) -> Command {
+    let mut cmd = Command::new(bin);
+    cmd.env(
+        "MESH_PROXY_INBOUND_LISTEN_ADDR",
+        instance.inbound.to_string(),
+    )
+    .env("MESH_PROXY_INBOUND_FORWARD_ADDR", instance.app.to_string())
+    .env(
+        "MESH_PROXY_OUTBOUND_LISTEN_ADDR",
+        instance.outbound.to_string(),
+    )
+    .env("MESH_PROXY_ADMIN_LISTEN_ADDR", instance.admin.to_string())
+    .env(
+        "MESH_PROXY_DESTINATION_ADDR",
+        topology.controller().destination.to_string(),
+    )
+    // Who is asking, as an injected pod's proxy says it: short names such as
+    // `voting` resolve in the pod's own namespace.
+    .env(
+        "MESH_PROXY_DESTINATION_CONTEXT",
+        format!(r#"{{"ns":"{NAMESPACE}","pod":"{}"}}"#, instance.name()),
+    )
+    .env("MESH_PROXY_LOG", "warn")
+    // The proxy's own drain must end before `stop_all` gives up and kills it, so a
+    // stuck connection costs a clean exit, not a SIGKILL.
+    .env(
+        "MESH_PROXY_SHUTDOWN_GRACE_PERIOD",
+        format!("{}ms", PROXY_GRACE.as_millis()),
+    );
+    cmd
+}
 
-impl Proxy {
-    /// Starts `bin` as the proxy of `instance`, with its output going to a file in `log_dir`.
-    pub(crate) fn spawn(bin: &Path, instance: &Instance, log_dir: &Path) -> anyhow::Result<Self> {
-        let name = instance.workload.name();
-        let log = log_dir.join(format!("{name}-proxy.log"));
+/// The command line of the controller: the destination service, from `file`.
+pub(crate) fn controller(bin: &Path, file: &Path, topology: &Topology) -> Command {
+    let addrs = topology.controller();
+    let mut cmd = Command::new(bin);
+    cmd.arg("--backend")
+        .arg("file")
+        .arg("--file")
+        .arg(file)
+        .arg("--destination-addr")
+        .arg(addrs.destination.to_string())
+        .arg("--admin-addr")
+        .arg(addrs.admin.to_string())
+        .env("MESH_LOG", "warn");
+    cmd
+}
+
+// === impl Process ===
+
+impl Process {
+    /// Starts `cmd` as `name`, whose admin server is at `admin`, with its output going to
+    /// `<name>.log` in `log_dir`.
+    pub(crate) fn spawn(
+        name: String,
+        mut cmd: Command,
+        admin: SocketAddr,
+        log_dir: &Path,
+    ) -> anyhow::Result<Self> {
+        let log = log_dir.join(format!("{name}.log"));
         let stderr = File::create(&log).with_context(|| format!("create {}", log.display()))?;
         let stdout = stderr.try_clone().context("duplicate log file handle")?;
+        let bin = cmd.as_std().get_program().to_string_lossy().into_owned();
 
-        let child = Command::new(bin)
-            .env(
-                "MESH_PROXY_INBOUND_LISTEN_ADDR",
-                instance.inbound.to_string(),
-            )
-            .env("MESH_PROXY_INBOUND_FORWARD_ADDR", instance.app.to_string())
-            .env(
-                "MESH_PROXY_OUTBOUND_LISTEN_ADDR",
-                instance.outbound.to_string(),
-            )
-            .env("MESH_PROXY_ADMIN_LISTEN_ADDR", instance.admin.to_string())
-            .env("MESH_PROXY_LOG", "warn")
-            // The proxy's own drain must end before `stop_all` gives up and kills it, so a
-            // stuck connection costs a clean exit, not a SIGKILL.
-            .env(
-                "MESH_PROXY_SHUTDOWN_GRACE_PERIOD",
-                format!("{}ms", PROXY_GRACE.as_millis()),
-            )
+        let child = cmd
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr)
             .process_group(0)
             .kill_on_drop(true)
             .spawn()
-            .with_context(|| format!("start {} for {name}", bin.display()))?;
-        debug!(workload = name, pid = ?child.id(), "proxy started");
+            .with_context(|| format!("start {bin} as {name}"))?;
+        debug!(name = %name, pid = ?child.id(), "started");
 
         let (signals, signals_rx) = mpsc::unbounded_channel();
         let (exit_tx, exit) = watch::channel(None);
         tokio::spawn(supervise(child, signals_rx, exit_tx));
         Ok(Self {
             name,
-            admin: instance.admin,
+            admin,
             log,
             signals,
             exit,
         })
     }
 
-    /// Waits until `GET /ready` answers 200; fails, with the proxy's log, if it exits first
+    /// Waits until `GET /ready` answers 200; fails, with the child's log, if it exits first
     /// or `deadline` passes.
     pub(crate) async fn wait_ready(&self, deadline: Instant) -> anyhow::Result<()> {
         let client = AppClient::http1(None);
@@ -113,8 +156,8 @@ impl Proxy {
                 let req = Request::get(&uri).body(Full::default())?;
                 match client.request(req).await {
                     Ok(rsp) if rsp.status().is_success() => return anyhow::Ok(()),
-                    Ok(rsp) => debug!(workload = self.name, status = %rsp.status(), "not ready"),
-                    Err(error) => debug!(workload = self.name, %error, "not ready"),
+                    Ok(rsp) => debug!(name = %self.name, status = %rsp.status(), "not ready"),
+                    Err(error) => debug!(name = %self.name, %error, "not ready"),
                 }
                 tokio::time::sleep(READY_POLL).await;
             }
@@ -150,7 +193,7 @@ impl Proxy {
         let _ = self.signals.send(signal);
     }
 
-    /// An error naming this proxy and what went wrong, with the end of its log.
+    /// An error naming this child and what went wrong, with the end of its log.
     pub(crate) fn failure(&self, what: &str) -> anyhow::Error {
         let log = std::fs::read(&self.log)
             .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
@@ -158,7 +201,7 @@ impl Proxy {
         let lines: Vec<&str> = log.lines().collect();
         let tail = lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n");
         anyhow::anyhow!(
-            "the {} proxy {what}; end of {}:\n{tail}",
+            "{} {what}; end of {}:\n{tail}",
             self.name,
             self.log.display()
         )
@@ -192,9 +235,9 @@ async fn supervise(
     exit.send_replace(Some(status));
 }
 
-/// Stops every proxy: SIGTERM to all at once (they drain in parallel), then wait until
+/// Stops every child: SIGTERM to all at once (they drain in parallel), then wait until
 /// `grace` has passed; whoever is still running then is killed.
-pub(crate) async fn stop_all(proxies: &[Proxy], grace: Duration) {
+pub(crate) async fn stop_all(proxies: &[Process], grace: Duration) {
     if proxies.is_empty() {
         return;
     }
@@ -204,12 +247,12 @@ pub(crate) async fn stop_all(proxies: &[Proxy], grace: Duration) {
     let deadline = Instant::now() + grace;
     for proxy in proxies {
         match tokio::time::timeout_at(deadline, proxy.exited()).await {
-            Ok(status) => debug!(workload = proxy.name, %status, "proxy stopped"),
+            Ok(status) => debug!(name = %proxy.name, %status, "stopped"),
             Err(_) => {
                 warn!(
-                    workload = proxy.name,
+                    name = %proxy.name,
                     ?grace,
-                    "proxy did not stop in time; killing it"
+                    "did not stop in time; killing it"
                 );
                 proxy.signal(Signal::SIGKILL);
                 // SIGKILL cannot be ignored; the bound only guards against a stuck reaper.
@@ -219,8 +262,8 @@ pub(crate) async fn stop_all(proxies: &[Proxy], grace: Duration) {
     }
     let running = proxies.iter().filter(|p| !p.has_exited()).count();
     if running == 0 {
-        info!(count = proxies.len(), "proxies stopped");
+        info!(count = proxies.len(), "children stopped");
     } else {
-        warn!(running, "some proxies could not be stopped");
+        warn!(running, "some children could not be stopped");
     }
 }

@@ -1,0 +1,20 @@
+//! `mesh-api`: the protobuf messages and gRPC services that mesh's proxy, controller
+//! and CLI speak to each other (package `mesh.*`, sources in `proto/`).
+//!
+//! The code is generated at build time from `proto/` by protox and tonic-prost-build,
+//! so what is compiled is always what the `.proto` files say. Conversions between
+//! wire addresses and `std::net` live here too, so both sides agree on them.
+
+#![allow(unreachable_pub, clippy::all)]
+
+pub mod net {
+    tonic::include_proto!("mesh.net");
+}
+
+pub mod destination {
+    tonic::include_proto!("mesh.destination");
+}
+
+mod convert;
+
+pub use convert::InvalidAddress;

@@ -1,0 +1,658 @@
+//! The `file` discovery backend: services, endpoints and profiles from a YAML file,
+//! re-read when it changes. Used by `mesh demo`, on VMs, and in tests.
+//!
+//! The file is translated into the same objects the Kubernetes backend produces
+//! (`Service`, `EndpointSlice`, and a `Pod` for each endpoint with labels or an
+//! identity), so the index treats both backends alike and pod-IP lookups and
+//! identities work here too. An invalid file is reported with its line, column and
+//! field path, and the last good state stays in force.
+//!
+//! ```yaml
+//! services:
+//!   - name: voting
+//!     namespace: emojivoto
+//!     clusterIPs: ["198.19.0.10"]      # optional virtual IPs
+//!     opaquePorts: [3306]               # optional
+//!     ports:                            # optional; default [{port: 80}]
+//!       - {port: 80, name: http, targetPort: 8080}   # targetPort defaults to port
+//!     endpoints:
+//!       - address: 127.0.0.1:7031       # `ip` (port = targetPort) or `ip:port` (one port only)
+//!         ready: true                   # optional, default true
+//!         hostname: voting-0            # optional
+//!         labels: {pod: voting-0, deployment: voting, serviceaccount: voting}
+//!         identity: voting.emojivoto.serviceaccount.identity.mesh.cluster.local  # => meshed
+//! profiles: []                          # ServiceProfiles (kept for later use)
+//! ```
+
+use crate::index::PortSet;
+use crate::index::{
+    EndpointSlice, Identity, Index, ObjKey, Pod, ResetObjects, Resource, Service, ServicePort,
+    SliceEndpoint, SlicePort, TargetPort,
+};
+use crate::metrics::Metrics;
+use serde::{de, Deserialize, Deserializer};
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::{IpAddr, SocketAddr},
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+use tokio_util::sync::CancellationToken;
+
+/// How often the file is checked for changes.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Every this many polls the content is compared even when size and mtime look
+/// unchanged, which catches a same-size rewrite within the mtime's granularity.
+const FULL_READ_EVERY: u32 = 10;
+
+/// Label names with a meaning of their own; any other label names the owner kind.
+const POD_LABEL: &str = "pod";
+const SA_LABEL: &str = "serviceaccount";
+
+/// The objects a file describes.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Discovery {
+    pub services: Vec<Service>,
+    pub slices: Vec<EndpointSlice>,
+    pub pods: Vec<Pod>,
+    /// ServiceProfile documents, kept as parsed YAML until profiles are served.
+    pub profiles: Vec<serde_yaml::Value>,
+}
+
+/// Why a file's content was rejected.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{}{field}: {message}", location.map(|(l, c)| format!("line {l} column {c}: ")).unwrap_or_default())]
+pub struct InvalidFile {
+    /// Where in the document, as `services[0].endpoints[1].address`.
+    pub field: String,
+    pub message: String,
+    /// Line and column (1-based), when the YAML parser knows them.
+    pub location: Option<(usize, usize)>,
+}
+
+/// Why the file could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid {}", path.display())]
+    Invalid {
+        path: PathBuf,
+        #[source]
+        source: InvalidFile,
+    },
+}
+
+// === the file's format ===
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSpec {
+    #[serde(default)]
+    services: Vec<ServiceSpec>,
+    #[serde(default)]
+    profiles: Vec<serde_yaml::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct ServiceSpec {
+    name: String,
+    #[serde(default = "default_namespace")]
+    namespace: String,
+    #[serde(default, rename = "clusterIPs")]
+    cluster_ips: Vec<IpAddr>,
+    #[serde(default)]
+    opaque_ports: Vec<u16>,
+    ports: Option<Vec<PortSpec>>,
+    #[serde(default)]
+    endpoints: Vec<EndpointSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct PortSpec {
+    port: u16,
+    name: Option<String>,
+    target_port: Option<u16>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EndpointSpec {
+    address: Address,
+    #[serde(default = "default_ready")]
+    ready: bool,
+    hostname: Option<String>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    identity: Option<String>,
+}
+
+/// `ip` or `ip:port` (`[ip6]:port`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Address {
+    Ip(IpAddr),
+    Socket(SocketAddr),
+}
+
+impl<'de> Deserialize<'de> for Address {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if let Ok(addr) = s.parse::<SocketAddr>() {
+            return Ok(Address::Socket(addr));
+        }
+        let bare = s
+            .strip_prefix('[')
+            .and_then(|s| s.strip_suffix(']'))
+            .unwrap_or(&s);
+        match bare.parse::<IpAddr>() {
+            Ok(ip) => Ok(Address::Ip(ip)),
+            Err(_) => Err(de::Error::custom(format!(
+                "invalid address {s:?}: expected `ip` or `ip:port` (`[ipv6]:port`)"
+            ))),
+        }
+    }
+}
+
+fn default_namespace() -> String {
+    "default".to_string()
+}
+
+fn default_ready() -> bool {
+    true
+}
+
+// === parsing ===
+
+/// Parses and validates a file's content. `trust_domain` is the one identities must
+/// be named in.
+pub fn parse(text: &str, trust_domain: &str) -> Result<Discovery, InvalidFile> {
+    if text.trim().is_empty() {
+        // An editor that truncates before writing shows an empty file for a moment;
+        // taking it at its word would remove every service. `services: []` says it.
+        return Err(invalid(
+            "<document>",
+            "file is empty (write `services: []` for no services)",
+        ));
+    }
+    let spec: FileSpec = serde_path_to_error::deserialize(serde_yaml::Deserializer::from_str(text))
+        .map_err(|e| {
+            let field = match e.path().to_string() {
+                p if p == "." => "<document>".to_string(),
+                p => p,
+            };
+            let inner = e.inner();
+            let location = inner.location().map(|l| (l.line(), l.column()));
+            let mut message = inner.to_string();
+            // serde_yaml appends the location to its message; it is reported apart.
+            if let Some((line, column)) = location {
+                let suffix = format!(" at line {line} column {column}");
+                if let Some(stripped) = message.strip_suffix(&suffix) {
+                    message = stripped.to_string();
+                }
+            }
+            // It may also prefix what it knows of the path, which `field` says better.
+            if let Some((head, rest)) = message.split_once(": ") {
+                if field.starts_with(head) {
+                    message = rest.to_string();
+                }
+            }
+            InvalidFile {
+                field,
+                message,
+                location,
+            }
+        })?;
+    build(spec, trust_domain)
+}
+
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> InvalidFile {
+    InvalidFile {
+        field: field.into(),
+        message: message.into(),
+        location: None,
+    }
+}
+
+/// What is known of a pod the file describes, to check that every endpoint naming
+/// it agrees.
+struct PodSeen {
+    at: String,
+    pod: Pod,
+}
+
+fn build(spec: FileSpec, trust_domain: &str) -> Result<Discovery, InvalidFile> {
+    let mut out = Discovery {
+        profiles: spec.profiles,
+        ..Discovery::default()
+    };
+    let mut seen_services: HashMap<(String, String), usize> = HashMap::new();
+    let mut seen_ips: HashMap<IpAddr, String> = HashMap::new();
+    let mut pods: BTreeMap<ObjKey, PodSeen> = BTreeMap::new();
+
+    for (i, svc) in spec.services.into_iter().enumerate() {
+        let at = format!("services[{i}]");
+        check_label(&format!("{at}.name"), &svc.name)?;
+        check_label(&format!("{at}.namespace"), &svc.namespace)?;
+        if let Some(first) = seen_services.insert((svc.namespace.clone(), svc.name.clone()), i) {
+            return Err(invalid(
+                format!("{at}.name"),
+                format!(
+                    "duplicate service {}/{} (first at services[{first}])",
+                    svc.namespace, svc.name
+                ),
+            ));
+        }
+        for (j, ip) in svc.cluster_ips.iter().enumerate() {
+            if let Some(other) = seen_ips.insert(*ip, at.clone()) {
+                return Err(invalid(
+                    format!("{at}.clusterIPs[{j}]"),
+                    format!("cluster IP {ip} is already used by {other}"),
+                ));
+            }
+        }
+        let key = ObjKey::new(&svc.namespace, &svc.name);
+
+        let ports = match svc.ports {
+            None => vec![ServicePort {
+                name: None,
+                port: 80,
+                target_port: TargetPort::Number(80),
+            }],
+            Some(ports) => service_ports(&at, ports)?,
+        };
+
+        // Endpoints grouped by the port they serve on: one slice per group, as
+        // Kubernetes splits slices by port set.
+        let mut groups: BTreeMap<Option<u16>, Vec<SliceEndpoint>> = BTreeMap::new();
+        let mut seen_addrs: HashMap<(IpAddr, Option<u16>), usize> = HashMap::new();
+        for (j, ep) in svc.endpoints.into_iter().enumerate() {
+            let at = format!("{at}.endpoints[{j}]");
+            let (ip, own_port) = match ep.address {
+                Address::Ip(ip) => (ip, None),
+                Address::Socket(addr) => {
+                    if ports.len() != 1 {
+                        return Err(invalid(
+                            format!("{at}.address"),
+                            format!(
+                                "a port is only allowed when the service has one port (it has {}); write the IP alone",
+                                ports.len()
+                            ),
+                        ));
+                    }
+                    if addr.port() == 0 {
+                        return Err(invalid(format!("{at}.address"), "port 0 is not a port"));
+                    }
+                    (addr.ip(), Some(addr.port()))
+                }
+            };
+            if let Some(first) = seen_addrs.insert((ip, own_port), j) {
+                return Err(invalid(
+                    format!("{at}.address"),
+                    format!("duplicate endpoint {ip} (first at endpoints[{first}])"),
+                ));
+            }
+            if let Some(hostname) = &ep.hostname {
+                check_label(&format!("{at}.hostname"), hostname)?;
+            }
+            let pod = endpoint_pod(&at, &key, &svc.name, j, ip, &ep, trust_domain)?;
+            let pod_name = pod.as_ref().map(|p| Arc::clone(&p.key.name));
+            if let Some(pod) = pod {
+                merge_pod(&mut pods, &at, pod)?;
+            }
+            groups.entry(own_port).or_default().push(SliceEndpoint {
+                addresses: vec![ip],
+                ready: ep.ready,
+                hostname: ep.hostname.as_deref().map(Arc::from),
+                pod: pod_name,
+            });
+        }
+
+        for (n, (own_port, endpoints)) in groups.into_iter().enumerate() {
+            out.slices.push(EndpointSlice {
+                key: ObjKey::new(&svc.namespace, &format!("{}-{n}", svc.name)),
+                service: Arc::clone(&key.name),
+                ports: slice_ports_of(&ports, own_port),
+                endpoints,
+            });
+        }
+        out.services.push(Service {
+            key,
+            cluster_ips: svc.cluster_ips,
+            ports,
+            opaque_ports: PortSet::from_ports(svc.opaque_ports),
+        });
+    }
+    out.pods = pods.into_values().map(|seen| seen.pod).collect();
+    Ok(out)
+}
+
+fn service_ports(at: &str, ports: Vec<PortSpec>) -> Result<Vec<ServicePort>, InvalidFile> {
+    if ports.is_empty() {
+        return Err(invalid(
+            format!("{at}.ports"),
+            "a service needs a port (omit `ports` for port 80)",
+        ));
+    }
+    let many = ports.len() > 1;
+    let mut out: Vec<ServicePort> = Vec::with_capacity(ports.len());
+    for (k, p) in ports.into_iter().enumerate() {
+        let at = format!("{at}.ports[{k}]");
+        if p.port == 0 {
+            return Err(invalid(format!("{at}.port"), "port 0 is not a port"));
+        }
+        if p.target_port == Some(0) {
+            return Err(invalid(format!("{at}.targetPort"), "port 0 is not a port"));
+        }
+        if let Some(name) = &p.name {
+            check_label(&format!("{at}.name"), name)?;
+        }
+        if many && p.name.is_none() {
+            return Err(invalid(
+                format!("{at}.name"),
+                "each port of a service with several ports needs a name",
+            ));
+        }
+        if out.iter().any(|q| q.port == p.port) {
+            return Err(invalid(
+                format!("{at}.port"),
+                format!("duplicate port {}", p.port),
+            ));
+        }
+        if p.name.is_some() && out.iter().any(|q| q.name.as_deref() == p.name.as_deref()) {
+            return Err(invalid(
+                format!("{at}.name"),
+                format!("duplicate port name {:?}", p.name.unwrap_or_default()),
+            ));
+        }
+        out.push(ServicePort {
+            name: p.name.as_deref().map(Arc::from),
+            port: p.port,
+            target_port: TargetPort::Number(p.target_port.unwrap_or(p.port)),
+        });
+    }
+    Ok(out)
+}
+
+/// The slice ports of an endpoint: each service port's target port, or the
+/// endpoint's own port for a one-port service.
+fn slice_ports_of(ports: &[ServicePort], own: Option<u16>) -> Vec<SlicePort> {
+    ports
+        .iter()
+        .map(|p| SlicePort {
+            name: p.name.clone(),
+            port: match (own, &p.target_port) {
+                (Some(own), _) => own,
+                (None, TargetPort::Number(n)) => *n,
+                // The file only has numeric target ports.
+                (None, TargetPort::Name(_)) => p.port,
+            },
+        })
+        .collect()
+}
+
+/// The pod behind an endpoint, when its labels or identity say anything about one.
+fn endpoint_pod(
+    at: &str,
+    service: &ObjKey,
+    service_name: &str,
+    index: usize,
+    ip: IpAddr,
+    ep: &EndpointSpec,
+    trust_domain: &str,
+) -> Result<Option<Pod>, InvalidFile> {
+    if ep.labels.is_empty() && ep.identity.is_none() {
+        return Ok(None);
+    }
+    let mut owner = None;
+    for (k, v) in &ep.labels {
+        if v.is_empty() {
+            return Err(invalid(format!("{at}.labels.{k}"), "a label needs a value"));
+        }
+        if k == POD_LABEL || k == SA_LABEL {
+            continue;
+        }
+        if let Some((kind, _)) = &owner {
+            return Err(invalid(
+                format!("{at}.labels.{k}"),
+                format!(
+                    "labels are `pod`, `serviceaccount` and one owner kind (`deployment`, `statefulset`, ...); found both {kind:?} and {k:?}"
+                ),
+            ));
+        }
+        owner = Some((k.clone(), v.clone()));
+    }
+    let namespace = &*service.namespace;
+    let mut sa = ep.labels.get(SA_LABEL).cloned();
+    if let Some(identity) = &ep.identity {
+        let suffix = format!(".{namespace}.serviceaccount.identity.mesh.{trust_domain}");
+        let id_sa = identity.strip_suffix(&suffix).filter(|s| is_label(s)).ok_or_else(|| {
+            invalid(
+                format!("{at}.identity"),
+                format!("expected `<serviceaccount>{suffix}` (the service's namespace and trust domain {trust_domain:?}), got {identity:?}"),
+            )
+        })?;
+        match &sa {
+            Some(sa) if sa != id_sa => {
+                return Err(invalid(
+                    format!("{at}.identity"),
+                    format!("names service account {id_sa:?} but labels.serviceaccount is {sa:?}"),
+                ))
+            }
+            _ => sa = Some(id_sa.to_string()),
+        }
+        debug_assert_eq!(
+            Identity::for_service_account(namespace, id_sa, trust_domain)
+                .name
+                .as_ref(),
+            identity
+        );
+    }
+    let name = match ep.labels.get(POD_LABEL) {
+        Some(name) => name.clone(),
+        // Something must name the pod that carries the labels; the name is stable
+        // across re-reads of an unchanged file.
+        None => format!("{service_name}-{index}"),
+    };
+    Ok(Some(Pod {
+        key: ObjKey::new(namespace, &name),
+        ips: vec![ip],
+        running: true,
+        service_account: sa.as_deref().unwrap_or("default").into(),
+        owner: owner.map(|(k, v)| (Arc::from(k), Arc::from(v))),
+        meshed: ep.identity.is_some(),
+        opaque_ports: PortSet::default(),
+    }))
+}
+
+/// Adds `pod`, or merges its IP into the pod of that name already seen (one pod may
+/// back several services). The two must agree on everything else.
+fn merge_pod(pods: &mut BTreeMap<ObjKey, PodSeen>, at: &str, pod: Pod) -> Result<(), InvalidFile> {
+    match pods.get_mut(&pod.key) {
+        None => {
+            pods.insert(
+                pod.key.clone(),
+                PodSeen {
+                    at: at.to_string(),
+                    pod,
+                },
+            );
+        }
+        Some(seen) => {
+            let same = seen.pod.service_account == pod.service_account
+                && seen.pod.owner == pod.owner
+                && seen.pod.meshed == pod.meshed;
+            if !same {
+                return Err(invalid(
+                    format!("{at}.labels"),
+                    format!(
+                        "pod {} is described differently at {} (labels and identity of one pod must agree)",
+                        pod.key, seen.at
+                    ),
+                ));
+            }
+            for ip in pod.ips {
+                if !seen.pod.ips.contains(&ip) {
+                    seen.pod.ips.push(ip);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn is_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+fn check_label(field: &str, s: &str) -> Result<(), InvalidFile> {
+    if is_label(s) {
+        Ok(())
+    } else {
+        Err(invalid(
+            field,
+            format!("invalid name {s:?}: expected 1 to 63 lowercase letters, digits or '-'"),
+        ))
+    }
+}
+
+// === the backend ===
+
+/// Reads the file into `index` now and whenever it changes, until `shutdown`.
+///
+/// A missing or invalid file is logged (once per distinct problem) and leaves the
+/// index as it was: not ready before the first good read, the last good state after.
+pub async fn run(path: PathBuf, index: Index, metrics: Arc<Metrics>, shutdown: CancellationToken) {
+    index.expect(&Resource::ALL);
+    let mut watcher = Watcher::new(path);
+    let mut last_problem: Option<String> = None;
+    loop {
+        match watcher.poll().await {
+            Ok(None) => {}
+            Ok(Some(text)) => match parse(&text, index.trust_domain()) {
+                Ok(discovery) => {
+                    apply(&index, discovery);
+                    last_problem = None;
+                    metrics.file_load(true);
+                }
+                Err(source) => {
+                    let error = LoadError::Invalid {
+                        path: watcher.path.clone(),
+                        source,
+                    };
+                    report(&mut last_problem, &error);
+                    metrics.file_load(false);
+                }
+            },
+            Err(error) => {
+                report(&mut last_problem, &error);
+                metrics.file_load(false);
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(POLL_INTERVAL) => {}
+            () = shutdown.cancelled() => return,
+        }
+    }
+}
+
+fn report(last: &mut Option<String>, error: &LoadError) {
+    let message = match std::error::Error::source(error) {
+        Some(source) => format!("{error}: {source}"),
+        None => error.to_string(),
+    };
+    if last.as_deref() != Some(&message) {
+        tracing::error!(error = %message, "discovery file not loaded; keeping the last good state");
+        *last = Some(message);
+    }
+}
+
+/// Replaces the index's objects with the file's, then marks every kind synced.
+pub fn apply(index: &Index, discovery: Discovery) {
+    tracing::info!(
+        services = discovery.services.len(),
+        slices = discovery.slices.len(),
+        pods = discovery.pods.len(),
+        "discovery file loaded"
+    );
+    // One change: a stream never sees the new pods with the old slices in between.
+    index.reset_many([
+        ResetObjects::Pods(discovery.pods),
+        ResetObjects::EndpointSlices(discovery.slices),
+        ResetObjects::Services(discovery.services),
+    ]);
+    index.expect(&Resource::ALL);
+    for resource in Resource::ALL {
+        index.synced(resource);
+    }
+}
+
+/// Notices changes of one file by polling: size and mtime first, the content itself
+/// every few polls (and whenever they change). Polling, rather than inotify, also
+/// follows editors that write a new file and rename it over the old one.
+struct Watcher {
+    path: PathBuf,
+    meta: Option<(SystemTime, u64)>,
+    /// A hash of the last content rather than the content: a big file is not kept
+    /// twice (text and index), and a 64-bit SipHash does not collide by accident.
+    content: Option<u64>,
+    polls: u32,
+}
+
+impl Watcher {
+    fn new(path: PathBuf) -> Self {
+        Self {
+            path,
+            meta: None,
+            content: None,
+            polls: 0,
+        }
+    }
+
+    /// The new content if it changed since the last call.
+    async fn poll(&mut self) -> Result<Option<String>, LoadError> {
+        let read_error = |path: &Path, source| LoadError::Read {
+            path: path.to_path_buf(),
+            source,
+        };
+        self.polls = self.polls.wrapping_add(1);
+        let meta = tokio::fs::metadata(&self.path)
+            .await
+            .map_err(|e| read_error(&self.path, e))?;
+        let meta = (
+            meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+            meta.len(),
+        );
+        if self.meta == Some(meta) && !self.polls.is_multiple_of(FULL_READ_EVERY) {
+            return Ok(None);
+        }
+        let text = tokio::fs::read_to_string(&self.path)
+            .await
+            .map_err(|e| read_error(&self.path, e))?;
+        self.meta = Some(meta);
+        let hash = {
+            use std::hash::{Hash as _, Hasher as _};
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            text.hash(&mut hasher);
+            hasher.finish()
+        };
+        if self.content == Some(hash) {
+            return Ok(None);
+        }
+        self.content = Some(hash);
+        Ok(Some(text))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,429 @@
+//! `mesh-controller`: the control plane. Today it runs the destination service, which
+//! tells proxies where a service's endpoints are and who they are, fed by a discovery
+//! backend (Kubernetes watches or a YAML file).
+//!
+//! Start-up has two stages, as everywhere in mesh: [`Args`] (flags, with `MESH_*`
+//! environment fallbacks) become a validated [`Config`] with no side effects; then
+//! [`Config::build`] binds the ports and starts the tasks, returning a [`Running`]
+//! controller that [`run`] waits on until a signal asks it to stop.
+//!
+//! The crate's core, [`index`], does no IO and knows neither kube nor tonic; the
+//! backends ([`k8s`], [`file`]) feed it and the gRPC layer ([`destination`]) reads it.
+
+pub mod admin;
+pub mod destination;
+pub mod file;
+pub mod index;
+pub mod k8s;
+pub mod metrics;
+mod process;
+
+use anyhow::Context as _;
+use clap::{Parser, ValueEnum};
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+use tokio::{net::TcpListener, task::JoinHandle};
+use tokio_util::sync::CancellationToken;
+
+use crate::{admin::Admin, destination::DestinationService, index::Index, metrics::Metrics};
+
+/// The exit code for bad flags or configuration (`EX_USAGE`).
+pub const EXIT_USAGE: u8 = 64;
+
+/// How long streams and connections get to finish after a shutdown signal.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// The Kubernetes backend's restart backoff: it doubles from the first to the last.
+const K8S_BACKOFF_MIN: Duration = Duration::from_secs(1);
+const K8S_BACKOFF_MAX: Duration = Duration::from_secs(60);
+
+/// The controller's flags. Each has an environment fallback, `MESH_<FLAG>`.
+#[derive(Clone, Debug, Parser)]
+#[command(
+    name = "mesh-controller",
+    version,
+    about = "mesh's control plane: the destination service"
+)]
+pub struct Args {
+    /// Where services and endpoints come from.
+    #[arg(long, env = "MESH_BACKEND", value_enum, default_value_t = Backend::Kubernetes)]
+    pub backend: Backend,
+
+    /// The YAML file of the `file` backend.
+    #[arg(long, env = "MESH_FILE", value_name = "PATH")]
+    pub file: Option<PathBuf>,
+
+    /// The destination gRPC server's address.
+    #[arg(
+        long,
+        env = "MESH_DESTINATION_ADDR",
+        default_value = "0.0.0.0:8086",
+        value_name = "ADDR"
+    )]
+    pub destination_addr: SocketAddr,
+
+    /// The admin server's address (`/metrics`, `/ready`, `/live`).
+    #[arg(
+        long,
+        env = "MESH_ADMIN_ADDR",
+        default_value = "0.0.0.0:9990",
+        value_name = "ADDR"
+    )]
+    pub admin_addr: SocketAddr,
+
+    /// The cluster's DNS domain, the suffix of `<svc>.<ns>.svc.<domain>`.
+    #[arg(
+        long,
+        env = "MESH_CLUSTER_DOMAIN",
+        default_value = "cluster.local",
+        value_name = "DOMAIN"
+    )]
+    pub cluster_domain: String,
+
+    /// The domain identities are named in.
+    #[arg(
+        long,
+        env = "MESH_TRUST_DOMAIN",
+        default_value = "cluster.local",
+        value_name = "DOMAIN"
+    )]
+    pub trust_domain: String,
+
+    /// The namespace of this control plane; pods labelled with it are meshed.
+    #[arg(
+        long,
+        env = "MESH_CONTROL_PLANE_NAMESPACE",
+        default_value = "mesh-system",
+        value_name = "NS"
+    )]
+    pub control_plane_namespace: String,
+
+    /// Log filter, in `RUST_LOG` syntax.
+    #[arg(long, env = "MESH_LOG", default_value = "info", value_name = "FILTER")]
+    pub log: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Backend {
+    Kubernetes,
+    File,
+}
+
+/// A validated configuration. Building it binds and connects nothing.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub discovery: Discovery,
+    pub destination_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub cluster_domain: String,
+    pub trust_domain: String,
+    /// A filter in `RUST_LOG` syntax, known to parse.
+    pub log: String,
+}
+
+#[derive(Clone, Debug)]
+pub enum Discovery {
+    Kubernetes { control_plane_namespace: String },
+    File(PathBuf),
+}
+
+/// A flag with a value that cannot work.
+#[derive(Debug, thiserror::Error)]
+pub enum InvalidConfig {
+    #[error("--file (MESH_FILE) is required with --backend file")]
+    MissingFile,
+    #[error("--file (MESH_FILE) is only used with --backend file")]
+    UnusedFile,
+    #[error("invalid --{flag} {value:?}: expected a DNS name such as cluster.local")]
+    Domain { flag: &'static str, value: String },
+    #[error("invalid --control-plane-namespace {0:?}: expected a namespace name")]
+    Namespace(String),
+    #[error("invalid --log {value:?}")]
+    Log {
+        value: String,
+        #[source]
+        source: tracing_subscriber::filter::ParseError,
+    },
+}
+
+// === impl Args ===
+
+impl Args {
+    /// Validates the flags into a [`Config`].
+    pub fn into_config(self) -> Result<Config, InvalidConfig> {
+        let discovery = match (self.backend, self.file) {
+            (Backend::File, Some(path)) => Discovery::File(path),
+            (Backend::File, None) => return Err(InvalidConfig::MissingFile),
+            (Backend::Kubernetes, Some(_)) => return Err(InvalidConfig::UnusedFile),
+            (Backend::Kubernetes, None) => {
+                if !is_dns_label(&self.control_plane_namespace) {
+                    return Err(InvalidConfig::Namespace(self.control_plane_namespace));
+                }
+                Discovery::Kubernetes {
+                    control_plane_namespace: self.control_plane_namespace,
+                }
+            }
+        };
+        let domain = |flag: &'static str, value: String| {
+            let trimmed = value.trim_matches('.');
+            if !trimmed.is_empty() && trimmed.split('.').all(is_dns_label) {
+                Ok(trimmed.to_string())
+            } else {
+                Err(InvalidConfig::Domain { flag, value })
+            }
+        };
+        if let Err(source) = tracing_subscriber::EnvFilter::try_new(&self.log) {
+            return Err(InvalidConfig::Log {
+                value: self.log,
+                source,
+            });
+        }
+        Ok(Config {
+            discovery,
+            destination_addr: self.destination_addr,
+            admin_addr: self.admin_addr,
+            cluster_domain: domain("cluster-domain", self.cluster_domain)?,
+            trust_domain: domain("trust-domain", self.trust_domain)?,
+            log: self.log,
+        })
+    }
+}
+
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+// === impl Config ===
+
+impl Config {
+    /// Binds the servers and starts the backend. Must be called inside a runtime.
+    pub async fn build(self) -> anyhow::Result<Running> {
+        process::start_time();
+        let index = Index::new(&self.cluster_domain, &self.trust_domain);
+        let metrics = Arc::new(Metrics::default());
+        let shutdown = CancellationToken::new();
+
+        let destination = TcpListener::bind(self.destination_addr)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot bind the destination server on {}",
+                    self.destination_addr
+                )
+            })?;
+        let admin = TcpListener::bind(self.admin_addr)
+            .await
+            .with_context(|| format!("cannot bind the admin server on {}", self.admin_addr))?;
+        let destination_addr = destination.local_addr()?;
+        let admin_addr = admin.local_addr()?;
+        tracing::info!(destination = %destination_addr, admin = %admin_addr, "listening");
+
+        let backend = match self.discovery {
+            Discovery::File(path) => {
+                tracing::info!(file = %path.display(), "file discovery");
+                tokio::spawn(file::run(
+                    path,
+                    index.clone(),
+                    Arc::clone(&metrics),
+                    shutdown.clone(),
+                ))
+            }
+            Discovery::Kubernetes {
+                control_plane_namespace,
+            } => tokio::spawn(run_kubernetes(
+                index.clone(),
+                control_plane_namespace,
+                shutdown.clone(),
+            )),
+        };
+        let admin_task = tokio::spawn(
+            Admin {
+                index: index.clone(),
+                metrics: Arc::clone(&metrics),
+            }
+            .serve(admin, shutdown.clone()),
+        );
+        let service =
+            DestinationService::new(index.clone(), Arc::clone(&metrics), shutdown.clone());
+        let server = tokio::spawn(destination::serve(
+            destination,
+            service,
+            shutdown.clone().cancelled_owned(),
+        ));
+
+        Ok(Running {
+            destination_addr,
+            admin_addr,
+            index,
+            metrics,
+            shutdown,
+            server,
+            tasks: vec![backend, admin_task],
+        })
+    }
+}
+
+/// A started controller.
+pub struct Running {
+    pub destination_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub index: Index,
+    pub metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+    server: JoinHandle<Result<(), tonic::transport::Error>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Asks everything to stop: streams end, listeners close, the backend stops.
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Waits for the destination server to end (after [`shutdown`](Self::shutdown),
+    /// or on a server error), then stops the rest.
+    pub async fn wait(self) -> anyhow::Result<()> {
+        let result = match self.server.await {
+            Ok(result) => result.context("destination server failed"),
+            Err(join) => Err(anyhow::Error::new(join).context("destination server panicked")),
+        };
+        self.shutdown.cancel();
+        for task in self.tasks {
+            if tokio::time::timeout(SHUTDOWN_GRACE, task).await.is_err() {
+                tracing::warn!("a task did not stop within the grace period");
+            }
+        }
+        result
+    }
+}
+
+/// Runs the controller until SIGTERM or SIGINT.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let running = config.build().await?;
+    let shutdown = running.shutdown.clone();
+    tokio::spawn(async move {
+        signal().await;
+        tracing::info!("shutting down");
+        shutdown.cancel();
+    });
+    let stopping = running.shutdown.clone();
+    // Streams end at once on shutdown; a connection that still lingers past the grace
+    // period does not hold the process.
+    tokio::select! {
+        result = running.wait() => result,
+        () = async {
+            stopping.cancelled().await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => {
+            tracing::warn!("connections still open after the grace period; exiting");
+            Ok(())
+        }
+    }
+}
+
+async fn signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM; only SIGINT stops the controller");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Runs the Kubernetes backend, restarting it with jittered exponential backoff when
+/// it fails. Its watches restart themselves; this loop only catches what they give up
+/// on (a client that cannot be built, an API server that went away for good).
+async fn run_kubernetes(index: Index, control_plane_ns: String, shutdown: CancellationToken) {
+    use rand::Rng as _;
+    index.expect(&index::Resource::ALL);
+    let mut backoff = K8S_BACKOFF_MIN;
+    loop {
+        let started = tokio::time::Instant::now();
+        let attempt = async {
+            let client = kube::Client::try_default()
+                .await
+                .context("cannot create a Kubernetes client (KUBECONFIG or in-cluster)")?;
+            k8s::run(client, index.clone(), control_plane_ns.clone()).await
+        };
+        let result = tokio::select! {
+            result = attempt => result,
+            () = shutdown.cancelled() => return,
+        };
+        match result {
+            Ok(()) => tracing::warn!("kubernetes backend stopped; restarting"),
+            Err(error) => tracing::error!(
+                error = format!("{error:#}"),
+                "kubernetes backend failed; restarting"
+            ),
+        }
+        // A backend that ran for a while earned a fresh, short backoff.
+        if started.elapsed() > K8S_BACKOFF_MAX {
+            backoff = K8S_BACKOFF_MIN;
+        }
+        let jitter = rand::thread_rng().gen_range(0.5..1.0);
+        let delay = backoff.mul_f64(jitter);
+        backoff = (backoff * 2).min(K8S_BACKOFF_MAX);
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// Parses the command line into a [`Config`], or the exit code to leave with: 0 for
+/// `--help` and `--version`, [`EXIT_USAGE`] for anything wrong (with a message on
+/// stderr naming the flag).
+pub fn config_from_args() -> Result<Config, std::process::ExitCode> {
+    use std::process::ExitCode;
+    let args = match Args::try_parse() {
+        Ok(args) => args,
+        Err(error) => {
+            let _ = error.print();
+            return Err(if error.use_stderr() {
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                ExitCode::SUCCESS
+            });
+        }
+    };
+    args.into_config().map_err(|error| {
+        let mut message = format!("mesh-controller: {error}");
+        if let Some(source) = std::error::Error::source(&error) {
+            message.push_str(&format!(": {source}"));
+        }
+        eprintln!("{message}");
+        ExitCode::from(EXIT_USAGE)
+    })
+}
+
+/// Installs the tracing subscriber (stderr, the `--log` filter).
+pub fn init_tracing(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+#[cfg(test)]
+mod tests;

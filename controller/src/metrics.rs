@@ -1,0 +1,172 @@
+//! The controller's own counters, and their Prometheus text rendering.
+//!
+//! Handles are plain atomics built once and shared by `Arc`: the gRPC layer counts
+//! streams and updates without locks, and the admin server reads them, together with
+//! the index's sizes and `/proc/self`, only when scraped.
+
+use crate::index::{Index, Resource};
+use std::{
+    fmt::Write as _,
+    sync::atomic::{AtomicI64, AtomicU64, Ordering},
+};
+
+/// Counters of the destination service.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    get_streams: AtomicI64,
+    profile_streams: AtomicI64,
+    updates_sent: AtomicU64,
+    file_loads_applied: AtomicU64,
+    file_loads_rejected: AtomicU64,
+}
+
+/// Which RPC a stream serves (the `kind` label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StreamKind {
+    Get,
+    Profile,
+}
+
+// === impl Metrics ===
+
+impl Metrics {
+    fn gauge(&self, kind: StreamKind) -> &AtomicI64 {
+        match kind {
+            StreamKind::Get => &self.get_streams,
+            StreamKind::Profile => &self.profile_streams,
+        }
+    }
+
+    pub(crate) fn stream_opened(&self, kind: StreamKind) {
+        self.gauge(kind).fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn stream_closed(&self, kind: StreamKind) {
+        self.gauge(kind).fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn update_sent(&self) {
+        self.updates_sent.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a read of the discovery file that changed: applied, or rejected
+    /// (unreadable or invalid; the last good state stays).
+    pub(crate) fn file_load(&self, applied: bool) {
+        let counter = match applied {
+            true => &self.file_loads_applied,
+            false => &self.file_loads_rejected,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Reads of the discovery file that were applied (`true`) or rejected.
+    pub fn file_loads(&self, applied: bool) -> u64 {
+        match applied {
+            true => self.file_loads_applied.load(Ordering::Relaxed),
+            false => self.file_loads_rejected.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Open streams of a kind.
+    pub fn streams(&self, kind: StreamKind) -> i64 {
+        self.gauge(kind).load(Ordering::Relaxed)
+    }
+
+    pub fn updates_sent(&self) -> u64 {
+        self.updates_sent.load(Ordering::Relaxed)
+    }
+
+    /// Renders every controller metric in the Prometheus text format.
+    pub fn render(&self, index: &Index) -> String {
+        let mut out = String::with_capacity(2048);
+        let stats = index.stats();
+
+        header(
+            &mut out,
+            "destination_streams",
+            "gauge",
+            "Open destination streams.",
+        );
+        for (kind, value) in [("get", StreamKind::Get), ("profile", StreamKind::Profile)] {
+            let _ = writeln!(
+                out,
+                "destination_streams{{kind=\"{kind}\"}} {}",
+                self.streams(value)
+            );
+        }
+        header(
+            &mut out,
+            "destination_updates_sent_total",
+            "counter",
+            "Messages sent on destination streams.",
+        );
+        let _ = writeln!(
+            out,
+            "destination_updates_sent_total {}",
+            self.updates_sent()
+        );
+        header(
+            &mut out,
+            "destination_watch_restarts_total",
+            "counter",
+            "Restarts of the discovery backend's watches.",
+        );
+        for resource in Resource::ALL {
+            let _ = writeln!(
+                out,
+                "destination_watch_restarts_total{{resource=\"{}\"}} {}",
+                resource.as_str(),
+                stats.watch_restarts(resource)
+            );
+        }
+        header(
+            &mut out,
+            "destination_index_objects",
+            "gauge",
+            "Objects in the destination index.",
+        );
+        for resource in Resource::ALL {
+            let _ = writeln!(
+                out,
+                "destination_index_objects{{resource=\"{}\"}} {}",
+                resource.as_str(),
+                stats.objects(resource)
+            );
+        }
+        header(
+            &mut out,
+            "destination_queries",
+            "gauge",
+            "Distinct destinations followed by at least one stream.",
+        );
+        let _ = writeln!(out, "destination_queries {}", stats.queries);
+        header(
+            &mut out,
+            "destination_file_loads_total",
+            "counter",
+            "Changed reads of the discovery file, applied or rejected (file backend).",
+        );
+        for (result, applied) in [("applied", true), ("rejected", false)] {
+            let _ = writeln!(
+                out,
+                "destination_file_loads_total{{result=\"{result}\"}} {}",
+                self.file_loads(applied)
+            );
+        }
+        header(
+            &mut out,
+            "destination_ready",
+            "gauge",
+            "1 once the index has synced.",
+        );
+        let _ = writeln!(out, "destination_ready {}", u8::from(index.is_ready()));
+
+        crate::process::render(&mut out);
+        out
+    }
+}
+
+pub(crate) fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}

@@ -1,0 +1,240 @@
+//! The `mesh-controller` binary as a process: flags, readiness, metrics, signals.
+// Waiting on a child process is real elapsed time, which is what std's clock is for.
+#![allow(clippy::disallowed_types)]
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::{SocketAddr, TcpStream},
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_mesh-controller");
+const DEADLINE: Duration = Duration::from_secs(20);
+
+#[test]
+fn bad_flags_exit_64_naming_the_flag() {
+    /// Flags, environment, and what the message must name.
+    type Case = (
+        &'static [&'static str],
+        &'static [(&'static str, &'static str)],
+        &'static str,
+    );
+    let cases: &[Case] = &[
+        (&["--bogus"], &[], "--bogus"),
+        (&["--backend", "file"], &[], "--file"),
+        (&["--backend", "consul"], &[], "--backend"),
+        (
+            &["--destination-addr", "nowhere"],
+            &[],
+            "--destination-addr",
+        ),
+        (&["--log", "[[["], &[], "--log"),
+        // Environment fallbacks are validated alike.
+        (&[], &[("MESH_BACKEND", "file")], "--file"),
+        (&[], &[("MESH_ADMIN_ADDR", "nowhere")], "--admin-addr"),
+    ];
+    for (args, env, needle) in cases {
+        let out = Command::new(BIN)
+            .args(*args)
+            .envs(env.iter().copied())
+            .env_remove("MESH_FILE")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{args:?} {env:?}: {err}");
+        assert!(err.contains(needle), "{args:?} {env:?}: {err}");
+    }
+    let out = Command::new(BIN).arg("--help").output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("--destination-addr"));
+}
+
+/// A controller process whose stderr is scanned for its bound addresses.
+struct Controller {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    destination: SocketAddr,
+    admin: SocketAddr,
+}
+
+impl Controller {
+    fn start(args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .envs(env.iter().copied())
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut this = Self {
+            child,
+            lines,
+            destination: "0.0.0.0:0".parse().unwrap(),
+            admin: "0.0.0.0:0".parse().unwrap(),
+        };
+        let listening = this.wait_line("listening");
+        this.destination = field(&listening, "destination=");
+        this.admin = field(&listening, "admin=");
+        this
+    }
+
+    fn wait_line(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(e) => panic!("no log line with {needle:?}: {e}"),
+            }
+        }
+    }
+
+    fn get(&self, path: &str) -> (u16, String) {
+        http_get(self.admin, path)
+    }
+
+    fn wait_status(&self, path: &str, status: u16) -> String {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let (got, body) = self.get(path);
+            if got == status {
+                return body;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{path} stayed {got}, wanted {status}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn terminate(&mut self) -> Option<i32> {
+        let pid = self.child.id().to_string();
+        let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(killed.success());
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(Instant::now() < deadline, "no exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `destination=127.0.0.1:1234` in a log line.
+fn field(line: &str, key: &str) -> SocketAddr {
+    let start = line
+        .find(key)
+        .unwrap_or_else(|| panic!("no {key} in {line}"))
+        + key.len();
+    let rest = &line[start..];
+    let end = rest.find(|c: char| c.is_whitespace()).unwrap_or(rest.len());
+    rest[..end]
+        .parse()
+        .unwrap_or_else(|e| panic!("{key} in {line}: {e}"))
+}
+
+fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad response {response:?}"));
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[test]
+fn file_backend_becomes_ready_serves_metrics_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("discovery.yaml");
+    let file_arg = file.to_str().unwrap();
+    // The file is missing at start: the controller runs, not ready.
+    let mut ctl = Controller::start(
+        &[
+            "--backend",
+            "file",
+            "--file",
+            file_arg,
+            "--admin-addr",
+            "127.0.0.1:0",
+        ],
+        // The destination address through its environment fallback.
+        &[("MESH_DESTINATION_ADDR", "127.0.0.1:0")],
+    );
+    assert!(ctl.destination.ip().is_loopback() && ctl.destination.port() != 0);
+    assert_eq!(ctl.get("/live").0, 200);
+    assert_eq!(ctl.get("/ready").0, 503);
+    ctl.wait_line("cannot read");
+
+    std::fs::write(
+        &file,
+        "services:\n  - name: web\n    namespace: demo\n    endpoints: [{address: 198.18.0.1}]\n",
+    )
+    .unwrap();
+    ctl.wait_status("/ready", 200);
+
+    let metrics = ctl.get("/metrics").1;
+    for needle in [
+        "destination_index_objects{resource=\"services\"} 1",
+        "destination_index_objects{resource=\"endpointslices\"} 1",
+        "destination_streams{kind=\"get\"} 0",
+        "destination_watch_restarts_total{resource=\"pods\"} 0",
+        "destination_updates_sent_total 0",
+        "process_resident_memory_bytes ",
+        "process_cpu_seconds_total ",
+    ] {
+        assert!(metrics.contains(needle), "missing {needle:?} in\n{metrics}");
+    }
+
+    // The destination port speaks gRPC (HTTP/2): a TCP connection is accepted.
+    TcpStream::connect(ctl.destination).unwrap();
+
+    // An invalid edit is logged with its location and field; the controller stays ready.
+    std::fs::write(
+        &file,
+        "services:\n  - name: web\n    namespace: demo\n    endpoints: [{address: nope}]\n",
+    )
+    .unwrap();
+    let line = ctl.wait_line("keeping the last good state");
+    assert!(line.contains("services[0].endpoints[0].address"), "{line}");
+    assert!(line.contains("line 4 column"), "{line}");
+    assert_eq!(ctl.get("/ready").0, 200);
+
+    assert_eq!(ctl.terminate(), Some(0));
+}

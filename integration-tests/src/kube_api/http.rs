@@ -1,0 +1,685 @@
+//! The HTTP face of the fake: routing, query parameters with the API server's rules,
+//! list pages, continue tokens, and `Status` errors.
+
+use std::{convert::Infallible, sync::Arc, time::Duration};
+
+use base64::Engine as _;
+use bytes::{BufMut as _, Bytes, BytesMut};
+use futures_util::StreamExt as _;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::{combinators::UnsyncBoxBody, BodyExt as _, Full, StreamBody};
+use hyper::{body::Frame, service::service_fn};
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo},
+    server::conn::auto,
+};
+use serde_json::{json, Value};
+use tokio::{net::TcpListener, task::JoinSet};
+
+use super::{
+    select::{FieldSelector, LabelSelector},
+    store::{Filter, RvError},
+    watch::{self, Start, WatchRequest},
+    Inner, Kind,
+};
+
+type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+/// A watch without `timeoutSeconds` runs this long; the API server picks a random time
+/// around its `--min-request-timeout` (30 minutes).
+const DEFAULT_WATCH_TIMEOUT: Duration = Duration::from_secs(1800);
+
+/// Accepts connections until the task is aborted; aborting it drops the `JoinSet` and so
+/// ends every connection, watches included.
+pub(super) async fn serve(listener: TcpListener, inner: Arc<Inner>) {
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (io, peer) = match accepted {
+                    Ok(conn) => conn,
+                    Err(error) => {
+                        tracing::warn!(%error, "fake kube-apiserver accept failed");
+                        // Out of file descriptors, most likely: give some back first.
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    }
+                };
+                let inner = inner.clone();
+                conns.spawn(async move {
+                    let svc = service_fn(move |req| {
+                        let resp = handle(&inner, req);
+                        async move { Ok::<_, Infallible>(resp) }
+                    });
+                    let builder = auto::Builder::new(TokioExecutor::new());
+                    if let Err(error) = builder.serve_connection(TokioIo::new(io), svc).await {
+                        tracing::debug!(%peer, %error, "fake kube-apiserver connection");
+                    }
+                });
+            }
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+}
+
+fn handle<B>(inner: &Arc<Inner>, req: Request<B>) -> Response<Body> {
+    tracing::debug!(method = %req.method(), uri = %req.uri(), "fake kube-apiserver");
+    if req.method() != Method::GET {
+        return ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            "the fake API server is read-only over HTTP; tests write through FakeKube",
+        )
+        .into_response();
+    }
+    let query = match Query::parse(req.uri().query().unwrap_or("")) {
+        Ok(q) => q,
+        Err(e) => return e.into_response(),
+    };
+    let segments: Vec<&str> = req
+        .uri()
+        .path()
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
+    match segments.as_slice() {
+        ["version"] => Ok(ok_json(&version())),
+        ["healthz" | "livez" | "readyz"] => Ok(Response::new(full(Bytes::from_static(b"ok")))),
+        ["api"] => Ok(ok_json(&json!({
+            "kind": "APIVersions",
+            "versions": ["v1"],
+            "serverAddressByClientCIDRs": [
+                {"clientCIDR": "0.0.0.0/0", "serverAddress": inner.addr.to_string()}
+            ],
+        }))),
+        ["apis"] => Ok(ok_json(&json!({
+            "kind": "APIGroupList",
+            "apiVersion": "v1",
+            "groups": [discovery_group()],
+        }))),
+        ["apis", "discovery.k8s.io"] => Ok(ok_json(&discovery_group())),
+        ["api", "v1", rest @ ..] => resource(inner, "v1", rest, &query),
+        ["apis", group, version, rest @ ..] => {
+            resource(inner, &format!("{group}/{version}"), rest, &query)
+        }
+        _ => Err(ApiError::not_found()),
+    }
+    .unwrap_or_else(ApiError::into_response)
+}
+
+fn resource(
+    inner: &Arc<Inner>,
+    api_version: &str,
+    rest: &[&str],
+    q: &Query,
+) -> Result<Response<Body>, ApiError> {
+    let kind =
+        |plural: &str| Kind::from_plural(api_version, plural).ok_or_else(ApiError::not_found);
+    match rest {
+        [] if api_version == "v1" || api_version == "discovery.k8s.io/v1" => {
+            Ok(resource_list(api_version))
+        }
+        [plural] if q.watch => watch(inner, kind(plural)?, None, None, q),
+        [plural] => list(inner, kind(plural)?, None, q),
+        ["namespaces", ns, plural] if q.watch => watch(inner, kind(plural)?, Some(ns), None, q),
+        ["namespaces", ns, plural] => list(inner, kind(plural)?, Some(ns), q),
+        ["namespaces", ns, plural, name] if q.watch => {
+            watch(inner, kind(plural)?, Some(ns), Some(name), q)
+        }
+        ["namespaces", ns, plural, name] => get(inner, kind(plural)?, ns, name),
+        _ => Err(ApiError::not_found()),
+    }
+}
+
+// === Query parameters ===
+
+#[derive(Debug, Default)]
+struct Query {
+    watch: bool,
+    resource_version: Option<String>,
+    rv_match: Option<String>,
+    limit: Option<usize>,
+    continue_token: Option<String>,
+    label_selector: Option<String>,
+    field_selector: Option<String>,
+    timeout: Option<Duration>,
+    bookmarks: bool,
+    send_initial_events: Option<bool>,
+}
+
+impl Query {
+    fn parse(query: &str) -> Result<Self, ApiError> {
+        let mut q = Query::default();
+        for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+            let v = v.into_owned();
+            match &*k {
+                "watch" => q.watch = parse_bool(&k, &v)?,
+                "resourceVersion" => q.resource_version = Some(v).filter(|v| !v.is_empty()),
+                "resourceVersionMatch" => q.rv_match = Some(v).filter(|v| !v.is_empty()),
+                "limit" => q.limit = Some(parse_num(&k, &v)?).filter(|&l| l > 0),
+                "continue" => q.continue_token = Some(v).filter(|v| !v.is_empty()),
+                "labelSelector" => q.label_selector = Some(v),
+                "fieldSelector" => q.field_selector = Some(v),
+                "timeoutSeconds" => {
+                    q.timeout = Some(Duration::from_secs(parse_num(&k, &v)? as u64));
+                }
+                "allowWatchBookmarks" => q.bookmarks = parse_bool(&k, &v)?,
+                "sendInitialEvents" => q.send_initial_events = Some(parse_bool(&k, &v)?),
+                // `pretty`, `timeout` and the rest change nothing a test depends on.
+                _ => {}
+            }
+        }
+        Ok(q)
+    }
+}
+
+/// Booleans as Go's `strconv.ParseBool` reads them.
+fn parse_bool(key: &str, v: &str) -> Result<bool, ApiError> {
+    match v {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
+        _ => Err(ApiError::bad_request(&format!(
+            "invalid boolean value {v:?} for {key}"
+        ))),
+    }
+}
+
+fn parse_num(key: &str, v: &str) -> Result<usize, ApiError> {
+    v.parse()
+        .map_err(|_| ApiError::bad_request(&format!("invalid integer value {v:?} for {key}")))
+}
+
+fn parse_rv(v: &str) -> Result<u64, ApiError> {
+    v.parse()
+        .map_err(|_| ApiError::bad_request(&format!("invalid resource version: {v:?}")))
+}
+
+fn filter(
+    kind: Kind,
+    namespace: Option<&str>,
+    name: Option<&str>,
+    q: &Query,
+) -> Result<Filter, ApiError> {
+    let labels = match &q.label_selector {
+        Some(s) => LabelSelector::parse(s)
+            .map_err(|e| ApiError::bad_request(&format!("unable to parse requirement: {e}")))?,
+        None => LabelSelector::default(),
+    };
+    let fields = match &q.field_selector {
+        Some(s) => FieldSelector::parse(s, kind.selectable_fields()).map_err(|e| {
+            ApiError::bad_request(&format!(
+                "Unable to find \"{}\" that match label selector \"{}\", field selector \
+                 \"{s}\": {e}",
+                kind.plural(),
+                q.label_selector.as_deref().unwrap_or(""),
+            ))
+        })?,
+        None => FieldSelector::default(),
+    };
+    Ok(Filter {
+        prefix: namespace.map(|ns| format!("{ns}/")).unwrap_or_default(),
+        name: name.map(str::to_owned),
+        labels,
+        fields,
+    })
+}
+
+// === List ===
+
+/// Where a list is read: the current state or the state at a past resourceVersion.
+enum At {
+    Current,
+    /// `resourceVersionMatch=NotOlderThan`: the current state, if it is that new.
+    NotOlderThan(u64),
+    Exact(u64),
+}
+
+fn list(
+    inner: &Arc<Inner>,
+    kind: Kind,
+    namespace: Option<&str>,
+    q: &Query,
+) -> Result<Response<Body>, ApiError> {
+    let filter = filter(kind, namespace, None, q)?;
+    let token = match &q.continue_token {
+        Some(token) => {
+            if q.resource_version.is_some() || q.rv_match.is_some() {
+                return Err(ApiError::bad_request(
+                    "specifying resource version is not allowed when using continue",
+                ));
+            }
+            let token = ContinueToken::decode(token)
+                .map_err(|e| ApiError::bad_request(&format!("continue key is not valid: {e}")))?;
+            Some(token)
+        }
+        None => None,
+    };
+    let at = match &token {
+        // A token with rv -1 is the "inconsistent" continuation a 410 offers: read on
+        // at the current state.
+        Some(t) if t.rv < 0 => At::Current,
+        Some(t) => At::Exact(t.rv as u64),
+        None => list_at(q)?,
+    };
+    let start = token
+        .as_ref()
+        .map(|t| format!("{}{}", filter.prefix, t.start))
+        .unwrap_or_default();
+
+    let store = inner.store.lock().expect("store lock is not poisoned");
+    let rv = match at {
+        At::Current => store.rv(),
+        At::NotOlderThan(rv) if rv <= store.rv() => store.rv(),
+        At::NotOlderThan(rv) | At::Exact(rv) => match store.check_rv(kind, rv) {
+            Ok(()) => rv,
+            Err(RvError::TooLarge { requested, current }) => {
+                return Err(ApiError::too_large(requested, current));
+            }
+            Err(RvError::TooOld { .. }) => {
+                drop(store);
+                inner.stats.bump(|s| s.gone += 1);
+                return Err(match token {
+                    Some(t) => ApiError::continue_expired(&t),
+                    None => ApiError::gone("The resourceVersion for the provided list is too old."),
+                });
+            }
+        },
+    };
+    let page = store.list(kind, &filter, rv, &start, q.limit);
+    drop(store);
+
+    let mut metadata = json!({"resourceVersion": rv.to_string()});
+    if let Some(next) = &page.next {
+        let start = next
+            .strip_prefix(&filter.prefix)
+            .expect("listed keys are under the list's prefix");
+        metadata["continue"] = ContinueToken::encode(rv as i64, start).into();
+    }
+    if let Some(n) = page.remaining {
+        metadata["remainingItemCount"] = n.into();
+    }
+    // Written by hand to keep the API server's field order.
+    let head = format!(
+        r#"{{"kind":"{}List","apiVersion":"{}","metadata":{},"items":["#,
+        kind.kind(),
+        kind.api_version(),
+        metadata,
+    );
+    let mut out = BytesMut::with_capacity(head.len() + 2 + page.items.len() * 1024);
+    out.put_slice(head.as_bytes());
+    for (i, obj) in page.items.iter().enumerate() {
+        if i > 0 {
+            out.put_u8(b',');
+        }
+        obj.write_list_item(&mut out);
+    }
+    out.put_slice(b"]}");
+    inner.stats.bump(|s| s.lists += 1);
+    Ok(json_response(StatusCode::OK, out.freeze()))
+}
+
+/// Reads `resourceVersion` and `resourceVersionMatch` of a list without `continue`, with
+/// the API server's rules: unset means the current state, `"0"` any state (this server
+/// has only the current one), and a number without a match is "not older than" — except
+/// with `limit`, where it has always meant "exactly".
+fn list_at(q: &Query) -> Result<At, ApiError> {
+    match (q.resource_version.as_deref(), q.rv_match.as_deref()) {
+        (None, None) => Ok(At::Current),
+        (None, Some(_)) => Err(ApiError::invalid(
+            "resourceVersionMatch is forbidden unless resourceVersion is provided",
+        )),
+        (Some("0"), None | Some("NotOlderThan")) => Ok(At::Current),
+        (Some("0"), Some("Exact")) => Err(ApiError::invalid(
+            "resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\"",
+        )),
+        (Some(rv), None) if q.limit.is_some() => Ok(At::Exact(parse_rv(rv)?)),
+        (Some(rv), None | Some("NotOlderThan")) => Ok(At::NotOlderThan(parse_rv(rv)?)),
+        (Some(rv), Some("Exact")) => Ok(At::Exact(parse_rv(rv)?)),
+        (Some(_), Some(other)) => Err(ApiError::invalid(&format!(
+            "resourceVersionMatch: Unsupported value: \"{other}\": supported values: \
+             \"Exact\", \"NotOlderThan\""
+        ))),
+    }
+}
+
+/// etcd's continue token: base64url (no padding) of `{"v":..,"rv":..,"start":..}`, where
+/// `start` is the key to read on from, relative to the list's prefix.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct ContinueToken {
+    v: String,
+    rv: i64,
+    start: String,
+}
+
+impl ContinueToken {
+    const VERSION: &'static str = "meta.k8s.io/v1";
+
+    fn encode(rv: i64, start: &str) -> String {
+        let token = ContinueToken {
+            v: Self::VERSION.to_owned(),
+            rv,
+            start: start.to_owned(),
+        };
+        let json = serde_json::to_vec(&token).expect("JSON serializes");
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
+    }
+
+    fn decode(token: &str) -> Result<Self, String> {
+        let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(token)
+            .map_err(|e| format!("{e}"))?;
+        let token: ContinueToken = serde_json::from_slice(&json).map_err(|e| format!("{e}"))?;
+        if token.v != Self::VERSION {
+            return Err(format!(
+                "server does not recognize this encoded key: {}",
+                token.v
+            ));
+        }
+        if token.start.is_empty() {
+            return Err("encoded start key empty".to_owned());
+        }
+        if token.rv == 0 || token.rv < -1 {
+            return Err("incorrect encoded start resourceVersion".to_owned());
+        }
+        Ok(token)
+    }
+}
+
+// === Watch and get ===
+
+fn watch(
+    inner: &Arc<Inner>,
+    kind: Kind,
+    namespace: Option<&str>,
+    name: Option<&str>,
+    q: &Query,
+) -> Result<Response<Body>, ApiError> {
+    let filter = filter(kind, namespace, name, q)?;
+    let start = watch_start(q)?;
+    let req = WatchRequest {
+        kind,
+        filter,
+        start,
+        bookmarks: q.bookmarks,
+        timeout: q.timeout.unwrap_or(DEFAULT_WATCH_TIMEOUT),
+    };
+    match watch::start(inner.clone(), req) {
+        Ok(events) => {
+            let body = StreamBody::new(events.map(|b| Ok::<_, Infallible>(Frame::data(b))));
+            Ok(Response::builder()
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(body.boxed_unsync())
+                .expect("static response parts are valid"))
+        }
+        // The API server answers a watch from a compacted resourceVersion with a stream
+        // holding one ERROR event, not with an HTTP error.
+        Err(RvError::TooOld { requested, oldest }) => {
+            inner.stats.bump(|s| s.gone += 1);
+            let status =
+                ApiError::gone(&format!("too old resource version: {requested} ({oldest})"));
+            Ok(json_response(
+                StatusCode::OK,
+                watch::error_line(&status.body),
+            ))
+        }
+        Err(RvError::TooLarge { requested, current }) => {
+            Err(ApiError::too_large(requested, current))
+        }
+    }
+}
+
+/// Reads where a watch starts, with the API server's validation of streaming lists.
+fn watch_start(q: &Query) -> Result<Start, ApiError> {
+    let rv = q.resource_version.as_deref();
+    let from_now = matches!(rv, None | Some("0"));
+    match q.send_initial_events {
+        Some(true) => {
+            if !q.bookmarks {
+                return Err(ApiError::invalid(
+                    "sendInitialEvents: Forbidden: sendInitialEvents requires setting \
+                     allowWatchBookmarks to true",
+                ));
+            }
+            if q.rv_match.as_deref() != Some("NotOlderThan") {
+                return Err(ApiError::invalid(
+                    "resourceVersionMatch: Forbidden: sendInitialEvents requires setting \
+                     resourceVersionMatch to NotOlderThan",
+                ));
+            }
+            let not_older_than = match rv {
+                None | Some("0") => 0,
+                Some(rv) => parse_rv(rv)?,
+            };
+            Ok(Start::Now {
+                not_older_than,
+                initial_events: true,
+                end_bookmark: true,
+            })
+        }
+        Some(false) => {
+            if q.rv_match.as_deref().is_some_and(|m| m != "NotOlderThan") {
+                return Err(ApiError::invalid(
+                    "resourceVersionMatch: Forbidden: sendInitialEvents requires setting \
+                     resourceVersionMatch to NotOlderThan",
+                ));
+            }
+            match rv {
+                _ if from_now => Ok(Start::Now {
+                    not_older_than: 0,
+                    initial_events: false,
+                    end_bookmark: false,
+                }),
+                Some(rv) => Ok(Start::After(parse_rv(rv)?)),
+                None => unreachable!("from_now covers None"),
+            }
+        }
+        None => {
+            if q.rv_match.is_some() {
+                return Err(ApiError::invalid(
+                    "resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden for \
+                     watch unless sendInitialEvents is provided",
+                ));
+            }
+            match rv {
+                // The legacy start: synthetic ADDED events for the current state, then
+                // changes, with no marker between the two.
+                _ if from_now => Ok(Start::Now {
+                    not_older_than: 0,
+                    initial_events: true,
+                    end_bookmark: false,
+                }),
+                Some(rv) => Ok(Start::After(parse_rv(rv)?)),
+                None => unreachable!("from_now covers None"),
+            }
+        }
+    }
+}
+
+fn get(
+    inner: &Arc<Inner>,
+    kind: Kind,
+    namespace: &str,
+    name: &str,
+) -> Result<Response<Body>, ApiError> {
+    let obj = inner
+        .store
+        .lock()
+        .expect("store lock is not poisoned")
+        .get(kind, namespace, name);
+    match obj {
+        Some(obj) => {
+            inner.stats.bump(|s| s.gets += 1);
+            Ok(json_response(StatusCode::OK, obj.json.clone()))
+        }
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            &format!("{} \"{name}\" not found", kind.plural()),
+        )
+        .with(
+            "details",
+            json!({"name": name, "group": kind.group(), "kind": kind.plural()}),
+        )),
+    }
+}
+
+// === Discovery ===
+
+fn version() -> Value {
+    json!({
+        "major": "1",
+        "minor": "33",
+        "gitVersion": "v1.33.0-mesh-fake",
+        "gitCommit": "0000000000000000000000000000000000000000",
+        "gitTreeState": "clean",
+        "buildDate": "2025-04-23T00:00:00Z",
+        "goVersion": "go1.24.2",
+        "compiler": "gc",
+        "platform": "linux/amd64",
+    })
+}
+
+fn discovery_group() -> Value {
+    let v1 = json!({"groupVersion": "discovery.k8s.io/v1", "version": "v1"});
+    json!({
+        "kind": "APIGroup",
+        "apiVersion": "v1",
+        "name": "discovery.k8s.io",
+        "versions": [v1],
+        "preferredVersion": v1,
+    })
+}
+
+fn resource_list(api_version: &str) -> Response<Body> {
+    let resources: Vec<Value> = Kind::ALL
+        .into_iter()
+        .filter(|k| k.api_version() == api_version)
+        .map(|k| {
+            json!({
+                "name": k.plural(),
+                "singularName": k.singular(),
+                "namespaced": true,
+                "kind": k.kind(),
+                "verbs": ["get", "list", "watch"],
+                "shortNames": k.short_names(),
+            })
+        })
+        .collect();
+    ok_json(&json!({
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": api_version,
+        "resources": resources,
+    }))
+}
+
+// === Responses ===
+
+fn full(bytes: Bytes) -> Body {
+    Full::new(bytes).boxed_unsync()
+}
+
+fn to_bytes(value: &Value) -> Bytes {
+    serde_json::to_vec(value).expect("JSON serializes").into()
+}
+
+fn json_response(code: StatusCode, body: Bytes) -> Response<Body> {
+    Response::builder()
+        .status(code)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(full(body))
+        .expect("static response parts are valid")
+}
+
+fn ok_json(value: &Value) -> Response<Body> {
+    json_response(StatusCode::OK, to_bytes(value))
+}
+
+// === Errors ===
+
+/// An error answered as the API server answers errors: a `Status` object with the
+/// matching HTTP status.
+struct ApiError {
+    code: StatusCode,
+    body: Value,
+}
+
+impl ApiError {
+    fn new(code: StatusCode, reason: &str, message: &str) -> Self {
+        let body = json!({
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": message,
+            "reason": reason,
+            "code": code.as_u16(),
+        });
+        Self { code, body }
+    }
+
+    fn with(mut self, field: &str, value: Value) -> Self {
+        self.body[field] = value;
+        self
+    }
+
+    fn bad_request(message: &str) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "BadRequest", message)
+    }
+
+    fn invalid(message: &str) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", message)
+    }
+
+    fn not_found() -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            "the server could not find the requested resource",
+        )
+    }
+
+    fn gone(message: &str) -> Self {
+        Self::new(StatusCode::GONE, "Expired", message)
+    }
+
+    /// The 410 for a continue token whose snapshot was compacted. Like the API server,
+    /// it offers a token to read on from the current state, accepting an inconsistent
+    /// list.
+    fn continue_expired(token: &ContinueToken) -> Self {
+        Self::gone(
+            "The provided continue parameter is too old to display a consistent list \
+             result. You can start a new list without the continue parameter, or use the \
+             continue token in this response to retrieve the remainder of the results. \
+             Continuing with the provided token results in an inconsistent list - objects \
+             that were created, modified, or deleted between the time the first chunk was \
+             returned and now may show up in the list.",
+        )
+        .with(
+            "metadata",
+            json!({"continue": ContinueToken::encode(-1, &token.start)}),
+        )
+    }
+
+    fn too_large(requested: u64, current: u64) -> Self {
+        Self::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "Timeout",
+            &format!("Too large resource version: {requested}, current: {current}"),
+        )
+        .with(
+            "details",
+            json!({
+                "causes": [{
+                    "reason": "ResourceVersionTooLarge",
+                    "message": "Too large resource version",
+                }],
+                "retryAfterSeconds": 1,
+            }),
+        )
+    }
+
+    fn into_response(self) -> Response<Body> {
+        json_response(self.code, to_bytes(&self.body))
+    }
+}

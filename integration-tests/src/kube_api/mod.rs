@@ -1,0 +1,455 @@
+//! An in-process Kubernetes API server for tests: list and watch of Services, Pods and
+//! EndpointSlices over plain HTTP, faithful enough that the real kube-rs client and
+//! `kube::runtime::watcher` run against it unchanged.
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! use k8s_openapi::api::core::v1::Service;
+//! use kube::api::{Api, ListParams};
+//! use mesh_integration_tests::kube_api::{service, FakeKube, ServicePort};
+//!
+//! let api = FakeKube::start().await?;
+//! api.apply(service("shop", "web", "10.96.0.10", &[ServicePort::new("http", 80).target(8080)]))?;
+//! let services: Api<Service> = Api::all(api.client()?);
+//! assert_eq!(services.list(&ListParams::default()).await?.items.len(), 1);
+//! // A controller in another process finds it through `KUBECONFIG`.
+//! let mut controller = std::process::Command::new("mesh-controller");
+//! controller.env("KUBECONFIG", api.kubeconfig_path());
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Why a fake and not a cluster: the controller's tests need to provoke what a cluster
+//! does rarely and at its own moment (a watch falling out of the history window, a
+//! continue token outliving compaction) and to do it on demand, in milliseconds, without
+//! root or containers. So the protocol is kept exact where clients depend on it:
+//!
+//! - one global resourceVersion; every write bumps it and stamps the object; creates
+//!   set `uid` and `creationTimestamp`; writing an identical object writes nothing;
+//! - lists in etcd key order, chunked with `limit` and `continue` tokens (etcd's
+//!   encoding) served from a consistent snapshot at the first page's resourceVersion;
+//!   `resourceVersion`/`resourceVersionMatch` with the API server's semantics; label
+//!   selectors (the whole grammar) and field selectors (`metadata.*`, and the fields the
+//!   API server supports for each kind);
+//! - watches as chunked newline-delimited JSON: `ADDED`, `MODIFIED`, `DELETED` (also
+//!   when an object stops matching a selector), `BOOKMARK` every
+//!   [`FakeKube::set_bookmark_interval`] when asked for, streaming lists
+//!   (`sendInitialEvents`, ended by a bookmark annotated `k8s.io/initial-events-end`),
+//!   `timeoutSeconds`;
+//! - history retained per kind up to [`FakeKube::set_history_limit`] changes;
+//!   [`FakeKube::expire`] compacts it all and ends every watch, so a client's next
+//!   watch gets an `ERROR` event with a `410 Expired` status, and a continue token gets
+//!   a `410` response, and it must re-list.
+//!
+//! Writes come only from the test, through [`FakeKube::apply`] and
+//! [`FakeKube::delete`]; the HTTP side is read-only (GET list, watch and get by name,
+//! plus `/version` and discovery).
+//!
+//! Lifecycle: the server runs on tasks of the runtime that called [`FakeKube::start`],
+//! and dropping the `FakeKube` stops it and closes every connection.
+
+mod http;
+mod objects;
+mod select;
+mod store;
+mod watch;
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use tokio::{net::TcpListener, sync::Notify};
+
+pub use self::objects::{endpoint_slice, pod, service, Endpoint, ServicePort, TargetPort};
+use self::store::Store;
+
+/// The resource types the fake serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// `v1` Service.
+    Service,
+    /// `v1` Pod.
+    Pod,
+    /// `discovery.k8s.io/v1` EndpointSlice.
+    EndpointSlice,
+}
+
+impl Kind {
+    const ALL: [Kind; 3] = [Kind::Service, Kind::Pod, Kind::EndpointSlice];
+
+    fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The object's `kind`.
+    pub fn kind(self) -> &'static str {
+        match self {
+            Kind::Service => "Service",
+            Kind::Pod => "Pod",
+            Kind::EndpointSlice => "EndpointSlice",
+        }
+    }
+
+    /// The object's `apiVersion`.
+    pub fn api_version(self) -> &'static str {
+        match self {
+            Kind::Service | Kind::Pod => "v1",
+            Kind::EndpointSlice => "discovery.k8s.io/v1",
+        }
+    }
+
+    fn plural(self) -> &'static str {
+        match self {
+            Kind::Service => "services",
+            Kind::Pod => "pods",
+            Kind::EndpointSlice => "endpointslices",
+        }
+    }
+
+    fn singular(self) -> &'static str {
+        match self {
+            Kind::Service => "service",
+            Kind::Pod => "pod",
+            Kind::EndpointSlice => "endpointslice",
+        }
+    }
+
+    fn short_names(self) -> &'static [&'static str] {
+        match self {
+            Kind::Service => &["svc"],
+            Kind::Pod => &["po"],
+            Kind::EndpointSlice => &[],
+        }
+    }
+
+    fn group(self) -> &'static str {
+        match self {
+            Kind::Service | Kind::Pod => "",
+            Kind::EndpointSlice => "discovery.k8s.io",
+        }
+    }
+
+    fn from_type(api_version: &str, kind: &str) -> Option<Kind> {
+        Kind::ALL
+            .into_iter()
+            .find(|k| k.api_version() == api_version && k.kind() == kind)
+    }
+
+    fn from_plural(api_version: &str, plural: &str) -> Option<Kind> {
+        Kind::ALL
+            .into_iter()
+            .find(|k| k.api_version() == api_version && k.plural() == plural)
+    }
+
+    /// The fields a field selector may name, as the API server allows them per kind.
+    fn selectable_fields(self) -> &'static [&'static str] {
+        match self {
+            Kind::Service => &[
+                "metadata.name",
+                "metadata.namespace",
+                "spec.clusterIP",
+                "spec.type",
+            ],
+            Kind::Pod => &[
+                "metadata.name",
+                "metadata.namespace",
+                "spec.nodeName",
+                "spec.restartPolicy",
+                "spec.schedulerName",
+                "spec.serviceAccountName",
+                "spec.hostNetwork",
+                "status.phase",
+                "status.podIP",
+                "status.nominatedNodeName",
+            ],
+            Kind::EndpointSlice => &["metadata.name", "metadata.namespace"],
+        }
+    }
+}
+
+/// Counters of what the server has done, for tests to assert on or wait for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// List requests answered with a list (one per page).
+    pub lists: u64,
+    /// Watch requests answered with a stream.
+    pub watches: u64,
+    /// Watch streams still open.
+    pub open_watches: u64,
+    /// GETs of a single object answered with it.
+    pub gets: u64,
+    /// `410 Gone` answers: responses to continue tokens and `ERROR` events on watches.
+    pub gone: u64,
+    /// `BOOKMARK` events sent.
+    pub bookmarks: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    stats: Mutex<Stats>,
+    changed: Notify,
+}
+
+impl Counters {
+    fn bump(&self, f: impl FnOnce(&mut Stats)) {
+        f(&mut self.stats.lock().expect("stats lock is not poisoned"));
+        self.changed.notify_waiters();
+    }
+
+    fn get(&self) -> Stats {
+        *self.stats.lock().expect("stats lock is not poisoned")
+    }
+}
+
+/// What open watches are told when something changes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Pulse {
+    rv: u64,
+    epoch: u64,
+    bookmark_interval: Duration,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Mutex<Store>,
+    pulse: tokio::sync::watch::Sender<Pulse>,
+    stats: Counters,
+    addr: SocketAddr,
+}
+
+impl Inner {
+    /// Tells open watches what the store looks like now; called after every write.
+    fn publish(&self, rv: u64, epoch: u64) {
+        self.pulse.send_modify(|p| {
+            p.rv = rv;
+            p.epoch = epoch;
+        });
+    }
+}
+
+/// The default time between bookmarks on a watch that asked for them. Real API servers
+/// send one about every minute; tests want to see them without waiting.
+pub const DEFAULT_BOOKMARK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The default number of changes retained per kind: a watch from further back than this
+/// gets 410 Gone. Each retained change holds the object's previous version alive too.
+pub const DEFAULT_HISTORY_LIMIT: usize = store::DEFAULT_HISTORY_LIMIT;
+
+/// A running fake API server, and the test's handle for changing what it serves. See the
+/// module documentation.
+#[derive(Debug)]
+pub struct FakeKube {
+    inner: Arc<Inner>,
+    kubeconfig: PathBuf,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl FakeKube {
+    /// Starts a server on an ephemeral port of 127.0.0.1.
+    pub async fn start() -> anyhow::Result<Self> {
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    /// Starts a server on `addr` (e.g. an address a network namespace can reach), and
+    /// writes a kubeconfig for it into the test's scratch directory.
+    pub async fn start_on(addr: SocketAddr) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("bind {addr}"))?;
+        let mut addr = listener.local_addr().context("listener address")?;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        let store = Store::new();
+        let (pulse, _) = tokio::sync::watch::channel(Pulse {
+            rv: store.rv(),
+            epoch: store.epoch(),
+            bookmark_interval: DEFAULT_BOOKMARK_INTERVAL,
+        });
+        let inner = Arc::new(Inner {
+            store: Mutex::new(store),
+            pulse,
+            stats: Counters::default(),
+            addr,
+        });
+        let kubeconfig = crate::scratch_dir().join(format!("kubeconfig-{}", addr.port()));
+        std::fs::write(&kubeconfig, kubeconfig_yaml(&format!("http://{addr}")))
+            .with_context(|| format!("write {}", kubeconfig.display()))?;
+        let server = tokio::spawn(http::serve(listener, inner.clone()));
+        Ok(Self {
+            inner,
+            kubeconfig,
+            server,
+        })
+    }
+
+    /// The address the server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.inner.addr
+    }
+
+    /// The server's URL, `http://<addr>`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.inner.addr)
+    }
+
+    /// A kubeconfig file pointing at the server with no credentials, for a process
+    /// started with `KUBECONFIG=<path>`. It lives in [`crate::scratch_dir`].
+    pub fn kubeconfig_path(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    /// A kube-rs client for the server. Needs a tokio runtime (the client spawns a task).
+    pub fn client(&self) -> anyhow::Result<kube::Client> {
+        let url = self.url().parse().context("server URL")?;
+        kube::Client::try_from(kube::Config::new(url)).context("build kube client")
+    }
+
+    /// Creates or replaces an object (found by kind, namespace and name; the namespace
+    /// defaults to `default`) and returns its resourceVersion. Replacing an object with
+    /// an identical one changes nothing and notifies no watch, as in Kubernetes.
+    pub fn apply(&self, object: serde_json::Value) -> anyhow::Result<u64> {
+        self.apply_all([object])
+    }
+
+    /// Applies many objects at once (one lock, one wake-up of the watches), e.g. to load
+    /// a large cluster; returns the resourceVersion after the last. Stops at the first
+    /// invalid object, with the ones before it applied.
+    pub fn apply_all(
+        &self,
+        objects: impl IntoIterator<Item = serde_json::Value>,
+    ) -> anyhow::Result<u64> {
+        let now = store::now_rfc3339();
+        let mut store = self.lock();
+        let mut result = Ok(store.rv());
+        for object in objects {
+            match store.apply(object, &now) {
+                Ok((rv, _)) => result = Ok(rv),
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        let (rv, epoch) = (store.rv(), store.epoch());
+        drop(store);
+        self.inner.publish(rv, epoch);
+        result
+    }
+
+    /// Deletes an object at once (as with a zero grace period) and returns the deletion's
+    /// resourceVersion, or `None` if there was no such object.
+    pub fn delete(&self, kind: Kind, namespace: &str, name: &str) -> Option<u64> {
+        let mut store = self.lock();
+        let rv = store.delete(kind, namespace, name)?;
+        let epoch = store.epoch();
+        drop(store);
+        self.inner.publish(rv, epoch);
+        Some(rv)
+    }
+
+    /// The stored object, as a GET returns it.
+    pub fn get(&self, kind: Kind, namespace: &str, name: &str) -> Option<serde_json::Value> {
+        self.lock().get(kind, namespace, name).map(|o| o.to_value())
+    }
+
+    /// The current (global) resourceVersion.
+    pub fn resource_version(&self) -> u64 {
+        self.lock().rv()
+    }
+
+    /// Compacts all history and ends every open watch: every resourceVersion a client
+    /// holds becomes too old, so a watcher's next watch gets 410 and it re-lists, and an
+    /// outstanding continue token gets 410. Objects written or deleted afterwards, before
+    /// the client re-lists, reach it only through that list.
+    pub fn expire(&self) {
+        let mut store = self.lock();
+        store.expire();
+        let (rv, epoch) = (store.rv(), store.epoch());
+        drop(store);
+        self.inner.publish(rv, epoch);
+    }
+
+    /// Sets the time between bookmarks on watches that asked for them (default
+    /// [`DEFAULT_BOOKMARK_INTERVAL`]); open watches follow it from their next bookmark or
+    /// sooner.
+    pub fn set_bookmark_interval(&self, interval: Duration) {
+        let interval = interval.max(Duration::from_millis(1));
+        self.inner
+            .pulse
+            .send_modify(|p| p.bookmark_interval = interval);
+    }
+
+    /// Sets how many changes are retained per kind (default [`DEFAULT_HISTORY_LIMIT`]),
+    /// compacting older ones now if there are more.
+    pub fn set_history_limit(&self, changes: usize) {
+        self.lock().set_history_limit(changes);
+    }
+
+    /// What the server has done so far.
+    pub fn stats(&self) -> Stats {
+        self.inner.stats.get()
+    }
+
+    /// Waits until `done` holds for the stats, failing after `timeout` with what was
+    /// awaited and the last stats. Wakes on every change of the counters; it does not
+    /// poll.
+    pub async fn wait_for_stats(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut done: impl FnMut(&Stats) -> bool,
+    ) -> anyhow::Result<Stats> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let changed = self.inner.stats.changed.notified();
+            tokio::pin!(changed);
+            // Register before checking, so that a change in between still wakes us.
+            changed.as_mut().enable();
+            let stats = self.stats();
+            if done(&stats) {
+                return Ok(stats);
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                anyhow::bail!("timed out after {timeout:?} waiting for {what}: {stats:?}");
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Store> {
+        self.inner.store.lock().expect("store lock is not poisoned")
+    }
+}
+
+impl Drop for FakeKube {
+    fn drop(&mut self) {
+        // The accept loop owns every connection task, so aborting it closes them all.
+        self.server.abort();
+    }
+}
+
+fn kubeconfig_yaml(server: &str) -> String {
+    format!(
+        "apiVersion: v1
+kind: Config
+clusters:
+- name: mesh-fake
+  cluster:
+    server: {server}
+users:
+- name: mesh-fake
+  user: {{}}
+contexts:
+- name: mesh-fake
+  context:
+    cluster: mesh-fake
+    user: mesh-fake
+    namespace: default
+current-context: mesh-fake
+"
+    )
+}

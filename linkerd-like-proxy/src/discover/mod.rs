@@ -1,0 +1,452 @@
+//! Outbound discovery: asks the destination service (the controller's `Get`) where a
+//! destination's endpoints are, keeps the answer current, and gives the route layer
+//! and the TCP forwarder an endpoint for each request or connection.
+//!
+//! What it keeps, and why:
+//! - **One stream per destination**, shared by every connection and request to it: a
+//!   destination is an `ip:port` (transparent mode: the original destination) or a
+//!   request's `host:port` (explicit mode), and the cache maps it to a `Dst`.
+//! - **Traffic does not wait on the controller**, except the first use of a
+//!   destination, for at most `MESH_PROXY_DISCOVERY_TIMEOUT`; after that it goes where
+//!   the client sent it until an answer comes, and never waits again.
+//! - **The outage rule**: when the stream fails or the controller restarts, the last
+//!   answer stays in force while the stream is re-opened with exponential backoff and
+//!   full jitter; the new stream's first message replaces the state.
+//! - **Idle destinations go**: one that no connection holds and no request used for
+//!   `MESH_PROXY_DISCOVERY_IDLE_TIMEOUT` is dropped by the sweeper, which closes its
+//!   stream and forgets its load estimates.
+//!
+//! Lifecycle: the [`Discovery`] cache owns an `Arc<Dst>` per destination; a transparent
+//! connection holds another for its lifetime (so its requests need no lookup). A `Dst`
+//! owns its resolution task: dropping the last `Arc<Dst>` aborts the task, which drops
+//! the `Get` stream (the controller sees the stream reset). The task and the requests
+//! in flight share the destination's state (`Shared`), so a request picked before a
+//! destination was dropped still completes.
+
+mod resolve;
+#[cfg(test)]
+mod tests;
+
+use crate::{
+    balance::{self, Discovered, Endpoint, Load},
+    config::Config,
+    metrics::{self, Metrics},
+};
+use mesh_api::destination::{self as api, destination_client::DestinationClient};
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicU64, Ordering::Relaxed},
+        Arc, Mutex, PoisonError,
+    },
+    time::Duration,
+};
+use tokio::{sync::watch, task::AbortHandle, time::Instant};
+use tonic::transport::Channel;
+
+/// A destination unused for this many sweeps (each half the idle timeout) has been
+/// idle for at least the idle timeout and at most one and a half.
+const IDLE_SWEEPS: u64 = 3;
+
+/// The proxy's discovery client and its cache of destinations.
+pub struct Discovery {
+    client: DestinationClient<Channel>,
+    context: Arc<str>,
+    timeout: Duration,
+    idle_timeout: Duration,
+    cache: Mutex<Cache>,
+    /// Ticks once per sweep; destinations remember the tick they were last used in.
+    epoch: Arc<AtomicU64>,
+    metrics: Metrics,
+}
+
+#[derive(Default)]
+struct Cache {
+    addrs: HashMap<SocketAddr, Arc<Dst>>,
+    names: HashMap<Box<str>, Arc<Dst>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // The cache holds no invariant a panic could break halfway.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// What the proxy knows about one destination (for tests and debugging).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Resolution {
+    /// No answer yet.
+    Pending,
+    /// The destination service does not know it: traffic goes where the client sent it.
+    Unknown,
+    /// Its endpoints, in no particular order; empty: it has none, requests fail.
+    Endpoints(Vec<SocketAddr>),
+}
+
+impl Discovery {
+    /// The discovery client, if `MESH_PROXY_DESTINATION_ADDR` is set. Nothing connects
+    /// until the first lookup; must be called within the runtime.
+    pub(crate) fn new(config: &Config, metrics: Metrics) -> Option<Self> {
+        let uri = config.destination_addr.clone()?;
+        let channel = tonic::transport::Endpoint::from(uri.clone())
+            .connect_timeout(config.connect_timeout)
+            .tcp_nodelay(true)
+            .tcp_keepalive(Some(Duration::from_secs(10)))
+            // PINGs find a controller that vanished without closing its connection, so
+            // that streams fail and are re-opened instead of waiting forever.
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(3))
+            .keep_alive_while_idle(true)
+            .connect_lazy();
+        metrics.discovery().enable();
+        tracing::info!(destination = %uri, "outbound discovery on");
+        Some(Self {
+            client: DestinationClient::new(channel),
+            context: config.destination_context.as_str().into(),
+            timeout: config.discovery_timeout,
+            idle_timeout: config.discovery_idle_timeout,
+            cache: Mutex::default(),
+            epoch: Arc::default(),
+            metrics,
+        })
+    }
+
+    /// The destination for an `ip:port`, resolving it from now on if it is new.
+    pub(crate) fn by_addr(&self, addr: SocketAddr) -> Arc<Dst> {
+        lock(&self.cache)
+            .addrs
+            .entry(addr)
+            .or_insert_with(|| self.spawn(addr.to_string()))
+            .clone()
+    }
+
+    /// The destination for a `host:port` name (lowercase, with its port), resolving it
+    /// from now on if it is new.
+    pub(crate) fn by_name(&self, name: &str) -> Arc<Dst> {
+        let mut cache = lock(&self.cache);
+        if let Some(d) = cache.names.get(name) {
+            return d.clone();
+        }
+        let d = self.spawn(name.to_string());
+        cache.names.insert(name.into(), d.clone());
+        d
+    }
+
+    fn spawn(&self, path: String) -> Arc<Dst> {
+        let shared = Arc::new(Shared {
+            path: path.into(),
+            state: watch::Sender::new(State::Pending),
+            metrics: self.metrics.clone(),
+        });
+        let task = tokio::spawn(resolve::run(
+            shared.clone(),
+            self.client.clone(),
+            self.context.clone(),
+        ))
+        .abort_handle();
+        self.metrics.discovery().destinations(1);
+        Arc::new(Dst {
+            shared,
+            deadline: Instant::now() + self.timeout,
+            last_used: AtomicU64::new(self.epoch.load(Relaxed)),
+            epoch: self.epoch.clone(),
+            task,
+        })
+    }
+
+    /// How often [`Discovery::sweep`] should run.
+    pub(crate) fn sweep_period(&self) -> Duration {
+        (self.idle_timeout / 2).max(Duration::from_millis(10))
+    }
+
+    /// Drops destinations that no connection holds and nothing used for the idle
+    /// timeout: their streams close and their state goes.
+    pub(crate) fn sweep(&self) {
+        let now = self.epoch.fetch_add(1, Relaxed) + 1;
+        let keep = |d: &Arc<Dst>| {
+            Arc::strong_count(d) > 1 || now.saturating_sub(d.last_used.load(Relaxed)) < IDLE_SWEEPS
+        };
+        let mut cache = lock(&self.cache);
+        cache.addrs.retain(|_, d| keep(d));
+        cache.names.retain(|_, d| keep(d));
+    }
+
+    /// What the proxy knows about `path` (`ip:port` or `host:port`), if it is
+    /// resolving it.
+    pub fn resolution(&self, path: &str) -> Option<Resolution> {
+        let cache = lock(&self.cache);
+        let dst = match path.parse::<SocketAddr>() {
+            Ok(a) => cache.addrs.get(&a),
+            Err(_) => cache.names.get(path),
+        }?;
+        Some(dst.shared.resolution())
+    }
+
+    /// How many destinations are being resolved.
+    pub fn destinations(&self) -> usize {
+        let cache = lock(&self.cache);
+        cache.addrs.len() + cache.names.len()
+    }
+}
+
+// === impl Dst ===
+
+/// One destination being resolved. Dropping the last handle stops the resolution.
+pub(crate) struct Dst {
+    shared: Arc<Shared>,
+    /// Until when a use waits for the first answer.
+    deadline: Instant,
+    last_used: AtomicU64,
+    epoch: Arc<AtomicU64>,
+    task: AbortHandle,
+}
+
+/// Where discovery sends one request or connection.
+pub(crate) enum Resolved {
+    /// Unknown to the destination service, or no answer in time: where the client
+    /// sent it.
+    Fallback,
+    /// Known, with no endpoints: fail.
+    NoEndpoints(Arc<str>),
+    /// This endpoint.
+    Endpoint(Balanced),
+}
+
+/// An endpoint chosen for one request or connection, with its destination, so that a
+/// connect failure can be retried on another endpoint.
+#[derive(Clone)]
+pub(crate) struct Balanced {
+    pub(crate) load: Load,
+    pub(crate) dst: Arc<Shared>,
+}
+
+impl Dst {
+    /// Chooses where one request or connection goes. Waits only while the first
+    /// answer is pending, and never past the discovery timeout from the first use.
+    pub(crate) async fn resolve(&self) -> Resolved {
+        self.last_used.store(self.epoch.load(Relaxed), Relaxed);
+        if self.shared.is_pending() {
+            let mut rx = self.shared.state.subscribe();
+            let answered = rx.wait_for(|s| !matches!(s, State::Pending));
+            let _ = tokio::time::timeout_at(self.deadline, answered).await;
+        }
+        self.shared.pick(None)
+    }
+}
+
+impl std::fmt::Debug for Dst {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dst")
+            .field("path", &self.shared.path)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for Balanced {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Balanced")
+            .field("dst", &self.dst.path)
+            .field("addr", &self.load.addr())
+            .finish()
+    }
+}
+
+impl Drop for Dst {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.shared.metrics.discovery().destinations(-1);
+    }
+}
+
+// === impl Shared ===
+
+/// A destination's current state, shared by its resolution task (the only writer)
+/// and the requests using it.
+pub(crate) struct Shared {
+    path: Arc<str>,
+    /// Readers hold the lock only to pick; the writer builds a new endpoint list
+    /// outside it and swaps it in.
+    state: watch::Sender<State>,
+    metrics: Metrics,
+}
+
+#[derive(Debug)]
+enum State {
+    Pending,
+    Unknown,
+    Known(Vec<Arc<Endpoint>>),
+}
+
+impl State {
+    fn len(&self) -> usize {
+        match self {
+            State::Known(e) => e.len(),
+            _ => 0,
+        }
+    }
+}
+
+impl Shared {
+    fn is_pending(&self) -> bool {
+        matches!(*self.state.borrow(), State::Pending)
+    }
+
+    /// Chooses an endpoint other than `exclude`.
+    pub(crate) fn pick(self: &Arc<Self>, exclude: Option<SocketAddr>) -> Resolved {
+        let state = self.state.borrow();
+        match &*state {
+            State::Pending | State::Unknown => Resolved::Fallback,
+            State::Known(endpoints) => match balance::pick(endpoints, exclude) {
+                Some(load) => Resolved::Endpoint(Balanced {
+                    load,
+                    dst: self.clone(),
+                }),
+                None => Resolved::NoEndpoints(self.path.clone()),
+            },
+        }
+    }
+
+    /// Another endpoint than `not`, for a second attempt.
+    pub(crate) fn pick_other(self: &Arc<Self>, not: SocketAddr) -> Option<Balanced> {
+        match self.pick(Some(not)) {
+            Resolved::Endpoint(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    fn resolution(&self) -> Resolution {
+        match &*self.state.borrow() {
+            State::Pending => Resolution::Pending,
+            State::Unknown => Resolution::Unknown,
+            State::Known(e) => Resolution::Endpoints(e.iter().map(|e| e.addr()).collect()),
+        }
+    }
+
+    fn endpoints(&self) -> Vec<Arc<Endpoint>> {
+        match &*self.state.borrow() {
+            State::Known(e) => e.clone(),
+            _ => Vec::new(),
+        }
+    }
+
+    fn set(&self, next: State) {
+        let added = next.len() as i64;
+        let old = self.state.send_replace(next);
+        self.metrics.discovery().endpoints(added - old.len() as i64);
+    }
+
+    /// Applies one update from the destination service. `first`: the first message
+    /// of a stream, which carries the whole state. Returns whether the message was
+    /// such a state (an Add or NoEndpoints). Invalid parts are logged and skipped.
+    fn apply(&self, update: api::Update, first: bool) -> bool {
+        use api::update::Update as Kind;
+        match update.update {
+            Some(Kind::Add(set)) => {
+                let mut found = Vec::with_capacity(set.endpoints.len());
+                for ep in &set.endpoints {
+                    match endpoint_addr(ep) {
+                        Ok(addr) => found.push(Discovered {
+                            addr,
+                            labels: metrics::dst_labels(&set.metric_labels, &ep.metric_labels),
+                        }),
+                        Err(error) => tracing::warn!(
+                            dst = %self.path,
+                            error,
+                            "ignoring an invalid endpoint from the destination service"
+                        ),
+                    }
+                }
+                let next = balance::add(&self.endpoints(), found, first, Instant::now());
+                tracing::debug!(dst = %self.path, endpoints = next.len(), "endpoints added");
+                self.set(State::Known(next));
+                true
+            }
+            Some(Kind::Remove(set)) => {
+                if first {
+                    tracing::debug!(dst = %self.path, "a stream began with a removal");
+                }
+                let mut gone = Vec::with_capacity(set.addrs.len());
+                for a in &set.addrs {
+                    match SocketAddr::try_from(a) {
+                        Ok(a) => gone.push(a),
+                        Err(e) => tracing::warn!(
+                            dst = %self.path,
+                            error = %e,
+                            "ignoring an invalid removal from the destination service"
+                        ),
+                    }
+                }
+                if matches!(*self.state.borrow(), State::Known(_)) {
+                    let next = balance::remove(&self.endpoints(), &gone);
+                    tracing::debug!(dst = %self.path, endpoints = next.len(), "endpoints removed");
+                    self.set(State::Known(next));
+                }
+                false
+            }
+            Some(Kind::NoEndpoints(n)) => {
+                tracing::debug!(dst = %self.path, exists = n.exists, "no endpoints");
+                self.set(if n.exists {
+                    State::Known(Vec::new())
+                } else {
+                    State::Unknown
+                });
+                true
+            }
+            None => {
+                tracing::warn!(dst = %self.path, "ignoring an empty update from the destination service");
+                false
+            }
+        }
+    }
+
+    /// The destination service refuses this destination for good: its traffic goes
+    /// where the client sent it.
+    fn refused(&self) {
+        self.set(State::Unknown);
+    }
+}
+
+#[cfg(test)]
+impl Shared {
+    /// A destination known to have these endpoints, with no stream behind it.
+    pub(crate) fn for_test(path: &str, endpoints: &[SocketAddr]) -> Arc<Self> {
+        let found = endpoints
+            .iter()
+            .map(|&addr| Discovered { addr, labels: None })
+            .collect();
+        let state = State::Known(balance::add(&[], found, true, Instant::now()));
+        Arc::new(Self {
+            path: path.into(),
+            state: watch::Sender::new(state),
+            metrics: Metrics::new(),
+        })
+    }
+
+    pub(crate) fn endpoint(&self, addr: SocketAddr) -> Option<Arc<Endpoint>> {
+        self.endpoints().into_iter().find(|e| e.addr() == addr)
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        let len = self.state.borrow().len() as i64;
+        self.metrics.discovery().endpoints(-len);
+    }
+}
+
+/// An endpoint's address, if it is one the proxy can connect to.
+fn endpoint_addr(ep: &api::Endpoint) -> Result<SocketAddr, &'static str> {
+    let addr = ep.addr.as_ref().ok_or("endpoint has no address")?;
+    let addr = SocketAddr::try_from(addr).map_err(|e| match e {
+        mesh_api::InvalidAddress::MissingIp => "address has no IP",
+        mesh_api::InvalidAddress::Ipv6Length(_) => "IPv6 address is not 16 bytes",
+        mesh_api::InvalidAddress::Port(_) => "port is out of range",
+    })?;
+    if addr.port() == 0 {
+        return Err("port is 0");
+    }
+    if addr.ip().is_unspecified() || addr.ip().is_multicast() {
+        return Err("address is not a unicast host");
+    }
+    Ok(addr)
+}

@@ -1,0 +1,123 @@
+//! One destination's resolution task: a `Get` stream to the destination service,
+//! applied to the destination's state as it arrives, re-opened with backoff when it
+//! fails. It runs until its `Dst` is dropped (which aborts it), or until
+//! the destination service refuses the destination.
+
+use super::Shared;
+use mesh_api::destination::{destination_client::DestinationClient, GetDestination};
+use rand::Rng;
+use std::{sync::Arc, time::Duration};
+use tonic::{transport::Channel, Code};
+
+/// The first retry waits up to this long...
+const BACKOFF_BASE: Duration = Duration::from_millis(100);
+/// ...each later one up to twice the previous, and never more than this.
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+pub(super) async fn run(
+    shared: Arc<Shared>,
+    mut client: DestinationClient<Channel>,
+    context: Arc<str>,
+) {
+    let mut backoff = Backoff::default();
+    // Whether the last stream worked, so that an outage is logged once, not per retry.
+    let mut healthy = true;
+    loop {
+        let req = GetDestination {
+            path: shared.path.to_string(),
+            context_token: context.to_string(),
+        };
+        let status = match client.get(req).await {
+            Ok(rsp) => {
+                let mut stream = rsp.into_inner();
+                let mut first = true;
+                loop {
+                    match stream.message().await {
+                        Ok(Some(update)) => {
+                            if shared.apply(update, first) && first {
+                                first = false;
+                                healthy = true;
+                                backoff.reset();
+                            }
+                        }
+                        Ok(None) => break None,
+                        Err(status) => break Some(status),
+                    }
+                }
+            }
+            Err(status) => Some(status),
+        };
+        match status {
+            Some(s) if s.code() == Code::InvalidArgument => {
+                tracing::warn!(
+                    dst = %shared.path,
+                    message = s.message(),
+                    "the destination service refuses this destination; its traffic goes where clients send it"
+                );
+                shared.refused();
+                return;
+            }
+            Some(s) if healthy => {
+                tracing::warn!(
+                    dst = %shared.path,
+                    code = ?s.code(),
+                    message = s.message(),
+                    "destination stream failed; keeping the last endpoints and reconnecting"
+                );
+            }
+            Some(s) => {
+                tracing::debug!(dst = %shared.path, code = ?s.code(), message = s.message(), "destination stream failed again");
+            }
+            None => tracing::debug!(dst = %shared.path, "destination stream ended; reconnecting"),
+        }
+        healthy = false;
+        let wait = backoff.next(&mut rand::thread_rng());
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// Exponential backoff with full jitter: the n-th wait is uniform in
+/// `[0, min(max, base × 2^n)]`, so that proxies that lost the controller together do
+/// not all come back at the same instant.
+#[derive(Debug, Default)]
+pub(super) struct Backoff {
+    attempt: u32,
+}
+
+impl Backoff {
+    pub(super) fn next(&mut self, rng: &mut impl Rng) -> Duration {
+        let ceiling = BACKOFF_BASE
+            .saturating_mul(1u32 << self.attempt.min(16))
+            .min(BACKOFF_MAX);
+        self.attempt = self.attempt.saturating_add(1);
+        ceiling.mul_f64(rng.gen_range(0.0..=1.0))
+    }
+
+    pub(super) fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{rngs::StdRng, SeedableRng};
+
+    #[test]
+    fn backoff_doubles_to_a_cap_with_full_jitter() {
+        let mut rng = StdRng::seed_from_u64(9);
+        let mut b = Backoff::default();
+        let ceilings = [100, 200, 400, 800, 1600, 3200, 6400, 10_000, 10_000, 10_000];
+        for ceiling in ceilings {
+            let d = b.next(&mut rng);
+            assert!(d <= Duration::from_millis(ceiling), "{d:?} > {ceiling}ms");
+        }
+        // Jitter spreads waits over the whole range rather than near the ceiling.
+        let waits: Vec<Duration> = (0..200).map(|_| b.next(&mut rng)).collect();
+        assert!(waits.iter().all(|d| *d <= BACKOFF_MAX));
+        assert!(waits.iter().any(|d| *d < Duration::from_secs(2)));
+        assert!(waits.iter().any(|d| *d > Duration::from_secs(8)));
+        b.reset();
+        assert!(b.next(&mut rng) <= BACKOFF_BASE);
+    }
+}
