@@ -397,7 +397,10 @@ async fn a_client_that_never_reads_blocks_no_one_and_coalesces() {
     let mut fast_big = open(&mut fast_client, "big.demo:80").await;
     let mut fast_small = open(&mut fast_client, "small.demo:80").await;
     assert_eq!(added(&next(&mut fast_big).await).len(), ENDPOINTS);
-    assert_eq!(added(&next(&mut fast_small).await), set(&["198.19.200.1:80"]));
+    assert_eq!(
+        added(&next(&mut fast_small).await),
+        set(&["198.19.200.1:80"])
+    );
 
     for round in 1..=ROUNDS {
         ctl.edit(&big(round, ENDPOINTS)).await;
@@ -564,7 +567,9 @@ async fn streams_wait_for_the_first_sync() {
     tokio::pin!(first);
     // A synced controller answers in milliseconds; this one must not answer at all.
     assert!(
-        timeout(Duration::from_millis(300), &mut first).await.is_err(),
+        timeout(Duration::from_millis(300), &mut first)
+            .await
+            .is_err(),
         "an unsynced controller answered"
     );
     write(&file, &web(&["198.18.0.1"]));

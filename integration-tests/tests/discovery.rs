@@ -63,6 +63,40 @@ fn web_pod(name: &str, ip: IpAddr) -> serde_json::Value {
     )
 }
 
+/// Starts `n` backends `web-<i>` of test `test` on `ports`.
+async fn web_backends(test: u8, n: u8, ports: &[u16]) -> Vec<Backend> {
+    let mut backends = Vec::new();
+    for i in 0..n {
+        let b = Backend::start(
+            &format!("web-{i}"),
+            pod_ip(test, i + 1),
+            ports,
+            Duration::ZERO,
+        )
+        .await
+        .expect("backend");
+        backends.push(b);
+    }
+    backends
+}
+
+/// Creates the pods of `backends`, the `web` service and a slice with the first two
+/// pods ready on `port`, then waits until the controller has indexed them.
+fn create_web(mesh: &Mesh, backends: &[Backend], port: u16) {
+    let api = &mesh.api;
+    for b in backends {
+        api.apply(web_pod(&b.name, b.ip)).unwrap();
+    }
+    api.apply(web_service("http")).unwrap();
+    let first_two: Vec<(&str, IpAddr, bool)> = backends
+        .iter()
+        .take(2)
+        .map(|b| (b.name.as_str(), b.ip, true))
+        .collect();
+    api.apply(web_slice("http", port, &first_two)).unwrap();
+    wait_indexed(&mesh.controller, 1.0);
+}
+
 /// A fake API server, a controller on it and a proxy on the controller.
 struct Mesh {
     api: FakeKube,
@@ -380,28 +414,12 @@ async fn deleted_service_fails_cleanly_and_recreated_service_resumes() {
 async fn proxies_ride_out_a_controller_restart() {
     const T: u8 = 3;
     let p = free_port();
-    let mut backends = Vec::new();
-    for i in 0..3u8 {
-        let b = Backend::start(&format!("web-{i}"), pod_ip(T, i + 1), &[p], Duration::ZERO)
-            .await
-            .expect("backend");
-        backends.push(b);
-    }
+    let backends = web_backends(T, 3, &[p]).await;
     let ips: Vec<IpAddr> = backends.iter().map(|b| b.ip).collect();
     let ip = |i: usize| ips[i];
     let mut mesh = Mesh::start().await;
+    create_web(&mesh, &backends, p);
     let api = &mesh.api;
-    for i in 0..3 {
-        api.apply(web_pod(&format!("web-{i}"), ip(i))).unwrap();
-    }
-    api.apply(web_service("http")).unwrap();
-    api.apply(web_slice(
-        "http",
-        p,
-        &[("web-0", ip(0), true), ("web-1", ip(1), true)],
-    ))
-    .unwrap();
-    wait_indexed(&mesh.controller, 1.0);
     let load = Load::start(mesh.proxy.outbound, AUTHORITY, 2);
     load.wait_for("both endpoints to serve", FOLLOW, |s| {
         s.by_backend.len() == 2

@@ -34,7 +34,7 @@ fn web_service(ns: &str, name: &str) -> serde_json::Value {
     service(
         ns,
         name,
-        "10.96.0.10",
+        "198.19.0.10",
         &[ServicePort::new("http", 80).target(8080)],
     )
 }
@@ -43,7 +43,7 @@ fn web_pod(ns: &str, name: &str, app: &str) -> serde_json::Value {
     pod(
         ns,
         name,
-        "10.0.0.1",
+        "198.18.0.1",
         "web",
         Some(("ReplicaSet", "web-7d4b9c")),
         &[("app", app)],
@@ -133,7 +133,16 @@ async fn lists_page_through_a_consistent_snapshot() -> anyhow::Result<()> {
 async fn the_watcher_pages_a_large_initial_list() -> anyhow::Result<()> {
     let api = FakeKube::start().await?;
     let pods: Vec<_> = (0..1200)
-        .map(|i| pod("load", &format!("pod-{i:04}"), "10.1.0.1", "sa", None, &[]))
+        .map(|i| {
+            pod(
+                "load",
+                &format!("pod-{i:04}"),
+                "198.18.100.1",
+                "sa",
+                None,
+                &[],
+            )
+        })
         .collect();
     api.apply_all(pods)?;
     // The default watcher::Config lists in pages of 500, like client-go.
@@ -246,7 +255,7 @@ async fn expire_forces_a_relist_without_objects_deleted_meanwhile() -> anyhow::R
             &[Endpoint::new(ip, true).pod(&format!("{name}-pod"))],
         )
     };
-    api.apply_all([slice("web-a", "10.0.0.1"), slice("web-b", "10.0.0.2")])?;
+    api.apply_all([slice("web-a", "198.18.0.1"), slice("web-b", "198.18.0.2")])?;
     let mut w = watch(
         Api::<EndpointSlice>::all(api.client()?),
         watcher::Config::default(),
@@ -256,7 +265,7 @@ async fn expire_forces_a_relist_without_objects_deleted_meanwhile() -> anyhow::R
         ["Init", "InitApply(web-a)", "InitApply(web-b)", "InitDone"]
     );
     // One live event, so the watch is open before it is expired.
-    api.apply(slice("web-c", "10.0.0.3"))?;
+    api.apply(slice("web-c", "198.18.0.3"))?;
     assert_eq!(events(&mut w, 1).await, ["Apply(web-c)"]);
     assert_eq!(api.stats().open_watches, 1);
 
@@ -282,7 +291,7 @@ async fn expire_forces_a_relist_without_objects_deleted_meanwhile() -> anyhow::R
     assert_eq!(after.lists, stats.lists + 1);
 
     // And it watches on from the new list.
-    api.apply(slice("web-d", "10.0.0.4"))?;
+    api.apply(slice("web-d", "198.18.0.4"))?;
     assert_eq!(events(&mut w, 1).await, ["Apply(web-d)"]);
     Ok(())
 }
@@ -491,17 +500,17 @@ async fn built_objects_deserialize_as_kubernetes_types() -> anyhow::Result<()> {
         "db",
         &[("pg", 5432)],
         &[
-            Endpoint::new("10.0.0.7", true)
+            Endpoint::new("198.18.0.7", true)
                 .pod("db-0")
                 .hostname("db-0")
                 .node("node-1"),
-            Endpoint::new("10.0.0.8", false).pod("db-1"),
+            Endpoint::new("198.18.0.8", false).pod("db-1"),
         ],
     ))?;
     api.apply(pod(
         "shop",
         "db-0",
-        "10.0.0.7",
+        "198.18.0.7",
         "db",
         Some(("StatefulSet", "db")),
         &[("app", "db")],
@@ -545,7 +554,7 @@ async fn built_objects_deserialize_as_kubernetes_types() -> anyhow::Result<()> {
     );
     assert_eq!(owner.controller, Some(true));
     let status = db0.status.expect("status");
-    assert_eq!(status.pod_ip.as_deref(), Some("10.0.0.7"));
+    assert_eq!(status.pod_ip.as_deref(), Some("198.18.0.7"));
     assert_eq!(
         db0.spec.and_then(|s| s.service_account_name).as_deref(),
         Some("db")

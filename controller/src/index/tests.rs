@@ -147,7 +147,10 @@ fn path_forms() {
         Target::Unknown
     );
 
-    assert_eq!(target("198.18.0.1:8080"), Target::Addr(sa("198.18.0.1:8080")));
+    assert_eq!(
+        target("198.18.0.1:8080"),
+        Target::Addr(sa("198.18.0.1:8080"))
+    );
     assert_eq!(target("198.18.0.1"), Target::Addr(sa("198.18.0.1:80")));
     assert_eq!(
         target("[2001:db8::1]:8080"),
@@ -352,7 +355,10 @@ fn named_target_ports_resolve_per_slice() {
     ));
 
     let mut http = index.subscribe(svc_target("ns", "api", 80));
-    assert_eq!(addrs(&http.current()), ["198.18.0.1:8080", "198.18.0.2:8081"]);
+    assert_eq!(
+        addrs(&http.current()),
+        ["198.18.0.1:8080", "198.18.0.2:8081"]
+    );
     let mut admin = index.subscribe(svc_target("ns", "api", 9000));
     assert_eq!(
         addrs(&admin.current()),
@@ -386,7 +392,10 @@ fn headless_service_and_hostname() {
     ));
 
     let mut all = index.subscribe(target("db.ns.svc.cluster.local:5432"));
-    assert_eq!(addrs(&all.current()), ["198.18.0.1:5432", "198.18.0.2:5432"]);
+    assert_eq!(
+        addrs(&all.current()),
+        ["198.18.0.1:5432", "198.18.0.2:5432"]
+    );
     let mut one = index.subscribe(target("db-1.db.ns.svc.cluster.local:5432"));
     assert_eq!(addrs(&one.current()), ["198.18.0.2:5432"]);
     let mut none = index.subscribe(target("db-9.db.ns.svc.cluster.local:5432"));

@@ -45,6 +45,10 @@ pub(super) async fn serve(listener: TcpListener, inner: Arc<Inner>) {
                         continue;
                     }
                 };
+                // Watch events are small writes; without this, Nagle holds each one
+                // until the client's delayed ACK (tens of ms), which a real API server
+                // does not do.
+                let _ = io.set_nodelay(true);
                 let inner = inner.clone();
                 conns.spawn(async move {
                     let svc = service_fn(move |req| {

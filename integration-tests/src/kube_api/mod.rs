@@ -9,7 +9,7 @@
 //! use mesh_integration_tests::kube_api::{service, FakeKube, ServicePort};
 //!
 //! let api = FakeKube::start().await?;
-//! api.apply(service("shop", "web", "10.96.0.10", &[ServicePort::new("http", 80).target(8080)]))?;
+//! api.apply(service("shop", "web", "198.19.0.10", &[ServicePort::new("http", 80).target(8080)]))?;
 //! let services: Api<Service> = Api::all(api.client()?);
 //! assert_eq!(services.list(&ListParams::default()).await?.items.len(), 1);
 //! // A controller in another process finds it through `KUBECONFIG`.
@@ -213,7 +213,6 @@ struct Pulse {
     bookmark_interval: Duration,
 }
 
-#[derive(Debug)]
 struct Inner {
     store: Mutex<Store>,
     pulse: tokio::sync::watch::Sender<Pulse>,
@@ -241,7 +240,6 @@ pub const DEFAULT_HISTORY_LIMIT: usize = store::DEFAULT_HISTORY_LIMIT;
 
 /// A running fake API server, and the test's handle for changing what it serves. See the
 /// module documentation.
-#[derive(Debug)]
 pub struct FakeKube {
     inner: Arc<Inner>,
     kubeconfig: PathBuf,
@@ -422,6 +420,17 @@ impl FakeKube {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Store> {
         self.inner.store.lock().expect("store lock is not poisoned")
+    }
+}
+
+impl std::fmt::Debug for FakeKube {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not the store: it may hold tens of thousands of objects.
+        f.debug_struct("FakeKube")
+            .field("addr", &self.inner.addr)
+            .field("resource_version", &self.resource_version())
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
     }
 }
 

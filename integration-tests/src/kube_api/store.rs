@@ -573,7 +573,7 @@ mod tests {
             "apiVersion": "v1",
             "kind": "Service",
             "metadata": {"name": name, "namespace": ns, "labels": {"app": label}},
-            "spec": {"clusterIP": "10.0.0.1"},
+            "spec": {"clusterIP": "198.18.0.1"},
         })
     }
 

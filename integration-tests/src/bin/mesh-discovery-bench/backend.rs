@@ -46,6 +46,14 @@ fn instant(ns: u64) -> Option<Instant> {
     (ns != 0).then(|| epoch() + Duration::from_nanos(ns - 1))
 }
 
+/// Waits `delay`, to within tens of µs. Tokio's timer rounds every sleep up to its next
+/// 1-ms tick, which would make a 1-ms service time 1–2 ms and a "10x slower" backend
+/// only about 5x slower; a blocking thread's sleep is precise, and these backends are
+/// only ever a few dozen requests in flight.
+async fn service_time(delay: Duration) {
+    let _ = tokio::task::spawn_blocking(move || std::thread::sleep(delay)).await;
+}
+
 /// A running backend; dropping it stops it and closes its connections.
 pub(crate) struct Backend {
     pub(crate) name: String,
@@ -87,7 +95,7 @@ impl Backend {
                     let (body, c) = (body.clone(), c.clone());
                     async move {
                         if !delay.is_zero() {
-                            tokio::time::sleep(delay).await;
+                            service_time(delay).await;
                         }
                         c.record(Instant::now());
                         Ok::<_, Infallible>(Response::new(Full::new(body)))

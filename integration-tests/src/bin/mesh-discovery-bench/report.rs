@@ -205,9 +205,10 @@ pub(crate) fn render(res: &Results) -> String {
          | API requests of the sync | {} lists (pages of 500), {} watches |\n\
          | start to `/ready` | {:.2} s |\n\
          | CPU from start to ready | {:.2} s ({:.2} s user, {:.2} s kernel) |\n\
-         | VmRSS at ready / 2 s later | {:.1} MB / {:.1} MB |\n\
+         | VmRSS at ready / settled (2 s later) | {:.1} MB / {:.1} MB |\n\
          | VmHWM (peak RSS) at ready | {:.1} MB |\n\
-         | RSS per indexed endpoint (with its pod) | {:.0} bytes |\n",
+         | VmRSS of a controller on an empty cluster, for comparison | {:.1} MB |\n\
+         | RSS per 1,000 indexed endpoints (with their pods), over the empty cluster's | {:.2} MB |\n",
         ix.services,
         ix.services,
         ix.endpoints,
@@ -226,7 +227,8 @@ pub(crate) fn render(res: &Results) -> String {
         mb(ix.at_ready.rss_kib),
         mb(ix.settled.rss_kib),
         mb(ix.at_ready.hwm_kib),
-        ix.settled.rss_kib as f64 * 1024.0 / ix.endpoints.max(1) as f64,
+        mb(ix.empty.rss_kib),
+        mb(ix.settled.rss_kib.saturating_sub(ix.empty.rss_kib)) * 1000.0 / ix.endpoints.max(1) as f64,
     );
 
     // --- Streams ---
@@ -237,9 +239,9 @@ pub(crate) fn render(res: &Results) -> String {
         "| | |\n|---|---|\n\
          | streams / connections | {} / {} (`destination_streams{{kind=\"get\"}}` {:.0}, `destination_queries` {:.0}) |\n\
          | time to open all, each awaited for its first message | {:.3} s |\n\
-         | one stream's first message, p50 / p90 / p99 / max | {} ms |\n\
+         | one stream's first message, all requested at once, p50 / p90 / p99 / max | {} ms |\n\
          | controller CPU opening them | {:.3} s ({:.0} µs per stream) |\n\
-         | VmRSS before / all open / 2 s later | {:.1} / {:.1} / {:.1} MB ({:+.0} bytes per stream) |\n\
+         | VmRSS before / all open / settled (2 s later) | {:.1} / {:.1} / {:.1} MB ({:+.0} bytes per stream) |\n\
          | VmHWM (peak RSS) | {:.1} MB |\n",
         st.streams,
         st.conns,
@@ -323,8 +325,8 @@ pub(crate) fn render(res: &Results) -> String {
          proxy's first request to the service, when it knows nothing of the backends' latencies; \
          the others follow it, each after 1 s of warm-up. Ratios are proxied / \
          round-robin: below 1 means the balancer did better than round-robin, even though the \
-         proxied path has one more hop. The backends' service times are tokio sleeps, which round up \
-         to the next millisecond tick.\n"
+         proxied path has one more hop. The backends' service times are sleeps on a blocking thread \
+         (precise to tens of µs), so the round-robin latencies show the real service times.\n"
     );
     let _ = writeln!(
         w,

@@ -78,6 +78,9 @@ pub(crate) struct Meta {
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub(crate) struct Indexing {
+    /// A controller on an empty cluster, settled after ready: the baseline that
+    /// indexing adds to.
+    pub(crate) empty: Sample,
     pub(crate) services: usize,
     pub(crate) endpoints: usize,
     pub(crate) pods: usize,
@@ -87,7 +90,7 @@ pub(crate) struct Indexing {
     pub(crate) ready_s: f64,
     /// The controller at `/ready`: its whole life's CPU and memory so far.
     pub(crate) at_ready: Sample,
-    /// The same, 2 s later.
+    /// The same, 2 s later (0.5 s with `--quick`).
     pub(crate) settled: Sample,
     /// `destination_index_objects` by resource once ready.
     pub(crate) index_objects: BTreeMap<String, f64>,
@@ -107,7 +110,7 @@ pub(crate) struct StreamsResult {
     pub(crate) before: Sample,
     /// Right after the last first message.
     pub(crate) opened: Sample,
-    /// 2 s later.
+    /// 2 s later (0.5 s with `--quick`).
     pub(crate) settled: Sample,
     /// `destination_streams{kind="get"}` and `destination_queries`, settled.
     pub(crate) streams_gauge: f64,
@@ -377,6 +380,8 @@ async fn phases(s: &Settings) -> anyhow::Result<Results> {
         per_service: s.endpoints_per_service,
     };
     let mut windows = Vec::new();
+    // How long the controller is left alone before its memory is read again.
+    let settle = Duration::from_millis(if s.quick { 500 } else { 2000 });
 
     progress(format_args!(
         "process logs go to {}",
@@ -384,6 +389,11 @@ async fn phases(s: &Settings) -> anyhow::Result<Results> {
     ));
 
     // --- 1. Indexing ---
+    let empty = empty_cluster(s, settle).await?;
+    progress(format_args!(
+        "controller on an empty cluster: RSS {:.1} MB",
+        report::mb(empty.rss_kib)
+    ));
     let api = FakeKube::start().await.context("fake API server")?;
     let t = Instant::now();
     api.apply_all(cluster.services())?;
@@ -421,7 +431,7 @@ async fn phases(s: &Settings) -> anyhow::Result<Results> {
         ],
     )?);
     let api_after = api.stats();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::time::sleep(settle).await;
     let settled = sys::sample(cpid)?;
     let metrics = scrape(controller.admin)?;
     let index_objects = ["services", "endpointslices", "pods"]
@@ -434,6 +444,7 @@ async fn phases(s: &Settings) -> anyhow::Result<Results> {
         })
         .collect();
     let indexing = Indexing {
+        empty,
         services: cluster.services,
         endpoints: cluster.endpoints(),
         pods: cluster.endpoints(),
@@ -468,7 +479,7 @@ async fn phases(s: &Settings) -> anyhow::Result<Results> {
     let open = streams::open(controller.destination, s.conns, paths, tracker.clone()).await?;
     windows.push(meter.finish()?);
     let opened = sys::sample(cpid)?;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::time::sleep(settle).await;
     let settled = sys::sample(cpid)?;
     let metrics = scrape(controller.admin)?;
     let first_ms: Vec<f64> = open.first_message.iter().map(ms).collect();
@@ -613,6 +624,23 @@ async fn phases(s: &Settings) -> anyhow::Result<Results> {
         balance,
         windows,
     })
+}
+
+/// Starts a controller on an empty API server, and samples it once settled.
+async fn empty_cluster(s: &Settings, settle: Duration) -> anyhow::Result<Sample> {
+    let api = FakeKube::start().await.context("fake API server")?;
+    let kubeconfig = api.kubeconfig_path().to_path_buf();
+    let log = s.controller_log.clone();
+    let controller = tokio::task::spawn_blocking(move || {
+        Controller::kubernetes_with(&kubeconfig, None, &[("MESH_LOG", &log)], READY_WITHIN)
+    })
+    .await
+    .context("controller start-up task")?
+    .context("starting mesh-controller on an empty cluster")?;
+    tokio::time::sleep(settle).await;
+    let sample = sys::sample(controller.process.pid())?;
+    drop(controller);
+    Ok(sample)
 }
 
 fn ms(d: &Duration) -> f64 {
