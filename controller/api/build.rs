@@ -2,7 +2,11 @@
 //! protox (pure Rust), so no system `protoc` is needed.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/net.proto", "proto/destination.proto"];
+    let protos = [
+        "proto/net.proto",
+        "proto/destination.proto",
+        "proto/identity.proto",
+    ];
     for p in protos {
         println!("cargo:rerun-if-changed={p}");
     }

@@ -1,6 +1,7 @@
-//! `mesh-controller`: the control plane. Today it runs the destination service, which
-//! tells proxies where a service's endpoints are and who they are, fed by a discovery
-//! backend (Kubernetes watches or a YAML file).
+//! `mesh-controller`: the control plane. It runs the destination service, which tells
+//! proxies where a service's endpoints are and who they are, fed by a discovery
+//! backend (Kubernetes watches or a YAML file), and, when given an issuer, the
+//! [`identity`] service, which signs proxies' certificates.
 //!
 //! Start-up has two stages, as everywhere in mesh: [`Args`] (flags, with `MESH_*`
 //! environment fallbacks) become a validated [`Config`] with no side effects; then
@@ -13,6 +14,7 @@
 pub mod admin;
 pub mod destination;
 pub mod file;
+pub mod identity;
 pub mod index;
 pub mod k8s;
 pub mod metrics;
@@ -41,7 +43,7 @@ const K8S_BACKOFF_MAX: Duration = Duration::from_secs(60);
 #[command(
     name = "mesh-controller",
     version,
-    about = "mesh's control plane: the destination service"
+    about = "mesh's control plane: the destination and identity services"
 )]
 pub struct Args {
     /// Where services and endpoints come from.
@@ -97,6 +99,43 @@ pub struct Args {
     )]
     pub control_plane_namespace: String,
 
+    /// The identity gRPC server's address (served only with the issuer flags).
+    #[arg(
+        long,
+        env = "MESH_IDENTITY_ADDR",
+        default_value = "0.0.0.0:8080",
+        value_name = "ADDR"
+    )]
+    pub identity_addr: SocketAddr,
+
+    /// PEM trust anchors the issuer certificate must chain to.
+    #[arg(long, env = "MESH_IDENTITY_TRUST_ANCHORS", value_name = "PATH")]
+    pub identity_trust_anchors: Option<PathBuf>,
+
+    /// PEM issuer certificate (ECDSA P-256 CA). With --identity-issuer-key, this turns
+    /// the identity service on.
+    #[arg(long, env = "MESH_IDENTITY_ISSUER_CERT", value_name = "PATH")]
+    pub identity_issuer_cert: Option<PathBuf>,
+
+    /// PEM (PKCS#8) private key of the issuer certificate.
+    #[arg(long, env = "MESH_IDENTITY_ISSUER_KEY", value_name = "PATH")]
+    pub identity_issuer_key: Option<PathBuf>,
+
+    /// Local mode: a file of `<token> <namespace>/<serviceaccount>` lines. Without it,
+    /// tokens are checked with Kubernetes TokenReview (kubernetes backend only).
+    #[arg(long, env = "MESH_IDENTITY_TOKENS", value_name = "PATH")]
+    pub identity_tokens: Option<PathBuf>,
+
+    /// How long issued certificates live (`s`, `m`, `h` or `d` suffix).
+    #[arg(
+        long,
+        env = "MESH_IDENTITY_LIFETIME",
+        default_value = "24h",
+        value_name = "DURATION",
+        value_parser = parse_lifetime
+    )]
+    pub identity_lifetime: Duration,
+
     /// Log filter, in `RUST_LOG` syntax.
     #[arg(long, env = "MESH_LOG", default_value = "info", value_name = "FILTER")]
     pub log: String,
@@ -118,6 +157,26 @@ pub struct Config {
     pub trust_domain: String,
     /// A filter in `RUST_LOG` syntax, known to parse.
     pub log: String,
+    /// The identity service, when its issuer flags were given.
+    pub identity: Option<IdentityConfig>,
+}
+
+/// The identity service's validated configuration: a CA whose credentials were read
+/// and checked, and where tokens are checked.
+#[derive(Clone, Debug)]
+pub struct IdentityConfig {
+    pub addr: SocketAddr,
+    pub ca: Arc<identity::Ca>,
+    pub tokens: IdentityTokens,
+}
+
+/// Who decides whose a token is.
+#[derive(Clone, Debug)]
+pub enum IdentityTokens {
+    /// Local mode: a bootstrap token file.
+    Bootstrap(Arc<identity::BootstrapTokens>),
+    /// Cluster mode: Kubernetes TokenReview.
+    TokenReview,
 }
 
 #[derive(Clone, Debug)]
@@ -137,6 +196,27 @@ pub enum InvalidConfig {
     Domain { flag: &'static str, value: String },
     #[error("invalid --control-plane-namespace {0:?}: expected a namespace name")]
     Namespace(String),
+    #[error("--{0} is required with --identity-issuer-cert and --identity-issuer-key")]
+    IdentityMissing(&'static str),
+    #[error("--{0} is only used with --identity-issuer-cert and --identity-issuer-key")]
+    IdentityUnused(&'static str),
+    #[error("--identity-tokens is required with --backend file (TokenReview needs the kubernetes backend)")]
+    IdentityTokensRequired,
+    #[error("cannot read --{flag} {path}")]
+    IdentityRead {
+        flag: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid --{flag} {path}: {message}")]
+    IdentityInvalid {
+        flag: &'static str,
+        path: PathBuf,
+        message: String,
+    },
+    #[error("invalid --identity-lifetime {0:?}: expected at least 1m")]
+    Lifetime(Duration),
     #[error("invalid --log {value:?}")]
     Log {
         value: String,
@@ -177,18 +257,133 @@ impl Args {
                 source,
             });
         }
+        let trust_domain = domain("trust-domain", self.trust_domain)?;
+        let identity = identity_config(
+            &discovery,
+            &trust_domain,
+            self.identity_addr,
+            self.identity_trust_anchors,
+            self.identity_issuer_cert,
+            self.identity_issuer_key,
+            self.identity_tokens,
+            self.identity_lifetime,
+        )?;
         Ok(Config {
             discovery,
             destination_addr: self.destination_addr,
             admin_addr: self.admin_addr,
             cluster_domain: domain("cluster-domain", self.cluster_domain)?,
-            trust_domain: domain("trust-domain", self.trust_domain)?,
+            trust_domain,
             log: self.log,
+            identity,
         })
     }
 }
 
-fn is_dns_label(s: &str) -> bool {
+/// Reads and checks the identity service's credentials, if it is enabled.
+#[allow(clippy::too_many_arguments)]
+fn identity_config(
+    discovery: &Discovery,
+    trust_domain: &str,
+    addr: SocketAddr,
+    anchors: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    tokens: Option<PathBuf>,
+    lifetime: Duration,
+) -> Result<Option<IdentityConfig>, InvalidConfig> {
+    let (anchors, cert, key) = match (anchors, cert, key) {
+        (None, None, None) => {
+            return match tokens {
+                Some(_) => Err(InvalidConfig::IdentityUnused("identity-tokens")),
+                None => Ok(None),
+            }
+        }
+        (Some(_), None, None) => {
+            return Err(InvalidConfig::IdentityUnused("identity-trust-anchors"))
+        }
+        (None, _, _) => return Err(InvalidConfig::IdentityMissing("identity-trust-anchors")),
+        (_, None, _) => return Err(InvalidConfig::IdentityMissing("identity-issuer-cert")),
+        (_, _, None) => return Err(InvalidConfig::IdentityMissing("identity-issuer-key")),
+        (Some(a), Some(c), Some(k)) => (a, c, k),
+    };
+    if lifetime < Duration::from_secs(60) {
+        return Err(InvalidConfig::Lifetime(lifetime));
+    }
+    let read = |flag: &'static str, path: &PathBuf| {
+        std::fs::read_to_string(path).map_err(|source| InvalidConfig::IdentityRead {
+            flag,
+            path: path.clone(),
+            source,
+        })
+    };
+    let anchors_pem = read("identity-trust-anchors", &anchors)?;
+    let cert_pem = read("identity-issuer-cert", &cert)?;
+    let key_pem = read("identity-issuer-key", &key)?;
+    let ca = identity::Ca::new(
+        trust_domain,
+        lifetime,
+        &cert_pem,
+        &key_pem,
+        &anchors_pem,
+        std::time::SystemTime::now(),
+    )
+    .map_err(|e| {
+        let (flag, path, message) = match e {
+            identity::InvalidCa::Anchors(m) => ("identity-trust-anchors", anchors, m),
+            identity::InvalidCa::IssuerCert(m) => ("identity-issuer-cert", cert, m),
+            identity::InvalidCa::IssuerKey(m) => ("identity-issuer-key", key, m),
+        };
+        InvalidConfig::IdentityInvalid {
+            flag,
+            path,
+            message,
+        }
+    })?;
+    let tokens = match (tokens, discovery) {
+        (Some(path), _) => {
+            IdentityTokens::Bootstrap(Arc::new(identity::BootstrapTokens::load(&path).map_err(
+                |message| InvalidConfig::IdentityInvalid {
+                    flag: "identity-tokens",
+                    path,
+                    message,
+                },
+            )?))
+        }
+        (None, Discovery::Kubernetes { .. }) => IdentityTokens::TokenReview,
+        (None, Discovery::File(_)) => return Err(InvalidConfig::IdentityTokensRequired),
+    };
+    Ok(Some(IdentityConfig {
+        addr,
+        ca: Arc::new(ca),
+        tokens,
+    }))
+}
+
+/// Parses `90s`, `30m`, `24h` or `7d`.
+fn parse_lifetime(s: &str) -> Result<Duration, String> {
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration such as 24h"))?;
+    let secs = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 60 * 60,
+        "d" => 24 * 60 * 60,
+        _ => {
+            return Err(format!(
+                "{s:?} is not a duration such as 24h (units: s, m, h, d)"
+            ))
+        }
+    };
+    n.checked_mul(secs)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("{s:?} is too long"))
+}
+
+pub(crate) fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
         && s.bytes()
@@ -221,6 +416,14 @@ impl Config {
         let destination_addr = destination.local_addr()?;
         let admin_addr = admin.local_addr()?;
         tracing::info!(destination = %destination_addr, admin = %admin_addr, "listening");
+
+        let identity = match self.identity {
+            Some(identity) => {
+                Some(start_identity(identity, Arc::clone(&metrics), shutdown.clone()).await?)
+            }
+            None => None,
+        };
+        let identity_addr = identity.as_ref().map(|(addr, _)| *addr);
 
         let backend = match self.discovery {
             Discovery::File(path) => {
@@ -255,22 +458,58 @@ impl Config {
             shutdown.clone().cancelled_owned(),
         ));
 
+        let mut tasks = vec![backend, admin_task];
+        tasks.extend(identity.map(|(_, task)| task));
         Ok(Running {
             destination_addr,
             admin_addr,
+            identity_addr,
             index,
             metrics,
             shutdown,
             server,
-            tasks: vec![backend, admin_task],
+            tasks,
         })
     }
+}
+
+/// Binds the identity server and starts it; a failure of the server later is logged.
+async fn start_identity(
+    config: IdentityConfig,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<(SocketAddr, JoinHandle<()>)> {
+    let tokens: Arc<dyn identity::TokenValidator> = match config.tokens {
+        IdentityTokens::Bootstrap(tokens) => tokens,
+        IdentityTokens::TokenReview => {
+            let client = kube::Client::try_default().await.context(
+                "cannot create a Kubernetes client for TokenReview (KUBECONFIG or in-cluster)",
+            )?;
+            Arc::new(identity::TokenReview::new(client))
+        }
+    };
+    let listener = TcpListener::bind(config.addr)
+        .await
+        .with_context(|| format!("cannot bind the identity server on {}", config.addr))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(identity = %addr, trust_domain = config.ca.trust_domain(), "listening");
+    let service = identity::IdentityService::new(config.ca, tokens, metrics);
+    let task = tokio::spawn(async move {
+        if let Err(error) =
+            identity::service::serve(listener, service, shutdown.cancelled_owned()).await
+        {
+            tracing::error!(%error, "identity server failed");
+        }
+    });
+    Ok((addr, task))
 }
 
 /// A started controller.
 pub struct Running {
     pub destination_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    /// The identity server's address, when it runs.
+    pub identity_addr: Option<SocketAddr>,
     pub index: Index,
     pub metrics: Arc<Metrics>,
     shutdown: CancellationToken,

@@ -18,7 +18,23 @@ pub struct Metrics {
     updates_sent: AtomicU64,
     file_loads_applied: AtomicU64,
     file_loads_rejected: AtomicU64,
+    certify: [AtomicU64; CERTIFY_RESULTS.len()],
 }
+
+/// The outcomes of `mesh.identity.Identity/Certify` (the `result` label).
+pub const CERTIFY_RESULTS: [&str; 11] = [
+    "ok",
+    "invalid_request",
+    "bad_token",
+    "token_unavailable",
+    "identity_mismatch",
+    "invalid_identity",
+    "malformed_csr",
+    "bad_signature",
+    "weak_key",
+    "unsupported_key",
+    "internal",
+];
 
 /// Which RPC a stream serves (the `kind` label).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,6 +81,25 @@ impl Metrics {
             true => self.file_loads_applied.load(Ordering::Relaxed),
             false => self.file_loads_rejected.load(Ordering::Relaxed),
         }
+    }
+
+    /// Counts a `Certify` outcome, one of [`CERTIFY_RESULTS`].
+    pub(crate) fn certify(&self, result: &str) {
+        match CERTIFY_RESULTS.iter().position(|r| *r == result) {
+            Some(i) => self.certify[i].fetch_add(1, Ordering::Relaxed),
+            None => {
+                debug_assert!(false, "unknown certify result {result}");
+                0
+            }
+        };
+    }
+
+    /// `Certify` calls that ended with `result`.
+    pub fn certify_total(&self, result: &str) -> u64 {
+        CERTIFY_RESULTS
+            .iter()
+            .position(|r| *r == result)
+            .map_or(0, |i| self.certify[i].load(Ordering::Relaxed))
     }
 
     /// Open streams of a kind.
@@ -151,6 +186,19 @@ impl Metrics {
                 out,
                 "destination_file_loads_total{{result=\"{result}\"}} {}",
                 self.file_loads(applied)
+            );
+        }
+        header(
+            &mut out,
+            "identity_certify_total",
+            "counter",
+            "Certify calls of the identity service, by outcome.",
+        );
+        for (result, counter) in CERTIFY_RESULTS.iter().zip(&self.certify) {
+            let _ = writeln!(
+                out,
+                "identity_certify_total{{result=\"{result}\"}} {}",
+                counter.load(Ordering::Relaxed)
             );
         }
         header(

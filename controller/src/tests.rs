@@ -56,3 +56,161 @@ fn bad_flags_name_the_flag() {
         assert!(error.contains(needle), "{args:?}: {error}");
     }
 }
+
+/// Credentials written to files, as an operator would give them.
+struct Creds {
+    dir: tempfile::TempDir,
+}
+
+impl Creds {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let (anchor, cert, key) =
+            identity::generate_anchor_and_issuer("cluster.local", Duration::from_secs(3600));
+        let (other_anchor, _, other_key) =
+            identity::generate_anchor_and_issuer("cluster.local", Duration::from_secs(3600));
+        for (name, text) in [
+            ("anchors.pem", anchor.as_str()),
+            ("issuer.pem", cert.as_str()),
+            ("issuer.key", key.as_str()),
+            ("other-anchors.pem", other_anchor.as_str()),
+            ("other.key", other_key.as_str()),
+            ("tokens", "t0k3n default/web\n"),
+            ("bad-tokens", "t0k3n\n"),
+        ] {
+            std::fs::write(dir.path().join(name), text).unwrap();
+        }
+        Self { dir }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).to_str().unwrap().to_string()
+    }
+
+    /// The flags of a complete local-mode identity service, with `name` files
+    /// substituted.
+    fn args(&self, swap: &[(&str, &str)]) -> Vec<String> {
+        let mut args: Vec<String> = ["--backend", "file", "--file", "/tmp/x.yaml"]
+            .map(String::from)
+            .to_vec();
+        for (flag, file) in [
+            ("--identity-trust-anchors", "anchors.pem"),
+            ("--identity-issuer-cert", "issuer.pem"),
+            ("--identity-issuer-key", "issuer.key"),
+            ("--identity-tokens", "tokens"),
+        ] {
+            let file = swap
+                .iter()
+                .find(|(f, _)| *f == flag)
+                .map_or(file, |(_, file)| *file);
+            if !file.is_empty() {
+                args.push(flag.to_string());
+                args.push(self.path(file));
+            }
+        }
+        args
+    }
+}
+
+fn parse_owned(args: &[String]) -> Result<Config, String> {
+    parse(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+#[test]
+fn identity_is_off_by_default() {
+    assert!(parse(&[]).unwrap().identity.is_none());
+}
+
+#[test]
+fn identity_flags() {
+    let creds = Creds::new();
+    let mut args = creds.args(&[]);
+    args.extend(["--identity-lifetime".into(), "90m".into()]);
+    args.extend(["--identity-addr".into(), "192.0.2.1:8080".into()]);
+    let identity = parse_owned(&args)
+        .unwrap()
+        .identity
+        .expect("identity is on");
+    assert_eq!(identity.addr, "192.0.2.1:8080".parse().unwrap());
+    assert_eq!(identity.ca.lifetime(), Duration::from_secs(90 * 60));
+    assert_eq!(identity.ca.trust_domain(), "cluster.local");
+    assert!(matches!(identity.tokens, IdentityTokens::Bootstrap(_)));
+
+    // Without a token file, the kubernetes backend checks tokens with TokenReview.
+    let args = [
+        "--identity-trust-anchors",
+        &creds.path("anchors.pem"),
+        "--identity-issuer-cert",
+        &creds.path("issuer.pem"),
+        "--identity-issuer-key",
+        &creds.path("issuer.key"),
+    ]
+    .map(String::from);
+    let identity = parse_owned(&args)
+        .unwrap()
+        .identity
+        .expect("identity is on");
+    assert!(matches!(identity.tokens, IdentityTokens::TokenReview));
+    assert_eq!(identity.ca.lifetime(), Duration::from_secs(24 * 60 * 60));
+}
+
+#[test]
+fn bad_identity_flags_name_the_flag_and_the_problem() {
+    let creds = Creds::new();
+    for (swap, needle) in [
+        (
+            &[("--identity-issuer-key", "")][..],
+            "--identity-issuer-key is required",
+        ),
+        (
+            &[("--identity-trust-anchors", "")],
+            "--identity-trust-anchors is required",
+        ),
+        (
+            &[("--identity-issuer-cert", "")],
+            "--identity-issuer-cert is required",
+        ),
+        (
+            &[("--identity-tokens", "")],
+            "--identity-tokens is required with --backend file",
+        ),
+        (
+            &[("--identity-issuer-key", "other.key")],
+            "invalid --identity-issuer-key",
+        ),
+        (
+            &[("--identity-trust-anchors", "other-anchors.pem")],
+            "not signed by any",
+        ),
+        (
+            &[("--identity-issuer-cert", "missing.pem")],
+            "cannot read --identity-issuer-cert",
+        ),
+        (
+            &[("--identity-issuer-cert", "issuer.key")],
+            "invalid --identity-issuer-cert",
+        ),
+        (
+            &[("--identity-tokens", "bad-tokens")],
+            "invalid --identity-tokens",
+        ),
+        (
+            &[
+                ("--identity-issuer-cert", ""),
+                ("--identity-issuer-key", ""),
+            ],
+            "--identity-trust-anchors is only used with",
+        ),
+    ] {
+        let err = parse_owned(&creds.args(swap)).expect_err(needle);
+        assert!(err.contains(needle), "{swap:?}: {err}");
+    }
+    let err = parse(&["--identity-tokens", &creds.path("tokens")]).unwrap_err();
+    assert!(err.contains("--identity-tokens is only used with"), "{err}");
+    for bad in ["24", "1w", "h", "30s"] {
+        let mut args = creds.args(&[]);
+        args.extend(["--identity-lifetime".into(), bad.into()]);
+        let err = parse_owned(&args).unwrap_err();
+        assert!(err.contains("--identity-lifetime"), "{bad}: {err}");
+    }
+}

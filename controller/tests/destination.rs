@@ -35,6 +35,7 @@ impl Controller {
             cluster_domain: "cluster.local".into(),
             trust_domain: "cluster.local".into(),
             log: "info".into(),
+            identity: None,
         };
         let running = config.build().await.unwrap();
         let ready = wait_until("the index is ready", || running.index.is_ready());
@@ -556,6 +557,7 @@ async fn streams_wait_for_the_first_sync() {
         cluster_domain: "cluster.local".into(),
         trust_domain: "cluster.local".into(),
         log: "info".into(),
+        identity: None,
     };
     let running = config.build().await.unwrap();
     assert!(!running.index.is_ready(), "no file yet, so no sync");

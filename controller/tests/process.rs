@@ -34,12 +34,35 @@ fn bad_flags_exit_64_naming_the_flag() {
         // Environment fallbacks are validated alike.
         (&[], &[("MESH_BACKEND", "file")], "--file"),
         (&[], &[("MESH_ADMIN_ADDR", "nowhere")], "--admin-addr"),
+        // Identity credentials are checked before anything starts.
+        (
+            &["--identity-issuer-cert", "/nonexistent/issuer.pem"],
+            &[],
+            "--identity-trust-anchors is required",
+        ),
+        (
+            &[
+                "--identity-trust-anchors",
+                "/nonexistent/anchors.pem",
+                "--identity-issuer-cert",
+                "/nonexistent/issuer.pem",
+                "--identity-issuer-key",
+                "/nonexistent/issuer.key",
+            ],
+            &[],
+            "cannot read --identity-trust-anchors",
+        ),
+        (&["--identity-lifetime", "soon"], &[], "--identity-lifetime"),
     ];
     for (args, env, needle) in cases {
         let out = Command::new(BIN)
             .args(*args)
             .envs(env.iter().copied())
             .env_remove("MESH_FILE")
+            .env_remove("MESH_IDENTITY_TRUST_ANCHORS")
+            .env_remove("MESH_IDENTITY_ISSUER_CERT")
+            .env_remove("MESH_IDENTITY_ISSUER_KEY")
+            .env_remove("MESH_IDENTITY_TOKENS")
             .output()
             .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);

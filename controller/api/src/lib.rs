@@ -15,6 +15,10 @@ pub mod destination {
     tonic::include_proto!("mesh.destination");
 }
 
+pub mod identity {
+    tonic::include_proto!("mesh.identity");
+}
+
 mod convert;
 
 pub use convert::InvalidAddress;

@@ -1,0 +1,257 @@
+//! The identity service in-process, called with the real tonic client over loopback:
+//! what a proxy gets for a good request, and what each bad one is told and counted as.
+
+use mesh_api::identity::{identity_client::IdentityClient, CertifyRequest, CertifyResponse};
+use mesh_controller::{
+    identity::{self, BootstrapTokens, Ca},
+    Config, Discovery, IdentityConfig, IdentityTokens, Running,
+};
+use rcgen::{CertificateParams, DistinguishedName, KeyPair, SanType, SignatureAlgorithm};
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+use tonic::{transport::Channel, Code};
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+const WEB: &str = "web.default.serviceaccount.identity.mesh.cluster.local";
+const API: &str = "api.default.serviceaccount.identity.mesh.cluster.local";
+const WEB_TOKEN: &[u8] = b"t0k3n-web";
+
+struct Fixture {
+    running: Running,
+    anchor: String,
+    _dir: tempfile::TempDir,
+}
+
+async fn start() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, "t0k3n-web default/web\nt0k3n-api default/api\n").unwrap();
+    let (anchor, cert, key) =
+        identity::generate_anchor_and_issuer("cluster.local", Duration::from_secs(3600));
+    let ca = Ca::new(
+        "cluster.local",
+        identity::ca::DEFAULT_LIFETIME,
+        &cert,
+        &key,
+        &anchor,
+        SystemTime::now(),
+    )
+    .unwrap();
+    let config = Config {
+        discovery: Discovery::File(dir.path().join("discovery.yaml")),
+        destination_addr: "127.0.0.1:0".parse().unwrap(),
+        admin_addr: "127.0.0.1:0".parse().unwrap(),
+        cluster_domain: "cluster.local".into(),
+        trust_domain: "cluster.local".into(),
+        log: "info".into(),
+        identity: Some(IdentityConfig {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            ca: Arc::new(ca),
+            tokens: IdentityTokens::Bootstrap(Arc::new(BootstrapTokens::load(&tokens).unwrap())),
+        }),
+    };
+    let running = config.build().await.unwrap();
+    Fixture {
+        running,
+        anchor,
+        _dir: dir,
+    }
+}
+
+impl Fixture {
+    async fn client(&self) -> IdentityClient<Channel> {
+        let addr = self.running.identity_addr.expect("identity is on");
+        IdentityClient::connect(format!("http://{addr}"))
+            .await
+            .unwrap()
+    }
+
+    fn count(&self, result: &str) -> u64 {
+        self.running.metrics.certify_total(result)
+    }
+}
+
+fn csr_with(alg: &'static SignatureAlgorithm, identity: &str) -> Vec<u8> {
+    let key = KeyPair::generate_for(alg).unwrap();
+    let mut params = CertificateParams::default();
+    params.distinguished_name = DistinguishedName::new();
+    params.subject_alt_names = vec![SanType::DnsName(identity.to_string().try_into().unwrap())];
+    params.serialize_request(&key).unwrap().der().to_vec()
+}
+
+fn csr(identity: &str) -> Vec<u8> {
+    csr_with(&rcgen::PKCS_ECDSA_P256_SHA256, identity)
+}
+
+fn request(identity: &str, token: &[u8], csr: Vec<u8>) -> CertifyRequest {
+    CertifyRequest {
+        identity: identity.to_string(),
+        token: token.to_vec(),
+        certificate_signing_request: csr,
+    }
+}
+
+/// Verifies the response's chain up to `anchor_pem` for `identity`, as a peer would.
+fn verify(response: &CertifyResponse, anchor_pem: &str, identity: &str) {
+    let anchor = x509_parser::pem::Pem::iter_from_buffer(anchor_pem.as_bytes())
+        .next()
+        .unwrap()
+        .unwrap()
+        .contents;
+    let anchor = CertificateDer::from(anchor);
+    let anchors = [webpki::anchor_from_trusted_cert(&anchor).unwrap()];
+    let leaf = CertificateDer::from(response.leaf_certificate.as_slice());
+    let intermediates: Vec<_> = response
+        .intermediate_certificates
+        .iter()
+        .map(|c| CertificateDer::from(c.as_slice()))
+        .collect();
+    let ee = webpki::EndEntityCert::try_from(&leaf).unwrap();
+    let now = UnixTime::now();
+    for usage in [
+        webpki::KeyUsage::server_auth(),
+        webpki::KeyUsage::client_auth(),
+    ] {
+        ee.verify_for_usage(
+            &[webpki::ring::ECDSA_P256_SHA256],
+            &anchors,
+            &intermediates,
+            now,
+            usage,
+            None,
+            None,
+        )
+        .unwrap();
+    }
+    ee.verify_is_valid_for_subject_name(&ServerName::try_from(identity).unwrap())
+        .unwrap();
+
+    let (_, cert) = X509Certificate::from_der(&response.leaf_certificate).unwrap();
+    let valid_until = response.valid_until.unwrap();
+    assert_eq!(valid_until.seconds, cert.validity().not_after.timestamp());
+    assert_eq!(valid_until.nanos, 0);
+    let left = valid_until.seconds
+        - SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+    // 24 h and 20 s of skew allowance, minus however long the test took.
+    assert!((24 * 3600..=24 * 3600 + 20).contains(&left), "{left}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certify_over_grpc() {
+    let fixture = start().await;
+    let mut client = fixture.client().await;
+
+    let good = client
+        .certify(request(WEB, WEB_TOKEN, csr(WEB)))
+        .await
+        .expect("a good request is certified")
+        .into_inner();
+    verify(&good, &fixture.anchor, WEB);
+    assert_eq!(fixture.count("ok"), 1);
+
+    let bad_token = client
+        .certify(request(WEB, b"guess", csr(WEB)))
+        .await
+        .unwrap_err();
+    assert_eq!(bad_token.code(), Code::Unauthenticated, "{bad_token:?}");
+    assert!(
+        bad_token.message().starts_with("bad token: "),
+        "{bad_token:?}"
+    );
+    assert_eq!(fixture.count("bad_token"), 1);
+
+    let mismatch = client
+        .certify(request(API, WEB_TOKEN, csr(API)))
+        .await
+        .unwrap_err();
+    assert_eq!(mismatch.code(), Code::PermissionDenied, "{mismatch:?}");
+    assert_eq!(mismatch.message(), format!("token is for {WEB}, not {API}"));
+    assert_eq!(fixture.count("identity_mismatch"), 1);
+
+    let malformed = client
+        .certify(request(WEB, WEB_TOKEN, b"not a csr".to_vec()))
+        .await
+        .unwrap_err();
+    assert_eq!(malformed.code(), Code::InvalidArgument, "{malformed:?}");
+    assert!(
+        malformed.message().contains("malformed CSR"),
+        "{malformed:?}"
+    );
+    assert_eq!(fixture.count("malformed_csr"), 1);
+
+    // The CSR names another identity than the token and request do.
+    let csr_mismatch = client
+        .certify(request(WEB, WEB_TOKEN, csr(API)))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        csr_mismatch.code(),
+        Code::FailedPrecondition,
+        "{csr_mismatch:?}"
+    );
+    assert!(csr_mismatch.message().contains(API), "{csr_mismatch:?}");
+    assert_eq!(fixture.count("identity_mismatch"), 2);
+
+    let p384 = client
+        .certify(request(
+            WEB,
+            WEB_TOKEN,
+            csr_with(&rcgen::PKCS_ECDSA_P384_SHA384, WEB),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(p384.code(), Code::FailedPrecondition, "{p384:?}");
+    assert!(p384.message().contains("ECDSA P-256"), "{p384:?}");
+    assert_eq!(fixture.count("unsupported_key"), 1);
+
+    let empty = client
+        .certify(request("", WEB_TOKEN, csr(WEB)))
+        .await
+        .unwrap_err();
+    assert_eq!(empty.code(), Code::InvalidArgument, "{empty:?}");
+    assert_eq!(fixture.count("invalid_request"), 1);
+
+    // Each call was counted once, and the counts are what /metrics shows.
+    assert_eq!(fixture.count("ok"), 1);
+    assert_eq!(fixture.count("bad_token"), 1);
+    let text = fixture.running.metrics.render(&fixture.running.index);
+    for line in [
+        "identity_certify_total{result=\"ok\"} 1",
+        "identity_certify_total{result=\"bad_token\"} 1",
+        "identity_certify_total{result=\"identity_mismatch\"} 2",
+        "identity_certify_total{result=\"malformed_csr\"} 1",
+        "identity_certify_total{result=\"unsupported_key\"} 1",
+        "identity_certify_total{result=\"invalid_request\"} 1",
+        "identity_certify_total{result=\"weak_key\"} 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+    }
+
+    fixture.running.shutdown();
+    fixture.running.wait().await.unwrap();
+}
+
+/// Without the issuer flags nothing listens for identity.
+#[tokio::test]
+async fn identity_is_off_without_an_issuer() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        discovery: Discovery::File(dir.path().join("discovery.yaml")),
+        destination_addr: "127.0.0.1:0".parse().unwrap(),
+        admin_addr: "127.0.0.1:0".parse().unwrap(),
+        cluster_domain: "cluster.local".into(),
+        trust_domain: "cluster.local".into(),
+        log: "info".into(),
+        identity: None,
+    };
+    let running = config.build().await.unwrap();
+    assert_eq!(running.identity_addr, None);
+    running.shutdown();
+    running.wait().await.unwrap();
+}
