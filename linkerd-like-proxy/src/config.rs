@@ -93,6 +93,33 @@ pub const ENV_DISCOVERY_TIMEOUT: &str = "MESH_PROXY_DISCOVERY_TIMEOUT";
 /// A destination not used for this long has its lookup stream closed and its
 /// endpoints and load estimates dropped. Default `60s`.
 pub const ENV_DISCOVERY_IDLE_TIMEOUT: &str = "MESH_PROXY_DISCOVERY_IDLE_TIMEOUT";
+/// The identity service (`host:port` of the controller's identity gRPC server, e.g.
+/// `mesh-identity.mesh-system.svc.cluster.local:8080`). Unset by default: identity is
+/// off, the proxy holds no certificate and `/ready` does not wait for one. When set,
+/// `MESH_PROXY_IDENTITY_NAME`, `MESH_PROXY_IDENTITY_TOKEN_FILE` and
+/// `MESH_PROXY_IDENTITY_TRUST_ANCHORS` are required.
+pub const ENV_IDENTITY_ADDR: &str = "MESH_PROXY_IDENTITY_ADDR";
+/// This proxy's identity, the DNS name its certificate is for:
+/// `<serviceaccount>.<namespace>.serviceaccount.identity.mesh.<trust-domain>`.
+/// No default; required with `MESH_PROXY_IDENTITY_ADDR`.
+pub const ENV_IDENTITY_NAME: &str = "MESH_PROXY_IDENTITY_NAME";
+/// A file holding the token that proves the identity (a projected service-account
+/// token in a cluster, a bootstrap token locally), sent with every certificate
+/// request. Re-read at every request, since projected tokens rotate; surrounding
+/// whitespace is ignored. No default; required with `MESH_PROXY_IDENTITY_ADDR`.
+pub const ENV_IDENTITY_TOKEN_FILE: &str = "MESH_PROXY_IDENTITY_TOKEN_FILE";
+/// The trust anchors, as PEM given inline in the variable (as Linkerd does, so no
+/// file has to be mounted): one or more `CERTIFICATE` blocks. The certificate the
+/// identity service returns must chain to one of them. No default; required with
+/// `MESH_PROXY_IDENTITY_ADDR`.
+pub const ENV_IDENTITY_TRUST_ANCHORS: &str = "MESH_PROXY_IDENTITY_TRUST_ANCHORS";
+/// The shortest wait before renewing the certificate, or before retrying after a
+/// failure. Default `10s`.
+pub const ENV_IDENTITY_MIN_REFRESH: &str = "MESH_PROXY_IDENTITY_MIN_REFRESH";
+/// The longest wait before renewing the certificate, or before retrying after a
+/// failure. Default `24h`. The certificate is renewed at 70% of its remaining
+/// lifetime, clamped to these bounds.
+pub const ENV_IDENTITY_MAX_REFRESH: &str = "MESH_PROXY_IDENTITY_MAX_REFRESH";
 /// Worker threads. Default `1`: a sidecar should not compete with its application.
 pub const ENV_CORES: &str = "MESH_PROXY_CORES";
 /// Log filter, in `tracing_subscriber::EnvFilter` syntax. Default `warn,mesh_proxy=info`.
@@ -116,6 +143,12 @@ const KNOWN: &[&str] = &[
     ENV_DESTINATION_CONTEXT,
     ENV_DISCOVERY_TIMEOUT,
     ENV_DISCOVERY_IDLE_TIMEOUT,
+    ENV_IDENTITY_ADDR,
+    ENV_IDENTITY_NAME,
+    ENV_IDENTITY_TOKEN_FILE,
+    ENV_IDENTITY_TRUST_ANCHORS,
+    ENV_IDENTITY_MIN_REFRESH,
+    ENV_IDENTITY_MAX_REFRESH,
     ENV_CORES,
     ENV_LOG,
 ];
@@ -145,8 +178,24 @@ pub struct Config {
     pub destination_context: String,
     pub discovery_timeout: Duration,
     pub discovery_idle_timeout: Duration,
+    /// The identity client's settings; `None`: identity is off.
+    pub identity: Option<IdentityConfig>,
     pub cores: usize,
     pub log: String,
+}
+
+/// The identity client's settings, present when `MESH_PROXY_IDENTITY_ADDR` is set.
+#[derive(Clone, Debug)]
+pub struct IdentityConfig {
+    /// The identity service, as `http://host:port/`.
+    pub addr: http::Uri,
+    /// This proxy's identity name (a DNS name).
+    pub name: String,
+    pub token_file: std::path::PathBuf,
+    /// The trust anchors' certificates, DER, each known to be usable as an anchor.
+    pub trust_anchors: Vec<rustls_pki_types::CertificateDer<'static>>,
+    pub min_refresh: Duration,
+    pub max_refresh: Duration,
 }
 
 /// A variable whose value could not be used.
@@ -257,6 +306,7 @@ impl Config {
             )?,
             discovery_timeout: dur(ENV_DISCOVERY_TIMEOUT, "1s")?,
             discovery_idle_timeout: dur(ENV_DISCOVERY_IDLE_TIMEOUT, "60s")?,
+            identity: identity(env)?,
             cores: parse(
                 env,
                 ENV_CORES,
@@ -300,6 +350,104 @@ impl Config {
     pub fn is_opaque(&self, port: u16) -> bool {
         self.opaque_ports.contains(&port)
     }
+}
+
+/// The identity settings, if `MESH_PROXY_IDENTITY_ADDR` is set.
+fn identity(env: &impl Env) -> Result<Option<IdentityConfig>, ConfigError> {
+    if env
+        .get(ENV_IDENTITY_ADDR)
+        .is_none_or(|v| v.trim().is_empty())
+    {
+        return Ok(None);
+    }
+    let dur = |var, default: &str| {
+        parse(
+            env,
+            var,
+            default,
+            "a duration greater than zero like 10s, 1m or 24h",
+            |v| parse_duration(v).filter(|d| !d.is_zero()),
+        )
+    };
+    let required = |var: &'static str| {
+        env.get(var)
+            .filter(|v| !v.trim().is_empty())
+            .ok_or_else(|| ConfigError {
+                var,
+                value: String::new(),
+                expected: format!("a value, since {ENV_IDENTITY_ADDR} is set"),
+            })
+    };
+    let addr = parse(
+        env,
+        ENV_IDENTITY_ADDR,
+        "",
+        "a host and port like mesh-identity.mesh-system.svc.cluster.local:8080",
+        parse_host_port,
+    )?;
+    required(ENV_IDENTITY_NAME)?;
+    let name = parse(
+        env,
+        ENV_IDENTITY_NAME,
+        "",
+        "an identity like web.default.serviceaccount.identity.mesh.cluster.local",
+        |v| is_identity_name(v).then(|| v.to_ascii_lowercase()),
+    )?;
+    let token_file = required(ENV_IDENTITY_TOKEN_FILE)?.trim().into();
+    let anchors_pem = required(ENV_IDENTITY_TRUST_ANCHORS)?;
+    let trust_anchors = parse_anchors(&anchors_pem).map_err(|why| ConfigError {
+        var: ENV_IDENTITY_TRUST_ANCHORS,
+        // The PEM itself is long and public; the reason is what helps.
+        value: format!("{} bytes of PEM", anchors_pem.len()),
+        expected: format!("PEM CERTIFICATE blocks usable as trust anchors ({why})"),
+    })?;
+    let min_refresh = dur(ENV_IDENTITY_MIN_REFRESH, "10s")?;
+    let max_refresh = dur(ENV_IDENTITY_MAX_REFRESH, "24h")?;
+    if min_refresh > max_refresh {
+        return Err(ConfigError {
+            var: ENV_IDENTITY_MAX_REFRESH,
+            value: env.get(ENV_IDENTITY_MAX_REFRESH).unwrap_or_default(),
+            expected: format!("a duration no shorter than {ENV_IDENTITY_MIN_REFRESH}"),
+        });
+    }
+    Ok(Some(IdentityConfig {
+        addr,
+        name,
+        token_file,
+        trust_anchors,
+        min_refresh,
+        max_refresh,
+    }))
+}
+
+/// Whether `name` is an identity name: a DNS name of the form
+/// `<sa>.<ns>.serviceaccount.identity.mesh.<trust-domain>`.
+fn is_identity_name(name: &str) -> bool {
+    let labels: Vec<&str> = name.split('.').collect();
+    labels.len() >= 7
+        && labels[2..5]
+            .iter()
+            .zip(["serviceaccount", "identity", "mesh"])
+            .all(|(l, want)| l.eq_ignore_ascii_case(want))
+        && rustls_pki_types::DnsName::try_from(name).is_ok()
+}
+
+/// Parses PEM trust anchors: at least one `CERTIFICATE`, each usable as an anchor.
+fn parse_anchors(pem: &str) -> Result<Vec<rustls_pki_types::CertificateDer<'static>>, String> {
+    let mut anchors = Vec::new();
+    for block in x509_parser::pem::Pem::iter_from_buffer(pem.as_bytes()) {
+        let block = block.map_err(|e| format!("bad PEM: {e}"))?;
+        if block.label != "CERTIFICATE" {
+            return Err(format!("unexpected PEM block {:?}", block.label));
+        }
+        let der = rustls_pki_types::CertificateDer::from(block.contents);
+        webpki::anchor_from_trusted_cert(&der).map_err(|e| format!("bad certificate: {e}"))?;
+        anchors.push(der);
+    }
+    if anchors.is_empty() {
+        return Err("no CERTIFICATE found".into());
+    }
+    Ok(anchors)
 }
 
 fn parse<T>(
@@ -486,6 +634,84 @@ mod tests {
         for (var, value) in cases {
             let err = Config::from_env(&env(&[(var, value)])).expect_err(value);
             assert_eq!(err.var, var);
+            let msg = err.to_string();
+            assert!(msg.starts_with(var) && msg.contains("expected"), "{msg}");
+        }
+    }
+
+    /// A self-signed CA certificate, as PEM.
+    fn anchor_pem() -> String {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.self_signed(&key).unwrap().pem()
+    }
+
+    const NAME: &str = "web.default.serviceaccount.identity.mesh.cluster.local";
+
+    fn identity_env(anchors: &str) -> HashMap<String, String> {
+        [
+            (ENV_IDENTITY_ADDR, "127.0.0.1:8080"),
+            (ENV_IDENTITY_NAME, NAME),
+            (
+                ENV_IDENTITY_TOKEN_FILE,
+                "/var/run/secrets/tokens/mesh-identity",
+            ),
+            (ENV_IDENTITY_TRUST_ANCHORS, anchors),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+
+    #[test]
+    fn identity() {
+        assert!(Config::from_env(&env(&[])).unwrap().identity.is_none());
+        let pem = anchor_pem();
+        let c = Config::from_env(&identity_env(&pem)).unwrap();
+        let id = c.identity.unwrap();
+        assert_eq!(id.addr.to_string(), "http://127.0.0.1:8080/");
+        assert_eq!(id.name, NAME);
+        assert_eq!(id.trust_anchors.len(), 1);
+        assert_eq!(id.min_refresh, Duration::from_secs(10));
+        assert_eq!(id.max_refresh, Duration::from_secs(24 * 3600));
+        let mut e = identity_env(&format!("{pem}{pem}"));
+        e.insert(ENV_IDENTITY_MIN_REFRESH.into(), "1s".into());
+        e.insert(ENV_IDENTITY_MAX_REFRESH.into(), "1m".into());
+        let id = Config::from_env(&e).unwrap().identity.unwrap();
+        assert_eq!(id.trust_anchors.len(), 2);
+        assert_eq!(
+            (id.min_refresh, id.max_refresh),
+            (Duration::from_secs(1), Duration::from_secs(60))
+        );
+
+        let cases = [
+            (ENV_IDENTITY_ADDR, "identity"),
+            (ENV_IDENTITY_NAME, ""),
+            (ENV_IDENTITY_NAME, "web.default.svc.cluster.local"),
+            (
+                ENV_IDENTITY_NAME,
+                "web..serviceaccount.identity.mesh.cluster.local",
+            ),
+            (ENV_IDENTITY_TOKEN_FILE, " "),
+            (ENV_IDENTITY_TRUST_ANCHORS, ""),
+            (ENV_IDENTITY_TRUST_ANCHORS, "not pem"),
+            (
+                ENV_IDENTITY_TRUST_ANCHORS,
+                "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+            ),
+            (
+                ENV_IDENTITY_TRUST_ANCHORS,
+                "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+            ),
+            (ENV_IDENTITY_MIN_REFRESH, "0s"),
+            (ENV_IDENTITY_MAX_REFRESH, "5s"),
+        ];
+        for (var, value) in cases {
+            let mut e = identity_env(&pem);
+            e.insert(var.to_string(), value.to_string());
+            let err = Config::from_env(&e).expect_err(value);
+            assert_eq!(err.var, var, "{value:?}: {err}");
             let msg = err.to_string();
             assert!(msg.starts_with(var) && msg.contains("expected"), "{msg}");
         }

@@ -6,7 +6,9 @@
 //! served per request through a tower stack that records golden metrics and pools
 //! upstream connections; anything else is copied as opaque TCP. The admin server on
 //! 4191 exposes `/metrics`, `/ready`, `/live` and `/shutdown`. With a destination
-//! service configured, outbound traffic is balanced over the endpoints it names.
+//! service configured, outbound traffic is balanced over the endpoints it names. With
+//! an identity service configured, the proxy obtains and renews a certificate for its
+//! workload's identity (for the TLS layer) and is not ready until it holds one.
 //!
 //! The proxy never buffers whole bodies, never changes what the application sent
 //! beyond per-connection (hop-by-hop) headers, and never panics on input: every
@@ -20,6 +22,7 @@ pub mod detect;
 pub mod discover;
 pub mod errors;
 pub mod http;
+pub mod identity;
 pub mod init;
 pub mod io;
 pub mod metrics;
@@ -31,6 +34,7 @@ use crate::{
     detect::Protocol,
     discover::{Discovery, Dst},
     http::{ConnCtx, Pool},
+    identity::Identity,
     io::{MeteredIo, PrefixedIo},
     metrics::{Direction, Metrics, Peer},
 };
@@ -63,6 +67,8 @@ pub struct Proxy {
     pools: [Pool; 2],
     /// Outbound discovery, when a destination service is configured.
     discovery: Option<Discovery>,
+    /// The identity client, when an identity service is configured.
+    identity: Option<Identity>,
     /// Cancelled when the proxy starts draining: listeners stop accepting, HTTP
     /// connections finish their in-flight requests and close.
     pub shutdown: CancellationToken,
@@ -86,8 +92,15 @@ impl Proxy {
         })
     }
 
+    /// Whether the proxy is serving and, with identity on, holds a certificate.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
+            && self.identity.as_ref().is_none_or(Identity::has_credentials)
+    }
+
+    /// The identity client, when `MESH_PROXY_IDENTITY_ADDR` is set.
+    pub fn identity(&self) -> Option<&Identity> {
+        self.identity.as_ref()
     }
 
     /// Outbound discovery, when `MESH_PROXY_DESTINATION_ADDR` is set.
@@ -157,9 +170,15 @@ pub async fn bind(config: Config) -> Result<Bound, BindError> {
         .filter_map(|l| l.local_addr().ok())
         .collect();
     let discovery = Discovery::new(&config, metrics.clone());
+    let identity = Identity::new(
+        config.identity.as_ref(),
+        config.connect_timeout,
+        metrics.clone(),
+    );
     let proxy = Arc::new(Proxy {
         pools: [pool(Direction::Inbound), pool(Direction::Outbound)],
         discovery,
+        identity,
         metrics,
         shutdown: CancellationToken::new(),
         tasks: TaskTracker::new(),

@@ -92,6 +92,7 @@ struct Registry {
     detect: [[AtomicU64; Protocol::ALL.len()]; 2],
     process: process::Process,
     discovery: DiscoveryGauges,
+    identity: IdentityMetrics,
     /// Ticks once per [`Metrics::expire`]; series remember the epoch they were last
     /// used in, so that idle ones can go without a clock read per request.
     epoch: AtomicU64,
@@ -229,6 +230,67 @@ impl DiscoveryGauges {
     }
 }
 
+// === impl IdentityMetrics ===
+
+/// The identity client's certificate and its refreshes. Rendered only when identity
+/// is on; the expiry only once a certificate is held.
+#[derive(Default)]
+pub(crate) struct IdentityMetrics {
+    enabled: std::sync::atomic::AtomicBool,
+    /// The current certificate's NotAfter, in Unix seconds; 0: none yet.
+    expiration: AtomicI64,
+    ok: AtomicU64,
+    failure: AtomicU64,
+}
+
+impl IdentityMetrics {
+    pub(crate) fn enable(&self) {
+        self.enabled.store(true, Relaxed);
+    }
+
+    /// A refresh succeeded with a certificate valid until `not_after` (Unix seconds).
+    pub(crate) fn refreshed(&self, not_after: i64) {
+        self.expiration.store(not_after, Relaxed);
+        self.ok.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn failed(&self) {
+        self.failure.fetch_add(1, Relaxed);
+    }
+
+    fn encode(&self, out: &mut String) {
+        if !self.enabled.load(Relaxed) {
+            return;
+        }
+        let expiration = self.expiration.load(Relaxed);
+        if expiration != 0 {
+            header(
+                out,
+                "identity_cert_expiration_timestamp_seconds",
+                "gauge",
+                "When the proxy's current certificate expires, in seconds since the Unix epoch.",
+            );
+            let _ = writeln!(
+                out,
+                "identity_cert_expiration_timestamp_seconds {expiration}"
+            );
+        }
+        header(
+            out,
+            "identity_cert_refresh_total",
+            "counter",
+            "Certificate requests to the identity service, by result.",
+        );
+        for (result, n) in [("ok", &self.ok), ("failure", &self.failure)] {
+            let _ = writeln!(
+                out,
+                "identity_cert_refresh_total{{result=\"{result}\"}} {}",
+                n.load(Relaxed)
+            );
+        }
+    }
+}
+
 impl Metrics {
     pub fn new() -> Self {
         Self::default()
@@ -360,12 +422,17 @@ impl Metrics {
             }
         }
         self.0.discovery.encode(&mut out);
+        self.0.identity.encode(&mut out);
         self.0.process.encode(&mut out);
         out
     }
 
     pub(crate) fn discovery(&self) -> &DiscoveryGauges {
         &self.0.discovery
+    }
+
+    pub(crate) fn identity(&self) -> &IdentityMetrics {
+        &self.0.identity
     }
 
     fn encode_http(&self, out: &mut String) {
