@@ -42,11 +42,14 @@ fn web_service(port_name: &str) -> serde_json::Value {
     )
 }
 
-/// `web`'s endpoint slice: `(pod, ip, ready)` each, on the resolved target port.
-fn web_slice(port_name: &str, port: u16, endpoints: &[(&str, IpAddr, bool)]) -> serde_json::Value {
+/// `web`'s endpoint slice in test `test`: `(i, ready)` each, for pod `web-<i>` at
+/// [`pod_ip`]`(test, i + 1)`, on the resolved target port.
+fn web_slice(test: u8, port_name: &str, port: u16, endpoints: &[(u8, bool)]) -> serde_json::Value {
     let endpoints: Vec<Endpoint> = endpoints
         .iter()
-        .map(|(name, ip, ready)| Endpoint::new(&ip.to_string(), *ready).pod(name))
+        .map(|&(i, ready)| {
+            Endpoint::new(&pod_ip(test, i + 1).to_string(), ready).pod(&format!("web-{i}"))
+        })
         .collect();
     endpoint_slice(NS, "web-abcde", "web", &[(port_name, port)], &endpoints)
 }
@@ -80,20 +83,20 @@ async fn web_backends(test: u8, n: u8, ports: &[u16]) -> Vec<Backend> {
     backends
 }
 
-/// Creates the pods of `backends`, the `web` service and a slice with the first two
-/// pods ready on `port`, then waits until the controller has indexed them.
-fn create_web(mesh: &Mesh, backends: &[Backend], port: u16) {
+/// Creates the pods of `backends` (test `test`), the `web` service and a slice with
+/// the first two pods ready on `port`, then waits until the controller has indexed
+/// them.
+fn create_web(mesh: &Mesh, test: u8, backends: &[Backend], port: u16) {
     let api = &mesh.api;
     for b in backends {
         api.apply(web_pod(&b.name, b.ip)).unwrap();
     }
     api.apply(web_service("http")).unwrap();
-    let first_two: Vec<(&str, IpAddr, bool)> = backends
-        .iter()
-        .take(2)
-        .map(|b| (b.name.as_str(), b.ip, true))
+    let first_two: Vec<(u8, bool)> = (0..backends.len().min(2) as u8)
+        .map(|i| (i, true))
         .collect();
-    api.apply(web_slice("http", port, &first_two)).unwrap();
+    api.apply(web_slice(test, "http", port, &first_two))
+        .unwrap();
     wait_indexed(&mesh.controller, 1.0);
 }
 
@@ -157,34 +160,10 @@ fn assert_no_failures(load: &Load, step: &str) {
 async fn traffic_follows_scaling_readiness_port_renames_and_watch_expiry() {
     const T: u8 = 1;
     let (p, q) = (free_port(), free_port());
-    let mut backends = Vec::new();
-    for i in 0..4u8 {
-        let b = Backend::start(
-            &format!("web-{i}"),
-            pod_ip(T, i + 1),
-            &[p, q],
-            Duration::ZERO,
-        )
-        .await
-        .expect("backend");
-        backends.push(b);
-    }
-    let ips: Vec<IpAddr> = backends.iter().map(|b| b.ip).collect();
-    let ip = |i: usize| ips[i];
+    let mut backends = web_backends(T, 4, &[p, q]).await;
     let mesh = Mesh::start().await;
     let api = &mesh.api;
-    for i in 0..4 {
-        api.apply(web_pod(&format!("web-{i}"), ip(i))).unwrap();
-    }
-    api.apply(web_service("http")).unwrap();
-    api.apply(web_slice(
-        "http",
-        p,
-        &[("web-0", ip(0), true), ("web-1", ip(1), true)],
-    ))
-    .unwrap();
-
-    wait_indexed(&mesh.controller, 1.0);
+    create_web(&mesh, T, &backends, p);
     let load = Load::start(mesh.proxy.outbound, AUTHORITY, 4);
     load.wait_for("web-0 and web-1 to serve", FOLLOW, |s| {
         s.by_backend.contains_key("web-0") && s.by_backend.contains_key("web-1")
@@ -194,16 +173,8 @@ async fn traffic_follows_scaling_readiness_port_renames_and_watch_expiry() {
     assert_no_failures(&load, "two endpoints");
 
     // Scale up: a third pod joins.
-    api.apply(web_slice(
-        "http",
-        p,
-        &[
-            ("web-0", ip(0), true),
-            ("web-1", ip(1), true),
-            ("web-2", ip(2), true),
-        ],
-    ))
-    .unwrap();
+    api.apply(web_slice(T, "http", p, &[(0, true), (1, true), (2, true)]))
+        .unwrap();
     load.wait_for("web-2 to serve", FOLLOW, |s| {
         s.by_backend.contains_key("web-2")
     })
@@ -212,12 +183,8 @@ async fn traffic_follows_scaling_readiness_port_renames_and_watch_expiry() {
     assert_no_failures(&load, "scale up");
 
     // Scale down: web-0 leaves the slice; once the proxy no longer sends to it, it stops.
-    api.apply(web_slice(
-        "http",
-        p,
-        &[("web-1", ip(1), true), ("web-2", ip(2), true)],
-    ))
-    .unwrap();
+    api.apply(web_slice(T, "http", p, &[(1, true), (2, true)]))
+        .unwrap();
     load.wait_until_avoided("web-0", AVOIDED, FOLLOW)
         .await
         .unwrap();
@@ -233,22 +200,14 @@ async fn traffic_follows_scaling_readiness_port_renames_and_watch_expiry() {
 
     // Readiness: web-1 turns unready (it keeps running, as a pod failing its probe does),
     // then ready again.
-    api.apply(web_slice(
-        "http",
-        p,
-        &[("web-1", ip(1), false), ("web-2", ip(2), true)],
-    ))
-    .unwrap();
+    api.apply(web_slice(T, "http", p, &[(1, false), (2, true)]))
+        .unwrap();
     load.wait_until_avoided("web-1", AVOIDED, FOLLOW)
         .await
         .unwrap();
     let served = backends[1].served();
-    api.apply(web_slice(
-        "http",
-        p,
-        &[("web-1", ip(1), true), ("web-2", ip(2), true)],
-    ))
-    .unwrap();
+    api.apply(web_slice(T, "http", p, &[(1, true), (2, true)]))
+        .unwrap();
     load.wait_for("web-1 to serve again", FOLLOW, |_| {
         backends[1].served() > served
     })
@@ -259,12 +218,8 @@ async fn traffic_follows_scaling_readiness_port_renames_and_watch_expiry() {
     // Port rename: the service port and its named target become `web`, and the pods
     // expose it on another number; traffic moves to the new port.
     api.apply(web_service("web")).unwrap();
-    api.apply(web_slice(
-        "web",
-        q,
-        &[("web-1", ip(1), true), ("web-2", ip(2), true)],
-    ))
-    .unwrap();
+    api.apply(web_slice(T, "web", q, &[(1, true), (2, true)]))
+        .unwrap();
     let on_q = |b: &Backend| b.served_on(q);
     load.wait_for("traffic on the renamed port", FOLLOW, |_| {
         on_q(&backends[1]) > 0 && on_q(&backends[2]) > 0
@@ -297,16 +252,8 @@ async fn traffic_follows_scaling_readiness_port_renames_and_watch_expiry() {
     let before_restarts = restarts(&mesh.controller);
     let gone_before = api.stats().gone;
     api.expire();
-    api.apply(web_slice(
-        "web",
-        q,
-        &[
-            ("web-1", ip(1), true),
-            ("web-2", ip(2), true),
-            ("web-3", ip(3), true),
-        ],
-    ))
-    .unwrap();
+    api.apply(web_slice(T, "web", q, &[(1, true), (2, true), (3, true)]))
+        .unwrap();
     api.wait_for_stats("a watch told its version is gone", FOLLOW, |s| {
         s.gone > gone_before
     })
@@ -350,17 +297,10 @@ async fn traffic_follows_scaling_readiness_port_renames_and_watch_expiry() {
 async fn deleted_service_fails_cleanly_and_recreated_service_resumes() {
     const T: u8 = 2;
     let p = free_port();
-    let backend = Backend::start("web-0", pod_ip(T, 1), &[p], Duration::ZERO)
-        .await
-        .expect("backend");
+    let backends = web_backends(T, 1, &[p]).await;
     let mesh = Mesh::start().await;
     let api = &mesh.api;
-    api.apply(web_pod("web-0", backend.ip)).unwrap();
-    api.apply(web_service("http")).unwrap();
-    api.apply(web_slice("http", p, &[("web-0", backend.ip, true)]))
-        .unwrap();
-
-    wait_indexed(&mesh.controller, 1.0);
+    create_web(&mesh, T, &backends, p);
     let load = Load::start(mesh.proxy.outbound, AUTHORITY, 2);
     load.wait_for("web-0 to serve", FOLLOW, |s| s.ok() > 0)
         .await
@@ -385,8 +325,7 @@ async fn deleted_service_fails_cleanly_and_recreated_service_resumes() {
 
     // Recreated: traffic comes back without restarting anything.
     api.apply(web_service("http")).unwrap();
-    api.apply(web_slice("http", p, &[("web-0", backend.ip, true)]))
-        .unwrap();
+    api.apply(web_slice(T, "http", p, &[(0, true)])).unwrap();
     let failures = load.stats().failures.len();
     let ok = load.stats().ok();
     load.wait_for(
@@ -415,10 +354,8 @@ async fn proxies_ride_out_a_controller_restart() {
     const T: u8 = 3;
     let p = free_port();
     let backends = web_backends(T, 3, &[p]).await;
-    let ips: Vec<IpAddr> = backends.iter().map(|b| b.ip).collect();
-    let ip = |i: usize| ips[i];
     let mut mesh = Mesh::start().await;
-    create_web(&mesh, &backends, p);
+    create_web(&mesh, T, &backends, p);
     let api = &mesh.api;
     let load = Load::start(mesh.proxy.outbound, AUTHORITY, 2);
     load.wait_for("both endpoints to serve", FOLLOW, |s| {
@@ -439,16 +376,8 @@ async fn proxies_ride_out_a_controller_restart() {
 
     // A change made during the outage reaches the proxy once a controller is back where
     // it was: the proxy reconnected and took the fresh state.
-    api.apply(web_slice(
-        "http",
-        p,
-        &[
-            ("web-0", ip(0), true),
-            ("web-1", ip(1), true),
-            ("web-2", ip(2), true),
-        ],
-    ))
-    .unwrap();
+    api.apply(web_slice(T, "http", p, &[(0, true), (1, true), (2, true)]))
+        .unwrap();
     let kubeconfig = api.kubeconfig_path().to_path_buf();
     let destination = mesh.controller.destination;
     mesh.controller =

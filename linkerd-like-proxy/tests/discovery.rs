@@ -56,6 +56,16 @@ fn endpoints(backends: &[&Counted]) -> Model {
 }
 
 /// One request through the proxy on a fresh connection: its status and body.
+/// A backend where DNS sends `localhost`: where a name discovery does not know goes.
+async fn dns_backend() -> Counted {
+    let local = tokio::net::lookup_host(("localhost", 0))
+        .await
+        .unwrap()
+        .next()
+        .unwrap();
+    Counted::start_on(local, "dns", Duration::ZERO).await
+}
+
 async fn call(p: &TestProxy, url: &str) -> (StatusCode, String) {
     let rsp = h1(p.outbound).await.send_request(get(url)).await.unwrap();
     let status = rsp.status();
@@ -290,13 +300,7 @@ async fn endpoints_come_and_go_under_load_without_failures() {
 async fn unknown_names_fall_back_to_dns_and_known_empty_ones_fail() {
     let fake = FakeController::new();
     let ctl = fake.serve("127.0.0.1:0".parse().unwrap()).await;
-    // A backend where DNS sends `localhost`.
-    let local = tokio::net::lookup_host(("localhost", 0))
-        .await
-        .unwrap()
-        .next()
-        .unwrap();
-    let dns = Counted::start_on(local, "dns", Duration::ZERO).await;
+    let dns = dns_backend().await;
     let web = Counted::start("web-0", Duration::ZERO).await;
     let p = meshed(ctl.addr, &[]).await;
     let name = format!("localhost:{}", dns.addr.port());
@@ -358,12 +362,7 @@ async fn unknown_names_fall_back_to_dns_and_known_empty_ones_fail() {
 async fn a_silent_controller_delays_only_the_first_request() {
     let fake = FakeController::new();
     let ctl = fake.serve("127.0.0.1:0".parse().unwrap()).await;
-    let local = tokio::net::lookup_host(("localhost", 0))
-        .await
-        .unwrap()
-        .next()
-        .unwrap();
-    let dns = Counted::start_on(local, "dns", Duration::ZERO).await;
+    let dns = dns_backend().await;
     let name = format!("localhost:{}", dns.addr.port());
     fake.set(&name, Model::Silent);
     let p = meshed(ctl.addr, &[("MESH_PROXY_DISCOVERY_TIMEOUT", "300ms")]).await;
@@ -539,12 +538,7 @@ async fn a_slow_endpoint_gets_little_traffic() {
 async fn a_refused_destination_goes_where_the_client_sent_it() {
     let fake = FakeController::new();
     let ctl = fake.serve("127.0.0.1:0".parse().unwrap()).await;
-    let local = tokio::net::lookup_host(("localhost", 0))
-        .await
-        .unwrap()
-        .next()
-        .unwrap();
-    let dns = Counted::start_on(local, "dns", Duration::ZERO).await;
+    let dns = dns_backend().await;
     let name = format!("localhost:{}", dns.addr.port());
     // As the controller refuses a path it cannot parse (InvalidArgument).
     fake.refuse(&name);
