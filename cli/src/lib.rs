@@ -27,7 +27,8 @@ pub struct Args {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a demo application on this machine, each workload behind its own mesh-proxy,
-    /// with a traffic generator; stop with Ctrl-C.
+    /// with a traffic generator; the controller issues every proxy a certificate and
+    /// proxies talk mutual TLS. Stop with Ctrl-C.
     Demo(demo::DemoArgs),
 }
 

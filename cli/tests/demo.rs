@@ -4,8 +4,10 @@
 //! It checks what a user of the demo relies on: traffic flows through the proxies (the web
 //! proxy's metrics show HTTP successes, the voting route's failures and gRPC), callees are
 //! found by name through the controller and balanced over voting's replicas, the slow one
-//! getting the smallest share, and Ctrl-C stops everything, with exit code 0 and no child
-//! left behind. `mesh` finds `mesh-proxy` and `mesh-controller` next to itself, so every
+//! getting the smallest share, every proxy holds a certificate from the controller's
+//! identity service and proxies talk to each other over mutual TLS with the identities
+//! discovery gave (both sides' metrics name the peer's), and Ctrl-C stops everything,
+//! with exit code 0, no child left behind and the identity files removed. `mesh` finds `mesh-proxy` and `mesh-controller` next to itself, so every
 //! binary must be built first (`cargo build --workspace --bins`, as `scripts/test.sh` does).
 // This measures real elapsed time, which is what std's clock is for.
 #![allow(clippy::disallowed_types)]
@@ -15,19 +17,25 @@ use nix::{
     unistd::Pid,
 };
 use std::{
+    collections::BTreeMap,
     io::{BufRead, BufReader, Read, Write},
     net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
-    path::Path,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::{mpsc, Arc, Mutex},
     thread,
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
 /// Ports per demo (6 workload instances and the controller, × 10), from
 /// `cli/src/demo/topology.rs`.
 const DEMO_PORTS: u16 = 70;
 const POLL: Duration = Duration::from_millis(100);
+
+/// The identity of `sa`'s proxies: the demo's namespace `demo`, trust domain `cluster.local`.
+fn identity(sa: &str) -> String {
+    format!("{sa}.demo.serviceaccount.identity.mesh.cluster.local")
+}
 
 #[test]
 fn demo_meshes_traffic_and_stops_cleanly_on_sigint() {
@@ -44,19 +52,49 @@ fn demo_meshes_traffic_and_stops_cleanly_on_sigint() {
     let base_port = free_port_block();
     let mut demo = Demo::start(mesh, base_port);
 
-    // The table is printed once every proxy is ready; it says where web's metrics are.
-    let metrics = demo.wait_for_line(Duration::from_secs(120), |line| {
+    // The table is printed once every proxy is ready; it says where each one's metrics
+    // are, the controller's row last.
+    let mut admins = BTreeMap::new();
+    demo.wait_for_line(Duration::from_secs(120), |line| {
         let mut words = line.split_whitespace();
-        (words.next() == Some("web"))
-            .then(|| words.find(|w| w.starts_with("http://") && w.ends_with("/metrics")))
-            .flatten()
-            .map(str::to_owned)
+        let name = words.next()?;
+        let metrics = words.find(|w| w.starts_with("http://") && w.ends_with("/metrics"))?;
+        let addr: SocketAddr = metrics
+            .trim_start_matches("http://")
+            .trim_end_matches("/metrics")
+            .parse()
+            .expect("the table prints the metrics url as http://ip:port/metrics");
+        admins.insert(name.to_owned(), addr);
+        (name == "controller").then_some(())
     });
-    let metrics_addr: SocketAddr = metrics
-        .trim_start_matches("http://")
-        .trim_end_matches("/metrics")
-        .parse()
-        .expect("the table prints the metrics url as http://ip:port/metrics");
+    admins.remove("controller");
+    let proxy_names = [
+        "vote-bot", "web", "emoji", "voting-0", "voting-1", "voting-2",
+    ];
+    let mut expected = proxy_names.to_vec();
+    expected.sort_unstable();
+    assert_eq!(
+        admins.keys().map(String::as_str).collect::<Vec<_>>(),
+        expected,
+        "the table names every proxy"
+    );
+    let metrics_addr = admins["web"];
+
+    // Identity is announced, with the anchors every certificate chains to.
+    let anchors: PathBuf = demo.wait_for_line(Duration::from_secs(10), |line| {
+        line.trim()
+            .strip_prefix("trust anchors: ")
+            .and_then(|rest| rest.split_whitespace().next())
+            .map(PathBuf::from)
+    });
+    demo.identity_dir = anchors.parent().map(Path::to_path_buf);
+    let anchors_pem = std::fs::read_to_string(&anchors)
+        .unwrap_or_else(|e| panic!("read the trust anchors {}: {e}", anchors.display()));
+    assert!(
+        anchors_pem.contains("-----BEGIN CERTIFICATE-----"),
+        "{}: {anchors_pem}",
+        anchors.display()
+    );
 
     // The proxies are the `mesh-proxy` children of `mesh`: one per workload instance.
     let proxies = children_named(demo.child.id(), "mesh-proxy");
@@ -124,6 +162,84 @@ fn demo_meshes_traffic_and_stops_cleanly_on_sigint() {
         thread::sleep(POLL);
     }
 
+    // Every proxy holds a certificate that has not expired: /ready waited for it.
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .expect("the clock is after 1970")
+        .as_secs_f64();
+    let bodies: BTreeMap<&str, String> = proxy_names
+        .iter()
+        .map(|&name| {
+            let body = http_get(admins[name], "/metrics")
+                .unwrap_or_else(|| panic!("{name}'s proxy serves /metrics"));
+            (name, body)
+        })
+        .collect();
+    for (name, body) in &bodies {
+        let expiry = body
+            .lines()
+            .find_map(|l| l.strip_prefix("identity_cert_expiration_timestamp_seconds "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| {
+                panic!(
+                    "{name}'s proxy shows no identity_cert_expiration_timestamp_seconds:\n{body}"
+                )
+            });
+        assert!(
+            expiry > now,
+            "{name}'s certificate expired at {expiry} (now {now}):\n{body}"
+        );
+    }
+
+    // Proxy to proxy is mutual TLS: each caller's proxy checked the server's identity
+    // (the one discovery gave for the endpoint, named after its service), and each
+    // server's proxy knows its caller's from the client certificate.
+    for (caller, servers) in [
+        ("vote-bot", &["web"][..]),
+        ("web", &["emoji", "voting"][..]),
+    ] {
+        let body = &bodies[caller];
+        let series = series(body, "response_total", "outbound");
+        for server in servers {
+            assert!(
+                series
+                    .iter()
+                    .any(|l| label(l, "dst_service") == Some(server)),
+                "{caller}'s proxy has no outbound response_total to {server}:\n{body}"
+            );
+        }
+        for line in &series {
+            let server = label(line, "dst_service")
+                .unwrap_or_else(|| panic!("{caller}: outbound series without dst_service: {line}"));
+            assert_eq!(
+                (label(line, "tls"), label(line, "server_id")),
+                (Some("true"), Some(&*identity(server))),
+                "{caller}'s proxy called {server} without mutual TLS to its identity: {line}"
+            );
+        }
+    }
+    for (server, caller) in [
+        ("web", "vote-bot"),
+        ("emoji", "web"),
+        ("voting-0", "web"),
+        ("voting-1", "web"),
+        ("voting-2", "web"),
+    ] {
+        let body = &bodies[server];
+        let series = series(body, "response_total", "inbound");
+        assert!(
+            !series.is_empty(),
+            "{server}'s proxy has no inbound response_total:\n{body}"
+        );
+        for line in &series {
+            assert_eq!(
+                (label(line, "tls"), label(line, "client_id")),
+                (Some("true"), Some(&*identity(caller))),
+                "{server}'s proxy served {caller} without mutual TLS from its identity: {line}"
+            );
+        }
+    }
+
     kill(Pid::from_raw(demo.pid()), Signal::SIGINT).expect("signal mesh");
     let status = demo.wait(Duration::from_secs(30));
     assert!(
@@ -144,6 +260,56 @@ fn demo_meshes_traffic_and_stops_cleanly_on_sigint() {
         left.is_empty(),
         "children still running after mesh exited: {left:?}"
     );
+    // The demo's CA lives only as long as the demo: no issuer key left in /tmp.
+    let identity_dir = demo
+        .identity_dir
+        .take()
+        .expect("the anchors file is in a directory");
+    assert!(
+        !identity_dir.exists(),
+        "{} is left after mesh exited",
+        identity_dir.display()
+    );
+}
+
+/// The lines of `metric` with `direction="<direction>"` in a Prometheus text `body`.
+fn series<'a>(body: &'a str, metric: &str, direction: &str) -> Vec<&'a str> {
+    let direction = format!("direction=\"{direction}\"");
+    body.lines()
+        .filter(|l| {
+            l.strip_prefix(metric)
+                .is_some_and(|rest| rest.starts_with('{'))
+        })
+        .filter(|l| l.contains(&direction))
+        .collect()
+}
+
+/// The value of label `name` in a series line (the demo's values hold no escaped quotes).
+fn label<'a>(line: &'a str, name: &str) -> Option<&'a str> {
+    let (head, _) = line.rsplit_once('}')?;
+    let mut labels = head.split_once('{')?.1;
+    loop {
+        let (key, rest) = labels.split_once("=\"")?;
+        let (value, rest) = rest.split_once('"')?;
+        if key == name {
+            return Some(value);
+        }
+        labels = rest.strip_prefix(',').unwrap_or(rest);
+    }
+}
+
+#[test]
+fn reads_labels() {
+    let line = r#"response_total{direction="outbound",authority="web:80",tls="true",server_id="web.demo.serviceaccount.identity.mesh.cluster.local",classification="success"} 12"#;
+    assert_eq!(label(line, "tls"), Some("true"));
+    assert_eq!(label(line, "authority"), Some("web:80"));
+    assert_eq!(label(line, "classification"), Some("success"));
+    assert_eq!(label(line, "server_id"), Some(&*identity("web")));
+    assert_eq!(label(line, "id"), None);
+    assert_eq!(label(line, "client_id"), None);
+    assert_eq!(series(line, "response_total", "outbound"), [line]);
+    assert!(series(line, "response", "outbound").is_empty());
+    assert!(series(line, "response_total", "inbound").is_empty());
 }
 
 /// A running `mesh demo`, killed (with its children) if the test fails midway.
@@ -152,6 +318,8 @@ struct Demo {
     stdout: mpsc::Receiver<String>,
     stderr: Arc<Mutex<String>>,
     children: Vec<u32>,
+    /// The demo's identity files, which a killed `mesh` cannot remove itself.
+    identity_dir: Option<PathBuf>,
 }
 
 impl Demo {
@@ -188,6 +356,7 @@ impl Demo {
             stdout,
             stderr,
             children: Vec::new(),
+            identity_dir: None,
         }
     }
 
@@ -200,7 +369,11 @@ impl Demo {
     }
 
     /// Reads stdout until `find` returns something for a line.
-    fn wait_for_line<T>(&mut self, timeout: Duration, find: impl Fn(&str) -> Option<T>) -> T {
+    fn wait_for_line<T>(
+        &mut self,
+        timeout: Duration,
+        mut find: impl FnMut(&str) -> Option<T>,
+    ) -> T {
         let deadline = Instant::now() + timeout;
         let mut seen = String::new();
         loop {
@@ -260,6 +433,10 @@ impl Drop for Demo {
             if is_alive(pid, "mesh-proxy") || is_alive(pid, "mesh-controller") {
                 let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
             }
+        }
+        // No issuer key left behind in /tmp by a failed run; the logs stay for reading.
+        if let Some(dir) = &self.identity_dir {
+            let _ = std::fs::remove_dir_all(dir);
         }
     }
 }

@@ -53,7 +53,7 @@ fn recording(c: &mut Criterion) {
         m.http(
             Direction::Outbound,
             std::net::SocketAddr::new(addr.ip(), port),
-            false,
+            None,
             Some("other:80"),
             None,
         )
@@ -65,7 +65,7 @@ fn recording(c: &mut Criterion) {
             let t = m.http(
                 Direction::Outbound,
                 addr,
-                false,
+                None,
                 Some("web.default.svc.cluster.local:8080"),
                 None,
             );
@@ -81,7 +81,7 @@ fn recording(c: &mut Criterion) {
     });
     g.bench_function("tcp_open_close", |b| {
         b.iter(|| {
-            let c = m.tcp_open(Direction::Inbound, Peer::Src, addr, false, None);
+            let c = m.tcp_open(Direction::Inbound, Peer::Src, addr, None, None);
             c.read(1024);
             c.wrote(1024);
         })
@@ -97,6 +97,7 @@ fn balancing(c: &mut Criterion) {
         .map(|i| Discovered {
             addr: std::net::SocketAddr::from(([192, 0, 2, i], 8080)),
             labels: None,
+            identity: None,
         })
         .collect();
     let endpoints = balance::add(&[], found, true, tokio::time::Instant::now());

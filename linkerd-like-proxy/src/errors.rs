@@ -4,7 +4,7 @@
 //! Inside the stack errors travel boxed; only the rescue step at the HTTP edge looks
 //! at what they are. Each `Display` speaks for its own level; the cause is `source()`.
 
-use crate::http::ProxyBody;
+use crate::{http::ProxyBody, tls::HandshakeFailed};
 use http::{HeaderValue, Response, StatusCode};
 use std::{net::SocketAddr, time::Duration};
 
@@ -62,7 +62,8 @@ pub struct NoEndpoints {
 pub fn is_connect(err: &(dyn std::error::Error + 'static)) -> bool {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = cur {
-        if e.is::<ConnectFailed>() || e.is::<ConnectTimeout>() {
+        // A refused handshake sent nothing either: the request may go elsewhere.
+        if e.is::<ConnectFailed>() || e.is::<ConnectTimeout>() || e.is::<HandshakeFailed>() {
             return true;
         }
         cur = e.source();
@@ -83,6 +84,9 @@ fn condition(err: &(dyn std::error::Error + 'static)) -> (StatusCode, u16, &'sta
         }
         if e.is::<ConnectFailed>() {
             return (StatusCode::BAD_GATEWAY, 14, "connect");
+        }
+        if e.is::<HandshakeFailed>() {
+            return (StatusCode::BAD_GATEWAY, 14, "tls");
         }
         if e.is::<LoopDetected>() {
             return (StatusCode::BAD_GATEWAY, 14, "loop");
@@ -149,6 +153,13 @@ pub fn respond(err: &(dyn std::error::Error + 'static), grpc: bool) -> Response<
         *rsp.status_mut() = status;
     }
     rsp.extensions_mut().insert(SyntheticResponse(label));
+    rsp
+}
+
+/// The response to a plaintext request that claims a mesh identity: 403.
+pub fn forbidden(msg: &'static str) -> Response<ProxyBody> {
+    let mut rsp = bad_request(msg);
+    *rsp.status_mut() = StatusCode::FORBIDDEN;
     rsp
 }
 

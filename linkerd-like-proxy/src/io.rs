@@ -100,6 +100,13 @@ impl<I: AsyncWrite> AsyncWrite for MeteredIo<I> {
     }
 }
 
+/// A connection the proxy opened: plaintext, or mesh TLS to another proxy. Either way
+/// its TCP metrics count the bytes on the wire.
+pub type UpstreamIo = tokio_util::either::Either<
+    MeteredIo<tokio::net::TcpStream>,
+    Box<crate::tls::ClientStream<MeteredIo<tokio::net::TcpStream>>>,
+>;
+
 pin_project_lite::pin_project! {
     /// Reads `prefix` first, then from `inner`; writes go straight to `inner`.
     pub struct PrefixedIo<I> {

@@ -28,6 +28,7 @@ pub mod io;
 pub mod metrics;
 pub mod orig_dst;
 mod tcp;
+pub mod tls;
 
 use crate::{
     config::Config,
@@ -37,8 +38,9 @@ use crate::{
     identity::Identity,
     io::{MeteredIo, PrefixedIo},
     metrics::{Direction, Metrics, Peer},
+    tls::{hello::Peeked, MeshTls},
 };
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use std::{
     net::SocketAddr,
     sync::{
@@ -60,6 +62,15 @@ pub struct BindError {
     pub source: std::io::Error,
 }
 
+/// Why a proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Bind(#[from] BindError),
+    #[error(transparent)]
+    Tls(#[from] tls::ConfigError),
+}
+
 /// State shared by every connection of a running proxy.
 pub struct Proxy {
     pub config: Config,
@@ -69,6 +80,8 @@ pub struct Proxy {
     discovery: Option<Discovery>,
     /// The identity client, when an identity service is configured.
     identity: Option<Identity>,
+    /// Mesh TLS, on with identity.
+    tls: Option<Arc<MeshTls>>,
     /// Cancelled when the proxy starts draining: listeners stop accepting, HTTP
     /// connections finish their in-flight requests and close.
     pub shutdown: CancellationToken,
@@ -101,6 +114,11 @@ impl Proxy {
     /// The identity client, when `MESH_PROXY_IDENTITY_ADDR` is set.
     pub fn identity(&self) -> Option<&Identity> {
         self.identity.as_ref()
+    }
+
+    /// Mesh TLS, when identity is on.
+    pub fn tls(&self) -> Option<&Arc<MeshTls>> {
+        self.tls.as_ref()
     }
 
     /// Outbound discovery, when `MESH_PROXY_DESTINATION_ADDR` is set.
@@ -151,7 +169,7 @@ impl Bound {
 }
 
 /// Binds every listener. Nothing is served until [`Bound::serve`].
-pub async fn bind(config: Config) -> Result<Bound, BindError> {
+pub async fn bind(config: Config) -> Result<Bound, StartError> {
     let bind = |name, addr| async move {
         TcpListener::bind(addr)
             .await
@@ -161,8 +179,26 @@ pub async fn bind(config: Config) -> Result<Bound, BindError> {
     let outbound = bind("outbound", config.outbound_addr).await?;
     let admin = bind("admin", config.admin_addr).await?;
     let metrics = Metrics::new();
+    let identity = Identity::new(
+        config.identity.as_ref(),
+        config.connect_timeout,
+        metrics.clone(),
+    );
+    let tls = match (&identity, &config.identity) {
+        (Some(id), Some(c)) => Some(Arc::new(MeshTls::new(
+            id.name(),
+            &c.trust_anchors,
+            id.watch(),
+        )?)),
+        _ => None,
+    };
     let pool = |direction| {
-        let connector = http::client_connector(metrics.clone(), direction, config.connect_timeout);
+        let connector = http::client_connector(
+            metrics.clone(),
+            direction,
+            config.connect_timeout,
+            tls.clone(),
+        );
         Pool::new(connector)
     };
     let listeners = [&inbound, &outbound, &admin]
@@ -170,15 +206,11 @@ pub async fn bind(config: Config) -> Result<Bound, BindError> {
         .filter_map(|l| l.local_addr().ok())
         .collect();
     let discovery = Discovery::new(&config, metrics.clone());
-    let identity = Identity::new(
-        config.identity.as_ref(),
-        config.connect_timeout,
-        metrics.clone(),
-    );
     let proxy = Arc::new(Proxy {
         pools: [pool(Direction::Inbound), pool(Direction::Outbound)],
         discovery,
         identity,
+        tls,
         metrics,
         shutdown: CancellationToken::new(),
         tasks: TaskTracker::new(),
@@ -247,7 +279,7 @@ impl Bound {
 }
 
 /// Binds and serves: the whole life of a proxy.
-pub async fn run(config: Config) -> Result<(), BindError> {
+pub async fn run(config: Config) -> Result<(), StartError> {
     bind(config).await?.serve().await;
     Ok(())
 }
@@ -331,7 +363,7 @@ async fn accept(proxy: Arc<Proxy>, listener: TcpListener, direction: Direction) 
 async fn serve_conn(
     proxy: Arc<Proxy>,
     direction: Direction,
-    stream: TcpStream,
+    mut stream: TcpStream,
     client: SocketAddr,
 ) {
     let Ok(local) = stream.local_addr() else {
@@ -353,24 +385,58 @@ async fn serve_conn(
         Direction::Inbound => proxy.config.inbound_forward_addr,
         Direction::Outbound => None,
     });
+    let opaque = target.is_some_and(|t| proxy.config.is_opaque(t.port()));
+
+    // Inbound with identity on, a ClientHello naming a mesh identity is mesh TLS from
+    // another proxy; anything else (plaintext, the application's own TLS) goes on as
+    // before, with the bytes read so far replayed.
+    let mut peeked = BytesMut::new();
+    let mut silent = false;
+    if let (Direction::Inbound, Some(tls)) = (direction, proxy.tls.clone()) {
+        let found = tls::hello::peek(
+            &mut stream,
+            &mut peeked,
+            |sni| tls.is_mesh_name(sni),
+            proxy.config.detect_timeout,
+        )
+        .await;
+        match found {
+            Ok(Peeked::Mesh) => {
+                let io = PrefixedIo::new(peeked.freeze(), stream);
+                serve_mesh(proxy, &tls, io, client, orig_dst, target.unwrap_or(local)).await;
+                return;
+            }
+            Ok(Peeked::Other) => {}
+            Ok(Peeked::Silent) => silent = true,
+            Err(e) => {
+                tracing::debug!(%client, error = %e, "connection failed before its first bytes");
+                return;
+            }
+        }
+    }
+
     let conn_metrics =
         proxy
             .metrics
-            .tcp_open(direction, Peer::Src, target.unwrap_or(local), false, None);
-    let mut io = MeteredIo::new(stream, conn_metrics);
+            .tcp_open(direction, Peer::Src, target.unwrap_or(local), None, None);
+    let mut io = MeteredIo::new(PrefixedIo::new(peeked.freeze(), stream), conn_metrics);
 
-    let (protocol, prefix) = match target {
-        Some(t) if proxy.config.is_opaque(t.port()) => (Protocol::OpaquePort, Bytes::new()),
-        _ => match detect::detect_io(&mut io, proxy.config.detect_timeout).await {
+    let (protocol, prefix) = if opaque {
+        (Protocol::OpaquePort, Bytes::new())
+    } else if silent {
+        // The client said nothing for a whole detection timeout already.
+        (Protocol::Timeout, Bytes::new())
+    } else {
+        match detect::detect_io(&mut io, proxy.config.detect_timeout).await {
             Ok((p, buf)) => (p, buf.freeze()),
             Err(e) => {
                 tracing::debug!(%client, error = %e, "connection failed during protocol detection");
                 return;
             }
-        },
+        }
     };
     proxy.metrics.detected(direction, protocol);
-    let io = PrefixedIo::new(prefix, io);
+    let mut io = PrefixedIo::new(prefix, io);
 
     if protocol.is_http() {
         let conn = ConnCtx {
@@ -378,15 +444,83 @@ async fn serve_conn(
             orig_dst,
             client,
             dst,
+            client_id: None,
         };
         http::serve(proxy, conn, io, protocol).await;
         return;
     }
     match target {
-        Some(t) => tcp::forward(&proxy, direction, io, t, dst.as_deref()).await,
+        Some(t) => {
+            if !tcp::forward(&proxy, direction, &mut io, t, dst.as_deref()).await {
+                let _ = io.get_ref().get_ref().get_ref().set_zero_linger();
+            }
+        }
         None => {
             tracing::debug!(%client, ?direction, "no destination for a non-HTTP connection; closing")
         }
+    }
+}
+
+/// Serves an inbound connection whose ClientHello named this proxy: completes the
+/// handshake (refusing clients the trust anchors do not vouch for), then serves what
+/// ALPN announced, HTTP/2 from the client proxy or opaque bytes for `target`.
+async fn serve_mesh(
+    proxy: Arc<Proxy>,
+    tls: &MeshTls,
+    io: PrefixedIo<TcpStream>,
+    client: SocketAddr,
+    orig_dst: Option<SocketAddr>,
+    target: SocketAddr,
+) {
+    let accepted = match tls.accept(io).await {
+        Ok(a) => a,
+        Err((reason, e)) => {
+            proxy.metrics.tls_refused(Direction::Inbound, reason);
+            tracing::info!(%client, reason = reason.as_str(), error = %e, "refused a mesh TLS connection");
+            return;
+        }
+    };
+    let conn_metrics = proxy.metrics.tcp_open(
+        Direction::Inbound,
+        Peer::Src,
+        target,
+        Some(&accepted.client),
+        None,
+    );
+    let mut io = MeteredIo::new(accepted.stream, conn_metrics);
+    let (protocol, prefix) = match accepted.alpn {
+        Some(tls::Alpn::H2) => (Protocol::Http2, Bytes::new()),
+        Some(tls::Alpn::Http1) => (Protocol::Http1, Bytes::new()),
+        Some(tls::Alpn::Opaque) => (Protocol::OpaquePort, Bytes::new()),
+        None => match detect::detect_io(&mut io, proxy.config.detect_timeout).await {
+            Ok((p, buf)) => (p, buf.freeze()),
+            Err(e) => {
+                tracing::debug!(%client, error = %e, "mesh connection failed during protocol detection");
+                return;
+            }
+        },
+    };
+    proxy.metrics.detected(Direction::Inbound, protocol);
+    let mut io = PrefixedIo::new(prefix, io);
+    if protocol.is_http() {
+        let conn = ConnCtx {
+            direction: Direction::Inbound,
+            orig_dst,
+            client,
+            dst: None,
+            client_id: Some(accepted.client),
+        };
+        http::serve(proxy, conn, io, protocol).await;
+        return;
+    }
+    if !tcp::forward(&proxy, Direction::Inbound, &mut io, target, None).await {
+        let _ = io
+            .get_ref()
+            .get_ref()
+            .get_ref()
+            .0
+            .get_ref()
+            .set_zero_linger();
     }
 }
 

@@ -10,23 +10,28 @@ use crate::{
     discover::{Balanced, Dst, Resolved},
     errors::{self, BoxError},
     http::Connector,
-    io::{MeteredIo, PrefixedIo},
+    io::UpstreamIo,
     metrics::Direction,
+    tls::Alpn,
     Proxy,
 };
 use std::net::SocketAddr;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 
 /// Forwards `downstream` to `target` (or, when discovery knows `target`, to one of its
-/// endpoints) until both directions are done. If no upstream can be reached, the
-/// client's connection is reset, as a refused connection would have been.
-pub(crate) async fn forward(
+/// endpoints; over mesh TLS when the endpoint is meshed) until both directions are
+/// done. Returns `false` if no upstream could be reached, so that the caller resets the
+/// client's connection, as a refused connection would have been.
+pub(crate) async fn forward<I>(
     proxy: &Proxy,
     direction: Direction,
-    mut downstream: PrefixedIo<MeteredIo<TcpStream>>,
+    downstream: &mut I,
     target: SocketAddr,
     dst: Option<&Dst>,
-) {
+) -> bool
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+{
     let resolved = match dst {
         Some(d) => d.resolve().await,
         None => Resolved::Fallback,
@@ -36,9 +41,12 @@ pub(crate) async fn forward(
         Resolved::Fallback => {
             if proxy.is_own_listener(target) {
                 tracing::warn!(%target, ?direction, "refusing to forward a connection to the proxy itself");
-                return;
+                return false;
             }
-            connector.connect(target, None).await.map(|u| (u, None))
+            connector
+                .connect(target, None, None)
+                .await
+                .map(|u| (u, None))
         }
         Resolved::NoEndpoints(dst) => Err(errors::NoEndpoints { dst }.into()),
         Resolved::Endpoint(b) => connect_balanced(proxy, connector, b)
@@ -50,14 +58,14 @@ pub(crate) async fn forward(
         Ok(c) => c,
         Err(e) => {
             tracing::debug!(%target, error = %errors::chain(&*e), "opaque connect failed");
-            let _ = downstream.get_ref().get_ref().set_zero_linger();
-            return;
+            return false;
         }
     };
-    match tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await {
+    match tokio::io::copy_bidirectional(downstream, &mut upstream).await {
         Ok((up, down)) => tracing::debug!(%target, up, down, "opaque connection closed"),
         Err(e) => tracing::debug!(%target, error = %e, "opaque connection failed"),
     }
+    true
 }
 
 /// Connects to the chosen endpoint, recording the connect time as its latency; if it
@@ -66,7 +74,7 @@ pub(crate) async fn connect_balanced(
     proxy: &Proxy,
     connector: &Connector,
     endpoint: Balanced,
-) -> Result<(MeteredIo<TcpStream>, Load), BoxError> {
+) -> Result<(UpstreamIo, Load), BoxError> {
     let Balanced { load, dst } = endpoint;
     let error = match connect(proxy, connector, &load).await {
         Ok(io) => return Ok((io, load)),
@@ -75,6 +83,11 @@ pub(crate) async fn connect_balanced(
     let Some(other) = dst.pick_other(load.addr()) else {
         return Err(error);
     };
+    // A meshed endpoint is tried after a meshed one only, and plain after plain.
+    if connector.mesh(other.load.identity()).is_some() != connector.mesh(load.identity()).is_some()
+    {
+        return Err(error);
+    }
     drop(load);
     tracing::debug!(error = %errors::chain(&*error), retry = %other.load.addr(), "endpoint unreachable; trying another");
     connect(proxy, connector, &other.load)
@@ -86,12 +99,13 @@ async fn connect(
     proxy: &Proxy,
     connector: &Connector,
     load: &Load,
-) -> Result<MeteredIo<TcpStream>, BoxError> {
+) -> Result<UpstreamIo, BoxError> {
     let addr = load.addr();
     if proxy.is_own_listener(addr) {
         return Err(errors::LoopDetected { addr }.into());
     }
-    match connector.connect(addr, load.labels()).await {
+    let peer = connector.mesh(load.identity()).map(|p| (p, Alpn::Opaque));
+    match connector.connect(addr, load.labels(), peer).await {
         Ok(io) => {
             load.observe();
             Ok(io)

@@ -8,26 +8,33 @@
 //! 1. [`topology`]: the workloads and their ports, a pure function of `--base-port`;
 //! 2. [`apps`]: `web`, `emoji` and three replicas of `voting` (one slow on purpose) as
 //!    hyper servers on tokio tasks in this process;
-//! 3. [`process`]: `mesh-controller` with the file backend, fed a destinations file that
-//!    maps each service name to its replicas' proxies; awaited on `/ready`;
-//! 4. [`process`]: one `mesh-proxy` child per workload instance, in explicit mode,
-//!    discovering its callees through the controller, each awaited on `/ready`;
-//! 5. [`traffic`]: the vote-bot, calling `web` by name through its own proxy.
+//! 3. [`identity`]: a fresh trust anchor and issuer for trust domain `cluster.local`, and a
+//!    bootstrap token per workload, in a private directory;
+//! 4. [`process`]: `mesh-controller` with the file backend, fed a destinations file that
+//!    maps each service name to its replicas' proxies and their identities, and running
+//!    the identity service with that issuer and those tokens; awaited on `/ready`;
+//! 5. [`process`]: one `mesh-proxy` child per workload instance, in explicit mode,
+//!    discovering its callees through the controller and getting its certificate from
+//!    it, each awaited on `/ready` (which waits for the certificate); proxies then talk
+//!    to each other over mutual TLS;
+//! 6. [`traffic`]: the vote-bot, calling `web` by name through its own proxy.
 //!
 //! Shutdown (Ctrl-C, SIGTERM or `--duration`) runs in reverse: the vote-bot stops and its
 //! in-flight requests finish, then every child gets SIGTERM and is awaited with a deadline,
-//! then the apps go with the runtime. Later parts of the mesh (identity, tap, the
-//! dashboard) slot in beside the controller.
+//! then the identity files are deleted and the apps go with the runtime. Later parts of
+//! the mesh (tap, the dashboard) slot in beside the controller.
 
 mod apps;
 mod client;
 mod grpc;
+mod identity;
 mod process;
 mod topology;
 mod traffic;
 
 use crate::UsageError;
 use anyhow::Context as _;
+use identity::Credentials;
 use process::Process;
 use std::{
     path::{Path, PathBuf},
@@ -206,6 +213,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let log_dir = std::env::temp_dir().join(format!("mesh-demo-{}", std::process::id()));
     let mut children = Vec::new();
+    // Outside the block below, so that the files are removed however it ends.
+    let mut credentials = None;
     let result = async {
         if let Some(bins) = &config.bins {
             let topology = &config.topology;
@@ -214,13 +223,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             let file = log_dir.join("destinations.yaml");
             std::fs::write(&file, topology.destinations_yaml())
                 .with_context(|| format!("write {}", file.display()))?;
+            let identity = credentials.insert(
+                Credentials::write(log_dir.join("identity"))
+                    .context("create the demo's identity credentials")?,
+            );
             let deadline = Instant::now() + READY_TIMEOUT;
             let ready = async {
                 // The controller first: a proxy asked for a name it cannot resolve yet
-                // would answer 502 until the controller came up.
+                // would answer 502 until the controller came up, and one without its
+                // identity service would not get a certificate.
                 let controller = Process::spawn(
                     "controller".into(),
-                    process::controller(&bins.controller, &file, topology),
+                    process::controller(&bins.controller, &file, topology, identity),
                     topology.controller().admin,
                     &log_dir,
                 )?;
@@ -229,7 +243,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 for instance in topology.instances() {
                     children.push(Process::spawn(
                         format!("{}-proxy", instance.name()),
-                        process::proxy(&bins.proxy, instance, topology),
+                        process::proxy(&bins.proxy, instance, topology, identity),
                         instance.admin,
                         &log_dir,
                     )?);
@@ -248,7 +262,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             }
         }
 
-        print_banner(&config, proxied.then_some(log_dir.as_path()));
+        print_banner(
+            &config,
+            proxied.then_some(log_dir.as_path()),
+            credentials.as_ref(),
+        );
         let traffic = tokio::spawn(traffic::run(
             config.topology.clone(),
             proxied,
@@ -278,6 +296,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     // Whatever happened above, no child may outlive the demo.
     process::stop_all(&children, STOP_GRACE).await;
+    // Only once no proxy can renew with them; the CA dies with this run.
+    if let Some(credentials) = &credentials {
+        credentials.remove();
+    }
     shutdown.cancel();
     // A clean run with nothing logged should not leave a directory in /tmp every time;
     // logs that say something, or a failed run, are kept for the user to read.
@@ -299,7 +321,7 @@ fn all_empty(dir: &Path) -> bool {
     })
 }
 
-fn print_banner(config: &Config, log_dir: Option<&Path>) {
+fn print_banner(config: &Config, log_dir: Option<&Path>, identity: Option<&Credentials>) {
     let web = config.topology.get(Workload::Web);
     let web_addr = if log_dir.is_some() {
         web.inbound
@@ -325,6 +347,18 @@ fn print_banner(config: &Config, log_dir: Option<&Path>) {
              (see dst_pod in web's metrics)",
             topology::VOTING_REPLICAS,
             topology::SLOW_REPLICA_DELAY.as_millis()
+        );
+    }
+    if let Some(identity) = identity {
+        println!(
+            "  identity: on (trust domain {}, served at {}): every proxy holds a certificate, \
+             and calls between proxies use mutual TLS",
+            topology::TRUST_DOMAIN,
+            config.topology.controller().identity
+        );
+        println!(
+            "  trust anchors: {} (removed at exit)",
+            identity.anchors.display()
         );
     }
     println!("  vote-bot sends {} requests/s to web", config.rps);

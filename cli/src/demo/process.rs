@@ -14,7 +14,8 @@
 
 use super::{
     client::AppClient,
-    topology::{Instance, Topology, NAMESPACE},
+    identity::Credentials,
+    topology::{Instance, Topology, NAMESPACE, TRUST_DOMAIN},
 };
 use anyhow::Context as _;
 use http_body_util::Full;
@@ -59,8 +60,14 @@ pub(crate) struct Process {
 }
 
 /// The command line of the proxy of `instance`: explicit mode, discovering its callees
-/// through the controller.
-pub(crate) fn proxy(bin: &Path, instance: &Instance, topology: &Topology) -> Command {
+/// through the controller, and holding a certificate for its workload's identity from
+/// the controller's identity service (its `/ready` waits for it).
+pub(crate) fn proxy(
+    bin: &Path,
+    instance: &Instance,
+    topology: &Topology,
+    identity: &Credentials,
+) -> Command {
     let mut cmd = Command::new(bin);
     cmd.env(
         "MESH_PROXY_INBOUND_LISTEN_ADDR",
@@ -82,6 +89,17 @@ pub(crate) fn proxy(bin: &Path, instance: &Instance, topology: &Topology) -> Com
         "MESH_PROXY_DESTINATION_CONTEXT",
         format!(r#"{{"ns":"{NAMESPACE}","pod":"{}"}}"#, instance.name()),
     )
+    .env(
+        "MESH_PROXY_IDENTITY_ADDR",
+        topology.controller().identity.to_string(),
+    )
+    .env("MESH_PROXY_IDENTITY_NAME", instance.workload.identity())
+    .env(
+        "MESH_PROXY_IDENTITY_TOKEN_FILE",
+        identity.token_file(instance.workload),
+    )
+    // Inline, as Linkerd passes them, so the proxy needs no file for them.
+    .env("MESH_PROXY_IDENTITY_TRUST_ANCHORS", &identity.anchors_pem)
     .env("MESH_PROXY_LOG", "warn")
     // The proxy's own drain must end before `stop_all` gives up and kills it, so a
     // stuck connection costs a clean exit, not a SIGKILL.
@@ -92,8 +110,17 @@ pub(crate) fn proxy(bin: &Path, instance: &Instance, topology: &Topology) -> Com
     cmd
 }
 
-/// The command line of the controller: the destination service, from `file`.
-pub(crate) fn controller(bin: &Path, file: &Path, topology: &Topology) -> Command {
+/// The command line of the controller: the destination service, from `file`, and the
+/// identity service, signing with the demo's issuer for holders of its bootstrap tokens.
+///
+/// Every setting is a flag, even the defaults (the trust domain), because flags win over
+/// the `MESH_*` variables the controller also reads, which a user's shell might set.
+pub(crate) fn controller(
+    bin: &Path,
+    file: &Path,
+    topology: &Topology,
+    identity: &Credentials,
+) -> Command {
     let addrs = topology.controller();
     let mut cmd = Command::new(bin);
     cmd.arg("--backend")
@@ -104,6 +131,18 @@ pub(crate) fn controller(bin: &Path, file: &Path, topology: &Topology) -> Comman
         .arg(addrs.destination.to_string())
         .arg("--admin-addr")
         .arg(addrs.admin.to_string())
+        .arg("--trust-domain")
+        .arg(TRUST_DOMAIN)
+        .arg("--identity-addr")
+        .arg(addrs.identity.to_string())
+        .arg("--identity-trust-anchors")
+        .arg(&identity.anchors)
+        .arg("--identity-issuer-cert")
+        .arg(&identity.issuer_cert)
+        .arg("--identity-issuer-key")
+        .arg(&identity.issuer_key)
+        .arg("--identity-tokens")
+        .arg(&identity.tokens)
         .env("MESH_LOG", "warn");
     cmd
 }

@@ -10,9 +10,11 @@
 //! Inside the mesh, workloads call each other by service name
 //! (`voting.demo.svc.cluster.local`), as they would in Kubernetes; the controller's
 //! destinations file ([`Topology::destinations_yaml`]) maps those names to the proxies'
-//! inbound ports.
+//! inbound ports, and gives each endpoint the identity its proxy holds, so that callers'
+//! proxies open mutual TLS to it.
 
 use crate::UsageError;
+use mesh_controller::identity::ServiceAccount;
 use std::{
     fmt::Write as _,
     net::{Ipv4Addr, SocketAddr},
@@ -23,6 +25,9 @@ pub(crate) const PORTS_PER_INSTANCE: u16 = 10;
 
 /// The Kubernetes-style namespace the demo's services live in.
 pub(crate) const NAMESPACE: &str = "demo";
+
+/// The domain the demo's identities are named in: the controller's and a cluster's default.
+pub(crate) const TRUST_DOMAIN: &str = "cluster.local";
 
 /// How many replicas of `voting` run; the last one is slow on purpose, so that latency-aware
 /// balancing has something to show.
@@ -35,7 +40,7 @@ pub(crate) const SLOW_REPLICA_DELAY: std::time::Duration = std::time::Duration::
 const MIN_BASE_PORT: u16 = 1024;
 
 /// One of the demo's workloads.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Workload {
     /// The traffic generator: calls `web`; has no server of its own.
     VoteBot,
@@ -76,6 +81,9 @@ pub(crate) struct Topology {
 pub(crate) struct Controller {
     /// The destination gRPC service (8086 in a cluster).
     pub(crate) destination: SocketAddr,
+    /// The identity gRPC service (8080 in a cluster), which signs the proxies'
+    /// certificates.
+    pub(crate) identity: SocketAddr,
     /// `/metrics`, `/ready`, `/live` (9990 in a cluster).
     pub(crate) admin: SocketAddr,
 }
@@ -101,6 +109,24 @@ impl Workload {
     pub(crate) fn authority(self) -> String {
         format!("{}.{NAMESPACE}.svc.cluster.local:80", self.name())
     }
+
+    /// The service account its pods run as: one per workload, named after it, as
+    /// Kubernetes manifests usually do, so all replicas share one identity.
+    pub(crate) fn service_account(self) -> ServiceAccount {
+        ServiceAccount {
+            namespace: NAMESPACE.to_string(),
+            name: self.name().to_string(),
+        }
+    }
+
+    /// The identity its proxies' certificates are for, and that discovery announces
+    /// for its endpoints: `<sa>.<ns>.serviceaccount.identity.mesh.<trust domain>`.
+    pub(crate) fn identity(self) -> String {
+        self.service_account().identity(TRUST_DOMAIN)
+    }
+
+    /// Every workload, callers first.
+    pub(crate) const ALL: [Self; 4] = [Self::VoteBot, Self::Web, Self::Emoji, Self::Voting];
 }
 
 // === impl Instance ===
@@ -159,8 +185,12 @@ impl Topology {
             })
             .collect();
         let slot = instances.len() as u16;
+        // The controller's block mirrors an instance's: its servers take the ports an
+        // instance's app, inbound and admin take, so offset 1 (an instance's inbound) is
+        // the identity service's.
         let controller = Controller {
             destination: port(slot, 0),
+            identity: port(slot, 1),
             admin: port(slot, 3),
         };
         Ok(Self {
@@ -192,7 +222,8 @@ impl Topology {
 
     /// The controller's destinations file: one service per serving workload, whose
     /// endpoints are its instances' proxies (inbound ports), labelled as Kubernetes pods
-    /// of a deployment would be.
+    /// of a deployment would be, each with its proxy's identity, which marks it meshed:
+    /// callers then open mutual TLS to it and check that it presents that identity.
     pub(crate) fn destinations_yaml(&self) -> String {
         let mut out = String::from(
             "# Written by `mesh demo`: where each demo service's replicas are.\nservices:\n",
@@ -206,9 +237,11 @@ impl Topology {
             for i in self.replicas(workload) {
                 let _ = writeln!(
                     out,
-                    "      - address: \"{}\"\n        labels: {{pod: {}, deployment: {name}, serviceaccount: {name}}}",
+                    "      - address: \"{}\"\n        labels: {{pod: {}, deployment: {name}, serviceaccount: {sa}}}\n        identity: {}",
                     i.inbound,
-                    i.name()
+                    i.name(),
+                    workload.identity(),
+                    sa = workload.service_account().name,
                 );
             }
         }
@@ -282,6 +315,7 @@ mod tests {
         let voting: Vec<u16> = t.replicas(Workload::Voting).map(|i| i.app.port()).collect();
         assert_eq!(voting, [7030, 7040, 7050]);
         assert_eq!(t.controller().destination.port(), 7060);
+        assert_eq!(t.controller().identity.port(), 7061);
         assert_eq!(t.controller().admin.port(), 7063);
         assert_eq!(t.span(), 70);
         assert!(t.replicas(Workload::Voting).last().unwrap().is_slow());
@@ -302,7 +336,8 @@ mod tests {
         for (port, pod) in [(7031, "voting-0"), (7041, "voting-1"), (7051, "voting-2")] {
             assert!(
                 yaml.contains(&format!(
-                    "address: \"127.0.0.1:{port}\"\n        labels: {{pod: {pod}, deployment: voting, serviceaccount: voting}}"
+                    "address: \"127.0.0.1:{port}\"\n        labels: {{pod: {pod}, deployment: voting, serviceaccount: voting}}\n        \
+                     identity: voting.demo.serviceaccount.identity.mesh.cluster.local\n"
                 )),
                 "{yaml}"
             );
@@ -314,6 +349,36 @@ mod tests {
         assert_eq!(
             Workload::Voting.authority(),
             "voting.demo.svc.cluster.local:80"
+        );
+    }
+
+    /// The controller is the judge of the file: it must accept it and see every serving
+    /// instance as a meshed pod running as its workload's service account.
+    #[test]
+    fn destinations_parse_as_meshed_pods() {
+        let t = Topology::new(7000).expect("7000 fits");
+        let discovery = mesh_controller::file::parse(&t.destinations_yaml(), TRUST_DOMAIN)
+            .unwrap_or_else(|e| panic!("the controller rejects the demo's file: {e}"));
+        let serving: Vec<&Instance> = t
+            .instances()
+            .iter()
+            .filter(|i| i.workload.has_server())
+            .collect();
+        assert_eq!(discovery.pods.len(), serving.len(), "{:?}", discovery.pods);
+        for i in serving {
+            let pod = discovery
+                .pods
+                .iter()
+                .find(|p| *p.key.name == *i.name())
+                .unwrap_or_else(|| panic!("no pod {}: {:?}", i.name(), discovery.pods));
+            assert!(pod.meshed, "{pod:?}");
+            assert_eq!(*pod.key.namespace, *NAMESPACE);
+            assert_eq!(*pod.service_account, *i.workload.name());
+            assert_eq!(pod.ips, [i.inbound.ip()]);
+        }
+        assert_eq!(
+            Workload::Web.identity(),
+            "web.demo.serviceaccount.identity.mesh.cluster.local"
         );
     }
 

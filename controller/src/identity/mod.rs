@@ -11,7 +11,10 @@ pub mod service;
 pub mod token;
 
 pub use self::{
-    ca::{generate_anchor_and_issuer, Ca, InvalidCa, Issued, Reject},
+    ca::{
+        generate_anchor_and_issuer, generate_anchor_and_issuer_between, Ca, InvalidCa, Issued,
+        Reject,
+    },
     service::IdentityService,
     token::{BootstrapTokens, TokenError, TokenReview, TokenValidator},
 };

@@ -7,7 +7,7 @@
 //!
 //! let now = Instant::now();
 //! let found = ["192.0.2.1:80", "192.0.2.2:80"]
-//!     .map(|a| Discovered { addr: a.parse().unwrap(), labels: None });
+//!     .map(|a| Discovered { addr: a.parse().unwrap(), labels: None, identity: None });
 //! let endpoints = balance::add(&[], found.into(), true, now);
 //! // Each request (HTTP) or connection (TCP) holds a `Load` while it is pending.
 //! let load = balance::pick(&endpoints, None).expect("two endpoints");
@@ -65,6 +65,7 @@ pub const CONNECT_PENALTY: Duration = Duration::from_secs(5);
 pub struct Endpoint {
     addr: SocketAddr,
     labels: Option<Arc<str>>,
+    identity: Option<Arc<str>>,
     load: Arc<PeakEwma>,
 }
 
@@ -76,6 +77,11 @@ impl Endpoint {
     /// The rendered `dst_*` labels, e.g. `dst_namespace="emojivoto",dst_pod="web-0"`.
     pub fn labels(&self) -> Option<&Arc<str>> {
         self.labels.as_ref()
+    }
+
+    /// The TLS identity of the endpoint's proxy, when it is meshed.
+    pub fn identity(&self) -> Option<&Arc<str>> {
+        self.identity.as_ref()
     }
 
     /// The current latency estimate (for tests and debugging).
@@ -94,6 +100,8 @@ impl Endpoint {
 pub struct Discovered {
     pub addr: SocketAddr,
     pub labels: Option<Arc<str>>,
+    /// The endpoint's proxy identity, when discovery says it is meshed.
+    pub identity: Option<Arc<str>>,
 }
 
 // === impl PeakEwma ===
@@ -207,6 +215,11 @@ impl Load {
 
     pub fn labels(&self) -> Option<&Arc<str>> {
         self.endpoint.labels.as_ref()
+    }
+
+    /// The endpoint proxy's TLS identity, when it is meshed.
+    pub fn identity(&self) -> Option<&Arc<str>> {
+        self.endpoint.identity.as_ref()
     }
 
     /// Records the time since the pick as a latency sample: for HTTP when the response
@@ -324,15 +337,17 @@ pub fn add(
         out.iter().enumerate().map(|(i, e)| (e.addr, i)).collect();
     for d in added {
         let endpoint = match known.get(&d.addr) {
-            Some(e) if e.labels == d.labels => Arc::clone(e),
+            Some(e) if e.labels == d.labels && e.identity == d.identity => Arc::clone(e),
             Some(e) => Arc::new(Endpoint {
                 addr: d.addr,
                 labels: d.labels,
+                identity: d.identity,
                 load: e.load.clone(),
             }),
             None => Arc::new(Endpoint {
                 addr: d.addr,
                 labels: d.labels,
+                identity: d.identity,
                 load: Arc::new(PeakEwma::new(prior, now)),
             }),
         };

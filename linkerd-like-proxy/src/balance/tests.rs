@@ -11,6 +11,7 @@ fn found(addrs: &[u8]) -> Vec<Discovered> {
         .map(|&i| Discovered {
             addr: addr(i),
             labels: None,
+            identity: None,
         })
         .collect()
 }
@@ -224,10 +225,16 @@ async fn a_repeated_add_keeps_load_and_takes_new_labels() {
     let relabeled = vec![Discovered {
         addr: addr(1),
         labels: Some("dst_pod=\"web-1\"".into()),
+        identity: Some("web.ns.serviceaccount.identity.mesh.cluster.local".into()),
     }];
     let next = add(&eps, relabeled.clone(), false, now);
     assert_eq!(next.len(), 2);
     assert_eq!(next[0].labels().map(|l| &**l), Some("dst_pod=\"web-1\""));
+    // The pod became meshed: the endpoint takes its identity and keeps its load.
+    assert_eq!(
+        next[0].identity().map(|i| &**i),
+        Some("web.ns.serviceaccount.identity.mesh.cluster.local")
+    );
     assert_eq!(next[0].pending(), 1);
     assert_eq!(ms(next[0].estimate(now)), 70.0);
     // The same Add again changes nothing: the same endpoint is kept.

@@ -344,10 +344,11 @@ impl Shared {
             Some(Kind::Add(set)) => {
                 let mut found = Vec::with_capacity(set.endpoints.len());
                 for ep in &set.endpoints {
-                    match endpoint_addr(ep) {
-                        Ok(addr) => found.push(Discovered {
+                    match endpoint_addr(ep).and_then(|a| Ok((a, endpoint_identity(ep)?))) {
+                        Ok((addr, identity)) => found.push(Discovered {
                             addr,
                             labels: metrics::dst_labels(&set.metric_labels, &ep.metric_labels),
+                            identity,
                         }),
                         Err(error) => tracing::warn!(
                             dst = %self.path,
@@ -412,7 +413,11 @@ impl Shared {
     pub(crate) fn for_test(path: &str, endpoints: &[SocketAddr]) -> Arc<Self> {
         let found = endpoints
             .iter()
-            .map(|&addr| Discovered { addr, labels: None })
+            .map(|&addr| Discovered {
+                addr,
+                labels: None,
+                identity: None,
+            })
             .collect();
         let state = State::Known(balance::add(&[], found, true, Instant::now()));
         Arc::new(Self {
@@ -431,6 +436,21 @@ impl Drop for Shared {
     fn drop(&mut self) {
         let len = self.state.borrow().len() as i64;
         self.metrics.discovery().endpoints(-len);
+    }
+}
+
+/// The identity of a meshed endpoint's proxy, which its certificate must name. A name
+/// that cannot be a TLS server name makes the endpoint invalid: sending its traffic in
+/// plaintext instead would be a silent downgrade.
+fn endpoint_identity(ep: &api::Endpoint) -> Result<Option<Arc<str>>, &'static str> {
+    let Some(id) = ep.tls_identity.as_ref().filter(|i| !i.name.is_empty()) else {
+        return Ok(None);
+    };
+    match rustls_pki_types::ServerName::try_from(id.name.as_str()) {
+        Ok(rustls_pki_types::ServerName::DnsName(_)) => {
+            Ok(Some(id.name.to_ascii_lowercase().into()))
+        }
+        _ => Err("TLS identity is not a DNS name"),
     }
 }
 

@@ -9,8 +9,9 @@ use super::{body::ProxyBody, strip_hop_by_hop, upgrade, BoxFuture, Target};
 use crate::{
     discover::Balanced,
     errors::{is_connect, BoxError, ConnectFailed, ConnectTimeout, NoEndpoints, UpstreamFailed},
-    io::MeteredIo,
+    io::{MeteredIo, UpstreamIo},
     metrics::{Direction, Metrics, Peer},
+    tls::{Alpn, MeshTls},
     Proxy,
 };
 use http::{header, uri, HeaderValue, Request, Response, Uri, Version};
@@ -30,6 +31,7 @@ use std::{
     time::Duration,
 };
 use tokio::net::TcpStream;
+use tokio_util::either::Either;
 use tower::Service;
 
 /// Idle HTTP/1 connections kept per endpoint, at most.
@@ -71,17 +73,26 @@ impl Service<Request<Incoming>> for Forward {
             if let Some(dst) = target.no_endpoints.take() {
                 return Err(NoEndpoints { dst }.into());
             }
+            let peer = match direction {
+                Direction::Outbound => target.tls.clone(),
+                Direction::Inbound => None,
+            };
             if upgrade::is_upgrade(&req) {
-                return upgrade::forward(&proxy, pool, &target, req).await;
+                return upgrade::forward(&proxy, pool, &target, peer.as_ref(), req).await;
             }
-            let h2 = req.version() == Version::HTTP_2;
+            let version = req.version();
+            let mut h2 = version == Version::HTTP_2;
             strip_hop_by_hop(req.headers_mut());
-            if target.explicit && !h2 {
+            if (target.explicit || target.downgraded) && !h2 {
                 to_origin_form(&mut req);
             }
+            // Between proxies, HTTP/1 travels as multiplexed HTTP/2, and the far side
+            // turns it back into what the client sent.
+            let upgraded = peer.is_some() && !h2 && to_h2(&mut req);
+            h2 |= upgraded;
             let mut rsp = match target.endpoint.take() {
                 None => pool
-                    .send(target.addr, None, h2, req)
+                    .send(target.addr, None, peer.as_ref(), h2, req)
                     .await
                     .map_err(|e| e.error)?,
                 Some(endpoint) => send_balanced(pool, endpoint, h2, req).await?,
@@ -89,15 +100,56 @@ impl Service<Request<Incoming>> for Forward {
             // The upstream connection's own framing and lifetime (`connection: close`)
             // say nothing about the client's connection.
             strip_hop_by_hop(rsp.headers_mut());
+            if upgraded {
+                *rsp.version_mut() = version;
+            }
             Ok(rsp)
         })
     }
 }
 
+/// Turns an HTTP/1 request into the HTTP/2 request that carries it between proxies:
+/// an absolute URI (HTTP/2 needs the authority) and `mesh-orig-proto` naming the
+/// version to restore. `false` (and the request unchanged) when it names no
+/// authority at all, so that it must travel as HTTP/1.
+fn to_h2(req: &mut Request<Incoming>) -> bool {
+    if req.uri().authority().is_none() {
+        let Some(host) = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .and_then(|h| h.parse::<uri::Authority>().ok())
+        else {
+            return false;
+        };
+        let mut parts = req.uri().clone().into_parts();
+        parts.scheme = Some(uri::Scheme::HTTP);
+        parts.authority = Some(host);
+        if parts.path_and_query.is_none() {
+            parts.path_and_query = Some(uri::PathAndQuery::from_static("/"));
+        }
+        match Uri::from_parts(parts) {
+            Ok(u) => *req.uri_mut() = u,
+            Err(_) => return false,
+        }
+    }
+    let orig = if req.version() == Version::HTTP_10 {
+        "HTTP/1.0"
+    } else {
+        "HTTP/1.1"
+    };
+    req.headers_mut()
+        .insert(super::ORIG_PROTO, HeaderValue::from_static(orig));
+    *req.version_mut() = Version::HTTP_2;
+    true
+}
+
 /// Sends a request to the endpoint the balancer chose, recording its latency to the
 /// response headers. If the endpoint cannot be reached, nothing was sent, so the
 /// request is retried once on another endpoint, and the unreachable one is penalized
-/// so that later picks avoid it until discovery removes it or it recovers.
+/// so that later picks avoid it until discovery removes it or it recovers. (Not on an
+/// endpoint that is meshed when the first was not, or the reverse: the request was
+/// prepared for one kind of peer.)
 ///
 /// The request stays counted in the metrics of the endpoint first chosen (the metrics
 /// layer above labelled it before it was sent); the TCP metrics show where the
@@ -109,7 +161,11 @@ async fn send_balanced(
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, BoxError> {
     let Balanced { load, dst } = endpoint;
-    let (req, error) = match pool.send(load.addr(), load.labels(), h2, req).await {
+    let peer = pool.connector.mesh(load.identity()).cloned();
+    let (req, error) = match pool
+        .send(load.addr(), load.labels(), peer.as_ref(), h2, req)
+        .await
+    {
         Ok(rsp) => {
             load.observe();
             return Ok(rsp);
@@ -124,10 +180,20 @@ async fn send_balanced(
     let Some(other) = dst.pick_other(load.addr()) else {
         return Err(error);
     };
+    let other_peer = pool.connector.mesh(other.load.identity()).cloned();
+    if other_peer.is_some() != peer.is_some() {
+        return Err(error);
+    }
     drop(load);
     tracing::debug!(error = %crate::errors::chain(&*error), retry = %other.load.addr(), "endpoint unreachable; trying another");
     match pool
-        .send(other.load.addr(), other.load.labels(), h2, req)
+        .send(
+            other.load.addr(),
+            other.load.labels(),
+            other_peer.as_ref(),
+            h2,
+            req,
+        )
         .await
     {
         Ok(rsp) => {
@@ -164,22 +230,32 @@ fn to_origin_form(req: &mut Request<Incoming>) {
 
 // === impl Connector ===
 
-/// Opens metered upstream TCP connections.
+/// Opens metered upstream TCP connections, with mesh TLS to meshed endpoints.
 #[derive(Clone)]
 pub(crate) struct Connector {
     pub(crate) metrics: Metrics,
     pub(crate) direction: Direction,
     pub(crate) timeout: Duration,
+    /// This proxy's mesh TLS, when identity is on.
+    pub(crate) tls: Option<Arc<MeshTls>>,
 }
 
 impl Connector {
+    /// The identity to open mesh TLS to, for an endpoint whose proxy has `identity`:
+    /// none when this proxy has no identity of its own (it cannot authenticate).
+    pub(crate) fn mesh<'a>(&self, identity: Option<&'a Arc<str>>) -> Option<&'a Arc<str>> {
+        identity.filter(|_| self.tls.is_some())
+    }
+
     /// Connects to `addr`, counted in the `tcp_*{peer="dst"}` series with the
-    /// endpoint's `dst_*` labels, if any.
+    /// endpoint's `dst_*` labels, if any. With `peer`, the connection is mesh TLS to
+    /// the proxy with that identity, announcing `alpn`.
     pub(crate) async fn connect(
         &self,
         addr: SocketAddr,
         dst: Option<&Arc<str>>,
-    ) -> Result<MeteredIo<TcpStream>, BoxError> {
+        peer: Option<(&Arc<str>, Alpn)>,
+    ) -> Result<UpstreamIo, BoxError> {
         let stream = match tokio::time::timeout(self.timeout, TcpStream::connect(addr)).await {
             Err(_) => {
                 return Err(ConnectTimeout {
@@ -192,10 +268,25 @@ impl Connector {
             Ok(Ok(s)) => s,
         };
         crate::tune(&stream);
-        let m = self
-            .metrics
-            .tcp_open(self.direction, Peer::Dst, addr, false, dst);
-        Ok(MeteredIo::new(stream, m))
+        let mesh = peer.and_then(|(id, alpn)| Some((self.tls.as_ref()?, id, alpn)));
+        let m = self.metrics.tcp_open(
+            self.direction,
+            Peer::Dst,
+            addr,
+            mesh.map(|(_, id, _)| id),
+            dst,
+        );
+        let io = MeteredIo::new(stream, m);
+        let Some((tls, id, alpn)) = mesh else {
+            return Ok(Either::Left(io));
+        };
+        match tls.connect(io, id, alpn).await {
+            Ok(s) => Ok(Either::Right(Box::new(s))),
+            Err(e) => {
+                self.metrics.tls_refused(self.direction, e.reason);
+                Err(e.into())
+            }
+        }
     }
 }
 
@@ -209,11 +300,18 @@ impl Connector {
 pub(crate) struct Pool {
     connector: Connector,
     epoch: AtomicU64,
-    endpoints: Mutex<HashMap<(SocketAddr, bool), Arc<Endpoint>>>,
+    endpoints: Mutex<HashMap<PoolKey, Arc<Endpoint>>>,
 }
+
+/// Connections are shared by address, protocol and, for mesh TLS, the identity the
+/// server proved: a connection verified for one identity never carries requests
+/// meant for another.
+type PoolKey = (SocketAddr, bool, Option<Arc<str>>);
 
 pub(crate) struct Endpoint {
     addr: SocketAddr,
+    /// The server's identity, for mesh TLS.
+    peer: Option<Arc<str>>,
     /// Idle HTTP/1 connections with the epoch in which they became idle.
     idle: Mutex<Vec<(u64, http1::SendRequest<Incoming>)>>,
     /// The shared HTTP/2 connection, if one is open.
@@ -273,13 +371,19 @@ impl Pool {
         &self.connector
     }
 
-    fn endpoint(&self, addr: SocketAddr, h2: bool) -> (Arc<Endpoint>, u64) {
+    fn endpoint(
+        &self,
+        addr: SocketAddr,
+        peer: Option<&Arc<str>>,
+        h2: bool,
+    ) -> (Arc<Endpoint>, u64) {
         let epoch = self.epoch.load(Relaxed);
         let ep = lock(&self.endpoints)
-            .entry((addr, h2))
+            .entry((addr, h2, peer.cloned()))
             .or_insert_with(|| {
                 Arc::new(Endpoint {
                     addr,
+                    peer: peer.cloned(),
                     idle: Mutex::default(),
                     h2: Mutex::default(),
                     h2_connecting: tokio::sync::Mutex::default(),
@@ -292,15 +396,16 @@ impl Pool {
     }
 
     /// Sends `req` to `addr` on a pooled connection, opening one (labelled with `dst`)
-    /// if needed.
+    /// if needed; with `peer`, over mesh TLS to the proxy with that identity.
     pub(crate) async fn send(
         &self,
         addr: SocketAddr,
         dst: Option<&Arc<str>>,
+        peer: Option<&Arc<str>>,
         h2: bool,
         req: Request<Incoming>,
     ) -> Result<Response<ProxyBody>, SendError> {
-        let (ep, epoch) = self.endpoint(addr, h2);
+        let (ep, epoch) = self.endpoint(addr, peer, h2);
         if h2 {
             self.send_h2(&ep, dst, req).await
         } else {
@@ -318,7 +423,7 @@ impl Pool {
         loop {
             let (mut sender, reused) = match Self::checkout_h1(&ep).await {
                 Some(s) => (s, true),
-                None => match self.connect_h1(ep.addr, dst).await {
+                None => match self.connect_h1(&ep, dst).await {
                     Ok(s) => (s, false),
                     Err(error) => {
                         return Err(SendError {
@@ -367,10 +472,12 @@ impl Pool {
 
     async fn connect_h1(
         &self,
-        addr: SocketAddr,
+        ep: &Endpoint,
         dst: Option<&Arc<str>>,
     ) -> Result<http1::SendRequest<Incoming>, BoxError> {
-        let io = self.connector.connect(addr, dst).await?;
+        let addr = ep.addr;
+        let peer = ep.peer.as_ref().map(|p| (p, Alpn::Http1));
+        let io = self.connector.connect(addr, dst, peer).await?;
         let (sender, conn) = http1::Builder::new()
             .handshake(TokioIo::new(io))
             .await
@@ -396,7 +503,7 @@ impl Pool {
                 // Another request may have connected while this one waited.
                 match Self::open_h2(ep) {
                     Some(s) => s,
-                    None => match self.connect_h2(ep.addr, dst).await {
+                    None => match self.connect_h2(ep, dst).await {
                         Ok(s) => {
                             *lock(&ep.h2) = Some(s.clone());
                             s
@@ -428,10 +535,12 @@ impl Pool {
 
     async fn connect_h2(
         &self,
-        addr: SocketAddr,
+        ep: &Endpoint,
         dst: Option<&Arc<str>>,
     ) -> Result<http2::SendRequest<Incoming>, BoxError> {
-        let io = self.connector.connect(addr, dst).await?;
+        let addr = ep.addr;
+        let peer = ep.peer.as_ref().map(|p| (p, Alpn::H2));
+        let io = self.connector.connect(addr, dst, peer).await?;
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .keep_alive_interval(Duration::from_secs(10))

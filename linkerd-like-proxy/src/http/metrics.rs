@@ -73,7 +73,7 @@ where
             let h = self.metrics.http(
                 self.direction,
                 t.addr,
-                false,
+                t.tls.as_ref(),
                 t.authority.as_deref(),
                 t.dst_labels(),
             );

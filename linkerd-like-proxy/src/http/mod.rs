@@ -23,13 +23,22 @@ pub(crate) fn client_connector(
     metrics: crate::metrics::Metrics,
     direction: Direction,
     timeout: std::time::Duration,
+    tls: Option<Arc<crate::tls::MeshTls>>,
 ) -> Connector {
     Connector {
         metrics,
         direction,
         timeout,
+        tls,
     }
 }
+
+/// Set by the outbound proxy on an HTTP/1 request it carries to another proxy as
+/// HTTP/2: the version to restore (`HTTP/1.1` or `HTTP/1.0`).
+pub const ORIG_PROTO: HeaderName = HeaderName::from_static("mesh-orig-proto");
+/// Set by the inbound proxy on requests that came over mesh TLS: the client proxy's
+/// verified identity, for the application to authorize on.
+pub const CLIENT_ID: HeaderName = HeaderName::from_static("mesh-client-id");
 pub use self::metrics::MeteredBody;
 
 use crate::{
@@ -59,6 +68,8 @@ pub(crate) struct ConnCtx {
     /// Discovery's destination for `orig_dst` (outbound, discovery on), looked up once
     /// for all of the connection's requests.
     pub(crate) dst: Option<Arc<Dst>>,
+    /// The client proxy's identity, when the connection is mesh TLS (inbound).
+    pub(crate) client_id: Option<Arc<str>>,
 }
 
 /// Where one request goes, decided by `Route` and read by the layers below it.
@@ -76,6 +87,12 @@ pub(crate) struct Target {
     /// Discovery knows the destination, by this name, and it has no endpoints: the
     /// request fails with 503 below the metrics layer, so that it is counted.
     pub(crate) no_endpoints: Option<Arc<str>>,
+    /// The peer proxy's identity when the request travels over mesh TLS: outbound the
+    /// server's, inbound the client's.
+    pub(crate) tls: Option<Arc<str>>,
+    /// The request came from another proxy as HTTP/2 and goes on as the HTTP/1 its
+    /// client sent, so in origin form.
+    pub(crate) downgraded: bool,
 }
 
 impl Target {

@@ -13,7 +13,7 @@
 
 use super::{BoxFuture, ConnCtx, MeteredBody, Target};
 use crate::{discover::Resolved, errors, metrics::Direction, Proxy};
-use http::{header, Request, Response, Uri};
+use http::{header, HeaderValue, Request, Response, Uri, Version};
 use hyper::body::Incoming;
 use std::{
     borrow::Cow,
@@ -75,14 +75,70 @@ where
         let proxy = self.proxy.clone();
         let conn = self.conn.clone();
         Box::pin(async move {
+            let downgraded = match mesh_headers(&proxy, &conn, &mut req) {
+                Ok(d) => d,
+                Err(msg) => return Ok(errors::forbidden(msg).map(MeteredBody::unmetered)),
+            };
             match target(&proxy, &conn, &req).await {
-                Ok(t) => {
+                Ok(mut t) => {
+                    t.downgraded = downgraded;
                     req.extensions_mut().insert(t);
                     inner.oneshot(req).await
                 }
                 Err(rsp) => Ok(rsp.map(MeteredBody::unmetered)),
             }
         })
+    }
+}
+
+/// Applies and checks the headers proxies exchange. Outbound, the application's
+/// copies are removed: only a proxy sets them. Inbound over mesh TLS, an HTTP/1
+/// request carried as HTTP/2 gets its version back (returns `true`), and the
+/// application learns the client's verified identity. Inbound in plaintext, a request
+/// carrying them is posing as a proxy: it is refused (the caller answers 403 with the
+/// returned reason) and counted.
+fn mesh_headers(
+    proxy: &Proxy,
+    conn: &ConnCtx,
+    req: &mut Request<Incoming>,
+) -> Result<bool, &'static str> {
+    let headers = req.headers_mut();
+    match (conn.direction, &conn.client_id) {
+        (Direction::Outbound, _) => {
+            headers.remove(super::ORIG_PROTO);
+            headers.remove(super::CLIENT_ID);
+            Ok(false)
+        }
+        (Direction::Inbound, Some(id)) => {
+            if let Ok(v) = HeaderValue::from_str(id) {
+                headers.insert(super::CLIENT_ID, v);
+            }
+            let version = match headers.remove(super::ORIG_PROTO) {
+                None => return Ok(false),
+                Some(v) if v == "HTTP/1.0" => Version::HTTP_10,
+                Some(_) => Version::HTTP_11,
+            };
+            *req.version_mut() = version;
+            Ok(true)
+        }
+        (Direction::Inbound, None) => {
+            let claims =
+                headers.contains_key(super::ORIG_PROTO) || headers.contains_key(super::CLIENT_ID);
+            if !claims {
+                return Ok(false);
+            }
+            if proxy.tls().is_none() {
+                // No mesh identity here to pose as; the claim is just dropped.
+                headers.remove(super::ORIG_PROTO);
+                headers.remove(super::CLIENT_ID);
+                return Ok(false);
+            }
+            proxy
+                .metrics
+                .tls_refused(Direction::Inbound, crate::tls::Refused::PlaintextClaim);
+            tracing::info!(client = %conn.client, "refusing a plaintext request that claims a mesh identity");
+            Err("plaintext request carries mesh identity headers")
+        }
     }
 }
 
@@ -200,12 +256,22 @@ async fn target(
             .then(|| named.map(|a| with_port(a, port)))
             .flatten()
     });
+    let tls = match conn.direction {
+        Direction::Inbound => conn.client_id.clone(),
+        Direction::Outbound => proxy
+            .pool(Direction::Outbound)
+            .connector()
+            .mesh(endpoint.as_ref().and_then(|e| e.load.identity()))
+            .cloned(),
+    };
     Ok(Target {
         addr,
         authority,
         explicit,
         endpoint,
         no_endpoints,
+        tls,
+        downgraded: false,
     })
 }
 

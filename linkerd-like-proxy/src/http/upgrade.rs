@@ -6,10 +6,11 @@
 //! CONNECT itself, like any HTTP proxy.
 
 use super::{body::ProxyBody, Pool, Target};
-use crate::{errors::BoxError, errors::UpstreamFailed, Proxy};
+use crate::{errors::BoxError, errors::UpstreamFailed, tls::Alpn, Proxy};
 use http::{header, Method, Request, Response, StatusCode, Version};
 use hyper::{body::Incoming, client::conn::http1};
 use hyper_util::rt::TokioIo;
+use std::sync::Arc;
 
 /// Whether the request asks to leave HTTP behind on this connection.
 pub(crate) fn is_upgrade(req: &Request<Incoming>) -> bool {
@@ -33,6 +34,7 @@ pub(crate) async fn forward(
     proxy: &Proxy,
     pool: &Pool,
     target: &Target,
+    peer: Option<&Arc<str>>,
     mut req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, BoxError> {
     let connector = pool.connector();
@@ -40,7 +42,13 @@ pub(crate) async fn forward(
     let connect = req.method() == Method::CONNECT;
 
     if connect && target.explicit {
-        let mut upstream = connector.connect(target.addr, target.dst_labels()).await?;
+        let mut upstream = connector
+            .connect(
+                target.addr,
+                target.dst_labels(),
+                peer.map(|p| (p, Alpn::Opaque)),
+            )
+            .await?;
         proxy.tasks.spawn(async move {
             match downstream.await {
                 Ok(down) => {
@@ -56,7 +64,10 @@ pub(crate) async fn forward(
     }
 
     let addr = target.addr;
-    let io = connector.connect(addr, target.dst_labels()).await?;
+    // Between proxies too, an upgrade needs HTTP/1: the connection says so by ALPN.
+    let io = connector
+        .connect(addr, target.dst_labels(), peer.map(|p| (p, Alpn::Http1)))
+        .await?;
     let (mut sender, conn) = http1::Builder::new()
         .handshake(TokioIo::new(io))
         .await

@@ -168,6 +168,27 @@ impl Key {
     }
 }
 
+/// Credentials for `name` signed by `ca` at `now`, for tests of the TLS layer.
+#[cfg(test)]
+pub(crate) fn test_credentials(
+    ca: &mesh_controller::identity::Ca,
+    name: &str,
+    now: SystemTime,
+) -> Credentials {
+    let key = Key::generate(name).expect("a test key");
+    let issued = ca.certify(name, &key.csr, now).expect("the CA signs");
+    let (_, leaf) = x509_parser::parse_x509_certificate(&issued.leaf).expect("a certificate");
+    let not_after = SystemTime::UNIX_EPOCH
+        + Duration::from_secs(leaf.validity().not_after.timestamp().max(0) as u64);
+    Credentials {
+        name: name.into(),
+        leaf: CertificateDer::from(issued.leaf),
+        chain: issued.chain.into_iter().map(CertificateDer::from).collect(),
+        key: PrivatePkcs8KeyDer::from(key.pair.serialize_der()),
+        not_after,
+    }
+}
+
 async fn refresh(
     client: IdentityClient<Channel>,
     config: IdentityConfig,

@@ -11,7 +11,7 @@ mod process;
 #[cfg(test)]
 mod tests;
 
-use crate::{classify::Class, detect::Protocol};
+use crate::{classify::Class, detect::Protocol, tls::Refused};
 use std::{
     collections::HashMap,
     fmt::Write as _,
@@ -70,13 +70,23 @@ impl Peer {
 #[derive(Clone, Default)]
 pub struct Metrics(Arc<Registry>);
 
-/// HTTP series by (direction, target, tls), then by authority label, then by the
+/// HTTP series by (direction, target, peer identity), then by authority label, then by the
 /// endpoint's pre-rendered `dst_*` labels (almost always one per authority, so a
 /// short list compared by pointer first).
-type HttpSeries = HashMap<(Direction, SocketAddr, bool), HashMap<Box<str>, Vec<HttpByDst>>>;
+type HttpSeries =
+    HashMap<(Direction, SocketAddr, Option<Arc<str>>), HashMap<Box<str>, Vec<HttpByDst>>>;
 type HttpByDst = (Option<Arc<str>>, Arc<HttpTarget>);
-/// TCP series by (direction, peer, target, tls, `dst_*` labels).
-type TcpSeries = HashMap<(Direction, Peer, SocketAddr, bool, Option<Arc<str>>), Arc<TcpTarget>>;
+/// TCP series by (direction, peer, target, peer identity, `dst_*` labels).
+type TcpSeries = HashMap<
+    (
+        Direction,
+        Peer,
+        SocketAddr,
+        Option<Arc<str>>,
+        Option<Arc<str>>,
+    ),
+    Arc<TcpTarget>,
+>;
 /// A simple per-target TCP family: name, type, help, and how to read it.
 type TcpFamily = (
     &'static str,
@@ -93,6 +103,8 @@ struct Registry {
     process: process::Process,
     discovery: DiscoveryGauges,
     identity: IdentityMetrics,
+    /// Mesh TLS refusals by direction and [`Refused`] reason.
+    tls_refused: [[AtomicU64; Refused::ALL.len()]; 2],
     /// Ticks once per [`Metrics::expire`]; series remember the epoch they were last
     /// used in, so that idle ones can go without a clock read per request.
     epoch: AtomicU64,
@@ -120,6 +132,22 @@ fn push_label(out: &mut String, key: &str, value: &str) {
         }
     }
     out.push('"');
+}
+
+/// Appends the `tls` label, and with mesh TLS the peer's identity: `server_id` for
+/// connections this proxy opened (outbound), `client_id` for those it accepted.
+fn push_tls(out: &mut String, direction: Direction, peer: Option<&Arc<str>>) {
+    match peer {
+        None => push_label(out, "tls", "false"),
+        Some(id) => {
+            push_label(out, "tls", "true");
+            let key = match direction {
+                Direction::Outbound => "server_id",
+                Direction::Inbound => "client_id",
+            };
+            push_label(out, key, id);
+        }
+    }
 }
 
 /// Appends pre-rendered labels, if any.
@@ -303,12 +331,14 @@ impl Metrics {
         &self,
         direction: Direction,
         target_addr: SocketAddr,
-        tls: bool,
+        tls: Option<&Arc<str>>,
         authority: Option<&str>,
         dst: Option<&Arc<str>>,
     ) -> Arc<HttpTarget> {
         let mut http = lock(&self.0.http);
-        let by_authority = http.entry((direction, target_addr, tls)).or_default();
+        let by_authority = http
+            .entry((direction, target_addr, tls.cloned()))
+            .or_default();
         let key = authority.unwrap_or("");
         let epoch = self.0.epoch.load(Relaxed);
         if let Some(by_dst) = by_authority.get(key) {
@@ -323,7 +353,7 @@ impl Metrics {
             push_label(&mut labels, "authority", a);
         }
         push_label(&mut labels, "target_addr", &target_addr.to_string());
-        push_label(&mut labels, "tls", if tls { "true" } else { "false" });
+        push_tls(&mut labels, direction, tls);
         push_dst(&mut labels, dst);
         let t = Arc::new(HttpTarget {
             labels,
@@ -346,17 +376,17 @@ impl Metrics {
         direction: Direction,
         peer: Peer,
         target_addr: SocketAddr,
-        tls: bool,
+        tls: Option<&Arc<str>>,
         dst: Option<&Arc<str>>,
     ) -> TcpConn {
         let target = lock(&self.0.tcp)
-            .entry((direction, peer, target_addr, tls, dst.cloned()))
+            .entry((direction, peer, target_addr, tls.cloned(), dst.cloned()))
             .or_insert_with(|| {
                 let mut labels = String::new();
                 push_label(&mut labels, "direction", direction.as_str());
                 push_label(&mut labels, "peer", peer.as_str());
                 push_label(&mut labels, "target_addr", &target_addr.to_string());
-                push_label(&mut labels, "tls", if tls { "true" } else { "false" });
+                push_tls(&mut labels, direction, tls);
                 push_dst(&mut labels, dst);
                 Arc::new(TcpTarget {
                     labels,
@@ -399,6 +429,15 @@ impl Metrics {
         self.0.detect[direction.index()][i].fetch_add(1, Relaxed);
     }
 
+    /// Counts a mesh TLS connection (or plaintext request) refused for `reason`.
+    pub fn tls_refused(&self, direction: Direction, reason: Refused) {
+        let i = Refused::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .expect("Refused::ALL lists every reason");
+        self.0.tls_refused[direction.index()][i].fetch_add(1, Relaxed);
+    }
+
     /// Renders every metric in the Prometheus text exposition format.
     pub fn encode(&self) -> String {
         let mut out = String::with_capacity(16 * 1024);
@@ -423,6 +462,25 @@ impl Metrics {
         }
         self.0.discovery.encode(&mut out);
         self.0.identity.encode(&mut out);
+        if self.0.identity.enabled.load(Relaxed) {
+            header(
+                &mut out,
+                "tls_refused_total",
+                "counter",
+                "Mesh TLS handshakes (and plaintext requests claiming an identity) refused, by reason.",
+            );
+            for d in [Direction::Inbound, Direction::Outbound] {
+                for (i, r) in Refused::ALL.iter().enumerate() {
+                    let v = self.0.tls_refused[d.index()][i].load(Relaxed);
+                    let _ = writeln!(
+                        out,
+                        "tls_refused_total{{direction=\"{}\",reason=\"{}\"}} {v}",
+                        d.as_str(),
+                        r.as_str()
+                    );
+                }
+            }
+        }
         self.0.process.encode(&mut out);
         out
     }

@@ -10,7 +10,7 @@ fn http_series_render_with_linkerd_labels() {
     let t = m.http(
         Direction::Outbound,
         addr(),
-        false,
+        None,
         Some("web.default.svc.cluster.local:8080"),
         None,
     );
@@ -33,7 +33,7 @@ fn http_series_render_with_linkerd_labels() {
     let again = m.http(
         Direction::Outbound,
         addr(),
-        false,
+        None,
         Some("web.default.svc.cluster.local:8080"),
         None,
     );
@@ -81,7 +81,7 @@ fn histogram_bucket_edges() {
 #[test]
 fn tcp_connections_count_bytes_and_closes() {
     let m = Metrics::new();
-    let mut c = m.tcp_open(Direction::Inbound, Peer::Src, addr(), false, None);
+    let mut c = m.tcp_open(Direction::Inbound, Peer::Src, addr(), None, None);
     c.read(10);
     c.wrote(7);
     {
@@ -90,7 +90,7 @@ fn tcp_connections_count_bytes_and_closes() {
     }
     c.error(&std::io::Error::from_raw_os_error(104));
     drop(c);
-    let c2 = m.tcp_open(Direction::Inbound, Peer::Src, addr(), false, None);
+    let c2 = m.tcp_open(Direction::Inbound, Peer::Src, addr(), None, None);
     drop(c2);
     let text = m.encode();
     let l = r#"direction="inbound",peer="src",target_addr="198.18.0.2:8080",tls="false""#;
@@ -108,7 +108,7 @@ fn tcp_connections_count_bytes_and_closes() {
 #[test]
 fn label_values_are_escaped() {
     let m = Metrics::new();
-    m.http(Direction::Outbound, addr(), false, Some("a\"b\\c\nd"), None)
+    m.http(Direction::Outbound, addr(), None, Some("a\"b\\c\nd"), None)
         .request();
     let text = m.encode();
     assert!(text.contains(r#"authority="a\"b\\c\nd""#), "{text}");
@@ -128,10 +128,10 @@ fn detection_outcomes_are_counted() {
 #[test]
 fn idle_series_expire_but_held_ones_stay() {
     let m = Metrics::new();
-    m.http(Direction::Outbound, addr(), false, Some("once:80"), None)
+    m.http(Direction::Outbound, addr(), None, Some("once:80"), None)
         .request();
-    let held = m.http(Direction::Outbound, addr(), false, Some("held:80"), None);
-    let conn = m.tcp_open(Direction::Inbound, Peer::Src, addr(), false, None);
+    let held = m.http(Direction::Outbound, addr(), None, Some("held:80"), None);
+    let conn = m.tcp_open(Direction::Inbound, Peer::Src, addr(), None, None);
     m.expire(1);
     assert!(
         m.encode().contains("authority=\"once:80\""),
@@ -152,7 +152,7 @@ fn idle_series_expire_but_held_ones_stay() {
     // it was last opened long ago.
     drop(held);
     drop(conn);
-    m.http(Direction::Outbound, addr(), false, Some("held:80"), None)
+    m.http(Direction::Outbound, addr(), None, Some("held:80"), None)
         .request();
     m.expire(1);
     let text = m.encode();
@@ -191,18 +191,18 @@ fn dst_labels_split_series() {
     let a = m.http(
         Direction::Outbound,
         addr(),
-        false,
+        None,
         Some("web:80"),
         Some(&web0),
     );
     let b = m.http(
         Direction::Outbound,
         addr(),
-        false,
+        None,
         Some("web:80"),
         Some(&web1),
     );
-    let plain = m.http(Direction::Outbound, addr(), false, Some("web:80"), None);
+    let plain = m.http(Direction::Outbound, addr(), None, Some("web:80"), None);
     assert!(!Arc::ptr_eq(&a, &b) && !Arc::ptr_eq(&a, &plain));
     // An equal label string (not the same allocation) finds the same series.
     let again: Arc<str> = r#"dst_pod="web-0""#.into();
@@ -211,13 +211,13 @@ fn dst_labels_split_series() {
         &m.http(
             Direction::Outbound,
             addr(),
-            false,
+            None,
             Some("web:80"),
             Some(&again)
         )
     ));
     a.request();
-    let _c = m.tcp_open(Direction::Outbound, Peer::Dst, addr(), false, Some(&web1));
+    let _c = m.tcp_open(Direction::Outbound, Peer::Dst, addr(), None, Some(&web1));
     let text = m.encode();
     assert!(
         text.contains(r#"request_total{direction="outbound",authority="web:80",target_addr="198.18.0.2:8080",tls="false",dst_pod="web-0"} 1"#),

@@ -1,0 +1,333 @@
+//! Mutual TLS between two proxies, in process on loopback, with the controller's real
+//! identity and destination services (file backend): HTTP/1 travels between proxies
+//! as HTTP/2 over TLS and comes out as HTTP/1 with the client's identity; metrics
+//! name both identities; a server with another identity than discovery announced, a
+//! plaintext request posing as a proxy, are refused and counted; the application's
+//! own TLS and opaque TCP pass through.
+
+mod support;
+
+use http_body_util::BodyExt;
+use hyper::{body::Incoming, Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use mesh_controller::{
+    identity::{self, BootstrapTokens, Ca},
+    Config, Discovery, IdentityConfig, IdentityTokens, Running,
+};
+use std::{
+    convert::Infallible,
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+use support::*;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+};
+
+const WEB: &str = "web.default.serviceaccount.identity.mesh.cluster.local";
+const API: &str = "api.default.serviceaccount.identity.mesh.cluster.local";
+
+struct Mesh {
+    running: Running,
+    anchor: String,
+    dir: tempfile::TempDir,
+}
+
+/// The controller, with identity on (tokens `web` and `api` for those accounts) and
+/// discovery from a file the test writes.
+async fn mesh() -> Mesh {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, "web-token default/web\napi-token default/api\n").unwrap();
+    std::fs::write(dir.path().join("discovery.yaml"), "services: []\n").unwrap();
+    let (anchor, cert, key) =
+        identity::generate_anchor_and_issuer("cluster.local", Duration::from_secs(3600));
+    let ca = Ca::new(
+        "cluster.local",
+        Duration::from_secs(3600),
+        &cert,
+        &key,
+        &anchor,
+        SystemTime::now(),
+    )
+    .unwrap();
+    let config = Config {
+        discovery: Discovery::File(dir.path().join("discovery.yaml")),
+        destination_addr: "127.0.0.1:0".parse().unwrap(),
+        admin_addr: "127.0.0.1:0".parse().unwrap(),
+        cluster_domain: "cluster.local".into(),
+        trust_domain: "cluster.local".into(),
+        log: "info".into(),
+        identity: Some(IdentityConfig {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            ca: Arc::new(ca),
+            tokens: IdentityTokens::Bootstrap(Arc::new(BootstrapTokens::load(&tokens).unwrap())),
+        }),
+    };
+    let running = config.build().await.unwrap();
+    Mesh {
+        running,
+        anchor,
+        dir,
+    }
+}
+
+impl Mesh {
+    /// A proxy for account `sa` that discovers through the controller, forwarding
+    /// inbound traffic to `app`.
+    async fn proxy(&self, sa: &str, app: SocketAddr) -> TestProxy {
+        let token = self.dir.path().join(format!("{sa}.token"));
+        std::fs::write(&token, format!("{sa}-token")).unwrap();
+        let p = proxy(&[
+            (
+                "MESH_PROXY_IDENTITY_ADDR",
+                self.running.identity_addr.unwrap().to_string(),
+            ),
+            (
+                "MESH_PROXY_IDENTITY_NAME",
+                format!("{sa}.default.serviceaccount.identity.mesh.cluster.local"),
+            ),
+            (
+                "MESH_PROXY_IDENTITY_TOKEN_FILE",
+                token.display().to_string(),
+            ),
+            ("MESH_PROXY_IDENTITY_TRUST_ANCHORS", self.anchor.clone()),
+            (
+                "MESH_PROXY_DESTINATION_ADDR",
+                self.running.destination_addr.to_string(),
+            ),
+            ("MESH_PROXY_INBOUND_FORWARD_ADDR", app.to_string()),
+        ])
+        .await;
+        wait_until("the proxy holds a certificate", || p.proxy.is_ready()).await;
+        p
+    }
+
+    /// Discovery: service `api` in `default` is the proxy at `inbound`, announced as
+    /// having `identity`.
+    fn announce(&self, inbound: SocketAddr, identity: &str) {
+        let sa = identity.split('.').next().unwrap();
+        let yaml = format!(
+            "services:\n  - name: api\n    namespace: default\n    ports: [{{port: 80}}]\n    endpoints:\n      - address: {inbound}\n        labels: {{pod: api-0, serviceaccount: {sa}}}\n        identity: {identity}\n"
+        );
+        std::fs::write(self.dir.path().join("discovery.yaml"), yaml).unwrap();
+    }
+}
+
+/// An application that answers with the HTTP version it was spoken to in and the
+/// `mesh-client-id` header it got.
+async fn app() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|req: Request<Incoming>| async move {
+                    let id = req
+                        .headers()
+                        .get("mesh-client-id")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("-")
+                        .to_string();
+                    let body = format!("{:?} {} {id}", req.version(), req.uri());
+                    Ok::<_, Infallible>(Response::new(body))
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// `GET url` through the explicit outbound proxy at `via`, over HTTP/1.
+async fn get_via(via: SocketAddr, url: &str) -> (u16, String, Option<String>) {
+    let mut send = h1(via).await;
+    let rsp = send.send_request(get(url)).await.unwrap();
+    let status = rsp.status().as_u16();
+    let error = rsp
+        .headers()
+        .get("mesh-proxy-error")
+        .map(|v| v.to_str().unwrap().to_string());
+    let body = rsp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned(), error)
+}
+
+const URL: &str = "http://api.default.svc.cluster.local/hello";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_between_proxies_is_mutual_tls_over_http2() {
+    let mesh = mesh().await;
+    let server = mesh.proxy("api", app().await).await;
+    mesh.announce(server.inbound, API);
+    let client = mesh.proxy("web", app().await).await;
+
+    // Discovery may take a moment to see the file: until then the name does not resolve.
+    let mut answer = get_via(client.outbound, URL).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while answer.0 != 200 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        answer = get_via(client.outbound, URL).await;
+    }
+    let (status, body, error) = answer;
+    assert_eq!(status, 200, "{body} {error:?}");
+    // The application got HTTP/1.1, in origin form, and the client's verified identity.
+    assert_eq!(body, format!("HTTP/1.1 /hello {WEB}"));
+
+    // Between the proxies: one TLS connection carrying HTTP/2, both identities known.
+    let m = server
+        .wait_metric(&format!(
+            "response_total{{direction=\"inbound\",target_addr=\"{}\",tls=\"true\",client_id=\"{WEB}\"",
+            server.proxy.config.inbound_forward_addr.unwrap()
+        ))
+        .await;
+    assert!(
+        m.contains("protocol_detect_total{direction=\"inbound\",result=\"h2\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains(&format!(
+            "tcp_open_total{{direction=\"inbound\",peer=\"src\",target_addr=\"{}\",tls=\"true\",client_id=\"{WEB}\"}} 1",
+            server.proxy.config.inbound_forward_addr.unwrap()
+        )),
+        "{m}"
+    );
+    let m = client
+        .wait_metric(&format!(
+            "response_total{{direction=\"outbound\",authority=\"api.default.svc.cluster.local:80\",target_addr=\"{}\",tls=\"true\",server_id=\"{API}\"",
+            server.inbound
+        ))
+        .await;
+    assert!(
+        m.contains(&format!(
+            "tcp_open_total{{direction=\"outbound\",peer=\"dst\",target_addr=\"{}\",tls=\"true\",server_id=\"{API}\"",
+            server.inbound
+        )),
+        "{m}"
+    );
+
+    // Many requests, on several client connections, share the one mesh connection.
+    for _ in 0..5 {
+        assert_eq!(get_via(client.outbound, URL).await.0, 200);
+    }
+    let m = server.metrics();
+    assert!(
+        m.contains("protocol_detect_total{direction=\"inbound\",result=\"h2\"} 1"),
+        "{m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_with_another_identity_than_announced_is_refused() {
+    let mesh = mesh().await;
+    let server = mesh.proxy("api", app().await).await;
+    // Discovery says the endpoint is `web`'s, but the proxy there proves `api`.
+    mesh.announce(server.inbound, WEB);
+    let client = mesh.proxy("web", app().await).await;
+    let mut answer = get_via(client.outbound, URL).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while answer.0 == 502
+        && answer.2.as_deref().is_some_and(|e| e.contains("resolve"))
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        answer = get_via(client.outbound, URL).await;
+    }
+    let (status, _, error) = answer;
+    assert_eq!(status, 502);
+    let error = error.unwrap();
+    assert!(error.contains("wrong_identity"), "{error}");
+    client
+        .wait_metric("tls_refused_total{direction=\"outbound\",reason=\"wrong_identity\"} 1")
+        .await;
+    // The server saw the client give up on it.
+    server
+        .wait_metric("tls_refused_total{direction=\"inbound\",reason=\"peer_refused\"} 1")
+        .await;
+    assert!(!server.metrics().contains("tls=\"true\""));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plaintext_is_served_but_may_not_claim_an_identity() {
+    let mesh = mesh().await;
+    let server = mesh.proxy("api", app().await).await;
+    let plain = raw(
+        server.inbound,
+        b"GET /x HTTP/1.1\r\nHost: api\r\nConnection: close\r\n\r\n",
+        "",
+    )
+    .await;
+    assert!(plain.starts_with("HTTP/1.1 200"), "{plain}");
+    assert!(plain.ends_with("HTTP/1.1 /x -"), "{plain}");
+    for claim in [
+        format!("mesh-client-id: {WEB}"),
+        "mesh-orig-proto: HTTP/1.1".to_string(),
+    ] {
+        let req = format!("GET /x HTTP/1.1\r\nHost: api\r\n{claim}\r\nConnection: close\r\n\r\n");
+        let rsp = raw(server.inbound, req.as_bytes(), "").await;
+        assert!(rsp.starts_with("HTTP/1.1 403"), "{rsp}");
+    }
+    server
+        .wait_metric("tls_refused_total{direction=\"inbound\",reason=\"plaintext_claim\"} 2")
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn application_tls_and_opaque_tcp_pass_through() {
+    let mesh = mesh().await;
+    let echo = tcp_echo(None).await;
+    let server = mesh.proxy("api", echo).await;
+
+    // The application's own TLS (a ClientHello for another name) reaches the
+    // application byte for byte: the proxy does not terminate it.
+    let mut hello = vec![
+        0x16, 0x03, 0x01, 0x00, 0x2f, 0x01, 0x00, 0x00, 0x2b, 0x03, 0x03,
+    ];
+    hello.extend([9u8; 32]);
+    hello.extend([0, 0, 2, 0x13, 0x01, 1, 0, 0, 0]);
+    let mut s = TcpStream::connect(server.inbound).await.unwrap();
+    s.write_all(&hello).await.unwrap();
+    let mut back = vec![0; hello.len()];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut back))
+        .await
+        .expect("echoed")
+        .unwrap();
+    assert_eq!(back, hello);
+    drop(s);
+
+    // Opaque TCP between proxies: CONNECT through the client proxy becomes mesh TLS
+    // announcing opaque bytes, which the server forwards untouched.
+    mesh.announce(server.inbound, API);
+    let client = mesh.proxy("web", app().await).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut s = TcpStream::connect(client.outbound).await.unwrap();
+        s.write_all(b"CONNECT api.default.svc.cluster.local:80 HTTP/1.1\r\nHost: api.default.svc.cluster.local:80\r\n\r\n")
+            .await
+            .unwrap();
+        let head = read_until(&mut s, "\r\n\r\n").await;
+        if head.starts_with("HTTP/1.1 200") {
+            s.write_all(b"opaque bytes").await.unwrap();
+            let mut got = [0u8; 12];
+            tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut got))
+                .await
+                .expect("echoed")
+                .unwrap();
+            assert_eq!(&got, b"opaque bytes");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{head}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server
+        .wait_metric(&format!(
+            "tcp_open_total{{direction=\"inbound\",peer=\"src\",target_addr=\"{echo}\",tls=\"true\",client_id=\"{WEB}\"}} 1"
+        ))
+        .await;
+    server
+        .wait_metric("protocol_detect_total{direction=\"inbound\",result=\"opaque_port\"} 1")
+        .await;
+}
