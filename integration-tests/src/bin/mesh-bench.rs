@@ -10,6 +10,8 @@
 //! mesh-bench backend --listen 0.0.0.0:8080
 //! mesh-bench load --target http://198.18.200.2:8080/ --proto h1 --conns 4 --rate 1000 --duration 10s
 //! mesh-bench probe http://127.0.0.1:4191/ready
+//! mesh-bench connects --target 198.18.200.2:9090 --concurrency 16 --duration 10s
+//! mesh-bench hold --target 198.18.200.2:9090 --conns 1000
 //! ```
 //!
 //! Subcommands:
@@ -20,6 +22,9 @@
 //!   hidden by the generator waiting for it: coordinated omission is corrected) and a
 //!   closed-loop one for maximum throughput. Prints JSON lines.
 //! - `probe`: GETs a URL until it answers 200 (waits for readiness, reads `/metrics`).
+//! - `connects`, `hold`: opaque TCP to the backend's echo listeners: new connections per
+//!   second (each a TLS handshake between the proxies with `--mtls`), and many idle
+//!   connections held open (the proxies' memory per connection).
 //! - `run`: the orchestrator (needs root): namespaces, veth, iptables, backend, proxies,
 //!   every load, the measurements, the report, and clean-up.
 // This measures real elapsed time, which is what std's clock is for.
@@ -37,6 +42,8 @@ mod report;
 mod run;
 #[path = "mesh-bench/sys.rs"]
 mod sys;
+#[path = "mesh-bench/tcp.rs"]
+mod tcp;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -59,6 +66,12 @@ enum Cmd {
     Load(load::Args),
     /// GET a URL until it answers 200; optionally print the body.
     Probe(probe::Args),
+    /// Open TCP connections back to back (connect + one echoed byte each) and print
+    /// connections per second as JSON.
+    Connects(tcp::ConnectsArgs),
+    /// Open many TCP connections (one echoed byte each) and hold them idle until stdin
+    /// closes.
+    Hold(tcp::HoldArgs),
     /// Run the whole benchmark (as root) and write the report.
     Run(run::Args),
 }
@@ -69,6 +82,8 @@ fn main() -> ExitCode {
         Cmd::Backend(a) => backend::main(a),
         Cmd::Load(a) => load::main(a),
         Cmd::Probe(a) => probe::main(a),
+        Cmd::Connects(a) => tcp::connects(a),
+        Cmd::Hold(a) => tcp::hold(a),
         Cmd::Run(a) => run::main(a),
     };
     match result {

@@ -239,3 +239,43 @@ fn dst_labels_split_series() {
     );
     assert!(text.contains("outbound_discovery_endpoints 5\n"), "{text}");
 }
+
+#[test]
+fn mesh_tls_series_name_the_peer() {
+    let m = Metrics::new();
+    let api: Arc<str> = "api.default.serviceaccount.identity.mesh.cluster.local".into();
+    let web: Arc<str> = "web.default.serviceaccount.identity.mesh.cluster.local".into();
+    let out = m.http(
+        Direction::Outbound,
+        addr(),
+        Some(&api),
+        Some("api:80"),
+        None,
+    );
+    let plain = m.http(Direction::Outbound, addr(), None, Some("api:80"), None);
+    assert!(
+        !Arc::ptr_eq(&out, &plain),
+        "TLS and plaintext are separate series"
+    );
+    out.request();
+    m.http(Direction::Inbound, addr(), Some(&web), None, None)
+        .request();
+    let _c = m.tcp_open(Direction::Inbound, Peer::Src, addr(), Some(&web), None);
+    let text = m.encode();
+    for want in [
+        r#"request_total{direction="outbound",authority="api:80",target_addr="198.18.0.2:8080",tls="true",server_id="api.default.serviceaccount.identity.mesh.cluster.local"} 1"#,
+        r#"request_total{direction="inbound",target_addr="198.18.0.2:8080",tls="true",client_id="web.default.serviceaccount.identity.mesh.cluster.local"} 1"#,
+        r#"tcp_open_total{direction="inbound",peer="src",target_addr="198.18.0.2:8080",tls="true",client_id="web.default.serviceaccount.identity.mesh.cluster.local"} 1"#,
+    ] {
+        assert!(text.contains(want), "{want}\n{text}");
+    }
+    // Refusals are exported only with identity on, every reason from zero.
+    assert!(!text.contains("tls_refused_total"), "{text}");
+    m.identity().enable();
+    m.tls_refused(Direction::Outbound, crate::tls::Refused::WrongIdentity);
+    let text = m.encode();
+    assert!(
+        text.contains("tls_refused_total{direction=\"outbound\",reason=\"wrong_identity\"} 1\n")
+    );
+    assert!(text.contains("tls_refused_total{direction=\"inbound\",reason=\"expired\"} 0\n"));
+}

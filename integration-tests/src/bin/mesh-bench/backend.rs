@@ -1,6 +1,7 @@
 //! `mesh-bench backend`: the server under load. It does as little as a server can so
 //! that the numbers are about the path to it: every request on every listener gets
 //! `200` with the same 1 KiB body, over HTTP/1.1 keep-alive or h2c (prior knowledge).
+//! `--echo` listeners echo raw TCP, for the opaque-connection benchmarks.
 
 use anyhow::Context as _;
 use bytes::Bytes;
@@ -18,6 +19,10 @@ pub(crate) struct Args {
     /// Address to serve on (repeatable).
     #[arg(long, required = true)]
     listen: Vec<SocketAddr>,
+    /// Address of a TCP echo listener, for the opaque-TCP connection benchmarks
+    /// (repeatable).
+    #[arg(long)]
+    echo: Vec<SocketAddr>,
     /// Runtime worker threads (1 = a current-thread runtime).
     #[arg(long, default_value_t = 1)]
     threads: usize,
@@ -49,6 +54,13 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             .with_context(|| format!("binding {addr}"))?;
         eprintln!("mesh-bench backend: listening on {addr}");
         tokio::spawn(accept(listener, body.clone()));
+    }
+    for addr in &args.echo {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {addr}"))?;
+        eprintln!("mesh-bench backend: echoing on {addr}");
+        tokio::spawn(crate::tcp::echo(listener));
     }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {

@@ -120,7 +120,7 @@ pub(crate) struct Percentiles {
 }
 
 impl Percentiles {
-    fn of(h: &Histogram<u64>) -> Self {
+    pub(crate) fn of(h: &Histogram<u64>) -> Self {
         let us = |ns: u64| ns as f64 / 1e3;
         Self {
             p50: us(h.value_at_quantile(0.5)),
@@ -445,7 +445,7 @@ impl Pacer {
     }
 }
 
-fn event(line: &str) {
+pub(crate) fn event(line: &str) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}");
     let _ = out.flush();

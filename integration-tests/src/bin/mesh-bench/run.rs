@@ -19,6 +19,7 @@ use crate::{
     load::{LoadResult, Proto},
     report,
     sys::{self, DropGuard, Guard, Sample},
+    tcp::ConnectResult,
 };
 use anyhow::{bail, Context as _};
 use serde::{Deserialize, Serialize};
@@ -44,7 +45,18 @@ const CLIENT_IP: &str = "198.18.200.1";
 const SERVER_IP: &str = "198.18.200.2";
 const PORT_MESHED: u16 = 8080;
 const PORT_DIRECT: u16 = 8081;
+/// The backend's TCP echo listeners: opaque (MESH_PROXY_OPAQUE_PORTS) through the pair,
+/// and skipped by both rules for the direct runs.
+const PORT_ECHO_MESHED: u16 = 9090;
+const PORT_ECHO_DIRECT: u16 = 9091;
 const ADMIN: &str = "http://127.0.0.1:4191";
+/// With `--mtls`: the controller runs in the server namespace, on ports both rules skip.
+const CONTROLLER_DESTINATION_PORT: u16 = 8086;
+const CONTROLLER_IDENTITY_PORT: u16 = 8083;
+const CONTROLLER_ADMIN: &str = "127.0.0.1:9990";
+const MESH_NS: &str = "bench";
+const TRUST_DOMAIN: &str = "cluster.local";
+const CONTROLLER: &str = "controller";
 
 /// The processes whose CPU and memory are read: the two proxies first.
 pub(crate) const OUTBOUND: &str = "outbound proxy";
@@ -97,6 +109,27 @@ pub(crate) struct Args {
     /// The proxy binary (default: `mesh-proxy` beside this binary).
     #[arg(long)]
     proxy_bin: Option<PathBuf>,
+    /// Mutual TLS between the proxies: start `mesh-controller` (file backend, identity
+    /// and destination services) in the server namespace, give both proxies an identity
+    /// and discovery, and announce the backend as a meshed endpoint. After the run both
+    /// proxies' `/metrics` must show the outbound traffic as `tls="true"`, or the run fails.
+    #[arg(long)]
+    mtls: bool,
+    /// The controller binary for `--mtls` (default: `mesh-controller` beside this binary).
+    #[arg(long)]
+    controller_bin: Option<PathBuf>,
+    /// Rounds of the new-connection test (opaque TCP, each connection a connect and a
+    /// one-byte round trip; with `--mtls` each is a TLS handshake between the proxies),
+    /// direct then proxied, `--max-duration` each; 0 skips it.
+    #[arg(long, default_value_t = 3)]
+    connect_rounds: usize,
+    /// Connections being opened at once in the new-connection test (a closed loop).
+    #[arg(long, default_value_t = 16)]
+    connect_concurrency: usize,
+    /// Idle opaque connections held open through the pair to measure the proxies' RSS per
+    /// connection (before any other load); 0 skips it.
+    #[arg(long, default_value_t = 1000)]
+    idle_conns: usize,
     #[arg(long, default_value_t = 2102)]
     proxy_uid: u32,
     /// Extra proxy environment, KEY=VALUE (repeatable), e.g. MESH_PROXY_CORES=2.
@@ -231,6 +264,71 @@ pub(crate) struct Results {
     pub(crate) runs: Vec<RunRecord>,
     /// What the proxies logged at `warn` and above (first lines).
     pub(crate) proxy_logs: BTreeMap<String, Vec<String>>,
+    /// New opaque TCP connections per second, direct and proxied.
+    #[serde(default)]
+    pub(crate) connects: Vec<ConnectRecord>,
+    /// The proxies' memory with many idle connections open through them.
+    #[serde(default)]
+    pub(crate) idle_conns: Option<IdleConns>,
+    /// With `--mtls`: what the proxies' metrics said about TLS after the run.
+    #[serde(default)]
+    pub(crate) tls_check: Option<TlsCheck>,
+}
+
+/// One run of `mesh-bench connects`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct ConnectRecord {
+    pub(crate) proxied: bool,
+    pub(crate) window_s: f64,
+    pub(crate) result: ConnectResult,
+    pub(crate) procs: BTreeMap<String, ProcWindow>,
+    pub(crate) machine: MachineWindow,
+}
+
+impl ConnectRecord {
+    /// CPU per connection of `proc`, µs.
+    pub(crate) fn us_per_conn(&self, proc: &str) -> Option<f64> {
+        let p = self.procs.get(proc)?;
+        (self.result.count > 0).then(|| p.cpu_ns() as f64 / 1e3 / self.result.count as f64)
+    }
+}
+
+/// `--idle-conns` connections held open through the pair.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub(crate) struct IdleConns {
+    pub(crate) requested: usize,
+    pub(crate) opened: u64,
+    pub(crate) errors: u64,
+    pub(crate) first_error: Option<String>,
+    /// Each proxy before opening them, 2 s after opening them all, and 2 s after they closed.
+    pub(crate) before: BTreeMap<String, Sample>,
+    pub(crate) held: BTreeMap<String, Sample>,
+    pub(crate) after: BTreeMap<String, Sample>,
+    /// `tcp_open_total` increase in each proxy while opening them.
+    pub(crate) tcp_opened: BTreeMap<String, u64>,
+}
+
+/// The proxies' metric series after the run, split by their `tls` label.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub(crate) struct TlsCheck {
+    /// Per proxy: the `request_total` and `tcp_open_total` series of its direction
+    /// (outbound for the outbound proxy, inbound for the inbound one) with a non-zero value.
+    pub(crate) series: BTreeMap<String, TlsSeries>,
+    pub(crate) passed: bool,
+    /// Why it failed, if it did.
+    pub(crate) problems: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub(crate) struct TlsSeries {
+    pub(crate) requests_tls: u64,
+    pub(crate) requests_plain: u64,
+    pub(crate) conns_tls: u64,
+    pub(crate) conns_plain: u64,
+    /// Peer identities seen (`server_id` outbound, `client_id` inbound).
+    pub(crate) peers: Vec<String>,
+    /// A few of the series, as scraped.
+    pub(crate) examples: Vec<String>,
 }
 
 pub(crate) fn main(args: Args) -> anyhow::Result<()> {
@@ -260,6 +358,16 @@ pub(crate) fn main(args: Args) -> anyhow::Result<()> {
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))?;
     guard.set_tmp_dir(&tmp);
     let proxy_bin = reachable_by_others(&proxy_bin, &tmp)?;
+    let controller_bin = match &args.controller_bin {
+        Some(p) => p.clone(),
+        None => bench_sibling(&self_exe_for_controller()?, "mesh-controller"),
+    };
+    if args.mtls && !controller_bin.exists() {
+        bail!(
+            "{} not found: build it (cargo build --release -p mesh-controller) or pass --controller-bin",
+            controller_bin.display()
+        );
+    }
 
     let mut bench = Bench {
         args: &args,
@@ -272,8 +380,13 @@ pub(crate) fn main(args: Args) -> anyhow::Result<()> {
     bench.install_iptables(&proxy_bin)?;
     let outbound_log = tmp.join("outbound-proxy.log");
     let inbound_log = tmp.join("inbound-proxy.log");
-    bench.start_proxy(OUTBOUND, NS_CLIENT, &proxy_bin, &outbound_log)?;
-    bench.start_proxy(INBOUND, NS_SERVER, &proxy_bin, &inbound_log)?;
+    let (outbound_env, inbound_env) = if args.mtls {
+        bench.start_controller(&controller_bin, &tmp)?
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    bench.start_proxy(OUTBOUND, NS_CLIENT, &proxy_bin, &outbound_log, &outbound_env)?;
+    bench.start_proxy(INBOUND, NS_SERVER, &proxy_bin, &inbound_log, &inbound_env)?;
 
     std::thread::sleep(Duration::from_secs(1));
     let mut idle = BTreeMap::new();
@@ -288,12 +401,18 @@ pub(crate) fn main(args: Args) -> anyhow::Result<()> {
         idle_cpu_cores.insert(name.clone(), ns as f64 / idle_window.as_nanos() as f64);
     }
     bench.smoke_test()?;
+    let idle_conns = if args.idle_conns > 0 && !args.setup_only {
+        Some(bench.idle_conns()?)
+    } else {
+        None
+    };
     if args.setup_only {
         let exe = bench.self_exe.display();
         eprintln!(
             "mesh-bench: set up; Ctrl-C to tear down. Proxies: {:?}, backend and the rest: {:?}\n\
              direct:  ip netns exec {NS_CLIENT} {exe} load --target http://{SERVER_IP}:{PORT_DIRECT}/ --rate 2000\n\
              proxied: ip netns exec {NS_CLIENT} {exe} load --target http://{SERVER_IP}:{PORT_MESHED}/ --rate 2000\n\
+             connects: ip netns exec {NS_CLIENT} {exe} connects --target {SERVER_IP}:{PORT_ECHO_MESHED}\n\
              metrics: ip netns exec {NS_CLIENT} {exe} probe --print {ADMIN}/metrics",
             bench.proxies(),
             bench.pids,
@@ -334,6 +453,16 @@ pub(crate) fn main(args: Args) -> anyhow::Result<()> {
             runs.extend(pair);
         }
     }
+    let mut connects = Vec::new();
+    for _ in 0..args.connect_rounds {
+        connects.push(bench.connects(false)?);
+        connects.push(bench.connects(true)?);
+    }
+    let tls_check = if args.mtls {
+        Some(bench.tls_check()?)
+    } else {
+        None
+    };
 
     std::thread::sleep(Duration::from_secs(2));
     let mut end = BTreeMap::new();
@@ -358,6 +487,9 @@ pub(crate) fn main(args: Args) -> anyhow::Result<()> {
         end,
         runs,
         proxy_logs,
+        connects,
+        idle_conns,
+        tls_check,
     };
     let markdown = report::render(&results);
     {
@@ -372,7 +504,10 @@ pub(crate) fn main(args: Args) -> anyhow::Result<()> {
         let name = args
             .name
             .clone()
-            .unwrap_or_else(|| format!("proxy-{}", results.meta.date));
+            .unwrap_or_else(|| {
+                let kind = if args.mtls { "proxy-mtls" } else { "proxy" };
+                format!("{kind}-{}", results.meta.date)
+            });
         let md = args.out_dir.join(format!("{name}.md"));
         let json = args.out_dir.join(format!("{name}.json"));
         std::fs::write(&md, &markdown).with_context(|| format!("writing {}", md.display()))?;
@@ -380,7 +515,24 @@ pub(crate) fn main(args: Args) -> anyhow::Result<()> {
             .with_context(|| format!("writing {}", json.display()))?;
         eprintln!("mesh-bench: wrote {} and {}", md.display(), json.display());
     }
+    if let Some(check) = &results.tls_check {
+        if !check.passed {
+            bail!(
+                "the mTLS check failed: {} (the report above says what the metrics showed)",
+                check.problems.join("; ")
+            );
+        }
+        eprintln!("mesh-bench: mTLS check passed: every outbound and inbound series the run made is tls=\"true\"");
+    }
     Ok(())
+}
+
+fn self_exe_for_controller() -> anyhow::Result<PathBuf> {
+    std::env::current_exe().context("finding this binary")
+}
+
+fn bench_sibling(exe: &Path, name: &str) -> PathBuf {
+    exe.with_file_name(name)
 }
 
 /// Waits (up to `max`) for a 2-s sample with at most `threshold` cores busy; returns
@@ -493,6 +645,24 @@ impl Bench<'_> {
                 &["-n", ns, "addr", "add", &format!("{ip}/30"), "dev", ifname],
             )?;
             sys::run("ip", &["-n", ns, "link", "set", ifname, "up"])?;
+            // The new-connection test opens tens of thousands of connections: let
+            // TIME_WAIT ports be reused and widen the ephemeral range (both per netns).
+            sys::run(
+                "ip",
+                &["netns", "exec", ns, "sysctl", "-q", "-w", "net.ipv4.tcp_tw_reuse=1"],
+            )?;
+            sys::run(
+                "ip",
+                &[
+                    "netns",
+                    "exec",
+                    ns,
+                    "sysctl",
+                    "-q",
+                    "-w",
+                    "net.ipv4.ip_local_port_range=1024 65000",
+                ],
+            )?;
         }
         Ok(())
     }
@@ -525,6 +695,9 @@ impl Bench<'_> {
         for port in [PORT_MESHED, PORT_DIRECT] {
             c.args(["--listen", &format!("0.0.0.0:{port}")]);
         }
+        for port in [PORT_ECHO_MESHED, PORT_ECHO_DIRECT] {
+            c.args(["--echo", &format!("0.0.0.0:{port}")]);
+        }
         c.args(["--threads", &self.args.backend_threads.to_string()]);
         let pid = self.guard.add_child(
             BACKEND,
@@ -554,15 +727,19 @@ impl Bench<'_> {
 
     fn install_iptables(&self, proxy_bin: &Path) -> anyhow::Result<()> {
         let uid = self.args.proxy_uid.to_string();
-        let skip = PORT_DIRECT.to_string();
-        for (ns, flag) in [
-            (NS_CLIENT, "--skip-outbound-ports"),
-            (NS_SERVER, "--skip-inbound-ports"),
+        let direct = format!("{PORT_DIRECT},{PORT_ECHO_DIRECT}");
+        // The controller's gRPC ports, which the client proxy reaches over the veth.
+        let server_skip = format!(
+            "{direct},{CONTROLLER_DESTINATION_PORT},{CONTROLLER_IDENTITY_PORT}"
+        );
+        for (ns, flag, skip) in [
+            (NS_CLIENT, "--skip-outbound-ports", &direct),
+            (NS_SERVER, "--skip-inbound-ports", &server_skip),
         ] {
             let out = self
                 .in_ns(ns)
                 .arg(proxy_bin)
-                .args(["init", "--proxy-uid", &uid, flag, &skip])
+                .args(["init", "--proxy-uid", &uid, flag, skip])
                 .output()?;
             if !out.status.success() {
                 bail!(
@@ -574,7 +751,14 @@ impl Bench<'_> {
         Ok(())
     }
 
-    fn start_proxy(&mut self, name: &str, ns: &str, bin: &Path, log: &Path) -> anyhow::Result<()> {
+    fn start_proxy(
+        &mut self,
+        name: &str,
+        ns: &str,
+        bin: &Path,
+        log: &Path,
+        env: &[(String, String)],
+    ) -> anyhow::Result<()> {
         let uid = self.args.proxy_uid;
         let mut c = self.in_ns(ns);
         c.args([
@@ -585,6 +769,8 @@ impl Bench<'_> {
         ])
         .arg(bin)
         .env("MESH_PROXY_LOG", "warn")
+        .env("MESH_PROXY_OPAQUE_PORTS", PORT_ECHO_MESHED.to_string())
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log)?);
         for kv in &self.args.proxy_env {
@@ -598,7 +784,7 @@ impl Bench<'_> {
             c.spawn().with_context(|| format!("starting the {name}"))?,
         );
         self.pids.push((name.to_string(), pid));
-        self.probe(ns, &format!("{ADMIN}/ready"), "15s", false)
+        self.probe(ns, &format!("{ADMIN}/ready"), "20s", false)
             .with_context(|| {
                 let log = std::fs::read_to_string(log).unwrap_or_default();
                 format!("the {name} did not become ready; its log:\n{log}")
