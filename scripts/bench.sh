@@ -3,9 +3,17 @@
 # outbound + inbound mesh-proxy pair (network namespaces, iptables redirection), HTTP/1.1
 # and HTTP/2, at fixed rates and at maximum throughput. Needs root.
 #
-#   sudo scripts/bench.sh                  # full run (~5 min): docs/bench/proxy-<date>.{md,json}
+#   sudo scripts/bench.sh                  # full run (~17 min): docs/bench/proxy-<date>.{md,json}
+#   sudo scripts/bench.sh --mtls           # the same with mutual TLS between the proxies
+#                                          # (mesh-controller serves identity and discovery):
+#                                          # docs/bench/proxy-mtls-<date>.{md,json}
 #   sudo scripts/bench.sh --duration 2s --warmup 1s --max-duration 3s --no-write   # quick look
 #   sudo scripts/bench.sh --help           # every flag
+#
+# Every run also measures new opaque TCP connections per second through the pair
+# (--connect-rounds; with --mtls each is a TLS handshake between the proxies) and the
+# proxies' RSS per open idle connection (--idle-conns). With --mtls the run fails unless
+# both proxies' metrics show all the traffic between them as tls="true".
 #
 # Arguments go to `mesh-bench run`; see integration-tests/src/bin/mesh-bench.rs.
 set -euo pipefail
@@ -20,10 +28,12 @@ missing=()
 command -v ip >/dev/null || missing+=(iproute2)
 command -v iptables >/dev/null || missing+=(iptables)
 command -v setpriv >/dev/null || missing+=(util-linux)
+command -v openssl >/dev/null || missing+=(openssl)  # --mtls: the throwaway CA
 if ((${#missing[@]})); then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
 fi
 
-cargo build --release -p mesh-proxy -p mesh-integration-tests --bin mesh-bench
+cargo build --release -p mesh-proxy -p mesh-controller -p mesh-integration-tests \
+    --bin mesh-proxy --bin mesh-controller --bin mesh-bench
 exec target/release/mesh-bench run "$@"

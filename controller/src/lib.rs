@@ -19,6 +19,7 @@ pub mod index;
 pub mod k8s;
 pub mod metrics;
 mod process;
+pub mod profile;
 
 use anyhow::Context as _;
 use clap::{Parser, ValueEnum};

@@ -344,7 +344,14 @@ impl Shared {
             Some(Kind::Add(set)) => {
                 let mut found = Vec::with_capacity(set.endpoints.len());
                 for ep in &set.endpoints {
-                    match endpoint_addr(ep).and_then(|a| Ok((a, endpoint_identity(ep)?))) {
+                    let valid = endpoint_addr(ep).and_then(|a| {
+                        // Traffic to this very pod never leaves it, and the pod's
+                        // iptables do not send it to the inbound proxy: it goes to the
+                        // application in plaintext, as Linkerd's does.
+                        let id = endpoint_identity(ep)?.filter(|_| !is_this_host(a.ip()));
+                        Ok((a, id))
+                    });
+                    match valid {
                         Ok((addr, identity)) => found.push(Discovered {
                             addr,
                             labels: metrics::dst_labels(&set.metric_labels, &ep.metric_labels),
@@ -408,6 +415,23 @@ impl Shared {
 }
 
 #[cfg(test)]
+#[test]
+fn only_this_hosts_own_addresses_are_local() {
+    // Loopback is excluded: explicit-mode proxies on one machine still use mTLS.
+    assert!(!is_this_host("127.0.0.1".parse().unwrap()));
+    // Documentation addresses are nobody's.
+    assert!(!is_this_host("192.0.2.1".parse().unwrap()));
+    // An address of this host: the source it would use to reach elsewhere, if any.
+    let probe = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+    if probe.connect("192.0.2.1:9").is_ok() {
+        let own = probe.local_addr().unwrap().ip();
+        if !own.is_unspecified() {
+            assert!(is_this_host(own), "{own}");
+        }
+    }
+}
+
+#[cfg(test)]
 impl Shared {
     /// A destination known to have these endpoints, with no stream behind it.
     pub(crate) fn for_test(path: &str, endpoints: &[SocketAddr]) -> Arc<Self> {
@@ -452,6 +476,25 @@ fn endpoint_identity(ep: &api::Endpoint) -> Result<Option<Arc<str>>, &'static st
         }
         _ => Err("TLS identity is not a DNS name"),
     }
+}
+
+/// Whether `ip` is an address of this host (network namespace), other than loopback:
+/// a connected UDP socket's source is the destination itself only then. No packet
+/// is sent.
+fn is_this_host(ip: std::net::IpAddr) -> bool {
+    if ip.is_loopback() {
+        return false;
+    }
+    let any: SocketAddr = match ip {
+        std::net::IpAddr::V4(_) => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
+        std::net::IpAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    std::net::UdpSocket::bind(any)
+        .and_then(|s| {
+            s.connect((ip, 9))?;
+            s.local_addr()
+        })
+        .is_ok_and(|local| local.ip() == ip)
 }
 
 /// An endpoint's address, if it is one the proxy can connect to.

@@ -250,6 +250,9 @@ pub(crate) struct Meta {
     pub(crate) loadavg_end: String,
     /// Direct/proxied pairs run again because other processes were busy.
     pub(crate) pairs_rerun: usize,
+    /// Mutual TLS between the proxies (`--mtls`).
+    #[serde(default)]
+    pub(crate) mtls: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -360,7 +363,7 @@ pub(crate) fn main(args: Args) -> anyhow::Result<()> {
     let proxy_bin = reachable_by_others(&proxy_bin, &tmp)?;
     let controller_bin = match &args.controller_bin {
         Some(p) => p.clone(),
-        None => bench_sibling(&self_exe_for_controller()?, "mesh-controller"),
+        None => self_exe.with_file_name("mesh-controller"),
     };
     if args.mtls && !controller_bin.exists() {
         bail!(
@@ -385,7 +388,13 @@ pub(crate) fn main(args: Args) -> anyhow::Result<()> {
     } else {
         (Vec::new(), Vec::new())
     };
-    bench.start_proxy(OUTBOUND, NS_CLIENT, &proxy_bin, &outbound_log, &outbound_env)?;
+    bench.start_proxy(
+        OUTBOUND,
+        NS_CLIENT,
+        &proxy_bin,
+        &outbound_log,
+        &outbound_env,
+    )?;
     bench.start_proxy(INBOUND, NS_SERVER, &proxy_bin, &inbound_log, &inbound_env)?;
 
     std::thread::sleep(Duration::from_secs(1));
@@ -501,13 +510,10 @@ pub(crate) fn main(args: Args) -> anyhow::Result<()> {
     if !args.no_write {
         std::fs::create_dir_all(&args.out_dir)
             .with_context(|| format!("creating {}", args.out_dir.display()))?;
-        let name = args
-            .name
-            .clone()
-            .unwrap_or_else(|| {
-                let kind = if args.mtls { "proxy-mtls" } else { "proxy" };
-                format!("{kind}-{}", results.meta.date)
-            });
+        let name = args.name.clone().unwrap_or_else(|| {
+            let kind = if args.mtls { "proxy-mtls" } else { "proxy" };
+            format!("{kind}-{}", results.meta.date)
+        });
         let md = args.out_dir.join(format!("{name}.md"));
         let json = args.out_dir.join(format!("{name}.json"));
         std::fs::write(&md, &markdown).with_context(|| format!("writing {}", md.display()))?;
@@ -525,14 +531,6 @@ pub(crate) fn main(args: Args) -> anyhow::Result<()> {
         eprintln!("mesh-bench: mTLS check passed: every outbound and inbound series the run made is tls=\"true\"");
     }
     Ok(())
-}
-
-fn self_exe_for_controller() -> anyhow::Result<PathBuf> {
-    std::env::current_exe().context("finding this binary")
-}
-
-fn bench_sibling(exe: &Path, name: &str) -> PathBuf {
-    exe.with_file_name(name)
 }
 
 /// Waits (up to `max`) for a 2-s sample with at most `threshold` cores busy; returns
@@ -649,7 +647,15 @@ impl Bench<'_> {
             // TIME_WAIT ports be reused and widen the ephemeral range (both per netns).
             sys::run(
                 "ip",
-                &["netns", "exec", ns, "sysctl", "-q", "-w", "net.ipv4.tcp_tw_reuse=1"],
+                &[
+                    "netns",
+                    "exec",
+                    ns,
+                    "sysctl",
+                    "-q",
+                    "-w",
+                    "net.ipv4.tcp_tw_reuse=1",
+                ],
             )?;
             sys::run(
                 "ip",
@@ -729,9 +735,8 @@ impl Bench<'_> {
         let uid = self.args.proxy_uid.to_string();
         let direct = format!("{PORT_DIRECT},{PORT_ECHO_DIRECT}");
         // The controller's gRPC ports, which the client proxy reaches over the veth.
-        let server_skip = format!(
-            "{direct},{CONTROLLER_DESTINATION_PORT},{CONTROLLER_IDENTITY_PORT}"
-        );
+        let server_skip =
+            format!("{direct},{CONTROLLER_DESTINATION_PORT},{CONTROLLER_IDENTITY_PORT}");
         for (ns, flag, skip) in [
             (NS_CLIENT, "--skip-outbound-ports", &direct),
             (NS_SERVER, "--skip-inbound-ports", &server_skip),
@@ -873,6 +878,45 @@ impl Bench<'_> {
             [(OUTBOUND, 0), (INBOUND, 0)]
         };
 
+        let (window_s, procs, machine, result) = self.measured(c)?;
+        let load: LoadResult = serde_json::from_value(result)?;
+
+        let mut proxy_requests = BTreeMap::new();
+        if proxied {
+            let after = [
+                self.proxy_requests(NS_CLIENT)?,
+                self.proxy_requests(NS_SERVER)?,
+            ];
+            for ((name, before), after) in requests_before.iter().zip(after) {
+                proxy_requests.insert(name.to_string(), after.saturating_sub(*before));
+            }
+        }
+        let record = RunRecord {
+            proto,
+            rate,
+            proxied,
+            window_s,
+            load,
+            procs,
+            proxy_requests,
+            machine,
+        };
+        eprintln!("{}", report::progress_line(&record));
+        Ok(record)
+    }
+
+    /// Runs a generator (`load` or `connects`, stdout piped) to completion, reading
+    /// every watched process's CPU and RSS, and the machine's, at its `measuring` and
+    /// `measured` events; returns the window, those, and its `result`.
+    fn measured(
+        &mut self,
+        mut c: Command,
+    ) -> anyhow::Result<(
+        f64,
+        BTreeMap<String, ProcWindow>,
+        MachineWindow,
+        serde_json::Value,
+    )> {
         let mut child = c.spawn().context("starting the load generator")?;
         let stdout = child.stdout.take().context("no stdout")?;
         let load_pid = self.guard.add_child(LOADGEN, child);
@@ -883,7 +927,7 @@ impl Bench<'_> {
         let mut window: Option<Instant> = None;
         let mut window_s = 0.0;
         let mut sampler: Option<RssSampler> = None;
-        let mut result: Option<LoadResult> = None;
+        let mut result: Option<serde_json::Value> = None;
         let mut machine_before = sys::MachineSample::default();
         let mut machine = MachineWindow::default();
         for line in BufReader::new(stdout).lines() {
@@ -924,7 +968,7 @@ impl Bench<'_> {
                         }
                     }
                 }
-                Some("result") => result = Some(serde_json::from_value(v["result"].clone())?),
+                Some("result") => result = Some(v["result"].clone()),
                 _ => {}
             }
         }
@@ -938,30 +982,294 @@ impl Bench<'_> {
         if !status.success() {
             bail!("the load generator failed ({status})");
         }
-        let load = result.context("the load generator printed no result")?;
+        let result = result.context("the load generator printed no result")?;
+        Ok((window_s, procs, machine, result))
+    }
 
-        let mut proxy_requests = BTreeMap::new();
-        if proxied {
-            let after = [
-                self.proxy_requests(NS_CLIENT)?,
-                self.proxy_requests(NS_SERVER)?,
-            ];
-            for ((name, before), after) in requests_before.iter().zip(after) {
-                proxy_requests.insert(name.to_string(), after.saturating_sub(*before));
-            }
-        }
-        let record = RunRecord {
-            proto,
-            rate,
+    /// One run of `mesh-bench connects`, direct or through the pair.
+    fn connects(&mut self, proxied: bool) -> anyhow::Result<ConnectRecord> {
+        let a = self.args;
+        let port = if proxied {
+            PORT_ECHO_MESHED
+        } else {
+            PORT_ECHO_DIRECT
+        };
+        let mut c = self.in_ns(NS_CLIENT);
+        c.arg(&self.self_exe)
+            .args(["connects", "--target", &format!("{SERVER_IP}:{port}")])
+            .args(["--concurrency", &a.connect_concurrency.to_string()])
+            .args(["--duration", &format!("{}ms", a.max_duration.as_millis())])
+            .args(["--warmup", &format!("{}ms", a.max_warmup.as_millis())])
+            .stdout(Stdio::piped());
+        let (window_s, procs, machine, result) = self.measured(c)?;
+        let record = ConnectRecord {
             proxied,
             window_s,
-            load,
+            result: serde_json::from_value(result)?,
             procs,
-            proxy_requests,
             machine,
         };
-        eprintln!("{}", report::progress_line(&record));
+        eprintln!("{}", report::connect_progress_line(&record));
         Ok(record)
+    }
+
+    /// Sum of `tcp_open_total` of the proxy in `ns`.
+    fn proxy_tcp_opens(&self, ns: &str) -> anyhow::Result<u64> {
+        let text = self.probe(ns, &format!("{ADMIN}/metrics"), "5s", true)?;
+        Ok(text
+            .lines()
+            .filter(|l| l.starts_with("tcp_open_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64)
+    }
+
+    /// Opens `--idle-conns` opaque connections through the pair and reads both
+    /// proxies' memory before, while they are held, and after they closed.
+    fn idle_conns(&mut self) -> anyhow::Result<IdleConns> {
+        let settle = Duration::from_secs(2);
+        let proxies = self.proxies();
+        let sample_all = || -> anyhow::Result<BTreeMap<String, Sample>> {
+            proxies
+                .iter()
+                .map(|(n, pid)| Ok((n.clone(), sys::sample(*pid)?)))
+                .collect()
+        };
+        let opens_before = [
+            self.proxy_tcp_opens(NS_CLIENT)?,
+            self.proxy_tcp_opens(NS_SERVER)?,
+        ];
+        std::thread::sleep(settle);
+        let before = sample_all()?;
+        let mut c = self.in_ns(NS_CLIENT);
+        c.arg(&self.self_exe)
+            .args([
+                "hold",
+                "--target",
+                &format!("{SERVER_IP}:{PORT_ECHO_MESHED}"),
+            ])
+            .args(["--conns", &self.args.idle_conns.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped());
+        let mut child = c.spawn().context("starting mesh-bench hold")?;
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().context("no stdout")?;
+        let pid = self.guard.add_child("hold", child);
+        let mut opened = None;
+        for line in BufReader::new(stdout).lines() {
+            let v: serde_json::Value = serde_json::from_str(&line?).unwrap_or_default();
+            if v["event"] == "open" {
+                opened = Some(v);
+                break;
+            }
+        }
+        let opened = opened.context("mesh-bench hold did not open its connections")?;
+        std::thread::sleep(settle);
+        let held = sample_all()?;
+        let opens_held = [
+            self.proxy_tcp_opens(NS_CLIENT)?,
+            self.proxy_tcp_opens(NS_SERVER)?,
+        ];
+        drop(stdin);
+        if let Some(mut child) = self.guard.take_child(pid) {
+            child.wait()?;
+        }
+        std::thread::sleep(settle);
+        let after = sample_all()?;
+        let res = IdleConns {
+            requested: self.args.idle_conns,
+            opened: opened["count"].as_u64().unwrap_or(0),
+            errors: opened["errors"].as_u64().unwrap_or(0),
+            first_error: opened["first_error"].as_str().map(str::to_string),
+            before,
+            held,
+            after,
+            tcp_opened: [OUTBOUND, INBOUND]
+                .iter()
+                .zip(opens_held.iter().zip(opens_before))
+                .map(|(n, (h, b))| (n.to_string(), h.saturating_sub(b)))
+                .collect(),
+        };
+        eprintln!("{}", report::idle_conns_line(&res));
+        Ok(res)
+    }
+
+    /// Scrapes both proxies' metrics and checks that all the traffic between them was
+    /// mutual TLS.
+    fn tls_check(&self) -> anyhow::Result<TlsCheck> {
+        let mut check = TlsCheck::default();
+        for (name, ns, direction, peer_key) in [
+            (OUTBOUND, NS_CLIENT, "outbound", "server_id"),
+            (INBOUND, NS_SERVER, "inbound", "client_id"),
+        ] {
+            let text = self.probe(ns, &format!("{ADMIN}/metrics"), "5s", true)?;
+            let dir = format!("direction=\"{direction}\"");
+            let mut s = TlsSeries::default();
+            for line in text.lines() {
+                let is_req = line.starts_with("request_total{");
+                let is_conn = line.starts_with("tcp_open_total{");
+                if !(is_req || is_conn) || !line.contains(&dir) {
+                    continue;
+                }
+                let n = line
+                    .rsplit(' ')
+                    .next()
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .unwrap_or(0.0) as u64;
+                if n == 0 {
+                    continue;
+                }
+                let tls = line.contains("tls=\"true\"");
+                match (is_req, tls) {
+                    (true, true) => s.requests_tls += n,
+                    (true, false) => s.requests_plain += n,
+                    (false, true) => s.conns_tls += n,
+                    (false, false) => s.conns_plain += n,
+                }
+                if let Some(id) = label(line, peer_key) {
+                    if !s.peers.contains(&id) {
+                        s.peers.push(id);
+                    }
+                }
+                if s.examples.len() < 4 {
+                    s.examples.push(line.to_string());
+                }
+            }
+            if s.requests_tls == 0 || s.conns_tls == 0 {
+                check.problems.push(format!(
+                    "the {name} shows no {direction} requests or connections with tls=\"true\""
+                ));
+            }
+            if s.requests_plain > 0 || s.conns_plain > 0 {
+                check.problems.push(format!(
+                    "the {name} shows {} requests and {} connections {direction} without TLS",
+                    s.requests_plain, s.conns_plain
+                ));
+            }
+            check.series.insert(name.to_string(), s);
+        }
+        check.passed = check.problems.is_empty();
+        Ok(check)
+    }
+
+    /// Makes a CA and tokens (openssl), writes the controller's destinations file
+    /// (the backend's pod, with its identity), starts `mesh-controller` in the server
+    /// namespace, and returns the proxies' identity and discovery environment.
+    #[allow(clippy::type_complexity)]
+    fn start_controller(
+        &mut self,
+        bin: &Path,
+        tmp: &Path,
+    ) -> anyhow::Result<(Vec<(String, String)>, Vec<(String, String)>)> {
+        let dir = tmp.join("identity");
+        std::fs::create_dir_all(&dir)?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
+        let anchors = dir.join("anchor.pem");
+        let issuer_cert = dir.join("issuer.crt");
+        let issuer_key = dir.join("issuer.key");
+        make_ca(&dir, &anchors, &issuer_cert, &issuer_key)?;
+        let anchors_pem = std::fs::read_to_string(&anchors)?;
+
+        let mut table = String::new();
+        let mut token_files = BTreeMap::new();
+        for sa in ["client", "server"] {
+            let bytes: [u8; 24] = rand::random();
+            let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            table.push_str(&format!("{token} {MESH_NS}/{sa}\n"));
+            // Readable by the proxy's uid; the directory is removed at exit.
+            let file = dir.join(format!("{sa}.token"));
+            std::fs::write(&file, &token)?;
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644))?;
+            token_files.insert(sa, file);
+        }
+        let tokens = dir.join("tokens");
+        std::fs::write(&tokens, table)?;
+        let identity =
+            |sa: &str| format!("{sa}.{MESH_NS}.serviceaccount.identity.mesh.{TRUST_DOMAIN}");
+
+        // The backend's pod: found by IP (transparent discovery of 198.18.200.2:<port>),
+        // meshed, with the server proxy's identity.
+        let file = dir.join("destinations.yaml");
+        std::fs::write(
+            &file,
+            format!(
+                "services:
+  - name: backend
+    namespace: {MESH_NS}
+    ports: [{{port: {PORT_MESHED}, targetPort: {PORT_MESHED}}}, {{port: {PORT_ECHO_MESHED}, targetPort: {PORT_ECHO_MESHED}}}]
+    endpoints:
+      - address: \"{SERVER_IP}\"
+        labels: {{pod: backend-0, deployment: backend, serviceaccount: server}}
+        identity: {}
+",
+                identity("server")
+            ),
+        )?;
+        let log = tmp.join("controller.log");
+        let mut c = self.in_ns(NS_SERVER);
+        c.arg(bin)
+            .args(["--backend", "file", "--file"])
+            .arg(&file)
+            .args([
+                "--destination-addr",
+                &format!("0.0.0.0:{CONTROLLER_DESTINATION_PORT}"),
+            ])
+            .args(["--admin-addr", CONTROLLER_ADMIN])
+            .args([
+                "--identity-addr",
+                &format!("0.0.0.0:{CONTROLLER_IDENTITY_PORT}"),
+            ])
+            .arg("--identity-trust-anchors")
+            .arg(&anchors)
+            .arg("--identity-issuer-cert")
+            .arg(&issuer_cert)
+            .arg("--identity-issuer-key")
+            .arg(&issuer_key)
+            .arg("--identity-tokens")
+            .arg(&tokens)
+            .env("MESH_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log)?);
+        let pid = self
+            .guard
+            .add_child(CONTROLLER, c.spawn().context("starting mesh-controller")?);
+        self.probe(
+            NS_SERVER,
+            &format!("http://{CONTROLLER_ADMIN}/ready"),
+            "20s",
+            false,
+        )
+        .with_context(|| {
+            let log = std::fs::read_to_string(&log).unwrap_or_default();
+            format!("the controller did not become ready; its log:\n{log}")
+        })?;
+        check_exec(CONTROLLER, pid, "mesh-controller");
+
+        let env = |sa: &str, controller_host: &str| {
+            vec![
+                (
+                    "MESH_PROXY_DESTINATION_ADDR".to_string(),
+                    format!("{controller_host}:{CONTROLLER_DESTINATION_PORT}"),
+                ),
+                (
+                    "MESH_PROXY_DESTINATION_CONTEXT".to_string(),
+                    format!(r#"{{"ns":"{MESH_NS}"}}"#),
+                ),
+                (
+                    "MESH_PROXY_IDENTITY_ADDR".to_string(),
+                    format!("{controller_host}:{CONTROLLER_IDENTITY_PORT}"),
+                ),
+                ("MESH_PROXY_IDENTITY_NAME".to_string(), identity(sa)),
+                (
+                    "MESH_PROXY_IDENTITY_TOKEN_FILE".to_string(),
+                    token_files[sa].display().to_string(),
+                ),
+                (
+                    "MESH_PROXY_IDENTITY_TRUST_ANCHORS".to_string(),
+                    anchors_pem.clone(),
+                ),
+            ]
+        };
+        Ok((env("client", SERVER_IP), env("server", "127.0.0.1")))
     }
 }
 
@@ -1065,5 +1373,128 @@ fn meta(args: &Args, elapsed: Duration) -> Meta {
         loadavg_start: String::new(),
         loadavg_end: sys::loadavg(),
         pairs_rerun: 0,
+        mtls: args.mtls,
     }
+}
+
+/// The value of `key` in a Prometheus series line, if present.
+fn label(line: &str, key: &str) -> Option<String> {
+    let start = line.find(&format!("{key}=\""))? + key.len() + 2;
+    let len = line[start..].find('"')?;
+    Some(line[start..start + len].to_string())
+}
+
+/// A trust anchor (self-signed P-256 CA) and an issuer (P-256 CA, path length 0, signed
+/// by the anchor) for the controller, as `generate_anchor_and_issuer` makes them, with
+/// the openssl command line (so that the benchmark does not link the controller).
+fn make_ca(dir: &Path, anchor: &Path, issuer_cert: &Path, issuer_key: &Path) -> anyhow::Result<()> {
+    let anchor_key = dir.join("anchor.key");
+    let csr = dir.join("issuer.csr");
+    let ext = dir.join("issuer.ext");
+    std::fs::write(
+        &ext,
+        "basicConstraints=critical,CA:TRUE,pathlen:0\n\
+         keyUsage=critical,keyCertSign,cRLSign,digitalSignature\n\
+         subjectKeyIdentifier=hash\n\
+         authorityKeyIdentifier=keyid\n",
+    )?;
+    let s = |p: &Path| p.display().to_string();
+    let serial: u64 = rand::random::<u64>() >> 1;
+    let steps: Vec<Vec<String>> = vec![
+        vec![
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            &s(&anchor_key),
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect(),
+        vec![
+            "req",
+            "-x509",
+            "-new",
+            "-key",
+            &s(&anchor_key),
+            "-subj",
+            &format!("/CN=root.mesh.{TRUST_DOMAIN}"),
+            "-days",
+            "2",
+            "-sha256",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
+            "-out",
+            &s(anchor),
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect(),
+        vec![
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            &s(issuer_key),
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect(),
+        vec![
+            "req",
+            "-new",
+            "-key",
+            &s(issuer_key),
+            "-subj",
+            &format!("/CN=identity.mesh.{TRUST_DOMAIN}"),
+            "-out",
+            &s(&csr),
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect(),
+        vec![
+            "x509",
+            "-req",
+            "-in",
+            &s(&csr),
+            "-CA",
+            &s(anchor),
+            "-CAkey",
+            &s(&anchor_key),
+            "-set_serial",
+            &serial.to_string(),
+            "-days",
+            "2",
+            "-sha256",
+            "-extfile",
+            &s(&ext),
+            "-out",
+            &s(issuer_cert),
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect(),
+    ];
+    for args in steps {
+        let out = Command::new("openssl")
+            .args(&args)
+            .stdin(Stdio::null())
+            .output()
+            .context("running openssl (apt-get install openssl)")?;
+        if !out.status.success() {
+            bail!(
+                "openssl {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+    }
+    Ok(())
 }

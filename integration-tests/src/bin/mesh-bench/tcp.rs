@@ -186,7 +186,7 @@ pub(crate) fn hold(args: HoldArgs) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    rt.block_on(async {
+    let held = rt.block_on(async {
         let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(args.concurrency.max(1)));
         let mut tasks = Vec::new();
         for _ in 0..args.conns {
@@ -218,12 +218,14 @@ pub(crate) fn hold(args: HoldArgs) -> anyhow::Result<()> {
         event(&serde_json::to_string(&serde_json::json!({
             "event": "open", "count": held.len(), "errors": errors, "first_error": first_error,
         }))?);
-        let mut stdin = tokio::io::stdin();
-        let mut buf = [0u8; 64];
-        while stdin.read(&mut buf).await.unwrap_or(0) > 0 {}
-        drop(held);
-        Ok(())
-    })
+        Ok::<_, anyhow::Error>(held)
+    })?;
+    // The kernel keeps the idle connections; nothing needs polling until stdin closes.
+    let mut buf = [0u8; 64];
+    let mut stdin = std::io::stdin().lock();
+    while std::io::Read::read(&mut stdin, &mut buf).unwrap_or(0) > 0 {}
+    drop(held);
+    Ok(())
 }
 
 /// The backend's echo listener: every byte read is written back.

@@ -1,0 +1,149 @@
+//! The ServiceProfile spec as users write it: Linkerd's `linkerd.io/v1alpha2` field for
+//! field, plus `maxRetries` on a route. Unknown fields are errors (as Linkerd's
+//! validator's strict decoding), so a typo is reported instead of silently ignored.
+//!
+//! Everything that can be wrong in a value (a regex, a duration, a range) is kept as
+//! written here and checked by [`super::validate`], which can then name the field.
+
+use serde::{Deserialize, Serialize};
+
+/// A whole `ServiceProfile` document.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ServiceProfile {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub api_version: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub kind: String,
+    #[serde(default)]
+    pub metadata: Metadata,
+    #[serde(default)]
+    pub spec: ServiceProfileSpec,
+}
+
+/// The part of `metadata` a profile needs: the rest of Kubernetes' object metadata is
+/// accepted and ignored.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+pub struct Metadata {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(flatten, skip_serializing)]
+    pub other: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ServiceProfileSpec {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<RouteSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_budget: Option<RetryBudgetSpec>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dst_overrides: Vec<WeightedDstSpec>,
+    /// Linkerd's controller overwrites this from the Service; accepted for
+    /// compatibility and ignored (opaque ports come from the Service here too).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub opaque_ports: Vec<serde_json::Value>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RouteSpec {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<RequestMatchSpec>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub response_classes: Vec<ResponseClassSpec>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub is_retryable: bool,
+    /// A Go duration (`250ms`, `1m30s`) covering every attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    /// At most this many retries of one request (mesh's addition; unset: only the
+    /// budget limits them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_retries: Option<u32>,
+}
+
+/// One of `method`, `pathRegex`, `all`, `any`, `not`; several set are all required
+/// (an implicit `all`), as in Linkerd.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RequestMatchSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_regex: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub all: Option<Vec<RequestMatchSpec>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub any: Option<Vec<RequestMatchSpec>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not: Option<Box<RequestMatchSpec>>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ResponseClassSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<ResponseMatchSpec>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub is_failure: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ResponseMatchSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<StatusRangeSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub all: Option<Vec<ResponseMatchSpec>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub any: Option<Vec<ResponseMatchSpec>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not: Option<Box<ResponseMatchSpec>>,
+}
+
+/// An inclusive range of HTTP statuses. One bound alone means from that bound on (or
+/// up to it): unlike Linkerd, whose proxy drops such a class.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusRangeSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<i64>,
+}
+
+/// All three fields are required when a budget is given, as in Linkerd.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RetryBudgetSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_ratio: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_retries_per_second: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WeightedDstSpec {
+    #[serde(default)]
+    pub authority: String,
+    /// A Kubernetes quantity: `1`, `0.5`, `500m`, `100`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<Quantity>,
+}
+
+/// A quantity as YAML may give it: a number or a string.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum Quantity {
+    Number(f64),
+    String(String),
+}

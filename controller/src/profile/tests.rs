@@ -1,0 +1,282 @@
+use super::*;
+use mesh_api::destination::{request_match, response_match};
+
+const CD: Option<&str> = Some("cluster.local");
+
+/// A Linkerd profile, as its docs write one, with only `apiVersion` changed.
+const LINKERD: &str = r#"
+apiVersion: mesh.rs/v1alpha1
+kind: ServiceProfile
+metadata:
+  name: web.emojivoto.svc.cluster.local
+  namespace: emojivoto
+  annotations: {owner: team-a}
+spec:
+  routes:
+  - name: GET /api/list
+    condition:
+      method: GET
+      pathRegex: /api/list
+    isRetryable: true
+    timeout: 250ms
+    maxRetries: 3
+  - name: POST /api/vote
+    condition:
+      all:
+      - method: POST
+      - pathRegex: /api/vote(/.*)?
+    responseClasses:
+    - condition:
+        status:
+          min: 500
+          max: 599
+      isFailure: true
+    - condition:
+        not:
+          status: {min: 400}
+      isFailure: false
+  retryBudget:
+    retryRatio: 0.2
+    minRetriesPerSecond: 10
+    ttl: 10s
+  dstOverrides:
+  - authority: web-v1.emojivoto.svc.cluster.local:80
+    weight: 900m
+  - authority: web-v2.emojivoto.svc.cluster.local:80
+    weight: 100m
+"#;
+
+fn problems(yaml: &str) -> Vec<String> {
+    match parse_yaml(yaml, CD) {
+        Ok(v) => panic!("accepted: {v:?}"),
+        Err(Problems(p)) => p.iter().map(ToString::to_string).collect(),
+    }
+}
+
+/// A profile with one route whose spec is `route` (YAML, indented for the list).
+fn with_route(route: &str) -> String {
+    format!(
+        "metadata: {{name: web.ns.svc.cluster.local}}\nspec:\n  routes:\n  - {}\n",
+        route.trim().replace('\n', "\n    ")
+    )
+}
+
+#[test]
+fn a_linkerd_profile_converts() {
+    let v = parse_yaml(LINKERD, CD).unwrap();
+    assert_eq!(v.routes.len(), 2);
+    let list = &v.routes[0];
+    assert_eq!(list.name, "GET /api/list");
+    assert_eq!(list.timeout_ms, 250);
+    assert_eq!(list.max_retries, 3);
+    assert!(list.is_retryable);
+    assert_eq!(list.metrics_labels["route"], "GET /api/list");
+    // Several fields at once: all must hold; the regex is anchored.
+    let Some(request_match::Match::All(seq)) = &list.condition.as_ref().unwrap().r#match else {
+        panic!("{:?}", list.condition)
+    };
+    assert_eq!(
+        seq.matches[0].r#match,
+        Some(request_match::Match::Method("GET".into()))
+    );
+    assert_eq!(
+        seq.matches[1].r#match,
+        Some(request_match::Match::PathRegex("^(?:/api/list)$".into()))
+    );
+    let vote = &v.routes[1];
+    assert_eq!(vote.response_classes.len(), 2);
+    assert!(vote.response_classes[0].is_failure);
+    // One bound alone is kept, the other left open (0).
+    let Some(response_match::Match::Not(inner)) =
+        &vote.response_classes[1].condition.as_ref().unwrap().r#match
+    else {
+        panic!()
+    };
+    assert_eq!(
+        inner.r#match,
+        Some(response_match::Match::Status(api::HttpStatusRange {
+            min: 400,
+            max: 0
+        }))
+    );
+    assert_eq!(v.retry_budget.retry_ratio, 0.2);
+    assert_eq!(v.retry_budget.ttl_ms, 10_000);
+    assert_eq!(
+        v.dst_overrides
+            .iter()
+            .map(|d| (d.authority.as_str(), d.weight))
+            .collect::<Vec<_>>(),
+        [
+            ("web-v1.emojivoto.svc.cluster.local:80", 9000),
+            ("web-v2.emojivoto.svc.cluster.local:80", 1000)
+        ]
+    );
+}
+
+use mesh_api::destination as api;
+
+#[test]
+fn defaults_without_a_budget() {
+    let v = parse_yaml("metadata: {name: web.ns.svc.cluster.local}\n", CD).unwrap();
+    assert!(v.routes.is_empty());
+    assert_eq!(v.retry_budget.min_retries_per_second, 10);
+    assert_eq!(v.retry_budget.ttl_ms, 10_000);
+}
+
+#[test]
+fn every_problem_is_named_with_its_field() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "name: a\ncondition: {pathRegex: '/a('}",
+            "spec.routes[0].condition.pathRegex",
+            "not a valid regex",
+        ),
+        (
+            "name: a\ncondition: {method: 'G T'}",
+            "spec.routes[0].condition.method",
+            "not an HTTP method",
+        ),
+        ("name: a\ncondition: {}", "spec.routes[0].condition", "empty condition"),
+        ("name: a", "spec.routes[0].condition", "required"),
+        (
+            "condition: {method: GET}",
+            "spec.routes[0].name",
+            "required",
+        ),
+        (
+            "name: a\ncondition: {all: []}",
+            "spec.routes[0].condition.all",
+            "empty list",
+        ),
+        (
+            "name: a\ncondition: {any: [{not: {}}]}",
+            "spec.routes[0].condition.any[0].not",
+            "empty condition",
+        ),
+        (
+            "name: a\ncondition: {method: GET}\ntimeout: 10",
+            "spec.routes[0].timeout",
+            "lacks a unit",
+        ),
+        (
+            "name: a\ncondition: {method: GET}\ntimeout: 0s",
+            "spec.routes[0].timeout",
+            "more than zero",
+        ),
+        (
+            "name: a\ncondition: {method: GET}\nresponseClasses: [{condition: {status: {min: 500, max: 400}}}]",
+            "spec.routes[0].responseClasses[0].condition.status",
+            "min 500 is greater than max 400",
+        ),
+        (
+            "name: a\ncondition: {method: GET}\nresponseClasses: [{condition: {status: {min: 700}}}]",
+            "spec.routes[0].responseClasses[0].condition.status.min",
+            "not an HTTP status",
+        ),
+        (
+            "name: a\ncondition: {method: GET}\nresponseClasses: [{condition: {status: {}}}]",
+            "spec.routes[0].responseClasses[0].condition.status",
+            "empty range",
+        ),
+        (
+            "name: a\ncondition: {method: GET}\nresponseClasses: [{isFailure: true}]",
+            "spec.routes[0].responseClasses[0].condition",
+            "required",
+        ),
+    ];
+    for (route, path, reason) in cases {
+        let p = problems(&with_route(route));
+        assert!(
+            p.iter()
+                .any(|p| p.starts_with(&format!("{path}: ")) && p.contains(reason)),
+            "{route:?}: want {path}: …{reason}…, got {p:#?}"
+        );
+    }
+}
+
+#[test]
+fn budgets_splits_and_names() {
+    let base = "metadata: {name: web.ns.svc.cluster.local}\nspec:\n";
+    let p = problems(&format!(
+        "{base}  retryBudget: {{retryRatio: 1001, ttl: 2m}}\n"
+    ));
+    assert!(
+        p.iter()
+            .any(|p| p.starts_with("spec.retryBudget.retryRatio: ") && p.contains("out of range")),
+        "{p:?}"
+    );
+    assert!(
+        p.iter()
+            .any(|p| p.starts_with("spec.retryBudget.minRetriesPerSecond: required")),
+        "{p:?}"
+    );
+    assert!(
+        p.iter()
+            .any(|p| p.starts_with("spec.retryBudget.ttl: ") && p.contains("1s to 60s")),
+        "{p:?}"
+    );
+
+    let p = problems(&format!(
+        "{base}  dstOverrides:\n  - {{authority: 'a b', weight: 1}}\n  - {{authority: b.ns.svc.cluster.local, weight: lots}}\n"
+    ));
+    assert!(
+        p.iter()
+            .any(|p| p.starts_with("spec.dstOverrides[0].authority: ")),
+        "{p:?}"
+    );
+    assert!(p.iter().any(|p| p.starts_with("spec.dstOverrides[1].weight: ") && p.contains("not a quantity")), "{p:?}");
+    let p = problems(&format!(
+        "{base}  dstOverrides:\n  - {{authority: a.ns.svc.cluster.local, weight: 0}}\n"
+    ));
+    assert!(
+        p.iter()
+            .any(|p| p.starts_with("spec.dstOverrides: every weight is zero")),
+        "{p:?}"
+    );
+
+    let p = problems("metadata: {name: web}\n");
+    assert!(
+        p[0].starts_with("metadata.name: ") && p[0].contains("svc.cluster.local"),
+        "{p:?}"
+    );
+    let p =
+        problems("apiVersion: linkerd.io/v1alpha2\nmetadata: {name: web.ns.svc.cluster.local}\n");
+    assert!(p[0].starts_with("apiVersion: "), "{p:?}");
+}
+
+#[test]
+fn yaml_errors_name_the_field_and_line() {
+    let p = problems("metadata: {name: web.ns.svc.cluster.local}\nspec:\n  routes:\n  - name: a\n    conditon: {method: GET}\n");
+    assert!(
+        p[0].starts_with("spec.routes[0].conditon: unknown field"),
+        "{p:?}"
+    );
+    assert!(
+        p[0].contains("conditon") && p[0].contains("line 5"),
+        "{p:?}"
+    );
+    let p = problems("spec: [");
+    assert_eq!(p.len(), 1, "{p:?}");
+}
+
+#[test]
+fn regexes_are_anchored_and_bounded() {
+    assert_eq!(validate::anchored("/a"), "^(?:/a)$");
+    assert_eq!(validate::anchored("^/a$"), "^/a$");
+    let re = validate::compile_path_regex("/api/.*|/x").unwrap();
+    assert!(re.is_match("/x") && re.is_match("/api/v"));
+    assert!(!re.is_match("/xy") && !re.is_match("/y/api/v"));
+    let huge = "(a{1000}){1000}";
+    let err = validate::compile_path_regex(huge).unwrap_err();
+    assert!(err.contains("too large"), "{err}");
+}
+
+#[test]
+fn max_retries_zero_turns_retries_off() {
+    let v = parse_yaml(
+        &with_route("name: a\ncondition: {method: GET}\nisRetryable: true\nmaxRetries: 0"),
+        CD,
+    )
+    .unwrap();
+    assert!(!v.routes[0].is_retryable);
+}
