@@ -379,14 +379,21 @@ fn endpoint(ep: &Endpoint) -> api::Endpoint {
 }
 
 fn profile(info: &ProfileInfo) -> DestinationProfile {
-    let retry_budget = info
-        .fully_qualified_name
-        .as_ref()
-        .map(|_| api::RetryBudget {
-            retry_ratio: RETRY_RATIO,
-            min_retries_per_second: MIN_RETRIES_PER_SECOND,
-            ttl_ms: RETRY_TTL_MS,
-        });
+    let default_budget = || api::RetryBudget {
+        retry_ratio: RETRY_RATIO,
+        min_retries_per_second: MIN_RETRIES_PER_SECOND,
+        ttl_ms: RETRY_TTL_MS,
+    };
+    // A service has a profile, its own or the default one; a pod address has none.
+    let (routes, retry_budget, dst_overrides) = match (&info.spec, &info.fully_qualified_name) {
+        (Some(spec), _) => (
+            spec.0.routes.clone(),
+            Some(spec.0.retry_budget),
+            spec.0.dst_overrides.clone(),
+        ),
+        (None, Some(_)) => (Vec::new(), Some(default_budget()), Vec::new()),
+        (None, None) => (Vec::new(), None, Vec::new()),
+    };
     DestinationProfile {
         fully_qualified_name: info
             .fully_qualified_name
@@ -394,9 +401,9 @@ fn profile(info: &ProfileInfo) -> DestinationProfile {
             .unwrap_or_default()
             .to_string(),
         opaque_protocol: info.opaque,
-        routes: Vec::new(),
+        routes,
         retry_budget,
-        dst_overrides: Vec::new(),
+        dst_overrides,
         endpoint: info.endpoint.as_deref().map(endpoint),
     }
 }
@@ -481,6 +488,7 @@ mod tests {
             fully_qualified_name: Some("web.ns.svc.cluster.local".into()),
             opaque: true,
             endpoint: None,
+            spec: None,
         });
         assert_eq!(svc.fully_qualified_name, "web.ns.svc.cluster.local");
         assert!(svc.opaque_protocol);
@@ -496,6 +504,7 @@ mod tests {
             fully_qualified_name: None,
             opaque: false,
             endpoint: Some(Arc::new(ep(true, false))),
+            spec: None,
         });
         assert!(pod.endpoint.is_some());
         assert_eq!(pod.retry_budget, None);

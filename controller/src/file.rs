@@ -21,8 +21,15 @@
 //!         hostname: voting-0            # optional
 //!         labels: {pod: voting-0, deployment: voting, serviceaccount: voting}
 //!         identity: voting.emojivoto.serviceaccount.identity.mesh.cluster.local  # => meshed
-//! profiles: []                          # ServiceProfiles (kept for later use)
+//! profiles:                             # ServiceProfiles, as `kubectl apply` takes them
+//!   - apiVersion: mesh.rs/v1alpha1
+//!     kind: ServiceProfile
+//!     metadata: {name: voting.emojivoto.svc.cluster.local}   # namespace: from the name
+//!     spec: {routes: [{name: vote, condition: {method: POST}, isRetryable: true}]}
 //! ```
+//!
+//! A profile with any problem makes the whole file invalid (reported with the field),
+//! so the last good state, its profiles included, stays in force.
 
 use crate::index::PortSet;
 use crate::index::{
@@ -57,8 +64,8 @@ pub struct Discovery {
     pub services: Vec<Service>,
     pub slices: Vec<EndpointSlice>,
     pub pods: Vec<Pod>,
-    /// ServiceProfile documents, kept as parsed YAML until profiles are served.
-    pub profiles: Vec<serde_yaml::Value>,
+    /// Valid ServiceProfiles.
+    pub profiles: Vec<crate::index::ServiceProfile>,
 }
 
 /// Why a file's content was rejected.
@@ -174,6 +181,15 @@ fn default_ready() -> bool {
 /// Parses and validates a file's content. `trust_domain` is the one identities must
 /// be named in.
 pub fn parse(text: &str, trust_domain: &str) -> Result<Discovery, InvalidFile> {
+    parse_with(text, trust_domain, None)
+}
+
+/// [`parse`], also checking that profiles are named in `cluster_domain`.
+pub fn parse_with(
+    text: &str,
+    trust_domain: &str,
+    cluster_domain: Option<&str>,
+) -> Result<Discovery, InvalidFile> {
     if text.trim().is_empty() {
         // An editor that truncates before writing shows an empty file for a moment;
         // taking it at its word would remove every service. `services: []` says it.
@@ -210,7 +226,58 @@ pub fn parse(text: &str, trust_domain: &str) -> Result<Discovery, InvalidFile> {
                 location,
             }
         })?;
-    build(spec, trust_domain)
+    let profiles = spec
+        .profiles
+        .iter()
+        .enumerate()
+        .map(|(i, p)| profile(&format!("profiles[{i}]"), p, cluster_domain))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut out = build(spec, trust_domain)?;
+    out.profiles = profiles;
+    Ok(out)
+}
+
+/// One profile of the file, validated; its namespace comes from its name when the
+/// document does not give it.
+fn profile(
+    at: &str,
+    doc: &serde_yaml::Value,
+    cluster_domain: Option<&str>,
+) -> Result<crate::index::ServiceProfile, InvalidFile> {
+    use crate::profile::{self, ServiceProfile};
+    let parsed: ServiceProfile = serde_path_to_error::deserialize(doc.clone()).map_err(|e| {
+        let field = match e.path().to_string() {
+            p if p == "." => at.to_string(),
+            p => format!("{at}.{p}"),
+        };
+        invalid(field, e.into_inner().to_string())
+    })?;
+    let valid = profile::validate_document(&parsed, cluster_domain).map_err(|problems| {
+        let first = &problems.0[0];
+        let more = match problems.0.len() {
+            1 => String::new(),
+            n => format!(" (and {} more problems)", n - 1),
+        };
+        invalid(
+            format!("{at}.{}", first.path),
+            format!("{}{more}", first.reason),
+        )
+    })?;
+    let from_name = parsed.metadata.name.split('.').nth(1).unwrap_or_default();
+    let namespace = parsed.metadata.namespace.as_deref().unwrap_or(from_name);
+    if namespace != from_name {
+        return Err(invalid(
+            format!("{at}.metadata.namespace"),
+            format!(
+                "{namespace:?} is not the namespace the name {:?} names: the file backend serves profiles from the service's own namespace",
+                parsed.metadata.name
+            ),
+        ));
+    }
+    Ok(crate::index::ServiceProfile {
+        key: ObjKey::new(namespace, &parsed.metadata.name),
+        spec: crate::index::ProfileSpec(Arc::new(valid)),
+    })
 }
 
 fn invalid(field: impl Into<String>, message: impl Into<String>) -> InvalidFile {
@@ -229,10 +296,7 @@ struct PodSeen {
 }
 
 fn build(spec: FileSpec, trust_domain: &str) -> Result<Discovery, InvalidFile> {
-    let mut out = Discovery {
-        profiles: spec.profiles,
-        ..Discovery::default()
-    };
+    let mut out = Discovery::default();
     let mut seen_services: HashMap<(String, String), usize> = HashMap::new();
     let mut seen_ips: HashMap<IpAddr, String> = HashMap::new();
     let mut pods: BTreeMap<ObjKey, PodSeen> = BTreeMap::new();
@@ -539,21 +603,23 @@ pub async fn run(path: PathBuf, index: Index, metrics: Arc<Metrics>, shutdown: C
     loop {
         match watcher.poll().await {
             Ok(None) => {}
-            Ok(Some(text)) => match parse(&text, index.trust_domain()) {
-                Ok(discovery) => {
-                    apply(&index, discovery);
-                    last_problem = None;
-                    metrics.file_load(true);
+            Ok(Some(text)) => {
+                match parse_with(&text, index.trust_domain(), Some(index.cluster_domain())) {
+                    Ok(discovery) => {
+                        apply(&index, discovery);
+                        last_problem = None;
+                        metrics.file_load(true);
+                    }
+                    Err(source) => {
+                        let error = LoadError::Invalid {
+                            path: watcher.path.clone(),
+                            source,
+                        };
+                        report(&mut last_problem, &error);
+                        metrics.file_load(false);
+                    }
                 }
-                Err(source) => {
-                    let error = LoadError::Invalid {
-                        path: watcher.path.clone(),
-                        source,
-                    };
-                    report(&mut last_problem, &error);
-                    metrics.file_load(false);
-                }
-            },
+            }
             Err(error) => {
                 report(&mut last_problem, &error);
                 metrics.file_load(false);
@@ -590,6 +656,7 @@ pub fn apply(index: &Index, discovery: Discovery) {
         ResetObjects::Pods(discovery.pods),
         ResetObjects::EndpointSlices(discovery.slices),
         ResetObjects::Services(discovery.services),
+        ResetObjects::ServiceProfiles(discovery.profiles, Vec::new()),
     ]);
     index.expect(&Resource::ALL);
     for resource in Resource::ALL {

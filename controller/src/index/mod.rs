@@ -36,6 +36,9 @@ pub enum ResetObjects {
     Services(Vec<Service>),
     EndpointSlices(Vec<EndpointSlice>),
     Pods(Vec<Pod>),
+    /// The valid profiles, and the keys of invalid ones, whose last valid version (if
+    /// any) stays in force.
+    ServiceProfiles(Vec<ServiceProfile>, Vec<ObjKey>),
 }
 
 impl ResetObjects {
@@ -44,6 +47,7 @@ impl ResetObjects {
             Self::Services(_) => Resource::Services,
             Self::EndpointSlices(_) => Resource::EndpointSlices,
             Self::Pods(_) => Resource::Pods,
+            Self::ServiceProfiles(..) => Resource::ServiceProfiles,
         }
     }
 }
@@ -60,10 +64,11 @@ pub struct IndexStats {
     pub services: usize,
     pub endpoint_slices: usize,
     pub pods: usize,
+    pub service_profiles: usize,
     /// Distinct targets with at least one subscriber.
     pub queries: usize,
     /// Watch restarts recorded per resource, in [`Resource::ALL`] order.
-    pub watch_restarts: [u64; 3],
+    pub watch_restarts: [u64; 4],
 }
 
 impl IndexStats {
@@ -72,6 +77,7 @@ impl IndexStats {
             Resource::Services => self.services,
             Resource::EndpointSlices => self.endpoint_slices,
             Resource::Pods => self.pods,
+            Resource::ServiceProfiles => self.service_profiles,
         }
     }
 
@@ -116,6 +122,8 @@ struct State {
     cluster_ips: HashMap<IpAddr, BTreeSet<ObjKey>>,
     /// IP → pods with that IP (several when finished pods keep a reused IP).
     pod_ips: HashMap<IpAddr, BTreeSet<ObjKey>>,
+    /// Profiles by the service they describe (found from their names).
+    profiles: HashMap<ObjKey, ServiceProfile>,
     /// `(namespace, service account)` → identity, so endpoints share the strings.
     identities: HashMap<(Arc<str>, Arc<str>), Identity>,
 
@@ -125,7 +133,7 @@ struct State {
 
     expected: Option<HashSet<Resource>>,
     synced: HashSet<Resource>,
-    watch_restarts: [u64; 3],
+    watch_restarts: [u64; 4],
 }
 
 struct Query {
@@ -157,6 +165,7 @@ fn resource_index(resource: Resource) -> usize {
         Resource::Services => 0,
         Resource::EndpointSlices => 1,
         Resource::Pods => 2,
+        Resource::ServiceProfiles => 3,
     }
 }
 
@@ -181,13 +190,14 @@ impl Index {
             pod_services: HashMap::new(),
             cluster_ips: HashMap::new(),
             pod_ips: HashMap::new(),
+            profiles: HashMap::new(),
             identities: HashMap::new(),
             queries: HashMap::new(),
             service_queries: HashMap::new(),
             ip_queries: HashMap::new(),
             expected: None,
             synced: HashSet::new(),
-            watch_restarts: [0; 3],
+            watch_restarts: [0; 4],
         };
         Index {
             shared: Arc::new(Shared {
@@ -231,6 +241,17 @@ impl Index {
 
     pub fn delete_pod(&self, key: &ObjKey) {
         self.mutate(|state, dirty| state.delete_pod(key, dirty));
+    }
+
+    /// Applies a valid profile. One whose name is not `<svc>.<ns>.svc.<cluster-domain>`
+    /// in the service's own namespace describes no service here and is ignored.
+    pub fn apply_profile(&self, profile: ServiceProfile) {
+        self.mutate(|state, dirty| state.apply_profile(profile, dirty));
+    }
+
+    /// Deletes the profile with this object key.
+    pub fn delete_profile(&self, key: &ObjKey) {
+        self.mutate(|state, dirty| state.delete_profile(key, dirty));
     }
 
     /// Replaces every object of one kind with `objects` (after a re-list). Streams see
@@ -294,6 +315,7 @@ impl Index {
             services: state.services.len(),
             endpoint_slices: state.slices.len(),
             pods: state.pods.len(),
+            service_profiles: state.profiles.len(),
             queries: state.queries.len(),
             watch_restarts: state.watch_restarts,
         }
@@ -579,6 +601,41 @@ impl State {
         self.dirty_pod_services(key, dirty);
     }
 
+    /// The service a profile object describes: `<svc>.<ns>.svc.<cluster-domain>` in
+    /// namespace `<ns>`.
+    fn profile_service(&self, key: &ObjKey) -> Option<ObjKey> {
+        let rest = key
+            .name
+            .strip_suffix(&*self.cluster_domain)?
+            .strip_suffix(".svc.")?;
+        let (svc, ns) = rest.split_once('.')?;
+        (ns == &*key.namespace && !svc.is_empty()).then(|| ObjKey {
+            namespace: Arc::clone(&key.namespace),
+            name: svc.into(),
+        })
+    }
+
+    fn apply_profile(&mut self, profile: ServiceProfile, dirty: &mut Dirty) {
+        let Some(service) = self.profile_service(&profile.key) else {
+            tracing::debug!(profile = %profile.key, "a profile that names no service of its namespace; ignored");
+            return;
+        };
+        if self.profiles.get(&service) == Some(&profile) {
+            return;
+        }
+        self.profiles.insert(service.clone(), profile);
+        dirty.services.insert(service);
+    }
+
+    fn delete_profile(&mut self, key: &ObjKey, dirty: &mut Dirty) {
+        let Some(service) = self.profile_service(key) else {
+            return;
+        };
+        if self.profiles.remove(&service).is_some() {
+            dirty.services.insert(service);
+        }
+    }
+
     fn dirty_pod_services(&self, pod: &ObjKey, dirty: &mut Dirty) {
         if let Some(services) = self.pod_services.get(pod) {
             dirty.services.extend(services.keys().cloned());
@@ -615,6 +672,27 @@ impl State {
                 }
                 for slice in slices {
                     self.apply_slice(slice, dirty);
+                }
+            }
+            ResetObjects::ServiceProfiles(profiles, invalid) => {
+                let keep: HashSet<ObjKey> = profiles
+                    .iter()
+                    .map(|p| &p.key)
+                    .chain(&invalid)
+                    .filter_map(|k| self.profile_service(k))
+                    .collect();
+                let gone: Vec<ObjKey> = self
+                    .profiles
+                    .keys()
+                    .filter(|k| !keep.contains(*k))
+                    .cloned()
+                    .collect();
+                for service in gone {
+                    self.profiles.remove(&service);
+                    dirty.services.insert(service);
+                }
+                for profile in profiles {
+                    self.apply_profile(profile, dirty);
                 }
             }
             ResetObjects::Pods(pods) => {
@@ -771,6 +849,7 @@ impl State {
                             fully_qualified_name: Some(fqn),
                             opaque: svc_opaque,
                             endpoint: None,
+                            spec: self.profiles.get(key).map(|p| p.spec.clone()),
                         },
                     })
                 }
@@ -823,6 +902,7 @@ impl State {
                 fully_qualified_name: Some(fqn),
                 opaque: svc_opaque,
                 endpoint: None,
+                spec: self.profiles.get(key).map(|p| p.spec.clone()),
             },
         })
     }
@@ -846,6 +926,7 @@ impl State {
                 fully_qualified_name: None,
                 opaque,
                 endpoint: Some(ep),
+                spec: None,
             },
         })
     }

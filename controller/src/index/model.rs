@@ -29,6 +29,27 @@ impl std::fmt::Display for ObjKey {
     }
 }
 
+/// A valid ServiceProfile: the object's key (`<ns>/<svc>.<ns>.svc.<cluster-domain>`)
+/// and what the proxy receives. Invalid profiles never reach the index.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceProfile {
+    pub key: ObjKey,
+    pub spec: ProfileSpec,
+}
+
+/// A validated profile, shared by every snapshot that carries it.
+#[derive(Clone, Debug)]
+pub struct ProfileSpec(pub Arc<crate::profile::Validated>);
+
+impl PartialEq for ProfileSpec {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || *self.0 == *other.0
+    }
+}
+
+/// Validation admits only finite numbers, so equality is an equivalence.
+impl Eq for ProfileSpec {}
+
 /// A Kubernetes Service (or a service of the file backend).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Service {
@@ -196,16 +217,23 @@ pub enum Resource {
     Services,
     EndpointSlices,
     Pods,
+    ServiceProfiles,
 }
 
 impl Resource {
-    pub const ALL: [Resource; 3] = [Self::Services, Self::EndpointSlices, Self::Pods];
+    pub const ALL: [Resource; 4] = [
+        Self::Services,
+        Self::EndpointSlices,
+        Self::Pods,
+        Self::ServiceProfiles,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Services => "services",
             Self::EndpointSlices => "endpointslices",
             Self::Pods => "pods",
+            Self::ServiceProfiles => "serviceprofiles",
         }
     }
 }

@@ -34,6 +34,8 @@ pub struct ProfileInfo {
     pub opaque: bool,
     /// The endpoint, when the destination is one pod's address.
     pub endpoint: Option<Arc<Endpoint>>,
+    /// The service's ServiceProfile, when it has a valid one.
+    pub spec: Option<super::ProfileSpec>,
 }
 
 impl Snapshot {

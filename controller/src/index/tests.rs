@@ -1035,3 +1035,62 @@ fn a_change_recomputes_only_the_targets_that_depend_on_it() {
     assert!(changed.contains(&&Target::Addr(sa("198.19.1.7:80"))));
     assert!(changed.contains(&&Target::Addr(sa("198.18.1.7:8080"))));
 }
+
+// === profiles ===
+
+fn profile(ns: &str, name: &str, route: &str) -> ServiceProfile {
+    let yaml = format!(
+        "metadata: {{name: {name}}}\nspec:\n  routes: [{{name: {route}, condition: {{method: GET}}}}]\n"
+    );
+    let valid = crate::profile::parse_yaml(&yaml, None).unwrap();
+    ServiceProfile {
+        key: key(ns, name),
+        spec: ProfileSpec(Arc::new(valid)),
+    }
+}
+
+fn routes(s: &Snapshot) -> Vec<String> {
+    s.profile
+        .spec
+        .iter()
+        .flat_map(|p| p.0.routes.iter().map(|r| r.name.clone()))
+        .collect()
+}
+
+#[test]
+fn profiles_follow_their_service_and_keep_the_last_valid_one() {
+    let index = index_with_web();
+    let mut by_name = index.subscribe(target("web.ns.svc.cluster.local:80"));
+    assert!(by_name.current().profile.spec.is_none());
+
+    index.apply_profile(profile("ns", "web.ns.svc.cluster.local", "a"));
+    assert_eq!(routes(&by_name.current()), ["a"]);
+    // A profile in another namespace, or for another cluster domain, is not web's.
+    index.apply_profile(profile("other", "web.ns.svc.cluster.local", "x"));
+    index.apply_profile(profile("ns", "web.ns.svc.example.org", "x"));
+    assert_eq!(routes(&by_name.current()), ["a"]);
+    assert_eq!(index.stats().service_profiles, 1);
+
+    // A re-list where the profile is now invalid keeps the last valid one in force;
+    // one where it is gone removes it.
+    index.reset(
+        Resource::ServiceProfiles,
+        ResetObjects::ServiceProfiles(Vec::new(), vec![key("ns", "web.ns.svc.cluster.local")]),
+    );
+    assert_eq!(routes(&by_name.current()), ["a"]);
+    index.apply_profile(profile("ns", "web.ns.svc.cluster.local", "b"));
+    assert_eq!(routes(&by_name.current()), ["b"]);
+    index.reset(
+        Resource::ServiceProfiles,
+        ResetObjects::ServiceProfiles(Vec::new(), Vec::new()),
+    );
+    assert!(by_name.current().profile.spec.is_none());
+
+    index.apply_profile(profile("ns", "web.ns.svc.cluster.local", "c"));
+    index.delete_profile(&key("ns", "web.ns.svc.cluster.local"));
+    assert!(by_name.current().profile.spec.is_none());
+    // A pod address has no profile, whatever its service has.
+    index.apply_profile(profile("ns", "web.ns.svc.cluster.local", "c"));
+    let pod = index.subscribe(target("198.18.0.1:8080"));
+    assert!(pod.rx.borrow().profile.spec.is_none());
+}

@@ -1,5 +1,5 @@
-//! The `kubernetes` discovery backend: watches Services, EndpointSlices and Pods across
-//! the cluster and feeds them to the [`Index`].
+//! The `kubernetes` discovery backend: watches Services, EndpointSlices, Pods and
+//! ServiceProfiles across the cluster and feeds them to the [`Index`].
 //!
 //! Each watch turns every object into its small model type the moment it arrives and
 //! drops the Kubernetes object, and no reflector store is kept: the index is the only
@@ -25,6 +25,7 @@ use std::fmt::Debug;
 use futures_util::StreamExt;
 use k8s_openapi::api::{core::v1 as core, discovery::v1 as discovery};
 use kube::{
+    api::{ApiResource, DynamicObject, GroupVersionKind},
     runtime::{
         watcher::{self, Event},
         WatchStreamExt,
@@ -63,11 +64,33 @@ pub async fn run(
         &index,
         convert::endpoint_slice,
     );
-    let pods = watch(Api::<core::Pod>::all(client), &index, |pod: &core::Pod| {
-        convert::pod(pod, &control_plane_ns)
-    });
-    tokio::try_join!(services, slices, pods)?;
+    let pods = watch(
+        Api::<core::Pod>::all(client.clone()),
+        &index,
+        |pod: &core::Pod| convert::pod(pod, &control_plane_ns),
+    );
+    let cluster_domain = index.cluster_domain().to_string();
+    let profiles = watch(
+        Api::<DynamicObject>::all_with(client, &profile_resource()),
+        &index,
+        |obj: &DynamicObject| convert::profile(obj, &cluster_domain),
+    );
+    tokio::try_join!(services, slices, pods, profiles)?;
     Ok(())
+}
+
+/// `serviceprofiles.mesh.rs/v1alpha1`, read as dynamic objects: the spec is decoded
+/// and validated by the controller's own [`crate::profile`] code, which names the
+/// field of every problem.
+pub fn profile_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk(
+            crate::profile::GROUP,
+            crate::profile::VERSION,
+            crate::profile::KIND,
+        ),
+        crate::profile::PLURAL,
+    )
 }
 
 /// The watch parameters shared by the three watches.
@@ -231,6 +254,38 @@ impl Model for model::EndpointSlice {
     }
     fn reset(models: Vec<Self>) -> ResetObjects {
         ResetObjects::EndpointSlices(models)
+    }
+}
+
+/// A profile as the watch saw it: valid, or invalid with its problems. An invalid
+/// update leaves the last valid profile in force (it is not a deletion), and is logged
+/// with every problem.
+impl Model for convert::Profile {
+    const RESOURCE: Resource = Resource::ServiceProfiles;
+    fn apply(self, index: &Index) {
+        match self {
+            convert::Profile::Valid(p) => index.apply_profile(p),
+            convert::Profile::Invalid(key, problems) => {
+                warn!(profile = %key, %problems, "invalid ServiceProfile; the last valid one stays in force")
+            }
+        }
+    }
+    fn delete(index: &Index, key: &ObjKey) {
+        index.delete_profile(key);
+    }
+    fn reset(models: Vec<Self>) -> ResetObjects {
+        let mut valid = Vec::new();
+        let mut keep = Vec::new();
+        for m in models {
+            match m {
+                convert::Profile::Valid(p) => valid.push(p),
+                convert::Profile::Invalid(key, problems) => {
+                    warn!(profile = %key, %problems, "invalid ServiceProfile; the last valid one stays in force");
+                    keep.push(key);
+                }
+            }
+        }
+        ResetObjects::ServiceProfiles(valid, keep)
     }
 }
 

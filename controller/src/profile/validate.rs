@@ -468,7 +468,7 @@ impl Checker {
                 }
             },
         };
-        (self.problems.len() == before).then(|| api::RetryBudget {
+        (self.problems.len() == before).then_some(api::RetryBudget {
             retry_ratio: ratio as f32,
             min_retries_per_second: min,
             ttl_ms: ttl.as_millis() as u64,
@@ -527,7 +527,16 @@ pub fn compile_path_regex(re: &str) -> Result<regex::Regex, String> {
             regex::Error::CompiledTooBig(_) => {
                 format!("{re:?} is too large (over {REGEX_SIZE_LIMIT} bytes compiled)")
             }
-            e => format!("{re:?} is not a valid regex: {}", e.to_string().trim()),
+            // The parser's message draws the regex with a caret under the problem;
+            // its last line says what the problem is.
+            e => {
+                let e = e.to_string();
+                let why = e.lines().last().unwrap_or_default().trim();
+                format!(
+                    "{re:?} is not a valid regex: {}",
+                    why.trim_start_matches("error: ")
+                )
+            }
         })
 }
 

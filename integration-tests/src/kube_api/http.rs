@@ -99,9 +99,10 @@ fn handle<B>(inner: &Arc<Inner>, req: Request<B>) -> Response<Body> {
         ["apis"] => Ok(ok_json(&json!({
             "kind": "APIGroupList",
             "apiVersion": "v1",
-            "groups": [discovery_group()],
+            "groups": [discovery_group(), mesh_group()],
         }))),
         ["apis", "discovery.k8s.io"] => Ok(ok_json(&discovery_group())),
+        ["apis", "mesh.rs"] => Ok(ok_json(&mesh_group())),
         ["api", "v1", rest @ ..] => resource(inner, "v1", rest, &query),
         ["apis", group, version, rest @ ..] => {
             resource(inner, &format!("{group}/{version}"), rest, &query)
@@ -120,7 +121,7 @@ fn resource(
     let kind =
         |plural: &str| Kind::from_plural(api_version, plural).ok_or_else(ApiError::not_found);
     match rest {
-        [] if api_version == "v1" || api_version == "discovery.k8s.io/v1" => {
+        [] if Kind::ALL.iter().any(|k| k.api_version() == api_version) => {
             Ok(resource_list(api_version))
         }
         [plural] if q.watch => watch(inner, kind(plural)?, None, None, q),
@@ -551,6 +552,18 @@ fn discovery_group() -> Value {
         "name": "discovery.k8s.io",
         "versions": [v1],
         "preferredVersion": v1,
+    })
+}
+
+/// The group of the ServiceProfile custom resource, as the API server lists a CRD's.
+fn mesh_group() -> Value {
+    let v = json!({"groupVersion": "mesh.rs/v1alpha1", "version": "v1alpha1"});
+    json!({
+        "kind": "APIGroup",
+        "apiVersion": "v1",
+        "name": "mesh.rs",
+        "versions": [v],
+        "preferredVersion": v,
     })
 }
 

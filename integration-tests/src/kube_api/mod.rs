@@ -64,7 +64,9 @@ use std::{
 use anyhow::Context as _;
 use tokio::{net::TcpListener, sync::Notify};
 
-pub use self::objects::{endpoint_slice, pod, service, Endpoint, ServicePort, TargetPort};
+pub use self::objects::{
+    endpoint_slice, pod, service, service_profile, Endpoint, ServicePort, TargetPort,
+};
 use self::store::Store;
 
 /// The resource types the fake serves.
@@ -76,10 +78,17 @@ pub enum Kind {
     Pod,
     /// `discovery.k8s.io/v1` EndpointSlice.
     EndpointSlice,
+    /// `mesh.rs/v1alpha1` ServiceProfile (a custom resource).
+    ServiceProfile,
 }
 
 impl Kind {
-    const ALL: [Kind; 3] = [Kind::Service, Kind::Pod, Kind::EndpointSlice];
+    const ALL: [Kind; 4] = [
+        Kind::Service,
+        Kind::Pod,
+        Kind::EndpointSlice,
+        Kind::ServiceProfile,
+    ];
 
     fn index(self) -> usize {
         self as usize
@@ -91,6 +100,7 @@ impl Kind {
             Kind::Service => "Service",
             Kind::Pod => "Pod",
             Kind::EndpointSlice => "EndpointSlice",
+            Kind::ServiceProfile => "ServiceProfile",
         }
     }
 
@@ -99,6 +109,7 @@ impl Kind {
         match self {
             Kind::Service | Kind::Pod => "v1",
             Kind::EndpointSlice => "discovery.k8s.io/v1",
+            Kind::ServiceProfile => "mesh.rs/v1alpha1",
         }
     }
 
@@ -107,6 +118,7 @@ impl Kind {
             Kind::Service => "services",
             Kind::Pod => "pods",
             Kind::EndpointSlice => "endpointslices",
+            Kind::ServiceProfile => "serviceprofiles",
         }
     }
 
@@ -115,6 +127,7 @@ impl Kind {
             Kind::Service => "service",
             Kind::Pod => "pod",
             Kind::EndpointSlice => "endpointslice",
+            Kind::ServiceProfile => "serviceprofile",
         }
     }
 
@@ -123,6 +136,7 @@ impl Kind {
             Kind::Service => &["svc"],
             Kind::Pod => &["po"],
             Kind::EndpointSlice => &[],
+            Kind::ServiceProfile => &["sp"],
         }
     }
 
@@ -130,6 +144,7 @@ impl Kind {
         match self {
             Kind::Service | Kind::Pod => "",
             Kind::EndpointSlice => "discovery.k8s.io",
+            Kind::ServiceProfile => "mesh.rs",
         }
     }
 
@@ -166,7 +181,7 @@ impl Kind {
                 "status.podIP",
                 "status.nominatedNodeName",
             ],
-            Kind::EndpointSlice => &["metadata.name", "metadata.namespace"],
+            Kind::EndpointSlice | Kind::ServiceProfile => &["metadata.name", "metadata.namespace"],
         }
     }
 }

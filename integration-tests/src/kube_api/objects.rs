@@ -51,6 +51,16 @@ impl ServicePort {
 
 /// A Service selecting pods labelled `app=<name>`. `cluster_ip` is `"None"` for a
 /// headless service.
+/// A `mesh.rs/v1alpha1` ServiceProfile named `name` (the service's FQDN) with `spec`.
+pub fn service_profile(namespace: &str, name: &str, spec: Value) -> Value {
+    json!({
+        "apiVersion": "mesh.rs/v1alpha1",
+        "kind": "ServiceProfile",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    })
+}
+
 pub fn service(namespace: &str, name: &str, cluster_ip: &str, ports: &[ServicePort]) -> Value {
     let ports: Vec<Value> = ports
         .iter()

@@ -192,7 +192,7 @@ pub(super) struct Store {
     /// Bumped by `expire`; open watches end when it changes.
     epoch: u64,
     history_limit: usize,
-    kinds: [KindStore; 3],
+    kinds: [KindStore; Kind::ALL.len()],
 }
 
 /// Why a resourceVersion cannot be served.
