@@ -15,10 +15,8 @@ use crate::{
     Proxy,
 };
 use http::{header, uri, HeaderValue, Request, Response, Uri, Version};
-use hyper::{
-    body::Incoming,
-    client::conn::{http1, http2},
-};
+use super::ReqBody;
+use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::{
     collections::HashMap,
@@ -52,7 +50,7 @@ impl Forward {
     }
 }
 
-impl Service<Request<Incoming>> for Forward {
+impl Service<Request<ReqBody>> for Forward {
     type Response = Response<ProxyBody>;
     type Error = BoxError;
     type Future = BoxFuture<Result<Response<ProxyBody>, BoxError>>;
@@ -61,7 +59,7 @@ impl Service<Request<Incoming>> for Forward {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, mut req: Request<Incoming>) -> Self::Future {
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let proxy = self.proxy.clone();
         let direction = self.direction;
         Box::pin(async move {
@@ -112,7 +110,7 @@ impl Service<Request<Incoming>> for Forward {
 /// an absolute URI (HTTP/2 needs the authority) and `mesh-orig-proto` naming the
 /// version to restore. `false` (and the request unchanged) when it names no
 /// authority at all, so that it must travel as HTTP/1.
-fn to_h2(req: &mut Request<Incoming>) -> bool {
+fn to_h2(req: &mut Request<ReqBody>) -> bool {
     if req.uri().authority().is_none() {
         let Some(host) = req
             .headers()
@@ -158,7 +156,7 @@ async fn send_balanced(
     pool: &Pool,
     endpoint: Balanced,
     h2: bool,
-    req: Request<Incoming>,
+    req: Request<ReqBody>,
 ) -> Result<Response<ProxyBody>, BoxError> {
     let Balanced { load, dst } = endpoint;
     let peer = pool.connector.mesh(load.identity()).cloned();
@@ -211,7 +209,7 @@ async fn send_balanced(
 
 /// An HTTP proxy request (`GET http://host/path`) becomes the request the origin
 /// expects (`GET /path` with `Host: host`).
-fn to_origin_form(req: &mut Request<Incoming>) {
+fn to_origin_form(req: &mut Request<ReqBody>) {
     let Some(authority) = req.uri().authority().cloned() else {
         return;
     };
@@ -313,9 +311,9 @@ pub(crate) struct Endpoint {
     /// The server's identity, for mesh TLS.
     peer: Option<Arc<str>>,
     /// Idle HTTP/1 connections with the epoch in which they became idle.
-    idle: Mutex<Vec<(u64, http1::SendRequest<Incoming>)>>,
+    idle: Mutex<Vec<(u64, http1::SendRequest<ReqBody>)>>,
     /// The shared HTTP/2 connection, if one is open.
-    h2: Mutex<Option<http2::SendRequest<Incoming>>>,
+    h2: Mutex<Option<http2::SendRequest<ReqBody>>>,
     /// Held while opening the HTTP/2 connection, so that concurrent first requests
     /// share one connection instead of racing to open several.
     h2_connecting: tokio::sync::Mutex<()>,
@@ -326,7 +324,7 @@ pub(crate) struct Endpoint {
 /// out (so that it may be sent elsewhere).
 pub(crate) struct SendError {
     pub(crate) error: BoxError,
-    pub(crate) unsent: Option<Request<Incoming>>,
+    pub(crate) unsent: Option<Request<ReqBody>>,
 }
 
 impl SendError {
@@ -342,7 +340,7 @@ impl SendError {
 pub(crate) struct GiveBack {
     endpoint: Arc<Endpoint>,
     epoch: u64,
-    sender: http1::SendRequest<Incoming>,
+    sender: http1::SendRequest<ReqBody>,
 }
 
 impl GiveBack {
@@ -403,7 +401,7 @@ impl Pool {
         dst: Option<&Arc<str>>,
         peer: Option<&Arc<str>>,
         h2: bool,
-        req: Request<Incoming>,
+        req: Request<ReqBody>,
     ) -> Result<Response<ProxyBody>, SendError> {
         let (ep, epoch) = self.endpoint(addr, peer, h2);
         if h2 {
@@ -418,7 +416,7 @@ impl Pool {
         ep: Arc<Endpoint>,
         epoch: u64,
         dst: Option<&Arc<str>>,
-        mut req: Request<Incoming>,
+        mut req: Request<ReqBody>,
     ) -> Result<Response<ProxyBody>, SendError> {
         loop {
             let (mut sender, reused) = match Self::checkout_h1(&ep).await {
@@ -458,7 +456,7 @@ impl Pool {
     }
 
     /// The most recently used idle connection that is still open, if any.
-    async fn checkout_h1(ep: &Endpoint) -> Option<http1::SendRequest<Incoming>> {
+    async fn checkout_h1(ep: &Endpoint) -> Option<http1::SendRequest<ReqBody>> {
         loop {
             let (_, mut sender) = lock(&ep.idle).pop()?;
             if sender.is_closed() {
@@ -474,7 +472,7 @@ impl Pool {
         &self,
         ep: &Endpoint,
         dst: Option<&Arc<str>>,
-    ) -> Result<http1::SendRequest<Incoming>, BoxError> {
+    ) -> Result<http1::SendRequest<ReqBody>, BoxError> {
         let addr = ep.addr;
         let peer = ep.peer.as_ref().map(|p| (p, Alpn::Http1));
         let io = self.connector.connect(addr, dst, peer).await?;
@@ -494,7 +492,7 @@ impl Pool {
         &self,
         ep: &Endpoint,
         dst: Option<&Arc<str>>,
-        req: Request<Incoming>,
+        req: Request<ReqBody>,
     ) -> Result<Response<ProxyBody>, SendError> {
         let mut sender = match Self::open_h2(ep) {
             Some(s) => s,
@@ -529,7 +527,7 @@ impl Pool {
         Ok(rsp.map(|b| ProxyBody::upstream(b, None)))
     }
 
-    fn open_h2(ep: &Endpoint) -> Option<http2::SendRequest<Incoming>> {
+    fn open_h2(ep: &Endpoint) -> Option<http2::SendRequest<ReqBody>> {
         lock(&ep.h2).as_ref().filter(|s| !s.is_closed()).cloned()
     }
 
@@ -537,7 +535,7 @@ impl Pool {
         &self,
         ep: &Endpoint,
         dst: Option<&Arc<str>>,
-    ) -> Result<http2::SendRequest<Incoming>, BoxError> {
+    ) -> Result<http2::SendRequest<ReqBody>, BoxError> {
         let addr = ep.addr;
         let peer = ep.peer.as_ref().map(|p| (p, Alpn::H2));
         let io = self.connector.connect(addr, dst, peer).await?;

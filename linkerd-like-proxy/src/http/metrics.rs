@@ -11,7 +11,7 @@ use crate::{
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
+use super::ReqBody;
 use std::{
     convert::Infallible,
     pin::Pin,
@@ -51,9 +51,9 @@ pub(crate) struct HttpMetrics<S> {
     direction: Direction,
 }
 
-impl<S> Service<Request<Incoming>> for HttpMetrics<S>
+impl<S> Service<Request<ReqBody>> for HttpMetrics<S>
 where
-    S: Service<Request<Incoming>, Response = Response<ProxyBody>, Error = Infallible>
+    S: Service<Request<ReqBody>, Response = Response<ProxyBody>, Error = Infallible>
         + Clone
         + Send
         + 'static,
@@ -67,7 +67,7 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let start = Instant::now();
         let handle = req.extensions().get::<Target>().map(|t| {
             let h = self.metrics.http(

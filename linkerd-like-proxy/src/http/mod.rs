@@ -10,12 +10,14 @@
 
 mod body;
 mod client;
+mod req_body;
 mod metrics;
 mod rescue;
 mod route;
 mod upgrade;
 
 pub use self::body::ProxyBody;
+pub use self::req_body::{Buffered, Replay, ReqBody, REPLAY_LIMIT};
 pub(crate) use self::client::{Connector, Pool};
 
 /// The upstream connector for one direction.
@@ -120,6 +122,11 @@ where
         // Errors from the upstream become responses here, once, at the edge.
         .layer(rescue::RescueLayer)
         .service(client::Forward::new(proxy.clone(), conn.direction));
+    // Requests leave hyper with its body type; the stack carries bodies that may also
+    // be held for a retry.
+    let svc = tower::util::MapRequest::new(svc, |req: http::Request<hyper::body::Incoming>| {
+        req.map(ReqBody::Streamed)
+    });
     let svc = TowerToHyperService::new(svc);
     let io = TokioIo::new(io);
     let shutdown = proxy.shutdown.clone();

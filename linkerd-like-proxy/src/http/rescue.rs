@@ -4,7 +4,7 @@
 use super::{BoxFuture, ProxyBody};
 use crate::{classify, errors};
 use http::{Request, Response};
-use hyper::body::Incoming;
+use super::ReqBody;
 use std::{
     convert::Infallible,
     task::{Context, Poll},
@@ -26,9 +26,9 @@ pub(crate) struct Rescue<S> {
     inner: S,
 }
 
-impl<S> Service<Request<Incoming>> for Rescue<S>
+impl<S> Service<Request<ReqBody>> for Rescue<S>
 where
-    S: Service<Request<Incoming>, Response = Response<ProxyBody>, Error = errors::BoxError>
+    S: Service<Request<ReqBody>, Response = Response<ProxyBody>, Error = errors::BoxError>
         + Clone
         + Send
         + 'static,
@@ -42,7 +42,7 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let grpc = classify::is_grpc(req.headers());
         let inner = self.inner.clone();
         Box::pin(async move {

@@ -14,7 +14,7 @@
 use super::{BoxFuture, ConnCtx, MeteredBody, Target};
 use crate::{discover::Resolved, errors, metrics::Direction, Proxy};
 use http::{header, HeaderValue, Request, Response, Uri, Version};
-use hyper::body::Incoming;
+use super::ReqBody;
 use std::{
     borrow::Cow,
     convert::Infallible,
@@ -54,9 +54,9 @@ pub(crate) struct Route<S> {
     conn: Arc<ConnCtx>,
 }
 
-impl<S> Service<Request<Incoming>> for Route<S>
+impl<S> Service<Request<ReqBody>> for Route<S>
 where
-    S: Service<Request<Incoming>, Response = Response<MeteredBody>, Error = Infallible>
+    S: Service<Request<ReqBody>, Response = Response<MeteredBody>, Error = Infallible>
         + Clone
         + Send
         + 'static,
@@ -70,7 +70,7 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, mut req: Request<Incoming>) -> Self::Future {
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let inner = self.inner.clone();
         let proxy = self.proxy.clone();
         let conn = self.conn.clone();
@@ -100,7 +100,7 @@ where
 fn mesh_headers(
     proxy: &Proxy,
     conn: &ConnCtx,
-    req: &mut Request<Incoming>,
+    req: &mut Request<ReqBody>,
 ) -> Result<bool, &'static str> {
     let headers = req.headers_mut();
     match (conn.direction, &conn.client_id) {
@@ -143,7 +143,7 @@ fn mesh_headers(
 }
 
 /// The authority a request names: its URI's, else its `Host` header.
-fn authority(req: &Request<Incoming>) -> Option<&str> {
+fn authority(req: &Request<ReqBody>) -> Option<&str> {
     match req.uri().authority() {
         Some(a) => Some(a.as_str()),
         None => req
@@ -172,7 +172,7 @@ fn host_port(authority: &str, uri: &Uri) -> Option<(String, u16)> {
 async fn target(
     proxy: &Proxy,
     conn: &ConnCtx,
-    req: &Request<Incoming>,
+    req: &Request<ReqBody>,
 ) -> Result<Target, http::Response<super::ProxyBody>> {
     let named = authority(req);
     let mut endpoint = None;

@@ -8,12 +8,13 @@
 use super::{body::ProxyBody, Pool, Target};
 use crate::{errors::BoxError, errors::UpstreamFailed, tls::Alpn, Proxy};
 use http::{header, Method, Request, Response, StatusCode, Version};
-use hyper::{body::Incoming, client::conn::http1};
+use super::ReqBody;
+use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use std::sync::Arc;
 
 /// Whether the request asks to leave HTTP behind on this connection.
-pub(crate) fn is_upgrade(req: &Request<Incoming>) -> bool {
+pub(crate) fn is_upgrade(req: &Request<ReqBody>) -> bool {
     if req.version() == Version::HTTP_2 {
         return false;
     }
@@ -35,7 +36,7 @@ pub(crate) async fn forward(
     pool: &Pool,
     target: &Target,
     peer: Option<&Arc<str>>,
-    mut req: Request<Incoming>,
+    mut req: Request<ReqBody>,
 ) -> Result<Response<ProxyBody>, BoxError> {
     let connector = pool.connector();
     let downstream = hyper::upgrade::on(&mut req);
