@@ -37,6 +37,25 @@ if ! python3 -c 'import grpc, websockets' >/dev/null 2>&1; then
         python3 -m pip install --quiet --break-system-packages grpcio websockets
 fi
 
+# --- manifests: CRDs checked against the official Kubernetes schemas ------------------
+# kubernetes-validate bundles the Kubernetes JSON schemas; --strict rejects unknown
+# fields, so a misspelt CRD key fails here rather than at `kubectl apply`. Checked
+# against the oldest Kubernetes supported (1.31, Linkerd's minimum) and the newest the
+# tool knows (its default).
+# Run as a module: pip may put the script where PATH does not look (~/.local/bin).
+if ! python3 -c 'import kubernetes_validate' >/dev/null 2>&1; then
+    step "installing python packages (kubernetes-validate)"
+    if ! python3 -m pip --version >/dev/null 2>&1; then
+        $SUDO apt-get update
+        $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y python3-pip
+    fi
+    python3 -m pip install --quiet kubernetes-validate ||
+        python3 -m pip install --quiet --break-system-packages kubernetes-validate
+fi
+step "kubernetes-validate --strict manifests/crds/*.yaml"
+python3 -m kubernetes_validate --strict --kubernetes-version 1.31.0 manifests/crds/*.yaml
+python3 -m kubernetes_validate --strict manifests/crds/*.yaml
+
 # --- build, format, lint ---------------------------------------------------------------
 step "cargo build --workspace --bins --tests"
 cargo build --workspace --bins --tests

@@ -9,6 +9,7 @@
 #![allow(clippy::print_stdout)]
 
 pub mod demo;
+pub mod profile;
 
 use clap::{Parser, Subcommand};
 use std::{fmt, process::ExitCode};
@@ -30,6 +31,9 @@ enum Command {
     /// with a traffic generator; the controller issues every proxy a certificate and
     /// proxies talk mutual TLS. Stop with Ctrl-C.
     Demo(demo::DemoArgs),
+    /// Generate a ServiceProfile for a service (`--template`, `--open-api FILE`), or check
+    /// profiles (`validate FILE`).
+    Profile(profile::ProfileArgs),
 }
 
 /// Flags that parsed but do not make sense together or with this machine.
@@ -63,6 +67,13 @@ pub fn run(args: Args) -> ExitCode {
     let result = match args.command {
         Command::Demo(args) => match demo::Config::try_from(args) {
             Ok(config) => block_on(demo::run(config)),
+            Err(error) => {
+                eprintln!("error: {error}");
+                return ExitCode::from(EX_USAGE);
+            }
+        },
+        Command::Profile(args) => match profile::Config::try_from(args) {
+            Ok(config) => profile::run(config),
             Err(error) => {
                 eprintln!("error: {error}");
                 return ExitCode::from(EX_USAGE);

@@ -240,6 +240,39 @@ fn demo_meshes_traffic_and_stops_cleanly_on_sigint() {
         }
     }
 
+    // The demo's ServiceProfiles are in force: web's proxy retries voting's failing
+    // vote route and counts it by route; the vote-bot's proxy times out web's slow
+    // leaderboard at 500 ms.
+    let web = &bodies["web"];
+    let votes: Vec<&str> = series(web, "route_response_total", "outbound")
+        .into_iter()
+        .filter(|l| {
+            label(l, "dst") == Some("voting.demo.svc.cluster.local:80")
+                && label(l, "rt_route") == Some("POST /vote/{choice}")
+        })
+        .collect();
+    assert!(
+        !votes.is_empty(),
+        "no route metrics for voting's vote route:\n{web}"
+    );
+    assert!(
+        web.lines().any(|l| l.starts_with("route_retryable_total{")
+            && label(l, "rt_route") == Some("POST /vote/{choice}")
+            && label(l, "skipped").is_none()),
+        "web's proxy never retried a failed vote:\n{web}"
+    );
+    let bot = &bodies["vote-bot"];
+    assert!(
+        series(bot, "route_response_total", "outbound")
+            .iter()
+            .any(|l| {
+                label(l, "rt_route") == Some("GET /api/leaderboard")
+                    && label(l, "status_code") == Some("504")
+                    && label(l, "error") == Some("timeout")
+            }),
+        "the vote-bot's proxy never timed out web's leaderboard:\n{bot}"
+    );
+
     kill(Pid::from_raw(demo.pid()), Signal::SIGINT).expect("signal mesh");
     let status = demo.wait(Duration::from_secs(30));
     assert!(

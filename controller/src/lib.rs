@@ -1,7 +1,8 @@
 //! `mesh-controller`: the control plane. It runs the destination service, which tells
 //! proxies where a service's endpoints are and who they are, fed by a discovery
-//! backend (Kubernetes watches or a YAML file), and, when given an issuer, the
-//! [`identity`] service, which signs proxies' certificates.
+//! backend (Kubernetes watches or a YAML file); when given an issuer, the
+//! [`identity`] service, which signs proxies' certificates; and, when given a serving
+//! certificate, the [`webhook`], which refuses invalid ServiceProfiles at admission.
 //!
 //! Start-up has two stages, as everywhere in mesh: [`Args`] (flags, with `MESH_*`
 //! environment fallbacks) become a validated [`Config`] with no side effects; then
@@ -20,6 +21,7 @@ pub mod k8s;
 pub mod metrics;
 mod process;
 pub mod profile;
+pub mod webhook;
 
 use anyhow::Context as _;
 use clap::{Parser, ValueEnum};
@@ -44,7 +46,7 @@ const K8S_BACKOFF_MAX: Duration = Duration::from_secs(60);
 #[command(
     name = "mesh-controller",
     version,
-    about = "mesh's control plane: the destination and identity services"
+    about = "mesh's control plane: the destination and identity services, and the ServiceProfile admission webhook"
 )]
 pub struct Args {
     /// Where services and endpoints come from.
@@ -137,6 +139,25 @@ pub struct Args {
     )]
     pub identity_lifetime: Duration,
 
+    /// The admission webhook's HTTPS address (served only with --webhook-cert and
+    /// --webhook-key).
+    #[arg(
+        long,
+        env = "MESH_WEBHOOK_ADDR",
+        default_value = "0.0.0.0:8443",
+        value_name = "ADDR"
+    )]
+    pub webhook_addr: SocketAddr,
+
+    /// PEM certificate chain the webhook serves (re-read when the file changes). With
+    /// --webhook-key, this turns the ServiceProfile admission webhook on.
+    #[arg(long, env = "MESH_WEBHOOK_CERT", value_name = "PATH")]
+    pub webhook_cert: Option<PathBuf>,
+
+    /// PEM private key of --webhook-cert (PKCS#8, SEC1 or PKCS#1).
+    #[arg(long, env = "MESH_WEBHOOK_KEY", value_name = "PATH")]
+    pub webhook_key: Option<PathBuf>,
+
     /// Log filter, in `RUST_LOG` syntax.
     #[arg(long, env = "MESH_LOG", default_value = "info", value_name = "FILTER")]
     pub log: String,
@@ -160,6 +181,8 @@ pub struct Config {
     pub log: String,
     /// The identity service, when its issuer flags were given.
     pub identity: Option<IdentityConfig>,
+    /// The ServiceProfile admission webhook, when its certificate flags were given.
+    pub webhook: Option<webhook::WebhookConfig>,
 }
 
 /// The identity service's validated configuration: a CA whose credentials were read
@@ -218,6 +241,13 @@ pub enum InvalidConfig {
     },
     #[error("invalid --identity-lifetime {0:?}: expected at least 1m")]
     Lifetime(Duration),
+    #[error("--{missing} is required with --{given}")]
+    WebhookMissing {
+        missing: &'static str,
+        given: &'static str,
+    },
+    #[error(transparent)]
+    Webhook(#[from] webhook::tls::InvalidPair),
     #[error("invalid --log {value:?}")]
     Log {
         value: String,
@@ -269,6 +299,7 @@ impl Args {
             self.identity_tokens,
             self.identity_lifetime,
         )?;
+        let webhook = webhook_config(self.webhook_addr, self.webhook_cert, self.webhook_key)?;
         Ok(Config {
             discovery,
             destination_addr: self.destination_addr,
@@ -277,8 +308,36 @@ impl Args {
             trust_domain,
             log: self.log,
             identity,
+            webhook,
         })
     }
+}
+
+/// Checks that the webhook's certificate and key load, if it is enabled; the server
+/// reads them again when it starts, and whenever they change.
+fn webhook_config(
+    addr: SocketAddr,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+) -> Result<Option<webhook::WebhookConfig>, InvalidConfig> {
+    let (cert, key) = match (cert, key) {
+        (None, None) => return Ok(None),
+        (Some(_), None) => {
+            return Err(InvalidConfig::WebhookMissing {
+                missing: "webhook-key",
+                given: "webhook-cert",
+            })
+        }
+        (None, Some(_)) => {
+            return Err(InvalidConfig::WebhookMissing {
+                missing: "webhook-cert",
+                given: "webhook-key",
+            })
+        }
+        (Some(cert), Some(key)) => (cert, key),
+    };
+    webhook::tls::load(&cert, &key, &webhook::tls::provider())?;
+    Ok(Some(webhook::WebhookConfig { addr, cert, key }))
 }
 
 /// Reads and checks the identity service's credentials, if it is enabled.
@@ -426,6 +485,21 @@ impl Config {
         };
         let identity_addr = identity.as_ref().map(|(addr, _)| *addr);
 
+        let webhook_reviews = Arc::new(webhook::Reviews::default());
+        let webhook = match self.webhook {
+            Some(config) => Some(
+                start_webhook(
+                    config,
+                    &self.cluster_domain,
+                    Arc::clone(&webhook_reviews),
+                    shutdown.clone(),
+                )
+                .await?,
+            ),
+            None => None,
+        };
+        let webhook_addr = webhook.as_ref().map(|(addr, _)| *addr);
+
         let backend = match self.discovery {
             Discovery::File(path) => {
                 tracing::info!(file = %path.display(), "file discovery");
@@ -461,10 +535,13 @@ impl Config {
 
         let mut tasks = vec![backend, admin_task];
         tasks.extend(identity.map(|(_, task)| task));
+        tasks.extend(webhook.map(|(_, task)| task));
         Ok(Running {
             destination_addr,
             admin_addr,
             identity_addr,
+            webhook_addr,
+            webhook_reviews,
             index,
             metrics,
             shutdown,
@@ -505,12 +582,38 @@ async fn start_identity(
     Ok((addr, task))
 }
 
+/// Loads the webhook's certificate, binds its server and starts it.
+async fn start_webhook(
+    config: webhook::WebhookConfig,
+    cluster_domain: &str,
+    reviews: Arc<webhook::Reviews>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<(SocketAddr, JoinHandle<()>)> {
+    let provider = webhook::tls::provider();
+    let cert = webhook::tls::ReloadingCert::new(config.cert, config.key, Arc::clone(&provider))?;
+    let tls = webhook::tls::server_config(provider, Arc::new(cert))
+        .context("cannot configure the webhook's TLS")?;
+    let listener = TcpListener::bind(config.addr)
+        .await
+        .with_context(|| format!("cannot bind the webhook server on {}", config.addr))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(webhook = %addr, path = webhook::PATH, "listening");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    let service = webhook::Webhook::new(cluster_domain, reviews);
+    let task = tokio::spawn(webhook::serve(listener, acceptor, service, shutdown));
+    Ok((addr, task))
+}
+
 /// A started controller.
 pub struct Running {
     pub destination_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     /// The identity server's address, when it runs.
     pub identity_addr: Option<SocketAddr>,
+    /// The admission webhook's address, when it runs.
+    pub webhook_addr: Option<SocketAddr>,
+    /// The webhook's review counts (zero while it is off).
+    pub webhook_reviews: Arc<webhook::Reviews>,
     pub index: Index,
     pub metrics: Arc<Metrics>,
     shutdown: CancellationToken,

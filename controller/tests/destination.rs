@@ -36,6 +36,7 @@ impl Controller {
             trust_domain: "cluster.local".into(),
             log: "info".into(),
             identity: None,
+            webhook: None,
         };
         let running = config.build().await.unwrap();
         let ready = wait_until("the index is ready", || running.index.is_ready());
@@ -558,6 +559,7 @@ async fn streams_wait_for_the_first_sync() {
         trust_domain: "cluster.local".into(),
         log: "info".into(),
         identity: None,
+        webhook: None,
     };
     let running = config.build().await.unwrap();
     assert!(!running.index.is_ready(), "no file yet, so no sync");

@@ -52,6 +52,7 @@ async fn start() -> Fixture {
             ca: Arc::new(ca),
             tokens: IdentityTokens::Bootstrap(Arc::new(BootstrapTokens::load(&tokens).unwrap())),
         }),
+        webhook: None,
     };
     let running = config.build().await.unwrap();
     Fixture {
@@ -249,6 +250,7 @@ async fn identity_is_off_without_an_issuer() {
         trust_domain: "cluster.local".into(),
         log: "info".into(),
         identity: None,
+        webhook: None,
     };
     let running = config.build().await.unwrap();
     assert_eq!(running.identity_addr, None);

@@ -27,6 +27,7 @@ pub mod init;
 pub mod io;
 pub mod metrics;
 pub mod orig_dst;
+pub mod profile;
 mod tcp;
 pub mod tls;
 

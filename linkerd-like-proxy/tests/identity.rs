@@ -54,6 +54,7 @@ async fn controller(lifetime: Duration) -> Controller {
             ca: Arc::new(ca),
             tokens: IdentityTokens::Bootstrap(Arc::new(BootstrapTokens::load(&tokens).unwrap())),
         }),
+        webhook: None,
     };
     let running = config.build().await.unwrap();
     Controller {

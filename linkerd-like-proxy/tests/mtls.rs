@@ -65,6 +65,7 @@ async fn mesh() -> Mesh {
             ca: Arc::new(ca),
             tokens: IdentityTokens::Bootstrap(Arc::new(BootstrapTokens::load(&tokens).unwrap())),
         }),
+        webhook: None,
     };
     let running = config.build().await.unwrap();
     Mesh {

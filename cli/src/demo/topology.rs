@@ -29,6 +29,46 @@ pub(crate) const NAMESPACE: &str = "demo";
 /// The domain the demo's identities are named in: the controller's and a cluster's default.
 pub(crate) const TRUST_DOMAIN: &str = "cluster.local";
 
+/// The demo's ServiceProfiles, as an operator would write them: `voting`'s vote route
+/// fails a share of requests on purpose and is safe to retry (a lost vote is not
+/// counted), so callers retry it under the default budget; `web`'s leaderboard is slow
+/// on purpose (300 to 800 ms), so callers give it 500 ms and then answer 504; `emoji`'s
+/// two gRPC methods are named routes.
+const PROFILES: &str = r#"profiles:
+  - apiVersion: mesh.rs/v1alpha1
+    kind: ServiceProfile
+    metadata: {name: voting.demo.svc.cluster.local}
+    spec:
+      routes:
+        - name: POST /vote/{choice}
+          condition: {method: POST, pathRegex: "/vote/[^/]*"}
+          isRetryable: true
+          maxRetries: 3
+        - name: GET /leaderboard
+          condition: {method: GET, pathRegex: /leaderboard}
+  - apiVersion: mesh.rs/v1alpha1
+    kind: ServiceProfile
+    metadata: {name: web.demo.svc.cluster.local}
+    spec:
+      routes:
+        - name: GET /api/list
+          condition: {method: GET, pathRegex: /api/list}
+        - name: /api/vote
+          condition: {pathRegex: /api/vote}
+        - name: GET /api/leaderboard
+          condition: {method: GET, pathRegex: /api/leaderboard}
+          timeout: 500ms
+  - apiVersion: mesh.rs/v1alpha1
+    kind: ServiceProfile
+    metadata: {name: emoji.demo.svc.cluster.local}
+    spec:
+      routes:
+        - name: ListAll
+          condition: {method: POST, pathRegex: /emoji\.EmojiService/ListAll}
+        - name: FindByShortcode
+          condition: {method: POST, pathRegex: /emoji\.EmojiService/FindByShortcode}
+"#;
+
 /// How many replicas of `voting` run; the last one is slow on purpose, so that latency-aware
 /// balancing has something to show.
 pub(crate) const VOTING_REPLICAS: u16 = 3;
@@ -245,6 +285,7 @@ impl Topology {
                 );
             }
         }
+        out.push_str(PROFILES);
         out
     }
 
@@ -357,8 +398,23 @@ mod tests {
     #[test]
     fn destinations_parse_as_meshed_pods() {
         let t = Topology::new(7000).expect("7000 fits");
-        let discovery = mesh_controller::file::parse(&t.destinations_yaml(), TRUST_DOMAIN)
-            .unwrap_or_else(|e| panic!("the controller rejects the demo's file: {e}"));
+        let discovery = mesh_controller::file::parse_with(
+            &t.destinations_yaml(),
+            TRUST_DOMAIN,
+            Some("cluster.local"),
+        )
+        .unwrap_or_else(|e| panic!("the controller rejects the demo's file: {e}"));
+        // Every demo service has its profile, valid.
+        let mut profiled: Vec<&str> = discovery.profiles.iter().map(|p| &*p.key.name).collect();
+        profiled.sort_unstable();
+        assert_eq!(
+            profiled,
+            [
+                "emoji.demo.svc.cluster.local",
+                "voting.demo.svc.cluster.local",
+                "web.demo.svc.cluster.local"
+            ]
+        );
         let serving: Vec<&Instance> = t
             .instances()
             .iter()

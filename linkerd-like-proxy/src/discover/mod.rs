@@ -24,6 +24,8 @@
 //! destination was dropped still completes.
 
 mod resolve;
+
+pub(crate) use self::resolve::{DstProfile, ProfileState};
 #[cfg(test)]
 mod tests;
 
@@ -147,6 +149,10 @@ impl Discovery {
         self.metrics.discovery().destinations(1);
         Arc::new(Dst {
             shared,
+            client: self.client.clone(),
+            context: self.context.clone(),
+            timeout: self.timeout,
+            profile: std::sync::OnceLock::new(),
             deadline: Instant::now() + self.timeout,
             last_used: AtomicU64::new(self.epoch.load(Relaxed)),
             epoch: self.epoch.clone(),
@@ -194,6 +200,11 @@ impl Discovery {
 /// One destination being resolved. Dropping the last handle stops the resolution.
 pub(crate) struct Dst {
     shared: Arc<Shared>,
+    client: DestinationClient<Channel>,
+    context: Arc<str>,
+    timeout: Duration,
+    /// The profile stream, opened at the first HTTP request (opaque TCP needs none).
+    profile: std::sync::OnceLock<ProfileWatch>,
     /// Until when a use waits for the first answer.
     deadline: Instant,
     last_used: AtomicU64,
@@ -234,6 +245,49 @@ impl Dst {
     }
 }
 
+/// A destination's profile stream and what it last said.
+struct ProfileWatch {
+    rx: watch::Receiver<ProfileState>,
+    deadline: Instant,
+    task: AbortHandle,
+}
+
+impl Dst {
+    /// The destination's profile: opens its stream at the first call, and waits for
+    /// the first answer no longer than the discovery timeout from then.
+    pub(crate) async fn profile(&self) -> Option<Arc<DstProfile>> {
+        let watch = self.profile.get_or_init(|| {
+            let (tx, rx) = watch::channel(ProfileState::Pending);
+            let task = tokio::spawn(resolve::run_profile(
+                tx,
+                self.client.clone(),
+                self.shared.path.clone(),
+                self.context.clone(),
+            ))
+            .abort_handle();
+            ProfileWatch {
+                rx,
+                deadline: Instant::now() + self.timeout,
+                task,
+            }
+        });
+        if matches!(*watch.rx.borrow(), ProfileState::Pending) {
+            let mut rx = watch.rx.clone();
+            let answered = rx.wait_for(|s| !matches!(s, ProfileState::Pending));
+            let _ = tokio::time::timeout_at(watch.deadline, answered).await;
+        }
+        match &*watch.rx.borrow() {
+            ProfileState::Known(p) => p.clone(),
+            ProfileState::Pending => None,
+        }
+    }
+
+    /// The path discovery resolves: `ip:port` or `host:port`.
+    pub(crate) fn path(&self) -> &Arc<str> {
+        &self.shared.path
+    }
+}
+
 impl std::fmt::Debug for Dst {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Dst")
@@ -254,6 +308,9 @@ impl std::fmt::Debug for Balanced {
 impl Drop for Dst {
     fn drop(&mut self) {
         self.task.abort();
+        if let Some(p) = self.profile.get() {
+            p.task.abort();
+        }
         self.shared.metrics.discovery().destinations(-1);
     }
 }

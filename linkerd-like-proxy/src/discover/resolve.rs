@@ -4,9 +4,11 @@
 //! the destination service refuses the destination.
 
 use super::Shared;
+use crate::profile::Profile;
 use mesh_api::destination::{destination_client::DestinationClient, GetDestination};
 use rand::Rng;
 use std::{sync::Arc, time::Duration};
+use tokio::sync::watch;
 use tonic::{transport::Channel, Code};
 
 /// The first retry waits up to this long...
@@ -74,6 +76,84 @@ pub(super) async fn run(
         let wait = backoff.next(&mut rand::thread_rng());
         tokio::time::sleep(wait).await;
     }
+}
+
+/// One destination's profile task: a `GetProfile` stream, each profile compiled once
+/// as it arrives and published; re-opened with backoff when it fails, keeping the last
+/// profile meanwhile (the outage rule). A refused destination has no profile.
+pub(super) async fn run_profile(
+    tx: watch::Sender<ProfileState>,
+    mut client: DestinationClient<Channel>,
+    path: Arc<str>,
+    context: Arc<str>,
+) {
+    let port = path
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .unwrap_or(80);
+    let mut backoff = Backoff::default();
+    loop {
+        let req = GetDestination {
+            path: path.to_string(),
+            context_token: context.to_string(),
+        };
+        let status = match client.get_profile(req).await {
+            Ok(rsp) => {
+                let mut stream = rsp.into_inner();
+                loop {
+                    match stream.message().await {
+                        Ok(Some(p)) => {
+                            backoff.reset();
+                            // Route metrics name the service, as the profile does.
+                            let name: Arc<str> = if p.fully_qualified_name.is_empty() {
+                                path.clone()
+                            } else {
+                                format!("{}:{port}", p.fully_qualified_name).into()
+                            };
+                            let profile = Profile::from_proto(&p, port);
+                            tracing::debug!(dst = %path, routes = p.routes.len(), "profile updated");
+                            tx.send_replace(ProfileState::Known(Some(Arc::new(DstProfile {
+                                name,
+                                profile,
+                            }))));
+                        }
+                        Ok(None) => break None,
+                        Err(status) => break Some(status),
+                    }
+                }
+            }
+            Err(status) => Some(status),
+        };
+        match status {
+            Some(s) if s.code() == Code::InvalidArgument => {
+                tx.send_replace(ProfileState::Known(None));
+                return;
+            }
+            Some(s) => {
+                tracing::debug!(dst = %path, code = ?s.code(), message = s.message(), "profile stream failed; keeping the last profile and reconnecting")
+            }
+            None => tracing::debug!(dst = %path, "profile stream ended; reconnecting"),
+        }
+        let wait = backoff.next(&mut rand::thread_rng());
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// What a destination's profile is.
+#[derive(Clone, Debug)]
+pub(crate) enum ProfileState {
+    /// No answer yet.
+    Pending,
+    /// The answer: a profile, or none (the destination service refused the path).
+    Known(Option<Arc<DstProfile>>),
+}
+
+/// A destination's compiled profile and the name its route metrics carry
+/// (`<svc>.<ns>.svc.<cluster-domain>:<port>`, the `dst` label).
+#[derive(Debug)]
+pub(crate) struct DstProfile {
+    pub(crate) name: Arc<str>,
+    pub(crate) profile: Profile,
 }
 
 /// Exponential backoff with full jitter: the n-th wait is uniform in

@@ -189,8 +189,13 @@ async fn bad_messages_are_skipped() {
 }
 
 fn dst(s: Arc<Shared>, wait: Duration) -> Dst {
+    let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1:1").connect_lazy();
     Dst {
         shared: s,
+        client: DestinationClient::new(channel),
+        context: "".into(),
+        timeout: wait,
+        profile: std::sync::OnceLock::new(),
         deadline: Instant::now() + wait,
         last_used: AtomicU64::new(0),
         epoch: Arc::default(),

@@ -5,6 +5,7 @@
 //! the pool when its response body ends) and one shared, multiplexed HTTP/2
 //! connection. The protocol upstream is the protocol the client spoke.
 
+use super::ReqBody;
 use super::{body::ProxyBody, strip_hop_by_hop, upgrade, BoxFuture, Target};
 use crate::{
     discover::Balanced,
@@ -15,7 +16,6 @@ use crate::{
     Proxy,
 };
 use http::{header, uri, HeaderValue, Request, Response, Uri, Version};
-use super::ReqBody;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::{

@@ -2,6 +2,7 @@
 //! the first response data frame, and counts the response, classified, when its
 //! stream ends (a gRPC status may only come in the trailers).
 
+use super::ReqBody;
 use super::{BoxFuture, ProxyBody, Target};
 use crate::{
     classify::{self, Class},
@@ -11,7 +12,6 @@ use crate::{
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
-use super::ReqBody;
 use std::{
     convert::Infallible,
     pin::Pin,
@@ -69,6 +69,7 @@ where
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let start = Instant::now();
+        let mut route = None;
         let handle = req.extensions().get::<Target>().map(|t| {
             let h = self.metrics.http(
                 self.direction,
@@ -78,6 +79,7 @@ where
                 t.dst_labels(),
             );
             h.request();
+            route = t.route.clone();
             h
         });
         let grpc = classify::is_grpc(req.headers());
@@ -87,32 +89,46 @@ where
             let Some(handle) = handle else {
                 return Ok(rsp.map(MeteredBody::unmetered));
             };
-            let error = rsp
-                .extensions()
-                .get::<SyntheticResponse>()
-                .map_or("", |s| s.0);
-            let state = MeterState {
-                handle,
-                start,
-                status: rsp.status().as_u16(),
-                grpc,
-                grpc_status: classify::grpc_status(rsp.headers()),
-                error,
-                latency_recorded: false,
-            };
-            Ok(rsp.map(|body| MeteredBody {
-                inner: body,
-                state: Some(Box::new(state)),
-            }))
+            let mut rsp = rsp.map(MeteredBody::unmetered);
+            meter(&mut rsp, handle, start, grpc, route);
+            Ok(rsp)
         })
     }
+}
+
+/// Adds a meter to a response: `handle`'s series will count it, with its latency
+/// from `start`, when its stream ends, classified by `route`'s response classes (or
+/// the default rules). A response may carry several meters (its endpoint's series,
+/// its route's).
+pub(crate) fn meter(
+    rsp: &mut Response<MeteredBody>,
+    handle: Arc<HttpTarget>,
+    start: Instant,
+    grpc: bool,
+    route: Option<Arc<crate::profile::Route>>,
+) {
+    let error = rsp
+        .extensions()
+        .get::<SyntheticResponse>()
+        .map_or("", |s| s.0);
+    let state = MeterState {
+        handle,
+        start,
+        status: rsp.status().as_u16(),
+        grpc,
+        grpc_status: classify::grpc_status(rsp.headers()),
+        error,
+        latency_recorded: false,
+        route,
+    };
+    rsp.body_mut().meters.push(state);
 }
 
 /// A response body that reports its response's latency and outcome.
 pub struct MeteredBody {
     inner: ProxyBody,
-    /// `None` once recorded, or for responses that are not metered.
-    state: Option<Box<MeterState>>,
+    /// Emptied once recorded; empty for responses that are not metered.
+    meters: Vec<MeterState>,
 }
 
 struct MeterState {
@@ -123,6 +139,8 @@ struct MeterState {
     grpc_status: Option<u16>,
     error: &'static str,
     latency_recorded: bool,
+    /// The route whose response classes decide success.
+    route: Option<Arc<crate::profile::Route>>,
 }
 
 impl MeterState {
@@ -136,9 +154,10 @@ impl MeterState {
     fn finish(mut self, failed: Option<&'static str>) {
         self.latency();
         let status = http::StatusCode::from_u16(self.status).unwrap_or(http::StatusCode::OK);
-        let class = match failed {
-            Some(_) => Class::Failure,
-            None => classify::classify(status, self.grpc, self.grpc_status),
+        let class = match (failed, &self.route) {
+            (Some(_), _) => Class::Failure,
+            (None, Some(r)) => r.classify(status, self.grpc, self.grpc_status),
+            (None, None) => classify::classify(status, self.grpc, self.grpc_status),
         };
         let error = failed.unwrap_or(self.error);
         self.handle.response(ResponseEnd {
@@ -152,7 +171,22 @@ impl MeterState {
 
 impl MeteredBody {
     pub fn unmetered(inner: ProxyBody) -> Self {
-        Self { inner, state: None }
+        Self {
+            inner,
+            meters: Vec::new(),
+        }
+    }
+
+    /// Records the response now, as its status says, for a response the proxy drops
+    /// unread (a failed attempt that is retried).
+    pub(crate) fn finish_discarded(&mut self) {
+        self.finish(None);
+    }
+
+    fn finish(&mut self, failed: Option<&'static str>) {
+        for m in self.meters.drain(..) {
+            m.finish(failed);
+        }
     }
 }
 
@@ -166,37 +200,30 @@ impl Body for MeteredBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = &mut *self;
         let res = Pin::new(&mut this.inner).poll_frame(cx);
-        let Some(state) = this.state.as_mut() else {
+        if this.meters.is_empty() {
             return res;
-        };
+        }
         match &res {
             Poll::Pending => {}
             Poll::Ready(Some(Ok(frame))) => {
                 let trailers = frame.trailers_ref();
-                if let Some(code) = trailers.and_then(classify::grpc_status) {
-                    state.grpc_status = Some(code);
-                }
-                if trailers.is_none() {
-                    state.latency();
+                let code = trailers.and_then(classify::grpc_status);
+                for m in &mut this.meters {
+                    if code.is_some() {
+                        m.grpc_status = code;
+                    }
+                    if trailers.is_none() {
+                        m.latency();
+                    }
                 }
                 // Trailers are always the last frame: an HTTP/1 server writes them
                 // and drops the body without polling for the end.
                 if trailers.is_some() || this.inner.is_end_stream() {
-                    if let Some(s) = this.state.take() {
-                        (*s).finish(None);
-                    }
+                    this.finish(None);
                 }
             }
-            Poll::Ready(None) => {
-                if let Some(s) = this.state.take() {
-                    (*s).finish(None);
-                }
-            }
-            Poll::Ready(Some(Err(_))) => {
-                if let Some(s) = this.state.take() {
-                    (*s).finish(Some("io"));
-                }
-            }
+            Poll::Ready(None) => this.finish(None),
+            Poll::Ready(Some(Err(_))) => this.finish(Some("io")),
         }
         res
     }
@@ -212,7 +239,7 @@ impl Body for MeteredBody {
 
 impl Drop for MeteredBody {
     fn drop(&mut self) {
-        if let Some(s) = self.state.take() {
+        if !self.meters.is_empty() {
             // Bodies that announce their end are never polled; anything else dropped
             // early was abandoned by the client or cut by shutdown.
             let failed = if self.inner.is_end_stream() {
@@ -220,7 +247,7 @@ impl Drop for MeteredBody {
             } else {
                 Some("cancelled")
             };
-            (*s).finish(failed);
+            self.finish(failed);
         }
     }
 }

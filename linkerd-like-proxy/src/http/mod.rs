@@ -10,15 +10,16 @@
 
 mod body;
 mod client;
-mod req_body;
+mod logical;
 mod metrics;
+mod req_body;
 mod rescue;
 mod route;
 mod upgrade;
 
 pub use self::body::ProxyBody;
-pub use self::req_body::{Buffered, Replay, ReqBody, REPLAY_LIMIT};
 pub(crate) use self::client::{Connector, Pool};
+pub use self::req_body::{Buffered, Replay, ReqBody, REPLAY_LIMIT};
 
 /// The upstream connector for one direction.
 pub(crate) fn client_connector(
@@ -95,6 +96,11 @@ pub(crate) struct Target {
     /// The request came from another proxy as HTTP/2 and goes on as the HTTP/1 its
     /// client sent, so in origin form.
     pub(crate) downgraded: bool,
+    /// The destination's ServiceProfile (outbound, discovery on): the logical layer
+    /// takes it to apply the request's route.
+    pub(crate) profile: Option<Arc<crate::discover::DstProfile>>,
+    /// The route the request matched, whose response classes decide success.
+    pub(crate) route: Option<Arc<crate::profile::Route>>,
 }
 
 impl Target {
@@ -113,6 +119,8 @@ where
     let svc = ServiceBuilder::new()
         // Routing comes first: every layer below needs to know the target.
         .layer(route::RouteLayer::new(proxy.clone(), conn.clone()))
+        // The destination's profile: route metrics, timeouts, retries.
+        .layer(logical::LogicalLayer::new(proxy.clone()))
         // Metrics sit above the rescue step so that synthetic 502/504 responses are
         // counted like any other response, with their `error` label.
         .layer(metrics::MetricsLayer::new(

@@ -75,7 +75,10 @@ impl ReqBody {
                     len += data.len();
                     chunks.push_back(data);
                     if len > REPLAY_LIMIT {
-                        return Ok(Buffered::TooLarge(ReqBody::ReadAhead { chunks, rest: body }));
+                        return Ok(Buffered::TooLarge(ReqBody::ReadAhead {
+                            chunks,
+                            rest: body,
+                        }));
                     }
                 }
                 Err(frame) => {
@@ -138,7 +141,9 @@ impl Body for ReqBody {
     fn is_end_stream(&self) -> bool {
         match self {
             ReqBody::Streamed(b) => b.is_end_stream(),
-            ReqBody::Replay(r) => r.data.as_ref().is_none_or(Bytes::is_empty) && r.trailers.is_none(),
+            ReqBody::Replay(r) => {
+                r.data.as_ref().is_none_or(Bytes::is_empty) && r.trailers.is_none()
+            }
             ReqBody::ReadAhead { chunks, rest } => chunks.is_empty() && rest.is_end_stream(),
         }
     }

@@ -1,10 +1,10 @@
 //! The rescue layer: the one place where an error from below becomes the response a
 //! client sees (502/504 with `mesh-proxy-error`, or a gRPC status).
 
+use super::ReqBody;
 use super::{BoxFuture, ProxyBody};
 use crate::{classify, errors};
 use http::{Request, Response};
-use super::ReqBody;
 use std::{
     convert::Infallible,
     task::{Context, Poll},

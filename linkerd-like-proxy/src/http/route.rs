@@ -11,10 +11,10 @@
 //! request with the endpoint. A destination discovery does not know goes where it
 //! would have gone without discovery (the original destination, or DNS).
 
+use super::ReqBody;
 use super::{BoxFuture, ConnCtx, MeteredBody, Target};
 use crate::{discover::Resolved, errors, metrics::Direction, Proxy};
 use http::{header, HeaderValue, Request, Response, Uri, Version};
-use super::ReqBody;
 use std::{
     borrow::Cow,
     convert::Infallible,
@@ -175,6 +175,7 @@ async fn target(
     req: &Request<ReqBody>,
 ) -> Result<Target, http::Response<super::ProxyBody>> {
     let named = authority(req);
+    let mut profile = None;
     let mut endpoint = None;
     let mut no_endpoints = None;
     let mut label = None;
@@ -184,7 +185,7 @@ async fn target(
         (Some(dst), _) => {
             let addr = match &conn.dst {
                 None => dst,
-                Some(d) => match d.resolve().await {
+                Some(d) => match resolve_http(proxy, d, &mut profile).await {
                     Resolved::Fallback => dst,
                     Resolved::Endpoint(b) => {
                         let a = b.load.addr();
@@ -222,7 +223,7 @@ async fn target(
                 None => None,
             };
             let resolved = match dst {
-                Some(d) => d.resolve().await,
+                Some(d) => resolve_http(proxy, &d, &mut profile).await,
                 None => Resolved::Fallback,
             };
             let addr = match resolved {
@@ -272,7 +273,37 @@ async fn target(
         no_endpoints,
         tls,
         downgraded: false,
+        profile,
+        route: None,
     })
+}
+
+/// Where one HTTP request to `d` goes: the destination's profile first (waited for at
+/// its first use, as the endpoints are), then, when the profile splits traffic
+/// (`dstOverrides`), one of its authorities picked by weight, then an endpoint.
+async fn resolve_http(
+    proxy: &Proxy,
+    d: &Arc<crate::discover::Dst>,
+    profile: &mut Option<Arc<crate::discover::DstProfile>>,
+) -> Resolved {
+    let p = d.profile().await;
+    let split = p
+        .as_ref()
+        .and_then(|p| p.profile.split())
+        .map(|s| s.pick(&mut rand::thread_rng()).clone());
+    *profile = p;
+    match split {
+        Some(authority) if *authority != **d.path() => match proxy.discover_name(&authority) {
+            Some(other) => match other.resolve().await {
+                // A split target discovery does not know yet goes where the request
+                // would have gone without the split.
+                Resolved::Fallback => d.resolve().await,
+                r => r,
+            },
+            None => d.resolve().await,
+        },
+        _ => d.resolve().await,
+    }
 }
 
 /// The discovery key for a requested name: `host:port` in lowercase, as the

@@ -5,10 +5,10 @@
 //! connections are spliced into a byte tunnel. In explicit mode the proxy answers
 //! CONNECT itself, like any HTTP proxy.
 
+use super::ReqBody;
 use super::{body::ProxyBody, Pool, Target};
 use crate::{errors::BoxError, errors::UpstreamFailed, tls::Alpn, Proxy};
 use http::{header, Method, Request, Response, StatusCode, Version};
-use super::ReqBody;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use std::sync::Arc;

@@ -87,6 +87,19 @@ type TcpSeries = HashMap<
     ),
     Arc<TcpTarget>,
 >;
+type RouteSeries = HashMap<(Direction, Arc<str>, Arc<str>), Arc<HttpTarget>>;
+/// `route_retryable_total`'s (dst, rt_route, skipped reason).
+type RetryableKey = (Arc<str>, Arc<str>, &'static str);
+
+/// Which route family a series belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RouteFamily {
+    /// `route_*`: one per request, however many attempts it took.
+    Logical,
+    /// `route_actual_*`: one per attempt.
+    Actual,
+}
+
 /// A simple per-target TCP family: name, type, help, and how to read it.
 type TcpFamily = (
     &'static str,
@@ -103,6 +116,11 @@ struct Registry {
     process: process::Process,
     discovery: DiscoveryGauges,
     identity: IdentityMetrics,
+    /// Route series: logical requests (`route_*`) and their attempts
+    /// (`route_actual_*`), by (direction, `dst`, `rt_route`).
+    routes: [Mutex<RouteSeries>; 2],
+    /// `route_retryable_total` by (dst, rt_route, skipped reason; "" for a retry made).
+    retryable: Mutex<HashMap<RetryableKey, u64>>,
     /// Mesh TLS refusals by direction and [`Refused`] reason.
     tls_refused: [[AtomicU64; Refused::ALL.len()]; 2],
     /// Ticks once per [`Metrics::expire`]; series remember the epoch they were last
@@ -368,6 +386,46 @@ impl Metrics {
         t
     }
 
+    /// The series of route `route` (its name) of destination `dst` (the profile's
+    /// `host:port`), in the given family.
+    pub fn route(
+        &self,
+        family: RouteFamily,
+        direction: Direction,
+        dst: &Arc<str>,
+        route: &Arc<str>,
+    ) -> Arc<HttpTarget> {
+        let i = family as usize;
+        let epoch = self.0.epoch.load(Relaxed);
+        let mut routes = lock(&self.0.routes[i]);
+        let t = routes
+            .entry((direction, dst.clone(), route.clone()))
+            .or_insert_with(|| {
+                let mut labels = String::new();
+                push_label(&mut labels, "direction", direction.as_str());
+                push_label(&mut labels, "dst", dst);
+                if !route.is_empty() {
+                    push_label(&mut labels, "rt_route", route);
+                }
+                Arc::new(HttpTarget {
+                    labels,
+                    requests: AtomicU64::new(0),
+                    responses: Mutex::default(),
+                    seen: AtomicU64::new(epoch),
+                })
+            });
+        t.seen.store(epoch, Relaxed);
+        t.clone()
+    }
+
+    /// Counts a retryable request's failed attempt: retried (`skipped` empty), or not,
+    /// and why (`no_budget`, `body_too_large`, `max_retries`, `timeout`).
+    pub fn retryable(&self, dst: &Arc<str>, route: &Arc<str>, skipped: &'static str) {
+        *lock(&self.0.retryable)
+            .entry((dst.clone(), route.clone(), skipped))
+            .or_default() += 1;
+    }
+
     /// Opens a TCP connection's metrics; dropping the returned handle records its close.
     /// `dst` is the endpoint's rendered `dst_*` labels, for connections the proxy
     /// opens to an endpoint discovery chose.
@@ -418,6 +476,9 @@ impl Metrics {
             !by_authority.is_empty()
         });
         lock(&self.0.tcp).retain(|_, t| Arc::strong_count(t) > 1 || !stale(&t.seen));
+        for routes in &self.0.routes {
+            lock(routes).retain(|_, t| Arc::strong_count(t) > 1 || !stale(&t.seen));
+        }
     }
 
     /// Counts one protocol detection outcome.
@@ -494,23 +555,62 @@ impl Metrics {
     }
 
     fn encode_http(&self, out: &mut String) {
-        let http = lock(&self.0.http);
-        let targets: Vec<&Arc<HttpTarget>> = http
+        let targets: Vec<Arc<HttpTarget>> = lock(&self.0.http)
             .values()
             .flat_map(HashMap::values)
             .flatten()
-            .map(|(_, t)| t)
+            .map(|(_, t)| t.clone())
             .collect();
+        encode_targets(out, "", &targets);
+        for (family, prefix) in [
+            (RouteFamily::Logical, "route_"),
+            (RouteFamily::Actual, "route_actual_"),
+        ] {
+            let routes: Vec<Arc<HttpTarget>> = lock(&self.0.routes[family as usize])
+                .values()
+                .cloned()
+                .collect();
+            if !routes.is_empty() {
+                encode_targets(out, prefix, &routes);
+            }
+        }
+        let retryable = lock(&self.0.retryable).clone();
+        if !retryable.is_empty() {
+            header(
+                out,
+                "route_retryable_total",
+                "counter",
+                "Failed attempts of retryable requests: retried, or skipped and why.",
+            );
+            for ((dst, route, skipped), n) in retryable {
+                let mut labels = String::new();
+                push_label(&mut labels, "dst", &dst);
+                if !route.is_empty() {
+                    push_label(&mut labels, "rt_route", &route);
+                }
+                if !skipped.is_empty() {
+                    push_label(&mut labels, "skipped", skipped);
+                }
+                let _ = writeln!(out, "route_retryable_total{{{labels}}} {n}");
+            }
+        }
+    }
+}
+
+/// Renders HTTP series as the `<prefix>request_total`, `<prefix>response_total` and
+/// `<prefix>response_latency_ms` families.
+fn encode_targets(out: &mut String, prefix: &str, targets: &[Arc<HttpTarget>]) {
+    {
         header(
             out,
-            "request_total",
+            &format!("{prefix}request_total"),
             "counter",
             "Total count of HTTP requests.",
         );
-        for t in &targets {
+        for t in targets {
             let _ = writeln!(
                 out,
-                "request_total{{{}}} {}",
+                "{prefix}request_total{{{}}} {}",
                 t.labels,
                 t.requests.load(Relaxed)
             );
@@ -521,7 +621,7 @@ impl Metrics {
             .collect();
         header(
             out,
-            "response_total",
+            &format!("{prefix}response_total"),
             "counter",
             "Total count of HTTP responses.",
         );
@@ -535,22 +635,25 @@ impl Metrics {
                 };
                 let _ = writeln!(
                     out,
-                    "response_total{{{labels},status_code=\"{status}\",classification=\"{}\",grpc_status=\"{grpc}\",error=\"{}\"}} {}",
+                    "{prefix}response_total{{{labels},status_code=\"{status}\",classification=\"{}\",grpc_status=\"{grpc}\",error=\"{}\"}} {}",
                     s.class.as_str(),
                     s.error,
                     s.count
                 );
             }
         }
-        header(out, "response_latency_ms", "histogram", "Elapsed times between a request's headers being received and its response's first data frame, in milliseconds.");
+        let latency = format!("{prefix}response_latency_ms");
+        header(out, &latency, "histogram", "Elapsed times between a request's headers being received and its response's first data frame, in milliseconds.");
         for (labels, r) in &snapshots {
             for (status, h) in &r.latencies {
                 let labels = format!("{labels},status_code=\"{status}\"");
-                h.encode(out, "response_latency_ms", &labels);
+                h.encode(out, &latency, &labels);
             }
         }
     }
+}
 
+impl Metrics {
     fn encode_tcp(&self, out: &mut String) {
         let tcp = lock(&self.0.tcp);
         let targets: Vec<&Arc<TcpTarget>> = tcp.values().collect();

@@ -750,11 +750,14 @@ fn tls_check(res: &Results, w: &mut String) {
     );
     let _ = writeln!(
         w,
-        "After the run both proxies' `/metrics` were scraped. Every `request_total` and \
-         `tcp_open_total` series of the outbound proxy's outbound side and of the inbound \
-         proxy's inbound side with a non-zero count, split by its `tls` label (totals since \
-         start, smoke test and warm-ups included). The run fails unless all of them are \
-         `tls=\"true\"`. **{}**{}\n",
+        "After the run both proxies' `/metrics` were scraped: every non-zero `request_total` \
+         series of the outbound proxy's outbound side and of the inbound proxy's inbound side, \
+         and every non-zero `tcp_open_total` series of the connections between the proxies \
+         (`peer=\"dst\"` on the outbound proxy, `peer=\"src\"` on the inbound one; the \
+         generator's and the backend's own connections to their proxies are plaintext by \
+         design), split by the `tls` label. Totals since start, smoke test, warm-ups and the \
+         connection tests included. The run fails unless all of them are `tls=\"true\"`. \
+         **{}**{}\n",
         if c.passed { "Passed." } else { "FAILED:" },
         if c.passed {
             String::new()
@@ -901,7 +904,7 @@ fn connections(res: &Results, w: &mut String) {
         let _ = writeln!(w, "### Memory per open connection\n");
         let _ = writeln!(
             w,
-            "Before any other load, {} idle opaque connections were opened through the pair ({} opened, \
+            "After all other runs, {} idle opaque connections were opened through the pair ({} opened, \
              {} errors), each with one byte echoed so that the whole path (and with mTLS the TLS \
              session between the proxies) was established, and held. VmRSS of each proxy before, \
              2 s after all were open, and 2 s after they closed; MB = 10^6 bytes, KB = 10^3 bytes.\n",

@@ -127,7 +127,7 @@ pub(crate) struct Args {
     #[arg(long, default_value_t = 16)]
     connect_concurrency: usize,
     /// Idle opaque connections held open through the pair to measure the proxies' RSS per
-    /// connection (before any other load); 0 skips it.
+    /// connection (after all other load); 0 skips it.
     #[arg(long, default_value_t = 1000)]
     idle_conns: usize,
     #[arg(long, default_value_t = 2102)]
@@ -314,8 +314,9 @@ pub(crate) struct IdleConns {
 /// The proxies' metric series after the run, split by their `tls` label.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub(crate) struct TlsCheck {
-    /// Per proxy: the `request_total` and `tcp_open_total` series of its direction
-    /// (outbound for the outbound proxy, inbound for the inbound one) with a non-zero value.
+    /// Per proxy: the `request_total` series of its direction (outbound for the outbound
+    /// proxy, inbound for the inbound one) and the `tcp_open_total` series of its mesh
+    /// side (`peer="dst"` outbound, `peer="src"` inbound) with a non-zero value.
     pub(crate) series: BTreeMap<String, TlsSeries>,
     pub(crate) passed: bool,
     /// Why it failed, if it did.
@@ -410,11 +411,6 @@ pub(crate) fn main(args: Args) -> anyhow::Result<()> {
         idle_cpu_cores.insert(name.clone(), ns as f64 / idle_window.as_nanos() as f64);
     }
     bench.smoke_test()?;
-    let idle_conns = if args.idle_conns > 0 && !args.setup_only {
-        Some(bench.idle_conns()?)
-    } else {
-        None
-    };
     if args.setup_only {
         let exe = bench.self_exe.display();
         eprintln!(
@@ -467,6 +463,13 @@ pub(crate) fn main(args: Args) -> anyhow::Result<()> {
         connects.push(bench.connects(false)?);
         connects.push(bench.connects(true)?);
     }
+    // Last: the proxies' allocators keep what the held connections used, which would
+    // otherwise be counted in the RSS of every run after it.
+    let idle_conns = if args.idle_conns > 0 {
+        Some(bench.idle_conns()?)
+    } else {
+        None
+    };
     let tls_check = if args.mtls {
         Some(bench.tls_check()?)
     } else {
@@ -1097,17 +1100,24 @@ impl Bench<'_> {
     /// mutual TLS.
     fn tls_check(&self) -> anyhow::Result<TlsCheck> {
         let mut check = TlsCheck::default();
-        for (name, ns, direction, peer_key) in [
-            (OUTBOUND, NS_CLIENT, "outbound", "server_id"),
-            (INBOUND, NS_SERVER, "inbound", "client_id"),
+        // The mesh side of each proxy: the connections the outbound proxy opened to its
+        // peer (`peer="dst"`) and those the inbound proxy accepted from it (`peer="src"`);
+        // the other sides are the application's own plaintext connections to its proxy.
+        for (name, ns, direction, peer_key, mesh_peer) in [
+            (OUTBOUND, NS_CLIENT, "outbound", "server_id", "dst"),
+            (INBOUND, NS_SERVER, "inbound", "client_id", "src"),
         ] {
             let text = self.probe(ns, &format!("{ADMIN}/metrics"), "5s", true)?;
             let dir = format!("direction=\"{direction}\"");
+            let mesh_peer = format!("peer=\"{mesh_peer}\"");
             let mut s = TlsSeries::default();
             for line in text.lines() {
                 let is_req = line.starts_with("request_total{");
                 let is_conn = line.starts_with("tcp_open_total{");
                 if !(is_req || is_conn) || !line.contains(&dir) {
+                    continue;
+                }
+                if is_conn && !line.contains(&mesh_peer) {
                     continue;
                 }
                 let n = line
@@ -1195,7 +1205,7 @@ impl Bench<'_> {
                 "services:
   - name: backend
     namespace: {MESH_NS}
-    ports: [{{port: {PORT_MESHED}, targetPort: {PORT_MESHED}}}, {{port: {PORT_ECHO_MESHED}, targetPort: {PORT_ECHO_MESHED}}}]
+    ports: [{{name: http, port: {PORT_MESHED}, targetPort: {PORT_MESHED}}}, {{name: echo, port: {PORT_ECHO_MESHED}, targetPort: {PORT_ECHO_MESHED}}}]
     endpoints:
       - address: \"{SERVER_IP}\"
         labels: {{pod: backend-0, deployment: backend, serviceaccount: server}}

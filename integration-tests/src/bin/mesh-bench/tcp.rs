@@ -127,20 +127,25 @@ async fn run_connects(args: &ConnectsArgs) -> anyhow::Result<ConnectResult> {
                 if from < start {
                     continue;
                 }
-                let mut s = stats.borrow_mut();
-                match res {
-                    Ok(()) => {
-                        s.count += 1;
-                        let ns = u64::try_from((done - from).as_nanos()).unwrap_or(u64::MAX);
-                        s.hist.saturating_record(ns.max(1));
+                let failed = {
+                    let mut s = stats.borrow_mut();
+                    match res {
+                        Ok(()) => {
+                            s.count += 1;
+                            let ns = u64::try_from((done - from).as_nanos()).unwrap_or(u64::MAX);
+                            s.hist.saturating_record(ns.max(1));
+                            false
+                        }
+                        Err(e) => {
+                            s.errors += 1;
+                            s.first_error.get_or_insert(e);
+                            true
+                        }
                     }
-                    Err(e) => {
-                        s.errors += 1;
-                        s.first_error.get_or_insert(e);
-                        drop(s);
-                        // Out of ports or refused: do not spin.
-                        tokio::time::sleep(Duration::from_millis(1)).await;
-                    }
+                };
+                if failed {
+                    // Out of ports or refused: do not spin.
+                    tokio::time::sleep(Duration::from_millis(1)).await;
                 }
             }
         }));

@@ -1,0 +1,289 @@
+//! The logical layer: what a destination's ServiceProfile asks of each request.
+//!
+//! The route is the first of the profile's routes whose condition matches the request
+//! (else the implicit default route). Then, for the whole request however many
+//! attempts it takes:
+//! - `route_request_total` / `route_response_total` / `route_response_latency_ms`
+//!   (labels `dst`, `rt_route`), and per attempt `route_actual_*`;
+//! - the route's timeout, over every attempt, until the response headers: 504 (gRPC:
+//!   `grpc-status: 4`) with `mesh-proxy-error`;
+//! - for a retryable route, a failed attempt (by the route's response classes, the one
+//!   classifier, so a refused connection's 502 too) is retried on another endpoint,
+//!   after a jittered backoff, while the profile's retry budget and the route's
+//!   `maxRetries` allow, and only if the body fit in [`super::REPLAY_LIMIT`] bytes for
+//!   replay.
+//!   Each retry and each skipped one is counted in `route_retryable_total`.
+//!
+//! Requests without a profile pass straight through, at no cost.
+
+use super::{metrics::meter, BoxFuture, MeteredBody, ReqBody, Target};
+use crate::{
+    classify::{self, Class},
+    discover::{DstProfile, Resolved},
+    errors::{SyntheticResponse, PROXY_ERROR_HEADER},
+    http::{Buffered, ProxyBody},
+    metrics::{Direction, RouteFamily},
+    profile::{self, Route},
+    Proxy,
+};
+use http::{HeaderValue, Request, Response, StatusCode};
+use std::{
+    convert::Infallible,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
+use tokio::time::Instant;
+use tower::{Layer, Service, ServiceExt};
+
+#[derive(Clone)]
+pub(crate) struct LogicalLayer {
+    proxy: Arc<Proxy>,
+}
+
+impl LogicalLayer {
+    pub(crate) fn new(proxy: Arc<Proxy>) -> Self {
+        Self { proxy }
+    }
+}
+
+impl<S> Layer<S> for LogicalLayer {
+    type Service = Logical<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        Logical {
+            inner,
+            proxy: self.proxy.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub(crate) struct Logical<S> {
+    inner: S,
+    proxy: Arc<Proxy>,
+}
+
+impl<S> Service<Request<ReqBody>> for Logical<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<MeteredBody>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
+{
+    type Response = Response<MeteredBody>;
+    type Error = Infallible;
+    type Future = BoxFuture<Result<Response<MeteredBody>, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        let inner = self.inner.clone();
+        let profile = req
+            .extensions_mut()
+            .get_mut::<Target>()
+            .and_then(|t| t.profile.take());
+        let Some(profile) = profile else {
+            return Box::pin(inner.oneshot(req));
+        };
+        let proxy = self.proxy.clone();
+        Box::pin(async move { Ok(logical(&proxy, inner, &profile, req).await) })
+    }
+}
+
+async fn logical<S>(
+    proxy: &Proxy,
+    inner: S,
+    profile: &DstProfile,
+    mut req: Request<ReqBody>,
+) -> Response<MeteredBody>
+where
+    S: Service<Request<ReqBody>, Response = Response<MeteredBody>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
+{
+    let start = Instant::now();
+    let route = profile
+        .profile
+        .route(req.method(), req.uri().path())
+        .clone();
+    if let Some(t) = req.extensions_mut().get_mut::<Target>() {
+        t.route = Some(route.clone());
+    }
+    let grpc = classify::is_grpc(req.headers());
+    let series = proxy.metrics.route(
+        RouteFamily::Logical,
+        Direction::Outbound,
+        &profile.name,
+        route.name(),
+    );
+    series.request();
+    let attempts = Attempts {
+        proxy,
+        profile,
+        route: &route,
+        grpc,
+    };
+    let mut rsp = match route.timeout() {
+        None => attempts.run(inner, req).await,
+        Some(t) => match tokio::time::timeout(t, attempts.run(inner, req)).await {
+            Ok(rsp) => rsp,
+            Err(_) => timed_out(t, grpc),
+        },
+    };
+    meter(&mut rsp, series, start, grpc, Some(route));
+    rsp
+}
+
+struct Attempts<'a> {
+    proxy: &'a Proxy,
+    profile: &'a DstProfile,
+    route: &'a Arc<Route>,
+    grpc: bool,
+}
+
+impl Attempts<'_> {
+    async fn run<S>(&self, inner: S, req: Request<ReqBody>) -> Response<MeteredBody>
+    where
+        S: Service<Request<ReqBody>, Response = Response<MeteredBody>, Error = Infallible>
+            + Clone
+            + Send
+            + 'static,
+        S::Future: Send,
+    {
+        let budget = self.profile.profile.budget();
+        // Every request adds to the budget; only retries take from it.
+        budget.deposit();
+        if !self.route.is_retryable() {
+            return self.attempt(inner, req).await;
+        }
+        let (parts, body) = req.into_parts();
+        let replay = match body {
+            ReqBody::Streamed(b) => match ReqBody::buffer(b).await {
+                Ok(Buffered::Whole(r)) => r,
+                Ok(Buffered::TooLarge(body)) => {
+                    let rsp = self.attempt(inner, Request::from_parts(parts, body)).await;
+                    if self.failed(&rsp) {
+                        self.count("body_too_large");
+                    }
+                    return rsp;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "request body failed while buffered for retries");
+                    return crate::errors::bad_request("the request body failed")
+                        .map(MeteredBody::unmetered);
+                }
+            },
+            // Bodies are streamed until this layer; anything else is sent as it is.
+            other => return self.attempt(inner, Request::from_parts(parts, other)).await,
+        };
+        let first = parts.extensions.get::<Target>().cloned();
+        let mut target = first.clone();
+        let mut retries = 0u32;
+        loop {
+            let mut req = Request::new(ReqBody::Replay(replay.clone()));
+            *req.method_mut() = parts.method.clone();
+            *req.uri_mut() = parts.uri.clone();
+            *req.version_mut() = parts.version;
+            *req.headers_mut() = parts.headers.clone();
+            if let Some(t) = target.take() {
+                req.extensions_mut().insert(t);
+            }
+            let prev = req.extensions().get::<Target>().map(|t| t.addr);
+            let mut rsp = self.attempt(inner.clone(), req).await;
+            if !self.failed(&rsp) {
+                return rsp;
+            }
+            if self.route.max_retries().is_some_and(|max| retries >= max) {
+                self.count("max_retries");
+                return rsp;
+            }
+            if !budget.try_withdraw() {
+                self.count("no_budget");
+                return rsp;
+            }
+            self.count("");
+            retries += 1;
+            // The failed attempt is done with: its metrics are recorded now, by status.
+            rsp.body_mut().finish_discarded();
+            drop(rsp);
+            let wait = profile::backoff(retries, &mut rand::thread_rng());
+            tokio::time::sleep(wait).await;
+            target = first.as_ref().map(|t| self.next_target(t, prev));
+        }
+    }
+
+    /// One attempt, counted in `route_actual_*`.
+    async fn attempt<S>(&self, inner: S, req: Request<ReqBody>) -> Response<MeteredBody>
+    where
+        S: Service<Request<ReqBody>, Response = Response<MeteredBody>, Error = Infallible>,
+    {
+        let start = Instant::now();
+        let series = self.proxy.metrics.route(
+            RouteFamily::Actual,
+            Direction::Outbound,
+            &self.profile.name,
+            self.route.name(),
+        );
+        series.request();
+        let Ok(mut rsp) = inner.oneshot(req).await;
+        meter(&mut rsp, series, start, self.grpc, Some(self.route.clone()));
+        rsp
+    }
+
+    /// Whether an attempt failed, judged by its headers (a gRPC status in trailers
+    /// comes too late to retry on).
+    fn failed(&self, rsp: &Response<MeteredBody>) -> bool {
+        let grpc_status = classify::grpc_status(rsp.headers());
+        self.route.classify(rsp.status(), self.grpc, grpc_status) == Class::Failure
+    }
+
+    fn count(&self, skipped: &'static str) {
+        self.proxy
+            .metrics
+            .retryable(&self.profile.name, self.route.name(), skipped);
+    }
+
+    /// The target of a retry: another endpoint of the same destination when there is
+    /// one, so that a failing endpoint does not get every attempt.
+    fn next_target(&self, first: &Target, prev: Option<std::net::SocketAddr>) -> Target {
+        let mut t = first.clone();
+        let Some(dst) = first.endpoint.as_ref().map(|b| b.dst.clone()) else {
+            return t;
+        };
+        let connector = self.proxy.pool(Direction::Outbound).connector();
+        if let Resolved::Endpoint(b) = dst.pick(prev) {
+            t.addr = b.load.addr();
+            t.tls = connector.mesh(b.load.identity()).cloned();
+            t.endpoint = Some(b);
+        }
+        t
+    }
+}
+
+/// The answer when a route's timeout fires: 504, or for gRPC `DEADLINE_EXCEEDED`.
+fn timed_out(after: Duration, grpc: bool) -> Response<MeteredBody> {
+    let msg = format!("route timeout after {}ms", after.as_millis());
+    let value = HeaderValue::from_str(&msg).unwrap_or(HeaderValue::from_static("route timeout"));
+    let mut rsp = Response::new(ProxyBody::empty());
+    rsp.headers_mut().insert(PROXY_ERROR_HEADER, value.clone());
+    rsp.headers_mut()
+        .insert(http::header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    if grpc {
+        rsp.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        rsp.headers_mut()
+            .insert("grpc-status", HeaderValue::from_static("4"));
+        rsp.headers_mut().insert("grpc-message", value);
+    } else {
+        *rsp.status_mut() = StatusCode::GATEWAY_TIMEOUT;
+    }
+    rsp.extensions_mut().insert(SyntheticResponse("timeout"));
+    rsp.map(MeteredBody::unmetered)
+}
