@@ -487,15 +487,16 @@ impl Config {
 
         let webhook_reviews = Arc::new(webhook::Reviews::default());
         let webhook = match self.webhook {
-            Some(config) => Some(
+            Some(config) => Some({
+                metrics.webhook(Arc::clone(&webhook_reviews));
                 start_webhook(
                     config,
                     &self.cluster_domain,
                     Arc::clone(&webhook_reviews),
                     shutdown.clone(),
                 )
-                .await?,
-            ),
+                .await?
+            }),
             None => None,
         };
         let webhook_addr = webhook.as_ref().map(|(addr, _)| *addr);

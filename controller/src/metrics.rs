@@ -19,6 +19,8 @@ pub struct Metrics {
     file_loads_applied: AtomicU64,
     file_loads_rejected: AtomicU64,
     certify: [AtomicU64; CERTIFY_RESULTS.len()],
+    /// The admission webhook's decisions, once it runs.
+    webhook: std::sync::OnceLock<std::sync::Arc<crate::webhook::Reviews>>,
 }
 
 /// The outcomes of `mesh.identity.Identity/Certify` (the `result` label).
@@ -112,6 +114,11 @@ impl Metrics {
     }
 
     /// Renders every controller metric in the Prometheus text format.
+    /// Exports the webhook's `webhook_reviews_total` from now on.
+    pub fn webhook(&self, reviews: std::sync::Arc<crate::webhook::Reviews>) {
+        let _ = self.webhook.set(reviews);
+    }
+
     pub fn render(&self, index: &Index) -> String {
         let mut out = String::with_capacity(2048);
         let stats = index.stats();
@@ -209,6 +216,9 @@ impl Metrics {
         );
         let _ = writeln!(out, "destination_ready {}", u8::from(index.is_ready()));
 
+        if let Some(reviews) = self.webhook.get() {
+            reviews.render(&mut out);
+        }
         crate::process::render(&mut out);
         out
     }
@@ -217,4 +227,22 @@ impl Metrics {
 pub(crate) fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn webhook_reviews_are_exported_once_the_webhook_runs() {
+        let metrics = Metrics::default();
+        let index = Index::new("cluster.local", "cluster.local");
+        assert!(!metrics.render(&index).contains("webhook_reviews_total"));
+        metrics.webhook(std::sync::Arc::default());
+        let text = metrics.render(&index);
+        assert!(
+            text.contains("webhook_reviews_total{result=\"allowed\"} 0"),
+            "{text}"
+        );
+    }
 }
