@@ -10,6 +10,7 @@
 
 pub mod demo;
 pub mod profile;
+pub mod routes;
 
 use clap::{Parser, Subcommand};
 use std::{fmt, process::ExitCode};
@@ -34,6 +35,9 @@ enum Command {
     /// Generate a ServiceProfile for a service (`--template`, `--open-api FILE`), or check
     /// profiles (`validate FILE`).
     Profile(profile::ProfileArgs),
+    /// Per-route success rate, request rate and latency of a service's ServiceProfile
+    /// routes, from every client proxy's metrics (`--metrics URL`, or the running demo's).
+    Routes(routes::RoutesArgs),
 }
 
 /// Flags that parsed but do not make sense together or with this machine.
@@ -74,6 +78,13 @@ pub fn run(args: Args) -> ExitCode {
         },
         Command::Profile(args) => match profile::Config::try_from(args) {
             Ok(config) => profile::run(config),
+            Err(error) => {
+                eprintln!("error: {error}");
+                return ExitCode::from(EX_USAGE);
+            }
+        },
+        Command::Routes(args) => match routes::Config::try_from(args) {
+            Ok(config) => block_on(routes::run(config)),
             Err(error) => {
                 eprintln!("error: {error}");
                 return ExitCode::from(EX_USAGE);

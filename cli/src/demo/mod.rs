@@ -59,6 +59,13 @@ const PROXY_BIN_ENV: &str = "MESH_DEMO_PROXY_BIN";
 const CONTROLLER_BIN: &str = "mesh-controller";
 const CONTROLLER_BIN_ENV: &str = "MESH_DEMO_CONTROLLER_BIN";
 
+/// A demo's state directory is `<tmp>/<STATE_DIR_PREFIX><pid>`.
+pub(crate) const STATE_DIR_PREFIX: &str = "mesh-demo-";
+
+/// In the state directory while the proxies run: one `NAME METRICS-URL` line per proxy,
+/// so `mesh routes` (and later commands) can find a running demo without flags.
+pub(crate) const PROXIES_FILE: &str = "proxies";
+
 /// Flags of `mesh demo`.
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
@@ -180,7 +187,7 @@ fn existing_file(path: PathBuf, source: &str) -> Result<PathBuf, UsageError> {
 }
 
 /// Parses `500ms`, `30s`, `5m`, `1h`, or a bare number of seconds.
-fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (number, unit) = s.split_at(split);
     let n: u64 = number
@@ -211,7 +218,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     apps::start(&config.topology, proxied, &shutdown).await?;
 
-    let log_dir = std::env::temp_dir().join(format!("mesh-demo-{}", std::process::id()));
+    let log_dir = std::env::temp_dir().join(format!("{STATE_DIR_PREFIX}{}", std::process::id()));
     let mut children = Vec::new();
     // Outside the block below, so that the files are removed however it ends.
     let mut credentials = None;
@@ -251,6 +258,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 for child in &children[1..] {
                     child.wait_ready(deadline).await?;
                 }
+                // Only once every proxy answers, so whoever reads it can scrape them all.
+                // Written aside and renamed, so a reader never sees half a list.
+                let list: String = topology
+                    .instances()
+                    .iter()
+                    .map(|i| format!("{} http://{}/metrics\n", i.name(), i.admin))
+                    .collect();
+                let proxies = log_dir.join(PROXIES_FILE);
+                let partial = log_dir.join(format!("{PROXIES_FILE}.partial"));
+                std::fs::write(&partial, list)
+                    .and_then(|()| std::fs::rename(&partial, &proxies))
+                    .with_context(|| format!("write {}", proxies.display()))?;
                 anyhow::Ok(())
             };
             tokio::select! {
@@ -294,6 +313,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     .await;
 
+    // The demo no longer offers its proxies, even if the directory stays for its logs.
+    let _ = std::fs::remove_file(log_dir.join(PROXIES_FILE));
     // Whatever happened above, no child may outlive the demo.
     process::stop_all(&children, STOP_GRACE).await;
     // Only once no proxy can renew with them; the CA dies with this run.

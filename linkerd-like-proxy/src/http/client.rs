@@ -165,7 +165,7 @@ async fn send_balanced(
         .await
     {
         Ok(rsp) => {
-            load.observe();
+            observe(&load, &rsp);
             return Ok(rsp);
         }
         Err(SendError {
@@ -195,7 +195,7 @@ async fn send_balanced(
         .await
     {
         Ok(rsp) => {
-            other.load.observe();
+            observe(&other.load, &rsp);
             Ok(rsp)
         }
         Err(e) => {
@@ -204,6 +204,17 @@ async fn send_balanced(
             }
             Err(e.error)
         }
+    }
+}
+
+/// Records the response's latency as the endpoint's, unless the request waited for a
+/// new connection: the first request to a new endpoint (or after its connection
+/// closed) would otherwise make it look as slow as a handshake, and since a slow-looking
+/// endpoint gets few requests, the estimate would recover only by decay (seconds), not
+/// by new samples. Its pending count was still claimed and released as usual.
+fn observe(load: &crate::balance::Load, rsp: &Response<ProxyBody>) {
+    if rsp.extensions().get::<WaitedForConnect>().is_none() {
+        load.observe();
     }
 }
 
@@ -319,6 +330,11 @@ pub(crate) struct Endpoint {
     h2_connecting: tokio::sync::Mutex<()>,
     last_used: AtomicU64,
 }
+
+/// Marks a response whose request waited for a new connection (TCP, TLS, HTTP/2
+/// handshakes): its latency says more about the handshake than about the endpoint.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct WaitedForConnect;
 
 /// A request that could not be sent, and the request itself when none of it went
 /// out (so that it may be sent elsewhere).
@@ -438,7 +454,11 @@ impl Pool {
                         epoch,
                         sender,
                     };
-                    return Ok(rsp.map(|b| ProxyBody::upstream(b, Some(giveback))));
+                    let mut rsp = rsp.map(|b| ProxyBody::upstream(b, Some(giveback)));
+                    if !reused {
+                        rsp.extensions_mut().insert(WaitedForConnect);
+                    }
+                    return Ok(rsp);
                 }
                 Err(mut e) => match e.take_message() {
                     // The pooled connection closed before the request went out on it:
@@ -494,9 +514,11 @@ impl Pool {
         dst: Option<&Arc<str>>,
         req: Request<ReqBody>,
     ) -> Result<Response<ProxyBody>, SendError> {
+        let mut waited = false;
         let mut sender = match Self::open_h2(ep) {
             Some(s) => s,
             None => {
+                waited = true;
                 let _connecting = ep.h2_connecting.lock().await;
                 // Another request may have connected while this one waited.
                 match Self::open_h2(ep) {
@@ -524,7 +546,11 @@ impl Pool {
         };
         sender.ready().await.map_err(failed)?;
         let rsp = sender.send_request(req).await.map_err(failed)?;
-        Ok(rsp.map(|b| ProxyBody::upstream(b, None)))
+        let mut rsp = rsp.map(|b| ProxyBody::upstream(b, None));
+        if waited {
+            rsp.extensions_mut().insert(WaitedForConnect);
+        }
+        Ok(rsp)
     }
 
     fn open_h2(ep: &Endpoint) -> Option<http2::SendRequest<ReqBody>> {

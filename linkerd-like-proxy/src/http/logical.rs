@@ -181,8 +181,18 @@ impl Attempts<'_> {
             // Bodies are streamed until this layer; anything else is sent as it is.
             other => return self.attempt(inner, Request::from_parts(parts, other)).await,
         };
-        let first = parts.extensions.get::<Target>().cloned();
-        let mut target = first.clone();
+        // The target leaves the request's parts: a copy holding the chosen endpoint
+        // would count as one more request pending on it for the whole retry loop and
+        // skew the balancer. The first attempt takes the endpoint Route chose; each
+        // retry picks again from the same destination.
+        let mut parts = parts;
+        let mut first = parts.extensions.remove::<Target>();
+        let chosen = first.as_mut().and_then(|t| t.endpoint.take());
+        let dst = chosen.as_ref().map(|b| b.dst.clone());
+        let mut target = first.clone().map(|mut t| {
+            t.endpoint = chosen;
+            t
+        });
         let mut retries = 0u32;
         loop {
             let mut req = Request::new(ReqBody::Replay(replay.clone()));
@@ -213,7 +223,9 @@ impl Attempts<'_> {
             drop(rsp);
             let wait = profile::backoff(retries, &mut rand::thread_rng());
             tokio::time::sleep(wait).await;
-            target = first.as_ref().map(|t| self.next_target(t, prev));
+            target = first
+                .as_ref()
+                .map(|t| self.next_target(t, dst.as_ref(), prev));
         }
     }
 
@@ -250,9 +262,14 @@ impl Attempts<'_> {
 
     /// The target of a retry: another endpoint of the same destination when there is
     /// one, so that a failing endpoint does not get every attempt.
-    fn next_target(&self, first: &Target, prev: Option<std::net::SocketAddr>) -> Target {
+    fn next_target(
+        &self,
+        first: &Target,
+        dst: Option<&Arc<crate::discover::Shared>>,
+        prev: Option<std::net::SocketAddr>,
+    ) -> Target {
         let mut t = first.clone();
-        let Some(dst) = first.endpoint.as_ref().map(|b| b.dst.clone()) else {
+        let Some(dst) = dst else {
             return t;
         };
         let connector = self.proxy.pool(Direction::Outbound).connector();
