@@ -8,6 +8,7 @@
 // A CLI's output is its product; diagnostics still go through `tracing` to stderr.
 #![allow(clippy::print_stdout)]
 
+pub mod check;
 pub mod demo;
 pub mod profile;
 pub mod routes;
@@ -35,6 +36,9 @@ enum Command {
     /// Generate a ServiceProfile for a service (`--template`, `--open-api FILE`), or check
     /// profiles (`validate FILE`).
     Profile(profile::ProfileArgs),
+    /// Check the mesh in the cluster: the API answers, the ServiceProfile CRD is served,
+    /// every ServiceProfile is valid (`--pre`: only what an install needs).
+    Check(check::CheckArgs),
     /// Per-route success rate, request rate and latency of a service's ServiceProfile
     /// routes, from every client proxy's metrics (`--metrics URL`, or the running demo's).
     Routes(routes::RoutesArgs),
@@ -83,6 +87,18 @@ pub fn run(args: Args) -> ExitCode {
                 return ExitCode::from(EX_USAGE);
             }
         },
+        Command::Check(args) => {
+            return match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt.block_on(check::run(args)),
+                Err(error) => {
+                    eprintln!("error: cannot start the runtime: {error}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Command::Routes(args) => match routes::Config::try_from(args) {
             Ok(config) => block_on(routes::run(config)),
             Err(error) => {
