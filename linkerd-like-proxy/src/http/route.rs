@@ -279,14 +279,19 @@ async fn target(
 }
 
 /// Where one HTTP request to `d` goes: the destination's profile first (waited for at
-/// its first use, as the endpoints are), then, when the profile splits traffic
+/// its first use, as the endpoints are; kept only if it has routes or a split), then, when the profile splits traffic
 /// (`dstOverrides`), one of its authorities picked by weight, then an endpoint.
 async fn resolve_http(
     proxy: &Proxy,
     d: &Arc<crate::discover::Dst>,
     profile: &mut Option<Arc<crate::discover::DstProfile>>,
 ) -> Resolved {
-    let p = d.profile().await;
+    // A profile with neither routes nor a split changes nothing a request does (as
+    // Linkerd decides): the logical layer is skipped, and costs nothing.
+    let p = d
+        .profile()
+        .await
+        .filter(|p| p.profile.has_routes_or_split());
     let split = p
         .as_ref()
         .and_then(|p| p.profile.split())
