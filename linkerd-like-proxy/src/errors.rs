@@ -71,6 +71,13 @@ pub fn is_connect(err: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
+/// A route's timeout fired before the response headers arrived.
+#[derive(Debug, thiserror::Error)]
+#[error("route timeout after {}ms", after.as_millis())]
+pub struct RouteTimeout {
+    pub after: Duration,
+}
+
 /// Marks a response the proxy made itself, with the `error` label metrics give it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SyntheticResponse(pub &'static str);
@@ -79,7 +86,7 @@ pub struct SyntheticResponse(pub &'static str);
 fn condition(err: &(dyn std::error::Error + 'static)) -> (StatusCode, u16, &'static str) {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = cur {
-        if e.is::<ConnectTimeout>() {
+        if e.is::<ConnectTimeout>() || e.is::<RouteTimeout>() {
             return (StatusCode::GATEWAY_TIMEOUT, 4, "timeout");
         }
         if e.is::<ConnectFailed>() {

@@ -5,66 +5,31 @@
 
 mod support;
 
-use mesh_controller::{
-    identity::{self, BootstrapTokens, Ca},
-    Config, Discovery, IdentityConfig, IdentityTokens, Running,
-};
+use mesh_controller::identity;
 use std::{
     path::PathBuf,
-    sync::Arc,
     time::{Duration, SystemTime},
 };
-use support::*;
+use support::{
+    control_plane::{self, ControlPlane, WithIdentity},
+    *,
+};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 const WEB: &str = "web.default.serviceaccount.identity.mesh.cluster.local";
 const WEB_TOKEN: &str = "t0k3n-web";
 
-struct Controller {
-    running: Running,
-    anchor: String,
-    dir: tempfile::TempDir,
-}
-
 /// The controller with its identity service on, issuing certificates of `lifetime`.
-async fn controller(lifetime: Duration) -> Controller {
-    let dir = tempfile::tempdir().unwrap();
-    let tokens = dir.path().join("tokens");
-    std::fs::write(&tokens, format!("{WEB_TOKEN} default/web\n")).unwrap();
-    let (anchor, cert, key) =
-        identity::generate_anchor_and_issuer("cluster.local", Duration::from_secs(3600));
-    let ca = Ca::new(
-        "cluster.local",
+async fn controller(lifetime: Duration) -> ControlPlane {
+    let tokens = format!("{WEB_TOKEN} default/web\n");
+    let identity = WithIdentity {
+        tokens: &tokens,
         lifetime,
-        &cert,
-        &key,
-        &anchor,
-        SystemTime::now(),
-    )
-    .unwrap();
-    let config = Config {
-        discovery: Discovery::File(dir.path().join("discovery.yaml")),
-        destination_addr: "127.0.0.1:0".parse().unwrap(),
-        admin_addr: "127.0.0.1:0".parse().unwrap(),
-        cluster_domain: "cluster.local".into(),
-        trust_domain: "cluster.local".into(),
-        log: "info".into(),
-        identity: Some(IdentityConfig {
-            addr: "127.0.0.1:0".parse().unwrap(),
-            ca: Arc::new(ca),
-            tokens: IdentityTokens::Bootstrap(Arc::new(BootstrapTokens::load(&tokens).unwrap())),
-        }),
-        webhook: None,
     };
-    let running = config.build().await.unwrap();
-    Controller {
-        running,
-        anchor,
-        dir,
-    }
+    control_plane::start("services: []\n", Some(identity)).await
 }
 
-impl Controller {
+impl ControlPlane {
     /// The proxy's token file, holding `token`.
     fn token_file(&self, token: &str) -> PathBuf {
         let path = self.dir.path().join("proxy-token");

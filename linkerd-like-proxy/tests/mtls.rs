@@ -10,17 +10,11 @@ mod support;
 use http_body_util::BodyExt;
 use hyper::{body::Incoming, Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use mesh_controller::{
-    identity::{self, BootstrapTokens, Ca},
-    Config, Discovery, IdentityConfig, IdentityTokens, Running,
+use std::{convert::Infallible, net::SocketAddr, time::Duration};
+use support::{
+    control_plane::{self, ControlPlane, WithIdentity},
+    *,
 };
-use std::{
-    convert::Infallible,
-    net::SocketAddr,
-    sync::Arc,
-    time::{Duration, SystemTime},
-};
-use support::*;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
@@ -29,53 +23,17 @@ use tokio::{
 const WEB: &str = "web.default.serviceaccount.identity.mesh.cluster.local";
 const API: &str = "api.default.serviceaccount.identity.mesh.cluster.local";
 
-struct Mesh {
-    running: Running,
-    anchor: String,
-    dir: tempfile::TempDir,
-}
-
 /// The controller, with identity on (tokens `web` and `api` for those accounts) and
 /// discovery from a file the test writes.
-async fn mesh() -> Mesh {
-    let dir = tempfile::tempdir().unwrap();
-    let tokens = dir.path().join("tokens");
-    std::fs::write(&tokens, "web-token default/web\napi-token default/api\n").unwrap();
-    std::fs::write(dir.path().join("discovery.yaml"), "services: []\n").unwrap();
-    let (anchor, cert, key) =
-        identity::generate_anchor_and_issuer("cluster.local", Duration::from_secs(3600));
-    let ca = Ca::new(
-        "cluster.local",
-        Duration::from_secs(3600),
-        &cert,
-        &key,
-        &anchor,
-        SystemTime::now(),
-    )
-    .unwrap();
-    let config = Config {
-        discovery: Discovery::File(dir.path().join("discovery.yaml")),
-        destination_addr: "127.0.0.1:0".parse().unwrap(),
-        admin_addr: "127.0.0.1:0".parse().unwrap(),
-        cluster_domain: "cluster.local".into(),
-        trust_domain: "cluster.local".into(),
-        log: "info".into(),
-        identity: Some(IdentityConfig {
-            addr: "127.0.0.1:0".parse().unwrap(),
-            ca: Arc::new(ca),
-            tokens: IdentityTokens::Bootstrap(Arc::new(BootstrapTokens::load(&tokens).unwrap())),
-        }),
-        webhook: None,
+async fn mesh() -> ControlPlane {
+    let identity = WithIdentity {
+        tokens: "web-token default/web\napi-token default/api\n",
+        lifetime: Duration::from_secs(3600),
     };
-    let running = config.build().await.unwrap();
-    Mesh {
-        running,
-        anchor,
-        dir,
-    }
+    control_plane::start("services: []\n", Some(identity)).await
 }
 
-impl Mesh {
+impl ControlPlane {
     /// A proxy for account `sa` that discovers through the controller, forwarding
     /// inbound traffic to `app`.
     async fn proxy(&self, sa: &str, app: SocketAddr) -> TestProxy {

@@ -8,7 +8,6 @@ mod support;
 use http_body_util::{BodyExt, Full};
 use hyper::{body::Incoming, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use mesh_controller::{Config, Discovery, Running};
 use std::{
     convert::Infallible,
     net::SocketAddr,
@@ -18,7 +17,10 @@ use std::{
     },
     time::Duration,
 };
-use support::*;
+use support::{
+    control_plane::{self, ControlPlane},
+    *,
+};
 use tokio::net::TcpListener;
 
 /// An application: `/flaky` fails half the requests (500, pseudo-randomly but the same
@@ -96,15 +98,14 @@ const PROFILE: &str = r#"
 "#;
 
 struct Mesh {
-    _running: Running,
+    _control: ControlPlane,
     proxy: TestProxy,
-    _dir: tempfile::TempDir,
 }
 
 /// The controller serving `web` (endpoint `web`, and `canary` when given) with
-/// [`PROFILE`] and `extra` spec lines, and a proxy discovering through it.
+/// [`PROFILE`], the retry `budget` and `split` spec lines, and a proxy discovering
+/// through it.
 async fn mesh(web: SocketAddr, canary: Option<SocketAddr>, split: &str, budget: &str) -> Mesh {
-    let dir = tempfile::tempdir().unwrap();
     let mut yaml = format!(
         "services:\n  - name: web\n    namespace: default\n    endpoints: [{{address: '{web}'}}]\n"
     );
@@ -119,27 +120,15 @@ async fn mesh(web: SocketAddr, canary: Option<SocketAddr>, split: &str, budget: 
     yaml.push_str(&format!("    spec:\n      retryBudget: {budget}\n"));
     yaml.push_str(PROFILE.trim_start_matches('\n'));
     yaml.push_str(split);
-    std::fs::write(dir.path().join("discovery.yaml"), yaml).unwrap();
-    let config = Config {
-        discovery: Discovery::File(dir.path().join("discovery.yaml")),
-        destination_addr: "127.0.0.1:0".parse().unwrap(),
-        admin_addr: "127.0.0.1:0".parse().unwrap(),
-        cluster_domain: "cluster.local".into(),
-        trust_domain: "cluster.local".into(),
-        log: "info".into(),
-        identity: None,
-        webhook: None,
-    };
-    let running = config.build().await.unwrap();
+    let control = control_plane::start(&yaml, None).await;
     let proxy = proxy(&[(
         "MESH_PROXY_DESTINATION_ADDR",
-        running.destination_addr.to_string(),
+        control.running.destination_addr.to_string(),
     )])
     .await;
     Mesh {
-        _running: running,
+        _control: control,
         proxy,
-        _dir: dir,
     }
 }
 

@@ -20,13 +20,12 @@ use super::{metrics::meter, BoxFuture, MeteredBody, ReqBody, Target};
 use crate::{
     classify::{self, Class},
     discover::{DstProfile, Resolved},
-    errors::{SyntheticResponse, PROXY_ERROR_HEADER},
-    http::{Buffered, ProxyBody},
+    http::Buffered,
     metrics::{Direction, RouteFamily},
     profile::{self, Route},
     Proxy,
 };
-use http::{HeaderValue, Request, Response, StatusCode};
+use http::{Request, Response};
 use std::{
     convert::Infallible,
     sync::Arc,
@@ -284,23 +283,5 @@ impl Attempts<'_> {
 
 /// The answer when a route's timeout fires: 504, or for gRPC `DEADLINE_EXCEEDED`.
 fn timed_out(after: Duration, grpc: bool) -> Response<MeteredBody> {
-    let msg = format!("route timeout after {}ms", after.as_millis());
-    let value = HeaderValue::from_str(&msg).unwrap_or(HeaderValue::from_static("route timeout"));
-    let mut rsp = Response::new(ProxyBody::empty());
-    rsp.headers_mut().insert(PROXY_ERROR_HEADER, value.clone());
-    rsp.headers_mut()
-        .insert(http::header::CONTENT_LENGTH, HeaderValue::from_static("0"));
-    if grpc {
-        rsp.headers_mut().insert(
-            http::header::CONTENT_TYPE,
-            HeaderValue::from_static("application/grpc"),
-        );
-        rsp.headers_mut()
-            .insert("grpc-status", HeaderValue::from_static("4"));
-        rsp.headers_mut().insert("grpc-message", value);
-    } else {
-        *rsp.status_mut() = StatusCode::GATEWAY_TIMEOUT;
-    }
-    rsp.extensions_mut().insert(SyntheticResponse("timeout"));
-    rsp.map(MeteredBody::unmetered)
+    crate::errors::respond(&crate::errors::RouteTimeout { after }, grpc).map(MeteredBody::unmetered)
 }

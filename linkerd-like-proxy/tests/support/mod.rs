@@ -2,6 +2,7 @@
 //! backend that speaks HTTP/1 and HTTP/2, a TCP echo server, and raw-socket helpers.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod control_plane;
 pub mod controller;
 
 use bytes::Bytes;

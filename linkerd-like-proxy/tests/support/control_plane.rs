@@ -1,0 +1,71 @@
+//! The real controller, in process on loopback: discovery from a file the test writes
+//! (`discovery.yaml` in [`ControlPlane::dir`]) and, when asked, the identity service
+//! with a fresh trust anchor and the bootstrap tokens given.
+
+use mesh_controller::{
+    identity::{self, BootstrapTokens, Ca},
+    Config, Discovery, IdentityConfig, IdentityTokens, Running,
+};
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+pub struct ControlPlane {
+    pub running: Running,
+    /// The trust anchor (PEM), when identity is on.
+    pub anchor: String,
+    pub dir: tempfile::TempDir,
+}
+
+/// Identity settings for [`start`]: the bootstrap tokens file's lines
+/// (`<token> <ns>/<sa>`) and the certificates' lifetime.
+pub struct WithIdentity<'a> {
+    pub tokens: &'a str,
+    pub lifetime: Duration,
+}
+
+/// Starts the controller on the file backend with `discovery` as its file's first
+/// content, and identity when `identity` is given.
+pub async fn start(discovery: &str, identity: Option<WithIdentity<'_>>) -> ControlPlane {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("discovery.yaml"), discovery).unwrap();
+    let mut anchor = String::new();
+    let identity = identity.map(|id| {
+        let tokens = dir.path().join("tokens");
+        std::fs::write(&tokens, id.tokens).unwrap();
+        let (a, cert, key) =
+            identity::generate_anchor_and_issuer("cluster.local", Duration::from_secs(3600));
+        let ca = Ca::new(
+            "cluster.local",
+            id.lifetime,
+            &cert,
+            &key,
+            &a,
+            SystemTime::now(),
+        )
+        .unwrap();
+        anchor = a;
+        IdentityConfig {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            ca: Arc::new(ca),
+            tokens: IdentityTokens::Bootstrap(Arc::new(BootstrapTokens::load(&tokens).unwrap())),
+        }
+    });
+    let config = Config {
+        discovery: Discovery::File(dir.path().join("discovery.yaml")),
+        destination_addr: "127.0.0.1:0".parse().unwrap(),
+        admin_addr: "127.0.0.1:0".parse().unwrap(),
+        cluster_domain: "cluster.local".into(),
+        trust_domain: "cluster.local".into(),
+        log: "info".into(),
+        identity,
+        webhook: None,
+    };
+    let running = config.build().await.unwrap();
+    ControlPlane {
+        running,
+        anchor,
+        dir,
+    }
+}
