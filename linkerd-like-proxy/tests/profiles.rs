@@ -260,6 +260,26 @@ async fn a_slow_route_times_out() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_call_on_a_slow_route_gets_deadline_exceeded() {
+    let web = app("web").await;
+    let m = mesh(web.addr, None, "", TIGHT).await;
+    let mut send = h2(m.proxy.outbound).await;
+    let req = Request::get("http://web.default.svc.cluster.local/slow")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(body(""))
+        .unwrap();
+    let rsp = send.send_request(req).await.unwrap();
+    // gRPC errors travel as HTTP 200 with the status in (trailers-only) headers.
+    assert_eq!(rsp.status(), 200);
+    assert_eq!(rsp.headers()["grpc-status"], "4");
+    assert!(rsp.headers()["grpc-message"]
+        .to_str()
+        .unwrap()
+        .contains("timeout after 100ms"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_over_the_replay_limit_are_not_retried() {
     let web = app("web").await;
     let m = mesh(web.addr, None, "", TIGHT).await;

@@ -121,6 +121,11 @@ struct Estimate {
     /// Whether `ns` comes from a response (or a failure), not from the prior an
     /// endpoint starts with.
     sampled: bool,
+    /// The share of recent responses that failed (an EWMA over responses), as of
+    /// `failure_at`; it fades with time like the estimate, so that an endpoint avoided
+    /// for failing is tried again once what is known of it is old.
+    failure: f64,
+    failure_at: Instant,
 }
 
 /// What a pick compares: an endpoint's estimate now, its pending count, and whether
@@ -130,7 +135,15 @@ struct Snapshot {
     estimate: f64,
     pending: f64,
     sampled: bool,
+    /// The recent share of successful responses (1 when nothing failed).
+    success: f64,
 }
+
+/// How much one response moves an endpoint's failure share.
+const FAILURE_WEIGHT: f64 = 0.05;
+/// The least success share a cost is divided by (squared): an endpoint that fails
+/// everything costs 400 times its latency cost, not infinitely much.
+const MIN_SUCCESS: f64 = 0.05;
 
 /// The weight that what was known `elapsed` ago still has.
 fn decay(elapsed: Duration) -> f64 {
@@ -144,6 +157,8 @@ impl PeakEwma {
                 ns: prior,
                 at: now,
                 sampled: false,
+                failure: 0.0,
+                failure_at: now,
             }),
             pending: AtomicUsize::new(0),
         }
@@ -166,7 +181,17 @@ impl PeakEwma {
             estimate: e.ns * decay(now.saturating_duration_since(e.at)),
             pending: self.pending.load(Relaxed) as f64,
             sampled: e.sampled,
+            success: 1.0 - e.failure * decay(now.saturating_duration_since(e.failure_at)),
         }
+    }
+
+    /// Records whether one response failed.
+    fn outcome(&self, failed: bool, now: Instant) {
+        let mut e = self.lock();
+        let faded = e.failure * decay(now.saturating_duration_since(e.failure_at));
+        let x = if failed { 1.0 } else { 0.0 };
+        e.failure = faded + FAILURE_WEIGHT * (x - faded);
+        e.failure_at = e.failure_at.max(now);
     }
 
     /// Records one latency sample. The first replaces the prior the endpoint started
@@ -231,6 +256,14 @@ impl Load {
             .observe(now.saturating_duration_since(self.start), now);
     }
 
+    /// Records whether the response failed (a 5xx, or a gRPC error status in its
+    /// headers): an endpoint that fails more than its peers costs more, by the square of
+    /// its success share, so it gets fewer requests (and retries of its failures succeed
+    /// elsewhere). Peers failing alike keep their order: latency still decides.
+    pub fn outcome(&self, failed: bool) {
+        self.endpoint.load.outcome(failed, Instant::now());
+    }
+
     /// Records a failed connection attempt as a [`CONNECT_PENALTY`] sample.
     pub fn penalize(&self) {
         self.endpoint.load.observe(CONNECT_PENALTY, Instant::now());
@@ -293,7 +326,7 @@ pub fn p2c<'a>(
     }
 }
 
-/// The costs of two candidates: estimate × (pending + 1). An endpoint that has not
+/// The costs of two candidates: estimate × (pending + 1) / success². An endpoint that has not
 /// answered yet counts as no slower than its rival (nor than its prior): its prior is
 /// only a guess, and without this, once its peers had answered faster than the prior
 /// it would lose every draw until the prior faded (half a minute from 30ms to 1ms).
@@ -303,7 +336,14 @@ fn costs(a: Snapshot, b: Snapshot) -> (f64, f64) {
         (true, false) => (a.estimate, b.estimate.min(a.estimate)),
         _ => (a.estimate, b.estimate),
     };
-    (ea * (a.pending + 1.0), eb * (b.pending + 1.0))
+    let health = |s: &Snapshot| {
+        let ok = s.success.clamp(MIN_SUCCESS, 1.0);
+        ok * ok
+    };
+    (
+        ea * (a.pending + 1.0) / health(&a),
+        eb * (b.pending + 1.0) / health(&b),
+    )
 }
 
 // === updates ===

@@ -342,3 +342,52 @@ fn picks_come_from_the_current_list_only() {
         }
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn endpoints_failing_more_than_their_peers_get_fewer_requests() {
+    let now = Instant::now();
+    let picks_of = |eps: &[Arc<Endpoint>], i: usize, seed: u64| {
+        let mut rng = StdRng::seed_from_u64(seed);
+        (0..3000)
+            .filter(|_| p2c(eps, None, now, &mut rng).unwrap().addr == eps[i].addr)
+            .count()
+    };
+    // Three replicas as fast as each other; the first fails nearly everything.
+    let eps = add(&[], found(&[1, 2, 3]), true, now);
+    for e in &eps {
+        e.load.observe(Duration::from_millis(5), now);
+    }
+    let even = picks_of(&eps, 0, 1);
+    assert!(
+        (800..=1200).contains(&even),
+        "a third each before failures: {even}"
+    );
+    for _ in 0..100 {
+        eps[0].load.outcome(true, now);
+        eps[1].load.outcome(false, now);
+        eps[2].load.outcome(false, now);
+    }
+    let bad = picks_of(&eps, 0, 1);
+    assert!(bad < 30, "the failing replica still got {bad} of 3000");
+
+    // Replicas failing alike (25% each) keep the latency order: the fast one wins.
+    let eps = add(&[], found(&[1, 2]), true, now);
+    eps[0].load.observe(Duration::from_millis(1), now);
+    eps[1].load.observe(Duration::from_millis(20), now);
+    for i in 0..200 {
+        for e in &eps {
+            e.load.outcome(i % 4 == 0, now);
+        }
+    }
+    assert_eq!(picks_of(&eps, 0, 2), 3000);
+
+    // What is known of failures fades: a minute later the avoided replica is healthy
+    // again as far as the balancer knows, and gets tried.
+    let later = now + Duration::from_secs(60);
+    let bad = add(&[], found(&[1]), true, now);
+    for _ in 0..100 {
+        bad[0].load.outcome(true, now);
+    }
+    assert!(bad[0].load.snapshot(now).success < 0.1);
+    assert!(bad[0].load.snapshot(later).success > 0.9);
+}

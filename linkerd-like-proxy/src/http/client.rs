@@ -216,6 +216,10 @@ fn observe(load: &crate::balance::Load, rsp: &Response<ProxyBody>) {
     if rsp.extensions().get::<WaitedForConnect>().is_none() {
         load.observe();
     }
+    // Only what the headers already say: a gRPC status may still come in trailers.
+    let grpc_status = crate::classify::grpc_status(rsp.headers());
+    let class = crate::classify::classify(rsp.status(), false, grpc_status);
+    load.outcome(class == crate::classify::Class::Failure);
 }
 
 /// An HTTP proxy request (`GET http://host/path`) becomes the request the origin
