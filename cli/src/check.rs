@@ -164,27 +164,13 @@ async fn check(args: &CheckArgs) -> (String, bool) {
     (out, ok)
 }
 
-/// Every problem of one ServiceProfile object, as `path: reason`.
+/// Every problem of one ServiceProfile object, as `path: reason`: the controller's
+/// own judgement of it ([`mesh_controller::profile::validate_object`]).
 fn problems(obj: &DynamicObject, cluster_domain: &str) -> Vec<String> {
-    use mesh_controller::profile::{self, spec::ServiceProfileSpec};
     let spec = obj.data.get("spec").cloned().unwrap_or_default();
-    let spec: ServiceProfileSpec = match serde_path_to_error::deserialize(spec) {
-        Ok(s) => s,
-        Err(e) => {
-            let path = format!("spec.{}", e.path());
-            return vec![format!("{path}: {}", e.into_inner())];
-        }
-    };
-    let doc = profile::ServiceProfile {
-        metadata: profile::spec::Metadata {
-            name: obj.metadata.name.clone().unwrap_or_default(),
-            namespace: obj.metadata.namespace.clone(),
-            other: Default::default(),
-        },
-        spec,
-        ..Default::default()
-    };
-    match profile::validate_document(&doc, Some(cluster_domain)) {
+    let name = obj.metadata.name.as_deref().unwrap_or_default();
+    let namespace = obj.metadata.namespace.as_deref().unwrap_or("default");
+    match mesh_controller::profile::validate_object(name, namespace, spec, cluster_domain) {
         Ok(_) => Vec::new(),
         Err(p) => p.0.iter().map(ToString::to_string).collect(),
     }

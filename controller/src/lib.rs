@@ -455,6 +455,24 @@ pub(crate) fn is_dns_label(s: &str) -> bool {
 // === impl Config ===
 
 impl Config {
+    /// A local control plane: discovery (and profiles) from `file`, every server on an
+    /// ephemeral loopback port, cluster and trust domain `cluster.local`, identity and
+    /// the webhook off (set those fields to turn them on). For tests, benchmarks and
+    /// tools that run the controller in process.
+    pub fn local(file: std::path::PathBuf) -> Self {
+        let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        Self {
+            discovery: Discovery::File(file),
+            destination_addr: loopback,
+            admin_addr: loopback,
+            cluster_domain: "cluster.local".into(),
+            trust_domain: "cluster.local".into(),
+            log: "info".into(),
+            identity: None,
+            webhook: None,
+        }
+    }
+
     /// Binds the servers and starts the backend. Must be called inside a runtime.
     pub async fn build(self) -> anyhow::Result<Running> {
         process::start_time();

@@ -4,7 +4,7 @@
 use mesh_api::destination::{
     destination_client::DestinationClient, update::Update as Kind, GetDestination, Update,
 };
-use mesh_controller::{metrics::StreamKind, Config, Discovery, Running};
+use mesh_controller::{metrics::StreamKind, Config, Running};
 use std::{
     collections::BTreeSet,
     io::Write as _,
@@ -28,16 +28,7 @@ impl Controller {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("discovery.yaml");
         write(&file, yaml);
-        let config = Config {
-            discovery: Discovery::File(file.clone()),
-            destination_addr: "127.0.0.1:0".parse().unwrap(),
-            admin_addr: "127.0.0.1:0".parse().unwrap(),
-            cluster_domain: "cluster.local".into(),
-            trust_domain: "cluster.local".into(),
-            log: "info".into(),
-            identity: None,
-            webhook: None,
-        };
+        let config = Config::local(file.clone());
         let running = config.build().await.unwrap();
         let ready = wait_until("the index is ready", || running.index.is_ready());
         ready.await;
@@ -551,16 +542,7 @@ async fn shutdown_ends_streams() {
 async fn streams_wait_for_the_first_sync() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("discovery.yaml");
-    let config = Config {
-        discovery: Discovery::File(file.clone()),
-        destination_addr: "127.0.0.1:0".parse().unwrap(),
-        admin_addr: "127.0.0.1:0".parse().unwrap(),
-        cluster_domain: "cluster.local".into(),
-        trust_domain: "cluster.local".into(),
-        log: "info".into(),
-        identity: None,
-        webhook: None,
-    };
+    let config = Config::local(file.clone());
     let running = config.build().await.unwrap();
     assert!(!running.index.is_ready(), "no file yet, so no sync");
     let mut client = client(running.destination_addr, None).await;

@@ -4,7 +4,7 @@
 use mesh_api::identity::{identity_client::IdentityClient, CertifyRequest, CertifyResponse};
 use mesh_controller::{
     identity::{self, BootstrapTokens, Ca},
-    Config, Discovery, IdentityConfig, IdentityTokens, Running,
+    Config, IdentityConfig, IdentityTokens, Running,
 };
 use rcgen::{CertificateParams, DistinguishedName, KeyPair, SanType, SignatureAlgorithm};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
@@ -41,18 +41,12 @@ async fn start() -> Fixture {
     )
     .unwrap();
     let config = Config {
-        discovery: Discovery::File(dir.path().join("discovery.yaml")),
-        destination_addr: "127.0.0.1:0".parse().unwrap(),
-        admin_addr: "127.0.0.1:0".parse().unwrap(),
-        cluster_domain: "cluster.local".into(),
-        trust_domain: "cluster.local".into(),
-        log: "info".into(),
         identity: Some(IdentityConfig {
             addr: "127.0.0.1:0".parse().unwrap(),
             ca: Arc::new(ca),
             tokens: IdentityTokens::Bootstrap(Arc::new(BootstrapTokens::load(&tokens).unwrap())),
         }),
-        webhook: None,
+        ..Config::local(dir.path().join("discovery.yaml"))
     };
     let running = config.build().await.unwrap();
     Fixture {
@@ -242,16 +236,7 @@ async fn certify_over_grpc() {
 #[tokio::test]
 async fn identity_is_off_without_an_issuer() {
     let dir = tempfile::tempdir().unwrap();
-    let config = Config {
-        discovery: Discovery::File(dir.path().join("discovery.yaml")),
-        destination_addr: "127.0.0.1:0".parse().unwrap(),
-        admin_addr: "127.0.0.1:0".parse().unwrap(),
-        cluster_domain: "cluster.local".into(),
-        trust_domain: "cluster.local".into(),
-        log: "info".into(),
-        identity: None,
-        webhook: None,
-    };
+    let config = Config::local(dir.path().join("discovery.yaml"));
     let running = config.build().await.unwrap();
     assert_eq!(running.identity_addr, None);
     running.shutdown();

@@ -9,7 +9,7 @@ use http_body_util::{BodyExt as _, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use mesh_controller::{
     webhook::{Outcome, PATH},
-    Args, Config, Discovery, Running,
+    Args, Config, Running,
 };
 use rustls_pki_types::{pem::PemObject as _, CertificateDer, ServerName};
 use serde_json::{json, Value};
@@ -374,16 +374,7 @@ async fn shutdown_stops_the_webhook() {
 #[tokio::test]
 async fn the_webhook_is_off_without_a_certificate() {
     let dir = tempfile::tempdir().unwrap();
-    let config = Config {
-        discovery: Discovery::File(dir.path().join("discovery.yaml")),
-        destination_addr: "127.0.0.1:0".parse().unwrap(),
-        admin_addr: "127.0.0.1:0".parse().unwrap(),
-        cluster_domain: "cluster.local".into(),
-        trust_domain: "cluster.local".into(),
-        log: "info".into(),
-        identity: None,
-        webhook: None,
-    };
+    let config = Config::local(dir.path().join("discovery.yaml"));
     let running = config.build().await.unwrap();
     assert_eq!(running.webhook_addr, None);
     running.shutdown();

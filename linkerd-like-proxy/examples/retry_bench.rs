@@ -19,7 +19,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::{body::Incoming, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use mesh_controller::{Config, Discovery};
+use mesh_controller::Config;
 use std::{
     collections::HashMap,
     convert::Infallible,
@@ -84,14 +84,8 @@ async fn scenario(fail: [f64; 3], rps: u64, seconds: u64) -> Outcome {
     );
     std::fs::write(dir.path().join("d.yaml"), yaml).unwrap();
     let running = Config {
-        discovery: Discovery::File(dir.path().join("d.yaml")),
-        destination_addr: "127.0.0.1:0".parse().unwrap(),
-        admin_addr: "127.0.0.1:0".parse().unwrap(),
-        cluster_domain: "cluster.local".into(),
-        trust_domain: "cluster.local".into(),
         log: "warn".into(),
-        identity: None,
-        webhook: None,
+        ..Config::local(dir.path().join("d.yaml"))
     }
     .build()
     .await

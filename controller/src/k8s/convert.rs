@@ -131,31 +131,10 @@ pub(super) enum Profile {
 /// Decodes and validates a `ServiceProfile` object. `None` only for an object with no
 /// name or namespace, which the API server never sends.
 pub(super) fn profile(obj: &kube::api::DynamicObject, cluster_domain: &str) -> Option<Profile> {
-    use crate::profile::{self, spec::ServiceProfileSpec, Invalid, Problems};
     let key = obj_key(&obj.metadata)?;
     let spec = obj.data.get("spec").cloned().unwrap_or_default();
-    let spec: ServiceProfileSpec = match serde_path_to_error::deserialize(spec) {
-        Ok(s) => s,
-        Err(e) => {
-            let path = format!("spec.{}", e.path());
-            let reason = e.into_inner().to_string();
-            return Some(Profile::Invalid(
-                key,
-                Problems(vec![Invalid { path, reason }]),
-            ));
-        }
-    };
-    let doc = profile::ServiceProfile {
-        metadata: profile::spec::Metadata {
-            name: key.name.to_string(),
-            namespace: Some(key.namespace.to_string()),
-            other: Default::default(),
-        },
-        spec,
-        ..Default::default()
-    };
     Some(
-        match profile::validate_document(&doc, Some(cluster_domain)) {
+        match crate::profile::validate_object(&key.name, &key.namespace, spec, cluster_domain) {
             Ok(v) => Profile::Valid(crate::index::ServiceProfile {
                 key,
                 spec: crate::index::ProfileSpec(Arc::new(v)),

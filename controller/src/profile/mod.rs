@@ -55,5 +55,31 @@ pub fn parse_yaml(text: &str, cluster_domain: Option<&str>) -> Result<Validated,
     validate_document(&profile, cluster_domain)
 }
 
+/// Decodes and validates a ServiceProfile object as the API server holds it: its
+/// name, namespace and `spec` (JSON). What the kubernetes backend and `mesh check`
+/// read, so both judge an object alike; decoding problems name their `spec.` path.
+pub fn validate_object(
+    name: &str,
+    namespace: &str,
+    spec: serde_json::Value,
+    cluster_domain: &str,
+) -> Result<Validated, Problems> {
+    let spec: spec::ServiceProfileSpec = serde_path_to_error::deserialize(spec).map_err(|e| {
+        let path = format!("spec.{}", e.path());
+        let reason = e.into_inner().to_string();
+        Problems(vec![Invalid { path, reason }])
+    })?;
+    let doc = ServiceProfile {
+        metadata: spec::Metadata {
+            name: name.to_string(),
+            namespace: Some(namespace.to_string()),
+            other: Default::default(),
+        },
+        spec,
+        ..Default::default()
+    };
+    validate_document(&doc, Some(cluster_domain))
+}
+
 #[cfg(test)]
 mod tests;

@@ -4,7 +4,7 @@
 
 use mesh_controller::{
     identity::{self, BootstrapTokens, Ca},
-    Config, Discovery, IdentityConfig, IdentityTokens, Running,
+    Config, IdentityConfig, IdentityTokens, Running,
 };
 use std::{
     sync::Arc,
@@ -53,14 +53,8 @@ pub async fn start(discovery: &str, identity: Option<WithIdentity<'_>>) -> Contr
         }
     });
     let config = Config {
-        discovery: Discovery::File(dir.path().join("discovery.yaml")),
-        destination_addr: "127.0.0.1:0".parse().unwrap(),
-        admin_addr: "127.0.0.1:0".parse().unwrap(),
-        cluster_domain: "cluster.local".into(),
-        trust_domain: "cluster.local".into(),
-        log: "info".into(),
         identity,
-        webhook: None,
+        ..Config::local(dir.path().join("discovery.yaml"))
     };
     let running = config.build().await.unwrap();
     ControlPlane {
