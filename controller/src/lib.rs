@@ -139,6 +139,12 @@ pub struct Args {
     )]
     pub identity_lifetime: Duration,
 
+    /// The identity the identity service's own certificate names, which proxies
+    /// verify before sending their token (default:
+    /// `mesh-identity.<control-plane-namespace>.serviceaccount.identity.mesh.<trust-domain>`).
+    #[arg(long, env = "MESH_IDENTITY_SERVER_NAME", value_name = "NAME")]
+    pub identity_server_name: Option<String>,
+
     /// The admission webhook's HTTPS address (served only with --webhook-cert and
     /// --webhook-key).
     #[arg(
@@ -192,6 +198,8 @@ pub struct IdentityConfig {
     pub addr: SocketAddr,
     pub ca: Arc<identity::Ca>,
     pub tokens: IdentityTokens,
+    /// The identity the service's own certificate names.
+    pub server_name: String,
 }
 
 /// Who decides whose a token is.
@@ -239,6 +247,8 @@ pub enum InvalidConfig {
         path: PathBuf,
         message: String,
     },
+    #[error("invalid --identity-server-name {name:?}: expected <serviceaccount>.<namespace>.serviceaccount.identity.mesh.{trust_domain}")]
+    IdentityServerName { name: String, trust_domain: String },
     #[error("invalid --identity-lifetime {0:?}: expected at least 1m")]
     Lifetime(Duration),
     #[error("--{missing} is required with --{given}")]
@@ -261,6 +271,7 @@ pub enum InvalidConfig {
 impl Args {
     /// Validates the flags into a [`Config`].
     pub fn into_config(self) -> Result<Config, InvalidConfig> {
+        let control_plane_namespace = self.control_plane_namespace.clone();
         let discovery = match (self.backend, self.file) {
             (Backend::File, Some(path)) => Discovery::File(path),
             (Backend::File, None) => return Err(InvalidConfig::MissingFile),
@@ -298,6 +309,8 @@ impl Args {
             self.identity_issuer_key,
             self.identity_tokens,
             self.identity_lifetime,
+            self.identity_server_name,
+            &control_plane_namespace,
         )?;
         let webhook = webhook_config(self.webhook_addr, self.webhook_cert, self.webhook_key)?;
         Ok(Config {
@@ -351,12 +364,15 @@ fn identity_config(
     key: Option<PathBuf>,
     tokens: Option<PathBuf>,
     lifetime: Duration,
+    server_name: Option<String>,
+    control_plane_namespace: &str,
 ) -> Result<Option<IdentityConfig>, InvalidConfig> {
     let (anchors, cert, key) = match (anchors, cert, key) {
         (None, None, None) => {
-            return match tokens {
-                Some(_) => Err(InvalidConfig::IdentityUnused("identity-tokens")),
-                None => Ok(None),
+            return match (tokens, server_name) {
+                (Some(_), _) => Err(InvalidConfig::IdentityUnused("identity-tokens")),
+                (_, Some(_)) => Err(InvalidConfig::IdentityUnused("identity-server-name")),
+                (None, None) => Ok(None),
             }
         }
         (Some(_), None, None) => {
@@ -369,6 +385,15 @@ fn identity_config(
     };
     if lifetime < Duration::from_secs(60) {
         return Err(InvalidConfig::Lifetime(lifetime));
+    }
+    let server_name = server_name
+        .map(|n| n.to_ascii_lowercase())
+        .unwrap_or_else(|| identity::default_server_name(control_plane_namespace, trust_domain));
+    if identity::ServiceAccount::from_identity(&server_name, trust_domain).is_none() {
+        return Err(InvalidConfig::IdentityServerName {
+            name: server_name,
+            trust_domain: trust_domain.to_string(),
+        });
     }
     let read = |flag: &'static str, path: &PathBuf| {
         std::fs::read_to_string(path).map_err(|source| InvalidConfig::IdentityRead {
@@ -417,6 +442,7 @@ fn identity_config(
         addr,
         ca: Arc::new(ca),
         tokens,
+        server_name,
     }))
 }
 
@@ -589,11 +615,22 @@ async fn start_identity(
         .await
         .with_context(|| format!("cannot bind the identity server on {}", config.addr))?;
     let addr = listener.local_addr()?;
-    tracing::info!(identity = %addr, trust_domain = config.ca.trust_domain(), "listening");
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let certificate =
+        identity::SelfIssued::new(config.ca.clone(), &config.server_name, provider.clone())
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot certify the identity service as {}: {e}",
+                    config.server_name
+                )
+            })?;
+    let tls = identity::tls::server_config(Arc::new(certificate), provider)
+        .context("cannot configure the identity server's TLS")?;
+    tracing::info!(identity = %addr, trust_domain = config.ca.trust_domain(), server_name = %config.server_name, "listening (TLS)");
     let service = identity::IdentityService::new(config.ca, tokens, metrics);
     let task = tokio::spawn(async move {
         if let Err(error) =
-            identity::service::serve(listener, service, shutdown.cancelled_owned()).await
+            identity::service::serve(listener, service, Arc::new(tls), shutdown).await
         {
             tracing::error!(%error, "identity server failed");
         }

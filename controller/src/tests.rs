@@ -135,6 +135,20 @@ fn identity_flags() {
     assert_eq!(identity.ca.lifetime(), Duration::from_secs(90 * 60));
     assert_eq!(identity.ca.trust_domain(), "cluster.local");
     assert!(matches!(identity.tokens, IdentityTokens::Bootstrap(_)));
+    assert_eq!(
+        identity.server_name,
+        "mesh-identity.mesh-system.serviceaccount.identity.mesh.cluster.local"
+    );
+    let mut args = creds.args(&[]);
+    args.extend([
+        "--identity-server-name".into(),
+        "CA.Ops.serviceaccount.identity.mesh.cluster.local".into(),
+    ]);
+    let identity = parse_owned(&args).unwrap().identity.unwrap();
+    assert_eq!(
+        identity.server_name,
+        "ca.ops.serviceaccount.identity.mesh.cluster.local"
+    );
 
     // Without a token file, the kubernetes backend checks tokens with TokenReview.
     let args = [
@@ -207,6 +221,23 @@ fn bad_identity_flags_name_the_flag_and_the_problem() {
     }
     let err = parse(&["--identity-tokens", &creds.path("tokens")]).unwrap_err();
     assert!(err.contains("--identity-tokens is only used with"), "{err}");
+    let err = parse(&["--identity-server-name", "x"]).unwrap_err();
+    assert!(
+        err.contains("--identity-server-name is only used with"),
+        "{err}"
+    );
+    for bad in [
+        "mesh-identity.mesh-system.svc.cluster.local",
+        "mesh-identity.mesh-system.serviceaccount.identity.mesh.example.org",
+    ] {
+        let mut args = creds.args(&[]);
+        args.extend(["--identity-server-name".into(), bad.into()]);
+        let err = parse_owned(&args).unwrap_err();
+        assert!(
+            err.contains("invalid --identity-server-name") && err.contains(bad),
+            "{bad}: {err}"
+        );
+    }
     for bad in ["24", "1w", "h", "30s"] {
         let mut args = creds.args(&[]);
         args.extend(["--identity-lifetime".into(), bad.into()]);

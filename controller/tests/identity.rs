@@ -12,12 +12,16 @@ use std::{
     sync::Arc,
     time::{Duration, SystemTime},
 };
-use tonic::{transport::Channel, Code};
+use tonic::{
+    transport::{Channel, Endpoint},
+    Code,
+};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 const WEB: &str = "web.default.serviceaccount.identity.mesh.cluster.local";
 const API: &str = "api.default.serviceaccount.identity.mesh.cluster.local";
 const WEB_TOKEN: &[u8] = b"t0k3n-web";
+const SERVER: &str = "mesh-identity.mesh-system.serviceaccount.identity.mesh.cluster.local";
 
 struct Fixture {
     running: Running,
@@ -45,6 +49,7 @@ async fn start() -> Fixture {
             addr: "127.0.0.1:0".parse().unwrap(),
             ca: Arc::new(ca),
             tokens: IdentityTokens::Bootstrap(Arc::new(BootstrapTokens::load(&tokens).unwrap())),
+            server_name: SERVER.to_string(),
         }),
         ..Config::local(dir.path().join("discovery.yaml"))
     };
@@ -58,10 +63,26 @@ async fn start() -> Fixture {
 
 impl Fixture {
     async fn client(&self) -> IdentityClient<Channel> {
+        self.client_for(SERVER, &self.anchor)
+    }
+
+    /// A client that trusts `anchor_pem` and expects the service to be `server`.
+    fn client_for(&self, server: &str, anchor_pem: &str) -> IdentityClient<Channel> {
         let addr = self.running.identity_addr.expect("identity is on");
-        IdentityClient::connect(format!("http://{addr}"))
-            .await
+        let mut roots = rustls::RootCertStore::empty();
+        for der in pem_certificates(anchor_pem) {
+            roots.add(der).unwrap();
+        }
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
             .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        tls.alpn_protocols = vec![b"h2".to_vec()];
+        let endpoint = Endpoint::from_shared(format!("http://{addr}")).unwrap();
+        let name = ServerName::try_from(server.to_string()).unwrap();
+        IdentityClient::new(mesh_api::tls::connect_lazy(&endpoint, Arc::new(tls), name))
     }
 
     fn count(&self, result: &str) -> u64 {
@@ -87,6 +108,12 @@ fn request(identity: &str, token: &[u8], csr: Vec<u8>) -> CertifyRequest {
         token: token.to_vec(),
         certificate_signing_request: csr,
     }
+}
+
+fn pem_certificates(pem: &str) -> Vec<CertificateDer<'static>> {
+    x509_parser::pem::Pem::iter_from_buffer(pem.as_bytes())
+        .map(|p| CertificateDer::from(p.unwrap().contents))
+        .collect()
 }
 
 /// Verifies the response's chain up to `anchor_pem` for `identity`, as a peer would.
@@ -227,6 +254,73 @@ async fn certify_over_grpc() {
     ] {
         assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
     }
+
+    fixture.running.shutdown();
+    fixture.running.wait().await.unwrap();
+}
+
+/// The token goes only to the real identity service, over TLS: a client that expects
+/// another name, or trusts another root, never completes a call, and a client that
+/// speaks plaintext is not served. None of them is counted as a call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certify_is_served_only_over_tls_to_the_right_name() {
+    let fixture = start().await;
+
+    let wrong_name = fixture
+        .client_for(
+            "mesh-destination.mesh-system.serviceaccount.identity.mesh.cluster.local",
+            &fixture.anchor,
+        )
+        .certify(request(WEB, WEB_TOKEN, csr(WEB)))
+        .await
+        .unwrap_err();
+    assert_eq!(wrong_name.code(), Code::Unavailable, "{wrong_name:?}");
+    let text = format!("{wrong_name:?}");
+    assert!(
+        text.contains("invalid peer certificate") && text.contains("NotValidForName"),
+        "{text}"
+    );
+
+    let (other_anchor, _, _) =
+        identity::generate_anchor_and_issuer("cluster.local", Duration::from_secs(3600));
+    let other_root = fixture
+        .client_for(SERVER, &other_anchor)
+        .certify(request(WEB, WEB_TOKEN, csr(WEB)))
+        .await
+        .unwrap_err();
+    assert_eq!(other_root.code(), Code::Unavailable, "{other_root:?}");
+    // The other root has the same subject, so webpki finds it and the signature fails.
+    let text = format!("{other_root:?}");
+    assert!(text.contains("invalid peer certificate"), "{text}");
+
+    let addr = fixture.running.identity_addr.unwrap();
+    let plaintext = IdentityClient::connect(format!("http://{addr}")).await;
+    let refused = match plaintext {
+        Err(e) => format!("{e:?}"),
+        Ok(mut client) => {
+            // The TLS server reads the HTTP/2 preface as a bad ClientHello and
+            // answers with an alert: a transport or protocol error, never an answer.
+            let status = client
+                .certify(request(WEB, WEB_TOKEN, csr(WEB)))
+                .await
+                .expect_err("plaintext is not served");
+            format!("{status:?}")
+        }
+    };
+    assert!(!refused.is_empty());
+
+    for result in ["ok", "bad_token", "invalid_request"] {
+        assert_eq!(fixture.count(result), 0, "{result}");
+    }
+    // The right client on the same server is answered: the refusals above were
+    // about the channel, not a broken server.
+    fixture
+        .client()
+        .await
+        .certify(request(WEB, WEB_TOKEN, csr(WEB)))
+        .await
+        .expect("certified over TLS");
+    assert_eq!(fixture.count("ok"), 1);
 
     fixture.running.shutdown();
     fixture.running.wait().await.unwrap();

@@ -103,6 +103,11 @@ pub const ENV_IDENTITY_ADDR: &str = "MESH_PROXY_IDENTITY_ADDR";
 /// `<serviceaccount>.<namespace>.serviceaccount.identity.mesh.<trust-domain>`.
 /// No default; required with `MESH_PROXY_IDENTITY_ADDR`.
 pub const ENV_IDENTITY_NAME: &str = "MESH_PROXY_IDENTITY_NAME";
+/// The identity the identity service's certificate must name: `Certify` goes over
+/// TLS verified against the trust anchors, and the token is sent only to this name.
+/// Default `mesh-identity.mesh-system.serviceaccount.identity.mesh.<trust-domain>`,
+/// the trust domain taken from `MESH_PROXY_IDENTITY_NAME`.
+pub const ENV_IDENTITY_SVC_NAME: &str = "MESH_PROXY_IDENTITY_SVC_NAME";
 /// A file holding the token that proves the identity (a projected service-account
 /// token in a cluster, a bootstrap token locally), sent with every certificate
 /// request. Re-read at every request, since projected tokens rotate; surrounding
@@ -145,6 +150,7 @@ const KNOWN: &[&str] = &[
     ENV_DISCOVERY_IDLE_TIMEOUT,
     ENV_IDENTITY_ADDR,
     ENV_IDENTITY_NAME,
+    ENV_IDENTITY_SVC_NAME,
     ENV_IDENTITY_TOKEN_FILE,
     ENV_IDENTITY_TRUST_ANCHORS,
     ENV_IDENTITY_MIN_REFRESH,
@@ -191,6 +197,8 @@ pub struct IdentityConfig {
     pub addr: http::Uri,
     /// This proxy's identity name (a DNS name).
     pub name: String,
+    /// The identity service's identity name, which its certificate must name.
+    pub server_name: String,
     pub token_file: std::path::PathBuf,
     /// The trust anchors' certificates, DER, each known to be usable as an anchor.
     pub trust_anchors: Vec<rustls_pki_types::CertificateDer<'static>>,
@@ -393,6 +401,19 @@ fn identity(env: &impl Env) -> Result<Option<IdentityConfig>, ConfigError> {
         "an identity like web.default.serviceaccount.identity.mesh.cluster.local",
         |v| is_identity_name(v).then(|| v.to_ascii_lowercase()),
     )?;
+    // `<sa>.<ns>.serviceaccount.identity.mesh.<trust-domain>`: the service's name in
+    // the same trust domain unless one is given.
+    let default_server_name = format!(
+        "mesh-identity.mesh-system.{}",
+        name.splitn(3, '.').nth(2).unwrap_or_default()
+    );
+    let server_name = parse(
+        env,
+        ENV_IDENTITY_SVC_NAME,
+        &default_server_name,
+        "an identity like mesh-identity.mesh-system.serviceaccount.identity.mesh.cluster.local",
+        |v| is_identity_name(v).then(|| v.to_ascii_lowercase()),
+    )?;
     let token_file = required(ENV_IDENTITY_TOKEN_FILE)?.trim().into();
     let anchors_pem = required(ENV_IDENTITY_TRUST_ANCHORS)?;
     let trust_anchors = parse_anchors(&anchors_pem).map_err(|why| ConfigError {
@@ -413,6 +434,7 @@ fn identity(env: &impl Env) -> Result<Option<IdentityConfig>, ConfigError> {
     Ok(Some(IdentityConfig {
         addr,
         name,
+        server_name,
         token_file,
         trust_anchors,
         min_refresh,
@@ -672,13 +694,25 @@ mod tests {
         let id = c.identity.unwrap();
         assert_eq!(id.addr.to_string(), "http://127.0.0.1:8080/");
         assert_eq!(id.name, NAME);
+        assert_eq!(
+            id.server_name,
+            "mesh-identity.mesh-system.serviceaccount.identity.mesh.cluster.local"
+        );
         assert_eq!(id.trust_anchors.len(), 1);
         assert_eq!(id.min_refresh, Duration::from_secs(10));
         assert_eq!(id.max_refresh, Duration::from_secs(24 * 3600));
         let mut e = identity_env(&format!("{pem}{pem}"));
         e.insert(ENV_IDENTITY_MIN_REFRESH.into(), "1s".into());
         e.insert(ENV_IDENTITY_MAX_REFRESH.into(), "1m".into());
+        e.insert(
+            ENV_IDENTITY_SVC_NAME.into(),
+            "CA.Ops.serviceaccount.identity.mesh.cluster.local".into(),
+        );
         let id = Config::from_env(&e).unwrap().identity.unwrap();
+        assert_eq!(
+            id.server_name,
+            "ca.ops.serviceaccount.identity.mesh.cluster.local"
+        );
         assert_eq!(id.trust_anchors.len(), 2);
         assert_eq!(
             (id.min_refresh, id.max_refresh),
@@ -692,6 +726,10 @@ mod tests {
             (
                 ENV_IDENTITY_NAME,
                 "web..serviceaccount.identity.mesh.cluster.local",
+            ),
+            (
+                ENV_IDENTITY_SVC_NAME,
+                "mesh-identity.mesh-system.svc.cluster.local",
             ),
             (ENV_IDENTITY_TOKEN_FILE, " "),
             (ENV_IDENTITY_TRUST_ANCHORS, ""),

@@ -227,3 +227,73 @@ async fn an_unreachable_service_is_retried_and_counted() {
     .await;
     assert!(live.starts_with("HTTP/1.1 200"), "{live}");
 }
+
+/// The token is sent only to the identity service named by
+/// `MESH_PROXY_IDENTITY_SVC_NAME`, over TLS: a service with another name is refused
+/// before any call, and a listener that merely accepts sees a TLS ClientHello, never
+/// the token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_goes_only_to_the_named_identity_service_over_tls() {
+    let ctl = controller(identity::ca::DEFAULT_LIFETIME).await;
+    let env = |addr: std::net::SocketAddr, svc: &str| {
+        vec![
+            ("MESH_PROXY_IDENTITY_ADDR", addr.to_string()),
+            ("MESH_PROXY_IDENTITY_NAME", WEB.to_string()),
+            ("MESH_PROXY_IDENTITY_SVC_NAME", svc.to_string()),
+            (
+                "MESH_PROXY_IDENTITY_TOKEN_FILE",
+                ctl.token_file(WEB_TOKEN).display().to_string(),
+            ),
+            ("MESH_PROXY_IDENTITY_TRUST_ANCHORS", ctl.anchor.clone()),
+            ("MESH_PROXY_IDENTITY_MIN_REFRESH", "20ms".to_string()),
+            ("MESH_PROXY_IDENTITY_MAX_REFRESH", "50ms".to_string()),
+        ]
+    };
+
+    // The real service, expected under another name: the handshake fails, so no
+    // call is made at all.
+    let addr = ctl.running.identity_addr.unwrap();
+    let other = "mesh-destination.mesh-system.serviceaccount.identity.mesh.cluster.local";
+    let p = proxy(&env(addr, other)).await;
+    wait_until("refreshes fail", || refreshes(&p, "failure") >= 2).await;
+    assert_eq!(ready(&p).await, 503);
+    for result in ["ok", "bad_token", "identity_mismatch", "invalid_request"] {
+        assert_eq!(ctl.running.metrics.certify_total(result), 0, "{result}");
+    }
+    drop(p);
+
+    // Whatever listens at the address sees TLS, not the token.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let capture = std::thread::spawn(move || {
+        use std::io::Read;
+        let (mut conn, _) = listener.accept().unwrap();
+        conn.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        // Until the client gives up on this silent server, or the timeout.
+        while let Ok(n) = conn.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            seen.extend_from_slice(&buf[..n]);
+        }
+        seen
+    });
+    let default = "mesh-identity.mesh-system.serviceaccount.identity.mesh.cluster.local";
+    let _p = proxy(&env(addr, default)).await;
+    let seen = tokio::task::spawn_blocking(move || capture.join().unwrap())
+        .await
+        .unwrap();
+    assert!(!seen.is_empty(), "the proxy connected and sent something");
+    assert_eq!(seen[0], 0x16, "a TLS handshake record: {seen:02x?}");
+    assert!(
+        !seen
+            .windows(WEB_TOKEN.len())
+            .any(|w| w == WEB_TOKEN.as_bytes()),
+        "the token was sent in the clear"
+    );
+    // The ClientHello names the service it expects.
+    assert!(seen.windows(default.len()).any(|w| w == default.as_bytes()));
+}

@@ -20,5 +20,6 @@ pub mod identity {
 }
 
 mod convert;
+pub mod tls;
 
 pub use convert::InvalidAddress;

@@ -8,6 +8,7 @@
 
 pub mod ca;
 pub mod service;
+pub mod tls;
 pub mod token;
 
 pub use self::{
@@ -16,6 +17,7 @@ pub use self::{
         Reject,
     },
     service::IdentityService,
+    tls::{default_server_name, SelfIssued},
     token::{BootstrapTokens, TokenError, TokenReview, TokenValidator},
 };
 

@@ -84,13 +84,20 @@ impl Identity {
         metrics: Metrics,
     ) -> Option<Self> {
         let config = config?.clone();
-        let channel = tonic::transport::Endpoint::from(config.addr.clone())
+        let endpoint = tonic::transport::Endpoint::from(config.addr.clone())
             .connect_timeout(connect_timeout)
-            .timeout(REQUEST_TIMEOUT)
-            .tcp_nodelay(true)
-            .connect_lazy();
+            .timeout(REQUEST_TIMEOUT);
+        let channel = match service_tls(&config) {
+            Ok((tls, server)) => mesh_api::tls::connect_lazy(&endpoint, tls, server),
+            Err(error) => {
+                // The configuration was validated; this is not expected, and the
+                // token is never sent in the clear instead.
+                tracing::error!(%error, "identity off: cannot configure TLS to the identity service");
+                return None;
+            }
+        };
         metrics.identity().enable();
-        tracing::info!(identity = %config.name, service = %config.addr, "identity on");
+        tracing::info!(identity = %config.name, service = %config.addr, service_name = %config.server_name, "identity on");
         let name: Arc<str> = config.name.as_str().into();
         let (tx, current) = watch::channel(None);
         let task = tokio::spawn(refresh(
@@ -127,6 +134,26 @@ impl Identity {
     pub fn watch(&self) -> watch::Receiver<Option<Arc<Credentials>>> {
         self.current.clone()
     }
+}
+
+/// TLS to the identity service: TLS 1.3, verified against the trust anchors for the
+/// service's identity name, no client certificate (there is none yet the first time).
+fn service_tls(
+    config: &IdentityConfig,
+) -> Result<(Arc<rustls::ClientConfig>, ServerName<'static>), String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for anchor in &config.trust_anchors {
+        roots.add(anchor.clone()).map_err(|e| e.to_string())?;
+    }
+    let mut tls = rustls::ClientConfig::builder_with_provider(crate::tls::provider().into())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![b"h2".to_vec()];
+    let server = ServerName::try_from(config.server_name.clone())
+        .map_err(|e| format!("{:?}: {e}", config.server_name))?;
+    Ok((Arc::new(tls), server))
 }
 
 /// Why a certificate request failed.

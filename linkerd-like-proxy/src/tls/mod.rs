@@ -338,7 +338,7 @@ fn identity_of(cert: &CertificateDer<'_>) -> Option<String> {
 
 /// aws-lc-rs, TLS 1.3 suites only (AES-128-GCM first: fastest with AES-NI), and
 /// X25519MLKEM768 preferred for key exchange.
-fn provider() -> CryptoProvider {
+pub(crate) fn provider() -> CryptoProvider {
     let mut p = aws_lc_rs::default_provider();
     p.kx_groups = vec![
         aws_lc_rs::kx_group::X25519MLKEM768,

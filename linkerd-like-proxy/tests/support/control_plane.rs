@@ -50,6 +50,7 @@ pub async fn start(discovery: &str, identity: Option<WithIdentity<'_>>) -> Contr
             addr: "127.0.0.1:0".parse().unwrap(),
             ca: Arc::new(ca),
             tokens: IdentityTokens::Bootstrap(Arc::new(BootstrapTokens::load(&tokens).unwrap())),
+            server_name: identity::default_server_name("mesh-system", "cluster.local"),
         }
     });
     let config = Config {
