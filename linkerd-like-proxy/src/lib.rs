@@ -15,6 +15,7 @@
 //! failure becomes a clean error response or a closed connection.
 
 pub mod admin;
+pub mod alloc;
 pub mod balance;
 pub mod classify;
 pub mod config;
@@ -306,8 +307,9 @@ async fn signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
-/// Periodic housekeeping: idle pooled connections, idle metric series, and idle
-/// discovery destinations (on their own period, from their own idle timeout).
+/// Periodic housekeeping: idle pooled connections, idle metric series and freed
+/// memory, and idle discovery destinations (on their own period, from their own idle
+/// timeout).
 async fn sweep(proxy: Arc<Proxy>) {
     let every = proxy.config.pool_idle_timeout.max(Duration::from_secs(1));
     // Metric retention in ticks of this loop, rounded up.
@@ -323,8 +325,12 @@ async fn sweep(proxy: Arc<Proxy>) {
     };
     let mut pools = ticker(every);
     let mut discovery = proxy.discovery.as_ref().map(|d| ticker(d.sweep_period()));
+    let mut trim = ticker(alloc::RELEASE_PERIOD);
     loop {
         tokio::select! {
+            _ = trim.tick() => {
+                alloc::release_free_memory();
+            }
             _ = pools.tick() => {
                 for p in &proxy.pools {
                     p.sweep();
