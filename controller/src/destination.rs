@@ -16,7 +16,7 @@ use mesh_api::destination::{
     self as api, destination_server::Destination, protocol_hint, update::Update as Kind,
     DestinationProfile, GetDestination, Update,
 };
-use std::{collections::VecDeque, future::Future, pin::Pin, sync::Arc, time::Duration};
+use std::{collections::VecDeque, pin::Pin, sync::Arc, time::Duration};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{server::TcpIncoming, Server};
@@ -36,19 +36,39 @@ const MAX_STREAMS_PER_CONNECTION: u32 = 10_000;
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// Serves `service` on `listener` until `shutdown` resolves, then drains.
+/// Serves `service` on `listener` until `shutdown` is cancelled, then drains: over
+/// TLS with `tls` (when the identity service is on, so proxies can verify who tells
+/// them where to send traffic), otherwise in plaintext.
 pub async fn serve(
     listener: TcpListener,
     service: DestinationService,
-    shutdown: impl Future<Output = ()>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    Server::builder()
+    let server = Server::builder()
         .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
-        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
-        .serve_with_incoming_shutdown(Routes::new(service), incoming, shutdown)
-        .await
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT));
+    let routes = Routes::new(service);
+    match tls {
+        Some(tls) => {
+            let incoming = crate::tls_incoming::incoming(
+                "destination",
+                listener,
+                tokio_rustls::TlsAcceptor::from(tls),
+                shutdown.clone(),
+            );
+            server
+                .serve_with_incoming_shutdown(routes, incoming, shutdown.cancelled_owned())
+                .await
+        }
+        None => {
+            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+            server
+                .serve_with_incoming_shutdown(routes, incoming, shutdown.cancelled_owned())
+                .await
+        }
+    }
 }
 
 /// The service's HTTP side: what tonic generates as `DestinationServer`, with one

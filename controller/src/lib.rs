@@ -21,6 +21,7 @@ pub mod k8s;
 pub mod metrics;
 mod process;
 pub mod profile;
+mod tls_incoming;
 pub mod webhook;
 
 use anyhow::Context as _;
@@ -145,6 +146,12 @@ pub struct Args {
     #[arg(long, env = "MESH_IDENTITY_SERVER_NAME", value_name = "NAME")]
     pub identity_server_name: Option<String>,
 
+    /// With the identity service on, the destination service is served over TLS too,
+    /// with a certificate for this identity, which proxies verify (default:
+    /// `mesh-destination.<control-plane-namespace>.serviceaccount.identity.mesh.<trust-domain>`).
+    #[arg(long, env = "MESH_DESTINATION_SERVER_NAME", value_name = "NAME")]
+    pub destination_server_name: Option<String>,
+
     /// The admission webhook's HTTPS address (served only with --webhook-cert and
     /// --webhook-key).
     #[arg(
@@ -200,6 +207,9 @@ pub struct IdentityConfig {
     pub tokens: IdentityTokens,
     /// The identity the service's own certificate names.
     pub server_name: String,
+    /// The identity the destination service's certificate names (it serves TLS when
+    /// identity is on).
+    pub destination_server_name: String,
 }
 
 /// Who decides whose a token is.
@@ -247,8 +257,12 @@ pub enum InvalidConfig {
         path: PathBuf,
         message: String,
     },
-    #[error("invalid --identity-server-name {name:?}: expected <serviceaccount>.<namespace>.serviceaccount.identity.mesh.{trust_domain}")]
-    IdentityServerName { name: String, trust_domain: String },
+    #[error("invalid --{flag} {name:?}: expected <serviceaccount>.<namespace>.serviceaccount.identity.mesh.{trust_domain}")]
+    ServerName {
+        flag: &'static str,
+        name: String,
+        trust_domain: String,
+    },
     #[error("invalid --identity-lifetime {0:?}: expected at least 1m")]
     Lifetime(Duration),
     #[error("--{missing} is required with --{given}")]
@@ -309,7 +323,7 @@ impl Args {
             self.identity_issuer_key,
             self.identity_tokens,
             self.identity_lifetime,
-            self.identity_server_name,
+            [self.identity_server_name, self.destination_server_name],
             &control_plane_namespace,
         )?;
         let webhook = webhook_config(self.webhook_addr, self.webhook_cert, self.webhook_key)?;
@@ -364,15 +378,16 @@ fn identity_config(
     key: Option<PathBuf>,
     tokens: Option<PathBuf>,
     lifetime: Duration,
-    server_name: Option<String>,
+    [server_name, destination_server_name]: [Option<String>; 2],
     control_plane_namespace: &str,
 ) -> Result<Option<IdentityConfig>, InvalidConfig> {
     let (anchors, cert, key) = match (anchors, cert, key) {
         (None, None, None) => {
-            return match (tokens, server_name) {
-                (Some(_), _) => Err(InvalidConfig::IdentityUnused("identity-tokens")),
-                (_, Some(_)) => Err(InvalidConfig::IdentityUnused("identity-server-name")),
-                (None, None) => Ok(None),
+            return match (tokens, server_name, destination_server_name) {
+                (Some(_), _, _) => Err(InvalidConfig::IdentityUnused("identity-tokens")),
+                (_, Some(_), _) => Err(InvalidConfig::IdentityUnused("identity-server-name")),
+                (_, _, Some(_)) => Err(InvalidConfig::IdentityUnused("destination-server-name")),
+                (None, None, None) => Ok(None),
             }
         }
         (Some(_), None, None) => {
@@ -386,15 +401,33 @@ fn identity_config(
     if lifetime < Duration::from_secs(60) {
         return Err(InvalidConfig::Lifetime(lifetime));
     }
-    let server_name = server_name
-        .map(|n| n.to_ascii_lowercase())
-        .unwrap_or_else(|| identity::default_server_name(control_plane_namespace, trust_domain));
-    if identity::ServiceAccount::from_identity(&server_name, trust_domain).is_none() {
-        return Err(InvalidConfig::IdentityServerName {
-            name: server_name,
-            trust_domain: trust_domain.to_string(),
+    let name = |flag: &'static str, given: Option<String>, account: &str| {
+        let name = given.map(|n| n.to_ascii_lowercase()).unwrap_or_else(|| {
+            identity::ServiceAccount {
+                namespace: control_plane_namespace.to_string(),
+                name: account.to_string(),
+            }
+            .identity(trust_domain)
         });
-    }
+        match identity::ServiceAccount::from_identity(&name, trust_domain) {
+            Some(_) => Ok(name),
+            None => Err(InvalidConfig::ServerName {
+                flag,
+                name,
+                trust_domain: trust_domain.to_string(),
+            }),
+        }
+    };
+    let server_name = name(
+        "identity-server-name",
+        server_name,
+        identity::tls::SERVICE_ACCOUNT,
+    )?;
+    let destination_server_name = name(
+        "destination-server-name",
+        destination_server_name,
+        identity::tls::DESTINATION_SERVICE_ACCOUNT,
+    )?;
     let read = |flag: &'static str, path: &PathBuf| {
         std::fs::read_to_string(path).map_err(|source| InvalidConfig::IdentityRead {
             flag,
@@ -443,6 +476,7 @@ fn identity_config(
         ca: Arc::new(ca),
         tokens,
         server_name,
+        destination_server_name,
     }))
 }
 
@@ -521,6 +555,14 @@ impl Config {
         let admin_addr = admin.local_addr()?;
         tracing::info!(destination = %destination_addr, admin = %admin_addr, "listening");
 
+        // With identity on, discovery is served over TLS too, with the CA's certificate.
+        let destination_tls = match &self.identity {
+            Some(id) => Some(
+                identity::tls::self_issued_server(id.ca.clone(), &id.destination_server_name)
+                    .map_err(|e| anyhow::anyhow!("destination service: {e}"))?,
+            ),
+            None => None,
+        };
         let identity = match self.identity {
             Some(identity) => {
                 Some(start_identity(identity, Arc::clone(&metrics), shutdown.clone()).await?)
@@ -575,7 +617,8 @@ impl Config {
         let server = tokio::spawn(destination::serve(
             destination,
             service,
-            shutdown.clone().cancelled_owned(),
+            destination_tls,
+            shutdown.clone(),
         ));
 
         let mut tasks = vec![backend, admin_task];
@@ -615,23 +658,12 @@ async fn start_identity(
         .await
         .with_context(|| format!("cannot bind the identity server on {}", config.addr))?;
     let addr = listener.local_addr()?;
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let certificate =
-        identity::SelfIssued::new(config.ca.clone(), &config.server_name, provider.clone())
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "cannot certify the identity service as {}: {e}",
-                    config.server_name
-                )
-            })?;
-    let tls = identity::tls::server_config(Arc::new(certificate), provider)
-        .context("cannot configure the identity server's TLS")?;
+    let tls = identity::tls::self_issued_server(config.ca.clone(), &config.server_name)
+        .map_err(|e| anyhow::anyhow!("identity service: {e}"))?;
     tracing::info!(identity = %addr, trust_domain = config.ca.trust_domain(), server_name = %config.server_name, "listening (TLS)");
     let service = identity::IdentityService::new(config.ca, tokens, metrics);
     let task = tokio::spawn(async move {
-        if let Err(error) =
-            identity::service::serve(listener, service, Arc::new(tls), shutdown).await
-        {
+        if let Err(error) = identity::service::serve(listener, service, tls, shutdown).await {
             tracing::error!(%error, "identity server failed");
         }
     });

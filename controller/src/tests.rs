@@ -139,6 +139,10 @@ fn identity_flags() {
         identity.server_name,
         "mesh-identity.mesh-system.serviceaccount.identity.mesh.cluster.local"
     );
+    assert_eq!(
+        identity.destination_server_name,
+        "mesh-destination.mesh-system.serviceaccount.identity.mesh.cluster.local"
+    );
     let mut args = creds.args(&[]);
     args.extend([
         "--identity-server-name".into(),
@@ -221,6 +225,15 @@ fn bad_identity_flags_name_the_flag_and_the_problem() {
     }
     let err = parse(&["--identity-tokens", &creds.path("tokens")]).unwrap_err();
     assert!(err.contains("--identity-tokens is only used with"), "{err}");
+    let err = parse(&["--destination-server-name", "x"]).unwrap_err();
+    assert!(
+        err.contains("--destination-server-name is only used with"),
+        "{err}"
+    );
+    let mut args = creds.args(&[]);
+    args.extend(["--destination-server-name".into(), "dst.default".into()]);
+    let err = parse_owned(&args).unwrap_err();
+    assert!(err.contains("invalid --destination-server-name"), "{err}");
     let err = parse(&["--identity-server-name", "x"]).unwrap_err();
     assert!(
         err.contains("--identity-server-name is only used with"),

@@ -22,6 +22,7 @@ const WEB: &str = "web.default.serviceaccount.identity.mesh.cluster.local";
 const API: &str = "api.default.serviceaccount.identity.mesh.cluster.local";
 const WEB_TOKEN: &[u8] = b"t0k3n-web";
 const SERVER: &str = "mesh-identity.mesh-system.serviceaccount.identity.mesh.cluster.local";
+const DESTINATION: &str = "mesh-destination.mesh-system.serviceaccount.identity.mesh.cluster.local";
 
 struct Fixture {
     running: Running,
@@ -33,6 +34,8 @@ async fn start() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let tokens = dir.path().join("tokens");
     std::fs::write(&tokens, "t0k3n-web default/web\nt0k3n-api default/api\n").unwrap();
+    // Discovery answers once it has read its file.
+    std::fs::write(dir.path().join("discovery.yaml"), "services: []\n").unwrap();
     let (anchor, cert, key) =
         identity::generate_anchor_and_issuer("cluster.local", Duration::from_secs(3600));
     let ca = Ca::new(
@@ -50,6 +53,7 @@ async fn start() -> Fixture {
             ca: Arc::new(ca),
             tokens: IdentityTokens::Bootstrap(Arc::new(BootstrapTokens::load(&tokens).unwrap())),
             server_name: SERVER.to_string(),
+            destination_server_name: DESTINATION.to_string(),
         }),
         ..Config::local(dir.path().join("discovery.yaml"))
     };
@@ -69,6 +73,13 @@ impl Fixture {
     /// A client that trusts `anchor_pem` and expects the service to be `server`.
     fn client_for(&self, server: &str, anchor_pem: &str) -> IdentityClient<Channel> {
         let addr = self.running.identity_addr.expect("identity is on");
+        IdentityClient::new(tls_channel(addr, server, anchor_pem))
+    }
+}
+
+/// A TLS channel to `addr` that trusts `anchor_pem` and expects `server`.
+fn tls_channel(addr: std::net::SocketAddr, server: &str, anchor_pem: &str) -> Channel {
+    {
         let mut roots = rustls::RootCertStore::empty();
         for der in pem_certificates(anchor_pem) {
             roots.add(der).unwrap();
@@ -82,9 +93,11 @@ impl Fixture {
         tls.alpn_protocols = vec![b"h2".to_vec()];
         let endpoint = Endpoint::from_shared(format!("http://{addr}")).unwrap();
         let name = ServerName::try_from(server.to_string()).unwrap();
-        IdentityClient::new(mesh_api::tls::connect_lazy(&endpoint, Arc::new(tls), name))
+        mesh_api::tls::connect_lazy(&endpoint, Arc::new(tls), name)
     }
+}
 
+impl Fixture {
     fn count(&self, result: &str) -> u64 {
         self.running.metrics.certify_total(result)
     }
@@ -321,6 +334,48 @@ async fn certify_is_served_only_over_tls_to_the_right_name() {
         .await
         .expect("certified over TLS");
     assert_eq!(fixture.count("ok"), 1);
+
+    fixture.running.shutdown();
+    fixture.running.wait().await.unwrap();
+}
+
+/// With identity on, discovery is TLS too, under its own name: a proxy can verify who
+/// tells it where traffic goes. Plaintext, or the identity service's name, fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_is_served_over_tls_when_identity_is_on() {
+    use mesh_api::destination::{destination_client::DestinationClient, GetDestination};
+    let fixture = start().await;
+    let addr = fixture.running.destination_addr;
+    let get = || GetDestination {
+        path: "web.default.svc.cluster.local:80".into(),
+        context_token: String::new(),
+    };
+
+    let mut client = DestinationClient::new(tls_channel(addr, DESTINATION, &fixture.anchor));
+    let mut stream = client
+        .get(get())
+        .await
+        .expect("served over TLS")
+        .into_inner();
+    let first = tokio::time::timeout(Duration::from_secs(10), stream.message())
+        .await
+        .expect("an answer");
+    assert!(first.is_ok(), "{first:?}");
+
+    let wrong = DestinationClient::new(tls_channel(addr, SERVER, &fixture.anchor))
+        .get(get())
+        .await
+        .unwrap_err();
+    assert!(
+        format!("{wrong:?}").contains("NotValidForName"),
+        "{wrong:?}"
+    );
+
+    let plaintext = match DestinationClient::connect(format!("http://{addr}")).await {
+        Err(e) => Err(format!("{e:?}")),
+        Ok(mut c) => c.get(get()).await.map(|_| ()).map_err(|e| format!("{e:?}")),
+    };
+    assert!(plaintext.is_err(), "plaintext discovery was served");
 
     fixture.running.shutdown();
     fixture.running.wait().await.unwrap();

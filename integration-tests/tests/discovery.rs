@@ -113,7 +113,10 @@ impl Mesh {
         let kubeconfig = api.kubeconfig_path().to_path_buf();
         let controller = blocking(move || Controller::kubernetes(&kubeconfig, None)).await;
         let destination = controller.destination;
-        let proxy = blocking(move || Proxy::explicit(destination, &[])).await;
+        // The whole suite shares two cores: a first lookup may take longer than the
+        // default 1 s, and these tests are about following changes, not about that.
+        let env = [("MESH_PROXY_DISCOVERY_TIMEOUT", "10s")];
+        let proxy = blocking(move || Proxy::explicit(destination, &env)).await;
         Mesh {
             api,
             controller,

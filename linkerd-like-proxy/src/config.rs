@@ -108,6 +108,10 @@ pub const ENV_IDENTITY_NAME: &str = "MESH_PROXY_IDENTITY_NAME";
 /// Default `mesh-identity.mesh-system.serviceaccount.identity.mesh.<trust-domain>`,
 /// the trust domain taken from `MESH_PROXY_IDENTITY_NAME`.
 pub const ENV_IDENTITY_SVC_NAME: &str = "MESH_PROXY_IDENTITY_SVC_NAME";
+/// With identity on, discovery goes over TLS too, and the destination service's
+/// certificate must name this identity. Default
+/// `mesh-destination.mesh-system.serviceaccount.identity.mesh.<trust-domain>`.
+pub const ENV_DESTINATION_SVC_NAME: &str = "MESH_PROXY_DESTINATION_SVC_NAME";
 /// A file holding the token that proves the identity (a projected service-account
 /// token in a cluster, a bootstrap token locally), sent with every certificate
 /// request. Re-read at every request, since projected tokens rotate; surrounding
@@ -151,6 +155,7 @@ const KNOWN: &[&str] = &[
     ENV_IDENTITY_ADDR,
     ENV_IDENTITY_NAME,
     ENV_IDENTITY_SVC_NAME,
+    ENV_DESTINATION_SVC_NAME,
     ENV_IDENTITY_TOKEN_FILE,
     ENV_IDENTITY_TRUST_ANCHORS,
     ENV_IDENTITY_MIN_REFRESH,
@@ -199,6 +204,8 @@ pub struct IdentityConfig {
     pub name: String,
     /// The identity service's identity name, which its certificate must name.
     pub server_name: String,
+    /// The destination service's identity name: with identity on, discovery is TLS.
+    pub destination_name: String,
     pub token_file: std::path::PathBuf,
     /// The trust anchors' certificates, DER, each known to be usable as an anchor.
     pub trust_anchors: Vec<rustls_pki_types::CertificateDer<'static>>,
@@ -401,19 +408,20 @@ fn identity(env: &impl Env) -> Result<Option<IdentityConfig>, ConfigError> {
         "an identity like web.default.serviceaccount.identity.mesh.cluster.local",
         |v| is_identity_name(v).then(|| v.to_ascii_lowercase()),
     )?;
-    // `<sa>.<ns>.serviceaccount.identity.mesh.<trust-domain>`: the service's name in
-    // the same trust domain unless one is given.
-    let default_server_name = format!(
-        "mesh-identity.mesh-system.{}",
-        name.splitn(3, '.').nth(2).unwrap_or_default()
-    );
-    let server_name = parse(
-        env,
-        ENV_IDENTITY_SVC_NAME,
-        &default_server_name,
-        "an identity like mesh-identity.mesh-system.serviceaccount.identity.mesh.cluster.local",
-        |v| is_identity_name(v).then(|| v.to_ascii_lowercase()),
-    )?;
+    // `<sa>.<ns>.serviceaccount.identity.mesh.<trust-domain>`: the control plane's
+    // names in the same trust domain unless given.
+    let suffix = name.splitn(3, '.').nth(2).unwrap_or_default().to_string();
+    let service_name = |var, account: &str| {
+        parse(
+            env,
+            var,
+            &format!("{account}.mesh-system.{suffix}"),
+            "an identity like mesh-identity.mesh-system.serviceaccount.identity.mesh.cluster.local",
+            |v| is_identity_name(v).then(|| v.to_ascii_lowercase()),
+        )
+    };
+    let server_name = service_name(ENV_IDENTITY_SVC_NAME, "mesh-identity")?;
+    let destination_name = service_name(ENV_DESTINATION_SVC_NAME, "mesh-destination")?;
     let token_file = required(ENV_IDENTITY_TOKEN_FILE)?.trim().into();
     let anchors_pem = required(ENV_IDENTITY_TRUST_ANCHORS)?;
     let trust_anchors = parse_anchors(&anchors_pem).map_err(|why| ConfigError {
@@ -435,6 +443,7 @@ fn identity(env: &impl Env) -> Result<Option<IdentityConfig>, ConfigError> {
         addr,
         name,
         server_name,
+        destination_name,
         token_file,
         trust_anchors,
         min_refresh,
@@ -697,6 +706,10 @@ mod tests {
         assert_eq!(
             id.server_name,
             "mesh-identity.mesh-system.serviceaccount.identity.mesh.cluster.local"
+        );
+        assert_eq!(
+            id.destination_name,
+            "mesh-destination.mesh-system.serviceaccount.identity.mesh.cluster.local"
         );
         assert_eq!(id.trust_anchors.len(), 1);
         assert_eq!(id.min_refresh, Duration::from_secs(10));

@@ -7,26 +7,14 @@
 
 use super::{Ca, Reject, TokenError, TokenValidator};
 use crate::metrics::Metrics;
+use crate::tls_incoming;
 use mesh_api::identity::{identity_server, CertifyRequest, CertifyResponse};
 use rustls::ServerConfig;
-use std::{
-    pin::Pin,
-    sync::Arc,
-    task::{Context, Poll},
-    time::{Duration, SystemTime},
-};
-use tokio::{
-    io::{AsyncRead, AsyncWrite, ReadBuf},
-    net::{TcpListener, TcpStream},
-    sync::mpsc,
-};
+use std::{sync::Arc, time::SystemTime};
+use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::{
-    transport::{server::Connected, Server},
-    Code, Request, Response, Status,
-};
+use tonic::{transport::Server, Code, Request, Response, Status};
 
 /// A CSR larger than this is not one a proxy sends.
 const MAX_CSR_BYTES: usize = 16 * 1024;
@@ -166,107 +154,21 @@ impl identity_server::Identity for IdentityService {
     }
 }
 
-/// How long a client has to complete its TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Serves `service` over TLS (`tls`) on `listener` until `shutdown` is cancelled,
-/// then drains. Each handshake runs in its own task, so a client that stalls in one
-/// holds up nobody else.
+/// then drains.
 pub async fn serve(
     listener: TcpListener,
     service: IdentityService,
     tls: Arc<ServerConfig>,
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
-    let acceptor = TlsAcceptor::from(tls);
-    let (tx, rx) = mpsc::channel::<std::io::Result<TlsConn>>(64);
-    let accepting = shutdown.clone();
-    tokio::spawn(async move {
-        loop {
-            let (tcp, peer) = tokio::select! {
-                _ = accepting.cancelled() => return,
-                accepted = listener.accept() => match accepted {
-                    Ok(a) => a,
-                    Err(error) => {
-                        // Out of descriptors, say: wait rather than spin.
-                        tracing::warn!(%error, "identity server cannot accept");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                },
-            };
-            let _ = tcp.set_nodelay(true);
-            let acceptor = acceptor.clone();
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => {
-                        let _ = tx.send(Ok(TlsConn(tls))).await;
-                    }
-                    Ok(Err(error)) => {
-                        tracing::debug!(%peer, %error, "identity TLS handshake failed")
-                    }
-                    Err(_) => tracing::debug!(%peer, "identity TLS handshake timed out"),
-                }
-            });
-        }
-    });
+    let incoming = tls_incoming::incoming(
+        "identity",
+        listener,
+        TlsAcceptor::from(tls),
+        shutdown.clone(),
+    );
     Server::builder()
-        .serve_with_incoming_shutdown(
-            service.into_server(),
-            ReceiverStream::new(rx),
-            shutdown.cancelled_owned(),
-        )
+        .serve_with_incoming_shutdown(service.into_server(), incoming, shutdown.cancelled_owned())
         .await
-}
-
-/// An accepted TLS connection, as tonic takes it.
-struct TlsConn(tokio_rustls::server::TlsStream<TcpStream>);
-
-impl Connected for TlsConn {
-    type ConnectInfo = <TcpStream as Connected>::ConnectInfo;
-
-    fn connect_info(&self) -> Self::ConnectInfo {
-        self.0.get_ref().0.connect_info()
-    }
-}
-
-impl AsyncRead for TlsConn {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for TlsConn {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.0.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
-    }
 }

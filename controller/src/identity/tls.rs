@@ -30,6 +30,10 @@ use std::{
 /// The identity service's service account, whose identity its certificate names.
 pub const SERVICE_ACCOUNT: &str = "mesh-identity";
 
+/// The destination service's service account, whose identity its certificate names
+/// when it serves TLS (whenever the identity service is on).
+pub const DESTINATION_SERVICE_ACCOUNT: &str = "mesh-destination";
+
 /// The fraction of a certificate's lifetime after which it is replaced.
 const RENEW_AT: f64 = 0.7;
 
@@ -143,6 +147,17 @@ fn issue(
         key: Arc::new(key),
         replace_at: now + lifetime.mul_f64(RENEW_AT),
     })
+}
+
+/// A TLS server configuration presenting a certificate for `name` that `ca` signs
+/// (and re-signs when due).
+pub fn self_issued_server(ca: Arc<Ca>, name: &str) -> Result<Arc<ServerConfig>, String> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let certificate = SelfIssued::new(ca, name, provider.clone())
+        .map_err(|e| format!("cannot certify {name}: {e}"))?;
+    server_config(Arc::new(certificate), provider)
+        .map(Arc::new)
+        .map_err(|e| format!("cannot configure TLS for {name}: {e}"))
 }
 
 /// The server configuration: TLS 1.3, `h2` only, no client certificates.

@@ -90,7 +90,7 @@ impl Discovery {
     /// until the first lookup; must be called within the runtime.
     pub(crate) fn new(config: &Config, metrics: Metrics) -> Option<Self> {
         let uri = config.destination_addr.clone()?;
-        let channel = tonic::transport::Endpoint::from(uri.clone())
+        let endpoint = tonic::transport::Endpoint::from(uri.clone())
             .connect_timeout(config.connect_timeout)
             .tcp_nodelay(true)
             .tcp_keepalive(Some(Duration::from_secs(10)))
@@ -98,10 +98,22 @@ impl Discovery {
             // that streams fail and are re-opened instead of waiting forever.
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(3))
-            .keep_alive_while_idle(true)
-            .connect_lazy();
+            .keep_alive_while_idle(true);
+        // With identity on, the destination service is TLS, verified against the trust
+        // anchors: whoever answers decides where traffic goes and which identity each
+        // endpoint must prove.
+        let channel = match &config.identity {
+            None => endpoint.connect_lazy(),
+            Some(id) => match crate::identity::control_plane_tls(id, &id.destination_name) {
+                Ok((tls, name)) => mesh_api::tls::connect_lazy(&endpoint, tls, name),
+                Err(error) => {
+                    tracing::error!(%error, "discovery off: cannot configure TLS to the destination service");
+                    return None;
+                }
+            },
+        };
         metrics.discovery().enable();
-        tracing::info!(destination = %uri, "outbound discovery on");
+        tracing::info!(destination = %uri, tls = config.identity.is_some(), "outbound discovery on");
         Some(Self {
             client: DestinationClient::new(channel),
             context: config.destination_context.as_str().into(),

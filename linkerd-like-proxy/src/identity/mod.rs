@@ -87,7 +87,7 @@ impl Identity {
         let endpoint = tonic::transport::Endpoint::from(config.addr.clone())
             .connect_timeout(connect_timeout)
             .timeout(REQUEST_TIMEOUT);
-        let channel = match service_tls(&config) {
+        let channel = match control_plane_tls(&config, &config.server_name) {
             Ok((tls, server)) => mesh_api::tls::connect_lazy(&endpoint, tls, server),
             Err(error) => {
                 // The configuration was validated; this is not expected, and the
@@ -136,10 +136,12 @@ impl Identity {
     }
 }
 
-/// TLS to the identity service: TLS 1.3, verified against the trust anchors for the
-/// service's identity name, no client certificate (there is none yet the first time).
-fn service_tls(
+/// TLS to a control-plane service (identity, destination): TLS 1.3, verified against
+/// the trust anchors for the service's identity `name`, no client certificate (there
+/// is none yet the first time).
+pub(crate) fn control_plane_tls(
     config: &IdentityConfig,
+    name: &str,
 ) -> Result<(Arc<rustls::ClientConfig>, ServerName<'static>), String> {
     let mut roots = rustls::RootCertStore::empty();
     for anchor in &config.trust_anchors {
@@ -151,8 +153,7 @@ fn service_tls(
         .with_root_certificates(roots)
         .with_no_client_auth();
     tls.alpn_protocols = vec![b"h2".to_vec()];
-    let server = ServerName::try_from(config.server_name.clone())
-        .map_err(|e| format!("{:?}: {e}", config.server_name))?;
+    let server = ServerName::try_from(name.to_string()).map_err(|e| format!("{name:?}: {e}"))?;
     Ok((Arc::new(tls), server))
 }
 
