@@ -403,11 +403,7 @@ fn identity_config(
     }
     let name = |flag: &'static str, given: Option<String>, account: &str| {
         let name = given.map(|n| n.to_ascii_lowercase()).unwrap_or_else(|| {
-            identity::ServiceAccount {
-                namespace: control_plane_namespace.to_string(),
-                name: account.to_string(),
-            }
-            .identity(trust_domain)
+            identity::tls::service_identity(account, control_plane_namespace, trust_domain)
         });
         match identity::ServiceAccount::from_identity(&name, trust_domain) {
             Some(_) => Ok(name),
@@ -421,7 +417,7 @@ fn identity_config(
     let server_name = name(
         "identity-server-name",
         server_name,
-        identity::tls::SERVICE_ACCOUNT,
+        identity::tls::IDENTITY_SERVICE_ACCOUNT,
     )?;
     let destination_server_name = name(
         "destination-server-name",

@@ -5,6 +5,7 @@
 //! Parsing goes through the [`Env`] trait so tests can pass a `HashMap` instead of
 //! touching the process environment.
 
+use mesh_api::control_plane;
 use std::{collections::BTreeSet, fmt, net::SocketAddr, time::Duration};
 
 /// Where configuration values come from.
@@ -415,13 +416,19 @@ fn identity(env: &impl Env) -> Result<Option<IdentityConfig>, ConfigError> {
         parse(
             env,
             var,
-            &format!("{account}.mesh-system.{suffix}"),
+            &format!("{account}.{}.{suffix}", control_plane::NAMESPACE),
             "an identity like mesh-identity.mesh-system.serviceaccount.identity.mesh.cluster.local",
             |v| is_identity_name(v).then(|| v.to_ascii_lowercase()),
         )
     };
-    let server_name = service_name(ENV_IDENTITY_SVC_NAME, "mesh-identity")?;
-    let destination_name = service_name(ENV_DESTINATION_SVC_NAME, "mesh-destination")?;
+    let server_name = service_name(
+        ENV_IDENTITY_SVC_NAME,
+        control_plane::IDENTITY_SERVICE_ACCOUNT,
+    )?;
+    let destination_name = service_name(
+        ENV_DESTINATION_SVC_NAME,
+        control_plane::DESTINATION_SERVICE_ACCOUNT,
+    )?;
     let token_file = required(ENV_IDENTITY_TOKEN_FILE)?.trim().into();
     let anchors_pem = required(ENV_IDENTITY_TRUST_ANCHORS)?;
     let trust_anchors = parse_anchors(&anchors_pem).map_err(|why| ConfigError {

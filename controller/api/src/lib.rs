@@ -22,4 +22,16 @@ pub mod identity {
 mod convert;
 pub mod tls;
 
+/// The control plane's names that proxies and controller must agree on: a proxy
+/// verifies the identity and destination services' certificates against
+/// `<account>.<namespace>.serviceaccount.identity.mesh.<trust-domain>`.
+pub mod control_plane {
+    /// The control plane's namespace.
+    pub const NAMESPACE: &str = "mesh-system";
+    /// The identity service's service account.
+    pub const IDENTITY_SERVICE_ACCOUNT: &str = "mesh-identity";
+    /// The destination service's service account.
+    pub const DESTINATION_SERVICE_ACCOUNT: &str = "mesh-destination";
+}
+
 pub use convert::InvalidAddress;

@@ -27,12 +27,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-/// The identity service's service account, whose identity its certificate names.
-pub const SERVICE_ACCOUNT: &str = "mesh-identity";
-
-/// The destination service's service account, whose identity its certificate names
-/// when it serves TLS (whenever the identity service is on).
-pub const DESTINATION_SERVICE_ACCOUNT: &str = "mesh-destination";
+pub use mesh_api::control_plane::{DESTINATION_SERVICE_ACCOUNT, IDENTITY_SERVICE_ACCOUNT};
 
 /// The fraction of a certificate's lifetime after which it is replaced.
 const RENEW_AT: f64 = 0.7;
@@ -40,14 +35,27 @@ const RENEW_AT: f64 = 0.7;
 /// How long a failed replacement waits before the next try.
 const RETRY_AFTER: Duration = Duration::from_secs(60);
 
-/// The identity the service presents by default: the `mesh-identity` service account
-/// in the control plane's namespace.
-pub fn default_server_name(control_plane_namespace: &str, trust_domain: &str) -> String {
+/// The identity of the control plane's service account `account`.
+pub fn service_identity(
+    account: &str,
+    control_plane_namespace: &str,
+    trust_domain: &str,
+) -> String {
     ServiceAccount {
         namespace: control_plane_namespace.to_string(),
-        name: SERVICE_ACCOUNT.to_string(),
+        name: account.to_string(),
     }
     .identity(trust_domain)
+}
+
+/// The identity the identity service presents by default: the `mesh-identity` service
+/// account in the control plane's namespace.
+pub fn default_server_name(control_plane_namespace: &str, trust_domain: &str) -> String {
+    service_identity(
+        IDENTITY_SERVICE_ACCOUNT,
+        control_plane_namespace,
+        trust_domain,
+    )
 }
 
 /// The service's certificate, signed by its own CA and replaced before it expires.

@@ -51,9 +51,10 @@ pub async fn start(discovery: &str, identity: Option<WithIdentity<'_>>) -> Contr
             ca: Arc::new(ca),
             tokens: IdentityTokens::Bootstrap(Arc::new(BootstrapTokens::load(&tokens).unwrap())),
             server_name: identity::default_server_name("mesh-system", "cluster.local"),
-            destination_server_name: format!(
-                "{}.mesh-system.serviceaccount.identity.mesh.cluster.local",
-                identity::tls::DESTINATION_SERVICE_ACCOUNT
+            destination_server_name: identity::tls::service_identity(
+                identity::tls::DESTINATION_SERVICE_ACCOUNT,
+                "mesh-system",
+                "cluster.local",
             ),
         }
     });
