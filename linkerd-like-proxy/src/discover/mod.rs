@@ -101,7 +101,9 @@ impl Discovery {
             .keep_alive_while_idle(true);
         // With identity on, the destination service is TLS, verified against the trust
         // anchors: whoever answers decides where traffic goes and which identity each
-        // endpoint must prove.
+        // endpoint must prove. (The `tcp_*` settings above apply to the plaintext
+        // connector; the TLS one sets no-delay itself, and the HTTP/2 PINGs find a dead
+        // controller either way.)
         let channel = match &config.identity {
             None => endpoint.connect_lazy(),
             Some(id) => match crate::identity::control_plane_tls(id, &id.destination_name) {
