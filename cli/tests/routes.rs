@@ -125,6 +125,24 @@ fn mesh(args: &[&str], tmpdir: Option<&Path>) -> Output {
     cmd.output().expect("mesh runs")
 }
 
+/// `mesh routes TARGET -n demo --metrics URL --window WINDOW [EXTRA...]` against a
+/// metrics server serving `before()` then `after()`.
+fn routes_over_two_scrapes(target: &str, window: &str, extra: &[&str]) -> Output {
+    let url = metrics_server(vec![before(), after()]);
+    let mut args = vec![
+        "routes",
+        target,
+        "-n",
+        "demo",
+        "--metrics",
+        &url,
+        "--window",
+        window,
+    ];
+    args.extend_from_slice(extra);
+    mesh(&args, None)
+}
+
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
@@ -135,20 +153,7 @@ fn stderr(o: &Output) -> String {
 
 #[test]
 fn table_from_two_scrapes() {
-    let url = metrics_server(vec![before(), after()]);
-    let out = mesh(
-        &[
-            "routes",
-            "svc/web",
-            "-n",
-            "demo",
-            "--metrics",
-            &url,
-            "--window",
-            "1s",
-        ],
-        None,
-    );
+    let out = routes_over_two_scrapes("svc/web", "1s", &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     let lines: Vec<Vec<&str>> = text
@@ -195,22 +200,7 @@ fn table_from_two_scrapes() {
 
 #[test]
 fn json_and_wide_report_attempts_too() {
-    let url = metrics_server(vec![before(), after()]);
-    let out = mesh(
-        &[
-            "routes",
-            "service/web",
-            "-n",
-            "demo",
-            "--metrics",
-            &url,
-            "--window",
-            "200ms",
-            "-o",
-            "json",
-        ],
-        None,
-    );
+    let out = routes_over_two_scrapes("service/web", "200ms", &["-o", "json"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
     let elapsed = doc["proxies"][0]["elapsed_seconds"]
@@ -237,22 +227,7 @@ fn json_and_wide_report_attempts_too() {
     assert_eq!(routes[1]["effective_success"], serde_json::Value::Null);
     assert_eq!(routes[1]["latency_ms_p50"], serde_json::Value::Null);
 
-    let url = metrics_server(vec![before(), after()]);
-    let out = mesh(
-        &[
-            "routes",
-            "deploy/web",
-            "-n",
-            "demo",
-            "--metrics",
-            &url,
-            "--window",
-            "200ms",
-            "-o",
-            "wide",
-        ],
-        None,
-    );
+    let out = routes_over_two_scrapes("deploy/web", "200ms", &["-o", "wide"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     assert!(text.starts_with("ROUTE           SERVICE   EFFECTIVE_SUCCESS   EFFECTIVE_RPS   ACTUAL_SUCCESS   ACTUAL_RPS   LATENCY_P50"), "{text}");

@@ -56,6 +56,27 @@ impl<S> Layer<S> for LogicalLayer {
     }
 }
 
+/// What the logical layer wraps: the rest of the stack, cloned for each attempt.
+pub(crate) trait Inner:
+    Service<Request<ReqBody>, Response = Response<MeteredBody>, Error = Infallible, Future: Send>
+    + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S> Inner for S where
+    S: Service<
+            Request<ReqBody>,
+            Response = Response<MeteredBody>,
+            Error = Infallible,
+            Future: Send,
+        > + Clone
+        + Send
+        + 'static
+{
+}
+
 #[derive(Clone)]
 pub(crate) struct Logical<S> {
     inner: S,
@@ -64,11 +85,7 @@ pub(crate) struct Logical<S> {
 
 impl<S> Service<Request<ReqBody>> for Logical<S>
 where
-    S: Service<Request<ReqBody>, Response = Response<MeteredBody>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send,
+    S: Inner,
 {
     type Response = Response<MeteredBody>;
     type Error = Infallible;
@@ -99,11 +116,7 @@ async fn logical<S>(
     mut req: Request<ReqBody>,
 ) -> Response<MeteredBody>
 where
-    S: Service<Request<ReqBody>, Response = Response<MeteredBody>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send,
+    S: Inner,
 {
     let start = Instant::now();
     let route = profile
@@ -148,11 +161,7 @@ struct Attempts<'a> {
 impl Attempts<'_> {
     async fn run<S>(&self, inner: S, req: Request<ReqBody>) -> Response<MeteredBody>
     where
-        S: Service<Request<ReqBody>, Response = Response<MeteredBody>, Error = Infallible>
-            + Clone
-            + Send
-            + 'static,
-        S::Future: Send,
+        S: Inner,
     {
         let budget = self.profile.profile.budget();
         // Every request adds to the budget; only retries take from it.
