@@ -43,7 +43,7 @@ struct Outcome {
 /// Runs the checks and prints the report to stdout.
 pub async fn run(args: CheckArgs) -> ExitCode {
     let (report, ok) = check(&args).await;
-    print!("{report}");
+    crate::out(&report);
     if ok {
         ExitCode::SUCCESS
     } else {

@@ -12,6 +12,7 @@ pub mod check;
 pub mod demo;
 pub mod profile;
 pub mod routes;
+pub mod version;
 
 use clap::{Parser, Subcommand};
 use std::{fmt, process::ExitCode};
@@ -42,6 +43,9 @@ enum Command {
     /// Per-route success rate, request rate and latency of a service's ServiceProfile
     /// routes, from every client proxy's metrics (`--metrics URL`, or the running demo's).
     Routes(routes::RoutesArgs),
+    /// The CLI's version and, when a demo or controller is reachable, the control
+    /// plane's.
+    Version(version::VersionArgs),
 }
 
 /// Flags that parsed but do not make sense together or with this machine.
@@ -76,14 +80,14 @@ pub fn run(args: Args) -> ExitCode {
         Command::Demo(args) => match demo::Config::try_from(args) {
             Ok(config) => block_on(demo::run(config)),
             Err(error) => {
-                eprintln!("error: {error}");
+                note(&format!("error: {error}"));
                 return ExitCode::from(EX_USAGE);
             }
         },
         Command::Profile(args) => match profile::Config::try_from(args) {
             Ok(config) => profile::run(config),
             Err(error) => {
-                eprintln!("error: {error}");
+                note(&format!("error: {error}"));
                 return ExitCode::from(EX_USAGE);
             }
         },
@@ -94,7 +98,7 @@ pub fn run(args: Args) -> ExitCode {
             {
                 Ok(rt) => rt.block_on(check::run(args)),
                 Err(error) => {
-                    eprintln!("error: cannot start the runtime: {error}");
+                    note(&format!("error: cannot start the runtime: {error}"));
                     ExitCode::FAILURE
                 }
             };
@@ -102,30 +106,42 @@ pub fn run(args: Args) -> ExitCode {
         Command::Routes(args) => match routes::Config::try_from(args) {
             Ok(config) => block_on(routes::run(config)),
             Err(error) => {
-                eprintln!("error: {error}");
+                note(&format!("error: {error}"));
                 return ExitCode::from(EX_USAGE);
             }
         },
+        Command::Version(args) => block_on(version::run(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            note(&format!("error: {error:#}"));
             ExitCode::FAILURE
         }
     }
 }
 
-/// Installs the `tracing` subscriber: stderr, filtered by `MESH_LOG` (default `info`).
-pub fn init_tracing() {
+/// Installs the `tracing` subscriber: stderr, filtered by `MESH_LOG` (default `info`);
+/// it never blocks or fails, whatever stderr is. Keep the guard until the end of `main`.
+pub fn init_tracing() -> mesh_rt::log::LogGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_env("MESH_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        // Colour codes only make sense on a terminal, not in a log file or a test's pipe.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    mesh_rt::log::init(filter)
+}
+
+/// Writes a command's output to stdout. A closed stdout (`mesh routes … | head -1`)
+/// is not an error worth a panic, which is what `print!` would make of it: the rest
+/// of the output goes nowhere.
+pub(crate) fn out(text: &str) {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(text.as_bytes());
+    let _ = stdout.flush();
+}
+
+/// Writes a line for the user to stderr (an error, a note), ignoring a closed stderr.
+pub(crate) fn note(text: &str) {
+    mesh_rt::log::print_error(text);
 }
 
 fn block_on<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> anyhow::Result<()> {

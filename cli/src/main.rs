@@ -2,6 +2,6 @@
 
 fn main() -> std::process::ExitCode {
     let args = mesh_cli::Args::parse_or_exit();
-    mesh_cli::init_tracing();
+    let _log = mesh_cli::init_tracing();
     mesh_cli::run(args)
 }

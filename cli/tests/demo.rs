@@ -20,6 +20,7 @@ use std::{
     collections::BTreeMap,
     io::{BufRead, BufReader, Read, Write},
     net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
+    os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::{mpsc, Arc, Mutex},
@@ -50,7 +51,8 @@ fn demo_meshes_traffic_and_stops_cleanly_on_sigint() {
     }
 
     let base_port = free_port_block();
-    let mut demo = Demo::start(mesh, base_port);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut demo = Demo::start(mesh, base_port, tmp.path());
 
     // The table is printed once every proxy is ready; it says where each one's metrics
     // are, the controller's row last.
@@ -80,14 +82,14 @@ fn demo_meshes_traffic_and_stops_cleanly_on_sigint() {
     );
     let metrics_addr = admins["web"];
 
-    // Identity is announced, with the anchors every certificate chains to.
+    // Identity is announced, with the anchors every certificate chains to, which
+    // live in memory only.
     let anchors: PathBuf = demo.wait_for_line(Duration::from_secs(10), |line| {
         line.trim()
             .strip_prefix("trust anchors: ")
             .and_then(|rest| rest.split_whitespace().next())
             .map(PathBuf::from)
     });
-    demo.identity_dir = anchors.parent().map(Path::to_path_buf);
     let anchors_pem = std::fs::read_to_string(&anchors)
         .unwrap_or_else(|e| panic!("read the trust anchors {}: {e}", anchors.display()));
     assert!(
@@ -95,6 +97,25 @@ fn demo_meshes_traffic_and_stops_cleanly_on_sigint() {
         "{}: {anchors_pem}",
         anchors.display()
     );
+    assert!(
+        std::fs::read_link(&anchors)
+            .is_ok_and(|t| t.to_string_lossy().starts_with("/memfd:")),
+        "{} is not an in-memory file",
+        anchors.display()
+    );
+    // The banner ends with commands to try, each to be pasted as it is.
+    let mut commands = Vec::new();
+    let mut in_try = false;
+    demo.wait_for_line(Duration::from_secs(10), |line| {
+        if line.starts_with("Try these") {
+            in_try = true;
+        } else if in_try && line.trim().is_empty() {
+            return Some(());
+        } else if in_try {
+            commands.push(line.trim().to_owned());
+        }
+        None
+    });
 
     // The proxies are the `mesh-proxy` children of `mesh`: one per workload instance.
     let proxies = children_named(demo.child.id(), "mesh-proxy");
@@ -273,6 +294,53 @@ fn demo_meshes_traffic_and_stops_cleanly_on_sigint() {
         "the vote-bot's proxy never timed out web's leaderboard:\n{bot}"
     );
 
+    // Every command the banner offers works against the demo as printed: from the
+    // same directory, with nothing but the demo's TMPDIR (as a terminal would have it).
+    assert!(
+        commands.iter().any(|c| c.ends_with("mesh routes svc/web")),
+        "{commands:?}"
+    );
+    assert!(
+        commands.iter().any(|c| c.ends_with("mesh version")),
+        "{commands:?}"
+    );
+    let runs: Vec<(String, Child)> = commands
+        .iter()
+        .map(|c| {
+            let child = Command::new("sh")
+                .args(["-c", c])
+                .env("TMPDIR", tmp.path())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn sh");
+            (c.clone(), child)
+        })
+        .collect();
+    for (command, child) in runs {
+        let out = child.wait_with_output().expect("wait");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && !stdout.trim().is_empty(),
+            "`{command}` failed ({}):\n{stdout}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if command.ends_with("mesh routes svc/web") {
+            assert!(
+                stdout.starts_with("ROUTE") && stdout.contains("GET /api/list"),
+                "`{command}`:\n{stdout}"
+            );
+        }
+        if command.ends_with("mesh version") {
+            let version = env!("CARGO_PKG_VERSION");
+            assert_eq!(
+                stdout,
+                format!("Client version: {version}\nServer version: {version}\n")
+            );
+        }
+    }
+
     kill(Pid::from_raw(demo.pid()), Signal::SIGINT).expect("signal mesh");
     let status = demo.wait(Duration::from_secs(30));
     assert!(
@@ -293,16 +361,148 @@ fn demo_meshes_traffic_and_stops_cleanly_on_sigint() {
         left.is_empty(),
         "children still running after mesh exited: {left:?}"
     );
-    // The demo's CA lives only as long as the demo: no issuer key left in /tmp.
-    let identity_dir = demo
-        .identity_dir
-        .take()
-        .expect("the anchors file is in a directory");
+    // The demo's CA lives only as long as the demo.
+    assert!(!anchors.exists(), "{} is left after mesh exited", anchors.display());
     assert!(
-        !identity_dir.exists(),
-        "{} is left after mesh exited",
-        identity_dir.display()
+        !demo.state_dir().join("demo.json").exists(),
+        "a stopped demo no longer offers itself"
     );
+}
+
+/// However the demo is stopped, nothing of it remains: no process, no listening port,
+/// no key. SIGINT and SIGTERM are Ctrl-C and `kill`; SIGHUP goes to the demo's process
+/// group, as a closing terminal sends it; SIGKILL runs no cleanup at all, so the
+/// children must die on their own, and the next demo cleans up the directory, saying
+/// so, and starts on the same ports.
+#[test]
+fn the_demo_leaves_nothing_behind_however_it_is_stopped() {
+    let mesh = env!("CARGO_BIN_EXE_mesh");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let base_port = free_port_block();
+    let mut killed_pid = None;
+    for signal in [
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGKILL,
+    ] {
+        let mut demo = Demo::start(mesh, base_port, tmp.path());
+        let banner = demo.banner();
+        let children: Vec<u32> = ["mesh-proxy", "mesh-controller"]
+            .iter()
+            .flat_map(|name| children_named(demo.child.id(), name))
+            .collect();
+        assert_eq!(children.len(), 7, "six proxies and a controller: {children:?}");
+        demo.children = children.clone();
+        // Its key material: in-memory files of `mesh`, and nothing in its directory.
+        let memory_files = memory_files(demo.child.id());
+        assert!(
+            memory_files.iter().any(|(_, name)| name.contains("issuer.key")),
+            "{memory_files:?}"
+        );
+        let state_dir = demo.state_dir();
+        assert_no_keys(&state_dir);
+
+        let target = match signal {
+            Signal::SIGHUP => -demo.pid(),
+            _ => demo.pid(),
+        };
+        kill(Pid::from_raw(target), signal).expect("signal mesh");
+        let status = demo.wait(Duration::from_secs(30));
+        if signal == Signal::SIGKILL {
+            killed_pid = Some(demo.child.id());
+        } else {
+            assert!(
+                status.success(),
+                "{signal}: mesh exited with {status}; stderr:\n{}",
+                demo.stderr()
+            );
+        }
+        // Children die (after SIGKILL, on their own, as the kernel tells them).
+        wait_until(&format!("{signal}: every child has exited"), || {
+            children
+                .iter()
+                .all(|&p| !is_alive(p, "mesh-proxy") && !is_alive(p, "mesh-controller"))
+        });
+        wait_until(&format!("{signal}: every port is closed"), || {
+            (base_port..base_port + DEMO_PORTS).all(|port| {
+                TcpStream::connect_timeout(
+                    &SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+                    Duration::from_millis(200),
+                )
+                .is_err()
+            })
+        });
+        for (path, name) in &memory_files {
+            assert!(!path.exists(), "{signal}: {name} outlived mesh at {}", path.display());
+        }
+        assert_no_keys(&state_dir);
+        if signal != Signal::SIGKILL {
+            assert!(
+                !state_dir.join("demo.json").exists(),
+                "{signal}: {} still offers a stopped demo",
+                state_dir.display()
+            );
+        }
+        drop(banner);
+    }
+
+    // After SIGKILL only the directory is left, and the next demo says it cleans it.
+    let killed = killed_pid.expect("the last round was SIGKILL");
+    let left = tmp.path().join(format!("mesh-demo-{killed}"));
+    assert!(left.exists(), "a SIGKILLed demo cannot remove its directory");
+    let mut demo = Demo::start(mesh, base_port, tmp.path());
+    demo.banner();
+    let said = format!(
+        "an earlier demo (pid {killed}) did not stop cleanly; removed {}",
+        left.display()
+    );
+    assert!(demo.stderr().contains(&said), "{}", demo.stderr());
+    assert!(!left.exists());
+    kill(Pid::from_raw(demo.pid()), Signal::SIGINT).expect("signal mesh");
+    assert!(demo.wait(Duration::from_secs(30)).success());
+}
+
+/// `pid`'s open in-memory files: their `/proc` path and name.
+fn memory_files(pid: u32) -> Vec<(PathBuf, String)> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let target = std::fs::read_link(e.path()).ok()?;
+            let name = target.to_str()?.strip_prefix("/memfd:")?.to_owned();
+            Some((e.path(), name))
+        })
+        .collect()
+}
+
+/// No file in `dir` (if it exists) holds a private key or a bootstrap token.
+fn assert_no_keys(dir: &Path) {
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        assert!(
+            !name.ends_with(".key") && !name.ends_with(".token") && name != "tokens",
+            "{} is key material on disk",
+            path.display()
+        );
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            !text.contains("PRIVATE KEY"),
+            "{} holds a private key",
+            path.display()
+        );
+    }
+}
+
+/// Waits until `done` holds, for at most 20 s.
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}: not within 20 s");
+        thread::sleep(POLL);
+    }
 }
 
 /// The lines of `metric` with `direction="<direction>"` in a Prometheus text `body`.
@@ -351,15 +551,20 @@ struct Demo {
     stdout: mpsc::Receiver<String>,
     stderr: Arc<Mutex<String>>,
     children: Vec<u32>,
-    /// The demo's identity files, which a killed `mesh` cannot remove itself.
-    identity_dir: Option<PathBuf>,
+    /// The demo's `TMPDIR`: its state directory is there, and commands run with it
+    /// find this demo and no other test's.
+    tmp: PathBuf,
 }
 
 impl Demo {
-    fn start(mesh: &str, base_port: u16) -> Self {
+    /// Starts `mesh demo` in a process group of its own (as a shell's job is), with
+    /// `tmp` as its `TMPDIR`.
+    fn start(mesh: &str, base_port: u16, tmp: &Path) -> Self {
         let mut child = Command::new(mesh)
             .args(["demo", "--base-port", &base_port.to_string(), "--rps", "50"])
             .env("MESH_LOG", "info")
+            .env("TMPDIR", tmp)
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -389,8 +594,23 @@ impl Demo {
             stdout,
             stderr,
             children: Vec::new(),
-            identity_dir: None,
+            tmp: tmp.to_path_buf(),
         }
+    }
+
+    /// The demo's state directory.
+    fn state_dir(&self) -> PathBuf {
+        self.tmp.join(format!("mesh-demo-{}", self.child.id()))
+    }
+
+    /// Reads stdout up to the banner's last line; the banner's lines.
+    fn banner(&mut self) -> Vec<String> {
+        let mut lines = Vec::new();
+        self.wait_for_line(Duration::from_secs(120), |line| {
+            lines.push(line.to_owned());
+            (line.contains("Ctrl-C")).then_some(())
+        });
+        lines
     }
 
     fn pid(&self) -> i32 {
@@ -461,15 +681,11 @@ impl Drop for Demo {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        // The children run in their own process groups and outlive a killed `mesh`.
+        // Children die with `mesh`; should that ever fail, the test still cleans up.
         for &pid in &self.children {
             if is_alive(pid, "mesh-proxy") || is_alive(pid, "mesh-controller") {
                 let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
             }
-        }
-        // No issuer key left behind in /tmp by a failed run; the logs stay for reading.
-        if let Some(dir) = &self.identity_dir {
-            let _ = std::fs::remove_dir_all(dir);
         }
     }
 }

@@ -131,6 +131,53 @@ fn validate_accepts_a_good_profile() {
     );
 }
 
+/// Type errors are problems too: all of them in one run, with the fields that did
+/// decode still checked, and the first with its line.
+#[test]
+fn validate_names_every_type_error_in_one_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("types.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: mesh.rs/v1alpha1
+kind: ServiceProfile
+metadata: {name: web.emojivoto.svc.cluster.local}
+spec:
+  routes:
+  - name: a
+    isRetryable: yes please
+    condition: {method: GET}
+  - name: b
+    condition: {pathRegex: /b}
+    timeout: [1s]
+  - name: c
+    condition: {pathRegex: '('}
+  retryBudget: {retryRatio: lots, minRetriesPerSecond: 10, ttl: 10s}
+",
+    )
+    .unwrap();
+    let out = mesh(&["profile", "validate", file.to_str().unwrap()], "");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let stdout = stdout(&out);
+    let fields: Vec<&str> = stdout
+        .lines()
+        .map(|l| l.split(": ").nth(2).unwrap_or_else(|| panic!("{l:?}")))
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            // Decoding problems in the document's order...
+            "spec.routes[0].isRetryable",
+            "spec.routes[1].timeout",
+            "spec.retryBudget.retryRatio",
+            // ...then the checks of what did decode.
+            "spec.routes[2].condition.pathRegex",
+        ],
+        "{stdout}"
+    );
+    assert!(stdout.lines().next().unwrap().contains("(line 7, column"), "{stdout}");
+}
+
 #[test]
 fn validate_names_every_problem_with_its_field() {
     let dir = tempfile::tempdir().unwrap();

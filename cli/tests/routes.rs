@@ -245,18 +245,40 @@ fn finds_a_running_demo() {
     ] {
         let dir = tmp.path().join(format!("mesh-demo-{pid}"));
         std::fs::create_dir(&dir).expect("mkdir");
-        std::fs::write(dir.join("proxies"), format!("web {url}\n")).expect("write");
+        let state = serde_json::json!({
+            "pid": pid,
+            "version": "0.1.0",
+            "namespace": "demo",
+            "services": ["web", "voting"],
+            "api": "127.0.0.1:1",
+            "proxies": [{"name": "web", "metrics": url}],
+        });
+        std::fs::write(dir.join("demo.json"), state.to_string()).expect("write");
     }
-    let out = mesh(
-        &["routes", "svc/web", "-n", "demo", "--window", "200ms"],
-        Some(tmp.path()),
-    );
+    // No `-n`: against the demo, its namespace.
+    let out = mesh(&["routes", "svc/web", "--window", "200ms"], Some(tmp.path()));
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
         stdout(&out).contains("GET /api/list   web       90.00%"),
         "{}",
         stdout(&out)
     );
+    // What the demo does not have is an error, not an empty table.
+    for (args, want) in [
+        (
+            &["routes", "svc/nope"][..],
+            "service \"nope\" not found in namespace \"demo\": the demo's services are web, voting",
+        ),
+        (
+            &["routes", "svc/web", "-n", "default"],
+            "namespace \"default\" has no services in the demo",
+        ),
+    ] {
+        let out = mesh(args, Some(tmp.path()));
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stdout(&out));
+        assert!(stderr(&out).contains(want), "{args:?}: {}", stderr(&out));
+        assert!(stdout(&out).is_empty(), "{args:?}: {}", stdout(&out));
+    }
 }
 
 #[test]

@@ -13,6 +13,7 @@
 //! backends ([`k8s`], [`file`]) feed it and the gRPC layer ([`destination`]) reads it.
 
 pub mod admin;
+pub mod api;
 pub mod destination;
 pub mod file;
 pub mod identity;
@@ -75,6 +76,15 @@ pub struct Args {
         value_name = "ADDR"
     )]
     pub admin_addr: SocketAddr,
+
+    /// The HTTP API's address (`/api/...`: what the CLI and the dashboard read).
+    #[arg(
+        long,
+        env = "MESH_API_ADDR",
+        default_value = "0.0.0.0:8084",
+        value_name = "ADDR"
+    )]
+    pub api_addr: SocketAddr,
 
     /// The cluster's DNS domain, the suffix of `<svc>.<ns>.svc.<domain>`.
     #[arg(
@@ -174,6 +184,11 @@ pub struct Args {
     /// Log filter, in `RUST_LOG` syntax.
     #[arg(long, env = "MESH_LOG", default_value = "info", value_name = "FILTER")]
     pub log: String,
+
+    /// Exit when the process PID, which must be this one's parent, exits, however it
+    /// exits (Linux's parent-death signal): for supervisors such as `mesh demo`.
+    #[arg(long, env = "MESH_PARENT_PID", value_name = "PID", value_parser = clap::value_parser!(u32).range(2..))]
+    pub parent_pid: Option<u32>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -188,10 +203,13 @@ pub struct Config {
     pub discovery: Discovery,
     pub destination_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    pub api_addr: SocketAddr,
     pub cluster_domain: String,
     pub trust_domain: String,
     /// A filter in `RUST_LOG` syntax, known to parse.
     pub log: String,
+    /// The supervisor this controller must not outlive, if any.
+    pub parent_pid: Option<u32>,
     /// The identity service, when its issuer flags were given.
     pub identity: Option<IdentityConfig>,
     /// The ServiceProfile admission webhook, when its certificate flags were given.
@@ -234,6 +252,12 @@ pub enum InvalidConfig {
     MissingFile,
     #[error("--file (MESH_FILE) is only used with --backend file")]
     UnusedFile,
+    #[error("cannot read --file {}", .path.display())]
+    FileUnreadable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("invalid --{flag} {value:?}: expected a DNS name such as cluster.local")]
     Domain { flag: &'static str, value: String },
     #[error("invalid --control-plane-namespace {0:?}: expected a namespace name")]
@@ -287,7 +311,12 @@ impl Args {
     pub fn into_config(self) -> Result<Config, InvalidConfig> {
         let control_plane_namespace = self.control_plane_namespace.clone();
         let discovery = match (self.backend, self.file) {
-            (Backend::File, Some(path)) => Discovery::File(path),
+            // A file missing at start is a typo, not a file yet to come: it would
+            // leave a controller that never becomes ready and says why only in a log.
+            (Backend::File, Some(path)) => match std::fs::File::open(&path) {
+                Ok(_) => Discovery::File(path),
+                Err(source) => return Err(InvalidConfig::FileUnreadable { path, source }),
+            },
             (Backend::File, None) => return Err(InvalidConfig::MissingFile),
             (Backend::Kubernetes, Some(_)) => return Err(InvalidConfig::UnusedFile),
             (Backend::Kubernetes, None) => {
@@ -331,9 +360,11 @@ impl Args {
             discovery,
             destination_addr: self.destination_addr,
             admin_addr: self.admin_addr,
+            api_addr: self.api_addr,
             cluster_domain: domain("cluster-domain", self.cluster_domain)?,
             trust_domain,
             log: self.log,
+            parent_pid: self.parent_pid,
             identity,
             webhook,
         })
@@ -521,9 +552,11 @@ impl Config {
             discovery: Discovery::File(file),
             destination_addr: loopback,
             admin_addr: loopback,
+            api_addr: loopback,
             cluster_domain: "cluster.local".into(),
             trust_domain: "cluster.local".into(),
             log: "info".into(),
+            parent_pid: None,
             identity: None,
             webhook: None,
         }
@@ -547,9 +580,13 @@ impl Config {
         let admin = TcpListener::bind(self.admin_addr)
             .await
             .with_context(|| format!("cannot bind the admin server on {}", self.admin_addr))?;
+        let api = TcpListener::bind(self.api_addr)
+            .await
+            .with_context(|| format!("cannot bind the API server on {}", self.api_addr))?;
         let destination_addr = destination.local_addr()?;
         let admin_addr = admin.local_addr()?;
-        tracing::info!(destination = %destination_addr, admin = %admin_addr, "listening");
+        let api_addr = api.local_addr()?;
+        tracing::info!(destination = %destination_addr, admin = %admin_addr, api = %api_addr, "listening");
 
         // With identity on, discovery is served over TLS too, with the CA's certificate.
         let destination_tls = match &self.identity {
@@ -608,6 +645,7 @@ impl Config {
             }
             .serve(admin, shutdown.clone()),
         );
+        let api_task = tokio::spawn(api::serve(api, shutdown.clone()));
         let service =
             DestinationService::new(index.clone(), Arc::clone(&metrics), shutdown.clone());
         let server = tokio::spawn(destination::serve(
@@ -617,12 +655,13 @@ impl Config {
             shutdown.clone(),
         ));
 
-        let mut tasks = vec![backend, admin_task];
+        let mut tasks = vec![backend, admin_task, api_task];
         tasks.extend(identity.map(|(_, task)| task));
         tasks.extend(webhook.map(|(_, task)| task));
         Ok(Running {
             destination_addr,
             admin_addr,
+            api_addr,
             identity_addr,
             webhook_addr,
             webhook_reviews,
@@ -692,6 +731,7 @@ async fn start_webhook(
 pub struct Running {
     pub destination_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    pub api_addr: SocketAddr,
     /// The identity server's address, when it runs.
     pub identity_addr: Option<SocketAddr>,
     /// The admission webhook's address, when it runs.
@@ -836,20 +876,17 @@ pub fn config_from_args() -> Result<Config, std::process::ExitCode> {
         if let Some(source) = std::error::Error::source(&error) {
             message.push_str(&format!(": {source}"));
         }
-        eprintln!("{message}");
+        mesh_rt::log::print_error(&message);
         ExitCode::from(EXIT_USAGE)
     })
 }
 
-/// Installs the tracing subscriber (stderr, the `--log` filter).
-pub fn init_tracing(config: &Config) {
+/// Installs the tracing subscriber (stderr, the `--log` filter), which never blocks
+/// and never fails, whatever stderr is; keep the guard until the end of `main`.
+pub fn init_tracing(config: &Config) -> mesh_rt::log::LogGuard {
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    mesh_rt::log::init(filter)
 }
 
 #[cfg(test)]

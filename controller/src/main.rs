@@ -8,7 +8,13 @@ fn main() -> ExitCode {
         Ok(config) => config,
         Err(code) => return code,
     };
-    mesh_controller::init_tracing(&config);
+    if let Some(parent) = config.parent_pid {
+        if let Err(error) = mesh_rt::parent::exit_with_parent(parent) {
+            mesh_rt::log::print_error(&format!("mesh-controller: --parent-pid {parent}: {error}"));
+            return ExitCode::FAILURE;
+        }
+    }
+    let _log = mesh_controller::init_tracing(&config);
     let result = tokio::runtime::Runtime::new()
         .map_err(anyhow::Error::from)
         .and_then(|rt| rt.block_on(mesh_controller::run(config)));

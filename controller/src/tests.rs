@@ -20,19 +20,45 @@ fn defaults() {
     assert_eq!(config.log, "info");
 }
 
+/// A discovery file that exists, for flags that name one.
+fn discovery_file() -> tempfile::NamedTempFile {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), "services: []\n").unwrap();
+    file
+}
+
 #[test]
 fn file_backend() {
+    let file = discovery_file();
+    let path = file.path().to_str().unwrap();
     let config = parse(&[
         "--backend",
         "file",
         "--file",
-        "/tmp/x.yaml",
+        path,
         "--cluster-domain",
         "example.org.",
+        "--api-addr",
+        "127.0.0.1:18084",
+        "--parent-pid",
+        "4242",
     ])
     .unwrap();
-    assert!(matches!(&config.discovery, Discovery::File(p) if p.to_str() == Some("/tmp/x.yaml")));
+    assert!(matches!(&config.discovery, Discovery::File(p) if p.to_str() == Some(path)));
     assert_eq!(config.cluster_domain, "example.org");
+    assert_eq!(config.api_addr, "127.0.0.1:18084".parse().unwrap());
+    assert_eq!(config.parent_pid, Some(4242));
+}
+
+#[test]
+fn a_missing_discovery_file_is_an_error_at_start() {
+    let error = parse(&["--backend", "file", "--file", "/typo.yaml"]).unwrap_err();
+    assert_eq!(error, "cannot read --file /typo.yaml");
+    let args = Args::try_parse_from(["mesh-controller", "--backend", "file", "--file", "/typo.yaml"])
+        .unwrap();
+    let error = args.into_config().unwrap_err();
+    let source = std::error::Error::source(&error).map(ToString::to_string);
+    assert_eq!(source.as_deref(), Some("No such file or directory (os error 2)"));
 }
 
 #[test]
@@ -43,6 +69,9 @@ fn bad_flags_name_the_flag() {
         (&["--backend", "consul"][..], "--backend"),
         (&["--destination-addr", "nope"][..], "--destination-addr"),
         (&["--admin-addr", "1.2.3.4"][..], "--admin-addr"),
+        (&["--api-addr", "localhost"][..], "--api-addr"),
+        (&["--parent-pid", "1"][..], "--parent-pid"),
+        (&["--parent-pid", "me"][..], "--parent-pid"),
         (&["--cluster-domain", "bad domain"][..], "--cluster-domain"),
         (&["--trust-domain", ""][..], "--trust-domain"),
         (
@@ -90,7 +119,9 @@ impl Creds {
     /// The flags of a complete local-mode identity service, with `name` files
     /// substituted.
     fn args(&self, swap: &[(&str, &str)]) -> Vec<String> {
-        let mut args: Vec<String> = ["--backend", "file", "--file", "/tmp/x.yaml"]
+        let discovery = self.path("discovery.yaml");
+        std::fs::write(&discovery, "services: []\n").unwrap();
+        let mut args: Vec<String> = ["--backend", "file", "--file", &discovery]
             .map(String::from)
             .to_vec();
         for (flag, file) in [

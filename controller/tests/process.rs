@@ -34,6 +34,12 @@ fn bad_flags_exit_64_naming_the_flag() {
         // Environment fallbacks are validated alike.
         (&[], &[("MESH_BACKEND", "file")], "--file"),
         (&[], &[("MESH_ADMIN_ADDR", "nowhere")], "--admin-addr"),
+        // A discovery file that is not there is a typo, said at once.
+        (
+            &["--backend", "file", "--file", "/nonexistent/typo.yaml"],
+            &[],
+            "cannot read --file /nonexistent/typo.yaml: No such file or directory",
+        ),
         // Identity credentials are checked before anything starts.
         (
             &["--identity-issuer-cert", "/nonexistent/issuer.pem"],
@@ -207,7 +213,9 @@ fn file_backend_becomes_ready_serves_metrics_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("discovery.yaml");
     let file_arg = file.to_str().unwrap();
-    // The file is missing at start: the controller runs, not ready.
+    // The file is invalid at start: the controller runs, and is not ready until it
+    // has loaded a valid file, however long that takes.
+    std::fs::write(&file, "services: [{name: web, bogus: 1}]\n").unwrap();
     let mut ctl = Controller::start(
         &[
             "--backend",
@@ -216,6 +224,8 @@ fn file_backend_becomes_ready_serves_metrics_and_stops_on_sigterm() {
             file_arg,
             "--admin-addr",
             "127.0.0.1:0",
+            "--api-addr",
+            "127.0.0.1:0",
         ],
         // The destination address through its environment fallback.
         &[("MESH_DESTINATION_ADDR", "127.0.0.1:0")],
@@ -223,7 +233,13 @@ fn file_backend_becomes_ready_serves_metrics_and_stops_on_sigterm() {
     assert!(ctl.destination.ip().is_loopback() && ctl.destination.port() != 0);
     assert_eq!(ctl.get("/live").0, 200);
     assert_eq!(ctl.get("/ready").0, 503);
-    ctl.wait_line("cannot read");
+    ctl.wait_line("unknown field `bogus`");
+    // Still not ready after several polls of the file: an invalid file never makes
+    // it ready (what is asserted is an absence, so it takes time to see).
+    for _ in 0..3 {
+        std::thread::sleep(mesh_controller::file::POLL_INTERVAL);
+        assert_eq!(ctl.get("/ready").0, 503);
+    }
 
     std::fs::write(
         &file,
@@ -260,4 +276,51 @@ fn file_backend_becomes_ready_serves_metrics_and_stops_on_sigterm() {
     assert_eq!(ctl.get("/ready").0, 200);
 
     assert_eq!(ctl.terminate(), Some(0));
+}
+
+/// `mesh-controller … 2>&1 | head -1`: stderr is a pipe whose reader leaves after the
+/// first line. Logging must not stop the controller from serving or from stopping.
+#[test]
+fn a_closed_stderr_does_not_stop_serving_or_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("discovery.yaml");
+    std::fs::write(&file, "services: []\n").unwrap();
+    let mut child = Command::new(BIN)
+        .args(["--backend", "file", "--file"])
+        .arg(&file)
+        .args([
+            "--destination-addr",
+            "127.0.0.1:0",
+            "--admin-addr",
+            "127.0.0.1:0",
+            "--api-addr",
+            "127.0.0.1:0",
+            "--log",
+            "debug",
+        ])
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut first = String::new();
+    stderr.read_line(&mut first).unwrap();
+    // `head -1` is done: every later write to stderr fails with EPIPE.
+    drop(stderr);
+    let admin = field(&first, "admin=");
+    let ctl = Controller {
+        child,
+        lines: mpsc::channel().1,
+        destination: field(&first, "destination="),
+        admin,
+    };
+    // Serving goes on while every log line fails (the file's load, the requests'
+    // connections at debug level); before, the first failed line panicked its task.
+    ctl.wait_status("/ready", 200);
+    for _ in 0..50 {
+        assert_eq!(ctl.get("/live").0, 200);
+    }
+    let mut ctl = ctl;
+    assert_eq!(ctl.terminate(), Some(0), "SIGTERM stops it");
 }

@@ -398,9 +398,11 @@ fn flags_name_what_is_wrong() {
         path("junk", "not pem\n"),
     );
     let missing = dir.path().join("missing").display().to_string();
+    let discovery = path("discovery.yaml", "services: []\n");
+    let file_flag = format!("--file={discovery}");
     let parse = |args: &[&str]| {
         let args = Args::try_parse_from(
-            ["mesh-controller", "--backend=file", "--file=/x"]
+            ["mesh-controller", "--backend=file", &file_flag]
                 .into_iter()
                 .chain(args.iter().copied()),
         )

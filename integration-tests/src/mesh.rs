@@ -141,7 +141,10 @@ impl Controller {
         cmd.arg("--destination-addr")
             .arg(destination.to_string())
             .arg("--admin-addr")
-            .arg(admin.to_string());
+            .arg(admin.to_string())
+            // Tests run several controllers at once: each API on a port of its own.
+            .arg("--api-addr")
+            .arg("127.0.0.1:0");
         let log = scratch_dir().join(format!("controller-{}.log", destination.port()));
         let mut process = Process::spawn("mesh-controller", cmd, log)?;
         wait_ready(&mut process, admin, ready_within)?;

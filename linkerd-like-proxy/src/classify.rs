@@ -34,6 +34,14 @@ pub fn grpc_status(headers: &HeaderMap) -> Option<u16> {
     std::str::from_utf8(v.as_bytes()).ok()?.trim().parse().ok()
 }
 
+/// Whether a synthetic response with `error` label was caused by the client (its
+/// request body failed): such a response is never the server's failure, whatever its
+/// status or the route's response classes say, so a broken client cannot make a
+/// healthy service look failing.
+pub fn is_client_fault(error: &str) -> bool {
+    error == crate::errors::REQUEST_BODY
+}
+
 /// Classifies a finished response.
 ///
 /// A gRPC status decides when there is one: any code but OK (0) is a failure. A gRPC

@@ -63,8 +63,22 @@ pub const ENV_OPAQUE_PORTS: &str = "MESH_PROXY_OPAQUE_PORTS";
 pub const ENV_SHUTDOWN_GRACE_PERIOD: &str = "MESH_PROXY_SHUTDOWN_GRACE_PERIOD";
 /// How long an idle pooled upstream connection is kept. Default `10s`.
 pub const ENV_POOL_IDLE_TIMEOUT: &str = "MESH_PROXY_POOL_IDLE_TIMEOUT";
-/// Largest HTTP/1 request head accepted; larger ones get 431. Default `64KiB`.
+/// Largest HTTP/1 message head (request or response line and header fields) the
+/// proxy reads. Default `408KiB`, hyper's own default and so Linkerd's: a request over
+/// it gets 431, a response over it becomes a 502 naming this variable. From `8KiB` to
+/// `16MiB`.
 pub const ENV_HTTP1_MAX_HEADER_BYTES: &str = "MESH_PROXY_HTTP1_MAX_HEADER_BYTES";
+/// Most header fields in one HTTP/1 message head. Default `100`, as Linkerd, Envoy and
+/// hyper: a request with more gets 431, a response with more becomes a 502 naming this
+/// variable. Any other value costs a heap allocation per message head (hyper keeps the
+/// default's fields on the stack). From 1 to 10000.
+pub const ENV_HTTP1_MAX_HEADERS: &str = "MESH_PROXY_HTTP1_MAX_HEADERS";
+/// Largest HTTP/2 header list (the sum over fields of name, value and 32 bytes, as
+/// RFC 9113 counts it) the proxy accepts, in requests and in responses. Default
+/// `16MiB`, what Linkerd's proxy accepts. It must hold any HTTP/1 head the proxy
+/// accepts, since HTTP/1 travels between proxies as HTTP/2:
+/// at least `MESH_PROXY_HTTP1_MAX_HEADER_BYTES` + 32 × `MESH_PROXY_HTTP1_MAX_HEADERS`.
+pub const ENV_HTTP2_MAX_HEADER_LIST_BYTES: &str = "MESH_PROXY_HTTP2_MAX_HEADER_LIST_BYTES";
 /// How long a client may take to send a complete HTTP/1 request head. Default `10s`.
 pub const ENV_HTTP1_HEADER_READ_TIMEOUT: &str = "MESH_PROXY_HTTP1_HEADER_READ_TIMEOUT";
 /// Whether inbound metrics carry the `authority` label. Default off, since any client
@@ -130,6 +144,10 @@ pub const ENV_IDENTITY_MIN_REFRESH: &str = "MESH_PROXY_IDENTITY_MIN_REFRESH";
 /// failure. Default `24h`. The certificate is renewed at 70% of its remaining
 /// lifetime, clamped to these bounds.
 pub const ENV_IDENTITY_MAX_REFRESH: &str = "MESH_PROXY_IDENTITY_MAX_REFRESH";
+/// Exit when the process with this pid, which must be this proxy's parent, exits,
+/// however it exits (Linux's parent-death signal): for supervisors such as `mesh demo`
+/// that run proxies as children and must not leave them behind. Unset by default.
+pub const ENV_PARENT_PID: &str = "MESH_PROXY_PARENT_PID";
 /// Worker threads. Default `1`: a sidecar should not compete with its application.
 pub const ENV_CORES: &str = "MESH_PROXY_CORES";
 /// Log filter, in `tracing_subscriber::EnvFilter` syntax. Default `warn,mesh_proxy=info`.
@@ -146,6 +164,8 @@ const KNOWN: &[&str] = &[
     ENV_SHUTDOWN_GRACE_PERIOD,
     ENV_POOL_IDLE_TIMEOUT,
     ENV_HTTP1_MAX_HEADER_BYTES,
+    ENV_HTTP1_MAX_HEADERS,
+    ENV_HTTP2_MAX_HEADER_LIST_BYTES,
     ENV_HTTP1_HEADER_READ_TIMEOUT,
     ENV_INBOUND_METRICS_AUTHORITY_LABELS,
     ENV_METRICS_RETAIN_IDLE,
@@ -161,6 +181,7 @@ const KNOWN: &[&str] = &[
     ENV_IDENTITY_TRUST_ANCHORS,
     ENV_IDENTITY_MIN_REFRESH,
     ENV_IDENTITY_MAX_REFRESH,
+    ENV_PARENT_PID,
     ENV_CORES,
     ENV_LOG,
 ];
@@ -182,6 +203,8 @@ pub struct Config {
     pub shutdown_grace_period: Duration,
     pub pool_idle_timeout: Duration,
     pub http1_max_header_bytes: usize,
+    pub http1_max_headers: usize,
+    pub http2_max_header_list_bytes: u32,
     pub http1_header_read_timeout: Duration,
     pub inbound_authority_labels: bool,
     pub metrics_retain_idle: Duration,
@@ -192,6 +215,8 @@ pub struct Config {
     pub discovery_idle_timeout: Duration,
     /// The identity client's settings; `None`: identity is off.
     pub identity: Option<IdentityConfig>,
+    /// The supervisor this proxy must not outlive, if any.
+    pub parent_pid: Option<u32>,
     pub cores: usize,
     pub log: String,
 }
@@ -278,9 +303,27 @@ impl Config {
             http1_max_header_bytes: parse(
                 env,
                 ENV_HTTP1_MAX_HEADER_BYTES,
-                "64KiB",
-                "a size from 8KiB to 1MiB, like 64KiB",
-                |v| parse_size(v).filter(|n| (8 * 1024..=1024 * 1024).contains(n)),
+                "408KiB",
+                "a size from 8KiB to 16MiB, like 408KiB",
+                |v| parse_size(v).filter(|n| (8 * 1024..=16 * 1024 * 1024).contains(n)),
+            )?,
+            http1_max_headers: parse(
+                env,
+                ENV_HTTP1_MAX_HEADERS,
+                "100",
+                "a number of header fields from 1 to 10000",
+                |v| v.parse::<usize>().ok().filter(|n| (1..=10_000).contains(n)),
+            )?,
+            http2_max_header_list_bytes: parse(
+                env,
+                ENV_HTTP2_MAX_HEADER_LIST_BYTES,
+                "16MiB",
+                "a size from 16KiB to 64MiB, like 16MiB",
+                |v| {
+                    parse_size(v)
+                        .filter(|n| (16 * 1024..=64 * 1024 * 1024).contains(n))
+                        .and_then(|n| u32::try_from(n).ok())
+                },
             )?,
             http1_header_read_timeout: dur(ENV_HTTP1_HEADER_READ_TIMEOUT, "10s")?,
             inbound_authority_labels: parse(
@@ -323,6 +366,16 @@ impl Config {
             discovery_timeout: dur(ENV_DISCOVERY_TIMEOUT, "1s")?,
             discovery_idle_timeout: dur(ENV_DISCOVERY_IDLE_TIMEOUT, "60s")?,
             identity: identity(env)?,
+            parent_pid: match env.get(ENV_PARENT_PID).filter(|v| !v.trim().is_empty()) {
+                None => None,
+                Some(_) => Some(parse(
+                    env,
+                    ENV_PARENT_PID,
+                    "",
+                    "the pid of this proxy's parent process",
+                    |v| v.parse::<u32>().ok().filter(|p| *p > 1),
+                )?),
+            },
             cores: parse(
                 env,
                 ENV_CORES,
@@ -351,6 +404,21 @@ impl Config {
                     expected: "a duration greater than zero".into(),
                 });
             }
+        }
+        // Between proxies HTTP/1 travels as HTTP/2: whatever the HTTP/1 side accepts
+        // must fit the HTTP/2 hop, or a request would pass one proxy and fail the next.
+        let needed = config.http1_max_header_bytes + 32 * config.http1_max_headers;
+        if (config.http2_max_header_list_bytes as usize) < needed {
+            return Err(ConfigError {
+                var: ENV_HTTP2_MAX_HEADER_LIST_BYTES,
+                value: env
+                    .get(ENV_HTTP2_MAX_HEADER_LIST_BYTES)
+                    .unwrap_or_else(|| "16MiB".into()),
+                expected: format!(
+                    "at least {needed} bytes, to carry any HTTP/1 head the proxy accepts \
+                     ({ENV_HTTP1_MAX_HEADER_BYTES} + 32 × {ENV_HTTP1_MAX_HEADERS})"
+                ),
+            });
         }
         Ok(config)
     }
@@ -602,6 +670,37 @@ mod tests {
         assert_eq!(c.destination_context, "");
         assert_eq!(c.discovery_timeout, Duration::from_secs(1));
         assert_eq!(c.discovery_idle_timeout, Duration::from_secs(60));
+        // At least as generous as Linkerd's proxy (hyper 0.14's defaults).
+        assert_eq!(c.http1_max_header_bytes, 8192 + 4096 * 100);
+        assert_eq!(c.http1_max_headers, 100);
+        assert_eq!(c.http2_max_header_list_bytes, 16 << 20);
+        assert_eq!(c.parent_pid, None);
+    }
+
+    #[test]
+    fn header_limits() {
+        let c = Config::from_env(&env(&[
+            (ENV_HTTP1_MAX_HEADERS, "250"),
+            (ENV_HTTP1_MAX_HEADER_BYTES, "1MiB"),
+            (ENV_HTTP2_MAX_HEADER_LIST_BYTES, "2MiB"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            (
+                c.http1_max_headers,
+                c.http1_max_header_bytes,
+                c.http2_max_header_list_bytes
+            ),
+            (250, 1 << 20, 2 << 20)
+        );
+        // An HTTP/2 limit that could not carry an HTTP/1 head the proxy accepts.
+        let err = Config::from_env(&env(&[
+            (ENV_HTTP1_MAX_HEADER_BYTES, "1MiB"),
+            (ENV_HTTP2_MAX_HEADER_LIST_BYTES, "1MiB"),
+        ]))
+        .expect_err("too small for the HTTP/1 limit");
+        assert_eq!(err.var, ENV_HTTP2_MAX_HEADER_LIST_BYTES);
+        assert!(err.to_string().contains("at least 1051776 bytes"), "{err}");
     }
 
     #[test]
@@ -659,6 +758,12 @@ mod tests {
             (ENV_OPAQUE_PORTS, "70000"),
             (ENV_CORES, "0"),
             (ENV_HTTP1_MAX_HEADER_BYTES, "1KiB"),
+            (ENV_HTTP1_MAX_HEADER_BYTES, "32MiB"),
+            (ENV_HTTP1_MAX_HEADERS, "0"),
+            (ENV_HTTP1_MAX_HEADERS, "many"),
+            (ENV_HTTP2_MAX_HEADER_LIST_BYTES, "1KiB"),
+            (ENV_PARENT_PID, "me"),
+            (ENV_PARENT_PID, "1"),
             (ENV_INBOUND_METRICS_AUTHORITY_LABELS, "yes"),
             (ENV_DESTINATION_ADDR, "controller"),
             (ENV_DESTINATION_ADDR, "controller:0"),

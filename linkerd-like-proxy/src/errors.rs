@@ -58,6 +58,62 @@ pub struct NoEndpoints {
     pub dst: std::sync::Arc<str>,
 }
 
+/// The client's request body could not be read (a malformed chunk, a connection cut
+/// mid-body): the request is the client's fault, whatever the server would have said.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body failed")]
+pub struct RequestBodyFailed {
+    #[source]
+    pub source: hyper::Error,
+}
+
+/// Which of the proxy's limits on a message head was exceeded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HeadLimit {
+    /// More header fields than `MESH_PROXY_HTTP1_MAX_HEADERS`.
+    Fields(usize),
+    /// More bytes than `MESH_PROXY_HTTP1_MAX_HEADER_BYTES`.
+    Bytes(usize),
+}
+
+impl HeadLimit {
+    /// Which limit hyper's "message head is too large" meant, which it does not say:
+    /// `read` bytes of the message had arrived when it gave up. Fewer than the size
+    /// limit, and it was certainly the count; more, and it was the size, unless the
+    /// bytes were mostly body read along with a head of too many fields (then this
+    /// says the size, wrongly: possible only with a size limit below the read size).
+    pub fn hit(read: usize, max_fields: usize, max_bytes: usize) -> Self {
+        if read >= max_bytes {
+            Self::Bytes(max_bytes)
+        } else {
+            Self::Fields(max_fields)
+        }
+    }
+}
+
+impl std::fmt::Display for HeadLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Fields(n) => write!(
+                f,
+                "more than {n} header fields (MESH_PROXY_HTTP1_MAX_HEADERS)"
+            ),
+            Self::Bytes(n) => write!(
+                f,
+                "more than {n} bytes of head (MESH_PROXY_HTTP1_MAX_HEADER_BYTES)"
+            ),
+        }
+    }
+}
+
+/// An upstream's HTTP/1 response head exceeded one of the proxy's limits.
+#[derive(Debug, thiserror::Error)]
+#[error("response from {addr} has {limit}")]
+pub struct ResponseHeadTooLarge {
+    pub addr: SocketAddr,
+    pub limit: HeadLimit,
+}
+
 /// Whether the chain says that connecting failed, so that nothing was sent.
 pub fn is_connect(err: &(dyn std::error::Error + 'static)) -> bool {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
@@ -82,10 +138,32 @@ pub struct RouteTimeout {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SyntheticResponse(pub &'static str);
 
-/// What a synthetic response says: HTTP status, gRPC status and metrics label.
-fn condition(err: &(dyn std::error::Error + 'static)) -> (StatusCode, u16, &'static str) {
+/// The `error` label of a response made because the client's request body failed
+/// ([`RequestBodyFailed`]): the one synthetic response that is the client's fault.
+pub const REQUEST_BODY: &str = "request_body";
+
+/// What a synthetic response says: HTTP status, gRPC status (`None`: answered as plain
+/// HTTP even to a gRPC client, whose request is broken at the HTTP level) and metrics
+/// label.
+fn condition(err: &(dyn std::error::Error + 'static)) -> (StatusCode, Option<u16>, &'static str) {
+    let (status, grpc, label) = grpc_condition(err);
+    match label {
+        REQUEST_BODY => (status, None, label),
+        _ => (status, Some(grpc), label),
+    }
+}
+
+fn grpc_condition(err: &(dyn std::error::Error + 'static)) -> (StatusCode, u16, &'static str) {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = cur {
+        // First: a request whose body the client broke fails upstream too (hyper's
+        // error wraps ours), but it is the client's doing.
+        if e.is::<RequestBodyFailed>() {
+            return (StatusCode::BAD_REQUEST, 3, REQUEST_BODY);
+        }
+        if e.is::<ResponseHeadTooLarge>() {
+            return (StatusCode::BAD_GATEWAY, 13, "response_head");
+        }
         if e.is::<ConnectTimeout>() || e.is::<RouteTimeout>() {
             return (StatusCode::GATEWAY_TIMEOUT, 4, "timeout");
         }
@@ -114,6 +192,20 @@ fn condition(err: &(dyn std::error::Error + 'static)) -> (StatusCode, u16, &'sta
     (StatusCode::BAD_GATEWAY, 14, "io")
 }
 
+/// The first error of type `E` in the chain, as the chain from there on.
+fn cause<'a, E: std::error::Error + 'static>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a (dyn std::error::Error + 'static)> {
+    let mut cur: Option<&'a (dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if e.is::<E>() {
+            return Some(e);
+        }
+        cur = e.source();
+    }
+    None
+}
+
 /// The error chain as one line: `outer: inner: root`.
 pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut s = err.to_string();
@@ -130,7 +222,12 @@ pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {
 /// `mesh-proxy-error` header, or for gRPC an HTTP 200 carrying `grpc-status`.
 pub fn respond(err: &(dyn std::error::Error + 'static), grpc: bool) -> Response<ProxyBody> {
     let (status, grpc_code, label) = condition(err);
-    let msg = chain(err);
+    // The client's own fault is told from where it began: what the proxy was doing
+    // upstream when it happened is not the client's business.
+    let msg = match label {
+        REQUEST_BODY => chain(cause::<RequestBodyFailed>(err).unwrap_or(err)),
+        _ => chain(err),
+    };
     // Header values must be visible ASCII; anything else is replaced, not dropped.
     let clean: String = msg
         .chars()
@@ -148,16 +245,17 @@ pub fn respond(err: &(dyn std::error::Error + 'static), grpc: bool) -> Response<
     rsp.headers_mut().insert(PROXY_ERROR_HEADER, value.clone());
     rsp.headers_mut()
         .insert(http::header::CONTENT_LENGTH, HeaderValue::from_static("0"));
-    if grpc {
-        rsp.headers_mut().insert(
-            http::header::CONTENT_TYPE,
-            HeaderValue::from_static("application/grpc"),
-        );
-        rsp.headers_mut()
-            .insert("grpc-status", HeaderValue::from(grpc_code));
-        rsp.headers_mut().insert("grpc-message", value);
-    } else {
-        *rsp.status_mut() = status;
+    match grpc_code.filter(|_| grpc) {
+        Some(code) => {
+            rsp.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/grpc"),
+            );
+            rsp.headers_mut()
+                .insert("grpc-status", HeaderValue::from(code));
+            rsp.headers_mut().insert("grpc-message", value);
+        }
+        None => *rsp.status_mut() = status,
     }
     rsp.extensions_mut().insert(SyntheticResponse(label));
     rsp
@@ -232,5 +330,24 @@ mod tests {
             Some(&SyntheticResponse("no-endpoints"))
         );
         assert_eq!(respond(&e, true).headers()["grpc-status"], "14");
+    }
+
+    #[test]
+    fn head_limits_say_which_was_hit() {
+        assert_eq!(HeadLimit::hit(3_000, 100, 64 * 1024), HeadLimit::Fields(100));
+        assert_eq!(
+            HeadLimit::hit(64 * 1024, 100, 64 * 1024),
+            HeadLimit::Bytes(64 * 1024)
+        );
+        let e = ResponseHeadTooLarge {
+            addr: "198.18.0.9:80".parse().unwrap(),
+            limit: HeadLimit::Fields(100),
+        };
+        let rsp = respond(&e, false);
+        assert_eq!(rsp.status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(
+            rsp.headers()[PROXY_ERROR_HEADER],
+            "response from 198.18.0.9:80 has more than 100 header fields (MESH_PROXY_HTTP1_MAX_HEADERS)"
+        );
     }
 }

@@ -6,6 +6,10 @@ use bytes::{Buf, Bytes};
 use std::{
     io,
     pin::Pin,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
     task::{Context, Poll},
 };
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -173,6 +177,120 @@ impl<I: AsyncWrite> AsyncWrite for PrefixedIo<I> {
     }
 }
 
+/// How much an HTTP/1 connection has read between its writes: how much of the
+/// message being read has arrived (a response, once its request is written; the next
+/// request, once the previous response is). When hyper refuses a message head as too
+/// large (it says the same for too many header fields and for too many bytes), this
+/// tells which limit the head hit.
+#[derive(Debug, Default)]
+pub struct HeadRead {
+    since_write: AtomicUsize,
+    before_write: AtomicUsize,
+}
+
+impl HeadRead {
+    /// Bytes read since the last write: on a client connection, the response so far.
+    pub fn since_write(&self) -> usize {
+        self.since_write.load(Ordering::Relaxed)
+    }
+
+    /// Bytes read between the last two writes: on a server connection whose request
+    /// hyper refused, the request so far (hyper has written its 431 since).
+    pub fn before_last_write(&self) -> usize {
+        self.before_write.load(Ordering::Relaxed)
+    }
+
+    fn read(&self, n: usize) {
+        self.since_write.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn wrote(&self) {
+        let read = self.since_write.swap(0, Ordering::Relaxed);
+        if read > 0 {
+            self.before_write.store(read, Ordering::Relaxed);
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// Keeps a [`HeadRead`] of the connection it wraps.
+    pub struct ReadSinceWrite<I> {
+        #[pin]
+        inner: I,
+        head: Arc<HeadRead>,
+    }
+}
+
+impl<I> ReadSinceWrite<I> {
+    /// Wraps `inner`; the [`HeadRead`] follows it (a clone stays with the caller).
+    pub fn new(inner: I) -> (Self, Arc<HeadRead>) {
+        let head = Arc::new(HeadRead::default());
+        (
+            Self {
+                inner,
+                head: head.clone(),
+            },
+            head,
+        )
+    }
+}
+
+impl<I: AsyncRead> AsyncRead for ReadSinceWrite<I> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.project();
+        let before = buf.filled().len();
+        let res = this.inner.poll_read(cx, buf);
+        if res.is_ready() {
+            this.head.read(buf.filled().len() - before);
+        }
+        res
+    }
+}
+
+impl<I: AsyncWrite> AsyncWrite for ReadSinceWrite<I> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.project();
+        let res = this.inner.poll_write(cx, buf);
+        if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
+            this.head.wrote();
+        }
+        res
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.project();
+        let res = this.inner.poll_write_vectored(cx, bufs);
+        if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
+            this.head.wrote();
+        }
+        res
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_shutdown(cx)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -187,5 +305,21 @@ mod tests {
         let mut s = String::new();
         io.read_to_string(&mut s).await.unwrap();
         assert_eq!(s, "hello world");
+    }
+
+    #[tokio::test]
+    async fn reads_are_counted_between_writes() {
+        let (a, mut b) = tokio::io::duplex(64);
+        let (mut io, head) = ReadSinceWrite::new(a);
+        b.write_all(b"12345").await.unwrap();
+        let mut buf = [0; 5];
+        io.read_exact(&mut buf).await.unwrap();
+        assert_eq!(head.since_write(), 5);
+        io.write_all(b"x").await.unwrap();
+        io.write_all(b"y").await.unwrap();
+        assert_eq!((head.since_write(), head.before_last_write()), (0, 5));
+        b.write_all(b"ab").await.unwrap();
+        io.read_exact(&mut buf[..2]).await.unwrap();
+        assert_eq!((head.since_write(), head.before_last_write()), (2, 5));
     }
 }

@@ -200,6 +200,7 @@ pub async fn bind(config: Config) -> Result<Bound, StartError> {
             direction,
             config.connect_timeout,
             tls.clone(),
+            http::HeadLimits::new(&config),
         );
         Pool::new(connector)
     };

@@ -257,6 +257,24 @@ async fn a_slow_route_times_out() {
     m.proxy
         .wait_metric(&format!("route_response_total{{direction=\"outbound\",{DST},rt_route=\"slow\",status_code=\"504\",classification=\"failure\",grpc_status=\"\",error=\"timeout\"}} 1"))
         .await;
+    // The attempt the timeout cut short is an attempt that failed: every attempt sent
+    // ends in exactly one recorded outcome, so `mesh routes -o wide` cannot show the
+    // route's actual success as 100%.
+    let m = m
+        .proxy
+        .wait_metric(&format!("route_actual_response_total{{direction=\"outbound\",{DST},rt_route=\"slow\",status_code=\"504\",classification=\"failure\",grpc_status=\"\",error=\"timeout\"}} 1"))
+        .await;
+    let actual = |family: &str| -> u64 {
+        m.lines()
+            .filter(|l| l.starts_with(family) && l.contains("rt_route=\"slow\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    assert_eq!(
+        actual("route_actual_request_total{"),
+        actual("route_actual_response_total{"),
+        "every attempt has an outcome:\n{m}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

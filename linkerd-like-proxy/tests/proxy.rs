@@ -302,6 +302,130 @@ async fn bad_http1_input_gets_clean_errors() {
     assert!(out.starts_with("HTTP/1.1 200"), "{out:?}");
 }
 
+/// The value of an `http_request_errors_total` series.
+fn request_errors(p: &TestProxy, direction: &str, error: &str) -> u64 {
+    let series = format!("http_request_errors_total{{direction=\"{direction}\",error=\"{error}\"}} ");
+    p.metrics()
+        .lines()
+        .find_map(|l| l.strip_prefix(&series)?.parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in:\n{}", p.metrics()))
+}
+
+#[tokio::test]
+async fn bad_ports_in_the_authority_are_refused_not_sent_to_port_80() {
+    let backend = backend().await;
+    let p = proxy(&[("MESH_PROXY_INBOUND_FORWARD_ADDR", backend.to_string())]).await;
+    let cases: [&[u8]; 4] = [
+        b"GET http://127.0.0.1:99999/ HTTP/1.1\r\nHost: 127.0.0.1:99999\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: 127.0.0.1:65536\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: 127.0.0.1:18088abc\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: web:0\r\n\r\n",
+    ];
+    for req in cases {
+        let out = raw(p.outbound, req, "\r\n\r\n").await;
+        assert!(out.starts_with("HTTP/1.1 400"), "{out:?}");
+        assert!(out.contains("mesh-proxy-error: invalid authority"), "{out:?}");
+    }
+    assert_eq!(request_errors(&p, "outbound", "invalid_authority"), 4);
+    // Inbound too, although the request goes to the app either way: a Host with an
+    // invalid value is a 400 (RFC 9112 §3.2), and no label is made of it.
+    let out = raw(p.inbound, cases[2], "\r\n\r\n").await;
+    assert!(out.starts_with("HTTP/1.1 400"), "{out:?}");
+    assert_eq!(request_errors(&p, "inbound", "invalid_authority"), 1);
+    // A valid port still goes where it says.
+    let ok = format!("GET http://{backend}/status/204 HTTP/1.1\r\nHost: {backend}\r\nConnection: close\r\n\r\n");
+    assert!(raw(p.outbound, ok.as_bytes(), "").await.starts_with("HTTP/1.1 204"));
+}
+
+#[tokio::test]
+async fn a_clients_broken_body_is_its_own_fault() {
+    let backend = backend().await;
+    let p = proxy(&[]).await;
+    // A chunk size that is not hex, after a first good chunk.
+    let req = format!(
+        "POST http://{backend}/drain HTTP/1.1\r\nHost: {backend}\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n"
+    );
+    let out = raw(p.outbound, req.as_bytes(), "\r\n\r\n").await;
+    assert!(out.starts_with("HTTP/1.1 400"), "{out:?}");
+    assert!(out.contains("mesh-proxy-error: the request body failed"), "{out:?}");
+    // Counted, as the client's fault: the service's success rate does not drop.
+    let m = p
+        .wait_metric(r#"status_code="400",classification="success",grpc_status="",error="request_body"} 1"#)
+        .await;
+    assert!(!m.contains(r#"classification="failure""#), "{m}");
+}
+
+#[tokio::test]
+async fn header_limits_are_configurable_and_named_when_hit() {
+    let backend = backend().await;
+    let many = wide_headers_backend(150, 8).await;
+    let big = wide_headers_backend(4, 20 * 1024).await;
+    let p = proxy(&[
+        ("MESH_PROXY_INBOUND_FORWARD_ADDR", backend.to_string()),
+        ("MESH_PROXY_HTTP1_MAX_HEADER_BYTES", "64KiB".to_string()),
+    ])
+    .await;
+    // A request with more fields than the limit (100 by default): 431, counted as such.
+    let mut req = String::from("GET / HTTP/1.1\r\nHost: x\r\n");
+    for i in 0..120 {
+        req.push_str(&format!("x-{i}: v\r\n"));
+    }
+    req.push_str("\r\n");
+    let out = raw(p.inbound, req.as_bytes(), "").await;
+    assert!(out.starts_with("HTTP/1.1 431"), "{out:?}");
+    // Counted once the connection is done with, just after the client read the 431.
+    p.wait_metric(r#"http_request_errors_total{direction="inbound",error="too_many_headers"} 1"#)
+        .await;
+    // A request head over the size limit: 431 too, counted as the size.
+    let req = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(80 * 1024)
+    );
+    let out = raw(p.inbound, req.as_bytes(), "").await;
+    assert!(out.starts_with("HTTP/1.1 431"), "{out:?}");
+    p.wait_metric(r#"http_request_errors_total{direction="inbound",error="head_too_large"} 1"#)
+        .await;
+    assert_eq!(request_errors(&p, "inbound", "too_many_headers"), 1);
+    // Responses: a 502 that says which limit the upstream's head went over.
+    let get = |to: std::net::SocketAddr| {
+        format!("GET http://{to}/ HTTP/1.1\r\nHost: {to}\r\nConnection: close\r\n\r\n")
+    };
+    let out = raw(p.outbound, get(many).as_bytes(), "").await;
+    assert!(out.starts_with("HTTP/1.1 502"), "{out:?}");
+    assert!(
+        out.contains("has more than 100 header fields (MESH_PROXY_HTTP1_MAX_HEADERS)"),
+        "{out:?}"
+    );
+    let out = raw(p.outbound, get(big).as_bytes(), "").await;
+    assert!(out.starts_with("HTTP/1.1 502"), "{out:?}");
+    assert!(
+        out.contains("has more than 65536 bytes of head (MESH_PROXY_HTTP1_MAX_HEADER_BYTES)"),
+        "{out:?}"
+    );
+    p.wait_metric(r#"status_code="502",classification="failure",grpc_status="",error="response_head"} 1"#)
+        .await;
+
+    // Both limits raised: the same messages pass (to an app that takes them: hyper's
+    // own limit is 100 fields too).
+    let plain = wide_headers_backend(0, 0).await;
+    let roomy = proxy(&[
+        ("MESH_PROXY_INBOUND_FORWARD_ADDR", plain.to_string()),
+        ("MESH_PROXY_HTTP1_MAX_HEADERS", "200".to_string()),
+    ])
+    .await;
+    let mut req = String::from("GET /status/200 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
+    for i in 0..120 {
+        req.push_str(&format!("x-{i}: v\r\n"));
+    }
+    req.push_str("\r\n");
+    let out = raw(roomy.inbound, req.as_bytes(), "").await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out:?}");
+    for (to, what) in [(many, "150 fields"), (big, "80 KiB of head")] {
+        let out = raw(roomy.outbound, get(to).as_bytes(), "").await;
+        assert!(out.starts_with("HTTP/1.1 200"), "{what}: {out:?}");
+    }
+}
+
 #[tokio::test]
 async fn invalid_h2_frames_close_only_their_connection() {
     let backend = backend().await;

@@ -2,9 +2,11 @@
 //! workload, so that the controller's identity service can sign every proxy's
 //! certificate and the proxies talk to each other over mutual TLS, as in a cluster.
 //!
-//! Everything lives in one directory, private to the user (0700, secrets 0600), and is
-//! removed when the demo stops: a new CA is made at every start, so nothing in it is
-//! worth keeping, and an issuer key should not linger in `/tmp`.
+//! None of it is ever written to disk. Each file the controller and the proxies read is
+//! an in-memory file (`memfd_create`) held open by `mesh` itself, which the children
+//! open as `/proc/<mesh's pid>/fd/<n>`: the files exist exactly as long as `mesh`
+//! does, and no way it can end (SIGKILL included) leaves an issuer key or a token
+//! behind. The children read them only while `mesh` runs, since they die with it.
 //!
 //! Local mode has no Kubernetes TokenReview, so a token proves a service account by
 //! being listed in the controller's bootstrap token file (`<token> <ns>/<sa>` lines);
@@ -13,12 +15,13 @@
 
 use super::topology::{Workload, TRUST_DOMAIN};
 use anyhow::Context as _;
+use nix::sys::memfd::{memfd_create, MFdFlags};
 use std::{
     collections::HashMap,
     fmt::Write as _,
-    fs::{DirBuilder, OpenOptions, Permissions},
+    fs::{File, Permissions},
     io::Write as _,
-    os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _},
+    os::{fd::AsRawFd as _, unix::fs::PermissionsExt as _},
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -30,10 +33,12 @@ const CA_VALIDITY: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 /// Random bytes in a bootstrap token (hex-encoded in the files).
 const TOKEN_BYTES: usize = 32;
 
-/// The identity files of one demo run, written by [`Credentials::write`].
+/// The identity files of one demo run, made by [`Credentials::new`]; they vanish when
+/// this is dropped, or when the process ends.
 #[derive(Debug)]
 pub(crate) struct Credentials {
-    dir: PathBuf,
+    /// The in-memory files, kept open: closing the last descriptor frees them.
+    _files: Vec<File>,
     /// The trust anchor, PEM; the proxies get it inline.
     pub(crate) anchors_pem: String,
     pub(crate) anchors: PathBuf,
@@ -47,51 +52,34 @@ pub(crate) struct Credentials {
 
 impl Credentials {
     /// Makes a trust anchor and an issuer for [`TRUST_DOMAIN`] and a token for every
-    /// workload, and writes them into `dir`, which is created (or made) private.
-    pub(crate) fn write(dir: PathBuf) -> anyhow::Result<Self> {
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)
-            .with_context(|| format!("create {}", dir.display()))?;
-        // `mode` only applies to a directory this call created; one left by an earlier
-        // run with the same pid must not stay readable by others either. This also fails,
-        // as it should, on a directory someone else made.
-        std::fs::set_permissions(&dir, Permissions::from_mode(0o700))
-            .with_context(|| format!("make {} private (mode 0700)", dir.display()))?;
-        // Half-written credentials are no use to anyone, and may include the issuer key.
-        Self::write_into(dir.clone()).inspect_err(|_| {
-            let _ = std::fs::remove_dir_all(&dir);
-        })
-    }
-
-    fn write_into(dir: PathBuf) -> anyhow::Result<Self> {
+    /// workload, each in an in-memory file.
+    pub(crate) fn new() -> anyhow::Result<Self> {
         let (anchors_pem, issuer_cert_pem, issuer_key_pem) =
             mesh_controller::identity::generate_anchor_and_issuer(TRUST_DOMAIN, CA_VALIDITY);
-        let anchors = dir.join("trust-anchors.pem");
-        let issuer_cert = dir.join("issuer.crt");
-        let issuer_key = dir.join("issuer.key");
-        let tokens = dir.join("tokens");
-        write_file(&anchors, &anchors_pem, 0o644)?;
-        write_file(&issuer_cert, &issuer_cert_pem, 0o644)?;
-        write_file(&issuer_key, &issuer_key_pem, 0o600)?;
+        let mut files = Vec::new();
+        let mut file = |name: &str, contents: &str, mode: u32| -> anyhow::Result<PathBuf> {
+            let (f, path) = memory_file(name, contents, mode)?;
+            files.push(f);
+            Ok(path)
+        };
+        let anchors = file("trust-anchors.pem", &anchors_pem, 0o644)?;
+        let issuer_cert = file("issuer.crt", &issuer_cert_pem, 0o644)?;
+        let issuer_key = file("issuer.key", &issuer_key_pem, 0o600)?;
 
         let mut table = String::from(
-            "# Written by `mesh demo`: which service account each proxy's token proves.\n",
+            "# Made by `mesh demo`: which service account each proxy's token proves.\n",
         );
         let mut token_files = HashMap::new();
         for workload in Workload::ALL {
             let token = random_token();
             let sa = workload.service_account();
             let _ = writeln!(table, "{token} {sa}");
-            let file = dir.join(format!("{}.token", workload.name()));
-            write_file(&file, &token, 0o600)?;
-            token_files.insert(workload, file);
+            let path = file(&format!("{}.token", workload.name()), &token, 0o600)?;
+            token_files.insert(workload, path);
         }
-        write_file(&tokens, &table, 0o600)?;
-
+        let tokens = file("tokens", &table, 0o600)?;
         Ok(Self {
-            dir,
+            _files: files,
             anchors_pem,
             anchors,
             issuer_cert,
@@ -106,32 +94,25 @@ impl Credentials {
         self.token_files
             .get(&workload)
             .map(PathBuf::as_path)
-            .expect("write() makes a token for every workload")
-    }
-
-    /// Deletes the directory and everything in it; a failure is only logged, since the
-    /// demo is stopping anyway.
-    pub(crate) fn remove(&self) {
-        if let Err(error) = std::fs::remove_dir_all(&self.dir) {
-            tracing::warn!(dir = %self.dir.display(), %error, "cannot remove the demo's identity files");
-        }
+            .expect("new() makes a token for every workload")
     }
 }
 
-/// Writes `contents` to `path` with `mode`, replacing any earlier file.
-fn write_file(path: &Path, contents: &str, mode: u32) -> anyhow::Result<()> {
-    let write = || -> std::io::Result<()> {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(path)?;
-        // `mode` applies only on creation; an existing file keeps its own otherwise.
-        file.set_permissions(Permissions::from_mode(mode))?;
-        file.write_all(contents.as_bytes())
-    };
-    write().with_context(|| format!("write {}", path.display()))
+/// An in-memory file holding `contents`, with `mode`, and the path other processes
+/// of this user open it by while this process lives.
+fn memory_file(name: &str, contents: &str, mode: u32) -> anyhow::Result<(File, PathBuf)> {
+    let fd = memfd_create(&*format!("mesh-demo-{name}"), MFdFlags::MFD_CLOEXEC)
+        .with_context(|| format!("create the in-memory file {name}"))?;
+    let mut file = File::from(fd);
+    file.set_permissions(Permissions::from_mode(mode))
+        .and_then(|()| file.write_all(contents.as_bytes()))
+        .with_context(|| format!("write the in-memory file {name}"))?;
+    let path = PathBuf::from(format!(
+        "/proc/{}/fd/{}",
+        std::process::id(),
+        file.as_raw_fd()
+    ));
+    Ok((file, path))
 }
 
 /// A token nobody can guess, as lowercase hex (the token file splits on whitespace).
@@ -150,22 +131,23 @@ mod tests {
     use super::*;
     use mesh_controller::identity::BootstrapTokens;
 
-    /// What the demo writes is what the controller and the proxies accept: the CA loads,
-    /// and each workload's token proves its own service account.
+    /// What the demo makes is what the controller and the proxies accept: the CA loads,
+    /// and each workload's token proves its own service account; nothing is on disk,
+    /// and dropping the credentials frees every file.
     #[tokio::test]
     async fn credentials_are_accepted_by_the_controller() {
         use mesh_controller::identity::TokenValidator as _;
-        let dir = std::env::temp_dir().join(format!(
-            "mesh-demo-identity-test-{}-{}",
-            std::process::id(),
-            random_token()
-        ));
-        let creds = Credentials::write(dir.clone()).expect("write credentials");
+        let creds = Credentials::new().expect("make credentials");
 
         let mode = |p: &Path| std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777;
-        assert_eq!(mode(&dir), 0o700);
         assert_eq!(mode(&creds.issuer_key), 0o600);
         assert_eq!(mode(&creds.tokens), 0o600);
+        let target = std::fs::read_link(&creds.issuer_key).expect("a /proc fd link");
+        assert!(
+            target.to_string_lossy().starts_with("/memfd:"),
+            "in memory, not on disk: {}",
+            target.display()
+        );
 
         let read = |p: &Path| std::fs::read_to_string(p).expect("read");
         mesh_controller::identity::Ca::new(
@@ -183,7 +165,9 @@ mod tests {
         for workload in Workload::ALL {
             let file = creds.token_file(workload);
             assert_eq!(mode(file), 0o600);
+            // Read twice: a proxy re-reads its token at every renewal.
             let token = read(file);
+            assert_eq!(read(file), token);
             assert_eq!(token.len(), 2 * TOKEN_BYTES);
             assert_eq!(
                 tokens.validate(token.as_bytes()).await,
@@ -192,8 +176,9 @@ mod tests {
             );
         }
 
-        creds.remove();
-        assert!(!dir.exists());
+        let key = creds.issuer_key.clone();
+        drop(creds);
+        assert!(!key.exists(), "gone with the credentials");
     }
 
     #[test]

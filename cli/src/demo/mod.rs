@@ -3,13 +3,16 @@
 //!
 //! It is the quickest way to see the mesh work, and the fixture later commands (`stat`,
 //! `tap`, the dashboard) are tried against, so it must start in seconds and never leave a
-//! process behind. The parts, in start-up order:
+//! process or a key behind, however it is stopped. The parts, in start-up order:
 //!
+//! 0. [`leftovers`]: what an earlier demo killed outright left (its directory, and the
+//!    processes of a demo from before children died with their parent) is cleaned up,
+//!    and the demo's ports are checked free;
 //! 1. [`topology`]: the workloads and their ports, a pure function of `--base-port`;
 //! 2. [`apps`]: `web`, `emoji` and three replicas of `voting` (one slow on purpose) as
 //!    hyper servers on tokio tasks in this process;
 //! 3. [`identity`]: a fresh trust anchor and issuer for trust domain `cluster.local`, and a
-//!    bootstrap token per workload, in a private directory;
+//!    bootstrap token per workload, in in-memory files that vanish with `mesh`;
 //! 4. [`process`]: `mesh-controller` with the file backend, fed a destinations file that
 //!    maps each service name to its replicas' proxies and their identities, and running
 //!    the identity service with that issuer and those tokens; awaited on `/ready`;
@@ -17,18 +20,25 @@
 //!    discovering its callees through the controller and getting its certificate from
 //!    it, each awaited on `/ready` (which waits for the certificate); proxies then talk
 //!    to each other over mutual TLS;
-//! 6. [`traffic`]: the vote-bot, calling `web` by name through its own proxy.
+//! 6. [`state`]: `demo.json`, which lets `mesh routes`, `mesh version` and later commands
+//!    find the demo with no flags;
+//! 7. [`traffic`]: the vote-bot, calling `web` by name through its own proxy.
 //!
-//! Shutdown (Ctrl-C, SIGTERM or `--duration`) runs in reverse: the vote-bot stops and its
-//! in-flight requests finish, then every child gets SIGTERM and is awaited with a deadline,
-//! then the identity files are deleted and the apps go with the runtime. Later parts of
-//! the mesh (tap, the dashboard) slot in beside the controller.
+//! Shutdown (Ctrl-C, SIGTERM, SIGHUP or `--duration`) runs in reverse: the vote-bot
+//! stops and its in-flight requests finish, then every child gets SIGTERM and is awaited
+//! with a deadline, then the identity files are freed and the apps go with the runtime.
+//! A `mesh` killed with SIGKILL takes its children with it (each asked the kernel for
+//! it) and its in-memory identity files; only its directory of logs stays, for the next
+//! demo to clean up. Later parts of the mesh (tap, the dashboard) slot in beside the
+//! controller.
 
 mod apps;
 mod client;
 mod grpc;
 mod identity;
+mod leftovers;
 mod process;
+pub(crate) mod state;
 mod topology;
 mod traffic;
 
@@ -59,12 +69,6 @@ const PROXY_BIN_ENV: &str = "MESH_DEMO_PROXY_BIN";
 const CONTROLLER_BIN: &str = "mesh-controller";
 const CONTROLLER_BIN_ENV: &str = "MESH_DEMO_CONTROLLER_BIN";
 
-/// A demo's state directory is `<tmp>/<STATE_DIR_PREFIX><pid>`.
-pub(crate) const STATE_DIR_PREFIX: &str = "mesh-demo-";
-
-/// In the state directory while the proxies run: one `NAME METRICS-URL` line per proxy,
-/// so `mesh routes` (and later commands) can find a running demo without flags.
-pub(crate) const PROXIES_FILE: &str = "proxies";
 
 /// Flags of `mesh demo`.
 #[derive(Debug, clap::Args)]
@@ -208,7 +212,7 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
 
 // === run ===
 
-/// Runs the demo until Ctrl-C, SIGTERM or `--duration`; errors if a proxy fails.
+/// Runs the demo until Ctrl-C, SIGTERM, SIGHUP or `--duration`; errors if a child fails.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     // Registered before anything starts, so a signal during start-up also stops cleanly
     // instead of killing `mesh` with its default action.
@@ -216,24 +220,38 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let proxied = config.bins.is_some();
 
+    // Before anything binds: an earlier demo killed outright may have left its
+    // directory, and, before children died with their parent, processes on our ports.
+    for c in leftovers::clean_up(&std::env::temp_dir()) {
+        let stopped = match c.stopped {
+            0 => String::new(),
+            1 => "stopped 1 of its processes and ".to_string(),
+            n => format!("stopped {n} of its processes and "),
+        };
+        crate::note(&format!(
+            "mesh demo: an earlier demo (pid {}) did not stop cleanly; {stopped}removed {}",
+            c.pid,
+            c.dir.display()
+        ));
+    }
+    check_ports(&config.topology)?;
+
     apps::start(&config.topology, proxied, &shutdown).await?;
 
-    let log_dir = std::env::temp_dir().join(format!("{STATE_DIR_PREFIX}{}", std::process::id()));
+    let state_dir = state::dir(std::process::id());
     let mut children = Vec::new();
-    // Outside the block below, so that the files are removed however it ends.
+    // Outside the block below, so that the files are freed however it ends.
     let mut credentials = None;
     let result = async {
         if let Some(bins) = &config.bins {
             let topology = &config.topology;
-            std::fs::create_dir_all(&log_dir)
-                .with_context(|| format!("create {}", log_dir.display()))?;
-            let file = log_dir.join("destinations.yaml");
+            std::fs::create_dir_all(&state_dir)
+                .with_context(|| format!("create {}", state_dir.display()))?;
+            let file = state_dir.join("destinations.yaml");
             std::fs::write(&file, topology.destinations_yaml())
                 .with_context(|| format!("write {}", file.display()))?;
-            let identity = credentials.insert(
-                Credentials::write(log_dir.join("identity"))
-                    .context("create the demo's identity credentials")?,
-            );
+            let identity = credentials
+                .insert(Credentials::new().context("create the demo's identity credentials")?);
             let deadline = Instant::now() + READY_TIMEOUT;
             let ready = async {
                 // The controller first: a proxy asked for a name it cannot resolve yet
@@ -243,7 +261,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                     "controller".into(),
                     process::controller(&bins.controller, &file, topology, identity),
                     topology.controller().admin,
-                    &log_dir,
+                    &state_dir,
                 )?;
                 children.push(controller);
                 children[0].wait_ready(deadline).await?;
@@ -252,25 +270,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                         format!("{}-proxy", instance.name()),
                         process::proxy(&bins.proxy, instance, topology, identity),
                         instance.admin,
-                        &log_dir,
+                        &state_dir,
                     )?);
                 }
                 for child in &children[1..] {
                     child.wait_ready(deadline).await?;
                 }
                 // Only once every proxy answers, so whoever reads it can scrape them all.
-                // Written aside and renamed, so a reader never sees half a list.
-                let list: String = topology
-                    .instances()
-                    .iter()
-                    .map(|i| format!("{} http://{}/metrics\n", i.name(), i.admin))
-                    .collect();
-                let proxies = log_dir.join(PROXIES_FILE);
-                let partial = log_dir.join(format!("{PROXIES_FILE}.partial"));
-                std::fs::write(&partial, list)
-                    .and_then(|()| std::fs::rename(&partial, &proxies))
-                    .with_context(|| format!("write {}", proxies.display()))?;
-                anyhow::Ok(())
+                demo_state(topology).write(&state_dir)
             };
             tokio::select! {
                 ready = ready => ready?,
@@ -283,7 +290,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
         print_banner(
             &config,
-            proxied.then_some(log_dir.as_path()),
+            proxied.then_some(state_dir.as_path()),
             credentials.as_ref(),
         );
         let traffic = tokio::spawn(traffic::run(
@@ -313,21 +320,81 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     .await;
 
-    // The demo no longer offers its proxies, even if the directory stays for its logs.
-    let _ = std::fs::remove_file(log_dir.join(PROXIES_FILE));
+    // The demo no longer offers itself to other commands, even if the directory stays
+    // for its logs.
+    let _ = std::fs::remove_file(state_dir.join(state::STATE_FILE));
     // Whatever happened above, no child may outlive the demo.
     process::stop_all(&children, STOP_GRACE).await;
     // Only once no proxy can renew with them; the CA dies with this run.
-    if let Some(credentials) = &credentials {
-        credentials.remove();
-    }
+    drop(credentials);
     shutdown.cancel();
     // A clean run with nothing logged should not leave a directory in /tmp every time;
     // logs that say something, or a failed run, are kept for the user to read.
-    if result.is_ok() && all_empty(&log_dir) {
-        let _ = std::fs::remove_dir_all(&log_dir);
+    if result.is_ok() && all_empty(&state_dir) {
+        let _ = std::fs::remove_dir_all(&state_dir);
     }
     result
+}
+
+/// What other commands need to know of the running demo.
+fn demo_state(topology: &Topology) -> state::State {
+    state::State {
+        pid: std::process::id(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        namespace: topology::NAMESPACE.to_string(),
+        services: [Workload::Web, Workload::Emoji, Workload::Voting]
+            .map(|w| w.name().to_string())
+            .to_vec(),
+        api: topology.controller().api,
+        proxies: topology
+            .instances()
+            .iter()
+            .map(|i| state::ProxyState {
+                name: i.name(),
+                metrics: format!("http://{}/metrics", i.admin),
+            })
+            .collect(),
+    }
+}
+
+/// Fails, naming the port and what it is for, if anything already listens on one of
+/// the demo's ports: better said now than as a child's "Address already in use".
+fn check_ports(topology: &Topology) -> anyhow::Result<()> {
+    let taken: Vec<String> = topology
+        .listeners()
+        .into_iter()
+        .filter(|(addr, _)| {
+            std::net::TcpListener::bind(addr)
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::AddrInUse)
+        })
+        .map(|(addr, what)| format!("{} ({what})", addr.port()))
+        .collect();
+    if taken.is_empty() {
+        return Ok(());
+    }
+    let others: Vec<String> = std::fs::read_dir(std::env::temp_dir())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| state::pid_of(e.file_name().to_str()?))
+        .filter(|pid| *pid != std::process::id() && state::is_alive(*pid))
+        .map(|pid| pid.to_string())
+        .collect();
+    let hint = match others.len() {
+        0 => String::new(),
+        _ => format!(
+            "; another mesh demo is running (pid {}), stop it first or",
+            others.join(", ")
+        ),
+    };
+    let base = topology.instances()[0].app.port();
+    anyhow::bail!(
+        "port{} {} already in use{hint}; start the demo on other ports with --base-port \
+         (it uses {} ports from {base})",
+        if taken.len() == 1 { "" } else { "s" },
+        taken.join(", "),
+        topology.span()
+    )
 }
 
 /// Whether every log in `dir` is empty (`false` if it cannot be read).
@@ -342,58 +409,110 @@ fn all_empty(dir: &Path) -> bool {
     })
 }
 
-fn print_banner(config: &Config, log_dir: Option<&Path>, identity: Option<&Credentials>) {
-    let web = config.topology.get(Workload::Web);
-    let web_addr = if log_dir.is_some() {
-        web.inbound
-    } else {
-        web.app
+/// How the user runs this `mesh`: `mesh` when that is what their `PATH` finds, else
+/// its path relative to the working directory (`target/demo/mesh` after
+/// `scripts/demo.sh`), else its absolute path, so that printed commands paste as they
+/// are.
+fn mesh_command() -> String {
+    let Ok(exe) = std::env::current_exe().and_then(|e| e.canonicalize()) else {
+        return "mesh".into();
     };
-    println!("mesh demo: vote-bot -> web -> emoji (gRPC) and voting (HTTP/1)");
-    println!();
-    print!("{}", config.topology.render(log_dir.is_some()));
-    println!();
-    println!(
-        "  voting fails ~25% of POST /vote/:choice; web answers GET /api/leaderboard in 300-800 ms"
-    );
-    if log_dir.is_some() {
+    let on_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("mesh"))
+            .find(|p| p.is_file())
+    });
+    if on_path.and_then(|p| p.canonicalize().ok()).as_ref() == Some(&exe) {
+        return "mesh".into();
+    }
+    let relative = std::env::current_dir()
+        .ok()
+        .and_then(|cwd| exe.strip_prefix(cwd).ok().map(Path::to_path_buf));
+    match relative {
+        Some(r) if r.components().count() > 1 => r.display().to_string(),
+        Some(r) => format!("./{}", r.display()),
+        None => exe.display().to_string(),
+    }
+}
+
+/// The commands the banner offers: each works against this demo exactly as printed.
+fn try_commands(config: &Config, proxied: bool) -> Vec<String> {
+    let web = config.topology.get(Workload::Web);
+    let web_addr = if proxied { web.inbound } else { web.app };
+    let mut commands = vec![format!("curl -s http://{web_addr}/api/list")];
+    if proxied {
+        let mesh = mesh_command();
+        commands.extend([
+            format!("{mesh} routes svc/web"),
+            format!("{mesh} routes svc/voting -o wide"),
+            format!("{mesh} version"),
+        ]);
+    }
+    commands
+}
+
+fn print_banner(config: &Config, state_dir: Option<&Path>, identity: Option<&Credentials>) {
+    let mut out = String::new();
+    let mut line = |s: &str| {
+        out.push_str(s);
+        out.push('\n');
+    };
+    line("mesh demo: vote-bot -> web -> emoji (gRPC) and voting (HTTP/1)");
+    line("");
+    out_table(&mut line, &config.topology.render(state_dir.is_some()));
+    line("");
+    line("  voting fails ~25% of POST /vote/:choice; web answers GET /api/leaderboard in 300-800 ms");
+    if state_dir.is_some() {
         let slow = config
             .topology
             .replicas(Workload::Voting)
             .find(|i| i.is_slow())
             .map(|i| i.name())
             .unwrap_or_default();
-        println!(
+        line(&format!(
             "  voting has {} replicas; {slow} answers {} ms slower, so web's proxy sends it less \
              (see dst_pod in web's metrics)",
             topology::VOTING_REPLICAS,
             topology::SLOW_REPLICA_DELAY.as_millis()
-        );
+        ));
     }
     if let Some(identity) = identity {
-        println!(
+        line(&format!(
             "  identity: on (trust domain {}, served at {}): every proxy holds a certificate, \
              and calls between proxies use mutual TLS",
             topology::TRUST_DOMAIN,
             config.topology.controller().identity
-        );
-        println!(
-            "  trust anchors: {} (removed at exit)",
+        ));
+        line(&format!(
+            "  trust anchors: {} (in memory; gone when the demo stops)",
             identity.anchors.display()
-        );
+        ));
     }
-    println!("  vote-bot sends {} requests/s to web", config.rps);
-    println!("  try:  curl http://{web_addr}/api/list");
-    match log_dir {
-        Some(dir) => println!(
+    line(&format!("  vote-bot sends {} requests/s to web", config.rps));
+    match state_dir {
+        Some(dir) => line(&format!(
             "  logs: {}/<name>.log (removed at exit if empty)",
             dir.display()
-        ),
-        None => println!("  running WITHOUT proxies (--no-proxy)"),
+        )),
+        None => line("  running WITHOUT proxies (--no-proxy)"),
     }
+    line("");
+    line(&format!("Try these (namespace {} is the default):", topology::NAMESPACE));
+    for command in try_commands(config, state_dir.is_some()) {
+        line(&format!("  {command}"));
+    }
+    line("");
     match config.duration {
-        Some(d) => println!("Stopping after {d:?}; Ctrl-C stops sooner."),
-        None => println!("Press Ctrl-C to stop."),
+        Some(d) => line(&format!("Stopping after {d:?}; Ctrl-C stops sooner.")),
+        None => line("Press Ctrl-C to stop."),
+    }
+    crate::out(&out);
+}
+
+/// Appends a multi-line block, line by line.
+fn out_table(line: &mut impl FnMut(&str), table: &str) {
+    for l in table.lines() {
+        line(l);
     }
 }
 
@@ -414,10 +533,12 @@ async fn first_exit(proxies: &[Process]) -> (&Process, String) {
     (&proxies[index], status)
 }
 
-/// SIGINT and SIGTERM, both meaning "stop the demo cleanly".
+/// SIGINT, SIGTERM and SIGHUP (the terminal went away), each meaning "stop the demo
+/// cleanly".
 struct StopSignals {
     interrupt: Signal,
     terminate: Signal,
+    hangup: Signal,
 }
 
 impl StopSignals {
@@ -425,6 +546,7 @@ impl StopSignals {
         Ok(Self {
             interrupt: signal(SignalKind::interrupt()).context("install SIGINT handler")?,
             terminate: signal(SignalKind::terminate()).context("install SIGTERM handler")?,
+            hangup: signal(SignalKind::hangup()).context("install SIGHUP handler")?,
         })
     }
 
@@ -432,6 +554,7 @@ impl StopSignals {
         tokio::select! {
             _ = self.interrupt.recv() => "SIGINT",
             _ = self.terminate.recv() => "SIGTERM",
+            _ = self.hangup.recv() => "SIGHUP",
         }
     }
 }

@@ -8,9 +8,13 @@
 //! dropped (the runtime shutting down on an error path) the child is killed rather than
 //! orphaned; the orderly path is [`stop_all`]: SIGTERM, wait with a deadline, SIGKILL.
 //!
-//! Children run in their own process group so that a terminal's Ctrl-C reaches only
-//! `mesh`, which then stops traffic before the proxies, instead of every proxy dying at
-//! once under the apps' in-flight requests.
+//! Children run in their own process group so that a terminal's Ctrl-C (or hang-up)
+//! reaches only `mesh`, which then stops traffic before the proxies, instead of every
+//! proxy dying at once under the apps' in-flight requests. Each child is also told
+//! `mesh`'s pid (`MESH_PROXY_PARENT_PID`, `--parent-pid`) and asks the kernel to kill
+//! it when `mesh` dies: nothing outlives a `mesh` killed with SIGKILL. The kernel ties
+//! that signal to the thread that spawned the child, so children are spawned from the
+//! main thread (the one `block_on` runs the demo on), which lives as long as `mesh`.
 
 use super::{
     client::AppClient,
@@ -101,6 +105,8 @@ pub(crate) fn proxy(
     // Inline, as Linkerd passes them, so the proxy needs no file for them.
     .env("MESH_PROXY_IDENTITY_TRUST_ANCHORS", &identity.anchors_pem)
     .env("MESH_PROXY_LOG", "warn")
+    // Killed with `mesh` however `mesh` ends, SIGKILL included.
+    .env("MESH_PROXY_PARENT_PID", std::process::id().to_string())
     // The proxy's own drain must end before `stop_all` gives up and kills it, so a
     // stuck connection costs a clean exit, not a SIGKILL.
     .env(
@@ -131,6 +137,11 @@ pub(crate) fn controller(
         .arg(addrs.destination.to_string())
         .arg("--admin-addr")
         .arg(addrs.admin.to_string())
+        .arg("--api-addr")
+        .arg(addrs.api.to_string())
+        // Killed with `mesh` however `mesh` ends, SIGKILL included.
+        .arg("--parent-pid")
+        .arg(std::process::id().to_string())
         .arg("--trust-domain")
         .arg(TRUST_DOMAIN)
         .arg("--identity-addr")

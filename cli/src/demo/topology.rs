@@ -126,6 +126,8 @@ pub(crate) struct Controller {
     pub(crate) identity: SocketAddr,
     /// `/metrics`, `/ready`, `/live` (9990 in a cluster).
     pub(crate) admin: SocketAddr,
+    /// The HTTP API, `/api/...` (8084 in a cluster).
+    pub(crate) api: SocketAddr,
 }
 
 // === impl Workload ===
@@ -232,6 +234,7 @@ impl Topology {
             destination: port(slot, 0),
             identity: port(slot, 1),
             admin: port(slot, 3),
+            api: port(slot, 4),
         };
         Ok(Self {
             instances,
@@ -240,9 +243,31 @@ impl Topology {
     }
 
     /// How many consecutive ports the demo uses from its base port.
-    #[cfg(test)]
     pub(crate) fn span(&self) -> u16 {
         PORTS_PER_INSTANCE * (self.instances.len() as u16 + 1)
+    }
+
+    /// Every port something of the demo listens on, with what listens there.
+    pub(crate) fn listeners(&self) -> Vec<(SocketAddr, String)> {
+        let mut out = Vec::new();
+        for i in &self.instances {
+            if i.workload.has_server() {
+                out.push((i.app, format!("{}'s app", i.name())));
+            }
+            out.push((i.inbound, format!("{}'s proxy (inbound)", i.name())));
+            out.push((i.outbound, format!("{}'s proxy (outbound)", i.name())));
+            out.push((i.admin, format!("{}'s proxy (admin)", i.name())));
+        }
+        let c = self.controller;
+        for (addr, what) in [
+            (c.destination, "destination"),
+            (c.identity, "identity"),
+            (c.admin, "admin"),
+            (c.api, "API"),
+        ] {
+            out.push((addr, format!("the controller ({what})")));
+        }
+        out
     }
 
     pub(crate) fn instances(&self) -> &[Instance] {
@@ -358,7 +383,13 @@ mod tests {
         assert_eq!(t.controller().destination.port(), 7060);
         assert_eq!(t.controller().identity.port(), 7061);
         assert_eq!(t.controller().admin.port(), 7063);
+        assert_eq!(t.controller().api.port(), 7064);
         assert_eq!(t.span(), 70);
+        // Every listener inside the span, none twice.
+        let ports: std::collections::BTreeSet<u16> =
+            t.listeners().iter().map(|(a, _)| a.port()).collect();
+        assert_eq!(ports.len(), t.listeners().len());
+        assert!(ports.iter().all(|p| (7000..7070).contains(p)));
         assert!(t.replicas(Workload::Voting).last().unwrap().is_slow());
         assert_eq!(
             t.replicas(Workload::Voting).filter(|i| i.is_slow()).count(),

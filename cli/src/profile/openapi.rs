@@ -47,7 +47,7 @@ pub(super) fn run(input: &Input, service: &Service, out: &mut impl Write) -> any
         Ok(routes) => routes,
         Err(problems) => {
             for p in &problems {
-                eprintln!("{input}: {p}");
+                crate::note(&format!("{input}: {p}"));
             }
             let n = problems.len();
             let s = if n == 1 { "" } else { "s" };

@@ -5,7 +5,8 @@
 //! `--window` apart, and computes success rate, request rate and latency percentiles from
 //! the differences, with Prometheus's own arithmetic ([`stats`]). The proxies are the ones
 //! named with `--metrics`, or else those of the newest running `mesh demo`, which lists
-//! them in `<tmp>/mesh-demo-<pid>/proxies` while it runs.
+//! them in its state file ([`demo::state`]) while it runs; against the demo the namespace
+//! defaults to the demo's, and a service the demo does not have is an error.
 //!
 //! Rates divide by the time that really passed between a proxy's two scrapes (the arrival
 //! of each response), not by the nominal window: a scrape delayed by a busy proxy does not
@@ -14,14 +15,17 @@
 mod prom;
 mod stats;
 
-use crate::{demo, UsageError};
+use crate::{
+    demo::{self, state::State},
+    UsageError,
+};
 use anyhow::Context as _;
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Empty};
 use hyper::Uri;
 use hyper_util::rt::TokioIo;
 use stats::{RouteStats, Selector};
-use std::{collections::BTreeMap, fmt::Write as _, path::PathBuf, time::Duration};
+use std::{collections::BTreeMap, fmt::Write as _, time::Duration};
 use tokio::{net::TcpStream, time::Instant};
 
 /// How long one scrape (connect, request, whole body) may take.
@@ -39,9 +43,9 @@ pub struct RoutesArgs {
     #[arg(value_name = "TYPE/NAME")]
     target: String,
 
-    /// The service's namespace.
-    #[arg(short = 'n', long, default_value = "default")]
-    namespace: String,
+    /// The service's namespace [default: the demo's against the demo, else `default`].
+    #[arg(short = 'n', long)]
+    namespace: Option<String>,
 
     /// A proxy's metrics URL (`http://HOST:PORT/metrics`); repeat for each proxy.
     /// Without it, the proxies of the newest running `mesh demo`.
@@ -69,7 +73,8 @@ enum Output {
 #[derive(Debug)]
 pub struct Config {
     service: String,
-    namespace: String,
+    /// `None`: the demo's namespace, or `default`.
+    namespace: Option<String>,
     /// `None`: find a running demo.
     proxies: Option<Vec<Proxy>>,
     window: Duration,
@@ -104,7 +109,9 @@ impl TryFrom<RoutesArgs> for Config {
             }
         }
         check_label("the name", name)?;
-        check_label("--namespace", &args.namespace)?;
+        if let Some(ns) = &args.namespace {
+            check_label("--namespace", ns)?;
+        }
         if args.window > MAX_WINDOW {
             return Err(UsageError::new(format!(
                 "--window {:?} is longer than the maximum, {MAX_WINDOW:?}",
@@ -175,11 +182,22 @@ fn parse_url(s: &str) -> Result<Uri, UsageError> {
 
 /// Scrapes, waits `--window`, scrapes again, and prints the routes.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    let proxies = match &config.proxies {
-        Some(proxies) => proxies.clone(),
-        None => find_demo()?,
+    let (proxies, namespace) = match &config.proxies {
+        Some(proxies) => (
+            proxies.clone(),
+            config.namespace.clone().unwrap_or_else(|| "default".into()),
+        ),
+        None => {
+            let demo = State::require("no --metrics given and ", " or pass --metrics URL")?;
+            let namespace = config
+                .namespace
+                .clone()
+                .unwrap_or_else(|| demo.namespace.clone());
+            demo.check_service(&config.service, &namespace)?;
+            (demo_proxies(&demo)?, namespace)
+        }
     };
-    let selector = Selector::new(&config.service, &config.namespace);
+    let selector = Selector::new(&config.service, &namespace);
     let start = Instant::now();
     let first = scrape_all(&proxies, &selector).await?;
     tokio::time::sleep_until(start + config.window).await;
@@ -193,19 +211,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let out = match config.output {
         Output::Table => render_table(&rows, &config.service, false),
         Output::Wide => render_table(&rows, &config.service, true),
-        Output::Json => render_json(&rows, &config, &proxies, &per_proxy),
+        Output::Json => render_json(&rows, &config, &namespace, &proxies, &per_proxy),
     };
     if rows.is_empty() && config.output != Output::Json {
-        eprintln!(
-            "no route metrics for service {}.{} on {} prox{}: does it have a ServiceProfile, \
-             and do meshed clients call it?",
+        crate::note(&format!(
+            "no route metrics for service {}.{namespace} on {} prox{}: does it have a \
+             ServiceProfile, and do meshed clients call it?",
             config.service,
-            config.namespace,
             proxies.len(),
             if proxies.len() == 1 { "y" } else { "ies" }
-        );
+        ));
     }
-    print!("{out}");
+    crate::out(&out);
     Ok(())
 }
 
@@ -255,61 +272,22 @@ async fn fetch(url: &Uri) -> anyhow::Result<(String, Instant)> {
 
 // === finding a demo ===
 
-/// The proxies of the newest running `mesh demo`: the newest `<tmp>/mesh-demo-<pid>/proxies`
-/// whose pid is alive.
-fn find_demo() -> anyhow::Result<Vec<Proxy>> {
-    let tmp = std::env::temp_dir();
-    let mut newest: Option<(std::time::SystemTime, PathBuf)> = None;
-    for entry in std::fs::read_dir(&tmp).into_iter().flatten().flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix(demo::STATE_DIR_PREFIX))
-            .and_then(|pid| pid.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if !PathBuf::from(format!("/proc/{pid}")).exists() {
-            continue;
-        }
-        let file = entry.path().join(demo::PROXIES_FILE);
-        let Ok(modified) = file.metadata().and_then(|m| m.modified()) else {
-            continue;
-        };
-        if newest.as_ref().is_none_or(|(t, _)| modified > *t) {
-            newest = Some((modified, file));
-        }
-    }
-    let Some((_, file)) = newest else {
-        anyhow::bail!(
-            "no --metrics given and no running mesh demo found (looked for {}/{}<pid>/{}); \
-             start one with `mesh demo` or pass --metrics URL",
-            tmp.display(),
-            demo::STATE_DIR_PREFIX,
-            demo::PROXIES_FILE
-        );
-    };
-    let text =
-        std::fs::read_to_string(&file).with_context(|| format!("read {}", file.display()))?;
-    let mut proxies = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let parsed = line
-            .split_once(char::is_whitespace)
-            .and_then(|(name, url)| Some((name, parse_url(url.trim()).ok()?)));
-        let Some((name, url)) = parsed else {
-            anyhow::bail!("{}:{}: expected `NAME URL`", file.display(), i + 1);
-        };
-        proxies.push(Proxy {
-            name: name.to_string(),
-            url,
-        });
-    }
+/// The proxies the demo lists.
+fn demo_proxies(demo: &State) -> anyhow::Result<Vec<Proxy>> {
+    let proxies: Vec<Proxy> = demo
+        .proxies
+        .iter()
+        .map(|p| {
+            let url = parse_url(&p.metrics)
+                .map_err(|e| anyhow::anyhow!("the demo's state names a bad URL: {e}"))?;
+            anyhow::Ok(Proxy {
+                name: p.name.clone(),
+                url,
+            })
+        })
+        .collect::<Result<_, _>>()?;
     if proxies.is_empty() {
-        anyhow::bail!("{} lists no proxies", file.display());
+        anyhow::bail!("the running demo (pid {}) lists no proxies", demo.pid);
     }
     Ok(proxies)
 }
@@ -388,6 +366,7 @@ fn render_table(rows: &[RouteStats], service: &str, wide: bool) -> String {
 fn render_json(
     rows: &[RouteStats],
     config: &Config,
+    namespace: &str,
     proxies: &[Proxy],
     per_proxy: &[(BTreeMap<stats::Route, stats::Delta>, Duration)],
 ) -> String {
@@ -397,7 +376,7 @@ fn render_json(
             serde_json::json!({
                 "route": route_name(&r.route),
                 "service": config.service,
-                "namespace": config.namespace,
+                "namespace": namespace,
                 "effective_success": r.success,
                 "effective_rps": r.rps,
                 "actual_success": r.actual_success,
@@ -449,7 +428,7 @@ mod tests {
     #[test]
     fn validates_flags() {
         let c = config(&["svc/web", "-n", "demo", "--metrics", "127.0.0.1:9990"]).expect("ok");
-        assert_eq!((c.service.as_str(), c.namespace.as_str()), ("web", "demo"));
+        assert_eq!((c.service.as_str(), c.namespace.as_deref()), ("web", Some("demo")));
         let urls: Vec<String> = c
             .proxies
             .expect("given")

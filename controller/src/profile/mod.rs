@@ -8,6 +8,7 @@
 //! webhook and `mesh profile validate` all use the same checks, so a profile one of
 //! them accepts, all accept.
 
+pub mod decode;
 pub mod duration;
 pub mod spec;
 pub mod validate;
@@ -23,53 +24,71 @@ pub const API_VERSION: &str = "mesh.rs/v1alpha1";
 pub const KIND: &str = "ServiceProfile";
 pub const PLURAL: &str = "serviceprofiles";
 
-/// Parses one YAML document as a profile and validates it: the error names the
-/// field (for YAML problems too) and says why.
+/// Parses one YAML document as a profile and validates it: every problem is named,
+/// each with its field (for YAML problems too) and why; the first decoding problem
+/// also with its line and column.
 pub fn parse_yaml(text: &str, cluster_domain: Option<&str>) -> Result<Validated, Problems> {
+    // The typed parse finds the first problem with its location in the text.
     let de = serde_yaml::Deserializer::from_str(text);
-    let profile: ServiceProfile = serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        // serde_yaml's message repeats the path and the location: keep its core.
-        let msg = inner.to_string();
-        let msg = msg
-            .rsplit_once(" at line ")
-            .map_or(msg.as_str(), |(m, _)| m);
-        let msg = match msg.split_once(": ") {
-            Some((prefix, rest)) if !prefix.contains(' ') => rest,
-            _ => msg,
-        };
-        let at = inner
-            .location()
-            .map(|l| format!(" (line {}, column {})", l.line(), l.column()))
-            .unwrap_or_default();
-        Problems(vec![Invalid {
-            path: if path == "." {
-                "(document)".into()
-            } else {
-                path
-            },
-            reason: format!("{msg}{at}"),
-        }])
-    })?;
-    validate_document(&profile, cluster_domain)
+    let first = match serde_path_to_error::deserialize::<_, ServiceProfile>(de) {
+        Ok(profile) => return validate_document(&profile, cluster_domain),
+        Err(e) => e,
+    };
+    let first_path = root_path(&first.path().to_string());
+    let inner = first.into_inner();
+    let at = inner
+        .location()
+        .map(|l| format!(" (line {}, column {})", l.line(), l.column()))
+        .unwrap_or_default();
+    let first = Invalid {
+        path: first_path,
+        reason: format!("{}{at}", yaml_message(&inner)),
+    };
+    // The rest, found by decoding what the YAML holds once its bad fields are out. A
+    // document that is not even YAML, or not JSON-like, has just the one problem.
+    let value = serde_yaml::from_str::<serde_yaml::Value>(text)
+        .ok()
+        .and_then(|v| serde_json::to_value(v).ok());
+    let Some(value) = value else {
+        return Err(Problems(vec![first]));
+    };
+    let decoded = decode::decode_all::<ServiceProfile>(value);
+    let mut problems: Vec<Invalid> = decoded
+        .problems
+        .iter()
+        .map(|p| {
+            let path = root_path(&p.path);
+            match path == first.path {
+                true => first.clone(),
+                false => Invalid {
+                    path,
+                    reason: p.reason.clone(),
+                },
+            }
+        })
+        .collect();
+    if !problems.iter().any(|p| *p == first) {
+        problems.insert(0, first);
+    }
+    Err(Problems(with_semantic_problems(
+        problems,
+        decoded.problems.iter().map(|p| p.path.clone()),
+        decoded.value.map(|profile| validate_document(&profile, cluster_domain)),
+    )))
 }
 
 /// Decodes and validates a ServiceProfile object as the API server holds it: its
 /// name, namespace and `spec` (JSON). What the kubernetes backend and `mesh check`
-/// read, so both judge an object alike; decoding problems name their `spec.` path.
+/// read, so both judge an object alike; decoding problems name their `spec.` path,
+/// every one of them.
 pub fn validate_object(
     name: &str,
     namespace: &str,
     spec: serde_json::Value,
     cluster_domain: &str,
 ) -> Result<Validated, Problems> {
-    let spec: spec::ServiceProfileSpec = serde_path_to_error::deserialize(spec).map_err(|e| {
-        let path = format!("spec.{}", e.path());
-        let reason = e.into_inner().to_string();
-        Problems(vec![Invalid { path, reason }])
-    })?;
-    let doc = ServiceProfile {
+    let decoded = decode::decode_all::<spec::ServiceProfileSpec>(spec);
+    let document = |spec| ServiceProfile {
         metadata: spec::Metadata {
             name: name.to_string(),
             namespace: Some(namespace.to_string()),
@@ -78,7 +97,69 @@ pub fn validate_object(
         spec,
         ..Default::default()
     };
-    validate_document(&doc, Some(cluster_domain))
+    if decoded.problems.is_empty() {
+        if let Some(spec) = decoded.value {
+            return validate_document(&document(spec), Some(cluster_domain));
+        }
+    }
+    let in_spec = |p: &str| match p {
+        "" => "spec".to_string(),
+        p if p.starts_with('[') => format!("spec{p}"),
+        p => format!("spec.{p}"),
+    };
+    let problems = decoded
+        .problems
+        .iter()
+        .map(|p| Invalid {
+            path: in_spec(&p.path),
+            reason: p.reason.clone(),
+        })
+        .collect();
+    Err(Problems(with_semantic_problems(
+        problems,
+        decoded.problems.iter().map(|p| in_spec(&p.path)),
+        decoded
+            .value
+            .map(|spec| validate_document(&document(spec), Some(cluster_domain))),
+    )))
+}
+
+/// Decoding problems, then the semantic checks' problems of what did decode, except
+/// those about a field decoding already took out (they would only echo it).
+fn with_semantic_problems(
+    mut problems: Vec<Invalid>,
+    taken_out: impl Iterator<Item = String>,
+    semantic: Option<Result<Validated, Problems>>,
+) -> Vec<Invalid> {
+    let taken_out: Vec<String> = taken_out.collect();
+    if let Some(Err(Problems(more))) = semantic {
+        problems.extend(
+            more.into_iter()
+                .filter(|p| !taken_out.iter().any(|t| decode::is_within(&p.path, t))),
+        );
+    }
+    problems
+}
+
+/// A decoder's path as a problem's: the root is `(document)`.
+fn root_path(path: &str) -> String {
+    match path {
+        "" | "." => "(document)".into(),
+        p => p.to_string(),
+    }
+}
+
+/// serde_yaml's message without the path and the location it repeats.
+fn yaml_message(e: &serde_yaml::Error) -> String {
+    let msg = e.to_string();
+    let msg = msg
+        .rsplit_once(" at line ")
+        .map_or(msg.as_str(), |(m, _)| m);
+    let msg = match msg.split_once(": ") {
+        Some((prefix, rest)) if !prefix.contains(' ') => rest,
+        _ => msg,
+    };
+    msg.to_string()
 }
 
 #[cfg(test)]

@@ -280,3 +280,31 @@ fn max_retries_zero_turns_retries_off() {
     .unwrap();
     assert!(!v.routes[0].is_retryable);
 }
+
+/// An object from the API server is judged whole too: every decoding problem, under
+/// `spec.`, and the checks of what did decode.
+#[test]
+fn objects_report_every_problem() {
+    let spec = serde_json::json!({
+        "routes": [
+            {"name": "a", "condition": {"method": "GET"}, "timeout": 5},
+            {"name": "b", "condition": {"pathRegex": "("}},
+        ],
+        "dstOverrides": [{"authority": "x.ns.svc.cluster.local:80", "weight": []}],
+    });
+    let Err(Problems(p)) =
+        super::validate_object("web.ns.svc.cluster.local", "ns", spec, "cluster.local")
+    else {
+        panic!("invalid")
+    };
+    let paths: Vec<&str> = p.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "spec.routes[0].timeout",
+            "spec.dstOverrides[0].weight",
+            "spec.routes[1].condition.pathRegex",
+        ],
+        "{p:?}"
+    );
+}

@@ -251,6 +251,8 @@ pub(crate) struct Connector {
     pub(crate) timeout: Duration,
     /// This proxy's mesh TLS, when identity is on.
     pub(crate) tls: Option<Arc<MeshTls>>,
+    /// How large a response head the proxy reads.
+    pub(crate) limits: super::HeadLimits,
 }
 
 impl Connector {
@@ -326,7 +328,7 @@ pub(crate) struct Endpoint {
     /// The server's identity, for mesh TLS.
     peer: Option<Arc<str>>,
     /// Idle HTTP/1 connections with the epoch in which they became idle.
-    idle: Mutex<Vec<(u64, http1::SendRequest<ReqBody>)>>,
+    idle: Mutex<Vec<(u64, H1)>>,
     /// The shared HTTP/2 connection, if one is open.
     h2: Mutex<Option<http2::SendRequest<ReqBody>>>,
     /// Held while opening the HTTP/2 connection, so that concurrent first requests
@@ -356,18 +358,25 @@ impl SendError {
     }
 }
 
+/// An upstream HTTP/1 connection: its sender, and how much of the response being
+/// read has arrived (to tell which head limit a refused response hit).
+pub(crate) struct H1 {
+    sender: http1::SendRequest<ReqBody>,
+    head_read: Arc<crate::io::HeadRead>,
+}
+
 /// An HTTP/1 connection on loan to one response; [`GiveBack::release`] returns it.
 pub(crate) struct GiveBack {
     endpoint: Arc<Endpoint>,
     epoch: u64,
-    sender: http1::SendRequest<ReqBody>,
+    conn: H1,
 }
 
 impl GiveBack {
     pub(crate) fn release(self) {
         let mut idle = lock(&self.endpoint.idle);
-        if idle.len() < MAX_IDLE_PER_ENDPOINT && !self.sender.is_closed() {
-            idle.push((self.epoch, self.sender));
+        if idle.len() < MAX_IDLE_PER_ENDPOINT && !self.conn.sender.is_closed() {
+            idle.push((self.epoch, self.conn));
         }
     }
 }
@@ -439,7 +448,7 @@ impl Pool {
         mut req: Request<ReqBody>,
     ) -> Result<Response<ProxyBody>, SendError> {
         loop {
-            let (mut sender, reused) = match Self::checkout_h1(&ep).await {
+            let (mut conn, reused) = match Self::checkout_h1(&ep).await {
                 Some(s) => (s, true),
                 None => match self.connect_h1(&ep, dst).await {
                     Ok(s) => (s, false),
@@ -451,12 +460,12 @@ impl Pool {
                     }
                 },
             };
-            match sender.try_send_request(req).await {
+            match conn.sender.try_send_request(req).await {
                 Ok(rsp) => {
                     let giveback = GiveBack {
                         endpoint: ep,
                         epoch,
-                        sender,
+                        conn,
                     };
                     let mut rsp = rsp.map(|b| ProxyBody::upstream(b, Some(giveback)));
                     if !reused {
@@ -469,10 +478,16 @@ impl Pool {
                     // nothing was sent, so sending on another connection is safe.
                     Some(r) if reused => req = r,
                     _ => {
+                        let source = e.into_error();
+                        if source.is_parse_too_large() {
+                            let read = conn.head_read.since_write();
+                            let limits = &self.connector.limits;
+                            return Err(SendError::sent(limits.response_too_large(ep.addr, read)));
+                        }
                         return Err(SendError::sent(UpstreamFailed {
                             addr: ep.addr,
-                            source: e.into_error(),
-                        }))
+                            source,
+                        }));
                     }
                 },
             }
@@ -480,27 +495,27 @@ impl Pool {
     }
 
     /// The most recently used idle connection that is still open, if any.
-    async fn checkout_h1(ep: &Endpoint) -> Option<http1::SendRequest<ReqBody>> {
+    async fn checkout_h1(ep: &Endpoint) -> Option<H1> {
         loop {
-            let (_, mut sender) = lock(&ep.idle).pop()?;
-            if sender.is_closed() {
+            let (_, mut conn) = lock(&ep.idle).pop()?;
+            if conn.sender.is_closed() {
                 continue;
             }
-            if sender.ready().await.is_ok() {
-                return Some(sender);
+            if conn.sender.ready().await.is_ok() {
+                return Some(conn);
             }
         }
     }
 
-    async fn connect_h1(
-        &self,
-        ep: &Endpoint,
-        dst: Option<&Arc<str>>,
-    ) -> Result<http1::SendRequest<ReqBody>, BoxError> {
+    async fn connect_h1(&self, ep: &Endpoint, dst: Option<&Arc<str>>) -> Result<H1, BoxError> {
         let addr = ep.addr;
         let peer = ep.peer.as_ref().map(|p| (p, Alpn::Http1));
         let io = self.connector.connect(addr, dst, peer).await?;
-        let (sender, conn) = http1::Builder::new()
+        let (io, head_read) = crate::io::ReadSinceWrite::new(io);
+        let (sender, conn) = self
+            .connector
+            .limits
+            .h1_client()
             .handshake(TokioIo::new(io))
             .await
             .map_err(|source| UpstreamFailed { addr, source })?;
@@ -509,7 +524,7 @@ impl Pool {
                 tracing::debug!(%addr, error = %e, "upstream http/1 connection failed");
             }
         });
-        Ok(sender)
+        Ok(H1 { sender, head_read })
     }
 
     async fn send_h2(
@@ -571,6 +586,7 @@ impl Pool {
         let io = self.connector.connect(addr, dst, peer).await?;
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
+            .max_header_list_size(self.connector.limits.h2_list)
             .keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(3))
             .handshake(TokioIo::new(io))
@@ -592,7 +608,7 @@ impl Pool {
         let stale = |epoch: u64| now.saturating_sub(epoch) > 1;
         lock(&self.endpoints).retain(|_, ep| {
             let mut idle = lock(&ep.idle);
-            idle.retain(|(epoch, s)| !stale(*epoch) && !s.is_closed());
+            idle.retain(|(epoch, c)| !stale(*epoch) && !c.sender.is_closed());
             // An endpoint still referenced by a request or response stays.
             !stale(ep.last_used.load(Relaxed)) || !idle.is_empty() || Arc::strong_count(ep) > 1
         });

@@ -21,7 +21,7 @@ use crate::{
     classify::{self, Class},
     discover::{DstProfile, Resolved},
     http::Buffered,
-    metrics::{Direction, RouteFamily},
+    metrics::{Direction, ResponseEnd, RouteFamily},
     profile::{self, Route},
     Proxy,
 };
@@ -139,6 +139,7 @@ where
         profile,
         route: &route,
         grpc,
+        deadline: route.timeout().map(|t| start + t),
     };
     let mut rsp = match route.timeout() {
         None => attempts.run(inner, req).await,
@@ -156,6 +157,8 @@ struct Attempts<'a> {
     profile: &'a DstProfile,
     route: &'a Arc<Route>,
     grpc: bool,
+    /// When the route's timeout ends every attempt, if it has one.
+    deadline: Option<Instant>,
 }
 
 impl Attempts<'_> {
@@ -182,8 +185,8 @@ impl Attempts<'_> {
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "request body failed while buffered for retries");
-                    return crate::errors::bad_request("the request body failed")
-                        .map(MeteredBody::unmetered);
+                    let e = crate::errors::RequestBodyFailed { source: e };
+                    return crate::errors::respond(&e, self.grpc).map(MeteredBody::unmetered);
                 }
             },
             // Bodies are streamed until this layer; anything else is sent as it is.
@@ -237,7 +240,9 @@ impl Attempts<'_> {
         }
     }
 
-    /// One attempt, counted in `route_actual_*`.
+    /// One attempt, counted in `route_actual_*`. Every attempt sent ends in exactly
+    /// one recorded outcome: its response, or, when the route's timeout (or the
+    /// client's going away) drops it first, a failure saying which.
     async fn attempt<S>(&self, inner: S, req: Request<ReqBody>) -> Response<MeteredBody>
     where
         S: Service<Request<ReqBody>, Response = Response<MeteredBody>, Error = Infallible>,
@@ -250,14 +255,26 @@ impl Attempts<'_> {
             self.route.name(),
         );
         series.request();
+        let mut unanswered = Unanswered {
+            series: Some(series),
+            deadline: self.deadline,
+            grpc: self.grpc,
+        };
         let Ok(mut rsp) = inner.oneshot(req).await;
-        meter(&mut rsp, series, start, self.grpc, Some(self.route.clone()));
+        if let Some(series) = unanswered.series.take() {
+            meter(&mut rsp, series, start, self.grpc, Some(self.route.clone()));
+        }
         rsp
     }
 
     /// Whether an attempt failed, judged by its headers (a gRPC status in trailers
-    /// comes too late to retry on).
+    /// comes too late to retry on). A response the client's own broken request caused
+    /// is not a failure to retry.
     fn failed(&self, rsp: &Response<MeteredBody>) -> bool {
+        let synthetic = rsp.extensions().get::<crate::errors::SyntheticResponse>();
+        if synthetic.is_some_and(|s| classify::is_client_fault(s.0)) {
+            return false;
+        }
         let grpc_status = classify::grpc_status(rsp.headers());
         self.route.classify(rsp.status(), self.grpc, grpc_status) == Class::Failure
     }
@@ -287,6 +304,46 @@ impl Attempts<'_> {
             t.endpoint = Some(b);
         }
         t
+    }
+}
+
+/// An attempt sent and not yet answered. Dropped with its series still in it (the
+/// attempt's future was dropped before a response came), it records the attempt as
+/// failed: timed out if the route's deadline has passed (and the client got the
+/// route timeout's 504), else cancelled (the client went away).
+struct Unanswered {
+    series: Option<Arc<crate::metrics::HttpTarget>>,
+    deadline: Option<Instant>,
+    grpc: bool,
+}
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        let Some(series) = self.series.take() else {
+            return;
+        };
+        let timed_out = self.deadline.is_some_and(|d| Instant::now() >= d);
+        let end = match (timed_out, self.grpc) {
+            (true, false) => ResponseEnd {
+                status: 504,
+                grpc: None,
+                class: Class::Failure,
+                error: "timeout",
+            },
+            (true, true) => ResponseEnd {
+                status: 200,
+                grpc: Some(4),
+                class: Class::Failure,
+                error: "timeout",
+            },
+            (false, _) => ResponseEnd {
+                status: 0,
+                grpc: None,
+                class: Class::Failure,
+                error: "cancelled",
+            },
+        };
+        series.response(end);
     }
 }
 

@@ -156,6 +156,7 @@ impl MeterState {
         let status = http::StatusCode::from_u16(self.status).unwrap_or(http::StatusCode::OK);
         let class = match (failed, &self.route) {
             (Some(_), _) => Class::Failure,
+            (None, _) if classify::is_client_fault(self.error) => Class::Success,
             (None, Some(r)) => r.classify(status, self.grpc, self.grpc_status),
             (None, None) => classify::classify(status, self.grpc, self.grpc_status),
         };

@@ -27,12 +27,68 @@ pub(crate) fn client_connector(
     direction: Direction,
     timeout: std::time::Duration,
     tls: Option<Arc<crate::tls::MeshTls>>,
+    limits: HeadLimits,
 ) -> Connector {
     Connector {
         metrics,
         direction,
         timeout,
         tls,
+        limits,
+    }
+}
+
+/// hyper's default HTTP/1 header-field limit, which it keeps on the stack; any other
+/// limit costs a heap allocation per message head.
+const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
+
+/// hyper's default HTTP/1 read buffer limit. The head limit is enforced on its own
+/// (`max_header_size`); the buffer is never smaller than this, so that reading bodies
+/// is not slowed by a small head limit.
+const HYPER_DEFAULT_MAX_BUF: usize = 8192 + 4096 * 100;
+
+/// How large a message head the proxy reads, in requests and responses alike.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct HeadLimits {
+    /// HTTP/1: most header fields.
+    pub(crate) h1_fields: usize,
+    /// HTTP/1: most bytes of head.
+    pub(crate) h1_bytes: usize,
+    /// HTTP/2: the largest header list (RFC 9113's size).
+    pub(crate) h2_list: u32,
+}
+
+impl HeadLimits {
+    pub(crate) fn new(config: &crate::config::Config) -> Self {
+        Self {
+            h1_fields: config.http1_max_headers,
+            h1_bytes: config.http1_max_header_bytes,
+            h2_list: config.http2_max_header_list_bytes,
+        }
+    }
+
+    /// An HTTP/1 client for upstream connections, with these limits on responses.
+    pub(crate) fn h1_client(&self) -> hyper::client::conn::http1::Builder {
+        let mut b = hyper::client::conn::http1::Builder::new();
+        b.max_buf_size(self.h1_bytes.max(HYPER_DEFAULT_MAX_BUF))
+            .max_header_size(self.h1_bytes);
+        if self.h1_fields != HYPER_DEFAULT_MAX_HEADERS {
+            b.max_headers(self.h1_fields);
+        }
+        b
+    }
+
+    /// Which limit an upstream's response head hit (hyper says "too large" for both),
+    /// from how much of it had arrived.
+    pub(crate) fn response_too_large(
+        &self,
+        addr: SocketAddr,
+        read: usize,
+    ) -> crate::errors::ResponseHeadTooLarge {
+        crate::errors::ResponseHeadTooLarge {
+            addr,
+            limit: crate::errors::HeadLimit::hit(read, self.h1_fields, self.h1_bytes),
+        }
     }
 }
 
@@ -47,7 +103,7 @@ pub use self::metrics::MeteredBody;
 use crate::{
     detect::Protocol,
     discover::{Balanced, Dst},
-    metrics::Direction,
+    metrics::{Direction, RequestError},
     Proxy,
 };
 use http::{header, HeaderMap, HeaderName};
@@ -136,15 +192,19 @@ where
         req.map(ReqBody::Streamed)
     });
     let svc = TowerToHyperService::new(svc);
-    let io = TokioIo::new(io);
     let shutdown = proxy.shutdown.clone();
+    let limits = HeadLimits::new(&proxy.config);
+    // How much of the request being read has arrived, should hyper refuse its head.
+    let mut head_read = None;
     let res = match protocol {
         Protocol::Http2 => {
+            let io = TokioIo::new(io);
             let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
             // PINGs find clients that went away without closing; without them an idle
             // HTTP/2 connection would be held forever.
             b.timer(TokioTimer::new())
                 .max_concurrent_streams(Some(1000))
+                .max_header_list_size(limits.h2_list)
                 .keep_alive_interval(Some(Duration::from_secs(10)))
                 .keep_alive_timeout(Duration::from_secs(20));
             let conn = b.serve_connection(io, svc);
@@ -158,12 +218,19 @@ where
             }
         }
         _ => {
+            let (io, read) = crate::io::ReadSinceWrite::new(io);
+            head_read = Some(read);
+            let io = TokioIo::new(io);
             let mut b = hyper::server::conn::http1::Builder::new();
             b.timer(TokioTimer::new())
                 .header_read_timeout(proxy.config.http1_header_read_timeout)
-                .max_buf_size(proxy.config.http1_max_header_bytes.max(8192))
+                .max_buf_size(limits.h1_bytes.max(HYPER_DEFAULT_MAX_BUF))
+                .max_header_size(limits.h1_bytes)
                 // The application's `Date` passes through; the proxy adds none.
                 .auto_date_header(false);
+            if limits.h1_fields != HYPER_DEFAULT_MAX_HEADERS {
+                b.max_headers(limits.h1_fields);
+            }
             let conn = b.serve_connection(io, svc).with_upgrades();
             tokio::pin!(conn);
             tokio::select! {
@@ -175,7 +242,25 @@ where
             }
         }
     };
-    if let Err(e) = res {
+    let Err(e) = res else { return };
+    // hyper answered a request it could not parse itself (400, or 431 for a head over
+    // a limit): counted, and for a head, which limit it hit.
+    if e.is_parse_too_large() {
+        // hyper has written its 431 since it gave up on the head.
+        let read = head_read.map_or(0, |r| r.before_last_write());
+        let limit = crate::errors::HeadLimit::hit(read, limits.h1_fields, limits.h1_bytes);
+        let error = match limit {
+            crate::errors::HeadLimit::Fields(_) => RequestError::TooManyHeaders,
+            crate::errors::HeadLimit::Bytes(_) => RequestError::HeadTooLarge,
+        };
+        proxy.metrics.request_error(conn.direction, error);
+        tracing::debug!(client = %conn.client, "refused a request head with {limit}");
+    } else if e.is_parse() {
+        proxy
+            .metrics
+            .request_error(conn.direction, RequestError::Malformed);
+        tracing::debug!(client = %conn.client, error = %crate::errors::chain(&e), "refused a malformed request");
+    } else {
         tracing::debug!(client = %conn.client, error = %crate::errors::chain(&e), "http connection closed with error");
     }
 }

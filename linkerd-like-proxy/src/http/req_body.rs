@@ -5,6 +5,7 @@
 //! Buffering never holds more than [`REPLAY_LIMIT`]: a bigger body is sent as it
 //! streams (what was read ahead first), and its request is not retried.
 
+use crate::errors::RequestBodyFailed;
 use bytes::{Buf, Bytes};
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
@@ -115,16 +116,22 @@ impl From<Replay> for ReqBody {
     }
 }
 
+/// The client's body failed: marked as the client's, so that the request's failure
+/// upstream is answered as a bad request, not counted against the server.
+fn client(e: hyper::Error) -> RequestBodyFailed {
+    RequestBodyFailed { source: e }
+}
+
 impl Body for ReqBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = RequestBodyFailed;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, RequestBodyFailed>>> {
         match self.get_mut() {
-            ReqBody::Streamed(b) => Pin::new(b).poll_frame(cx),
+            ReqBody::Streamed(b) => Pin::new(b).poll_frame(cx).map_err(client),
             ReqBody::Replay(r) => {
                 if let Some(d) = r.data.take().filter(Bytes::has_remaining) {
                     return Poll::Ready(Some(Ok(Frame::data(d))));
@@ -133,7 +140,7 @@ impl Body for ReqBody {
             }
             ReqBody::ReadAhead { chunks, rest } => match chunks.pop_front() {
                 Some(c) => Poll::Ready(Some(Ok(Frame::data(c)))),
-                None => Pin::new(rest).poll_frame(cx),
+                None => Pin::new(rest).poll_frame(cx).map_err(client),
             },
         }
     }

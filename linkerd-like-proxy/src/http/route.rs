@@ -13,7 +13,12 @@
 
 use super::ReqBody;
 use super::{BoxFuture, ConnCtx, MeteredBody, Target};
-use crate::{discover::Resolved, errors, metrics::Direction, Proxy};
+use crate::{
+    discover::Resolved,
+    errors,
+    metrics::{Direction, RequestError},
+    Proxy,
+};
 use http::{header, HeaderValue, Request, Response, Uri, Version};
 use std::{
     borrow::Cow,
@@ -153,7 +158,10 @@ fn authority(req: &Request<ReqBody>) -> Option<&str> {
     }
 }
 
-/// Splits `host[:port]`, defaulting the port by scheme.
+/// Splits `host[:port]`, defaulting the port by scheme. `None` unless the authority
+/// parses and its port, if it has one, is a number from 1 to 65535: an authority such
+/// as `host:99999` or `host:80abc` is invalid (RFC 9112 §3.2 wants a 400), not a
+/// request for port 80.
 fn host_port(authority: &str, uri: &Uri) -> Option<(String, u16)> {
     let a: http::uri::Authority = authority.parse().ok()?;
     let default = if uri.scheme() == Some(&http::uri::Scheme::HTTPS) {
@@ -166,7 +174,43 @@ fn host_port(authority: &str, uri: &Uri) -> Option<(String, u16)> {
         .trim_start_matches('[')
         .trim_end_matches(']')
         .to_string();
-    Some((host, a.port_u16().unwrap_or(default)))
+    if host.is_empty() {
+        return None;
+    }
+    let port = match explicit_port(a.as_str())? {
+        Some(p) => p,
+        None => default,
+    };
+    Some((host, port))
+}
+
+/// The port an authority names: `Some(None)` when it names none (or an empty one,
+/// which means the scheme's default), `None` when what follows the host's `:` is not
+/// a port number from 1 to 65535. (`http`'s `Authority::port` cannot tell an invalid
+/// port from a missing one.)
+fn explicit_port(authority: &str) -> Option<Option<u16>> {
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
+    let port = match host_port.strip_prefix('[') {
+        // `[v6]` or `[v6]:port`, nothing else after the bracket.
+        Some(rest) => match rest.split_once(']')?.1 {
+            "" => return Some(None),
+            after => after.strip_prefix(':')?,
+        },
+        None => match host_port.rsplit_once(':') {
+            None => return Some(None),
+            Some((_, port)) => port,
+        },
+    };
+    if port.is_empty() {
+        return Some(None);
+    }
+    if !port.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    match port.parse::<u16>() {
+        Ok(0) | Err(_) => None,
+        Ok(p) => Some(Some(p)),
+    }
 }
 
 async fn target(
@@ -175,6 +219,20 @@ async fn target(
     req: &Request<ReqBody>,
 ) -> Result<Target, http::Response<super::ProxyBody>> {
     let named = authority(req);
+    // An authority the proxy cannot read is refused whatever the mode, before it is
+    // used for routing or as a label.
+    let host_port = match named.map(|a| host_port(a, req.uri())) {
+        Some(None) => {
+            proxy
+                .metrics
+                .request_error(conn.direction, RequestError::InvalidAuthority);
+            return Err(errors::bad_request(
+                "invalid authority: expected host[:port] with a port from 1 to 65535",
+            ));
+        }
+        Some(Some(hp)) => Some(hp),
+        None => None,
+    };
     let mut profile = None;
     let mut endpoint = None;
     let mut no_endpoints = None;
@@ -205,11 +263,11 @@ async fn target(
             None => return Err(errors::bad_request("no inbound target configured")),
         },
         (None, Direction::Outbound) => {
-            let Some(named) = named else {
+            let (Some(named), Some((host, port))) = (named, host_port) else {
+                proxy
+                    .metrics
+                    .request_error(conn.direction, RequestError::NoAuthority);
                 return Err(errors::bad_request("request names no authority"));
-            };
-            let Some((host, port)) = host_port(named, req.uri()) else {
-                return Err(errors::bad_request("invalid authority"));
             };
             // The `authority` label (always on outbound), which is also, in the
             // common case, the discovery key: one allocation for both.
@@ -390,6 +448,30 @@ mod tests {
         assert_eq!(host_port("x", &uri), Some(("x".into(), 443)));
         let uri: Uri = "/".parse().unwrap();
         assert_eq!(host_port("[::1]:9", &uri), Some(("::1".into(), 9)));
+        assert_eq!(host_port("[::1]", &uri), Some(("::1".into(), 80)));
+        assert_eq!(host_port("x:", &uri), Some(("x".into(), 80)));
+        assert_eq!(host_port("u@x:8080", &uri), Some(("x".into(), 8080)));
         assert_eq!(host_port("a b", &uri), None);
+    }
+
+    #[test]
+    fn bad_ports_are_not_port_80() {
+        let uri: Uri = "/".parse().unwrap();
+        for bad in [
+            "127.0.0.1:99999",
+            "127.0.0.1:65536",
+            "127.0.0.1:18088abc",
+            "x:0",
+            "x:-1",
+            "[::1]:70000",
+            "[::1]x",
+            ":80",
+        ] {
+            assert_eq!(host_port(bad, &uri), None, "{bad}");
+        }
+        assert_eq!(
+            host_port("127.0.0.1:65535", &uri),
+            Some(("127.0.0.1".into(), 65535))
+        );
     }
 }

@@ -9,7 +9,6 @@ use super::ReqBody;
 use super::{body::ProxyBody, Pool, Target};
 use crate::{errors::BoxError, errors::UpstreamFailed, tls::Alpn, Proxy};
 use http::{header, Method, Request, Response, StatusCode, Version};
-use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use std::sync::Arc;
 
@@ -69,7 +68,9 @@ pub(crate) async fn forward(
     let io = connector
         .connect(addr, target.dst_labels(), peer.map(|p| (p, Alpn::Http1)))
         .await?;
-    let (mut sender, conn) = http1::Builder::new()
+    let (mut sender, conn) = connector
+        .limits
+        .h1_client()
         .handshake(TokioIo::new(io))
         .await
         .map_err(|source| UpstreamFailed { addr, source })?;

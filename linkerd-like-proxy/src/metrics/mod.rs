@@ -100,6 +100,44 @@ pub enum RouteFamily {
     Actual,
 }
 
+/// Why the proxy answered an HTTP request itself, without forwarding it: something
+/// about the request was wrong (the client's fault, never the server's), counted in
+/// `http_request_errors_total{direction,error}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestError {
+    /// The request line or a header field could not be parsed (400).
+    Malformed,
+    /// More header fields than `MESH_PROXY_HTTP1_MAX_HEADERS` (431).
+    TooManyHeaders,
+    /// A head larger than `MESH_PROXY_HTTP1_MAX_HEADER_BYTES` (431).
+    HeadTooLarge,
+    /// The authority (of the URI or the `Host` header) is not a valid `host[:port]`,
+    /// a port out of range or not a number included (400).
+    InvalidAuthority,
+    /// An explicit-mode request names no authority at all (400).
+    NoAuthority,
+}
+
+impl RequestError {
+    pub const ALL: [Self; 5] = [
+        Self::Malformed,
+        Self::TooManyHeaders,
+        Self::HeadTooLarge,
+        Self::InvalidAuthority,
+        Self::NoAuthority,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Malformed => "malformed",
+            Self::TooManyHeaders => "too_many_headers",
+            Self::HeadTooLarge => "head_too_large",
+            Self::InvalidAuthority => "invalid_authority",
+            Self::NoAuthority => "no_authority",
+        }
+    }
+}
+
 /// A simple per-target TCP family: name, type, help, and how to read it.
 type TcpFamily = (
     &'static str,
@@ -123,6 +161,8 @@ struct Registry {
     retryable: Mutex<HashMap<RetryableKey, u64>>,
     /// Mesh TLS refusals by direction and [`Refused`] reason.
     tls_refused: [[AtomicU64; Refused::ALL.len()]; 2],
+    /// Requests the proxy refused as invalid, by direction and [`RequestError`].
+    request_errors: [[AtomicU64; RequestError::ALL.len()]; 2],
     /// Ticks once per [`Metrics::expire`]; series remember the epoch they were last
     /// used in, so that idle ones can go without a clock read per request.
     epoch: AtomicU64,
@@ -499,10 +539,36 @@ impl Metrics {
         self.0.tls_refused[direction.index()][i].fetch_add(1, Relaxed);
     }
 
+    /// Counts a request the proxy refused because it was invalid.
+    pub fn request_error(&self, direction: Direction, error: RequestError) {
+        let i = RequestError::ALL
+            .iter()
+            .position(|e| *e == error)
+            .expect("RequestError::ALL lists every error");
+        self.0.request_errors[direction.index()][i].fetch_add(1, Relaxed);
+    }
+
     /// Renders every metric in the Prometheus text exposition format.
     pub fn encode(&self) -> String {
         let mut out = String::with_capacity(16 * 1024);
         self.encode_http(&mut out);
+        header(
+            &mut out,
+            "http_request_errors_total",
+            "counter",
+            "HTTP requests the proxy refused as invalid without forwarding them, by what was wrong.",
+        );
+        for d in [Direction::Inbound, Direction::Outbound] {
+            for (i, e) in RequestError::ALL.iter().enumerate() {
+                let v = self.0.request_errors[d.index()][i].load(Relaxed);
+                let _ = writeln!(
+                    out,
+                    "http_request_errors_total{{direction=\"{}\",error=\"{}\"}} {v}",
+                    d.as_str(),
+                    e.as_str()
+                );
+            }
+        }
         self.encode_tcp(&mut out);
         header(
             &mut out,

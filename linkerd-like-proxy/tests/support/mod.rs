@@ -82,7 +82,8 @@ fn full(s: impl Into<Bytes>) -> Body {
 }
 
 /// A backend serving HTTP/1.1 and h2c on one port:
-/// `/status/N`, `/delay/MS`, `/echo` (streams the body back, trailers too),
+/// `/status/N`, `/delay/MS`, `/echo` (streams the body back, trailers too), `/drain`
+/// (reads the whole body, then answers `200 read N bytes`),
 /// `/grpc/N` (a gRPC response with `grpc-status: N` in trailers), `/partial`
 /// (promises 1000 bytes, sends 10, then closes), `/upgrade` (101, then echoes bytes),
 /// and anything else `200 hello`.
@@ -118,6 +119,17 @@ async fn handle(mut req: Request<Incoming>) -> Result<Response<Body>, Infallible
         ("delay", Some(ms)) => {
             tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
             Response::new(full("delayed\n"))
+        }
+        ("drain", _) => {
+            // A handler that reads the whole request before it answers, as most do.
+            match req.into_body().collect().await {
+                Ok(b) => Response::new(full(format!("read {} bytes\n", b.to_bytes().len()))),
+                Err(_) => {
+                    let mut r = Response::new(full("body failed\n"));
+                    *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                    r
+                }
+            }
         }
         ("echo", _) => {
             // HTTP/1 sends only the trailer fields a `Trailer` header declares.
@@ -278,6 +290,22 @@ pub async fn truncating_backend() -> SocketAddr {
         let _ = s
             .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n0123456789")
             .await;
+    })
+    .await
+}
+
+/// An HTTP/1 backend that reads a request head and answers `200` with `fields` extra
+/// header fields of `value_len` bytes each, then closes.
+pub async fn wide_headers_backend(fields: usize, value_len: usize) -> SocketAddr {
+    serve_tcp(move |mut s| async move {
+        let mut buf = vec![0u8; 4096];
+        let _ = s.read(&mut buf).await;
+        let mut rsp = String::from("HTTP/1.1 200 OK\r\ncontent-length: 3\r\nconnection: close\r\n");
+        for i in 0..fields {
+            rsp.push_str(&format!("x-field-{i}: {}\r\n", "v".repeat(value_len)));
+        }
+        rsp.push_str("\r\nok\n");
+        let _ = s.write_all(rsp.as_bytes()).await;
     })
     .await
 }

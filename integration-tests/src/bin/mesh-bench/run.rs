@@ -347,7 +347,7 @@ pub(crate) fn main(args: Args) -> anyhow::Result<()> {
     };
     if !proxy_bin.exists() {
         bail!(
-            "{} not found: build it (cargo build --release -p mesh-proxy) or pass --proxy-bin",
+            "{} not found: build it (cargo build --profile dist -p mesh-proxy) or pass --proxy-bin",
             proxy_bin.display()
         );
     }
