@@ -98,8 +98,7 @@ fn demo_meshes_traffic_and_stops_cleanly_on_sigint() {
         anchors.display()
     );
     assert!(
-        std::fs::read_link(&anchors)
-            .is_ok_and(|t| t.to_string_lossy().starts_with("/memfd:")),
+        std::fs::read_link(&anchors).is_ok_and(|t| t.to_string_lossy().starts_with("/memfd:")),
         "{} is not an in-memory file",
         anchors.display()
     );
@@ -362,7 +361,11 @@ fn demo_meshes_traffic_and_stops_cleanly_on_sigint() {
         "children still running after mesh exited: {left:?}"
     );
     // The demo's CA lives only as long as the demo.
-    assert!(!anchors.exists(), "{} is left after mesh exited", anchors.display());
+    assert!(
+        !anchors.exists(),
+        "{} is left after mesh exited",
+        anchors.display()
+    );
     assert!(
         !demo.state_dir().join("demo.json").exists(),
         "a stopped demo no longer offers itself"
@@ -392,12 +395,18 @@ fn the_demo_leaves_nothing_behind_however_it_is_stopped() {
             .iter()
             .flat_map(|name| children_named(demo.child.id(), name))
             .collect();
-        assert_eq!(children.len(), 7, "six proxies and a controller: {children:?}");
+        assert_eq!(
+            children.len(),
+            7,
+            "six proxies and a controller: {children:?}"
+        );
         demo.children = children.clone();
         // Its key material: in-memory files of `mesh`, and nothing in its directory.
         let memory_files = memory_files(demo.child.id());
         assert!(
-            memory_files.iter().any(|(_, name)| name.contains("issuer.key")),
+            memory_files
+                .iter()
+                .any(|(_, name)| name.contains("issuer.key")),
             "{memory_files:?}"
         );
         let state_dir = demo.state_dir();
@@ -434,7 +443,11 @@ fn the_demo_leaves_nothing_behind_however_it_is_stopped() {
             })
         });
         for (path, name) in &memory_files {
-            assert!(!path.exists(), "{signal}: {name} outlived mesh at {}", path.display());
+            assert!(
+                !path.exists(),
+                "{signal}: {name} outlived mesh at {}",
+                path.display()
+            );
         }
         assert_no_keys(&state_dir);
         if signal != Signal::SIGKILL {
@@ -450,7 +463,10 @@ fn the_demo_leaves_nothing_behind_however_it_is_stopped() {
     // After SIGKILL only the directory is left, and the next demo says it cleans it.
     let killed = killed_pid.expect("the last round was SIGKILL");
     let left = tmp.path().join(format!("mesh-demo-{killed}"));
-    assert!(left.exists(), "a SIGKILLed demo cannot remove its directory");
+    assert!(
+        left.exists(),
+        "a SIGKILLed demo cannot remove its directory"
+    );
     let mut demo = Demo::start(mesh, base_port, tmp.path());
     demo.banner();
     let said = format!(
@@ -481,7 +497,10 @@ fn memory_files(pid: u32) -> Vec<(PathBuf, String)> {
 fn assert_no_keys(dir: &Path) {
     for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         let path = entry.path();
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
         assert!(
             !name.ends_with(".key") && !name.ends_with(".token") && name != "tokens",
             "{} is key material on disk",

@@ -175,7 +175,10 @@ spec:
         ],
         "{stdout}"
     );
-    assert!(stdout.lines().next().unwrap().contains("(line 7, column"), "{stdout}");
+    assert!(
+        stdout.lines().next().unwrap().contains("(line 7, column"),
+        "{stdout}"
+    );
 }
 
 #[test]

@@ -256,7 +256,10 @@ fn finds_a_running_demo() {
         std::fs::write(dir.join("demo.json"), state.to_string()).expect("write");
     }
     // No `-n`: against the demo, its namespace.
-    let out = mesh(&["routes", "svc/web", "--window", "200ms"], Some(tmp.path()));
+    let out = mesh(
+        &["routes", "svc/web", "--window", "200ms"],
+        Some(tmp.path()),
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
         stdout(&out).contains("GET /api/list   web       90.00%"),

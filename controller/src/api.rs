@@ -84,7 +84,11 @@ mod tests {
     use http_body_util::BodyExt as _;
 
     fn call(method: Method, path: &str) -> (StatusCode, serde_json::Value) {
-        let req = Request::builder().method(method).uri(path).body(()).unwrap();
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .body(())
+            .unwrap();
         let rsp = handle(&req);
         let status = rsp.status();
         let body = futures_util::FutureExt::now_or_never(rsp.into_body().collect())

@@ -54,11 +54,20 @@ fn file_backend() {
 fn a_missing_discovery_file_is_an_error_at_start() {
     let error = parse(&["--backend", "file", "--file", "/typo.yaml"]).unwrap_err();
     assert_eq!(error, "cannot read --file /typo.yaml");
-    let args = Args::try_parse_from(["mesh-controller", "--backend", "file", "--file", "/typo.yaml"])
-        .unwrap();
+    let args = Args::try_parse_from([
+        "mesh-controller",
+        "--backend",
+        "file",
+        "--file",
+        "/typo.yaml",
+    ])
+    .unwrap();
     let error = args.into_config().unwrap_err();
     let source = std::error::Error::source(&error).map(ToString::to_string);
-    assert_eq!(source.as_deref(), Some("No such file or directory (os error 2)"));
+    assert_eq!(
+        source.as_deref(),
+        Some("No such file or directory (os error 2)")
+    );
 }
 
 #[test]

@@ -334,7 +334,10 @@ mod tests {
 
     #[test]
     fn head_limits_say_which_was_hit() {
-        assert_eq!(HeadLimit::hit(3_000, 100, 64 * 1024), HeadLimit::Fields(100));
+        assert_eq!(
+            HeadLimit::hit(3_000, 100, 64 * 1024),
+            HeadLimit::Fields(100)
+        );
         assert_eq!(
             HeadLimit::hit(64 * 1024, 100, 64 * 1024),
             HeadLimit::Bytes(64 * 1024)

@@ -132,8 +132,10 @@ async fn a_large_http1_head_crosses_the_http2_hop() {
         let mut send = h1(client.outbound).await;
         let mut req = get(URL);
         for i in 0..40 {
-            req.headers_mut()
-                .insert(format!("x-big-{i}").parse::<http::HeaderName>().unwrap(), big.parse().unwrap());
+            req.headers_mut().insert(
+                format!("x-big-{i}").parse::<http::HeaderName>().unwrap(),
+                big.parse().unwrap(),
+            );
         }
         let rsp = send.send_request(req).await.unwrap();
         let status = rsp.status().as_u16();

@@ -304,7 +304,8 @@ async fn bad_http1_input_gets_clean_errors() {
 
 /// The value of an `http_request_errors_total` series.
 fn request_errors(p: &TestProxy, direction: &str, error: &str) -> u64 {
-    let series = format!("http_request_errors_total{{direction=\"{direction}\",error=\"{error}\"}} ");
+    let series =
+        format!("http_request_errors_total{{direction=\"{direction}\",error=\"{error}\"}} ");
     p.metrics()
         .lines()
         .find_map(|l| l.strip_prefix(&series)?.parse().ok())
@@ -324,7 +325,10 @@ async fn bad_ports_in_the_authority_are_refused_not_sent_to_port_80() {
     for req in cases {
         let out = raw(p.outbound, req, "\r\n\r\n").await;
         assert!(out.starts_with("HTTP/1.1 400"), "{out:?}");
-        assert!(out.contains("mesh-proxy-error: invalid authority"), "{out:?}");
+        assert!(
+            out.contains("mesh-proxy-error: invalid authority"),
+            "{out:?}"
+        );
     }
     assert_eq!(request_errors(&p, "outbound", "invalid_authority"), 4);
     // Inbound too, although the request goes to the app either way: a Host with an
@@ -333,8 +337,12 @@ async fn bad_ports_in_the_authority_are_refused_not_sent_to_port_80() {
     assert!(out.starts_with("HTTP/1.1 400"), "{out:?}");
     assert_eq!(request_errors(&p, "inbound", "invalid_authority"), 1);
     // A valid port still goes where it says.
-    let ok = format!("GET http://{backend}/status/204 HTTP/1.1\r\nHost: {backend}\r\nConnection: close\r\n\r\n");
-    assert!(raw(p.outbound, ok.as_bytes(), "").await.starts_with("HTTP/1.1 204"));
+    let ok = format!(
+        "GET http://{backend}/status/204 HTTP/1.1\r\nHost: {backend}\r\nConnection: close\r\n\r\n"
+    );
+    assert!(raw(p.outbound, ok.as_bytes(), "")
+        .await
+        .starts_with("HTTP/1.1 204"));
 }
 
 #[tokio::test]
@@ -347,10 +355,15 @@ async fn a_clients_broken_body_is_its_own_fault() {
     );
     let out = raw(p.outbound, req.as_bytes(), "\r\n\r\n").await;
     assert!(out.starts_with("HTTP/1.1 400"), "{out:?}");
-    assert!(out.contains("mesh-proxy-error: the request body failed"), "{out:?}");
+    assert!(
+        out.contains("mesh-proxy-error: the request body failed"),
+        "{out:?}"
+    );
     // Counted, as the client's fault: the service's success rate does not drop.
     let m = p
-        .wait_metric(r#"status_code="400",classification="success",grpc_status="",error="request_body"} 1"#)
+        .wait_metric(
+            r#"status_code="400",classification="success",grpc_status="",error="request_body"} 1"#,
+        )
         .await;
     assert!(!m.contains(r#"classification="failure""#), "{m}");
 }
@@ -402,8 +415,10 @@ async fn header_limits_are_configurable_and_named_when_hit() {
         out.contains("has more than 65536 bytes of head (MESH_PROXY_HTTP1_MAX_HEADER_BYTES)"),
         "{out:?}"
     );
-    p.wait_metric(r#"status_code="502",classification="failure",grpc_status="",error="response_head"} 1"#)
-        .await;
+    p.wait_metric(
+        r#"status_code="502",classification="failure",grpc_status="",error="response_head"} 1"#,
+    )
+    .await;
 
     // Both limits raised: the same messages pass (to an app that takes them: hyper's
     // own limit is 100 fields too).

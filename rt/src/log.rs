@@ -76,9 +76,17 @@ struct Shared {
 /// A `MakeWriter` whose writes queue each formatted event for the writer thread.
 #[derive(Clone, Debug)]
 pub struct Stderr {
-    tx: mpsc::SyncSender<Vec<u8>>,
+    tx: mpsc::SyncSender<Queued>,
     shared: Arc<Shared>,
 }
+
+/// A line, and how many lines had been dropped when it was queued: the writer reports
+/// a loss where it happened, after the lines queued before it.
+type Queued = (u64, Vec<u8>);
+
+/// How long the writer waits, idle, before it reports lines dropped since its last
+/// line.
+const IDLE_REPORT: Duration = Duration::from_secs(1);
 
 /// Writes what is still queued when dropped, for at most a fraction of a second.
 #[derive(Debug)]
@@ -92,7 +100,7 @@ impl Stderr {
     /// Starts the writer thread. Should the thread not start, every line is dropped
     /// (and counted): logging is not worth failing the process for.
     pub fn spawn() -> (Self, LogGuard) {
-        let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(QUEUE_LINES);
+        let (tx, rx) = mpsc::sync_channel::<Queued>(QUEUE_LINES);
         let shared = Arc::new(Shared::default());
         let writer = Arc::clone(&shared);
         // If the thread cannot start, `rx` is dropped with the closure and every send
@@ -113,7 +121,8 @@ impl Stderr {
 
     fn queue(&self, line: &[u8]) {
         self.shared.pending.fetch_add(1, Relaxed);
-        if self.tx.try_send(line.to_vec()).is_err() {
+        let dropped = self.shared.dropped.load(Relaxed);
+        if self.tx.try_send((dropped, line.to_vec())).is_err() {
             self.shared.pending.fetch_sub(1, Relaxed);
             self.shared.dropped.fetch_add(1, Relaxed);
         }
@@ -121,10 +130,9 @@ impl Stderr {
 }
 
 /// The writer thread: stderr's only user. Runs until every sender is gone.
-fn drain(rx: mpsc::Receiver<Vec<u8>>, shared: &Shared, out: &mut impl Write) {
+fn drain(rx: mpsc::Receiver<Queued>, shared: &Shared, out: &mut impl Write) {
     let mut reported = 0;
-    for line in rx {
-        let dropped = shared.dropped.load(Relaxed);
+    let mut report = |out: &mut dyn Write, dropped: u64| {
         if dropped > reported {
             let _ = writeln!(
                 out,
@@ -133,9 +141,21 @@ fn drain(rx: mpsc::Receiver<Vec<u8>>, shared: &Shared, out: &mut impl Write) {
             );
             reported = dropped;
         }
-        // A closed or broken stderr: the line goes nowhere, and that is all.
-        let _ = out.write_all(&line);
-        shared.pending.fetch_sub(1, Relaxed);
+    };
+    loop {
+        match rx.recv_timeout(IDLE_REPORT) {
+            Ok((dropped_before, line)) => {
+                report(out, dropped_before);
+                // A closed or broken stderr: the line goes nowhere, and that is all.
+                let _ = out.write_all(&line);
+                shared.pending.fetch_sub(1, Relaxed);
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => report(out, shared.dropped.load(Relaxed)),
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                report(out, shared.dropped.load(Relaxed));
+                return;
+            }
+        }
     }
 }
 
@@ -208,7 +228,7 @@ mod tests {
     fn writer_with(
         out: impl Write + Send + 'static,
     ) -> (Stderr, Arc<Shared>, std::thread::JoinHandle<()>) {
-        let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(QUEUE_LINES);
+        let (tx, rx) = mpsc::sync_channel::<Queued>(QUEUE_LINES);
         let shared = Arc::new(Shared::default());
         let s = Arc::clone(&shared);
         let mut out = out;
@@ -248,10 +268,25 @@ mod tests {
         thread.join().unwrap();
         let text = String::from_utf8(out.lock().unwrap().clone()).unwrap();
         assert!(text.starts_with("line 0\n"), "{text}");
-        assert!(
-            text.contains(&format!("({dropped} log lines dropped: stderr did not keep up)")),
-            "the loss is reported once the writer catches up"
-        );
+        // Every loss is reported, where it happened: after the lines queued before it
+        // (a line that found room after some losses comes after their report).
+        let reported: u64 = text
+            .lines()
+            .filter_map(|l| {
+                l.strip_prefix('(')?
+                    .split_once(" log lines dropped")?
+                    .0
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum();
+        assert_eq!(reported, dropped, "{text}");
+        let written: Vec<u64> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("line ")?.parse().ok())
+            .collect();
+        assert!(written.windows(2).all(|w| w[0] < w[1]), "in order");
+        assert_eq!(written.len() as u64 + dropped, (QUEUE_LINES * 3) as u64);
         assert_eq!(shared.pending.load(Relaxed), 0);
     }
 

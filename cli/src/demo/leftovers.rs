@@ -60,7 +60,11 @@ fn stop_processes_of(demo: u32) -> usize {
     let flag = format!("--parent-pid\0{demo}");
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|p| p.parse::<i32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
             continue;
         };
         let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
@@ -111,9 +115,7 @@ mod tests {
     fn directories_of_gone_demos_are_removed_live_ones_kept() {
         let tmp = tempfile::tempdir().unwrap();
         let gone = tmp.path().join("mesh-demo-4000000000");
-        let live = tmp
-            .path()
-            .join(format!("mesh-demo-{}", std::process::id()));
+        let live = tmp.path().join(format!("mesh-demo-{}", std::process::id()));
         let other = tmp.path().join("something-else");
         for d in [&gone, &live, &other] {
             std::fs::create_dir(d).unwrap();

@@ -69,7 +69,6 @@ const PROXY_BIN_ENV: &str = "MESH_DEMO_PROXY_BIN";
 const CONTROLLER_BIN: &str = "mesh-controller";
 const CONTROLLER_BIN_ENV: &str = "MESH_DEMO_CONTROLLER_BIN";
 
-
 /// Flags of `mesh demo`.
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
@@ -461,7 +460,9 @@ fn print_banner(config: &Config, state_dir: Option<&Path>, identity: Option<&Cre
     line("");
     out_table(&mut line, &config.topology.render(state_dir.is_some()));
     line("");
-    line("  voting fails ~25% of POST /vote/:choice; web answers GET /api/leaderboard in 300-800 ms");
+    line(
+        "  voting fails ~25% of POST /vote/:choice; web answers GET /api/leaderboard in 300-800 ms",
+    );
     if state_dir.is_some() {
         let slow = config
             .topology
@@ -488,7 +489,10 @@ fn print_banner(config: &Config, state_dir: Option<&Path>, identity: Option<&Cre
             identity.anchors.display()
         ));
     }
-    line(&format!("  vote-bot sends {} requests/s to web", config.rps));
+    line(&format!(
+        "  vote-bot sends {} requests/s to web",
+        config.rps
+    ));
     match state_dir {
         Some(dir) => line(&format!(
             "  logs: {}/<name>.log (removed at exit if empty)",
@@ -497,7 +501,10 @@ fn print_banner(config: &Config, state_dir: Option<&Path>, identity: Option<&Cre
         None => line("  running WITHOUT proxies (--no-proxy)"),
     }
     line("");
-    line(&format!("Try these (namespace {} is the default):", topology::NAMESPACE));
+    line(&format!(
+        "Try these (namespace {} is the default):",
+        topology::NAMESPACE
+    ));
     for command in try_commands(config, state_dir.is_some()) {
         line(&format!("  {command}"));
     }

@@ -172,7 +172,10 @@ mod tests {
         let s = state();
         s.check_service("web", "demo").unwrap();
         let e = s.check_service("nope", "demo").unwrap_err().to_string();
-        assert!(e.contains("\"nope\" not found") && e.contains("web, voting"), "{e}");
+        assert!(
+            e.contains("\"nope\" not found") && e.contains("web, voting"),
+            "{e}"
+        );
         let e = s.check_service("web", "default").unwrap_err().to_string();
         assert!(e.contains("namespace \"demo\""), "{e}");
     }

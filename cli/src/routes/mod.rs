@@ -428,7 +428,10 @@ mod tests {
     #[test]
     fn validates_flags() {
         let c = config(&["svc/web", "-n", "demo", "--metrics", "127.0.0.1:9990"]).expect("ok");
-        assert_eq!((c.service.as_str(), c.namespace.as_deref()), ("web", Some("demo")));
+        assert_eq!(
+            (c.service.as_str(), c.namespace.as_deref()),
+            ("web", Some("demo"))
+        );
         let urls: Vec<String> = c
             .proxies
             .expect("given")

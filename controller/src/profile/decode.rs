@@ -22,7 +22,26 @@ pub struct DecodeProblem {
     /// The field's path from the document's root, as `routes[0].timeout`; empty for
     /// the root itself.
     pub path: String,
+    /// The same path, step by step.
+    pub steps: Vec<Step>,
     pub reason: String,
+}
+
+/// One step of a path: a mapping's key or a list's index.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    Key(String),
+    Index(usize),
+}
+
+impl Step {
+    fn of(segment: &Segment) -> Option<Self> {
+        match segment {
+            Segment::Map { key } => Some(Self::Key(key.clone())),
+            Segment::Seq { index } => Some(Self::Index(*index)),
+            Segment::Enum { .. } | Segment::Unknown => None,
+        }
+    }
 }
 
 /// The outcome of [`decode_all`].
@@ -48,19 +67,22 @@ pub fn decode_all<T: DeserializeOwned>(mut doc: Value) -> Decoded<T> {
             Err(e) => e,
         };
         let segments: Vec<Segment> = error.path().iter().cloned().collect();
-        let path = render(&segments);
-        let reason = error.into_inner().to_string();
-        let repeated = problems.iter().any(|p| p.path == path && p.reason == reason);
+        let problem = DecodeProblem {
+            path: render(&segments),
+            steps: segments.iter().filter_map(Step::of).collect(),
+            reason: error.into_inner().to_string(),
+        };
+        let repeated = problems.contains(&problem);
         if repeated || problems.len() >= MAX_PROBLEMS || !take_out(&mut doc, &segments) {
             if !repeated {
-                problems.push(DecodeProblem { path, reason });
+                problems.push(problem);
             }
             return Decoded {
                 value: None,
                 problems,
             };
         }
-        problems.push(DecodeProblem { path, reason });
+        problems.push(problem);
     }
 }
 
@@ -155,23 +177,27 @@ mod tests {
         let paths: Vec<&str> = decoded.problems.iter().map(|p| p.path.as_str()).collect();
         assert_eq!(
             paths,
-            // In the document's order.
+            // Mapping keys in name order (what the decoder sees), lists in theirs.
             [
-                "routes[0].isRetryable",
-                "routes[0].condition.method",
-                "routes[1]",
-                "routes[2].timeout",
-                "routes[2].bogus",
-                "retryBudget.retryRatio",
                 "dstOverrides[0].weight",
+                "retryBudget.retryRatio",
+                "routes[0].condition.method",
+                "routes[0].isRetryable",
+                "routes[1]",
+                "routes[2].bogus",
+                "routes[2].timeout",
             ],
             "{:#?}",
             decoded.problems
         );
         assert!(
-            decoded.problems[4].reason.contains("unknown field `bogus`"),
+            decoded.problems[5].reason.contains("unknown field `bogus`"),
             "{:?}",
-            decoded.problems[4]
+            decoded.problems[5]
+        );
+        assert_eq!(
+            decoded.problems[4].steps,
+            [Step::Key("routes".into()), Step::Index(1)]
         );
         // What is left decodes, for the semantic checks.
         let spec = decoded.value.expect("the rest decodes");

@@ -46,13 +46,17 @@ pub fn parse_yaml(text: &str, cluster_domain: Option<&str>) -> Result<Validated,
     };
     // The rest, found by decoding what the YAML holds once its bad fields are out. A
     // document that is not even YAML, or not JSON-like, has just the one problem.
-    let value = serde_yaml::from_str::<serde_yaml::Value>(text)
-        .ok()
-        .and_then(|v| serde_json::to_value(v).ok());
-    let Some(value) = value else {
+    let Ok(yaml) = serde_yaml::from_str::<serde_yaml::Value>(text) else {
         return Err(Problems(vec![first]));
     };
-    let decoded = decode::decode_all::<ServiceProfile>(value);
+    let Ok(value) = serde_json::to_value(&yaml) else {
+        return Err(Problems(vec![first]));
+    };
+    let mut decoded = decode::decode_all::<ServiceProfile>(value);
+    // The decoder saw mappings in key order; the user reads the document in its own.
+    decoded
+        .problems
+        .sort_by_cached_key(|p| document_position(&yaml, &p.steps));
     let mut problems: Vec<Invalid> = decoded
         .problems
         .iter()
@@ -67,13 +71,15 @@ pub fn parse_yaml(text: &str, cluster_domain: Option<&str>) -> Result<Validated,
             }
         })
         .collect();
-    if !problems.iter().any(|p| *p == first) {
+    if !problems.contains(&first) {
         problems.insert(0, first);
     }
     Err(Problems(with_semantic_problems(
         problems,
         decoded.problems.iter().map(|p| p.path.clone()),
-        decoded.value.map(|profile| validate_document(&profile, cluster_domain)),
+        decoded
+            .value
+            .map(|profile| validate_document(&profile, cluster_domain)),
     )))
 }
 
@@ -139,6 +145,27 @@ fn with_semantic_problems(
         );
     }
     problems
+}
+
+/// Where `steps` lead in `doc`, as the position of each step among its siblings:
+/// sorting by it puts paths in the document's order (a step not found sorts last).
+fn document_position(doc: &serde_yaml::Value, steps: &[decode::Step]) -> Vec<usize> {
+    let mut cur = Some(doc);
+    steps
+        .iter()
+        .map(|step| {
+            let (position, next) = match (step, cur) {
+                (decode::Step::Key(key), Some(serde_yaml::Value::Mapping(m))) => m
+                    .iter()
+                    .position(|(k, _)| k.as_str() == Some(key))
+                    .map_or((usize::MAX, None), |i| (i, m.get(key.as_str()))),
+                (decode::Step::Index(i), Some(serde_yaml::Value::Sequence(s))) => (*i, s.get(*i)),
+                _ => (usize::MAX, None),
+            };
+            cur = next;
+            position
+        })
+        .collect()
 }
 
 /// A decoder's path as a problem's: the root is `(document)`.

@@ -300,9 +300,10 @@ fn objects_report_every_problem() {
     let paths: Vec<&str> = p.iter().map(|p| p.path.as_str()).collect();
     assert_eq!(
         paths,
+        // A JSON object's fields in name order, then the semantic checks.
         [
-            "spec.routes[0].timeout",
             "spec.dstOverrides[0].weight",
+            "spec.routes[0].timeout",
             "spec.routes[1].condition.pathRegex",
         ],
         "{p:?}"
