@@ -6,8 +6,7 @@ use crate::{index::Index, metrics::Metrics};
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::Full;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use std::{convert::Infallible, sync::Arc, time::Duration};
+use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -21,34 +20,7 @@ pub struct Admin {
 impl Admin {
     /// Serves admin requests on `listener` until `shutdown` is cancelled.
     pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) {
-        loop {
-            let (stream, client) = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok(a) => a,
-                    Err(error) => {
-                        // Out of file descriptors, typically: wait rather than spin.
-                        tracing::warn!(%error, "admin accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-                () = shutdown.cancelled() => return,
-            };
-            let admin = self.clone();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req| {
-                    let rsp = admin.handle(&req);
-                    async move { Ok::<_, Infallible>(rsp) }
-                });
-                let mut builder = hyper::server::conn::http1::Builder::new();
-                builder
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(Duration::from_secs(10));
-                if let Err(error) = builder.serve_connection(TokioIo::new(stream), svc).await {
-                    tracing::debug!(%client, %error, "admin connection failed");
-                }
-            });
-        }
+        crate::http_server::serve("admin", listener, shutdown, move |req| self.handle(req)).await;
     }
 
     /// Answers one admin request.

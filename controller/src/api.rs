@@ -5,8 +5,6 @@
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::Full;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use std::{convert::Infallible, time::Duration};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -15,33 +13,7 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Serves the API on `listener` until `shutdown` is cancelled.
 pub async fn serve(listener: TcpListener, shutdown: CancellationToken) {
-    loop {
-        let (stream, client) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(error) => {
-                    // Out of file descriptors, typically: wait rather than spin.
-                    tracing::warn!(%error, "api accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = shutdown.cancelled() => return,
-        };
-        tokio::spawn(async move {
-            let svc = hyper::service::service_fn(|req| {
-                let rsp = handle(&req);
-                async move { Ok::<_, Infallible>(rsp) }
-            });
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10));
-            if let Err(error) = builder.serve_connection(TokioIo::new(stream), svc).await {
-                tracing::debug!(%client, %error, "api connection failed");
-            }
-        });
-    }
+    crate::http_server::serve("api", listener, shutdown, handle).await;
 }
 
 /// Answers one API request.

@@ -16,6 +16,7 @@ pub mod admin;
 pub mod api;
 pub mod destination;
 pub mod file;
+mod http_server;
 pub mod identity;
 pub mod index;
 pub mod k8s;
