@@ -1,5 +1,6 @@
 //! Compiles `proto/*.proto` into prost messages and tonic clients and servers, with
-//! protox (pure Rust), so no system `protoc` is needed.
+//! protox (pure Rust), so no system `protoc` is needed. The clients and servers are
+//! behind the crate's `grpc` feature.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
@@ -11,9 +12,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={p}");
     }
     let fds = protox::compile(protos, ["proto"])?;
+    // Clients and servers exist only with the `grpc` feature: without it the crate is
+    // messages alone, with no tonic, for the controller's pure core.
+    let grpc_only = "#[cfg(feature = \"grpc\")]";
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        .client_mod_attribute(".", grpc_only)
+        .server_mod_attribute(".", grpc_only)
         .compile_fds(fds)?;
     Ok(())
 }

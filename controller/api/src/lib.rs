@@ -1,25 +1,36 @@
-//! `mesh-api`: the protobuf messages and gRPC services that mesh's proxy, controller
-//! and CLI speak to each other (package `mesh.*`, sources in `proto/`).
+//! `mesh-api`: what mesh's proxy, controller and CLI say to each other, and the rules
+//! both sides of a conversation must read the same way.
 //!
-//! The code is generated at build time from `proto/` by protox and tonic-prost-build,
-//! so what is compiled is always what the `.proto` files say. Conversions between
-//! wire addresses and `std::net` live here too, so both sides agree on them.
+//! - The protobuf messages (package `mesh.*`, sources in `proto/`), generated at build
+//!   time by protox and tonic-prost-build, so what is compiled is always what the
+//!   `.proto` files say; with the `grpc` feature (the default), their tonic clients
+//!   and servers and [`tls::connect_lazy`] too. Without it the crate has no tonic, no
+//!   hyper and no tokio: what the controller's pure core depends on.
+//! - Conversions between wire addresses and `std::net` ([`InvalidAddress`]).
+//! - Rules written once: [`names`] (identities in both forms, DNS labels),
+//!   [`duration`] (Go's syntax, for every flag, variable and field), [`path_regex`]
+//!   (what a route's `pathRegex` matches), and [`control_plane`] (the control plane's
+//!   own names).
 
 #![allow(unreachable_pub, clippy::all)]
 
 pub mod net {
-    tonic::include_proto!("mesh.net");
+    include!(concat!(env!("OUT_DIR"), "/mesh.net.rs"));
 }
 
 pub mod destination {
-    tonic::include_proto!("mesh.destination");
+    include!(concat!(env!("OUT_DIR"), "/mesh.destination.rs"));
 }
 
 pub mod identity {
-    tonic::include_proto!("mesh.identity");
+    include!(concat!(env!("OUT_DIR"), "/mesh.identity.rs"));
 }
 
 mod convert;
+pub mod duration;
+pub mod names;
+pub mod path_regex;
+#[cfg(feature = "grpc")]
 pub mod tls;
 
 /// The control plane's names that proxies and controller must agree on: a proxy
@@ -32,6 +43,12 @@ pub mod control_plane {
     pub const IDENTITY_SERVICE_ACCOUNT: &str = "mesh-identity";
     /// The destination service's service account.
     pub const DESTINATION_SERVICE_ACCOUNT: &str = "mesh-destination";
+
+    /// The identity a control-plane service's certificate names:
+    /// `<account>.<namespace>.serviceaccount.identity.mesh.<trust-domain>`.
+    pub fn service_identity(account: &str, namespace: &str, trust_domain: &str) -> String {
+        crate::names::ServiceAccount::new(namespace, account).identity(trust_domain)
+    }
 }
 
 pub use convert::InvalidAddress;
