@@ -53,6 +53,8 @@ async fn start() -> Fixture {
         "--destination-addr=127.0.0.1:0",
         "--admin-addr=127.0.0.1:0",
         "--webhook-addr=127.0.0.1:0",
+        // Not the default 0.0.0.0:8084: tests run in parallel.
+        "--api-addr=127.0.0.1:0",
         &format!("--webhook-cert={}", cert.display()),
         &format!("--webhook-key={}", key.display()),
     ])

@@ -114,17 +114,55 @@ pub struct ResponseHeadTooLarge {
     pub limit: HeadLimit,
 }
 
+/// A failure decided above the metrics layer (no endpoints, a connection the balancer
+/// could not lease, an authority DNS could not resolve), carried down in the request's
+/// target so that `Forward` answers it below the metrics, where it is counted like any
+/// other. It stands for the error it carries: the chain walkers ([`causes`]) see
+/// through it.
+#[derive(Clone, Debug)]
+pub struct Decided(std::sync::Arc<dyn std::error::Error + Send + Sync + 'static>);
+
+impl Decided {
+    pub fn new(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self(std::sync::Arc::new(e))
+    }
+}
+
+impl From<BoxError> for Decided {
+    fn from(e: BoxError) -> Self {
+        Self(e.into())
+    }
+}
+
+impl std::fmt::Display for Decided {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for Decided {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+/// Each error of the chain, outermost first, with a [`Decided`] replaced by the error
+/// it carries: the one walker of error chains here.
+fn causes<'a>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    let unwrap = |e: &'a (dyn std::error::Error + 'static)| match e.downcast_ref::<Decided>() {
+        Some(d) => &*d.0 as &(dyn std::error::Error + 'static),
+        None => e,
+    };
+    std::iter::successors(Some(unwrap(err)), move |e| e.source().map(unwrap))
+}
+
 /// Whether the chain says that connecting failed, so that nothing was sent.
 pub fn is_connect(err: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
-    while let Some(e) = cur {
-        // A refused handshake sent nothing either: the request may go elsewhere.
-        if e.is::<ConnectFailed>() || e.is::<ConnectTimeout>() || e.is::<HandshakeFailed>() {
-            return true;
-        }
-        cur = e.source();
-    }
-    false
+    // A refused handshake sent nothing either: the request may go elsewhere.
+    causes(err)
+        .any(|e| e.is::<ConnectFailed>() || e.is::<ConnectTimeout>() || e.is::<HandshakeFailed>())
 }
 
 /// A route's timeout fired before the response headers arrived.
@@ -154,8 +192,7 @@ fn condition(err: &(dyn std::error::Error + 'static)) -> (StatusCode, Option<u16
 }
 
 fn grpc_condition(err: &(dyn std::error::Error + 'static)) -> (StatusCode, u16, &'static str) {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
-    while let Some(e) = cur {
+    for e in causes(err) {
         // First: a request whose body the client broke fails upstream too (hyper's
         // error wraps ours), but it is the client's doing.
         if e.is::<RequestBodyFailed>() {
@@ -187,7 +224,6 @@ fn grpc_condition(err: &(dyn std::error::Error + 'static)) -> (StatusCode, u16, 
                 return (StatusCode::GATEWAY_TIMEOUT, 4, "timeout");
             }
         }
-        cur = e.source();
     }
     (StatusCode::BAD_GATEWAY, 14, "io")
 }
@@ -196,24 +232,17 @@ fn grpc_condition(err: &(dyn std::error::Error + 'static)) -> (StatusCode, u16, 
 fn cause<'a, E: std::error::Error + 'static>(
     err: &'a (dyn std::error::Error + 'static),
 ) -> Option<&'a (dyn std::error::Error + 'static)> {
-    let mut cur: Option<&'a (dyn std::error::Error + 'static)> = Some(err);
-    while let Some(e) = cur {
-        if e.is::<E>() {
-            return Some(e);
-        }
-        cur = e.source();
-    }
-    None
+    causes(err).find(|e| e.is::<E>())
 }
 
 /// The error chain as one line: `outer: inner: root`.
 pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = err.to_string();
-    let mut cur = err.source();
-    while let Some(e) = cur {
-        s.push_str(": ");
+    let mut s = String::new();
+    for e in causes(err) {
+        if !s.is_empty() {
+            s.push_str(": ");
+        }
         s.push_str(&e.to_string());
-        cur = e.source();
     }
     s
 }

@@ -77,7 +77,7 @@ pub enum StartError {
 pub struct Proxy {
     pub config: Config,
     pub metrics: Metrics,
-    pools: [Pool; 2],
+    pools: [Arc<Pool>; 2],
     /// Outbound discovery, when a destination service is configured.
     discovery: Option<Discovery>,
     /// The identity client, when an identity service is configured.
@@ -90,21 +90,18 @@ pub struct Proxy {
     /// Every connection and tunnel task, so that shutdown can wait for them.
     pub tasks: TaskTracker,
     /// The addresses the proxy's listeners are bound to, for loop detection.
-    listeners: Vec<SocketAddr>,
+    listeners: Arc<[SocketAddr]>,
     ready: AtomicBool,
 }
 
 impl Proxy {
-    pub(crate) fn pool(&self, direction: Direction) -> &Pool {
+    pub(crate) fn pool(&self, direction: Direction) -> &Arc<Pool> {
         &self.pools[direction as usize]
     }
 
     /// Whether `addr` is one of this proxy's own listeners: forwarding there would loop.
     pub fn is_own_listener(&self, addr: SocketAddr) -> bool {
-        self.listeners.iter().any(|l| {
-            l.port() == addr.port()
-                && (l.ip() == addr.ip() || (l.ip().is_unspecified() && addr.ip().is_loopback()))
-        })
+        is_listener(&self.listeners, addr)
     }
 
     /// Whether the proxy is serving and, with identity on, holds a certificate.
@@ -148,6 +145,16 @@ impl Proxy {
     pub(crate) fn discover_name(&self, name: &str) -> Option<Arc<Dst>> {
         Some(self.discovery.as_ref()?.by_name(name))
     }
+}
+
+/// Whether `addr` is one of `listeners` (a wildcard listener counts for loopback
+/// addresses): forwarding there would loop. The one loop rule, for discovery, HTTP and
+/// opaque TCP alike.
+pub(crate) fn is_listener(listeners: &[SocketAddr], addr: SocketAddr) -> bool {
+    listeners.iter().any(|l| {
+        l.port() == addr.port()
+            && (l.ip() == addr.ip() || (l.ip().is_unspecified() && addr.ip().is_loopback()))
+    })
 }
 
 /// The bound listeners of a proxy that has not started serving yet.
@@ -194,20 +201,21 @@ pub async fn bind(config: Config) -> Result<Bound, StartError> {
         )?)),
         _ => None,
     };
+    let listeners: Arc<[SocketAddr]> = [&inbound, &outbound, &admin]
+        .iter()
+        .filter_map(|l| l.local_addr().ok())
+        .collect();
     let pool = |direction| {
         let connector = http::client_connector(
             metrics.clone(),
             direction,
             config.connect_timeout,
-            tls.clone(),
+            tls.clone().filter(|_| direction == Direction::Outbound),
             http::HeadLimits::new(&config),
+            listeners.clone(),
         );
-        Pool::new(connector)
+        Arc::new(Pool::new(connector))
     };
-    let listeners = [&inbound, &outbound, &admin]
-        .iter()
-        .filter_map(|l| l.local_addr().ok())
-        .collect();
     let discovery = Discovery::new(&config, metrics.clone());
     let proxy = Arc::new(Proxy {
         pools: [pool(Direction::Inbound), pool(Direction::Outbound)],

@@ -38,18 +38,12 @@ where
     };
     let connector = proxy.pool(direction).connector();
     let connected = match resolved {
-        Resolved::Fallback => {
-            if proxy.is_own_listener(target) {
-                tracing::warn!(%target, ?direction, "refusing to forward a connection to the proxy itself");
-                return false;
-            }
-            connector
-                .connect(target, None, None)
-                .await
-                .map(|u| (u, None))
-        }
+        Resolved::Fallback => connector
+            .connect(target, None, None)
+            .await
+            .map(|u| (u, None)),
         Resolved::NoEndpoints(dst) => Err(errors::NoEndpoints { dst }.into()),
-        Resolved::Endpoint(b) => connect_balanced(proxy, connector, b)
+        Resolved::Endpoint(b) => connect_balanced(connector, b)
             .await
             .map(|(u, load)| (u, Some(load))),
     };
@@ -68,53 +62,30 @@ where
     true
 }
 
-/// Connects to the chosen endpoint, recording the connect time as its latency; if it
-/// cannot be reached, penalizes it and tries one other endpoint.
+/// Connects to the chosen endpoint (or, if it cannot be reached, to one other: the
+/// balancer's rule, [`Balanced::connect`]), recording the connect time as its latency.
 pub(crate) async fn connect_balanced(
-    proxy: &Proxy,
     connector: &Connector,
     endpoint: Balanced,
 ) -> Result<(UpstreamIo, Load), BoxError> {
-    let Balanced { load, dst } = endpoint;
-    let error = match connect(proxy, connector, &load).await {
-        Ok(io) => return Ok((io, load)),
-        Err(e) => e,
-    };
-    let Some(other) = dst.pick_other(load.addr()) else {
-        return Err(error);
-    };
-    // A meshed endpoint is tried after a meshed one only, and plain after plain.
-    if connector.mesh(other.load.identity()).is_some() != connector.mesh(load.identity()).is_some()
-    {
-        return Err(error);
-    }
-    drop(load);
-    tracing::debug!(error = %errors::chain(&*error), retry = %other.load.addr(), "endpoint unreachable; trying another");
-    connect(proxy, connector, &other.load)
+    let peer = |load: &Load| connector.mesh(load.identity()).cloned();
+    endpoint
+        .connect(
+            |load| peer(load).is_some(),
+            |load| {
+                let (addr, labels, peer) = (load.addr(), load.labels().cloned(), peer(load));
+                async move {
+                    let peer = peer.as_ref().map(|p| (p, Alpn::Opaque));
+                    connector.connect(addr, labels.as_ref(), peer).await
+                }
+            },
+        )
         .await
-        .map(|io| (io, other.load))
-}
-
-async fn connect(
-    proxy: &Proxy,
-    connector: &Connector,
-    load: &Load,
-) -> Result<UpstreamIo, BoxError> {
-    let addr = load.addr();
-    if proxy.is_own_listener(addr) {
-        return Err(errors::LoopDetected { addr }.into());
-    }
-    let peer = connector.mesh(load.identity()).map(|p| (p, Alpn::Opaque));
-    match connector.connect(addr, load.labels(), peer).await {
-        Ok(io) => {
+        .map(|(io, load)| {
             load.observe();
-            Ok(io)
-        }
-        Err(e) => {
-            load.penalize();
-            Err(e)
-        }
-    }
+            (io, load)
+        })
+        .map_err(|(e, _)| e)
 }
 
 #[cfg(test)]
@@ -153,7 +124,7 @@ mod tests {
             panic!("two endpoints")
         };
         assert_eq!(first.load.addr(), dead);
-        let (_io, load) = connect_balanced(&proxy, connector, first).await.unwrap();
+        let (_io, load) = connect_balanced(connector, first).await.unwrap();
         assert_eq!(load.addr(), live_addr);
         let (dead_ep, live_ep) = (
             dst.endpoint(dead).unwrap(),
@@ -182,7 +153,7 @@ mod tests {
         let Resolved::Endpoint(b) = only.pick(None) else {
             panic!()
         };
-        let Err(err) = connect_balanced(&proxy, connector, b).await else {
+        let Err(err) = connect_balanced(connector, b).await else {
             panic!("nothing listens there")
         };
         assert!(errors::is_connect(&*err), "{err}");

@@ -577,17 +577,32 @@ async fn a_request_to_an_unreachable_endpoint_is_retried_on_another() {
             (StatusCode::OK, "live".into())
         );
     }
-    // Some of those were first sent to the dead endpoint (and are counted there,
-    // where the metrics layer labelled them), and still succeeded.
+    // Some of those were first picked for the dead endpoint, and still succeeded: the
+    // balancer leases a connection before anything is sent, so a refused one sent
+    // them elsewhere, and each is counted under the endpoint that served it, none
+    // under the dead one.
     let dead_addr = format!("target_addr=\"{dead}\"");
-    wait_until("a request picked the dead endpoint and succeeded", || {
-        p.metrics().lines().any(|l| {
-            l.starts_with("response_total{")
-                && l.contains(&dead_addr)
-                && l.contains(r#"status_code="200""#)
-        })
+    let live_addr = format!("target_addr=\"{}\"", live.addr);
+    wait_until("every request is counted under the live endpoint", || {
+        let served: u64 = p
+            .metrics()
+            .lines()
+            .filter(|l| {
+                l.starts_with("response_total{")
+                    && l.contains(&live_addr)
+                    && l.contains(r#"status_code="200""#)
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum();
+        served == names.len() as u64
     })
     .await;
+    assert!(
+        !p.metrics()
+            .lines()
+            .any(|l| l.starts_with("response_total{") && l.contains(&dead_addr)),
+        "nothing was served by the dead endpoint"
+    );
 
     // With no other endpoint, the failure stands: 502.
     fake.set(

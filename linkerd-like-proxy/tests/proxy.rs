@@ -240,6 +240,15 @@ async fn failures_become_502_504_or_grpc_status() {
         m.contains(r#"status_code="504",classification="failure",grpc_status="",error="timeout""#),
         "{m}"
     );
+    // A failure decided before any connection is tried is counted too, with its label.
+    assert!(
+        m.lines().any(|l| l.starts_with("response_total{")
+            && l.contains(&format!("authority=\"{}\"", p.outbound))
+            && l.contains(
+                r#"status_code="502",classification="failure",grpc_status="",error="loop""#
+            )),
+        "{m}"
+    );
 }
 
 /// A listener that accepts nothing, with its queue filled, so that further

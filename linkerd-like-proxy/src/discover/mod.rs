@@ -32,6 +32,7 @@ mod tests;
 use crate::{
     balance::{self, Discovered, Endpoint, Load},
     config::Config,
+    errors::{self, BoxError},
     metrics::{self, Metrics},
 };
 use mesh_api::destination::{self as api, destination_client::DestinationClient};
@@ -249,13 +250,28 @@ impl Dst {
     /// Chooses where one request or connection goes. Waits only while the first
     /// answer is pending, and never past the discovery timeout from the first use.
     pub(crate) async fn resolve(&self) -> Resolved {
+        self.answered().await;
+        self.shared.pick(None)
+    }
+
+    /// The destination to balance over, once discovery has answered (waiting as
+    /// [`Dst::resolve`] does), when it knows the destination (with endpoints or
+    /// without); `None` sends the request where the client sent it.
+    pub(crate) async fn known(&self) -> Option<Arc<Shared>> {
+        self.answered().await;
+        let known = matches!(*self.shared.state.borrow(), State::Known(_));
+        known.then(|| self.shared.clone())
+    }
+
+    /// Waits only while the first answer is pending, and never past the discovery
+    /// timeout from the first use.
+    async fn answered(&self) {
         self.last_used.store(self.epoch.load(Relaxed), Relaxed);
         if self.shared.is_pending() {
             let mut rx = self.shared.state.subscribe();
             let answered = rx.wait_for(|s| !matches!(s, State::Pending));
             let _ = tokio::time::timeout_at(self.deadline, answered).await;
         }
-        self.shared.pick(None)
     }
 }
 
@@ -307,6 +323,52 @@ impl std::fmt::Debug for Dst {
         f.debug_struct("Dst")
             .field("path", &self.shared.path)
             .finish()
+    }
+}
+
+impl Balanced {
+    /// Connects to this endpoint with `connect`. If it cannot be reached (so nothing
+    /// was sent), it is penalized and one other endpoint of the destination tried:
+    /// meshed after meshed only, plain after plain, since what is sent was prepared
+    /// for one kind of peer. The one connect-failure rule, for HTTP requests and opaque
+    /// connections alike. On failure, the error and the last endpoint tried.
+    pub(crate) async fn connect<T, F, Fut>(
+        self,
+        meshed: impl Fn(&Load) -> bool,
+        mut connect: F,
+    ) -> Result<(T, Load), (BoxError, Load)>
+    where
+        F: FnMut(&Load) -> Fut,
+        Fut: std::future::Future<Output = Result<T, BoxError>>,
+    {
+        let Balanced { load, dst } = self;
+        let error = match connect(&load).await {
+            Ok(c) => return Ok((c, load)),
+            Err(e) if errors::is_connect(&*e) => e,
+            Err(e) => return Err((e, load)),
+        };
+        load.penalize();
+        let other = match dst.pick_other(load.addr()) {
+            Some(o) if meshed(&o.load) == meshed(&load) => o,
+            _ => return Err((error, load)),
+        };
+        drop(load);
+        tracing::debug!(error = %errors::chain(&*error), retry = %other.load.addr(), "endpoint unreachable; trying another");
+        match connect(&other.load).await {
+            Ok(c) => Ok((c, other.load)),
+            Err(e) => {
+                if errors::is_connect(&*e) {
+                    other.load.penalize();
+                }
+                Err((e, other.load))
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").field("path", &self.path).finish()
     }
 }
 

@@ -3,19 +3,21 @@
 //!
 //! Each endpoint keeps idle HTTP/1 connections for reuse (a connection returns to
 //! the pool when its response body ends) and one shared, multiplexed HTTP/2
-//! connection. The protocol upstream is the protocol the client spoke.
+//! connection. The protocol upstream is the protocol the client spoke ([`Plan`]).
+//!
+//! A request reaches `Forward` with its connection already leased when the balancer
+//! chose an endpoint ([`Lease`], so that a connect failure could still go elsewhere);
+//! otherwise `Forward` leases one to the target's address itself.
 
 use super::ReqBody;
 use super::{body::ProxyBody, strip_hop_by_hop, upgrade, BoxFuture, Target};
 use crate::{
-    discover::Balanced,
-    errors::{is_connect, BoxError, ConnectFailed, ConnectTimeout, NoEndpoints, UpstreamFailed},
+    errors::{BoxError, ConnectFailed, ConnectTimeout, LoopDetected, UpstreamFailed},
     io::{MeteredIo, UpstreamIo},
     metrics::{Direction, Metrics, Peer},
     tls::{Alpn, MeshTls},
-    Proxy,
 };
-use http::{header, uri, HeaderValue, Request, Response, Uri, Version};
+use http::{header, uri, HeaderValue, Method, Request, Response, Uri, Version};
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::{
@@ -29,7 +31,7 @@ use std::{
     time::Duration,
 };
 use tokio::net::TcpStream;
-use tokio_util::either::Either;
+use tokio_util::{either::Either, task::TaskTracker};
 use tower::Service;
 
 /// Idle HTTP/1 connections kept per endpoint, at most.
@@ -40,13 +42,14 @@ const MAX_IDLE_PER_ENDPOINT: usize = 512;
 /// Sends a routed request upstream and returns the upstream's response.
 #[derive(Clone)]
 pub(crate) struct Forward {
-    proxy: Arc<Proxy>,
-    direction: Direction,
+    pool: Arc<Pool>,
+    /// Where upgraded connections' tunnels run, so that shutdown waits for them.
+    tasks: TaskTracker,
 }
 
 impl Forward {
-    pub(crate) fn new(proxy: Arc<Proxy>, direction: Direction) -> Self {
-        Self { proxy, direction }
+    pub(crate) fn new(pool: Arc<Pool>, tasks: TaskTracker) -> Self {
+        Self { pool, tasks }
     }
 }
 
@@ -60,41 +63,43 @@ impl Service<Request<ReqBody>> for Forward {
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
-        let proxy = self.proxy.clone();
-        let direction = self.direction;
+        let pool = self.pool.clone();
+        let tasks = self.tasks.clone();
         Box::pin(async move {
-            let pool = proxy.pool(direction);
-            let mut target = req
+            let target = req
                 .extensions_mut()
                 .remove::<Target>()
                 .ok_or("request reached Forward unrouted")?;
-            if let Some(dst) = target.no_endpoints.take() {
-                return Err(NoEndpoints { dst }.into());
+            // A failure decided above the metrics layer is answered here, below it,
+            // so that it is counted like any other.
+            if let Some(failed) = target.failed {
+                return Err(failed.into());
             }
-            let peer = match direction {
-                Direction::Outbound => target.tls.clone(),
-                Direction::Inbound => None,
+            let lease = match target.lease.as_ref().and_then(LeaseSlot::take) {
+                Some(l) => l,
+                None => {
+                    // Inbound, the peer is the client: connections to the application
+                    // are never mesh TLS.
+                    let peer = pool.connector.mesh(target.peer.as_ref());
+                    let plan = Plan::of(&req, target.explicit, peer.is_some());
+                    let labels = target.labels.as_ref();
+                    pool.lease(target.addr, labels, peer, plan).await?
+                }
             };
-            if upgrade::is_upgrade(&req) {
-                return upgrade::forward(&proxy, pool, &target, peer.as_ref(), req).await;
-            }
+            let plan = lease.plan;
+            let lease = match lease.into_tunnel() {
+                Ok(io) => return upgrade::forward(&tasks, &pool.connector, io, &target, req).await,
+                Err(lease) => lease,
+            };
             let version = req.version();
-            let mut h2 = version == Version::HTTP_2;
             strip_hop_by_hop(req.headers_mut());
-            if (target.explicit || target.downgraded) && !h2 {
+            if (target.explicit || target.downgraded) && version != Version::HTTP_2 {
                 to_origin_form(&mut req);
             }
             // Between proxies, HTTP/1 travels as multiplexed HTTP/2, and the far side
             // turns it back into what the client sent.
-            let upgraded = peer.is_some() && !h2 && to_h2(&mut req);
-            h2 |= upgraded;
-            let mut rsp = match target.endpoint.take() {
-                None => pool
-                    .send(target.addr, None, peer.as_ref(), h2, req)
-                    .await
-                    .map_err(|e| e.error)?,
-                Some(endpoint) => send_balanced(pool, endpoint, h2, req).await?,
-            };
+            let upgraded = plan == Plan::H2 && version != Version::HTTP_2 && to_h2(&mut req);
+            let mut rsp = pool.send(lease, req).await?;
             // The upstream connection's own framing and lifetime (`connection: close`)
             // say nothing about the client's connection.
             strip_hop_by_hop(rsp.headers_mut());
@@ -106,18 +111,60 @@ impl Service<Request<ReqBody>> for Forward {
     }
 }
 
-/// Turns an HTTP/1 request into the HTTP/2 request that carries it between proxies:
-/// an absolute URI (HTTP/2 needs the authority) and `mesh-orig-proto` naming the
-/// version to restore. `false` (and the request unchanged) when it names no
-/// authority at all, so that it must travel as HTTP/1.
-fn to_h2(req: &mut Request<ReqBody>) -> bool {
-    if req.uri().authority().is_none() {
-        let Some(host) = req
+/// How a request goes upstream, which decides the connection it needs: the one rule,
+/// read by the balancer (which leases the connection) and by `Forward` (which uses it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Plan {
+    /// On a pooled HTTP/1 connection.
+    H1,
+    /// On the endpoint's shared HTTP/2 connection: HTTP/2 requests, and between
+    /// proxies HTTP/1 requests too (see [`to_h2`]).
+    H2,
+    /// On a fresh connection of its own, which becomes a tunnel (upgrades, CONNECT),
+    /// announcing this ALPN to a meshed peer.
+    Tunnel(Alpn),
+}
+
+impl Plan {
+    /// `explicit`: the client addressed the proxy itself; `meshed`: the connection
+    /// is mesh TLS to another proxy.
+    pub(crate) fn of(req: &Request<ReqBody>, explicit: bool, meshed: bool) -> Self {
+        if upgrade::is_upgrade(req) {
+            // In explicit mode the proxy answers CONNECT itself and tunnels raw bytes;
+            // otherwise an upgrade needs HTTP/1 between proxies too.
+            return match req.method() == Method::CONNECT && explicit {
+                true => Plan::Tunnel(Alpn::Opaque),
+                false => Plan::Tunnel(Alpn::Http1),
+            };
+        }
+        if req.version() == Version::HTTP_2 || (meshed && h2_authority(req).is_some()) {
+            Plan::H2
+        } else {
+            Plan::H1
+        }
+    }
+}
+
+/// The authority an HTTP/1 request carried as HTTP/2 would name: its URI's, else its
+/// `Host` header's. `None` when it names none: it must then travel as HTTP/1.
+fn h2_authority(req: &Request<ReqBody>) -> Option<uri::Authority> {
+    match req.uri().authority() {
+        Some(a) => Some(a.clone()),
+        None => req
             .headers()
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
-            .and_then(|h| h.parse::<uri::Authority>().ok())
-        else {
+            .and_then(|h| h.parse::<uri::Authority>().ok()),
+    }
+}
+
+/// Turns an HTTP/1 request into the HTTP/2 request that carries it between proxies:
+/// an absolute URI (HTTP/2 needs the authority) and `mesh-orig-proto` naming the
+/// version to restore. `false` (and the request unchanged) when it names no
+/// authority at all ([`Plan::of`] then chose HTTP/1).
+fn to_h2(req: &mut Request<ReqBody>) -> bool {
+    if req.uri().authority().is_none() {
+        let Some(host) = h2_authority(req) else {
             return false;
         };
         let mut parts = req.uri().clone().into_parts();
@@ -140,86 +187,6 @@ fn to_h2(req: &mut Request<ReqBody>) -> bool {
         .insert(super::ORIG_PROTO, HeaderValue::from_static(orig));
     *req.version_mut() = Version::HTTP_2;
     true
-}
-
-/// Sends a request to the endpoint the balancer chose, recording its latency to the
-/// response headers. If the endpoint cannot be reached, nothing was sent, so the
-/// request is retried once on another endpoint, and the unreachable one is penalized
-/// so that later picks avoid it until discovery removes it or it recovers. (Not on an
-/// endpoint that is meshed when the first was not, or the reverse: the request was
-/// prepared for one kind of peer.)
-///
-/// The request stays counted in the metrics of the endpoint first chosen (the metrics
-/// layer above labelled it before it was sent); the TCP metrics show where the
-/// connection that carried it went.
-async fn send_balanced(
-    pool: &Pool,
-    endpoint: Balanced,
-    h2: bool,
-    req: Request<ReqBody>,
-) -> Result<Response<ProxyBody>, BoxError> {
-    let Balanced { load, dst } = endpoint;
-    let peer = pool.connector.mesh(load.identity()).cloned();
-    let (req, error) = match pool
-        .send(load.addr(), load.labels(), peer.as_ref(), h2, req)
-        .await
-    {
-        Ok(rsp) => {
-            observe(&load, &rsp);
-            return Ok(rsp);
-        }
-        Err(SendError {
-            error,
-            unsent: Some(req),
-        }) if is_connect(&*error) => (req, error),
-        Err(e) => return Err(e.error),
-    };
-    load.penalize();
-    let Some(other) = dst.pick_other(load.addr()) else {
-        return Err(error);
-    };
-    let other_peer = pool.connector.mesh(other.load.identity()).cloned();
-    if other_peer.is_some() != peer.is_some() {
-        return Err(error);
-    }
-    drop(load);
-    tracing::debug!(error = %crate::errors::chain(&*error), retry = %other.load.addr(), "endpoint unreachable; trying another");
-    match pool
-        .send(
-            other.load.addr(),
-            other.load.labels(),
-            other_peer.as_ref(),
-            h2,
-            req,
-        )
-        .await
-    {
-        Ok(rsp) => {
-            observe(&other.load, &rsp);
-            Ok(rsp)
-        }
-        Err(e) => {
-            if is_connect(&*e.error) {
-                other.load.penalize();
-            }
-            Err(e.error)
-        }
-    }
-}
-
-/// Records the response's latency as the endpoint's, unless the request waited for a
-/// new connection: the first request to a new endpoint (or after its connection
-/// closed) would otherwise make it look as slow as a handshake, and since a slow-looking
-/// endpoint gets few requests, the estimate would recover only by decay (seconds), not
-/// by new samples. Its pending count was still claimed and released as usual.
-fn observe(load: &crate::balance::Load, rsp: &Response<ProxyBody>) {
-    if rsp.extensions().get::<WaitedForConnect>().is_none() {
-        load.observe();
-    }
-    // Only what the headers already say: a gRPC status may still come in trailers.
-    let grpc_status = crate::classify::grpc_status(rsp.headers());
-    let class = crate::classify::classify(rsp.status(), false, grpc_status);
-    load.outcome(class == crate::classify::Class::Failure);
 }
 
 /// An HTTP proxy request (`GET http://host/path`) becomes the request the origin
@@ -249,10 +216,13 @@ pub(crate) struct Connector {
     pub(crate) metrics: Metrics,
     pub(crate) direction: Direction,
     pub(crate) timeout: Duration,
-    /// This proxy's mesh TLS, when identity is on.
+    /// This proxy's mesh TLS, when identity is on and the connector is outbound
+    /// (inbound, connections go to the application).
     pub(crate) tls: Option<Arc<MeshTls>>,
     /// How large a response head the proxy reads.
     pub(crate) limits: super::HeadLimits,
+    /// The proxy's own listeners: connecting to one would loop.
+    pub(crate) listeners: Arc<[SocketAddr]>,
 }
 
 impl Connector {
@@ -264,13 +234,17 @@ impl Connector {
 
     /// Connects to `addr`, counted in the `tcp_*{peer="dst"}` series with the
     /// endpoint's `dst_*` labels, if any. With `peer`, the connection is mesh TLS to
-    /// the proxy with that identity, announcing `alpn`.
+    /// the proxy with that identity, announcing `alpn`. Never to one of the proxy's
+    /// own listeners ([`LoopDetected`]), however the address was found.
     pub(crate) async fn connect(
         &self,
         addr: SocketAddr,
         dst: Option<&Arc<str>>,
         peer: Option<(&Arc<str>, Alpn)>,
     ) -> Result<UpstreamIo, BoxError> {
+        if crate::is_listener(&self.listeners, addr) {
+            return Err(LoopDetected { addr }.into());
+        }
         let stream = match tokio::time::timeout(self.timeout, TcpStream::connect(addr)).await {
             Err(_) => {
                 return Err(ConnectTimeout {
@@ -337,24 +311,54 @@ pub(crate) struct Endpoint {
     last_used: AtomicU64,
 }
 
-/// Marks a response whose request waited for a new connection (TCP, TLS, HTTP/2
-/// handshakes): its latency says more about the handshake than about the endpoint.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct WaitedForConnect;
-
-/// A request that could not be sent, and the request itself when none of it went
-/// out (so that it may be sent elsewhere).
-pub(crate) struct SendError {
-    pub(crate) error: BoxError,
-    pub(crate) unsent: Option<Request<ReqBody>>,
+/// A connection ready to carry one request, taken from the pool or opened for it.
+pub(crate) struct Lease {
+    endpoint: Arc<Endpoint>,
+    epoch: u64,
+    /// The endpoint's `dst_*` labels, for connections opened to it.
+    labels: Option<Arc<str>>,
+    /// How the request travels: what the connection was leased for.
+    plan: Plan,
+    conn: Leased,
+    /// The request waited for a new connection ([`WaitedForConnect`]).
+    waited: bool,
 }
 
-impl SendError {
-    fn sent(error: impl Into<BoxError>) -> Self {
-        Self {
-            error: error.into(),
-            unsent: None,
+impl Lease {
+    /// The connection of a [`Plan::Tunnel`] lease; any other lease back.
+    fn into_tunnel(self) -> Result<UpstreamIo, Self> {
+        match self.conn {
+            Leased::Raw(io) => Ok(io),
+            conn => Err(Self { conn, ..self }),
         }
+    }
+}
+
+enum Leased {
+    H1(H1),
+    H2(http2::SendRequest<ReqBody>),
+    /// A fresh connection of its own, for a tunnel.
+    Raw(UpstreamIo),
+}
+
+/// A lease handed from the layer that took it to `Forward`, which uses it. (Request
+/// extensions must be `Clone`; a lease is taken once.)
+#[derive(Clone, Default)]
+pub(crate) struct LeaseSlot(Arc<Mutex<Option<Lease>>>);
+
+impl LeaseSlot {
+    pub(crate) fn new(lease: Lease) -> Self {
+        Self(Arc::new(Mutex::new(Some(lease))))
+    }
+
+    pub(crate) fn take(&self) -> Option<Lease> {
+        lock(&self.0).take()
+    }
+}
+
+impl std::fmt::Debug for LeaseSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LeaseSlot")
     }
 }
 
@@ -422,76 +426,110 @@ impl Pool {
         (ep, epoch)
     }
 
-    /// Sends `req` to `addr` on a pooled connection, opening one (labelled with `dst`)
-    /// if needed; with `peer`, over mesh TLS to the proxy with that identity.
-    pub(crate) async fn send(
+    /// A connection to `addr` (labelled with the endpoint's `dst_*` labels) for a
+    /// request sent by `plan`: pooled when there is one, else opened; with `peer`,
+    /// mesh TLS to the proxy with that identity. An error here means nothing was
+    /// sent.
+    pub(crate) async fn lease(
         &self,
         addr: SocketAddr,
-        dst: Option<&Arc<str>>,
+        labels: Option<&Arc<str>>,
         peer: Option<&Arc<str>>,
-        h2: bool,
-        req: Request<ReqBody>,
-    ) -> Result<Response<ProxyBody>, SendError> {
-        let (ep, epoch) = self.endpoint(addr, peer, h2);
-        if h2 {
-            self.send_h2(&ep, dst, req).await
-        } else {
-            self.send_h1(ep, epoch, dst, req).await
-        }
+        plan: Plan,
+    ) -> Result<Lease, BoxError> {
+        let h2 = plan == Plan::H2;
+        let (endpoint, epoch) = self.endpoint(addr, peer, h2);
+        let (conn, waited) = match plan {
+            Plan::Tunnel(alpn) => {
+                let peer = endpoint.peer.as_ref().map(|p| (p, alpn));
+                let io = self.connector.connect(addr, labels, peer).await?;
+                (Leased::Raw(io), true)
+            }
+            Plan::H1 => match Self::checkout_h1(&endpoint).await {
+                Some(c) => (Leased::H1(c), false),
+                None => (Leased::H1(self.connect_h1(&endpoint, labels).await?), true),
+            },
+            Plan::H2 => {
+                let (sender, waited) = self.h2(&endpoint, labels).await?;
+                (Leased::H2(sender), waited)
+            }
+        };
+        Ok(Lease {
+            endpoint,
+            epoch,
+            labels: labels.cloned(),
+            plan,
+            conn,
+            waited,
+        })
     }
 
-    async fn send_h1(
+    /// Sends `req` on a leased HTTP connection. A pooled HTTP/1 connection that
+    /// closed before the request went out on it sent nothing, so the request goes on
+    /// another connection to the same endpoint.
+    async fn send(
         &self,
-        ep: Arc<Endpoint>,
-        epoch: u64,
-        dst: Option<&Arc<str>>,
+        lease: Lease,
         mut req: Request<ReqBody>,
-    ) -> Result<Response<ProxyBody>, SendError> {
-        loop {
-            let (mut conn, reused) = match Self::checkout_h1(&ep).await {
-                Some(s) => (s, true),
-                None => match self.connect_h1(&ep, dst).await {
-                    Ok(s) => (s, false),
-                    Err(error) => {
-                        return Err(SendError {
-                            error,
-                            unsent: Some(req),
-                        })
-                    }
-                },
-            };
-            match conn.sender.try_send_request(req).await {
-                Ok(rsp) => {
-                    let giveback = GiveBack {
-                        endpoint: ep,
-                        epoch,
-                        conn,
-                    };
-                    let mut rsp = rsp.map(|b| ProxyBody::upstream(b, Some(giveback)));
-                    if !reused {
-                        rsp.extensions_mut().insert(WaitedForConnect);
-                    }
-                    return Ok(rsp);
-                }
-                Err(mut e) => match e.take_message() {
-                    // The pooled connection closed before the request went out on it:
-                    // nothing was sent, so sending on another connection is safe.
-                    Some(r) if reused => req = r,
-                    _ => {
-                        let source = e.into_error();
-                        if source.is_parse_too_large() {
-                            let read = conn.head_read.since_write();
-                            let limits = &self.connector.limits;
-                            return Err(SendError::sent(limits.response_too_large(ep.addr, read)));
-                        }
-                        return Err(SendError::sent(UpstreamFailed {
-                            addr: ep.addr,
-                            source,
-                        }));
-                    }
-                },
+    ) -> Result<Response<ProxyBody>, BoxError> {
+        let Lease {
+            endpoint,
+            epoch,
+            labels,
+            conn,
+            mut waited,
+            ..
+        } = lease;
+        let addr = endpoint.addr;
+        let mut rsp = match conn {
+            Leased::Raw(_) => return Err("a tunnel's connection cannot carry a request".into()),
+            Leased::H2(mut sender) => {
+                let failed = |source| UpstreamFailed { addr, source };
+                sender.ready().await.map_err(failed)?;
+                let rsp = sender.send_request(req).await.map_err(failed)?;
+                rsp.map(|b| ProxyBody::upstream(b, None))
             }
+            Leased::H1(mut conn) => {
+                let mut reused = !waited;
+                loop {
+                    match conn.sender.try_send_request(req).await {
+                        Ok(rsp) => {
+                            let giveback = GiveBack {
+                                endpoint,
+                                epoch,
+                                conn,
+                            };
+                            break rsp.map(|b| ProxyBody::upstream(b, Some(giveback)));
+                        }
+                        Err(mut e) => match e.take_message() {
+                            Some(r) if reused => {
+                                req = r;
+                                (conn, reused) = match Self::checkout_h1(&endpoint).await {
+                                    Some(c) => (c, true),
+                                    None => {
+                                        waited = true;
+                                        (self.connect_h1(&endpoint, labels.as_ref()).await?, false)
+                                    }
+                                };
+                            }
+                            _ => {
+                                let source = e.into_error();
+                                if source.is_parse_too_large() {
+                                    let read = conn.head_read.since_write();
+                                    let limits = &self.connector.limits;
+                                    return Err(limits.response_too_large(addr, read).into());
+                                }
+                                return Err(UpstreamFailed { addr, source }.into());
+                            }
+                        },
+                    }
+                }
+            }
+        };
+        if waited {
+            rsp.extensions_mut().insert(WaitedForConnect);
         }
+        Ok(rsp)
     }
 
     /// The most recently used idle connection that is still open, if any.
@@ -507,10 +545,10 @@ impl Pool {
         }
     }
 
-    async fn connect_h1(&self, ep: &Endpoint, dst: Option<&Arc<str>>) -> Result<H1, BoxError> {
+    async fn connect_h1(&self, ep: &Endpoint, labels: Option<&Arc<str>>) -> Result<H1, BoxError> {
         let addr = ep.addr;
         let peer = ep.peer.as_ref().map(|p| (p, Alpn::Http1));
-        let io = self.connector.connect(addr, dst, peer).await?;
+        let io = self.connector.connect(addr, labels, peer).await?;
         let (io, head_read) = crate::io::ReadSinceWrite::new(io);
         let (sender, conn) = self
             .connector
@@ -527,49 +565,24 @@ impl Pool {
         Ok(H1 { sender, head_read })
     }
 
-    async fn send_h2(
+    /// The endpoint's shared HTTP/2 connection, opened if needed (`true`: the caller
+    /// waited for it).
+    async fn h2(
         &self,
         ep: &Endpoint,
-        dst: Option<&Arc<str>>,
-        req: Request<ReqBody>,
-    ) -> Result<Response<ProxyBody>, SendError> {
-        let mut waited = false;
-        let mut sender = match Self::open_h2(ep) {
-            Some(s) => s,
-            None => {
-                waited = true;
-                let _connecting = ep.h2_connecting.lock().await;
-                // Another request may have connected while this one waited.
-                match Self::open_h2(ep) {
-                    Some(s) => s,
-                    None => match self.connect_h2(ep, dst).await {
-                        Ok(s) => {
-                            *lock(&ep.h2) = Some(s.clone());
-                            s
-                        }
-                        Err(error) => {
-                            return Err(SendError {
-                                error,
-                                unsent: Some(req),
-                            })
-                        }
-                    },
-                }
-            }
-        };
-        let failed = |source| {
-            SendError::sent(UpstreamFailed {
-                addr: ep.addr,
-                source,
-            })
-        };
-        sender.ready().await.map_err(failed)?;
-        let rsp = sender.send_request(req).await.map_err(failed)?;
-        let mut rsp = rsp.map(|b| ProxyBody::upstream(b, None));
-        if waited {
-            rsp.extensions_mut().insert(WaitedForConnect);
+        labels: Option<&Arc<str>>,
+    ) -> Result<(http2::SendRequest<ReqBody>, bool), BoxError> {
+        if let Some(s) = Self::open_h2(ep) {
+            return Ok((s, false));
         }
-        Ok(rsp)
+        let _connecting = ep.h2_connecting.lock().await;
+        // Another request may have connected while this one waited.
+        if let Some(s) = Self::open_h2(ep) {
+            return Ok((s, true));
+        }
+        let s = self.connect_h2(ep, labels).await?;
+        *lock(&ep.h2) = Some(s.clone());
+        Ok((s, true))
     }
 
     fn open_h2(ep: &Endpoint) -> Option<http2::SendRequest<ReqBody>> {
@@ -579,11 +592,11 @@ impl Pool {
     async fn connect_h2(
         &self,
         ep: &Endpoint,
-        dst: Option<&Arc<str>>,
+        labels: Option<&Arc<str>>,
     ) -> Result<http2::SendRequest<ReqBody>, BoxError> {
         let addr = ep.addr;
         let peer = ep.peer.as_ref().map(|p| (p, Alpn::H2));
-        let io = self.connector.connect(addr, dst, peer).await?;
+        let io = self.connector.connect(addr, labels, peer).await?;
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .max_header_list_size(self.connector.limits.h2_list)
@@ -614,3 +627,8 @@ impl Pool {
         });
     }
 }
+
+/// Marks a response whose request waited for a new connection (TCP, TLS, HTTP/2
+/// handshakes): its latency says more about the handshake than about the endpoint.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct WaitedForConnect;

@@ -8,22 +8,22 @@
 //! - the route's timeout, over every attempt, until the response headers: 504 (gRPC:
 //!   `grpc-status: 4`) with `mesh-proxy-error`;
 //! - for a retryable route, a failed attempt (by the route's response classes, the one
-//!   classifier, so a refused connection's 502 too) is retried on another endpoint,
-//!   after a jittered backoff, while the profile's retry budget and the route's
+//!   classifier, so a refused connection's 502 too) is retried, after a jittered
+//!   backoff, by calling the balancer below again (which avoids the endpoint that
+//!   failed), while the profile's retry budget and the route's
 //!   `maxRetries` allow, and only if the body fit in [`super::REPLAY_LIMIT`] bytes for
 //!   replay.
 //!   Each retry and each skipped one is counted in `route_retryable_total`.
 //!
 //! Requests without a profile pass straight through, at no cost.
 
-use super::{metrics::meter, BoxFuture, MeteredBody, ReqBody, Target};
+use super::{balance::Picked, metrics::meter, BoxFuture, MeteredBody, ReqBody, Target};
 use crate::{
     classify::{self, Class},
-    discover::{DstProfile, Resolved},
+    discover::DstProfile,
     http::Buffered,
-    metrics::{Direction, ResponseEnd, RouteFamily},
+    metrics::{Direction, Metrics, ResponseEnd, RouteFamily},
     profile::{self, Route},
-    Proxy,
 };
 use http::{Request, Response};
 use std::{
@@ -37,12 +37,12 @@ use tower::{Layer, Service, ServiceExt};
 
 #[derive(Clone)]
 pub(crate) struct LogicalLayer {
-    proxy: Arc<Proxy>,
+    metrics: Metrics,
 }
 
 impl LogicalLayer {
-    pub(crate) fn new(proxy: Arc<Proxy>) -> Self {
-        Self { proxy }
+    pub(crate) fn new(metrics: Metrics) -> Self {
+        Self { metrics }
     }
 }
 
@@ -51,7 +51,7 @@ impl<S> Layer<S> for LogicalLayer {
     fn layer(&self, inner: S) -> Self::Service {
         Logical {
             inner,
-            proxy: self.proxy.clone(),
+            metrics: self.metrics.clone(),
         }
     }
 }
@@ -80,7 +80,7 @@ impl<S> Inner for S where
 #[derive(Clone)]
 pub(crate) struct Logical<S> {
     inner: S,
-    proxy: Arc<Proxy>,
+    metrics: Metrics,
 }
 
 impl<S> Service<Request<ReqBody>> for Logical<S>
@@ -104,13 +104,13 @@ where
         let Some(profile) = profile else {
             return Box::pin(inner.oneshot(req));
         };
-        let proxy = self.proxy.clone();
-        Box::pin(async move { Ok(logical(&proxy, inner, &profile, req).await) })
+        let metrics = self.metrics.clone();
+        Box::pin(async move { Ok(logical(&metrics, inner, &profile, req).await) })
     }
 }
 
 async fn logical<S>(
-    proxy: &Proxy,
+    metrics: &Metrics,
     inner: S,
     profile: &DstProfile,
     mut req: Request<ReqBody>,
@@ -127,7 +127,7 @@ where
         t.route = Some(route.clone());
     }
     let grpc = classify::is_grpc(req.headers());
-    let series = proxy.metrics.route(
+    let series = metrics.route(
         RouteFamily::Logical,
         Direction::Outbound,
         &profile.name,
@@ -135,7 +135,7 @@ where
     );
     series.request();
     let attempts = Attempts {
-        proxy,
+        metrics,
         profile,
         route: &route,
         grpc,
@@ -153,7 +153,7 @@ where
 }
 
 struct Attempts<'a> {
-    proxy: &'a Proxy,
+    metrics: &'a Metrics,
     profile: &'a DstProfile,
     route: &'a Arc<Route>,
     grpc: bool,
@@ -192,18 +192,11 @@ impl Attempts<'_> {
             // Bodies are streamed until this layer; anything else is sent as it is.
             other => return self.attempt(inner, Request::from_parts(parts, other)).await,
         };
-        // The target leaves the request's parts: a copy holding the chosen endpoint
-        // would count as one more request pending on it for the whole retry loop and
-        // skew the balancer. The first attempt takes the endpoint Route chose; each
-        // retry picks again from the same destination.
+        // Each attempt gets its own copy of the target: the balancer below fills in
+        // the endpoint it picks for that attempt.
         let mut parts = parts;
-        let mut first = parts.extensions.remove::<Target>();
-        let chosen = first.as_mut().and_then(|t| t.endpoint.take());
-        let dst = chosen.as_ref().map(|b| b.dst.clone());
-        let mut target = first.clone().map(|mut t| {
-            t.endpoint = chosen;
-            t
-        });
+        let first = parts.extensions.remove::<Target>();
+        let mut avoid = None;
         let mut retries = 0u32;
         loop {
             let mut req = Request::new(ReqBody::Replay(replay.clone()));
@@ -211,10 +204,11 @@ impl Attempts<'_> {
             *req.uri_mut() = parts.uri.clone();
             *req.version_mut() = parts.version;
             *req.headers_mut() = parts.headers.clone();
-            if let Some(t) = target.take() {
+            if let Some(t) = &first {
+                let mut t = t.clone();
+                t.avoid = avoid;
                 req.extensions_mut().insert(t);
             }
-            let prev = req.extensions().get::<Target>().map(|t| t.addr);
             let mut rsp = self.attempt(inner.clone(), req).await;
             if !self.failed(&rsp) {
                 return rsp;
@@ -229,14 +223,12 @@ impl Attempts<'_> {
             }
             self.count("");
             retries += 1;
+            avoid = rsp.extensions().get::<Picked>().map(|p| p.0);
             // The failed attempt is done with: its metrics are recorded now, by status.
             rsp.body_mut().finish_discarded();
             drop(rsp);
             let wait = profile::backoff(retries, &mut rand::thread_rng());
             tokio::time::sleep(wait).await;
-            target = first
-                .as_ref()
-                .map(|t| self.next_target(t, dst.as_ref(), prev));
         }
     }
 
@@ -248,7 +240,7 @@ impl Attempts<'_> {
         S: Service<Request<ReqBody>, Response = Response<MeteredBody>, Error = Infallible>,
     {
         let start = Instant::now();
-        let series = self.proxy.metrics.route(
+        let series = self.metrics.route(
             RouteFamily::Actual,
             Direction::Outbound,
             &self.profile.name,
@@ -280,30 +272,8 @@ impl Attempts<'_> {
     }
 
     fn count(&self, skipped: &'static str) {
-        self.proxy
-            .metrics
+        self.metrics
             .retryable(&self.profile.name, self.route.name(), skipped);
-    }
-
-    /// The target of a retry: another endpoint of the same destination when there is
-    /// one, so that a failing endpoint does not get every attempt.
-    fn next_target(
-        &self,
-        first: &Target,
-        dst: Option<&Arc<crate::discover::Shared>>,
-        prev: Option<std::net::SocketAddr>,
-    ) -> Target {
-        let mut t = first.clone();
-        let Some(dst) = dst else {
-            return t;
-        };
-        let connector = self.proxy.pool(Direction::Outbound).connector();
-        if let Resolved::Endpoint(b) = dst.pick(prev) {
-            t.addr = b.load.addr();
-            t.tls = connector.mesh(b.load.identity()).cloned();
-            t.endpoint = Some(b);
-        }
-        t
     }
 }
 

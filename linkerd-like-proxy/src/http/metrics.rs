@@ -74,9 +74,9 @@ where
             let h = self.metrics.http(
                 self.direction,
                 t.addr,
-                t.tls.as_ref(),
+                t.peer.as_ref(),
                 t.authority.as_deref(),
-                t.dst_labels(),
+                t.labels.as_ref(),
             );
             h.request();
             route = t.route.clone();

@@ -2,12 +2,21 @@
 //! hyper, and sends each request through a stack of tower middleware to a pooled
 //! upstream connection.
 //!
-//! The stack, outermost first (see `serve`):
-//! `Route` (which address does this request go to?) →
-//! `Metrics` (golden metrics, seeing every response, synthetic ones too) →
-//! `Rescue` (errors become 502/504 or a gRPC status) →
-//! `Forward` (pooled upstream clients, upgrades, CONNECT).
+//! The stack, outermost first (see `serve`), in the order Linkerd uses (logical →
+//! concrete → endpoint); each layer sits where it does for one reason:
+//! - `Route`: which destination (the original one, or the authority named), its
+//!   discovery lookup and profile; first, because every layer below reads its target.
+//! - `Logical`: the profile's route, its timeout and retries; above the balancer, so
+//!   that a retry is just another call below, with a new pick.
+//! - `Balance`: which endpoint (P2C), with its connection leased before anything is
+//!   sent, so that a connect failure goes to another endpoint unseen; above the
+//!   metrics, so that each attempt is counted under the endpoint that served it.
+//! - `Metrics`: golden metrics per endpoint; above `Rescue`, so that the responses
+//!   the proxy makes for failures are counted with their `error` label.
+//! - `Rescue`: errors become 502/503/504 or a gRPC status, once, at the edge.
+//! - `Forward`: the leased (or pooled) upstream connection, upgrades, CONNECT.
 
+mod balance;
 mod body;
 mod client;
 mod logical;
@@ -28,6 +37,7 @@ pub(crate) fn client_connector(
     timeout: std::time::Duration,
     tls: Option<Arc<crate::tls::MeshTls>>,
     limits: HeadLimits,
+    listeners: Arc<[SocketAddr]>,
 ) -> Connector {
     Connector {
         metrics,
@@ -35,6 +45,7 @@ pub(crate) fn client_connector(
         timeout,
         tls,
         limits,
+        listeners,
     }
 }
 
@@ -100,9 +111,10 @@ pub const ORIG_PROTO: HeaderName = HeaderName::from_static("mesh-orig-proto");
 pub const CLIENT_ID: HeaderName = HeaderName::from_static("mesh-client-id");
 pub use self::metrics::MeteredBody;
 
+use self::client::LeaseSlot;
 use crate::{
     detect::Protocol,
-    discover::{Balanced, Dst},
+    discover::{Dst, Shared},
     metrics::{Direction, RequestError},
     Proxy,
 };
@@ -131,24 +143,18 @@ pub(crate) struct ConnCtx {
     pub(crate) client_id: Option<Arc<str>>,
 }
 
-/// Where one request goes, decided by `Route` and read by the layers below it.
+/// Where one request goes: decided by `Route` (the destination), then by `Balance`
+/// (the endpoint), and read by the layers below them.
 #[derive(Clone, Debug)]
 pub(crate) struct Target {
+    /// The address the request goes to: the destination's (the original destination,
+    /// or what DNS said of the authority), and once `Balance` picked, the endpoint's.
     pub(crate) addr: SocketAddr,
     /// The `authority` metric label, when there is one.
     pub(crate) authority: Option<Arc<str>>,
     /// The client addressed the proxy itself (explicit HTTP proxy mode), so an
     /// absolute-form request must become origin-form before it goes upstream.
     pub(crate) explicit: bool,
-    /// The endpoint discovery chose (`addr` is its address), held as pending until
-    /// the response headers arrive.
-    pub(crate) endpoint: Option<Balanced>,
-    /// Discovery knows the destination, by this name, and it has no endpoints: the
-    /// request fails with 503 below the metrics layer, so that it is counted.
-    pub(crate) no_endpoints: Option<Arc<str>>,
-    /// The peer proxy's identity when the request travels over mesh TLS: outbound the
-    /// server's, inbound the client's.
-    pub(crate) tls: Option<Arc<str>>,
     /// The request came from another proxy as HTTP/2 and goes on as the HTTP/1 its
     /// client sent, so in origin form.
     pub(crate) downgraded: bool,
@@ -157,12 +163,38 @@ pub(crate) struct Target {
     pub(crate) profile: Option<Arc<crate::discover::DstProfile>>,
     /// The route the request matched, whose response classes decide success.
     pub(crate) route: Option<Arc<crate::profile::Route>>,
+    /// The destination discovery knows, whose endpoints `Balance` picks from.
+    pub(crate) balance: Option<Arc<Shared>>,
+    /// An endpoint a retry should not go back to: the one that failed it.
+    pub(crate) avoid: Option<SocketAddr>,
+    /// The chosen endpoint's `dst_*` metric labels.
+    pub(crate) labels: Option<Arc<str>>,
+    /// The peer proxy's identity when the request travels over mesh TLS: outbound the
+    /// server's, inbound the client's.
+    pub(crate) peer: Option<Arc<str>>,
+    /// The connection `Balance` leased for the request.
+    pub(crate) lease: Option<LeaseSlot>,
+    /// A failure decided above the metrics layer, answered by `Forward`.
+    pub(crate) failed: Option<crate::errors::Decided>,
 }
 
 impl Target {
-    /// The chosen endpoint's `dst_*` metric labels.
-    pub(crate) fn dst_labels(&self) -> Option<&Arc<str>> {
-        self.endpoint.as_ref().and_then(|e| e.load.labels())
+    /// A target at `addr`, with nothing decided yet beyond it.
+    pub(crate) fn new(addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            authority: None,
+            explicit: false,
+            downgraded: false,
+            profile: None,
+            route: None,
+            balance: None,
+            avoid: None,
+            labels: None,
+            peer: None,
+            lease: None,
+            failed: None,
+        }
     }
 }
 
@@ -172,20 +204,17 @@ where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let conn = Arc::new(conn);
+    let pool = proxy.pool(conn.direction).clone();
     let svc = ServiceBuilder::new()
-        // Routing comes first: every layer below needs to know the target.
         .layer(route::RouteLayer::new(proxy.clone(), conn.clone()))
-        // The destination's profile: route metrics, timeouts, retries.
-        .layer(logical::LogicalLayer::new(proxy.clone()))
-        // Metrics sit above the rescue step so that synthetic 502/504 responses are
-        // counted like any other response, with their `error` label.
+        .layer(logical::LogicalLayer::new(proxy.metrics.clone()))
+        .layer(balance::BalanceLayer::new(pool.clone()))
         .layer(metrics::MetricsLayer::new(
             proxy.metrics.clone(),
             conn.direction,
         ))
-        // Errors from the upstream become responses here, once, at the edge.
         .layer(rescue::RescueLayer)
-        .service(client::Forward::new(proxy.clone(), conn.direction));
+        .service(client::Forward::new(pool, proxy.tasks.clone()));
     // Requests leave hyper with its body type; the stack carries bodies that may also
     // be held for a retry.
     let svc = tower::util::MapRequest::new(svc, |req: http::Request<hyper::body::Incoming>| {

@@ -6,15 +6,16 @@
 //! sent to the proxy itself (explicit mode) goes to the authority it names.
 //!
 //! Outbound, with discovery on, that destination (`ip:port`, or the authority's
-//! `host:port`) is looked up in discovery, and each request goes to the endpoint the
-//! balancer picks; the pick is made here, so that the metrics layer below labels the
-//! request with the endpoint. A destination discovery does not know goes where it
-//! would have gone without discovery (the original destination, or DNS).
+//! `host:port`) is looked up in discovery, with its profile; when discovery knows it,
+//! the balancer below picks the endpoint. A destination discovery does not know goes
+//! where it would have gone without discovery (the original destination, or DNS).
+//! A failure here that the client should see counted (DNS could not resolve the
+//! authority) goes down in the target, to be answered below the metrics.
 
 use super::ReqBody;
 use super::{BoxFuture, ConnCtx, MeteredBody, Target};
 use crate::{
-    discover::Resolved,
+    discover::Shared,
     errors,
     metrics::{Direction, RequestError},
     Proxy,
@@ -234,29 +235,17 @@ async fn target(
         None => None,
     };
     let mut profile = None;
-    let mut endpoint = None;
-    let mut no_endpoints = None;
+    let mut balance = None;
+    let mut failed = None;
     let mut label = None;
     // Where the request goes, the port the client meant (for the `authority` label),
     // and whether the client addressed the proxy itself.
     let (addr, port, explicit) = match (conn.orig_dst, conn.direction) {
         (Some(dst), _) => {
-            let addr = match &conn.dst {
-                None => dst,
-                Some(d) => match resolve_http(proxy, d, &mut profile).await {
-                    Resolved::Fallback => dst,
-                    Resolved::Endpoint(b) => {
-                        let a = b.load.addr();
-                        endpoint = Some(b);
-                        a
-                    }
-                    Resolved::NoEndpoints(path) => {
-                        no_endpoints = Some(path);
-                        dst
-                    }
-                },
-            };
-            (addr, dst.port(), false)
+            if let Some(d) = &conn.dst {
+                balance = known(proxy, d, &mut profile).await;
+            }
+            (dst, dst.port(), false)
         }
         (None, Direction::Inbound) => match proxy.config.inbound_forward_addr {
             Some(a) => (a, a.port(), false),
@@ -280,32 +269,25 @@ async fn target(
                 }
                 None => None,
             };
-            let resolved = match dst {
-                Some(d) => resolve_http(proxy, &d, &mut profile).await,
-                None => Resolved::Fallback,
-            };
-            let addr = match resolved {
-                Resolved::Fallback => resolve(&host, port, named)
-                    .await
-                    .map_err(|e| errors::respond(&e, false))?,
-                Resolved::Endpoint(b) => {
-                    let a = b.load.addr();
-                    endpoint = Some(b);
-                    a
-                }
-                Resolved::NoEndpoints(path) => {
-                    no_endpoints = Some(path);
-                    // There is no address: the series says so.
-                    SocketAddr::new(ip.unwrap_or(IpAddr::from([0, 0, 0, 0])), port)
-                }
+            if let Some(d) = dst {
+                balance = known(proxy, &d, &mut profile).await;
+            }
+            // The balancer picks the address of a destination discovery knows; until
+            // then the series says there is none.
+            let unresolved = SocketAddr::new(ip.unwrap_or(IpAddr::from([0, 0, 0, 0])), port);
+            let addr = match balance {
+                Some(_) => unresolved,
+                None => match resolve(&host, port, named).await {
+                    Ok(a) => a,
+                    Err(e) => {
+                        failed = Some(errors::Decided::new(e));
+                        unresolved
+                    }
+                },
             };
             (addr, port, true)
         }
     };
-    if no_endpoints.is_none() && proxy.is_own_listener(addr) {
-        let e = errors::LoopDetected { addr };
-        return Err(errors::respond(&e, crate::classify::is_grpc(req.headers())));
-    }
     let labelled = match conn.direction {
         Direction::Outbound => true,
         Direction::Inbound => proxy.config.inbound_authority_labels,
@@ -315,35 +297,30 @@ async fn target(
             .then(|| named.map(|a| with_port(a, port)))
             .flatten()
     });
-    let tls = match conn.direction {
+    let mut target = super::Target::new(addr);
+    target.authority = authority;
+    target.explicit = explicit;
+    target.profile = profile;
+    target.balance = balance;
+    target.failed = failed;
+    // Inbound, the peer is the client proxy; outbound, the balancer learns it from the
+    // endpoint it picks.
+    target.peer = match conn.direction {
         Direction::Inbound => conn.client_id.clone(),
-        Direction::Outbound => proxy
-            .pool(Direction::Outbound)
-            .connector()
-            .mesh(endpoint.as_ref().and_then(|e| e.load.identity()))
-            .cloned(),
+        Direction::Outbound => None,
     };
-    Ok(Target {
-        addr,
-        authority,
-        explicit,
-        endpoint,
-        no_endpoints,
-        tls,
-        downgraded: false,
-        profile,
-        route: None,
-    })
+    Ok(target)
 }
 
-/// Where one HTTP request to `d` goes: the destination's profile first (waited for at
-/// its first use, as the endpoints are; kept only if it has routes or a split), then, when the profile splits traffic
-/// (`dstOverrides`), one of its authorities picked by weight, then an endpoint.
-async fn resolve_http(
+/// The destination an HTTP request to `d` is balanced over, when discovery knows
+/// it: the destination's profile first (waited for at its first use, as the
+/// endpoints are; kept only if it has routes or a split), then, when the profile
+/// splits traffic (`dstOverrides`), one of its authorities picked by weight.
+async fn known(
     proxy: &Proxy,
     d: &Arc<crate::discover::Dst>,
     profile: &mut Option<Arc<crate::discover::DstProfile>>,
-) -> Resolved {
+) -> Option<Arc<Shared>> {
     // A profile with neither routes nor a split changes nothing a request does (as
     // Linkerd decides): the logical layer is skipped, and costs nothing.
     let p = d
@@ -357,15 +334,15 @@ async fn resolve_http(
     *profile = p;
     match split {
         Some(authority) if *authority != **d.path() => match proxy.discover_name(&authority) {
-            Some(other) => match other.resolve().await {
-                // A split target discovery does not know yet goes where the request
-                // would have gone without the split.
-                Resolved::Fallback => d.resolve().await,
-                r => r,
+            // A split target discovery does not know yet goes where the request
+            // would have gone without the split.
+            Some(other) => match other.known().await {
+                None => d.known().await,
+                known => known,
             },
-            None => d.resolve().await,
+            None => d.known().await,
         },
-        _ => d.resolve().await,
+        _ => d.known().await,
     }
 }
 

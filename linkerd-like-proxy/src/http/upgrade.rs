@@ -1,16 +1,18 @@
 //! HTTP/1 upgrades (WebSocket and friends) and CONNECT.
 //!
 //! An upgrade needs a connection of its own: the request goes upstream on a fresh,
-//! unpooled connection, and if the server agrees (101, or 2xx to CONNECT) both
+//! unpooled connection (leased as [`super::client::Plan::Tunnel`]), and if the server agrees (101, or 2xx to CONNECT) both
 //! connections are spliced into a byte tunnel. In explicit mode the proxy answers
 //! CONNECT itself, like any HTTP proxy.
 
-use super::ReqBody;
-use super::{body::ProxyBody, Pool, Target};
-use crate::{errors::BoxError, errors::UpstreamFailed, tls::Alpn, Proxy};
+use super::{body::ProxyBody, Connector, ReqBody, Target};
+use crate::{
+    errors::{BoxError, UpstreamFailed},
+    io::UpstreamIo,
+};
 use http::{header, Method, Request, Response, StatusCode, Version};
 use hyper_util::rt::TokioIo;
-use std::sync::Arc;
+use tokio_util::task::TaskTracker;
 
 /// Whether the request asks to leave HTTP behind on this connection.
 pub(crate) fn is_upgrade(req: &Request<ReqBody>) -> bool {
@@ -30,26 +32,21 @@ pub(crate) fn is_upgrade(req: &Request<ReqBody>) -> bool {
             .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
 }
 
+/// Sends an upgrade request (or CONNECT) on `upstream`, a connection of its own, and
+/// splices the two connections into a byte tunnel if the server agrees. In explicit
+/// mode the proxy answers CONNECT itself and tunnels at once.
 pub(crate) async fn forward(
-    proxy: &Proxy,
-    pool: &Pool,
+    tasks: &TaskTracker,
+    connector: &Connector,
+    mut upstream: UpstreamIo,
     target: &Target,
-    peer: Option<&Arc<str>>,
     mut req: Request<ReqBody>,
 ) -> Result<Response<ProxyBody>, BoxError> {
-    let connector = pool.connector();
     let downstream = hyper::upgrade::on(&mut req);
     let connect = req.method() == Method::CONNECT;
 
     if connect && target.explicit {
-        let mut upstream = connector
-            .connect(
-                target.addr,
-                target.dst_labels(),
-                peer.map(|p| (p, Alpn::Opaque)),
-            )
-            .await?;
-        proxy.tasks.spawn(async move {
+        tasks.spawn(async move {
             match downstream.await {
                 Ok(down) => {
                     let _ =
@@ -64,14 +61,10 @@ pub(crate) async fn forward(
     }
 
     let addr = target.addr;
-    // Between proxies too, an upgrade needs HTTP/1: the connection says so by ALPN.
-    let io = connector
-        .connect(addr, target.dst_labels(), peer.map(|p| (p, Alpn::Http1)))
-        .await?;
     let (mut sender, conn) = connector
         .limits
         .h1_client()
-        .handshake(TokioIo::new(io))
+        .handshake(TokioIo::new(upstream))
         .await
         .map_err(|source| UpstreamFailed { addr, source })?;
     tokio::spawn(async move {
@@ -87,7 +80,7 @@ pub(crate) async fn forward(
         rsp.status() == StatusCode::SWITCHING_PROTOCOLS || (connect && rsp.status().is_success());
     if switched {
         let upstream = hyper::upgrade::on(&mut rsp);
-        proxy.tasks.spawn(async move {
+        tasks.spawn(async move {
             match tokio::try_join!(downstream, upstream) {
                 Ok((down, up)) => {
                     let _ = tokio::io::copy_bidirectional(
