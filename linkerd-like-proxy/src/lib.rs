@@ -177,6 +177,19 @@ impl Bound {
     }
 }
 
+/// A proxy bound on loopback ports, with nothing else configured and nothing served:
+/// for unit tests of the parts that need a real one (pools, connectors, metrics).
+#[cfg(test)]
+pub(crate) async fn test_proxy() -> Arc<Proxy> {
+    let loopback = std::collections::HashMap::from([
+        ("MESH_PROXY_OUTBOUND_LISTEN_ADDR", "127.0.0.1:0"),
+        ("MESH_PROXY_INBOUND_LISTEN_ADDR", "127.0.0.1:0"),
+        ("MESH_PROXY_ADMIN_LISTEN_ADDR", "127.0.0.1:0"),
+    ]);
+    let config = Config::from_env(&loopback).expect("a valid configuration");
+    bind(config).await.expect("loopback ports").proxy()
+}
+
 /// Binds every listener. Nothing is served until [`Bound::serve`].
 pub async fn bind(config: Config) -> Result<Bound, StartError> {
     let bind = |name, addr| async move {

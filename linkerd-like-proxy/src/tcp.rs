@@ -91,22 +91,12 @@ pub(crate) async fn connect_balanced(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{config::Config, discover::Shared, metrics::Direction};
-    use std::{collections::HashMap, time::Duration};
+    use crate::{discover::Shared, metrics::Direction};
+    use std::time::Duration;
 
     #[tokio::test]
     async fn an_unreachable_endpoint_is_penalized_and_another_tried() {
-        let bound = crate::bind(
-            Config::from_env(&HashMap::from([
-                ("MESH_PROXY_OUTBOUND_LISTEN_ADDR", "127.0.0.1:0"),
-                ("MESH_PROXY_INBOUND_LISTEN_ADDR", "127.0.0.1:0"),
-                ("MESH_PROXY_ADMIN_LISTEN_ADDR", "127.0.0.1:0"),
-            ]))
-            .unwrap(),
-        )
-        .await
-        .unwrap();
-        let proxy = bound.proxy();
+        let proxy = crate::test_proxy().await;
         let live = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let live_addr = live.local_addr().unwrap();
         // Bound, not listening: refused, and the port stays ours.

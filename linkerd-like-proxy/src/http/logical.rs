@@ -17,7 +17,7 @@
 //!
 //! Requests without a profile pass straight through, at no cost.
 
-use super::{balance::Picked, metrics::meter, BoxFuture, MeteredBody, ReqBody, Target};
+use super::{balance::Picked, metrics::meter, BoxFuture, MeteredBody, ReqBody, Stack, Target};
 use crate::{
     classify::{self, Class},
     discover::DstProfile,
@@ -33,49 +33,7 @@ use std::{
     time::Duration,
 };
 use tokio::time::Instant;
-use tower::{Layer, Service, ServiceExt};
-
-#[derive(Clone)]
-pub(crate) struct LogicalLayer {
-    metrics: Metrics,
-}
-
-impl LogicalLayer {
-    pub(crate) fn new(metrics: Metrics) -> Self {
-        Self { metrics }
-    }
-}
-
-impl<S> Layer<S> for LogicalLayer {
-    type Service = Logical<S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        Logical {
-            inner,
-            metrics: self.metrics.clone(),
-        }
-    }
-}
-
-/// What the logical layer wraps: the rest of the stack, cloned for each attempt.
-pub(crate) trait Inner:
-    Service<Request<ReqBody>, Response = Response<MeteredBody>, Error = Infallible, Future: Send>
-    + Clone
-    + Send
-    + 'static
-{
-}
-
-impl<S> Inner for S where
-    S: Service<
-            Request<ReqBody>,
-            Response = Response<MeteredBody>,
-            Error = Infallible,
-            Future: Send,
-        > + Clone
-        + Send
-        + 'static
-{
-}
+use tower::{Service, ServiceExt};
 
 #[derive(Clone)]
 pub(crate) struct Logical<S> {
@@ -83,9 +41,15 @@ pub(crate) struct Logical<S> {
     metrics: Metrics,
 }
 
+impl<S> Logical<S> {
+    pub(crate) fn new(inner: S, metrics: Metrics) -> Self {
+        Self { inner, metrics }
+    }
+}
+
 impl<S> Service<Request<ReqBody>> for Logical<S>
 where
-    S: Inner,
+    S: Stack,
 {
     type Response = Response<MeteredBody>;
     type Error = Infallible;
@@ -116,7 +80,7 @@ async fn logical<S>(
     mut req: Request<ReqBody>,
 ) -> Response<MeteredBody>
 where
-    S: Inner,
+    S: Stack,
 {
     let start = Instant::now();
     let route = profile
@@ -164,7 +128,7 @@ struct Attempts<'a> {
 impl Attempts<'_> {
     async fn run<S>(&self, inner: S, req: Request<ReqBody>) -> Response<MeteredBody>
     where
-        S: Inner,
+        S: Stack,
     {
         let budget = self.profile.profile.budget();
         // Every request adds to the budget; only retries take from it.

@@ -19,36 +19,23 @@ use std::{
     task::{Context, Poll},
 };
 use tokio::time::Instant;
-use tower::{Layer, Service, ServiceExt};
-
-#[derive(Clone)]
-pub(crate) struct MetricsLayer {
-    metrics: Metrics,
-    direction: Direction,
-}
-
-impl MetricsLayer {
-    pub(crate) fn new(metrics: Metrics, direction: Direction) -> Self {
-        Self { metrics, direction }
-    }
-}
-
-impl<S> Layer<S> for MetricsLayer {
-    type Service = HttpMetrics<S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        HttpMetrics {
-            inner,
-            metrics: self.metrics.clone(),
-            direction: self.direction,
-        }
-    }
-}
+use tower::{Service, ServiceExt};
 
 #[derive(Clone)]
 pub(crate) struct HttpMetrics<S> {
     inner: S,
     metrics: Metrics,
     direction: Direction,
+}
+
+impl<S> HttpMetrics<S> {
+    pub(crate) fn new(inner: S, metrics: Metrics, direction: Direction) -> Self {
+        Self {
+            inner,
+            metrics,
+            direction,
+        }
+    }
 }
 
 impl<S> Service<Request<ReqBody>> for HttpMetrics<S>

@@ -118,16 +118,40 @@ use crate::{
     metrics::{Direction, RequestError},
     Proxy,
 };
-use http::{header, HeaderMap, HeaderName};
+use http::{header, HeaderMap, HeaderName, Request, Response};
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     service::TowerToHyperService,
 };
-use std::{future::Future, net::SocketAddr, pin::Pin, sync::Arc, time::Duration};
+use std::{
+    convert::Infallible, future::Future, net::SocketAddr, pin::Pin, sync::Arc, time::Duration,
+};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tower::ServiceBuilder;
+use tower::{Service, ServiceBuilder};
 
 pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// What the layers above the metrics wrap: the rest of the stack, answering every
+/// request with a response (errors were made responses below), cloned per request.
+pub(crate) trait Stack:
+    Service<Request<ReqBody>, Response = Response<MeteredBody>, Error = Infallible, Future: Send>
+    + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S> Stack for S where
+    S: Service<
+            Request<ReqBody>,
+            Response = Response<MeteredBody>,
+            Error = Infallible,
+            Future: Send,
+        > + Clone
+        + Send
+        + 'static
+{
+}
 
 /// What the proxy knows about a downstream connection.
 #[derive(Debug)]
@@ -204,17 +228,14 @@ where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let conn = Arc::new(conn);
-    let pool = proxy.pool(conn.direction).clone();
+    let pool = proxy.pool(conn.direction);
     let svc = ServiceBuilder::new()
-        .layer(route::RouteLayer::new(proxy.clone(), conn.clone()))
-        .layer(logical::LogicalLayer::new(proxy.metrics.clone()))
-        .layer(balance::BalanceLayer::new(pool.clone()))
-        .layer(metrics::MetricsLayer::new(
-            proxy.metrics.clone(),
-            conn.direction,
-        ))
-        .layer(rescue::RescueLayer)
-        .service(client::Forward::new(pool, proxy.tasks.clone()));
+        .layer_fn(|s| route::Route::new(s, proxy.clone(), conn.clone()))
+        .layer_fn(|s| logical::Logical::new(s, proxy.metrics.clone()))
+        .layer_fn(|s| balance::Balance::new(s, pool.clone()))
+        .layer_fn(|s| metrics::HttpMetrics::new(s, proxy.metrics.clone(), conn.direction))
+        .layer_fn(rescue::Rescue::new)
+        .service(client::Forward::new(pool.clone(), proxy.tasks.clone()));
     // Requests leave hyper with its body type; the stack carries bodies that may also
     // be held for a retry.
     let svc = tower::util::MapRequest::new(svc, |req: http::Request<hyper::body::Incoming>| {

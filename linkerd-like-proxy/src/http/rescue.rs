@@ -9,21 +9,17 @@ use std::{
     convert::Infallible,
     task::{Context, Poll},
 };
-use tower::{Layer, Service, ServiceExt};
-
-#[derive(Clone, Copy)]
-pub(crate) struct RescueLayer;
-
-impl<S> Layer<S> for RescueLayer {
-    type Service = Rescue<S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        Rescue { inner }
-    }
-}
+use tower::{Service, ServiceExt};
 
 #[derive(Clone)]
 pub(crate) struct Rescue<S> {
     inner: S,
+}
+
+impl<S> Rescue<S> {
+    pub(crate) fn new(inner: S) -> Self {
+        Self { inner }
+    }
 }
 
 impl<S> Service<Request<ReqBody>> for Rescue<S>

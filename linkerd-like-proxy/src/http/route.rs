@@ -13,7 +13,7 @@
 //! authority) goes down in the target, to be answered below the metrics.
 
 use super::ReqBody;
-use super::{BoxFuture, ConnCtx, MeteredBody, Target};
+use super::{BoxFuture, ConnCtx, MeteredBody, Stack, Target};
 use crate::{
     discover::Shared,
     errors,
@@ -28,30 +28,7 @@ use std::{
     sync::Arc,
     task::{Context, Poll},
 };
-use tower::{Layer, Service, ServiceExt};
-
-#[derive(Clone)]
-pub(crate) struct RouteLayer {
-    proxy: Arc<Proxy>,
-    conn: Arc<ConnCtx>,
-}
-
-impl RouteLayer {
-    pub(crate) fn new(proxy: Arc<Proxy>, conn: Arc<ConnCtx>) -> Self {
-        Self { proxy, conn }
-    }
-}
-
-impl<S> Layer<S> for RouteLayer {
-    type Service = Route<S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        Route {
-            inner,
-            proxy: self.proxy.clone(),
-            conn: self.conn.clone(),
-        }
-    }
-}
+use tower::{Service, ServiceExt};
 
 #[derive(Clone)]
 pub(crate) struct Route<S> {
@@ -60,14 +37,13 @@ pub(crate) struct Route<S> {
     conn: Arc<ConnCtx>,
 }
 
-impl<S> Service<Request<ReqBody>> for Route<S>
-where
-    S: Service<Request<ReqBody>, Response = Response<MeteredBody>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send,
-{
+impl<S> Route<S> {
+    pub(crate) fn new(inner: S, proxy: Arc<Proxy>, conn: Arc<ConnCtx>) -> Self {
+        Self { inner, proxy, conn }
+    }
+}
+
+impl<S: Stack> Service<Request<ReqBody>> for Route<S> {
     type Response = Response<MeteredBody>;
     type Error = Infallible;
     type Future = BoxFuture<Result<Response<MeteredBody>, Infallible>>;

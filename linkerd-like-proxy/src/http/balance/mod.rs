@@ -20,7 +20,7 @@
 
 use super::{
     client::{LeaseSlot, Plan, Pool, WaitedForConnect},
-    BoxFuture, MeteredBody, ReqBody, Target,
+    BoxFuture, MeteredBody, ReqBody, Stack, Target,
 };
 use crate::{
     balance::Load,
@@ -35,7 +35,7 @@ use std::{
     sync::Arc,
     task::{Context, Poll},
 };
-use tower::{Layer, Service, ServiceExt};
+use tower::{Service, ServiceExt};
 
 /// Set on a response by the balancer: the endpoint that answered, so that a retry
 /// can go elsewhere.
@@ -43,40 +43,18 @@ use tower::{Layer, Service, ServiceExt};
 pub(crate) struct Picked(pub(crate) SocketAddr);
 
 #[derive(Clone)]
-pub(crate) struct BalanceLayer {
-    pool: Arc<Pool>,
-}
-
-impl BalanceLayer {
-    pub(crate) fn new(pool: Arc<Pool>) -> Self {
-        Self { pool }
-    }
-}
-
-impl<S> Layer<S> for BalanceLayer {
-    type Service = Balance<S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        Balance {
-            inner,
-            pool: self.pool.clone(),
-        }
-    }
-}
-
-#[derive(Clone)]
 pub(crate) struct Balance<S> {
     inner: S,
     pool: Arc<Pool>,
 }
 
-impl<S> Service<Request<ReqBody>> for Balance<S>
-where
-    S: Service<Request<ReqBody>, Response = Response<MeteredBody>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send,
-{
+impl<S> Balance<S> {
+    pub(crate) fn new(inner: S, pool: Arc<Pool>) -> Self {
+        Self { inner, pool }
+    }
+}
+
+impl<S: Stack> Service<Request<ReqBody>> for Balance<S> {
     type Response = Response<MeteredBody>;
     type Error = Infallible;
     type Future = BoxFuture<Result<Response<MeteredBody>, Infallible>>;

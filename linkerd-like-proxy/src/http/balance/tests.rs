@@ -2,8 +2,8 @@
 //! fake inner service that records the target each request reached it with.
 
 use super::*;
-use crate::{config::Config, discover::Shared, errors::Decided, http::Replay, metrics::Direction};
-use std::{collections::HashMap, sync::Mutex, time::Duration};
+use crate::{discover::Shared, errors::Decided, http::Replay, metrics::Direction};
+use std::{sync::Mutex, time::Duration};
 use tokio::net::TcpListener;
 
 /// What the inner service saw of one request.
@@ -21,17 +21,7 @@ struct Fixture {
 }
 
 async fn fixture() -> Fixture {
-    let bound = crate::bind(
-        Config::from_env(&HashMap::from([
-            ("MESH_PROXY_OUTBOUND_LISTEN_ADDR", "127.0.0.1:0"),
-            ("MESH_PROXY_INBOUND_LISTEN_ADDR", "127.0.0.1:0"),
-            ("MESH_PROXY_ADMIN_LISTEN_ADDR", "127.0.0.1:0"),
-        ]))
-        .unwrap(),
-    )
-    .await
-    .unwrap();
-    let proxy = bound.proxy();
+    let proxy = crate::test_proxy().await;
     let seen = Arc::new(Mutex::new(Vec::new()));
     let record = seen.clone();
     let inner = tower::service_fn(move |req: Request<ReqBody>| {
@@ -46,7 +36,7 @@ async fn fixture() -> Fixture {
         ))))
     });
     let pool = proxy.pool(Direction::Outbound).clone();
-    let svc = BalanceLayer::new(pool).layer(tower::util::BoxCloneService::new(inner));
+    let svc = Balance::new(tower::util::BoxCloneService::new(inner), pool);
     Fixture {
         _proxy: proxy,
         svc,
