@@ -436,7 +436,7 @@ fn open_api(spec: &str, file_name: &str, service: &str) -> ServiceProfile {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let yaml = stdout(&out);
     assert_valid(&yaml, &[]);
-    serde_yaml::from_str(&yaml).expect("the output is a profile")
+    mesh_controller::yaml::from_str(&yaml).expect("the output is a profile")
 }
 
 /// A route's condition as `(method, pathRegex)`: generated routes are `all: [m, p]`.

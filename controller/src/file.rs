@@ -37,6 +37,7 @@ use crate::index::{
     SliceEndpoint, SlicePort, TargetPort,
 };
 use crate::metrics::Metrics;
+use crate::yaml::{self, null_as_default};
 use serde::{de, Deserialize, Deserializer};
 use std::{
     collections::{BTreeMap, HashMap},
@@ -101,10 +102,10 @@ pub enum LoadError {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileSpec {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     services: Vec<ServiceSpec>,
-    #[serde(default)]
-    profiles: Vec<serde_yaml::Value>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    profiles: Vec<serde_json::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -113,12 +114,12 @@ struct ServiceSpec {
     name: String,
     #[serde(default = "default_namespace")]
     namespace: String,
-    #[serde(default, rename = "clusterIPs")]
+    #[serde(default, rename = "clusterIPs", deserialize_with = "null_as_default")]
     cluster_ips: Vec<IpAddr>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     opaque_ports: Vec<u16>,
     ports: Option<Vec<PortSpec>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     endpoints: Vec<EndpointSpec>,
 }
 
@@ -137,7 +138,7 @@ struct EndpointSpec {
     #[serde(default = "default_ready")]
     ready: bool,
     hostname: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     labels: BTreeMap<String, String>,
     identity: Option<String>,
 }
@@ -198,34 +199,14 @@ pub fn parse_with(
             "file is empty (write `services: []` for no services)",
         ));
     }
-    let spec: FileSpec = serde_path_to_error::deserialize(serde_yaml::Deserializer::from_str(text))
-        .map_err(|e| {
-            let field = match e.path().to_string() {
-                p if p == "." => "<document>".to_string(),
-                p => p,
-            };
-            let inner = e.inner();
-            let location = inner.location().map(|l| (l.line(), l.column()));
-            let mut message = inner.to_string();
-            // serde_yaml appends the location to its message; it is reported apart.
-            if let Some((line, column)) = location {
-                let suffix = format!(" at line {line} column {column}");
-                if let Some(stripped) = message.strip_suffix(&suffix) {
-                    message = stripped.to_string();
-                }
-            }
-            // It may also prefix what it knows of the path, which `field` says better.
-            if let Some((head, rest)) = message.split_once(": ") {
-                if field.starts_with(head) {
-                    message = rest.to_string();
-                }
-            }
-            InvalidFile {
-                field,
-                message,
-                location,
-            }
-        })?;
+    let spec: FileSpec = yaml::from_str(text).map_err(|e| InvalidFile {
+        field: match e.path.as_str() {
+            "." => "<document>".to_string(),
+            _ => e.path,
+        },
+        message: e.message,
+        location: e.location,
+    })?;
     let profiles = spec
         .profiles
         .iter()
@@ -241,11 +222,11 @@ pub fn parse_with(
 /// document does not give it.
 fn profile(
     at: &str,
-    doc: &serde_yaml::Value,
+    doc: &serde_json::Value,
     cluster_domain: Option<&str>,
 ) -> Result<crate::index::ServiceProfile, InvalidFile> {
     use crate::profile::{self, ServiceProfile};
-    let parsed: ServiceProfile = serde_path_to_error::deserialize(doc.clone()).map_err(|e| {
+    let parsed: ServiceProfile = serde_path_to_error::deserialize(doc).map_err(|e| {
         let field = match e.path().to_string() {
             p if p == "." => at.to_string(),
             p => format!("{at}.{p}"),

@@ -25,6 +25,7 @@ mod process;
 pub mod profile;
 mod tls_incoming;
 pub mod webhook;
+pub mod yaml;
 
 use anyhow::Context as _;
 use clap::{Parser, ValueEnum};

@@ -17,13 +17,16 @@
 
 use super::{Input, Service};
 use anyhow::Context as _;
-use mesh_controller::profile::{
-    self, duration,
-    spec::{
-        Metadata, RequestMatchSpec, ResponseClassSpec, ResponseMatchSpec, RouteSpec,
-        ServiceProfileSpec, StatusRangeSpec,
+use mesh_controller::{
+    profile::{
+        self, duration,
+        spec::{
+            Metadata, RequestMatchSpec, ResponseClassSpec, ResponseMatchSpec, RouteSpec,
+            ServiceProfileSpec, StatusRangeSpec,
+        },
+        ServiceProfile,
     },
-    ServiceProfile,
+    yaml,
 };
 use serde_json::{Map, Value};
 use std::{fmt, io::Write};
@@ -71,7 +74,7 @@ pub(super) fn run(input: &Input, service: &Service, out: &mut impl Write) -> any
     if let Err(problems) = profile::validate_document(&sp, Some(&service.cluster_domain)) {
         anyhow::bail!("the profile made from {input} is invalid:\n{problems}");
     }
-    let yaml = serde_yaml::to_string(&sp).context("writing the profile as YAML")?;
+    let yaml = yaml::to_string(&sp).context("writing the profile as YAML")?;
     writeln!(
         out,
         "# ServiceProfile for {}.{}, made from {input} by `mesh profile --open-api`.",
@@ -218,7 +221,7 @@ fn parse(text: &str) -> Result<Value, String> {
     if text.trim_start().starts_with('{') {
         serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))
     } else {
-        serde_yaml::from_str(text).map_err(|e| format!("not valid YAML: {e}"))
+        yaml::from_str(text).map_err(|e| format!("not valid YAML: {e}"))
     }
 }
 

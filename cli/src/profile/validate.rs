@@ -7,7 +7,10 @@
 //! the file's, not the document's.
 
 use super::Input;
-use mesh_controller::profile::{self, Problems};
+use mesh_controller::{
+    profile::{self, Problems},
+    yaml,
+};
 use std::io::Write;
 
 /// Checks every input; an error (exit 1) when any profile is invalid or there is none.
@@ -75,7 +78,7 @@ enum Outcome {
 fn check(doc: &str, cluster_domain: &str) -> Outcome {
     // A first, schema-less read finds the kind and the name for the report; the
     // controller's parse then finds the problems (YAML syntax included).
-    let value: Option<serde_yaml::Value> = serde_yaml::from_str(doc).ok();
+    let value: Option<serde_json::Value> = yaml::from_str(doc).ok();
     let str_at = |keys: &[&str]| {
         let mut v = value.as_ref()?;
         for k in keys {
@@ -83,7 +86,7 @@ fn check(doc: &str, cluster_domain: &str) -> Outcome {
         }
         v.as_str().map(str::to_string)
     };
-    if matches!(value, Some(serde_yaml::Value::Null)) {
+    if matches!(value, Some(serde_json::Value::Null)) {
         return Outcome::Empty;
     }
     let name = str_at(&["metadata", "name"]).unwrap_or_else(|| "no name".into());

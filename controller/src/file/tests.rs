@@ -428,3 +428,18 @@ async fn a_missing_file_leaves_the_index_not_ready_until_it_appears() {
     shutdown.cancel();
     task.await.unwrap();
 }
+
+#[test]
+fn empty_lists_may_be_written_as_nothing() {
+    let d = parse(
+        "services:\n  - name: a\n    endpoints:\n    clusterIPs:\nprofiles:\n",
+        TD,
+    )
+    .unwrap();
+    assert_eq!(d.services.len(), 1);
+    assert!(d.slices.is_empty() && d.profiles.is_empty());
+    // A repeated key is an error at the repetition.
+    let e = err("services:\n  - name: a\n    name: b\n");
+    assert_eq!(e.field, "services[0].name");
+    assert_eq!(e.location, Some((3, 5)), "{e}");
+}

@@ -13,6 +13,8 @@ pub mod duration;
 pub mod spec;
 pub mod validate;
 
+use crate::yaml;
+
 pub use self::{
     spec::ServiceProfile,
     validate::{validate, validate_document, Invalid, Problems, Validated},
@@ -29,34 +31,31 @@ pub const PLURAL: &str = "serviceprofiles";
 /// also with its line and column.
 pub fn parse_yaml(text: &str, cluster_domain: Option<&str>) -> Result<Validated, Problems> {
     // The typed parse finds the first problem with its location in the text.
-    let de = serde_yaml::Deserializer::from_str(text);
-    let first = match serde_path_to_error::deserialize::<_, ServiceProfile>(de) {
+    let first = match yaml::from_str::<ServiceProfile>(text) {
         Ok(profile) => return validate_document(&profile, cluster_domain),
         Err(e) => e,
     };
-    let first_path = root_path(&first.path().to_string());
-    let inner = first.into_inner();
-    let at = inner
-        .location()
-        .map(|l| format!(" (line {}, column {})", l.line(), l.column()))
+    let at = first
+        .location
+        .map(|(line, column)| format!(" (line {line}, column {column})"))
         .unwrap_or_default();
     let first = Invalid {
-        path: first_path,
-        reason: format!("{}{at}", yaml_message(&inner)),
+        path: root_path(&first.path),
+        reason: format!("{}{at}", first.message),
     };
     // The rest, found by decoding what the YAML holds once its bad fields are out. A
     // document that is not even YAML, or not JSON-like, has just the one problem.
-    let Ok(yaml) = serde_yaml::from_str::<serde_yaml::Value>(text) else {
-        return Err(Problems(vec![first]));
-    };
-    let Ok(value) = serde_json::to_value(&yaml) else {
+    let (Ok(value), Ok(order)) = (
+        yaml::from_str::<serde_json::Value>(text),
+        yaml::from_str::<Shape>(text),
+    ) else {
         return Err(Problems(vec![first]));
     };
     let mut decoded = decode::decode_all::<ServiceProfile>(value);
     // The decoder saw mappings in key order; the user reads the document in its own.
     decoded
         .problems
-        .sort_by_cached_key(|p| document_position(&yaml, &p.steps));
+        .sort_by_cached_key(|p| document_position(&order, &p.steps));
     let mut problems: Vec<Invalid> = decoded
         .problems
         .iter()
@@ -149,17 +148,17 @@ fn with_semantic_problems(
 
 /// Where `steps` lead in `doc`, as the position of each step among its siblings:
 /// sorting by it puts paths in the document's order (a step not found sorts last).
-fn document_position(doc: &serde_yaml::Value, steps: &[decode::Step]) -> Vec<usize> {
+fn document_position(doc: &Shape, steps: &[decode::Step]) -> Vec<usize> {
     let mut cur = Some(doc);
     steps
         .iter()
         .map(|step| {
             let (position, next) = match (step, cur) {
-                (decode::Step::Key(key), Some(serde_yaml::Value::Mapping(m))) => m
+                (decode::Step::Key(key), Some(Shape::Map(m))) => m
                     .iter()
-                    .position(|(k, _)| k.as_str() == Some(key))
-                    .map_or((usize::MAX, None), |i| (i, m.get(key.as_str()))),
-                (decode::Step::Index(i), Some(serde_yaml::Value::Sequence(s))) => (*i, s.get(*i)),
+                    .position(|(k, _)| k == key)
+                    .map_or((usize::MAX, None), |i| (i, Some(&m[i].1))),
+                (decode::Step::Index(i), Some(Shape::Seq(s))) => (*i, s.get(*i)),
                 _ => (usize::MAX, None),
             };
             cur = next;
@@ -168,25 +167,88 @@ fn document_position(doc: &serde_yaml::Value, steps: &[decode::Step]) -> Vec<usi
         .collect()
 }
 
+/// A document's mappings and lists with their keys in the document's order (a JSON
+/// value sorts them); scalars are left out.
+enum Shape {
+    Map(Vec<(String, Shape)>),
+    Seq(Vec<Shape>),
+    Scalar,
+}
+
+impl<'de> serde::Deserialize<'de> for Shape {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        de.deserialize_any(ShapeVisitor)
+    }
+}
+
+struct ShapeVisitor;
+
+impl<'de> serde::de::Visitor<'de> for ShapeVisitor {
+    type Value = Shape;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any YAML value")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Shape, A::Error> {
+        let mut entries = Vec::new();
+        // Keys as the JSON value reads them: `200:` is the key "200".
+        while let Some(entry) = map.next_entry::<String, Shape>()? {
+            entries.push(entry);
+        }
+        Ok(Shape::Map(entries))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Shape, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Shape::Seq(items))
+    }
+
+    fn visit_some<D: serde::Deserializer<'de>>(self, de: D) -> Result<Shape, D::Error> {
+        serde::Deserialize::deserialize(de)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Shape, E> {
+        Ok(Shape::Scalar)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Shape, E> {
+        Ok(Shape::Scalar)
+    }
+    fn visit_i128<E>(self, _: i128) -> Result<Shape, E> {
+        Ok(Shape::Scalar)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Shape, E> {
+        Ok(Shape::Scalar)
+    }
+    fn visit_u128<E>(self, _: u128) -> Result<Shape, E> {
+        Ok(Shape::Scalar)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Shape, E> {
+        Ok(Shape::Scalar)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Shape, E> {
+        Ok(Shape::Scalar)
+    }
+    fn visit_bytes<E>(self, _: &[u8]) -> Result<Shape, E> {
+        Ok(Shape::Scalar)
+    }
+    fn visit_none<E>(self) -> Result<Shape, E> {
+        Ok(Shape::Scalar)
+    }
+    fn visit_unit<E>(self) -> Result<Shape, E> {
+        Ok(Shape::Scalar)
+    }
+}
+
 /// A decoder's path as a problem's: the root is `(document)`.
 fn root_path(path: &str) -> String {
     match path {
         "" | "." => "(document)".into(),
         p => p.to_string(),
     }
-}
-
-/// serde_yaml's message without the path and the location it repeats.
-fn yaml_message(e: &serde_yaml::Error) -> String {
-    let msg = e.to_string();
-    let msg = msg
-        .rsplit_once(" at line ")
-        .map_or(msg.as_str(), |(m, _)| m);
-    let msg = match msg.split_once(": ") {
-        Some((prefix, rest)) if !prefix.contains(' ') => rest,
-        _ => msg,
-    };
-    msg.to_string()
 }
 
 #[cfg(test)]

@@ -4,7 +4,11 @@
 //!
 //! Everything that can be wrong in a value (a regex, a duration, a range) is kept as
 //! written here and checked by [`super::validate`], which can then name the field.
+//!
+//! An empty list or mapping may be written as nothing at all (`routes:`), as YAML users
+//! do (see [`null_as_default`]).
 
+use crate::yaml::null_as_default;
 use serde::{Deserialize, Serialize};
 
 /// A whole `ServiceProfile` document.
@@ -15,9 +19,9 @@ pub struct ServiceProfile {
     pub api_version: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub kind: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub metadata: Metadata,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub spec: ServiceProfileSpec,
 }
 
@@ -36,15 +40,27 @@ pub struct Metadata {
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ServiceProfileSpec {
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub routes: Vec<RouteSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_budget: Option<RetryBudgetSpec>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub dst_overrides: Vec<WeightedDstSpec>,
     /// Linkerd's controller overwrites this from the Service; accepted for
     /// compatibility and ignored (opaque ports come from the Service here too).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub opaque_ports: Vec<serde_json::Value>,
 }
 
@@ -55,7 +71,11 @@ pub struct RouteSpec {
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub condition: Option<RequestMatchSpec>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub response_classes: Vec<ResponseClassSpec>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub is_retryable: bool,

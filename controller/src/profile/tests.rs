@@ -309,3 +309,21 @@ fn objects_report_every_problem() {
         "{p:?}"
     );
 }
+
+/// `routes:` with nothing after it is an empty list, as YAML users write it.
+#[test]
+fn empty_lists_may_be_written_as_nothing() {
+    let v = parse_yaml(
+        "metadata: {name: web.ns.svc.cluster.local}\nspec:\n  routes:\n  dstOverrides:\n",
+        CD,
+    )
+    .unwrap();
+    assert!(v.routes.is_empty());
+    // A repeated key is an error, with the line of the repetition.
+    let p =
+        problems("metadata: {name: web.ns.svc.cluster.local}\nspec:\n  routes: []\n  routes: []\n");
+    assert!(
+        p[0].starts_with("spec.routes: duplicate mapping key `routes`") && p[0].contains("line 4"),
+        "{p:?}"
+    );
+}
