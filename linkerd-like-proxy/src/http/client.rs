@@ -632,3 +632,61 @@ impl Pool {
 /// handshakes): its latency says more about the handshake than about the endpoint.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct WaitedForConnect;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::Replay;
+
+    fn req(
+        method: Method,
+        uri: &str,
+        version: Version,
+        headers: &[(&str, &str)],
+    ) -> Request<ReqBody> {
+        let mut r = Request::new(ReqBody::from(Replay::default()));
+        *r.method_mut() = method;
+        *r.uri_mut() = uri.parse().unwrap();
+        *r.version_mut() = version;
+        for (k, v) in headers {
+            let name: http::HeaderName = k.parse().unwrap();
+            r.headers_mut().insert(name, v.parse().unwrap());
+        }
+        r
+    }
+
+    #[test]
+    fn how_a_request_travels() {
+        let h1 = |headers: &[(&str, &str)]| req(Method::GET, "/", Version::HTTP_11, headers);
+        let host = [("host", "web:80")];
+        // HTTP/1 stays HTTP/1 to a plain endpoint, and becomes HTTP/2 between proxies
+        // when it names an authority to carry.
+        assert_eq!(Plan::of(&h1(&host), false, false), Plan::H1);
+        assert_eq!(Plan::of(&h1(&host), false, true), Plan::H2);
+        assert_eq!(Plan::of(&h1(&[]), false, true), Plan::H1);
+        let absolute = req(Method::GET, "http://web/", Version::HTTP_11, &[]);
+        assert_eq!(Plan::of(&absolute, true, true), Plan::H2);
+        // HTTP/2 stays HTTP/2.
+        let h2 = req(Method::GET, "http://web/", Version::HTTP_2, &[]);
+        assert_eq!(Plan::of(&h2, false, false), Plan::H2);
+        // Upgrades need a connection of their own, HTTP/1 between proxies too; an
+        // explicit CONNECT is a raw tunnel.
+        let ws = h1(&[("connection", "upgrade"), ("upgrade", "websocket")]);
+        assert_eq!(Plan::of(&ws, false, true), Plan::Tunnel(Alpn::Http1));
+        let connect = req(Method::CONNECT, "web:443", Version::HTTP_11, &[]);
+        assert_eq!(Plan::of(&connect, true, true), Plan::Tunnel(Alpn::Opaque));
+        assert_eq!(Plan::of(&connect, false, false), Plan::Tunnel(Alpn::Http1));
+    }
+
+    #[test]
+    fn http1_between_proxies_carries_its_version() {
+        let mut r = req(Method::GET, "/a?b", Version::HTTP_10, &[("host", "web:80")]);
+        assert!(to_h2(&mut r));
+        assert_eq!(r.version(), Version::HTTP_2);
+        assert_eq!(r.uri(), "http://web:80/a?b");
+        assert_eq!(r.headers()[super::super::ORIG_PROTO], "HTTP/1.0");
+        let mut r = req(Method::GET, "/", Version::HTTP_11, &[]);
+        assert!(!to_h2(&mut r), "no authority to carry");
+        assert_eq!(r.version(), Version::HTTP_11);
+    }
+}

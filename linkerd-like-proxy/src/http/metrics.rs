@@ -239,3 +239,58 @@ impl Drop for MeteredBody {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::Replay;
+    use http_body_util::BodyExt;
+
+    #[tokio::test]
+    async fn each_request_is_counted_under_its_target_when_its_response_ends() {
+        let metrics = Metrics::new();
+        let inner = tower::service_fn(|_: Request<ReqBody>| async {
+            let mut rsp = Response::new(ProxyBody::empty());
+            *rsp.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+            Ok::<_, Infallible>(rsp)
+        });
+        let mut svc = HttpMetrics::new(inner, metrics.clone(), Direction::Outbound);
+        let mut req = Request::new(ReqBody::from(Replay::default()));
+        let mut t = Target::new(([198, 18, 0, 9], 8080).into());
+        t.authority = Some("web.test:8080".into());
+        req.extensions_mut().insert(t);
+        let rsp = svc.call(req).await.unwrap();
+        let text = metrics.encode();
+        let series =
+            r#"direction="outbound",authority="web.test:8080",target_addr="198.18.0.9:8080""#;
+        assert!(text.contains(&format!("request_total{{{series}")), "{text}");
+        assert!(
+            !text.contains("response_total{"),
+            "not before the body ends"
+        );
+        rsp.into_body().collect().await.unwrap();
+        let text = metrics.encode();
+        assert!(
+            text.lines().any(|l| l.starts_with("response_total{")
+                && l.contains(series)
+                && l.contains(r#"status_code="503",classification="failure""#)
+                && l.ends_with(" 1")),
+            "{text}"
+        );
+
+        // A request no layer routed is passed on, and not counted.
+        let rsp = svc
+            .call(Request::new(ReqBody::from(Replay::default())))
+            .await
+            .unwrap();
+        assert_eq!(rsp.status(), 503);
+        assert_eq!(
+            metrics
+                .encode()
+                .lines()
+                .filter(|l| l.starts_with("request_total{"))
+                .count(),
+            1
+        );
+    }
+}

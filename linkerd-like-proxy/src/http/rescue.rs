@@ -52,3 +52,42 @@ where
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{errors::ConnectFailed, http::Replay};
+
+    fn failing(
+    ) -> Rescue<tower::util::BoxCloneService<Request<ReqBody>, Response<ProxyBody>, errors::BoxError>>
+    {
+        let inner = tower::service_fn(|_: Request<ReqBody>| async {
+            let e = ConnectFailed {
+                addr: ([198, 18, 0, 9], 80).into(),
+                source: std::io::ErrorKind::ConnectionRefused.into(),
+            };
+            Err::<Response<ProxyBody>, errors::BoxError>(e.into())
+        });
+        Rescue::new(tower::util::BoxCloneService::new(inner))
+    }
+
+    #[tokio::test]
+    async fn an_error_below_becomes_the_response_the_client_sees() {
+        let rsp = failing()
+            .call(Request::new(ReqBody::from(Replay::default())))
+            .await
+            .unwrap();
+        assert_eq!(rsp.status(), 502);
+        assert_eq!(
+            rsp.extensions().get::<errors::SyntheticResponse>(),
+            Some(&errors::SyntheticResponse("connect"))
+        );
+        // A gRPC client gets a gRPC status instead.
+        let mut req = Request::new(ReqBody::from(Replay::default()));
+        req.headers_mut()
+            .insert("content-type", "application/grpc".parse().unwrap());
+        let rsp = failing().call(req).await.unwrap();
+        assert_eq!(rsp.status(), 200);
+        assert_eq!(rsp.headers()["grpc-status"], "14");
+    }
+}

@@ -153,7 +153,9 @@ impl Attempts<'_> {
                     return crate::errors::respond(&e, self.grpc).map(MeteredBody::unmetered);
                 }
             },
-            // Bodies are streamed until this layer; anything else is sent as it is.
+            // A body already whole in memory is replayable as it is.
+            ReqBody::Replay(r) => r,
+            // A body read ahead past the limit is sent once, as it is.
             other => return self.attempt(inner, Request::from_parts(parts, other)).await,
         };
         // Each attempt gets its own copy of the target: the balancer below fills in
@@ -285,3 +287,6 @@ impl Drop for Unanswered {
 fn timed_out(after: Duration, grpc: bool) -> Response<MeteredBody> {
     crate::errors::respond(&crate::errors::RouteTimeout { after }, grpc).map(MeteredBody::unmetered)
 }
+
+#[cfg(test)]
+mod tests;
