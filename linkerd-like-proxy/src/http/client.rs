@@ -66,7 +66,7 @@ impl Service<Request<ReqBody>> for Forward {
         let pool = self.pool.clone();
         let tasks = self.tasks.clone();
         Box::pin(async move {
-            let target = req
+            let mut target = req
                 .extensions_mut()
                 .remove::<Target>()
                 .ok_or("request reached Forward unrouted")?;
@@ -75,7 +75,7 @@ impl Service<Request<ReqBody>> for Forward {
             if let Some(failed) = target.failed {
                 return Err(failed.into());
             }
-            let lease = match target.lease.as_ref().and_then(LeaseSlot::take) {
+            let lease = match target.lease.as_mut().and_then(LeaseSlot::take) {
                 Some(l) => l,
                 None => {
                     // Inbound, the peer is the client: connections to the application
@@ -341,18 +341,30 @@ enum Leased {
     Raw(UpstreamIo),
 }
 
-/// A lease handed from the layer that took it to `Forward`, which uses it. (Request
-/// extensions must be `Clone`; a lease is taken once.)
-#[derive(Clone, Default)]
-pub(crate) struct LeaseSlot(Arc<Mutex<Option<Lease>>>);
+/// A lease handed from the layer that took it to `Forward`, in the request's target.
+/// A copy of a target carries no connection: a copy is empty. (Request extensions
+/// must be `Clone`; targets are copied before the balancer leases, never after.)
+#[derive(Default)]
+pub(crate) struct LeaseSlot(Option<Lease>);
+
+impl Clone for LeaseSlot {
+    fn clone(&self) -> Self {
+        Self(None)
+    }
+}
 
 impl LeaseSlot {
     pub(crate) fn new(lease: Lease) -> Self {
-        Self(Arc::new(Mutex::new(Some(lease))))
+        Self(Some(lease))
     }
 
-    pub(crate) fn take(&self) -> Option<Lease> {
-        lock(&self.0).take()
+    pub(crate) fn take(&mut self) -> Option<Lease> {
+        self.0.take()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn is_leased(&self) -> bool {
+        self.0.is_some()
     }
 }
 

@@ -131,6 +131,11 @@ use tower::{Service, ServiceBuilder};
 
 pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
+/// The future of a layer that passes most requests straight through (no allocation)
+/// and does its own work, boxed, for the others.
+pub(crate) type Passthrough<S, F> =
+    futures_util::future::Either<tower::util::Oneshot<S, Request<ReqBody>>, F>;
+
 /// What the layers above the metrics wrap: the rest of the stack, answering every
 /// request with a response (errors were made responses below), cloned per request.
 pub(crate) trait Stack:

@@ -20,7 +20,7 @@
 
 use super::{
     client::{LeaseSlot, Plan, Pool, WaitedForConnect},
-    BoxFuture, MeteredBody, ReqBody, Stack, Target,
+    BoxFuture, MeteredBody, Passthrough, ReqBody, Stack, Target,
 };
 use crate::{
     balance::Load,
@@ -28,6 +28,7 @@ use crate::{
     discover::{Balanced, Resolved},
     errors::{Decided, NoEndpoints, SyntheticResponse},
 };
+use futures_util::future::Either;
 use http::{Request, Response};
 use std::{
     convert::Infallible,
@@ -57,7 +58,7 @@ impl<S> Balance<S> {
 impl<S: Stack> Service<Request<ReqBody>> for Balance<S> {
     type Response = Response<MeteredBody>;
     type Error = Infallible;
-    type Future = BoxFuture<Result<Response<MeteredBody>, Infallible>>;
+    type Future = Passthrough<S, BoxFuture<Result<Response<MeteredBody>, Infallible>>>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
@@ -70,12 +71,12 @@ impl<S: Stack> Service<Request<ReqBody>> for Balance<S> {
             .get_mut::<Target>()
             .and_then(|t| Some((t.balance.take()?, t.avoid, t.explicit)));
         let Some((dst, avoid, explicit)) = balance else {
-            return Box::pin(inner.oneshot(req));
+            return Either::Left(inner.oneshot(req));
         };
         let pool = self.pool.clone();
         // How the request will travel, to a plain endpoint and to a meshed one.
         let plans = [false, true].map(|meshed| Plan::of(&req, explicit, meshed));
-        Box::pin(async move {
+        Either::Right(Box::pin(async move {
             let picked = match dst.pick(avoid) {
                 // The endpoint to avoid is the only one: still better than none.
                 Resolved::NoEndpoints(_) if avoid.is_some() => dst.pick(None),
@@ -99,7 +100,7 @@ impl<S: Stack> Service<Request<ReqBody>> for Balance<S> {
                 rsp.extensions_mut().insert(Picked(load.addr()));
             }
             Ok(rsp)
-        })
+        }))
     }
 }
 

@@ -28,7 +28,7 @@ async fn fixture() -> Fixture {
         let t = req.extensions().get::<Target>().expect("routed");
         record.lock().unwrap().push(Seen {
             addr: t.addr,
-            leased: t.lease.as_ref().is_some_and(|l| l.take().is_some()),
+            leased: t.lease.as_ref().is_some_and(|l| l.is_leased()),
             failed: t.failed.as_ref().map(|f| crate::errors::chain(f)),
         });
         std::future::ready(Ok(Response::new(MeteredBody::unmetered(

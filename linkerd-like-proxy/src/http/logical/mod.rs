@@ -17,7 +17,9 @@
 //!
 //! Requests without a profile pass straight through, at no cost.
 
-use super::{balance::Picked, metrics::meter, BoxFuture, MeteredBody, ReqBody, Stack, Target};
+use super::{
+    balance::Picked, metrics::meter, BoxFuture, MeteredBody, Passthrough, ReqBody, Stack, Target,
+};
 use crate::{
     classify::{self, Class},
     discover::DstProfile,
@@ -25,6 +27,7 @@ use crate::{
     metrics::{Direction, Metrics, ResponseEnd, RouteFamily},
     profile::{self, Route},
 };
+use futures_util::future::Either;
 use http::{Request, Response};
 use std::{
     convert::Infallible,
@@ -53,7 +56,7 @@ where
 {
     type Response = Response<MeteredBody>;
     type Error = Infallible;
-    type Future = BoxFuture<Result<Response<MeteredBody>, Infallible>>;
+    type Future = Passthrough<S, BoxFuture<Result<Response<MeteredBody>, Infallible>>>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
@@ -66,10 +69,12 @@ where
             .get_mut::<Target>()
             .and_then(|t| t.profile.take());
         let Some(profile) = profile else {
-            return Box::pin(inner.oneshot(req));
+            return Either::Left(inner.oneshot(req));
         };
         let metrics = self.metrics.clone();
-        Box::pin(async move { Ok(logical(&metrics, inner, &profile, req).await) })
+        Either::Right(Box::pin(async move {
+            Ok(logical(&metrics, inner, &profile, req).await)
+        }))
     }
 }
 
