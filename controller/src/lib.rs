@@ -141,13 +141,13 @@ pub struct Args {
     #[arg(long, env = "MESH_IDENTITY_TOKENS", value_name = "PATH")]
     pub identity_tokens: Option<PathBuf>,
 
-    /// How long issued certificates live (`s`, `m`, `h` or `d` suffix).
+    /// How long issued certificates live, at least 1m (a Go duration: `24h`, `90m`).
     #[arg(
         long,
         env = "MESH_IDENTITY_LIFETIME",
         default_value = "24h",
         value_name = "DURATION",
-        value_parser = parse_lifetime
+        value_parser = mesh_api::duration::parse
     )]
     pub identity_lifetime: Duration,
 
@@ -506,29 +506,6 @@ fn identity_config(
         server_name,
         destination_server_name,
     }))
-}
-
-/// Parses `90s`, `30m`, `24h` or `7d`.
-fn parse_lifetime(s: &str) -> Result<Duration, String> {
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (n, unit) = s.split_at(split);
-    let n: u64 = n
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration such as 24h"))?;
-    let secs = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 60 * 60,
-        "d" => 24 * 60 * 60,
-        _ => {
-            return Err(format!(
-                "{s:?} is not a duration such as 24h (units: s, m, h, d)"
-            ))
-        }
-    };
-    n.checked_mul(secs)
-        .map(Duration::from_secs)
-        .ok_or_else(|| format!("{s:?} is too long"))
 }
 
 pub(crate) fn is_dns_label(s: &str) -> bool {

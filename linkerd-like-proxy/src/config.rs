@@ -5,7 +5,7 @@
 //! Parsing goes through the [`Env`] trait so tests can pass a `HashMap` instead of
 //! touching the process environment.
 
-use mesh_api::control_plane;
+use mesh_api::{control_plane, duration};
 use std::{collections::BTreeSet, fmt, net::SocketAddr, time::Duration};
 
 /// Where configuration values come from.
@@ -272,8 +272,8 @@ impl Config {
                 env,
                 var,
                 default,
-                "a duration like 500ms, 2s or 1m",
-                parse_duration,
+                "a duration like 500ms, 2s or 1m30s (Go's syntax: ns, us, ms, s, m, h)",
+                |v| duration::parse(v).ok(),
             )
         };
 
@@ -449,8 +449,8 @@ fn identity(env: &impl Env) -> Result<Option<IdentityConfig>, ConfigError> {
             env,
             var,
             default,
-            "a duration greater than zero like 10s, 1m or 24h",
-            |v| parse_duration(v).filter(|d| !d.is_zero()),
+            "a duration greater than zero like 10s, 1m30s or 24h (Go's syntax)",
+            |v| duration::parse_positive(v).ok(),
         )
     };
     let required = |var: &'static str| {
@@ -570,25 +570,6 @@ fn parse<T>(
         value: raw.to_string(),
         expected: expected.to_string(),
     })
-}
-
-/// Parses `500ms`, `2s`, `1m`, `1h`, `1.5s`. A bare number is refused: its unit would
-/// be a guess.
-pub fn parse_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num.parse().ok()?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return None,
-    };
-    (0.0..1e9)
-        .contains(&secs)
-        .then(|| Duration::from_secs_f64(secs))
 }
 
 /// `host:port` with a port, as the URI the gRPC client connects to. The host may be a
@@ -882,11 +863,18 @@ mod tests {
 
     #[test]
     fn durations() {
-        assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
-        assert_eq!(parse_duration("ms"), None);
-        assert_eq!(parse_duration("5d"), None);
-        assert_eq!(parse_duration(""), None);
+        // Every duration variable reads Go's syntax (`mesh_api::duration`).
+        let detect = |v: &'static str| {
+            Config::from_env(&env(&[(ENV_DETECT_TIMEOUT, v)]))
+                .map(|c| c.detect_timeout)
+                .ok()
+        };
+        assert_eq!(detect("1.5s"), Some(Duration::from_millis(1500)));
+        assert_eq!(detect("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(detect("1m30s"), Some(Duration::from_secs(90)));
+        assert_eq!(detect("ms"), None);
+        assert_eq!(detect("5d"), None);
+        assert_eq!(detect(""), None);
     }
 
     #[test]

@@ -17,8 +17,9 @@
 
 use super::{Input, Service};
 use anyhow::Context as _;
+use mesh_api::duration;
 use mesh_controller::profile::{
-    self, duration,
+    self,
     spec::{
         Metadata, RequestMatchSpec, ResponseClassSpec, ResponseMatchSpec, RouteSpec,
         ServiceProfileSpec, StatusRangeSpec,

@@ -16,7 +16,7 @@ mod prom;
 mod stats;
 
 use crate::{
-    demo::{self, state::State},
+    demo::state::State,
     UsageError,
 };
 use anyhow::Context as _;
@@ -52,8 +52,9 @@ pub struct RoutesArgs {
     #[arg(long = "metrics", value_name = "URL")]
     metrics: Vec<String>,
 
-    /// Time between the two scrapes the numbers are computed from (e.g. 5s, 500ms).
-    #[arg(long, default_value = "5s", value_parser = demo::parse_duration)]
+    /// Time between the two scrapes the numbers are computed from (a Go duration: 5s,
+    /// 500ms).
+    #[arg(long, default_value = "5s", value_parser = mesh_api::duration::parse_positive)]
     window: Duration,
 
     /// Output format: the table, `wide` (success and rate before and after retries) or

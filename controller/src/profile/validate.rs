@@ -3,8 +3,8 @@
 //! and why; nothing invalid is silently dropped, and nothing is half-applied: a spec
 //! with any problem yields no profile, so the last valid one stays in force.
 
-use super::{duration, spec::*};
-use mesh_api::{destination as api, path_regex};
+use super::spec::*;
+use mesh_api::{destination as api, duration, path_regex};
 use std::{collections::HashMap, fmt, time::Duration};
 
 /// Linkerd's defaults for a profile without `retryBudget`.

@@ -80,15 +80,15 @@ pub(crate) struct Args {
     #[arg(long, default_value_t = 3)]
     rounds: usize,
     /// Measured window of each fixed-rate run.
-    #[arg(long, default_value = "10s", value_parser = crate::parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = mesh_api::duration::parse)]
     duration: Duration,
     /// Unrecorded load before each measured window.
-    #[arg(long, default_value = "2s", value_parser = crate::parse_duration)]
+    #[arg(long, default_value = "2s", value_parser = mesh_api::duration::parse)]
     warmup: Duration,
     /// Measured window of each maximum-throughput run.
-    #[arg(long, default_value = "10s", value_parser = crate::parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = mesh_api::duration::parse)]
     max_duration: Duration,
-    #[arg(long, default_value = "2s", value_parser = crate::parse_duration)]
+    #[arg(long, default_value = "2s", value_parser = mesh_api::duration::parse)]
     max_warmup: Duration,
     /// HTTP/1.1 connections at maximum throughput (one request in flight each).
     #[arg(long, default_value_t = 32)]
@@ -145,9 +145,9 @@ pub(crate) struct Args {
     #[arg(long)]
     no_write: bool,
     /// Before starting, wait up to this long for the machine to be quiet (other
-    /// processes using at most --busy-threshold cores); 0 = start at once. Either way the report shows
+    /// processes using at most --busy-threshold cores); 0s = start at once. Either way the report shows
     /// how busy the machine was.
-    #[arg(long, default_value = "0s", value_parser = crate::parse_duration)]
+    #[arg(long, default_value = "0s", value_parser = mesh_api::duration::parse)]
     wait_quiet: Duration,
     /// Cores that other processes and the hypervisor (steal) may take during a run (see
     /// *other CPU + steal* in the report) before its direct/proxied pair is run again.
