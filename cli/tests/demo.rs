@@ -35,7 +35,7 @@ const POLL: Duration = Duration::from_millis(100);
 
 /// The identity of `sa`'s proxies: the demo's namespace `demo`, trust domain `cluster.local`.
 fn identity(sa: &str) -> String {
-    format!("{sa}.demo.serviceaccount.identity.mesh.cluster.local")
+    mesh_api::names::ServiceAccount::new("demo", sa).identity("cluster.local")
 }
 
 #[test]

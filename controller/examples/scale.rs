@@ -50,11 +50,12 @@ async fn main() -> anyhow::Result<()> {
             let n = s * per_service + e;
             let _ = writeln!(
                 yaml,
-                "      - {{address: \"198.{}.{}.{}\", labels: {{pod: svc-{s}-{e}-7d9f8c6b5-x2x4z, deployment: svc-{s}, serviceaccount: svc-{s}}}, identity: svc-{s}.ns-{}.serviceaccount.identity.mesh.cluster.local}}",
+                "      - {{address: \"198.{}.{}.{}\", labels: {{pod: svc-{s}-{e}-7d9f8c6b5-x2x4z, deployment: svc-{s}, serviceaccount: svc-{s}}}, identity: {}}}",
                 18 + n / 65536,
                 (n / 256) % 256,
                 n % 256,
-                s % 50
+                mesh_api::names::ServiceAccount::new(format!("ns-{}", s % 50), format!("svc-{s}"))
+                    .identity("cluster.local")
             );
         }
     }

@@ -28,6 +28,7 @@ pub mod webhook;
 
 use anyhow::Context as _;
 use clap::{Parser, ValueEnum};
+use mesh_api::names::{is_dns_domain, is_dns_label};
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
@@ -282,7 +283,10 @@ pub enum InvalidConfig {
         path: PathBuf,
         message: String,
     },
-    #[error("invalid --{flag} {name:?}: expected <serviceaccount>.<namespace>.serviceaccount.identity.mesh.{trust_domain}")]
+    #[error(
+        "invalid --{flag} {name:?}: expected <serviceaccount>.<namespace>{}",
+        mesh_api::names::identity_suffix(trust_domain)
+    )]
     ServerName {
         flag: &'static str,
         name: String,
@@ -331,7 +335,7 @@ impl Args {
         };
         let domain = |flag: &'static str, value: String| {
             let trimmed = value.trim_matches('.');
-            if !trimmed.is_empty() && trimmed.split('.').all(is_dns_label) {
+            if is_dns_domain(trimmed) {
                 Ok(trimmed.to_string())
             } else {
                 Err(InvalidConfig::Domain { flag, value })
@@ -506,15 +510,6 @@ fn identity_config(
         server_name,
         destination_server_name,
     }))
-}
-
-pub(crate) fn is_dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
 }
 
 // === impl Config ===

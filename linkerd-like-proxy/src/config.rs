@@ -5,7 +5,7 @@
 //! Parsing goes through the [`Env`] trait so tests can pass a `HashMap` instead of
 //! touching the process environment.
 
-use mesh_api::{control_plane, duration};
+use mesh_api::{control_plane, duration, names};
 use std::{collections::BTreeSet, fmt, net::SocketAddr, time::Duration};
 
 /// Where configuration values come from.
@@ -475,18 +475,17 @@ fn identity(env: &impl Env) -> Result<Option<IdentityConfig>, ConfigError> {
         ENV_IDENTITY_NAME,
         "",
         "an identity like web.default.serviceaccount.identity.mesh.cluster.local",
-        |v| is_identity_name(v).then(|| v.to_ascii_lowercase()),
+        |v| names::is_identity(v).then(|| v.to_ascii_lowercase()),
     )?;
-    // `<sa>.<ns>.serviceaccount.identity.mesh.<trust-domain>`: the control plane's
-    // names in the same trust domain unless given.
-    let suffix = name.splitn(3, '.').nth(2).unwrap_or_default().to_string();
+    // The control plane's names in the same trust domain unless given.
+    let trust_domain = names::trust_domain_of(&name).unwrap_or_default().to_string();
     let service_name = |var, account: &str| {
         parse(
             env,
             var,
-            &format!("{account}.{}.{suffix}", control_plane::NAMESPACE),
+            &control_plane::service_identity(account, control_plane::NAMESPACE, &trust_domain),
             "an identity like mesh-identity.mesh-system.serviceaccount.identity.mesh.cluster.local",
-            |v| is_identity_name(v).then(|| v.to_ascii_lowercase()),
+            |v| names::is_identity(v).then(|| v.to_ascii_lowercase()),
         )
     };
     let server_name = service_name(
@@ -524,18 +523,6 @@ fn identity(env: &impl Env) -> Result<Option<IdentityConfig>, ConfigError> {
         min_refresh,
         max_refresh,
     }))
-}
-
-/// Whether `name` is an identity name: a DNS name of the form
-/// `<sa>.<ns>.serviceaccount.identity.mesh.<trust-domain>`.
-fn is_identity_name(name: &str) -> bool {
-    let labels: Vec<&str> = name.split('.').collect();
-    labels.len() >= 7
-        && labels[2..5]
-            .iter()
-            .zip(["serviceaccount", "identity", "mesh"])
-            .all(|(l, want)| l.eq_ignore_ascii_case(want))
-        && rustls_pki_types::DnsName::try_from(name).is_ok()
 }
 
 /// Parses PEM trust anchors: at least one `CERTIFICATE`, each usable as an anchor.

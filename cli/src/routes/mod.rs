@@ -146,13 +146,7 @@ impl TryFrom<RoutesArgs> for Config {
 
 /// Service and namespace names are DNS-1123 labels.
 fn check_label(what: &str, s: &str) -> Result<(), UsageError> {
-    let ok = !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-');
-    if ok {
+    if mesh_api::names::is_dns_label(s) {
         Ok(())
     } else {
         Err(UsageError::new(format!(

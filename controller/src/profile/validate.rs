@@ -94,16 +94,7 @@ fn check_name(name: &str, cluster_domain: Option<&str>) -> Result<(), String> {
     if name.is_empty() {
         return Err("required: the service's name, `<svc>.<ns>.svc.<cluster-domain>`".into());
     }
-    let dns1123 = name.len() <= 253
-        && name.split('.').all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && l.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-        });
-    if !dns1123 {
+    if !mesh_api::names::is_dns_domain(name) {
         return Err(format!("{name:?} is not a DNS-1123 subdomain"));
     }
     let parts: Vec<&str> = name.splitn(4, '.').collect();

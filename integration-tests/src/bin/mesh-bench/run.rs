@@ -1194,7 +1194,7 @@ impl Bench<'_> {
         let tokens = dir.join("tokens");
         std::fs::write(&tokens, table)?;
         let identity =
-            |sa: &str| format!("{sa}.{MESH_NS}.serviceaccount.identity.mesh.{TRUST_DOMAIN}");
+            |sa: &str| mesh_api::names::ServiceAccount::new(MESH_NS, sa).identity(TRUST_DOMAIN);
 
         // The backend's pod: found by IP (transparent discovery of 198.18.200.2:<port>),
         // meshed, with the server proxy's identity.
