@@ -12,6 +12,7 @@
 // This measures real elapsed time, which is what std's clock is for.
 #![allow(clippy::disallowed_types)]
 
+use mesh_rt::proc;
 use nix::{
     sys::signal::{kill, Signal},
     unistd::Pid,
@@ -737,28 +738,13 @@ fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
 
 /// Pids of `parent`'s children whose command name is `name`.
 fn children_named(parent: u32, name: &str) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|&pid| stat(pid).is_some_and(|(comm, _, ppid)| comm == name && ppid == parent))
+    proc::pids()
+        .into_iter()
+        .filter(|&pid| proc::stat(proc::Pid::Of(pid)).is_some_and(|s| s.comm == name && s.ppid == parent))
         .collect()
 }
 
 /// Whether `pid` is a live (not zombie) process called `name`.
 fn is_alive(pid: u32, name: &str) -> bool {
-    stat(pid).is_some_and(|(comm, state, _)| comm == name && state != 'Z')
-}
-
-/// `(comm, state, ppid)` from `/proc/<pid>/stat`.
-fn stat(pid: u32) -> Option<(String, char, u32)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // comm is in parentheses and may itself contain spaces or parentheses.
-    let (head, tail) = stat.rsplit_once(") ")?;
-    let comm = head.split_once(" (")?.1.to_owned();
-    let mut fields = tail.split_whitespace();
-    let state = fields.next()?.chars().next()?;
-    let ppid = fields.next()?.parse().ok()?;
-    Some((comm, state, ppid))
+    proc::stat(proc::Pid::Of(pid)).is_some_and(|s| s.comm == name && s.state != 'Z')
 }

@@ -560,13 +560,7 @@ fn wait_quiet(max: Duration, threshold: f64) -> anyhow::Result<f64> {
 }
 
 fn preflight() -> anyhow::Result<()> {
-    let status = std::fs::read_to_string("/proc/self/status")?;
-    let euid = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|v| v.split_whitespace().nth(1))
-        .unwrap_or("");
-    if euid != "0" {
+    if !mesh_integration_tests::is_root() {
         bail!("`mesh-bench run` needs root (network namespaces, iptables, setpriv)");
     }
     for tool in ["ip", "iptables", "setpriv"] {
@@ -1321,16 +1315,7 @@ fn check_exec(name: &str, pid: u32, expected: &str) {
 }
 
 fn meta(args: &Args, elapsed: Duration) -> Meta {
-    let first_line = |path: &str, key: &str| {
-        std::fs::read_to_string(path)
-            .unwrap_or_default()
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix(key)
-                    .map(|v| v.trim_start_matches([' ', '\t', ':']).trim().to_string())
-            })
-            .unwrap_or_default()
-    };
+    let machine = mesh_integration_tests::sys::Machine::read();
     let git = {
         let rev = sys::run("git", &["rev-parse", "--short", "HEAD"])
             .unwrap_or_default()
@@ -1357,13 +1342,10 @@ fn meta(args: &Args, elapsed: Duration) -> Meta {
             .trim_end()
             .to_string(),
         git,
-        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
-            .unwrap_or_default()
-            .trim()
-            .to_string(),
-        cpu: first_line("/proc/cpuinfo", "model name"),
-        cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
-        memory: first_line("/proc/meminfo", "MemTotal"),
+        kernel: machine.kernel,
+        cpu: machine.cpu,
+        cores: machine.cores,
+        memory: machine.memory,
         proxy_env: std::iter::once("MESH_PROXY_LOG=warn".to_string())
             .chain(args.proxy_env.iter().cloned())
             .collect(),
