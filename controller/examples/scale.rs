@@ -148,16 +148,17 @@ async fn main() -> anyhow::Result<()> {
 
 fn report(admin: SocketAddr, when: &str) {
     let metrics = http_get(admin, "/metrics").1;
+    let samples = mesh_api::prom::parse(&metrics).unwrap_or_default();
     let value = |name: &str| -> f64 {
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
-            .unwrap_or(f64::NAN)
+        samples
+            .iter()
+            .find(|s| s.name == name && s.labels.is_empty())
+            .map_or(f64::NAN, |s| s.value)
     };
     println!(
         "{when}: rss {:.1} MiB, cpu {:.2} s",
-        value("process_resident_memory_bytes ") / (1024.0 * 1024.0),
-        value("process_cpu_seconds_total ")
+        value("process_resident_memory_bytes") / (1024.0 * 1024.0),
+        value("process_cpu_seconds_total")
     );
 }
 

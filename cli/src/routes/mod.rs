@@ -12,7 +12,6 @@
 //! of each response), not by the nominal window: a scrape delayed by a busy proxy does not
 //! inflate the rate. `-o json` reports that measured time per proxy.
 
-mod prom;
 mod stats;
 
 use crate::{
@@ -232,7 +231,7 @@ async fn scrape_all(proxies: &[Proxy], selector: &Selector) -> anyhow::Result<Ve
             .and_then(|r| r)
             .with_context(|| format!("scrape {}", p.url))?;
         let samples =
-            prom::parse(&text).with_context(|| format!("{} is not Prometheus metrics", p.url))?;
+            mesh_api::prom::parse(&text).with_context(|| format!("{} is not Prometheus metrics", p.url))?;
         anyhow::Ok((stats::select(&samples, selector), at))
     });
     futures_util::future::try_join_all(scrapes).await

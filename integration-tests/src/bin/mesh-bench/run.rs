@@ -798,11 +798,9 @@ impl Bench<'_> {
     /// Sum of `request_total` of the proxy in `ns`.
     fn proxy_requests(&self, ns: &str) -> anyhow::Result<u64> {
         let text = self.probe(ns, &format!("{ADMIN}/metrics"), "5s", true)?;
-        Ok(text
-            .lines()
-            .filter(|l| l.starts_with("request_total{"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum::<f64>() as u64)
+        let metrics = mesh_integration_tests::Metrics::parse(&text)
+            .with_context(|| format!("the proxy in {ns}"))?;
+        Ok(metrics.sum("request_total", &[]) as u64)
     }
 
     /// One request over each path; the proxied one must show up in both proxies.
@@ -1013,11 +1011,9 @@ impl Bench<'_> {
     /// Sum of `tcp_open_total` of the proxy in `ns`.
     fn proxy_tcp_opens(&self, ns: &str) -> anyhow::Result<u64> {
         let text = self.probe(ns, &format!("{ADMIN}/metrics"), "5s", true)?;
-        Ok(text
-            .lines()
-            .filter(|l| l.starts_with("tcp_open_total{"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum::<f64>() as u64)
+        let metrics = mesh_integration_tests::Metrics::parse(&text)
+            .with_context(|| format!("the proxy in {ns}"))?;
+        Ok(metrics.sum("tcp_open_total", &[]) as u64)
     }
 
     /// Opens `--idle-conns` opaque connections through the pair and reads both
@@ -1102,40 +1098,42 @@ impl Bench<'_> {
             (INBOUND, NS_SERVER, "inbound", "client_id", "src"),
         ] {
             let text = self.probe(ns, &format!("{ADMIN}/metrics"), "5s", true)?;
-            let dir = format!("direction=\"{direction}\"");
-            let mesh_peer = format!("peer=\"{mesh_peer}\"");
+            let samples = mesh_api::prom::parse(&text)
+                .with_context(|| format!("the {name}'s /metrics is not Prometheus text"))?;
             let mut s = TlsSeries::default();
-            for line in text.lines() {
-                let is_req = line.starts_with("request_total{");
-                let is_conn = line.starts_with("tcp_open_total{");
-                if !(is_req || is_conn) || !line.contains(&dir) {
+            for sample in &samples {
+                let is_req = sample.name == "request_total";
+                let is_conn = sample.name == "tcp_open_total";
+                if !(is_req || is_conn) || sample.label("direction") != Some(direction) {
                     continue;
                 }
-                if is_conn && !line.contains(&mesh_peer) {
+                if is_conn && sample.label("peer") != Some(mesh_peer) {
                     continue;
                 }
-                let n = line
-                    .rsplit(' ')
-                    .next()
-                    .and_then(|v| v.parse::<f64>().ok())
-                    .unwrap_or(0.0) as u64;
+                let n = sample.value as u64;
                 if n == 0 {
                     continue;
                 }
-                let tls = line.contains("tls=\"true\"");
+                let tls = sample.label("tls") == Some("true");
                 match (is_req, tls) {
                     (true, true) => s.requests_tls += n,
                     (true, false) => s.requests_plain += n,
                     (false, true) => s.conns_tls += n,
                     (false, false) => s.conns_plain += n,
                 }
-                if let Some(id) = label(line, peer_key) {
-                    if !s.peers.contains(&id) {
-                        s.peers.push(id);
+                if let Some(id) = sample.label(peer_key) {
+                    if !s.peers.iter().any(|p| p == id) {
+                        s.peers.push(id.to_string());
                     }
                 }
                 if s.examples.len() < 4 {
-                    s.examples.push(line.to_string());
+                    let labels: Vec<String> = sample
+                        .labels
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v:?}"))
+                        .collect();
+                    s.examples
+                        .push(format!("{}{{{}}} {}", sample.name, labels.join(","), sample.value));
                 }
             }
             if s.requests_tls == 0 || s.conns_tls == 0 {
@@ -1370,12 +1368,6 @@ fn meta(args: &Args, elapsed: Duration) -> Meta {
 }
 
 /// The value of `key` in a Prometheus series line, if present.
-fn label(line: &str, key: &str) -> Option<String> {
-    let start = line.find(&format!("{key}=\""))? + key.len() + 2;
-    let len = line[start..].find('"')?;
-    Some(line[start..start + len].to_string())
-}
-
 /// A trust anchor (self-signed P-256 CA) and an issuer (P-256 CA, path length 0, signed
 /// by the anchor) for the controller, as `generate_anchor_and_issuer` makes them, with
 /// the openssl command line (so that the benchmark does not link the controller).
