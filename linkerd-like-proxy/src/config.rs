@@ -750,12 +750,11 @@ mod tests {
         }
     }
 
-    /// A self-signed CA certificate, as PEM.
+    /// A self-signed CA certificate, as PEM, made by the one CA implementation (the
+    /// controller's; a dev-dependency only).
     fn anchor_pem() -> String {
-        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params.self_signed(&key).unwrap().pem()
+        let day = Duration::from_secs(24 * 3600);
+        mesh_controller::identity::generate_anchor_and_issuer("cluster.local", day).0
     }
 
     const NAME: &str = "web.default.serviceaccount.identity.mesh.cluster.local";

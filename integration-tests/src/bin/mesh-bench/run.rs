@@ -1153,7 +1153,7 @@ impl Bench<'_> {
         Ok(check)
     }
 
-    /// Makes a CA and tokens (openssl), writes the controller's destinations file
+    /// Makes a CA (the controller's CA code) and tokens, writes the controller's destinations file
     /// (the backend's pod, with its identity), starts `mesh-controller` in the server
     /// namespace, and returns the proxies' identity and discovery environment.
     #[allow(clippy::type_complexity)]
@@ -1168,7 +1168,7 @@ impl Bench<'_> {
         let anchors = dir.join("anchor.pem");
         let issuer_cert = dir.join("issuer.crt");
         let issuer_key = dir.join("issuer.key");
-        make_ca(&dir, &anchors, &issuer_cert, &issuer_key)?;
+        make_ca(&anchors, &issuer_cert, &issuer_key)?;
         let anchors_pem = std::fs::read_to_string(&anchors)?;
 
         let mut table = String::new();
@@ -1367,118 +1367,57 @@ fn meta(args: &Args, elapsed: Duration) -> Meta {
     }
 }
 
-/// The value of `key` in a Prometheus series line, if present.
-/// A trust anchor (self-signed P-256 CA) and an issuer (P-256 CA, path length 0, signed
-/// by the anchor) for the controller, as `generate_anchor_and_issuer` makes them, with
-/// the openssl command line (so that the benchmark does not link the controller).
-fn make_ca(dir: &Path, anchor: &Path, issuer_cert: &Path, issuer_key: &Path) -> anyhow::Result<()> {
-    let anchor_key = dir.join("anchor.key");
-    let csr = dir.join("issuer.csr");
-    let ext = dir.join("issuer.ext");
-    std::fs::write(
-        &ext,
-        "basicConstraints=critical,CA:TRUE,pathlen:0\n\
-         keyUsage=critical,keyCertSign,cRLSign,digitalSignature\n\
-         subjectKeyIdentifier=hash\n\
-         authorityKeyIdentifier=keyid\n",
-    )?;
-    let s = |p: &Path| p.display().to_string();
-    let serial: u64 = rand::random::<u64>() >> 1;
-    let steps: Vec<Vec<String>> = vec![
-        vec![
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-out",
-            &s(&anchor_key),
-        ]
-        .into_iter()
-        .map(String::from)
-        .collect(),
-        vec![
-            "req",
-            "-x509",
-            "-new",
-            "-key",
-            &s(&anchor_key),
-            "-subj",
-            &format!("/CN=root.mesh.{TRUST_DOMAIN}"),
-            "-days",
-            "2",
-            "-sha256",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
-            "-out",
-            &s(anchor),
-        ]
-        .into_iter()
-        .map(String::from)
-        .collect(),
-        vec![
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-out",
-            &s(issuer_key),
-        ]
-        .into_iter()
-        .map(String::from)
-        .collect(),
-        vec![
-            "req",
-            "-new",
-            "-key",
-            &s(issuer_key),
-            "-subj",
-            &format!("/CN=identity.mesh.{TRUST_DOMAIN}"),
-            "-out",
-            &s(&csr),
-        ]
-        .into_iter()
-        .map(String::from)
-        .collect(),
-        vec![
-            "x509",
-            "-req",
-            "-in",
-            &s(&csr),
-            "-CA",
-            &s(anchor),
-            "-CAkey",
-            &s(&anchor_key),
-            "-set_serial",
-            &serial.to_string(),
-            "-days",
-            "2",
-            "-sha256",
-            "-extfile",
-            &s(&ext),
-            "-out",
-            &s(issuer_cert),
-        ]
-        .into_iter()
-        .map(String::from)
-        .collect(),
-    ];
-    for args in steps {
-        let out = Command::new("openssl")
-            .args(&args)
-            .stdin(Stdio::null())
-            .output()
-            .context("running openssl (apt-get install openssl)")?;
-        if !out.status.success() {
-            bail!(
-                "openssl {}: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-    }
+/// A trust anchor and an issuer for the controller, written as PEM, made by the
+/// controller's own CA code (`generate_anchor_and_issuer`): one CA implementation for
+/// the controller, `mesh demo`, the tests and the benchmarks.
+fn make_ca(anchor: &Path, issuer_cert: &Path, issuer_key: &Path) -> anyhow::Result<()> {
+    use std::{io::Write as _, os::unix::fs::OpenOptionsExt as _};
+    let (anchor_pem, cert_pem, key_pem) = mesh_controller::identity::generate_anchor_and_issuer(
+        TRUST_DOMAIN,
+        Duration::from_secs(2 * 24 * 3600),
+    );
+    std::fs::write(anchor, anchor_pem).with_context(|| format!("writing {}", anchor.display()))?;
+    std::fs::write(issuer_cert, cert_pem)
+        .with_context(|| format!("writing {}", issuer_cert.display()))?;
+    // The controller runs as root; nobody else needs the key.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(issuer_key)
+        .and_then(|mut f| f.write_all(key_pem.as_bytes()))
+        .with_context(|| format!("writing {}", issuer_key.display()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The files `make_ca` writes are what `mesh-controller --identity-*` loads, and
+    /// its key is readable by its owner only.
+    #[test]
+    fn the_controller_accepts_the_benchmark_ca() {
+        let dir = std::env::temp_dir().join(format!("mesh-bench-ca-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (anchor, cert, key) = (
+            dir.join("anchor.pem"),
+            dir.join("issuer.crt"),
+            dir.join("issuer.key"),
+        );
+        make_ca(&anchor, &cert, &key).unwrap();
+        let read = |p: &Path| std::fs::read_to_string(p).unwrap();
+        let ca = mesh_controller::identity::Ca::new(
+            TRUST_DOMAIN,
+            Duration::from_secs(3600),
+            &read(&cert),
+            &read(&key),
+            &read(&anchor),
+            std::time::SystemTime::now(),
+        );
+        let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(ca.is_ok(), "{:?}", ca.err());
+        assert_eq!(mode, 0o600);
+    }
 }
