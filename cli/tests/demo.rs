@@ -225,8 +225,9 @@ fn demo_meshes_traffic_and_stops_cleanly_on_sigint() {
             );
         }
         for line in &series {
-            let server = line.label("dst_service")
-                .unwrap_or_else(|| panic!("{caller}: outbound series without dst_service: {line:?}"));
+            let server = line.label("dst_service").unwrap_or_else(|| {
+                panic!("{caller}: outbound series without dst_service: {line:?}")
+            });
             assert_eq!(
                 (line.label("tls"), line.label("server_id")),
                 (Some("true"), Some(&*identity(server))),
@@ -272,9 +273,11 @@ fn demo_meshes_traffic_and_stops_cleanly_on_sigint() {
         "no route metrics for voting's vote route:\n{web}"
     );
     assert!(
-        samples(web).iter().any(|l| l.name == "route_retryable_total"
-            && l.label("rt_route") == Some("POST /vote/{choice}")
-            && l.label("skipped").is_none()),
+        samples(web)
+            .iter()
+            .any(|l| l.name == "route_retryable_total"
+                && l.label("rt_route") == Some("POST /vote/{choice}")
+                && l.label("skipped").is_none()),
         "web's proxy never retried a failed vote:\n{web}"
     );
     let bot = &bodies["vote-bot"];
@@ -725,7 +728,9 @@ fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
 fn children_named(parent: u32, name: &str) -> Vec<u32> {
     proc::pids()
         .into_iter()
-        .filter(|&pid| proc::stat(proc::Pid::Of(pid)).is_some_and(|s| s.comm == name && s.ppid == parent))
+        .filter(|&pid| {
+            proc::stat(proc::Pid::Of(pid)).is_some_and(|s| s.comm == name && s.ppid == parent)
+        })
         .collect()
 }
 

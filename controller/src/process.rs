@@ -11,10 +11,5 @@ pub(crate) fn start_time() -> SystemTime {
 }
 
 pub(crate) fn render(out: &mut String) {
-    mesh_rt::proc::write_metrics(
-        out,
-        start_time(),
-        "controller",
-        env!("CARGO_PKG_VERSION"),
-    );
+    mesh_rt::proc::write_metrics(out, start_time(), "controller", env!("CARGO_PKG_VERSION"));
 }

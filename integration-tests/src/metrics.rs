@@ -40,7 +40,10 @@ impl Metrics {
     /// are skipped; timestamps ignored). Fails on any malformed sample line, naming it.
     pub fn parse(text: &str) -> anyhow::Result<Self> {
         let samples = mesh_api::prom::parse(text).map_err(|e| {
-            let line = text.lines().nth(e.line.saturating_sub(1)).unwrap_or_default();
+            let line = text
+                .lines()
+                .nth(e.line.saturating_sub(1))
+                .unwrap_or_default();
             anyhow::anyhow!("metrics {e}: {line:?}")
         })?;
         Ok(Self {

@@ -6,8 +6,8 @@
 //! (ns) and as utime + stime (clock ticks), memory as VmRSS and VmHWM.
 
 use anyhow::Context as _;
-use serde::{Deserialize, Serialize};
 use mesh_rt::proc::{self, Pid};
+use serde::{Deserialize, Serialize};
 use std::{process::Command, time::Duration};
 
 /// One reading of a process.
@@ -39,8 +39,7 @@ pub fn sample(pid: u32) -> anyhow::Result<Sample> {
     let p = Pid::Of(pid);
     let stat = proc::stat(p).with_context(|| format!("reading /proc/{pid}/stat"))?;
     let status = proc::status(p).with_context(|| format!("reading /proc/{pid}/status"))?;
-    let cpu_ns =
-        proc::thread_cpu_ns(p).with_context(|| format!("reading /proc/{pid}/task"))?;
+    let cpu_ns = proc::thread_cpu_ns(p).with_context(|| format!("reading /proc/{pid}/task"))?;
     Ok(Sample {
         utime_ticks: stat.utime_ticks,
         stime_ticks: stat.stime_ticks,

@@ -478,7 +478,9 @@ fn identity(env: &impl Env) -> Result<Option<IdentityConfig>, ConfigError> {
         |v| names::is_identity(v).then(|| v.to_ascii_lowercase()),
     )?;
     // The control plane's names in the same trust domain unless given.
-    let trust_domain = names::trust_domain_of(&name).unwrap_or_default().to_string();
+    let trust_domain = names::trust_domain_of(&name)
+        .unwrap_or_default()
+        .to_string();
     let service_name = |var, account: &str| {
         parse(
             env,

@@ -105,9 +105,7 @@ fn parse_status(text: &str) -> Option<Status> {
             .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
             .map(str::split_whitespace)
     };
-    let kib = |key: &str| -> Option<u64> {
-        Some(field(key)?.next()?.parse::<u64>().ok()? * 1024)
-    };
+    let kib = |key: &str| -> Option<u64> { Some(field(key)?.next()?.parse::<u64>().ok()? * 1024) };
     Some(Status {
         rss_bytes: kib("VmRSS")?,
         rss_peak_bytes: kib("VmHWM").unwrap_or(0),
@@ -284,8 +282,8 @@ mod tests {
 
     #[test]
     fn stat_with_a_strange_command_name() {
-        let s = parse_stat("42 (a (b) c) S 7 42 42 0 -1 4194560 1 0 0 0 150 25 0 0 20 0 1 0")
-            .unwrap();
+        let s =
+            parse_stat("42 (a (b) c) S 7 42 42 0 -1 4194560 1 0 0 0 150 25 0 0 20 0 1 0").unwrap();
         assert_eq!(s.comm, "a (b) c");
         assert_eq!((s.state, s.ppid), ('S', 7));
         assert_eq!((s.utime_ticks, s.stime_ticks), (150, 25));
@@ -321,6 +319,9 @@ mod tests {
         write_metrics(&mut out, SystemTime::now(), "test", "1.0");
         assert!(out.contains("process_resident_memory_bytes "), "{out}");
         assert!(out.contains("test_build_info{version=\"1.0\"} 1"), "{out}");
-        assert!(out.contains("# HELP test_build_info Test build information."), "{out}");
+        assert!(
+            out.contains("# HELP test_build_info Test build information."),
+            "{out}"
+        );
     }
 }

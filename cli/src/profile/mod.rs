@@ -18,8 +18,8 @@ mod validate;
 
 use crate::UsageError;
 use anyhow::Context as _;
-use mesh_api::names::{is_dns_domain, is_dns_label};
 use clap::Subcommand;
+use mesh_api::names::{is_dns_domain, is_dns_label};
 use std::{
     fmt,
     io::Read as _,

@@ -14,10 +14,7 @@
 
 mod stats;
 
-use crate::{
-    demo::state::State,
-    UsageError,
-};
+use crate::{demo::state::State, UsageError};
 use anyhow::Context as _;
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Empty};
@@ -230,8 +227,8 @@ async fn scrape_all(proxies: &[Proxy], selector: &Selector) -> anyhow::Result<Ve
             .map_err(|_| anyhow::anyhow!("timed out after {SCRAPE_TIMEOUT:?}"))
             .and_then(|r| r)
             .with_context(|| format!("scrape {}", p.url))?;
-        let samples =
-            mesh_api::prom::parse(&text).with_context(|| format!("{} is not Prometheus metrics", p.url))?;
+        let samples = mesh_api::prom::parse(&text)
+            .with_context(|| format!("{} is not Prometheus metrics", p.url))?;
         anyhow::Ok((stats::select(&samples, selector), at))
     });
     futures_util::future::try_join_all(scrapes).await

@@ -59,7 +59,9 @@ pub fn parse(s: &str) -> Result<Duration, String> {
         let whole: u128 = if whole.is_empty() {
             0
         } else {
-            whole.parse().map_err(|_| format!("{s:?} is out of range"))?
+            whole
+                .parse()
+                .map_err(|_| format!("{s:?} is out of range"))?
         };
         let mut part = whole
             .checked_mul(nanos_per)
@@ -149,13 +151,25 @@ mod tests {
             Ok(Duration::from_nanos(1_000_000_000))
         );
         for bad in [
-            "", "10", "s", "1x", "-1s", "1..5s", "1.5.1s", ".s", "99999999999h", "1s2", "1d",
+            "",
+            "10",
+            "s",
+            "1x",
+            "-1s",
+            "1..5s",
+            "1.5.1s",
+            ".s",
+            "99999999999h",
+            "1s2",
+            "1d",
         ] {
             assert!(parse(bad).is_err(), "{bad:?}");
         }
         assert!(parse("1d").unwrap_err().contains("unknown unit \"d\""));
         assert!(parse("30").unwrap_err().contains("lacks a unit"));
-        assert!(parse_positive("0s").unwrap_err().contains("greater than zero"));
+        assert!(parse_positive("0s")
+            .unwrap_err()
+            .contains("greater than zero"));
         assert_eq!(parse_positive("1ms"), Ok(ms(1)));
     }
 

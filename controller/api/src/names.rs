@@ -95,7 +95,10 @@ pub fn is_identity(name: &str) -> bool {
 
 /// The trust domain of a DNS-form identity: what follows `serviceaccount.identity.mesh.`.
 pub fn trust_domain_of(identity: &str) -> Option<&str> {
-    identity.splitn(6, '.').nth(5).filter(|_| is_identity(identity))
+    identity
+        .splitn(6, '.')
+        .nth(5)
+        .filter(|_| is_identity(identity))
 }
 
 /// The suffix every identity of `trust_domain` ends with:
@@ -157,7 +160,11 @@ mod tests {
             "Web.default.serviceaccount.identity.mesh.cluster.local",
             "web.default.identity.mesh.cluster.local",
         ] {
-            assert_eq!(ServiceAccount::from_identity(bad, "cluster.local"), None, "{bad}");
+            assert_eq!(
+                ServiceAccount::from_identity(bad, "cluster.local"),
+                None,
+                "{bad}"
+            );
         }
         for bad in [
             "spiffe://cluster.local/ns/default",
@@ -165,7 +172,11 @@ mod tests {
             "spiffe://cluster.local/ns/Default/sa/web",
             "https://cluster.local/ns/default/sa/web",
         ] {
-            assert_eq!(ServiceAccount::from_spiffe_id(bad, "cluster.local"), None, "{bad}");
+            assert_eq!(
+                ServiceAccount::from_spiffe_id(bad, "cluster.local"),
+                None,
+                "{bad}"
+            );
         }
     }
 
@@ -173,11 +184,15 @@ mod tests {
     fn identities_of_any_trust_domain() {
         let id = "web.default.serviceaccount.identity.mesh.cluster.local";
         assert!(is_identity(id));
-        assert!(is_identity("CA.Ops.ServiceAccount.identity.mesh.example.org"));
+        assert!(is_identity(
+            "CA.Ops.ServiceAccount.identity.mesh.example.org"
+        ));
         assert_eq!(trust_domain_of(id), Some("cluster.local"));
         assert!(!is_identity("web.default.serviceaccount.identity.mesh"));
         assert!(!is_identity("web.default.svc.cluster.local"));
-        assert!(!is_identity("web default.serviceaccount.identity.mesh.cluster.local"));
+        assert!(!is_identity(
+            "web default.serviceaccount.identity.mesh.cluster.local"
+        ));
         assert_eq!(
             identity_suffix("cluster.local"),
             ".serviceaccount.identity.mesh.cluster.local"

@@ -108,8 +108,14 @@ mod tests {
         let e = compile("(").unwrap_err();
         assert!(e.to_string().contains("unclosed group"), "{e}");
         // Balanced inside the wrapping, not alone: refused.
-        assert!(matches!(compile("a)|(b"), Err(InvalidPathRegex::Syntax { .. })));
+        assert!(matches!(
+            compile("a)|(b"),
+            Err(InvalidPathRegex::Syntax { .. })
+        ));
         let huge = "(a{1000}){1000}";
-        assert!(matches!(compile(huge), Err(InvalidPathRegex::TooLarge { .. })));
+        assert!(matches!(
+            compile(huge),
+            Err(InvalidPathRegex::TooLarge { .. })
+        ));
     }
 }

@@ -265,7 +265,9 @@ fn regexes_are_anchored_and_bounded() {
     assert!(re.is_match("/x") && re.is_match("/api/v"));
     assert!(!re.is_match("/xy") && !re.is_match("/y/api/v"));
     let huge = "(a{1000}){1000}";
-    let p = problems(&with_route(&format!("name: a\ncondition: {{pathRegex: '{huge}'}}")));
+    let p = problems(&with_route(&format!(
+        "name: a\ncondition: {{pathRegex: '{huge}'}}"
+    )));
     assert!(
         p[0].starts_with("spec.routes[0].condition.pathRegex: ") && p[0].contains("too large"),
         "{p:?}"
@@ -290,9 +292,17 @@ fn sent_path_regexes_follow_the_shared_rule() {
             panic!("{pattern:?}: {:?}", v.routes[0].condition)
         };
         let literal = regex::Regex::new(sent).unwrap();
-        assert_eq!(literal.is_match(path), *matches, "{pattern:?} sent as {sent:?} on {path:?}");
+        assert_eq!(
+            literal.is_match(path),
+            *matches,
+            "{pattern:?} sent as {sent:?} on {path:?}"
+        );
         let wrapped = mesh_api::path_regex::compile(sent).unwrap();
-        assert_eq!(wrapped.is_match(path), *matches, "{pattern:?} sent as {sent:?} on {path:?}");
+        assert_eq!(
+            wrapped.is_match(path),
+            *matches,
+            "{pattern:?} sent as {sent:?} on {path:?}"
+        );
     }
 }
 

@@ -40,8 +40,8 @@ pub use self::budget::{Budget, InvalidBudget};
 use crate::classify::{self, Class};
 use http::{uri::Authority, Method, StatusCode};
 use mesh_api::destination as proto;
-use rand::Rng;
 use mesh_api::path_regex::{self, InvalidPathRegex};
+use rand::Rng;
 use regex::Regex;
 use std::{sync::Arc, time::Duration};
 

@@ -1132,8 +1132,12 @@ impl Bench<'_> {
                         .iter()
                         .map(|(k, v)| format!("{k}={v:?}"))
                         .collect();
-                    s.examples
-                        .push(format!("{}{{{}}} {}", sample.name, labels.join(","), sample.value));
+                    s.examples.push(format!(
+                        "{}{{{}}} {}",
+                        sample.name,
+                        labels.join(","),
+                        sample.value
+                    ));
                 }
             }
             if s.requests_tls == 0 || s.conns_tls == 0 {
