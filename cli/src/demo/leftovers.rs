@@ -70,7 +70,7 @@ fn stop_processes_of(demo: u32) -> usize {
         let tied = args
             .windows(2)
             .any(|w| w[0] == "--parent-pid" && w[1] == demo_arg)
-            || env.iter().any(|e| *e == parent_env)
+            || env.contains(&parent_env)
             || args.iter().chain(&env).any(|s| s.contains(&state_dir));
         if tied {
             found.push(pid);
