@@ -28,7 +28,6 @@ missing=()
 command -v ip >/dev/null || missing+=(iproute2)
 command -v iptables >/dev/null || missing+=(iptables)
 command -v setpriv >/dev/null || missing+=(util-linux)
-command -v openssl >/dev/null || missing+=(openssl)  # --mtls: the throwaway CA
 if ((${#missing[@]})); then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"

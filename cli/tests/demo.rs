@@ -12,6 +12,8 @@
 // This measures real elapsed time, which is what std's clock is for.
 #![allow(clippy::disallowed_types)]
 
+use mesh_api::prom::Sample;
+use mesh_rt::proc;
 use nix::{
     sys::signal::{kill, Signal},
     unistd::Pid,
@@ -35,7 +37,7 @@ const POLL: Duration = Duration::from_millis(100);
 
 /// The identity of `sa`'s proxies: the demo's namespace `demo`, trust domain `cluster.local`.
 fn identity(sa: &str) -> String {
-    format!("{sa}.demo.serviceaccount.identity.mesh.cluster.local")
+    mesh_api::names::ServiceAccount::new("demo", sa).identity("cluster.local")
 }
 
 #[test]
@@ -127,33 +129,27 @@ fn demo_meshes_traffic_and_stops_cleanly_on_sigint() {
     );
     assert_eq!(controllers.len(), 1, "one controller: {controllers:?}");
 
-    let outbound = |body: &str, label: &str| {
-        body.lines().any(|l| {
-            l.starts_with("response_total{")
-                && l.contains("direction=\"outbound\"")
-                && l.contains(label)
-        })
+    let outbound = |body: &str, (name, value): (&str, &str)| {
+        series(body, "response_total", "outbound")
+            .iter()
+            .any(|s| s.label(name) == Some(value))
     };
     // Requests web's proxy sent to one voting replica, by its `dst_pod` label.
     let to_pod = |body: &str, pod: &str| -> u64 {
-        let label = format!("dst_pod=\"{pod}\"");
-        body.lines()
-            .filter(|l| {
-                l.starts_with("request_total{")
-                    && l.contains("direction=\"outbound\"")
-                    && l.contains(&label)
-            })
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        series(body, "request_total", "outbound")
+            .iter()
+            .filter(|s| s.label("dst_pod") == Some(pod))
+            .map(|s| s.value as u64)
             .sum()
     };
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let body = http_get(metrics_addr, "/metrics").unwrap_or_default();
         let seen = [
-            "classification=\"success\"",
-            "classification=\"failure\"",
-            "grpc_status=\"0\"",
-            "dst_service=\"emoji\"",
+            ("classification", "success"),
+            ("classification", "failure"),
+            ("grpc_status", "0"),
+            ("dst_service", "emoji"),
         ]
         .map(|label| outbound(&body, label));
         let [fast0, fast1, slow] = ["voting-0", "voting-1", "voting-2"].map(|p| to_pod(&body, p));
@@ -196,10 +192,10 @@ fn demo_meshes_traffic_and_stops_cleanly_on_sigint() {
         })
         .collect();
     for (name, body) in &bodies {
-        let expiry = body
-            .lines()
-            .find_map(|l| l.strip_prefix("identity_cert_expiration_timestamp_seconds "))
-            .and_then(|v| v.trim().parse::<f64>().ok())
+        let expiry = samples(body)
+            .iter()
+            .find(|s| s.name == "identity_cert_expiration_timestamp_seconds")
+            .map(|s| s.value)
             .unwrap_or_else(|| {
                 panic!(
                     "{name}'s proxy shows no identity_cert_expiration_timestamp_seconds:\n{body}"
@@ -224,17 +220,18 @@ fn demo_meshes_traffic_and_stops_cleanly_on_sigint() {
             assert!(
                 series
                     .iter()
-                    .any(|l| label(l, "dst_service") == Some(server)),
+                    .any(|l| l.label("dst_service") == Some(server)),
                 "{caller}'s proxy has no outbound response_total to {server}:\n{body}"
             );
         }
         for line in &series {
-            let server = label(line, "dst_service")
-                .unwrap_or_else(|| panic!("{caller}: outbound series without dst_service: {line}"));
+            let server = line.label("dst_service").unwrap_or_else(|| {
+                panic!("{caller}: outbound series without dst_service: {line:?}")
+            });
             assert_eq!(
-                (label(line, "tls"), label(line, "server_id")),
+                (line.label("tls"), line.label("server_id")),
                 (Some("true"), Some(&*identity(server))),
-                "{caller}'s proxy called {server} without mutual TLS to its identity: {line}"
+                "{caller}'s proxy called {server} without mutual TLS to its identity: {line:?}"
             );
         }
     }
@@ -253,9 +250,9 @@ fn demo_meshes_traffic_and_stops_cleanly_on_sigint() {
         );
         for line in &series {
             assert_eq!(
-                (label(line, "tls"), label(line, "client_id")),
+                (line.label("tls"), line.label("client_id")),
                 (Some("true"), Some(&*identity(caller))),
-                "{server}'s proxy served {caller} without mutual TLS from its identity: {line}"
+                "{server}'s proxy served {caller} without mutual TLS from its identity: {line:?}"
             );
         }
     }
@@ -264,11 +261,11 @@ fn demo_meshes_traffic_and_stops_cleanly_on_sigint() {
     // vote route and counts it by route; the vote-bot's proxy times out web's slow
     // leaderboard at 500 ms.
     let web = &bodies["web"];
-    let votes: Vec<&str> = series(web, "route_response_total", "outbound")
+    let votes: Vec<Sample> = series(web, "route_response_total", "outbound")
         .into_iter()
         .filter(|l| {
-            label(l, "dst") == Some("voting.demo.svc.cluster.local:80")
-                && label(l, "rt_route") == Some("POST /vote/{choice}")
+            l.label("dst") == Some("voting.demo.svc.cluster.local:80")
+                && l.label("rt_route") == Some("POST /vote/{choice}")
         })
         .collect();
     assert!(
@@ -276,9 +273,11 @@ fn demo_meshes_traffic_and_stops_cleanly_on_sigint() {
         "no route metrics for voting's vote route:\n{web}"
     );
     assert!(
-        web.lines().any(|l| l.starts_with("route_retryable_total{")
-            && label(l, "rt_route") == Some("POST /vote/{choice}")
-            && label(l, "skipped").is_none()),
+        samples(web)
+            .iter()
+            .any(|l| l.name == "route_retryable_total"
+                && l.label("rt_route") == Some("POST /vote/{choice}")
+                && l.label("skipped").is_none()),
         "web's proxy never retried a failed vote:\n{web}"
     );
     let bot = &bodies["vote-bot"];
@@ -286,9 +285,9 @@ fn demo_meshes_traffic_and_stops_cleanly_on_sigint() {
         series(bot, "route_response_total", "outbound")
             .iter()
             .any(|l| {
-                label(l, "rt_route") == Some("GET /api/leaderboard")
-                    && label(l, "status_code") == Some("504")
-                    && label(l, "error") == Some("timeout")
+                l.label("rt_route") == Some("GET /api/leaderboard")
+                    && l.label("status_code") == Some("504")
+                    && l.label("error") == Some("timeout")
             }),
         "the vote-bot's proxy never timed out web's leaderboard:\n{bot}"
     );
@@ -524,42 +523,32 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
-/// The lines of `metric` with `direction="<direction>"` in a Prometheus text `body`.
-fn series<'a>(body: &'a str, metric: &str, direction: &str) -> Vec<&'a str> {
-    let direction = format!("direction=\"{direction}\"");
-    body.lines()
-        .filter(|l| {
-            l.strip_prefix(metric)
-                .is_some_and(|rest| rest.starts_with('{'))
-        })
-        .filter(|l| l.contains(&direction))
-        .collect()
+/// Every sample of a Prometheus text `body`, read by the one parser (`mesh_api::prom`).
+fn samples(body: &str) -> Vec<Sample> {
+    mesh_api::prom::parse(body).unwrap_or_else(|e| panic!("not Prometheus text ({e}):\n{body}"))
 }
 
-/// The value of label `name` in a series line (the demo's values hold no escaped quotes).
-fn label<'a>(line: &'a str, name: &str) -> Option<&'a str> {
-    let (head, _) = line.rsplit_once('}')?;
-    let mut labels = head.split_once('{')?.1;
-    loop {
-        let (key, rest) = labels.split_once("=\"")?;
-        let (value, rest) = rest.split_once('"')?;
-        if key == name {
-            return Some(value);
-        }
-        labels = rest.strip_prefix(',').unwrap_or(rest);
-    }
+/// The samples of `metric` with `direction="<direction>"` in a Prometheus text `body`.
+fn series(body: &str, metric: &str, direction: &str) -> Vec<Sample> {
+    samples(body)
+        .into_iter()
+        .filter(|s| s.name == metric && s.label("direction") == Some(direction))
+        .collect()
 }
 
 #[test]
 fn reads_labels() {
     let line = r#"response_total{direction="outbound",authority="web:80",tls="true",server_id="web.demo.serviceaccount.identity.mesh.cluster.local",classification="success"} 12"#;
-    assert_eq!(label(line, "tls"), Some("true"));
-    assert_eq!(label(line, "authority"), Some("web:80"));
-    assert_eq!(label(line, "classification"), Some("success"));
-    assert_eq!(label(line, "server_id"), Some(&*identity("web")));
-    assert_eq!(label(line, "id"), None);
-    assert_eq!(label(line, "client_id"), None);
-    assert_eq!(series(line, "response_total", "outbound"), [line]);
+    let series_ = series(line, "response_total", "outbound");
+    assert_eq!(series_.len(), 1);
+    let sample = &series_[0];
+    assert_eq!(sample.label("tls"), Some("true"));
+    assert_eq!(sample.label("authority"), Some("web:80"));
+    assert_eq!(sample.label("classification"), Some("success"));
+    assert_eq!(sample.label("server_id"), Some(&*identity("web")));
+    assert_eq!(sample.label("id"), None);
+    assert_eq!(sample.label("client_id"), None);
+    assert_eq!(sample.value, 12.0);
     assert!(series(line, "response", "outbound").is_empty());
     assert!(series(line, "response_total", "inbound").is_empty());
 }
@@ -737,28 +726,15 @@ fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
 
 /// Pids of `parent`'s children whose command name is `name`.
 fn children_named(parent: u32, name: &str) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|&pid| stat(pid).is_some_and(|(comm, _, ppid)| comm == name && ppid == parent))
+    proc::pids()
+        .into_iter()
+        .filter(|&pid| {
+            proc::stat(proc::Pid::Of(pid)).is_some_and(|s| s.comm == name && s.ppid == parent)
+        })
         .collect()
 }
 
 /// Whether `pid` is a live (not zombie) process called `name`.
 fn is_alive(pid: u32, name: &str) -> bool {
-    stat(pid).is_some_and(|(comm, state, _)| comm == name && state != 'Z')
-}
-
-/// `(comm, state, ppid)` from `/proc/<pid>/stat`.
-fn stat(pid: u32) -> Option<(String, char, u32)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // comm is in parentheses and may itself contain spaces or parentheses.
-    let (head, tail) = stat.rsplit_once(") ")?;
-    let comm = head.split_once(" (")?.1.to_owned();
-    let mut fields = tail.split_whitespace();
-    let state = fields.next()?.chars().next()?;
-    let ppid = fields.next()?.parse().ok()?;
-    Some((comm, state, ppid))
+    proc::stat(proc::Pid::Of(pid)).is_some_and(|s| s.comm == name && s.state != 'Z')
 }

@@ -50,11 +50,12 @@ async fn main() -> anyhow::Result<()> {
             let n = s * per_service + e;
             let _ = writeln!(
                 yaml,
-                "      - {{address: \"198.{}.{}.{}\", labels: {{pod: svc-{s}-{e}-7d9f8c6b5-x2x4z, deployment: svc-{s}, serviceaccount: svc-{s}}}, identity: svc-{s}.ns-{}.serviceaccount.identity.mesh.cluster.local}}",
+                "      - {{address: \"198.{}.{}.{}\", labels: {{pod: svc-{s}-{e}-7d9f8c6b5-x2x4z, deployment: svc-{s}, serviceaccount: svc-{s}}}, identity: {}}}",
                 18 + n / 65536,
                 (n / 256) % 256,
                 n % 256,
-                s % 50
+                mesh_api::names::ServiceAccount::new(format!("ns-{}", s % 50), format!("svc-{s}"))
+                    .identity("cluster.local")
             );
         }
     }
@@ -147,16 +148,17 @@ async fn main() -> anyhow::Result<()> {
 
 fn report(admin: SocketAddr, when: &str) {
     let metrics = http_get(admin, "/metrics").1;
+    let samples = mesh_api::prom::parse(&metrics).unwrap_or_default();
     let value = |name: &str| -> f64 {
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
-            .unwrap_or(f64::NAN)
+        samples
+            .iter()
+            .find(|s| s.name == name && s.labels.is_empty())
+            .map_or(f64::NAN, |s| s.value)
     };
     println!(
         "{when}: rss {:.1} MiB, cpu {:.2} s",
-        value("process_resident_memory_bytes ") / (1024.0 * 1024.0),
-        value("process_cpu_seconds_total ")
+        value("process_resident_memory_bytes") / (1024.0 * 1024.0),
+        value("process_cpu_seconds_total")
     );
 }
 

@@ -38,6 +38,7 @@ use crate::index::{
 };
 use crate::metrics::Metrics;
 use crate::yaml::{self, null_as_default};
+use mesh_api::names::{self, ServiceAccount};
 use serde::{de, Deserialize, Deserializer};
 use std::{
     collections::{BTreeMap, HashMap},
@@ -477,13 +478,17 @@ fn endpoint_pod(
     let namespace = &*service.namespace;
     let mut sa = ep.labels.get(SA_LABEL).cloned();
     if let Some(identity) = &ep.identity {
-        let suffix = format!(".{namespace}.serviceaccount.identity.mesh.{trust_domain}");
-        let id_sa = identity.strip_suffix(&suffix).filter(|s| is_label(s)).ok_or_else(|| {
-            invalid(
-                format!("{at}.identity"),
-                format!("expected `<serviceaccount>{suffix}` (the service's namespace and trust domain {trust_domain:?}), got {identity:?}"),
-            )
-        })?;
+        let id_sa = ServiceAccount::from_identity(identity, trust_domain)
+            .filter(|account| account.namespace == namespace)
+            .map(|account| account.name)
+            .ok_or_else(|| {
+                let suffix = format!(".{namespace}{}", names::identity_suffix(trust_domain));
+                invalid(
+                    format!("{at}.identity"),
+                    format!("expected `<serviceaccount>{suffix}` (the service's namespace and trust domain {trust_domain:?}), got {identity:?}"),
+                )
+            })?;
+        let id_sa = id_sa.as_str();
         match &sa {
             Some(sa) if sa != id_sa => {
                 return Err(invalid(
@@ -553,20 +558,13 @@ fn merge_pod(pods: &mut BTreeMap<ObjKey, PodSeen>, at: &str, pod: Pod) -> Result
     Ok(())
 }
 
-fn is_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-}
-
 fn check_label(field: &str, s: &str) -> Result<(), InvalidFile> {
-    if is_label(s) {
+    if names::is_dns_label(s) {
         Ok(())
     } else {
         Err(invalid(
             field,
-            format!("invalid name {s:?}: expected 1 to 63 lowercase letters, digits or '-'"),
+            format!("invalid name {s:?}: expected 1 to 63 lowercase letters, digits or '-', starting and ending with a letter or digit"),
         ))
     }
 }

@@ -29,6 +29,7 @@ pub mod yaml;
 
 use anyhow::Context as _;
 use clap::{Parser, ValueEnum};
+use mesh_api::names::{is_dns_domain, is_dns_label};
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
@@ -142,13 +143,13 @@ pub struct Args {
     #[arg(long, env = "MESH_IDENTITY_TOKENS", value_name = "PATH")]
     pub identity_tokens: Option<PathBuf>,
 
-    /// How long issued certificates live (`s`, `m`, `h` or `d` suffix).
+    /// How long issued certificates live, at least 1m (a Go duration: `24h`, `90m`).
     #[arg(
         long,
         env = "MESH_IDENTITY_LIFETIME",
         default_value = "24h",
         value_name = "DURATION",
-        value_parser = parse_lifetime
+        value_parser = mesh_api::duration::parse
     )]
     pub identity_lifetime: Duration,
 
@@ -283,7 +284,10 @@ pub enum InvalidConfig {
         path: PathBuf,
         message: String,
     },
-    #[error("invalid --{flag} {name:?}: expected <serviceaccount>.<namespace>.serviceaccount.identity.mesh.{trust_domain}")]
+    #[error(
+        "invalid --{flag} {name:?}: expected <serviceaccount>.<namespace>{}",
+        mesh_api::names::identity_suffix(trust_domain)
+    )]
     ServerName {
         flag: &'static str,
         name: String,
@@ -332,7 +336,7 @@ impl Args {
         };
         let domain = |flag: &'static str, value: String| {
             let trimmed = value.trim_matches('.');
-            if !trimmed.is_empty() && trimmed.split('.').all(is_dns_label) {
+            if is_dns_domain(trimmed) {
                 Ok(trimmed.to_string())
             } else {
                 Err(InvalidConfig::Domain { flag, value })
@@ -507,38 +511,6 @@ fn identity_config(
         server_name,
         destination_server_name,
     }))
-}
-
-/// Parses `90s`, `30m`, `24h` or `7d`.
-fn parse_lifetime(s: &str) -> Result<Duration, String> {
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (n, unit) = s.split_at(split);
-    let n: u64 = n
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration such as 24h"))?;
-    let secs = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 60 * 60,
-        "d" => 24 * 60 * 60,
-        _ => {
-            return Err(format!(
-                "{s:?} is not a duration such as 24h (units: s, m, h, d)"
-            ))
-        }
-    };
-    n.checked_mul(secs)
-        .map(Duration::from_secs)
-        .ok_or_else(|| format!("{s:?} is too long"))
-}
-
-pub(crate) fn is_dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
 }
 
 // === impl Config ===

@@ -81,17 +81,8 @@ pub fn helper_path(name: &str) -> PathBuf {
 /// Whether this process runs as root (effective uid 0), which pod tests need for network
 /// namespaces and iptables.
 pub fn is_root() -> bool {
-    // The effective uid is the second field of `Uid:` in /proc/self/status; reading it
-    // keeps this crate free of `unsafe` calls into libc.
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .and_then(|ids| ids.split_whitespace().nth(1).map(|euid| euid == "0"))
-        })
-        .unwrap_or(false)
+    // Read from /proc/self/status, which keeps this crate free of `unsafe` calls into libc.
+    mesh_rt::proc::status(mesh_rt::proc::Pid::This).is_some_and(|s| s.euid == 0)
 }
 
 /// This test process's scratch directory (`$TMPDIR/mesh-it-<pid>`) for process logs and

@@ -1,5 +1,6 @@
-//! Reading a proxy's `/metrics`: a small parser of the Prometheus text format into
-//! samples, sums over label subsets, and a `promtool` check of the exposition.
+//! Reading a proxy's `/metrics`: samples (parsed by the one Prometheus text parser,
+//! `mesh_api::prom`), sums over label subsets, and a `promtool` check of the
+//! exposition.
 //!
 //! ```
 //! use mesh_integration_tests::Metrics;
@@ -36,20 +37,24 @@ pub struct Metrics {
 
 impl Metrics {
     /// Parses the Prometheus text exposition format (comments and `# TYPE`/`# HELP` lines
-    /// are skipped; timestamps ignored). Fails on any malformed sample line.
+    /// are skipped; timestamps ignored). Fails on any malformed sample line, naming it.
     pub fn parse(text: &str) -> anyhow::Result<Self> {
-        let mut samples = Vec::new();
-        for (i, line) in text.lines().enumerate() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let sample =
-                parse_line(line).with_context(|| format!("metrics line {}: {line:?}", i + 1))?;
-            samples.push(sample);
-        }
+        let samples = mesh_api::prom::parse(text).map_err(|e| {
+            let line = text
+                .lines()
+                .nth(e.line.saturating_sub(1))
+                .unwrap_or_default();
+            anyhow::anyhow!("metrics {e}: {line:?}")
+        })?;
         Ok(Self {
-            samples,
+            samples: samples
+                .into_iter()
+                .map(|s| Sample {
+                    name: s.name,
+                    labels: s.labels.into_iter().collect(),
+                    value: s.value,
+                })
+                .collect(),
             text: text.to_string(),
         })
     }
@@ -83,90 +88,6 @@ impl Metrics {
             format!("(no {name} samples with {labels:?})")
         } else {
             lines.join("\n")
-        }
-    }
-}
-
-fn parse_line(line: &str) -> anyhow::Result<Sample> {
-    let name_end = line
-        .find(|c: char| c == '{' || c.is_whitespace())
-        .context("no value")?;
-    let name = &line[..name_end];
-    if name.is_empty()
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
-    {
-        bail!("invalid metric name {name:?}");
-    }
-    let mut rest = &line[name_end..];
-    let mut labels = BTreeMap::new();
-    if let Some(after) = rest.strip_prefix('{') {
-        rest = parse_labels(after, &mut labels)?;
-    }
-    let mut fields = rest.split_whitespace();
-    let value = fields.next().context("no value")?;
-    let value = match value {
-        "+Inf" => f64::INFINITY,
-        "-Inf" => f64::NEG_INFINITY,
-        "NaN" => f64::NAN,
-        v => v.parse().with_context(|| format!("invalid value {v:?}"))?,
-    };
-    // An optional timestamp may follow; anything beyond that is an error.
-    if let Some(ts) = fields.next() {
-        ts.parse::<i64>()
-            .with_context(|| format!("invalid timestamp {ts:?}"))?;
-    }
-    if fields.next().is_some() {
-        bail!("trailing garbage");
-    }
-    Ok(Sample {
-        name: name.to_string(),
-        labels,
-        value,
-    })
-}
-
-/// Parses `k="v",...}` (the opening brace already consumed) and returns what follows.
-fn parse_labels<'a>(
-    mut s: &'a str,
-    labels: &mut BTreeMap<String, String>,
-) -> anyhow::Result<&'a str> {
-    loop {
-        s = s.trim_start();
-        if let Some(rest) = s.strip_prefix('}') {
-            return Ok(rest);
-        }
-        let eq = s.find('=').context("label without '='")?;
-        let key = s[..eq].trim();
-        if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            bail!("invalid label name {key:?}");
-        }
-        s = s[eq + 1..].trim_start();
-        s = s.strip_prefix('"').context("label value not quoted")?;
-        let mut value = String::new();
-        let mut chars = s.char_indices();
-        let end = loop {
-            match chars.next() {
-                Some((i, '"')) => break i,
-                Some((_, '\\')) => match chars.next() {
-                    Some((_, 'n')) => value.push('\n'),
-                    Some((_, '\\')) => value.push('\\'),
-                    Some((_, '"')) => value.push('"'),
-                    other => bail!("invalid escape in label value: {other:?}"),
-                },
-                Some((_, c)) => value.push(c),
-                None => bail!("unterminated label value"),
-            }
-        };
-        if labels.insert(key.to_string(), value).is_some() {
-            bail!("duplicate label {key:?}");
-        }
-        s = s[end + 1..].trim_start();
-        if let Some(rest) = s.strip_prefix(',') {
-            s = rest;
-        } else if !s.starts_with('}') {
-            bail!("expected ',' or '}}' after label {key:?}");
         }
     }
 }

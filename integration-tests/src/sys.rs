@@ -6,8 +6,9 @@
 //! (ns) and as utime + stime (clock ticks), memory as VmRSS and VmHWM.
 
 use anyhow::Context as _;
+use mesh_rt::proc::{self, Pid};
 use serde::{Deserialize, Serialize};
-use std::{path::Path, process::Command, time::Duration};
+use std::{process::Command, time::Duration};
 
 /// One reading of a process.
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
@@ -28,47 +29,23 @@ pub struct Sample {
 impl Sample {
     /// utime + stime in ns.
     pub fn ticks_ns(&self) -> u64 {
-        (self.utime_ticks + self.stime_ticks) * (1_000_000_000 / clock_ticks_per_sec().max(1))
+        (self.utime_ticks + self.stime_ticks) * (1_000_000_000 / proc::TICKS_PER_SEC)
     }
 }
 
-/// Reads `/proc/<pid>/{stat,status,task/*/schedstat}`.
+/// Reads `/proc/<pid>/{stat,status,task/*/schedstat}` (through `mesh_rt::proc`, the
+/// one reader the binaries' own `process_*` metrics use).
 pub fn sample(pid: u32) -> anyhow::Result<Sample> {
-    let proc = Path::new("/proc").join(pid.to_string());
-    let stat = std::fs::read_to_string(proc.join("stat"))
-        .with_context(|| format!("reading /proc/{pid}/stat"))?;
-    // Fields after the command name (which may hold spaces) start at field 3 (state).
-    let after = stat.rsplit_once(')').context("malformed stat")?.1;
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    let (utime_ticks, stime_ticks) = (tick(11), tick(12));
-
-    let mut cpu_ns = 0;
-    for task in std::fs::read_dir(proc.join("task"))?.flatten() {
-        if let Ok(s) = std::fs::read_to_string(task.path().join("schedstat")) {
-            cpu_ns += s
-                .split_whitespace()
-                .next()
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0);
-        }
-    }
-
-    let status = std::fs::read_to_string(proc.join("status"))?;
-    let kib = |key: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(key))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
+    let p = Pid::Of(pid);
+    let stat = proc::stat(p).with_context(|| format!("reading /proc/{pid}/stat"))?;
+    let status = proc::status(p).with_context(|| format!("reading /proc/{pid}/status"))?;
+    let cpu_ns = proc::thread_cpu_ns(p).with_context(|| format!("reading /proc/{pid}/task"))?;
     Ok(Sample {
-        utime_ticks,
-        stime_ticks,
+        utime_ticks: stat.utime_ticks,
+        stime_ticks: stat.stime_ticks,
         cpu_ns,
-        rss_kib: kib("VmRSS:"),
-        hwm_kib: kib("VmHWM:"),
+        rss_kib: status.rss_bytes / 1024,
+        hwm_kib: status.rss_peak_bytes / 1024,
     })
 }
 
@@ -83,24 +60,11 @@ pub struct MachineSample {
 }
 
 pub fn machine_sample() -> anyhow::Result<MachineSample> {
-    let stat = std::fs::read_to_string("/proc/stat")?;
-    let line = stat
-        .lines()
-        .find(|l| l.starts_with("cpu "))
-        .context("no cpu line in /proc/stat")?;
-    let f: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .map(|v| v.parse().unwrap_or(0))
-        .collect();
-    let get = |i: usize| f.get(i).copied().unwrap_or(0);
-    // user nice system idle iowait irq softirq steal (guest time is already in user).
-    let busy = get(0) + get(1) + get(2) + get(5) + get(6) + get(7);
-    let ns = 1_000_000_000 / clock_ticks_per_sec().max(1);
+    let m = proc::machine_cpu().context("reading /proc/stat")?;
     Ok(MachineSample {
-        busy_ns: busy * ns,
-        softirq_ns: get(6) * ns,
-        steal_ns: get(7) * ns,
+        busy_ns: m.busy_ns,
+        softirq_ns: m.softirq_ns,
+        steal_ns: m.steal_ns,
     })
 }
 
@@ -114,33 +78,17 @@ pub fn machine_busy_cores(d: Duration) -> anyhow::Result<f64> {
 
 /// The 1, 5 and 15 minute load averages, as `/proc/loadavg` gives them.
 pub fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
+    proc::loadavg()
 }
 
+/// The clock ticks `/proc` counts CPU time in (`USER_HZ`).
 pub fn clock_ticks_per_sec() -> u64 {
-    static TICKS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    *TICKS.get_or_init(|| {
-        Command::new("getconf")
-            .arg("CLK_TCK")
-            .output()
-            .ok()
-            .and_then(|o| String::from_utf8(o.stdout).ok())
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(100)
-    })
+    proc::TICKS_PER_SEC
 }
 
-/// The process's name as the kernel has it.
+/// The process's name as the kernel has it (empty when it is gone).
 pub fn comm(pid: u32) -> String {
-    std::fs::read_to_string(format!("/proc/{pid}/comm"))
-        .unwrap_or_default()
-        .trim()
-        .to_string()
+    proc::stat(Pid::Of(pid)).map(|s| s.comm).unwrap_or_default()
 }
 
 /// What a report says about the machine it ran on.

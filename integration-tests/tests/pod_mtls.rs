@@ -52,7 +52,7 @@ const SETTLE: Duration = Duration::from_secs(10);
 const DAY: Duration = Duration::from_secs(24 * 3600);
 
 fn identity(sa: &str) -> String {
-    format!("{sa}.default.serviceaccount.identity.mesh.{TRUST_DOMAIN}")
+    mesh_api::names::ServiceAccount::new("default", sa).identity(TRUST_DOMAIN)
 }
 
 // === Tests ===

@@ -38,12 +38,9 @@ mod tests {
     use super::*;
 
     fn rss_anon_kb() -> u64 {
-        let status = std::fs::read_to_string("/proc/self/status").unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("RssAnon:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("RssAnon in /proc/self/status")
+        let status = mesh_rt::proc::status(mesh_rt::proc::Pid::This).expect("/proc/self/status");
+        assert!(status.rss_anon_bytes > 0, "RssAnon in /proc/self/status");
+        status.rss_anon_bytes / 1024
     }
 
     /// Freed memory pinned below a live allocation is resident until trimmed, and

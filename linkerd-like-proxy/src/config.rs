@@ -5,7 +5,7 @@
 //! Parsing goes through the [`Env`] trait so tests can pass a `HashMap` instead of
 //! touching the process environment.
 
-use mesh_api::control_plane;
+use mesh_api::{control_plane, duration, names};
 use std::{collections::BTreeSet, fmt, net::SocketAddr, time::Duration};
 
 /// Where configuration values come from.
@@ -272,8 +272,8 @@ impl Config {
                 env,
                 var,
                 default,
-                "a duration like 500ms, 2s or 1m",
-                parse_duration,
+                "a duration like 500ms, 2s or 1m30s (Go's syntax: ns, us, ms, s, m, h)",
+                |v| duration::parse(v).ok(),
             )
         };
 
@@ -449,8 +449,8 @@ fn identity(env: &impl Env) -> Result<Option<IdentityConfig>, ConfigError> {
             env,
             var,
             default,
-            "a duration greater than zero like 10s, 1m or 24h",
-            |v| parse_duration(v).filter(|d| !d.is_zero()),
+            "a duration greater than zero like 10s, 1m30s or 24h (Go's syntax)",
+            |v| duration::parse_positive(v).ok(),
         )
     };
     let required = |var: &'static str| {
@@ -475,18 +475,19 @@ fn identity(env: &impl Env) -> Result<Option<IdentityConfig>, ConfigError> {
         ENV_IDENTITY_NAME,
         "",
         "an identity like web.default.serviceaccount.identity.mesh.cluster.local",
-        |v| is_identity_name(v).then(|| v.to_ascii_lowercase()),
+        |v| names::is_identity(v).then(|| v.to_ascii_lowercase()),
     )?;
-    // `<sa>.<ns>.serviceaccount.identity.mesh.<trust-domain>`: the control plane's
-    // names in the same trust domain unless given.
-    let suffix = name.splitn(3, '.').nth(2).unwrap_or_default().to_string();
+    // The control plane's names in the same trust domain unless given.
+    let trust_domain = names::trust_domain_of(&name)
+        .unwrap_or_default()
+        .to_string();
     let service_name = |var, account: &str| {
         parse(
             env,
             var,
-            &format!("{account}.{}.{suffix}", control_plane::NAMESPACE),
+            &control_plane::service_identity(account, control_plane::NAMESPACE, &trust_domain),
             "an identity like mesh-identity.mesh-system.serviceaccount.identity.mesh.cluster.local",
-            |v| is_identity_name(v).then(|| v.to_ascii_lowercase()),
+            |v| names::is_identity(v).then(|| v.to_ascii_lowercase()),
         )
     };
     let server_name = service_name(
@@ -526,18 +527,6 @@ fn identity(env: &impl Env) -> Result<Option<IdentityConfig>, ConfigError> {
     }))
 }
 
-/// Whether `name` is an identity name: a DNS name of the form
-/// `<sa>.<ns>.serviceaccount.identity.mesh.<trust-domain>`.
-fn is_identity_name(name: &str) -> bool {
-    let labels: Vec<&str> = name.split('.').collect();
-    labels.len() >= 7
-        && labels[2..5]
-            .iter()
-            .zip(["serviceaccount", "identity", "mesh"])
-            .all(|(l, want)| l.eq_ignore_ascii_case(want))
-        && rustls_pki_types::DnsName::try_from(name).is_ok()
-}
-
 /// Parses PEM trust anchors: at least one `CERTIFICATE`, each usable as an anchor.
 fn parse_anchors(pem: &str) -> Result<Vec<rustls_pki_types::CertificateDer<'static>>, String> {
     let mut anchors = Vec::new();
@@ -570,25 +559,6 @@ fn parse<T>(
         value: raw.to_string(),
         expected: expected.to_string(),
     })
-}
-
-/// Parses `500ms`, `2s`, `1m`, `1h`, `1.5s`. A bare number is refused: its unit would
-/// be a guess.
-pub fn parse_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num.parse().ok()?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return None,
-    };
-    (0.0..1e9)
-        .contains(&secs)
-        .then(|| Duration::from_secs_f64(secs))
 }
 
 /// `host:port` with a port, as the URI the gRPC client connects to. The host may be a
@@ -782,12 +752,11 @@ mod tests {
         }
     }
 
-    /// A self-signed CA certificate, as PEM.
+    /// A self-signed CA certificate, as PEM, made by the one CA implementation (the
+    /// controller's; a dev-dependency only).
     fn anchor_pem() -> String {
-        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params.self_signed(&key).unwrap().pem()
+        let day = Duration::from_secs(24 * 3600);
+        mesh_controller::identity::generate_anchor_and_issuer("cluster.local", day).0
     }
 
     const NAME: &str = "web.default.serviceaccount.identity.mesh.cluster.local";
@@ -882,11 +851,18 @@ mod tests {
 
     #[test]
     fn durations() {
-        assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
-        assert_eq!(parse_duration("ms"), None);
-        assert_eq!(parse_duration("5d"), None);
-        assert_eq!(parse_duration(""), None);
+        // Every duration variable reads Go's syntax (`mesh_api::duration`).
+        let detect = |v: &'static str| {
+            Config::from_env(&env(&[(ENV_DETECT_TIMEOUT, v)]))
+                .map(|c| c.detect_timeout)
+                .ok()
+        };
+        assert_eq!(detect("1.5s"), Some(Duration::from_millis(1500)));
+        assert_eq!(detect("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(detect("1m30s"), Some(Duration::from_secs(90)));
+        assert_eq!(detect("ms"), None);
+        assert_eq!(detect("5d"), None);
+        assert_eq!(detect(""), None);
     }
 
     #[test]

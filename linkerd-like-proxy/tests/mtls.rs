@@ -46,7 +46,7 @@ impl ControlPlane {
             ),
             (
                 "MESH_PROXY_IDENTITY_NAME",
-                format!("{sa}.default.serviceaccount.identity.mesh.cluster.local"),
+                mesh_api::names::ServiceAccount::new("default", sa).identity("cluster.local"),
             ),
             (
                 "MESH_PROXY_IDENTITY_TOKEN_FILE",

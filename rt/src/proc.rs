@@ -214,7 +214,7 @@ pub fn loadavg() -> String {
 /// meanings of the Prometheus client libraries (`process_start_time_seconds`,
 /// `process_cpu_seconds_total`, `process_resident_memory_bytes`,
 /// `process_virtual_memory_bytes`, `process_open_fds`), and `<binary>_build_info`
-/// with the version. Read at scrape time, so they cost nothing in between.
+/// with the version (its help text `<Binary> build information.`). Read at scrape time, so they cost nothing in between.
 pub fn write_metrics(out: &mut String, started: SystemTime, binary: &str, version: &str) {
     let header = |out: &mut String, name: &str, kind: &str, help: &str| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -265,7 +265,14 @@ pub fn write_metrics(out: &mut String, started: SystemTime, binary: &str, versio
         );
     }
     let name = format!("{binary}_build_info");
-    header(out, &name, "gauge", &format!("{binary} build information."));
+    let mut title = binary.chars();
+    let title: String = title
+        .next()
+        .map(|c| c.to_ascii_uppercase())
+        .into_iter()
+        .chain(title)
+        .collect();
+    header(out, &name, "gauge", &format!("{title} build information."));
     let _ = writeln!(out, "{name}{{version=\"{version}\"}} 1");
 }
 
@@ -312,5 +319,9 @@ mod tests {
         write_metrics(&mut out, SystemTime::now(), "test", "1.0");
         assert!(out.contains("process_resident_memory_bytes "), "{out}");
         assert!(out.contains("test_build_info{version=\"1.0\"} 1"), "{out}");
+        assert!(
+            out.contains("# HELP test_build_info Test build information."),
+            "{out}"
+        );
     }
 }

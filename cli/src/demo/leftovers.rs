@@ -8,6 +8,7 @@
 //! are gone, stops any process still tied to one, removes the directory, and says so.
 
 use super::state;
+use mesh_rt::proc;
 use nix::{sys::signal::Signal, unistd::Pid};
 use std::{
     path::{Path, PathBuf},
@@ -53,58 +54,46 @@ pub(crate) fn clean_up(tmp: &Path) -> Vec<Cleaned> {
 /// Stops every `mesh-proxy` and `mesh-controller` tied to the demo `pid`: started with
 /// it as their parent, or reading files in its state directory. Returns how many.
 fn stop_processes_of(demo: u32) -> usize {
-    let marks = [
-        format!("MESH_PROXY_PARENT_PID={demo}"),
-        format!("{}{demo}/", state::STATE_DIR_PREFIX),
-    ];
-    let flag = format!("--parent-pid\0{demo}");
+    let parent_env = format!("MESH_PROXY_PARENT_PID={demo}");
+    let state_dir = format!("{}{demo}/", state::STATE_DIR_PREFIX);
+    let demo_arg = demo.to_string();
     let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|p| p.parse::<i32>().ok())
-        else {
+    for pid in proc::pids() {
+        let this = proc::Pid::Of(pid);
+        let Some(stat) = proc::stat(this) else {
             continue;
         };
-        let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
-        if !matches!(comm.trim(), "mesh-proxy" | "mesh-controller") {
+        if !matches!(stat.comm.as_str(), "mesh-proxy" | "mesh-controller") {
             continue;
         }
-        let read = |name: &str| {
-            let bytes = std::fs::read(entry.path().join(name)).unwrap_or_default();
-            String::from_utf8_lossy(&bytes).into_owned()
-        };
-        let (cmdline, environ) = (read("cmdline"), read("environ"));
-        let tied = cmdline.contains(&flag)
-            || marks
-                .iter()
-                .any(|m| cmdline.contains(m.as_str()) || environ.contains(m.as_str()));
+        let (args, env) = (proc::cmdline(this), proc::environ(this));
+        let tied = args
+            .windows(2)
+            .any(|w| w[0] == "--parent-pid" && w[1] == demo_arg)
+            || env.contains(&parent_env)
+            || args.iter().chain(&env).any(|s| s.contains(&state_dir));
         if tied {
-            found.push(Pid::from_raw(pid));
+            found.push(pid);
         }
     }
-    for pid in &found {
-        let _ = nix::sys::signal::kill(*pid, Signal::SIGTERM);
+    let signal = |pid: u32, signal| {
+        if let Ok(pid) = i32::try_from(pid) {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), signal);
+        }
+    };
+    for &pid in &found {
+        signal(pid, Signal::SIGTERM);
     }
-    let alive = |pid: &Pid| Path::new(&format!("/proc/{pid}")).exists() && !is_zombie(*pid);
+    let alive = |pid: &u32| proc::is_running(*pid);
     let mut waited = Duration::ZERO;
     while found.iter().any(alive) && waited < TERM_GRACE {
         std::thread::sleep(POLL);
         waited += POLL;
     }
-    for pid in found.iter().filter(|p| alive(p)) {
-        let _ = nix::sys::signal::kill(*pid, Signal::SIGKILL);
+    for &pid in found.iter().filter(|p| alive(p)) {
+        signal(pid, Signal::SIGKILL);
     }
     found.len()
-}
-
-/// A process that has exited and waits for its parent to reap it.
-fn is_zombie(pid: Pid) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| Some(s.rsplit_once(") ")?.1.starts_with('Z')))
-        .unwrap_or(false)
 }
 
 #[cfg(test)]

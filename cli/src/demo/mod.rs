@@ -80,8 +80,9 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
     rps: u32,
 
-    /// Stop after this long (e.g. 30s, 5m); without it, run until Ctrl-C.
-    #[arg(long, value_parser = parse_duration)]
+    /// Stop after this long (a Go duration: 30s, 5m, 1m30s); without it, run until
+    /// Ctrl-C.
+    #[arg(long, value_parser = mesh_api::duration::parse_positive)]
     duration: Option<Duration>,
 
     /// The mesh-proxy binary [default: next to this executable, else $MESH_DEMO_PROXY_BIN, else on
@@ -187,26 +188,6 @@ fn existing_file(path: PathBuf, source: &str) -> Result<PathBuf, UsageError> {
             path.display()
         )))
     }
-}
-
-/// Parses `500ms`, `30s`, `5m`, `1h`, or a bare number of seconds.
-pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (number, unit) = s.split_at(split);
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration such as 30s, 5m or 500ms"))?;
-    let duration = match unit {
-        "ms" => Duration::from_millis(n),
-        "" | "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n.saturating_mul(60)),
-        "h" => Duration::from_secs(n.saturating_mul(3600)),
-        _ => return Err(format!("unknown unit {unit:?} in {s:?}: use ms, s, m or h")),
-    };
-    if duration.is_zero() {
-        return Err("the duration must be greater than zero".into());
-    }
-    Ok(duration)
 }
 
 // === run ===
@@ -570,15 +551,29 @@ impl StopSignals {
 mod tests {
     use super::*;
 
+    /// `--duration` reads Go's syntax (`mesh_api::duration`), more than zero; errors
+    /// name the flag and the value.
     #[test]
     fn parses_durations() {
-        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
-        for bad in ["", "s", "0s", "10x", "-1s", "1.5s", "1m30s"] {
-            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            demo: DemoArgs,
+        }
+        let parse = |d: &str| {
+            <Cli as clap::Parser>::try_parse_from(["mesh".into(), format!("--duration={d}")])
+                .map(|c| c.demo.duration)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(parse("30s"), Ok(Some(Duration::from_secs(30))));
+        assert_eq!(parse("500ms"), Ok(Some(Duration::from_millis(500))));
+        assert_eq!(parse("2m"), Ok(Some(Duration::from_secs(120))));
+        assert_eq!(parse("1h"), Ok(Some(Duration::from_secs(3600))));
+        assert_eq!(parse("1m30s"), Ok(Some(Duration::from_secs(90))));
+        assert_eq!(parse("1.5s"), Ok(Some(Duration::from_millis(1500))));
+        for bad in ["", "s", "0s", "10x", "-1s", "30"] {
+            let err = parse(bad).expect_err(bad);
+            assert!(err.contains("--duration"), "{bad:?}: {err}");
         }
     }
 }

@@ -62,7 +62,7 @@ pub(crate) fn pid_of(dir_name: &str) -> Option<u32> {
 /// pid makes a dead demo look alive, which only errs on the safe side: its leftovers
 /// are not cleaned up, and commands that find it fail to reach it, saying where.)
 pub(crate) fn is_alive(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
+    mesh_rt::proc::stat(mesh_rt::proc::Pid::Of(pid)).is_some()
 }
 
 // === impl State ===

@@ -14,7 +14,7 @@
 //! proxies open mutual TLS to it.
 
 use crate::UsageError;
-use mesh_controller::identity::ServiceAccount;
+use mesh_api::names::ServiceAccount;
 use std::{
     fmt::Write as _,
     net::{Ipv4Addr, SocketAddr},
@@ -155,10 +155,7 @@ impl Workload {
     /// The service account its pods run as: one per workload, named after it, as
     /// Kubernetes manifests usually do, so all replicas share one identity.
     pub(crate) fn service_account(self) -> ServiceAccount {
-        ServiceAccount {
-            namespace: NAMESPACE.to_string(),
-            name: self.name().to_string(),
-        }
+        ServiceAccount::new(NAMESPACE, self.name())
     }
 
     /// The identity its proxies' certificates are for, and that discovery announces

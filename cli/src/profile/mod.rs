@@ -19,6 +19,7 @@ mod validate;
 use crate::UsageError;
 use anyhow::Context as _;
 use clap::Subcommand;
+use mesh_api::names::{is_dns_domain, is_dns_label};
 use std::{
     fmt,
     io::Read as _,
@@ -180,23 +181,13 @@ fn check_label(what: &str, label: &str) -> Result<(), UsageError> {
 }
 
 fn check_cluster_domain(domain: &str) -> Result<(), UsageError> {
-    if domain.len() <= 253 && domain.split('.').all(is_dns_label) {
+    if is_dns_domain(domain) {
         Ok(())
     } else {
         Err(UsageError::new(format!(
             "--cluster-domain {domain:?} is not a DNS name"
         )))
     }
-}
-
-fn is_dns_label(label: &str) -> bool {
-    !label.is_empty()
-        && label.len() <= 63
-        && label
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !label.starts_with('-')
-        && !label.ends_with('-')
 }
 
 // === impl Service ===

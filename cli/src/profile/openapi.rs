@@ -17,9 +17,10 @@
 
 use super::{Input, Service};
 use anyhow::Context as _;
+use mesh_api::duration;
 use mesh_controller::{
     profile::{
-        self, duration,
+        self,
         spec::{
             Metadata, RequestMatchSpec, ResponseClassSpec, ResponseMatchSpec, RouteSpec,
             ServiceProfileSpec, StatusRangeSpec,
@@ -469,6 +470,8 @@ fn status(code: &str) -> Option<(i64, i64)> {
 }
 
 /// The regex for a templated path: `{param}` matches one segment, all else literally.
+/// It is unanchored, as every pathRegex: the one rule (`mesh_api::path_regex`) makes
+/// it match the whole path.
 fn path_regex(path: &str) -> String {
     let mut re = String::new();
     let mut rest = path;
@@ -518,9 +521,10 @@ mod tests {
             r"/v1\.2/[^/]*/x\+y/[^/]*\.json"
         );
         assert_eq!(path_regex("/odd/{open"), r"/odd/\{open");
-        let re = regex::Regex::new(&format!("^{}$", path_regex("/a/{id}/b"))).unwrap();
+        let re = mesh_api::path_regex::compile(&path_regex("/a/{id}/b")).unwrap();
         assert!(re.is_match("/a/42/b"));
         assert!(!re.is_match("/a/4/2/b"));
+        assert!(!re.is_match("/x/a/42/b") && !re.is_match("/a/42/b/c"));
     }
 
     #[test]

@@ -12,13 +12,9 @@
 //! of each response), not by the nominal window: a scrape delayed by a busy proxy does not
 //! inflate the rate. `-o json` reports that measured time per proxy.
 
-mod prom;
 mod stats;
 
-use crate::{
-    demo::{self, state::State},
-    UsageError,
-};
+use crate::{demo::state::State, UsageError};
 use anyhow::Context as _;
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Empty};
@@ -52,8 +48,9 @@ pub struct RoutesArgs {
     #[arg(long = "metrics", value_name = "URL")]
     metrics: Vec<String>,
 
-    /// Time between the two scrapes the numbers are computed from (e.g. 5s, 500ms).
-    #[arg(long, default_value = "5s", value_parser = demo::parse_duration)]
+    /// Time between the two scrapes the numbers are computed from (a Go duration: 5s,
+    /// 500ms).
+    #[arg(long, default_value = "5s", value_parser = mesh_api::duration::parse_positive)]
     window: Duration,
 
     /// Output format: the table, `wide` (success and rate before and after retries) or
@@ -145,13 +142,7 @@ impl TryFrom<RoutesArgs> for Config {
 
 /// Service and namespace names are DNS-1123 labels.
 fn check_label(what: &str, s: &str) -> Result<(), UsageError> {
-    let ok = !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-');
-    if ok {
+    if mesh_api::names::is_dns_label(s) {
         Ok(())
     } else {
         Err(UsageError::new(format!(
@@ -236,8 +227,8 @@ async fn scrape_all(proxies: &[Proxy], selector: &Selector) -> anyhow::Result<Ve
             .map_err(|_| anyhow::anyhow!("timed out after {SCRAPE_TIMEOUT:?}"))
             .and_then(|r| r)
             .with_context(|| format!("scrape {}", p.url))?;
-        let samples =
-            prom::parse(&text).with_context(|| format!("{} is not Prometheus metrics", p.url))?;
+        let samples = mesh_api::prom::parse(&text)
+            .with_context(|| format!("{} is not Prometheus metrics", p.url))?;
         anyhow::Ok((stats::select(&samples, selector), at))
     });
     futures_util::future::try_join_all(scrapes).await

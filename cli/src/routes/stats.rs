@@ -5,7 +5,7 @@
 //! reset, and counts from zero), latency percentiles interpolate within histogram buckets
 //! exactly as `histogram_quantile` does. No IO happens here.
 
-use super::prom::Sample;
+use mesh_api::prom::Sample;
 use std::{collections::BTreeMap, time::Duration};
 
 /// The latency buckets' family, and the two response-count families.
@@ -268,7 +268,7 @@ pub(crate) fn histogram_quantile(q: f64, buckets: &[(f64, f64)]) -> Option<f64> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::routes::prom::parse;
+    use mesh_api::prom::parse;
 
     const WEB: &str = "web.demo.svc.cluster.local:80";
 

@@ -9,8 +9,9 @@
 //! - Conversions between wire addresses and `std::net` ([`InvalidAddress`]).
 //! - Rules written once: [`names`] (identities in both forms, DNS labels),
 //!   [`duration`] (Go's syntax, for every flag, variable and field), [`path_regex`]
-//!   (what a route's `pathRegex` matches), and [`control_plane`] (the control plane's
-//!   own names).
+//!   (what a route's `pathRegex` matches), [`prom`] (the one reader of the Prometheus
+//!   text format the binaries expose), and [`control_plane`] (the control plane's own
+//!   names).
 
 #![allow(unreachable_pub, clippy::all)]
 
@@ -30,6 +31,7 @@ mod convert;
 pub mod duration;
 pub mod names;
 pub mod path_regex;
+pub mod prom;
 #[cfg(feature = "grpc")]
 pub mod tls;
 

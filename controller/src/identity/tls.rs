@@ -13,7 +13,7 @@
 //! The server is TLS 1.3 only, offers only `h2` and does not ask for client
 //! certificates: a proxy has none until it is answered.
 
-use super::{Ca, ServiceAccount};
+use super::Ca;
 use rcgen::{CertificateParams, DistinguishedName, KeyPair, SanType};
 use rustls::{
     crypto::CryptoProvider,
@@ -27,6 +27,8 @@ use std::{
     time::{Duration, SystemTime},
 };
 
+/// The identity of a control-plane service account, as proxies verify it.
+pub use mesh_api::control_plane::service_identity;
 pub use mesh_api::control_plane::{DESTINATION_SERVICE_ACCOUNT, IDENTITY_SERVICE_ACCOUNT};
 
 /// The fraction of a certificate's lifetime after which it is replaced.
@@ -34,19 +36,6 @@ const RENEW_AT: f64 = 0.7;
 
 /// How long a failed replacement waits before the next try.
 const RETRY_AFTER: Duration = Duration::from_secs(60);
-
-/// The identity of the control plane's service account `account`.
-pub fn service_identity(
-    account: &str,
-    control_plane_namespace: &str,
-    trust_domain: &str,
-) -> String {
-    ServiceAccount {
-        namespace: control_plane_namespace.to_string(),
-        name: account.to_string(),
-    }
-    .identity(trust_domain)
-}
 
 /// The identity the identity service presents by default: the `mesh-identity` service
 /// account in the control plane's namespace.

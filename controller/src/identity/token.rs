@@ -6,6 +6,7 @@
 //! says why the token is refused, or that it could not decide ([`TokenError::Unavailable`]).
 
 use super::ServiceAccount;
+use mesh_api::names::is_dns_label;
 use std::{
     collections::HashMap,
     future::Future,
@@ -149,11 +150,8 @@ pub fn parse(text: &str) -> Result<HashMap<String, ServiceAccount>, String> {
         };
         let account = account
             .split_once('/')
-            .filter(|(ns, sa)| crate::is_dns_label(ns) && crate::is_dns_label(sa))
-            .map(|(ns, sa)| ServiceAccount {
-                namespace: ns.to_string(),
-                name: sa.to_string(),
-            })
+            .filter(|(ns, sa)| is_dns_label(ns) && is_dns_label(sa))
+            .map(|(ns, sa)| ServiceAccount::new(ns, sa))
             .ok_or_else(|| {
                 format!("line {n}: {account:?} is not `<namespace>/<serviceaccount>`")
             })?;
@@ -240,10 +238,7 @@ pub fn service_account_of(username: &str) -> Option<ServiceAccount> {
     let rest = username.strip_prefix("system:serviceaccount:")?;
     let (namespace, name) = rest.split_once(':')?;
     // Dotted names are valid service accounts but cannot be identity names.
-    (crate::is_dns_label(namespace) && crate::is_dns_label(name)).then(|| ServiceAccount {
-        namespace: namespace.to_string(),
-        name: name.to_string(),
-    })
+    (is_dns_label(namespace) && is_dns_label(name)).then(|| ServiceAccount::new(namespace, name))
 }
 
 #[cfg(test)]

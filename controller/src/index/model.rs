@@ -187,9 +187,10 @@ pub struct Identity {
 
 impl Identity {
     pub fn for_service_account(namespace: &str, sa: &str, trust_domain: &str) -> Self {
+        let account = mesh_api::names::ServiceAccount::new(namespace, sa);
         Self {
-            name: format!("{sa}.{namespace}.serviceaccount.identity.mesh.{trust_domain}").into(),
-            uri: format!("spiffe://{trust_domain}/ns/{namespace}/sa/{sa}").into(),
+            name: account.identity(trust_domain).into(),
+            uri: account.spiffe_id(trust_domain).into(),
         }
     }
 }

@@ -2,14 +2,14 @@
 //! it, Linkerd's `linkerd.io/v1alpha2` field for field plus a per-route retry cap
 //! ([`spec`]); validation that names the field and the reason of every problem and
 //! turns a valid spec into the routes, budget and traffic split the proxy receives
-//! ([`validate`]); Go durations ([`duration`]).
+//! ([`validate`]). Durations and path regexes are read by the rules every side shares
+//! (`mesh_api::duration`, `mesh_api::path_regex`).
 //!
 //! This module is pure: the destination service, the file backend, the admission
 //! webhook and `mesh profile validate` all use the same checks, so a profile one of
 //! them accepts, all accept.
 
 pub mod decode;
-pub mod duration;
 pub mod spec;
 pub mod validate;
 

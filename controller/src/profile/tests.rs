@@ -261,14 +261,49 @@ fn yaml_errors_name_the_field_and_line() {
 
 #[test]
 fn regexes_are_anchored_and_bounded() {
-    assert_eq!(validate::anchored("/a"), "^(?:/a)$");
-    assert_eq!(validate::anchored("^/a$"), "^/a$");
-    let re = validate::compile_path_regex("/api/.*|/x").unwrap();
+    let re = mesh_api::path_regex::compile("/api/.*|/x").unwrap();
     assert!(re.is_match("/x") && re.is_match("/api/v"));
     assert!(!re.is_match("/xy") && !re.is_match("/y/api/v"));
     let huge = "(a{1000}){1000}";
-    let err = validate::compile_path_regex(huge).unwrap_err();
-    assert!(err.contains("too large"), "{err}");
+    let p = problems(&with_route(&format!(
+        "name: a\ncondition: {{pathRegex: '{huge}'}}"
+    )));
+    assert!(
+        p[0].starts_with("spec.routes[0].condition.pathRegex: ") && p[0].contains("too large"),
+        "{p:?}"
+    );
+}
+
+/// The validator and the proxy read a path regex by one rule: what the controller sends
+/// for each pattern of `mesh_api::path_regex::EXAMPLES` matches exactly the paths the
+/// table says, read as it is (a reader that does not wrap it) and wrapped once more (as
+/// the proxy does).
+#[test]
+fn sent_path_regexes_follow_the_shared_rule() {
+    for (pattern, path, matches) in mesh_api::path_regex::EXAMPLES {
+        let spec = serde_json::json!({
+            "routes": [{"name": "r", "condition": {"pathRegex": pattern}}],
+        });
+        let v = super::validate_object("web.ns.svc.cluster.local", "ns", spec, "cluster.local")
+            .unwrap_or_else(|e| panic!("{pattern:?}: {e:?}"));
+        let Some(request_match::Match::PathRegex(sent)) =
+            &v.routes[0].condition.as_ref().unwrap().r#match
+        else {
+            panic!("{pattern:?}: {:?}", v.routes[0].condition)
+        };
+        let literal = regex::Regex::new(sent).unwrap();
+        assert_eq!(
+            literal.is_match(path),
+            *matches,
+            "{pattern:?} sent as {sent:?} on {path:?}"
+        );
+        let wrapped = mesh_api::path_regex::compile(sent).unwrap();
+        assert_eq!(
+            wrapped.is_match(path),
+            *matches,
+            "{pattern:?} sent as {sent:?} on {path:?}"
+        );
+    }
 }
 
 #[test]

@@ -3,18 +3,14 @@
 //! and why; nothing invalid is silently dropped, and nothing is half-applied: a spec
 //! with any problem yields no profile, so the last valid one stays in force.
 
-use super::{duration, spec::*};
-use mesh_api::destination as api;
+use super::spec::*;
+use mesh_api::{destination as api, duration, path_regex};
 use std::{collections::HashMap, fmt, time::Duration};
 
 /// Linkerd's defaults for a profile without `retryBudget`.
 pub const DEFAULT_RETRY_RATIO: f32 = 0.2;
 pub const DEFAULT_MIN_RETRIES_PER_SECOND: u32 = 10;
 pub const DEFAULT_RETRY_TTL: Duration = Duration::from_secs(10);
-
-/// A compiled path regex may take at most this much memory: a profile must not be able
-/// to exhaust a proxy (every client proxy compiles it).
-pub const REGEX_SIZE_LIMIT: usize = 256 * 1024;
 
 /// One problem in a profile.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -98,16 +94,7 @@ fn check_name(name: &str, cluster_domain: Option<&str>) -> Result<(), String> {
     if name.is_empty() {
         return Err("required: the service's name, `<svc>.<ns>.svc.<cluster-domain>`".into());
     }
-    let dns1123 = name.len() <= 253
-        && name.split('.').all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && l.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-        });
-    if !dns1123 {
+    if !mesh_api::names::is_dns_domain(name) {
         return Err(format!("{name:?} is not a DNS-1123 subdomain"));
     }
     let parts: Vec<&str> = name.splitn(4, '.').collect();
@@ -262,9 +249,13 @@ impl Checker {
             }
         }
         if let Some(re) = &m.path_regex {
-            match compile_path_regex(re) {
-                Ok(_) => push(Match::PathRegex(anchored(re))),
-                Err(e) => self.fail(&format!("{path}.pathRegex"), e),
+            // The one rule (`mesh_api::path_regex`): the whole path, whatever anchors the
+            // pattern has. It is sent as matched, `^(?:re)$`, so that what the proxy
+            // receives means the same even read literally (wrapping again changes
+            // nothing).
+            match path_regex::compile(re) {
+                Ok(_) => push(Match::PathRegex(path_regex::whole_path(re))),
+                Err(e) => self.fail(&format!("{path}.pathRegex"), e.to_string()),
             }
         }
         let seq = |this: &mut Self, key: &str, list: &Option<Vec<RequestMatchSpec>>| {
@@ -507,37 +498,6 @@ impl Checker {
             weight,
         })
     }
-}
-
-/// `^(?:re)$` unless the regex is anchored at both ends already: Linkerd's rule.
-pub fn anchored(re: &str) -> String {
-    if re.starts_with('^') && re.ends_with('$') {
-        re.to_string()
-    } else {
-        format!("^(?:{re})$")
-    }
-}
-
-/// Compiles a route's path regex as the proxy will, within [`REGEX_SIZE_LIMIT`].
-pub fn compile_path_regex(re: &str) -> Result<regex::Regex, String> {
-    regex::RegexBuilder::new(&anchored(re))
-        .size_limit(REGEX_SIZE_LIMIT)
-        .build()
-        .map_err(|e| match e {
-            regex::Error::CompiledTooBig(_) => {
-                format!("{re:?} is too large (over {REGEX_SIZE_LIMIT} bytes compiled)")
-            }
-            // The parser's message draws the regex with a caret under the problem;
-            // its last line says what the problem is.
-            e => {
-                let e = e.to_string();
-                let why = e.lines().last().unwrap_or_default().trim();
-                format!(
-                    "{re:?} is not a valid regex: {}",
-                    why.trim_start_matches("error: ")
-                )
-            }
-        })
 }
 
 /// A weight in ten-thousandths (Linkerd's `MilliValue() × 10`): `1` → 10000,

@@ -95,40 +95,29 @@ fn main() -> ExitCode {
     }
 }
 
-/// Parses `500ms`, `2s`, `1m` or a bare number of seconds.
-fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    let s = s.trim();
-    let (num, unit) = match s.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
-        Some(i) => (&s[..i], &s[i..]),
-        None => (s, "s"),
-    };
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?}: expected a duration like 500ms, 2s or 1m"))?;
-    let secs = match unit {
-        "ms" => n / 1e3,
-        "s" => n,
-        "m" => n * 60.0,
-        _ => return Err(format!("{s:?}: unknown unit {unit:?} (ms, s or m)")),
-    };
-    if !secs.is_finite() || secs < 0.0 {
-        return Err(format!("{s:?}: expected a non-negative duration"));
-    }
-    Ok(std::time::Duration::from_secs_f64(secs))
-}
-
 #[cfg(test)]
 mod tests {
-    use super::parse_duration;
-    use std::time::Duration;
+    use super::{Cli, Cmd, Parser as _};
 
+    /// Every duration flag reads Go's syntax (`mesh_api::duration`): a bare number has
+    /// no unit, and the error names the flag and the value.
     #[test]
     fn durations() {
-        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
-        assert_eq!(parse_duration("2s").unwrap(), Duration::from_secs(2));
-        assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
-        assert_eq!(parse_duration("1m").unwrap(), Duration::from_secs(60));
-        assert!(parse_duration("3h").is_err());
-        assert!(parse_duration("x").is_err());
+        let probe = |timeout: &str| {
+            Cli::try_parse_from(["mesh-bench", "probe", "http://x/", "--timeout", timeout])
+        };
+        for (value, secs) in [("500ms", 0.5), ("2s", 2.0), ("1m", 60.0), ("1m30s", 90.0)] {
+            let Ok(Cli {
+                cmd: Cmd::Probe(a), ..
+            }) = probe(value)
+            else {
+                panic!("{value} refused")
+            };
+            assert_eq!(a.timeout.as_secs_f64(), secs, "{value}");
+        }
+        for bad in ["1.5", "x", "3d"] {
+            let err = probe(bad).expect_err(bad).to_string();
+            assert!(err.contains("--timeout") && err.contains(bad), "{err}");
+        }
     }
 }

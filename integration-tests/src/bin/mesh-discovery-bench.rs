@@ -44,7 +44,7 @@ mod run;
 mod streams;
 
 use clap::Parser;
-use std::{path::PathBuf, process::ExitCode};
+use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 #[derive(Parser, Debug, Clone)]
 #[command(
@@ -84,19 +84,21 @@ pub(crate) struct Args {
     /// Rate of the open-loop balancing run, in requests per second (0: none).
     #[arg(long)]
     rate: Option<f64>,
-    /// Measured seconds of each balancing run (after 1 s of warm-up).
-    #[arg(long)]
-    balance_secs: Option<f64>,
-    /// Service time of the fast backends, in ms.
-    #[arg(long, default_value_t = 1.0)]
-    fast_ms: f64,
+    /// Measured window of each balancing run, after 1s of warm-up (a Go duration;
+    /// default 10s, 1s with --quick).
+    #[arg(long, value_name = "DURATION", value_parser = mesh_api::duration::parse_positive)]
+    balance_window: Option<Duration>,
+    /// Service time of the fast backends (a Go duration).
+    #[arg(long, default_value = "1ms", value_name = "DURATION", value_parser = mesh_api::duration::parse)]
+    fast_service_time: Duration,
     /// How many times slower the slow backend is.
     #[arg(long, default_value_t = 10.0)]
     slow_factor: f64,
-    /// Before starting, wait up to this many seconds for the machine to be quiet (at
-    /// most 0.2 cores busy); either way the report says how busy it was.
-    #[arg(long, default_value_t = 0.0)]
-    wait_quiet_secs: f64,
+    /// Before starting, wait up to this long for the machine to be quiet (at most 0.2
+    /// cores busy; a Go duration, 0s = start at once); either way the report says how
+    /// busy it was.
+    #[arg(long, default_value = "0s", value_name = "DURATION", value_parser = mesh_api::duration::parse)]
+    wait_quiet: Duration,
     /// The controller's log filter (`MESH_LOG`); its log is kept in the scratch directory
     /// named at the end.
     #[arg(long, default_value = "warn")]
@@ -155,9 +157,11 @@ impl Args {
                 }
             }),
             rate: self.rate.unwrap_or(if q { 100.0 } else { 200.0 }),
-            balance_secs: self.balance_secs.unwrap_or(if q { 1.0 } else { 10.0 }),
-            fast_ms: self.fast_ms,
-            slow_ms: self.fast_ms * self.slow_factor,
+            balance_secs: self
+                .balance_window
+                .map_or(if q { 1.0 } else { 10.0 }, |d| d.as_secs_f64()),
+            fast_ms: self.fast_service_time.as_secs_f64() * 1e3,
+            slow_ms: self.fast_service_time.as_secs_f64() * 1e3 * self.slow_factor,
             controller_log: self.controller_log.clone(),
             proxy_log: self.proxy_log.clone(),
         }
@@ -171,6 +175,41 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("mesh-discovery-bench: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Args, Parser as _};
+    use std::time::Duration;
+
+    /// Duration flags read Go's syntax (`mesh_api::duration`); errors name the flag.
+    #[test]
+    fn durations() {
+        let args = Args::try_parse_from([
+            "mesh-discovery-bench",
+            "--balance-window",
+            "1m30s",
+            "--fast-service-time",
+            "500us",
+            "--wait-quiet",
+            "2m",
+        ])
+        .unwrap();
+        assert_eq!(args.wait_quiet, Duration::from_secs(120));
+        let settings = args.settings();
+        assert_eq!(settings.balance_secs, 90.0);
+        assert_eq!(settings.fast_ms, 0.5);
+        let defaults = Args::try_parse_from(["mesh-discovery-bench"]).unwrap();
+        assert_eq!(defaults.wait_quiet, Duration::ZERO);
+        assert_eq!(defaults.settings().fast_ms, 1.0);
+        assert_eq!(defaults.settings().balance_secs, 10.0);
+        for (flag, bad) in [("--wait-quiet", "120"), ("--balance-window", "0s")] {
+            let err = Args::try_parse_from(["mesh-discovery-bench", flag, bad])
+                .expect_err(bad)
+                .to_string();
+            assert!(err.contains(flag) && err.contains(bad), "{err}");
         }
     }
 }

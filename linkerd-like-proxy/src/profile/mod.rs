@@ -40,13 +40,10 @@ pub use self::budget::{Budget, InvalidBudget};
 use crate::classify::{self, Class};
 use http::{uri::Authority, Method, StatusCode};
 use mesh_api::destination as proto;
+use mesh_api::path_regex::{self, InvalidPathRegex};
 use rand::Rng;
-use regex::{Regex, RegexBuilder};
+use regex::Regex;
 use std::{sync::Arc, time::Duration};
-
-/// The largest compiled size of one path regex. The controller validates regexes, but a
-/// proxy must not let a profile make it allocate without bound.
-pub const REGEX_SIZE_LIMIT: usize = 256 * 1024;
 
 /// How deeply `all`/`any`/`not` may nest. Decoded protobuf is already limited to 100
 /// levels; this bounds the recursion for values built any other way.
@@ -116,7 +113,7 @@ enum InvalidMatch {
     #[error("a match has none of its alternatives set")]
     Empty,
     #[error("invalid path regex")]
-    Regex(#[source] regex::Error),
+    Regex(#[source] InvalidPathRegex),
     #[error("invalid method {0:?}")]
     Method(String),
     #[error("conditions nest deeper than {MAX_DEPTH} levels")]
@@ -398,20 +395,12 @@ impl RequestMatch {
     }
 }
 
-/// Compiles a path regex that must match the whole path.
-///
-/// The pattern is wrapped in `^(?:…)$` whether or not it is anchored already (wrapping
-/// an anchored pattern changes nothing). It is first compiled alone, so that a pattern
-/// such as `a)|(b` cannot escape the wrapping.
+/// Compiles a path regex by the one rule both sides share ([`mesh_api::path_regex`]):
+/// it matches the whole path, whatever anchors it has, and is bounded in size (the
+/// controller validates regexes, but a proxy must not let a profile make it allocate
+/// without bound).
 fn compile_path(re: &str) -> Result<Regex, InvalidMatch> {
-    let build = |pattern: &str| {
-        RegexBuilder::new(pattern)
-            .size_limit(REGEX_SIZE_LIMIT)
-            .build()
-            .map_err(InvalidMatch::Regex)
-    };
-    build(re)?;
-    build(&format!("^(?:{re})$"))
+    path_regex::compile(re).map_err(InvalidMatch::Regex)
 }
 
 // === impl ResponseMatch ===

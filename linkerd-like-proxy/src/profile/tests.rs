@@ -155,6 +155,25 @@ fn path_regexes_match_the_whole_path() {
     assert!(p.route(&Method::GET, "/x/b").is_default());
 }
 
+/// The proxy's route matcher and the controller's validator read a path regex by one
+/// rule: on every example of `mesh_api::path_regex::EXAMPLES`, the route matches
+/// exactly the paths the table says, whether the pattern arrives as written or as the
+/// controller sends it (`^(?:pattern)$`).
+#[test]
+fn path_regexes_follow_the_shared_rule() {
+    for (pattern, path_, matches) in mesh_api::path_regex::EXAMPLES {
+        for sent in [pattern.to_string(), path_regex::whole_path(pattern)] {
+            let p = profile(vec![route("r", path(&sent))]);
+            assert_eq!(p.routes().count(), 1, "{sent:?} compiles");
+            assert_eq!(
+                !p.route(&Method::GET, path_).is_default(),
+                *matches,
+                "{sent:?} on {path_:?}"
+            );
+        }
+    }
+}
+
 #[test]
 fn methods_match_exactly() {
     let p = profile(vec![
@@ -230,9 +249,7 @@ fn regexes_over_the_size_limit_are_refused() {
     assert!(Regex::new(&huge).is_ok());
     assert!(matches!(
         compile_path(&huge),
-        Err(InvalidMatch::Regex(regex::Error::CompiledTooBig(
-            REGEX_SIZE_LIMIT
-        )))
+        Err(InvalidMatch::Regex(InvalidPathRegex::TooLarge { .. }))
     ));
     assert!(compile_path("/api/[^/]+/items").is_ok());
 }

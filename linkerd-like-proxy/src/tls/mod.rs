@@ -208,11 +208,9 @@ impl MeshTls {
             c.alpn_protocols = vec![alpn.to_vec()];
             tokio_rustls::TlsConnector::from(Arc::new(c))
         };
-        // `<sa>.<ns>.serviceaccount...`: the suffix follows the first two labels.
-        let suffix = name
-            .splitn(3, '.')
-            .nth(2)
-            .map(|rest| format!(".{}", rest.to_ascii_lowercase()))
+        // `.serviceaccount.identity.mesh.<trust-domain>`: every mesh identity's ending.
+        let suffix = mesh_api::names::trust_domain_of(name)
+            .map(|td| mesh_api::names::identity_suffix(&td.to_ascii_lowercase()))
             .ok_or_else(|| ConfigError(format!("{name:?} is not a mesh identity name")))?;
         Ok(Self {
             name: name.into(),

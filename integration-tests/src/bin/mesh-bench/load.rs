@@ -94,13 +94,13 @@ pub(crate) struct Args {
     #[arg(long, default_value = "max")]
     pub(crate) rate: Rate,
     /// Length of the measured window.
-    #[arg(long, default_value = "10s", value_parser = crate::parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = mesh_api::duration::parse)]
     pub(crate) duration: Duration,
     /// Load sent before the measured window, not recorded.
-    #[arg(long, default_value = "2s", value_parser = crate::parse_duration)]
+    #[arg(long, default_value = "2s", value_parser = mesh_api::duration::parse)]
     pub(crate) warmup: Duration,
     /// A request not answered within this counts as an error.
-    #[arg(long, default_value = "5s", value_parser = crate::parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = mesh_api::duration::parse)]
     pub(crate) timeout: Duration,
     /// Also write every measured request as `ms since the window opened, latency in µs`
     /// (CSV) to this file, to look for patterns in time (periodic stalls).

@@ -14,8 +14,8 @@ pub(crate) struct Args {
     /// `http://host:port/path`
     url: String,
     /// Give up after this long.
-    #[arg(long, default_value = "10s", value_parser = crate::parse_duration)]
-    timeout: Duration,
+    #[arg(long, default_value = "10s", value_parser = mesh_api::duration::parse)]
+    pub(crate) timeout: Duration,
     /// Print the body of the 200 response on stdout.
     #[arg(long)]
     print: bool,

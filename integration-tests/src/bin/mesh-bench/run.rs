@@ -80,15 +80,15 @@ pub(crate) struct Args {
     #[arg(long, default_value_t = 3)]
     rounds: usize,
     /// Measured window of each fixed-rate run.
-    #[arg(long, default_value = "10s", value_parser = crate::parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = mesh_api::duration::parse)]
     duration: Duration,
     /// Unrecorded load before each measured window.
-    #[arg(long, default_value = "2s", value_parser = crate::parse_duration)]
+    #[arg(long, default_value = "2s", value_parser = mesh_api::duration::parse)]
     warmup: Duration,
     /// Measured window of each maximum-throughput run.
-    #[arg(long, default_value = "10s", value_parser = crate::parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = mesh_api::duration::parse)]
     max_duration: Duration,
-    #[arg(long, default_value = "2s", value_parser = crate::parse_duration)]
+    #[arg(long, default_value = "2s", value_parser = mesh_api::duration::parse)]
     max_warmup: Duration,
     /// HTTP/1.1 connections at maximum throughput (one request in flight each).
     #[arg(long, default_value_t = 32)]
@@ -145,9 +145,9 @@ pub(crate) struct Args {
     #[arg(long)]
     no_write: bool,
     /// Before starting, wait up to this long for the machine to be quiet (other
-    /// processes using at most --busy-threshold cores); 0 = start at once. Either way the report shows
+    /// processes using at most --busy-threshold cores); 0s = start at once. Either way the report shows
     /// how busy the machine was.
-    #[arg(long, default_value = "0s", value_parser = crate::parse_duration)]
+    #[arg(long, default_value = "0s", value_parser = mesh_api::duration::parse)]
     wait_quiet: Duration,
     /// Cores that other processes and the hypervisor (steal) may take during a run (see
     /// *other CPU + steal* in the report) before its direct/proxied pair is run again.
@@ -560,13 +560,7 @@ fn wait_quiet(max: Duration, threshold: f64) -> anyhow::Result<f64> {
 }
 
 fn preflight() -> anyhow::Result<()> {
-    let status = std::fs::read_to_string("/proc/self/status")?;
-    let euid = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|v| v.split_whitespace().nth(1))
-        .unwrap_or("");
-    if euid != "0" {
+    if !mesh_integration_tests::is_root() {
         bail!("`mesh-bench run` needs root (network namespaces, iptables, setpriv)");
     }
     for tool in ["ip", "iptables", "setpriv"] {
@@ -804,11 +798,9 @@ impl Bench<'_> {
     /// Sum of `request_total` of the proxy in `ns`.
     fn proxy_requests(&self, ns: &str) -> anyhow::Result<u64> {
         let text = self.probe(ns, &format!("{ADMIN}/metrics"), "5s", true)?;
-        Ok(text
-            .lines()
-            .filter(|l| l.starts_with("request_total{"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum::<f64>() as u64)
+        let metrics = mesh_integration_tests::Metrics::parse(&text)
+            .with_context(|| format!("the proxy in {ns}"))?;
+        Ok(metrics.sum("request_total", &[]) as u64)
     }
 
     /// One request over each path; the proxied one must show up in both proxies.
@@ -1019,11 +1011,9 @@ impl Bench<'_> {
     /// Sum of `tcp_open_total` of the proxy in `ns`.
     fn proxy_tcp_opens(&self, ns: &str) -> anyhow::Result<u64> {
         let text = self.probe(ns, &format!("{ADMIN}/metrics"), "5s", true)?;
-        Ok(text
-            .lines()
-            .filter(|l| l.starts_with("tcp_open_total{"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum::<f64>() as u64)
+        let metrics = mesh_integration_tests::Metrics::parse(&text)
+            .with_context(|| format!("the proxy in {ns}"))?;
+        Ok(metrics.sum("tcp_open_total", &[]) as u64)
     }
 
     /// Opens `--idle-conns` opaque connections through the pair and reads both
@@ -1108,40 +1098,46 @@ impl Bench<'_> {
             (INBOUND, NS_SERVER, "inbound", "client_id", "src"),
         ] {
             let text = self.probe(ns, &format!("{ADMIN}/metrics"), "5s", true)?;
-            let dir = format!("direction=\"{direction}\"");
-            let mesh_peer = format!("peer=\"{mesh_peer}\"");
+            let samples = mesh_api::prom::parse(&text)
+                .with_context(|| format!("the {name}'s /metrics is not Prometheus text"))?;
             let mut s = TlsSeries::default();
-            for line in text.lines() {
-                let is_req = line.starts_with("request_total{");
-                let is_conn = line.starts_with("tcp_open_total{");
-                if !(is_req || is_conn) || !line.contains(&dir) {
+            for sample in &samples {
+                let is_req = sample.name == "request_total";
+                let is_conn = sample.name == "tcp_open_total";
+                if !(is_req || is_conn) || sample.label("direction") != Some(direction) {
                     continue;
                 }
-                if is_conn && !line.contains(&mesh_peer) {
+                if is_conn && sample.label("peer") != Some(mesh_peer) {
                     continue;
                 }
-                let n = line
-                    .rsplit(' ')
-                    .next()
-                    .and_then(|v| v.parse::<f64>().ok())
-                    .unwrap_or(0.0) as u64;
+                let n = sample.value as u64;
                 if n == 0 {
                     continue;
                 }
-                let tls = line.contains("tls=\"true\"");
+                let tls = sample.label("tls") == Some("true");
                 match (is_req, tls) {
                     (true, true) => s.requests_tls += n,
                     (true, false) => s.requests_plain += n,
                     (false, true) => s.conns_tls += n,
                     (false, false) => s.conns_plain += n,
                 }
-                if let Some(id) = label(line, peer_key) {
-                    if !s.peers.contains(&id) {
-                        s.peers.push(id);
+                if let Some(id) = sample.label(peer_key) {
+                    if !s.peers.iter().any(|p| p == id) {
+                        s.peers.push(id.to_string());
                     }
                 }
                 if s.examples.len() < 4 {
-                    s.examples.push(line.to_string());
+                    let labels: Vec<String> = sample
+                        .labels
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v:?}"))
+                        .collect();
+                    s.examples.push(format!(
+                        "{}{{{}}} {}",
+                        sample.name,
+                        labels.join(","),
+                        sample.value
+                    ));
                 }
             }
             if s.requests_tls == 0 || s.conns_tls == 0 {
@@ -1161,7 +1157,7 @@ impl Bench<'_> {
         Ok(check)
     }
 
-    /// Makes a CA and tokens (openssl), writes the controller's destinations file
+    /// Makes a CA (the controller's CA code) and tokens, writes the controller's destinations file
     /// (the backend's pod, with its identity), starts `mesh-controller` in the server
     /// namespace, and returns the proxies' identity and discovery environment.
     #[allow(clippy::type_complexity)]
@@ -1176,7 +1172,7 @@ impl Bench<'_> {
         let anchors = dir.join("anchor.pem");
         let issuer_cert = dir.join("issuer.crt");
         let issuer_key = dir.join("issuer.key");
-        make_ca(&dir, &anchors, &issuer_cert, &issuer_key)?;
+        make_ca(&anchors, &issuer_cert, &issuer_key)?;
         let anchors_pem = std::fs::read_to_string(&anchors)?;
 
         let mut table = String::new();
@@ -1194,7 +1190,7 @@ impl Bench<'_> {
         let tokens = dir.join("tokens");
         std::fs::write(&tokens, table)?;
         let identity =
-            |sa: &str| format!("{sa}.{MESH_NS}.serviceaccount.identity.mesh.{TRUST_DOMAIN}");
+            |sa: &str| mesh_api::names::ServiceAccount::new(MESH_NS, sa).identity(TRUST_DOMAIN);
 
         // The backend's pod: found by IP (transparent discovery of 198.18.200.2:<port>),
         // meshed, with the server proxy's identity.
@@ -1321,16 +1317,7 @@ fn check_exec(name: &str, pid: u32, expected: &str) {
 }
 
 fn meta(args: &Args, elapsed: Duration) -> Meta {
-    let first_line = |path: &str, key: &str| {
-        std::fs::read_to_string(path)
-            .unwrap_or_default()
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix(key)
-                    .map(|v| v.trim_start_matches([' ', '\t', ':']).trim().to_string())
-            })
-            .unwrap_or_default()
-    };
+    let machine = mesh_integration_tests::sys::Machine::read();
     let git = {
         let rev = sys::run("git", &["rev-parse", "--short", "HEAD"])
             .unwrap_or_default()
@@ -1357,13 +1344,10 @@ fn meta(args: &Args, elapsed: Duration) -> Meta {
             .trim_end()
             .to_string(),
         git,
-        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
-            .unwrap_or_default()
-            .trim()
-            .to_string(),
-        cpu: first_line("/proc/cpuinfo", "model name"),
-        cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
-        memory: first_line("/proc/meminfo", "MemTotal"),
+        kernel: machine.kernel,
+        cpu: machine.cpu,
+        cores: machine.cores,
+        memory: machine.memory,
         proxy_env: std::iter::once("MESH_PROXY_LOG=warn".to_string())
             .chain(args.proxy_env.iter().cloned())
             .collect(),
@@ -1387,124 +1371,57 @@ fn meta(args: &Args, elapsed: Duration) -> Meta {
     }
 }
 
-/// The value of `key` in a Prometheus series line, if present.
-fn label(line: &str, key: &str) -> Option<String> {
-    let start = line.find(&format!("{key}=\""))? + key.len() + 2;
-    let len = line[start..].find('"')?;
-    Some(line[start..start + len].to_string())
+/// A trust anchor and an issuer for the controller, written as PEM, made by the
+/// controller's own CA code (`generate_anchor_and_issuer`): one CA implementation for
+/// the controller, `mesh demo`, the tests and the benchmarks.
+fn make_ca(anchor: &Path, issuer_cert: &Path, issuer_key: &Path) -> anyhow::Result<()> {
+    use std::{io::Write as _, os::unix::fs::OpenOptionsExt as _};
+    let (anchor_pem, cert_pem, key_pem) = mesh_controller::identity::generate_anchor_and_issuer(
+        TRUST_DOMAIN,
+        Duration::from_secs(2 * 24 * 3600),
+    );
+    std::fs::write(anchor, anchor_pem).with_context(|| format!("writing {}", anchor.display()))?;
+    std::fs::write(issuer_cert, cert_pem)
+        .with_context(|| format!("writing {}", issuer_cert.display()))?;
+    // The controller runs as root; nobody else needs the key.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(issuer_key)
+        .and_then(|mut f| f.write_all(key_pem.as_bytes()))
+        .with_context(|| format!("writing {}", issuer_key.display()))?;
+    Ok(())
 }
 
-/// A trust anchor (self-signed P-256 CA) and an issuer (P-256 CA, path length 0, signed
-/// by the anchor) for the controller, as `generate_anchor_and_issuer` makes them, with
-/// the openssl command line (so that the benchmark does not link the controller).
-fn make_ca(dir: &Path, anchor: &Path, issuer_cert: &Path, issuer_key: &Path) -> anyhow::Result<()> {
-    let anchor_key = dir.join("anchor.key");
-    let csr = dir.join("issuer.csr");
-    let ext = dir.join("issuer.ext");
-    std::fs::write(
-        &ext,
-        "basicConstraints=critical,CA:TRUE,pathlen:0\n\
-         keyUsage=critical,keyCertSign,cRLSign,digitalSignature\n\
-         subjectKeyIdentifier=hash\n\
-         authorityKeyIdentifier=keyid\n",
-    )?;
-    let s = |p: &Path| p.display().to_string();
-    let serial: u64 = rand::random::<u64>() >> 1;
-    let steps: Vec<Vec<String>> = vec![
-        vec![
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-out",
-            &s(&anchor_key),
-        ]
-        .into_iter()
-        .map(String::from)
-        .collect(),
-        vec![
-            "req",
-            "-x509",
-            "-new",
-            "-key",
-            &s(&anchor_key),
-            "-subj",
-            &format!("/CN=root.mesh.{TRUST_DOMAIN}"),
-            "-days",
-            "2",
-            "-sha256",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
-            "-out",
-            &s(anchor),
-        ]
-        .into_iter()
-        .map(String::from)
-        .collect(),
-        vec![
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-out",
-            &s(issuer_key),
-        ]
-        .into_iter()
-        .map(String::from)
-        .collect(),
-        vec![
-            "req",
-            "-new",
-            "-key",
-            &s(issuer_key),
-            "-subj",
-            &format!("/CN=identity.mesh.{TRUST_DOMAIN}"),
-            "-out",
-            &s(&csr),
-        ]
-        .into_iter()
-        .map(String::from)
-        .collect(),
-        vec![
-            "x509",
-            "-req",
-            "-in",
-            &s(&csr),
-            "-CA",
-            &s(anchor),
-            "-CAkey",
-            &s(&anchor_key),
-            "-set_serial",
-            &serial.to_string(),
-            "-days",
-            "2",
-            "-sha256",
-            "-extfile",
-            &s(&ext),
-            "-out",
-            &s(issuer_cert),
-        ]
-        .into_iter()
-        .map(String::from)
-        .collect(),
-    ];
-    for args in steps {
-        let out = Command::new("openssl")
-            .args(&args)
-            .stdin(Stdio::null())
-            .output()
-            .context("running openssl (apt-get install openssl)")?;
-        if !out.status.success() {
-            bail!(
-                "openssl {}: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The files `make_ca` writes are what `mesh-controller --identity-*` loads, and
+    /// its key is readable by its owner only.
+    #[test]
+    fn the_controller_accepts_the_benchmark_ca() {
+        let dir = std::env::temp_dir().join(format!("mesh-bench-ca-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (anchor, cert, key) = (
+            dir.join("anchor.pem"),
+            dir.join("issuer.crt"),
+            dir.join("issuer.key"),
+        );
+        make_ca(&anchor, &cert, &key).unwrap();
+        let read = |p: &Path| std::fs::read_to_string(p).unwrap();
+        let ca = mesh_controller::identity::Ca::new(
+            TRUST_DOMAIN,
+            Duration::from_secs(3600),
+            &read(&cert),
+            &read(&key),
+            &read(&anchor),
+            std::time::SystemTime::now(),
+        );
+        let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(ca.is_ok(), "{:?}", ca.err());
+        assert_eq!(mode, 0o600);
     }
-    Ok(())
 }

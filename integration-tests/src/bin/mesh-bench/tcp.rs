@@ -29,12 +29,12 @@ pub(crate) struct ConnectsArgs {
     /// Connections being opened at once (a closed loop).
     #[arg(long, default_value_t = 16)]
     pub(crate) concurrency: usize,
-    #[arg(long, default_value = "10s", value_parser = crate::parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = mesh_api::duration::parse)]
     pub(crate) duration: Duration,
-    #[arg(long, default_value = "2s", value_parser = crate::parse_duration)]
+    #[arg(long, default_value = "2s", value_parser = mesh_api::duration::parse)]
     pub(crate) warmup: Duration,
     /// A connection whose byte has not come back within this counts as an error.
-    #[arg(long, default_value = "5s", value_parser = crate::parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = mesh_api::duration::parse)]
     pub(crate) timeout: Duration,
 }
 

@@ -274,7 +274,7 @@ pub(crate) fn main(args: Args) -> anyhow::Result<()> {
         }
     }
     let loadavg_start = sys::loadavg();
-    let busy_before = wait_quiet(Duration::from_secs_f64(args.wait_quiet_secs.max(0.0)))?;
+    let busy_before = wait_quiet(args.wait_quiet)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

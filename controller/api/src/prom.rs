@@ -1,34 +1,50 @@
-//! A small parser for the Prometheus text exposition format (version 0.0.4).
+//! The one parser of the Prometheus text exposition format (version 0.0.4), for
+//! everything that reads what the proxies and the controller expose on `/metrics`:
+//! `mesh routes`, the tests and the benchmarks.
 //!
-//! `mesh routes` reads proxies' `/metrics` pages with it. It accepts what a conforming
-//! exporter writes (comments, labels with escaped quotes, backslashes and newlines, `+Inf`,
-//! `-Inf`, `NaN`, an optional timestamp) and rejects anything else with the line number and
-//! the reason, so a page that is not metrics at all (an HTML error page, a truncated body)
-//! is reported rather than read as zeros. It never panics, whatever the input.
+//! ```
+//! let samples = mesh_api::prom::parse(
+//!     "# TYPE request_total counter\nrequest_total{direction=\"outbound\",tls=\"true\"} 3\n",
+//! )
+//! .unwrap();
+//! assert_eq!(samples[0].label("tls"), Some("true"));
+//! assert_eq!(samples[0].value, 3.0);
+//! assert!(mesh_api::prom::parse("<html>502</html>").is_err());
+//! ```
+//!
+//! It accepts what a conforming exporter writes (comments, labels with escaped quotes,
+//! backslashes and newlines, `+Inf`, `-Inf`, `NaN`, an optional timestamp) and rejects
+//! anything else with the line number and the reason, so a page that is not metrics at
+//! all (an HTML error page, a truncated body) is reported rather than read as zeros. It
+//! never panics, whatever the input.
+//!
+//! It lives here, beside the other formats both sides must read alike, so that every
+//! reader can depend on it without tonic or hyper (`default-features = false`), and so
+//! that the binaries, which only write the format, do not carry it.
 
 use std::fmt;
 
 /// One sample line: `name{labels} value [timestamp]`.
 #[derive(Clone, Debug, PartialEq)]
-pub(crate) struct Sample {
-    pub(crate) name: String,
+pub struct Sample {
+    pub name: String,
     /// In the order written; names are unique within a sample.
-    pub(crate) labels: Vec<(String, String)>,
-    pub(crate) value: f64,
+    pub labels: Vec<(String, String)>,
+    pub value: f64,
 }
 
 /// Why a page could not be parsed: the 1-based line and what was wrong with it.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) struct ParseError {
-    pub(crate) line: usize,
-    pub(crate) reason: String,
+pub struct ParseError {
+    pub line: usize,
+    pub reason: String,
 }
 
 // === impl Sample ===
 
 impl Sample {
     /// The value of label `name`, if the sample has it.
-    pub(crate) fn label(&self, name: &str) -> Option<&str> {
+    pub fn label(&self, name: &str) -> Option<&str> {
         self.labels
             .iter()
             .find(|(n, _)| n == name)
@@ -45,7 +61,7 @@ impl fmt::Display for ParseError {
 impl std::error::Error for ParseError {}
 
 /// Parses a whole page; comments (`# HELP`, `# TYPE`, others) and blank lines are skipped.
-pub(crate) fn parse(text: &str) -> Result<Vec<Sample>, ParseError> {
+pub fn parse(text: &str) -> Result<Vec<Sample>, ParseError> {
     let mut samples = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim_matches(|c| c == ' ' || c == '\t' || c == '\r');
