@@ -5,14 +5,17 @@ use crate::metrics::TcpConn;
 use bytes::{Buf, Bytes};
 use std::{
     io,
+    net::SocketAddr,
     pin::Pin,
     sync::{
         atomic::{AtomicUsize, Ordering},
         Arc,
     },
     task::{Context, Poll},
+    time::Duration,
 };
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
 
 pin_project_lite::pin_project! {
     /// Counts bytes read and written, and remembers the first error, so that the
@@ -289,6 +292,28 @@ impl<I: AsyncWrite> AsyncWrite for ReadSinceWrite<I> {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.project().inner.poll_shutdown(cx)
     }
+}
+
+/// Socket options for every connection the proxy accepts or opens: no Nagle delay
+/// (requests and responses are written whole), and TCP keep-alive so that a peer that
+/// vanished without a FIN does not hold a connection, or a tunnel, forever.
+pub(crate) fn tune(stream: &TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(10))
+        .with_interval(Duration::from_secs(10))
+        .with_retries(3);
+    let _ = socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive);
+}
+
+/// Whether `addr` is one of `listeners` (a wildcard listener counts for loopback
+/// addresses): forwarding there would loop. The one loop rule, for discovery, HTTP and
+/// opaque TCP alike.
+pub(crate) fn is_listener(listeners: &[SocketAddr], addr: SocketAddr) -> bool {
+    listeners.iter().any(|l| {
+        l.port() == addr.port()
+            && (l.ip() == addr.ip() || (l.ip().is_unspecified() && addr.ip().is_loopback()))
+    })
 }
 
 #[cfg(test)]

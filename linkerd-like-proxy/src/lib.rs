@@ -77,9 +77,10 @@ pub enum StartError {
 pub struct Proxy {
     pub config: Config,
     pub metrics: Metrics,
-    pools: [Arc<Pool>; 2],
+    /// What serving HTTP needs, shared by every connection.
+    http: http::Http,
     /// Outbound discovery, when a destination service is configured.
-    discovery: Option<Discovery>,
+    discovery: Option<Arc<Discovery>>,
     /// The identity client, when an identity service is configured.
     identity: Option<Identity>,
     /// Mesh TLS, on with identity.
@@ -96,12 +97,12 @@ pub struct Proxy {
 
 impl Proxy {
     pub(crate) fn pool(&self, direction: Direction) -> &Arc<Pool> {
-        &self.pools[direction as usize]
+        self.http.pool(direction)
     }
 
     /// Whether `addr` is one of this proxy's own listeners: forwarding there would loop.
     pub fn is_own_listener(&self, addr: SocketAddr) -> bool {
-        is_listener(&self.listeners, addr)
+        io::is_listener(&self.listeners, addr)
     }
 
     /// Whether the proxy is serving and, with identity on, holds a certificate.
@@ -122,39 +123,14 @@ impl Proxy {
 
     /// Outbound discovery, when `MESH_PROXY_DESTINATION_ADDR` is set.
     pub fn discovery(&self) -> Option<&Discovery> {
-        self.discovery.as_ref()
+        self.discovery.as_deref()
     }
 
-    /// Discovery's destination for an outbound `ip:port`, unless discovery is off or
-    /// the address is this host's: loopback, unspecified, multicast, or one of the
-    /// proxy's own listeners (the controller knows nothing useful about those).
+    /// Discovery's destination for an outbound `ip:port` (see [`Discovery::for_addr`]),
+    /// unless discovery is off.
     pub(crate) fn discover_addr(&self, addr: SocketAddr) -> Option<Arc<Dst>> {
-        let discovery = self.discovery.as_ref()?;
-        let ip = addr.ip().to_canonical();
-        if ip.is_loopback()
-            || ip.is_unspecified()
-            || ip.is_multicast()
-            || self.is_own_listener(addr)
-        {
-            return None;
-        }
-        Some(discovery.by_addr(addr))
+        self.discovery.as_ref()?.for_addr(addr)
     }
-
-    /// Discovery's destination for an outbound `host:port` name, unless discovery is off.
-    pub(crate) fn discover_name(&self, name: &str) -> Option<Arc<Dst>> {
-        Some(self.discovery.as_ref()?.by_name(name))
-    }
-}
-
-/// Whether `addr` is one of `listeners` (a wildcard listener counts for loopback
-/// addresses): forwarding there would loop. The one loop rule, for discovery, HTTP and
-/// opaque TCP alike.
-pub(crate) fn is_listener(listeners: &[SocketAddr], addr: SocketAddr) -> bool {
-    listeners.iter().any(|l| {
-        l.port() == addr.port()
-            && (l.ip() == addr.ip() || (l.ip().is_unspecified() && addr.ip().is_loopback()))
-    })
 }
 
 /// The bound listeners of a proxy that has not started serving yet.
@@ -218,26 +194,25 @@ pub async fn bind(config: Config) -> Result<Bound, StartError> {
         .iter()
         .filter_map(|l| l.local_addr().ok())
         .collect();
-    let pool = |direction| {
-        let connector = http::client_connector(
-            metrics.clone(),
-            direction,
-            config.connect_timeout,
-            tls.clone().filter(|_| direction == Direction::Outbound),
-            http::HeadLimits::new(&config),
-            listeners.clone(),
-        );
-        Arc::new(Pool::new(connector))
-    };
-    let discovery = Discovery::new(&config, metrics.clone());
+    let discovery = Discovery::new(&config, metrics.clone(), listeners.clone()).map(Arc::new);
+    let shutdown = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    let http = http::Http::new(
+        &config,
+        metrics.clone(),
+        tls.clone(),
+        discovery.clone(),
+        listeners.clone(),
+        (shutdown.clone(), tasks.clone()),
+    );
     let proxy = Arc::new(Proxy {
-        pools: [pool(Direction::Inbound), pool(Direction::Outbound)],
+        http,
         discovery,
         identity,
         tls,
         metrics,
-        shutdown: CancellationToken::new(),
-        tasks: TaskTracker::new(),
+        shutdown,
+        tasks,
         listeners,
         ready: AtomicBool::new(false),
         config,
@@ -354,7 +329,7 @@ async fn sweep(proxy: Arc<Proxy>) {
                 alloc::release_free_memory();
             }
             _ = pools.tick() => {
-                for p in &proxy.pools {
+                for p in proxy.http.pools() {
                     p.sweep();
                 }
                 proxy.metrics.expire(retain);
@@ -398,7 +373,7 @@ async fn serve_conn(
     let Ok(local) = stream.local_addr() else {
         return;
     };
-    tune(&stream);
+    io::tune(&stream);
     let orig_dst = orig_dst::orig_dst(&stream, local);
     // Outbound traffic that iptables redirected is balanced over what discovery knows
     // of its original destination. The lookup starts here, so that the answer for a
@@ -475,7 +450,7 @@ async fn serve_conn(
             dst,
             client_id: None,
         };
-        http::serve(proxy, conn, io, protocol).await;
+        http::serve(&proxy.http, conn, io, protocol).await;
         return;
     }
     match target {
@@ -539,7 +514,7 @@ async fn serve_mesh(
             dst: None,
             client_id: Some(accepted.client),
         };
-        http::serve(proxy, conn, io, protocol).await;
+        http::serve(&proxy.http, conn, io, protocol).await;
         return;
     }
     if !tcp::forward(&proxy, Direction::Inbound, &mut io, target, None).await {
@@ -553,18 +528,6 @@ async fn serve_mesh(
     }
 }
 
-/// Socket options for every connection the proxy accepts or opens: no Nagle delay
-/// (requests and responses are written whole), and TCP keep-alive so that a peer that
-/// vanished without a FIN does not hold a connection, or a tunnel, forever.
-pub(crate) fn tune(stream: &TcpStream) {
-    let _ = stream.set_nodelay(true);
-    let keepalive = socket2::TcpKeepalive::new()
-        .with_time(Duration::from_secs(10))
-        .with_interval(Duration::from_secs(10))
-        .with_retries(3);
-    let _ = socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -575,7 +538,7 @@ mod tests {
         let stream = TcpStream::connect(listener.local_addr().unwrap())
             .await
             .unwrap();
-        tune(&stream);
+        io::tune(&stream);
         let sock = socket2::SockRef::from(&stream);
         assert!(stream.nodelay().unwrap());
         assert!(sock.keepalive().unwrap());

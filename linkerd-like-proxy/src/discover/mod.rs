@@ -62,6 +62,8 @@ pub struct Discovery {
     /// Ticks once per sweep; destinations remember the tick they were last used in.
     epoch: Arc<AtomicU64>,
     metrics: Metrics,
+    /// The proxy's own listeners.
+    listeners: Arc<[SocketAddr]>,
 }
 
 #[derive(Default)]
@@ -89,7 +91,12 @@ pub enum Resolution {
 impl Discovery {
     /// The discovery client, if `MESH_PROXY_DESTINATION_ADDR` is set. Nothing connects
     /// until the first lookup; must be called within the runtime.
-    pub(crate) fn new(config: &Config, metrics: Metrics) -> Option<Self> {
+    /// `listeners`: the proxy's own, which discovery is never asked about.
+    pub(crate) fn new(
+        config: &Config,
+        metrics: Metrics,
+        listeners: Arc<[SocketAddr]>,
+    ) -> Option<Self> {
         let uri = config.destination_addr.clone()?;
         let endpoint = tonic::transport::Endpoint::from(uri.clone())
             .connect_timeout(config.connect_timeout)
@@ -125,7 +132,20 @@ impl Discovery {
             cache: Mutex::default(),
             epoch: Arc::default(),
             metrics,
+            listeners,
         })
+    }
+
+    /// The destination for an outbound `ip:port`, unless the address is this host's:
+    /// loopback, unspecified, multicast, or one of the proxy's own listeners (the
+    /// controller knows nothing useful about those).
+    pub(crate) fn for_addr(&self, addr: SocketAddr) -> Option<Arc<Dst>> {
+        let ip = addr.ip().to_canonical();
+        let local = ip.is_loopback() || ip.is_unspecified() || ip.is_multicast();
+        if local || crate::io::is_listener(&self.listeners, addr) {
+            return None;
+        }
+        Some(self.by_addr(addr))
     }
 
     /// The destination for an `ip:port`, resolving it from now on if it is new.

@@ -236,7 +236,7 @@ async fn idle_destinations_are_swept_unless_held_or_used() {
     ]);
     let config = Config::from_env(&env).unwrap();
     let m = Metrics::new();
-    let disc = Discovery::new(&config, m.clone()).unwrap();
+    let disc = Discovery::new(&config, m.clone(), Arc::from([])).unwrap();
     let held = disc.by_addr(addr(1));
     drop(disc.by_name("web.test.svc.cluster.local:80"));
     assert_eq!(disc.destinations(), 2);

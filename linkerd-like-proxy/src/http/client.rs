@@ -242,7 +242,7 @@ impl Connector {
         dst: Option<&Arc<str>>,
         peer: Option<(&Arc<str>, Alpn)>,
     ) -> Result<UpstreamIo, BoxError> {
-        if crate::is_listener(&self.listeners, addr) {
+        if crate::io::is_listener(&self.listeners, addr) {
             return Err(LoopDetected { addr }.into());
         }
         let stream = match tokio::time::timeout(self.timeout, TcpStream::connect(addr)).await {
@@ -256,7 +256,7 @@ impl Connector {
             Ok(Err(source)) => return Err(ConnectFailed { addr, source }.into()),
             Ok(Ok(s)) => s,
         };
-        crate::tune(&stream);
+        crate::io::tune(&stream);
         let mesh = peer.and_then(|(id, alpn)| Some((self.tls.as_ref()?, id, alpn)));
         let m = self.metrics.tcp_open(
             self.direction,

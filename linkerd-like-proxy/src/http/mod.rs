@@ -30,25 +30,6 @@ pub use self::body::ProxyBody;
 pub(crate) use self::client::{Connector, Pool};
 pub use self::req_body::{Buffered, Replay, ReqBody, REPLAY_LIMIT};
 
-/// The upstream connector for one direction.
-pub(crate) fn client_connector(
-    metrics: crate::metrics::Metrics,
-    direction: Direction,
-    timeout: std::time::Duration,
-    tls: Option<Arc<crate::tls::MeshTls>>,
-    limits: HeadLimits,
-    listeners: Arc<[SocketAddr]>,
-) -> Connector {
-    Connector {
-        metrics,
-        direction,
-        timeout,
-        tls,
-        limits,
-        listeners,
-    }
-}
-
 /// hyper's default HTTP/1 header-field limit, which it keeps on the stack; any other
 /// limit costs a heap allocation per message head.
 const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
@@ -70,7 +51,7 @@ pub(crate) struct HeadLimits {
 }
 
 impl HeadLimits {
-    pub(crate) fn new(config: &crate::config::Config) -> Self {
+    pub(crate) fn new(config: &Config) -> Self {
         Self {
             h1_fields: config.http1_max_headers,
             h1_bytes: config.http1_max_header_bytes,
@@ -113,10 +94,11 @@ pub use self::metrics::MeteredBody;
 
 use self::client::LeaseSlot;
 use crate::{
+    config::Config,
     detect::Protocol,
-    discover::{Dst, Shared},
-    metrics::{Direction, RequestError},
-    Proxy,
+    discover::{Discovery, Dst, Shared},
+    metrics::{Direction, Metrics, RequestError},
+    tls::MeshTls,
 };
 use http::{header, HeaderMap, HeaderName, Request, Response};
 use hyper_util::{
@@ -127,7 +109,67 @@ use std::{
     convert::Infallible, future::Future, net::SocketAddr, pin::Pin, sync::Arc, time::Duration,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tower::{Service, ServiceBuilder};
+
+/// What serving HTTP needs of the proxy, and nothing more: made once by `bind`, shared
+/// by every connection.
+pub(crate) struct Http {
+    /// The upstream pools, inbound and outbound.
+    pools: [Arc<Pool>; 2],
+    router: Arc<route::Router>,
+    metrics: Metrics,
+    limits: HeadLimits,
+    header_read_timeout: Duration,
+    /// Cancelled when the proxy drains: connections finish in-flight requests and close.
+    shutdown: CancellationToken,
+    /// Where tunnels run, so that shutdown waits for them.
+    tasks: TaskTracker,
+}
+
+impl Http {
+    pub(crate) fn new(
+        config: &Config,
+        metrics: Metrics,
+        tls: Option<Arc<MeshTls>>,
+        discovery: Option<Arc<Discovery>>,
+        listeners: Arc<[SocketAddr]>,
+        (shutdown, tasks): (CancellationToken, TaskTracker),
+    ) -> Self {
+        let limits = HeadLimits::new(config);
+        let pool = |direction| {
+            // Inbound, connections go to the application: never mesh TLS.
+            let tls = tls.clone().filter(|_| direction == Direction::Outbound);
+            let connector = Connector {
+                metrics: metrics.clone(),
+                direction,
+                timeout: config.connect_timeout,
+                tls,
+                limits,
+                listeners: listeners.clone(),
+            };
+            Arc::new(Pool::new(connector))
+        };
+        let router = route::Router::new(config, metrics.clone(), discovery, tls.is_some());
+        Self {
+            pools: [pool(Direction::Inbound), pool(Direction::Outbound)],
+            router: Arc::new(router),
+            metrics,
+            limits,
+            header_read_timeout: config.http1_header_read_timeout,
+            shutdown,
+            tasks,
+        }
+    }
+
+    pub(crate) fn pool(&self, direction: Direction) -> &Arc<Pool> {
+        &self.pools[direction as usize]
+    }
+
+    pub(crate) fn pools(&self) -> &[Arc<Pool>] {
+        &self.pools
+    }
+}
 
 pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
@@ -228,27 +270,27 @@ impl Target {
 }
 
 /// Serves one HTTP connection until it ends, or until shutdown drains it.
-pub(crate) async fn serve<I>(proxy: Arc<Proxy>, conn: ConnCtx, io: I, protocol: Protocol)
+pub(crate) async fn serve<I>(http: &Http, conn: ConnCtx, io: I, protocol: Protocol)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let conn = Arc::new(conn);
-    let pool = proxy.pool(conn.direction);
+    let pool = http.pool(conn.direction);
     let svc = ServiceBuilder::new()
-        .layer_fn(|s| route::Route::new(s, proxy.clone(), conn.clone()))
-        .layer_fn(|s| logical::Logical::new(s, proxy.metrics.clone()))
+        .layer_fn(|s| route::Route::new(s, http.router.clone(), conn.clone()))
+        .layer_fn(|s| logical::Logical::new(s, http.metrics.clone()))
         .layer_fn(|s| balance::Balance::new(s, pool.clone()))
-        .layer_fn(|s| metrics::HttpMetrics::new(s, proxy.metrics.clone(), conn.direction))
+        .layer_fn(|s| metrics::HttpMetrics::new(s, http.metrics.clone(), conn.direction))
         .layer_fn(rescue::Rescue::new)
-        .service(client::Forward::new(pool.clone(), proxy.tasks.clone()));
+        .service(client::Forward::new(pool.clone(), http.tasks.clone()));
     // Requests leave hyper with its body type; the stack carries bodies that may also
     // be held for a retry.
     let svc = tower::util::MapRequest::new(svc, |req: http::Request<hyper::body::Incoming>| {
         req.map(ReqBody::Streamed)
     });
     let svc = TowerToHyperService::new(svc);
-    let shutdown = proxy.shutdown.clone();
-    let limits = HeadLimits::new(&proxy.config);
+    let shutdown = http.shutdown.clone();
+    let limits = http.limits;
     // How much of the request being read has arrived, should hyper refuse its head.
     let mut head_read = None;
     let res = match protocol {
@@ -278,7 +320,7 @@ where
             let io = TokioIo::new(io);
             let mut b = hyper::server::conn::http1::Builder::new();
             b.timer(TokioTimer::new())
-                .header_read_timeout(proxy.config.http1_header_read_timeout)
+                .header_read_timeout(http.header_read_timeout)
                 .max_buf_size(limits.h1_bytes.max(HYPER_DEFAULT_MAX_BUF))
                 .max_header_size(limits.h1_bytes)
                 // The application's `Date` passes through; the proxy adds none.
@@ -308,11 +350,10 @@ where
             crate::errors::HeadLimit::Fields(_) => RequestError::TooManyHeaders,
             crate::errors::HeadLimit::Bytes(_) => RequestError::HeadTooLarge,
         };
-        proxy.metrics.request_error(conn.direction, error);
+        http.metrics.request_error(conn.direction, error);
         tracing::debug!(client = %conn.client, "refused a request head with {limit}");
     } else if e.is_parse() {
-        proxy
-            .metrics
+        http.metrics
             .request_error(conn.direction, RequestError::Malformed);
         tracing::debug!(client = %conn.client, error = %crate::errors::chain(&e), "refused a malformed request");
     } else {

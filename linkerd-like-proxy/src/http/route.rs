@@ -15,10 +15,10 @@
 use super::ReqBody;
 use super::{BoxFuture, ConnCtx, MeteredBody, Stack, Target};
 use crate::{
-    discover::Shared,
+    config::Config,
+    discover::{Discovery, Shared},
     errors,
-    metrics::{Direction, RequestError},
-    Proxy,
+    metrics::{Direction, Metrics, RequestError},
 };
 use http::{header, HeaderValue, Request, Response, Uri, Version};
 use std::{
@@ -30,16 +30,55 @@ use std::{
 };
 use tower::{Service, ServiceExt};
 
+/// What routing needs of the proxy: made once, shared by every connection.
+pub(crate) struct Router {
+    metrics: Metrics,
+    /// Outbound discovery, when it is on.
+    discovery: Option<Arc<Discovery>>,
+    /// Explicit inbound mode: where every request goes.
+    inbound_forward_addr: Option<SocketAddr>,
+    /// Whether inbound series carry the `authority` label.
+    inbound_authority_labels: bool,
+    /// Whether this proxy has a mesh identity (that a plaintext client could pose as).
+    meshed: bool,
+}
+
+impl Router {
+    pub(crate) fn new(
+        config: &Config,
+        metrics: Metrics,
+        discovery: Option<Arc<Discovery>>,
+        meshed: bool,
+    ) -> Self {
+        Self {
+            metrics,
+            discovery,
+            inbound_forward_addr: config.inbound_forward_addr,
+            inbound_authority_labels: config.inbound_authority_labels,
+            meshed,
+        }
+    }
+
+    /// Discovery's destination for a name, when discovery is on.
+    fn discover_name(&self, name: &str) -> Option<Arc<crate::discover::Dst>> {
+        Some(self.discovery.as_ref()?.by_name(name))
+    }
+}
+
 #[derive(Clone)]
 pub(crate) struct Route<S> {
     inner: S,
-    proxy: Arc<Proxy>,
+    router: Arc<Router>,
     conn: Arc<ConnCtx>,
 }
 
 impl<S> Route<S> {
-    pub(crate) fn new(inner: S, proxy: Arc<Proxy>, conn: Arc<ConnCtx>) -> Self {
-        Self { inner, proxy, conn }
+    pub(crate) fn new(inner: S, router: Arc<Router>, conn: Arc<ConnCtx>) -> Self {
+        Self {
+            inner,
+            router,
+            conn,
+        }
     }
 }
 
@@ -54,14 +93,14 @@ impl<S: Stack> Service<Request<ReqBody>> for Route<S> {
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let inner = self.inner.clone();
-        let proxy = self.proxy.clone();
+        let router = self.router.clone();
         let conn = self.conn.clone();
         Box::pin(async move {
-            let downgraded = match mesh_headers(&proxy, &conn, &mut req) {
+            let downgraded = match mesh_headers(&router, &conn, &mut req) {
                 Ok(d) => d,
                 Err(msg) => return Ok(errors::forbidden(msg).map(MeteredBody::unmetered)),
             };
-            match target(&proxy, &conn, &req).await {
+            match target(&router, &conn, &req).await {
                 Ok(mut t) => {
                     t.downgraded = downgraded;
                     req.extensions_mut().insert(t);
@@ -80,7 +119,7 @@ impl<S: Stack> Service<Request<ReqBody>> for Route<S> {
 /// carrying them is posing as a proxy: it is refused (the caller answers 403 with the
 /// returned reason) and counted.
 fn mesh_headers(
-    proxy: &Proxy,
+    router: &Router,
     conn: &ConnCtx,
     req: &mut Request<ReqBody>,
 ) -> Result<bool, &'static str> {
@@ -109,13 +148,13 @@ fn mesh_headers(
             if !claims {
                 return Ok(false);
             }
-            if proxy.tls().is_none() {
+            if !router.meshed {
                 // No mesh identity here to pose as; the claim is just dropped.
                 headers.remove(super::ORIG_PROTO);
                 headers.remove(super::CLIENT_ID);
                 return Ok(false);
             }
-            proxy
+            router
                 .metrics
                 .tls_refused(Direction::Inbound, crate::tls::Refused::PlaintextClaim);
             tracing::info!(client = %conn.client, "refusing a plaintext request that claims a mesh identity");
@@ -191,7 +230,7 @@ fn explicit_port(authority: &str) -> Option<Option<u16>> {
 }
 
 async fn target(
-    proxy: &Proxy,
+    router: &Router,
     conn: &ConnCtx,
     req: &Request<ReqBody>,
 ) -> Result<Target, http::Response<super::ProxyBody>> {
@@ -200,7 +239,7 @@ async fn target(
     // used for routing or as a label.
     let host_port = match named.map(|a| host_port(a, req.uri())) {
         Some(None) => {
-            proxy
+            router
                 .metrics
                 .request_error(conn.direction, RequestError::InvalidAuthority);
             return Err(errors::bad_request(
@@ -219,17 +258,17 @@ async fn target(
     let (addr, port, explicit) = match (conn.orig_dst, conn.direction) {
         (Some(dst), _) => {
             if let Some(d) = &conn.dst {
-                balance = known(proxy, d, &mut profile).await;
+                balance = known(router, d, &mut profile).await;
             }
             (dst, dst.port(), false)
         }
-        (None, Direction::Inbound) => match proxy.config.inbound_forward_addr {
+        (None, Direction::Inbound) => match router.inbound_forward_addr {
             Some(a) => (a, a.port(), false),
             None => return Err(errors::bad_request("no inbound target configured")),
         },
         (None, Direction::Outbound) => {
             let (Some(named), Some((host, port))) = (named, host_port) else {
-                proxy
+                router
                     .metrics
                     .request_error(conn.direction, RequestError::NoAuthority);
                 return Err(errors::bad_request("request names no authority"));
@@ -239,14 +278,14 @@ async fn target(
             let authority = label.insert(with_port(named, port));
             let ip = host.parse::<IpAddr>().ok();
             let dst = match ip {
-                Some(ip) => proxy.discover_addr(SocketAddr::new(ip, port)),
-                None if proxy.discovery().is_some() => {
-                    proxy.discover_name(&name_key(authority, &host, port))
-                }
-                None => None,
+                Some(ip) => router
+                    .discovery
+                    .as_ref()
+                    .and_then(|d| d.for_addr(SocketAddr::new(ip, port))),
+                None => router.discover_name(&name_key(authority, &host, port)),
             };
             if let Some(d) = dst {
-                balance = known(proxy, &d, &mut profile).await;
+                balance = known(router, &d, &mut profile).await;
             }
             // The balancer picks the address of a destination discovery knows; until
             // then the series says there is none.
@@ -266,7 +305,7 @@ async fn target(
     };
     let labelled = match conn.direction {
         Direction::Outbound => true,
-        Direction::Inbound => proxy.config.inbound_authority_labels,
+        Direction::Inbound => router.inbound_authority_labels,
     };
     let authority = label.or_else(|| {
         labelled
@@ -293,7 +332,7 @@ async fn target(
 /// endpoints are; kept only if it has routes or a split), then, when the profile
 /// splits traffic (`dstOverrides`), one of its authorities picked by weight.
 async fn known(
-    proxy: &Proxy,
+    router: &Router,
     d: &Arc<crate::discover::Dst>,
     profile: &mut Option<Arc<crate::discover::DstProfile>>,
 ) -> Option<Arc<Shared>> {
@@ -309,7 +348,7 @@ async fn known(
         .map(|s| s.pick(&mut rand::thread_rng()).clone());
     *profile = p;
     match split {
-        Some(authority) if *authority != **d.path() => match proxy.discover_name(&authority) {
+        Some(authority) if *authority != **d.path() => match router.discover_name(&authority) {
             // A split target discovery does not know yet goes where the request
             // would have gone without the split.
             Some(other) => match other.known().await {
