@@ -2,8 +2,6 @@
 //! asking a fake destination service (tonic's generated server, driven by the test)
 //! where names lead, and counting backends on loopback.
 
-mod support;
-
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use mesh_api::{
@@ -19,7 +17,7 @@ use std::{
     },
     time::Duration,
 };
-use support::{
+use crate::support::{
     controller::{FakeController, Model},
     *,
 };

@@ -3,8 +3,6 @@
 //! route under the budget, no hammering of a dead backend, route timeouts, bodies too
 //! large to replay, and a weighted traffic split.
 
-mod support;
-
 use http_body_util::{BodyExt, Full};
 use hyper::{body::Incoming, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -17,7 +15,7 @@ use std::{
     },
     time::Duration,
 };
-use support::{
+use crate::support::{
     control_plane::{self, ControlPlane},
     *,
 };
