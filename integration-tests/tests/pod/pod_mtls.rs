@@ -593,18 +593,18 @@ fn start_controller(
     )?;
     let identity_addr = format!("0.0.0.0:{IDENTITY_PORT}");
     let flags: [&std::ffi::OsStr; 12] = [
-            "--identity-addr".as_ref(),
-            identity_addr.as_ref(),
-            "--identity-trust-anchors".as_ref(),
-            anchors.as_os_str(),
-            "--identity-issuer-cert".as_ref(),
-            issuer_cert.as_os_str(),
-            "--identity-issuer-key".as_ref(),
-            issuer_key.as_os_str(),
-            "--identity-tokens".as_ref(),
-            token_file.as_os_str(),
-            "--identity-lifetime".as_ref(),
-            lifetime.as_ref(),
+        "--identity-addr".as_ref(),
+        identity_addr.as_ref(),
+        "--identity-trust-anchors".as_ref(),
+        anchors.as_os_str(),
+        "--identity-issuer-cert".as_ref(),
+        issuer_cert.as_os_str(),
+        "--identity-issuer-key".as_ref(),
+        issuer_key.as_os_str(),
+        "--identity-tokens".as_ref(),
+        token_file.as_os_str(),
+        "--identity-lifetime".as_ref(),
+        lifetime.as_ref(),
     ];
     start_pod_controller(outside, &destinations, flags)
 }

@@ -3,14 +3,14 @@
 //! bad tokens are retried and counted, renewals happen, and a failing renewal keeps
 //! the current certificate in use.
 
+use crate::support::{
+    control_plane::{self, ControlPlane, WithIdentity},
+    *,
+};
 use mesh_controller::identity;
 use std::{
     path::PathBuf,
     time::{Duration, SystemTime},
-};
-use crate::support::{
-    control_plane::{self, ControlPlane, WithIdentity},
-    *,
 };
 use x509_parser::prelude::{FromDer, X509Certificate};
 

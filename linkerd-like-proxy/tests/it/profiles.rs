@@ -3,6 +3,10 @@
 //! route under the budget, no hammering of a dead backend, route timeouts, bodies too
 //! large to replay, and a weighted traffic split.
 
+use crate::support::{
+    control_plane::{self, ControlPlane},
+    *,
+};
 use http_body_util::{BodyExt, Full};
 use hyper::{body::Incoming, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -14,10 +18,6 @@ use std::{
         Arc,
     },
     time::Duration,
-};
-use crate::support::{
-    control_plane::{self, ControlPlane},
-    *,
 };
 use tokio::net::TcpListener;
 
