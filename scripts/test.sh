@@ -71,26 +71,103 @@ step "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
 # --- tests ---------------------------------------------------------------------------
+# The closing line is the runners' own counts, read back from their output and summed:
+# `N passed, N failed, N skipped`, printed whether tests failed or not. Every runner runs
+# to the end (--no-fail-fast), so the counts cover every test, and the script fails if a
+# test failed, if a runner failed without a test failing (a crash, a build error), or,
+# under CI, if a test was skipped: the pod tests mark themselves ignored unless run as
+# root (integration-tests/tests/pod/main.rs), and CI must run them.
+passed=0 failed=0 skipped=0
+problems=()
+logs="$(mktemp -d)"
+trap 'rm -rf "$logs"' EXIT
+
+# A log without colour codes, which a runner may print even into a pipe.
+plain() { sed 's/\x1b\[[0-9;]*[A-Za-z]//g' "$1"; }
+
+# Runs a test command with its output shown and kept in $logs/$1; notes a failure
+# instead of stopping the script, so that every runner's counts are read.
+run_logged() {
+    local name="$1"
+    shift
+    local status=0
+    "$@" 2>&1 | tee "$logs/$name" || status=$?
+    if [ "$status" -ne 0 ]; then problems+=("$* exited $status"); fi
+}
+
+# Adds up libtest's closing line of each test binary in log $1:
+# `test result: ok. 12 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; ...`.
+count_libtest() {
+    local p f i
+    read -r p f i < <(plain "$1" | awk '/^test result: / {
+        for (n = 4; n < NF; n++) {
+            if ($(n + 1) == "passed;") p += $n
+            if ($(n + 1) == "failed;") f += $n
+            if ($(n + 1) == "ignored;") i += $n
+        }
+    } END { print p + 0, f + 0, i + 0 }')
+    passed=$((passed + p)) failed=$((failed + f)) skipped=$((skipped + i))
+}
+
+# Adds up nextest's closing line in log $1, e.g.
+#   Summary [ 300.1s] 387 tests run: 380 passed (2 slow, 1 flaky), 5 failed, 2 skipped
+#   Summary [  15.7s] 8/10 tests run: 5 passed (1 leaky), 2 failed (1 due to being leaky),
+#                     1 exec failed, 1 timed out, 2 skipped; cancelled due to interrupt
+# Slow, flaky and leaky tests are among the passed; "failed", "exec failed" and "timed
+# out" are failures; `8/10 tests run` means 2 never ran.
+count_nextest() {
+    local line n kind
+    line="$(plain "$1" | grep -E '^ *Summary \[' | tail -n 1 || true)"
+    if [ -z "$line" ]; then
+        problems+=("nextest printed no Summary line: the run did not finish")
+        return
+    fi
+    while read -r n kind; do
+        case "$kind" in
+            passed) passed=$((passed + n)) ;;
+            failed | "exec failed" | "timed out") failed=$((failed + n)) ;;
+            skipped) skipped=$((skipped + n)) ;;
+            *) problems+=("nextest's Summary line has a count this script does not know: '$n $kind'") ;;
+        esac
+    done < <(printf '%s\n' "$line" | sed -E 's/.* run: //; s/;.*//; s/ \([^)]*\)//g' | tr ',' '\n')
+    if [[ "$line" =~ ([0-9]+)/([0-9]+)\ tests?\ run: ]]; then
+        problems+=("$((BASH_REMATCH[2] - BASH_REMATCH[1])) of ${BASH_REMATCH[2]} tests were not run")
+    fi
+}
+
 if command -v cargo-nextest >/dev/null 2>&1; then
-    # nextest does not run doctests; they go first so that nextest's summary is the
-    # runner's closing line.
-    step "cargo test --workspace --doc"
-    cargo test --workspace --doc
-    step "cargo nextest run --workspace"
-    log="$(mktemp)"
-    cargo nextest run --workspace 2>&1 | tee "$log"
-    summary="$(grep -Eo '[0-9]+ tests? run: [0-9]+ passed' "$log" | tail -n 1)"
-    rm -f "$log"
+    # nextest does not run doctests; they go first so that nextest's summary comes last.
+    step "cargo test --workspace --doc --no-fail-fast"
+    run_logged doc cargo test --workspace --doc --no-fail-fast
+    count_libtest "$logs/doc"
+    step "cargo nextest run --workspace --no-fail-fast"
+    run_logged nextest cargo nextest run --workspace --no-fail-fast
+    count_nextest "$logs/nextest"
 else
-    step "cargo test --workspace"
-    cargo test --workspace
-    summary=""
+    step "cargo test --workspace --no-fail-fast"
+    run_logged test cargo test --workspace --no-fail-fast
+    count_libtest "$logs/test"
 fi
 
-if [ -x scripts/fuzz-smoke.sh ]; then scripts/fuzz-smoke.sh; fi
-
-step "all checks passed: build, fmt, clippy, tests, fuzz"
-if [ -n "$summary" ]; then
-    # The plain closing line CI reads: N passed, N failed.
-    echo "${summary##*: }, 0 failed"
+if [ "$skipped" -gt 0 ]; then
+    case "${CI:-}" in
+        "" | false | 0)
+            printf '\nwarning: %s test(s) skipped: the pod tests need root (network namespaces, iptables); run as root to run them\n' "$skipped" >&2
+            ;;
+        *)
+            problems+=("$skipped test(s) skipped under CI, where every test must run: the pod tests need root (network namespaces, iptables)")
+            ;;
+    esac
 fi
+if [ "$failed" -gt 0 ]; then problems+=("$failed test(s) failed"); fi
+
+if [ "${#problems[@]}" -eq 0 ]; then
+    if [ -x scripts/fuzz-smoke.sh ]; then scripts/fuzz-smoke.sh; fi
+    step "all checks passed: build, fmt, clippy, tests, fuzz"
+else
+    step "tests FAILED"
+    printf '  %s\n' "${problems[@]}"
+fi
+# The plain closing line CI reads, from the runners' counts.
+echo "$passed passed, $failed failed, $skipped skipped"
+[ "${#problems[@]}" -eq 0 ]

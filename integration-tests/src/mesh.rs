@@ -1,12 +1,15 @@
-//! The mesh's own parts as test fixtures: a `mesh-controller` process, an explicit-mode
-//! `mesh-proxy` process, named HTTP backends that say who answered, and a steady load
-//! that records which backend served each request and every failure.
+//! The mesh's own parts as test fixtures, the one place tests and benchmarks start them:
+//! a `mesh-controller` process and an explicit-mode `mesh-proxy` process on loopback; the
+//! same two inside a pod ([`start_pod_controller`], and [`start_pod_proxy`], which meshes
+//! a pod as its init container and sidecar would); named HTTP backends that say who
+//! answered, and a steady load that records which backend served each request and every
+//! failure.
 //!
 //! Processes are owned by [`Process`] handles (killed on drop); backends and the load run
 //! on the caller's tokio runtime and stop when dropped, so a failing test leaves nothing
 //! behind.
 
-use crate::{bin_path, scratch_dir, Metrics, Process};
+use crate::{bin_path, scratch_dir, wait_until, Metrics, NetNs, Process};
 use anyhow::{bail, Context as _};
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Empty, Full};
@@ -25,6 +28,22 @@ use std::{
     time::{Duration, Instant},
 };
 use tokio::{net::TcpListener, task::JoinSet};
+
+/// Fails, naming what to build, unless every one of the workspace's binaries `names` is
+/// built where [`bin_path`] looks.
+pub fn require_built(names: &[&str]) -> anyhow::Result<()> {
+    for name in names {
+        let path = bin_path(name);
+        if !path.exists() {
+            bail!(
+                "{} is missing: build every binary first (cargo build --workspace --bins, or \
+                 ./scripts/test.sh)",
+                path.display()
+            );
+        }
+    }
+    Ok(())
+}
 
 /// A TCP port that is free on loopback right now (the kernel's choice).
 pub fn free_port() -> u16 {
@@ -82,7 +101,7 @@ fn wait_ready(process: &mut Process, admin: SocketAddr, timeout: Duration) -> an
 
 // === Controller ===
 
-/// How long a controller gets to become ready (its first full sync).
+/// How long a controller (its first full sync) or a proxy gets to become ready.
 const READY_WITHIN: Duration = Duration::from_secs(30);
 
 /// A running `mesh-controller`.
@@ -189,7 +208,7 @@ impl Proxy {
         }
         let log = scratch_dir().join(format!("proxy-{}.log", outbound.port()));
         let mut process = Process::spawn("mesh-proxy", cmd, log)?;
-        wait_ready(&mut process, admin, Duration::from_secs(30))?;
+        wait_ready(&mut process, admin, READY_WITHIN)?;
         Ok(Self {
             process,
             outbound,
@@ -200,6 +219,88 @@ impl Proxy {
     pub fn metrics(&self) -> anyhow::Result<Metrics> {
         scrape(self.admin)
     }
+}
+
+// === In a pod ===
+
+/// The uid a meshed pod's proxy runs as; `mesh-proxy init` exempts its traffic from
+/// redirection.
+pub const PROXY_UID: u32 = 2102;
+/// A pod's proxy's admin server (its default address), as reached from inside the pod.
+pub const PROXY_ADMIN: &str = "127.0.0.1:4191";
+/// The port a controller started by [`start_pod_controller`] serves destinations on, on
+/// every address of its namespace.
+pub const DESTINATION_PORT: u16 = 8086;
+/// The admin server of a controller started by [`start_pod_controller`], as reached from
+/// inside its namespace.
+pub const CONTROLLER_ADMIN: &str = "127.0.0.1:9990";
+
+/// Meshes `pod` as its init container and sidecar would: `mesh-proxy init` as root
+/// (installs the iptables redirection), then a transparent `mesh-proxy` as [`PROXY_UID`]
+/// with `env` (`MESH_PROXY_*` settings; `MESH_PROXY_LOG` defaults to
+/// `info,mesh_proxy=debug`); returns once its `/ready` answers 200.
+pub fn start_pod_proxy(pod: &NetNs, env: &[(&str, &str)]) -> anyhow::Result<Process> {
+    let proxy_bin = bin_path("mesh-proxy");
+    pod.run([proxy_bin.as_os_str(), "init".as_ref()])
+        .with_context(|| format!("mesh-proxy init in {}", pod.name()))?;
+    // Shown only when the test fails: the first thing to read when traffic went astray.
+    if let Ok(rules) = pod.run(["iptables-save", "-t", "nat"]) {
+        eprintln!(
+            "--- {} nat rules after init ---\n{}",
+            pod.name(),
+            String::from_utf8_lossy(&rules)
+        );
+    }
+    let mut spawn = pod
+        .process("mesh-proxy", &proxy_bin)
+        .uid(PROXY_UID)
+        .env("MESH_PROXY_LOG", "info,mesh_proxy=debug");
+    for (k, v) in env {
+        spawn = spawn.env(k, v);
+    }
+    let mut proxy = spawn.spawn()?;
+    wait_ready_in(pod, &mut proxy, PROXY_ADMIN)?;
+    Ok(proxy)
+}
+
+/// Starts `mesh-controller` inside `ns` on its file backend with `file`, serving
+/// destinations on `0.0.0.0:`[`DESTINATION_PORT`] and its admin server on
+/// [`CONTROLLER_ADMIN`], with `extra` flags (identity, say); returns once it is ready.
+pub fn start_pod_controller<I, S>(ns: &NetNs, file: &Path, extra: I) -> anyhow::Result<Process>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let mut controller = ns
+        .process("mesh-controller", bin_path("mesh-controller"))
+        .args(["--backend", "file", "--file"])
+        .arg(file)
+        .args(["--destination-addr", &format!("0.0.0.0:{DESTINATION_PORT}")])
+        .args(["--admin-addr", CONTROLLER_ADMIN])
+        .args(extra)
+        .env("MESH_LOG", "info,mesh_controller=debug")
+        .spawn()?;
+    wait_ready_in(ns, &mut controller, CONTROLLER_ADMIN)?;
+    Ok(controller)
+}
+
+/// Waits until `GET /ready` on `admin`, from inside `ns`, answers 200, failing early
+/// (with the process's account of itself) if `process` exits.
+fn wait_ready_in(ns: &NetNs, process: &mut Process, admin: &str) -> anyhow::Result<()> {
+    wait_until(
+        &format!("{} to answer /ready", process.label()),
+        READY_WITHIN,
+        || {
+            process.ensure_running()?;
+            let (status, body) = ns.http_get(&format!("http://{admin}/ready"))?;
+            if status == 200 {
+                Ok(Some(()))
+            } else {
+                bail!("/ready: {status} {}", String::from_utf8_lossy(&body))
+            }
+        },
+    )
+    .with_context(|| process.describe())
 }
 
 // === Backend ===

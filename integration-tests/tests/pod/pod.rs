@@ -9,19 +9,17 @@
 //! count exactly the traffic that was sent, and pass `promtool check metrics`.
 //!
 //! Needs root (namespaces, iptables). Run alone with
-//! `cargo test -p mesh-integration-tests --test pod -- --nocapture`.
+//! `cargo test -p mesh-integration-tests --test pod -- pod:: --nocapture`.
 
 use std::{fmt::Write as _, net::Ipv4Addr, path::Path, time::Duration};
 
-use anyhow::{bail, ensure, Context as _};
+use anyhow::bail;
 use mesh_integration_tests::{
-    bin_path, helper_path, is_root, promtool_check, wait_until, Metrics, Pod, Process,
+    bin_path, helper_path,
+    mesh::{require_built, start_pod_proxy, PROXY_ADMIN as ADMIN},
+    promtool_check, wait_until, Metrics, Pod, Process,
 };
 
-/// The uid the proxy runs as; `mesh-proxy init` exempts its traffic from redirection.
-const PROXY_UID: u32 = 2102;
-/// The proxy's admin server, as reached from inside its own pod.
-const ADMIN: &str = "127.0.0.1:4191";
 /// Short, so the server-speaks-first flow (which waits it out twice, once per proxy)
 /// stays fast.
 const DETECT_TIMEOUT: &str = "200ms";
@@ -62,18 +60,8 @@ const HTTP_REQUESTS: &[(&str, &str, &[&str])] = &[
 ];
 const HTTP_VERSIONS: &[(&str, &str)] = &[("h1", "--http1.1"), ("h2", "--http2-prior-knowledge")];
 
-#[test]
-fn proxies_are_transparent_and_count_everything() -> anyhow::Result<()> {
-    if !is_root() {
-        eprintln!("skipping pod test: it needs root for network namespaces and iptables");
-        return Ok(());
-    }
-    let proxy_bin = bin_path("mesh-proxy");
-    ensure!(
-        proxy_bin.exists(),
-        "{} is missing: build it first (`cargo build -p mesh-proxy`, or ./scripts/test.sh)",
-        proxy_bin.display()
-    );
+pub(crate) fn proxies_are_transparent_and_count_everything() -> anyhow::Result<()> {
+    require_built(&["mesh-proxy", "mesh-test-app"])?;
 
     let (client, server) = Pod::pair("client", "server")?;
     let sip = server.ip;
@@ -91,10 +79,7 @@ fn proxies_are_transparent_and_count_everything() -> anyhow::Result<()> {
     }
 
     // Phase 2: the init container, then the sidecar, in each pod.
-    let mut proxies = [
-        start_proxy(&client, &proxy_bin)?,
-        start_proxy(&server, &proxy_bin)?,
-    ];
+    let mut proxies = [start_proxy(&client)?, start_proxy(&server)?];
     let meshed = run_clients(&client, sip, &echo_file);
 
     let mut failures = Vec::new();
@@ -175,40 +160,17 @@ fn start_servers(server: &Pod) -> anyhow::Result<Vec<Process>> {
     Ok(vec![app, grpc, ws])
 }
 
-/// Does what a meshed pod does: `mesh-proxy init` as the init container (root, installs
-/// iptables), then the proxy as its own uid; returns once `/ready` answers 200.
-fn start_proxy(pod: &Pod, proxy_bin: &Path) -> anyhow::Result<Process> {
-    pod.run([proxy_bin.as_os_str(), "init".as_ref()])
-        .with_context(|| format!("mesh-proxy init in {}", pod.name()))?;
-    if let Ok(rules) = pod.run(["iptables-save", "-t", "nat"]) {
-        eprintln!(
-            "--- {} nat rules after init ---\n{}",
-            pod.name(),
-            String::from_utf8_lossy(&rules)
-        );
-    }
+/// A meshed pod's proxy with this test's settings: a short detection timeout, and the
+/// log level of `$MESH_PROXY_LOG` (default `info`).
+fn start_proxy(pod: &Pod) -> anyhow::Result<Process> {
     let log = std::env::var("MESH_PROXY_LOG").unwrap_or_else(|_| "info".to_string());
-    let mut proxy = pod
-        .process("mesh-proxy", proxy_bin)
-        .uid(PROXY_UID)
-        .env("MESH_PROXY_DETECT_TIMEOUT", DETECT_TIMEOUT)
-        .env("MESH_PROXY_LOG", log)
-        .spawn()?;
-    wait_until(
-        &format!("{} to answer /ready", proxy.label()),
-        STARTUP,
-        || {
-            proxy.ensure_running()?;
-            let (status, body) = pod.http_get(&format!("http://{ADMIN}/ready"))?;
-            if status == 200 {
-                Ok(Some(()))
-            } else {
-                bail!("/ready: {status} {}", String::from_utf8_lossy(&body))
-            }
-        },
+    start_pod_proxy(
+        pod,
+        &[
+            ("MESH_PROXY_DETECT_TIMEOUT", DETECT_TIMEOUT),
+            ("MESH_PROXY_LOG", &log),
+        ],
     )
-    .with_context(|| proxy.describe())?;
-    Ok(proxy)
 }
 
 type Outputs = Vec<(String, Result<Vec<u8>, String>)>;

@@ -11,29 +11,23 @@
 
 use std::{collections::BTreeMap, net::Ipv4Addr, time::Duration};
 
-use anyhow::{bail, ensure, Context as _};
-use mesh_integration_tests::{bin_path, helper_path, is_root, wait_until, Pod, Process};
+use anyhow::{ensure, Context as _};
+use mesh_integration_tests::{
+    bin_path, helper_path,
+    mesh::{
+        require_built, start_pod_controller, start_pod_proxy, DESTINATION_PORT,
+        PROXY_ADMIN as ADMIN,
+    },
+    Pod, Process,
+};
 
-const PROXY_UID: u32 = 2102;
-const ADMIN: &str = "127.0.0.1:4191";
-const CONTROLLER_ADMIN: &str = "127.0.0.1:9990";
 /// Cluster IPs: virtual addresses no interface has, from the benchmarking range.
 const WEB_IP: &str = "198.19.0.10";
 const ECHO_IP: &str = "198.19.0.11";
 const STARTUP: Duration = Duration::from_secs(15);
 
-#[test]
-fn cluster_ips_resolve_through_the_controller() -> anyhow::Result<()> {
-    if !is_root() {
-        eprintln!("skipping pod test: it needs root for network namespaces and iptables");
-        return Ok(());
-    }
-    for bin in ["mesh-proxy", "mesh-controller", "mesh-test-app"] {
-        ensure!(
-            bin_path(bin).exists(),
-            "{bin} is missing: build every binary first (cargo build --workspace --bins)"
-        );
-    }
+pub(crate) fn cluster_ips_resolve_through_the_controller() -> anyhow::Result<()> {
+    require_built(&["mesh-proxy", "mesh-controller", "mesh-test-app"])?;
     let (client, server) = Pod::pair("dclient", "dserver")?;
     // The app routes everything through its veth, as a pod's default route does; the
     // cluster IPs are not reachable that way, only through the proxy.
@@ -162,46 +156,18 @@ fn start_controller(server: &Pod) -> anyhow::Result<Process> {
 "
         ),
     )?;
-    let mut controller = server
-        .process("mesh-controller", bin_path("mesh-controller"))
-        .args(["--backend", "file", "--file"])
-        .arg(&file)
-        .args(["--destination-addr", "0.0.0.0:8086"])
-        .args(["--admin-addr", CONTROLLER_ADMIN])
-        .spawn()?;
-    wait_ready(server, &mut controller, CONTROLLER_ADMIN)?;
-    Ok(controller)
+    start_pod_controller(server, &file, std::iter::empty::<&str>())
 }
 
 fn start_proxy(client: &Pod, controller: Ipv4Addr) -> anyhow::Result<Process> {
-    let proxy_bin = bin_path("mesh-proxy");
-    client
-        .run([proxy_bin.as_os_str(), "init".as_ref()])
-        .context("mesh-proxy init")?;
-    let mut proxy = client
-        .process("mesh-proxy", &proxy_bin)
-        .uid(PROXY_UID)
-        .env("MESH_PROXY_DESTINATION_ADDR", format!("{controller}:8086"))
-        .env("MESH_PROXY_DESTINATION_CONTEXT", r#"{"ns":"default"}"#)
-        .env("MESH_PROXY_LOG", "info,mesh_proxy=debug")
-        .spawn()?;
-    wait_ready(client, &mut proxy, ADMIN)?;
-    Ok(proxy)
-}
-
-fn wait_ready(pod: &Pod, process: &mut Process, admin: &str) -> anyhow::Result<()> {
-    wait_until(
-        &format!("{} to answer /ready", process.label()),
-        STARTUP,
-        || {
-            process.ensure_running()?;
-            let (status, body) = pod.http_get(&format!("http://{admin}/ready"))?;
-            if status == 200 {
-                Ok(Some(()))
-            } else {
-                bail!("/ready: {status} {}", String::from_utf8_lossy(&body))
-            }
-        },
+    start_pod_proxy(
+        client,
+        &[
+            (
+                "MESH_PROXY_DESTINATION_ADDR",
+                &format!("{controller}:{DESTINATION_PORT}"),
+            ),
+            ("MESH_PROXY_DESTINATION_CONTEXT", r#"{"ns":"default"}"#),
+        ],
     )
-    .with_context(|| process.describe())
 }

@@ -2,8 +2,10 @@
 //! asking a fake destination service (tonic's generated server, driven by the test)
 //! where names lead, and counting backends on loopback.
 
-mod support;
-
+use crate::support::{
+    controller::{FakeController, Model},
+    *,
+};
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use mesh_api::{
@@ -18,10 +20,6 @@ use std::{
         Arc,
     },
     time::Duration,
-};
-use support::{
-    controller::{FakeController, Model},
-    *,
 };
 
 const WEB: &str = "web.test.svc.cluster.local:80";

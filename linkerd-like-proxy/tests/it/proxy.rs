@@ -2,14 +2,12 @@
 //! and servers, explicit mode (no iptables needed; the pod-level tests cover
 //! transparent mode).
 
-mod support;
-
+use crate::support::*;
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use std::time::Duration;
-use support::*;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,

@@ -3,16 +3,14 @@
 //! bad tokens are retried and counted, renewals happen, and a failing renewal keeps
 //! the current certificate in use.
 
-mod support;
-
+use crate::support::{
+    control_plane::{self, ControlPlane, WithIdentity},
+    *,
+};
 use mesh_controller::identity;
 use std::{
     path::PathBuf,
     time::{Duration, SystemTime},
-};
-use support::{
-    control_plane::{self, ControlPlane, WithIdentity},
-    *,
 };
 use x509_parser::prelude::{FromDer, X509Certificate};
 
@@ -37,7 +35,8 @@ impl ControlPlane {
         path
     }
 
-    async fn proxy(&self, token: &str, refresh: (&str, &str)) -> TestProxy {
+    /// A proxy for `web` that presents `token` and renews within `refresh` (min, max).
+    async fn web_proxy(&self, token: &str, refresh: (&str, &str)) -> TestProxy {
         let addr = self.running.identity_addr.expect("identity is on");
         proxy(&[
             ("MESH_PROXY_IDENTITY_ADDR", addr.to_string()),
@@ -112,7 +111,7 @@ async fn wait_for<F: std::future::Future<Output = bool>>(what: &str, mut f: impl
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ready_only_with_a_certificate() {
     let ctl = controller(identity::ca::DEFAULT_LIFETIME).await;
-    let p = ctl.proxy("wrong-token", ("50ms", "1h")).await;
+    let p = ctl.web_proxy("wrong-token", ("50ms", "1h")).await;
 
     // A refused token: retried, counted on both sides, and the proxy stays unready.
     wait_until("two refreshes failed", || refreshes(&p, "failure") >= 2).await;
@@ -152,7 +151,7 @@ async fn ready_only_with_a_certificate() {
 async fn renews_and_keeps_the_certificate_while_renewal_fails() {
     // Short certificates and a 500ms maximum refresh: renewals come quickly.
     let ctl = controller(Duration::from_secs(60)).await;
-    let p = ctl.proxy(WEB_TOKEN, ("100ms", "500ms")).await;
+    let p = ctl.web_proxy(WEB_TOKEN, ("100ms", "500ms")).await;
     let identity = p.proxy.identity().expect("identity is on");
     let mut certs = identity.watch();
 

@@ -5,16 +5,14 @@
 //! plaintext request posing as a proxy, are refused and counted; the application's
 //! own TLS and opaque TCP pass through.
 
-mod support;
-
+use crate::support::{
+    control_plane::{self, ControlPlane, WithIdentity},
+    *,
+};
 use http_body_util::BodyExt;
 use hyper::{body::Incoming, Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::{convert::Infallible, net::SocketAddr, time::Duration};
-use support::{
-    control_plane::{self, ControlPlane, WithIdentity},
-    *,
-};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},

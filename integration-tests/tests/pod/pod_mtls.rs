@@ -34,14 +34,17 @@ use anyhow::{anyhow, bail, ensure, Context as _};
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Empty};
 use hyper_util::rt::TokioIo;
-use mesh_integration_tests::{bin_path, is_root, veth, wait_until, NetNs, Pod, Process};
+use mesh_integration_tests::{
+    bin_path,
+    mesh::{
+        require_built, start_pod_controller, start_pod_proxy, DESTINATION_PORT,
+        PROXY_ADMIN as ADMIN, PROXY_UID,
+    },
+    veth, wait_until, NetNs, Pod, Process,
+};
 use rustls_pki_types::{pem::PemObject as _, CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-const PROXY_UID: u32 = 2102;
-const ADMIN: &str = "127.0.0.1:4191";
-const CONTROLLER_ADMIN: &str = "127.0.0.1:9990";
-const DESTINATION_PORT: u16 = 8086;
 const IDENTITY_PORT: u16 = 8090;
 const APP_PORT: u16 = 8080;
 /// The server app's TCP echo port (opaque TCP through the mesh).
@@ -59,11 +62,8 @@ fn identity(sa: &str) -> String {
 
 /// Meshed traffic is mTLS (tests 1 and 2 of the plan): what the wire carries is
 /// captured from the first request on, so the handshake is in the capture.
-#[test]
-fn meshed_http_is_mutual_tls_and_unreadable_on_the_wire() -> anyhow::Result<()> {
-    let Some(mesh) = Mesh::start(Options::default())? else {
-        return Ok(());
-    };
+pub(crate) fn meshed_http_is_mutual_tls_and_unreadable_on_the_wire() -> anyhow::Result<()> {
+    let mesh = Mesh::start(Options::default())?;
     let sip = mesh.server.ip;
     let (client_id, server_id) = (identity("client"), identity("server"));
 
@@ -206,15 +206,11 @@ fn meshed_http_is_mutual_tls_and_unreadable_on_the_wire() -> anyhow::Result<()> 
 
 /// Discovery says the endpoint is `other`, the server proxy is `server`: the client
 /// proxy must refuse the server's certificate (test 3).
-#[test]
-fn client_proxy_refuses_a_server_with_another_identity() -> anyhow::Result<()> {
-    let Some(mesh) = Mesh::start(Options {
+pub(crate) fn client_proxy_refuses_a_server_with_another_identity() -> anyhow::Result<()> {
+    let mesh = Mesh::start(Options {
         announced_sa: "other",
         ..Options::default()
-    })?
-    else {
-        return Ok(());
-    };
+    })?;
     let sip = mesh.server.ip;
     let url = format!("http://{sip}:{APP_PORT}/");
     let rsp = curl(&mesh.client, None, &[&url])?;
@@ -251,11 +247,8 @@ fn client_proxy_refuses_a_server_with_another_identity() -> anyhow::Result<()> {
 /// expired certificate and one from another root; a plaintext client claims a mesh
 /// identity. The server proxy refuses all of them and counts why (tests 4 and 5); a
 /// valid certificate through the same client, and plaintext without claims, pass.
-#[test]
-fn server_proxy_refuses_expired_foreign_and_claimed_clients() -> anyhow::Result<()> {
-    let Some(mesh) = Mesh::start(Options::default())? else {
-        return Ok(());
-    };
+pub(crate) fn server_proxy_refuses_expired_foreign_and_claimed_clients() -> anyhow::Result<()> {
+    let mesh = Mesh::start(Options::default())?;
     let sip = mesh.server.ip;
     let target = SocketAddr::from((sip, APP_PORT));
     let (client_id, server_id) = (identity("client"), identity("server"));
@@ -379,16 +372,12 @@ fn server_proxy_refuses_expired_foreign_and_claimed_clients() -> anyhow::Result<
 /// HTTP on kept-alive and fresh connections, and of opaque TCP connections (each one a
 /// new TLS handshake between the proxies), sees no failure while each proxy renews at
 /// least twice (test 6).
-#[test]
-fn certificate_rotation_under_load_drops_no_request() -> anyhow::Result<()> {
-    let Some(mesh) = Mesh::start(Options {
+pub(crate) fn certificate_rotation_under_load_drops_no_request() -> anyhow::Result<()> {
+    let mesh = Mesh::start(Options {
         lifetime: "1m",
         refresh: Some(("1s", "1s")),
         ..Options::default()
-    })?
-    else {
-        return Ok(());
-    };
+    })?;
     /// (refreshes that succeeded, the certificate's expiry, inbound mTLS connections)
     fn state(pod: &Pod) -> anyhow::Result<[f64; 3]> {
         let m = pod.metrics(ADMIN)?;
@@ -505,18 +494,8 @@ struct Mesh {
 }
 
 impl Mesh {
-    /// `None` (after saying so) when not root, as the other pod tests do.
-    fn start(opts: Options) -> anyhow::Result<Option<Self>> {
-        if !is_root() {
-            eprintln!("skipping pod test: it needs root for network namespaces and iptables");
-            return Ok(None);
-        }
-        for bin in ["mesh-proxy", "mesh-controller", "mesh-test-app"] {
-            ensure!(
-                bin_path(bin).exists(),
-                "{bin} is missing: build every binary first (cargo build --workspace --bins)"
-            );
-        }
+    fn start(opts: Options) -> anyhow::Result<Self> {
+        require_built(&["mesh-proxy", "mesh-controller", "mesh-test-app"])?;
         let (client, server) = Pod::pair("mclient", "mserver")?;
         let outside = NetNs::new("mout")?;
         let (_, ctl_for_client) = veth(&client, &outside)?;
@@ -559,14 +538,14 @@ impl Mesh {
         {
             processes.push(start_proxy(pod, sa, token, ctl, &ca.anchors, opts.refresh)?);
         }
-        Ok(Some(Self {
+        Ok(Self {
             _processes: processes,
             client,
             server,
             outside,
             server_if,
             ca,
-        }))
+        })
     }
 }
 
@@ -612,26 +591,22 @@ fn start_controller(
             id = identity(announced_sa)
         ),
     )?;
-    let mut controller = outside
-        .process("mesh-controller", bin_path("mesh-controller"))
-        .args(["--backend", "file", "--file"])
-        .arg(&destinations)
-        .args(["--destination-addr", &format!("0.0.0.0:{DESTINATION_PORT}")])
-        .args(["--admin-addr", CONTROLLER_ADMIN])
-        .args(["--identity-addr", &format!("0.0.0.0:{IDENTITY_PORT}")])
-        .arg("--identity-trust-anchors")
-        .arg(&anchors)
-        .arg("--identity-issuer-cert")
-        .arg(&issuer_cert)
-        .arg("--identity-issuer-key")
-        .arg(&issuer_key)
-        .arg("--identity-tokens")
-        .arg(&token_file)
-        .args(["--identity-lifetime", lifetime])
-        .env("MESH_LOG", "info,mesh_controller=debug")
-        .spawn()?;
-    wait_ready(outside, &mut controller, CONTROLLER_ADMIN)?;
-    Ok(controller)
+    let identity_addr = format!("0.0.0.0:{IDENTITY_PORT}");
+    let flags: [&std::ffi::OsStr; 12] = [
+        "--identity-addr".as_ref(),
+        identity_addr.as_ref(),
+        "--identity-trust-anchors".as_ref(),
+        anchors.as_os_str(),
+        "--identity-issuer-cert".as_ref(),
+        issuer_cert.as_os_str(),
+        "--identity-issuer-key".as_ref(),
+        issuer_key.as_os_str(),
+        "--identity-tokens".as_ref(),
+        token_file.as_os_str(),
+        "--identity-lifetime".as_ref(),
+        lifetime.as_ref(),
+    ];
+    start_pod_controller(outside, &destinations, flags)
 }
 
 /// `mesh-proxy init`, then the proxy as its uid with its identity; returns once it is
@@ -644,54 +619,29 @@ fn start_proxy(
     anchors: &str,
     refresh: Option<(&str, &str)>,
 ) -> anyhow::Result<Process> {
-    let proxy_bin = bin_path("mesh-proxy");
-    pod.run([proxy_bin.as_os_str(), "init".as_ref()])
-        .with_context(|| format!("mesh-proxy init in {}", pod.name()))?;
     // The proxy runs as its own uid and must read its token, as from a projected volume.
     let token_file = pod.log_dir().join("token");
     std::fs::write(&token_file, token)?;
     std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o644))?;
-    let mut spawn = pod
-        .process("mesh-proxy", &proxy_bin)
-        .uid(PROXY_UID)
-        .env(
-            "MESH_PROXY_DESTINATION_ADDR",
-            format!("{controller}:{DESTINATION_PORT}"),
-        )
-        .env("MESH_PROXY_DESTINATION_CONTEXT", r#"{"ns":"default"}"#)
-        .env(
-            "MESH_PROXY_IDENTITY_ADDR",
-            format!("{controller}:{IDENTITY_PORT}"),
-        )
-        .env("MESH_PROXY_IDENTITY_NAME", identity(sa))
-        .env("MESH_PROXY_IDENTITY_TOKEN_FILE", &token_file)
-        .env("MESH_PROXY_IDENTITY_TRUST_ANCHORS", anchors)
-        .env("MESH_PROXY_LOG", "info,mesh_proxy=debug");
+    let (destination, identity_addr, name) = (
+        format!("{controller}:{DESTINATION_PORT}"),
+        format!("{controller}:{IDENTITY_PORT}"),
+        identity(sa),
+    );
+    let token_file = token_file.to_string_lossy();
+    let mut env = vec![
+        ("MESH_PROXY_DESTINATION_ADDR", destination.as_str()),
+        ("MESH_PROXY_DESTINATION_CONTEXT", r#"{"ns":"default"}"#),
+        ("MESH_PROXY_IDENTITY_ADDR", &identity_addr),
+        ("MESH_PROXY_IDENTITY_NAME", &name),
+        ("MESH_PROXY_IDENTITY_TOKEN_FILE", &token_file),
+        ("MESH_PROXY_IDENTITY_TRUST_ANCHORS", anchors),
+    ];
     if let Some((min, max)) = refresh {
-        spawn = spawn
-            .env("MESH_PROXY_IDENTITY_MIN_REFRESH", min)
-            .env("MESH_PROXY_IDENTITY_MAX_REFRESH", max);
+        env.push(("MESH_PROXY_IDENTITY_MIN_REFRESH", min));
+        env.push(("MESH_PROXY_IDENTITY_MAX_REFRESH", max));
     }
-    let mut proxy = spawn.spawn()?;
-    wait_ready(pod, &mut proxy, ADMIN)?;
-    Ok(proxy)
-}
-
-fn wait_ready(ns: &NetNs, process: &mut Process, admin: &str) -> anyhow::Result<()> {
-    wait_until(
-        &format!("{} to answer /ready", process.label()),
-        STARTUP,
-        || {
-            process.ensure_running()?;
-            let (status, body) = ns.http_get(&format!("http://{admin}/ready"))?;
-            if status == 200 {
-                Ok(Some(()))
-            } else {
-                bail!("/ready: {status} {}", String::from_utf8_lossy(&body))
-            }
-        },
-    )
-    .with_context(|| process.describe())
+    start_pod_proxy(pod, &env)
 }
 
 /// The name of the interface in `ns` that has `ip`.

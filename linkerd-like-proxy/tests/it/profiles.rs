@@ -3,8 +3,10 @@
 //! route under the budget, no hammering of a dead backend, route timeouts, bodies too
 //! large to replay, and a weighted traffic split.
 
-mod support;
-
+use crate::support::{
+    control_plane::{self, ControlPlane},
+    *,
+};
 use http_body_util::{BodyExt, Full};
 use hyper::{body::Incoming, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -16,10 +18,6 @@ use std::{
         Arc,
     },
     time::Duration,
-};
-use support::{
-    control_plane::{self, ControlPlane},
-    *,
 };
 use tokio::net::TcpListener;
 

@@ -52,9 +52,9 @@ async fn start() -> Fixture {
         &format!("--file={}", dir.path().join("discovery.yaml").display()),
         "--destination-addr=127.0.0.1:0",
         "--admin-addr=127.0.0.1:0",
-        "--webhook-addr=127.0.0.1:0",
-        // Not the default 0.0.0.0:8084: tests run in parallel.
+        // Not the default 0.0.0.0:8084, which tests running side by side would share.
         "--api-addr=127.0.0.1:0",
+        "--webhook-addr=127.0.0.1:0",
         &format!("--webhook-cert={}", cert.display()),
         &format!("--webhook-key={}", key.display()),
     ])

@@ -1,0 +1,8 @@
+//! The CLI's integration tests, one test binary for all of them (one link of `mesh` and
+//! its dependencies instead of one per file): each module is what was a file of its
+//! own under `tests/`.
+
+mod check;
+mod demo;
+mod profile;
+mod routes;

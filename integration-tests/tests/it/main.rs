@@ -1,0 +1,9 @@
+//! Process-level tests of mesh that need no root, one test binary for all of them (one
+//! link instead of one per file): each module is what was a file of its own under
+//! `tests/`. The pod-level tests, which need root, are the other binary (`tests/pod/`).
+
+mod discovery;
+mod discovery_bench;
+mod kube_api;
+mod process;
+mod profiles;

@@ -1,0 +1,11 @@
+//! The proxy's integration tests, one test binary for all of them (one link of the
+//! proxy and its dependencies instead of one per file): each module is what was a
+//! file of its own under `tests/`, and `support` is what they share.
+
+mod discovery;
+mod identity;
+mod mtls;
+mod process;
+mod profiles;
+mod proxy;
+mod support;
