@@ -9,7 +9,8 @@
 //! [`Config::build`] binds the ports and starts the tasks, returning a [`Running`]
 //! controller that [`run`] waits on until a signal asks it to stop.
 //!
-//! The crate's core, [`index`], does no IO and knows neither kube nor tonic; the
+//! The core, [`index`] (with [`profile`], the file format and the CA), is the
+//! `mesh-core` crate, which does no IO and cannot depend on kube, tonic or hyper; the
 //! backends ([`k8s`], [`file`]) feed it and the gRPC layer ([`destination`]) reads it.
 
 pub mod admin;
@@ -18,14 +19,14 @@ pub mod destination;
 pub mod file;
 mod http_server;
 pub mod identity;
-pub mod index;
 pub mod k8s;
 pub mod metrics;
 mod process;
-pub mod profile;
 mod tls_incoming;
 pub mod webhook;
-pub mod yaml;
+
+/// The pure core, under the paths it had before it became a crate of its own.
+pub use mesh_core::{index, profile, yaml};
 
 use anyhow::Context as _;
 use clap::{Parser, ValueEnum};
