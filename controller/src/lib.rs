@@ -582,7 +582,7 @@ impl Config {
         let webhook_reviews = Arc::new(webhook::Reviews::default());
         let webhook = match self.webhook {
             Some(config) => Some({
-                metrics.webhook(Arc::clone(&webhook_reviews));
+                metrics.export(webhook_reviews.clone());
                 start_webhook(
                     config,
                     &self.cluster_domain,
