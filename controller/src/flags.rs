@@ -2,7 +2,10 @@
 //! and their validation into a [`Config`], which reads the files the flags name and
 //! binds nothing.
 
-use crate::{identity, webhook, Config, Discovery, IdentityConfig, IdentityTokens};
+use crate::{
+    config::{Config, Discovery, IdentityConfig, IdentityTokens},
+    identity, webhook,
+};
 use clap::{Parser, ValueEnum};
 use mesh_api::names::{is_dns_domain, is_dns_label};
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};

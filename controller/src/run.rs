@@ -4,13 +4,15 @@
 
 use crate::{
     admin::Admin,
-    api, destination,
+    api,
+    config::{Config, Discovery, IdentityConfig, IdentityTokens},
+    destination,
     destination::DestinationService,
     file, identity,
     index::{self, Index},
     k8s,
     metrics::Metrics,
-    process, webhook, Config, Discovery, IdentityConfig, IdentityTokens,
+    process, webhook,
 };
 use anyhow::Context as _;
 use std::{net::SocketAddr, sync::Arc, time::Duration};
