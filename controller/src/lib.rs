@@ -12,7 +12,7 @@
 //!
 //! The core, [`index`] (with [`profile`], the file format and the CA), is the
 //! `mesh-core` crate, which does no IO and cannot depend on kube, tonic or hyper; the
-//! backends ([`k8s`], [`file`]) feed it and the gRPC layer ([`destination`]) reads it.
+//! backends ([`k8s`], [`file`](mod@file)) feed it and the gRPC layer ([`destination`]) reads it.
 
 pub mod admin;
 pub mod api;

@@ -32,7 +32,7 @@ pub struct Metrics {
 }
 
 /// Series a feature owns: its counters, rendered in the Prometheus text format (with
-/// [`header`]) at each scrape, after the controller's own.
+/// `header`) at each scrape, after the controller's own.
 pub trait Family: Send + Sync + std::fmt::Debug {
     fn render(&self, out: &mut String);
 }

@@ -5,7 +5,7 @@
 //! - [`index`]: services, endpoint slices, pods and profiles, and one shared snapshot
 //!   per destination a stream asks for; the backends feed it, the gRPC layer reads it.
 //! - [`profile`]: ServiceProfiles: the document, its validation and decoding.
-//! - [`file`]: the `file` discovery backend's format, parsed into the index's objects.
+//! - [`file`](mod@file): the `file` discovery backend's format, parsed into the index's objects.
 //! - [`yaml`]: the one YAML setup every reader and writer uses.
 //! - [`ca`]: the identity service's certificate authority (certificates in,
 //!   certificates out, the time given).
