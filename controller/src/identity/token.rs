@@ -7,8 +7,6 @@
 
 use super::ServiceAccount;
 use mesh_api::names::is_dns_label;
-/// The bootstrap token file's parser (re-exported: `identity::token::parse`).
-pub use mesh_core::tokens::parse;
 use std::{
     collections::HashMap,
     future::Future,
@@ -17,6 +15,10 @@ use std::{
     sync::RwLock,
     time::SystemTime,
 };
+
+/// The bootstrap token file's parser: its format is the core's ([`mesh_core::tokens`]),
+/// which `mesh demo` writes by.
+pub use mesh_core::tokens::parse;
 
 /// The audience the proxies' projected service-account tokens are minted for.
 pub const AUDIENCE: &str = "identity.mesh.rs";
