@@ -159,8 +159,8 @@ mod tests {
         .expect("the controller accepts the demo's CA");
         assert_eq!(read(&creds.anchors), creds.anchors_pem);
 
-        // The controller's own parser of the file (`identity::BootstrapTokens`), and
-        // its lookup: the token as read, trimmed.
+        // The controller's own parser and lookup (`identity::BootstrapTokens` reads the
+        // file with them).
         let tokens = mesh_core::tokens::parse(&read(&creds.tokens)).expect("the token file parses");
         for workload in Workload::ALL {
             let file = creds.token_file(workload);
@@ -170,8 +170,8 @@ mod tests {
             assert_eq!(read(file), token);
             assert_eq!(token.len(), 2 * TOKEN_BYTES);
             assert_eq!(
-                tokens.get(token.trim()),
-                Some(&workload.service_account()),
+                mesh_core::tokens::lookup(&tokens, token.as_bytes()),
+                Ok(workload.service_account()),
                 "{workload:?}"
             );
         }

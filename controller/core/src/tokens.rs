@@ -36,6 +36,19 @@ pub fn parse(text: &str) -> Result<HashMap<String, ServiceAccount>, String> {
     Ok(tokens)
 }
 
+/// The account `token` proves by `tokens` (a parsed file), or why it proves none.
+/// Whitespace around the token is not part of it (a token file may end in a newline).
+pub fn lookup(
+    tokens: &HashMap<String, ServiceAccount>,
+    token: &[u8],
+) -> Result<ServiceAccount, &'static str> {
+    let token = std::str::from_utf8(token).map_err(|_| "token is not UTF-8")?;
+    tokens
+        .get(token.trim())
+        .cloned()
+        .ok_or("unknown bootstrap token")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,5 +90,15 @@ mod tests {
             let err = parse(text).expect_err(text);
             assert!(err.contains(why), "{text:?}: {err}");
         }
+    }
+
+    #[test]
+    fn looks_tokens_up_trimmed() {
+        let tokens = parse("one default/web\n").expect("valid file");
+        assert_eq!(lookup(&tokens, b"one"), Ok(sa("default", "web")));
+        assert_eq!(lookup(&tokens, b" one\n"), Ok(sa("default", "web")));
+        assert_eq!(lookup(&tokens, b"two"), Err("unknown bootstrap token"));
+        assert_eq!(lookup(&tokens, b"on"), Err("unknown bootstrap token"));
+        assert_eq!(lookup(&tokens, b"\xffone"), Err("token is not UTF-8"));
     }
 }

@@ -16,9 +16,9 @@ use std::{
     time::SystemTime,
 };
 
-/// The bootstrap token file's parser: its format is the core's ([`mesh_core::tokens`]),
-/// which `mesh demo` writes by.
-pub use mesh_core::tokens::parse;
+/// The bootstrap token file's parser and lookup: its format is the core's
+/// ([`mesh_core::tokens`]), which `mesh demo` writes by.
+pub use mesh_core::tokens::{lookup, parse};
 
 /// The audience the proxies' projected service-account tokens are minted for.
 pub const AUDIENCE: &str = "identity.mesh.rs";
@@ -113,17 +113,11 @@ impl BootstrapTokens {
     }
 
     fn lookup(&self, token: &[u8]) -> Result<ServiceAccount, TokenError> {
-        let token = std::str::from_utf8(token)
-            .map_err(|_| TokenError::Invalid("token is not UTF-8".into()))?;
         let state = self
             .state
             .read()
             .map_err(|_| TokenError::Unavailable("token table poisoned".into()))?;
-        state
-            .tokens
-            .get(token.trim())
-            .cloned()
-            .ok_or_else(|| TokenError::Invalid("unknown bootstrap token".into()))
+        lookup(&state.tokens, token).map_err(|why| TokenError::Invalid(why.into()))
     }
 }
 
