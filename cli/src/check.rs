@@ -10,7 +10,7 @@
 
 use anyhow::Context as _;
 use kube::{
-    api::{Api, DynamicObject, ListParams},
+    api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams},
     Client,
 };
 use std::{fmt::Write as _, path::PathBuf, process::ExitCode};
@@ -115,7 +115,7 @@ async fn check(args: &CheckArgs) -> (String, bool) {
         return (out, ok);
     }
 
-    let resource = mesh_controller::k8s::profile_resource();
+    let resource = profile_resource();
     let api: Api<DynamicObject> = Api::all_with(client, &resource);
     let mut outcomes = Vec::new();
     match api.list(&ListParams::default()).await {
@@ -164,13 +164,20 @@ async fn check(args: &CheckArgs) -> (String, bool) {
     (out, ok)
 }
 
+/// `serviceprofiles.mesh.rs`, by the names the core gives it (the controller's watch
+/// reads the same resource, `mesh_controller::k8s::profile_resource`).
+fn profile_resource() -> ApiResource {
+    use mesh_core::profile::{GROUP, KIND, PLURAL, VERSION};
+    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(GROUP, VERSION, KIND), PLURAL)
+}
+
 /// Every problem of one ServiceProfile object, as `path: reason`: the controller's
-/// own judgement of it ([`mesh_controller::profile::validate_object`]).
+/// own judgement of it ([`mesh_core::profile::validate_object`]).
 fn problems(obj: &DynamicObject, cluster_domain: &str) -> Vec<String> {
     let spec = obj.data.get("spec").cloned().unwrap_or_default();
     let name = obj.metadata.name.as_deref().unwrap_or_default();
     let namespace = obj.metadata.namespace.as_deref().unwrap_or("default");
-    match mesh_controller::profile::validate_object(name, namespace, spec, cluster_domain) {
+    match mesh_core::profile::validate_object(name, namespace, spec, cluster_domain) {
         Ok(_) => Vec::new(),
         Err(p) => p.0.iter().map(ToString::to_string).collect(),
     }

@@ -3,11 +3,18 @@
 //! Handles are plain atomics built once and shared by `Arc`: the gRPC layer counts
 //! streams and updates without locks, and the admin server reads them, together with
 //! the index's sizes and `/proc/self`, only when scraped.
+//!
+//! This module imports no feature's types: features count through plain values
+//! (`certify("ok")`, `file_load(true)`), or own their counters and render them
+//! themselves as a [`Family`] (the webhook's reviews).
 
 use crate::index::{Index, Resource};
 use std::{
     fmt::Write as _,
-    sync::atomic::{AtomicI64, AtomicU64, Ordering},
+    sync::{
+        atomic::{AtomicI64, AtomicU64, Ordering},
+        Arc, Mutex,
+    },
 };
 
 /// Counters of the destination service.
@@ -19,8 +26,15 @@ pub struct Metrics {
     file_loads_applied: AtomicU64,
     file_loads_rejected: AtomicU64,
     certify: [AtomicU64; CERTIFY_RESULTS.len()],
-    /// The admission webhook's decisions, once it runs.
-    webhook: std::sync::OnceLock<std::sync::Arc<crate::webhook::Reviews>>,
+    /// Series that features own and render themselves (the admission webhook's
+    /// decisions, once it runs), in the order they were exported.
+    families: Mutex<Vec<Arc<dyn Family>>>,
+}
+
+/// Series a feature owns: its counters, rendered in the Prometheus text format (with
+/// `header`) at each scrape, after the controller's own.
+pub trait Family: Send + Sync + std::fmt::Debug {
+    fn render(&self, out: &mut String);
 }
 
 /// The outcomes of `mesh.identity.Identity/Certify` (the `result` label).
@@ -113,12 +127,14 @@ impl Metrics {
         self.updates_sent.load(Ordering::Relaxed)
     }
 
-    /// Renders every controller metric in the Prometheus text format.
-    /// Exports the webhook's `webhook_reviews_total` from now on.
-    pub fn webhook(&self, reviews: std::sync::Arc<crate::webhook::Reviews>) {
-        let _ = self.webhook.set(reviews);
+    /// Exports `family`'s series from now on.
+    pub fn export(&self, family: Arc<dyn Family>) {
+        if let Ok(mut families) = self.families.lock() {
+            families.push(family);
+        }
     }
 
+    /// Renders every controller metric in the Prometheus text format.
     pub fn render(&self, index: &Index) -> String {
         let mut out = String::with_capacity(2048);
         let stats = index.stats();
@@ -216,33 +232,18 @@ impl Metrics {
         );
         let _ = writeln!(out, "destination_ready {}", u8::from(index.is_ready()));
 
-        if let Some(reviews) = self.webhook.get() {
-            reviews.render(&mut out);
+        if let Ok(families) = self.families.lock() {
+            for family in families.iter() {
+                family.render(&mut out);
+            }
         }
         crate::process::render(&mut out);
         out
     }
 }
 
+/// Writes a metric's `# HELP` and `# TYPE` lines.
 pub(crate) fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn webhook_reviews_are_exported_once_the_webhook_runs() {
-        let metrics = Metrics::default();
-        let index = Index::new("cluster.local", "cluster.local");
-        assert!(!metrics.render(&index).contains("webhook_reviews_total"));
-        metrics.webhook(std::sync::Arc::default());
-        let text = metrics.render(&index);
-        assert!(
-            text.contains("webhook_reviews_total{result=\"allowed\"} 0"),
-            "{text}"
-        );
-    }
 }

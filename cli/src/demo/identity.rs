@@ -55,7 +55,7 @@ impl Credentials {
     /// workload, each in an in-memory file.
     pub(crate) fn new() -> anyhow::Result<Self> {
         let (anchors_pem, issuer_cert_pem, issuer_key_pem) =
-            mesh_controller::identity::generate_anchor_and_issuer(TRUST_DOMAIN, CA_VALIDITY);
+            mesh_core::ca::generate_anchor_and_issuer(TRUST_DOMAIN, CA_VALIDITY);
         let mut files = Vec::new();
         let mut file = |name: &str, contents: &str, mode: u32| -> anyhow::Result<PathBuf> {
             let (f, path) = memory_file(name, contents, mode)?;
@@ -129,14 +129,12 @@ fn random_token() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mesh_controller::identity::BootstrapTokens;
 
     /// What the demo makes is what the controller and the proxies accept: the CA loads,
     /// and each workload's token proves its own service account; nothing is on disk,
     /// and dropping the credentials frees every file.
-    #[tokio::test]
-    async fn credentials_are_accepted_by_the_controller() {
-        use mesh_controller::identity::TokenValidator as _;
+    #[test]
+    fn credentials_are_accepted_by_the_controller() {
         let creds = Credentials::new().expect("make credentials");
 
         let mode = |p: &Path| std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777;
@@ -150,7 +148,7 @@ mod tests {
         );
 
         let read = |p: &Path| std::fs::read_to_string(p).expect("read");
-        mesh_controller::identity::Ca::new(
+        mesh_core::ca::Ca::new(
             TRUST_DOMAIN,
             Duration::from_secs(24 * 3600),
             &read(&creds.issuer_cert),
@@ -161,7 +159,9 @@ mod tests {
         .expect("the controller accepts the demo's CA");
         assert_eq!(read(&creds.anchors), creds.anchors_pem);
 
-        let tokens = BootstrapTokens::load(&creds.tokens).expect("the token file parses");
+        // The controller's own parser and lookup (`identity::BootstrapTokens` reads the
+        // file with them).
+        let tokens = mesh_core::tokens::parse(&read(&creds.tokens)).expect("the token file parses");
         for workload in Workload::ALL {
             let file = creds.token_file(workload);
             assert_eq!(mode(file), 0o600);
@@ -170,7 +170,7 @@ mod tests {
             assert_eq!(read(file), token);
             assert_eq!(token.len(), 2 * TOKEN_BYTES);
             assert_eq!(
-                tokens.validate(token.as_bytes()).await,
+                mesh_core::tokens::lookup(&tokens, token.as_bytes()),
                 Ok(workload.service_account()),
                 "{workload:?}"
             );

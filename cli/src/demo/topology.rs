@@ -426,7 +426,7 @@ mod tests {
     #[test]
     fn destinations_parse_as_meshed_pods() {
         let t = Topology::new(7000).expect("7000 fits");
-        let discovery = mesh_controller::file::parse_with(
+        let discovery = mesh_core::file::parse_with(
             &t.destinations_yaml(),
             TRUST_DOMAIN,
             Some("cluster.local"),

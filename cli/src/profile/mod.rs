@@ -1,7 +1,7 @@
 //! `mesh profile`: writes ServiceProfiles (`--template`, `--open-api`) and checks them
 //! (`validate`), offline.
 //!
-//! Every check is the controller's own ([`mesh_controller::profile`]): a profile this
+//! Every check is the controller's own ([`mesh_core::profile`]): a profile this
 //! command accepts is one the destination service and the admission webhook accept too,
 //! and everything it generates is validated by those checks before it is printed, so a
 //! generated profile can always be applied as it is.

@@ -18,7 +18,7 @@
 use super::{Input, Service};
 use anyhow::Context as _;
 use mesh_api::duration;
-use mesh_controller::{
+use mesh_core::{
     profile::{
         self,
         spec::{

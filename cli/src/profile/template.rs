@@ -119,7 +119,7 @@ pub(super) fn render(service: &Service) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mesh_controller::profile;
+    use mesh_core::profile;
 
     fn service() -> Service {
         Service {

@@ -7,7 +7,7 @@
 //! the file's, not the document's.
 
 use super::Input;
-use mesh_controller::{
+use mesh_core::{
     profile::{self, Problems},
     yaml,
 };

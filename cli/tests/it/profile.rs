@@ -5,7 +5,7 @@
 //! exit 1; whatever `--template` and `--open-api` print must pass `validate`; bad flags
 //! exit 64.
 
-use mesh_controller::profile::{spec::RequestMatchSpec, ServiceProfile};
+use mesh_core::profile::{spec::RequestMatchSpec, ServiceProfile};
 use std::{
     io::Write,
     path::Path,
@@ -436,7 +436,7 @@ fn open_api(spec: &str, file_name: &str, service: &str) -> ServiceProfile {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let yaml = stdout(&out);
     assert_valid(&yaml, &[]);
-    mesh_controller::yaml::from_str(&yaml).expect("the output is a profile")
+    mesh_core::yaml::from_str(&yaml).expect("the output is a profile")
 }
 
 /// A route's condition as `(method, pathRegex)`: generated routes are `all: [m, p]`.

@@ -1,12 +1,12 @@
 //! The identity service: a small CA that signs a proxy's certificate for the identity
 //! its token proves, and nothing else.
 //!
-//! The layers are split on their IO: [`ca`] is pure (certificates in, certificates
+//! The layers are split on their IO: [`ca`] (the `mesh-core` crate's) is pure (certificates in, certificates
 //! out, the time given), [`token`] decides who a token belongs to (a bootstrap file or
 //! a Kubernetes TokenReview), and [`service`] is the gRPC edge that joins them, turns
 //! their errors into `grpc-status` and counts every outcome.
 
-pub mod ca;
+pub use mesh_core::ca;
 pub mod service;
 pub mod tls;
 pub mod token;

@@ -16,6 +16,10 @@ use std::{
     time::SystemTime,
 };
 
+/// The bootstrap token file's parser and lookup: its format is the core's
+/// ([`mesh_core::tokens`]), which `mesh demo` writes by.
+pub use mesh_core::tokens::{lookup, parse};
+
 /// The audience the proxies' projected service-account tokens are minted for.
 pub const AUDIENCE: &str = "identity.mesh.rs";
 
@@ -42,7 +46,7 @@ pub enum TokenError {
 // === impl BootstrapTokens ===
 
 /// Local mode: a file of `<token> <namespace>/<serviceaccount>` lines (`#` starts a
-/// comment). It is re-read when its modification time changes; a change that does not
+/// comment; the format is [`mesh_core::tokens`]'s). It is re-read when its modification time changes; a change that does not
 /// parse is logged and the previous tokens stay.
 #[derive(Debug)]
 pub struct BootstrapTokens {
@@ -109,17 +113,11 @@ impl BootstrapTokens {
     }
 
     fn lookup(&self, token: &[u8]) -> Result<ServiceAccount, TokenError> {
-        let token = std::str::from_utf8(token)
-            .map_err(|_| TokenError::Invalid("token is not UTF-8".into()))?;
         let state = self
             .state
             .read()
             .map_err(|_| TokenError::Unavailable("token table poisoned".into()))?;
-        state
-            .tokens
-            .get(token.trim())
-            .cloned()
-            .ok_or_else(|| TokenError::Invalid("unknown bootstrap token".into()))
+        lookup(&state.tokens, token).map_err(|why| TokenError::Invalid(why.into()))
     }
 }
 
@@ -130,36 +128,6 @@ impl TokenValidator for BootstrapTokens {
             self.lookup(token)
         })
     }
-}
-
-/// Parses a bootstrap token file.
-pub fn parse(text: &str) -> Result<HashMap<String, ServiceAccount>, String> {
-    let mut tokens = HashMap::new();
-    for (i, line) in text.lines().enumerate() {
-        let line = line.split('#').next().unwrap_or("").trim();
-        if line.is_empty() {
-            continue;
-        }
-        let n = i + 1;
-        let mut fields = line.split_whitespace();
-        let (Some(token), Some(account), None) = (fields.next(), fields.next(), fields.next())
-        else {
-            return Err(format!(
-                "line {n}: expected `<token> <namespace>/<serviceaccount>`"
-            ));
-        };
-        let account = account
-            .split_once('/')
-            .filter(|(ns, sa)| is_dns_label(ns) && is_dns_label(sa))
-            .map(|(ns, sa)| ServiceAccount::new(ns, sa))
-            .ok_or_else(|| {
-                format!("line {n}: {account:?} is not `<namespace>/<serviceaccount>`")
-            })?;
-        if tokens.insert(token.to_string(), account).is_some() {
-            return Err(format!("line {n}: the token is listed twice"));
-        }
-    }
-    Ok(tokens)
 }
 
 // === impl TokenReview ===
@@ -250,38 +218,6 @@ mod tests {
         ServiceAccount {
             namespace: ns.into(),
             name: name.into(),
-        }
-    }
-
-    #[test]
-    fn parses_bootstrap_files() {
-        let tokens = parse(
-            "# proxies of the demo\n\
-             t0k3n-web default/web\n\
-             \n\
-             t0k3n-db   data/db   # the database\n",
-        )
-        .expect("valid file");
-        assert_eq!(tokens.len(), 2);
-        assert_eq!(tokens["t0k3n-web"], sa("default", "web"));
-        assert_eq!(tokens["t0k3n-db"], sa("data", "db"));
-    }
-
-    #[test]
-    fn rejects_bad_bootstrap_lines() {
-        for (text, why) in [
-            ("lonely\n", "line 1: expected"),
-            ("a default/web extra\n", "line 1: expected"),
-            ("# ok\na default\n", "line 2: \"default\" is not"),
-            ("a Default/web\n", "is not `<namespace>/<serviceaccount>`"),
-            ("a default/web.x\n", "is not `<namespace>/<serviceaccount>`"),
-            (
-                "a default/web\na data/db\n",
-                "line 2: the token is listed twice",
-            ),
-        ] {
-            let err = parse(text).expect_err(text);
-            assert!(err.contains(why), "{text:?}: {err}");
         }
     }
 

@@ -25,7 +25,7 @@
 pub mod review;
 pub mod tls;
 
-use crate::metrics::header;
+use crate::metrics::{header, Family};
 use bytes::Bytes;
 use http::{header as h, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt as _, Full};
@@ -115,9 +115,11 @@ impl Reviews {
     pub fn total(&self, outcome: Outcome) -> u64 {
         self.counter(outcome).load(Ordering::Relaxed)
     }
+}
 
+impl Family for Reviews {
     /// Appends `webhook_reviews_total` in the Prometheus text format.
-    pub fn render(&self, out: &mut String) {
+    fn render(&self, out: &mut String) {
         header(
             out,
             "webhook_reviews_total",

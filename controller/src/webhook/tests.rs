@@ -227,3 +227,17 @@ async fn http_edge() {
         "{out}"
     );
 }
+
+#[test]
+fn webhook_reviews_are_exported_once_the_webhook_runs() {
+    use crate::{index::Index, metrics::Metrics};
+    let metrics = Metrics::default();
+    let index = Index::new("cluster.local", "cluster.local");
+    assert!(!metrics.render(&index).contains("webhook_reviews_total"));
+    metrics.export(Arc::new(Reviews::default()));
+    let text = metrics.render(&index);
+    assert!(
+        text.contains("webhook_reviews_total{result=\"allowed\"} 0"),
+        "{text}"
+    );
+}

@@ -667,11 +667,7 @@ struct CaPem {
 impl CaPem {
     fn generate(not_before: SystemTime, not_after: SystemTime) -> Self {
         let (anchors, issuer_cert, issuer_key) =
-            mesh_controller::identity::generate_anchor_and_issuer_between(
-                TRUST_DOMAIN,
-                not_before,
-                not_after,
-            );
+            mesh_core::ca::generate_anchor_and_issuer_between(TRUST_DOMAIN, not_before, not_after);
         Self {
             anchors,
             issuer_cert,
@@ -690,7 +686,7 @@ impl Leaf {
     /// A certificate for `name` signed by `ca`'s issuer with the controller's own CA
     /// code, as if it had been issued at `at`.
     fn issue(ca: &CaPem, name: &str, lifetime: Duration, at: SystemTime) -> anyhow::Result<Self> {
-        let signer = mesh_controller::identity::Ca::new(
+        let signer = mesh_core::ca::Ca::new(
             TRUST_DOMAIN,
             lifetime,
             &ca.issuer_cert,

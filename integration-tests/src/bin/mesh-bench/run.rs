@@ -1376,10 +1376,8 @@ fn meta(args: &Args, elapsed: Duration) -> Meta {
 /// the controller, `mesh demo`, the tests and the benchmarks.
 fn make_ca(anchor: &Path, issuer_cert: &Path, issuer_key: &Path) -> anyhow::Result<()> {
     use std::{io::Write as _, os::unix::fs::OpenOptionsExt as _};
-    let (anchor_pem, cert_pem, key_pem) = mesh_controller::identity::generate_anchor_and_issuer(
-        TRUST_DOMAIN,
-        Duration::from_secs(2 * 24 * 3600),
-    );
+    let (anchor_pem, cert_pem, key_pem) =
+        mesh_core::ca::generate_anchor_and_issuer(TRUST_DOMAIN, Duration::from_secs(2 * 24 * 3600));
     std::fs::write(anchor, anchor_pem).with_context(|| format!("writing {}", anchor.display()))?;
     std::fs::write(issuer_cert, cert_pem)
         .with_context(|| format!("writing {}", issuer_cert.display()))?;
@@ -1411,7 +1409,7 @@ mod tests {
         );
         make_ca(&anchor, &cert, &key).unwrap();
         let read = |p: &Path| std::fs::read_to_string(p).unwrap();
-        let ca = mesh_controller::identity::Ca::new(
+        let ca = mesh_core::ca::Ca::new(
             TRUST_DOMAIN,
             Duration::from_secs(3600),
             &read(&cert),

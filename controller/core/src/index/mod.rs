@@ -160,6 +160,87 @@ struct Dirty {
     ips: HashSet<IpAddr>,
 }
 
+/// One kind of object the index stores, as a re-list ([`State::replace`]) sees it.
+trait Kind: Sized {
+    /// The object's own key.
+    fn key(&self) -> &ObjKey;
+    /// The key the index stores an object of key `key` under, if it stores it.
+    fn stored_key(_: &State, key: &ObjKey) -> Option<ObjKey> {
+        Some(key.clone())
+    }
+    /// The stored objects of this kind, by stored key.
+    fn stored(state: &State) -> &HashMap<ObjKey, Self>;
+    fn apply(state: &mut State, object: Self, dirty: &mut Dirty);
+    /// Removes the object stored under `stored_key`.
+    fn remove(state: &mut State, stored_key: &ObjKey, dirty: &mut Dirty);
+}
+
+impl Kind for Service {
+    fn key(&self) -> &ObjKey {
+        &self.key
+    }
+    fn stored(state: &State) -> &HashMap<ObjKey, Self> {
+        &state.services
+    }
+    fn apply(state: &mut State, object: Self, dirty: &mut Dirty) {
+        state.apply_service(object, dirty);
+    }
+    fn remove(state: &mut State, stored_key: &ObjKey, dirty: &mut Dirty) {
+        state.delete_service(stored_key, dirty);
+    }
+}
+
+impl Kind for EndpointSlice {
+    fn key(&self) -> &ObjKey {
+        &self.key
+    }
+    fn stored(state: &State) -> &HashMap<ObjKey, Self> {
+        &state.slices
+    }
+    fn apply(state: &mut State, object: Self, dirty: &mut Dirty) {
+        state.apply_slice(object, dirty);
+    }
+    fn remove(state: &mut State, stored_key: &ObjKey, dirty: &mut Dirty) {
+        state.delete_slice(stored_key, dirty);
+    }
+}
+
+impl Kind for Pod {
+    fn key(&self) -> &ObjKey {
+        &self.key
+    }
+    fn stored(state: &State) -> &HashMap<ObjKey, Self> {
+        &state.pods
+    }
+    fn apply(state: &mut State, object: Self, dirty: &mut Dirty) {
+        state.apply_pod(object, dirty);
+    }
+    fn remove(state: &mut State, stored_key: &ObjKey, dirty: &mut Dirty) {
+        state.delete_pod(stored_key, dirty);
+    }
+}
+
+/// Profiles are stored by the service they describe, found from their names.
+impl Kind for ServiceProfile {
+    fn key(&self) -> &ObjKey {
+        &self.key
+    }
+    fn stored_key(state: &State, key: &ObjKey) -> Option<ObjKey> {
+        state.profile_service(key)
+    }
+    fn stored(state: &State) -> &HashMap<ObjKey, Self> {
+        &state.profiles
+    }
+    fn apply(state: &mut State, object: Self, dirty: &mut Dirty) {
+        state.apply_profile(object, dirty);
+    }
+    fn remove(state: &mut State, service: &ObjKey, dirty: &mut Dirty) {
+        if state.profiles.remove(service).is_some() {
+            dirty.services.insert(service.clone());
+        }
+    }
+}
+
 fn resource_index(resource: Resource) -> usize {
     match resource {
         Resource::Services => 0,
@@ -644,72 +725,35 @@ impl State {
 
     fn reset(&mut self, objects: ResetObjects, dirty: &mut Dirty) {
         match objects {
-            ResetObjects::Services(services) => {
-                let keep: HashSet<&ObjKey> = services.iter().map(|s| &s.key).collect();
-                let gone: Vec<ObjKey> = self
-                    .services
-                    .keys()
-                    .filter(|k| !keep.contains(k))
-                    .cloned()
-                    .collect();
-                for key in &gone {
-                    self.delete_service(key, dirty);
-                }
-                for svc in services {
-                    self.apply_service(svc, dirty);
-                }
-            }
-            ResetObjects::EndpointSlices(slices) => {
-                let keep: HashSet<&ObjKey> = slices.iter().map(|s| &s.key).collect();
-                let gone: Vec<ObjKey> = self
-                    .slices
-                    .keys()
-                    .filter(|k| !keep.contains(k))
-                    .cloned()
-                    .collect();
-                for key in &gone {
-                    self.delete_slice(key, dirty);
-                }
-                for slice in slices {
-                    self.apply_slice(slice, dirty);
-                }
-            }
+            ResetObjects::Services(services) => self.replace(services, &[], dirty),
+            ResetObjects::EndpointSlices(slices) => self.replace(slices, &[], dirty),
+            ResetObjects::Pods(pods) => self.replace(pods, &[], dirty),
             ResetObjects::ServiceProfiles(profiles, invalid) => {
-                let keep: HashSet<ObjKey> = profiles
-                    .iter()
-                    .map(|p| &p.key)
-                    .chain(&invalid)
-                    .filter_map(|k| self.profile_service(k))
-                    .collect();
-                let gone: Vec<ObjKey> = self
-                    .profiles
-                    .keys()
-                    .filter(|k| !keep.contains(*k))
-                    .cloned()
-                    .collect();
-                for service in gone {
-                    self.profiles.remove(&service);
-                    dirty.services.insert(service);
-                }
-                for profile in profiles {
-                    self.apply_profile(profile, dirty);
-                }
+                self.replace(profiles, &invalid, dirty)
             }
-            ResetObjects::Pods(pods) => {
-                let keep: HashSet<&ObjKey> = pods.iter().map(|p| &p.key).collect();
-                let gone: Vec<ObjKey> = self
-                    .pods
-                    .keys()
-                    .filter(|k| !keep.contains(k))
-                    .cloned()
-                    .collect();
-                for key in &gone {
-                    self.delete_pod(key, dirty);
-                }
-                for pod in pods {
-                    self.apply_pod(pod, dirty);
-                }
-            }
+        }
+    }
+
+    /// Replaces every stored object of one kind with `objects`: what the list lacks is
+    /// removed (unless its key is in `kept`: objects listed but left as they are),
+    /// then each listed object is applied.
+    fn replace<K: Kind>(&mut self, objects: Vec<K>, kept: &[ObjKey], dirty: &mut Dirty) {
+        let keep: HashSet<ObjKey> = objects
+            .iter()
+            .map(K::key)
+            .chain(kept)
+            .filter_map(|key| K::stored_key(self, key))
+            .collect();
+        let gone: Vec<ObjKey> = K::stored(self)
+            .keys()
+            .filter(|key| !keep.contains(*key))
+            .cloned()
+            .collect();
+        for key in &gone {
+            K::remove(self, key, dirty);
+        }
+        for object in objects {
+            K::apply(self, object, dirty);
         }
     }
 

@@ -23,7 +23,7 @@ use x509_parser::{
     x509::SubjectPublicKeyInfo,
 };
 
-use super::ServiceAccount;
+use mesh_api::names::ServiceAccount;
 
 /// How long an issued certificate lives by default.
 pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);

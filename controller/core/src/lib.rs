@@ -1,0 +1,22 @@
+//! `mesh-core`: the control plane's pure core, the part that does no IO and knows
+//! neither kube nor tonic nor hyper, so the compiler keeps it that way and the CLI can
+//! use it without linking the controller.
+//!
+//! - [`index`]: services, endpoint slices, pods and profiles, and one shared snapshot
+//!   per destination a stream asks for; the backends feed it, the gRPC layer reads it.
+//! - [`profile`]: ServiceProfiles: the document, its validation and decoding.
+//! - [`file`](mod@file): the `file` discovery backend's format, parsed into the index's objects.
+//! - [`yaml`]: the one YAML setup every reader and writer uses.
+//! - [`ca`]: the identity service's certificate authority (certificates in,
+//!   certificates out, the time given).
+//! - [`tokens`]: the bootstrap token file's format.
+//!
+//! `mesh-controller` re-exports each of these under its old path
+//! (`mesh_controller::index`, `mesh_controller::identity::ca`, ...).
+
+pub mod ca;
+pub mod file;
+pub mod index;
+pub mod profile;
+pub mod tokens;
+pub mod yaml;

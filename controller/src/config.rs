@@ -1,0 +1,77 @@
+//! The controller's validated configuration: what [`crate::Args`] become, and what
+//! [`Config::build`] starts.
+
+use crate::{identity, webhook};
+use std::{net::SocketAddr, path::PathBuf, sync::Arc};
+
+/// A validated configuration. Building it binds and connects nothing.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub discovery: Discovery,
+    pub destination_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub api_addr: SocketAddr,
+    pub cluster_domain: String,
+    pub trust_domain: String,
+    /// A filter in `RUST_LOG` syntax, known to parse.
+    pub log: String,
+    /// The supervisor this controller must not outlive, if any.
+    pub parent_pid: Option<u32>,
+    /// The identity service, when its issuer flags were given.
+    pub identity: Option<IdentityConfig>,
+    /// The ServiceProfile admission webhook, when its certificate flags were given.
+    pub webhook: Option<webhook::WebhookConfig>,
+}
+
+/// The identity service's validated configuration: a CA whose credentials were read
+/// and checked, and where tokens are checked.
+#[derive(Clone, Debug)]
+pub struct IdentityConfig {
+    pub addr: SocketAddr,
+    pub ca: Arc<identity::Ca>,
+    pub tokens: IdentityTokens,
+    /// The identity the service's own certificate names.
+    pub server_name: String,
+    /// The identity the destination service's certificate names (it serves TLS when
+    /// identity is on).
+    pub destination_server_name: String,
+}
+
+/// Who decides whose a token is.
+#[derive(Clone, Debug)]
+pub enum IdentityTokens {
+    /// Local mode: a bootstrap token file.
+    Bootstrap(Arc<identity::BootstrapTokens>),
+    /// Cluster mode: Kubernetes TokenReview.
+    TokenReview,
+}
+
+#[derive(Clone, Debug)]
+pub enum Discovery {
+    Kubernetes { control_plane_namespace: String },
+    File(PathBuf),
+}
+
+// === impl Config ===
+
+impl Config {
+    /// A local control plane: discovery (and profiles) from `file`, every server on an
+    /// ephemeral loopback port, cluster and trust domain `cluster.local`, identity and
+    /// the webhook off (set those fields to turn them on). For tests, benchmarks and
+    /// tools that run the controller in process.
+    pub fn local(file: std::path::PathBuf) -> Self {
+        let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        Self {
+            discovery: Discovery::File(file),
+            destination_addr: loopback,
+            admin_addr: loopback,
+            api_addr: loopback,
+            cluster_domain: "cluster.local".into(),
+            trust_domain: "cluster.local".into(),
+            log: "info".into(),
+            parent_pid: None,
+            identity: None,
+            webhook: None,
+        }
+    }
+}

@@ -1,0 +1,329 @@
+//! Building and running the controller: [`Config::build`] binds the ports and starts
+//! the servers and the discovery backend, returning a [`Running`] controller that
+//! [`run`] waits on until a signal asks it to stop.
+
+use crate::{
+    admin::Admin,
+    api,
+    config::{Config, Discovery, IdentityConfig, IdentityTokens},
+    destination,
+    destination::DestinationService,
+    file, identity,
+    index::{self, Index},
+    k8s,
+    metrics::Metrics,
+    process, webhook,
+};
+use anyhow::Context as _;
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+use tokio::{net::TcpListener, task::JoinHandle};
+use tokio_util::sync::CancellationToken;
+
+/// How long streams and connections get to finish after a shutdown signal.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// The Kubernetes backend's restart backoff: it doubles from the first to the last.
+const K8S_BACKOFF_MIN: Duration = Duration::from_secs(1);
+const K8S_BACKOFF_MAX: Duration = Duration::from_secs(60);
+
+impl Config {
+    /// Binds the servers and starts the backend. Must be called inside a runtime.
+    pub async fn build(self) -> anyhow::Result<Running> {
+        process::start_time();
+        let index = Index::new(&self.cluster_domain, &self.trust_domain);
+        let metrics = Arc::new(Metrics::default());
+        let shutdown = CancellationToken::new();
+
+        let destination = TcpListener::bind(self.destination_addr)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot bind the destination server on {}",
+                    self.destination_addr
+                )
+            })?;
+        let admin = TcpListener::bind(self.admin_addr)
+            .await
+            .with_context(|| format!("cannot bind the admin server on {}", self.admin_addr))?;
+        let api = TcpListener::bind(self.api_addr)
+            .await
+            .with_context(|| format!("cannot bind the API server on {}", self.api_addr))?;
+        let destination_addr = destination.local_addr()?;
+        let admin_addr = admin.local_addr()?;
+        let api_addr = api.local_addr()?;
+        tracing::info!(destination = %destination_addr, admin = %admin_addr, api = %api_addr, "listening");
+
+        // With identity on, discovery is served over TLS too, with the CA's certificate.
+        let destination_tls = match &self.identity {
+            Some(id) => Some(
+                identity::tls::self_issued_server(id.ca.clone(), &id.destination_server_name)
+                    .map_err(|e| anyhow::anyhow!("destination service: {e}"))?,
+            ),
+            None => None,
+        };
+        let identity = match self.identity {
+            Some(identity) => {
+                Some(start_identity(identity, Arc::clone(&metrics), shutdown.clone()).await?)
+            }
+            None => None,
+        };
+        let identity_addr = identity.as_ref().map(|(addr, _)| *addr);
+
+        let webhook_reviews = Arc::new(webhook::Reviews::default());
+        let webhook = match self.webhook {
+            Some(config) => Some({
+                metrics.export(webhook_reviews.clone());
+                start_webhook(
+                    config,
+                    &self.cluster_domain,
+                    Arc::clone(&webhook_reviews),
+                    shutdown.clone(),
+                )
+                .await?
+            }),
+            None => None,
+        };
+        let webhook_addr = webhook.as_ref().map(|(addr, _)| *addr);
+
+        let backend = match self.discovery {
+            Discovery::File(path) => {
+                tracing::info!(file = %path.display(), "file discovery");
+                tokio::spawn(file::run(
+                    path,
+                    index.clone(),
+                    Arc::clone(&metrics),
+                    shutdown.clone(),
+                ))
+            }
+            Discovery::Kubernetes {
+                control_plane_namespace,
+            } => tokio::spawn(run_kubernetes(
+                index.clone(),
+                control_plane_namespace,
+                shutdown.clone(),
+            )),
+        };
+        let admin_task = tokio::spawn(
+            Admin {
+                index: index.clone(),
+                metrics: Arc::clone(&metrics),
+            }
+            .serve(admin, shutdown.clone()),
+        );
+        let api_task = tokio::spawn(api::serve(api, shutdown.clone()));
+        let service =
+            DestinationService::new(index.clone(), Arc::clone(&metrics), shutdown.clone());
+        let server = tokio::spawn(destination::serve(
+            destination,
+            service,
+            destination_tls,
+            shutdown.clone(),
+        ));
+
+        let mut tasks = vec![backend, admin_task, api_task];
+        tasks.extend(identity.map(|(_, task)| task));
+        tasks.extend(webhook.map(|(_, task)| task));
+        Ok(Running {
+            destination_addr,
+            admin_addr,
+            api_addr,
+            identity_addr,
+            webhook_addr,
+            webhook_reviews,
+            index,
+            metrics,
+            shutdown,
+            server,
+            tasks,
+        })
+    }
+}
+
+/// Binds the identity server and starts it; a failure of the server later is logged.
+async fn start_identity(
+    config: IdentityConfig,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<(SocketAddr, JoinHandle<()>)> {
+    let tokens: Arc<dyn identity::TokenValidator> = match config.tokens {
+        IdentityTokens::Bootstrap(tokens) => tokens,
+        IdentityTokens::TokenReview => {
+            let client = kube::Client::try_default().await.context(
+                "cannot create a Kubernetes client for TokenReview (KUBECONFIG or in-cluster)",
+            )?;
+            Arc::new(identity::TokenReview::new(client))
+        }
+    };
+    let listener = TcpListener::bind(config.addr)
+        .await
+        .with_context(|| format!("cannot bind the identity server on {}", config.addr))?;
+    let addr = listener.local_addr()?;
+    let tls = identity::tls::self_issued_server(config.ca.clone(), &config.server_name)
+        .map_err(|e| anyhow::anyhow!("identity service: {e}"))?;
+    tracing::info!(identity = %addr, trust_domain = config.ca.trust_domain(), server_name = %config.server_name, "listening (TLS)");
+    let service = identity::IdentityService::new(config.ca, tokens, metrics);
+    let task = tokio::spawn(async move {
+        if let Err(error) = identity::service::serve(listener, service, tls, shutdown).await {
+            tracing::error!(%error, "identity server failed");
+        }
+    });
+    Ok((addr, task))
+}
+
+/// Loads the webhook's certificate, binds its server and starts it.
+async fn start_webhook(
+    config: webhook::WebhookConfig,
+    cluster_domain: &str,
+    reviews: Arc<webhook::Reviews>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<(SocketAddr, JoinHandle<()>)> {
+    let provider = webhook::tls::provider();
+    let cert = webhook::tls::ReloadingCert::new(config.cert, config.key, Arc::clone(&provider))?;
+    let tls = webhook::tls::server_config(provider, Arc::new(cert))
+        .context("cannot configure the webhook's TLS")?;
+    let listener = TcpListener::bind(config.addr)
+        .await
+        .with_context(|| format!("cannot bind the webhook server on {}", config.addr))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(webhook = %addr, path = webhook::PATH, "listening");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    let service = webhook::Webhook::new(cluster_domain, reviews);
+    let task = tokio::spawn(webhook::serve(listener, acceptor, service, shutdown));
+    Ok((addr, task))
+}
+
+/// A started controller.
+pub struct Running {
+    pub destination_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub api_addr: SocketAddr,
+    /// The identity server's address, when it runs.
+    pub identity_addr: Option<SocketAddr>,
+    /// The admission webhook's address, when it runs.
+    pub webhook_addr: Option<SocketAddr>,
+    /// The webhook's review counts (zero while it is off).
+    pub webhook_reviews: Arc<webhook::Reviews>,
+    pub index: Index,
+    pub metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+    server: JoinHandle<Result<(), tonic::transport::Error>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Asks everything to stop: streams end, listeners close, the backend stops.
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Waits for the destination server to end (after [`shutdown`](Self::shutdown),
+    /// or on a server error), then stops the rest.
+    pub async fn wait(self) -> anyhow::Result<()> {
+        let result = match self.server.await {
+            Ok(result) => result.context("destination server failed"),
+            Err(join) => Err(anyhow::Error::new(join).context("destination server panicked")),
+        };
+        self.shutdown.cancel();
+        for task in self.tasks {
+            if tokio::time::timeout(SHUTDOWN_GRACE, task).await.is_err() {
+                tracing::warn!("a task did not stop within the grace period");
+            }
+        }
+        result
+    }
+}
+
+/// Runs the controller until SIGTERM or SIGINT.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let running = config.build().await?;
+    let shutdown = running.shutdown.clone();
+    tokio::spawn(async move {
+        signal().await;
+        tracing::info!("shutting down");
+        shutdown.cancel();
+    });
+    let stopping = running.shutdown.clone();
+    // Streams end at once on shutdown; a connection that still lingers past the grace
+    // period does not hold the process.
+    tokio::select! {
+        result = running.wait() => result,
+        () = async {
+            stopping.cancelled().await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => {
+            tracing::warn!("connections still open after the grace period; exiting");
+            Ok(())
+        }
+    }
+}
+
+async fn signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM; only SIGINT stops the controller");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Runs the Kubernetes backend, restarting it with jittered exponential backoff when
+/// it fails. Its watches restart themselves; this loop only catches what they give up
+/// on (a client that cannot be built, an API server that went away for good).
+async fn run_kubernetes(index: Index, control_plane_ns: String, shutdown: CancellationToken) {
+    use rand::Rng as _;
+    index.expect(&index::Resource::ALL);
+    let mut backoff = K8S_BACKOFF_MIN;
+    loop {
+        let started = tokio::time::Instant::now();
+        let attempt = async {
+            let client = kube::Client::try_default()
+                .await
+                .context("cannot create a Kubernetes client (KUBECONFIG or in-cluster)")?;
+            k8s::run(client, index.clone(), control_plane_ns.clone()).await
+        };
+        let result = tokio::select! {
+            result = attempt => result,
+            () = shutdown.cancelled() => return,
+        };
+        match result {
+            Ok(()) => tracing::warn!("kubernetes backend stopped; restarting"),
+            Err(error) => tracing::error!(
+                error = format!("{error:#}"),
+                "kubernetes backend failed; restarting"
+            ),
+        }
+        // A backend that ran for a while earned a fresh, short backoff.
+        if started.elapsed() > K8S_BACKOFF_MAX {
+            backoff = K8S_BACKOFF_MIN;
+        }
+        let jitter = rand::thread_rng().gen_range(0.5..1.0);
+        let delay = backoff.mul_f64(jitter);
+        backoff = (backoff * 2).min(K8S_BACKOFF_MAX);
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// Installs the tracing subscriber (stderr, the `--log` filter), which never blocks
+/// and never fails, whatever stderr is; keep the guard until the end of `main`.
+pub fn init_tracing(config: &Config) -> mesh_rt::log::LogGuard {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    mesh_rt::log::init(filter)
+}
