@@ -87,7 +87,7 @@ mod tests {
         };
         assert_eq!(get(&admin, "/ready").0, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(get(&admin, "/live").0, StatusCode::OK);
-        admin.index.expect(&Resource::ALL);
+        admin.index.ready_once_synced(&Resource::ALL);
         for r in Resource::ALL {
             admin.index.synced(r);
         }

@@ -44,7 +44,7 @@ pub enum LoadError {
 /// A missing or invalid file is logged (once per distinct problem) and leaves the
 /// index as it was: not ready before the first good read, the last good state after.
 pub async fn run(path: PathBuf, index: Index, metrics: Arc<Metrics>, shutdown: CancellationToken) {
-    index.expect(&Resource::ALL);
+    index.ready_once_synced(&Resource::ALL);
     let mut watcher = Watcher::new(path);
     let mut last_problem: Option<String> = None;
     loop {

@@ -285,7 +285,7 @@ async fn signal() {
 /// on (a client that cannot be built, an API server that went away for good).
 async fn run_kubernetes(index: Index, control_plane_ns: String, shutdown: CancellationToken) {
     use rand::Rng as _;
-    index.expect(&index::Resource::ALL);
+    index.ready_once_synced(&index::Resource::ALL);
     let mut backoff = K8S_BACKOFF_MIN;
     loop {
         let started = tokio::time::Instant::now();

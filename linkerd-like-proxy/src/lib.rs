@@ -35,7 +35,7 @@ pub mod tls;
 use crate::{
     config::Config,
     detect::Protocol,
-    discover::{Discovery, Dst},
+    discover::{Destination, Discovery},
     http::{ConnCtx, Pool},
     identity::Identity,
     io::{MeteredIo, PrefixedIo},
@@ -128,7 +128,7 @@ impl Proxy {
 
     /// Discovery's destination for an outbound `ip:port` (see [`Discovery::for_addr`]),
     /// unless discovery is off.
-    pub(crate) fn discover_addr(&self, addr: SocketAddr) -> Option<Arc<Dst>> {
+    pub(crate) fn discover_addr(&self, addr: SocketAddr) -> Option<Arc<Destination>> {
         self.discovery.as_ref()?.for_addr(addr)
     }
 }
@@ -447,7 +447,7 @@ async fn serve_conn(
             direction,
             orig_dst,
             client,
-            dst,
+            destination: dst,
             client_id: None,
         };
         http::serve(&proxy.http, conn, io, protocol).await;
@@ -511,7 +511,7 @@ async fn serve_mesh(
             direction: Direction::Inbound,
             orig_dst,
             client,
-            dst: None,
+            destination: None,
             client_id: Some(accepted.client),
         };
         http::serve(&proxy.http, conn, io, protocol).await;

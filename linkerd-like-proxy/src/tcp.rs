@@ -7,7 +7,7 @@
 
 use crate::{
     balance::Load,
-    discover::{Balanced, Dst, Resolved},
+    discover::{Balanced, Destination, Resolved},
     errors::{self, BoxError},
     http::Connector,
     io::UpstreamIo,
@@ -27,7 +27,7 @@ pub(crate) async fn forward<I>(
     direction: Direction,
     downstream: &mut I,
     target: SocketAddr,
-    dst: Option<&Dst>,
+    dst: Option<&Destination>,
 ) -> bool
 where
     I: AsyncRead + AsyncWrite + Unpin,
@@ -68,7 +68,7 @@ pub(crate) async fn connect_balanced(
     connector: &Connector,
     endpoint: Balanced,
 ) -> Result<(UpstreamIo, Load), BoxError> {
-    let peer = |load: &Load| connector.mesh(load.identity()).cloned();
+    let peer = |load: &Load| connector.peer_identity(load.identity()).cloned();
     endpoint
         .connect(
             |load| peer(load).is_some(),
@@ -91,7 +91,7 @@ pub(crate) async fn connect_balanced(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{discover::Shared, metrics::Direction};
+    use crate::{discover::Endpoints, metrics::Direction};
     use std::time::Duration;
 
     #[tokio::test]
@@ -106,7 +106,7 @@ mod tests {
             .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
             .unwrap();
         let dead = reserved.local_addr().unwrap().as_socket().unwrap();
-        let dst = Shared::for_test("db.test.svc.cluster.local:5432", &[dead, live_addr]);
+        let dst = Endpoints::for_test("db.test.svc.cluster.local:5432", &[dead, live_addr]);
         let connector = proxy.pool(Direction::Outbound).connector();
 
         // The pick lands on the dead endpoint; the connection still gets through.
@@ -139,7 +139,7 @@ mod tests {
         assert_eq!(live_ep.pending(), 0);
 
         // With nowhere else to go, the failure stands.
-        let only = Shared::for_test("db.test.svc.cluster.local:5432", &[dead]);
+        let only = Endpoints::for_test("db.test.svc.cluster.local:5432", &[dead]);
         let Resolved::Endpoint(b) = only.pick(None) else {
             panic!()
         };

@@ -106,11 +106,13 @@ fn parse_status(text: &str) -> Option<Status> {
             .map(str::split_whitespace)
     };
     let kib = |key: &str| -> Option<u64> { Some(field(key)?.next()?.parse::<u64>().ok()? * 1024) };
+    // Kernel threads and zombies have no memory lines: zero, not an error, so that
+    // whoever walks every process (the benchmark's quiet-machine check) can read them.
     Some(Status {
-        rss_bytes: kib("VmRSS")?,
+        rss_bytes: kib("VmRSS").unwrap_or(0),
         rss_peak_bytes: kib("VmHWM").unwrap_or(0),
         rss_anon_bytes: kib("RssAnon").unwrap_or(0),
-        virtual_bytes: kib("VmSize")?,
+        virtual_bytes: kib("VmSize").unwrap_or(0),
         euid: field("Uid")?.nth(1)?.parse().ok()?,
     })
 }
@@ -302,6 +304,9 @@ mod tests {
         assert_eq!(s.rss_anon_bytes, 100 * 1024);
         assert_eq!(s.virtual_bytes, 5000 * 1024);
         assert_eq!(s.euid, 2102);
+        // A kernel thread: no memory at all, still a status.
+        let k = parse_status("Name:\tkthreadd\nUid:\t0\t0\t0\t0\n").unwrap();
+        assert_eq!((k.rss_bytes, k.virtual_bytes, k.euid), (0, 0, 0));
     }
 
     #[test]

@@ -558,7 +558,7 @@ pub fn apply(index: &Index, discovery: Discovery) {
         ResetObjects::Services(discovery.services),
         ResetObjects::ServiceProfiles(discovery.profiles, Vec::new()),
     ]);
-    index.expect(&Resource::ALL);
+    index.ready_once_synced(&Resource::ALL);
     for resource in Resource::ALL {
         index.synced(resource);
     }

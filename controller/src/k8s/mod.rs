@@ -53,7 +53,7 @@ pub async fn run(
     index: Index,
     control_plane_ns: String,
 ) -> anyhow::Result<()> {
-    index.expect(&Resource::ALL);
+    index.ready_once_synced(&Resource::ALL);
     let services = watch(
         Api::<core::Service>::all(client.clone()),
         &index,

@@ -5,7 +5,7 @@
 //! What it keeps, and why:
 //! - **One stream per destination**, shared by every connection and request to it: a
 //!   destination is an `ip:port` (transparent mode: the original destination) or a
-//!   request's `host:port` (explicit mode), and the cache maps it to a `Dst`.
+//!   request's `host:port` (explicit mode), and the cache maps it to a `Destination`.
 //! - **Traffic does not wait on the controller**, except the first use of a
 //!   destination, for at most `MESH_PROXY_DISCOVERY_TIMEOUT`; after that it goes where
 //!   the client sent it until an answer comes, and never waits again.
@@ -16,11 +16,11 @@
 //!   `MESH_PROXY_DISCOVERY_IDLE_TIMEOUT` is dropped by the sweeper, which closes its
 //!   stream and forgets its load estimates.
 //!
-//! Lifecycle: the [`Discovery`] cache owns an `Arc<Dst>` per destination; a transparent
-//! connection holds another for its lifetime (so its requests need no lookup). A `Dst`
-//! owns its resolution task: dropping the last `Arc<Dst>` aborts the task, which drops
+//! Lifecycle: the [`Discovery`] cache owns an `Arc<Destination>` per destination; a transparent
+//! connection holds another for its lifetime (so its requests need no lookup). A `Destination`
+//! owns its resolution task: dropping the last `Arc<Destination>` aborts the task, which drops
 //! the `Get` stream (the controller sees the stream reset). The task and the requests
-//! in flight share the destination's state (`Shared`), so a request picked before a
+//! in flight share the destination's state (`Endpoints`), so a request picked before a
 //! destination was dropped still completes.
 
 mod resolve;
@@ -68,8 +68,8 @@ pub struct Discovery {
 
 #[derive(Default)]
 struct Cache {
-    addrs: HashMap<SocketAddr, Arc<Dst>>,
-    names: HashMap<Box<str>, Arc<Dst>>,
+    addrs: HashMap<SocketAddr, Arc<Destination>>,
+    names: HashMap<Box<str>, Arc<Destination>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -139,7 +139,7 @@ impl Discovery {
     /// The destination for an outbound `ip:port`, unless the address is this host's:
     /// loopback, unspecified, multicast, or one of the proxy's own listeners (the
     /// controller knows nothing useful about those).
-    pub(crate) fn for_addr(&self, addr: SocketAddr) -> Option<Arc<Dst>> {
+    pub(crate) fn for_addr(&self, addr: SocketAddr) -> Option<Arc<Destination>> {
         let ip = addr.ip().to_canonical();
         let local = ip.is_loopback() || ip.is_unspecified() || ip.is_multicast();
         if local || crate::io::is_listener(&self.listeners, addr) {
@@ -149,7 +149,7 @@ impl Discovery {
     }
 
     /// The destination for an `ip:port`, resolving it from now on if it is new.
-    pub(crate) fn by_addr(&self, addr: SocketAddr) -> Arc<Dst> {
+    pub(crate) fn by_addr(&self, addr: SocketAddr) -> Arc<Destination> {
         lock(&self.cache)
             .addrs
             .entry(addr)
@@ -159,7 +159,7 @@ impl Discovery {
 
     /// The destination for a `host:port` name (lowercase, with its port), resolving it
     /// from now on if it is new.
-    pub(crate) fn by_name(&self, name: &str) -> Arc<Dst> {
+    pub(crate) fn by_name(&self, name: &str) -> Arc<Destination> {
         let mut cache = lock(&self.cache);
         if let Some(d) = cache.names.get(name) {
             return d.clone();
@@ -169,8 +169,8 @@ impl Discovery {
         d
     }
 
-    fn spawn(&self, path: String) -> Arc<Dst> {
-        let shared = Arc::new(Shared {
+    fn spawn(&self, path: String) -> Arc<Destination> {
+        let shared = Arc::new(Endpoints {
             path: path.into(),
             state: watch::Sender::new(State::Pending),
             metrics: self.metrics.clone(),
@@ -182,7 +182,7 @@ impl Discovery {
         ))
         .abort_handle();
         self.metrics.discovery().destinations(1);
-        Arc::new(Dst {
+        Arc::new(Destination {
             shared,
             client: self.client.clone(),
             context: self.context.clone(),
@@ -204,7 +204,7 @@ impl Discovery {
     /// timeout: their streams close and their state goes.
     pub(crate) fn sweep(&self) {
         let now = self.epoch.fetch_add(1, Relaxed) + 1;
-        let keep = |d: &Arc<Dst>| {
+        let keep = |d: &Arc<Destination>| {
             Arc::strong_count(d) > 1 || now.saturating_sub(d.last_used.load(Relaxed)) < IDLE_SWEEPS
         };
         let mut cache = lock(&self.cache);
@@ -230,11 +230,11 @@ impl Discovery {
     }
 }
 
-// === impl Dst ===
+// === impl Destination ===
 
 /// One destination being resolved. Dropping the last handle stops the resolution.
-pub(crate) struct Dst {
-    shared: Arc<Shared>,
+pub(crate) struct Destination {
+    shared: Arc<Endpoints>,
     client: DestinationClient<Channel>,
     context: Arc<str>,
     timeout: Duration,
@@ -263,10 +263,10 @@ pub(crate) enum Resolved {
 #[derive(Clone)]
 pub(crate) struct Balanced {
     pub(crate) load: Load,
-    pub(crate) dst: Arc<Shared>,
+    pub(crate) dst: Arc<Endpoints>,
 }
 
-impl Dst {
+impl Destination {
     /// Chooses where one request or connection goes. Waits only while the first
     /// answer is pending, and never past the discovery timeout from the first use.
     pub(crate) async fn resolve(&self) -> Resolved {
@@ -275,9 +275,9 @@ impl Dst {
     }
 
     /// The destination to balance over, once discovery has answered (waiting as
-    /// [`Dst::resolve`] does), when it knows the destination (with endpoints or
+    /// [`Destination::resolve`] does), when it knows the destination (with endpoints or
     /// without); `None` sends the request where the client sent it.
-    pub(crate) async fn known(&self) -> Option<Arc<Shared>> {
+    pub(crate) async fn known(&self) -> Option<Arc<Endpoints>> {
         self.answered().await;
         let known = matches!(*self.shared.state.borrow(), State::Known(_));
         known.then(|| self.shared.clone())
@@ -302,7 +302,7 @@ struct ProfileWatch {
     task: AbortHandle,
 }
 
-impl Dst {
+impl Destination {
     /// The destination's profile: opens its stream at the first call, and waits for
     /// the first answer no longer than the discovery timeout from then.
     pub(crate) async fn profile(&self) -> Option<Arc<DstProfile>> {
@@ -338,9 +338,9 @@ impl Dst {
     }
 }
 
-impl std::fmt::Debug for Dst {
+impl std::fmt::Debug for Destination {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Dst")
+        f.debug_struct("Destination")
             .field("path", &self.shared.path)
             .finish()
     }
@@ -386,9 +386,11 @@ impl Balanced {
     }
 }
 
-impl std::fmt::Debug for Shared {
+impl std::fmt::Debug for Endpoints {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared").field("path", &self.path).finish()
+        f.debug_struct("Endpoints")
+            .field("path", &self.path)
+            .finish()
     }
 }
 
@@ -401,7 +403,7 @@ impl std::fmt::Debug for Balanced {
     }
 }
 
-impl Drop for Dst {
+impl Drop for Destination {
     fn drop(&mut self) {
         self.task.abort();
         if let Some(p) = self.profile.get() {
@@ -411,11 +413,11 @@ impl Drop for Dst {
     }
 }
 
-// === impl Shared ===
+// === impl Endpoints ===
 
 /// A destination's current state, shared by its resolution task (the only writer)
 /// and the requests using it.
-pub(crate) struct Shared {
+pub(crate) struct Endpoints {
     path: Arc<str>,
     /// Readers hold the lock only to pick; the writer builds a new endpoint list
     /// outside it and swaps it in.
@@ -439,7 +441,7 @@ impl State {
     }
 }
 
-impl Shared {
+impl Endpoints {
     fn is_pending(&self) -> bool {
         matches!(*self.state.borrow(), State::Pending)
     }
@@ -585,7 +587,7 @@ fn only_this_hosts_own_addresses_are_local() {
 }
 
 #[cfg(test)]
-impl Shared {
+impl Endpoints {
     /// A destination known to have these endpoints, with no stream behind it.
     pub(crate) fn for_test(path: &str, endpoints: &[SocketAddr]) -> Arc<Self> {
         let found = endpoints
@@ -609,7 +611,7 @@ impl Shared {
     }
 }
 
-impl Drop for Shared {
+impl Drop for Endpoints {
     fn drop(&mut self) {
         let len = self.state.borrow().len() as i64;
         self.metrics.discovery().endpoints(-len);

@@ -1,9 +1,9 @@
 //! One destination's resolution task: a `Get` stream to the destination service,
 //! applied to the destination's state as it arrives, re-opened with backoff when it
-//! fails. It runs until its `Dst` is dropped (which aborts it), or until
+//! fails. It runs until its `Destination` is dropped (which aborts it), or until
 //! the destination service refuses the destination.
 
-use super::Shared;
+use super::Endpoints;
 use crate::profile::Profile;
 use mesh_api::destination::{destination_client::DestinationClient, GetDestination};
 use rand::Rng;
@@ -17,7 +17,7 @@ const BACKOFF_BASE: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 
 pub(super) async fn run(
-    shared: Arc<Shared>,
+    shared: Arc<Endpoints>,
     mut client: DestinationClient<Channel>,
     context: Arc<str>,
 ) {

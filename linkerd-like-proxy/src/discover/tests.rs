@@ -42,15 +42,15 @@ fn no_endpoints(exists: bool) -> api::Update {
     }
 }
 
-fn shared(metrics: &Metrics) -> Arc<Shared> {
-    Arc::new(Shared {
+fn shared(metrics: &Metrics) -> Arc<Endpoints> {
+    Arc::new(Endpoints {
         path: "web.test.svc.cluster.local:80".into(),
         state: watch::Sender::new(State::Pending),
         metrics: metrics.clone(),
     })
 }
 
-fn endpoints(s: &Shared) -> Vec<SocketAddr> {
+fn endpoints(s: &Endpoints) -> Vec<SocketAddr> {
     match s.resolution() {
         Resolution::Endpoints(mut e) => {
             e.sort();
@@ -188,9 +188,9 @@ async fn bad_messages_are_skipped() {
     assert_eq!(endpoints(&s), [addr(1)]);
 }
 
-fn dst(s: Arc<Shared>, wait: Duration) -> Dst {
+fn dst(s: Arc<Endpoints>, wait: Duration) -> Destination {
     let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1:1").connect_lazy();
-    Dst {
+    Destination {
         shared: s,
         client: DestinationClient::new(channel),
         context: "".into(),

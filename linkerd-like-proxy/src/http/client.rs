@@ -80,7 +80,7 @@ impl Service<Request<ReqBody>> for Forward {
                 None => {
                     // Inbound, the peer is the client: connections to the application
                     // are never mesh TLS.
-                    let peer = pool.connector.mesh(target.peer.as_ref());
+                    let peer = pool.connector.peer_identity(target.peer.as_ref());
                     let plan = Plan::of(&req, target.explicit, peer.is_some());
                     let labels = target.labels.as_ref();
                     pool.lease(target.addr, labels, peer, plan).await?
@@ -228,7 +228,7 @@ pub(crate) struct Connector {
 impl Connector {
     /// The identity to open mesh TLS to, for an endpoint whose proxy has `identity`:
     /// none when this proxy has no identity of its own (it cannot authenticate).
-    pub(crate) fn mesh<'a>(&self, identity: Option<&'a Arc<str>>) -> Option<&'a Arc<str>> {
+    pub(crate) fn peer_identity<'a>(&self, identity: Option<&'a Arc<str>>) -> Option<&'a Arc<str>> {
         identity.filter(|_| self.tls.is_some())
     }
 
@@ -239,7 +239,7 @@ impl Connector {
     pub(crate) async fn connect(
         &self,
         addr: SocketAddr,
-        dst: Option<&Arc<str>>,
+        labels: Option<&Arc<str>>,
         peer: Option<(&Arc<str>, Alpn)>,
     ) -> Result<UpstreamIo, BoxError> {
         if crate::io::is_listener(&self.listeners, addr) {
@@ -260,10 +260,10 @@ impl Connector {
         let mesh = peer.and_then(|(id, alpn)| Some((self.tls.as_ref()?, id, alpn)));
         let m = self.metrics.tcp_open(
             self.direction,
-            Peer::Dst,
+            Peer::Destination,
             addr,
             mesh.map(|(_, id, _)| id),
-            dst,
+            labels,
         );
         let io = MeteredIo::new(stream, m);
         let Some((tls, id, alpn)) = mesh else {
@@ -520,7 +520,11 @@ impl Pool {
                                     Some(c) => (c, true),
                                     None => {
                                         waited = true;
-                                        (self.connect_h1(&endpoint, labels.as_ref()).await?, false)
+                                        // Rare (the pooled connection closed as it was
+                                        // taken): boxed, so that the connect code is not
+                                        // inlined here a second time.
+                                        let connect = self.connect_h1(&endpoint, labels.as_ref());
+                                        (Box::pin(connect).await?, false)
                                     }
                                 };
                             }

@@ -4,7 +4,7 @@
 //!
 //! The stack, outermost first (see `serve`), in the order Linkerd uses (logical →
 //! concrete → endpoint); each layer sits where it does for one reason:
-//! - `Route`: which destination (the original one, or the authority named), its
+//! - `Router`: which destination (the original one, or the authority named), its
 //!   discovery lookup and profile; first, because every layer below reads its target.
 //! - `Logical`: the profile's route, its timeout and retries; above the balancer, so
 //!   that a retry is just another call below, with a new pick.
@@ -96,7 +96,7 @@ use self::client::LeaseSlot;
 use crate::{
     config::Config,
     detect::Protocol,
-    discover::{Discovery, Dst, Shared},
+    discover::{Destination, Discovery, Endpoints},
     metrics::{Direction, Metrics, RequestError},
     tls::MeshTls,
 };
@@ -117,7 +117,7 @@ use tower::{Service, ServiceBuilder};
 pub(crate) struct Http {
     /// The upstream pools, inbound and outbound.
     pools: [Arc<Pool>; 2],
-    router: Arc<route::Router>,
+    routing: Arc<route::Routing>,
     metrics: Metrics,
     limits: HeadLimits,
     header_read_timeout: Duration,
@@ -150,10 +150,10 @@ impl Http {
             };
             Arc::new(Pool::new(connector))
         };
-        let router = route::Router::new(config, metrics.clone(), discovery, tls.is_some());
+        let routing = route::Routing::new(config, metrics.clone(), discovery, tls.is_some());
         Self {
             pools: [pool(Direction::Inbound), pool(Direction::Outbound)],
-            router: Arc::new(router),
+            routing: Arc::new(routing),
             metrics,
             limits,
             header_read_timeout: config.http1_header_read_timeout,
@@ -209,12 +209,12 @@ pub(crate) struct ConnCtx {
     pub(crate) client: SocketAddr,
     /// Discovery's destination for `orig_dst` (outbound, discovery on), looked up once
     /// for all of the connection's requests.
-    pub(crate) dst: Option<Arc<Dst>>,
+    pub(crate) destination: Option<Arc<Destination>>,
     /// The client proxy's identity, when the connection is mesh TLS (inbound).
     pub(crate) client_id: Option<Arc<str>>,
 }
 
-/// Where one request goes: decided by `Route` (the destination), then by `Balance`
+/// Where one request goes: decided by `Router` (the destination), then by `Balance`
 /// (the endpoint), and read by the layers below them.
 #[derive(Clone, Debug)]
 pub(crate) struct Target {
@@ -235,7 +235,7 @@ pub(crate) struct Target {
     /// The route the request matched, whose response classes decide success.
     pub(crate) route: Option<Arc<crate::profile::Route>>,
     /// The destination discovery knows, whose endpoints `Balance` picks from.
-    pub(crate) balance: Option<Arc<Shared>>,
+    pub(crate) endpoints: Option<Arc<Endpoints>>,
     /// An endpoint a retry should not go back to: the one that failed it.
     pub(crate) avoid: Option<SocketAddr>,
     /// The chosen endpoint's `dst_*` metric labels.
@@ -259,7 +259,7 @@ impl Target {
             downgraded: false,
             profile: None,
             route: None,
-            balance: None,
+            endpoints: None,
             avoid: None,
             labels: None,
             peer: None,
@@ -277,7 +277,7 @@ where
     let conn = Arc::new(conn);
     let pool = http.pool(conn.direction);
     let svc = ServiceBuilder::new()
-        .layer_fn(|s| route::Route::new(s, http.router.clone(), conn.clone()))
+        .layer_fn(|s| route::Router::new(s, http.routing.clone(), conn.clone()))
         .layer_fn(|s| logical::Logical::new(s, http.metrics.clone()))
         .layer_fn(|s| balance::Balance::new(s, pool.clone()))
         .layer_fn(|s| metrics::HttpMetrics::new(s, http.metrics.clone(), conn.direction))

@@ -16,7 +16,7 @@ use super::ReqBody;
 use super::{BoxFuture, ConnCtx, MeteredBody, Stack, Target};
 use crate::{
     config::Config,
-    discover::{Discovery, Shared},
+    discover::{Discovery, Endpoints},
     errors,
     metrics::{Direction, Metrics, RequestError},
 };
@@ -31,7 +31,7 @@ use std::{
 use tower::{Service, ServiceExt};
 
 /// What routing needs of the proxy: made once, shared by every connection.
-pub(crate) struct Router {
+pub(crate) struct Routing {
     metrics: Metrics,
     /// Outbound discovery, when it is on.
     discovery: Option<Arc<Discovery>>,
@@ -43,7 +43,7 @@ pub(crate) struct Router {
     meshed: bool,
 }
 
-impl Router {
+impl Routing {
     pub(crate) fn new(
         config: &Config,
         metrics: Metrics,
@@ -60,29 +60,29 @@ impl Router {
     }
 
     /// Discovery's destination for a name, when discovery is on.
-    fn discover_name(&self, name: &str) -> Option<Arc<crate::discover::Dst>> {
+    fn discover_name(&self, name: &str) -> Option<Arc<crate::discover::Destination>> {
         Some(self.discovery.as_ref()?.by_name(name))
     }
 }
 
 #[derive(Clone)]
-pub(crate) struct Route<S> {
+pub(crate) struct Router<S> {
     inner: S,
-    router: Arc<Router>,
+    routing: Arc<Routing>,
     conn: Arc<ConnCtx>,
 }
 
-impl<S> Route<S> {
-    pub(crate) fn new(inner: S, router: Arc<Router>, conn: Arc<ConnCtx>) -> Self {
+impl<S> Router<S> {
+    pub(crate) fn new(inner: S, routing: Arc<Routing>, conn: Arc<ConnCtx>) -> Self {
         Self {
             inner,
-            router,
+            routing,
             conn,
         }
     }
 }
 
-impl<S: Stack> Service<Request<ReqBody>> for Route<S> {
+impl<S: Stack> Service<Request<ReqBody>> for Router<S> {
     type Response = Response<MeteredBody>;
     type Error = Infallible;
     type Future = BoxFuture<Result<Response<MeteredBody>, Infallible>>;
@@ -93,14 +93,14 @@ impl<S: Stack> Service<Request<ReqBody>> for Route<S> {
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let inner = self.inner.clone();
-        let router = self.router.clone();
+        let routing = self.routing.clone();
         let conn = self.conn.clone();
         Box::pin(async move {
-            let downgraded = match mesh_headers(&router, &conn, &mut req) {
+            let downgraded = match mesh_headers(&routing, &conn, &mut req) {
                 Ok(d) => d,
                 Err(msg) => return Ok(errors::forbidden(msg).map(MeteredBody::unmetered)),
             };
-            match target(&router, &conn, &req).await {
+            match target(&routing, &conn, &req).await {
                 Ok(mut t) => {
                     t.downgraded = downgraded;
                     req.extensions_mut().insert(t);
@@ -119,7 +119,7 @@ impl<S: Stack> Service<Request<ReqBody>> for Route<S> {
 /// carrying them is posing as a proxy: it is refused (the caller answers 403 with the
 /// returned reason) and counted.
 fn mesh_headers(
-    router: &Router,
+    routing: &Routing,
     conn: &ConnCtx,
     req: &mut Request<ReqBody>,
 ) -> Result<bool, &'static str> {
@@ -148,13 +148,13 @@ fn mesh_headers(
             if !claims {
                 return Ok(false);
             }
-            if !router.meshed {
+            if !routing.meshed {
                 // No mesh identity here to pose as; the claim is just dropped.
                 headers.remove(super::ORIG_PROTO);
                 headers.remove(super::CLIENT_ID);
                 return Ok(false);
             }
-            router
+            routing
                 .metrics
                 .tls_refused(Direction::Inbound, crate::tls::Refused::PlaintextClaim);
             tracing::info!(client = %conn.client, "refusing a plaintext request that claims a mesh identity");
@@ -230,7 +230,7 @@ fn explicit_port(authority: &str) -> Option<Option<u16>> {
 }
 
 async fn target(
-    router: &Router,
+    routing: &Routing,
     conn: &ConnCtx,
     req: &Request<ReqBody>,
 ) -> Result<Target, http::Response<super::ProxyBody>> {
@@ -239,7 +239,7 @@ async fn target(
     // used for routing or as a label.
     let host_port = match named.map(|a| host_port(a, req.uri())) {
         Some(None) => {
-            router
+            routing
                 .metrics
                 .request_error(conn.direction, RequestError::InvalidAuthority);
             return Err(errors::bad_request(
@@ -250,25 +250,25 @@ async fn target(
         None => None,
     };
     let mut profile = None;
-    let mut balance = None;
+    let mut endpoints = None;
     let mut failed = None;
     let mut label = None;
     // Where the request goes, the port the client meant (for the `authority` label),
     // and whether the client addressed the proxy itself.
     let (addr, port, explicit) = match (conn.orig_dst, conn.direction) {
         (Some(dst), _) => {
-            if let Some(d) = &conn.dst {
-                balance = known(router, d, &mut profile).await;
+            if let Some(d) = &conn.destination {
+                endpoints = known(routing, d, &mut profile).await;
             }
             (dst, dst.port(), false)
         }
-        (None, Direction::Inbound) => match router.inbound_forward_addr {
+        (None, Direction::Inbound) => match routing.inbound_forward_addr {
             Some(a) => (a, a.port(), false),
             None => return Err(errors::bad_request("no inbound target configured")),
         },
         (None, Direction::Outbound) => {
             let (Some(named), Some((host, port))) = (named, host_port) else {
-                router
+                routing
                     .metrics
                     .request_error(conn.direction, RequestError::NoAuthority);
                 return Err(errors::bad_request("request names no authority"));
@@ -278,19 +278,19 @@ async fn target(
             let authority = label.insert(with_port(named, port));
             let ip = host.parse::<IpAddr>().ok();
             let dst = match ip {
-                Some(ip) => router
+                Some(ip) => routing
                     .discovery
                     .as_ref()
                     .and_then(|d| d.for_addr(SocketAddr::new(ip, port))),
-                None => router.discover_name(&name_key(authority, &host, port)),
+                None => routing.discover_name(&name_key(authority, &host, port)),
             };
             if let Some(d) = dst {
-                balance = known(router, &d, &mut profile).await;
+                endpoints = known(routing, &d, &mut profile).await;
             }
             // The balancer picks the address of a destination discovery knows; until
             // then the series says there is none.
             let unresolved = SocketAddr::new(ip.unwrap_or(IpAddr::from([0, 0, 0, 0])), port);
-            let addr = match balance {
+            let addr = match endpoints {
                 Some(_) => unresolved,
                 None => match resolve(&host, port, named).await {
                     Ok(a) => a,
@@ -305,7 +305,7 @@ async fn target(
     };
     let labelled = match conn.direction {
         Direction::Outbound => true,
-        Direction::Inbound => router.inbound_authority_labels,
+        Direction::Inbound => routing.inbound_authority_labels,
     };
     let authority = label.or_else(|| {
         labelled
@@ -316,7 +316,7 @@ async fn target(
     target.authority = authority;
     target.explicit = explicit;
     target.profile = profile;
-    target.balance = balance;
+    target.endpoints = endpoints;
     target.failed = failed;
     // Inbound, the peer is the client proxy; outbound, the balancer learns it from the
     // endpoint it picks.
@@ -332,10 +332,10 @@ async fn target(
 /// endpoints are; kept only if it has routes or a split), then, when the profile
 /// splits traffic (`dstOverrides`), one of its authorities picked by weight.
 async fn known(
-    router: &Router,
-    d: &Arc<crate::discover::Dst>,
+    routing: &Routing,
+    d: &Arc<crate::discover::Destination>,
     profile: &mut Option<Arc<crate::discover::DstProfile>>,
-) -> Option<Arc<Shared>> {
+) -> Option<Arc<Endpoints>> {
     // A profile with neither routes nor a split changes nothing a request does (as
     // Linkerd decides): the logical layer is skipped, and costs nothing.
     let p = d
@@ -348,7 +348,7 @@ async fn known(
         .map(|s| s.pick(&mut rand::thread_rng()).clone());
     *profile = p;
     match split {
-        Some(authority) if *authority != **d.path() => match router.discover_name(&authority) {
+        Some(authority) if *authority != **d.path() => match routing.discover_name(&authority) {
             // A split target discovery does not know yet goes where the request
             // would have gone without the split.
             Some(other) => match other.known().await {

@@ -54,14 +54,14 @@ pub enum Peer {
     /// Accepted by the proxy.
     Src,
     /// Opened by the proxy.
-    Dst,
+    Destination,
 }
 
 impl Peer {
     fn as_str(self) -> &'static str {
         match self {
             Self::Src => "src",
-            Self::Dst => "dst",
+            Self::Destination => "dst",
         }
     }
 }

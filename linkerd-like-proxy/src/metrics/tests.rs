@@ -217,7 +217,13 @@ fn dst_labels_split_series() {
         )
     ));
     a.request();
-    let _c = m.tcp_open(Direction::Outbound, Peer::Dst, addr(), None, Some(&web1));
+    let _c = m.tcp_open(
+        Direction::Outbound,
+        Peer::Destination,
+        addr(),
+        None,
+        Some(&web1),
+    );
     let text = m.encode();
     assert!(
         text.contains(r#"request_total{direction="outbound",authority="web:80",target_addr="198.18.0.2:8080",tls="false",dst_pod="web-0"} 1"#),

@@ -362,7 +362,7 @@ impl Index {
 
     /// Declares which kinds of object the backend feeds: the index is ready once each
     /// of them is [`synced`](Self::synced).
-    pub fn expect(&self, resources: &[Resource]) {
+    pub fn ready_once_synced(&self, resources: &[Resource]) {
         let mut state = self.shared.lock();
         state.expected = Some(resources.iter().copied().collect());
         self.update_ready(&state);

@@ -845,7 +845,7 @@ fn readiness_needs_every_expected_resource() {
     assert!(!index.is_ready());
     index.synced(Resource::Services);
     assert!(!index.is_ready(), "nothing expected yet");
-    index.expect(&[Resource::Services, Resource::Pods]);
+    index.ready_once_synced(&[Resource::Services, Resource::Pods]);
     assert!(!index.is_ready());
     index.synced(Resource::Pods);
     assert!(index.is_ready());

@@ -1,6 +1,6 @@
 //! The balancer layer: which endpoint of the destination a request goes to.
 //!
-//! For a destination that discovery knows (`Target::balance`, set by `Route`), each
+//! For a destination that discovery knows (`Target::endpoints`, set by `Router`), each
 //! call picks an endpoint by power of two choices over peak-EWMA cost, and leases a
 //! connection to it before anything is sent: an endpoint that cannot be reached is
 //! penalized and one other endpoint tried ([`Balanced::connect`], the rule opaque TCP
@@ -69,7 +69,7 @@ impl<S: Stack> Service<Request<ReqBody>> for Balance<S> {
         let balance = req
             .extensions_mut()
             .get_mut::<Target>()
-            .and_then(|t| Some((t.balance.take()?, t.avoid, t.explicit)));
+            .and_then(|t| Some((t.endpoints.take()?, t.avoid, t.explicit)));
         let Some((dst, avoid, explicit)) = balance else {
             return Either::Left(inner.oneshot(req));
         };
@@ -83,7 +83,7 @@ impl<S: Stack> Service<Request<ReqBody>> for Balance<S> {
                 picked => picked,
             };
             let load = match picked {
-                // Discovery stopped knowing the destination since `Route` looked: the
+                // Discovery stopped knowing the destination since `Router` looked: the
                 // request goes where it would have without discovery.
                 Resolved::Fallback => None,
                 Resolved::NoEndpoints(dst) => {
@@ -115,7 +115,7 @@ async fn lease(
     req: &mut Request<ReqBody>,
 ) -> (Load, bool) {
     let connector = pool.connector();
-    let peer = |load: &Load| connector.mesh(load.identity()).cloned();
+    let peer = |load: &Load| connector.peer_identity(load.identity()).cloned();
     let result = first
         .connect(
             |load| peer(load).is_some(),

@@ -2,7 +2,7 @@
 //! fake inner service that records the target each request reached it with.
 
 use super::*;
-use crate::{discover::Shared, errors::Decided, http::Replay, metrics::Direction};
+use crate::{discover::Endpoints, errors::Decided, http::Replay, metrics::Direction};
 use std::{sync::Mutex, time::Duration};
 use tokio::net::TcpListener;
 
@@ -44,10 +44,10 @@ async fn fixture() -> Fixture {
     }
 }
 
-fn request(dst: &Arc<Shared>, avoid: Option<SocketAddr>) -> Request<ReqBody> {
+fn request(dst: &Arc<Endpoints>, avoid: Option<SocketAddr>) -> Request<ReqBody> {
     let mut req = Request::new(ReqBody::from(Replay::default()));
     let mut t = Target::new(SocketAddr::from(([0, 0, 0, 0], 80)));
-    t.balance = Some(dst.clone());
+    t.endpoints = Some(dst.clone());
     t.avoid = avoid;
     req.extensions_mut().insert(t);
     req
@@ -67,7 +67,7 @@ async fn a_refused_connection_goes_to_another_endpoint_before_anything_is_sent()
     let live = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let live_addr = live.local_addr().unwrap();
     let (dead, _held) = refusing();
-    let dst = Shared::for_test("web.test.svc.cluster.local:80", &[dead, live_addr]);
+    let dst = Endpoints::for_test("web.test.svc.cluster.local:80", &[dead, live_addr]);
     // The first pick avoids the live endpoint: it lands on the dead one.
     let rsp = f.svc.call(request(&dst, Some(live_addr))).await.unwrap();
     assert_eq!(rsp.extensions().get::<Picked>(), Some(&Picked(live_addr)));
@@ -86,7 +86,7 @@ async fn a_refused_connection_goes_to_another_endpoint_before_anything_is_sent()
 async fn with_nowhere_else_to_go_the_failure_goes_down_to_be_counted() {
     let mut f = fixture().await;
     let (dead, _held) = refusing();
-    let dst = Shared::for_test("web.test.svc.cluster.local:80", &[dead]);
+    let dst = Endpoints::for_test("web.test.svc.cluster.local:80", &[dead]);
     let rsp = f.svc.call(request(&dst, None)).await.unwrap();
     assert_eq!(rsp.extensions().get::<Picked>(), Some(&Picked(dead)));
     let seen = f.seen.lock().unwrap().pop().unwrap();
@@ -99,7 +99,7 @@ async fn with_nowhere_else_to_go_the_failure_goes_down_to_be_counted() {
     );
 
     // No endpoints at all: that failure goes down too.
-    let empty = Shared::for_test("none.test.svc.cluster.local:80", &[]);
+    let empty = Endpoints::for_test("none.test.svc.cluster.local:80", &[]);
     f.svc.call(request(&empty, None)).await.unwrap();
     let seen = f.seen.lock().unwrap().pop().unwrap();
     assert_eq!(
@@ -114,12 +114,12 @@ async fn a_retry_avoids_the_endpoint_that_failed_unless_it_is_the_only_one() {
     let a = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let b = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let (a, b) = (a.local_addr().unwrap(), b.local_addr().unwrap());
-    let dst = Shared::for_test("web.test.svc.cluster.local:80", &[a, b]);
+    let dst = Endpoints::for_test("web.test.svc.cluster.local:80", &[a, b]);
     for _ in 0..20 {
         let rsp = f.svc.call(request(&dst, Some(a))).await.unwrap();
         assert_eq!(rsp.extensions().get::<Picked>(), Some(&Picked(b)));
     }
-    let only = Shared::for_test("one.test.svc.cluster.local:80", &[a]);
+    let only = Endpoints::for_test("one.test.svc.cluster.local:80", &[a]);
     let rsp = f.svc.call(request(&only, Some(a))).await.unwrap();
     assert_eq!(rsp.extensions().get::<Picked>(), Some(&Picked(a)));
     assert!(f

@@ -1,4 +1,4 @@
-//! Shared pieces of the proxy's in-process tests: a proxy on loopback ports, a
+//! Endpoints pieces of the proxy's in-process tests: a proxy on loopback ports, a
 //! backend that speaks HTTP/1 and HTTP/2, a TCP echo server, and raw-socket helpers.
 #![allow(dead_code, unreachable_pub)]
 
