@@ -15,7 +15,7 @@ use http_body::{Body, Frame, SizeHint};
 use std::{
     convert::Infallible,
     pin::Pin,
-    sync::Arc,
+    sync::{Arc, Mutex, PoisonError},
     task::{Context, Poll},
 };
 use tokio::time::Instant;
@@ -26,6 +26,9 @@ pub(crate) struct HttpMetrics<S> {
     inner: S,
     metrics: Metrics,
     direction: Direction,
+    /// This connection's recent series: made once per connection (the stack is), so
+    /// its lock is the connection's own, never the registry's.
+    recent: Arc<Mutex<Recent>>,
 }
 
 impl<S> HttpMetrics<S> {
@@ -34,7 +37,64 @@ impl<S> HttpMetrics<S> {
             inner,
             metrics,
             direction,
+            recent: Arc::default(),
         }
+    }
+
+    /// The series of the request's target: from this connection's recent ones when it
+    /// has one (a connection mostly talks to a few targets), else from the registry,
+    /// whose lookup takes a global lock and hashes the target.
+    fn series(&self, t: &Target) -> Arc<HttpTarget> {
+        let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(hit) = recent.0.iter().find(|(key, _)| key.is(t)) {
+            self.metrics.touch(&hit.1);
+            return hit.1.clone();
+        }
+        let series = self.metrics.http(
+            self.direction,
+            t.addr,
+            t.peer.as_ref(),
+            t.authority.as_deref(),
+            t.labels.as_ref(),
+        );
+        if recent.0.len() == RECENT {
+            recent.0.remove(0);
+        }
+        recent.0.push((SeriesKey::of(t), series.clone()));
+        series
+    }
+}
+
+/// How many series a connection remembers.
+const RECENT: usize = 4;
+
+#[derive(Default)]
+struct Recent(Vec<(SeriesKey, Arc<HttpTarget>)>);
+
+/// What names an HTTP series: the target's address, peer identity, authority label and
+/// endpoint labels.
+struct SeriesKey {
+    addr: std::net::SocketAddr,
+    peer: Option<Arc<str>>,
+    authority: Option<Arc<str>>,
+    labels: Option<Arc<str>>,
+}
+
+impl SeriesKey {
+    fn of(t: &Target) -> Self {
+        Self {
+            addr: t.addr,
+            peer: t.peer.clone(),
+            authority: t.authority.clone(),
+            labels: t.labels.clone(),
+        }
+    }
+
+    fn is(&self, t: &Target) -> bool {
+        self.addr == t.addr
+            && self.peer == t.peer
+            && self.authority == t.authority
+            && self.labels == t.labels
     }
 }
 
@@ -58,13 +118,7 @@ where
         let start = Instant::now();
         let mut route = None;
         let handle = req.extensions().get::<Target>().map(|t| {
-            let h = self.metrics.http(
-                self.direction,
-                t.addr,
-                t.peer.as_ref(),
-                t.authority.as_deref(),
-                t.labels.as_ref(),
-            );
+            let h = self.series(t);
             h.request();
             route = t.route.clone();
             h
@@ -292,5 +346,41 @@ mod tests {
                 .count(),
             1
         );
+    }
+
+    #[tokio::test]
+    async fn a_connections_recent_series_never_mix_targets() {
+        let metrics = Metrics::new();
+        let inner = tower::service_fn(|_: Request<ReqBody>| async {
+            Ok::<_, Infallible>(Response::new(ProxyBody::empty()))
+        });
+        let mut svc = HttpMetrics::new(inner, metrics.clone(), Direction::Outbound);
+        // More targets than the connection remembers, differing in one part each, every
+        // one asked for twice, interleaved.
+        let targets: Vec<Target> = (0..6u8)
+            .map(|i| {
+                let mut t = Target::new(([198, 18, 0, 9 + i / 3], 8080).into());
+                t.authority = Some("web.test:8080".into());
+                t.peer = (i % 3 == 1)
+                    .then(|| "web.test.serviceaccount.identity.mesh.cluster.local".into());
+                t.labels = (i % 3 == 2).then(|| "dst_pod=\"web-0\"".into());
+                t
+            })
+            .collect();
+        for _ in 0..2 {
+            for t in &targets {
+                let mut req = Request::new(ReqBody::from(Replay::default()));
+                req.extensions_mut().insert(t.clone());
+                let rsp = svc.call(req).await.unwrap();
+                rsp.into_body().collect().await.unwrap();
+            }
+        }
+        let text = metrics.encode();
+        let counts: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("request_total{"))
+            .collect();
+        assert_eq!(counts.len(), 6, "one series per target: {counts:#?}");
+        assert!(counts.iter().all(|l| l.ends_with(" 2")), "{counts:#?}");
     }
 }

@@ -426,6 +426,12 @@ impl Metrics {
         t
     }
 
+    /// Marks a series its holder found without [`Metrics::http`] as in use now, as a
+    /// lookup would, so that it ages from its last use.
+    pub fn touch(&self, series: &HttpTarget) {
+        series.seen.store(self.0.epoch.load(Relaxed), Relaxed);
+    }
+
     /// The series of route `route` (its name) of destination `dst` (the profile's
     /// `host:port`), in the given family.
     pub fn route(
