@@ -129,15 +129,34 @@ impl Plan {
     /// `explicit`: the client addressed the proxy itself; `meshed`: the connection
     /// is mesh TLS to another proxy.
     pub(crate) fn of(req: &Request<ReqBody>, explicit: bool, meshed: bool) -> Self {
+        Self::fixed(req, explicit).unwrap_or_else(|| Self::by_peer(req, meshed))
+    }
+
+    /// The plans to a plain endpoint and to a meshed one, `[plain, meshed]`, reading
+    /// the request once: for the balancer, before it knows which it gets.
+    pub(crate) fn both(req: &Request<ReqBody>, explicit: bool) -> [Self; 2] {
+        match Self::fixed(req, explicit) {
+            Some(p) => [p, p],
+            None => [Plan::H1, Self::by_peer(req, true)],
+        }
+    }
+
+    /// The plan when the peer does not change it: tunnels and HTTP/2.
+    fn fixed(req: &Request<ReqBody>, explicit: bool) -> Option<Self> {
         if upgrade::is_upgrade(req) {
             // In explicit mode the proxy answers CONNECT itself and tunnels raw bytes;
             // otherwise an upgrade needs HTTP/1 between proxies too.
-            return match req.method() == Method::CONNECT && explicit {
+            return Some(match req.method() == Method::CONNECT && explicit {
                 true => Plan::Tunnel(Alpn::Opaque),
                 false => Plan::Tunnel(Alpn::Http1),
-            };
+            });
         }
-        if req.version() == Version::HTTP_2 || (meshed && h2_authority(req).is_some()) {
+        (req.version() == Version::HTTP_2).then_some(Plan::H2)
+    }
+
+    /// An HTTP/1 request: carried as HTTP/2 between proxies when it names an authority.
+    fn by_peer(req: &Request<ReqBody>, meshed: bool) -> Self {
+        if meshed && h2_authority(req).is_some() {
             Plan::H2
         } else {
             Plan::H1
@@ -692,6 +711,17 @@ mod tests {
         let connect = req(Method::CONNECT, "web:443", Version::HTTP_11, &[]);
         assert_eq!(Plan::of(&connect, true, true), Plan::Tunnel(Alpn::Opaque));
         assert_eq!(Plan::of(&connect, false, false), Plan::Tunnel(Alpn::Http1));
+        // Both at once, as the balancer asks, agree with each asked alone.
+        for (r, explicit) in [
+            (&h1(&host), false),
+            (&h1(&[]), false),
+            (&h2, false),
+            (&ws, false),
+            (&connect, true),
+        ] {
+            let plain_meshed = [false, true].map(|m| Plan::of(r, explicit, m));
+            assert_eq!(Plan::both(r, explicit), plain_meshed);
+        }
     }
 
     #[test]

@@ -75,7 +75,7 @@ impl<S: Stack> Service<Request<ReqBody>> for Balance<S> {
         };
         let pool = self.pool.clone();
         // How the request will travel, to a plain endpoint and to a meshed one.
-        let plans = [false, true].map(|meshed| Plan::of(&req, explicit, meshed));
+        let plans = Plan::both(&req, explicit);
         Either::Right(Box::pin(async move {
             let picked = match dst.pick(avoid) {
                 // The endpoint to avoid is the only one: still better than none.
