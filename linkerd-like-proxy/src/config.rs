@@ -190,35 +190,60 @@ const KNOWN: &[&str] = &[
 /// Elasticsearch transport, memcached): detection would only stall them.
 pub const DEFAULT_OPAQUE_PORTS: &[u16] = &[25, 587, 3306, 4444, 5432, 6379, 9300, 11211];
 
-/// The validated proxy configuration. Building it has no side effects.
+/// The validated proxy configuration, in the parts its users take: each part of the
+/// proxy is given the part it needs, never the whole. Building it has no side effects.
 #[derive(Clone, Debug)]
 pub struct Config {
+    pub listen: ListenConfig,
+    pub http: HttpConfig,
+    /// The destination service's client; `None`: no discovery.
+    pub discovery: Option<DiscoveryConfig>,
+    /// The identity client's settings; `None`: identity is off.
+    pub identity: Option<IdentityConfig>,
+    /// How long a metric series with no traffic is kept.
+    pub metrics_retain_idle: Duration,
+    /// The supervisor this proxy must not outlive, if any.
+    pub parent_pid: Option<u32>,
+    pub cores: usize,
+    pub log: String,
+}
+
+/// What the proxy listens on, and how it tells what a connection carries.
+#[derive(Clone, Debug)]
+pub struct ListenConfig {
     pub outbound_addr: SocketAddr,
     pub inbound_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    /// Where inbound connections go instead of their original destination (a VM or a
+    /// test without iptables).
     pub inbound_forward_addr: Option<SocketAddr>,
     pub detect_timeout: Duration,
-    pub connect_timeout: Duration,
     pub opaque_ports: BTreeSet<u16>,
     pub shutdown_grace_period: Duration,
+}
+
+/// Upstream connections and HTTP: limits, timeouts, pooling, labels. (Opaque TCP
+/// shares the connect timeout.)
+#[derive(Clone, Debug)]
+pub struct HttpConfig {
+    pub connect_timeout: Duration,
     pub pool_idle_timeout: Duration,
     pub http1_max_header_bytes: usize,
     pub http1_max_headers: usize,
     pub http2_max_header_list_bytes: u32,
     pub http1_header_read_timeout: Duration,
     pub inbound_authority_labels: bool,
-    pub metrics_retain_idle: Duration,
-    /// The destination service, as `http://host:port/`; `None`: no discovery.
-    pub destination_addr: Option<http::Uri>,
-    pub destination_context: String,
-    pub discovery_timeout: Duration,
-    pub discovery_idle_timeout: Duration,
-    /// The identity client's settings; `None`: identity is off.
-    pub identity: Option<IdentityConfig>,
-    /// The supervisor this proxy must not outlive, if any.
-    pub parent_pid: Option<u32>,
-    pub cores: usize,
-    pub log: String,
+}
+
+/// The destination service's client, present when `MESH_PROXY_DESTINATION_ADDR` is set.
+#[derive(Clone, Debug)]
+pub struct DiscoveryConfig {
+    /// The destination service, as `http://host:port/`.
+    pub addr: http::Uri,
+    /// Sent with every lookup (a JSON object, or empty).
+    pub context: String,
+    pub timeout: Duration,
+    pub idle_timeout: Duration,
 }
 
 /// The identity client's settings, present when `MESH_PROXY_IDENTITY_ADDR` is set.
@@ -287,84 +312,64 @@ impl Config {
         )?);
 
         let config = Config {
-            outbound_addr: addr(ENV_OUTBOUND_LISTEN_ADDR, "127.0.0.1:4140")?,
-            inbound_addr: addr(ENV_INBOUND_LISTEN_ADDR, "0.0.0.0:4143")?,
-            admin_addr: addr(ENV_ADMIN_LISTEN_ADDR, "0.0.0.0:4191")?,
-            inbound_forward_addr: match env.get(ENV_INBOUND_FORWARD_ADDR).filter(|v| !v.is_empty())
-            {
-                None => None,
-                Some(_) => Some(addr(ENV_INBOUND_FORWARD_ADDR, "")?),
+            listen: ListenConfig {
+                outbound_addr: addr(ENV_OUTBOUND_LISTEN_ADDR, "127.0.0.1:4140")?,
+                inbound_addr: addr(ENV_INBOUND_LISTEN_ADDR, "0.0.0.0:4143")?,
+                admin_addr: addr(ENV_ADMIN_LISTEN_ADDR, "0.0.0.0:4191")?,
+                inbound_forward_addr: match env
+                    .get(ENV_INBOUND_FORWARD_ADDR)
+                    .filter(|v| !v.is_empty())
+                {
+                    None => None,
+                    Some(_) => Some(addr(ENV_INBOUND_FORWARD_ADDR, "")?),
+                },
+                detect_timeout: dur(ENV_DETECT_TIMEOUT, "1s")?,
+                opaque_ports,
+                shutdown_grace_period: dur(ENV_SHUTDOWN_GRACE_PERIOD, "30s")?,
             },
-            detect_timeout: dur(ENV_DETECT_TIMEOUT, "1s")?,
-            connect_timeout: dur(ENV_CONNECT_TIMEOUT, "1s")?,
-            opaque_ports,
-            shutdown_grace_period: dur(ENV_SHUTDOWN_GRACE_PERIOD, "30s")?,
-            pool_idle_timeout: dur(ENV_POOL_IDLE_TIMEOUT, "10s")?,
-            http1_max_header_bytes: parse(
-                env,
-                ENV_HTTP1_MAX_HEADER_BYTES,
-                "408KiB",
-                "a size from 8KiB to 16MiB, like 408KiB",
-                |v| parse_size(v).filter(|n| (8 * 1024..=16 * 1024 * 1024).contains(n)),
-            )?,
-            http1_max_headers: parse(
-                env,
-                ENV_HTTP1_MAX_HEADERS,
-                "100",
-                "a number of header fields from 1 to 10000",
-                |v| v.parse::<usize>().ok().filter(|n| (1..=10_000).contains(n)),
-            )?,
-            http2_max_header_list_bytes: parse(
-                env,
-                ENV_HTTP2_MAX_HEADER_LIST_BYTES,
-                "16MiB",
-                "a size from 16KiB to 64MiB, like 16MiB",
-                |v| {
-                    parse_size(v)
-                        .filter(|n| (16 * 1024..=64 * 1024 * 1024).contains(n))
-                        .and_then(|n| u32::try_from(n).ok())
-                },
-            )?,
-            http1_header_read_timeout: dur(ENV_HTTP1_HEADER_READ_TIMEOUT, "10s")?,
-            inbound_authority_labels: parse(
-                env,
-                ENV_INBOUND_METRICS_AUTHORITY_LABELS,
-                "",
-                "empty or \"unsafe\"",
-                |v| match v {
-                    "" => Some(false),
-                    "unsafe" => Some(true),
-                    _ => None,
-                },
-            )?,
-            metrics_retain_idle: dur(ENV_METRICS_RETAIN_IDLE, "10m")?,
-            destination_addr: match env
-                .get(ENV_DESTINATION_ADDR)
-                .filter(|v| !v.trim().is_empty())
-            {
-                None => None,
-                Some(_) => Some(parse(
+            http: HttpConfig {
+                connect_timeout: dur(ENV_CONNECT_TIMEOUT, "1s")?,
+                pool_idle_timeout: dur(ENV_POOL_IDLE_TIMEOUT, "10s")?,
+                http1_max_header_bytes: parse(
                     env,
-                    ENV_DESTINATION_ADDR,
+                    ENV_HTTP1_MAX_HEADER_BYTES,
+                    "408KiB",
+                    "a size from 8KiB to 16MiB, like 408KiB",
+                    |v| parse_size(v).filter(|n| (8 * 1024..=16 * 1024 * 1024).contains(n)),
+                )?,
+                http1_max_headers: parse(
+                    env,
+                    ENV_HTTP1_MAX_HEADERS,
+                    "100",
+                    "a number of header fields from 1 to 10000",
+                    |v| v.parse::<usize>().ok().filter(|n| (1..=10_000).contains(n)),
+                )?,
+                http2_max_header_list_bytes: parse(
+                    env,
+                    ENV_HTTP2_MAX_HEADER_LIST_BYTES,
+                    "16MiB",
+                    "a size from 16KiB to 64MiB, like 16MiB",
+                    |v| {
+                        parse_size(v)
+                            .filter(|n| (16 * 1024..=64 * 1024 * 1024).contains(n))
+                            .and_then(|n| u32::try_from(n).ok())
+                    },
+                )?,
+                http1_header_read_timeout: dur(ENV_HTTP1_HEADER_READ_TIMEOUT, "10s")?,
+                inbound_authority_labels: parse(
+                    env,
+                    ENV_INBOUND_METRICS_AUTHORITY_LABELS,
                     "",
-                    "a host and port like mesh-destination.mesh-system.svc.cluster.local:8086",
-                    parse_host_port,
-                )?),
+                    "empty or \"unsafe\"",
+                    |v| match v {
+                        "" => Some(false),
+                        "unsafe" => Some(true),
+                        _ => None,
+                    },
+                )?,
             },
-            destination_context: parse(
-                env,
-                ENV_DESTINATION_CONTEXT,
-                "",
-                "empty or a JSON object like {\"ns\":\"default\"}",
-                |v| {
-                    let ok = v.is_empty()
-                        || serde_json::from_str::<serde_json::Value>(v)
-                            .is_ok_and(|j| j.is_object());
-                    ok.then(|| v.to_string())
-                },
-            )?,
-            discovery_timeout: dur(ENV_DISCOVERY_TIMEOUT, "1s")?,
-            discovery_idle_timeout: dur(ENV_DISCOVERY_IDLE_TIMEOUT, "60s")?,
+            discovery: discovery(env)?,
+            metrics_retain_idle: dur(ENV_METRICS_RETAIN_IDLE, "10m")?,
             identity: identity(env)?,
             parent_pid: match env.get(ENV_PARENT_PID).filter(|v| !v.trim().is_empty()) {
                 None => None,
@@ -388,27 +393,20 @@ impl Config {
                 .unwrap_or_else(|| "warn,mesh_proxy=info".to_string()),
         };
         for (var, d) in [
-            (ENV_DETECT_TIMEOUT, config.detect_timeout),
-            (ENV_CONNECT_TIMEOUT, config.connect_timeout),
+            (ENV_DETECT_TIMEOUT, config.listen.detect_timeout),
+            (ENV_CONNECT_TIMEOUT, config.http.connect_timeout),
             (
                 ENV_HTTP1_HEADER_READ_TIMEOUT,
-                config.http1_header_read_timeout,
+                config.http.http1_header_read_timeout,
             ),
-            (ENV_DISCOVERY_TIMEOUT, config.discovery_timeout),
-            (ENV_DISCOVERY_IDLE_TIMEOUT, config.discovery_idle_timeout),
         ] {
-            if d.is_zero() {
-                return Err(ConfigError {
-                    var,
-                    value: "0".into(),
-                    expected: "a duration greater than zero".into(),
-                });
-            }
+            not_zero(var, d)?;
         }
         // Between proxies HTTP/1 travels as HTTP/2: whatever the HTTP/1 side accepts
         // must fit the HTTP/2 hop, or a request would pass one proxy and fail the next.
-        let needed = config.http1_max_header_bytes + 32 * config.http1_max_headers;
-        if (config.http2_max_header_list_bytes as usize) < needed {
+        let http = &config.http;
+        let needed = http.http1_max_header_bytes + 32 * http.http1_max_headers;
+        if (http.http2_max_header_list_bytes as usize) < needed {
             return Err(ConfigError {
                 var: ENV_HTTP2_MAX_HEADER_LIST_BYTES,
                 value: env
@@ -429,11 +427,71 @@ impl Config {
         vars.filter(|k| k.starts_with("MESH_PROXY_") && !KNOWN.contains(&k.as_str()))
             .collect()
     }
+}
 
+impl ListenConfig {
     /// Whether connections to `port` skip protocol detection.
     pub fn is_opaque(&self, port: u16) -> bool {
         self.opaque_ports.contains(&port)
     }
+}
+
+fn not_zero(var: &'static str, d: Duration) -> Result<(), ConfigError> {
+    if d.is_zero() {
+        return Err(ConfigError {
+            var,
+            value: "0".into(),
+            expected: "a duration greater than zero".into(),
+        });
+    }
+    Ok(())
+}
+
+/// The discovery settings, if `MESH_PROXY_DESTINATION_ADDR` is set. The other
+/// variables are checked either way: a typo is reported before discovery is turned on.
+fn discovery(env: &impl Env) -> Result<Option<DiscoveryConfig>, ConfigError> {
+    let dur = |var, default: &str| {
+        let d = parse(
+            env,
+            var,
+            default,
+            "a duration like 500ms, 2s or 1m30s (Go's syntax: ns, us, ms, s, m, h)",
+            |v| duration::parse(v).ok(),
+        )?;
+        not_zero(var, d).map(|()| d)
+    };
+    let context = parse(
+        env,
+        ENV_DESTINATION_CONTEXT,
+        "",
+        "empty or a JSON object like {\"ns\":\"default\"}",
+        |v| {
+            let ok = v.is_empty()
+                || serde_json::from_str::<serde_json::Value>(v).is_ok_and(|j| j.is_object());
+            ok.then(|| v.to_string())
+        },
+    )?;
+    let timeout = dur(ENV_DISCOVERY_TIMEOUT, "1s")?;
+    let idle_timeout = dur(ENV_DISCOVERY_IDLE_TIMEOUT, "60s")?;
+    if env
+        .get(ENV_DESTINATION_ADDR)
+        .is_none_or(|v| v.trim().is_empty())
+    {
+        return Ok(None);
+    }
+    let addr = parse(
+        env,
+        ENV_DESTINATION_ADDR,
+        "",
+        "a host and port like mesh-destination.mesh-system.svc.cluster.local:8086",
+        parse_host_port,
+    )?;
+    Ok(Some(DiscoveryConfig {
+        addr,
+        context,
+        timeout,
+        idle_timeout,
+    }))
 }
 
 /// The identity settings, if `MESH_PROXY_IDENTITY_ADDR` is set.
@@ -629,22 +687,24 @@ mod tests {
     #[test]
     fn defaults() {
         let c = Config::from_env(&env(&[])).expect("defaults are valid");
-        assert_eq!(c.outbound_addr, "127.0.0.1:4140".parse().unwrap());
-        assert_eq!(c.inbound_addr, "0.0.0.0:4143".parse().unwrap());
-        assert_eq!(c.admin_addr, "0.0.0.0:4191".parse().unwrap());
-        assert_eq!(c.detect_timeout, Duration::from_secs(1));
-        assert!(c.is_opaque(5432) && c.is_opaque(25) && !c.is_opaque(8080));
-        assert_eq!(c.inbound_forward_addr, None);
+        assert_eq!(c.listen.outbound_addr, "127.0.0.1:4140".parse().unwrap());
+        assert_eq!(c.listen.inbound_addr, "0.0.0.0:4143".parse().unwrap());
+        assert_eq!(c.listen.admin_addr, "0.0.0.0:4191".parse().unwrap());
+        assert_eq!(c.listen.detect_timeout, Duration::from_secs(1));
+        assert!(c.listen.is_opaque(5432) && c.listen.is_opaque(25) && !c.listen.is_opaque(8080));
+        assert_eq!(c.listen.inbound_forward_addr, None);
         assert_eq!(c.cores, 1);
-        assert_eq!(c.destination_addr, None);
-        assert_eq!(c.destination_context, "");
-        assert_eq!(c.discovery_timeout, Duration::from_secs(1));
-        assert_eq!(c.discovery_idle_timeout, Duration::from_secs(60));
+        assert!(c.discovery.is_none());
         // At least as generous as Linkerd's proxy (hyper 0.14's defaults).
-        assert_eq!(c.http1_max_header_bytes, 8192 + 4096 * 100);
-        assert_eq!(c.http1_max_headers, 100);
-        assert_eq!(c.http2_max_header_list_bytes, 16 << 20);
+        assert_eq!(c.http.http1_max_header_bytes, 8192 + 4096 * 100);
+        assert_eq!(c.http.http1_max_headers, 100);
+        assert_eq!(c.http.http2_max_header_list_bytes, 16 << 20);
         assert_eq!(c.parent_pid, None);
+        let c = Config::from_env(&env(&[(ENV_DESTINATION_ADDR, "127.0.0.1:8086")])).unwrap();
+        let d = c.discovery.expect("discovery on");
+        assert_eq!(d.context, "");
+        assert_eq!(d.timeout, Duration::from_secs(1));
+        assert_eq!(d.idle_timeout, Duration::from_secs(60));
     }
 
     #[test]
@@ -657,9 +717,9 @@ mod tests {
         .unwrap();
         assert_eq!(
             (
-                c.http1_max_headers,
-                c.http1_max_header_bytes,
-                c.http2_max_header_list_bytes
+                c.http.http1_max_headers,
+                c.http.http1_max_header_bytes,
+                c.http.http2_max_header_list_bytes
             ),
             (250, 1 << 20, 2 << 20)
         );
@@ -682,13 +742,18 @@ mod tests {
             (ENV_HTTP1_MAX_HEADER_BYTES, "16KiB"),
         ]))
         .unwrap();
-        assert_eq!(c.detect_timeout, Duration::from_millis(250));
-        assert!(c.is_opaque(8000) && c.is_opaque(9001) && c.is_opaque(3306) && !c.is_opaque(9003));
+        assert_eq!(c.listen.detect_timeout, Duration::from_millis(250));
+        assert!(
+            c.listen.is_opaque(8000)
+                && c.listen.is_opaque(9001)
+                && c.listen.is_opaque(3306)
+                && !c.listen.is_opaque(9003)
+        );
         assert_eq!(
-            c.inbound_forward_addr,
+            c.listen.inbound_forward_addr,
             Some("127.0.0.1:8080".parse().unwrap())
         );
-        assert_eq!(c.http1_max_header_bytes, 16 * 1024);
+        assert_eq!(c.http.http1_max_header_bytes, 16 * 1024);
 
         let c = Config::from_env(&env(&[
             (
@@ -703,16 +768,17 @@ mod tests {
             (ENV_DISCOVERY_IDLE_TIMEOUT, "5m"),
         ]))
         .unwrap();
+        let d = c.discovery.unwrap();
         assert_eq!(
-            c.destination_addr.unwrap().to_string(),
+            d.addr.to_string(),
             "http://mesh-destination.mesh-system.svc.cluster.local:8086/"
         );
-        assert_eq!(c.destination_context, r#"{"ns":"emojivoto","pod":"web-0"}"#);
-        assert_eq!(c.discovery_timeout, Duration::from_millis(250));
-        assert_eq!(c.discovery_idle_timeout, Duration::from_secs(300));
+        assert_eq!(d.context, r#"{"ns":"emojivoto","pod":"web-0"}"#);
+        assert_eq!(d.timeout, Duration::from_millis(250));
+        assert_eq!(d.idle_timeout, Duration::from_secs(300));
         for addr in ["127.0.0.1:8086", "[::1]:8086"] {
             let c = Config::from_env(&env(&[(ENV_DESTINATION_ADDR, addr)])).unwrap();
-            assert_eq!(c.destination_addr.unwrap().authority().unwrap(), addr);
+            assert_eq!(c.discovery.unwrap().addr.authority().unwrap(), addr);
         }
     }
 
@@ -854,7 +920,7 @@ mod tests {
         // Every duration variable reads Go's syntax (`mesh_api::duration`).
         let detect = |v: &'static str| {
             Config::from_env(&env(&[(ENV_DETECT_TIMEOUT, v)]))
-                .map(|c| c.detect_timeout)
+                .map(|c| c.listen.detect_timeout)
                 .ok()
         };
         assert_eq!(detect("1.5s"), Some(Duration::from_millis(1500)));

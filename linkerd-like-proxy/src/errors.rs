@@ -4,11 +4,67 @@
 //! Inside the stack errors travel boxed; only the rescue step at the HTTP edge looks
 //! at what they are. Each `Display` speaks for its own level; the cause is `source()`.
 
-use crate::{http::ProxyBody, tls::HandshakeFailed};
 use http::{HeaderValue, Response, StatusCode};
 use std::{net::SocketAddr, time::Duration};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Why a mesh TLS connection was refused, as counted by `tls_refused_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// The peer's certificate names another identity than the one expected.
+    WrongIdentity,
+    /// The peer's certificate has expired (or is not valid yet).
+    Expired,
+    /// The peer's certificate does not chain to the trust anchors.
+    Untrusted,
+    /// A client offered no certificate.
+    NoClientCert,
+    /// The peer refused this side's certificate or parameters (a TLS alert).
+    PeerRefused,
+    /// Any other handshake failure: malformed messages, no common parameters.
+    Handshake,
+    /// The handshake did not finish in time, or the connection broke during it.
+    Io,
+    /// A plaintext request claimed a mesh identity or spoke the proxies' protocol.
+    PlaintextClaim,
+}
+
+impl Refused {
+    pub const ALL: [Refused; 8] = [
+        Self::WrongIdentity,
+        Self::Expired,
+        Self::Untrusted,
+        Self::NoClientCert,
+        Self::PeerRefused,
+        Self::Handshake,
+        Self::Io,
+        Self::PlaintextClaim,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::WrongIdentity => "wrong_identity",
+            Self::Expired => "expired",
+            Self::Untrusted => "untrusted",
+            Self::NoClientCert => "no_client_cert",
+            Self::PeerRefused => "peer_refused",
+            Self::Handshake => "handshake",
+            Self::Io => "io",
+            Self::PlaintextClaim => "plaintext_claim",
+        }
+    }
+}
+
+/// A mesh TLS handshake that failed, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("mesh TLS handshake with {peer} failed ({reason})", reason = .reason.as_str())]
+pub struct HandshakeFailed {
+    pub peer: String,
+    pub reason: Refused,
+    #[source]
+    pub source: std::io::Error,
+}
 
 /// The proxy's own header on synthetic responses, saying why it answered.
 pub const PROXY_ERROR_HEADER: &str = "mesh-proxy-error";
@@ -248,8 +304,9 @@ pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// Turns an error into the response the client gets: 502, 503 or 504 with a
-/// `mesh-proxy-error` header, or for gRPC an HTTP 200 carrying `grpc-status`.
-pub fn respond(err: &(dyn std::error::Error + 'static), grpc: bool) -> Response<ProxyBody> {
+/// `mesh-proxy-error` header, or for gRPC an HTTP 200 carrying `grpc-status`. The body
+/// is empty (its type's default), so that errors need not know the HTTP stack's bodies.
+pub fn respond<B: Default>(err: &(dyn std::error::Error + 'static), grpc: bool) -> Response<B> {
     let (status, grpc_code, label) = condition(err);
     // The client's own fault is told from where it began: what the proxy was doing
     // upstream when it happened is not the client's business.
@@ -270,7 +327,7 @@ pub fn respond(err: &(dyn std::error::Error + 'static), grpc: bool) -> Response<
         .collect();
     let value =
         HeaderValue::from_str(&clean).unwrap_or_else(|_| HeaderValue::from_static("proxy error"));
-    let mut rsp = Response::new(ProxyBody::empty());
+    let mut rsp = Response::new(B::default());
     rsp.headers_mut().insert(PROXY_ERROR_HEADER, value.clone());
     rsp.headers_mut()
         .insert(http::header::CONTENT_LENGTH, HeaderValue::from_static("0"));
@@ -291,15 +348,15 @@ pub fn respond(err: &(dyn std::error::Error + 'static), grpc: bool) -> Response<
 }
 
 /// The response to a plaintext request that claims a mesh identity: 403.
-pub fn forbidden(msg: &'static str) -> Response<ProxyBody> {
+pub fn forbidden<B: Default>(msg: &'static str) -> Response<B> {
     let mut rsp = bad_request(msg);
     *rsp.status_mut() = StatusCode::FORBIDDEN;
     rsp
 }
 
 /// A plain synthetic response for requests the proxy cannot route at all.
-pub fn bad_request(msg: &'static str) -> Response<ProxyBody> {
-    let mut rsp = Response::new(ProxyBody::empty());
+pub fn bad_request<B: Default>(msg: &'static str) -> Response<B> {
+    let mut rsp = Response::new(B::default());
     *rsp.status_mut() = StatusCode::BAD_REQUEST;
     rsp.headers_mut()
         .insert(PROXY_ERROR_HEADER, HeaderValue::from_static(msg));
@@ -319,7 +376,7 @@ mod tests {
             addr,
             source: std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
         };
-        let rsp = respond(&e, false);
+        let rsp = respond::<()>(&e, false);
         assert_eq!(rsp.status(), StatusCode::BAD_GATEWAY);
         let h = rsp.headers()[PROXY_ERROR_HEADER].to_str().unwrap();
         assert!(h.starts_with("connect to 198.18.0.9:80 failed: "), "{h}");
@@ -332,23 +389,23 @@ mod tests {
             addr,
             timeout: Duration::from_secs(1),
         };
-        let rsp = respond(&e, false);
+        let rsp = respond::<()>(&e, false);
         assert_eq!(rsp.status(), StatusCode::GATEWAY_TIMEOUT);
         assert_eq!(
             rsp.headers()[PROXY_ERROR_HEADER],
             "connect to 198.18.0.9:80 timed out after 1000ms"
         );
 
-        let rsp = respond(&e, true);
+        let rsp = respond::<()>(&e, true);
         assert_eq!(rsp.status(), StatusCode::OK);
         assert_eq!(rsp.headers()["grpc-status"], "4");
-        let rsp = respond(&LoopDetected { addr }, true);
+        let rsp = respond::<()>(&LoopDetected { addr }, true);
         assert_eq!(rsp.headers()["grpc-status"], "14");
 
         let e = NoEndpoints {
             dst: "web.emojivoto.svc.cluster.local:80".into(),
         };
-        let rsp = respond(&e, false);
+        let rsp = respond::<()>(&e, false);
         assert_eq!(rsp.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(
             rsp.headers()[PROXY_ERROR_HEADER],
@@ -358,7 +415,7 @@ mod tests {
             rsp.extensions().get::<SyntheticResponse>(),
             Some(&SyntheticResponse("no-endpoints"))
         );
-        assert_eq!(respond(&e, true).headers()["grpc-status"], "14");
+        assert_eq!(respond::<()>(&e, true).headers()["grpc-status"], "14");
     }
 
     #[test]
@@ -375,7 +432,7 @@ mod tests {
             addr: "198.18.0.9:80".parse().unwrap(),
             limit: HeadLimit::Fields(100),
         };
-        let rsp = respond(&e, false);
+        let rsp = respond::<()>(&e, false);
         assert_eq!(rsp.status(), StatusCode::BAD_GATEWAY);
         assert_eq!(
             rsp.headers()[PROXY_ERROR_HEADER],

@@ -173,13 +173,13 @@ pub async fn bind(config: Config) -> Result<Bound, StartError> {
             .await
             .map_err(|source| BindError { name, addr, source })
     };
-    let inbound = bind("inbound", config.inbound_addr).await?;
-    let outbound = bind("outbound", config.outbound_addr).await?;
-    let admin = bind("admin", config.admin_addr).await?;
+    let inbound = bind("inbound", config.listen.inbound_addr).await?;
+    let outbound = bind("outbound", config.listen.outbound_addr).await?;
+    let admin = bind("admin", config.listen.admin_addr).await?;
     let metrics = Metrics::new();
     let identity = Identity::new(
         config.identity.as_ref(),
-        config.connect_timeout,
+        config.http.connect_timeout,
         metrics.clone(),
     );
     let tls = match (&identity, &config.identity) {
@@ -194,11 +194,19 @@ pub async fn bind(config: Config) -> Result<Bound, StartError> {
         .iter()
         .filter_map(|l| l.local_addr().ok())
         .collect();
-    let discovery = Discovery::new(&config, metrics.clone(), listeners.clone()).map(Arc::new);
+    let discovery = Discovery::new(
+        config.discovery.as_ref(),
+        config.identity.as_ref(),
+        config.http.connect_timeout,
+        metrics.clone(),
+        listeners.clone(),
+    )
+    .map(Arc::new);
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
     let http = http::Http::new(
-        &config,
+        &config.http,
+        config.listen.inbound_forward_addr,
         metrics.clone(),
         tls.clone(),
         discovery.clone(),
@@ -253,7 +261,7 @@ impl Bound {
             _ = signal() => {}
             _ = proxy.shutdown.cancelled() => {}
         }
-        let grace = proxy.config.shutdown_grace_period;
+        let grace = proxy.config.listen.shutdown_grace_period;
         proxy.ready.store(false, Ordering::Release);
         proxy.shutdown.cancel();
         accepting.wait().await;
@@ -308,7 +316,11 @@ async fn signal() {
 /// memory, and idle discovery destinations (on their own period, from their own idle
 /// timeout).
 async fn sweep(proxy: Arc<Proxy>) {
-    let every = proxy.config.pool_idle_timeout.max(Duration::from_secs(1));
+    let every = proxy
+        .config
+        .http
+        .pool_idle_timeout
+        .max(Duration::from_secs(1));
     // Metric retention in ticks of this loop, rounded up.
     let retain = proxy
         .config
@@ -386,10 +398,10 @@ async fn serve_conn(
     // Where opaque bytes would go: the original destination, or in explicit inbound
     // mode the configured application address.
     let target = orig_dst.or(match direction {
-        Direction::Inbound => proxy.config.inbound_forward_addr,
+        Direction::Inbound => proxy.config.listen.inbound_forward_addr,
         Direction::Outbound => None,
     });
-    let opaque = target.is_some_and(|t| proxy.config.is_opaque(t.port()));
+    let opaque = target.is_some_and(|t| proxy.config.listen.is_opaque(t.port()));
 
     // Inbound with identity on, a ClientHello naming a mesh identity is mesh TLS from
     // another proxy; anything else (plaintext, the application's own TLS) goes on as
@@ -401,7 +413,7 @@ async fn serve_conn(
             &mut stream,
             &mut peeked,
             |sni| tls.is_mesh_name(sni),
-            proxy.config.detect_timeout,
+            proxy.config.listen.detect_timeout,
         )
         .await;
         match found {
@@ -431,7 +443,7 @@ async fn serve_conn(
         // The client said nothing for a whole detection timeout already.
         (Protocol::Timeout, Bytes::new())
     } else {
-        match detect::detect_io(&mut io, proxy.config.detect_timeout).await {
+        match detect::detect_io(&mut io, proxy.config.listen.detect_timeout).await {
             Ok((p, buf)) => (p, buf.freeze()),
             Err(e) => {
                 tracing::debug!(%client, error = %e, "connection failed during protocol detection");
@@ -496,7 +508,7 @@ async fn serve_mesh(
         Some(tls::Alpn::H2) => (Protocol::Http2, Bytes::new()),
         Some(tls::Alpn::Http1) => (Protocol::Http1, Bytes::new()),
         Some(tls::Alpn::Opaque) => (Protocol::OpaquePort, Bytes::new()),
-        None => match detect::detect_io(&mut io, proxy.config.detect_timeout).await {
+        None => match detect::detect_io(&mut io, proxy.config.listen.detect_timeout).await {
             Ok((p, buf)) => (p, buf.freeze()),
             Err(e) => {
                 tracing::debug!(%client, error = %e, "mesh connection failed during protocol detection");

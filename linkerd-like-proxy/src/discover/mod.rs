@@ -31,7 +31,7 @@ mod tests;
 
 use crate::{
     balance::{self, Discovered, Endpoint, Load},
-    config::Config,
+    config::{DiscoveryConfig, IdentityConfig},
     errors::{self, BoxError},
     metrics::{self, Metrics},
 };
@@ -90,16 +90,20 @@ pub enum Resolution {
 
 impl Discovery {
     /// The discovery client, if `MESH_PROXY_DESTINATION_ADDR` is set. Nothing connects
-    /// until the first lookup; must be called within the runtime.
-    /// `listeners`: the proxy's own, which discovery is never asked about.
+    /// until the first lookup; must be called within the runtime. With `identity`, the
+    /// destination service is reached over TLS. `listeners`: the proxy's own, which
+    /// discovery is never asked about.
     pub(crate) fn new(
-        config: &Config,
+        config: Option<&DiscoveryConfig>,
+        identity: Option<&IdentityConfig>,
+        connect_timeout: Duration,
         metrics: Metrics,
         listeners: Arc<[SocketAddr]>,
     ) -> Option<Self> {
-        let uri = config.destination_addr.clone()?;
+        let config = config?;
+        let uri = config.addr.clone();
         let endpoint = tonic::transport::Endpoint::from(uri.clone())
-            .connect_timeout(config.connect_timeout)
+            .connect_timeout(connect_timeout)
             .tcp_nodelay(true)
             .tcp_keepalive(Some(Duration::from_secs(10)))
             // PINGs find a controller that vanished without closing its connection, so
@@ -112,7 +116,7 @@ impl Discovery {
         // endpoint must prove. (The `tcp_*` settings above apply to the plaintext
         // connector; the TLS one sets no-delay itself, and the HTTP/2 PINGs find a dead
         // controller either way.)
-        let channel = match &config.identity {
+        let channel = match identity {
             None => endpoint.connect_lazy(),
             Some(id) => match crate::identity::control_plane_tls(id, &id.destination_name) {
                 Ok((tls, name)) => mesh_api::tls::connect_lazy(&endpoint, tls, name),
@@ -123,12 +127,12 @@ impl Discovery {
             },
         };
         metrics.discovery().enable();
-        tracing::info!(destination = %uri, tls = config.identity.is_some(), "outbound discovery on");
+        tracing::info!(destination = %uri, tls = identity.is_some(), "outbound discovery on");
         Some(Self {
             client: DestinationClient::new(channel),
-            context: config.destination_context.as_str().into(),
-            timeout: config.discovery_timeout,
-            idle_timeout: config.discovery_idle_timeout,
+            context: config.context.as_str().into(),
+            timeout: config.timeout,
+            idle_timeout: config.idle_timeout,
             cache: Mutex::default(),
             epoch: Arc::default(),
             metrics,

@@ -234,9 +234,16 @@ async fn idle_destinations_are_swept_unless_held_or_used() {
         ("MESH_PROXY_DESTINATION_ADDR", "127.0.0.1:1"),
         ("MESH_PROXY_DISCOVERY_TIMEOUT", "10ms"),
     ]);
-    let config = Config::from_env(&env).unwrap();
+    let config = crate::Config::from_env(&env).unwrap();
     let m = Metrics::new();
-    let disc = Discovery::new(&config, m.clone(), Arc::from([])).unwrap();
+    let disc = Discovery::new(
+        config.discovery.as_ref(),
+        None,
+        config.http.connect_timeout,
+        m.clone(),
+        Arc::from([]),
+    )
+    .unwrap();
     let held = disc.by_addr(addr(1));
     drop(disc.by_name("web.test.svc.cluster.local:80"));
     assert_eq!(disc.destinations(), 2);

@@ -19,6 +19,12 @@ pub struct ProxyBody {
     giveback: Option<GiveBack>,
 }
 
+impl Default for ProxyBody {
+    fn default() -> Self {
+        Self::empty()
+    }
+}
+
 impl ProxyBody {
     pub fn empty() -> Self {
         Self {

@@ -10,7 +10,7 @@
 //! otherwise `Forward` leases one to the target's address itself.
 
 use super::ReqBody;
-use super::{body::ProxyBody, strip_hop_by_hop, upgrade, BoxFuture, Target};
+use super::{body::ProxyBody, recent::Recent, strip_hop_by_hop, upgrade, BoxFuture, Target};
 use crate::{
     errors::{BoxError, ConnectFailed, ConnectTimeout, LoopDetected, UpstreamFailed},
     io::{MeteredIo, UpstreamIo},
@@ -42,13 +42,13 @@ const MAX_IDLE_PER_ENDPOINT: usize = 512;
 /// Sends a routed request upstream and returns the upstream's response.
 #[derive(Clone)]
 pub(crate) struct Forward {
-    pool: Arc<Pool>,
+    pool: Arc<PoolHandle>,
     /// Where upgraded connections' tunnels run, so that shutdown waits for them.
     tasks: TaskTracker,
 }
 
 impl Forward {
-    pub(crate) fn new(pool: Arc<Pool>, tasks: TaskTracker) -> Self {
+    pub(crate) fn new(pool: Arc<PoolHandle>, tasks: TaskTracker) -> Self {
         Self { pool, tasks }
     }
 }
@@ -80,7 +80,7 @@ impl Service<Request<ReqBody>> for Forward {
                 None => {
                     // Inbound, the peer is the client: connections to the application
                     // are never mesh TLS.
-                    let peer = pool.connector.peer_identity(target.peer.as_ref());
+                    let peer = pool.connector().peer_identity(target.peer.as_ref());
                     let plan = Plan::of(&req, target.explicit, peer.is_some());
                     let labels = target.labels.as_ref();
                     pool.lease(target.addr, labels, peer, plan).await?
@@ -88,7 +88,9 @@ impl Service<Request<ReqBody>> for Forward {
             };
             let plan = lease.plan;
             let lease = match lease.into_tunnel() {
-                Ok(io) => return upgrade::forward(&tasks, &pool.connector, io, &target, req).await,
+                Ok(io) => {
+                    return upgrade::forward(&tasks, pool.connector(), io, &target, req).await
+                }
                 Err(lease) => lease,
             };
             let version = req.version();
@@ -99,7 +101,7 @@ impl Service<Request<ReqBody>> for Forward {
             // Between proxies, HTTP/1 travels as multiplexed HTTP/2, and the far side
             // turns it back into what the client sent.
             let upgraded = plan == Plan::H2 && version != Version::HTTP_2 && to_h2(&mut req);
-            let mut rsp = pool.send(lease, req).await?;
+            let mut rsp = pool.pool.send(lease, req).await?;
             // The upstream connection's own framing and lifetime (`connection: close`)
             // say nothing about the client's connection.
             strip_hop_by_hop(rsp.headers_mut());
@@ -316,6 +318,51 @@ pub(crate) struct Pool {
 /// meant for another.
 type PoolKey = (SocketAddr, bool, Option<Arc<str>>);
 
+/// One server connection's way into a [`Pool`]: the pool, and the pool entries this
+/// connection used last ([`Recent`]), so that most requests find their endpoint's
+/// entry without the pool's lock and hash. Made once per connection, shared by its
+/// balancer and `Forward`. A remembered entry stays in the pool (the sweep keeps
+/// entries still referenced), so a connection never holds one the pool forgot.
+pub(crate) struct PoolHandle {
+    pool: Arc<Pool>,
+    recent: Recent<PoolKey, Arc<Endpoint>>,
+}
+
+impl PoolHandle {
+    pub(crate) fn new(pool: Arc<Pool>) -> Self {
+        Self {
+            pool,
+            recent: Recent::default(),
+        }
+    }
+
+    pub(crate) fn connector(&self) -> &Connector {
+        &self.pool.connector
+    }
+
+    /// [`Pool::lease`], finding the endpoint's entry among this connection's recent
+    /// ones first.
+    pub(crate) async fn lease(
+        &self,
+        addr: SocketAddr,
+        labels: Option<&Arc<str>>,
+        peer: Option<&Arc<str>>,
+        plan: Plan,
+    ) -> Result<Lease, BoxError> {
+        let h2 = plan == Plan::H2;
+        let endpoint = self.recent.get(
+            |(a, h, p)| *a == addr && *h == h2 && p.as_ref() == peer,
+            || {
+                (
+                    (addr, h2, peer.cloned()),
+                    self.pool.endpoint(addr, peer, h2),
+                )
+            },
+        );
+        self.pool.lease(endpoint, labels, plan).await
+    }
+}
+
 pub(crate) struct Endpoint {
     addr: SocketAddr,
     /// The server's identity, for mesh TLS.
@@ -433,14 +480,11 @@ impl Pool {
         &self.connector
     }
 
-    fn endpoint(
-        &self,
-        addr: SocketAddr,
-        peer: Option<&Arc<str>>,
-        h2: bool,
-    ) -> (Arc<Endpoint>, u64) {
+    /// The pool's entry for an endpoint, made on first use. A registry lookup: a
+    /// global lock and a hash, which [`PoolHandle`] saves most requests.
+    fn endpoint(&self, addr: SocketAddr, peer: Option<&Arc<str>>, h2: bool) -> Arc<Endpoint> {
         let epoch = self.epoch.load(Relaxed);
-        let ep = lock(&self.endpoints)
+        lock(&self.endpoints)
             .entry((addr, h2, peer.cloned()))
             .or_insert_with(|| {
                 Arc::new(Endpoint {
@@ -452,24 +496,22 @@ impl Pool {
                     last_used: AtomicU64::new(epoch),
                 })
             })
-            .clone();
-        ep.last_used.store(epoch, Relaxed);
-        (ep, epoch)
+            .clone()
     }
 
-    /// A connection to `addr` (labelled with the endpoint's `dst_*` labels) for a
-    /// request sent by `plan`: pooled when there is one, else opened; with `peer`,
-    /// mesh TLS to the proxy with that identity. An error here means nothing was
-    /// sent.
-    pub(crate) async fn lease(
+    /// A connection to `endpoint` (labelled with its `dst_*` labels) for a request
+    /// sent by `plan`: pooled when there is one, else opened; with the endpoint's
+    /// peer, mesh TLS to the proxy with that identity. An error here means nothing
+    /// was sent.
+    async fn lease(
         &self,
-        addr: SocketAddr,
+        endpoint: Arc<Endpoint>,
         labels: Option<&Arc<str>>,
-        peer: Option<&Arc<str>>,
         plan: Plan,
     ) -> Result<Lease, BoxError> {
-        let h2 = plan == Plan::H2;
-        let (endpoint, epoch) = self.endpoint(addr, peer, h2);
+        let epoch = self.epoch.load(Relaxed);
+        endpoint.last_used.store(epoch, Relaxed);
+        let addr = endpoint.addr;
         let (conn, waited) = match plan {
             Plan::Tunnel(alpn) => {
                 let peer = endpoint.peer.as_ref().map(|p| (p, alpn));
@@ -734,5 +776,48 @@ mod tests {
         let mut r = req(Method::GET, "/", Version::HTTP_11, &[]);
         assert!(!to_h2(&mut r), "no authority to carry");
         assert_eq!(r.version(), Version::HTTP_11);
+    }
+
+    /// A connection's handle remembers pool entries, but always leases to the entry of
+    /// the endpoint and identity asked for, the pool's own, even past the few it
+    /// remembers.
+    #[tokio::test]
+    async fn a_connections_pool_handle_never_mixes_endpoints() {
+        let proxy = crate::test_proxy().await;
+        let pool = proxy.pool(crate::metrics::Direction::Outbound).clone();
+        let handle = PoolHandle::new(pool.clone());
+        let mut listeners = Vec::new();
+        for _ in 0..6 {
+            listeners.push(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap());
+        }
+        let addrs: Vec<SocketAddr> = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
+        for round in 0..2 {
+            for &addr in addrs.iter().chain(&addrs[..2]) {
+                let lease = handle.lease(addr, None, None, Plan::H1).await.unwrap();
+                assert_eq!(lease.endpoint.addr, addr, "round {round}");
+                assert!(Arc::ptr_eq(
+                    &lease.endpoint,
+                    &pool.endpoint(addr, None, false)
+                ));
+            }
+        }
+        // Another protocol or identity is another entry.
+        let lease = handle.lease(addrs[0], None, None, Plan::H2).await.unwrap();
+        assert!(!Arc::ptr_eq(
+            &lease.endpoint,
+            &pool.endpoint(addrs[0], None, false)
+        ));
+        let peer: Arc<str> = Arc::from("web.default.serviceaccount.identity.mesh.cluster.local");
+        let theirs = handle.lease(addrs[0], None, Some(&peer), Plan::H1).await;
+        // (The test proxy has no mesh TLS: the connection is plain, the entry the
+        // peer's own.)
+        let theirs = theirs.unwrap().endpoint;
+        assert_eq!(theirs.peer.as_deref(), Some(&*peer));
+        assert!(Arc::ptr_eq(
+            &theirs,
+            &pool.endpoint(addrs[0], Some(&peer), false)
+        ));
+        let plain = handle.lease(addrs[0], None, None, Plan::H1).await.unwrap();
+        assert!(!Arc::ptr_eq(&plain.endpoint, &theirs));
     }
 }

@@ -3,7 +3,7 @@
 //! stream ends (a gRPC status may only come in the trailers).
 
 use super::ReqBody;
-use super::{BoxFuture, ProxyBody, Target};
+use super::{recent::Recent, BoxFuture, ProxyBody, Target};
 use crate::{
     classify::{self, Class},
     errors::SyntheticResponse,
@@ -15,7 +15,7 @@ use http_body::{Body, Frame, SizeHint};
 use std::{
     convert::Infallible,
     pin::Pin,
-    sync::{Arc, Mutex, PoisonError},
+    sync::Arc,
     task::{Context, Poll},
 };
 use tokio::time::Instant;
@@ -26,9 +26,8 @@ pub(crate) struct HttpMetrics<S> {
     inner: S,
     metrics: Metrics,
     direction: Direction,
-    /// This connection's recent series: made once per connection (the stack is), so
-    /// its lock is the connection's own, never the registry's.
-    recent: Arc<Mutex<Recent>>,
+    /// This connection's recent series: made once per connection (the stack is).
+    recent: Arc<Recent<SeriesKey, Arc<HttpTarget>>>,
 }
 
 impl<S> HttpMetrics<S> {
@@ -45,31 +44,23 @@ impl<S> HttpMetrics<S> {
     /// has one (a connection mostly talks to a few targets), else from the registry,
     /// whose lookup takes a global lock and hashes the target.
     fn series(&self, t: &Target) -> Arc<HttpTarget> {
-        let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(hit) = recent.0.iter().find(|(key, _)| key.is(t)) {
-            self.metrics.touch(&hit.1);
-            return hit.1.clone();
-        }
-        let series = self.metrics.http(
-            self.direction,
-            t.addr,
-            t.peer.as_ref(),
-            t.authority.as_deref(),
-            t.labels.as_ref(),
+        let series = self.recent.get(
+            |key| key.is(t),
+            || {
+                let series = self.metrics.http(
+                    self.direction,
+                    t.addr,
+                    t.peer.as_ref(),
+                    t.authority.as_deref(),
+                    t.labels.as_ref(),
+                );
+                (SeriesKey::of(t), series)
+            },
         );
-        if recent.0.len() == RECENT {
-            recent.0.remove(0);
-        }
-        recent.0.push((SeriesKey::of(t), series.clone()));
+        self.metrics.touch(&series);
         series
     }
 }
-
-/// How many series a connection remembers.
-const RECENT: usize = 4;
-
-#[derive(Default)]
-struct Recent(Vec<(SeriesKey, Arc<HttpTarget>)>);
 
 /// What names an HTTP series: the target's address, peer identity, authority label and
 /// endpoint labels.

@@ -21,6 +21,7 @@ mod body;
 mod client;
 mod logical;
 mod metrics;
+mod recent;
 mod req_body;
 mod rescue;
 mod route;
@@ -51,7 +52,7 @@ pub(crate) struct HeadLimits {
 }
 
 impl HeadLimits {
-    pub(crate) fn new(config: &Config) -> Self {
+    pub(crate) fn new(config: &HttpConfig) -> Self {
         Self {
             h1_fields: config.http1_max_headers,
             h1_bytes: config.http1_max_header_bytes,
@@ -94,7 +95,7 @@ pub use self::metrics::MeteredBody;
 
 use self::client::LeaseSlot;
 use crate::{
-    config::Config,
+    config::HttpConfig,
     detect::Protocol,
     discover::{Destination, Discovery, Endpoints},
     metrics::{Direction, Metrics, RequestError},
@@ -129,7 +130,8 @@ pub(crate) struct Http {
 
 impl Http {
     pub(crate) fn new(
-        config: &Config,
+        config: &HttpConfig,
+        inbound_forward_addr: Option<SocketAddr>,
         metrics: Metrics,
         tls: Option<Arc<MeshTls>>,
         discovery: Option<Arc<Discovery>>,
@@ -150,7 +152,13 @@ impl Http {
             };
             Arc::new(Pool::new(connector))
         };
-        let routing = route::Routing::new(config, metrics.clone(), discovery, tls.is_some());
+        let routing = route::Routing::new(
+            config,
+            inbound_forward_addr,
+            metrics.clone(),
+            discovery,
+            tls.is_some(),
+        );
         Self {
             pools: [pool(Direction::Inbound), pool(Direction::Outbound)],
             routing: Arc::new(routing),
@@ -275,7 +283,7 @@ where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let conn = Arc::new(conn);
-    let pool = http.pool(conn.direction);
+    let pool = Arc::new(client::PoolHandle::new(http.pool(conn.direction).clone()));
     let svc = ServiceBuilder::new()
         .layer_fn(|s| route::Router::new(s, http.routing.clone(), conn.clone()))
         .layer_fn(|s| logical::Logical::new(s, http.metrics.clone()))

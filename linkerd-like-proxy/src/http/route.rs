@@ -15,7 +15,7 @@
 use super::ReqBody;
 use super::{BoxFuture, ConnCtx, MeteredBody, Stack, Target};
 use crate::{
-    config::Config,
+    config::HttpConfig,
     discover::{Discovery, Endpoints},
     errors,
     metrics::{Direction, Metrics, RequestError},
@@ -45,7 +45,8 @@ pub(crate) struct Routing {
 
 impl Routing {
     pub(crate) fn new(
-        config: &Config,
+        config: &HttpConfig,
+        inbound_forward_addr: Option<SocketAddr>,
         metrics: Metrics,
         discovery: Option<Arc<Discovery>>,
         meshed: bool,
@@ -53,7 +54,7 @@ impl Routing {
         Self {
             metrics,
             discovery,
-            inbound_forward_addr: config.inbound_forward_addr,
+            inbound_forward_addr,
             inbound_authority_labels: config.inbound_authority_labels,
             meshed,
         }

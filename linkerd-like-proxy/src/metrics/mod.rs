@@ -12,7 +12,7 @@ mod process;
 #[cfg(test)]
 mod tests;
 
-use crate::{classify::Class, detect::Protocol};
+use crate::{classify::Class, detect::Protocol, errors::Refused};
 use std::{
     collections::HashMap,
     fmt::Write as _,
@@ -23,53 +23,6 @@ use std::{
     },
     time::Duration,
 };
-
-/// Why a mesh TLS connection was refused, as counted by `tls_refused_total`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Refused {
-    /// The peer's certificate names another identity than the one expected.
-    WrongIdentity,
-    /// The peer's certificate has expired (or is not valid yet).
-    Expired,
-    /// The peer's certificate does not chain to the trust anchors.
-    Untrusted,
-    /// A client offered no certificate.
-    NoClientCert,
-    /// The peer refused this side's certificate or parameters (a TLS alert).
-    PeerRefused,
-    /// Any other handshake failure: malformed messages, no common parameters.
-    Handshake,
-    /// The handshake did not finish in time, or the connection broke during it.
-    Io,
-    /// A plaintext request claimed a mesh identity or spoke the proxies' protocol.
-    PlaintextClaim,
-}
-
-impl Refused {
-    pub const ALL: [Refused; 8] = [
-        Self::WrongIdentity,
-        Self::Expired,
-        Self::Untrusted,
-        Self::NoClientCert,
-        Self::PeerRefused,
-        Self::Handshake,
-        Self::Io,
-        Self::PlaintextClaim,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::WrongIdentity => "wrong_identity",
-            Self::Expired => "expired",
-            Self::Untrusted => "untrusted",
-            Self::NoClientCert => "no_client_cert",
-            Self::PeerRefused => "peer_refused",
-            Self::Handshake => "handshake",
-            Self::Io => "io",
-            Self::PlaintextClaim => "plaintext_claim",
-        }
-    }
-}
 
 /// `response_latency_ms` bucket bounds, in milliseconds (Linkerd's).
 pub const LATENCY_BUCKETS_MS: [u64; 25] = [

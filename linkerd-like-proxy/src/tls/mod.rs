@@ -17,10 +17,10 @@
 
 pub mod hello;
 
-use crate::identity::Credentials;
+use crate::identity::{provider, Credentials};
 use rustls::{
     client::{ResolvesClientCert, WebPkiServerVerifier},
-    crypto::{aws_lc_rs, CryptoProvider},
+    crypto::CryptoProvider,
     server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier},
     sign::CertifiedKey,
     CertificateError, ClientConfig, RootCertStore, ServerConfig, SignatureScheme,
@@ -66,10 +66,10 @@ pub type ClientStream<I> = tokio_rustls::client::TlsStream<I>;
 /// A server-side mesh TLS stream.
 pub type ServerStream<I> = tokio_rustls::server::TlsStream<I>;
 
-pub use crate::metrics::Refused;
+pub use crate::errors::{HandshakeFailed, Refused};
 
-// The reasons are the metrics' labels (`metrics::Refused`); telling them from a
-// handshake's error is TLS's business, so it is written here.
+// The reasons are labels (`errors::Refused`); telling them from a handshake's error is
+// TLS's business, so it is written here.
 impl Refused {
     /// Classifies a failed handshake's error.
     pub fn of(e: &std::io::Error) -> Self {
@@ -92,16 +92,6 @@ impl Refused {
             _ => Self::Handshake,
         }
     }
-}
-
-/// A mesh TLS handshake that failed, and why.
-#[derive(Debug, thiserror::Error)]
-#[error("mesh TLS handshake with {peer} failed ({reason})", reason = .reason.as_str())]
-pub struct HandshakeFailed {
-    pub peer: String,
-    pub reason: Refused,
-    #[source]
-    pub source: std::io::Error,
 }
 
 /// The proxy's mesh TLS configuration: one server side, one client side per ALPN.
@@ -291,23 +281,6 @@ fn identity_of(cert: &CertificateDer<'_>) -> Option<String> {
         x509_parser::extensions::GeneralName::DNSName(d) => Some(d.to_string()),
         _ => None,
     })
-}
-
-/// aws-lc-rs, TLS 1.3 suites only (AES-128-GCM first: fastest with AES-NI), and
-/// X25519MLKEM768 preferred for key exchange.
-pub(crate) fn provider() -> CryptoProvider {
-    let mut p = aws_lc_rs::default_provider();
-    p.kx_groups = vec![
-        aws_lc_rs::kx_group::X25519MLKEM768,
-        aws_lc_rs::kx_group::X25519,
-        aws_lc_rs::kx_group::SECP256R1,
-    ];
-    p.cipher_suites = vec![
-        aws_lc_rs::cipher_suite::TLS13_AES_128_GCM_SHA256,
-        aws_lc_rs::cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
-        aws_lc_rs::cipher_suite::TLS13_AES_256_GCM_SHA384,
-    ];
-    p
 }
 
 /// Hands rustls the current certificate, both as server and as client. The signing

@@ -176,7 +176,7 @@ async fn http1_between_proxies_is_mutual_tls_over_http2() {
     let m = server
         .wait_metric(&format!(
             "response_total{{direction=\"inbound\",target_addr=\"{}\",tls=\"true\",client_id=\"{WEB}\"",
-            server.proxy.config.inbound_forward_addr.unwrap()
+            server.proxy.config.listen.inbound_forward_addr.unwrap()
         ))
         .await;
     assert!(
@@ -186,7 +186,7 @@ async fn http1_between_proxies_is_mutual_tls_over_http2() {
     assert!(
         m.contains(&format!(
             "tcp_open_total{{direction=\"inbound\",peer=\"src\",target_addr=\"{}\",tls=\"true\",client_id=\"{WEB}\"}} 1",
-            server.proxy.config.inbound_forward_addr.unwrap()
+            server.proxy.config.listen.inbound_forward_addr.unwrap()
         )),
         "{m}"
     );

@@ -19,7 +19,7 @@
 //! pass through at no cost; `Forward` leases their connection.
 
 use super::{
-    client::{LeaseSlot, Plan, Pool, WaitedForConnect},
+    client::{LeaseSlot, Plan, PoolHandle, WaitedForConnect},
     BoxFuture, MeteredBody, Passthrough, ReqBody, Stack, Target,
 };
 use crate::{
@@ -46,11 +46,11 @@ pub(crate) struct Picked(pub(crate) SocketAddr);
 #[derive(Clone)]
 pub(crate) struct Balance<S> {
     inner: S,
-    pool: Arc<Pool>,
+    pool: Arc<PoolHandle>,
 }
 
 impl<S> Balance<S> {
-    pub(crate) fn new(inner: S, pool: Arc<Pool>) -> Self {
+    pub(crate) fn new(inner: S, pool: Arc<PoolHandle>) -> Self {
         Self { inner, pool }
     }
 }
@@ -109,7 +109,7 @@ impl<S: Stack> Service<Request<ReqBody>> for Balance<S> {
 /// request goes to, and whether a connection to it was leased (else the request
 /// carries the failure down, and the endpoint was penalized already).
 async fn lease(
-    pool: &Pool,
+    pool: &PoolHandle,
     first: Balanced,
     plans: [Plan; 2],
     req: &mut Request<ReqBody>,

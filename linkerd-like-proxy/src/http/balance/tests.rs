@@ -35,8 +35,8 @@ async fn fixture() -> Fixture {
             crate::http::ProxyBody::empty(),
         ))))
     });
-    let pool = proxy.pool(Direction::Outbound).clone();
-    let svc = Balance::new(tower::util::BoxCloneService::new(inner), pool);
+    let pool = crate::http::client::PoolHandle::new(proxy.pool(Direction::Outbound).clone());
+    let svc = Balance::new(tower::util::BoxCloneService::new(inner), Arc::new(pool));
     Fixture {
         _proxy: proxy,
         svc,
