@@ -1,7 +1,8 @@
 //! The one place that decides whether a response succeeded.
 //!
-//! Metrics ask it today; retries and failure accrual will ask it too, so that what the
-//! proxy counts as a failure and what it retries can never disagree.
+//! Metrics, retries (behind a route's own response classes, `profile::Route::classify`)
+//! and the balancer's failure-aware cost all ask it, so that what the proxy counts as a
+//! failure, what it retries and what it balances away from can never disagree.
 
 use http::{HeaderMap, StatusCode};
 

@@ -10,9 +10,11 @@
 //! an identity service configured, the proxy obtains and renews a certificate for its
 //! workload's identity (for the TLS layer) and is not ready until it holds one.
 //!
-//! The proxy never buffers whole bodies, never changes what the application sent
-//! beyond per-connection (hop-by-hop) headers, and never panics on input: every
-//! failure becomes a clean error response or a closed connection.
+//! The proxy never buffers whole bodies (but for a retryable route's request body of
+//! at most `http::REPLAY_LIMIT` bytes, held for replay), never changes what the
+//! application sent beyond per-connection (hop-by-hop) headers and its own
+//! `mesh-orig-proto` / `mesh-client-id`, and never panics on input: every failure
+//! becomes a clean error response or a closed connection.
 
 pub mod admin;
 pub mod alloc;

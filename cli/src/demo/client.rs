@@ -1,9 +1,10 @@
 //! How a demo app calls another: through its own proxy's outbound port, used as an explicit
 //! HTTP proxy, or straight to the callee with `--no-proxy`.
 //!
-//! Until there is discovery, the proxy learns the destination from each request: HTTP/1
-//! requests are sent in absolute-form (`GET http://127.0.0.1:7031/leaderboard HTTP/1.1`), as
-//! to any `http_proxy`, and HTTP/2 requests carry it in `:authority`. Either way the TCP
+//! The proxy learns the destination from each request, and asks discovery about it:
+//! HTTP/1 requests are sent in absolute-form
+//! (`GET http://voting.demo.svc.cluster.local:80/leaderboard HTTP/1.1`), as to any
+//! `http_proxy`, and HTTP/2 requests carry it in `:authority`. Either way the TCP
 //! connection goes to the outbound port whatever the authority, which is what
 //! [`Connector`] does; hyper-util's pooled client does the rest (it writes absolute-form for
 //! connections marked as proxied, and keeps connections alive across requests, so the demo's

@@ -15,13 +15,14 @@
 //! ```
 //!
 //! Each pick draws two distinct endpoints uniformly and takes the cheaper, where cost
-//! = latency estimate × (pending + 1). Drawing two rather than scanning all keeps a
-//! pick O(1) and avoids the herd that "always the least loaded" causes when many
-//! proxies share stale information. The estimate jumps at once to a slower sample and
-//! otherwise fades exponentially with time (decay 10s) down to the level of the
-//! faster samples, so an endpoint that turned slow is avoided at once, one that
-//! recovered wins its traffic back within seconds, and one that was avoided (whose
-//! estimate faded with nothing to hold it up) is tried again later.
+//! = latency estimate × (pending + 1) / success², success being the endpoint's recent
+//! share of responses that did not fail (fading like the estimate). Drawing two rather
+//! than scanning all keeps a pick O(1) and avoids the herd that "always the least
+//! loaded" causes when many proxies share stale information. The estimate jumps at
+//! once to a slower sample and otherwise fades exponentially with time (decay 10s)
+//! down to the level of the faster samples, so an endpoint that turned slow is avoided
+//! at once, one that recovered wins its traffic back within seconds, and one that was
+//! avoided (whose estimate faded with nothing to hold it up) is tried again later.
 //!
 //! Where this departs from Linkerd, it is about endpoints that have not answered yet,
 //! whose estimate is a prior, not a measurement: a new endpoint's prior is the lowest

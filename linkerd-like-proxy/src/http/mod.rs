@@ -11,10 +11,12 @@
 //! - `Balance`: which endpoint (P2C), with its connection leased before anything is
 //!   sent, so that a connect failure goes to another endpoint unseen; above the
 //!   metrics, so that each attempt is counted under the endpoint that served it.
-//! - `Metrics`: golden metrics per endpoint; above `Rescue`, so that the responses
+//! - `HttpMetrics`: golden metrics per endpoint; above `Rescue`, so that the responses
 //!   the proxy makes for failures are counted with their `error` label.
-//! - `Rescue`: errors become 502/503/504 or a gRPC status, once, at the edge.
-//! - `Forward`: the leased (or pooled) upstream connection, upgrades, CONNECT.
+//! - `Rescue`: errors become 400/502/503/504 or a gRPC status, once, at the edge.
+//! - `Forward`: the leased (or pooled) upstream connection, upgrades, CONNECT; and
+//!   the failures decided above the metrics, carried down in the target, returned as
+//!   errors here so that they are counted.
 
 mod balance;
 mod body;

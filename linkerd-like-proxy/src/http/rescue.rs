@@ -1,5 +1,5 @@
 //! The rescue layer: the one place where an error from below becomes the response a
-//! client sees (502/504 with `mesh-proxy-error`, or a gRPC status).
+//! client sees (400/502/503/504 with `mesh-proxy-error`, or a gRPC status).
 
 use super::ReqBody;
 use super::{BoxFuture, ProxyBody};

@@ -4,7 +4,8 @@
 //! (else the implicit default route). Then, for the whole request however many
 //! attempts it takes:
 //! - `route_request_total` / `route_response_total` / `route_response_latency_ms`
-//!   (labels `dst`, `rt_route`), and per attempt `route_actual_*`;
+//!   (labels `direction`, always outbound, `dst`, `rt_route`), and per attempt
+//!   `route_actual_*`;
 //! - the route's timeout, over every attempt, until the response headers: 504 (gRPC:
 //!   `grpc-status: 4`) with `mesh-proxy-error`;
 //! - for a retryable route, a failed attempt (by the route's response classes, the one
