@@ -93,7 +93,7 @@ pub fn profile_resource() -> ApiResource {
     )
 }
 
-/// The watch parameters shared by the three watches.
+/// The watch parameters shared by the watches (services, endpoint slices, pods, profiles).
 ///
 /// Lists are paged (500 objects, the default, as client-go) and read from etcd
 /// (`MostRecent`, the default), which is what bounds the memory a re-list takes. The

@@ -1,5 +1,7 @@
-//! The rescue layer: the one place where an error from below becomes the response a
-//! client sees (400/502/503/504 with `mesh-proxy-error`, or a gRPC status).
+//! The rescue layer: where an error from below becomes the response a client sees
+//! (400/502/503/504 with `mesh-proxy-error`, or a gRPC status). Every synthetic response
+//! is built by `errors::respond`; `Logical` also calls it, for the route timeout and a
+//! request body that failed, which it answers itself.
 
 use super::ReqBody;
 use super::{BoxFuture, ProxyBody};

@@ -466,7 +466,7 @@ impl Metrics {
     }
 
     /// Counts a retryable request's failed attempt: retried (`skipped` empty), or not,
-    /// and why (`no_budget`, `body_too_large`, `max_retries`, `timeout`).
+    /// and why (`no_budget`, `body_too_large`, `max_retries`).
     pub fn retryable(&self, dst: &Arc<str>, route: &Arc<str>, skipped: &'static str) {
         *lock(&self.0.retryable)
             .entry((dst.clone(), route.clone(), skipped))
