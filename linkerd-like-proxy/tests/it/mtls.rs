@@ -63,13 +63,22 @@ impl ControlPlane {
     }
 
     /// Discovery: service `api` in `default` is the proxy at `inbound`, announced as
-    /// having `identity`.
-    fn announce(&self, inbound: SocketAddr, identity: &str) {
+    /// having `identity`. Returns once the controller serves it, so that no proxy asks
+    /// before and, told the name is unknown, falls back to DNS (off this machine).
+    async fn announce(&self, inbound: SocketAddr, identity: &str) {
         let sa = identity.split('.').next().unwrap();
         let yaml = format!(
             "services:\n  - name: api\n    namespace: default\n    ports: [{{port: 80}}]\n    endpoints:\n      - address: {inbound}\n        labels: {{pod: api-0, serviceaccount: {sa}}}\n        identity: {identity}\n"
         );
         std::fs::write(self.dir.path().join("discovery.yaml"), yaml).unwrap();
+        let index = &self.running.index;
+        let target = index.parse("api.default.svc.cluster.local:80", "").unwrap();
+        let mut sub = index.subscribe(target);
+        let served =
+            async { while !sub.next().await.endpoints.iter().any(|e| e.addr == inbound) {} };
+        tokio::time::timeout(Duration::from_secs(15), served)
+            .await
+            .expect("the controller never served the announced endpoint");
     }
 }
 
@@ -119,7 +128,7 @@ const URL: &str = "http://api.default.svc.cluster.local/hello";
 async fn a_large_http1_head_crosses_the_http2_hop() {
     let mesh = mesh().await;
     let server = mesh.proxy("api", app().await).await;
-    mesh.announce(server.inbound, API);
+    mesh.announce(server.inbound, API).await;
     let client = mesh.proxy("web", app().await).await;
     // 40 KiB of header fields: within HTTP/1's limit (408 KiB), far over the 16 KiB
     // hyper's HTTP/2 would take by default, which the request crosses between the
@@ -157,7 +166,7 @@ async fn a_large_http1_head_crosses_the_http2_hop() {
 async fn http1_between_proxies_is_mutual_tls_over_http2() {
     let mesh = mesh().await;
     let server = mesh.proxy("api", app().await).await;
-    mesh.announce(server.inbound, API);
+    mesh.announce(server.inbound, API).await;
     let client = mesh.proxy("web", app().await).await;
 
     // Discovery may take a moment to see the file: until then the name does not resolve.
@@ -220,7 +229,7 @@ async fn a_server_with_another_identity_than_announced_is_refused() {
     let mesh = mesh().await;
     let server = mesh.proxy("api", app().await).await;
     // Discovery says the endpoint is `web`'s, but the proxy there proves `api`.
-    mesh.announce(server.inbound, WEB);
+    mesh.announce(server.inbound, WEB).await;
     let client = mesh.proxy("web", app().await).await;
     let mut answer = get_via(client.outbound, URL).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -295,7 +304,7 @@ async fn application_tls_and_opaque_tcp_pass_through() {
 
     // Opaque TCP between proxies: CONNECT through the client proxy becomes mesh TLS
     // announcing opaque bytes, which the server forwards untouched.
-    mesh.announce(server.inbound, API);
+    mesh.announce(server.inbound, API).await;
     let client = mesh.proxy("web", app().await).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
