@@ -8,10 +8,10 @@
 #   scripts/bench-discovery.sh --quick --no-write  # smoke run (~20 s), report on stderr only
 #   scripts/bench-discovery.sh --help              # every flag
 #
-# Arguments go to `mesh-discovery-bench`; see integration-tests/src/bin/mesh-discovery-bench.rs.
+# Arguments go to `mesh-discovery-bench`; see bench/src/bin/mesh-discovery-bench/main.rs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cargo build --release -p mesh-controller -p mesh-proxy -p mesh-integration-tests \
+cargo build --release -p mesh-controller -p mesh-proxy -p mesh-bench \
     --bin mesh-controller --bin mesh-proxy --bin mesh-discovery-bench
 exec target/release/mesh-discovery-bench "$@"

@@ -15,7 +15,7 @@
 # proxies' RSS per open idle connection (--idle-conns). With --mtls the run fails unless
 # both proxies' metrics show all the traffic between them as tls="true".
 #
-# Arguments go to `mesh-bench run`; see integration-tests/src/bin/mesh-bench.rs.
+# Arguments go to `mesh-bench run`; see bench/src/bin/mesh-bench/main.rs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,7 +33,7 @@ if ((${#missing[@]})); then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
 fi
 
-cargo build --release -p mesh-controller -p mesh-integration-tests \
+cargo build --release -p mesh-controller -p mesh-bench \
     --bin mesh-controller --bin mesh-bench
 # The proxy as it ships (profile `dist`: fat LTO, one codegen unit), on its own: built
 # with the others, Cargo would unify its dependencies' features with theirs (ring,

@@ -1,6 +1,6 @@
-//! Harness for mesh's process- and pod-level tests: find the built binaries, run them,
-//! wait on what they print, build "pods" out of network namespaces, and read the proxies'
-//! metrics.
+//! Harness for mesh's process- and pod-level tests, and for the benchmarks (`bench/`):
+//! find the built binaries, run them, wait on what they print, build "pods" out of
+//! network namespaces, and read the proxies' metrics.
 //!
 //! Every wait here polls a condition against a deadline; nothing sleeps a fixed time and
 //! hopes. Everything a test starts is owned by a value whose `Drop` ends it (processes
@@ -25,12 +25,10 @@
 // Tests and benchmarks measure real elapsed time, which is what std's clock is for.
 #![allow(clippy::disallowed_types)]
 
-pub mod kube_api;
 pub mod mesh;
 mod metrics;
 mod netns;
 mod process;
-pub mod sys;
 
 use std::{
     path::{Path, PathBuf},

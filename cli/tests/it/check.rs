@@ -3,7 +3,7 @@
 //! with their object, field path and reason, and fail the check; an unreachable API
 //! server fails it with a clear message.
 
-use mesh_integration_tests::kube_api::{service_profile, FakeKube};
+use mesh_kube_fake::{service_profile, FakeKube};
 use serde_json::json;
 use std::{path::Path, process::Command};
 
@@ -74,7 +74,10 @@ async fn invalid_profiles_are_reported_with_their_fields() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_api_server_fails_the_check() {
     let kube = FakeKube::start().await.unwrap();
-    let kubeconfig = kube.kubeconfig_path().to_path_buf();
+    // The fake removes its kubeconfig when dropped: keep a copy naming the gone server.
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::copy(kube.kubeconfig_path(), &kubeconfig).unwrap();
     drop(kube);
     let (code, out) = check(&kubeconfig, &[]).await;
     assert_eq!(code, 1, "{out}");

@@ -1,6 +1,6 @@
 //! The translation of watch events into index actions, driven with hand-made events:
 //! the watcher's own protocol (paging, bookmarks, 410) is kube's, and is exercised
-//! against a fake API server in `integration-tests/`.
+//! against the fake API server of `kube-fake/` by the tests in `integration-tests/`.
 
 use super::*;
 use k8s_openapi::{api::core::v1::ServiceSpec, apimachinery::pkg::apis::meta::v1::ObjectMeta};

@@ -13,10 +13,8 @@
 // Tests measure real elapsed time, which is what std's clock is for.
 #![allow(clippy::disallowed_types)]
 
-use mesh_integration_tests::{
-    kube_api::{endpoint_slice, pod, service, Endpoint, FakeKube, Kind, ServicePort},
-    mesh::{free_port, Backend, Controller, Load, Proxy},
-};
+use mesh_integration_tests::mesh::{free_port, Backend, Controller, Load, Proxy};
+use mesh_kube_fake::{endpoint_slice, pod, service, Endpoint, FakeKube, Kind, ServicePort};
 use std::{net::IpAddr, time::Duration};
 
 const NS: &str = "default";

@@ -3,7 +3,5 @@
 //! `tests/`. The pod-level tests, which need root, are the other binary (`tests/pod/`).
 
 mod discovery;
-mod discovery_bench;
-mod kube_api;
 mod process;
 mod profiles;

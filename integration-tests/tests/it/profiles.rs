@@ -8,10 +8,8 @@
 use mesh_api::destination::{
     destination_client::DestinationClient, DestinationProfile, GetDestination,
 };
-use mesh_integration_tests::{
-    kube_api::{service, service_profile, FakeKube, Kind, ServicePort},
-    mesh::Controller,
-};
+use mesh_integration_tests::mesh::Controller;
+use mesh_kube_fake::{service, service_profile, FakeKube, Kind, ServicePort};
 use serde_json::json;
 use std::time::Duration;
 

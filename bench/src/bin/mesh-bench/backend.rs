@@ -11,6 +11,7 @@ use hyper_util::{
     rt::{TokioExecutor, TokioIo},
     server::conn::auto,
 };
+use mesh_bench::net::{accept, current_thread_runtime, terminated};
 use std::{convert::Infallible, net::SocketAddr};
 use tokio::net::TcpListener;
 
@@ -33,16 +34,14 @@ pub(crate) struct Args {
 
 pub(crate) fn main(args: Args) -> anyhow::Result<()> {
     let rt = if args.threads <= 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
+        current_thread_runtime()?
     } else {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(args.threads)
             .enable_all()
             .build()
-    }
-    .context("building the runtime")?;
+            .context("building the runtime")?
+    };
     rt.block_on(serve(args))
 }
 
@@ -53,7 +52,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("binding {addr}"))?;
         eprintln!("mesh-bench backend: listening on {addr}");
-        tokio::spawn(accept(listener, body.clone()));
+        tokio::spawn(serve_http(listener, body.clone()));
     }
     for addr in &args.echo {
         let listener = TcpListener::bind(addr)
@@ -62,25 +61,13 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         eprintln!("mesh-bench backend: echoing on {addr}");
         tokio::spawn(crate::tcp::echo(listener));
     }
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
+    terminated().await;
     Ok(())
 }
 
-async fn accept(listener: TcpListener, body: Bytes) {
+async fn serve_http(listener: TcpListener, body: Bytes) {
     loop {
-        let stream = match listener.accept().await {
-            Ok((s, _)) => s,
-            Err(e) => {
-                eprintln!("mesh-bench backend: accept failed: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
+        let stream = accept(&listener, "mesh-bench backend").await;
         let body = body.clone();
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |_req| {

@@ -14,11 +14,9 @@ use crate::{
     Args, Settings,
 };
 use anyhow::{bail, Context as _};
-use mesh_integration_tests::{
-    kube_api::FakeKube,
-    mesh::{free_port, scrape, Controller, Proxy},
-    sys::{self, Machine, MachineSample, Sample},
-};
+use mesh_bench::sys::{self, Machine, MachineSample, MachineWindow, Meter, Sample};
+use mesh_integration_tests::mesh::{free_port, scrape, Controller, Proxy};
+use mesh_kube_fake::FakeKube;
 use rand::{rngs::StdRng, Rng as _, SeedableRng as _};
 use serde::{Deserialize, Serialize};
 use std::{
@@ -201,9 +199,9 @@ impl Summary {
 pub(crate) struct Window {
     pub(crate) phase: String,
     pub(crate) seconds: f64,
-    pub(crate) busy_cores: f64,
-    pub(crate) softirq_cores: f64,
-    pub(crate) steal_cores: f64,
+    /// `busy_cores`, `softirq_cores` and `steal_cores`.
+    #[serde(flatten)]
+    pub(crate) machine: MachineWindow,
     /// Cores used by each of the benchmark's processes.
     pub(crate) procs: BTreeMap<String, f64>,
 }
@@ -212,47 +210,39 @@ impl Window {
     /// Cores busy on the machine but in none of the benchmark's processes nor in
     /// softirq: other users of the machine.
     pub(crate) fn other_cores(&self) -> f64 {
-        (self.busy_cores - self.softirq_cores - self.procs.values().sum::<f64>()).max(0.0)
+        self.machine.other_cores(self.procs.values().sum())
     }
 }
 
-/// A phase being measured.
-struct Meter {
-    phase: &'static str,
-    started: Instant,
-    machine: MachineSample,
-    procs: Vec<(&'static str, u32, Sample)>,
+/// A phase being measured: the machine and the benchmark's processes (name, pid).
+struct Phase {
+    name: &'static str,
+    meter: Meter,
 }
 
-impl Meter {
-    fn start(phase: &'static str, procs: &[(&'static str, u32)]) -> anyhow::Result<Self> {
-        let procs = procs
-            .iter()
-            .map(|(name, pid)| Ok((*name, *pid, sys::sample(*pid)?)))
-            .collect::<anyhow::Result<_>>()?;
+impl Phase {
+    fn start(name: &'static str, procs: &[(&'static str, u32)]) -> anyhow::Result<Self> {
         Ok(Self {
-            phase,
-            started: Instant::now(),
-            machine: sys::machine_sample()?,
-            procs,
+            name,
+            meter: Meter::start(procs.iter().copied())?,
         })
     }
 
+    /// The phase's window, each process's CPU from schedstat.
     fn finish(self) -> anyhow::Result<Window> {
-        let seconds = self.started.elapsed().as_secs_f64();
-        let m = sys::machine_sample()?;
-        let cores = |a: u64, b: u64| a.saturating_sub(b) as f64 / 1e9 / seconds;
-        let mut procs = BTreeMap::new();
-        for (name, pid, before) in self.procs {
-            let after = sys::sample(pid)?;
-            procs.insert(name.to_string(), cores(after.cpu_ns, before.cpu_ns));
-        }
+        let m = self.meter.finish()?;
+        let procs = m
+            .procs
+            .iter()
+            .map(|(name, before, after)| {
+                let ns = after.cpu_ns.saturating_sub(before.cpu_ns);
+                (name.clone(), sys::cores(ns, m.seconds))
+            })
+            .collect();
         Ok(Window {
-            phase: self.phase.to_string(),
-            seconds,
-            busy_cores: cores(m.busy_ns, self.machine.busy_ns),
-            softirq_cores: cores(m.softirq_ns, self.machine.softirq_ns),
-            steal_cores: cores(m.steal_ns, self.machine.steal_ns),
+            phase: self.name.to_string(),
+            seconds: m.seconds,
+            machine: m.machine,
             procs,
         })
     }
@@ -283,7 +273,7 @@ pub(crate) fn main(args: Args) -> anyhow::Result<()> {
     let mut results = rt.block_on(async {
         tokio::select! {
             r = phases(&settings) => r,
-            _ = interrupted() => bail!("interrupted"),
+            _ = mesh_bench::net::terminated() => bail!("interrupted"),
         }
     })?;
     // Dropping the runtime waits for blocking start-ups still under way, whose
@@ -296,7 +286,13 @@ pub(crate) fn main(args: Args) -> anyhow::Result<()> {
         command: format!("scripts/bench-discovery.sh {}", argv.join(" "))
             .trim_end()
             .to_string(),
-        git: sys::git_revision(&["controller", "linkerd-like-proxy", "integration-tests"]),
+        git: sys::git_revision(&[
+            "controller",
+            "linkerd-like-proxy",
+            "integration-tests",
+            "kube-fake",
+            "bench",
+        ]),
         machine: Machine::read(),
         settings: Some(settings.clone()),
         clock_ticks_per_sec: sys::clock_ticks_per_sec(),
@@ -316,57 +312,21 @@ pub(crate) fn main(args: Args) -> anyhow::Result<()> {
         .name
         .clone()
         .unwrap_or_else(|| format!("discovery-{}", results.meta.date));
-    std::fs::create_dir_all(&args.out_dir)
-        .with_context(|| format!("creating {}", args.out_dir.display()))?;
-    let md = args.out_dir.join(format!("{name}.md"));
-    let json = args.out_dir.join(format!("{name}.json"));
-    std::fs::write(&md, &markdown).with_context(|| format!("writing {}", md.display()))?;
-    std::fs::write(&json, serde_json::to_string_pretty(&results)? + "\n")
-        .with_context(|| format!("writing {}", json.display()))?;
     eprintln!("{markdown}");
-    eprintln!(
-        "mesh-discovery-bench: wrote {} and {}",
-        md.display(),
-        json.display()
-    );
-    Ok(())
-}
-
-async fn interrupted() {
-    let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-    else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
+    mesh_bench::report::write(
+        "mesh-discovery-bench",
+        &args.out_dir,
+        &name,
+        &markdown,
+        &results,
+    )
 }
 
 /// Waits up to `max` for a 2-s sample with at most 0.2 cores busy; returns the last
 /// sample's busy cores (a 1-s sample when not waiting).
 fn wait_quiet(max: Duration) -> anyhow::Result<f64> {
-    let deadline = Instant::now() + max;
-    loop {
-        let busy = sys::machine_busy_cores(if max.is_zero() {
-            Duration::from_secs(1)
-        } else {
-            Duration::from_secs(2)
-        })?;
-        if busy <= 0.2 || Instant::now() >= deadline {
-            if busy > 0.2 {
-                eprintln!(
-                    "mesh-discovery-bench: warning: other processes keep {busy:.2} cores busy; \
-                     the numbers will be noisy"
-                );
-            }
-            return Ok(busy);
-        }
-        eprintln!(
-            "mesh-discovery-bench: waiting for a quiet machine ({busy:.2} cores busy, load {})",
-            sys::loadavg()
-        );
-    }
+    let sample = Duration::from_secs(if max.is_zero() { 1 } else { 2 });
+    sys::wait_quiet("mesh-discovery-bench", max, 0.2, sample)
 }
 
 fn progress(msg: impl std::fmt::Display) {
@@ -409,15 +369,10 @@ async fn phases(s: &Settings) -> anyhow::Result<Results> {
     let api_before = api.stats();
     let machine = sys::machine_sample()?;
     let bench_before = sys::sample(me)?;
-    let kubeconfig = api.kubeconfig_path().to_path_buf();
-    let log = s.controller_log.clone();
     let t = Instant::now();
-    let controller = tokio::task::spawn_blocking(move || {
-        Controller::kubernetes_with(&kubeconfig, None, &[("MESH_LOG", &log)], READY_WITHIN)
-    })
-    .await
-    .context("controller start-up task")?
-    .context("starting mesh-controller")?;
+    let controller = start_controller(s, &api)
+        .await
+        .context("starting mesh-controller")?;
     let ready_s = t.elapsed().as_secs_f64();
     let cpid = controller.process.pid();
     let at_ready = sys::sample(cpid)?;
@@ -475,9 +430,9 @@ async fn phases(s: &Settings) -> anyhow::Result<Results> {
         .collect();
     let n_streams = paths.len();
     let before = sys::sample(cpid)?;
-    let meter = Meter::start("2. opening streams", &[(CONTROLLER, cpid), (BENCH, me)])?;
+    let phase = Phase::start("2. opening streams", &[(CONTROLLER, cpid), (BENCH, me)])?;
     let open = streams::open(controller.destination, s.conns, paths, tracker.clone()).await?;
-    windows.push(meter.finish()?);
+    windows.push(phase.finish()?);
     let opened = sys::sample(cpid)?;
     tokio::time::sleep(settle).await;
     let settled = sys::sample(cpid)?;
@@ -509,7 +464,7 @@ async fn phases(s: &Settings) -> anyhow::Result<Results> {
     let mut all = Vec::new();
     let mut lost = 0;
     let updates_before = tracker.updates.load(std::sync::atomic::Ordering::Relaxed);
-    let meter = Meter::start("3. changes to streams", &[(CONTROLLER, cpid), (BENCH, me)])?;
+    let phase = Phase::start("3. changes to streams", &[(CONTROLLER, cpid), (BENCH, me)])?;
     let cpu_before = sys::sample(cpid)?.cpu_ns;
     for _ in 0..s.changes {
         let svc = rng.gen_range(0..cluster.services);
@@ -545,7 +500,7 @@ async fn phases(s: &Settings) -> anyhow::Result<Results> {
         tokio::time::sleep(Duration::from_millis(rng.gen_range(5..25))).await;
     }
     let cpu_ns = sys::sample(cpid)?.cpu_ns.saturating_sub(cpu_before);
-    windows.push(meter.finish()?);
+    windows.push(phase.finish()?);
     let updates = tracker.updates.load(std::sync::atomic::Ordering::Relaxed) - updates_before;
     let propagation = Propagation {
         changes: s.changes,
@@ -626,17 +581,24 @@ async fn phases(s: &Settings) -> anyhow::Result<Results> {
     })
 }
 
-/// Starts a controller on an empty API server, and samples it once settled.
-async fn empty_cluster(s: &Settings, settle: Duration) -> anyhow::Result<Sample> {
-    let api = FakeKube::start().await.context("fake API server")?;
+/// Starts a controller on `api` (off the runtime: it blocks until the controller is
+/// ready).
+async fn start_controller(s: &Settings, api: &FakeKube) -> anyhow::Result<Controller> {
     let kubeconfig = api.kubeconfig_path().to_path_buf();
     let log = s.controller_log.clone();
-    let controller = tokio::task::spawn_blocking(move || {
+    tokio::task::spawn_blocking(move || {
         Controller::kubernetes_with(&kubeconfig, None, &[("MESH_LOG", &log)], READY_WITHIN)
     })
     .await
     .context("controller start-up task")?
-    .context("starting mesh-controller on an empty cluster")?;
+}
+
+/// Starts a controller on an empty API server, and samples it once settled.
+async fn empty_cluster(s: &Settings, settle: Duration) -> anyhow::Result<Sample> {
+    let api = FakeKube::start().await.context("fake API server")?;
+    let controller = start_controller(s, &api)
+        .await
+        .context("starting mesh-controller on an empty cluster")?;
     tokio::time::sleep(settle).await;
     let sample = sys::sample(controller.process.pid())?;
     drop(controller);
@@ -655,18 +617,17 @@ fn window_since(
     procs: &[(&str, Sample, Sample)],
 ) -> anyhow::Result<Window> {
     let seconds = started.elapsed().as_secs_f64();
-    let m = sys::machine_sample()?;
-    let cores = |a: u64, b: u64| a.saturating_sub(b) as f64 / 1e9 / seconds;
     Ok(Window {
         phase: phase.to_string(),
         seconds,
-        busy_cores: cores(m.busy_ns, machine.busy_ns),
-        softirq_cores: cores(m.softirq_ns, machine.softirq_ns),
-        steal_cores: cores(m.steal_ns, machine.steal_ns),
+        machine: MachineWindow::between(&machine, &sys::machine_sample()?, seconds),
         procs: procs
             .iter()
             // utime + stime: the controller's threads that ended during start-up count.
-            .map(|(name, a, b)| (name.to_string(), cores(b.ticks_ns(), a.ticks_ns())))
+            .map(|(name, a, b)| {
+                let ns = b.ticks_ns().saturating_sub(a.ticks_ns());
+                (name.to_string(), sys::cores(ns, seconds))
+            })
             .collect(),
     })
 }
@@ -735,7 +696,7 @@ async fn proxy_propagation(
             .context("the proxy never reached the probe service")?;
     }
 
-    let meter = Meter::start(
+    let phase = Phase::start(
         "4. changes to the proxy",
         &[
             (CONTROLLER, cpid),
@@ -776,7 +737,7 @@ async fn proxy_propagation(
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
-    windows.push(meter.finish()?);
+    windows.push(phase.finish()?);
     let stats = load.end();
     Ok(ProxyPropagation {
         samples: s.proxy_samples,
@@ -840,7 +801,7 @@ async fn balancing(
 
     // Cold start: the first requests after the proxy discovered the service, when it
     // knows nothing of the backends' latencies yet.
-    let meter = Meter::start("5. balancing", &procs)?;
+    let phase = Phase::start("5. balancing", &procs)?;
     let started = Instant::now();
     let cold = ClosedLoop::start(proxied.clone(), COLD_START_CONCURRENCY);
     cold.begin();
@@ -852,7 +813,7 @@ async fn balancing(
     tokio::time::sleep_until((started + d).into()).await;
     let p = cold.end();
     drop(cold);
-    let mut w = meter.finish()?;
+    let mut w = phase.finish()?;
     w.phase = format!("5. balancing, cold start, {COLD_START_CONCURRENCY} in flight");
     windows.push(w);
     progress(format_args!(
@@ -867,14 +828,14 @@ async fn balancing(
         round_robin: None,
     });
     for &c in &s.concurrency {
-        let meter = Meter::start("5. balancing", &procs)?;
+        let phase = Phase::start("5. balancing", &procs)?;
         let p = ClosedLoop::start(proxied.clone(), c)
             .measure(BALANCE_WARMUP, d)
             .await;
         let r = ClosedLoop::start(direct.clone(), c)
             .measure(BALANCE_WARMUP, d)
             .await;
-        let mut w = meter.finish()?;
+        let mut w = phase.finish()?;
         w.phase = format!("5. balancing, {c} in flight (proxied, then round-robin)");
         windows.push(w);
         progress(format_args!(
@@ -892,10 +853,10 @@ async fn balancing(
         });
     }
     if s.rate > 0.0 {
-        let meter = Meter::start("5. balancing", &procs)?;
+        let phase = Phase::start("5. balancing", &procs)?;
         let p = load::open_loop(proxied, s.rate, OPEN_LOOP_CONNS, BALANCE_WARMUP, d).await;
         let r = load::open_loop(direct, s.rate, OPEN_LOOP_CONNS, BALANCE_WARMUP, d).await;
-        let mut w = meter.finish()?;
+        let mut w = phase.finish()?;
         w.phase = format!("5. balancing, {} rps (proxied, then round-robin)", s.rate);
         windows.push(w);
         progress(format_args!(
@@ -914,4 +875,33 @@ async fn balancing(
         });
     }
     Ok(runs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A phase's window keeps the JSON it had before the machine's cores were a shared
+    /// type: the three machine figures beside the phase's other fields, in order.
+    #[test]
+    fn window_json_is_flat() {
+        let w = Window {
+            phase: "p".to_string(),
+            seconds: 2.0,
+            machine: MachineWindow {
+                busy_cores: 1.5,
+                softirq_cores: 0.25,
+                steal_cores: 0.125,
+            },
+            procs: BTreeMap::from([("bench".to_string(), 0.5)]),
+        };
+        let json = serde_json::to_string(&w).unwrap();
+        assert_eq!(
+            json,
+            r#"{"phase":"p","seconds":2.0,"busy_cores":1.5,"softirq_cores":0.25,"steal_cores":0.125,"procs":{"bench":0.5}}"#
+        );
+        assert_eq!(w.other_cores(), 0.75);
+        let back: Window = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.machine.steal_cores, 0.125);
+    }
 }

@@ -7,7 +7,7 @@
 //! network. The services a proxy sends traffic to are separate ([`probe_objects`]), with
 //! their endpoints on loopback.
 
-use mesh_integration_tests::kube_api::{endpoint_slice, pod, service, Endpoint, ServicePort};
+use mesh_kube_fake::{endpoint_slice, pod, service, Endpoint, ServicePort};
 use serde_json::Value;
 use std::net::{Ipv4Addr, SocketAddr};
 

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{body::Incoming, service::service_fn, Request, Response};
 use hyper_util::rt::TokioIo;
+use mesh_bench::net::accept;
 use std::{
     convert::Infallible,
     net::SocketAddr,
@@ -86,10 +87,7 @@ impl Backend {
             // Connections live in this set, so stopping the backend closes them too.
             let mut conns = JoinSet::new();
             loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let _ = stream.set_nodelay(true);
+                let stream = accept(&listener, "mesh-discovery-bench backend").await;
                 let (body, c) = (body.clone(), c.clone());
                 let svc = service_fn(move |_req: Request<Incoming>| {
                     let (body, c) = (body.clone(), c.clone());

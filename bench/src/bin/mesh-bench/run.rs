@@ -18,7 +18,7 @@
 use crate::{
     load::{LoadResult, Proto},
     report,
-    sys::{self, DropGuard, Guard, Sample},
+    sys::{self, DropGuard, Guard, MachineWindow, Meter, Sample},
     tcp::ConnectResult,
 };
 use anyhow::{bail, Context as _};
@@ -163,14 +163,6 @@ pub(crate) struct Args {
     setup_only: bool,
 }
 
-/// The whole machine over one measured window, in cores.
-#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
-pub(crate) struct MachineWindow {
-    pub(crate) busy_cores: f64,
-    pub(crate) softirq_cores: f64,
-    pub(crate) steal_cores: f64,
-}
-
 /// A process's CPU and memory over one measured window.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub(crate) struct ProcWindow {
@@ -184,6 +176,21 @@ impl ProcWindow {
     pub(crate) fn cpu_ns(&self) -> u64 {
         self.after.cpu_ns.saturating_sub(self.before.cpu_ns)
     }
+
+    /// Cores in use over a window of `window_s`.
+    pub(crate) fn cores(&self, window_s: f64) -> f64 {
+        sys::cores(self.cpu_ns(), window_s)
+    }
+}
+
+/// Cores busy on the machine over a window but in none of `procs` (the benchmark's own
+/// processes) nor in softirq: other processes.
+pub(crate) fn other_cores(
+    machine: &MachineWindow,
+    procs: &BTreeMap<String, ProcWindow>,
+    window_s: f64,
+) -> f64 {
+    machine.other_cores(procs.values().map(|p| p.cores(window_s)).sum())
 }
 
 /// One load run and what was measured around it.
@@ -210,9 +217,7 @@ impl RunRecord {
         if self.window_s <= 0.0 {
             return 0.0;
         }
-        let ours: u64 = self.procs.values().map(ProcWindow::cpu_ns).sum();
-        (self.machine.busy_cores - self.machine.softirq_cores - ours as f64 / 1e9 / self.window_s)
-            .max(0.0)
+        other_cores(&self.machine, &self.procs, self.window_s)
     }
 
     /// CPU the benchmark could not have: other processes' and the hypervisor's (steal).
@@ -511,18 +516,11 @@ pub(crate) fn main(args: Args) -> anyhow::Result<()> {
         out.flush()?;
     }
     if !args.no_write {
-        std::fs::create_dir_all(&args.out_dir)
-            .with_context(|| format!("creating {}", args.out_dir.display()))?;
         let name = args.name.clone().unwrap_or_else(|| {
             let kind = if args.mtls { "proxy-mtls" } else { "proxy" };
             format!("{kind}-{}", results.meta.date)
         });
-        let md = args.out_dir.join(format!("{name}.md"));
-        let json = args.out_dir.join(format!("{name}.json"));
-        std::fs::write(&md, &markdown).with_context(|| format!("writing {}", md.display()))?;
-        std::fs::write(&json, serde_json::to_string_pretty(&results)? + "\n")
-            .with_context(|| format!("writing {}", json.display()))?;
-        eprintln!("mesh-bench: wrote {} and {}", md.display(), json.display());
+        mesh_bench::report::write("mesh-bench", &args.out_dir, &name, &markdown, &results)?;
     }
     if let Some(check) = &results.tls_check {
         if !check.passed {
@@ -539,24 +537,7 @@ pub(crate) fn main(args: Args) -> anyhow::Result<()> {
 /// Waits (up to `max`) for a 2-s sample with at most `threshold` cores busy; returns
 /// the last sample's busy cores.
 fn wait_quiet(max: Duration, threshold: f64) -> anyhow::Result<f64> {
-    let deadline = Instant::now() + max;
-    loop {
-        let busy = sys::machine_busy_cores(Duration::from_secs(2))?;
-        if busy <= threshold {
-            return Ok(busy);
-        }
-        if Instant::now() >= deadline {
-            eprintln!(
-                "mesh-bench: warning: other processes keep {busy:.2} cores busy; the numbers will be noisy \
-                 (--wait-quiet waits for a quiet machine)"
-            );
-            return Ok(busy);
-        }
-        eprintln!(
-            "mesh-bench: waiting for a quiet machine ({busy:.2} cores busy, load {})",
-            sys::loadavg()
-        );
-    }
+    sys::wait_quiet("mesh-bench", max, threshold, Duration::from_secs(2))
 }
 
 fn preflight() -> anyhow::Result<()> {
@@ -642,30 +623,12 @@ impl Bench<'_> {
             sys::run("ip", &["-n", ns, "link", "set", ifname, "up"])?;
             // The new-connection test opens tens of thousands of connections: let
             // TIME_WAIT ports be reused and widen the ephemeral range (both per netns).
-            sys::run(
-                "ip",
-                &[
-                    "netns",
-                    "exec",
-                    ns,
-                    "sysctl",
-                    "-q",
-                    "-w",
-                    "net.ipv4.tcp_tw_reuse=1",
-                ],
-            )?;
-            sys::run(
-                "ip",
-                &[
-                    "netns",
-                    "exec",
-                    ns,
-                    "sysctl",
-                    "-q",
-                    "-w",
-                    "net.ipv4.ip_local_port_range=1024 65000",
-                ],
-            )?;
+            for setting in [
+                "net.ipv4.tcp_tw_reuse=1",
+                "net.ipv4.ip_local_port_range=1024 65000",
+            ] {
+                sys::run("ip", &["netns", "exec", ns, "sysctl", "-q", "-w", setting])?;
+            }
         }
         Ok(())
     }
@@ -919,11 +882,10 @@ impl Bench<'_> {
         watched.push((LOADGEN.to_string(), load_pid));
 
         let mut procs: BTreeMap<String, ProcWindow> = BTreeMap::new();
-        let mut window: Option<Instant> = None;
+        let mut meter: Option<Meter> = None;
         let mut window_s = 0.0;
         let mut sampler: Option<RssSampler> = None;
         let mut result: Option<serde_json::Value> = None;
-        let mut machine_before = sys::MachineSample::default();
         let mut machine = MachineWindow::default();
         for line in BufReader::new(stdout).lines() {
             let line = line?;
@@ -936,26 +898,19 @@ impl Bench<'_> {
             };
             match v["event"].as_str() {
                 Some("measuring") => {
-                    for (name, pid) in &watched {
-                        procs.entry(name.clone()).or_default().before = sys::sample(*pid)?;
-                    }
-                    machine_before = sys::machine_sample()?;
-                    window = Some(Instant::now());
+                    meter = Some(Meter::start(watched.iter().cloned())?);
                     sampler = Some(rss_sampler(watched.clone()));
                 }
                 Some("measured") => {
-                    for (name, pid) in &watched {
-                        procs.entry(name.clone()).or_default().after = sys::sample(*pid)?;
+                    if let Some(meter) = meter.take() {
+                        let m = meter.finish()?;
+                        window_s = m.seconds;
+                        machine = m.machine;
+                        for (name, before, after) in m.procs {
+                            let p = procs.entry(name).or_default();
+                            (p.before, p.after) = (before, after);
+                        }
                     }
-                    window_s = window.map_or(0.0, |w| w.elapsed().as_secs_f64());
-                    let m = sys::machine_sample()?;
-                    let cores =
-                        |a: u64, b: u64| a.saturating_sub(b) as f64 / 1e9 / window_s.max(1e-9);
-                    machine = MachineWindow {
-                        busy_cores: cores(m.busy_ns, machine_before.busy_ns),
-                        softirq_cores: cores(m.softirq_ns, machine_before.softirq_ns),
-                        steal_cores: cores(m.steal_ns, machine_before.steal_ns),
-                    };
                     if let Some((stop, handle)) = sampler.take() {
                         stop.store(true, Ordering::Relaxed);
                         for (name, peak) in handle.join().unwrap_or_default() {
@@ -1317,29 +1272,12 @@ fn check_exec(name: &str, pid: u32, expected: &str) {
 }
 
 fn meta(args: &Args, elapsed: Duration) -> Meta {
-    let machine = mesh_integration_tests::sys::Machine::read();
-    let git = {
-        let rev = sys::run("git", &["rev-parse", "--short", "HEAD"])
-            .unwrap_or_default()
-            .trim()
-            .to_string();
-        let dirty = sys::run(
-            "git",
-            &["status", "--porcelain", "--", "linkerd-like-proxy"],
-        )
-        .map(|s| !s.trim().is_empty())
-        .unwrap_or(false);
-        if rev.is_empty() {
-            "unknown".to_string()
-        } else if dirty {
-            format!("{rev} (linkerd-like-proxy/ modified)")
-        } else {
-            rev
-        }
-    };
+    let machine = mesh_bench::sys::Machine::read();
+    // What the numbers are of: the proxy (`abc1234 (linkerd-like-proxy/ modified)`).
+    let git = sys::git_revision(&["linkerd-like-proxy/"]);
     let argv: Vec<String> = std::env::args().skip(2).collect();
     Meta {
-        date: mesh_integration_tests::sys::utc_date(),
+        date: mesh_bench::sys::utc_date(),
         command: format!("sudo scripts/bench.sh {}", argv.join(" "))
             .trim_end()
             .to_string(),

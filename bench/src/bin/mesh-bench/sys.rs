@@ -10,9 +10,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-pub(crate) use mesh_integration_tests::sys::{
-    clock_ticks_per_sec, comm, loadavg, machine_busy_cores, machine_sample, sample, MachineSample,
-    Sample,
+pub(crate) use mesh_bench::sys::{
+    clock_ticks_per_sec, comm, cores, git_revision, loadavg, sample, wait_quiet, MachineWindow,
+    Meter, Sample,
 };
 
 /// Runs a command to completion; fails with its stderr if it fails.
@@ -169,22 +169,11 @@ impl Guard {
     pub(crate) fn on_signal(&self) {
         let guard = self.clone();
         std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
+            let Ok(rt) = mesh_bench::net::current_thread_runtime() else {
                 return;
             };
             rt.block_on(async {
-                let Ok(mut term) =
-                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                else {
-                    return;
-                };
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
+                mesh_bench::net::terminated().await;
                 eprintln!("mesh-bench: interrupted; cleaning up");
                 guard.cleanup();
                 std::process::exit(130);

@@ -30,19 +30,12 @@
 // This measures real elapsed time, which is what std's clock is for.
 #![allow(clippy::disallowed_types)]
 
-#[path = "mesh-bench/backend.rs"]
 mod backend;
-#[path = "mesh-bench/load.rs"]
 mod load;
-#[path = "mesh-bench/probe.rs"]
 mod probe;
-#[path = "mesh-bench/report.rs"]
 mod report;
-#[path = "mesh-bench/run.rs"]
 mod run;
-#[path = "mesh-bench/sys.rs"]
 mod sys;
-#[path = "mesh-bench/tcp.rs"]
 mod tcp;
 
 use clap::{Parser, Subcommand};

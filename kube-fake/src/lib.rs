@@ -6,7 +6,7 @@
 //! # async fn demo() -> anyhow::Result<()> {
 //! use k8s_openapi::api::core::v1::Service;
 //! use kube::api::{Api, ListParams};
-//! use mesh_integration_tests::kube_api::{service, FakeKube, ServicePort};
+//! use mesh_kube_fake::{service, FakeKube, ServicePort};
 //!
 //! let api = FakeKube::start().await?;
 //! api.apply(service("shop", "web", "198.19.0.10", &[ServicePort::new("http", 80).target(8080)]))?;
@@ -46,7 +46,8 @@
 //! plus `/version` and discovery).
 //!
 //! Lifecycle: the server runs on tasks of the runtime that called [`FakeKube::start`],
-//! and dropping the `FakeKube` stops it and closes every connection.
+//! and dropping the `FakeKube` stops it, closes every connection and removes its
+//! kubeconfig file.
 
 mod http;
 mod objects;
@@ -268,7 +269,7 @@ impl FakeKube {
     }
 
     /// Starts a server on `addr` (e.g. an address a network namespace can reach), and
-    /// writes a kubeconfig for it into the test's scratch directory.
+    /// writes a kubeconfig for it (see [`FakeKube::kubeconfig_path`]).
     pub async fn start_on(addr: SocketAddr) -> anyhow::Result<Self> {
         let listener = TcpListener::bind(addr)
             .await
@@ -289,7 +290,13 @@ impl FakeKube {
             stats: Counters::default(),
             addr,
         });
-        let kubeconfig = crate::scratch_dir().join(format!("kubeconfig-{}", addr.port()));
+        // Named by pid and port: test processes run side by side, each with servers of
+        // its own.
+        let kubeconfig = std::env::temp_dir().join(format!(
+            "mesh-kube-fake-{}-{}.kubeconfig",
+            std::process::id(),
+            addr.port()
+        ));
         std::fs::write(&kubeconfig, kubeconfig_yaml(&format!("http://{addr}")))
             .with_context(|| format!("write {}", kubeconfig.display()))?;
         let server = tokio::spawn(http::serve(listener, inner.clone()));
@@ -311,7 +318,8 @@ impl FakeKube {
     }
 
     /// A kubeconfig file pointing at the server with no credentials, for a process
-    /// started with `KUBECONFIG=<path>`. It lives in [`crate::scratch_dir`].
+    /// started with `KUBECONFIG=<path>`. It is in the temporary directory, and is removed
+    /// when the `FakeKube` is dropped (a test of a server that went away keeps a copy).
     pub fn kubeconfig_path(&self) -> &Path {
         &self.kubeconfig
     }
@@ -453,6 +461,7 @@ impl Drop for FakeKube {
     fn drop(&mut self) {
         // The accept loop owns every connection task, so aborting it closes them all.
         self.server.abort();
+        let _ = std::fs::remove_file(&self.kubeconfig);
     }
 }
 

@@ -30,17 +30,11 @@
 // This measures real elapsed time, which is what std's clock is for.
 #![allow(clippy::disallowed_types)]
 
-#[path = "mesh-discovery-bench/backend.rs"]
 mod backend;
-#[path = "mesh-discovery-bench/cluster.rs"]
 mod cluster;
-#[path = "mesh-discovery-bench/load.rs"]
 mod load;
-#[path = "mesh-discovery-bench/report.rs"]
 mod report;
-#[path = "mesh-discovery-bench/run.rs"]
 mod run;
-#[path = "mesh-discovery-bench/streams.rs"]
 mod streams;
 
 use clap::Parser;

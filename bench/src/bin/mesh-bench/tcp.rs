@@ -7,9 +7,13 @@
 //! a full TLS 1.3 handshake. `connects` prints the same `measuring` / `measured` /
 //! `result` JSON lines as `load`.
 
-use crate::load::{event, Percentiles};
-use anyhow::{bail, Context as _};
+use crate::load::{event, LATENCY_MAX_NS};
+use anyhow::bail;
 use hdrhistogram::Histogram;
+use mesh_bench::{
+    net::{accept, current_thread_runtime},
+    stats::{histogram, Percentiles},
+};
 use serde::{Deserialize, Serialize};
 use std::{
     cell::RefCell,
@@ -80,9 +84,7 @@ pub(crate) fn connects(args: ConnectsArgs) -> anyhow::Result<()> {
     if args.concurrency == 0 {
         bail!("--concurrency must be at least 1");
     }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let rt = current_thread_runtime()?;
     let local = tokio::task::LocalSet::new();
     let result = local.block_on(&rt, run_connects(&args))?;
     event(&serde_json::to_string(
@@ -106,7 +108,7 @@ async fn run_connects(args: &ConnectsArgs) -> anyhow::Result<ConnectResult> {
     let start = Instant::now() + args.warmup;
     let end = start + args.duration;
     let stats = Rc::new(RefCell::new(Stats {
-        hist: Histogram::new_with_bounds(1, 60_000_000_000, 3).context("histogram")?,
+        hist: histogram(LATENCY_MAX_NS),
         count: 0,
         errors: 0,
         first_error: None,
@@ -167,7 +169,7 @@ async fn run_connects(args: &ConnectsArgs) -> anyhow::Result<ConnectResult> {
         errors: s.errors,
         first_error: s.first_error.clone(),
         cps: s.count as f64 / secs.max(1e-9),
-        latency_us: Percentiles::of(&s.hist),
+        latency_us: Percentiles::of_ns(&s.hist),
     })
 }
 
@@ -188,9 +190,7 @@ pub(crate) struct HoldArgs {
 /// established), prints `{"event":"open","count":N,"errors":E}`, and holds them idle
 /// until stdin closes or the process is killed.
 pub(crate) fn hold(args: HoldArgs) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let rt = current_thread_runtime()?;
     let held = rt.block_on(async {
         let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(args.concurrency.max(1)));
         let mut tasks = Vec::new();
@@ -236,15 +236,7 @@ pub(crate) fn hold(args: HoldArgs) -> anyhow::Result<()> {
 /// The backend's echo listener: every byte read is written back.
 pub(crate) async fn echo(listener: tokio::net::TcpListener) {
     loop {
-        let mut stream = match listener.accept().await {
-            Ok((s, _)) => s,
-            Err(e) => {
-                eprintln!("mesh-bench backend: accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
+        let mut stream = accept(&listener, "mesh-bench backend").await;
         tokio::spawn(async move {
             let mut buf = [0u8; 4096];
             loop {

@@ -1,4 +1,4 @@
-//! The fake Kubernetes API server (`mesh_integration_tests::kube_api`), driven by the real
+//! The fake Kubernetes API server (`mesh_kube_fake`), driven by the real
 //! kube-rs client and `kube::runtime::watcher` over HTTP: if these pass, a controller
 //! built on kube-rs sees from the fake what it would see from a cluster, including the
 //! rare paths (compaction, 410 Gone, re-lists) a cluster cannot be made to take on cue.
@@ -22,9 +22,7 @@ use kube::{
     runtime::watcher::{self, Event},
     Resource, ResourceExt as _,
 };
-use mesh_integration_tests::kube_api::{
-    endpoint_slice, pod, service, Endpoint, FakeKube, Kind, ServicePort,
-};
+use mesh_kube_fake::{endpoint_slice, pod, service, Endpoint, FakeKube, Kind, ServicePort};
 
 /// How long any one awaited event may take. Events arrive in milliseconds; this only
 /// bounds a failing test.

@@ -1,6 +1,8 @@
 //! The Markdown report of a `mesh-discovery-bench` run.
 
 use crate::run::{Results, Summary, BENCH, CONTROLLER, PROXY, SLOW};
+use mesh_bench::report::made_by;
+pub(crate) use mesh_bench::report::mb;
 use std::fmt::Write as _;
 
 // The targets of issue 3, and the scale they are set at.
@@ -10,11 +12,6 @@ const SLOW_SHARE_MAX: f64 = 0.10;
 const TARGET_SERVICES: usize = 1000;
 const TARGET_ENDPOINTS: usize = 10_000;
 const TARGET_STREAMS: usize = 2000;
-
-/// KiB as MB (10^6 bytes).
-pub(crate) fn mb(kib: u64) -> f64 {
-    kib as f64 * 1024.0 / 1e6
-}
 
 fn met(ok: bool, at_scale: bool) -> &'static str {
     match (ok, at_scale) {
@@ -46,11 +43,7 @@ pub(crate) fn render(res: &Results) -> String {
     let mut o = String::new();
     let w = &mut o;
     let _ = writeln!(w, "# mesh discovery benchmark, {}\n", m.date);
-    let _ = writeln!(
-        w,
-        "Made by `{}` at commit {} in {:.0} s.\n",
-        m.command, m.git, m.elapsed_s
-    );
+    let _ = writeln!(w, "{}", made_by(&m.command, &m.git, m.elapsed_s));
     let _ = writeln!(
         w,
         "Machine: {}, {} cores, {} memory, Linux {}. The fake API server, the controller, the proxy, \
@@ -105,7 +98,7 @@ pub(crate) fn render(res: &Results) -> String {
     let steal_max = res
         .windows
         .iter()
-        .map(|w| w.steal_cores)
+        .map(|w| w.machine.steal_cores)
         .fold(0.0, f64::max);
     let other_max = res
         .windows
@@ -196,7 +189,7 @@ pub(crate) fn render(res: &Results) -> String {
 
     // --- Indexing ---
     let _ = writeln!(w, "## Controller: indexing\n");
-    let ticks = |s: &mesh_integration_tests::sys::Sample| secs(s.ticks_ns());
+    let ticks = |s: &mesh_bench::sys::Sample| secs(s.ticks_ns());
     let _ = writeln!(
         w,
         "| | |\n|---|---|\n\
@@ -397,9 +390,9 @@ pub(crate) fn render(res: &Results) -> String {
             core(CONTROLLER),
             core(PROXY),
             core(BENCH),
-            win.softirq_cores,
+            win.machine.softirq_cores,
             win.other_cores(),
-            win.steal_cores
+            win.machine.steal_cores
         );
     }
     let _ = writeln!(w);

@@ -6,8 +6,12 @@
 
 use crate::{
     load::Proto,
-    run::{ConnectRecord, IdleConns, Results, RunRecord, BACKEND, INBOUND, LOADGEN, OUTBOUND},
+    run::{
+        other_cores, ConnectRecord, IdleConns, Results, RunRecord, BACKEND, INBOUND, LOADGEN,
+        OUTBOUND,
+    },
 };
+use mesh_bench::report::{made_by, mb};
 use std::fmt::Write as _;
 
 // The targets the issue sets for this 2-core machine.
@@ -31,11 +35,6 @@ fn ms(us: f64) -> String {
 
 fn signed_ms(us: f64) -> String {
     format!("{:+.3}", us / 1e3)
-}
-
-/// KiB as MB (10^6 bytes).
-fn mb(kib: u64) -> f64 {
-    kib as f64 * 1024.0 / 1e6
 }
 
 fn met(ok: bool) -> &'static str {
@@ -73,7 +72,7 @@ fn us_per_req(r: &RunRecord, proc: &str) -> Option<f64> {
 /// CPU of `proc` over the window, in cores.
 fn cores(r: &RunRecord, proc: &str) -> Option<f64> {
     let p = r.procs.get(proc)?;
-    (r.window_s > 0.0).then(|| p.cpu_ns() as f64 / 1e9 / r.window_s)
+    (r.window_s > 0.0).then(|| p.cores(r.window_s))
 }
 
 /// Share of `proc`'s CPU spent in the kernel (stime / (utime + stime)).
@@ -250,11 +249,7 @@ pub(crate) fn render(res: &Results) -> String {
     } else {
         let _ = writeln!(w, "# mesh-proxy benchmark, {}\n", m.date);
     }
-    let _ = writeln!(
-        w,
-        "Made by `{}` at commit {} in {:.0} s.\n",
-        m.command, m.git, m.elapsed_s
-    );
+    let _ = writeln!(w, "{}", made_by(&m.command, &m.git, m.elapsed_s));
     let _ = writeln!(
         w,
         "Machine: {}, {} cores, {} memory, Linux {}. The load generator, the backend and both proxies \
@@ -842,21 +837,14 @@ fn connections(res: &Results, w: &mut String) {
             let core = |proc: &'static str| {
                 med(proxied, &move |r: &ConnectRecord| {
                     let p = r.procs.get(proc)?;
-                    (r.window_s > 0.0).then(|| p.cpu_ns() as f64 / 1e9 / r.window_s)
+                    (r.window_s > 0.0).then(|| p.cores(r.window_s))
                 })
             };
             let worst = res
                 .connects
                 .iter()
                 .filter(|r| r.proxied == proxied)
-                .map(|r| {
-                    let ours: u64 = r.procs.values().map(|p| p.cpu_ns()).sum();
-                    (r.machine.busy_cores
-                        - r.machine.softirq_cores
-                        - ours as f64 / 1e9 / r.window_s.max(1e-9))
-                    .max(0.0)
-                        + r.machine.steal_cores
-                })
+                .map(|r| other_cores(&r.machine, &r.procs, r.window_s) + r.machine.steal_cores)
                 .fold(0.0, f64::max);
             let _ = writeln!(
                 w,

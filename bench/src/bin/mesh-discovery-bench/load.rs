@@ -10,9 +10,12 @@
 
 use bytes::Bytes;
 use hdrhistogram::Histogram;
-use http_body_util::{BodyExt as _, Empty};
-use hyper::{client::conn::http1::SendRequest, Request};
-use hyper_util::rt::TokioIo;
+use http_body_util::Empty;
+use hyper::Request;
+use mesh_bench::{
+    net::{connect_h1, read_response, H1Tx},
+    stats::{histogram, Percentiles},
+};
 use serde::{Deserialize, Serialize};
 use std::{
     collections::BTreeMap,
@@ -35,31 +38,6 @@ pub(crate) enum Target {
     },
     /// Straight to the backends, each request to the next one in turn.
     RoundRobin(Vec<SocketAddr>),
-}
-
-/// Latency percentiles in µs.
-#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
-pub(crate) struct Percentiles {
-    pub(crate) p50: f64,
-    pub(crate) p90: f64,
-    pub(crate) p99: f64,
-    pub(crate) p999: f64,
-    pub(crate) max: f64,
-    pub(crate) mean: f64,
-}
-
-impl Percentiles {
-    fn of(h: &Histogram<u64>) -> Self {
-        let q = |q: f64| h.value_at_quantile(q) as f64;
-        Self {
-            p50: q(0.5),
-            p90: q(0.9),
-            p99: q(0.99),
-            p999: q(0.999),
-            max: h.max() as f64,
-            mean: h.mean(),
-        }
-    }
 }
 
 /// What a measured window saw.
@@ -87,9 +65,8 @@ impl Stats {
     }
 }
 
-fn histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 120_000_000, 3).expect("valid histogram bounds")
-}
+/// The longest latency recorded, in µs (two minutes).
+const LATENCY_MAX_US: u64 = 120_000_000;
 
 /// What the current window has seen.
 struct Measured {
@@ -111,7 +88,7 @@ impl Recorder {
         Self {
             measuring: AtomicBool::new(false),
             window: Mutex::new(Measured {
-                latency_us: histogram(),
+                latency_us: histogram(LATENCY_MAX_US),
                 by_backend: BTreeMap::new(),
                 first_error: None,
                 since: Instant::now(),
@@ -166,7 +143,7 @@ impl Recorder {
             errors: self.errors.load(Relaxed),
             first_error: w.first_error.clone(),
             rps: count as f64 / window_s.max(1e-9),
-            latency_us: Percentiles::of(&w.latency_us),
+            latency_us: Percentiles::of_us(&w.latency_us),
             by_backend: w.by_backend.clone(),
         }
     }
@@ -175,7 +152,7 @@ impl Recorder {
 /// One worker's connections: one to the proxy, or one per backend.
 struct Conns {
     target: Target,
-    senders: Vec<Option<SendRequest<Empty<Bytes>>>>,
+    senders: Vec<Option<H1Tx>>,
 }
 
 /// Requests sent so far by all round-robin workers together, which picks the next
@@ -208,27 +185,20 @@ impl Conns {
         };
         let sender = match &mut self.senders[i] {
             Some(s) if !s.is_closed() => s,
-            slot => {
-                let stream = tokio::net::TcpStream::connect(addr).await?;
-                stream.set_nodelay(true)?;
-                let (sender, conn) =
-                    hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-                tokio::spawn(conn);
-                slot.insert(sender)
-            }
+            slot => slot.insert(
+                connect_h1(&addr.to_string())
+                    .await
+                    .map_err(anyhow::Error::msg)?,
+            ),
         };
         let result = async {
             sender.ready().await?;
             let req = Request::get(uri)
                 .header(hyper::header::HOST, host)
                 .body(Empty::<Bytes>::new())?;
-            let rsp = sender.send_request(req).await?;
-            let status = rsp.status();
-            let body = rsp.into_body().collect().await?.to_bytes();
-            if !status.is_success() {
-                anyhow::bail!("{status}: {}", String::from_utf8_lossy(&body));
-            }
-            Ok(body)
+            read_response(sender.send_request(req).await)
+                .await
+                .map_err(anyhow::Error::msg)
         }
         .await;
         if result.is_err() {

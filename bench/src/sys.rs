@@ -1,5 +1,6 @@
 //! What the benchmarks read from the system: a process's CPU time and memory and the
-//! whole machine's CPU counters from `/proc`, and a description of the machine.
+//! whole machine's CPU counters from `/proc`, a [`Meter`] of both over a window, whether
+//! the machine is quiet enough to start, and a description of the machine and the code.
 //!
 //! Both benchmarks (`mesh-bench` and `mesh-discovery-bench`) read them the same way, so
 //! their reports can be read side by side: CPU as the sum of the threads' schedstat
@@ -8,7 +9,10 @@
 use anyhow::Context as _;
 use mesh_rt::proc::{self, Pid};
 use serde::{Deserialize, Serialize};
-use std::{process::Command, time::Duration};
+use std::{
+    process::Command,
+    time::{Duration, Instant},
+};
 
 /// One reading of a process.
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
@@ -74,6 +78,121 @@ pub fn machine_busy_cores(d: Duration) -> anyhow::Result<f64> {
     std::thread::sleep(d);
     let b = machine_sample()?;
     Ok(b.busy_ns.saturating_sub(a.busy_ns) as f64 / d.as_nanos() as f64)
+}
+
+/// `ns` of CPU time spent over `seconds` of wall time, in cores (0 over no time).
+pub fn cores(ns: u64, seconds: f64) -> f64 {
+    if seconds > 0.0 {
+        ns as f64 / 1e9 / seconds
+    } else {
+        0.0
+    }
+}
+
+/// The whole machine over one measured window, in cores.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+pub struct MachineWindow {
+    pub busy_cores: f64,
+    pub softirq_cores: f64,
+    pub steal_cores: f64,
+}
+
+impl MachineWindow {
+    /// The machine between two samples `seconds` apart.
+    pub fn between(before: &MachineSample, after: &MachineSample, seconds: f64) -> Self {
+        let c = |a: u64, b: u64| cores(a.saturating_sub(b), seconds);
+        Self {
+            busy_cores: c(after.busy_ns, before.busy_ns),
+            softirq_cores: c(after.softirq_ns, before.softirq_ns),
+            steal_cores: c(after.steal_ns, before.steal_ns),
+        }
+    }
+
+    /// Cores busy on the machine but neither in the benchmark's own processes (`ours`
+    /// cores together) nor in softirq (mostly the benchmark's own network traffic):
+    /// other processes.
+    pub fn other_cores(&self, ours: f64) -> f64 {
+        (self.busy_cores - self.softirq_cores - ours).max(0.0)
+    }
+}
+
+/// The machine and some processes being measured over a window: [`Meter::start`] samples
+/// them all, [`Meter::finish`] samples them again.
+pub struct Meter {
+    started: Instant,
+    machine: MachineSample,
+    procs: Vec<(String, u32, Sample)>,
+}
+
+/// What a [`Meter`] measured.
+pub struct Metered {
+    /// The window's wall time.
+    pub seconds: f64,
+    pub machine: MachineWindow,
+    /// Each process by name: its samples at the start and at the end.
+    pub procs: Vec<(String, Sample, Sample)>,
+}
+
+impl Meter {
+    /// Samples each of `procs` (name, pid) and the machine.
+    pub fn start<S: Into<String>>(
+        procs: impl IntoIterator<Item = (S, u32)>,
+    ) -> anyhow::Result<Self> {
+        let procs = procs
+            .into_iter()
+            .map(|(name, pid)| Ok((name.into(), pid, sample(pid)?)))
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Self {
+            started: Instant::now(),
+            machine: machine_sample()?,
+            procs,
+        })
+    }
+
+    /// Samples them again.
+    pub fn finish(self) -> anyhow::Result<Metered> {
+        let seconds = self.started.elapsed().as_secs_f64();
+        let machine = MachineWindow::between(&self.machine, &machine_sample()?, seconds);
+        let procs = self
+            .procs
+            .into_iter()
+            .map(|(name, pid, before)| Ok((name, before, sample(pid)?)))
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Metered {
+            seconds,
+            machine,
+            procs,
+        })
+    }
+}
+
+/// Waits up to `max` for a quiet machine: one whose busy cores, sampled over `sample`,
+/// are at most `threshold`. Returns the last sample's busy cores, and says on stderr
+/// (after `who: `) what it waits for, and when it gave up.
+pub fn wait_quiet(
+    who: &str,
+    max: Duration,
+    threshold: f64,
+    sample: Duration,
+) -> anyhow::Result<f64> {
+    let deadline = Instant::now() + max;
+    loop {
+        let busy = machine_busy_cores(sample)?;
+        if busy <= threshold {
+            return Ok(busy);
+        }
+        if Instant::now() >= deadline {
+            eprintln!(
+                "{who}: warning: other processes keep {busy:.2} cores busy; the numbers will be noisy \
+                 (--wait-quiet waits for a quiet machine)"
+            );
+            return Ok(busy);
+        }
+        eprintln!(
+            "{who}: waiting for a quiet machine ({busy:.2} cores busy, load {})",
+            loadavg()
+        );
+    }
 }
 
 /// The 1, 5 and 15 minute load averages, as `/proc/loadavg` gives them.
@@ -160,5 +279,52 @@ pub fn git_revision(paths: &[&str]) -> String {
     match git(&status) {
         Some(s) if !s.is_empty() => format!("{rev} ({} modified)", paths.join(", ")),
         _ => rev,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn machine_window_in_cores() {
+        let before = MachineSample {
+            busy_ns: 1_000_000_000,
+            softirq_ns: 0,
+            steal_ns: 0,
+        };
+        let after = MachineSample {
+            busy_ns: 4_000_000_000,
+            softirq_ns: 500_000_000,
+            steal_ns: 200_000_000,
+        };
+        let w = MachineWindow::between(&before, &after, 2.0);
+        assert_eq!(
+            (w.busy_cores, w.softirq_cores, w.steal_cores),
+            (1.5, 0.25, 0.1)
+        );
+        // Busy 1.5, softirq 0.25, ours 1.0: others 0.25; never below 0.
+        assert_eq!(w.other_cores(1.0), 0.25);
+        assert_eq!(w.other_cores(2.0), 0.0);
+        assert_eq!(cores(1_000_000_000, 0.0), 0.0);
+    }
+
+    #[test]
+    fn a_meter_samples_each_process_at_both_ends() {
+        let me = std::process::id();
+        let meter = Meter::start([("me", me)]).unwrap();
+        // Some CPU for the window to see.
+        let spin = Instant::now();
+        while spin.elapsed() < Duration::from_millis(30) {
+            std::hint::black_box(0u64);
+        }
+        let m = meter.finish().unwrap();
+        assert!(m.seconds >= 0.03, "{}", m.seconds);
+        let [(name, before, after)] = &m.procs[..] else {
+            panic!("{} processes", m.procs.len())
+        };
+        assert_eq!(name, "me");
+        assert!(after.cpu_ns > before.cpu_ns, "{before:?} {after:?}");
+        assert!(after.rss_kib > 0);
     }
 }

@@ -23,9 +23,13 @@ use anyhow::{bail, Context as _};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 use http::{header, Request, Uri};
-use http_body_util::{BodyExt as _, Empty};
-use hyper::client::conn::{http1, http2};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use http_body_util::Empty;
+use hyper::client::conn::http2;
+use hyper_util::rt::TokioExecutor;
+use mesh_bench::{
+    net::{connect_h1, current_thread_runtime, read_response, tcp, H1Tx},
+    stats::{histogram, Percentiles},
+};
 use nix::sys::{
     time::TimeSpec,
     timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags},
@@ -39,7 +43,7 @@ use std::{
     str::FromStr,
     time::{Duration, Instant},
 };
-use tokio::{io::unix::AsyncFd, net::TcpStream, sync::mpsc, task::spawn_local};
+use tokio::{io::unix::AsyncFd, sync::mpsc, task::spawn_local};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -108,31 +112,6 @@ pub(crate) struct Args {
     pub(crate) trace: Option<std::path::PathBuf>,
 }
 
-/// Latency percentiles in microseconds.
-#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
-pub(crate) struct Percentiles {
-    pub(crate) p50: f64,
-    pub(crate) p90: f64,
-    pub(crate) p99: f64,
-    pub(crate) p999: f64,
-    pub(crate) max: f64,
-    pub(crate) mean: f64,
-}
-
-impl Percentiles {
-    pub(crate) fn of(h: &Histogram<u64>) -> Self {
-        let us = |ns: u64| ns as f64 / 1e3;
-        Self {
-            p50: us(h.value_at_quantile(0.5)),
-            p90: us(h.value_at_quantile(0.9)),
-            p99: us(h.value_at_quantile(0.99)),
-            p999: us(h.value_at_quantile(0.999)),
-            max: us(h.max()),
-            mean: h.mean() / 1e3,
-        }
-    }
-}
-
 /// What `load` prints last.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct LoadResult {
@@ -161,6 +140,9 @@ pub(crate) struct LoadResult {
     pub(crate) send_lag_us: Option<Percentiles>,
 }
 
+/// The longest latency recorded, in ns (a minute).
+pub(crate) const LATENCY_MAX_NS: u64 = 60_000_000_000;
+
 struct Stats {
     hist: Histogram<u64>,
     lag: Histogram<u64>,
@@ -175,12 +157,9 @@ struct Stats {
 
 impl Stats {
     fn new(start: Instant, end: Instant) -> Self {
-        let h = || {
-            Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("valid histogram bounds")
-        };
         Self {
-            hist: h(),
-            lag: h(),
+            hist: histogram(LATENCY_MAX_NS),
+            lag: histogram(LATENCY_MAX_NS),
             count: 0,
             errors: 0,
             first_error: None,
@@ -273,26 +252,7 @@ impl Target {
     }
 }
 
-type H1Tx = http1::SendRequest<Empty<Bytes>>;
 type H2Tx = http2::SendRequest<Empty<Bytes>>;
-
-async fn tcp(addr: &str) -> Result<TokioIo<TcpStream>, String> {
-    let s = TcpStream::connect(addr)
-        .await
-        .map_err(|e| format!("connect {addr}: {e}"))?;
-    let _ = s.set_nodelay(true);
-    Ok(TokioIo::new(s))
-}
-
-async fn connect_h1(addr: &str) -> Result<H1Tx, String> {
-    let (tx, conn) = http1::handshake(tcp(addr).await?)
-        .await
-        .map_err(|e| format!("handshake: {e}"))?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    Ok(tx)
-}
 
 async fn connect_h2(addr: &str) -> Result<H2Tx, String> {
     let (tx, conn) = http2::handshake(TokioExecutor::new(), tcp(addr).await?)
@@ -302,21 +262,6 @@ async fn connect_h2(addr: &str) -> Result<H2Tx, String> {
         let _ = conn.await;
     });
     Ok(tx)
-}
-
-async fn read_response(
-    rsp: Result<http::Response<hyper::body::Incoming>, hyper::Error>,
-) -> Result<(), String> {
-    let rsp = rsp.map_err(|e| format!("request: {e}"))?;
-    let status = rsp.status();
-    rsp.into_body()
-        .collect()
-        .await
-        .map_err(|e| format!("response body: {e}"))?;
-    if !status.is_success() {
-        return Err(format!("status {status}"));
-    }
-    Ok(())
 }
 
 /// One HTTP/1 connection, reconnected after an error.
@@ -333,7 +278,9 @@ impl H1Conn {
             }
             let tx = self.tx.as_mut().expect("connected");
             tx.ready().await.map_err(|e| format!("connection: {e}"))?;
-            read_response(tx.send_request(self.target.request(Proto::H1)).await).await
+            read_response(tx.send_request(self.target.request(Proto::H1)).await)
+                .await
+                .map(drop)
         }
         .await;
         if res.is_err() {
@@ -383,7 +330,9 @@ impl H2Conn {
             }
         };
         tx.ready().await.map_err(|e| format!("connection: {e}"))?;
-        read_response(tx.send_request(self.target.request(Proto::H2)).await).await
+        read_response(tx.send_request(self.target.request(Proto::H2)).await)
+            .await
+            .map(drop)
     }
 }
 
@@ -455,9 +404,7 @@ pub(crate) fn main(args: Args) -> anyhow::Result<()> {
     if args.conns == 0 || args.streams == 0 {
         bail!("--conns and --streams must be at least 1");
     }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let rt = current_thread_runtime()?;
     let local = tokio::task::LocalSet::new();
     let result = local.block_on(&rt, run(args))?;
     event(&serde_json::to_string(
@@ -559,26 +506,8 @@ async fn fixed_rate(args: &Args, target: Rc<Target>, rate: f64) -> anyhow::Resul
     while stats.borrow().in_flight > 0 && Instant::now() < give_up {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let mut s = stats.borrow_mut();
-    let trace = s.trace.take();
-    Ok((
-        LoadResult {
-            proto: args.proto,
-            target: args.target.to_string(),
-            target_rps: Some(rate),
-            conns: args.conns,
-            concurrency: args.conns,
-            duration_s: args.duration.as_secs_f64(),
-            count: s.count,
-            errors: s.errors,
-            incomplete: s.in_flight,
-            first_error: s.first_error.clone(),
-            rps: s.count as f64 / args.duration.as_secs_f64(),
-            latency_us: Percentiles::of(&s.hist),
-            send_lag_us: Some(Percentiles::of(&s.lag)),
-        },
-        trace,
-    ))
+    let incomplete = stats.borrow().in_flight;
+    Ok(outcome(args, &stats, Some(rate), args.conns, incomplete))
 }
 
 /// An HTTP/1 connection working through its queue of scheduled send times.
@@ -664,26 +593,36 @@ async fn max_rate(args: &Args, target: Rc<Target>) -> anyhow::Result<Outcome> {
             incomplete += 1;
         }
     }
+    Ok(outcome(args, &stats, None, concurrency, incomplete))
+}
+
+/// What a run saw: the result `load` prints, and the trace if asked for. `rate` is
+/// `None` at maximum throughput, which has no send lag.
+fn outcome(
+    args: &Args,
+    stats: &RefCell<Stats>,
+    rate: Option<f64>,
+    concurrency: usize,
+    incomplete: u64,
+) -> Outcome {
     let mut s = stats.borrow_mut();
     let trace = s.trace.take();
-    Ok((
-        LoadResult {
-            proto: args.proto,
-            target: args.target.to_string(),
-            target_rps: None,
-            conns: args.conns,
-            concurrency,
-            duration_s: args.duration.as_secs_f64(),
-            count: s.count,
-            errors: s.errors,
-            incomplete,
-            first_error: s.first_error.clone(),
-            rps: s.count as f64 / args.duration.as_secs_f64(),
-            latency_us: Percentiles::of(&s.hist),
-            send_lag_us: None,
-        },
-        trace,
-    ))
+    let result = LoadResult {
+        proto: args.proto,
+        target: args.target.to_string(),
+        target_rps: rate,
+        conns: args.conns,
+        concurrency,
+        duration_s: args.duration.as_secs_f64(),
+        count: s.count,
+        errors: s.errors,
+        incomplete,
+        first_error: s.first_error.clone(),
+        rps: s.count as f64 / args.duration.as_secs_f64(),
+        latency_us: Percentiles::of_ns(&s.hist),
+        send_lag_us: rate.map(|_| Percentiles::of_ns(&s.lag)),
+    };
+    (result, trace)
 }
 
 /// Closed loop: a request counts if it was sent and answered inside the window.

@@ -1,0 +1,3 @@
+//! The benchmarks' tests, one test binary (one link) for all of them.
+
+mod discovery_bench;
