@@ -89,6 +89,9 @@ pub const ENV_INBOUND_METRICS_AUTHORITY_LABELS: &str =
 /// `10m` (as Linkerd). Keeps targets and authorities seen once from costing memory
 /// forever.
 pub const ENV_METRICS_RETAIN_IDLE: &str = "MESH_PROXY_METRICS_RETAIN_IDLE";
+/// How many HTTP series, and how many TCP series, the proxy keeps at most (default
+/// [`crate::metrics::DEFAULT_MAX_SERIES`]); traffic beyond goes to overflow series.
+pub const ENV_METRICS_MAX_SERIES: &str = "MESH_PROXY_METRICS_MAX_SERIES";
 /// The destination service (`host:port` of the controller's gRPC server, e.g.
 /// `mesh-destination.mesh-system.svc.cluster.local:8086`). Unset by default: no
 /// discovery, every connection and request goes where the client sent it.
@@ -169,6 +172,7 @@ const KNOWN: &[&str] = &[
     ENV_HTTP1_HEADER_READ_TIMEOUT,
     ENV_INBOUND_METRICS_AUTHORITY_LABELS,
     ENV_METRICS_RETAIN_IDLE,
+    ENV_METRICS_MAX_SERIES,
     ENV_DESTINATION_ADDR,
     ENV_DESTINATION_CONTEXT,
     ENV_DISCOVERY_TIMEOUT,
@@ -202,6 +206,8 @@ pub struct Config {
     pub identity: Option<IdentityConfig>,
     /// How long a metric series with no traffic is kept.
     pub metrics_retain_idle: Duration,
+    /// How many HTTP series, and how many TCP series, are kept at most.
+    pub metrics_max_series: usize,
     /// The supervisor this proxy must not outlive, if any.
     pub parent_pid: Option<u32>,
     pub cores: usize,
@@ -370,6 +376,17 @@ impl Config {
             },
             discovery: discovery(env)?,
             metrics_retain_idle: dur(ENV_METRICS_RETAIN_IDLE, "10m")?,
+            metrics_max_series: parse(
+                env,
+                ENV_METRICS_MAX_SERIES,
+                &crate::metrics::DEFAULT_MAX_SERIES.to_string(),
+                "a number of series from 10 to 1000000",
+                |v| {
+                    v.parse::<usize>()
+                        .ok()
+                        .filter(|n| (10..=1_000_000).contains(n))
+                },
+            )?,
             identity: identity(env)?,
             parent_pid: match env.get(ENV_PARENT_PID).filter(|v| !v.trim().is_empty()) {
                 None => None,
@@ -700,6 +717,7 @@ mod tests {
         assert_eq!(c.http.http1_max_headers, 100);
         assert_eq!(c.http.http2_max_header_list_bytes, 16 << 20);
         assert_eq!(c.parent_pid, None);
+        assert_eq!(c.metrics_max_series, crate::metrics::DEFAULT_MAX_SERIES);
         let c = Config::from_env(&env(&[(ENV_DESTINATION_ADDR, "127.0.0.1:8086")])).unwrap();
         let d = c.discovery.expect("discovery on");
         assert_eq!(d.context, "");
@@ -800,6 +818,8 @@ mod tests {
             (ENV_HTTP2_MAX_HEADER_LIST_BYTES, "1KiB"),
             (ENV_PARENT_PID, "me"),
             (ENV_PARENT_PID, "1"),
+            (ENV_METRICS_MAX_SERIES, "0"),
+            (ENV_METRICS_MAX_SERIES, "many"),
             (ENV_INBOUND_METRICS_AUTHORITY_LABELS, "yes"),
             (ENV_DESTINATION_ADDR, "controller"),
             (ENV_DESTINATION_ADDR, "controller:0"),

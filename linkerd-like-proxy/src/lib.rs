@@ -178,7 +178,7 @@ pub async fn bind(config: Config) -> Result<Bound, StartError> {
     let inbound = bind("inbound", config.listen.inbound_addr).await?;
     let outbound = bind("outbound", config.listen.outbound_addr).await?;
     let admin = bind("admin", config.listen.admin_addr).await?;
-    let metrics = Metrics::new();
+    let metrics = Metrics::with_max_series(config.metrics_max_series);
     let identity = Identity::new(
         config.identity.as_ref(),
         config.http.connect_timeout,

@@ -147,10 +147,52 @@ type TcpFamily = (
     fn(&TcpTarget) -> i64,
 );
 
-#[derive(Default)]
+/// How many HTTP series, and apart from them how many TCP series, the registry keeps
+/// at most, unless `MESH_PROXY_METRICS_MAX_SERIES` says otherwise. A series is one
+/// (direction, target address, peer identity, authority, endpoint labels): a sidecar
+/// talking to 20 services of 50 pods each has 1,000 outbound ones. Each costs about
+/// 1 KB of memory while its requests run and 2–4 KB of `/metrics` text; 2,000 keep the
+/// worst case near 2 MB of memory and a scrape under 8 MB, where a client inventing an
+/// authority per request would otherwise grow the proxy without bound.
+pub const DEFAULT_MAX_SERIES: usize = 2000;
+
+/// A family's series with their count, and where requests go once the count reaches
+/// the cap: one overflow series per key of `O`, so that totals stay whole.
+struct Capped<M, O, T> {
+    series: M,
+    len: usize,
+    overflow: Vec<(O, Arc<T>)>,
+}
+
+impl<M: Default, O, T> Default for Capped<M, O, T> {
+    fn default() -> Self {
+        Self {
+            series: M::default(),
+            len: 0,
+            overflow: Vec::new(),
+        }
+    }
+}
+
+impl<M, O: PartialEq, T> Capped<M, O, T> {
+    /// The overflow series for `key`, made with `make` the first time.
+    fn overflow(&mut self, key: O, make: impl FnOnce() -> T) -> Arc<T> {
+        if let Some((_, t)) = self.overflow.iter().find(|(k, _)| *k == key) {
+            return t.clone();
+        }
+        let t = Arc::new(make());
+        self.overflow.push((key, t.clone()));
+        t
+    }
+}
+
 struct Registry {
-    http: Mutex<HttpSeries>,
-    tcp: Mutex<TcpSeries>,
+    http: Mutex<Capped<HttpSeries, Direction, HttpTarget>>,
+    tcp: Mutex<Capped<TcpSeries, (Direction, Peer), TcpTarget>>,
+    /// The cap of each of `http` and `tcp`.
+    max_series: usize,
+    /// New series refused at the cap, by family (HTTP, TCP) and direction.
+    series_overflow: [[AtomicU64; 2]; 2],
     detect: [[AtomicU64; Protocol::ALL.len()]; 2],
     process: process::Process,
     discovery: DiscoveryGauges,
@@ -167,6 +209,26 @@ struct Registry {
     /// Ticks once per [`Metrics::expire`]; series remember the epoch they were last
     /// used in, so that idle ones can go without a clock read per request.
     epoch: AtomicU64,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self {
+            http: Mutex::default(),
+            tcp: Mutex::default(),
+            max_series: DEFAULT_MAX_SERIES,
+            series_overflow: Default::default(),
+            detect: Default::default(),
+            process: Default::default(),
+            discovery: Default::default(),
+            identity: Default::default(),
+            routes: Default::default(),
+            retryable: Default::default(),
+            tls_refused: Default::default(),
+            request_errors: Default::default(),
+            epoch: Default::default(),
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -383,6 +445,16 @@ impl Metrics {
         Self::default()
     }
 
+    /// A registry that keeps at most `max` HTTP series and `max` TCP series; requests
+    /// and connections that would need more are counted in per-direction overflow
+    /// series and in `metrics_series_overflow_total`.
+    pub fn with_max_series(max: usize) -> Self {
+        Self(Arc::new(Registry {
+            max_series: max,
+            ..Registry::default()
+        }))
+    }
+
     /// The HTTP series for requests to `target_addr` with the given authority
     /// (`None` where the authority is not a label, as on inbound by default) and the
     /// endpoint's rendered `dst_*` labels (see [`dst_labels`]).
@@ -394,18 +466,33 @@ impl Metrics {
         authority: Option<&str>,
         dst: Option<&Arc<str>>,
     ) -> Arc<HttpTarget> {
-        let mut http = lock(&self.0.http);
-        let by_authority = http
-            .entry((direction, target_addr, tls.cloned()))
-            .or_default();
+        let mut guard = lock(&self.0.http);
+        let http = &mut *guard;
         let key = authority.unwrap_or("");
         let epoch = self.0.epoch.load(Relaxed);
-        if let Some(by_dst) = by_authority.get(key) {
-            if let Some((_, t)) = by_dst.iter().find(|(d, _)| same_labels(d.as_ref(), dst)) {
-                t.seen.store(epoch, Relaxed);
-                return t.clone();
-            }
+        let found = http
+            .series
+            .get(&(direction, target_addr, tls.cloned()))
+            .and_then(|by_authority| by_authority.get(key))
+            .and_then(|by_dst| by_dst.iter().find(|(d, _)| same_labels(d.as_ref(), dst)));
+        if let Some((_, t)) = found {
+            t.seen.store(epoch, Relaxed);
+            return t.clone();
         }
+        if http.len >= self.0.max_series {
+            self.0.series_overflow[0][direction.index()].fetch_add(1, Relaxed);
+            return http.overflow(direction, || {
+                let mut labels = String::new();
+                push_label(&mut labels, "direction", direction.as_str());
+                push_label(&mut labels, "series_overflow", "true");
+                HttpTarget::new(labels, epoch)
+            });
+        }
+        http.len += 1;
+        let by_authority = http
+            .series
+            .entry((direction, target_addr, tls.cloned()))
+            .or_default();
         let mut labels = String::new();
         push_label(&mut labels, "direction", direction.as_str());
         if let Some(a) = authority {
@@ -414,12 +501,7 @@ impl Metrics {
         push_label(&mut labels, "target_addr", &target_addr.to_string());
         push_tls(&mut labels, direction, tls);
         push_dst(&mut labels, dst);
-        let t = Arc::new(HttpTarget {
-            labels,
-            requests: AtomicU64::new(0),
-            responses: Mutex::default(),
-            seen: AtomicU64::new(epoch),
-        });
+        let t = Arc::new(HttpTarget::new(labels, epoch));
         by_authority
             .entry(key.into())
             .or_default()
@@ -454,12 +536,7 @@ impl Metrics {
                 if !route.is_empty() {
                     push_label(&mut labels, "rt_route", route);
                 }
-                Arc::new(HttpTarget {
-                    labels,
-                    requests: AtomicU64::new(0),
-                    responses: Mutex::default(),
-                    seen: AtomicU64::new(epoch),
-                })
+                Arc::new(HttpTarget::new(labels, epoch))
             });
         t.seen.store(epoch, Relaxed);
         t.clone()
@@ -484,21 +561,41 @@ impl Metrics {
         tls: Option<&Arc<str>>,
         dst: Option<&Arc<str>>,
     ) -> TcpConn {
-        let target = lock(&self.0.tcp)
-            .entry((direction, peer, target_addr, tls.cloned(), dst.cloned()))
-            .or_insert_with(|| {
+        let mut guard = lock(&self.0.tcp);
+        let tcp = &mut *guard;
+        let key = (direction, peer, target_addr, tls.cloned(), dst.cloned());
+        let target = match tcp.series.get(&key) {
+            Some(t) => t.clone(),
+            None if tcp.len >= self.0.max_series => {
+                self.0.series_overflow[1][direction.index()].fetch_add(1, Relaxed);
+                tcp.overflow((direction, peer), || {
+                    let mut labels = String::new();
+                    push_label(&mut labels, "direction", direction.as_str());
+                    push_label(&mut labels, "peer", peer.as_str());
+                    push_label(&mut labels, "series_overflow", "true");
+                    TcpTarget {
+                        labels,
+                        ..TcpTarget::default()
+                    }
+                })
+            }
+            None => {
                 let mut labels = String::new();
                 push_label(&mut labels, "direction", direction.as_str());
                 push_label(&mut labels, "peer", peer.as_str());
                 push_label(&mut labels, "target_addr", &target_addr.to_string());
                 push_tls(&mut labels, direction, tls);
                 push_dst(&mut labels, dst);
-                Arc::new(TcpTarget {
+                let t = Arc::new(TcpTarget {
                     labels,
                     ..TcpTarget::default()
-                })
-            })
-            .clone();
+                });
+                tcp.len += 1;
+                tcp.series.insert(key, t.clone());
+                t
+            }
+        };
+        drop(guard);
         target.open_total.fetch_add(1, Relaxed);
         target.open.fetch_add(1, Relaxed);
         target.seen.store(self.0.epoch.load(Relaxed), Relaxed);
@@ -515,14 +612,25 @@ impl Metrics {
     pub fn expire(&self, retain: u64) {
         let now = self.0.epoch.fetch_add(1, Relaxed) + 1;
         let stale = |seen: &AtomicU64| now.saturating_sub(seen.load(Relaxed)) > retain;
-        lock(&self.0.http).retain(|_, by_authority| {
+        let keep = |t: &Arc<HttpTarget>| Arc::strong_count(t) > 1 || !stale(&t.seen);
+        let mut http = lock(&self.0.http);
+        let mut removed = 0;
+        http.series.retain(|_, by_authority| {
             by_authority.retain(|_, by_dst| {
-                by_dst.retain(|(_, t)| Arc::strong_count(t) > 1 || !stale(&t.seen));
+                let before = by_dst.len();
+                by_dst.retain(|(_, t)| keep(t));
+                removed += before - by_dst.len();
                 !by_dst.is_empty()
             });
             !by_authority.is_empty()
         });
-        lock(&self.0.tcp).retain(|_, t| Arc::strong_count(t) > 1 || !stale(&t.seen));
+        http.len -= removed;
+        drop(http);
+        let mut tcp = lock(&self.0.tcp);
+        tcp.series
+            .retain(|_, t| Arc::strong_count(t) > 1 || !stale(&t.seen));
+        tcp.len = tcp.series.len();
+        drop(tcp);
         for routes in &self.0.routes {
             lock(routes).retain(|_, t| Arc::strong_count(t) > 1 || !stale(&t.seen));
         }
@@ -579,6 +687,22 @@ impl Metrics {
         self.encode_tcp(&mut out);
         header(
             &mut out,
+            "metrics_series_overflow_total",
+            "counter",
+            "New HTTP or TCP series refused because the family had MESH_PROXY_METRICS_MAX_SERIES series; their traffic is counted in the series labelled series_overflow=\"true\".",
+        );
+        for (f, family) in ["http", "tcp"].iter().enumerate() {
+            for d in [Direction::Inbound, Direction::Outbound] {
+                let v = self.0.series_overflow[f][d.index()].load(Relaxed);
+                let _ = writeln!(
+                    out,
+                    "metrics_series_overflow_total{{family=\"{family}\",direction=\"{}\"}} {v}",
+                    d.as_str()
+                );
+            }
+        }
+        header(
+            &mut out,
             "protocol_detect_total",
             "counter",
             "Connections by protocol detection outcome.",
@@ -628,12 +752,16 @@ impl Metrics {
     }
 
     fn encode_http(&self, out: &mut String) {
-        let targets: Vec<Arc<HttpTarget>> = lock(&self.0.http)
+        let http = lock(&self.0.http);
+        let targets: Vec<Arc<HttpTarget>> = http
+            .series
             .values()
             .flat_map(HashMap::values)
             .flatten()
             .map(|(_, t)| t.clone())
+            .chain(http.overflow.iter().map(|(_, t)| t.clone()))
             .collect();
+        drop(http);
         encode_targets(out, "", &targets);
         for (family, prefix) in [
             (RouteFamily::Logical, "route_"),
@@ -729,7 +857,11 @@ fn encode_targets(out: &mut String, prefix: &str, targets: &[Arc<HttpTarget>]) {
 impl Metrics {
     fn encode_tcp(&self, out: &mut String) {
         let tcp = lock(&self.0.tcp);
-        let targets: Vec<&Arc<TcpTarget>> = tcp.values().collect();
+        let targets: Vec<&Arc<TcpTarget>> = tcp
+            .series
+            .values()
+            .chain(tcp.overflow.iter().map(|(_, t)| t))
+            .collect();
         let simple: [TcpFamily; 4] = [
             (
                 "tcp_open_total",
@@ -788,6 +920,17 @@ pub struct HttpTarget {
     requests: AtomicU64,
     responses: Mutex<Responses>,
     seen: AtomicU64,
+}
+
+impl HttpTarget {
+    fn new(labels: String, epoch: u64) -> Self {
+        Self {
+            labels,
+            requests: AtomicU64::new(0),
+            responses: Mutex::default(),
+            seen: AtomicU64::new(epoch),
+        }
+    }
 }
 
 #[derive(Clone, Default)]

@@ -125,6 +125,66 @@ fn detection_outcomes_are_counted() {
     assert!(text.contains("process_resident_memory_bytes "));
 }
 
+/// Past the cap, new targets' traffic is counted in one overflow series per direction
+/// (HTTP) or direction and peer (TCP), and the refusals are counted; an expired
+/// series makes room again.
+#[test]
+fn series_stay_at_the_cap_and_the_rest_overflows() {
+    let m = Metrics::with_max_series(3);
+    for i in 0..10 {
+        let authority = format!("a{i}.example:80");
+        let t = m.http(Direction::Outbound, addr(), None, Some(&authority), None);
+        t.request();
+        let conn = m.tcp_open(
+            Direction::Outbound,
+            Peer::Destination,
+            addr_n(i),
+            None,
+            None,
+        );
+        drop(conn);
+    }
+    let text = m.encode();
+    let series = |prefix: &str| text.lines().filter(|l| l.starts_with(prefix)).count();
+    // Three real series and the overflow one.
+    assert_eq!(series("request_total{"), 4, "{text}");
+    assert!(
+        text.contains("request_total{direction=\"outbound\",series_overflow=\"true\"} 7"),
+        "{text}"
+    );
+    assert!(
+        text.contains("metrics_series_overflow_total{family=\"http\",direction=\"outbound\"} 7"),
+        "{text}"
+    );
+    assert_eq!(series("tcp_open_total{"), 4, "{text}");
+    assert!(
+        text.contains(
+            "tcp_open_total{direction=\"outbound\",peer=\"dst\",series_overflow=\"true\"} 7"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("metrics_series_overflow_total{family=\"tcp\",direction=\"outbound\"} 7"),
+        "{text}"
+    );
+    // Once the idle ones expire, new targets get series of their own again.
+    m.expire(0);
+    m.expire(0);
+    m.http(
+        Direction::Outbound,
+        addr(),
+        None,
+        Some("new.example:80"),
+        None,
+    )
+    .request();
+    assert!(m.encode().contains("authority=\"new.example:80\""));
+}
+
+fn addr_n(i: u16) -> SocketAddr {
+    SocketAddr::from(([198, 18, 0, 2], 9000 + i))
+}
+
 #[test]
 fn idle_series_expire_but_held_ones_stay() {
     let m = Metrics::new();

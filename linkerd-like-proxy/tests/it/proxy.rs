@@ -637,3 +637,44 @@ async fn http1_trailers_pass_and_count_as_success() {
     );
     assert!(!m.contains("cancelled"), "{m}");
 }
+
+/// A client that names a new authority in every request cannot grow the proxy's
+/// metric series past `MESH_PROXY_METRICS_MAX_SERIES`: the requests beyond are
+/// counted in the overflow series, and the refusals in
+/// `metrics_series_overflow_total`.
+#[tokio::test]
+async fn metric_series_stay_at_the_cap_under_invented_authorities() {
+    let p = proxy(&[("MESH_PROXY_METRICS_MAX_SERIES", "10".into())]).await;
+    // 40 distinct ports nothing listens on any more: each request is a new target
+    // (and authority), refused upstream and answered 502, a series all the same.
+    let mut listeners = Vec::new();
+    for _ in 0..40 {
+        listeners.push(std::net::TcpListener::bind("127.0.0.1:0").unwrap());
+    }
+    let ports: Vec<u16> = listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect();
+    drop(listeners);
+    let mut c = h1(p.outbound).await;
+    for port in ports {
+        let rsp = c
+            .send_request(get(&format!("http://127.0.0.1:{port}/")))
+            .await
+            .unwrap();
+        assert_eq!(rsp.status(), StatusCode::BAD_GATEWAY);
+        rsp.into_body().collect().await.unwrap();
+    }
+    let m = p
+        .wait_metric("metrics_series_overflow_total{family=\"http\",direction=\"outbound\"} 30\n")
+        .await;
+    let series = m
+        .lines()
+        .filter(|l| l.starts_with("request_total{direction=\"outbound\""))
+        .count();
+    assert_eq!(series, 11, "ten series and the overflow one:\n{m}");
+    assert!(
+        m.contains("request_total{direction=\"outbound\",series_overflow=\"true\"} 30\n"),
+        "{m}"
+    );
+}
