@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/net.proto",
         "proto/destination.proto",
         "proto/identity.proto",
+        "proto/tap.proto",
     ];
     for p in protos {
         println!("cargo:rerun-if-changed={p}");

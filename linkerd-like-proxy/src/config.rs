@@ -147,6 +147,28 @@ pub const ENV_IDENTITY_MIN_REFRESH: &str = "MESH_PROXY_IDENTITY_MIN_REFRESH";
 /// failure. Default `24h`. The certificate is renewed at 70% of its remaining
 /// lifetime, clamped to these bounds.
 pub const ENV_IDENTITY_MAX_REFRESH: &str = "MESH_PROXY_IDENTITY_MAX_REFRESH";
+/// The tap server's listener (`mesh.tap.Tap/Observe`, mesh TLS only). Default
+/// `0.0.0.0:4190` (Linkerd's tap port), so that the control plane's tap service can
+/// reach the pod. The tap server runs only with identity on
+/// (`MESH_PROXY_IDENTITY_ADDR`): it serves one client identity, and needs mesh TLS
+/// to know who is asking.
+pub const ENV_TAP_LISTEN_ADDR: &str = "MESH_PROXY_TAP_LISTEN_ADDR";
+/// The one client identity the tap server serves. Default
+/// `mesh-tap.mesh-system.serviceaccount.identity.mesh.<trust-domain>`, the control
+/// plane's tap service, the trust domain taken from `MESH_PROXY_IDENTITY_NAME`.
+pub const ENV_TAP_SVC_NAME: &str = "MESH_PROXY_TAP_SVC_NAME";
+/// Header names whose values tap never shows (comma-separated, ASCII case ignored),
+/// besides `authorization`, `cookie`, `set-cookie` and `proxy-authorization`, which
+/// it never shows either. Default empty.
+pub const ENV_TAP_REDACT_HEADERS: &str = "MESH_PROXY_TAP_REDACT_HEADERS";
+/// The most requests per second one tap stream taps; further requests its filter
+/// matches are not tapped, and are counted in `tap_rate_limited_total`. Default
+/// [`DEFAULT_TAP_MAX_RPS`]. From 1 to 10000.
+pub const ENV_TAP_MAX_RPS: &str = "MESH_PROXY_TAP_MAX_RPS";
+/// `MESH_PROXY_TAP_MAX_RPS`'s default: 100, the rate Linkerd's tap API allows a
+/// whole tap by default, so one stream at it costs the proxy a few percent of CPU at
+/// most.
+pub const DEFAULT_TAP_MAX_RPS: u32 = 100;
 /// Exit when the process with this pid, which must be this proxy's parent, exits,
 /// however it exits (Linux's parent-death signal): for supervisors such as `mesh demo`
 /// that run proxies as children and must not leave them behind. Unset by default.
@@ -185,6 +207,10 @@ const KNOWN: &[&str] = &[
     ENV_IDENTITY_TRUST_ANCHORS,
     ENV_IDENTITY_MIN_REFRESH,
     ENV_IDENTITY_MAX_REFRESH,
+    ENV_TAP_LISTEN_ADDR,
+    ENV_TAP_SVC_NAME,
+    ENV_TAP_REDACT_HEADERS,
+    ENV_TAP_MAX_RPS,
     ENV_PARENT_PID,
     ENV_CORES,
     ENV_LOG,
@@ -204,6 +230,8 @@ pub struct Config {
     pub discovery: Option<DiscoveryConfig>,
     /// The identity client's settings; `None`: identity is off.
     pub identity: Option<IdentityConfig>,
+    /// The tap server's settings; `None`: no tap server (identity is off).
+    pub tap: Option<TapConfig>,
     /// How long a metric series with no traffic is kept.
     pub metrics_retain_idle: Duration,
     /// How many HTTP series, and how many TCP series, are kept at most.
@@ -270,6 +298,18 @@ pub struct IdentityConfig {
     pub max_refresh: Duration,
 }
 
+/// The tap server's settings, present when identity is on.
+#[derive(Clone, Debug)]
+pub struct TapConfig {
+    pub listen_addr: SocketAddr,
+    /// The one client identity served (lowercase).
+    pub client_name: String,
+    /// Header names whose values are never shown, besides the four tap never shows.
+    pub redact_headers: Vec<http::HeaderName>,
+    /// The most requests per second one stream taps.
+    pub max_rps: u32,
+}
+
 /// A variable whose value could not be used.
 #[derive(Debug, PartialEq, Eq)]
 pub struct ConfigError {
@@ -317,6 +357,8 @@ impl Config {
             parse_ports,
         )?);
 
+        let identity = identity(env)?;
+        let tap = tap(env, identity.as_ref())?;
         let config = Config {
             listen: ListenConfig {
                 outbound_addr: addr(ENV_OUTBOUND_LISTEN_ADDR, "127.0.0.1:4140")?,
@@ -387,7 +429,8 @@ impl Config {
                         .filter(|n| (10..=1_000_000).contains(n))
                 },
             )?,
-            identity: identity(env)?,
+            identity,
+            tap,
             parent_pid: match env.get(ENV_PARENT_PID).filter(|v| !v.trim().is_empty()) {
                 None => None,
                 Some(_) => Some(parse(
@@ -602,6 +645,67 @@ fn identity(env: &impl Env) -> Result<Option<IdentityConfig>, ConfigError> {
     }))
 }
 
+/// The tap server's settings, if identity is on. The variables are checked either
+/// way: a typo is reported before identity is turned on.
+fn tap(
+    env: &impl Env,
+    identity: Option<&IdentityConfig>,
+) -> Result<Option<TapConfig>, ConfigError> {
+    let listen_addr = parse(
+        env,
+        ENV_TAP_LISTEN_ADDR,
+        "0.0.0.0:4190",
+        "an address like 0.0.0.0:4190",
+        |v| v.parse::<SocketAddr>().ok(),
+    )?;
+    let redact_headers = parse(
+        env,
+        ENV_TAP_REDACT_HEADERS,
+        "",
+        "comma-separated header names like x-api-key,x-session",
+        parse_header_names,
+    )?;
+    let max_rps = parse(
+        env,
+        ENV_TAP_MAX_RPS,
+        &DEFAULT_TAP_MAX_RPS.to_string(),
+        "a number of requests per second from 1 to 10000",
+        |v| v.parse::<u32>().ok().filter(|n| (1..=10_000).contains(n)),
+    )?;
+    let trust_domain = identity
+        .and_then(|id| names::trust_domain_of(&id.name))
+        .unwrap_or("cluster.local");
+    let client_name = parse(
+        env,
+        ENV_TAP_SVC_NAME,
+        &control_plane::service_identity(
+            control_plane::TAP_SERVICE_ACCOUNT,
+            control_plane::NAMESPACE,
+            trust_domain,
+        ),
+        "an identity like mesh-tap.mesh-system.serviceaccount.identity.mesh.cluster.local",
+        |v| names::is_identity(v).then(|| v.to_ascii_lowercase()),
+    )?;
+    if identity.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(TapConfig {
+        listen_addr,
+        client_name,
+        redact_headers,
+        max_rps,
+    }))
+}
+
+/// Comma-separated header names; empty entries are skipped.
+fn parse_header_names(s: &str) -> Option<Vec<http::HeaderName>> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(|n| http::HeaderName::from_bytes(n.as_bytes()).ok())
+        .collect()
+}
+
 /// Parses PEM trust anchors: at least one `CERTIFICATE`, each usable as an anchor.
 fn parse_anchors(pem: &str) -> Result<Vec<rustls_pki_types::CertificateDer<'static>>, String> {
     let mut anchors = Vec::new();
@@ -712,6 +816,7 @@ mod tests {
         assert_eq!(c.listen.inbound_forward_addr, None);
         assert_eq!(c.cores, 1);
         assert!(c.discovery.is_none());
+        assert!(c.tap.is_none(), "no tap server without identity");
         // At least as generous as Linkerd's proxy (hyper 0.14's defaults).
         assert_eq!(c.http.http1_max_header_bytes, 8192 + 4096 * 100);
         assert_eq!(c.http.http1_max_headers, 100);
@@ -829,6 +934,11 @@ mod tests {
             (ENV_DESTINATION_CONTEXT, "[1]"),
             (ENV_DISCOVERY_TIMEOUT, "0s"),
             (ENV_DISCOVERY_IDLE_TIMEOUT, "60"),
+            (ENV_TAP_LISTEN_ADDR, "4190"),
+            (ENV_TAP_SVC_NAME, "mesh-tap.mesh-system.svc.cluster.local"),
+            (ENV_TAP_REDACT_HEADERS, "x-api-key,bad header"),
+            (ENV_TAP_MAX_RPS, "0"),
+            (ENV_TAP_MAX_RPS, "fast"),
         ];
         for (var, value) in cases {
             let err = Config::from_env(&env(&[(var, value)])).expect_err(value);
@@ -933,6 +1043,39 @@ mod tests {
             let msg = err.to_string();
             assert!(msg.starts_with(var) && msg.contains("expected"), "{msg}");
         }
+    }
+
+    #[test]
+    fn tap() {
+        let pem = anchor_pem();
+        let t = Config::from_env(&identity_env(&pem)).unwrap().tap.unwrap();
+        assert_eq!(t.listen_addr, "0.0.0.0:4190".parse().unwrap());
+        assert_eq!(
+            t.client_name,
+            "mesh-tap.mesh-system.serviceaccount.identity.mesh.cluster.local"
+        );
+        assert!(t.redact_headers.is_empty());
+        assert_eq!(t.max_rps, 100);
+        let mut e = identity_env(&pem);
+        for (k, v) in [
+            (ENV_TAP_LISTEN_ADDR, "127.0.0.1:14190"),
+            (
+                ENV_TAP_SVC_NAME,
+                "Tap.Ops.serviceaccount.identity.mesh.cluster.local",
+            ),
+            (ENV_TAP_REDACT_HEADERS, " X-Api-Key, ,x-session "),
+            (ENV_TAP_MAX_RPS, "20"),
+        ] {
+            e.insert(k.into(), v.into());
+        }
+        let t = Config::from_env(&e).unwrap().tap.unwrap();
+        assert_eq!(t.listen_addr, "127.0.0.1:14190".parse().unwrap());
+        assert_eq!(
+            t.client_name,
+            "tap.ops.serviceaccount.identity.mesh.cluster.local"
+        );
+        assert_eq!(t.redact_headers, ["x-api-key", "x-session"]);
+        assert_eq!(t.max_rps, 20);
     }
 
     #[test]

@@ -56,6 +56,30 @@ impl Refused {
     }
 }
 
+/// Why the tap server refused a connection, as counted by `tap_refused_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TapRefused {
+    /// The client did not start TLS.
+    Plaintext,
+    /// The handshake failed: no client certificate, one the trust anchors do not
+    /// vouch for, or a broken or stalled handshake.
+    Handshake,
+    /// A valid mesh identity, but not the tap service's.
+    Unauthorized,
+}
+
+impl TapRefused {
+    pub const ALL: [TapRefused; 3] = [Self::Plaintext, Self::Handshake, Self::Unauthorized];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Plaintext => "plaintext",
+            Self::Handshake => "handshake",
+            Self::Unauthorized => "unauthorized",
+        }
+    }
+}
+
 /// A mesh TLS handshake that failed, and why.
 #[derive(Debug, thiserror::Error)]
 #[error("mesh TLS handshake with {peer} failed ({reason})", reason = .reason.as_str())]

@@ -8,7 +8,9 @@
 //! 4191 exposes `/metrics`, `/ready`, `/live` and `/shutdown`. With a destination
 //! service configured, outbound traffic is balanced over the endpoints it names. With
 //! an identity service configured, the proxy obtains and renews a certificate for its
-//! workload's identity (for the TLS layer) and is not ready until it holds one.
+//! workload's identity (for the TLS layer) and is not ready until it holds one; its
+//! tap server (4190) then streams live request events to the control plane's tap
+//! identity alone.
 //!
 //! The proxy never buffers whole bodies (but for a retryable route's request body of
 //! at most `http::REPLAY_LIMIT` bytes, held for replay), never changes what the
@@ -31,6 +33,7 @@ pub mod io;
 pub mod metrics;
 pub mod orig_dst;
 pub mod profile;
+pub mod tap;
 mod tcp;
 pub mod tls;
 
@@ -87,6 +90,8 @@ pub struct Proxy {
     identity: Option<Identity>,
     /// Mesh TLS, on with identity.
     tls: Option<Arc<MeshTls>>,
+    /// The tap streams, shared by every connection's tap layer and the tap server.
+    tap: Arc<tap::Registry>,
     /// Cancelled when the proxy starts draining: listeners stop accepting, HTTP
     /// connections finish their in-flight requests and close.
     pub shutdown: CancellationToken,
@@ -140,6 +145,8 @@ pub struct Bound {
     inbound: TcpListener,
     outbound: TcpListener,
     admin: TcpListener,
+    /// The tap server's, with identity on.
+    tap: Option<TcpListener>,
     proxy: Arc<Proxy>,
 }
 
@@ -148,6 +155,11 @@ impl Bound {
     pub fn addrs(&self) -> (SocketAddr, SocketAddr, SocketAddr) {
         let a = |l: &TcpListener| l.local_addr().expect("a bound listener has an address");
         (a(&self.inbound), a(&self.outbound), a(&self.admin))
+    }
+
+    /// The tap server's address, when it runs (identity on).
+    pub fn tap_addr(&self) -> Option<SocketAddr> {
+        self.tap.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     pub fn proxy(&self) -> Arc<Proxy> {
@@ -178,6 +190,10 @@ pub async fn bind(config: Config) -> Result<Bound, StartError> {
     let inbound = bind("inbound", config.listen.inbound_addr).await?;
     let outbound = bind("outbound", config.listen.outbound_addr).await?;
     let admin = bind("admin", config.listen.admin_addr).await?;
+    let tap_listener = match &config.tap {
+        Some(t) => Some(bind("tap", t.listen_addr).await?),
+        None => None,
+    };
     let metrics = Metrics::with_max_series(config.metrics_max_series);
     let identity = Identity::new(
         config.identity.as_ref(),
@@ -192,8 +208,10 @@ pub async fn bind(config: Config) -> Result<Bound, StartError> {
         )?)),
         _ => None,
     };
-    let listeners: Arc<[SocketAddr]> = [&inbound, &outbound, &admin]
-        .iter()
+    let listeners: Arc<[SocketAddr]> = [Some(&inbound), Some(&outbound), Some(&admin)]
+        .into_iter()
+        .chain([tap_listener.as_ref()])
+        .flatten()
         .filter_map(|l| l.local_addr().ok())
         .collect();
     let discovery = Discovery::new(
@@ -206,10 +224,11 @@ pub async fn bind(config: Config) -> Result<Bound, StartError> {
     .map(Arc::new);
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
+    let tap = Arc::new(tap::Registry::new(config.tap.as_ref(), metrics.clone()));
     let http = http::Http::new(
         &config.http,
         config.listen.inbound_forward_addr,
-        metrics.clone(),
+        (metrics.clone(), tap.clone()),
         tls.clone(),
         discovery.clone(),
         listeners.clone(),
@@ -220,6 +239,7 @@ pub async fn bind(config: Config) -> Result<Bound, StartError> {
         discovery,
         identity,
         tls,
+        tap,
         metrics,
         shutdown,
         tasks,
@@ -231,6 +251,7 @@ pub async fn bind(config: Config) -> Result<Bound, StartError> {
         inbound,
         outbound,
         admin,
+        tap: tap_listener,
         proxy,
     })
 }
@@ -239,10 +260,12 @@ impl Bound {
     /// Serves until SIGTERM, SIGINT or `/shutdown`, then drains: stops accepting, lets
     /// in-flight requests and streams finish within the grace period, and returns.
     pub async fn serve(self) {
+        let t = self.tap_addr();
         let Bound {
             inbound,
             outbound,
             admin,
+            tap,
             proxy,
         } = self;
         let (i, o, a) = (
@@ -251,13 +274,27 @@ impl Bound {
             admin.local_addr().ok(),
         );
         tokio::spawn(admin::serve(proxy.clone(), admin));
+        match (tap, &proxy.tls, &proxy.config.tap) {
+            (Some(listener), Some(tls), Some(config)) => {
+                proxy.metrics.tap().enable();
+                let ctx = tap::server::TapServerCtx {
+                    registry: proxy.tap.clone(),
+                    tls: tls.clone(),
+                    client: config.client_name.as_str().into(),
+                    metrics: proxy.metrics.clone(),
+                    shutdown: proxy.shutdown.clone(),
+                };
+                tokio::spawn(tap::server::serve(listener, ctx));
+            }
+            _ => tracing::info!("tap is off: it needs identity (MESH_PROXY_IDENTITY_ADDR)"),
+        }
         let accepting = TaskTracker::new();
         accepting.spawn(accept(proxy.clone(), inbound, Direction::Inbound));
         accepting.spawn(accept(proxy.clone(), outbound, Direction::Outbound));
         accepting.close();
         let sweeper = tokio::spawn(sweep(proxy.clone()));
         proxy.ready.store(true, Ordering::Release);
-        tracing::info!(inbound = ?i, outbound = ?o, admin = ?a, "proxy listening");
+        tracing::info!(inbound = ?i, outbound = ?o, admin = ?a, tap = ?t, "proxy listening");
 
         tokio::select! {
             _ = signal() => {}

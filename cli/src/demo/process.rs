@@ -83,6 +83,9 @@ pub(crate) fn proxy(
         instance.outbound.to_string(),
     )
     .env("MESH_PROXY_ADMIN_LISTEN_ADDR", instance.admin.to_string())
+    // Every proxy of the demo shares one host, so the tap port's default (4190) could
+    // serve only one: each takes a free port until the demo has a tap service.
+    .env("MESH_PROXY_TAP_LISTEN_ADDR", "127.0.0.1:0")
     .env(
         "MESH_PROXY_DESTINATION_ADDR",
         topology.controller().destination.to_string(),

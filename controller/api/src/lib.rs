@@ -27,6 +27,10 @@ pub mod identity {
     include!(concat!(env!("OUT_DIR"), "/mesh.identity.rs"));
 }
 
+pub mod tap {
+    include!(concat!(env!("OUT_DIR"), "/mesh.tap.rs"));
+}
+
 mod convert;
 pub mod duration;
 pub mod names;
@@ -36,7 +40,8 @@ pub mod prom;
 pub mod tls;
 
 /// The control plane's names that proxies and controller must agree on: a proxy
-/// verifies the identity and destination services' certificates against
+/// verifies the identity and destination services' certificates, and its tap
+/// server the tap service's client certificate, against
 /// `<account>.<namespace>.serviceaccount.identity.mesh.<trust-domain>`.
 pub mod control_plane {
     /// The control plane's namespace.
@@ -45,6 +50,9 @@ pub mod control_plane {
     pub const IDENTITY_SERVICE_ACCOUNT: &str = "mesh-identity";
     /// The destination service's service account.
     pub const DESTINATION_SERVICE_ACCOUNT: &str = "mesh-destination";
+    /// The tap service's service account: the only client a proxy's tap server
+    /// serves (`MESH_PROXY_TAP_SVC_NAME`'s default).
+    pub const TAP_SERVICE_ACCOUNT: &str = "mesh-tap";
 
     /// The identity a control-plane service's certificate names:
     /// `<account>.<namespace>.serviceaccount.identity.mesh.<trust-domain>`.

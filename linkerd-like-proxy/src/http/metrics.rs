@@ -8,6 +8,7 @@ use crate::{
     classify::{self, Class},
     errors::SyntheticResponse,
     metrics::{Direction, HttpTarget, Metrics, ResponseEnd},
+    tap::Tapped,
 };
 use bytes::Bytes;
 use http::{Request, Response};
@@ -161,6 +162,9 @@ pub struct MeteredBody {
     inner: ProxyBody,
     /// Emptied once recorded; empty for responses that are not metered.
     meters: Vec<MeterState>,
+    /// The response's tap, when a tap stream took its request: told of its bytes,
+    /// trailers and end as the meters are.
+    tap: Option<Box<Tapped>>,
 }
 
 struct MeterState {
@@ -207,7 +211,18 @@ impl MeteredBody {
         Self {
             inner,
             meters: Vec::new(),
+            tap: None,
         }
+    }
+
+    /// Has the tap of the response's request follow the body to its end.
+    pub(crate) fn tap(&mut self, tapped: Box<Tapped>) {
+        self.tap = Some(tapped);
+    }
+
+    #[cfg(test)]
+    pub(crate) fn is_tapped(&self) -> bool {
+        self.tap.is_some()
     }
 
     /// Records the response now, as its status says, for a response the proxy drops
@@ -219,6 +234,9 @@ impl MeteredBody {
     fn finish(&mut self, failed: Option<&'static str>) {
         for m in self.meters.drain(..) {
             m.finish(failed);
+        }
+        if let Some(t) = self.tap.take() {
+            t.end(failed);
         }
     }
 }
@@ -233,7 +251,7 @@ impl Body for MeteredBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = &mut *self;
         let res = Pin::new(&mut this.inner).poll_frame(cx);
-        if this.meters.is_empty() {
+        if this.meters.is_empty() && this.tap.is_none() {
             return res;
         }
         match &res {
@@ -247,6 +265,12 @@ impl Body for MeteredBody {
                     }
                     if trailers.is_none() {
                         m.latency();
+                    }
+                }
+                if let Some(t) = &mut this.tap {
+                    match trailers {
+                        Some(trailers) => t.trailers(trailers),
+                        None => t.data(frame.data_ref().map_or(0, Bytes::len)),
                     }
                 }
                 // Trailers are always the last frame: an HTTP/1 server writes them
@@ -272,7 +296,7 @@ impl Body for MeteredBody {
 
 impl Drop for MeteredBody {
     fn drop(&mut self) {
-        if !self.meters.is_empty() {
+        if !self.meters.is_empty() || self.tap.is_some() {
             // Bodies that announce their end are never polled; anything else dropped
             // early was abandoned by the client or cut by shutdown.
             let failed = if self.inner.is_end_stream() {

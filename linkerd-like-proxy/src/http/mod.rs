@@ -11,6 +11,12 @@
 //! - `Balance`: which endpoint (P2C), with its connection leased before anything is
 //!   sent, so that a connect failure goes to another endpoint unseen; above the
 //!   metrics, so that each attempt is counted under the endpoint that served it.
+//! - `Tap`: shows requests to tap streams, with what was decided about them (the
+//!   endpoint, its labels, the peer's identity, the route); below `Balance`, since
+//!   only then are those known (so each attempt of a retried request is tapped as
+//!   sent), and above `HttpMetrics`, since its response hook rides on `MeteredBody`,
+//!   the body every layer above the metrics carries, so no body type of its own
+//!   wraps every response. While nobody taps it costs one relaxed atomic load.
 //! - `HttpMetrics`: golden metrics per endpoint; above `Rescue`, so that the responses
 //!   the proxy makes for failures are counted with their `error` label.
 //! - `Rescue`: errors become 400/502/503/504 or a gRPC status, once, at the edge.
@@ -27,6 +33,7 @@ mod recent;
 mod req_body;
 mod rescue;
 mod route;
+mod tap;
 mod upgrade;
 
 pub use self::body::ProxyBody;
@@ -122,6 +129,8 @@ pub(crate) struct Http {
     pools: [Arc<Pool>; 2],
     routing: Arc<route::Routing>,
     metrics: Metrics,
+    /// The tap streams, which every connection's tap layer offers requests to.
+    tap: Arc<crate::tap::Registry>,
     limits: HeadLimits,
     header_read_timeout: Duration,
     /// Cancelled when the proxy drains: connections finish in-flight requests and close.
@@ -134,7 +143,7 @@ impl Http {
     pub(crate) fn new(
         config: &HttpConfig,
         inbound_forward_addr: Option<SocketAddr>,
-        metrics: Metrics,
+        (metrics, tap): (Metrics, Arc<crate::tap::Registry>),
         tls: Option<Arc<MeshTls>>,
         discovery: Option<Arc<Discovery>>,
         listeners: Arc<[SocketAddr]>,
@@ -165,6 +174,7 @@ impl Http {
             pools: [pool(Direction::Inbound), pool(Direction::Outbound)],
             routing: Arc::new(routing),
             metrics,
+            tap,
             limits,
             header_read_timeout: config.http1_header_read_timeout,
             shutdown,
@@ -286,10 +296,15 @@ where
 {
     let conn = Arc::new(conn);
     let pool = Arc::new(client::PoolHandle::new(http.pool(conn.direction).clone()));
+    let tap_conn = Arc::new(tap::TapConn {
+        registry: http.tap.clone(),
+        conn: conn.clone(),
+    });
     let svc = ServiceBuilder::new()
         .layer_fn(|s| route::Router::new(s, http.routing.clone(), conn.clone()))
         .layer_fn(|s| logical::Logical::new(s, http.metrics.clone()))
         .layer_fn(|s| balance::Balance::new(s, pool.clone()))
+        .layer_fn(|s| tap::Tap::new(s, tap_conn.clone()))
         .layer_fn(|s| metrics::HttpMetrics::new(s, http.metrics.clone(), conn.direction))
         .layer_fn(rescue::Rescue::new)
         .service(client::Forward::new(pool.clone(), http.tasks.clone()));

@@ -12,7 +12,11 @@ mod process;
 #[cfg(test)]
 mod tests;
 
-use crate::{classify::Class, detect::Protocol, errors::Refused};
+use crate::{
+    classify::Class,
+    detect::Protocol,
+    errors::{Refused, TapRefused},
+};
 use std::{
     collections::HashMap,
     fmt::Write as _,
@@ -197,6 +201,7 @@ struct Registry {
     process: process::Process,
     discovery: DiscoveryGauges,
     identity: IdentityMetrics,
+    tap: TapMetrics,
     /// Route series: logical requests (`route_*`) and their attempts
     /// (`route_actual_*`), by (direction, `dst`, `rt_route`).
     routes: [Mutex<RouteSeries>; 2],
@@ -222,6 +227,7 @@ impl Default for Registry {
             process: Default::default(),
             discovery: Default::default(),
             identity: Default::default(),
+            tap: Default::default(),
             routes: Default::default(),
             retryable: Default::default(),
             tls_refused: Default::default(),
@@ -435,6 +441,91 @@ impl IdentityMetrics {
                 out,
                 "identity_cert_refresh_total{{result=\"{result}\"}} {}",
                 n.load(Relaxed)
+            );
+        }
+    }
+}
+
+// === impl TapMetrics ===
+
+/// The tap server: its streams, the events they lost, the requests their rate
+/// skipped, the connections it refused. Rendered only while the tap server runs.
+#[derive(Default)]
+pub(crate) struct TapMetrics {
+    enabled: std::sync::atomic::AtomicBool,
+    subscribers: AtomicI64,
+    dropped: AtomicU64,
+    rate_limited: AtomicU64,
+    refused: [AtomicU64; TapRefused::ALL.len()],
+}
+
+impl TapMetrics {
+    pub(crate) fn enable(&self) {
+        self.enabled.store(true, Relaxed);
+    }
+
+    pub(crate) fn subscribers(&self, delta: i64) {
+        self.subscribers.fetch_add(delta, Relaxed);
+    }
+
+    /// An event a stream's full buffer could not take.
+    pub(crate) fn dropped(&self) {
+        self.dropped.fetch_add(1, Relaxed);
+    }
+
+    /// A request a stream's filter matched, not tapped for the stream's rate.
+    pub(crate) fn rate_limited(&self) {
+        self.rate_limited.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn refused(&self, reason: TapRefused) {
+        let i = TapRefused::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .expect("TapRefused::ALL lists every reason");
+        self.refused[i].fetch_add(1, Relaxed);
+    }
+
+    fn encode(&self, out: &mut String) {
+        if !self.enabled.load(Relaxed) {
+            return;
+        }
+        header(out, "tap_subscribers", "gauge", "Tap streams open now.");
+        let _ = writeln!(out, "tap_subscribers {}", self.subscribers.load(Relaxed));
+        header(
+            out,
+            "tap_events_dropped_total",
+            "counter",
+            "Tap events dropped because their stream's buffer was full (its client reads too slowly).",
+        );
+        let _ = writeln!(
+            out,
+            "tap_events_dropped_total {}",
+            self.dropped.load(Relaxed)
+        );
+        header(
+            out,
+            "tap_rate_limited_total",
+            "counter",
+            "Requests a tap stream's filter matched that were not tapped, the stream being at MESH_PROXY_TAP_MAX_RPS.",
+        );
+        let _ = writeln!(
+            out,
+            "tap_rate_limited_total {}",
+            self.rate_limited.load(Relaxed)
+        );
+        header(
+            out,
+            "tap_refused_total",
+            "counter",
+            "Connections to the tap port refused, by reason.",
+        );
+        for (i, r) in TapRefused::ALL.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "tap_refused_total{{reason=\"{}\"}} {}",
+                r.as_str(),
+                self.refused[i].load(Relaxed)
             );
         }
     }
@@ -739,6 +830,7 @@ impl Metrics {
                 }
             }
         }
+        self.0.tap.encode(&mut out);
         self.0.process.encode(&mut out);
         out
     }
@@ -749,6 +841,10 @@ impl Metrics {
 
     pub(crate) fn identity(&self) -> &IdentityMetrics {
         &self.0.identity
+    }
+
+    pub(crate) fn tap(&self) -> &TapMetrics {
+        &self.0.tap
     }
 
     fn encode_http(&self, out: &mut String) {

@@ -9,3 +9,4 @@ mod process;
 mod profiles;
 mod proxy;
 mod support;
+mod tap;

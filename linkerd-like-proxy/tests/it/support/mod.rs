@@ -21,6 +21,8 @@ pub struct TestProxy {
     pub inbound: SocketAddr,
     pub outbound: SocketAddr,
     pub admin: SocketAddr,
+    /// The tap server's address, when it runs (identity on).
+    pub tap: Option<SocketAddr>,
     pub proxy: Arc<mesh_proxy::Proxy>,
     pub done: tokio::task::JoinHandle<()>,
 }
@@ -31,6 +33,8 @@ pub async fn proxy(extra: &[(&str, String)]) -> TestProxy {
         ("MESH_PROXY_OUTBOUND_LISTEN_ADDR", "127.0.0.1:0"),
         ("MESH_PROXY_INBOUND_LISTEN_ADDR", "127.0.0.1:0"),
         ("MESH_PROXY_ADMIN_LISTEN_ADDR", "127.0.0.1:0"),
+        // Its default, 0.0.0.0:4190, would be one port for every proxy of a test.
+        ("MESH_PROXY_TAP_LISTEN_ADDR", "127.0.0.1:0"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -41,12 +45,14 @@ pub async fn proxy(extra: &[(&str, String)]) -> TestProxy {
     let config = Config::from_env(&env).expect("test config is valid");
     let bound = mesh_proxy::bind(config).await.expect("bind");
     let (inbound, outbound, admin) = bound.addrs();
+    let tap = bound.tap_addr();
     let proxy = bound.proxy();
     let done = tokio::spawn(bound.serve());
     TestProxy {
         inbound,
         outbound,
         admin,
+        tap,
         proxy,
         done,
     }
