@@ -1,6 +1,6 @@
 //! Micro-benchmarks of the proxy's per-connection and per-request hot paths:
-//! protocol detection, response classification, metric recording and the balancer's
-//! pick.
+//! protocol detection, response classification, metric recording, the balancer's
+//! pick and tap's check while nobody taps.
 //!
 //! Run with `cargo bench -p mesh-proxy --bench hot_paths`.
 
@@ -11,6 +11,7 @@ use mesh_proxy::{
     classify,
     detect::{detect, H2_PREFACE},
     metrics::{Direction, Metrics, Peer, ResponseEnd},
+    tap,
 };
 use std::time::Duration;
 
@@ -113,5 +114,21 @@ fn balancing(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, detection, classification, recording, balancing);
+fn tapping(c: &mut Criterion) {
+    let registry = tap::Registry::new(None, Metrics::new());
+    let mut g = c.benchmark_group("tap");
+    // What the tap layer asks of every request while nobody taps (one relaxed load);
+    // the request then goes on with the inner service's own future.
+    g.bench_function("idle_check", |b| b.iter(|| black_box(&registry).is_idle()));
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    detection,
+    classification,
+    recording,
+    balancing,
+    tapping
+);
 criterion_main!(benches);

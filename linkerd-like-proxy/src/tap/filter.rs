@@ -63,7 +63,8 @@ pub(crate) enum StringMatch {
 pub(crate) struct View<'a> {
     pub(crate) source: SocketAddr,
     pub(crate) destination: SocketAddr,
-    pub(crate) labels: &'a [(String, String)],
+    /// The destination's rendered `dst_*` labels, read only by a label match.
+    pub(crate) labels: Option<&'a str>,
     pub(crate) method: &'a Method,
     pub(crate) scheme: &'a str,
     pub(crate) authority: &'a str,
@@ -122,7 +123,8 @@ impl Match {
             Self::Source(t) => t.matches(r.source),
             Self::Destination(t) => t.matches(r.destination),
             Self::DestinationLabel { key, value } => {
-                r.labels.iter().any(|(k, v)| k == key && v == value)
+                let labels = r.labels.map(super::parse_labels).unwrap_or_default();
+                labels.iter().any(|(k, v)| k == key && v == value)
             }
             Self::Scheme(s) => r.scheme.eq_ignore_ascii_case(s),
             Self::Method(m) => r.method == m,

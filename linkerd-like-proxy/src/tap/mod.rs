@@ -180,7 +180,6 @@ impl Registry {
     /// sends their `request_init`, and returns what follows the request to its end.
     /// `None`: no stream takes it.
     pub(crate) fn tap(self: &Arc<Self>, req: &RequestView<'_>) -> Option<Tapped> {
-        let labels = req.labels.map(parse_labels).unwrap_or_default();
         let authority = req
             .uri
             .authority()
@@ -191,7 +190,7 @@ impl Registry {
         let view = filter::View {
             source: req.source,
             destination: req.destination,
-            labels: &labels,
+            labels: req.labels,
             method: req.method,
             scheme,
             authority,
@@ -230,7 +229,7 @@ impl Registry {
         };
         let tapped = Tapped {
             subscribers: taking,
-            meta: meta(req, labels),
+            meta: meta(req),
             id,
             start: now,
             response_at: None,
@@ -295,7 +294,8 @@ pub(crate) struct RequestView<'a> {
 }
 
 /// The metadata every event of a request carries.
-fn meta(req: &RequestView<'_>, labels: Vec<(String, String)>) -> TapEvent {
+fn meta(req: &RequestView<'_>) -> TapEvent {
+    let labels = req.labels.map(parse_labels).unwrap_or_default();
     let identity = req.peer.unwrap_or_default().to_string();
     let (source_identity, destination_identity) = match req.direction {
         Direction::Inbound => (identity, String::new()),

@@ -7,11 +7,11 @@ use mesh_api::tap::observe_request::{
     Match as MatchProto,
 };
 
-fn view<'a>(labels: &'a [(String, String)], method: &'a Method) -> View<'a> {
+fn view<'a>(labels: &'a str, method: &'a Method) -> View<'a> {
     View {
         source: ([10, 1, 2, 3], 40000).into(),
         destination: ([198, 18, 0, 9], 8080).into(),
-        labels,
+        labels: Some(labels),
         method,
         scheme: "http",
         authority: "Web.Test:8080",
@@ -79,9 +79,9 @@ fn label(key: &str, value: &str) -> MatchProto {
 
 #[test]
 fn filters_take_what_they_name() {
-    let labels = vec![("pod".to_string(), "web-0".to_string())];
+    let labels = r#"dst_namespace="default",dst_pod="web-0""#;
     let get = Method::GET;
-    let v = view(&labels, &get);
+    let v = view(labels, &get);
     let holds = |m: MatchProto| filter::Match::compile(Some(&m)).unwrap().matches(&v);
     assert!(filter::Match::compile(None).unwrap().matches(&v));
     assert!(holds(net([10, 1, 0, 0], 16)));
