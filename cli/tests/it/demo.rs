@@ -703,14 +703,24 @@ impl Drop for Demo {
 fn free_port_block() -> u16 {
     const FIRST: u16 = 20_000;
     const SLOTS: u16 = 250;
+    // Tests of one binary run in parallel in one process, so they share its pid: a
+    // block handed out stays taken for the others, which would otherwise find it free
+    // until its demo binds it.
+    static TAKEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut taken = TAKEN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let start = (std::process::id() % u32::from(SLOTS)) as u16;
-    (0..SLOTS)
+    let base = (0..SLOTS)
         .map(|i| FIRST + ((start + i) % SLOTS) * DEMO_PORTS)
-        .find(|&base| {
-            (base..base + DEMO_PORTS)
-                .all(|port| TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok())
+        .find(|base| {
+            !taken.contains(base)
+                && (*base..base + DEMO_PORTS)
+                    .all(|port| TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok())
         })
-        .expect("a free block of loopback ports")
+        .expect("a free block of loopback ports");
+    taken.push(base);
+    base
 }
 
 /// A minimal HTTP/1.0 GET, so the body is neither chunked nor kept alive.
