@@ -169,6 +169,26 @@ impl Limits {
 // === impl PodMeta ===
 
 impl PodMeta {
+    /// What the store needs of one of the index's pods: its identity is the one the
+    /// identity service signs for its service account, when it is meshed.
+    pub fn of(pod: &crate::index::Pod, trust_domain: &str) -> Self {
+        let identity = pod.meshed.then(|| {
+            crate::index::Identity::for_service_account(
+                &pod.key.namespace,
+                &pod.service_account,
+                trust_domain,
+            )
+            .name
+        });
+        Self {
+            namespace: pod.key.namespace.clone(),
+            name: pod.key.name.clone(),
+            owner: pod.owner.clone(),
+            identity,
+            meshed: pod.meshed,
+        }
+    }
+
     pub fn key(&self) -> ObjKey {
         ObjKey {
             namespace: self.namespace.clone(),

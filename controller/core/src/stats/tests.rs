@@ -92,6 +92,38 @@ fn row<'a>(answer: &'a StatAnswer, name: &str) -> &'a StatRow {
 }
 
 #[test]
+fn a_pod_of_the_index_is_described_by_its_identity() {
+    let pod = crate::index::Pod {
+        key: ObjKey::new("demo", "web-0"),
+        ips: vec!["198.18.0.1".parse().unwrap()],
+        running: true,
+        service_account: "web".into(),
+        owner: Some(("deployment".into(), "web".into())),
+        meshed: true,
+        opaque_ports: crate::index::PortSet::default(),
+        admin: None,
+    };
+    let meta = PodMeta::of(&pod, "cluster.local");
+    assert_eq!(
+        meta.identity.as_deref(),
+        Some("web.demo.serviceaccount.identity.mesh.cluster.local"),
+        "its service account's"
+    );
+    assert_eq!(
+        PodMeta {
+            identity: web(0).identity,
+            ..meta
+        },
+        web(0)
+    );
+    let unmeshed = crate::index::Pod {
+        meshed: false,
+        ..pod
+    };
+    assert_eq!(PodMeta::of(&unmeshed, "cluster.local").identity, None);
+}
+
+#[test]
 fn counts_and_rates_are_exact() {
     let mut stats = Stats::new(Limits::default());
     let idle = pod("demo", "web-9", Some(("deployment", "web")), false);
