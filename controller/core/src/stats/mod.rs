@@ -63,19 +63,26 @@ use window::{Budget, PodWindow, WindowLimits};
 /// What the store keeps at most, and for how long.
 ///
 /// The defaults are sized for the target of 500 proxies scraped every 10 s in under
-/// 128 MB, with room: a proxy's page reduces to about 30 series per destination it
-/// talks to (26 latency buckets, two classes, TCP), so 200 series for a pod with a
-/// handful of destinations, 100,000 for 500 such pods, 50 MB of points at 62 points of
-/// 8 bytes. The caps stop what is not typical: a pod minting series (many
-/// authorities, routes), or a cluster far past the target.
+/// 128 MB, with room: a proxy's page reduces to about 32 series per destination pod it
+/// talks to (26 latency buckets, two classes, four TCP), so some 250 series for a pod
+/// with a handful of destination pods, 125,000 for 500 such pods, 23 MB of points at
+/// 23 points of 8 bytes. The caps stop what is not typical: a pod minting series
+/// (many authorities, routes), or a cluster far past the target.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// The longest window a query may ask for. Linkerd's dashboard offers 10s, 1m, 10m
     /// and 1h; an hour of 10 s scrapes would be six times the memory of ten minutes
     /// for a window that an existing Prometheus answers better.
     pub retention: Duration,
-    /// Scrapes kept per pod; with 10 s scrapes, 62 covers the retention and the point
-    /// it starts from. A shorter interval shortens what is kept, not the other way.
+    /// Every scrape of this last span is kept, so short windows read exact scrapes.
+    pub full_resolution: Duration,
+    /// Before the full-resolution span, one scrape per this step is kept: a window
+    /// reaching back there starts within a step of its start (the answer says the span
+    /// it covers), for a third of the memory of every scrape.
+    pub coarse_step: Duration,
+    /// Scrapes kept per pod, a backstop: with 10 s scrapes, 23 are needed (12 in the
+    /// full-resolution span, one a minute for the rest, the one the longest window
+    /// starts from); [`Limits::for_interval`] sizes it for another interval.
     pub max_points: usize,
     /// Pods whose scrapes are kept (4× the target); more meshed pods are counted in
     /// [`Overflow::pods`] and not scraped.
@@ -83,7 +90,7 @@ pub struct Limits {
     /// Series one pod may hold (five times the typical pod), so one pod minting
     /// labels cannot take the budget of the others.
     pub max_series_per_pod: usize,
-    /// Series all pods may hold together: at 62 points of 8 bytes, about 100 MB.
+    /// Series all pods may hold together: at 23 points of 8 bytes, about 55 MB.
     pub max_series: usize,
     /// Raw series one pod's reset detection may follow (a raw series is a reduced
     /// one per endpoint and status code), and all pods together: about 40 bytes each.
@@ -132,10 +139,12 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             retention: Duration::from_secs(600),
-            max_points: 62,
+            full_resolution: Duration::from_secs(120),
+            coarse_step: Duration::from_secs(60),
+            max_points: 23,
             max_pods: 2_000,
             max_series_per_pod: 1_000,
-            max_series: 200_000,
+            max_series: 300_000,
             max_raw_per_pod: 5_000,
             max_raw: 500_000,
         }
@@ -144,14 +153,19 @@ impl Default for Limits {
 
 impl Limits {
     /// The default limits, with as many points as scrapes every `interval` need to
-    /// cover the retention (at most the default's).
+    /// cover the retention: every scrape of the full-resolution span, one per coarse
+    /// step before it, and the one the longest window starts from (131 at the
+    /// controller's shortest interval, 1 s).
     pub fn for_interval(interval: Duration) -> Self {
         let default = Self::default();
-        let needed = default.retention.as_millis() / interval.as_millis().max(1) + 2;
+        let fine = default.full_resolution.as_millis() / interval.as_millis().max(1);
+        let coarse = default
+            .retention
+            .saturating_sub(default.full_resolution)
+            .as_millis()
+            / default.coarse_step.as_millis().max(1);
         Self {
-            max_points: usize::try_from(needed)
-                .unwrap_or(usize::MAX)
-                .min(default.max_points),
+            max_points: usize::try_from(fine + coarse + 3).unwrap_or(usize::MAX),
             ..default
         }
     }
@@ -159,6 +173,8 @@ impl Limits {
     fn window(&self) -> WindowLimits {
         WindowLimits {
             retention: self.retention,
+            full_resolution: self.full_resolution,
+            coarse_step: self.coarse_step,
             max_points: self.max_points,
             max_series: self.max_series_per_pod,
             max_raw: self.max_raw_per_pod,

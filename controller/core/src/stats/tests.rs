@@ -665,6 +665,30 @@ fn the_window_is_bounded() {
 }
 
 #[test]
+fn older_scrapes_are_kept_a_minute_apart() {
+    let mut stats = Stats::new(Limits::for_interval(S(10)));
+    assert_eq!(stats.limits().max_points, 23);
+    stats.set_pods([web(0)]);
+    // One response a second, for twenty minutes.
+    for i in 0..=120 {
+        record(&mut stats, &web(0), i * 10, &inbound(i * 10, 0));
+    }
+    let points = stats.pods[&web(0).key()].window.as_ref().unwrap().points();
+    assert!(points <= 23, "{points}");
+    // A minute reads exact scrapes.
+    let a = stat(&stats, "deploy", 60, 1200);
+    assert_eq!(row(&a, "web").traffic.seconds, 60.0);
+    assert_eq!(row(&a, "web").traffic.responses.success, 60);
+    // Ten minutes start within a minute before their start, and say so; the count is
+    // exact over that span.
+    let a = stat(&stats, "deploy", 600, 1200);
+    let r = row(&a, "web");
+    assert!((600.0..660.0).contains(&r.traffic.seconds), "{r:?}");
+    assert_eq!(r.traffic.responses.success as f64, r.traffic.seconds);
+    assert!((r.traffic.rps - 1.0).abs() < 1e-9);
+}
+
+#[test]
 fn series_nothing_feeds_any_more_are_dropped() {
     let limits = Limits {
         retention: S(20),

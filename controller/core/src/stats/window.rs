@@ -9,7 +9,8 @@
 //! span of the window is one subtraction, and the sum of raw series into a reduced
 //! one never hides a reset. The first scrape only sets the baseline.
 //!
-//! What a window costs is bounded: at most `max_points` scrapes, none older than the
+//! What a window costs is bounded: every scrape of the last `full_resolution`, one per
+//! `coarse_step` before that, at most `max_points` in all, none older than the
 //! retention (but the one the longest window starts from), and series taken from the
 //! store's budgets ([`Budget`]). A series that nothing feeds any more and that has not
 //! changed over the whole window is dropped: it cannot change any answer.
@@ -34,6 +35,8 @@ pub(crate) struct Budget {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct WindowLimits {
     pub(crate) retention: Duration,
+    pub(crate) full_resolution: Duration,
+    pub(crate) coarse_step: Duration,
     pub(crate) max_points: usize,
     pub(crate) max_series: usize,
     pub(crate) max_raw: usize,
@@ -163,6 +166,17 @@ impl PodWindow {
             at,
             values: self.current.clone().into_boxed_slice(),
         });
+        // Past the full-resolution span, keep a point only a coarse step after the last
+        // one kept (the oldest is kept: the retention rule below decides for it).
+        let fine_start = at.saturating_sub(limits.full_resolution);
+        let mut kept: Option<Duration> = None;
+        self.points.retain(|p| {
+            let keep = p.at >= fine_start || kept.is_none_or(|k| p.at >= k + limits.coarse_step);
+            if keep {
+                kept = Some(p.at);
+            }
+            keep
+        });
         // Keep the newest point at or before the retention's start: the longest window
         // starts from it.
         while self.points.len() > limits.max_points.max(1)
@@ -179,6 +193,12 @@ impl PodWindow {
         budget.series += self.keys.len();
         budget.raw += self.raw.len();
         *self = Self::default();
+    }
+
+    /// Scrapes held.
+    #[cfg(test)]
+    pub(crate) fn points(&self) -> usize {
+        self.points.len()
     }
 
     /// Samples of the last scrape that the caps left out.
