@@ -113,6 +113,7 @@ impl Config {
         let store = Arc::new(scrape::Store::new(mesh_core::stats::Limits::for_interval(
             self.scrape.interval,
         )));
+        metrics.export(store.clone());
         let scrape_task = tokio::spawn(scrape::run(
             index.clone(),
             Arc::clone(&store),

@@ -6,9 +6,11 @@
 //! A round fetches at most [`CONCURRENCY`] pages at once, each within the scrape
 //! timeout and [`MAX_PAGE_BYTES`]; a proxy that is slow, down or answers something
 //! that is not metrics costs its own scrape and nothing else (logged at `debug`,
-//! counted in [`Store::failures`]). Pages are reduced outside the store's lock, which
-//! is held only to record, and by the API only to answer.
+//! counted in `metrics_api_scrapes_total{result="failed"}` on the admin server, which
+//! the store renders as a [`Family`]). Pages are reduced outside the store's lock,
+//! which is held only to record, and by the API only to answer.
 
+use crate::metrics::{header, Family};
 use bytes::Bytes;
 use futures_util::StreamExt as _;
 use http_body_util::{BodyExt as _, Empty, Limited};
@@ -19,6 +21,7 @@ use mesh_core::{
 };
 use std::{
     collections::HashMap,
+    fmt::Write as _,
     net::SocketAddr,
     sync::{
         atomic::{AtomicU64, Ordering::Relaxed},
@@ -52,6 +55,7 @@ pub struct ScrapeConfig {
 pub struct Store {
     stats: Mutex<Stats>,
     origin: Instant,
+    recorded: AtomicU64,
     failures: AtomicU64,
 }
 
@@ -88,6 +92,7 @@ impl Store {
         Self {
             stats: Mutex::new(Stats::new(limits)),
             origin: Instant::now(),
+            recorded: AtomicU64::new(0),
             failures: AtomicU64::new(0),
         }
     }
@@ -103,9 +108,61 @@ impl Store {
         self.stats.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Scrapes recorded since start.
+    pub fn recorded(&self) -> u64 {
+        self.recorded.load(Relaxed)
+    }
+
     /// Scrapes that failed since start.
     pub fn failures(&self) -> u64 {
         self.failures.load(Relaxed)
+    }
+}
+
+impl Family for Store {
+    /// Appends the scraper's outcomes and what the store's limits leave out.
+    fn render(&self, out: &mut String) {
+        let (pods, overflow) = {
+            let stats = self.lock();
+            (stats.tracked().count(), stats.overflow())
+        };
+        header(
+            out,
+            "metrics_api_scrapes_total",
+            "counter",
+            "Scrapes of proxies' /metrics by the metrics API, by outcome.",
+        );
+        let _ = writeln!(
+            out,
+            "metrics_api_scrapes_total{{result=\"ok\"}} {}",
+            self.recorded()
+        );
+        let _ = writeln!(
+            out,
+            "metrics_api_scrapes_total{{result=\"failed\"}} {}",
+            self.failures()
+        );
+        header(
+            out,
+            "metrics_api_pods",
+            "gauge",
+            "Meshed pods the metrics API scrapes.",
+        );
+        let _ = writeln!(out, "metrics_api_pods {pods}");
+        header(
+            out,
+            "metrics_api_overflow_pods",
+            "gauge",
+            "Meshed pods not scraped: over the metrics API's limit.",
+        );
+        let _ = writeln!(out, "metrics_api_overflow_pods {}", overflow.pods);
+        header(
+            out,
+            "metrics_api_overflow_samples",
+            "gauge",
+            "Samples of the last scrapes over the metrics API's series limits.",
+        );
+        let _ = writeln!(out, "metrics_api_overflow_samples {}", overflow.samples);
     }
 }
 
@@ -173,9 +230,14 @@ async fn round(index: &Index, store: &Store, timeout: Duration) {
         };
         let result =
             scrape.and_then(|s| store.lock().record(&key, at, s).map_err(|e| e.to_string()));
-        if let Err(error) = result {
-            store.failures.fetch_add(1, Relaxed);
-            tracing::debug!(pod = %key, %addr, %error, "scrape failed");
+        match result {
+            Ok(()) => {
+                store.recorded.fetch_add(1, Relaxed);
+            }
+            Err(error) => {
+                store.failures.fetch_add(1, Relaxed);
+                tracing::debug!(pod = %key, %addr, %error, "scrape failed");
+            }
         }
     }
 }

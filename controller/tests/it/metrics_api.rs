@@ -245,6 +245,22 @@ async fn stat_and_edges_agree_with_the_proxies_counters() {
         .sum();
     assert_eq!(voting_success, 80.0);
 
+    // The scraper's own counters, on the admin server.
+    let (_, text) = get(running.admin_addr, "/metrics").await;
+    let samples = mesh_api::prom::parse(&text).expect("Prometheus text");
+    let value = |name: &str, result: Option<&str>| {
+        samples
+            .iter()
+            .find(|s| s.name == name && s.label("result") == result)
+            .map(|s| s.value)
+    };
+    assert!(
+        value("metrics_api_scrapes_total", Some("ok")) >= Some(4.0),
+        "{text}"
+    );
+    assert_eq!(value("metrics_api_pods", None), Some(2.0));
+    assert_eq!(value("metrics_api_overflow_samples", None), Some(0.0));
+
     // A bad query is a 400 that says why.
     let (status, body) = get(running.api_addr, "/api/stat?resource=deploy&window=forever").await;
     assert_eq!(status, http::StatusCode::BAD_REQUEST);

@@ -8,7 +8,8 @@
 //! pod's own series (`namespace`, `pod`, and the owner, `deployment="web"`), so the
 //! queries written for Linkerd's Prometheus work on them. Counters are the reset-corrected
 //! totals since the controller began following the pod: they restart from zero when
-//! the controller does, which Prometheus' functions read as a reset.
+//! the controller does, which Prometheus' functions read as a reset. (What the limits
+//! leave out is the controller's own metric, on its admin server.)
 
 use super::{
     resource::PodMeta,
@@ -77,17 +78,6 @@ impl Stats {
             let _ = writeln!(text, "# TYPE {name} {kind}");
             text.push_str(&samples);
         }
-        let overflow = self.overflow();
-        let _ = writeln!(
-            text,
-            "# HELP metrics_api_overflow_pods Meshed pods not scraped: over the controller's limit.\n\
-             # TYPE metrics_api_overflow_pods gauge\n\
-             metrics_api_overflow_pods {}\n\
-             # HELP metrics_api_overflow_samples Samples of the last scrapes over the controller's series limits.\n\
-             # TYPE metrics_api_overflow_samples gauge\n\
-             metrics_api_overflow_samples {}",
-            overflow.pods, overflow.samples
-        );
         text
     }
 }

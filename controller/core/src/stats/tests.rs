@@ -884,7 +884,6 @@ fn the_aggregates_export_as_prometheus_text() {
         find("route_response_total", &[("rt_route", "say \"hi\"")]),
         2.0
     );
-    assert_eq!(find("metrics_api_overflow_pods", &[]), 0.0);
     // Each family is written once, whole.
     assert_eq!(text.matches("# TYPE response_total counter").count(), 1);
 }
