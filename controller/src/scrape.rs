@@ -190,6 +190,11 @@ pub async fn run(
 
 /// One round: the pods now, then a scrape of each tracked one.
 async fn round(index: &Index, store: &Store, timeout: Duration) {
+    // Before the first full sync the index has no pods yet, which would read as every
+    // pod gone and drop their windows.
+    if !index.is_ready() {
+        return;
+    }
     let trust_domain = index.trust_domain().to_string();
     let pods = index.pods();
     let (targets, parser) = {
