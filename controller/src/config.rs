@@ -1,7 +1,7 @@
 //! The controller's validated configuration: what [`crate::Args`] become, and what
 //! [`Config::build`] starts.
 
-use crate::{identity, webhook};
+use crate::{identity, scrape::ScrapeConfig, webhook};
 use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 
 /// A validated configuration. Building it binds and connects nothing.
@@ -21,6 +21,8 @@ pub struct Config {
     pub identity: Option<IdentityConfig>,
     /// The ServiceProfile admission webhook, when its certificate flags were given.
     pub webhook: Option<webhook::WebhookConfig>,
+    /// How the metrics API scrapes the proxies.
+    pub scrape: ScrapeConfig,
 }
 
 /// The identity service's validated configuration: a CA whose credentials were read
@@ -72,6 +74,7 @@ impl Config {
             parent_pid: None,
             identity: None,
             webhook: None,
+            scrape: ScrapeConfig::default(),
         }
     }
 }

@@ -4,7 +4,9 @@
 
 use crate::{
     config::{Config, Discovery, IdentityConfig, IdentityTokens},
-    identity, webhook,
+    identity,
+    scrape::ScrapeConfig,
+    webhook,
 };
 use clap::{Parser, ValueEnum};
 use mesh_api::names::{is_dns_domain, is_dns_label};
@@ -88,6 +90,27 @@ pub struct Args {
 
     #[command(flatten)]
     pub webhook: WebhookArgs,
+
+    /// How often the metrics API scrapes every meshed proxy's `/metrics` (a Go
+    /// duration, at least 1s).
+    #[arg(
+        long,
+        env = "MESH_METRICS_SCRAPE_INTERVAL",
+        default_value = "10s",
+        value_name = "DURATION",
+        value_parser = mesh_api::duration::parse
+    )]
+    pub metrics_scrape_interval: Duration,
+
+    /// How long one scrape may take (a Go duration, at most the interval).
+    #[arg(
+        long,
+        env = "MESH_METRICS_SCRAPE_TIMEOUT",
+        default_value = "5s",
+        value_name = "DURATION",
+        value_parser = mesh_api::duration::parse
+    )]
+    pub metrics_scrape_timeout: Duration,
 
     /// Log filter, in `RUST_LOG` syntax.
     #[arg(long, env = "MESH_LOG", default_value = "info", value_name = "FILTER")]
@@ -226,6 +249,13 @@ pub enum InvalidConfig {
         name: String,
         trust_domain: String,
     },
+    #[error("invalid --metrics-scrape-interval {0:?}: expected at least 1s")]
+    ScrapeInterval(Duration),
+    #[error("invalid --metrics-scrape-timeout {timeout:?}: expected more than zero and at most --metrics-scrape-interval ({interval:?})")]
+    ScrapeTimeout {
+        timeout: Duration,
+        interval: Duration,
+    },
     #[error("invalid --identity-lifetime {0:?}: expected at least 1m")]
     Lifetime(Duration),
     #[error("--{missing} is required with --{given}")]
@@ -286,6 +316,7 @@ impl Args {
             self.identity
                 .into_config(&discovery, &trust_domain, &control_plane_namespace)?;
         let webhook = self.webhook.into_config()?;
+        let scrape = scrape_config(self.metrics_scrape_interval, self.metrics_scrape_timeout)?;
         Ok(Config {
             discovery,
             destination_addr: self.destination_addr,
@@ -297,8 +328,21 @@ impl Args {
             parent_pid: self.parent_pid,
             identity,
             webhook,
+            scrape,
         })
     }
+}
+
+/// A scrape more often than every second would cost proxies more than it tells; a
+/// timeout past the interval would let rounds overlap.
+fn scrape_config(interval: Duration, timeout: Duration) -> Result<ScrapeConfig, InvalidConfig> {
+    if interval < Duration::from_secs(1) {
+        return Err(InvalidConfig::ScrapeInterval(interval));
+    }
+    if timeout.is_zero() || timeout > interval {
+        return Err(InvalidConfig::ScrapeTimeout { timeout, interval });
+    }
+    Ok(ScrapeConfig { interval, timeout })
 }
 
 // === impl WebhookArgs ===

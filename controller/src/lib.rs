@@ -2,7 +2,9 @@
 //! proxies where a service's endpoints are and who they are, fed by a discovery
 //! backend (Kubernetes watches or a YAML file); when given an issuer, the
 //! [`identity`] service, which signs proxies' certificates; and, when given a serving
-//! certificate, the [`webhook`], which refuses invalid ServiceProfiles at admission.
+//! certificate, the [`webhook`], which refuses invalid ServiceProfiles at admission;
+//! and the metrics API ([`api`] over what [`scrape`] keeps of every meshed proxy's
+//! `/metrics`), so `stat`, `edges` and `routes` need no Prometheus.
 //!
 //! Start-up has two stages, as everywhere in mesh: [`Args`] (flags, with `MESH_*`
 //! environment fallbacks; `flags.rs`) become a validated [`Config`] (`config.rs`) with
@@ -26,6 +28,7 @@ pub mod k8s;
 pub mod metrics;
 mod process;
 mod run;
+pub mod scrape;
 mod tls_incoming;
 pub mod webhook;
 

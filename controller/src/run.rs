@@ -12,7 +12,7 @@ use crate::{
     index::{self, Index},
     k8s,
     metrics::Metrics,
-    process, webhook,
+    process, scrape, webhook,
 };
 use anyhow::Context as _;
 use std::{net::SocketAddr, sync::Arc, time::Duration};
@@ -110,7 +110,17 @@ impl Config {
             }
             .serve(admin, shutdown.clone()),
         );
-        let api_task = tokio::spawn(api::serve(api, shutdown.clone()));
+        let store = Arc::new(scrape::Store::new(mesh_core::stats::Limits::for_interval(
+            self.scrape.interval,
+        )));
+        metrics.export(store.clone());
+        let scrape_task = tokio::spawn(scrape::run(
+            index.clone(),
+            Arc::clone(&store),
+            self.scrape,
+            shutdown.clone(),
+        ));
+        let api_task = tokio::spawn(api::serve(api, store, shutdown.clone()));
         let service =
             DestinationService::new(index.clone(), Arc::clone(&metrics), shutdown.clone());
         let server = tokio::spawn(destination::serve(
@@ -120,7 +130,7 @@ impl Config {
             shutdown.clone(),
         ));
 
-        let mut tasks = vec![backend, admin_task, api_task];
+        let mut tasks = vec![backend, admin_task, api_task, scrape_task];
         tasks.extend(identity.map(|(_, task)| task));
         tasks.extend(webhook.map(|(_, task)| task));
         Ok(Running {

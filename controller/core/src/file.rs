@@ -23,6 +23,8 @@
 //!         hostname: voting-0            # optional
 //!         labels: {pod: voting-0, deployment: voting, serviceaccount: voting}
 //!         identity: voting.emojivoto.serviceaccount.identity.mesh.cluster.local  # => meshed
+//!         admin: 127.0.0.1:4191         # optional, meshed only: its proxy's admin server,
+//!                                       # which the metrics API scrapes (default: ip:4191)
 //! profiles:                             # ServiceProfiles, as `kubectl apply` takes them
 //!   - apiVersion: mesh.rs/v1alpha1
 //!     kind: ServiceProfile
@@ -116,6 +118,8 @@ struct EndpointSpec {
     #[serde(default, deserialize_with = "null_as_default")]
     labels: BTreeMap<String, String>,
     identity: Option<String>,
+    /// `ip:port` of the endpoint's proxy admin server, when not at its IP on 4191.
+    admin: Option<String>,
 }
 
 /// `ip` or `ip:port` (`[ip6]:port`).
@@ -428,6 +432,24 @@ fn endpoint_pod(
     ep: &EndpointSpec,
     trust_domain: &str,
 ) -> Result<Option<Pod>, InvalidFile> {
+    let admin = match (&ep.admin, &ep.identity) {
+        (None, _) => None,
+        (Some(_), None) => {
+            return Err(invalid(
+                format!("{at}.admin"),
+                "admin is where the endpoint's proxy serves /metrics; an endpoint without identity is not meshed and has no proxy",
+            ))
+        }
+        (Some(admin), Some(_)) => match admin.parse::<SocketAddr>() {
+            Ok(addr) if addr.port() != 0 => Some(addr),
+            _ => {
+                return Err(invalid(
+                    format!("{at}.admin"),
+                    format!("invalid admin address {admin:?}: expected `ip:port` (`[ipv6]:port`) of the proxy's admin server"),
+                ))
+            }
+        },
+    };
     if ep.labels.is_empty() && ep.identity.is_none() {
         return Ok(None);
     }
@@ -493,6 +515,7 @@ fn endpoint_pod(
         owner: owner.map(|(k, v)| (Arc::from(k), Arc::from(v))),
         meshed: ep.identity.is_some(),
         opaque_ports: PortSet::default(),
+        admin,
     }))
 }
 
@@ -512,7 +535,8 @@ fn merge_pod(pods: &mut BTreeMap<ObjKey, PodSeen>, at: &str, pod: Pod) -> Result
         Some(seen) => {
             let same = seen.pod.service_account == pod.service_account
                 && seen.pod.owner == pod.owner
-                && seen.pod.meshed == pod.meshed;
+                && seen.pod.meshed == pod.meshed
+                && seen.pod.admin == pod.admin;
             if !same {
                 return Err(invalid(
                     format!("{at}.labels"),

@@ -10,6 +10,8 @@
 //! - [`ca`]: the identity service's certificate authority (certificates in,
 //!   certificates out, the time given).
 //! - [`tokens`]: the bootstrap token file's format.
+//! - [`stats`]: the metrics API's store and answers: each meshed pod's bounded window
+//!   of scrapes, and stat summaries, edges and routes computed from it.
 //!
 //! `mesh-controller` re-exports each of these under its old path
 //! (`mesh_controller::index`, `mesh_controller::identity::ca`, ...).
@@ -18,5 +20,6 @@ pub mod ca;
 pub mod file;
 pub mod index;
 pub mod profile;
+pub mod stats;
 pub mod tokens;
 pub mod yaml;

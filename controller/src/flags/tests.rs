@@ -18,6 +18,22 @@ fn defaults() {
     assert_eq!(config.cluster_domain, "cluster.local");
     assert_eq!(config.trust_domain, "cluster.local");
     assert_eq!(config.log, "info");
+    assert_eq!(
+        config.scrape,
+        ScrapeConfig {
+            interval: Duration::from_secs(10),
+            timeout: Duration::from_secs(5),
+        }
+    );
+    let config = parse(&[
+        "--metrics-scrape-interval",
+        "30s",
+        "--metrics-scrape-timeout",
+        "30s",
+    ])
+    .unwrap();
+    assert_eq!(config.scrape.interval, Duration::from_secs(30));
+    assert_eq!(config.scrape.timeout, Duration::from_secs(30));
 }
 
 /// A discovery file that exists, for flags that name one.
@@ -88,6 +104,22 @@ fn bad_flags_name_the_flag() {
             "--control-plane-namespace",
         ),
         (&["--log", "info,[[["][..], "--log"),
+        (
+            &["--metrics-scrape-interval", "10"][..],
+            "--metrics-scrape-interval",
+        ),
+        (
+            &["--metrics-scrape-interval", "500ms"][..],
+            "--metrics-scrape-interval",
+        ),
+        (
+            &["--metrics-scrape-timeout", "11s"][..],
+            "--metrics-scrape-timeout",
+        ),
+        (
+            &["--metrics-scrape-timeout", "0s"][..],
+            "--metrics-scrape-timeout",
+        ),
         (&["--unknown"][..], "--unknown"),
     ] {
         let error = parse(args).unwrap_err();

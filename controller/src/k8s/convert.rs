@@ -334,6 +334,8 @@ pub(super) fn pod(pod: &core::Pod, control_plane_ns: &str) -> Option<Pod> {
     Some(Pod {
         owner: owner(&pod.metadata),
         opaque_ports: opaque_ports(&pod.metadata, &key),
+        // In a cluster the admin server is at the pod's IP, on the default port.
+        admin: None,
         key,
         ips,
         running,

@@ -4,5 +4,6 @@
 
 mod destination;
 mod identity;
+mod metrics_api;
 mod process;
 mod webhook;

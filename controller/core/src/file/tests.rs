@@ -264,6 +264,26 @@ fn semantic_errors_name_the_field() {
             "names service account \"y\" but labels.serviceaccount is \"x\"",
         ),
         ("services:\n  - name: a\n    ports: []\n", "services[0].ports", "needs a port"),
+        (
+            "services:\n  - name: a\n    endpoints: [{address: 198.18.0.1, admin: 198.18.0.1:4191}]\n",
+            "services[0].endpoints[0].admin",
+            "without identity is not meshed",
+        ),
+        (
+            "services:\n  - name: a\n    endpoints: [{address: 198.18.0.1, admin: 198.18.0.1, identity: sa.default.serviceaccount.identity.mesh.cluster.local}]\n",
+            "services[0].endpoints[0].admin",
+            "invalid admin address \"198.18.0.1\": expected `ip:port`",
+        ),
+        (
+            "services:\n  - name: a\n    endpoints: [{address: 198.18.0.1, admin: \"198.18.0.1:0\", identity: sa.default.serviceaccount.identity.mesh.cluster.local}]\n",
+            "services[0].endpoints[0].admin",
+            "invalid admin address",
+        ),
+        (
+            "services:\n  - name: a\n    endpoints: [{address: 198.18.0.1, labels: {pod: p}, identity: sa.default.serviceaccount.identity.mesh.cluster.local, admin: \"127.0.0.1:1\"}]\n  - name: b\n    endpoints: [{address: 198.18.0.1, labels: {pod: p}, identity: sa.default.serviceaccount.identity.mesh.cluster.local, admin: \"127.0.0.1:2\"}]\n",
+            "services[1].endpoints[0].labels",
+            "described differently",
+        ),
     ];
     for (text, field, message) in cases {
         let e = err(text);
@@ -283,6 +303,20 @@ fn identity_without_labels_makes_a_meshed_pod() {
     assert_eq!(d.pods[0].key.name.as_ref(), "a-0");
     assert_eq!(d.pods[0].service_account.as_ref(), "sa");
     assert!(d.pods[0].meshed);
+    // Its proxy's admin server: at its IP on 4191, unless the file says where.
+    assert_eq!(
+        d.pods[0].admin_addr(),
+        Some("198.18.0.1:4191".parse().unwrap())
+    );
+    let d = parse(
+        "services:\n  - name: a\n    endpoints: [{address: 198.18.0.1, identity: sa.default.serviceaccount.identity.mesh.cluster.local, admin: \"127.0.0.1:14191\"}]\n",
+        TD,
+    )
+    .unwrap();
+    assert_eq!(
+        d.pods[0].admin_addr(),
+        Some("127.0.0.1:14191".parse().unwrap())
+    );
     // Another trust domain is another name.
     let e = parse(
         "services:\n  - name: a\n    endpoints: [{address: 198.18.0.1, identity: sa.default.serviceaccount.identity.mesh.cluster.local}]\n",

@@ -402,6 +402,12 @@ impl Index {
         }
     }
 
+    /// Every pod, as the backends gave them (for the metrics API's scraper, once per
+    /// round).
+    pub fn pods(&self) -> Vec<Pod> {
+        self.shared.lock().pods.values().cloned().collect()
+    }
+
     /// Parses a destination path with this index's cluster domain.
     pub fn parse(&self, path: &str, context_token: &str) -> Result<Target, InvalidPath> {
         let ns = context_namespace(context_token);

@@ -5,7 +5,14 @@
 //! Keeping only these fields is what keeps the controller small: a Kubernetes `Pod`
 //! object is kilobytes, a [`Pod`] here is a few dozen bytes plus its labels.
 
-use std::{collections::BTreeMap, net::IpAddr, sync::Arc};
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+};
+
+/// The port of a proxy's admin server (`/metrics`, `/ready`), in every pod.
+pub const PROXY_ADMIN_PORT: u16 = 4191;
 
 /// `namespace/name` of an object.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -122,6 +129,18 @@ pub struct Pod {
     pub meshed: bool,
     /// Ports that carry opaque TCP (annotation `config.mesh.rs/opaque-ports`).
     pub opaque_ports: PortSet,
+    /// Where its proxy's admin server is, when not at its IP on [`PROXY_ADMIN_PORT`]
+    /// (the file backend's `admin`: local proxies share an IP).
+    pub admin: Option<SocketAddr>,
+}
+
+impl Pod {
+    /// Where the metrics API scrapes the pod's proxy: its own admin address, else its
+    /// first IP on [`PROXY_ADMIN_PORT`]; `None` for a pod with neither.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin
+            .or_else(|| Some(SocketAddr::new(*self.ips.first()?, PROXY_ADMIN_PORT)))
+    }
 }
 
 /// A set of TCP ports, kept as sorted, disjoint, inclusive ranges: an annotation such as

@@ -74,6 +74,7 @@ fn pod(ns: &str, name: &str, ip: &str, meshed: bool) -> Pod {
         owner: Some(("deployment".into(), "web".into())),
         meshed,
         opaque_ports: PortSet::default(),
+        admin: None,
     }
 }
 

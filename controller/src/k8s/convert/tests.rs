@@ -575,6 +575,7 @@ fn pod_fields() {
             owner: Some(("deployment".into(), "web".into())),
             meshed: true,
             opaque_ports: PortSet::from_ports([6379]),
+            admin: None,
         })
     );
 }
@@ -730,6 +731,7 @@ fn pod_defaults() {
             owner: None,
             meshed: false,
             opaque_ports: PortSet::default(),
+            admin: None,
         })
     );
     let mut p = pod_obj(&[], None);

@@ -1,0 +1,531 @@
+//! The answers: stat summaries, edges and routes over a window, computed from the
+//! pods' windows.
+//!
+//! As Linkerd's `stat`: a resource made of pods is read from the inbound side of its
+//! own pods (what they served); with `to`, from the outbound side of its pods toward
+//! the target; with `from`, rows are what the source's pods sent to, by the `dst_*`
+//! labels; services and authorities are known only as destinations, so they are read
+//! from the outbound side of every pod. Success rate is successes over classified
+//! responses; rates are each pod's increase over the span its window covers, summed;
+//! quantiles come from the summed bucket increases ([`super::quantile`]).
+
+use super::{
+    quantile::quantile,
+    resource::{PodMeta, Resource, ResourceKind, Selector},
+    scrape::{Class, Le, Measure, RouteKey, Side},
+    window::{PodWindow, Span},
+    Overflow, Stats,
+};
+use serde::Serialize;
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+    time::Duration,
+};
+
+/// `stat`: which resources, over which window, seen from which side.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatQuery {
+    pub selector: Selector,
+    pub window: Duration,
+    /// `to`: only the selected resources' traffic toward these.
+    pub to: Option<Selector>,
+    /// `from`: rows are what these resources' pods sent to.
+    pub from: Option<Selector>,
+}
+
+/// `edges`: who talks to whom, between resources of one kind.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EdgesQuery {
+    pub kind: ResourceKind,
+    /// Edges with either end in this namespace; `None`: all.
+    pub namespace: Option<String>,
+    pub window: Duration,
+}
+
+/// `routes`: ServiceProfile routes, of one service or all, as some pods' proxies (or
+/// all) sent to them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoutesQuery {
+    /// A `svc` selector; `None`: every service.
+    pub service: Option<Selector>,
+    /// Whose outbound traffic; `None`: every pod's.
+    pub from: Option<Selector>,
+    pub window: Duration,
+}
+
+/// A query that cannot be answered as asked.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidQuery {
+    #[error("window {asked:?} is longer than the {kept:?} the controller keeps")]
+    WindowTooLong { asked: Duration, kept: Duration },
+    #[error("window must be longer than zero")]
+    WindowZero,
+    #[error("to and from cannot both be given")]
+    ToAndFrom,
+    #[error("{what} must be a resource made of pods (ns, deploy, sts, ds, po), not {kind}")]
+    NotPods {
+        what: &'static str,
+        kind: ResourceKind,
+    },
+    #[error("routes are asked of a service (svc), not {0}")]
+    NotService(ResourceKind),
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct StatAnswer {
+    pub window_seconds: f64,
+    pub rows: Vec<StatRow>,
+    pub overflow: Overflow,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct StatRow {
+    pub resource: Resource,
+    /// Meshed and all pods of the resource; `None` for services and authorities.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pods: Option<PodCount>,
+    #[serde(flatten)]
+    pub traffic: Traffic,
+    pub tcp: Tcp,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct PodCount {
+    pub meshed: usize,
+    pub total: usize,
+}
+
+/// HTTP traffic over a window.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Traffic {
+    pub responses: Responses,
+    /// Successes over classified responses; `None` without responses.
+    pub success_rate: Option<f64>,
+    /// Responses per second.
+    pub rps: f64,
+    pub latency_ms: Latency,
+    /// The longest span a contributing pod's window covered (up to the window plus
+    /// a scrape interval; less while the window is not yet covered).
+    pub seconds: f64,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Responses {
+    pub success: u64,
+    pub failure: u64,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct Latency {
+    pub p50: Option<f64>,
+    pub p95: Option<f64>,
+    pub p99: Option<f64>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct Tcp {
+    /// Open at the window's end.
+    pub open_connections: u64,
+    /// Opened during the window.
+    pub opened: u64,
+    pub read_bytes_per_second: f64,
+    pub write_bytes_per_second: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct EdgesAnswer {
+    pub window_seconds: f64,
+    pub edges: Vec<EdgeRow>,
+    pub overflow: Overflow,
+}
+
+/// Traffic from one resource to another, by the identities each end had.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct EdgeRow {
+    pub src: Resource,
+    pub dst: Resource,
+    /// The source pods' identity (what their certificates name).
+    pub client_id: Option<Arc<str>>,
+    /// The identity the destination proved in the handshake.
+    pub server_id: Option<Arc<str>>,
+    /// Mutual TLS.
+    pub secured: bool,
+    pub responses: Responses,
+    pub rps: f64,
+    pub tcp: Tcp,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RoutesAnswer {
+    pub window_seconds: f64,
+    pub routes: Vec<RouteRow>,
+    pub overflow: Overflow,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RouteRow {
+    /// The service, as the profile names it (`<fqdn>:<port>`).
+    pub dst: String,
+    /// The route's name; `None` for the default route (what no route matched).
+    pub route: Option<String>,
+    #[serde(flatten)]
+    pub traffic: Traffic,
+}
+
+/// Sums over pods, turned into a row at the end.
+#[derive(Clone, Debug, Default)]
+struct Tally {
+    success: f64,
+    failure: f64,
+    rps: f64,
+    buckets: BTreeMap<Le, f64>,
+    open: f64,
+    opened: f64,
+    read: f64,
+    written: f64,
+    seconds: f64,
+}
+
+#[derive(Debug, Default)]
+struct Row {
+    pods: Option<PodCount>,
+    tally: Tally,
+}
+
+// === impl StatQuery ===
+
+impl StatQuery {
+    pub fn new(selector: Selector, window: Duration) -> Self {
+        Self {
+            selector,
+            window,
+            to: None,
+            from: None,
+        }
+    }
+}
+
+// === impl Stats: the queries ===
+
+impl Stats {
+    pub fn stat(&self, q: &StatQuery, now: Duration) -> Result<StatAnswer, InvalidQuery> {
+        self.check_window(q.window)?;
+        let kind = q.selector.kind;
+        let mut rows: BTreeMap<Resource, Row> = BTreeMap::new();
+        match (&q.to, &q.from) {
+            (Some(_), Some(_)) => return Err(InvalidQuery::ToAndFrom),
+            (to, None) if kind.has_pods() => {
+                for (meta, window) in self.pods() {
+                    let Some(r) = meta.resource(kind).filter(|r| q.selector.matches(r)) else {
+                        continue;
+                    };
+                    let row = rows.entry(r).or_default();
+                    row.count(meta);
+                    each_series(window, now, q.window, |side, measure, span, i| {
+                        let wanted = match (to, side) {
+                            (None, Side::Inbound) => true,
+                            (Some(to), Side::Outbound(d)) => {
+                                d.resource(to.kind).is_some_and(|r| to.matches(&r))
+                            }
+                            _ => false,
+                        };
+                        if wanted {
+                            row.tally.add(measure, span, i);
+                        }
+                    });
+                }
+            }
+            (Some(_), None) => {
+                return Err(InvalidQuery::NotPods {
+                    what: "a resource with to",
+                    kind,
+                })
+            }
+            (None, from) => {
+                if let Some(from) = from.as_ref().filter(|f| !f.kind.has_pods()) {
+                    return Err(InvalidQuery::NotPods {
+                        what: "from",
+                        kind: from.kind,
+                    });
+                }
+                for (meta, window) in self.pods() {
+                    if let Some(from) = from {
+                        if !meta.resource(from.kind).is_some_and(|r| from.matches(&r)) {
+                            continue;
+                        }
+                    }
+                    each_series(window, now, q.window, |side, measure, span, i| {
+                        let Side::Outbound(d) = side else {
+                            return;
+                        };
+                        if let Some(r) = d.resource(kind).filter(|r| q.selector.matches(r)) {
+                            rows.entry(r).or_default().tally.add(measure, span, i);
+                        }
+                    });
+                }
+                if kind.has_pods() {
+                    for (meta, _) in self.pods() {
+                        if let Some(row) = meta.resource(kind).and_then(|r| rows.get_mut(&r)) {
+                            row.count(meta);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(StatAnswer {
+            window_seconds: q.window.as_secs_f64(),
+            rows: rows
+                .into_iter()
+                .map(|(resource, row)| StatRow {
+                    resource,
+                    pods: row.pods,
+                    traffic: row.tally.traffic(),
+                    tcp: row.tally.tcp(),
+                })
+                .collect(),
+            overflow: self.overflow(),
+        })
+    }
+
+    pub fn edges(&self, q: &EdgesQuery, now: Duration) -> Result<EdgesAnswer, InvalidQuery> {
+        self.check_window(q.window)?;
+        if !q.kind.has_pods() {
+            return Err(InvalidQuery::NotPods {
+                what: "edges",
+                kind: q.kind,
+            });
+        }
+        let in_ns = |r: &Resource| {
+            q.namespace.as_deref().is_none_or(|ns| {
+                let of = match r.kind {
+                    ResourceKind::Namespace => Some(&r.name),
+                    _ => r.namespace.as_ref(),
+                };
+                of.is_some_and(|of| **of == *ns)
+            })
+        };
+        type EdgeKey = (Resource, Resource, Option<Arc<str>>, Option<Arc<str>>, bool);
+        let mut edges: BTreeMap<EdgeKey, Tally> = BTreeMap::new();
+        for (meta, window) in self.pods() {
+            let Some(src) = meta.resource(q.kind) else {
+                continue;
+            };
+            each_series(window, now, q.window, |side, measure, span, i| {
+                let Side::Outbound(d) = side else {
+                    return;
+                };
+                let Some(dst) = d.resource(q.kind) else {
+                    return;
+                };
+                if !(in_ns(&src) || in_ns(&dst)) {
+                    return;
+                }
+                let key = (
+                    src.clone(),
+                    dst,
+                    meta.identity.clone(),
+                    d.server_id.as_deref().map(Arc::from),
+                    d.tls,
+                );
+                edges.entry(key).or_default().add(measure, span, i);
+            });
+        }
+        Ok(EdgesAnswer {
+            window_seconds: q.window.as_secs_f64(),
+            edges: edges
+                .into_iter()
+                .filter(|(_, t)| t.active())
+                .map(|((src, dst, client_id, server_id, secured), t)| EdgeRow {
+                    src,
+                    dst,
+                    client_id,
+                    server_id,
+                    secured,
+                    responses: t.responses(),
+                    rps: t.rps,
+                    tcp: t.tcp(),
+                })
+                .collect(),
+            overflow: self.overflow(),
+        })
+    }
+
+    pub fn routes(&self, q: &RoutesQuery, now: Duration) -> Result<RoutesAnswer, InvalidQuery> {
+        self.check_window(q.window)?;
+        if let Some(s) = q
+            .service
+            .as_ref()
+            .filter(|s| s.kind != ResourceKind::Service)
+        {
+            return Err(InvalidQuery::NotService(s.kind));
+        }
+        if let Some(from) = q.from.as_ref().filter(|f| !f.kind.has_pods()) {
+            return Err(InvalidQuery::NotPods {
+                what: "from",
+                kind: from.kind,
+            });
+        }
+        let mut routes: HashMap<&RouteKey, Tally> = HashMap::new();
+        for (meta, window) in self.pods() {
+            if let Some(from) = &q.from {
+                if !meta.resource(from.kind).is_some_and(|r| from.matches(&r)) {
+                    continue;
+                }
+            }
+            each_series(window, now, q.window, |side, measure, span, i| {
+                let Side::Route(route) = side else {
+                    return;
+                };
+                if let Some(svc) = &q.service {
+                    let Some((ns, name)) = route.service() else {
+                        return;
+                    };
+                    let r = Resource {
+                        kind: ResourceKind::Service,
+                        namespace: Some(ns.into()),
+                        name: name.into(),
+                    };
+                    if !svc.matches(&r) {
+                        return;
+                    }
+                }
+                routes.entry(route).or_default().add(measure, span, i);
+            });
+        }
+        let mut routes: Vec<RouteRow> = routes
+            .into_iter()
+            .map(|(key, t)| RouteRow {
+                dst: key.dst.to_string(),
+                route: key.route.as_deref().map(str::to_string),
+                traffic: t.traffic(),
+            })
+            .collect();
+        // The default route last, as the rest of what no route matched.
+        routes.sort_by(|a, b| {
+            (&a.dst, a.route.is_none(), &a.route).cmp(&(&b.dst, b.route.is_none(), &b.route))
+        });
+        Ok(RoutesAnswer {
+            window_seconds: q.window.as_secs_f64(),
+            routes,
+            overflow: self.overflow(),
+        })
+    }
+
+    fn check_window(&self, window: Duration) -> Result<(), InvalidQuery> {
+        if window.is_zero() {
+            return Err(InvalidQuery::WindowZero);
+        }
+        let kept = self.limits().retention;
+        if window > kept {
+            return Err(InvalidQuery::WindowTooLong {
+                asked: window,
+                kept,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Calls `f` with each series of `window` and the span it is read over.
+fn each_series<'w>(
+    window: Option<&'w PodWindow>,
+    now: Duration,
+    length: Duration,
+    mut f: impl FnMut(&'w Side, Measure, &Span<'w>, usize),
+) {
+    let Some(window) = window else {
+        return;
+    };
+    let Some(span) = window.span(now, length) else {
+        return;
+    };
+    for (i, key) in window.keys().iter().enumerate() {
+        f(&key.side, key.measure, &span, i);
+    }
+}
+
+// === impl Row ===
+
+impl Row {
+    fn count(&mut self, meta: &PodMeta) {
+        let pods = self.pods.get_or_insert_with(PodCount::default);
+        pods.total += 1;
+        pods.meshed += usize::from(meta.meshed);
+    }
+}
+
+// === impl Tally ===
+
+impl Tally {
+    fn add(&mut self, measure: Measure, span: &Span<'_>, i: usize) {
+        let seconds = span.seconds();
+        let rate = |v: f64| if seconds > 0.0 { v / seconds } else { 0.0 };
+        match measure {
+            Measure::Responses(class) => {
+                let n = span.increase(i);
+                match class {
+                    Class::Success => self.success += n,
+                    Class::Failure => self.failure += n,
+                }
+                self.rps += rate(n);
+            }
+            Measure::LatencyBucket(le) => {
+                *self.buckets.entry(le).or_default() += span.increase(i);
+            }
+            Measure::OpenConnections => self.open += span.last(i),
+            Measure::OpenedConnections => self.opened += span.increase(i),
+            Measure::ReadBytes => self.read += rate(span.increase(i)),
+            Measure::WriteBytes => self.written += rate(span.increase(i)),
+        }
+        self.seconds = self.seconds.max(seconds);
+    }
+
+    /// Whether anything happened (for edges: an idle pair is not shown).
+    fn active(&self) -> bool {
+        self.success + self.failure + self.opened + self.open > 0.0
+    }
+
+    fn responses(&self) -> Responses {
+        Responses {
+            success: count(self.success),
+            failure: count(self.failure),
+        }
+    }
+
+    fn traffic(&self) -> Traffic {
+        let all = self.success + self.failure;
+        let buckets: Vec<(f64, f64)> = self
+            .buckets
+            .iter()
+            .map(|(le, n)| (le.value(), *n))
+            .collect();
+        Traffic {
+            responses: self.responses(),
+            success_rate: (all > 0.0).then(|| self.success / all),
+            rps: self.rps,
+            latency_ms: Latency {
+                p50: quantile(0.5, &buckets),
+                p95: quantile(0.95, &buckets),
+                p99: quantile(0.99, &buckets),
+            },
+            seconds: self.seconds,
+        }
+    }
+
+    fn tcp(&self) -> Tcp {
+        Tcp {
+            open_connections: count(self.open),
+            opened: count(self.opened),
+            read_bytes_per_second: self.read,
+            write_bytes_per_second: self.written,
+        }
+    }
+}
+
+/// A sum of counter increases as the whole number it is (proxies count in integers;
+/// sums of them are exact in `f64` up to 2^53).
+fn count(n: f64) -> u64 {
+    // `as` saturates, and the sums are never negative.
+    n.round() as u64
+}
