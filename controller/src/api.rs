@@ -7,16 +7,29 @@
 //! - `/api/routes?[resource=svc[/NAME]]&namespace=NS&window=1m[&from=TYPE/NAME][&from_namespace=NS]`
 //! - `/api/metrics`: the same aggregates in Prometheus text, for a Prometheus to federate.
 //!
+//! And what the destination service answers, from the same index, for `mesh
+//! diagnostics`:
+//! - `/api/diagnostics/endpoints?authority=HOST:PORT`: whether the destination exists,
+//!   and each endpoint with its weight, identity, labels and protocol hints;
+//! - `/api/diagnostics/profile?authority=HOST:PORT`: its profile as proxies get it.
+//!
 //! No `namespace` means every namespace; `window` is a Go duration (default `1m`), at
 //! most what the controller keeps (`10m`). A parameter that is unknown, repeated or
 //! invalid is a 400 whose JSON `error` says which and why.
 
-use crate::scrape::Store;
+use crate::{index::Index, scrape::Store};
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::Full;
-use mesh_core::stats::{EdgesQuery, ResourceKind, RoutesQuery, Selector, StatQuery};
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use mesh_core::{
+    index::Snapshot,
+    stats::{EdgesQuery, ResourceKind, RoutesQuery, Selector, StatQuery},
+};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+    time::Duration,
+};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -27,17 +40,26 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 const DEFAULT_WINDOW: Duration = Duration::from_secs(60);
 
 /// The endpoints, all read-only.
-const PATHS: [&str; 5] = [
+const PATHS: [&str; 7] = [
     "/api/version",
     "/api/stat",
     "/api/edges",
     "/api/routes",
     "/api/metrics",
+    "/api/diagnostics/endpoints",
+    "/api/diagnostics/profile",
 ];
 
+/// What the API answers from: the scraped metrics, and the destination index.
+#[derive(Clone)]
+pub struct Sources {
+    pub store: Arc<Store>,
+    pub index: Index,
+}
+
 /// Serves the API on `listener` until `shutdown` is cancelled.
-pub async fn serve(listener: TcpListener, store: Arc<Store>, shutdown: CancellationToken) {
-    crate::http_server::serve("api", listener, shutdown, move |req| handle(req, &store)).await;
+pub async fn serve(listener: TcpListener, sources: Sources, shutdown: CancellationToken) {
+    crate::http_server::serve("api", listener, shutdown, move |req| handle(req, &sources)).await;
 }
 
 /// A request the API refuses, and why.
@@ -48,7 +70,8 @@ struct BadRequest(String);
 struct Params(HashMap<String, String>);
 
 /// Answers one API request.
-pub fn handle<B>(req: &Request<B>, store: &Store) -> Response<Full<Bytes>> {
+pub fn handle<B>(req: &Request<B>, sources: &Sources) -> Response<Full<Bytes>> {
+    let store = &*sources.store;
     let path = req.uri().path();
     if !PATHS.contains(&path) {
         return error(StatusCode::NOT_FOUND, &format!("no such endpoint: {path}"));
@@ -72,7 +95,9 @@ pub fn handle<B>(req: &Request<B>, store: &Store) -> Response<Full<Bytes>> {
         }
         "/api/stat" => stat(req, store),
         "/api/edges" => edges(req, store),
-        _ => routes(req, store),
+        "/api/routes" => routes(req, store),
+        "/api/diagnostics/endpoints" => diagnostics(req, &sources.index, endpoints_json),
+        _ => diagnostics(req, &sources.index, profile_json),
     };
     match answer {
         Ok(body) => json(StatusCode::OK, body),
@@ -130,6 +155,78 @@ fn routes<B>(req: &Request<B>, store: &Store) -> Result<String, BadRequest> {
     p.done()?;
     let stats = store.lock();
     to_json(stats.routes(&query, store.now()))
+}
+
+/// Answers a diagnostics query: what the destination service would send a proxy that
+/// asked for `authority` (a `host:port`, or a pod's `ip:port`), rendered by `render`.
+fn diagnostics<B>(
+    req: &Request<B>,
+    index: &Index,
+    render: fn(&str, &Snapshot) -> serde_json::Value,
+) -> Result<String, BadRequest> {
+    let mut p = Params::of(req)?;
+    let authority = p.required("authority")?;
+    p.done()?;
+    let target = index
+        .parse(&authority, "")
+        .map_err(|e| BadRequest(format!("authority {authority:?}: {e}")))?;
+    let snapshot = index.subscribe(target).current();
+    Ok(render(&authority, &snapshot).to_string())
+}
+
+fn endpoints_json(authority: &str, s: &Snapshot) -> serde_json::Value {
+    let endpoints: Vec<serde_json::Value> = s
+        .endpoints
+        .iter()
+        .map(|e| {
+            serde_json::json!({
+                "address": e.addr.to_string(),
+                "weight": e.weight,
+                "identity": e.identity.as_ref().map(|i| &*i.name),
+                "labels": e.labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>(),
+                "h2": e.h2,
+                "opaque": e.opaque,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "authority": authority,
+        "exists": s.exists,
+        "labels": s.labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>(),
+        "endpoints": endpoints,
+    })
+}
+
+fn profile_json(authority: &str, s: &Snapshot) -> serde_json::Value {
+    let p = &s.profile;
+    let spec = p.spec.as_ref().map(|spec| {
+        let v = &spec.0;
+        serde_json::json!({
+            "routes": v.routes.iter().map(|r| serde_json::json!({
+                "name": r.name,
+                "is_retryable": r.is_retryable,
+                "timeout_ms": r.timeout_ms,
+                "max_retries": r.max_retries,
+                "response_classes": r.response_classes.len(),
+            })).collect::<Vec<_>>(),
+            "retry_budget": {
+                "retry_ratio": v.retry_budget.retry_ratio,
+                "min_retries_per_second": v.retry_budget.min_retries_per_second,
+                "ttl_ms": v.retry_budget.ttl_ms,
+            },
+            "dst_overrides": v.dst_overrides.iter().map(|d| serde_json::json!({
+                "authority": d.authority,
+                "weight": d.weight,
+            })).collect::<Vec<_>>(),
+        })
+    });
+    serde_json::json!({
+        "authority": authority,
+        "fully_qualified_name": p.fully_qualified_name.as_deref(),
+        "opaque": p.opaque,
+        "endpoint": p.endpoint.as_ref().map(|e| e.addr.to_string()),
+        "profile": spec,
+    })
 }
 
 fn selector(name: &str, value: &str, namespace: Option<&str>) -> Result<Selector, BadRequest> {
@@ -233,13 +330,23 @@ mod tests {
     use mesh_core::stats::Limits;
 
     fn call(method: Method, path: &str) -> (StatusCode, serde_json::Value) {
-        let store = Store::new(Limits::default());
+        call_with(&sources(), method, path)
+    }
+
+    fn sources() -> Sources {
+        Sources {
+            store: Arc::new(Store::new(Limits::default())),
+            index: Index::new("cluster.local", "cluster.local"),
+        }
+    }
+
+    fn call_with(sources: &Sources, method: Method, path: &str) -> (StatusCode, serde_json::Value) {
         let req = Request::builder()
             .method(method)
             .uri(path)
             .body(())
             .unwrap();
-        let rsp = handle(&req, &store);
+        let rsp = handle(&req, sources);
         let status = rsp.status();
         let body = futures_util::FutureExt::now_or_never(rsp.into_body().collect())
             .unwrap()
@@ -304,5 +411,59 @@ mod tests {
             let message = body["error"].as_str().unwrap();
             assert!(message.contains(why), "{path}: {message}");
         }
+    }
+
+    /// Diagnostics answer what the destination service would tell a proxy, from the
+    /// same index: endpoints with their identities and labels, and the profile.
+    #[test]
+    fn diagnostics_answer_from_the_index() {
+        let sources = sources();
+        let file = mesh_core::file::parse(
+            "services:\n  - name: web\n    namespace: demo\n    ports: [{port: 80}]\n    endpoints:\n      - address: 198.18.0.10:8080\n        labels: {pod: web-0, serviceaccount: web}\n        identity: web.demo.serviceaccount.identity.mesh.cluster.local\nprofiles:\n  - metadata: {name: web.demo.svc.cluster.local}\n    spec:\n      routes:\n        - name: all\n          condition: {pathRegex: '/.*'}\n          isRetryable: true\n",
+            "cluster.local",
+        )
+        .unwrap();
+        mesh_core::file::apply(&sources.index, file);
+        let (status, body) = call_with(
+            &sources,
+            Method::GET,
+            "/api/diagnostics/endpoints?authority=web.demo.svc.cluster.local:80",
+        );
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["exists"], true);
+        let ep = &body["endpoints"][0];
+        assert_eq!(ep["address"], "198.18.0.10:8080");
+        assert_eq!(
+            ep["identity"],
+            "web.demo.serviceaccount.identity.mesh.cluster.local"
+        );
+        assert_eq!(ep["labels"]["pod"], "web-0");
+        let (status, body) = call_with(
+            &sources,
+            Method::GET,
+            "/api/diagnostics/profile?authority=web.demo.svc.cluster.local:80",
+        );
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["fully_qualified_name"], "web.demo.svc.cluster.local");
+        assert_eq!(body["profile"]["routes"][0]["name"], "all");
+        assert_eq!(body["profile"]["routes"][0]["is_retryable"], true);
+        // Something the index does not know, and something that is no authority.
+        let (status, body) = call_with(
+            &sources,
+            Method::GET,
+            "/api/diagnostics/endpoints?authority=nope.demo.svc.cluster.local:80",
+        );
+        assert_eq!(
+            (status, &body["exists"]),
+            (StatusCode::OK, &serde_json::json!(false))
+        );
+        assert_eq!(body["endpoints"], serde_json::json!([]));
+        let (status, body) = call_with(
+            &sources,
+            Method::GET,
+            "/api/diagnostics/endpoints?authority=web:0",
+        );
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(body["error"].as_str().unwrap().contains("web:0"), "{body}");
     }
 }

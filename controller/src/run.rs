@@ -120,7 +120,11 @@ impl Config {
             self.scrape,
             shutdown.clone(),
         ));
-        let api_task = tokio::spawn(api::serve(api, store, shutdown.clone()));
+        let sources = api::Sources {
+            store,
+            index: index.clone(),
+        };
+        let api_task = tokio::spawn(api::serve(api, sources, shutdown.clone()));
         let service =
             DestinationService::new(index.clone(), Arc::clone(&metrics), shutdown.clone());
         let server = tokio::spawn(destination::serve(
