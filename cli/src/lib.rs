@@ -8,10 +8,14 @@
 // A CLI's output is its product; diagnostics still go through `tracing` to stderr.
 #![allow(clippy::print_stdout)]
 
+mod api;
 pub mod check;
 pub mod demo;
+pub mod edges;
 pub mod profile;
 pub mod routes;
+pub mod stat;
+mod table;
 pub mod version;
 
 use clap::{Parser, Subcommand};
@@ -40,8 +44,14 @@ enum Command {
     /// Check the mesh in the cluster: the API answers, the ServiceProfile CRD is served,
     /// every ServiceProfile is valid (`--pre`: only what an install needs).
     Check(check::CheckArgs),
+    /// Success rate, request rate, latency and TCP connections per resource, from the
+    /// controller's metrics API (`--api-addr`, or the running demo's).
+    Stat(stat::StatArgs),
+    /// Which resources talk to which, and whether each hop is mutual TLS, with both
+    /// identities, from the controller's metrics API.
+    Edges(edges::EdgesArgs),
     /// Per-route success rate, request rate and latency of a service's ServiceProfile
-    /// routes, from every client proxy's metrics (`--metrics URL`, or the running demo's).
+    /// routes, from the controller's metrics API.
     Routes(routes::RoutesArgs),
     /// The CLI's version and, when a demo or controller is reachable, the control
     /// plane's.
@@ -103,6 +113,20 @@ pub fn run(args: Args) -> ExitCode {
                 }
             };
         }
+        Command::Stat(args) => match stat::Config::try_from(args) {
+            Ok(config) => block_on(stat::run(config)),
+            Err(error) => {
+                note(&format!("error: {error}"));
+                return ExitCode::from(EX_USAGE);
+            }
+        },
+        Command::Edges(args) => match edges::Config::try_from(args) {
+            Ok(config) => block_on(edges::run(config)),
+            Err(error) => {
+                note(&format!("error: {error}"));
+                return ExitCode::from(EX_USAGE);
+            }
+        },
         Command::Routes(args) => match routes::Config::try_from(args) {
             Ok(config) => block_on(routes::run(config)),
             Err(error) => {
@@ -150,6 +174,17 @@ fn block_on<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> anyhow
         .build()
         .map_err(|e| anyhow::anyhow!("failed to start the async runtime: {e}"))?
         .block_on(f)
+}
+
+/// Names (of services, namespaces) are DNS-1123 labels; `what` is the flag or argument.
+pub(crate) fn dns_label(what: &str, s: &str) -> Result<(), UsageError> {
+    if mesh_api::names::is_dns_label(s) {
+        Ok(())
+    } else {
+        Err(UsageError::new(format!(
+            "{what} {s:?} is not a DNS label (lowercase letters, digits and '-')"
+        )))
+    }
 }
 
 // === impl UsageError ===

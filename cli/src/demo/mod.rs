@@ -20,8 +20,8 @@
 //!    discovering its callees through the controller and getting its certificate from
 //!    it, each awaited on `/ready` (which waits for the certificate); proxies then talk
 //!    to each other over mutual TLS;
-//! 6. [`state`]: `demo.json`, which lets `mesh routes`, `mesh version` and later commands
-//!    find the demo with no flags;
+//! 6. [`state`]: `demo.json`, which lets `mesh stat`, `mesh edges`, `mesh routes`,
+//!    `mesh version` and later commands find the demo with no flags;
 //! 7. [`traffic`]: the vote-bot, calling `web` by name through its own proxy.
 //!
 //! Shutdown (Ctrl-C, SIGTERM, SIGHUP or `--duration`) runs in reverse: the vote-bot
@@ -423,8 +423,9 @@ fn try_commands(config: &Config, proxied: bool) -> Vec<String> {
     if proxied {
         let mesh = mesh_command();
         commands.extend([
+            format!("{mesh} stat deploy"),
+            format!("{mesh} edges deploy -o wide"),
             format!("{mesh} routes svc/web"),
-            format!("{mesh} routes svc/voting -o wide"),
             format!("{mesh} version"),
         ]);
     }

@@ -285,24 +285,42 @@ impl Topology {
     /// The controller's destinations file: one service per serving workload, whose
     /// endpoints are its instances' proxies (inbound ports), labelled as Kubernetes pods
     /// of a deployment would be, each with its proxy's identity, which marks it meshed:
-    /// callers then open mutual TLS to it and check that it presents that identity.
+    /// callers then open mutual TLS to it and check that it presents that identity; and
+    /// with its proxy's admin address, where the controller's metrics API scrapes it
+    /// (every demo proxy is on 127.0.0.1, so the default, the pod's IP on 4191, is none
+    /// of them).
+    ///
+    /// The vote-bot serves nothing, but its proxy is the only client of `web`, so the
+    /// metrics API must know its pod too: the file knows pods only as endpoints, so it
+    /// is the one endpoint of a `vote-bot` service, never ready, which nothing can reach.
     pub(crate) fn destinations_yaml(&self) -> String {
         let mut out = String::from(
             "# Written by `mesh demo`: where each demo service's replicas are.\nservices:\n",
         );
-        for workload in [Workload::Web, Workload::Emoji, Workload::Voting] {
+        for workload in [
+            Workload::Web,
+            Workload::Emoji,
+            Workload::Voting,
+            Workload::VoteBot,
+        ] {
             let name = workload.name();
             let _ = writeln!(
                 out,
                 "  - name: {name}\n    namespace: {NAMESPACE}\n    endpoints:"
             );
+            let ready = if workload.has_server() {
+                ""
+            } else {
+                "\n        ready: false"
+            };
             for i in self.replicas(workload) {
                 let _ = writeln!(
                     out,
-                    "      - address: \"{}\"\n        labels: {{pod: {}, deployment: {name}, serviceaccount: {sa}}}\n        identity: {}",
+                    "      - address: \"{}\"{ready}\n        labels: {{pod: {}, deployment: {name}, serviceaccount: {sa}}}\n        identity: {}\n        admin: \"{}\"",
                     i.inbound,
                     i.name(),
                     workload.identity(),
+                    i.admin,
                     sa = workload.service_account().name,
                 );
             }
@@ -402,18 +420,22 @@ mod tests {
             yaml.contains("  - name: voting\n    namespace: demo\n"),
             "{yaml}"
         );
-        for (port, pod) in [(7031, "voting-0"), (7041, "voting-1"), (7051, "voting-2")] {
+        for (port, pod, admin) in [
+            (7031, "voting-0", 7033),
+            (7041, "voting-1", 7043),
+            (7051, "voting-2", 7053),
+        ] {
             assert!(
                 yaml.contains(&format!(
                     "address: \"127.0.0.1:{port}\"\n        labels: {{pod: {pod}, deployment: voting, serviceaccount: voting}}\n        \
-                     identity: voting.demo.serviceaccount.identity.mesh.cluster.local\n"
+                     identity: voting.demo.serviceaccount.identity.mesh.cluster.local\n        admin: \"127.0.0.1:{admin}\"\n"
                 )),
                 "{yaml}"
             );
         }
         assert!(
-            !yaml.contains("vote-bot"),
-            "the vote-bot serves nothing: {yaml}"
+            yaml.contains("  - name: vote-bot\n    namespace: demo\n    endpoints:\n      - address: \"127.0.0.1:7001\"\n        ready: false\n"),
+            "the vote-bot serves nothing, but its pod is known: {yaml}"
         );
         assert_eq!(
             Workload::Voting.authority(),
@@ -421,8 +443,9 @@ mod tests {
         );
     }
 
-    /// The controller is the judge of the file: it must accept it and see every serving
-    /// instance as a meshed pod running as its workload's service account.
+    /// The controller is the judge of the file: it must accept it and see every
+    /// instance (the vote-bot's too) as a meshed pod running as its workload's service
+    /// account, scraped where its proxy serves its metrics.
     #[test]
     fn destinations_parse_as_meshed_pods() {
         let t = Topology::new(7000).expect("7000 fits");
@@ -443,13 +466,13 @@ mod tests {
                 "web.demo.svc.cluster.local"
             ]
         );
-        let serving: Vec<&Instance> = t
-            .instances()
-            .iter()
-            .filter(|i| i.workload.has_server())
-            .collect();
-        assert_eq!(discovery.pods.len(), serving.len(), "{:?}", discovery.pods);
-        for i in serving {
+        assert_eq!(
+            discovery.pods.len(),
+            t.instances().len(),
+            "{:?}",
+            discovery.pods
+        );
+        for i in t.instances() {
             let pod = discovery
                 .pods
                 .iter()
@@ -459,6 +482,8 @@ mod tests {
             assert_eq!(*pod.key.namespace, *NAMESPACE);
             assert_eq!(*pod.service_account, *i.workload.name());
             assert_eq!(pod.ips, [i.inbound.ip()]);
+            // The controller scrapes each demo proxy where it serves its metrics.
+            assert_eq!(pod.admin_addr(), Some(i.admin), "{pod:?}");
         }
         assert_eq!(
             Workload::Web.identity(),

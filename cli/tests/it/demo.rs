@@ -6,7 +6,9 @@
 //! found by name through the controller and balanced over voting's replicas, the slow one
 //! getting the smallest share, every proxy holds a certificate from the controller's
 //! identity service and proxies talk to each other over mutual TLS with the identities
-//! discovery gave (both sides' metrics name the peer's), and Ctrl-C stops everything,
+//! discovery gave (both sides' metrics name the peer's), the controller's metrics API
+//! scrapes every proxy (`mesh stat deploy`, `mesh edges deploy -o wide` and `mesh routes`
+//! show the demo's traffic, mTLS and identities with no flags), and Ctrl-C stops everything,
 //! with exit code 0, no child left behind and the identity files removed. `mesh` finds `mesh-proxy` and `mesh-controller` next to itself, so every
 //! binary must be built first (`cargo build --workspace --bins`, as `scripts/test.sh` does).
 // This measures real elapsed time, which is what std's clock is for.
@@ -292,12 +294,112 @@ fn demo_meshes_traffic_and_stops_cleanly_on_sigint() {
         "the vote-bot's proxy never timed out web's leaderboard:\n{bot}"
     );
 
+    // The controller's metrics API scrapes every proxy: `mesh stat deploy`, with no
+    // flags, comes to list each demo deployment with a success rate and a rate, and
+    // `mesh edges deploy -o wide` web's calls as mutual TLS with both identities.
+    let mesh_cli = |args: &[&str]| -> String {
+        let out = Command::new(mesh)
+            .args(args)
+            .env("TMPDIR", tmp.path())
+            .output()
+            .expect("mesh runs");
+        assert!(
+            out.status.success(),
+            "mesh {args:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let cells = |line: &str| -> Vec<String> {
+        line.split("   ")
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(str::to_owned)
+            .collect()
+    };
+    let mut stat = String::new();
+    wait_until("mesh stat deploy shows every deployment's traffic", || {
+        stat = mesh_cli(&["stat", "deploy"]);
+        ["web", "emoji", "voting", "vote-bot"].iter().all(|d| {
+            stat.lines().map(cells).any(|row| {
+                // The vote-bot only sends: its own (inbound) side has no traffic.
+                row.len() == 8
+                    && row[0] == *d
+                    && (*d == "vote-bot" || (row[2].ends_with('%') && row[3].ends_with("rps")))
+            })
+        })
+    });
+    let rows: Vec<Vec<String>> = stat.lines().map(cells).collect();
+    assert_eq!(
+        rows[0],
+        [
+            "NAME",
+            "MESHED",
+            "SUCCESS",
+            "RPS",
+            "LATENCY_P50",
+            "LATENCY_P95",
+            "LATENCY_P99",
+            "TCP_CONN"
+        ],
+        "{stat}"
+    );
+    let meshed = |name: &str| {
+        rows.iter()
+            .find(|r| r[0] == name)
+            .map(|r| r[1].clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        (meshed("web"), meshed("voting")),
+        ("1/1".into(), "3/3".into()),
+        "{stat}"
+    );
+    let mut edges = String::new();
+    wait_until("mesh edges deploy shows every call as secured", || {
+        edges = mesh_cli(&["edges", "deploy", "-o", "wide"]);
+        [("vote-bot", "web"), ("web", "emoji"), ("web", "voting")]
+            .iter()
+            .all(|(src, dst)| {
+                edges.lines().map(cells).any(|row| {
+                    row == [
+                        src.to_string(),
+                        dst.to_string(),
+                        "demo".into(),
+                        "demo".into(),
+                        "√".into(),
+                        identity(src),
+                        identity(dst),
+                    ]
+                })
+            })
+    });
+    assert!(
+        edges.starts_with("SRC ") && edges.lines().count() == 4,
+        "every edge between demo proxies is mutual TLS, and nothing else calls:\n{edges}"
+    );
+    let mut routes = String::new();
+    wait_until("mesh routes svc/web shows the vote-bot's calls", || {
+        routes = mesh_cli(&["routes", "svc/web"]);
+        routes
+            .lines()
+            .map(cells)
+            .any(|row| row.len() == 7 && row[0] == "GET /api/list" && row[2].ends_with('%'))
+    });
+
     // Every command the banner offers works against the demo as printed: from the
     // same directory, with nothing but the demo's TMPDIR (as a terminal would have it).
-    assert!(
-        commands.iter().any(|c| c.ends_with("mesh routes svc/web")),
-        "{commands:?}"
-    );
+    for command in [
+        "mesh stat deploy",
+        "mesh edges deploy -o wide",
+        "mesh routes svc/web",
+    ] {
+        assert!(
+            commands.iter().any(|c| c.ends_with(command)),
+            "{command} is not in {commands:?}"
+        );
+    }
     assert!(
         commands.iter().any(|c| c.ends_with("mesh version")),
         "{commands:?}"

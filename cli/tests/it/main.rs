@@ -4,5 +4,5 @@
 
 mod check;
 mod demo;
+mod metrics_api;
 mod profile;
-mod routes;

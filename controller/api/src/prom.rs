@@ -1,6 +1,6 @@
 //! The one parser of the Prometheus text exposition format (version 0.0.4), for
 //! everything that reads what the proxies and the controller expose on `/metrics`:
-//! `mesh routes`, the tests and the benchmarks.
+//! the controller's metrics API, the tests and the benchmarks.
 //!
 //! ```
 //! let samples = mesh_api::prom::parse(
