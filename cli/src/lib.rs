@@ -11,6 +11,7 @@
 mod api;
 pub mod check;
 pub mod demo;
+pub mod diagnostics;
 pub mod edges;
 pub mod profile;
 pub mod routes;
@@ -53,6 +54,9 @@ enum Command {
     /// Per-route success rate, request rate and latency of a service's ServiceProfile
     /// routes, from the controller's metrics API.
     Routes(routes::RoutesArgs),
+    /// What the destination service answers for an authority: its endpoints with
+    /// their identities (`endpoints`), or its ServiceProfile (`profile`).
+    Diagnostics(diagnostics::DiagnosticsArgs),
     /// The CLI's version and, when a demo or controller is reachable, the control
     /// plane's.
     Version(version::VersionArgs),
@@ -134,6 +138,7 @@ pub fn run(args: Args) -> ExitCode {
                 return ExitCode::from(EX_USAGE);
             }
         },
+        Command::Diagnostics(args) => block_on(diagnostics::run(args)),
         Command::Version(args) => block_on(version::run(args)),
     };
     match result {

@@ -426,6 +426,10 @@ fn try_commands(config: &Config, proxied: bool) -> Vec<String> {
             format!("{mesh} stat deploy"),
             format!("{mesh} edges deploy -o wide"),
             format!("{mesh} routes svc/web"),
+            format!(
+                "{mesh} diagnostics endpoints voting.{}.svc.cluster.local:80",
+                topology::NAMESPACE
+            ),
             format!("{mesh} version"),
         ]);
     }

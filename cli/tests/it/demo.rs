@@ -394,6 +394,7 @@ fn demo_meshes_traffic_and_stops_cleanly_on_sigint() {
         "mesh stat deploy",
         "mesh edges deploy -o wide",
         "mesh routes svc/web",
+        "mesh diagnostics endpoints voting.demo.svc.cluster.local:80",
     ] {
         assert!(
             commands.iter().any(|c| c.ends_with(command)),
@@ -431,6 +432,17 @@ fn demo_meshes_traffic_and_stops_cleanly_on_sigint() {
                 stdout.starts_with("ROUTE") && stdout.contains("GET /api/list"),
                 "`{command}`:\n{stdout}"
             );
+        }
+        if command.contains("mesh diagnostics endpoints voting.") {
+            // The three replicas, each with its identity.
+            let replicas = stdout
+                .lines()
+                .filter(|l| {
+                    l.contains("voting-")
+                        && l.contains("voting.demo.serviceaccount.identity.mesh.cluster.local")
+                })
+                .count();
+            assert_eq!(replicas, 3, "`{command}`:\n{stdout}");
         }
         if command.ends_with("mesh version") {
             let version = env!("CARGO_PKG_VERSION");
