@@ -12,6 +12,7 @@ pub mod check;
 pub mod demo;
 pub mod profile;
 pub mod routes;
+pub mod tap;
 pub mod version;
 
 use clap::{Parser, Subcommand};
@@ -43,6 +44,9 @@ enum Command {
     /// Per-route success rate, request rate and latency of a service's ServiceProfile
     /// routes, from every client proxy's metrics (`--metrics URL`, or the running demo's).
     Routes(routes::RoutesArgs),
+    /// Live requests of a resource's pods, from the controller's tap API (`--api-addr`,
+    /// or the running demo's): one line per event, or `-o json`.
+    Tap(tap::TapArgs),
     /// The CLI's version and, when a demo or controller is reachable, the control
     /// plane's.
     Version(version::VersionArgs),
@@ -111,6 +115,7 @@ pub fn run(args: Args) -> ExitCode {
             }
         },
         Command::Version(args) => block_on(version::run(args)),
+        Command::Tap(args) => block_on(tap::run(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -105,6 +105,17 @@ impl SelfIssued {
     }
 }
 
+/// As a client (the tap API, opening proxies' tap servers), the same certificate.
+impl rustls::client::ResolvesClientCert for SelfIssued {
+    fn resolve(&self, _: &[&[u8]], _: &[rustls::SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        Some(self.current_at(SystemTime::now()))
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
 impl ResolvesServerCert for SelfIssued {
     fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         Some(self.current_at(SystemTime::now()))
