@@ -57,6 +57,17 @@ impl Config {
         let api_addr = api.local_addr()?;
         tracing::info!(destination = %destination_addr, admin = %admin_addr, api = %api_addr, tap = %tap_addr, "listening");
         let tap_client = tap_client(&self);
+        let authorize: Option<Arc<dyn tap::Authorize>> = match &self.discovery {
+            // Local mode: whoever reaches the port may tap.
+            Discovery::File(_) => None,
+            Discovery::Kubernetes { .. } => {
+                let client = kube::Client::try_default().await.map_err(|e| {
+                    tracing::error!(error = %e, "tap: no Kubernetes client to authorize callers with; every call will be refused");
+                    format!("{e} (KUBECONFIG or in-cluster)")
+                });
+                Some(Arc::new(tap::KubeAuthorizer::new(client)))
+            }
+        };
 
         // With identity on, discovery is served over TLS too, with the CA's certificate.
         let destination_tls = match &self.identity {
@@ -126,7 +137,8 @@ impl Config {
             shutdown.clone(),
         ));
         let api_task = tokio::spawn(api::serve(api, store, shutdown.clone()));
-        let tap_service = tap::TapService::new(index.clone(), tap_client, None, shutdown.clone());
+        let tap_service =
+            tap::TapService::new(index.clone(), tap_client, authorize, shutdown.clone());
         let tap_shutdown = shutdown.clone();
         let tap_task = tokio::spawn(async move {
             if let Err(error) = tap::serve(tap_listener, tap_service, tap_shutdown).await {

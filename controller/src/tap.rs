@@ -136,7 +136,6 @@ impl TapApi for TapService {
     ) -> Result<Response<Self::TapByResourceStream>, Status> {
         let token = bearer(req.metadata())?;
         let req = req.into_inner();
-        let client = self.client.clone().map_err(Status::failed_precondition)?;
         let target = req
             .target
             .as_ref()
@@ -147,6 +146,7 @@ impl TapApi for TapService {
                 .authorize(token.as_deref(), &selection.namespace)
                 .await?;
         }
+        let client = self.client.clone().map_err(Status::failed_precondition)?;
         let pods = selection.pods(&self.index)?;
         let observe = ObserveRequest {
             limit: u32::MAX,
@@ -204,6 +204,88 @@ impl TapApi for TapService {
         }
         tracing::info!(target = %selection, pods = streams, rps_per_pod = per_pod, "tap started");
         Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+/// Cluster mode: the caller's bearer token goes to a TokenReview (the API server's
+/// own audience: a user's kubeconfig token), and the user it names to a
+/// SubjectAccessReview for verb `watch` on resource `tap` of group `tap.mesh.rs` in the
+/// target's namespace, so RBAC decides who may tap what.
+pub struct KubeAuthorizer {
+    client: Result<kube::Client, String>,
+}
+
+/// The SubjectAccessReview's attributes: what a Role grants to let a user tap.
+pub const RBAC_GROUP: &str = "tap.mesh.rs";
+pub const RBAC_RESOURCE: &str = "tap";
+pub const RBAC_VERB: &str = "watch";
+
+impl KubeAuthorizer {
+    /// `client`: the controller's Kubernetes client, or why it has none (every call is
+    /// then refused with that reason).
+    pub fn new(client: Result<kube::Client, String>) -> Self {
+        Self { client }
+    }
+}
+
+impl Authorize for KubeAuthorizer {
+    fn authorize<'a>(&'a self, token: Option<&'a str>, namespace: &'a str) -> Authorization<'a> {
+        use k8s_openapi::api::authorization::v1 as authz;
+        Box::pin(async move {
+            let client = self.client.as_ref().map_err(|e| {
+                Status::unavailable(format!("cannot authorize: no Kubernetes client: {e}"))
+            })?;
+            let token = token.ok_or_else(|| {
+                Status::unauthenticated(
+                    "the tap API needs your Kubernetes bearer token (`authorization: Bearer <token>`; `mesh tap` sends your kubeconfig's)",
+                )
+            })?;
+            let status = crate::identity::token::review(client, token, None)
+                .await
+                .map_err(|e| Status::unavailable(e.to_string()))?
+                .ok_or_else(|| Status::unavailable("the TokenReview came back without a status"))?;
+            if status.authenticated != Some(true) {
+                return Err(Status::unauthenticated(format!(
+                    "the bearer token was refused: {}",
+                    status.error.as_deref().unwrap_or("not authenticated")
+                )));
+            }
+            let user = status.user.unwrap_or_default();
+            let username = user.username.clone().unwrap_or_default();
+            let review = authz::SubjectAccessReview {
+                spec: authz::SubjectAccessReviewSpec {
+                    user: user.username,
+                    groups: user.groups,
+                    uid: user.uid,
+                    extra: user.extra,
+                    resource_attributes: Some(authz::ResourceAttributes {
+                        namespace: Some(namespace.to_string()),
+                        verb: Some(RBAC_VERB.into()),
+                        group: Some(RBAC_GROUP.into()),
+                        resource: Some(RBAC_RESOURCE.into()),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            let reviewed = kube::Api::<authz::SubjectAccessReview>::all(client.clone())
+                .create(&kube::api::PostParams::default(), &review)
+                .await
+                .map_err(|e| Status::unavailable(format!("cannot review access: {e}")))?;
+            let status = reviewed.status.unwrap_or_default();
+            if status.allowed {
+                return Ok(());
+            }
+            let reason = status
+                .reason
+                .filter(|r| !r.is_empty())
+                .unwrap_or_else(|| "no RBAC rule allows it".into());
+            tracing::info!(user = %username, %namespace, %reason, "tap refused");
+            Err(Status::permission_denied(format!(
+                "{username} may not tap namespace {namespace} (verb {RBAC_VERB} on resource {RBAC_RESOURCE} of group {RBAC_GROUP}): {reason}"
+            )))
+        })
     }
 }
 
