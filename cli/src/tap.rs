@@ -92,7 +92,7 @@ pub async fn run(args: TapArgs) -> anyhow::Result<()> {
         .clone()
         .or(demo_namespace)
         .unwrap_or_else(|| "default".to_string());
-    let request = request(&args, &namespace)?;
+    let request = request(&args, &namespace, json)?;
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .context("the tap API's address")?
         .connect_timeout(CONNECT_TIMEOUT);
@@ -159,7 +159,9 @@ async fn kubeconfig_token() -> Option<String> {
 }
 
 /// The request the flags describe.
-fn request(args: &TapArgs, namespace: &str) -> anyhow::Result<TapByResourceRequest> {
+/// Headers are asked for with `-o json` only, where they are printed (sensitive ones
+/// redacted by the proxies), as Linkerd's JSON output shows them.
+fn request(args: &TapArgs, namespace: &str, json: bool) -> anyhow::Result<TapByResourceRequest> {
     let (kind, name) = split(&args.target)?;
     let to = match &args.to {
         Some(to) => {
@@ -209,7 +211,7 @@ fn request(args: &TapArgs, namespace: &str) -> anyhow::Result<TapByResourceReque
             r#match: Some(m::Match::All(m::Seq { matches: all })),
         }),
         max_rps: args.max_rps,
-        extract: Some(Extract { headers: false }),
+        extract: Some(Extract { headers: json }),
         to,
     })
 }
@@ -511,7 +513,8 @@ mod tests {
             "--path",
             "/api",
         ]);
-        let req = request(&cli.tap, "demo").unwrap();
+        let req = request(&cli.tap, "demo", false).unwrap();
+        assert_eq!(req.extract, Some(Extract { headers: false }));
         let target = req.target.unwrap();
         assert_eq!(
             (

@@ -833,7 +833,15 @@ fn tap_shows_the_demos_requests_and_only_those_it_filters() {
     let base_port = free_port_block();
     let tmp = tempfile::tempdir().expect("tempdir");
     let mut demo = Demo::start(mesh, base_port, tmp.path());
-    demo.banner();
+    let banner = demo.banner();
+    // The table's `web` row: `web APP INBOUND OUTBOUND METRICS`.
+    let web_inbound: SocketAddr = banner
+        .iter()
+        .find_map(|l| {
+            let words: Vec<&str> = l.split_whitespace().collect();
+            (words.first() == Some(&"web") && words.len() == 5).then(|| words[2].parse().ok())?
+        })
+        .unwrap_or_else(|| panic!("no web row in the banner: {banner:#?}"));
     demo.children = [
         children_named(demo.child.id(), "mesh-proxy"),
         children_named(demo.child.id(), "mesh-controller"),
@@ -918,6 +926,60 @@ fn tap_shows_the_demos_requests_and_only_those_it_filters() {
     // nothing asks for shows none (and is still running).
     assert!(requests(all.read()).len() >= 30);
     assert_eq!(nothing.read(), &[] as &[String]);
+
+    // Requests the test sends itself, with secrets: tap shows them, and those alone
+    // with a filter on their path, the secrets redacted by the proxy.
+    let mut mine = Tap::start(
+        mesh,
+        tmp.path(),
+        &["deploy/web", "--path", "/sent-by-the-test", "-o", "json"],
+    );
+    // Sent until one shows: the tap's stream opens at a moment the test cannot see.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !mine.read().iter().any(|l| l.contains(r#""event":"req""#)) {
+        assert!(
+            Instant::now() < deadline,
+            "the test's requests never showed"
+        );
+        let mut stream = TcpStream::connect(web_inbound).expect("connect to web's proxy");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        write!(
+            stream,
+            "GET /sent-by-the-test?token=query-secret HTTP/1.0\r\nHost: web.demo.svc.cluster.local\r\n\
+             Authorization: Bearer very-secret\r\nCookie: session=cookie-secret\r\nX-Visible: shown\r\n\r\n"
+        )
+        .unwrap();
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer);
+        thread::sleep(POLL);
+    }
+    let lines = mine.read().to_vec();
+    for line in &lines {
+        for secret in ["very-secret", "cookie-secret", "query-secret"] {
+            assert!(!line.contains(secret), "{secret} shown: {line}");
+        }
+    }
+    let req: serde_json::Value = lines
+        .iter()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|d| d["event"] == "req")
+        .unwrap();
+    assert_eq!(req["path"], "/sent-by-the-test", "{req}");
+    assert_eq!(req["proxy"], "in", "{req}");
+    let header = |name: &str| {
+        req["headers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["name"] == name)
+            .map(|h| h["value"].clone())
+            .unwrap_or_else(|| panic!("no {name} in {req}"))
+    };
+    assert_eq!(header("authorization"), "[redacted]");
+    assert_eq!(header("cookie"), "[redacted]");
+    assert_eq!(header("x-visible"), "shown");
 
     // An unknown resource is refused with the reason.
     let out = Command::new(mesh)
