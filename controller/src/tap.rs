@@ -26,9 +26,7 @@ use mesh_api::tap::{
     ObserveRequest, ResourceSelection, TapByResourceRequest, TapEvent,
 };
 use mesh_core::stats::ResourceKind;
-use std::{
-    collections::HashSet, future::Future, net::SocketAddr, pin::Pin, sync::Arc, time::Duration,
-};
+use std::{collections::HashSet, future::Future, pin::Pin, sync::Arc, time::Duration};
 use tokio::{net::TcpListener, sync::mpsc, time::Instant};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -320,7 +318,8 @@ async fn open(
         Identity::for_service_account(&pod.key.namespace, &pod.service_account, trust_domain);
     let server_name = rustls_pki_types::ServerName::try_from(identity.name.to_string())
         .map_err(|e| format!("identity {:?} is not a DNS name: {e}", identity.name))?;
-    let endpoint = Endpoint::from_shared(format!("http://{}", addr_uri(addr)))
+    // `SocketAddr`'s display brackets IPv6, as a URI wants.
+    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|e| e.to_string())?
         .connect_timeout(CONNECT_TIMEOUT);
     let channel = mesh_api::tls::connect_lazy(&endpoint, client, server_name);
@@ -334,11 +333,6 @@ async fn open(
         )),
         Err(_) => Err(format!("{addr}: no answer within {CONNECT_TIMEOUT:?}")),
     }
-}
-
-fn addr_uri(addr: SocketAddr) -> String {
-    // `SocketAddr`'s display brackets IPv6, as a URI wants.
-    addr.to_string()
 }
 
 /// Passes a pod's events to the merged stream, within the pod's limit, until the

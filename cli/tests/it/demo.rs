@@ -835,13 +835,17 @@ fn tap_shows_the_demos_requests_and_only_those_it_filters() {
     let mut demo = Demo::start(mesh, base_port, tmp.path());
     let banner = demo.banner();
     // The table's `web` row: `web APP INBOUND OUTBOUND METRICS`.
-    let web_inbound: SocketAddr = banner
+    let web_row: Vec<&str> = banner
         .iter()
-        .find_map(|l| {
-            let words: Vec<&str> = l.split_whitespace().collect();
-            (words.first() == Some(&"web") && words.len() == 5).then(|| words[2].parse().ok())?
-        })
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|words| words.first() == Some(&"web") && words.len() == 5)
         .unwrap_or_else(|| panic!("no web row in the banner: {banner:#?}"));
+    let web_inbound: SocketAddr = web_row[2].parse().expect("web's inbound address");
+    let web_admin: SocketAddr = web_row[4]
+        .trim_start_matches("http://")
+        .trim_end_matches("/metrics")
+        .parse()
+        .expect("web's metrics address");
     demo.children = [
         children_named(demo.child.id(), "mesh-proxy"),
         children_named(demo.child.id(), "mesh-controller"),
@@ -922,11 +926,6 @@ fn tap_shows_the_demos_requests_and_only_those_it_filters() {
         }
     }
 
-    // By now the unfiltered tap saw dozens of requests; the one filtered on a path
-    // nothing asks for shows none (and is still running).
-    assert!(requests(all.read()).len() >= 30);
-    assert_eq!(nothing.read(), &[] as &[String]);
-
     // Requests the test sends itself, with secrets: tap shows them, and those alone
     // with a filter on their path, the secrets redacted by the proxy.
     let mut mine = Tap::start(
@@ -980,6 +979,34 @@ fn tap_shows_the_demos_requests_and_only_those_it_filters() {
     assert_eq!(header("authorization"), "[redacted]");
     assert_eq!(header("cookie"), "[redacted]");
     assert_eq!(header("x-visible"), "shown");
+
+    // Each `mesh tap` is one stream on web's proxy, through the controller; when the
+    // callers go away, so do the streams.
+    let subscribers = || {
+        http_get(web_admin, "/metrics").and_then(|body| {
+            body.lines().find_map(|l| {
+                l.strip_prefix("tap_subscribers ")?
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
+        })
+    };
+    wait_until("five tap streams on web's proxy", || {
+        subscribers() == Some(5)
+    });
+
+    // Every stream is open now: while the unfiltered tap shows 30 more requests, the
+    // one filtered on a path nothing asks for shows none (and is still running).
+    let seen = requests(all.read()).len();
+    all.wait_for("30 more requests", Duration::from_secs(60), |l| {
+        requests(l).len() >= seen + 30
+    });
+    assert_eq!(nothing.read(), &[] as &[String]);
+    drop((nothing, list, all, json, mine));
+    wait_until("web's proxy has no tap streams left", || {
+        subscribers() == Some(0)
+    });
 
     // An unknown resource is refused with the reason.
     let out = Command::new(mesh)
