@@ -17,6 +17,7 @@ pub mod profile;
 pub mod routes;
 pub mod stat;
 mod table;
+pub mod tap;
 pub mod version;
 
 use clap::{Parser, Subcommand};
@@ -54,6 +55,9 @@ enum Command {
     /// Per-route success rate, request rate and latency of a service's ServiceProfile
     /// routes, from the controller's metrics API.
     Routes(routes::RoutesArgs),
+    /// Live requests of a resource's pods, from the controller's tap API (`--api-addr`,
+    /// or the running demo's): one line per event, or `-o json`.
+    Tap(tap::TapArgs),
     /// What the destination service answers for an authority: its endpoints with
     /// their identities (`endpoints`), or its ServiceProfile (`profile`).
     Diagnostics(diagnostics::DiagnosticsArgs),
@@ -140,6 +144,7 @@ pub fn run(args: Args) -> ExitCode {
         },
         Command::Diagnostics(args) => block_on(diagnostics::run(args)),
         Command::Version(args) => block_on(version::run(args)),
+        Command::Tap(args) => block_on(tap::run(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

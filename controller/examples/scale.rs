@@ -77,6 +77,8 @@ async fn main() -> anyhow::Result<()> {
             "127.0.0.1:0",
             "--api-addr",
             "127.0.0.1:0",
+            "--tap-addr",
+            "127.0.0.1:0",
             "--log",
             "warn,mesh_controller=info",
         ])

@@ -11,6 +11,12 @@ pub struct Config {
     pub destination_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub api_addr: SocketAddr,
+    /// The tap API's address.
+    pub tap_addr: SocketAddr,
+    /// The identity the controller's own tap certificate names (the one client a
+    /// proxy's tap server serves); `None`: `mesh-tap` in `mesh-system` of the trust
+    /// domain.
+    pub tap_identity: Option<String>,
     pub cluster_domain: String,
     pub trust_domain: String,
     /// A filter in `RUST_LOG` syntax, known to parse.
@@ -68,6 +74,8 @@ impl Config {
             destination_addr: loopback,
             admin_addr: loopback,
             api_addr: loopback,
+            tap_addr: loopback,
+            tap_identity: None,
             cluster_domain: "cluster.local".into(),
             trust_domain: "cluster.local".into(),
             log: "info".into(),

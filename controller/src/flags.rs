@@ -58,6 +58,17 @@ pub struct Args {
     )]
     pub api_addr: SocketAddr,
 
+    /// The tap API's address (`mesh.tap.TapApi/TapByResource`, gRPC; on with the
+    /// identity service only, since the controller taps proxies with a certificate
+    /// its CA issues).
+    #[arg(
+        long,
+        env = "MESH_TAP_ADDR",
+        default_value = "0.0.0.0:8088",
+        value_name = "ADDR"
+    )]
+    pub tap_addr: SocketAddr,
+
     /// The cluster's DNS domain, the suffix of `<svc>.<ns>.svc.<domain>`.
     #[arg(
         long,
@@ -322,6 +333,12 @@ impl Args {
             destination_addr: self.destination_addr,
             admin_addr: self.admin_addr,
             api_addr: self.api_addr,
+            tap_addr: self.tap_addr,
+            tap_identity: Some(mesh_api::control_plane::service_identity(
+                mesh_api::control_plane::TAP_SERVICE_ACCOUNT,
+                &control_plane_namespace,
+                &trust_domain,
+            )),
             cluster_domain: domain("cluster-domain", self.cluster_domain)?,
             trust_domain,
             log: self.log,

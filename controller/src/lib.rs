@@ -4,7 +4,9 @@
 //! [`identity`] service, which signs proxies' certificates; and, when given a serving
 //! certificate, the [`webhook`], which refuses invalid ServiceProfiles at admission;
 //! and the metrics API ([`api`] over what [`scrape`] keeps of every meshed proxy's
-//! `/metrics`), so `stat`, `edges` and `routes` need no Prometheus.
+//! `/metrics`), so `stat`, `edges` and `routes` need no Prometheus; and the [`tap`]
+//! API, which merges the live request streams of the proxies of the pods a caller
+//! names.
 //!
 //! Start-up has two stages, as everywhere in mesh: [`Args`] (flags, with `MESH_*`
 //! environment fallbacks; `flags.rs`) become a validated [`Config`] (`config.rs`) with
@@ -29,6 +31,7 @@ pub mod metrics;
 mod process;
 mod run;
 pub mod scrape;
+pub mod tap;
 mod tls_incoming;
 pub mod webhook;
 

@@ -12,7 +12,7 @@ use crate::{
     index::{self, Index},
     k8s,
     metrics::Metrics,
-    process, scrape, webhook,
+    process, scrape, tap, webhook,
 };
 use anyhow::Context as _;
 use std::{net::SocketAddr, sync::Arc, time::Duration};
@@ -48,10 +48,26 @@ impl Config {
         let api = TcpListener::bind(self.api_addr)
             .await
             .with_context(|| format!("cannot bind the API server on {}", self.api_addr))?;
+        let tap_listener = TcpListener::bind(self.tap_addr)
+            .await
+            .with_context(|| format!("cannot bind the tap API server on {}", self.tap_addr))?;
+        let tap_addr = tap_listener.local_addr()?;
         let destination_addr = destination.local_addr()?;
         let admin_addr = admin.local_addr()?;
         let api_addr = api.local_addr()?;
-        tracing::info!(destination = %destination_addr, admin = %admin_addr, api = %api_addr, "listening");
+        tracing::info!(destination = %destination_addr, admin = %admin_addr, api = %api_addr, tap = %tap_addr, "listening");
+        let tap_client = tap_client(&self);
+        let authorize: Option<Arc<dyn tap::Authorize>> = match &self.discovery {
+            // Local mode: whoever reaches the port may tap.
+            Discovery::File(_) => None,
+            Discovery::Kubernetes { .. } => {
+                let client = kube::Client::try_default().await.map_err(|e| {
+                    tracing::error!(error = %e, "tap: no Kubernetes client to authorize callers with; every call will be refused");
+                    format!("{e} (KUBECONFIG or in-cluster)")
+                });
+                Some(Arc::new(tap::KubeAuthorizer::new(client)))
+            }
+        };
 
         // With identity on, discovery is served over TLS too, with the CA's certificate.
         let destination_tls = match &self.identity {
@@ -125,6 +141,14 @@ impl Config {
             index: index.clone(),
         };
         let api_task = tokio::spawn(api::serve(api, sources, shutdown.clone()));
+        let tap_service =
+            tap::TapService::new(index.clone(), tap_client, authorize, shutdown.clone());
+        let tap_shutdown = shutdown.clone();
+        let tap_task = tokio::spawn(async move {
+            if let Err(error) = tap::serve(tap_listener, tap_service, tap_shutdown).await {
+                tracing::error!(%error, "tap API server failed");
+            }
+        });
         let service =
             DestinationService::new(index.clone(), Arc::clone(&metrics), shutdown.clone());
         let server = tokio::spawn(destination::serve(
@@ -134,13 +158,14 @@ impl Config {
             shutdown.clone(),
         ));
 
-        let mut tasks = vec![backend, admin_task, api_task, scrape_task];
+        let mut tasks = vec![backend, admin_task, api_task, scrape_task, tap_task];
         tasks.extend(identity.map(|(_, task)| task));
         tasks.extend(webhook.map(|(_, task)| task));
         Ok(Running {
             destination_addr,
             admin_addr,
             api_addr,
+            tap_addr,
             identity_addr,
             webhook_addr,
             webhook_reviews,
@@ -150,6 +175,37 @@ impl Config {
             server,
             tasks,
         })
+    }
+}
+
+/// The tap API's mesh TLS client: a certificate for the controller's tap identity
+/// from its own CA, renewed before expiry; or why tap is off.
+fn tap_client(config: &Config) -> Result<Arc<rustls::ClientConfig>, String> {
+    let Some(identity) = &config.identity else {
+        tracing::info!("tap is off: the controller runs without the identity service, whose CA issues its tap certificate");
+        return Err("tap is off: the controller runs without the identity service (--identity-issuer-cert, --identity-issuer-key, --identity-trust-anchors), whose CA issues the certificate it taps proxies with".into());
+    };
+    let name = config.tap_identity.clone().unwrap_or_else(|| {
+        mesh_api::control_plane::service_identity(
+            mesh_api::control_plane::TAP_SERVICE_ACCOUNT,
+            mesh_api::control_plane::NAMESPACE,
+            identity.ca.trust_domain(),
+        )
+    });
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let made = identity::SelfIssued::new(identity.ca.clone(), &name, provider)
+        .and_then(|cert| tap::client_config(&identity.ca, Arc::new(cert)));
+    match made {
+        Ok(config) => {
+            tracing::info!(identity = %name, "tap client certificate issued");
+            Ok(config)
+        }
+        Err(error) => {
+            tracing::error!(%error, identity = %name, "tap is off: cannot issue the tap client certificate");
+            Err(format!(
+                "tap is off: cannot issue the controller's tap certificate for {name}: {error}"
+            ))
+        }
     }
 }
 
@@ -211,6 +267,8 @@ pub struct Running {
     pub destination_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub api_addr: SocketAddr,
+    /// The tap API's address.
+    pub tap_addr: SocketAddr,
     /// The identity server's address, when it runs.
     pub identity_addr: Option<SocketAddr>,
     /// The admission webhook's address, when it runs.

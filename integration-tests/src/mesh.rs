@@ -163,6 +163,8 @@ impl Controller {
             .arg(admin.to_string())
             // Tests run several controllers at once: each API on a port of its own.
             .arg("--api-addr")
+            .arg("127.0.0.1:0")
+            .arg("--tap-addr")
             .arg("127.0.0.1:0");
         let log = scratch_dir().join(format!("controller-{}.log", destination.port()));
         let mut process = Process::spawn("mesh-controller", cmd, log)?;

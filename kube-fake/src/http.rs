@@ -51,9 +51,14 @@ pub(super) async fn serve(listener: TcpListener, inner: Arc<Inner>) {
                 let _ = io.set_nodelay(true);
                 let inner = inner.clone();
                 conns.spawn(async move {
-                    let svc = service_fn(move |req| {
-                        let resp = handle(&inner, req);
-                        async move { Ok::<_, Infallible>(resp) }
+                    let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
+                        let inner = inner.clone();
+                        async move {
+                            if req.method() == Method::POST {
+                                return Ok::<_, Infallible>(post(&inner, req).await);
+                            }
+                            Ok(handle(&inner, req))
+                        }
                     });
                     let builder = auto::Builder::new(TokioExecutor::new());
                     if let Err(error) = builder.serve_connection(TokioIo::new(io), svc).await {
@@ -63,6 +68,48 @@ pub(super) async fn serve(listener: TcpListener, inner: Arc<Inner>) {
             }
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
         }
+    }
+}
+
+/// The POSTs the fake answers: TokenReviews and SubjectAccessReviews (see `review.rs`).
+async fn post(inner: &Arc<Inner>, req: Request<hyper::body::Incoming>) -> Response<Body> {
+    tracing::debug!(uri = %req.uri(), "fake kube-apiserver POST");
+    let (parts, body) = req.into_parts();
+    let review = match parts.uri.path() {
+        "/apis/authentication.k8s.io/v1/tokenreviews" => true,
+        "/apis/authorization.k8s.io/v1/subjectaccessreviews" => false,
+        _ => {
+            return ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "MethodNotAllowed",
+                "the fake API server takes POSTs of TokenReviews and SubjectAccessReviews only; tests write objects through FakeKube",
+            )
+            .into_response()
+        }
+    };
+    let body = match body.collect().await {
+        Ok(body) => body.to_bytes(),
+        Err(e) => {
+            return ApiError::bad_request(&format!("cannot read the body: {e}")).into_response()
+        }
+    };
+    let value: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            return ApiError::bad_request(&format!("the body is not JSON: {e}")).into_response()
+        }
+    };
+    let rules = inner
+        .reviews
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let answer = match review {
+        true => rules.token_review(value),
+        false => rules.access_review(value),
+    };
+    match answer {
+        Ok(answer) => json_response(StatusCode::CREATED, to_bytes(&answer)),
+        Err(message) => ApiError::invalid(&message).into_response(),
     }
 }
 

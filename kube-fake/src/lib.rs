@@ -43,7 +43,10 @@
 //!
 //! Writes come only from the test, through [`FakeKube::apply`] and
 //! [`FakeKube::delete`]; the HTTP side is read-only (GET list, watch and get by name,
-//! plus `/version` and discovery).
+//! plus `/version` and discovery), but for the two reviews a controller creates to ask
+//! a question: TokenReviews (tokens name the users [`FakeKube::add_token`] says) and
+//! SubjectAccessReviews (allowed only what [`FakeKube::allow`] allows, denied with a
+//! reason otherwise).
 //!
 //! Lifecycle: the server runs on tasks of the runtime that called [`FakeKube::start`],
 //! and dropping the `FakeKube` stops it, closes every connection and removes its
@@ -51,6 +54,7 @@
 
 mod http;
 mod objects;
+mod review;
 mod select;
 mod store;
 mod watch;
@@ -234,6 +238,7 @@ struct Inner {
     pulse: tokio::sync::watch::Sender<Pulse>,
     stats: Counters,
     addr: SocketAddr,
+    reviews: Mutex<review::Rules>,
 }
 
 impl Inner {
@@ -289,6 +294,7 @@ impl FakeKube {
             pulse,
             stats: Counters::default(),
             addr,
+            reviews: Mutex::new(review::Rules::default()),
         });
         // Named by pid and port: test processes run side by side, each with servers of
         // its own.
@@ -322,6 +328,40 @@ impl FakeKube {
     /// when the `FakeKube` is dropped (a test of a server that went away keeps a copy).
     pub fn kubeconfig_path(&self) -> &Path {
         &self.kubeconfig
+    }
+
+    /// Makes `token` authenticate as `user` in `groups` (TokenReview); other tokens are
+    /// unauthenticated.
+    pub fn add_token(&self, token: &str, user: &str, groups: &[&str]) {
+        self.inner
+            .reviews
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .add_token(token, user, groups);
+    }
+
+    /// Allows `user` to `verb` the `resource` of API `group` in `namespace` (`None`:
+    /// every namespace), as a RoleBinding would (SubjectAccessReview); whatever is not
+    /// allowed is denied, with the reason.
+    pub fn allow(
+        &self,
+        user: &str,
+        verb: &str,
+        group: &str,
+        resource: &str,
+        namespace: Option<&str>,
+    ) {
+        self.inner
+            .reviews
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .allow(review::Access {
+                user: user.into(),
+                verb: verb.into(),
+                group: group.into(),
+                resource: resource.into(),
+                namespace: namespace.map(str::to_string),
+            });
     }
 
     /// A kube-rs client for the server. Needs a tokio runtime (the client spawns a task).

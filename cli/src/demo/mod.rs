@@ -326,6 +326,7 @@ fn demo_state(topology: &Topology) -> state::State {
             .map(|w| w.name().to_string())
             .to_vec(),
         api: topology.controller().api,
+        tap: Some(topology.controller().tap),
         proxies: topology
             .instances()
             .iter()

@@ -85,7 +85,7 @@ pub(crate) fn proxy(
     .env("MESH_PROXY_ADMIN_LISTEN_ADDR", instance.admin.to_string())
     // Every proxy of the demo shares one host, so the tap port's default (4190) could
     // serve only one: each takes a free port until the demo has a tap service.
-    .env("MESH_PROXY_TAP_LISTEN_ADDR", "127.0.0.1:0")
+    .env("MESH_PROXY_TAP_LISTEN_ADDR", instance.tap.to_string())
     .env(
         "MESH_PROXY_DESTINATION_ADDR",
         topology.controller().destination.to_string(),
@@ -152,6 +152,8 @@ pub(crate) fn controller(
         .arg(DEMO_SCRAPE_INTERVAL)
         .arg("--metrics-scrape-timeout")
         .arg(DEMO_SCRAPE_INTERVAL)
+        .arg("--tap-addr")
+        .arg(addrs.tap.to_string())
         // Killed with `mesh` however `mesh` ends, SIGKILL included.
         .arg("--parent-pid")
         .arg(std::process::id().to_string())

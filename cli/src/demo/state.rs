@@ -35,6 +35,9 @@ pub(crate) struct State {
     pub(crate) services: Vec<String>,
     /// The controller's HTTP API (`/api/...`).
     pub(crate) api: SocketAddr,
+    /// The controller's tap API (gRPC); absent in the state of older demos.
+    #[serde(default)]
+    pub(crate) tap: Option<SocketAddr>,
     /// Every proxy, by workload instance.
     pub(crate) proxies: Vec<ProxyState>,
 }
@@ -151,6 +154,7 @@ mod tests {
             namespace: "demo".into(),
             services: vec!["web".into(), "voting".into()],
             api: "127.0.0.1:7064".parse().unwrap(),
+            tap: Some("127.0.0.1:7062".parse().unwrap()),
             proxies: vec![ProxyState {
                 name: "web".into(),
                 metrics: "http://127.0.0.1:7013/metrics".into(),

@@ -2,9 +2,9 @@
 //!
 //! The layout is a pure function of `--base-port`, so a user (or a test) can predict every
 //! address, and two demos with different base ports never collide. Each workload instance
-//! owns a block of [`PORTS_PER_INSTANCE`] consecutive ports; only the first four are used
-//! today, the rest are reserved so that later additions (a tap port, say) do not shift
-//! anybody's addresses. Callers come first and replicas are appended, so adding a replica
+//! owns a block of [`PORTS_PER_INSTANCE`] consecutive ports; only the first five are used
+//! today, the rest are reserved so that later additions do not shift anybody's
+//! addresses. Callers come first and replicas are appended, so adding a replica
 //! leaves the existing blocks where they were; the controller's block comes last.
 //!
 //! Inside the mesh, workloads call each other by service name
@@ -20,7 +20,8 @@ use std::{
     net::{Ipv4Addr, SocketAddr},
 };
 
-/// Ports in each instance's block: app, proxy inbound, proxy outbound, proxy admin, spare.
+/// Ports in each instance's block: app, proxy inbound, proxy outbound, proxy admin,
+/// proxy tap, spare.
 pub(crate) const PORTS_PER_INSTANCE: u16 = 10;
 
 /// The Kubernetes-style namespace the demo's services live in.
@@ -107,6 +108,8 @@ pub(crate) struct Instance {
     pub(crate) outbound: SocketAddr,
     /// The proxy's admin server: `/metrics`, `/ready`, `/live`.
     pub(crate) admin: SocketAddr,
+    /// The proxy's tap server, which the controller's tap API observes.
+    pub(crate) tap: SocketAddr,
 }
 
 /// Every instance in the demo, in port order, and the controller.
@@ -128,6 +131,8 @@ pub(crate) struct Controller {
     pub(crate) admin: SocketAddr,
     /// The HTTP API, `/api/...` (8084 in a cluster).
     pub(crate) api: SocketAddr,
+    /// The tap API, gRPC (8088 in a cluster).
+    pub(crate) tap: SocketAddr,
 }
 
 // === impl Workload ===
@@ -221,17 +226,19 @@ impl Topology {
                 inbound: port(slot, 1),
                 outbound: port(slot, 2),
                 admin: port(slot, 3),
+                tap: port(slot, 4),
             })
             .collect();
         let slot = instances.len() as u16;
         // The controller's block mirrors an instance's: its servers take the ports an
         // instance's app, inbound and admin take, so offset 1 (an instance's inbound) is
-        // the identity service's.
+        // the identity service's; the tap API takes offset 2.
         let controller = Controller {
             destination: port(slot, 0),
             identity: port(slot, 1),
             admin: port(slot, 3),
             api: port(slot, 4),
+            tap: port(slot, 2),
         };
         Ok(Self {
             instances,
@@ -254,6 +261,7 @@ impl Topology {
             out.push((i.inbound, format!("{}'s proxy (inbound)", i.name())));
             out.push((i.outbound, format!("{}'s proxy (outbound)", i.name())));
             out.push((i.admin, format!("{}'s proxy (admin)", i.name())));
+            out.push((i.tap, format!("{}'s proxy (tap)", i.name())));
         }
         let c = self.controller;
         for (addr, what) in [
@@ -261,6 +269,7 @@ impl Topology {
             (c.identity, "identity"),
             (c.admin, "admin"),
             (c.api, "API"),
+            (c.tap, "tap API"),
         ] {
             out.push((addr, format!("the controller ({what})")));
         }
@@ -316,11 +325,12 @@ impl Topology {
             for i in self.replicas(workload) {
                 let _ = writeln!(
                     out,
-                    "      - address: \"{}\"{ready}\n        labels: {{pod: {}, deployment: {name}, serviceaccount: {sa}}}\n        identity: {}\n        admin: \"{}\"",
+                    "      - address: \"{}\"{ready}\n        labels: {{pod: {}, deployment: {name}, serviceaccount: {sa}}}\n        identity: {}\n        admin: \"{}\"\n        tap: \"{}\"",
                     i.inbound,
                     i.name(),
                     workload.identity(),
                     i.admin,
+                    i.tap,
                     sa = workload.service_account().name,
                 );
             }

@@ -862,3 +862,275 @@ fn children_named(parent: u32, name: &str) -> Vec<u32> {
 fn is_alive(pid: u32, name: &str) -> bool {
     proc::stat(proc::Pid::Of(pid)).is_some_and(|s| s.comm == name && s.state != 'Z')
 }
+
+/// A `mesh tap` running against the demo, its stdout read line by line on a thread.
+struct Tap {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Tap {
+    fn start(mesh: &str, tmp: &Path, args: &[&str]) -> Self {
+        let mut child = Command::new(mesh)
+            .arg("tap")
+            .args(args)
+            .env("TMPDIR", tmp)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn mesh tap");
+        let (tx, lines) = mpsc::channel();
+        let out = child.stdout.take().expect("stdout is piped");
+        thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Self {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Takes what was printed so far; panics with its stderr if it exited.
+    fn read(&mut self) -> &[String] {
+        while let Ok(line) = self.lines.try_recv() {
+            self.seen.push(line);
+        }
+        if let Some(status) = self.child.try_wait().expect("try_wait") {
+            let mut err = String::new();
+            if let Some(mut e) = self.child.stderr.take() {
+                let _ = e.read_to_string(&mut err);
+            }
+            panic!(
+                "mesh tap exited with {status}: {err}\nprinted: {:?}",
+                self.seen
+            );
+        }
+        &self.seen
+    }
+
+    /// Waits until `done` holds of what was printed.
+    fn wait_for(&mut self, what: &str, timeout: Duration, mut done: impl FnMut(&[String]) -> bool) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if done(self.read()) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "mesh tap: {what} not seen within {timeout:?}; printed: {:?}",
+                self.seen
+            );
+            thread::sleep(POLL);
+        }
+    }
+}
+
+impl Drop for Tap {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn requests(lines: &[String]) -> Vec<&String> {
+    lines.iter().filter(|l| l.starts_with("req ")).collect()
+}
+
+#[test]
+fn tap_shows_the_demos_requests_and_only_those_it_filters() {
+    let mesh = env!("CARGO_BIN_EXE_mesh");
+    let base_port = free_port_block();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut demo = Demo::start(mesh, base_port, tmp.path());
+    let banner = demo.banner();
+    // The table's `web` row: `web APP INBOUND OUTBOUND METRICS`.
+    let web_row: Vec<&str> = banner
+        .iter()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|words| words.first() == Some(&"web") && words.len() == 5)
+        .unwrap_or_else(|| panic!("no web row in the banner: {banner:#?}"));
+    let web_inbound: SocketAddr = web_row[2].parse().expect("web's inbound address");
+    let web_admin: SocketAddr = web_row[4]
+        .trim_start_matches("http://")
+        .trim_end_matches("/metrics")
+        .parse()
+        .expect("web's metrics address");
+    demo.children = [
+        children_named(demo.child.id(), "mesh-proxy"),
+        children_named(demo.child.id(), "mesh-controller"),
+    ]
+    .concat();
+
+    // Started first, so that its stream is open by the time the others have shown a
+    // good number of requests.
+    let mut nothing = Tap::start(mesh, tmp.path(), &["deploy/web", "--path", "/nonexistent"]);
+    let mut list = Tap::start(mesh, tmp.path(), &["deploy/web", "--path", "/api/list"]);
+    let mut all = Tap::start(mesh, tmp.path(), &["deploy/web"]);
+    let mut json = Tap::start(
+        mesh,
+        tmp.path(),
+        &["deploy/web", "--to", "deploy/voting", "-o", "json"],
+    );
+
+    // Every event of the web pod's traffic, in both directions, as Linkerd prints it.
+    all.wait_for("30 requests", Duration::from_secs(60), |l| {
+        requests(l).len() >= 30
+    });
+    let lines = all.read().to_vec();
+    for line in &lines {
+        assert!(
+            ["req id=", "rsp id=", "end id="]
+                .iter()
+                .any(|p| line.starts_with(p))
+                && line.contains(" tls=true"),
+            "{line}"
+        );
+    }
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("req ") && l.contains("proxy=in ") && l.contains(":path=/api/")),
+        "the web app's inbound requests: {lines:#?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.starts_with("req ")
+            && l.contains("proxy=out")
+            && l.contains(":authority=voting.demo.svc.cluster.local:80")),
+        "the web app's calls to voting: {lines:#?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("rsp ") && l.contains(":status=") && l.contains("latency=")),
+        "{lines:#?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.starts_with("end ")
+            && l.contains("duration=")
+            && l.contains("response-length=")),
+        "{lines:#?}"
+    );
+
+    // A path filter: only those requests.
+    list.wait_for("5 requests to /api/list", Duration::from_secs(60), |l| {
+        requests(l).len() >= 5
+    });
+    for line in requests(list.read()) {
+        assert!(line.contains(":path=/api/list"), "{line}");
+    }
+
+    // `--to` and JSON: one object per event, every request to voting's pods.
+    json.wait_for("5 requests", Duration::from_secs(60), |l| {
+        l.iter().filter(|l| l.contains(r#""event":"req""#)).count() >= 5
+    });
+    for line in json.read() {
+        let doc: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{line}: {e}"));
+        assert_eq!(doc["proxy"], "out", "{line}");
+        if doc["event"] == "req" {
+            assert_eq!(
+                doc["authority"], "voting.demo.svc.cluster.local:80",
+                "{line}"
+            );
+        }
+    }
+
+    // Requests the test sends itself, with secrets: tap shows them, and those alone
+    // with a filter on their path, the secrets redacted by the proxy.
+    let mut mine = Tap::start(
+        mesh,
+        tmp.path(),
+        &["deploy/web", "--path", "/sent-by-the-test", "-o", "json"],
+    );
+    // Sent until one shows: the tap's stream opens at a moment the test cannot see.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !mine.read().iter().any(|l| l.contains(r#""event":"req""#)) {
+        assert!(
+            Instant::now() < deadline,
+            "the test's requests never showed"
+        );
+        let mut stream = TcpStream::connect(web_inbound).expect("connect to web's proxy");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        write!(
+            stream,
+            "GET /sent-by-the-test?token=query-secret HTTP/1.0\r\nHost: web.demo.svc.cluster.local\r\n\
+             Authorization: Bearer very-secret\r\nCookie: session=cookie-secret\r\nX-Visible: shown\r\n\r\n"
+        )
+        .unwrap();
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer);
+        thread::sleep(POLL);
+    }
+    let lines = mine.read().to_vec();
+    for line in &lines {
+        for secret in ["very-secret", "cookie-secret", "query-secret"] {
+            assert!(!line.contains(secret), "{secret} shown: {line}");
+        }
+    }
+    let req: serde_json::Value = lines
+        .iter()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|d| d["event"] == "req")
+        .unwrap();
+    assert_eq!(req["path"], "/sent-by-the-test", "{req}");
+    assert_eq!(req["proxy"], "in", "{req}");
+    let header = |name: &str| {
+        req["headers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["name"] == name)
+            .map(|h| h["value"].clone())
+            .unwrap_or_else(|| panic!("no {name} in {req}"))
+    };
+    assert_eq!(header("authorization"), "[redacted]");
+    assert_eq!(header("cookie"), "[redacted]");
+    assert_eq!(header("x-visible"), "shown");
+
+    // Each `mesh tap` is one stream on web's proxy, through the controller; when the
+    // callers go away, so do the streams.
+    let subscribers = || {
+        http_get(web_admin, "/metrics").and_then(|body| {
+            body.lines().find_map(|l| {
+                l.strip_prefix("tap_subscribers ")?
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
+        })
+    };
+    wait_until("five tap streams on web's proxy", || {
+        subscribers() == Some(5)
+    });
+
+    // Every stream is open now: while the unfiltered tap shows 30 more requests, the
+    // one filtered on a path nothing asks for shows none (and is still running).
+    let seen = requests(all.read()).len();
+    all.wait_for("30 more requests", Duration::from_secs(60), |l| {
+        requests(l).len() >= seen + 30
+    });
+    assert_eq!(nothing.read(), &[] as &[String]);
+    drop((nothing, list, all, json, mine));
+    wait_until("web's proxy has no tap streams left", || {
+        subscribers() == Some(0)
+    });
+
+    // An unknown resource is refused with the reason.
+    let out = Command::new(mesh)
+        .args(["tap", "deploy/nope"])
+        .env("TMPDIR", tmp.path())
+        .output()
+        .expect("run mesh tap");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("no deployment/nope in namespace demo"),
+        "{err}"
+    );
+}

@@ -42,6 +42,9 @@ pub struct Ca {
     lifetime: Duration,
     issuer: Issuer<'static, KeyPair>,
     issuer_der: Vec<u8>,
+    /// The trust anchors, DER: what the control plane verifies proxies against when
+    /// it is their client (tap).
+    anchors: Vec<Vec<u8>>,
 }
 
 /// A signed leaf and what a peer needs to verify it.
@@ -180,11 +183,17 @@ impl Ca {
             lifetime,
             issuer,
             issuer_der,
+            anchors,
         })
     }
 
     pub fn trust_domain(&self) -> &str {
         &self.trust_domain
+    }
+
+    /// The trust anchors the issuer chains to, DER.
+    pub fn anchors(&self) -> &[Vec<u8>] {
+        &self.anchors
     }
 
     pub fn lifetime(&self) -> Duration {

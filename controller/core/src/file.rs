@@ -25,6 +25,8 @@
 //!         identity: voting.emojivoto.serviceaccount.identity.mesh.cluster.local  # => meshed
 //!         admin: 127.0.0.1:4191         # optional, meshed only: its proxy's admin server,
 //!                                       # which the metrics API scrapes (default: ip:4191)
+//!         tap: 127.0.0.1:4190           # optional, meshed only: its proxy's tap server,
+//!                                       # which the tap API observes (default: ip:4190)
 //! profiles:                             # ServiceProfiles, as `kubectl apply` takes them
 //!   - apiVersion: mesh.rs/v1alpha1
 //!     kind: ServiceProfile
@@ -120,6 +122,8 @@ struct EndpointSpec {
     identity: Option<String>,
     /// `ip:port` of the endpoint's proxy admin server, when not at its IP on 4191.
     admin: Option<String>,
+    /// `ip:port` of the endpoint's proxy tap server, when not at its IP on 4190.
+    tap: Option<String>,
 }
 
 /// `ip` or `ip:port` (`[ip6]:port`).
@@ -432,24 +436,20 @@ fn endpoint_pod(
     ep: &EndpointSpec,
     trust_domain: &str,
 ) -> Result<Option<Pod>, InvalidFile> {
-    let admin = match (&ep.admin, &ep.identity) {
-        (None, _) => None,
-        (Some(_), None) => {
-            return Err(invalid(
-                format!("{at}.admin"),
-                "admin is where the endpoint's proxy serves /metrics; an endpoint without identity is not meshed and has no proxy",
-            ))
-        }
-        (Some(admin), Some(_)) => match admin.parse::<SocketAddr>() {
-            Ok(addr) if addr.port() != 0 => Some(addr),
-            _ => {
-                return Err(invalid(
-                    format!("{at}.admin"),
-                    format!("invalid admin address {admin:?}: expected `ip:port` (`[ipv6]:port`) of the proxy's admin server"),
-                ))
-            }
-        },
-    };
+    let admin = proxy_addr(
+        at,
+        "admin",
+        ep.admin.as_deref(),
+        ep,
+        "where the endpoint's proxy serves /metrics",
+    )?;
+    let tap = proxy_addr(
+        at,
+        "tap",
+        ep.tap.as_deref(),
+        ep,
+        "where the endpoint's proxy serves tap",
+    )?;
     if ep.labels.is_empty() && ep.identity.is_none() {
         return Ok(None);
     }
@@ -516,7 +516,37 @@ fn endpoint_pod(
         meshed: ep.identity.is_some(),
         opaque_ports: PortSet::default(),
         admin,
+        tap,
     }))
+}
+
+/// An endpoint's proxy server address (`admin`, `tap`): `ip:port`, on a meshed
+/// endpoint only.
+fn proxy_addr(
+    at: &str,
+    field: &str,
+    value: Option<&str>,
+    ep: &EndpointSpec,
+    what: &str,
+) -> Result<Option<SocketAddr>, InvalidFile> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    if ep.identity.is_none() {
+        return Err(invalid(
+            format!("{at}.{field}"),
+            format!(
+                "{field} is {what}; an endpoint without identity is not meshed and has no proxy"
+            ),
+        ));
+    }
+    match value.parse::<SocketAddr>() {
+        Ok(addr) if addr.port() != 0 => Ok(Some(addr)),
+        _ => Err(invalid(
+            format!("{at}.{field}"),
+            format!("invalid {field} address {value:?}: expected `ip:port` (`[ipv6]:port`) of the proxy's {field} server"),
+        )),
+    }
 }
 
 /// Adds `pod`, or merges its IP into the pod of that name already seen (one pod may
@@ -536,7 +566,8 @@ fn merge_pod(pods: &mut BTreeMap<ObjKey, PodSeen>, at: &str, pod: Pod) -> Result
             let same = seen.pod.service_account == pod.service_account
                 && seen.pod.owner == pod.owner
                 && seen.pod.meshed == pod.meshed
-                && seen.pod.admin == pod.admin;
+                && seen.pod.admin == pod.admin
+                && seen.pod.tap == pod.tap;
             if !same {
                 return Err(invalid(
                     format!("{at}.labels"),

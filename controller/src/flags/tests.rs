@@ -56,6 +56,8 @@ fn file_backend() {
         "example.org.",
         "--api-addr",
         "127.0.0.1:18084",
+        "--tap-addr",
+        "127.0.0.1:18088",
         "--parent-pid",
         "4242",
     ])
@@ -63,6 +65,7 @@ fn file_backend() {
     assert!(matches!(&config.discovery, Discovery::File(p) if p.to_str() == Some(path)));
     assert_eq!(config.cluster_domain, "example.org");
     assert_eq!(config.api_addr, "127.0.0.1:18084".parse().unwrap());
+    assert_eq!(config.tap_addr, "127.0.0.1:18088".parse().unwrap());
     assert_eq!(config.parent_pid, Some(4242));
 }
 

@@ -8,7 +8,9 @@
 //! proxies verify against the same trust anchors as every mesh certificate. Its key is
 //! generated in memory and never written. The certificate is replaced at 70% of its
 //! lifetime, at the first handshake after that point; a replacement that fails keeps
-//! the current one and is tried again a minute later.
+//! the current one and is tried again a minute later. The destination service's
+//! certificate is made the same way, and so is the tap API's client certificate
+//! (`mesh-tap.mesh-system`), which it presents to proxies' tap servers.
 //!
 //! The server is TLS 1.3 only, offers only `h2` and does not ask for client
 //! certificates: a proxy has none until it is answered.
@@ -92,16 +94,27 @@ impl SelfIssued {
         if now >= current.replace_at {
             match issue(&self.ca, &self.name, &self.provider, now) {
                 Ok(next) => {
-                    tracing::info!(name = %self.name, "identity service certificate replaced");
+                    tracing::info!(name = %self.name, "self-issued certificate replaced");
                     *current = next;
                 }
                 Err(error) => {
-                    tracing::warn!(%error, name = %self.name, "cannot replace the identity service certificate; keeping the current one");
+                    tracing::warn!(%error, name = %self.name, "cannot replace a self-issued certificate; keeping the current one");
                     current.replace_at = now + RETRY_AFTER;
                 }
             }
         }
         current.key.clone()
+    }
+}
+
+/// As a client (the tap API, opening proxies' tap servers), the same certificate.
+impl rustls::client::ResolvesClientCert for SelfIssued {
+    fn resolve(&self, _: &[&[u8]], _: &[rustls::SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        Some(self.current_at(SystemTime::now()))
+    }
+
+    fn has_certs(&self) -> bool {
+        true
     }
 }
 

@@ -153,24 +153,36 @@ impl std::fmt::Debug for TokenReview {
 
 impl TokenValidator for TokenReview {
     fn validate<'a>(&'a self, token: &'a [u8]) -> Validation<'a> {
-        use k8s_openapi::api::authentication::v1 as authn;
         Box::pin(async move {
             let token = std::str::from_utf8(token)
                 .map_err(|_| TokenError::Invalid("token is not UTF-8".into()))?;
-            let review = authn::TokenReview {
-                spec: authn::TokenReviewSpec {
-                    token: token.to_string(),
-                    audiences: Some(vec![AUDIENCE.to_string()]),
-                },
-                ..Default::default()
-            };
-            let reviewed = kube::Api::<authn::TokenReview>::all(self.client.clone())
-                .create(&kube::api::PostParams::default(), &review)
-                .await
-                .map_err(|e| TokenError::Unavailable(e.to_string()))?;
-            decide(reviewed.status.as_ref())
+            let status = review(&self.client, token, Some(vec![AUDIENCE.to_string()])).await?;
+            decide(status.as_ref())
         })
     }
+}
+
+/// Asks the API server whose `token` is, for `audiences` (`None`: the API server's
+/// own); the review's status as it came. The identity service and the tap API both
+/// ask here.
+pub async fn review(
+    client: &kube::Client,
+    token: &str,
+    audiences: Option<Vec<String>>,
+) -> Result<Option<k8s_openapi::api::authentication::v1::TokenReviewStatus>, TokenError> {
+    use k8s_openapi::api::authentication::v1 as authn;
+    let review = authn::TokenReview {
+        spec: authn::TokenReviewSpec {
+            token: token.to_string(),
+            audiences,
+        },
+        ..Default::default()
+    };
+    let reviewed = kube::Api::<authn::TokenReview>::all(client.clone())
+        .create(&kube::api::PostParams::default(), &review)
+        .await
+        .map_err(|e| TokenError::Unavailable(e.to_string()))?;
+    Ok(reviewed.status)
 }
 
 /// The account a TokenReview's status proves, if any: it must be authenticated, for

@@ -336,6 +336,7 @@ pub(super) fn pod(pod: &core::Pod, control_plane_ns: &str) -> Option<Pod> {
         opaque_ports: opaque_ports(&pod.metadata, &key),
         // In a cluster the admin server is at the pod's IP, on the default port.
         admin: None,
+        tap: None,
         key,
         ips,
         running,

@@ -6,4 +6,5 @@ mod destination;
 mod identity;
 mod metrics_api;
 mod process;
+mod tap;
 mod webhook;

@@ -226,6 +226,8 @@ fn file_backend_becomes_ready_serves_metrics_and_stops_on_sigterm() {
             "127.0.0.1:0",
             "--api-addr",
             "127.0.0.1:0",
+            "--tap-addr",
+            "127.0.0.1:0",
         ],
         // The destination address through its environment fallback.
         &[("MESH_DESTINATION_ADDR", "127.0.0.1:0")],
@@ -294,6 +296,8 @@ fn a_closed_stderr_does_not_stop_serving_or_shutdown() {
             "--admin-addr",
             "127.0.0.1:0",
             "--api-addr",
+            "127.0.0.1:0",
+            "--tap-addr",
             "127.0.0.1:0",
             "--log",
             "debug",

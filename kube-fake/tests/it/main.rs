@@ -1,3 +1,4 @@
 //! The fake Kubernetes API server's tests, one test binary (one link) for all of them.
 
 mod kube_api;
+mod reviews;

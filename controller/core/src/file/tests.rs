@@ -280,6 +280,21 @@ fn semantic_errors_name_the_field() {
             "invalid admin address",
         ),
         (
+            "services:\n  - name: a\n    endpoints: [{address: 198.18.0.1, tap: 198.18.0.1:4190}]\n",
+            "services[0].endpoints[0].tap",
+            "without identity is not meshed",
+        ),
+        (
+            "services:\n  - name: a\n    endpoints: [{address: 198.18.0.1, tap: \"198.18.0.1:0\", identity: sa.default.serviceaccount.identity.mesh.cluster.local}]\n",
+            "services[0].endpoints[0].tap",
+            "invalid tap address \"198.18.0.1:0\": expected `ip:port`",
+        ),
+        (
+            "services:\n  - name: a\n    endpoints: [{address: 198.18.0.1, labels: {pod: p}, identity: sa.default.serviceaccount.identity.mesh.cluster.local, tap: \"127.0.0.1:1\"}]\n  - name: b\n    endpoints: [{address: 198.18.0.1, labels: {pod: p}, identity: sa.default.serviceaccount.identity.mesh.cluster.local, tap: \"127.0.0.1:2\"}]\n",
+            "services[1].endpoints[0].labels",
+            "described differently",
+        ),
+        (
             "services:\n  - name: a\n    endpoints: [{address: 198.18.0.1, labels: {pod: p}, identity: sa.default.serviceaccount.identity.mesh.cluster.local, admin: \"127.0.0.1:1\"}]\n  - name: b\n    endpoints: [{address: 198.18.0.1, labels: {pod: p}, identity: sa.default.serviceaccount.identity.mesh.cluster.local, admin: \"127.0.0.1:2\"}]\n",
             "services[1].endpoints[0].labels",
             "described differently",
@@ -316,6 +331,20 @@ fn identity_without_labels_makes_a_meshed_pod() {
     assert_eq!(
         d.pods[0].admin_addr(),
         Some("127.0.0.1:14191".parse().unwrap())
+    );
+    // And its tap server: at its IP on 4190, unless the file says where.
+    assert_eq!(
+        d.pods[0].tap_addr(),
+        Some("198.18.0.1:4190".parse().unwrap())
+    );
+    let d = parse(
+        "services:\n  - name: a\n    endpoints: [{address: 198.18.0.1, identity: sa.default.serviceaccount.identity.mesh.cluster.local, tap: \"127.0.0.1:14190\"}]\n",
+        TD,
+    )
+    .unwrap();
+    assert_eq!(
+        d.pods[0].tap_addr(),
+        Some("127.0.0.1:14190".parse().unwrap())
     );
     // Another trust domain is another name.
     let e = parse(

@@ -408,6 +408,21 @@ impl Index {
         self.shared.lock().pods.values().cloned().collect()
     }
 
+    /// The pods a service's endpoint slices name, or `None` when the index has no
+    /// such service (for the tap API).
+    pub fn service_pods(&self, service: &ObjKey) -> Option<Vec<Pod>> {
+        let state = self.shared.lock();
+        state.services.get(service)?;
+        let mut pods: Vec<Pod> = state
+            .pod_services
+            .iter()
+            .filter(|(_, services)| services.contains_key(service))
+            .filter_map(|(pod, _)| state.pods.get(pod).cloned())
+            .collect();
+        pods.sort_by(|a, b| a.key.cmp(&b.key));
+        Some(pods)
+    }
+
     /// Parses a destination path with this index's cluster domain.
     pub fn parse(&self, path: &str, context_token: &str) -> Result<Target, InvalidPath> {
         let ns = context_namespace(context_token);

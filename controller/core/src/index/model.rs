@@ -14,6 +14,9 @@ use std::{
 /// The port of a proxy's admin server (`/metrics`, `/ready`), in every pod.
 pub const PROXY_ADMIN_PORT: u16 = 4191;
 
+/// The port of a proxy's tap server (`mesh.tap.Tap/Observe`), in every pod.
+pub const PROXY_TAP_PORT: u16 = 4190;
+
 /// `namespace/name` of an object.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ObjKey {
@@ -132,6 +135,9 @@ pub struct Pod {
     /// Where its proxy's admin server is, when not at its IP on [`PROXY_ADMIN_PORT`]
     /// (the file backend's `admin`: local proxies share an IP).
     pub admin: Option<SocketAddr>,
+    /// Where its proxy's tap server is, when not at its IP on [`PROXY_TAP_PORT`] (the
+    /// file backend's `tap`, for the same reason).
+    pub tap: Option<SocketAddr>,
 }
 
 impl Pod {
@@ -140,6 +146,13 @@ impl Pod {
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin
             .or_else(|| Some(SocketAddr::new(*self.ips.first()?, PROXY_ADMIN_PORT)))
+    }
+
+    /// Where the tap API observes the pod's proxy: its own tap address, else its first
+    /// IP on [`PROXY_TAP_PORT`]; `None` for a pod with neither.
+    pub fn tap_addr(&self) -> Option<SocketAddr> {
+        self.tap
+            .or_else(|| Some(SocketAddr::new(*self.ips.first()?, PROXY_TAP_PORT)))
     }
 }
 

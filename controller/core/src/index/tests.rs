@@ -75,6 +75,7 @@ fn pod(ns: &str, name: &str, ip: &str, meshed: bool) -> Pod {
         meshed,
         opaque_ports: PortSet::default(),
         admin: None,
+        tap: None,
     }
 }
 

@@ -102,6 +102,7 @@ fn a_pod_of_the_index_is_described_by_its_identity() {
         meshed: true,
         opaque_ports: crate::index::PortSet::default(),
         admin: None,
+        tap: None,
     };
     let meta = PodMeta::of(&pod, "cluster.local");
     assert_eq!(

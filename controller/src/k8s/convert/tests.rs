@@ -576,6 +576,7 @@ fn pod_fields() {
             meshed: true,
             opaque_ports: PortSet::from_ports([6379]),
             admin: None,
+            tap: None,
         })
     );
 }
@@ -732,6 +733,7 @@ fn pod_defaults() {
             meshed: false,
             opaque_ports: PortSet::default(),
             admin: None,
+            tap: None,
         })
     );
     let mut p = pod_obj(&[], None);

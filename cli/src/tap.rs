@@ -1,0 +1,540 @@
+//! `mesh tap TYPE[/NAME]`: the live requests of a resource's pods, from the
+//! controller's tap API (`mesh.tap.TapApi/TapByResource`), one line per event as
+//! Linkerd's `tap` prints them, or one JSON object per event (`-o json`).
+//!
+//! The tap API is at `--api-addr`, or else the running demo's. Against a cluster the
+//! caller's bearer token (its kubeconfig's, when it has one) goes with the call, and
+//! the controller asks Kubernetes whether its owner may tap the namespace.
+
+use crate::demo::state::State;
+use anyhow::Context as _;
+use mesh_api::tap::{
+    observe_request::{
+        r#match::{self as m, http::Match as HttpMatch, string_match},
+        Extract, Match,
+    },
+    tap_api_client::TapApiClient,
+    tap_event::{http::Event, ProxyDirection},
+    Header, ResourceSelection, TapByResourceRequest, TapEvent,
+};
+use std::{fmt::Write as _, net::SocketAddr, time::Duration};
+
+/// How long the tap API gets to start the stream (it opens every pod's first).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Flags of `mesh tap`.
+#[derive(Debug, clap::Args)]
+pub struct TapArgs {
+    /// What to tap: `TYPE[/NAME]`, TYPE one of ns, deploy, sts, ds, po, svc.
+    #[arg(value_name = "TYPE[/NAME]")]
+    target: String,
+
+    /// The target's namespace [default: the demo's, else `default`].
+    #[arg(short, long)]
+    namespace: Option<String>,
+
+    /// Only requests to this resource (`TYPE/NAME`).
+    #[arg(long, value_name = "TYPE/NAME")]
+    to: Option<String>,
+
+    /// The namespace of `--to` [default: the target's].
+    #[arg(long, value_name = "NAMESPACE")]
+    to_namespace: Option<String>,
+
+    /// Only requests with this method (`GET`, `POST`, ...).
+    #[arg(long)]
+    method: Option<String>,
+
+    /// Only requests whose path starts with this.
+    #[arg(long)]
+    path: Option<String>,
+
+    /// Only requests with this authority.
+    #[arg(long)]
+    authority: Option<String>,
+
+    /// The most requests a second tapped over all the target's pods.
+    #[arg(long, default_value_t = 100)]
+    max_rps: u32,
+
+    /// Output: one line per event (default), or `json`, one object per event.
+    #[arg(short, long, value_name = "FORMAT")]
+    output: Option<String>,
+
+    /// The controller's tap API (`HOST:PORT`) [default: the running demo's].
+    #[arg(long, value_name = "HOST:PORT")]
+    api_addr: Option<SocketAddr>,
+}
+
+/// Runs `mesh tap` until the stream ends or the user interrupts it.
+pub async fn run(args: TapArgs) -> anyhow::Result<()> {
+    let json = match args.output.as_deref() {
+        None | Some("") => false,
+        Some("json") => true,
+        Some(other) => {
+            return Err(
+                crate::UsageError::new(format!("-o {other:?}: expected `json` or nothing")).into(),
+            )
+        }
+    };
+    let (addr, demo_namespace, token) = match args.api_addr {
+        Some(addr) => (addr, None, kubeconfig_token().await),
+        None => {
+            let state = State::require("", "; or give --api-addr")?;
+            let tap = state.tap.context(
+                "the running demo does not say where its tap API is (started by an older mesh); give --api-addr",
+            )?;
+            (tap, Some(state.namespace), None)
+        }
+    };
+    let namespace = args
+        .namespace
+        .clone()
+        .or(demo_namespace)
+        .unwrap_or_else(|| "default".to_string());
+    let request = request(&args, &namespace, json)?;
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .context("the tap API's address")?
+        .connect_timeout(CONNECT_TIMEOUT);
+    let channel = endpoint
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach the tap API at {addr}"))?;
+    let mut req = tonic::Request::new(request);
+    if let Some(token) = token {
+        let value = format!("Bearer {token}")
+            .parse()
+            .context("the kubeconfig's token is not valid in a header")?;
+        req.metadata_mut().insert("authorization", value);
+    }
+    let mut client = TapApiClient::new(channel);
+    let mut events = tokio::time::timeout(CONNECT_TIMEOUT, client.tap_by_resource(req))
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!("the tap API at {addr} did not answer in {CONNECT_TIMEOUT:?}")
+        })?
+        .map_err(|status| {
+            anyhow::anyhow!("tap refused: {} ({:?})", status.message(), status.code())
+        })?
+        .into_inner();
+    loop {
+        let next = tokio::select! {
+            next = events.message() => next,
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        };
+        match next {
+            Ok(Some(event)) => {
+                let line = match json {
+                    true => to_json(&event).to_string(),
+                    false => line(&event),
+                };
+                if !line.is_empty() {
+                    crate::out(&format!("{line}\n"));
+                }
+            }
+            Ok(None) => return Ok(()),
+            Err(status) => {
+                anyhow::bail!(
+                    "the tap stream failed: {} ({:?})",
+                    status.message(),
+                    status.code()
+                )
+            }
+        }
+    }
+}
+
+/// The kubeconfig's bearer token, if it has one: what the controller reviews in
+/// cluster mode. Without one the call goes without, and a controller that needs it
+/// says so.
+async fn kubeconfig_token() -> Option<String> {
+    use secrecy::ExposeSecret as _;
+    let config = kube::Config::infer().await.ok()?;
+    if let Some(token) = &config.auth_info.token {
+        return Some(token.expose_secret().to_string());
+    }
+    let file = config.auth_info.token_file.as_ref()?;
+    let token = std::fs::read_to_string(file).ok()?;
+    Some(token.trim().to_string())
+}
+
+/// The request the flags describe.
+/// Headers are asked for with `-o json` only, where they are printed (sensitive ones
+/// redacted by the proxies), as Linkerd's JSON output shows them.
+fn request(args: &TapArgs, namespace: &str, json: bool) -> anyhow::Result<TapByResourceRequest> {
+    let (kind, name) = split(&args.target)?;
+    let to = match &args.to {
+        Some(to) => {
+            let (kind, name) = split(to)?;
+            if name.is_empty() {
+                return Err(
+                    crate::UsageError::new(format!("--to {to:?}: expected TYPE/NAME")).into(),
+                );
+            }
+            Some(ResourceSelection {
+                namespace: args.to_namespace.clone().unwrap_or_default(),
+                kind,
+                name,
+                label_selector: String::new(),
+            })
+        }
+        None => None,
+    };
+    let http = |m: HttpMatch| Match {
+        r#match: Some(m::Match::Http(m::Http { r#match: Some(m) })),
+    };
+    let mut all = Vec::new();
+    if let Some(method) = &args.method {
+        all.push(http(HttpMatch::Method(method.to_ascii_uppercase())));
+    }
+    if let Some(path) = &args.path {
+        all.push(http(HttpMatch::Path(m::StringMatch {
+            r#match: Some(string_match::Match::Prefix(path.clone())),
+        })));
+    }
+    if let Some(authority) = &args.authority {
+        all.push(http(HttpMatch::Authority(m::StringMatch {
+            r#match: Some(string_match::Match::Exact(authority.clone())),
+        })));
+    }
+    if args.max_rps == 0 {
+        return Err(crate::UsageError::new("--max-rps must be at least 1".to_string()).into());
+    }
+    Ok(TapByResourceRequest {
+        target: Some(ResourceSelection {
+            namespace: namespace.to_string(),
+            kind,
+            name,
+            label_selector: String::new(),
+        }),
+        r#match: (!all.is_empty()).then_some(Match {
+            r#match: Some(m::Match::All(m::Seq { matches: all })),
+        }),
+        max_rps: args.max_rps,
+        extract: Some(Extract { headers: json }),
+        to,
+    })
+}
+
+/// `TYPE[/NAME]` as (type, name or empty).
+fn split(s: &str) -> anyhow::Result<(String, String)> {
+    let (kind, name) = s.split_once('/').unwrap_or((s, ""));
+    if kind.is_empty() || (s.contains('/') && name.is_empty()) {
+        return Err(crate::UsageError::new(format!("{s:?}: expected TYPE[/NAME]")).into());
+    }
+    Ok((kind.to_string(), name.to_string()))
+}
+
+/// The parts every line of an event starts with.
+struct Common {
+    id: String,
+    proxy: &'static str,
+    src: String,
+    dst: String,
+    tls: bool,
+}
+
+fn common(event: &TapEvent, http: &Event) -> Common {
+    let id = match http {
+        Event::RequestInit(e) => e.id,
+        Event::ResponseInit(e) => e.id,
+        Event::ResponseEnd(e) => e.id,
+    };
+    let addr = |a: &Option<mesh_api::net::TcpAddress>| {
+        a.as_ref()
+            .and_then(|a| SocketAddr::try_from(a).ok())
+            .map_or_else(|| "-".to_string(), |a| a.to_string())
+    };
+    Common {
+        id: id.map_or_else(|| "-".into(), |id| format!("{}:{}", id.base, id.stream)),
+        proxy: match event.proxy_direction() {
+            ProxyDirection::Inbound => "in",
+            ProxyDirection::Outbound => "out",
+            ProxyDirection::Unknown => "-",
+        },
+        src: addr(&event.source),
+        dst: addr(&event.destination),
+        tls: event.tls,
+    }
+}
+
+fn micros(d: &Option<prost_types::Duration>) -> u128 {
+    d.as_ref()
+        .and_then(|d| Duration::try_from(*d).ok())
+        .map_or(0, |d| d.as_micros())
+}
+
+/// One event as Linkerd's tap prints it; empty for an event with no HTTP part.
+fn line(event: &TapEvent) -> String {
+    let Some(http) = event.http.as_ref().and_then(|h| h.event.as_ref()) else {
+        return String::new();
+    };
+    let c = common(event, http);
+    // Linkerd pads `in` to the width of `out`.
+    let proxy = if c.proxy == "in" { "in " } else { c.proxy };
+    let mut out = String::new();
+    let head = |kind: &str| {
+        format!(
+            "{kind} id={} proxy={proxy} src={} dst={} tls={}",
+            c.id, c.src, c.dst, c.tls
+        )
+    };
+    match http {
+        Event::RequestInit(e) => {
+            let _ = write!(
+                out,
+                "{} :method={} :authority={} :path={}",
+                head("req"),
+                e.method,
+                e.authority,
+                e.path
+            );
+        }
+        Event::ResponseInit(e) => {
+            let _ = write!(
+                out,
+                "{} :status={} latency={}µs",
+                head("rsp"),
+                e.http_status,
+                micros(&e.since_request_init)
+            );
+            if !e.proxy_error.is_empty() {
+                let _ = write!(out, " proxy-error={}", e.proxy_error);
+            }
+        }
+        Event::ResponseEnd(e) => {
+            out.push_str(&head("end"));
+            use mesh_api::tap::tap_event::http::response_end::End;
+            match &e.end {
+                Some(End::GrpcStatusCode(code)) => {
+                    let _ = write!(out, " grpc-status={}", grpc_status(*code));
+                }
+                Some(End::Reset(reason)) => {
+                    let _ = write!(out, " reset-error={reason}");
+                }
+                None => {}
+            }
+            let _ = write!(
+                out,
+                " duration={}µs response-length={}B",
+                micros(&e.since_response_init),
+                e.response_bytes
+            );
+        }
+    }
+    out
+}
+
+/// gRPC status codes by name, as Linkerd prints them.
+fn grpc_status(code: u32) -> String {
+    const NAMES: [&str; 17] = [
+        "OK",
+        "Canceled",
+        "Unknown",
+        "InvalidArgument",
+        "DeadlineExceeded",
+        "NotFound",
+        "AlreadyExists",
+        "PermissionDenied",
+        "ResourceExhausted",
+        "FailedPrecondition",
+        "Aborted",
+        "OutOfRange",
+        "Unimplemented",
+        "Internal",
+        "Unavailable",
+        "DataLoss",
+        "Unauthenticated",
+    ];
+    usize::try_from(code)
+        .ok()
+        .and_then(|i| NAMES.get(i))
+        .map_or_else(|| format!("Code({code})"), |n| n.to_string())
+}
+
+fn headers(headers: &[Header]) -> serde_json::Value {
+    headers
+        .iter()
+        .map(|h| {
+            serde_json::json!({
+                "name": h.name,
+                "value": String::from_utf8_lossy(&h.value),
+            })
+        })
+        .collect()
+}
+
+/// One event as a JSON object.
+fn to_json(event: &TapEvent) -> serde_json::Value {
+    let Some(http) = event.http.as_ref().and_then(|h| h.event.as_ref()) else {
+        return serde_json::Value::Null;
+    };
+    let c = common(event, http);
+    let labels = |meta: Option<&std::collections::HashMap<String, String>>| {
+        serde_json::to_value(meta.cloned().unwrap_or_default()).unwrap_or_default()
+    };
+    let mut doc = serde_json::json!({
+        "id": c.id,
+        "proxy": c.proxy,
+        "source": c.src,
+        "destination": c.dst,
+        "tls": c.tls,
+        "source_labels": labels(event.source_meta.as_ref().map(|m| &m.labels)),
+        "destination_labels": labels(event.destination_meta.as_ref().map(|m| &m.labels)),
+        "route_labels": labels(event.route_meta.as_ref().map(|m| &m.labels)),
+    });
+    let fields = match http {
+        Event::RequestInit(e) => serde_json::json!({
+            "event": "req",
+            "method": e.method,
+            "scheme": e.scheme,
+            "authority": e.authority,
+            "path": e.path,
+            "headers": headers(&e.headers),
+        }),
+        Event::ResponseInit(e) => serde_json::json!({
+            "event": "rsp",
+            "status": e.http_status,
+            "latency_us": micros(&e.since_request_init),
+            "headers": headers(&e.headers),
+            "proxy_error": e.proxy_error,
+        }),
+        Event::ResponseEnd(e) => {
+            use mesh_api::tap::tap_event::http::response_end::End;
+            serde_json::json!({
+                "event": "end",
+                "duration_us": micros(&e.since_response_init),
+                "latency_us": micros(&e.since_request_init),
+                "response_bytes": e.response_bytes,
+                "grpc_status": match &e.end { Some(End::GrpcStatusCode(c)) => Some(grpc_status(*c)), _ => None },
+                "reset": match &e.end { Some(End::Reset(r)) => Some(r.clone()), _ => None },
+                "trailers": headers(&e.trailers),
+            })
+        }
+    };
+    if let (Some(doc), serde_json::Value::Object(fields)) = (doc.as_object_mut(), fields) {
+        doc.extend(fields);
+    }
+    doc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mesh_api::tap::tap_event::{self, http};
+
+    fn event(direction: ProxyDirection, e: Event) -> TapEvent {
+        let mut ev = TapEvent {
+            source: Some("127.0.0.1:5000".parse::<SocketAddr>().unwrap().into()),
+            destination: Some("127.0.0.1:7011".parse::<SocketAddr>().unwrap().into()),
+            tls: true,
+            http: Some(tap_event::Http { event: Some(e) }),
+            ..Default::default()
+        };
+        ev.set_proxy_direction(direction);
+        ev
+    }
+
+    fn id() -> Option<http::StreamId> {
+        Some(http::StreamId { base: 7, stream: 3 })
+    }
+
+    #[test]
+    fn lines_read_as_linkerds() {
+        let req = event(
+            ProxyDirection::Inbound,
+            Event::RequestInit(http::RequestInit {
+                id: id(),
+                method: "GET".into(),
+                scheme: "http".into(),
+                authority: "web.demo.svc.cluster.local:80".into(),
+                path: "/api/list".into(),
+                headers: vec![],
+            }),
+        );
+        assert_eq!(
+            line(&req),
+            "req id=7:3 proxy=in  src=127.0.0.1:5000 dst=127.0.0.1:7011 tls=true :method=GET :authority=web.demo.svc.cluster.local:80 :path=/api/list"
+        );
+        let rsp = event(
+            ProxyDirection::Outbound,
+            Event::ResponseInit(http::ResponseInit {
+                id: id(),
+                since_request_init: Some(prost_types::Duration {
+                    seconds: 0,
+                    nanos: 1_500_000,
+                }),
+                http_status: 200,
+                ..Default::default()
+            }),
+        );
+        assert_eq!(
+            line(&rsp),
+            "rsp id=7:3 proxy=out src=127.0.0.1:5000 dst=127.0.0.1:7011 tls=true :status=200 latency=1500µs"
+        );
+        let end = event(
+            ProxyDirection::Outbound,
+            Event::ResponseEnd(http::ResponseEnd {
+                id: id(),
+                since_response_init: Some(prost_types::Duration {
+                    seconds: 0,
+                    nanos: 20_000,
+                }),
+                response_bytes: 42,
+                end: Some(http::response_end::End::GrpcStatusCode(0)),
+                ..Default::default()
+            }),
+        );
+        assert_eq!(
+            line(&end),
+            "end id=7:3 proxy=out src=127.0.0.1:5000 dst=127.0.0.1:7011 tls=true grpc-status=OK duration=20µs response-length=42B"
+        );
+        let json = to_json(&end);
+        assert_eq!(json["event"], "end");
+        assert_eq!(json["response_bytes"], 42);
+        assert_eq!(json["grpc_status"], "OK");
+    }
+
+    #[test]
+    fn flags_become_the_request() {
+        use clap::Parser as _;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            tap: TapArgs,
+        }
+        let cli = Cli::parse_from([
+            "tap",
+            "deploy/web",
+            "--to",
+            "deploy/voting",
+            "--method",
+            "get",
+            "--path",
+            "/api",
+        ]);
+        let req = request(&cli.tap, "demo", false).unwrap();
+        assert_eq!(req.extract, Some(Extract { headers: false }));
+        let target = req.target.unwrap();
+        assert_eq!(
+            (
+                target.kind.as_str(),
+                target.name.as_str(),
+                target.namespace.as_str()
+            ),
+            ("deploy", "web", "demo")
+        );
+        assert_eq!(req.to.unwrap().name, "voting");
+        assert_eq!(req.max_rps, 100);
+        let Some(Match {
+            r#match: Some(m::Match::All(seq)),
+        }) = req.r#match
+        else {
+            panic!("expected all");
+        };
+        assert_eq!(seq.matches.len(), 2);
+        for bad in ["deploy/", "/web"] {
+            assert!(split(bad).is_err(), "{bad}");
+        }
+    }
+}
