@@ -70,11 +70,7 @@ impl TryFrom<EdgesArgs> for Config {
 /// Asks the controller and prints the edges.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let (api, namespace) = config.scope.locate()?;
-    let mut params: Vec<(&str, &str)> = vec![("resource", config.kind.as_str())];
-    if let Some(ns) = &namespace {
-        params.push(("namespace", ns.as_str()));
-    }
-    params.push(("window", config.scope.window.as_str()));
+    let params = config.scope.query(&config.kind, namespace.as_deref());
     let doc = api.get_json("/api/edges", &params).await?;
     let out = match config.output {
         Output::Json => table::json(&doc),

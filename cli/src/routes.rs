@@ -81,11 +81,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         demo.check_service(&config.service, ns)?;
     }
     let resource = format!("svc/{}", config.service);
-    let mut params: Vec<(&str, &str)> = vec![("resource", resource.as_str())];
-    if let Some(ns) = &namespace {
-        params.push(("namespace", ns.as_str()));
-    }
-    params.push(("window", config.scope.window.as_str()));
+    let params = config.scope.query(&resource, namespace.as_deref());
     let doc = api.get_json("/api/routes", &params).await?;
     let out = match config.output {
         Output::Json => table::json(&doc),

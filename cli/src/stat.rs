@@ -131,6 +131,21 @@ impl ValidScope {
         };
         Ok((api, namespace))
     }
+
+    /// The query every metrics command starts from: the resource, the namespace
+    /// located (none: every namespace) and the window.
+    pub(crate) fn query<'a>(
+        &'a self,
+        resource: &'a str,
+        namespace: Option<&'a str>,
+    ) -> Vec<(&'a str, &'a str)> {
+        let mut params = vec![("resource", resource)];
+        if let Some(ns) = namespace {
+            params.push(("namespace", ns));
+        }
+        params.push(("window", self.window.as_str()));
+        params
+    }
 }
 
 /// Reads `TYPE[/NAME]` by the controller's own rule (the kinds, their long names), so
@@ -176,11 +191,7 @@ impl TryFrom<StatArgs> for Config {
 /// Asks the controller and prints the rows.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let (api, namespace) = config.scope.locate()?;
-    let mut params: Vec<(&str, &str)> = vec![("resource", config.resource.as_str())];
-    if let Some(ns) = &namespace {
-        params.push(("namespace", ns.as_str()));
-    }
-    params.push(("window", config.scope.window.as_str()));
+    let mut params = config.scope.query(&config.resource, namespace.as_deref());
     let peer_namespace;
     if let Some((flag, value, ns)) = &config.peer {
         params.push((*flag, value.as_str()));

@@ -112,6 +112,8 @@ pub struct Controller {
     pub destination: SocketAddr,
     /// `/metrics`, `/ready`, `/live`.
     pub admin: SocketAddr,
+    /// The HTTP API (`/api/...`).
+    pub api: SocketAddr,
 }
 
 impl Controller {
@@ -143,10 +145,25 @@ impl Controller {
 
     /// Starts the controller on the `file` backend.
     pub fn file(file: &Path, destination: Option<SocketAddr>) -> anyhow::Result<Self> {
+        Self::file_with(file, destination, &[], &[])
+    }
+
+    /// Like [`Controller::file`], with extra flags and environment (e.g. the metrics
+    /// API's scrape interval, a quieter `MESH_LOG`): for the benchmarks.
+    pub fn file_with(
+        file: &Path,
+        destination: Option<SocketAddr>,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let mut cmd = Command::new(bin_path("mesh-controller"));
         cmd.args(["--backend", "file", "--file"])
             .arg(file)
+            .args(args)
             .env("MESH_LOG", "info,mesh_controller=debug");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
         Self::start(cmd, destination, READY_WITHIN)
     }
 
@@ -157,13 +174,14 @@ impl Controller {
     ) -> anyhow::Result<Self> {
         let destination = destination.unwrap_or_else(|| loopback(free_port()));
         let admin = loopback(free_port());
+        // Tests run several controllers at once: each API on a port of its own.
+        let api = loopback(free_port());
         cmd.arg("--destination-addr")
             .arg(destination.to_string())
             .arg("--admin-addr")
             .arg(admin.to_string())
-            // Tests run several controllers at once: each API on a port of its own.
             .arg("--api-addr")
-            .arg("127.0.0.1:0")
+            .arg(api.to_string())
             .arg("--tap-addr")
             .arg("127.0.0.1:0");
         let log = scratch_dir().join(format!("controller-{}.log", destination.port()));
@@ -173,6 +191,7 @@ impl Controller {
             process,
             destination,
             admin,
+            api,
         })
     }
 

@@ -20,7 +20,9 @@
 //!
 //! It lives here, beside the other formats both sides must read alike, so that every
 //! reader can depend on it without tonic or hyper (`default-features = false`), and so
-//! that the binaries, which only write the format, do not carry it.
+//! that the binaries, which only write the format, do not carry it. The one rule
+//! writers share, escaping a label value, is here too ([`write_label`]), beside the
+//! reading it must agree with.
 
 use std::fmt;
 
@@ -247,6 +249,23 @@ impl Cursor<'_> {
     }
 }
 
+/// Appends `name="value"` to `out`, the value escaped as the format requires
+/// (`\\`, `\"`, `\n`): what [`parse`] reads back as `value`. Separators are the
+/// caller's.
+pub fn write_label(out: &mut String, name: &str, value: &str) {
+    out.push_str(name);
+    out.push_str("=\"");
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -352,5 +371,15 @@ mod tests {
                 .collect();
             let _ = parse(&String::from_utf8_lossy(&bytes));
         }
+    }
+
+    #[test]
+    fn written_labels_read_back_as_written() {
+        let value = "a \\ b \" c\nd";
+        let mut line = String::from("m{");
+        write_label(&mut line, "k", value);
+        line.push_str("} 1\n");
+        assert_eq!(line, "m{k=\"a \\\\ b \\\" c\\nd\"} 1\n");
+        assert_eq!(parse(&line).unwrap()[0].label("k"), Some(value));
     }
 }

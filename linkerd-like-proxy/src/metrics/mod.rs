@@ -243,22 +243,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Appends `key="value"` to `out`, escaping as the text format requires.
+/// Appends `key="value"` to `out`, after a comma unless it is the first label.
 fn push_label(out: &mut String, key: &str, value: &str) {
     if !out.is_empty() {
         out.push(',');
     }
-    out.push_str(key);
-    out.push_str("=\"");
-    for c in value.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
+    mesh_api::prom::write_label(out, key, value);
 }
 
 /// Appends the `tls` label, and with mesh TLS the peer's identity: `server_id` for

@@ -309,23 +309,13 @@ impl Route {
     }
 }
 
-/// `rt_route="<name>"`, escaped as the Prometheus text format requires (backslash,
-/// double quote and newline), the same rule as the metrics module's.
+/// `rt_route="<name>"`, escaped as the Prometheus text format requires.
 fn render_labels(name: &str) -> Box<str> {
     if name.is_empty() {
         return "".into();
     }
     let mut out = String::with_capacity(name.len() + 12);
-    out.push_str("rt_route=\"");
-    for c in name.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
+    mesh_api::prom::write_label(&mut out, "rt_route", name);
     out.into_boxed_str()
 }
 

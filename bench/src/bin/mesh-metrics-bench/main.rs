@@ -17,12 +17,14 @@
 use anyhow::{ensure, Context as _};
 use clap::Parser;
 use mesh_bench::sys::{self, Meter};
-use mesh_integration_tests::{bin_path, mesh::http_get, scratch_dir, Process};
+use mesh_integration_tests::{
+    mesh::{http_get, Controller},
+    scratch_dir,
+};
 use std::{
     fmt::Write as _,
     io::Write as _,
     net::SocketAddr,
-    process::Command,
     sync::{
         atomic::{AtomicU64, Ordering::Relaxed},
         Arc,
@@ -72,40 +74,25 @@ fn main() -> anyhow::Result<()> {
     let dir = scratch_dir();
     let file = dir.join(format!("metrics-bench-{}.yaml", std::process::id()));
     std::fs::write(&file, discovery_file(&admins))?;
-    let admin = free_loopback()?;
-    let api = free_loopback()?;
-    let mut cmd = Command::new(bin_path("mesh-controller"));
-    cmd.args(["--backend", "file", "--file"])
-        .arg(&file)
-        .args(["--destination-addr", "127.0.0.1:0"])
-        .arg("--admin-addr")
-        .arg(admin.to_string())
-        .arg("--api-addr")
-        .arg(api.to_string())
-        .arg("--metrics-scrape-interval")
-        .arg(format!("{}ms", args.interval.as_millis()))
-        // Half the interval, at most the controller's default.
-        .arg("--metrics-scrape-timeout")
-        .arg(format!(
-            "{}ms",
-            (args.interval / 2).min(Duration::from_secs(5)).as_millis()
-        ))
-        .env("MESH_LOG", "warn");
-    let log = dir.join(format!(
-        "metrics-bench-controller-{}.log",
-        std::process::id()
-    ));
-    let controller = Process::spawn("mesh-controller", cmd, log.clone())?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while http_get(admin, "/ready").map(|(s, _)| s) != Some(200) {
-        ensure!(
-            Instant::now() < deadline,
-            "the controller was not ready within 30 s (its log: {})",
-            log.display()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let pid = controller.pid();
+    let interval = format!("{}ms", args.interval.as_millis());
+    // Half the interval, at most the controller's default.
+    let timeout = format!(
+        "{}ms",
+        (args.interval / 2).min(Duration::from_secs(5)).as_millis()
+    );
+    let controller = Controller::file_with(
+        &file,
+        None,
+        &[
+            "--metrics-scrape-interval",
+            &interval,
+            "--metrics-scrape-timeout",
+            &timeout,
+        ],
+        &[("MESH_LOG", "warn")],
+    )?;
+    let api = controller.api;
+    let pid = controller.process.pid();
     eprintln!(
         "{} synthetic proxies, {} destinations each; scraping every {:?}; warming up for {:?}",
         args.proxies, args.destinations, args.interval, args.warmup
@@ -159,11 +146,6 @@ fn main() -> anyhow::Result<()> {
         args.proxies
     );
     Ok(())
-}
-
-/// A free port on loopback (bound and released; the controller binds it next).
-fn free_loopback() -> anyhow::Result<SocketAddr> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }
 
 /// The discovery file: `proxies` meshed pods in deployments of [`REPLICAS`], each

@@ -126,17 +126,8 @@ fn side_labels(out: &mut String, side: &Side) {
 
 /// Writes `name="value",` with the value escaped as the format requires.
 fn label(out: &mut String, name: &str, value: &str) {
-    out.push_str(name);
-    out.push_str("=\"");
-    for c in value.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-    out.push_str("\",");
+    mesh_api::prom::write_label(out, name, value);
+    out.push(',');
 }
 
 /// Owner kinds come from the index (Kubernetes kinds, lowercased); one that is not a
