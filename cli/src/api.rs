@@ -1,44 +1,123 @@
-//! The controller's HTTP API, as every command that reads it reaches it: at
-//! `--api-addr`, or else the running demo's (found by its `demo.json`).
+//! The controller's APIs, as every command that reads them reaches them: its HTTP API
+//! (metrics, diagnostics, version; port 8084) and its tap API (gRPC; port 8088), at
+//! `--api-addr` / `--tap-addr`, or else the running demo's (found by its `demo.json`).
 //!
-//! `mesh version`, `mesh stat`, `mesh edges` and `mesh routes` all go through [`Api`],
-//! so where the API is, how long it gets and what its errors look like are decided here
-//! once.
+//! Every command that talks to the controller takes [`ApiArgs`] and goes through
+//! [`Api`], so where the APIs are, how long they get, which credentials go with a call
+//! and what their errors look like are decided here once.
 
 use crate::demo::state::State;
 use anyhow::Context as _;
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Empty};
 use hyper_util::rt::TokioIo;
-use std::{net::SocketAddr, time::Duration};
+use mesh_api::tap::{tap_api_client::TapApiClient, TapByResourceRequest, TapEvent};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use tokio::net::TcpStream;
 
 /// How long the controller gets to answer one request.
 const TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Where the controller's API is, and the demo it belongs to, if it was found that way.
+/// How long the tap API gets to start a stream (it opens every pod's first).
+const TAP_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The tap API's port (DESIGN.md's 8088): where it is when only `--api-addr` is given.
+const TAP_PORT: u16 = 8088;
+
+/// Where the controller is: the flags every command that talks to it shares.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub(crate) struct ApiArgs {
+    /// The controller's HTTP API (`HOST:PORT`) [default: the running demo's].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub(crate) api_addr: Option<SocketAddr>,
+
+    /// The controller's tap API (`HOST:PORT`) [default: the running demo's, else
+    /// --api-addr's host on port 8088].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub(crate) tap_addr: Option<SocketAddr>,
+
+    /// The kubeconfig context to use [default: the kubeconfig's current context].
+    #[arg(long, value_name = "NAME")]
+    pub(crate) context: Option<String>,
+
+    /// The kubeconfig file [default: $KUBECONFIG, else ~/.kube/config].
+    #[arg(long, value_name = "PATH")]
+    pub(crate) kubeconfig: Option<PathBuf>,
+}
+
+/// Where the controller's APIs are, and the demo they belong to, if they were found that
+/// way.
 #[derive(Debug)]
 pub(crate) struct Api {
     pub(crate) addr: SocketAddr,
-    /// The running demo, when no `--api-addr` was given.
+    /// The tap API; `None` when the running demo does not say (an older demo's state).
+    pub(crate) tap: Option<SocketAddr>,
+    /// The bearer token that goes with tap calls (the kubeconfig's), which the
+    /// controller reviews in cluster mode.
+    token: Option<String>,
+    /// The running demo, when the APIs were found through it.
     pub(crate) demo: Option<State>,
 }
 
 // === impl Api ===
 
 impl Api {
-    /// The API at `addr`, or else the running demo's; an error says how to give one.
-    pub(crate) fn locate(addr: Option<SocketAddr>) -> anyhow::Result<Self> {
-        match addr {
-            Some(addr) => Ok(Self { addr, demo: None }),
-            None => {
-                let demo = State::require("no --api-addr given and ", " or pass --api-addr")?;
-                Ok(Self {
-                    addr: demo.api,
-                    demo: Some(demo),
-                })
-            }
+    /// The APIs the flags name, or else the running demo's; an error says how to give
+    /// them.
+    pub(crate) async fn locate(args: &ApiArgs) -> anyhow::Result<Self> {
+        if let Some(addr) = args.api_addr {
+            let tap = args
+                .tap_addr
+                .unwrap_or_else(|| SocketAddr::new(addr.ip(), TAP_PORT));
+            return Ok(Self {
+                addr,
+                tap: Some(tap),
+                token: kubeconfig_token().await,
+                demo: None,
+            });
         }
+        let demo = State::require("no --api-addr given and ", " or pass --api-addr")?;
+        Ok(Self {
+            addr: demo.api,
+            tap: args.tap_addr.or(demo.tap),
+            token: None,
+            demo: Some(demo),
+        })
+    }
+
+    /// Opens a tap stream: the tap API's answer to `request`, event by event.
+    pub(crate) async fn tap(
+        &self,
+        request: TapByResourceRequest,
+    ) -> anyhow::Result<tonic::Streaming<TapEvent>> {
+        let addr = self.tap.context(
+            "the running demo does not say where its tap API is (started by an older mesh); give --tap-addr",
+        )?;
+        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .context("the tap API's address")?
+            .connect_timeout(TAP_TIMEOUT);
+        let channel = endpoint
+            .connect()
+            .await
+            .with_context(|| format!("cannot reach the tap API at {addr}"))?;
+        let mut req = tonic::Request::new(request);
+        if let Some(token) = &self.token {
+            let value = format!("Bearer {token}")
+                .parse()
+                .context("the kubeconfig's token is not valid in a header")?;
+            req.metadata_mut().insert("authorization", value);
+        }
+        let mut client = TapApiClient::new(channel);
+        let events = tokio::time::timeout(TAP_TIMEOUT, client.tap_by_resource(req))
+            .await
+            .map_err(|_| {
+                anyhow::anyhow!("the tap API at {addr} did not answer in {TAP_TIMEOUT:?}")
+            })?
+            .map_err(|status| {
+                anyhow::anyhow!("tap refused: {} ({:?})", status.message(), status.code())
+            })?
+            .into_inner();
+        Ok(events)
     }
 
     /// The namespace a command means when it names none: the demo's against the demo,
@@ -80,6 +159,20 @@ impl Api {
         }
         Ok(doc)
     }
+}
+
+/// The kubeconfig's bearer token, if it has one: what the controller reviews in
+/// cluster mode. Without one the call goes without, and a controller that needs it
+/// says so.
+async fn kubeconfig_token() -> Option<String> {
+    use secrecy::ExposeSecret as _;
+    let config = kube::Config::infer().await.ok()?;
+    if let Some(token) = &config.auth_info.token {
+        return Some(token.expose_secret().to_string());
+    }
+    let file = config.auth_info.token_file.as_ref()?;
+    let token = std::fs::read_to_string(file).ok()?;
+    Some(token.trim().to_string())
 }
 
 /// `GET target` on `addr` over a fresh HTTP/1 connection: the status and whole body.

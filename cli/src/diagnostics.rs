@@ -4,9 +4,13 @@
 //! answers from its destination index (`/api/diagnostics/...` on its API, at
 //! `--api-addr` or the running demo's), so what is shown is what proxies get.
 
-use crate::{api::Api, stat::Output, table};
+use crate::{
+    api::{Api, ApiArgs},
+    stat::Output,
+    table,
+};
 use serde::Deserialize;
-use std::{collections::BTreeMap, net::SocketAddr};
+use std::collections::BTreeMap;
 
 /// Flags of `mesh diagnostics`.
 #[derive(Debug, clap::Args)]
@@ -37,9 +41,8 @@ struct Query {
     #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
     output: Output,
 
-    /// The controller's API (`HOST:PORT`) [default: the running demo's].
-    #[arg(long, value_name = "HOST:PORT")]
-    api_addr: Option<SocketAddr>,
+    #[command(flatten)]
+    api: ApiArgs,
 }
 
 /// The parts of `/api/diagnostics/endpoints` the table shows.
@@ -86,7 +89,7 @@ pub async fn run(args: DiagnosticsArgs) -> anyhow::Result<()> {
         What::Endpoints(q) => ("/api/diagnostics/endpoints", q),
         What::Profile(q) => ("/api/diagnostics/profile", q),
     };
-    let api = Api::locate(query.api_addr)?;
+    let api = Api::locate(&query.api).await?;
     let doc = api
         .get_json(path, &[("authority", query.authority.as_str())])
         .await?;

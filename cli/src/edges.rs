@@ -69,7 +69,7 @@ impl TryFrom<EdgesArgs> for Config {
 
 /// Asks the controller and prints the edges.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    let (api, namespace) = config.scope.locate()?;
+    let (api, namespace) = config.scope.locate().await?;
     let params = config.scope.query(&config.kind, namespace.as_deref());
     let doc = api.get_json("/api/edges", &params).await?;
     let out = match config.output {

@@ -76,7 +76,7 @@ impl TryFrom<RoutesArgs> for Config {
 
 /// Asks the controller and prints the routes.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    let (api, namespace) = config.scope.locate()?;
+    let (api, namespace) = config.scope.locate().await?;
     if let (Some(demo), Some(ns)) = (&api.demo, &namespace) {
         demo.check_service(&config.service, ns)?;
     }

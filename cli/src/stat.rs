@@ -6,11 +6,11 @@
 //! are [`Scope`], which `mesh edges` and `mesh routes` read too.
 
 use crate::{
-    api::{answer, Api},
+    api::{answer, Api, ApiArgs},
     table, UsageError,
 };
 use mesh_core::stats::Selector;
-use std::{net::SocketAddr, time::Duration};
+use std::time::Duration;
 
 /// The flags `mesh stat`, `mesh edges` and `mesh routes` share.
 #[derive(Debug, clap::Args)]
@@ -33,9 +33,8 @@ pub struct Scope {
     )]
     window: Duration,
 
-    /// The controller's API (`HOST:PORT`) [default: the running demo's].
-    #[arg(long, value_name = "HOST:PORT")]
-    api_addr: Option<SocketAddr>,
+    #[command(flatten)]
+    api: ApiArgs,
 }
 
 /// Output formats of the metrics commands.
@@ -55,7 +54,7 @@ pub(crate) struct ValidScope {
     namespace: Option<String>,
     pub(crate) all_namespaces: bool,
     pub(crate) window: String,
-    api_addr: Option<SocketAddr>,
+    api: ApiArgs,
 }
 
 /// Flags of `mesh stat`.
@@ -115,15 +114,15 @@ impl TryFrom<Scope> for ValidScope {
             namespace: s.namespace,
             all_namespaces: s.all_namespaces,
             window: mesh_api::duration::format(s.window),
-            api_addr: s.api_addr,
+            api: s.api,
         })
     }
 }
 
 impl ValidScope {
     /// Finds the API; the namespace to ask about (`None` with `-A`).
-    pub(crate) fn locate(&self) -> anyhow::Result<(Api, Option<String>)> {
-        let api = Api::locate(self.api_addr)?;
+    pub(crate) async fn locate(&self) -> anyhow::Result<(Api, Option<String>)> {
+        let api = Api::locate(&self.api).await?;
         let namespace = match (&self.namespace, self.all_namespaces) {
             (_, true) => None,
             (Some(ns), false) => Some(ns.clone()),
@@ -190,7 +189,7 @@ impl TryFrom<StatArgs> for Config {
 
 /// Asks the controller and prints the rows.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    let (api, namespace) = config.scope.locate()?;
+    let (api, namespace) = config.scope.locate().await?;
     let mut params = config.scope.query(&config.resource, namespace.as_deref());
     let peer_namespace;
     if let Some((flag, value, ns)) = &config.peer {

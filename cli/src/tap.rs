@@ -6,21 +6,16 @@
 //! caller's bearer token (its kubeconfig's, when it has one) goes with the call, and
 //! the controller asks Kubernetes whether its owner may tap the namespace.
 
-use crate::demo::state::State;
-use anyhow::Context as _;
+use crate::api::{Api, ApiArgs};
 use mesh_api::tap::{
     observe_request::{
         r#match::{self as m, http::Match as HttpMatch, string_match},
         Extract, Match,
     },
-    tap_api_client::TapApiClient,
     tap_event::{http::Event, ProxyDirection},
     Header, ResourceSelection, TapByResourceRequest, TapEvent,
 };
 use std::{fmt::Write as _, net::SocketAddr, time::Duration};
-
-/// How long the tap API gets to start the stream (it opens every pod's first).
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Flags of `mesh tap`.
 #[derive(Debug, clap::Args)]
@@ -61,9 +56,8 @@ pub struct TapArgs {
     #[arg(short, long, value_name = "FORMAT")]
     output: Option<String>,
 
-    /// The controller's tap API (`HOST:PORT`) [default: the running demo's].
-    #[arg(long, value_name = "HOST:PORT")]
-    api_addr: Option<SocketAddr>,
+    #[command(flatten)]
+    api: ApiArgs,
 }
 
 /// Runs `mesh tap` until the stream ends or the user interrupts it.
@@ -77,46 +71,13 @@ pub async fn run(args: TapArgs) -> anyhow::Result<()> {
             )
         }
     };
-    let (addr, demo_namespace, token) = match args.api_addr {
-        Some(addr) => (addr, None, kubeconfig_token().await),
-        None => {
-            let state = State::require("", "; or give --api-addr")?;
-            let tap = state.tap.context(
-                "the running demo does not say where its tap API is (started by an older mesh); give --api-addr",
-            )?;
-            (tap, Some(state.namespace), None)
-        }
-    };
+    let api = Api::locate(&args.api).await?;
     let namespace = args
         .namespace
         .clone()
-        .or(demo_namespace)
-        .unwrap_or_else(|| "default".to_string());
+        .unwrap_or_else(|| api.default_namespace().to_string());
     let request = request(&args, &namespace, json)?;
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .context("the tap API's address")?
-        .connect_timeout(CONNECT_TIMEOUT);
-    let channel = endpoint
-        .connect()
-        .await
-        .with_context(|| format!("cannot reach the tap API at {addr}"))?;
-    let mut req = tonic::Request::new(request);
-    if let Some(token) = token {
-        let value = format!("Bearer {token}")
-            .parse()
-            .context("the kubeconfig's token is not valid in a header")?;
-        req.metadata_mut().insert("authorization", value);
-    }
-    let mut client = TapApiClient::new(channel);
-    let mut events = tokio::time::timeout(CONNECT_TIMEOUT, client.tap_by_resource(req))
-        .await
-        .map_err(|_| {
-            anyhow::anyhow!("the tap API at {addr} did not answer in {CONNECT_TIMEOUT:?}")
-        })?
-        .map_err(|status| {
-            anyhow::anyhow!("tap refused: {} ({:?})", status.message(), status.code())
-        })?
-        .into_inner();
+    let mut events = api.tap(request).await?;
     loop {
         let next = tokio::select! {
             next = events.message() => next,
@@ -142,20 +103,6 @@ pub async fn run(args: TapArgs) -> anyhow::Result<()> {
             }
         }
     }
-}
-
-/// The kubeconfig's bearer token, if it has one: what the controller reviews in
-/// cluster mode. Without one the call goes without, and a controller that needs it
-/// says so.
-async fn kubeconfig_token() -> Option<String> {
-    use secrecy::ExposeSecret as _;
-    let config = kube::Config::infer().await.ok()?;
-    if let Some(token) = &config.auth_info.token {
-        return Some(token.expose_secret().to_string());
-    }
-    let file = config.auth_info.token_file.as_ref()?;
-    let token = std::fs::read_to_string(file).ok()?;
-    Some(token.trim().to_string())
 }
 
 /// The request the flags describe.

@@ -5,9 +5,8 @@
 //! at `--api-addr`, or else the running demo's. A control plane that cannot be reached
 //! is reported as such, not as an error: the CLI's version is still worth printing.
 
-use crate::api::Api;
+use crate::api::{Api, ApiArgs};
 use anyhow::Context as _;
-use std::net::SocketAddr;
 
 /// Flags of `mesh version`.
 #[derive(Debug, clap::Args)]
@@ -20,9 +19,8 @@ pub struct VersionArgs {
     #[arg(long)]
     short: bool,
 
-    /// The controller's API (`HOST:PORT`) [default: the running demo's].
-    #[arg(long, value_name = "HOST:PORT")]
-    api_addr: Option<SocketAddr>,
+    #[command(flatten)]
+    api: ApiArgs,
 }
 
 /// Prints the versions.
@@ -33,7 +31,7 @@ pub async fn run(args: VersionArgs) -> anyhow::Result<()> {
         false => format!("Client version: {client}\n"),
     };
     if !args.client {
-        let server = match server_version(args.api_addr).await {
+        let server = match server_version(&args.api).await {
             Ok(v) => v,
             Err(e) => format!("unavailable ({e:#})"),
         };
@@ -47,8 +45,11 @@ pub async fn run(args: VersionArgs) -> anyhow::Result<()> {
 }
 
 /// The controller's version, from its API.
-async fn server_version(api: Option<SocketAddr>) -> anyhow::Result<String> {
-    let doc = Api::locate(api)?.get_json("/api/version", &[]).await?;
+async fn server_version(api: &ApiArgs) -> anyhow::Result<String> {
+    let doc = Api::locate(api)
+        .await?
+        .get_json("/api/version", &[])
+        .await?;
     doc["version"]
         .as_str()
         .map(str::to_string)
