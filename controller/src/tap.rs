@@ -179,8 +179,10 @@ impl TapApi for TapService {
             match result {
                 Ok(events) => {
                     streams += 1;
+                    let own = own_labels(&pods, &pod);
                     tokio::spawn(forward(
                         pod,
+                        own,
                         events,
                         Limit::new(per_pod),
                         tx.clone(),
@@ -335,10 +337,51 @@ async fn open(
     }
 }
 
+/// The labels of the tapped pod itself, as `dst_*` labels name a pod: its namespace,
+/// name, owner (`deployment: web`) and service account. A proxy knows the labels of
+/// the endpoints it sends to, not its own; the controller knows which pod each stream
+/// comes from, and fills them in.
+fn own_labels(pods: &[Pod], key: &ObjKey) -> Vec<(String, String)> {
+    let Some(pod) = pods.iter().find(|p| p.key == *key) else {
+        return Vec::new();
+    };
+    let mut labels = vec![
+        ("namespace".to_string(), pod.key.namespace.to_string()),
+        ("pod".to_string(), pod.key.name.to_string()),
+    ];
+    if let Some((kind, name)) = &pod.owner {
+        labels.push((kind.to_string(), name.to_string()));
+    }
+    if !pod.service_account.is_empty() {
+        labels.push((
+            "serviceaccount".to_string(),
+            pod.service_account.to_string(),
+        ));
+    }
+    labels
+}
+
+/// Gives an event the tapped pod's own labels on its side: the destination of an
+/// inbound request, the source of an outbound one. What the proxy set stays.
+fn label_own_side(event: &mut TapEvent, own: &[(String, String)]) {
+    use mesh_api::tap::tap_event::{EndpointMeta, ProxyDirection};
+    let side = match ProxyDirection::try_from(event.proxy_direction) {
+        Ok(ProxyDirection::Inbound) => &mut event.destination_meta,
+        Ok(ProxyDirection::Outbound) => &mut event.source_meta,
+        _ => return,
+    };
+    let meta = side.get_or_insert_with(EndpointMeta::default);
+    for (k, v) in own {
+        meta.labels.entry(k.clone()).or_insert_with(|| v.clone());
+    }
+}
+
 /// Passes a pod's events to the merged stream, within the pod's limit, until the
-/// pod's stream ends, the caller goes away or the controller stops.
+/// pod's stream ends, the caller goes away or the controller stops; each event with
+/// the pod's own labels (`own`) on its side.
 async fn forward(
     pod: ObjKey,
+    own: Vec<(String, String)>,
     mut events: tonic::Streaming<TapEvent>,
     mut limit: Limit,
     tx: mpsc::Sender<Result<TapEvent, Status>>,
@@ -351,10 +394,11 @@ async fn forward(
             () = shutdown.cancelled() => return,
         };
         match next {
-            Ok(Some(event)) => {
+            Ok(Some(mut event)) => {
                 if !limit.admit(&event, Instant::now()) {
                     continue;
                 }
+                label_own_side(&mut event, &own);
                 // A full buffer: the caller is slower than the pods; drop the event.
                 if let Err(mpsc::error::TrySendError::Closed(_)) = tx.try_send(Ok(event)) {
                     return;
@@ -610,6 +654,47 @@ mod tests {
             http: Some(tap_event::Http { event: Some(e) }),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn the_tapped_pods_own_labels_go_on_its_side() {
+        let own = vec![
+            ("pod".to_string(), "web-0".to_string()),
+            ("deployment".to_string(), "web".to_string()),
+        ];
+        let mut inbound = request(1);
+        inbound.proxy_direction = tap_event::ProxyDirection::Inbound as i32;
+        label_own_side(&mut inbound, &own);
+        let dst = &inbound.destination_meta.as_ref().unwrap().labels;
+        assert_eq!(dst.get("pod").map(String::as_str), Some("web-0"));
+        assert!(
+            inbound.source_meta.is_none(),
+            "the client is not the tapped pod"
+        );
+
+        let mut outbound = request(2);
+        outbound.proxy_direction = tap_event::ProxyDirection::Outbound as i32;
+        outbound.destination_meta = Some(tap_event::EndpointMeta {
+            labels: [("pod".to_string(), "emoji-0".to_string())]
+                .into_iter()
+                .collect(),
+            identity: String::new(),
+        });
+        outbound.source_meta = Some(tap_event::EndpointMeta {
+            labels: [("pod".to_string(), "as-the-proxy-said".to_string())]
+                .into_iter()
+                .collect(),
+            identity: String::new(),
+        });
+        label_own_side(&mut outbound, &own);
+        let src = &outbound.source_meta.as_ref().unwrap().labels;
+        assert_eq!(
+            src.get("pod").map(String::as_str),
+            Some("as-the-proxy-said")
+        );
+        assert_eq!(src.get("deployment").map(String::as_str), Some("web"));
+        let dst = &outbound.destination_meta.as_ref().unwrap().labels;
+        assert_eq!(dst.get("pod").map(String::as_str), Some("emoji-0"));
     }
 
     #[test]

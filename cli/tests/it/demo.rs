@@ -1037,6 +1037,10 @@ fn tap_shows_the_demos_requests_and_only_those_it_filters() {
                 doc["authority"], "voting.demo.svc.cluster.local:80",
                 "{line}"
             );
+            // Both ends named: the endpoint by the proxy's discovery, the tapped pod
+            // itself by the controller.
+            assert_eq!(doc["source_labels"]["deployment"], "web", "{line}");
+            assert_eq!(doc["destination_labels"]["deployment"], "voting", "{line}");
         }
     }
 
@@ -1081,6 +1085,8 @@ fn tap_shows_the_demos_requests_and_only_those_it_filters() {
         .unwrap();
     assert_eq!(req["path"], "/sent-by-the-test", "{req}");
     assert_eq!(req["proxy"], "in", "{req}");
+    assert_eq!(req["destination_labels"]["deployment"], "web", "{req}");
+    assert_eq!(req["destination_labels"]["namespace"], "demo", "{req}");
     let header = |name: &str| {
         req["headers"]
             .as_array()

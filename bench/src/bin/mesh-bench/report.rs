@@ -313,6 +313,7 @@ pub(crate) fn render(res: &Results) -> String {
     }
     targets(&v, w);
     tls_check(res, w);
+    tap(res, w);
 
     let _ = writeln!(w, "## Latency at fixed rates\n");
     let _ = writeln!(w, "Milliseconds, medians over the rounds; *added* = proxied − direct at the same percentile.\n");
@@ -736,6 +737,22 @@ pub(crate) fn idle_conns_line(i: &IdleConns) -> String {
     s
 }
 
+/// `--tap-with`: the subscriber that watched the inbound proxy through the whole run.
+fn tap(res: &Results, w: &mut String) {
+    let Some(t) = &res.tap else { return };
+    let _ = writeln!(
+        w,
+        "\n## Tap subscriber\n\nOne `mesh tap po/backend-0 -o json --max-rps {}` through the controller's \
+         tap API watched the inbound proxy for the whole run (an mTLS `Observe` stream with headers): \
+         it received {} events. Its CPU over the run: {:.2} s; the controller's: {:.2} s (both counted \
+         among the benchmark's processes, not as other load).\n",
+        res.meta.tap_max_rps.unwrap_or_default(),
+        t.events,
+        t.subscriber_cpu_s,
+        t.controller_cpu_s
+    );
+}
+
 fn tls_check(res: &Results, w: &mut String) {
     let Some(c) = &res.tls_check else { return };
     let _ = writeln!(
@@ -956,6 +973,7 @@ mod tests {
             connects: Vec::new(),
             idle_conns: None,
             tls_check: None,
+            tap: None,
         };
         let md = render(&res);
         assert!(md.starts_with("# mesh-proxy benchmark, 2026-01-01"));

@@ -54,6 +54,9 @@ const ADMIN: &str = "http://127.0.0.1:4191";
 const CONTROLLER_DESTINATION_PORT: u16 = 8086;
 const CONTROLLER_IDENTITY_PORT: u16 = 8083;
 const CONTROLLER_ADMIN: &str = "127.0.0.1:9990";
+/// Its metrics and tap APIs, for `--tap-with`'s subscriber beside it.
+const CONTROLLER_API_PORT: u16 = 8084;
+const CONTROLLER_TAP_PORT: u16 = 8088;
 const MESH_NS: &str = "bench";
 const TRUST_DOMAIN: &str = "cluster.local";
 const CONTROLLER: &str = "controller";
@@ -63,6 +66,7 @@ pub(crate) const OUTBOUND: &str = "outbound proxy";
 pub(crate) const INBOUND: &str = "inbound proxy";
 pub(crate) const BACKEND: &str = "backend";
 pub(crate) const LOADGEN: &str = "load generator";
+pub(crate) const TAP: &str = "tap subscriber";
 
 #[derive(clap::Args, Debug)]
 pub(crate) struct Args {
@@ -118,6 +122,16 @@ pub(crate) struct Args {
     /// The controller binary for `--mtls` (default: `mesh-controller` beside this binary).
     #[arg(long)]
     controller_bin: Option<PathBuf>,
+    /// With `--mtls`: one tap subscriber on the inbound proxy for the whole run, to
+    /// measure tap's cost with someone watching. This is the `mesh` CLI to run it with:
+    /// `mesh tap po/backend-0 -o json` through the controller's tap API, so the
+    /// proxy serves a real mTLS `Observe` stream, headers included.
+    #[arg(long, value_name = "MESH_BIN", requires = "mtls")]
+    tap_with: Option<PathBuf>,
+    /// Requests a second the tap subscriber asks for (each is three events: request,
+    /// response, end).
+    #[arg(long, default_value_t = 100)]
+    tap_max_rps: u32,
     /// Rounds of the new-connection test (opaque TCP, each connection a connect and a
     /// one-byte round trip; with `--mtls` each is a TLS handshake between the proxies),
     /// direct then proxied, `--max-duration` each; 0 skips it.
@@ -258,6 +272,9 @@ pub(crate) struct Meta {
     /// Mutual TLS between the proxies (`--mtls`).
     #[serde(default)]
     pub(crate) mtls: bool,
+    /// `--tap-with`: the tap subscriber's `--max-rps`.
+    #[serde(default)]
+    pub(crate) tap_max_rps: Option<u32>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -281,6 +298,19 @@ pub(crate) struct Results {
     /// With `--mtls`: what the proxies' metrics said about TLS after the run.
     #[serde(default)]
     pub(crate) tls_check: Option<TlsCheck>,
+    /// With `--tap-with`: what the tap subscriber received over the whole run.
+    #[serde(default)]
+    pub(crate) tap: Option<TapRecord>,
+}
+
+/// The tap subscriber of `--tap-with`, over the whole run.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub(crate) struct TapRecord {
+    /// Events it printed (one JSON object a line).
+    pub(crate) events: u64,
+    /// Its CPU over the whole run, and the controller's, in seconds.
+    pub(crate) subscriber_cpu_s: f64,
+    pub(crate) controller_cpu_s: f64,
 }
 
 /// One run of `mesh-bench connects`.
@@ -416,6 +446,10 @@ pub(crate) fn main(args: Args) -> anyhow::Result<()> {
         idle_cpu_cores.insert(name.clone(), ns as f64 / idle_window.as_nanos() as f64);
     }
     bench.smoke_test()?;
+    let tap = match &args.tap_with {
+        Some(bin) => Some(bench.start_tap(bin, &tmp)?),
+        None => None,
+    };
     if args.setup_only {
         let exe = bench.self_exe.display();
         eprintln!(
@@ -480,6 +514,10 @@ pub(crate) fn main(args: Args) -> anyhow::Result<()> {
     } else {
         None
     };
+    let tap = match tap {
+        Some(out) => Some(bench.tap_record(&out)?),
+        None => None,
+    };
 
     std::thread::sleep(Duration::from_secs(2));
     let mut end = BTreeMap::new();
@@ -507,6 +545,7 @@ pub(crate) fn main(args: Args) -> anyhow::Result<()> {
         connects,
         idle_conns,
         tls_check,
+        tap,
     };
     let markdown = report::render(&results);
     {
@@ -1112,6 +1151,66 @@ impl Bench<'_> {
         Ok(check)
     }
 
+    /// Starts the tap subscriber of `--tap-with` in the server namespace, beside the
+    /// controller; counted among the benchmark's processes, so its CPU and the
+    /// controller's are not taken for another process's. Returns where it writes.
+    fn start_tap(&mut self, mesh: &Path, tmp: &Path) -> anyhow::Result<PathBuf> {
+        let out = tmp.join("tap.out");
+        let err = tmp.join("tap.err");
+        let mut c = self.in_ns(NS_SERVER);
+        c.arg(mesh)
+            .args(["tap", "po/backend-0", "-n", MESH_NS, "-o", "json"])
+            .args(["--max-rps", &self.args.tap_max_rps.to_string()])
+            .args(["--api-addr", &format!("127.0.0.1:{CONTROLLER_API_PORT}")])
+            .args(["--tap-addr", &format!("127.0.0.1:{CONTROLLER_TAP_PORT}")])
+            .env("MESH_LOG", "warn")
+            .stdout(std::fs::File::create(&out)?)
+            .stderr(std::fs::File::create(&err)?);
+        let pid = self
+            .guard
+            .add_child(TAP, c.spawn().context("starting the tap subscriber")?);
+        self.pids.push((TAP.to_string(), pid));
+        // The stream is open once the inbound proxy counts a subscriber.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let metrics = self.probe(NS_SERVER, &format!("{ADMIN}/metrics"), "2s", true)?;
+            if metrics
+                .lines()
+                .any(|l| l.starts_with("tap_subscribers ") && !l.ends_with(" 0"))
+            {
+                return Ok(out);
+            }
+            if Instant::now() > deadline {
+                let log = std::fs::read_to_string(&err).unwrap_or_default();
+                bail!("the tap subscriber did not reach the inbound proxy in 20s; it said:\n{log}");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// What the tap subscriber received; an error if it received nothing, since then
+    /// the run measured no tap at all.
+    fn tap_record(&self, out: &Path) -> anyhow::Result<TapRecord> {
+        let text = std::fs::read_to_string(out)?;
+        let events = text.lines().filter(|l| l.starts_with('{')).count() as u64;
+        if events == 0 {
+            let err = std::fs::read_to_string(out.with_file_name("tap.err")).unwrap_or_default();
+            bail!("the tap subscriber received no events; it said:\n{err}");
+        }
+        let cpu = |name: &str| {
+            self.pids
+                .iter()
+                .find(|(n, _)| n == name)
+                .and_then(|(_, pid)| sys::sample(*pid).ok())
+                .map_or(0.0, |s| s.cpu_ns as f64 / 1e9)
+        };
+        Ok(TapRecord {
+            events,
+            subscriber_cpu_s: cpu(TAP),
+            controller_cpu_s: cpu(CONTROLLER),
+        })
+    }
+
     /// Makes a CA (the controller's CA code) and tokens, writes the controller's destinations file
     /// (the backend's pod, with its identity), starts `mesh-controller` in the server
     /// namespace, and returns the proxies' identity and discovery environment.
@@ -1175,6 +1274,8 @@ impl Bench<'_> {
                 &format!("0.0.0.0:{CONTROLLER_DESTINATION_PORT}"),
             ])
             .args(["--admin-addr", CONTROLLER_ADMIN])
+            .args(["--api-addr", &format!("127.0.0.1:{CONTROLLER_API_PORT}")])
+            .args(["--tap-addr", &format!("127.0.0.1:{CONTROLLER_TAP_PORT}")])
             .args([
                 "--identity-addr",
                 &format!("0.0.0.0:{CONTROLLER_IDENTITY_PORT}"),
@@ -1193,6 +1294,10 @@ impl Bench<'_> {
         let pid = self
             .guard
             .add_child(CONTROLLER, c.spawn().context("starting mesh-controller")?);
+        if self.args.tap_with.is_some() {
+            // Its tap fan-out works during the runs: the benchmark's own CPU.
+            self.pids.push((CONTROLLER.to_string(), pid));
+        }
         self.probe(
             NS_SERVER,
             &format!("http://{CONTROLLER_ADMIN}/ready"),
@@ -1306,6 +1411,7 @@ fn meta(args: &Args, elapsed: Duration) -> Meta {
         loadavg_end: sys::loadavg(),
         pairs_rerun: 0,
         mtls: args.mtls,
+        tap_max_rps: args.tap_with.as_ref().map(|_| args.tap_max_rps),
     }
 }
 
