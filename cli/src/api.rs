@@ -272,9 +272,19 @@ pub(crate) mod answer {
     pub(crate) struct Route {
         /// `None`: the profile's default route.
         pub(crate) route: Option<String>,
+        /// The requests as the application saw them (after retries).
         pub(crate) success_rate: Option<f64>,
         pub(crate) rps: f64,
         pub(crate) latency_ms: Latency,
+        /// The attempts the proxies sent, when they reported them.
+        #[serde(default)]
+        pub(crate) actual: Option<Attempts>,
+    }
+
+    #[derive(Clone, Copy, Debug, Deserialize, PartialEq)]
+    pub(crate) struct Attempts {
+        pub(crate) success_rate: Option<f64>,
+        pub(crate) rps: f64,
     }
 
     /// Reads an answer of the API into the shape a table needs.

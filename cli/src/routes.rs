@@ -4,8 +4,10 @@
 //! the namespace defaults to the demo's, and a service the demo does not have is an
 //! error.
 //!
-//! The numbers are of the requests as the application saw them (after retries); the
-//! API has no per-attempt numbers, so there is no `-o wide`.
+//! The table's numbers are of the requests as the application saw them (after
+//! retries); `-o wide` shows them as `EFFECTIVE_*` beside the attempts the proxies sent
+//! (`ACTUAL_*`: with retries, more of them and a lower success rate), as Linkerd's
+//! `routes -o wide` does.
 
 use crate::{
     api::answer,
@@ -25,7 +27,8 @@ pub struct RoutesArgs {
     #[command(flatten)]
     scope: Scope,
 
-    /// Output format: the table or `json` (the controller's `/api/routes` answer).
+    /// Output format: the table, `wide` (effective and actual success and rps: requests
+    /// after retries, and attempts) or `json` (the controller's `/api/routes` answer).
     #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
     output: Output,
 }
@@ -59,11 +62,6 @@ impl TryFrom<RoutesArgs> for Config {
             }
         }
         crate::dns_label("the name", name)?;
-        if args.output == Output::Wide {
-            return Err(UsageError::new(
-                "-o wide: the controller's API has no per-attempt route numbers; use -o table or -o json",
-            ));
-        }
         Ok(Self {
             service: name.to_string(),
             scope: args.scope.try_into()?,
@@ -96,7 +94,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                     config.scope.window,
                 ));
             }
-            render_table(&routes.routes, &config.service)
+            render_table(
+                &routes.routes,
+                &config.service,
+                config.output == Output::Wide,
+            )
         }
     };
     crate::out(&out);
@@ -106,29 +108,43 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 // === output ===
 
 /// Linkerd's table: `ROUTE SERVICE SUCCESS RPS LATENCY_P50 LATENCY_P95 LATENCY_P99`, the
-/// default route (what no route matched) as `[DEFAULT]`.
-fn render_table(routes: &[answer::Route], service: &str) -> String {
-    let header = [
-        "ROUTE",
-        "SERVICE",
-        "SUCCESS",
-        "RPS",
-        "LATENCY_P50",
-        "LATENCY_P95",
-        "LATENCY_P99",
-    ];
+/// default route (what no route matched) as `[DEFAULT]`; `wide` splits success and rps
+/// into `EFFECTIVE_*` (requests) and `ACTUAL_*` (attempts).
+fn render_table(routes: &[answer::Route], service: &str, wide: bool) -> String {
+    let rates: &[&str] = match wide {
+        true => &[
+            "EFFECTIVE_SUCCESS",
+            "EFFECTIVE_RPS",
+            "ACTUAL_SUCCESS",
+            "ACTUAL_RPS",
+        ],
+        false => &["SUCCESS", "RPS"],
+    };
+    let header: Vec<&str> = ["ROUTE", "SERVICE"]
+        .into_iter()
+        .chain(rates.iter().copied())
+        .chain(["LATENCY_P50", "LATENCY_P95", "LATENCY_P99"])
+        .collect();
     let rows: Vec<Vec<String>> = routes
         .iter()
         .map(|r| {
-            vec![
+            let mut row = vec![
                 r.route.as_deref().unwrap_or("[DEFAULT]").to_string(),
                 service.to_string(),
                 table::percent(r.success_rate),
                 table::rps(r.rps, r.success_rate.is_some()),
+            ];
+            if wide {
+                let (success, rps) = r.actual.map_or((None, 0.0), |a| (a.success_rate, a.rps));
+                row.push(table::percent(success));
+                row.push(table::rps(rps, success.is_some()));
+            }
+            row.extend([
                 table::ms(r.latency_ms.p50),
                 table::ms(r.latency_ms.p95),
                 table::ms(r.latency_ms.p99),
-            ]
+            ]);
+            row
         })
         .collect();
     table::render(&header, &rows)
@@ -169,7 +185,6 @@ mod tests {
             (&["svc/web", "--api-addr", "localhost"], "--api-addr"),
             (&["svc/web", "--window", "0s"], "greater than zero"),
             (&["svc/web", "-o", "yaml"], "invalid value"),
-            (&["svc/web", "-o", "wide"], "no per-attempt route numbers"),
         ] {
             let err = config(args).expect_err(want);
             assert!(err.contains(want), "{args:?}: {err}");
@@ -188,10 +203,66 @@ mod tests {
         ], "overflow": {"pods": 0, "samples": 0}});
         let routes: answer::Routes = answer::read(&doc, "routes").expect("reads");
         assert_eq!(
-            render_table(&routes.routes, "web"),
+            render_table(&routes.routes, "web", false),
             "ROUTE           SERVICE   SUCCESS   RPS       LATENCY_P50   LATENCY_P95   LATENCY_P99\n\
              GET /api/list   web       90.00%    30.0rps   3ms           5ms           5ms\n\
              [DEFAULT]       web       -         -         -             -             -\n"
+        );
+    }
+
+    #[test]
+    fn wide_shows_attempts_beside_requests() {
+        let doc = serde_json::json!({"window_seconds": 60.0, "routes": [
+            {"dst": "voting.demo.svc.cluster.local:80", "route": "POST /vote",
+             "responses": {"success": 20, "failure": 0}, "success_rate": 1.0, "rps": 2.0,
+             "latency_ms": {"p50": 5.0, "p95": 9.5, "p99": 9.9}, "seconds": 10.0,
+             "actual": {"responses": {"success": 20, "failure": 6},
+                        "success_rate": 0.7692307692307693, "rps": 2.6}},
+            {"dst": "voting.demo.svc.cluster.local:80", "route": null,
+             "responses": {"success": 3, "failure": 0}, "success_rate": 1.0, "rps": 0.3,
+             "latency_ms": {"p50": 1.0, "p95": 1.0, "p99": 1.0}, "seconds": 10.0,
+             "actual": null}
+        ], "overflow": {"pods": 0, "samples": 0}});
+        let routes: answer::Routes = answer::read(&doc, "routes").expect("reads");
+        let table = render_table(&routes.routes, "voting", true);
+        let lines: Vec<Vec<&str>> = table
+            .lines()
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(
+            lines[0],
+            [
+                "ROUTE",
+                "SERVICE",
+                "EFFECTIVE_SUCCESS",
+                "EFFECTIVE_RPS",
+                "ACTUAL_SUCCESS",
+                "ACTUAL_RPS",
+                "LATENCY_P50",
+                "LATENCY_P95",
+                "LATENCY_P99"
+            ]
+        );
+        assert_eq!(
+            lines[1],
+            [
+                "POST", "/vote", "voting", "100.00%", "2.0rps", "76.92%", "2.6rps", "5ms", "10ms",
+                "10ms"
+            ]
+        );
+        assert_eq!(
+            lines[2],
+            [
+                "[DEFAULT]",
+                "voting",
+                "100.00%",
+                "0.3rps",
+                "-",
+                "-",
+                "1ms",
+                "1ms",
+                "1ms"
+            ]
         );
     }
 }

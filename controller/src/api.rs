@@ -4,7 +4,8 @@
 //!
 //! - `/api/stat?resource=deploy[/NAME]&namespace=NS&window=1m[&to=TYPE/NAME][&from=TYPE/NAME][&to_namespace=NS][&from_namespace=NS]`
 //! - `/api/edges?resource=deploy&namespace=NS&window=1m`
-//! - `/api/routes?[resource=svc[/NAME]]&namespace=NS&window=1m[&from=TYPE/NAME][&from_namespace=NS]`
+//! - `/api/routes?[resource=svc[/NAME]]&namespace=NS&window=1m[&from=TYPE/NAME][&from_namespace=NS]`:
+//!   each route's requests (effective, after retries) and, under `actual`, its attempts;
 //! - `/api/metrics`: the same aggregates in Prometheus text, for a Prometheus to federate.
 //!
 //! And what the destination service answers, from the same index, for `mesh

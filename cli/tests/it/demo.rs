@@ -388,6 +388,28 @@ fn demo_meshes_traffic_and_stops_cleanly_on_sigint() {
             .any(|row| row.len() == 7 && row[0] == "GET /api/list" && row[2].ends_with('%'))
     });
 
+    // The vote route fails a share on purpose and is retried: `-o wide` shows the
+    // attempts beside the requests, more of them and less successful.
+    let mut wide = String::new();
+    let rps = |cell: &str| cell.trim_end_matches("rps").parse::<f64>().ok();
+    let pct = |cell: &str| cell.trim_end_matches('%').parse::<f64>().ok();
+    wait_until("mesh routes svc/voting -o wide shows retried votes", || {
+        wide = mesh_cli(&["routes", "svc/voting", "-o", "wide"]);
+        wide.lines().map(cells).any(|row| {
+            row.len() == 9
+                && row[0] == "POST /vote/{choice}"
+                && matches!(
+                    (rps(&row[3]), rps(&row[5]), pct(&row[2]), pct(&row[4])),
+                    (Some(effective), Some(actual), Some(ok), Some(actual_ok))
+                        if actual > effective && actual_ok < ok
+                )
+        })
+    });
+    assert!(
+        wide.starts_with("ROUTE ") && wide.contains("ACTUAL_SUCCESS"),
+        "{wide}"
+    );
+
     // Every command the banner offers works against the demo as printed: from the
     // same directory, with nothing but the demo's TMPDIR (as a terminal would have it).
     for command in [

@@ -413,10 +413,7 @@ fn bad_flags_exit_64() {
             &["routes", "svc/web", "--window", "0ms"],
             "greater than zero",
         ),
-        (
-            &["routes", "svc/web", "-o", "wide"],
-            "no per-attempt route numbers",
-        ),
+        (&["routes", "svc/web", "-o", "yaml"], "invalid value"),
     ] {
         let out = mesh(args, empty.path());
         assert_eq!(

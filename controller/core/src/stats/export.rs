@@ -19,7 +19,7 @@ use super::{
 use std::fmt::Write as _;
 
 /// The families, in the order they are written; each is written whole.
-const FAMILIES: [(&str, &str); 8] = [
+const FAMILIES: [(&str, &str); 9] = [
     ("response_total", "counter"),
     ("response_latency_ms", "histogram"),
     ("tcp_open_connections", "gauge"),
@@ -28,27 +28,30 @@ const FAMILIES: [(&str, &str); 8] = [
     ("tcp_write_bytes_total", "counter"),
     ("route_response_total", "counter"),
     ("route_response_latency_ms", "histogram"),
+    ("route_actual_response_total", "counter"),
 ];
 
 impl Stats {
     /// Every tracked pod's series, as of its last scrape.
     pub fn export(&self) -> String {
-        let mut families: [String; 8] = Default::default();
+        let mut families: [String; 9] = Default::default();
         for (meta, window) in self.pods() {
             let Some(window) = window else {
                 continue;
             };
             for (key, value) in window.keys().iter().zip(window.current()) {
-                let route = matches!(*key.side, Side::Route(_));
-                let (family, suffix) = match (key.measure, route) {
-                    (Measure::Responses(_), false) => (0, ""),
-                    (Measure::LatencyBucket(_), false) => (1, "_bucket"),
+                let (family, suffix) = match (key.measure, &*key.side) {
                     (Measure::OpenConnections, _) => (2, ""),
                     (Measure::OpenedConnections, _) => (3, ""),
                     (Measure::ReadBytes, _) => (4, ""),
                     (Measure::WriteBytes, _) => (5, ""),
-                    (Measure::Responses(_), true) => (6, ""),
-                    (Measure::LatencyBucket(_), true) => (7, "_bucket"),
+                    (Measure::Responses(_), Side::Route(_)) => (6, ""),
+                    (Measure::LatencyBucket(_), Side::Route(_)) => (7, "_bucket"),
+                    (Measure::Responses(_), Side::RouteActual(_)) => (8, ""),
+                    // Not read from a page: attempts' latency is not kept.
+                    (Measure::LatencyBucket(_), Side::RouteActual(_)) => continue,
+                    (Measure::Responses(_), _) => (0, ""),
+                    (Measure::LatencyBucket(_), _) => (1, "_bucket"),
                 };
                 let out = &mut families[family];
                 let _ = write!(out, "{}{suffix}{{", FAMILIES[family].0);
@@ -114,7 +117,7 @@ fn side_labels(out: &mut String, side: &Side) {
             }
             label(out, "tls", if d.tls { "true" } else { "false" });
         }
-        Side::Route(r) => {
+        Side::Route(r) | Side::RouteActual(r) => {
             label(out, "direction", "outbound");
             label(out, "dst", &r.dst);
             if let Some(route) = &r.route {

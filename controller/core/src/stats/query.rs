@@ -169,8 +169,24 @@ pub struct RouteRow {
     pub dst: String,
     /// The route's name; `None` for the default route (what no route matched).
     pub route: Option<String>,
+    /// The requests as the application saw them (after retries): Linkerd's
+    /// *effective* numbers.
     #[serde(flatten)]
     pub traffic: Traffic,
+    /// The attempts the proxies sent (Linkerd's *actual* numbers): with retries, more
+    /// requests a second and a lower success rate than the effective ones. `None`
+    /// when no proxy reported attempts for the route.
+    pub actual: Option<Actual>,
+}
+
+/// A route's attempts over the window.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Actual {
+    pub responses: Responses,
+    /// Successful attempts over classified attempts; `None` without attempts.
+    pub success_rate: Option<f64>,
+    /// Attempts per second.
+    pub rps: f64,
 }
 
 /// Sums over pods, turned into a row at the end.
@@ -366,7 +382,9 @@ impl Stats {
                 kind: from.kind,
             });
         }
-        let mut routes: HashMap<&RouteKey, Tally> = HashMap::new();
+        // Per route: the requests (effective) and, once a proxy reported them, the
+        // attempts (actual).
+        let mut routes: HashMap<&RouteKey, (Tally, Option<Tally>)> = HashMap::new();
         for (meta, window) in self.pods() {
             if let Some(from) = &q.from {
                 if !meta.resource(from.kind).is_some_and(|r| from.matches(&r)) {
@@ -374,8 +392,10 @@ impl Stats {
                 }
             }
             each_series(window, now, q.window, |side, measure, span, i| {
-                let Side::Route(route) = side else {
-                    return;
+                let (route, actual) = match side {
+                    Side::Route(route) => (route, false),
+                    Side::RouteActual(route) => (route, true),
+                    _ => return,
                 };
                 if let Some(svc) = &q.service {
                     let Some((ns, name)) = route.service() else {
@@ -390,15 +410,29 @@ impl Stats {
                         return;
                     }
                 }
-                routes.entry(route).or_default().add(measure, span, i);
+                let (effective, attempts) = routes.entry(route).or_default();
+                match actual {
+                    false => effective.add(measure, span, i),
+                    true => attempts
+                        .get_or_insert_with(Tally::default)
+                        .add(measure, span, i),
+                }
             });
         }
         let mut routes: Vec<RouteRow> = routes
             .into_iter()
-            .map(|(key, t)| RouteRow {
+            .map(|(key, (effective, attempts))| RouteRow {
                 dst: key.dst.to_string(),
                 route: key.route.as_deref().map(str::to_string),
-                traffic: t.traffic(),
+                traffic: effective.traffic(),
+                actual: attempts.map(|a| {
+                    let t = a.traffic();
+                    Actual {
+                        responses: t.responses,
+                        success_rate: t.success_rate,
+                        rps: t.rps,
+                    }
+                }),
             })
             .collect();
         // The default route last, as the rest of what no route matched.

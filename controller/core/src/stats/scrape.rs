@@ -58,8 +58,13 @@ pub enum Side {
     /// What the pod's proxy sent to one destination (`direction="outbound"`; TCP:
     /// `peer="dst"`, the connections it opened, which carry the `dst_*` labels).
     Outbound(Destination),
-    /// One ServiceProfile route of one destination service (`route_*`).
+    /// One ServiceProfile route of one destination service (`route_*`): the requests
+    /// as the application saw them, after retries.
     Route(RouteKey),
+    /// The same route's attempts (`route_actual_response_total`): with retries, more
+    /// than its requests, and the failures that retries hid. Responses only; the
+    /// latency that matters is the request's.
+    RouteActual(RouteKey),
 }
 
 /// A destination of outbound traffic, as discovery described it to the proxy (the
@@ -148,6 +153,7 @@ enum Family {
     Written,
     RouteResponses,
     RouteLatency,
+    RouteActualResponses,
 }
 
 // === impl Le ===
@@ -248,6 +254,7 @@ impl Family {
             "tcp_write_bytes_total" => Self::Written,
             "route_response_total" => Self::RouteResponses,
             "route_response_latency_ms_bucket" => Self::RouteLatency,
+            "route_actual_response_total" => Self::RouteActualResponses,
             _ => return None,
         })
     }
@@ -256,11 +263,13 @@ impl Family {
     /// response the proxy could not classify).
     fn measure(self, s: &prom::Sample) -> Result<Option<Measure>, InvalidScrape> {
         Ok(Some(match self {
-            Self::Responses | Self::RouteResponses => match s.label("classification") {
-                Some("success") => Measure::Responses(Class::Success),
-                Some("failure") => Measure::Responses(Class::Failure),
-                _ => return Ok(None),
-            },
+            Self::Responses | Self::RouteResponses | Self::RouteActualResponses => {
+                match s.label("classification") {
+                    Some("success") => Measure::Responses(Class::Success),
+                    Some("failure") => Measure::Responses(Class::Failure),
+                    _ => return Ok(None),
+                }
+            }
             Self::Latency | Self::RouteLatency => {
                 let le = s.label("le").unwrap_or("");
                 let bound = match le {
@@ -302,13 +311,17 @@ impl Family {
             }
         };
         match self {
-            Self::RouteResponses | Self::RouteLatency => {
+            Self::RouteResponses | Self::RouteLatency | Self::RouteActualResponses => {
                 let dst = s.label("dst").filter(|_| !inbound);
                 return Ok(dst.map(|dst| {
-                    Side::Route(RouteKey {
+                    let key = RouteKey {
                         dst: dst.into(),
                         route: s.label("rt_route").map(Into::into),
-                    })
+                    };
+                    match self {
+                        Self::RouteActualResponses => Side::RouteActual(key),
+                        _ => Side::Route(key),
+                    }
                 }));
             }
             Self::OpenConnections | Self::Opened | Self::Read | Self::Written => {

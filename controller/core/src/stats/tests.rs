@@ -532,6 +532,7 @@ fn routes_by_service_and_name() {
     assert_eq!(vote.traffic.latency_ms.p50, Some(5.0));
     assert_eq!(a.routes[1].route, None);
     assert_eq!(a.routes[1].traffic.responses.success, 3);
+    assert_eq!(vote.actual, None, "no proxy reported attempts");
     // All services; and from a deployment that sent nothing.
     let q = RoutesQuery { service: None, ..q };
     assert_eq!(stats.routes(&q, S(10)).unwrap().routes.len(), 3);
@@ -540,6 +541,50 @@ fn routes_by_service_and_name() {
         ..q
     };
     assert!(stats.routes(&q, S(10)).unwrap().routes.is_empty());
+}
+
+#[test]
+fn routes_show_attempts_beside_requests() {
+    // 20 requests, all successful after retries: 26 attempts, 6 of which failed.
+    let page = |ok: u64, attempts_ok: u64, attempts_failed: u64| {
+        format!(
+            "route_response_total{{direction=\"outbound\",dst=\"voting.demo.svc.cluster.local:80\",rt_route=\"POST /vote\",classification=\"success\"}} {ok}\n\
+             route_actual_response_total{{direction=\"outbound\",dst=\"voting.demo.svc.cluster.local:80\",rt_route=\"POST /vote\",status_code=\"200\",classification=\"success\"}} {attempts_ok}\n\
+             route_actual_response_total{{direction=\"outbound\",dst=\"voting.demo.svc.cluster.local:80\",rt_route=\"POST /vote\",status_code=\"503\",classification=\"failure\"}} {attempts_failed}\n"
+        )
+    };
+    let mut stats = Stats::new(Limits::default());
+    stats.set_pods([web(0)]);
+    record(&mut stats, &web(0), 0, &page(0, 0, 0));
+    record(&mut stats, &web(0), 10, &page(20, 20, 6));
+    let q = RoutesQuery {
+        service: Some(Selector::parse("svc/voting", Some("demo")).unwrap()),
+        from: None,
+        window: S(10),
+    };
+    let a = stats.routes(&q, S(10)).unwrap();
+    assert_eq!(a.routes.len(), 1, "{a:?}");
+    let vote = &a.routes[0];
+    assert_eq!(vote.traffic.success_rate, Some(1.0));
+    assert_eq!(vote.traffic.rps, 2.0);
+    let actual = vote.actual.expect("the attempts");
+    assert_eq!(
+        (actual.responses.success, actual.responses.failure),
+        (20, 6)
+    );
+    assert_eq!(actual.rps, 2.6);
+    assert_eq!(actual.success_rate, Some(20.0 / 26.0));
+    // Exported for federation under their own name.
+    let text = stats.export();
+    assert!(
+        text.contains("# TYPE route_actual_response_total counter"),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("route_actual_response_total{") && l.ends_with("} 6")),
+        "{text}"
+    );
 }
 
 #[test]
