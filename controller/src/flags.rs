@@ -60,11 +60,13 @@ pub struct Args {
 
     /// The tap API's address (`mesh.tap.TapApi/TapByResource`, gRPC; on with the
     /// identity service only, since the controller taps proxies with a certificate
-    /// its CA issues).
+    /// its CA issues). Loopback by default: callers send their Kubernetes bearer
+    /// token, and the CLI reaches the API through a port-forward, which ends on the
+    /// pod's loopback, so no token crosses the pod network in clear.
     #[arg(
         long,
         env = "MESH_TAP_ADDR",
-        default_value = "0.0.0.0:8088",
+        default_value = "127.0.0.1:8088",
         value_name = "ADDR"
     )]
     pub tap_addr: SocketAddr,
