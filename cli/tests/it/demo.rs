@@ -395,6 +395,7 @@ fn demo_meshes_traffic_and_stops_cleanly_on_sigint() {
         "mesh edges deploy -o wide",
         "mesh routes svc/web",
         "mesh diagnostics endpoints voting.demo.svc.cluster.local:80",
+        "mesh diagnostics proxy-metrics po/voting-0",
     ] {
         assert!(
             commands.iter().any(|c| c.ends_with(command)),
@@ -443,6 +444,23 @@ fn demo_meshes_traffic_and_stops_cleanly_on_sigint() {
                 })
                 .count();
             assert_eq!(replicas, 3, "`{command}`:\n{stdout}");
+        }
+        if command.ends_with("mesh diagnostics proxy-metrics po/voting-0") {
+            // voting-0's own proxy's page, passed on by the controller: its inbound
+            // requests from web, which the traffic above made sure of.
+            let inbound = series(&stdout, "request_total", "inbound");
+            assert!(
+                inbound
+                    .iter()
+                    .any(|s| s.label("client_id") == Some(&*identity("web"))),
+                "`{command}`:\n{stdout}"
+            );
+            assert!(
+                samples(&stdout)
+                    .iter()
+                    .any(|s| s.name == "identity_cert_expiration_timestamp_seconds"),
+                "`{command}`:\n{stdout}"
+            );
         }
         if command.ends_with("mesh version") {
             let version = env!("CARGO_PKG_VERSION");
