@@ -65,11 +65,11 @@ pub(super) async fn serve(listener: TcpListener, inner: Arc<Inner>) {
                         let inner = inner.clone();
                         let slot = slot.clone();
                         async move {
-                            if req.method() == Method::POST {
-                                return Ok::<_, Infallible>(post(&inner, req).await);
-                            }
                             if is_portforward(req.uri().path()) {
-                                return Ok(portforward(&inner, req, &slot));
+                                return Ok::<_, Infallible>(portforward(&inner, req, &slot));
+                            }
+                            if req.method() == Method::POST {
+                                return Ok(post(&inner, req).await);
                             }
                             Ok(handle(&inner, req))
                         }
@@ -163,7 +163,8 @@ fn portforward(
         .map(str::to_owned)
         .collect();
     let (namespace, name) = (&segments[3], &segments[5]);
-    if req.method() != Method::GET {
+    // The API server connects port-forwards on GET (WebSocket) and POST (SPDY).
+    if req.method() != Method::GET && req.method() != Method::POST {
         return ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "MethodNotAllowed",
@@ -194,8 +195,8 @@ fn portforward(
         return ApiError::bad_request(&format!("pod {name} does not have a host assigned"))
             .into_response();
     }
-    let accept = match portforward::handshake(req.headers()) {
-        Ok(accept) => accept,
+    let handshake = match portforward::handshake(req.headers()) {
+        Ok(handshake) => handshake,
         Err(message) => return ApiError::bad_request(&message).into_response(),
     };
     let uid = pod["metadata"]["uid"].as_str().unwrap_or("");
@@ -216,7 +217,7 @@ fn portforward(
         plan,
     });
     inner.stats.bump(|s| s.port_forwards += 1);
-    portforward::switching(&accept)
+    portforward::switching(&handshake)
         .body(full(Bytes::new()))
         .expect("static response parts are valid")
 }

@@ -15,8 +15,8 @@
 //!
 //! What the API server refuses before any upgrade is refused as it refuses it: a pod
 //! that does not exist (404), one with no node (400), no or bad `ports` (400); a
-//! request that is not a WebSocket upgrade (SPDY, which kubectl also speaks) is a 400
-//! saying the fake speaks WebSocket only.
+//! request that is not a WebSocket upgrade (a POST for SPDY, which kubectl speaks) is
+//! a 400 saying the fake speaks WebSocket only.
 //!
 //! Lifecycle: the forward runs on its connection's task (so dropping the `FakeKube`
 //! ends it with every other connection); it ends when the client closes the WebSocket,
@@ -99,9 +99,18 @@ pub(crate) fn parse_ports(query: &str) -> Result<Vec<u16>, String> {
     Ok(ports)
 }
 
-/// Checks the WebSocket handshake and picks the subprotocol: the accept key and
-/// [`PROTOCOL`], or why the request cannot be served.
-pub(crate) fn handshake(headers: &HeaderMap) -> Result<String, String> {
+/// An accepted WebSocket handshake.
+pub(crate) struct Handshake {
+    /// `Sec-WebSocket-Accept`.
+    accept: String,
+    /// Whether the client asked for [`PROTOCOL`]; a client that names no subprotocol
+    /// gets the same framing with none named, as from the kubelet.
+    protocol: bool,
+}
+
+/// Checks the WebSocket handshake and picks the subprotocol, or says why the request
+/// cannot be served.
+pub(crate) fn handshake(headers: &HeaderMap) -> Result<Handshake, String> {
     let has = |name: header::HeaderName, token: &str| {
         headers
             .get_all(name)
@@ -120,11 +129,10 @@ pub(crate) fn handshake(headers: &HeaderMap) -> Result<String, String> {
     if !has(header::SEC_WEBSOCKET_VERSION, "13") {
         return Err("unsupported WebSocket version: 13 is required".into());
     }
-    if !has(header::SEC_WEBSOCKET_PROTOCOL, PROTOCOL) {
-        let offered = headers
-            .get(header::SEC_WEBSOCKET_PROTOCOL)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
+    let offered = headers.get(header::SEC_WEBSOCKET_PROTOCOL);
+    let protocol = has(header::SEC_WEBSOCKET_PROTOCOL, PROTOCOL);
+    if offered.is_some() && !protocol {
+        let offered = offered.and_then(|v| v.to_str().ok()).unwrap_or("");
         return Err(format!(
             "requested protocol(s) {offered:?} are not supported: {PROTOCOL} is"
         ));
@@ -132,7 +140,10 @@ pub(crate) fn handshake(headers: &HeaderMap) -> Result<String, String> {
     let key = headers
         .get(header::SEC_WEBSOCKET_KEY)
         .ok_or("missing Sec-WebSocket-Key")?;
-    Ok(derive_accept_key(key.as_bytes()))
+    Ok(Handshake {
+        accept: derive_accept_key(key.as_bytes()),
+        protocol,
+    })
 }
 
 /// The plan for a pod's ports: each registered address, or the kubelet's message for a
@@ -174,13 +185,16 @@ fn kubelet_error(port: u16, pod: &str, uid: &str, why: &str) -> String {
 }
 
 /// The 101 answer to an accepted handshake.
-pub(crate) fn switching(accept: &str) -> http::response::Builder {
-    http::Response::builder()
+pub(crate) fn switching(handshake: &Handshake) -> http::response::Builder {
+    let rsp = http::Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
         .header(header::CONNECTION, "Upgrade")
         .header(header::UPGRADE, "websocket")
-        .header(header::SEC_WEBSOCKET_ACCEPT, accept)
-        .header(header::SEC_WEBSOCKET_PROTOCOL, PROTOCOL)
+        .header(header::SEC_WEBSOCKET_ACCEPT, &handshake.accept);
+    match handshake.protocol {
+        true => rsp.header(header::SEC_WEBSOCKET_PROTOCOL, PROTOCOL),
+        false => rsp,
+    }
 }
 
 // === impl Accepted ===

@@ -269,9 +269,11 @@ impl Api {
         params: &[(&str, &str)],
     ) -> anyhow::Result<serde_json::Value> {
         let (status, body) = self.request(path, params).await?;
-        let addr = self.addr;
         let doc: serde_json::Value = serde_json::from_slice(&body).with_context(|| {
-            format!("the controller's API at {addr} answered {status} with something not JSON")
+            format!(
+                "the controller's API {} answered {status} with something not JSON",
+                self.via(self.addr)
+            )
         })?;
         if !status.is_success() {
             anyhow::bail!("the controller refused {path} ({status}): {}", reason(&doc));

@@ -2,7 +2,8 @@
 //! `kubectl port-forward` and `mesh` use it: the WebSocket upgrade, the kubelet's
 //! channels and initial port frames (kube's client refuses a stream without them), bytes
 //! both ways per port, the kubelet's error for a port nothing is registered for, and
-//! the API server's 404 for a pod that does not exist.
+//! what the API server refuses before upgrading: a pod that does not exist, SPDY, no
+//! ports.
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -160,9 +161,10 @@ async fn a_port_with_nothing_behind_it_gets_the_kubelets_error() {
 }
 
 #[tokio::test]
-async fn a_pod_that_does_not_exist_is_a_404() {
+async fn what_the_api_server_refuses_is_refused_before_any_upgrade() {
     let kube = FakeKube::start().await.unwrap();
-    let pods: Api<Pod> = Api::namespaced(kube.client().unwrap(), "shop");
+    let client = kube.client().unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "shop");
     let error = pods
         .portforward("nope", &[80])
         .await
@@ -170,5 +172,32 @@ async fn a_pod_that_does_not_exist_is_a_404() {
         .expect("refused");
     let message = error.to_string();
     assert!(message.contains("404"), "{message}");
+
+    // kubectl's SPDY (a POST without a WebSocket upgrade), and no ports.
+    kube.apply(pod("shop", "web-0", "10.0.0.6", "web", None, &[]))
+        .unwrap();
+    for (uri, why) in [
+        (
+            "/api/v1/namespaces/shop/pods/web-0/portforward?ports=80",
+            "over WebSocket (v4.channel.k8s.io) only, not SPDY",
+        ),
+        (
+            "/api/v1/namespaces/shop/pods/web-0/portforward",
+            "at least one port must be specified",
+        ),
+        (
+            "/api/v1/namespaces/shop/pods/web-0/portforward?ports=0",
+            "invalid port \"0\"",
+        ),
+    ] {
+        let req = http::Request::post(uri).body(Vec::new()).unwrap();
+        match client.request_text(req).await {
+            Err(kube::Error::Api(status)) => {
+                assert_eq!(status.code, 400, "{uri}: {status:?}");
+                assert!(status.message.contains(why), "{uri}: {}", status.message);
+            }
+            other => panic!("{uri}: {other:?}"),
+        }
+    }
     assert_eq!(kube.stats().port_forwards, 0);
 }
