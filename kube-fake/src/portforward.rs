@@ -96,6 +96,13 @@ pub(crate) fn parse_ports(query: &str) -> Result<Vec<u16>, String> {
     if ports.is_empty() {
         return Err("at least one port must be specified".into());
     }
+    // Two channels a port, each named by one byte.
+    if ports.len() > 128 {
+        return Err(format!(
+            "{} ports: at most 128 can be forwarded at once",
+            ports.len()
+        ));
+    }
     Ok(ports)
 }
 

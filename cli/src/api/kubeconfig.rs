@@ -116,15 +116,15 @@ impl KubeArgs {
 /// at `$KUBECONFIG` (any of its paths) or `~/.kube/config`, or the in-cluster service
 /// account.
 pub(crate) fn available() -> bool {
-    if let Some(paths) = std::env::var_os("KUBECONFIG") {
-        return std::env::split_paths(&paths).any(|p| p.is_file());
-    }
-    let home = std::env::var_os("HOME").map(PathBuf::from);
-    if home.is_some_and(|h| h.join(".kube").join("config").is_file()) {
-        return true;
-    }
-    std::env::var_os("KUBERNETES_SERVICE_HOST").is_some()
-        && Path::new(SERVICE_ACCOUNT_TOKEN).is_file()
+    // As kube infers: `$KUBECONFIG` alone when set, else `~/.kube/config`; then the
+    // in-cluster config.
+    let file = match std::env::var_os("KUBECONFIG") {
+        Some(paths) => std::env::split_paths(&paths).any(|p| p.is_file()),
+        None => std::env::var_os("HOME")
+            .is_some_and(|home| Path::new(&home).join(".kube").join("config").is_file()),
+    };
+    file || (std::env::var_os("KUBERNETES_SERVICE_HOST").is_some()
+        && Path::new(SERVICE_ACCOUNT_TOKEN).is_file())
 }
 
 fn default_source() -> String {
