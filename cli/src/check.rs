@@ -8,25 +8,21 @@
 //! valid profile, so an invalid one is otherwise silent). With `--pre`, only what an
 //! install needs: the API answers.
 
-use anyhow::Context as _;
+use crate::api::kubeconfig::KubeArgs;
 use kube::{
     api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams},
     Client,
 };
-use std::{fmt::Write as _, path::PathBuf, process::ExitCode};
+use std::{fmt::Write as _, process::ExitCode};
 
 #[derive(Debug, clap::Args)]
 pub struct CheckArgs {
     /// Only the checks an install needs (the API server answers).
     #[arg(long)]
     pub pre: bool,
-    /// The kubeconfig to use (default: $KUBECONFIG, then ~/.kube/config, then the
-    /// in-cluster service account).
-    #[arg(long, env = "KUBECONFIG")]
-    pub kubeconfig: Option<PathBuf>,
-    /// The kubeconfig context (default: the current one).
-    #[arg(long)]
-    pub context: Option<String>,
+    /// The cluster, as every command that reaches one takes it.
+    #[command(flatten)]
+    kube: KubeArgs,
     /// The cluster's domain, which profile names end with.
     #[arg(long, default_value = "cluster.local")]
     pub cluster_domain: String,
@@ -184,24 +180,5 @@ fn problems(obj: &DynamicObject, cluster_domain: &str) -> Vec<String> {
 }
 
 async fn client(args: &CheckArgs) -> anyhow::Result<Client> {
-    let options = kube::config::KubeConfigOptions {
-        context: args.context.clone(),
-        ..Default::default()
-    };
-    let config = match &args.kubeconfig {
-        Some(path) => {
-            let kc = kube::config::Kubeconfig::read_from(path)
-                .with_context(|| format!("cannot read the kubeconfig {}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(kc, &options)
-                .await
-                .with_context(|| format!("cannot use the kubeconfig {}", path.display()))?
-        }
-        None if args.context.is_some() => kube::Config::from_kubeconfig(&options)
-            .await
-            .context("cannot use the kubeconfig's context")?,
-        None => kube::Config::infer()
-            .await
-            .context("no kubeconfig found and not running in a cluster")?,
-    };
-    Client::try_from(config).context("cannot build a Kubernetes client")
+    Ok(args.kube.client().await?.0)
 }

@@ -1,14 +1,21 @@
 //! `mesh diagnostics endpoints AUTHORITY` and `mesh diagnostics profile AUTHORITY`: what
 //! the destination service answers a proxy that asks for an authority, as `linkerd
 //! diagnostics endpoints` shows it, with each endpoint's identity. The controller
-//! answers from its destination index (`/api/diagnostics/...` on its API, at
-//! `--api-addr` or the running demo's), so what is shown is what proxies get.
+//! answers from its destination index (`/api/diagnostics/...` on its API, wherever
+//! [`Api::locate`] finds it), so what is shown is what proxies get.
+//!
+//! `mesh diagnostics proxy-metrics po/NAME`: a pod's proxy's raw Prometheus metrics, as
+//! `linkerd diagnostics proxy-metrics` prints them. The controller fetches the page from
+//! the proxy's admin port when asked (`/api/diagnostics/proxy-metrics`), so the one way
+//! to the controller (the demo's address, or the port-forward in a cluster) reaches
+//! every proxy, and the proxies' admin ports need not be reachable from here.
 
 use crate::{
     api::{Api, ApiArgs},
     stat::Output,
     table,
 };
+use mesh_core::stats::ResourceKind;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -27,6 +34,23 @@ enum What {
     /// The ServiceProfile the destination service sends for AUTHORITY, as proxies
     /// apply it.
     Profile(Query),
+    /// A pod's proxy's metrics, in Prometheus text as the proxy serves them.
+    ProxyMetrics(ProxyMetrics),
+}
+
+#[derive(Debug, clap::Args)]
+struct ProxyMetrics {
+    /// The pod whose proxy to read: `po/NAME` (or `pod/NAME`).
+    #[arg(value_name = "po/NAME")]
+    pod: String,
+
+    /// The pod's namespace [default: the demo's against the demo, the kubeconfig
+    /// context's in a cluster, else `default`].
+    #[arg(short = 'n', long)]
+    namespace: Option<String>,
+
+    #[command(flatten)]
+    api: ApiArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -88,6 +112,7 @@ pub async fn run(args: DiagnosticsArgs) -> anyhow::Result<()> {
     let (path, query) = match &args.what {
         What::Endpoints(q) => ("/api/diagnostics/endpoints", q),
         What::Profile(q) => ("/api/diagnostics/profile", q),
+        What::ProxyMetrics(p) => return proxy_metrics(p).await,
     };
     let api = Api::locate(&query.api).await?;
     let doc = api
@@ -113,9 +138,45 @@ pub async fn run(args: DiagnosticsArgs) -> anyhow::Result<()> {
             let answer: Profile = crate::api::answer::read(&doc, "profile")?;
             profile(&q.authority, &answer)
         }
+        (What::ProxyMetrics(_), _) => unreachable!("answered above"),
     };
     crate::out(&out);
     Ok(())
+}
+
+/// Prints the pod's proxy's metrics as the controller passed them on.
+async fn proxy_metrics(args: &ProxyMetrics) -> anyhow::Result<()> {
+    let pod = pod_name(&args.pod)?;
+    if let Some(ns) = &args.namespace {
+        crate::dns_label("--namespace", ns)?;
+    }
+    let api = Api::locate(&args.api).await?;
+    let namespace = args
+        .namespace
+        .clone()
+        .unwrap_or_else(|| api.default_namespace().to_string());
+    let page = api
+        .get_text(
+            "/api/diagnostics/proxy-metrics",
+            &[("namespace", namespace.as_str()), ("pod", pod)],
+        )
+        .await?;
+    crate::out(&page);
+    Ok(())
+}
+
+/// The pod `po/NAME` names; any other resource is a usage error (a proxy is a pod's).
+fn pod_name(resource: &str) -> Result<&str, crate::UsageError> {
+    let usage = || {
+        crate::UsageError::new(format!(
+            "{resource:?}: expected a pod, po/NAME (a proxy's metrics are one pod's)"
+        ))
+    };
+    let (kind, name) = resource.split_once('/').ok_or_else(usage)?;
+    match kind.parse() {
+        Ok(ResourceKind::Pod) if !name.is_empty() => Ok(name),
+        _ => Err(usage()),
+    }
 }
 
 /// `NAMESPACE IP PORT POD SERVICE IDENTITY` (Linkerd's, with the identity), `wide`
@@ -234,6 +295,16 @@ mod tests {
                 .ends_with("10000    deployment=web,serviceaccount=web"),
             "{wide}"
         );
+    }
+
+    #[test]
+    fn proxy_metrics_takes_a_pod() {
+        assert_eq!(pod_name("po/web-0").unwrap(), "web-0");
+        assert_eq!(pod_name("pod/web-0").unwrap(), "web-0");
+        for bad in ["web-0", "po/", "deploy/web", "svc/web"] {
+            let e = pod_name(bad).unwrap_err().to_string();
+            assert!(e.contains("expected a pod, po/NAME"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -47,7 +47,8 @@ enum Command {
     /// every ServiceProfile is valid (`--pre`: only what an install needs).
     Check(check::CheckArgs),
     /// Success rate, request rate, latency and TCP connections per resource, from the
-    /// controller's metrics API (`--api-addr`, or the running demo's).
+    /// controller's metrics API (`--api-addr`, a cluster's controller through a
+    /// port-forward, or the running demo's).
     Stat(stat::StatArgs),
     /// Which resources talk to which, and whether each hop is mutual TLS, with both
     /// identities, from the controller's metrics API.
@@ -55,11 +56,12 @@ enum Command {
     /// Per-route success rate, request rate and latency of a service's ServiceProfile
     /// routes, from the controller's metrics API.
     Routes(routes::RoutesArgs),
-    /// Live requests of a resource's pods, from the controller's tap API (`--api-addr`,
-    /// or the running demo's): one line per event, or `-o json`.
+    /// Live requests of a resource's pods, from the controller's tap API (found as the
+    /// metrics API is): one line per event, or `-o json`.
     Tap(tap::TapArgs),
     /// What the destination service answers for an authority: its endpoints with
-    /// their identities (`endpoints`), or its ServiceProfile (`profile`).
+    /// their identities (`endpoints`), or its ServiceProfile (`profile`); a pod's
+    /// proxy's raw metrics (`proxy-metrics po/NAME`).
     Diagnostics(diagnostics::DiagnosticsArgs),
     /// The CLI's version and, when a demo or controller is reachable, the control
     /// plane's.
@@ -148,6 +150,11 @@ pub fn run(args: Args) -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // A bad flag found while running (the commands without a `Config` stage).
+        Err(error) if error.downcast_ref::<UsageError>().is_some() => {
+            note(&format!("error: {error:#}"));
+            ExitCode::from(EX_USAGE)
+        }
         Err(error) => {
             note(&format!("error: {error:#}"));
             ExitCode::FAILURE

@@ -1,6 +1,6 @@
 //! `mesh routes TYPE/NAME`: per-route golden metrics of a service's ServiceProfile, as
 //! every client proxy sees them, like `linkerd viz routes`, from the controller's
-//! metrics API (`/api/routes`), at `--api-addr` or the running demo's. Against the demo
+//! metrics API (`/api/routes`), wherever `Api::locate` finds it. Against the demo
 //! the namespace defaults to the demo's, and a service the demo does not have is an
 //! error.
 //!

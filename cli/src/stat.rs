@@ -1,6 +1,6 @@
 //! `mesh stat TYPE[/NAME]`: golden metrics per resource (success rate, request rate,
 //! latency percentiles, TCP connections), as `linkerd viz stat` shows them, from the
-//! controller's metrics API (`/api/stat`), at `--api-addr` or the running demo's.
+//! controller's metrics API (`/api/stat`), wherever `Api::locate` finds it.
 //!
 //! The flags every metrics command shares (namespace, window, output, where the API is)
 //! are [`Scope`], which `mesh edges` and `mesh routes` read too.
@@ -15,7 +15,8 @@ use std::time::Duration;
 /// The flags `mesh stat`, `mesh edges` and `mesh routes` share.
 #[derive(Debug, clap::Args)]
 pub struct Scope {
-    /// The namespace [default: the demo's against the demo, else `default`].
+    /// The namespace [default: the demo's against the demo, the kubeconfig context's in a
+    /// cluster, else `default`].
     #[arg(short = 'n', long)]
     namespace: Option<String>,
 

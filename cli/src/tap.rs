@@ -2,9 +2,10 @@
 //! controller's tap API (`mesh.tap.TapApi/TapByResource`), one line per event as
 //! Linkerd's `tap` prints them, or one JSON object per event (`-o json`).
 //!
-//! The tap API is at `--api-addr`, or else the running demo's. Against a cluster the
-//! caller's bearer token (its kubeconfig's, when it has one) goes with the call, and
-//! the controller asks Kubernetes whether its owner may tap the namespace.
+//! The tap API is found with the controller's HTTP API ([`Api::locate`]: `--tap-addr`,
+//! the running demo's, or a port-forward to the controller's pod). Against a cluster
+//! the caller's bearer token (its kubeconfig's, when it has one) goes with the call,
+//! and the controller asks Kubernetes whether its owner may tap the namespace.
 
 use crate::api::{Api, ApiArgs};
 use mesh_api::tap::{
@@ -24,7 +25,8 @@ pub struct TapArgs {
     #[arg(value_name = "TYPE[/NAME]")]
     target: String,
 
-    /// The target's namespace [default: the demo's, else `default`].
+    /// The target's namespace [default: the demo's, the kubeconfig context's in a
+    /// cluster, else `default`].
     #[arg(short, long)]
     namespace: Option<String>,
 

@@ -1,8 +1,8 @@
 //! `mesh version`: the CLI's version and the control plane's, as `linkerd version`
 //! shows them.
 //!
-//! The control plane's version comes from the controller's API (`GET /api/version`):
-//! at `--api-addr`, or else the running demo's. A control plane that cannot be reached
+//! The control plane's version comes from the controller's API (`GET /api/version`),
+//! wherever [`crate::api::Api::locate`] finds it. A control plane that cannot be reached
 //! is reported as such, not as an error: the CLI's version is still worth printing.
 
 use crate::api::{Api, ApiArgs};

@@ -20,7 +20,10 @@ pub struct Admin {
 impl Admin {
     /// Serves admin requests on `listener` until `shutdown` is cancelled.
     pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) {
-        crate::http_server::serve("admin", listener, shutdown, move |req| self.handle(req)).await;
+        crate::http_server::serve("admin", listener, shutdown, move |req| {
+            std::future::ready(self.handle(&req))
+        })
+        .await;
     }
 
     /// Answers one admin request.

@@ -14,6 +14,15 @@
 //!   and each endpoint with its weight, identity, labels and protocol hints;
 //! - `/api/diagnostics/profile?authority=HOST:PORT`: its profile as proxies get it.
 //!
+//! And one pod's proxy as it is now, for `mesh diagnostics proxy-metrics`:
+//! - `/api/diagnostics/proxy-metrics?namespace=NS&pod=NAME`: the proxy's own
+//!   `/metrics`, fetched when asked from where the scraper fetches it
+//!   (`Pod::admin_addr`), within the scrape timeout, and passed on as it came
+//!   (`text/plain`). So the CLI reads any proxy the controller can reach, in a cluster
+//!   through the one port-forward to the controller, as against the demo: a 404 for a
+//!   pod the index does not have or that has no proxy, a 502 naming the admin address
+//!   when the proxy does not answer.
+//!
 //! No `namespace` means every namespace; `window` is a Go duration (default `1m`), at
 //! most what the controller keeps (`10m`). A parameter that is unknown, repeated or
 //! invalid is a 400 whose JSON `error` says which and why.
@@ -23,7 +32,7 @@ use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use mesh_core::{
-    index::Snapshot,
+    index::{ObjKey, Snapshot},
     stats::{EdgesQuery, ResourceKind, RoutesQuery, Selector, StatQuery},
 };
 use std::{
@@ -41,7 +50,7 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 const DEFAULT_WINDOW: Duration = Duration::from_secs(60);
 
 /// The endpoints, all read-only.
-const PATHS: [&str; 7] = [
+const PATHS: [&str; 8] = [
     "/api/version",
     "/api/stat",
     "/api/edges",
@@ -49,6 +58,7 @@ const PATHS: [&str; 7] = [
     "/api/metrics",
     "/api/diagnostics/endpoints",
     "/api/diagnostics/profile",
+    "/api/diagnostics/proxy-metrics",
 ];
 
 /// What the API answers from: the scraped metrics, and the destination index.
@@ -56,11 +66,17 @@ const PATHS: [&str; 7] = [
 pub struct Sources {
     pub store: Arc<Store>,
     pub index: Index,
+    /// How long a proxy gets to answer proxy-metrics: the scraper's timeout.
+    pub scrape_timeout: Duration,
 }
 
 /// Serves the API on `listener` until `shutdown` is cancelled.
 pub async fn serve(listener: TcpListener, sources: Sources, shutdown: CancellationToken) {
-    crate::http_server::serve("api", listener, shutdown, move |req| handle(req, &sources)).await;
+    crate::http_server::serve("api", listener, shutdown, move |req| {
+        let sources = sources.clone();
+        async move { handle(&req, &sources).await }
+    })
+    .await;
 }
 
 /// A request the API refuses, and why.
@@ -70,8 +86,8 @@ struct BadRequest(String);
 /// A request's query parameters, each taken once; what is left over is an error.
 struct Params(HashMap<String, String>);
 
-/// Answers one API request.
-pub fn handle<B>(req: &Request<B>, sources: &Sources) -> Response<Full<Bytes>> {
+/// Answers one API request: at once, but for proxy-metrics, which waits on the proxy.
+pub async fn handle<B>(req: &Request<B>, sources: &Sources) -> Response<Full<Bytes>> {
     let store = &*sources.store;
     let path = req.uri().path();
     if !PATHS.contains(&path) {
@@ -98,7 +114,8 @@ pub fn handle<B>(req: &Request<B>, sources: &Sources) -> Response<Full<Bytes>> {
         "/api/edges" => edges(req, store),
         "/api/routes" => routes(req, store),
         "/api/diagnostics/endpoints" => diagnostics(req, &sources.index, endpoints_json),
-        _ => diagnostics(req, &sources.index, profile_json),
+        "/api/diagnostics/profile" => diagnostics(req, &sources.index, profile_json),
+        _ => return proxy_metrics(req, sources).await,
     };
     match answer {
         Ok(body) => json(StatusCode::OK, body),
@@ -173,6 +190,60 @@ fn diagnostics<B>(
         .map_err(|e| BadRequest(format!("authority {authority:?}: {e}")))?;
     let snapshot = index.subscribe(target).current();
     Ok(render(&authority, &snapshot).to_string())
+}
+
+/// A pod's proxy's `/metrics`, fetched now (see the module's documentation).
+async fn proxy_metrics<B>(req: &Request<B>, sources: &Sources) -> Response<Full<Bytes>> {
+    let key = match proxy_metrics_params(req) {
+        Ok(key) => key,
+        Err(BadRequest(message)) => return error(StatusCode::BAD_REQUEST, &message),
+    };
+    let Some(pod) = sources.index.pod(&key) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            &format!("no pod {} in namespace {}", key.name, key.namespace),
+        );
+    };
+    if !pod.meshed {
+        return error(
+            StatusCode::NOT_FOUND,
+            &format!("pod {key} is not meshed: it has no proxy"),
+        );
+    }
+    let Some(addr) = pod.admin_addr() else {
+        return error(
+            StatusCode::NOT_FOUND,
+            &format!("pod {key} has no IP yet, so no proxy to ask"),
+        );
+    };
+    let timeout = sources.scrape_timeout;
+    match crate::scrape::fetch(addr, timeout).await {
+        Ok(page) => {
+            let mut rsp = Response::new(Full::new(Bytes::from(page)));
+            rsp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            rsp
+        }
+        Err(crate::scrape::ScrapeFailed::Timeout) => error(
+            StatusCode::BAD_GATEWAY,
+            &format!("the proxy of pod {key} at {addr} did not answer within {timeout:?}"),
+        ),
+        Err(e) => error(
+            StatusCode::BAD_GATEWAY,
+            &format!("the proxy of pod {key} at {addr} did not answer: {e}"),
+        ),
+    }
+}
+
+/// proxy-metrics' `namespace` and `pod`, both required.
+fn proxy_metrics_params<B>(req: &Request<B>) -> Result<ObjKey, BadRequest> {
+    let mut p = Params::of(req)?;
+    let namespace = p.required("namespace")?;
+    let pod = p.required("pod")?;
+    p.done()?;
+    Ok(ObjKey::new(&namespace, &pod))
 }
 
 fn endpoints_json(authority: &str, s: &Snapshot) -> serde_json::Value {
@@ -338,6 +409,7 @@ mod tests {
         Sources {
             store: Arc::new(Store::new(Limits::default())),
             index: Index::new("cluster.local", "cluster.local"),
+            scrape_timeout: Duration::from_secs(1),
         }
     }
 
@@ -347,7 +419,8 @@ mod tests {
             .uri(path)
             .body(())
             .unwrap();
-        let rsp = handle(&req, sources);
+        let rsp =
+            futures_util::FutureExt::now_or_never(handle(&req, sources)).expect("answered at once");
         let status = rsp.status();
         let body = futures_util::FutureExt::now_or_never(rsp.into_body().collect())
             .unwrap()

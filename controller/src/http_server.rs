@@ -14,13 +14,16 @@ use tokio_util::sync::CancellationToken;
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves `handle` on `listener` until `shutdown` is cancelled; `name` is for logs.
-pub(crate) async fn serve<F>(
+/// Most answers are ready at once (`std::future::ready`); a few wait on a peer (the
+/// API's proxy-metrics asks a proxy).
+pub(crate) async fn serve<F, Fut>(
     name: &'static str,
     listener: TcpListener,
     shutdown: CancellationToken,
     handle: F,
 ) where
-    F: Fn(&Request<Incoming>) -> Response<Full<Bytes>> + Clone + Send + Sync + 'static,
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Response<Full<Bytes>>> + Send + 'static,
 {
     loop {
         let (stream, client) = tokio::select! {
@@ -38,8 +41,8 @@ pub(crate) async fn serve<F>(
         let handle = handle.clone();
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| {
-                let rsp = handle(&req);
-                async move { Ok::<_, Infallible>(rsp) }
+                let rsp = handle(req);
+                async move { Ok::<_, Infallible>(rsp.await) }
             });
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder

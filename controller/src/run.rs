@@ -139,6 +139,7 @@ impl Config {
         let sources = api::Sources {
             store,
             index: index.clone(),
+            scrape_timeout: self.scrape.timeout,
         };
         let api_task = tokio::spawn(api::serve(api, sources, shutdown.clone()));
         let tap_service =

@@ -61,7 +61,7 @@ pub struct Store {
 
 /// Why one scrape failed.
 #[derive(Debug, thiserror::Error)]
-enum ScrapeFailed {
+pub(crate) enum ScrapeFailed {
     #[error("connect: {0}")]
     Connect(std::io::Error),
     #[error("http: {0}")]
@@ -219,13 +219,7 @@ async fn round(index: &Index, store: &Store, timeout: Duration) {
         (targets, stats.parser())
     };
     let mut pages = futures_util::stream::iter(targets)
-        .map(|(key, addr)| async move {
-            let page = match tokio::time::timeout(timeout, fetch(addr)).await {
-                Ok(page) => page,
-                Err(_) => Err(ScrapeFailed::Timeout),
-            };
-            (key, addr, page)
-        })
+        .map(|(key, addr)| async move { (key, addr, fetch(addr, timeout).await) })
         .buffer_unordered(CONCURRENCY);
     while let Some((key, addr, page)) = pages.next().await {
         let at = store.now();
@@ -247,8 +241,16 @@ async fn round(index: &Index, store: &Store, timeout: Duration) {
     }
 }
 
-/// `GET /metrics` from a proxy's admin server, over a connection of its own.
-async fn fetch(addr: SocketAddr) -> Result<String, ScrapeFailed> {
+/// `GET /metrics` from a proxy's admin server, over a connection of its own, within
+/// `timeout` and [`MAX_PAGE_BYTES`]: a scrape, and the API's proxy-metrics, which
+/// fetches a page the same way when asked.
+pub(crate) async fn fetch(addr: SocketAddr, timeout: Duration) -> Result<String, ScrapeFailed> {
+    tokio::time::timeout(timeout, fetch_page(addr))
+        .await
+        .unwrap_or(Err(ScrapeFailed::Timeout))
+}
+
+async fn fetch_page(addr: SocketAddr) -> Result<String, ScrapeFailed> {
     let stream = TcpStream::connect(addr)
         .await
         .map_err(ScrapeFailed::Connect)?;

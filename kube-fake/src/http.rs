@@ -1,7 +1,11 @@
 //! The HTTP face of the fake: routing, query parameters with the API server's rules,
 //! list pages, continue tokens, and `Status` errors.
 
-use std::{convert::Infallible, sync::Arc, time::Duration};
+use std::{
+    convert::Infallible,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use base64::Engine as _;
 use bytes::{BufMut as _, Bytes, BytesMut};
@@ -17,6 +21,7 @@ use serde_json::{json, Value};
 use tokio::{net::TcpListener, task::JoinSet};
 
 use super::{
+    portforward,
     select::{FieldSelector, LabelSelector},
     store::{Filter, RvError},
     watch::{self, Start, WatchRequest},
@@ -51,18 +56,37 @@ pub(super) async fn serve(listener: TcpListener, inner: Arc<Inner>) {
                 let _ = io.set_nodelay(true);
                 let inner = inner.clone();
                 conns.spawn(async move {
+                    // A port-forward accepted on this connection, run once hyper hands
+                    // the connection over: on this task, so that aborting the accept
+                    // loop ends it too.
+                    let accepted: Arc<Mutex<Option<portforward::Accepted>>> = Arc::default();
+                    let slot = accepted.clone();
                     let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
                         let inner = inner.clone();
+                        let slot = slot.clone();
                         async move {
+                            if is_portforward(req.uri().path()) {
+                                return Ok::<_, Infallible>(portforward(&inner, req, &slot));
+                            }
                             if req.method() == Method::POST {
-                                return Ok::<_, Infallible>(post(&inner, req).await);
+                                return Ok(post(&inner, req).await);
                             }
                             Ok(handle(&inner, req))
                         }
                     });
                     let builder = auto::Builder::new(TokioExecutor::new());
-                    if let Err(error) = builder.serve_connection(TokioIo::new(io), svc).await {
+                    if let Err(error) = builder
+                        .serve_connection_with_upgrades(TokioIo::new(io), svc)
+                        .await
+                    {
                         tracing::debug!(%peer, %error, "fake kube-apiserver connection");
+                    }
+                    let accepted = accepted
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .take();
+                    if let Some(accepted) = accepted {
+                        accepted.run().await;
                     }
                 });
             }
@@ -111,6 +135,91 @@ async fn post(inner: &Arc<Inner>, req: Request<hyper::body::Incoming>) -> Respon
         Ok(answer) => json_response(StatusCode::CREATED, to_bytes(&answer)),
         Err(message) => ApiError::invalid(&message).into_response(),
     }
+}
+
+/// `/api/v1/namespaces/{ns}/pods/{name}/portforward`.
+fn is_portforward(path: &str) -> bool {
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    matches!(
+        segments.as_slice(),
+        ["api", "v1", "namespaces", _, "pods", _, "portforward"]
+    )
+}
+
+/// A port-forward request (see `portforward.rs`): refused as the API server refuses
+/// it, or answered 101 with the forward left in `slot` for the connection's task to
+/// run once upgraded.
+fn portforward(
+    inner: &Arc<Inner>,
+    mut req: Request<hyper::body::Incoming>,
+    slot: &Mutex<Option<portforward::Accepted>>,
+) -> Response<Body> {
+    tracing::debug!(uri = %req.uri(), "fake kube-apiserver port-forward");
+    let segments: Vec<String> = req
+        .uri()
+        .path()
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let (namespace, name) = (&segments[3], &segments[5]);
+    // The API server connects port-forwards on GET (WebSocket) and POST (SPDY).
+    if req.method() != Method::GET && req.method() != Method::POST {
+        return ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            "the fake API server forwards ports with GET and a WebSocket upgrade",
+        )
+        .into_response();
+    }
+    let ports = match portforward::parse_ports(req.uri().query().unwrap_or("")) {
+        Ok(ports) => ports,
+        Err(message) => return ApiError::bad_request(&message).into_response(),
+    };
+    let pod = inner
+        .store
+        .lock()
+        .expect("store lock is not poisoned")
+        .get(Kind::Pod, namespace, name)
+        .map(|o| o.to_value());
+    let Some(pod) = pod else {
+        return ApiError::new(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            &format!("pods \"{name}\" not found"),
+        )
+        .with("details", json!({"name": name, "kind": "pods"}))
+        .into_response();
+    };
+    if pod["spec"]["nodeName"].as_str().unwrap_or("").is_empty() {
+        return ApiError::bad_request(&format!("pod {name} does not have a host assigned"))
+            .into_response();
+    }
+    let handshake = match portforward::handshake(req.headers()) {
+        Ok(handshake) => handshake,
+        Err(message) => return ApiError::bad_request(&message).into_response(),
+    };
+    let uid = pod["metadata"]["uid"].as_str().unwrap_or("");
+    let plan = portforward::plan(
+        &inner
+            .forwards
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+        namespace,
+        name,
+        uid,
+        &ports,
+    );
+    *slot
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(portforward::Accepted {
+        upgrade: hyper::upgrade::on(&mut req),
+        plan,
+    });
+    inner.stats.bump(|s| s.port_forwards += 1);
+    portforward::switching(&handshake)
+        .body(full(Bytes::new()))
+        .expect("static response parts are valid")
 }
 
 fn handle<B>(inner: &Arc<Inner>, req: Request<B>) -> Response<Body> {

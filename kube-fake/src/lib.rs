@@ -46,7 +46,9 @@
 //! plus `/version` and discovery), but for the two reviews a controller creates to ask
 //! a question: TokenReviews (tokens name the users [`FakeKube::add_token`] says) and
 //! SubjectAccessReviews (allowed only what [`FakeKube::allow`] allows, denied with a
-//! reason otherwise).
+//! reason otherwise), and port-forwards (`pods/portforward` over WebSocket, the
+//! kubelet's `v4.channel.k8s.io` framing), each port led to the loopback address
+//! [`FakeKube::forward_port`] registered for it (`portforward.rs`).
 //!
 //! Lifecycle: the server runs on tasks of the runtime that called [`FakeKube::start`],
 //! and dropping the `FakeKube` stops it, closes every connection and removes its
@@ -54,6 +56,7 @@
 
 mod http;
 mod objects;
+mod portforward;
 mod review;
 mod select;
 mod store;
@@ -206,6 +209,8 @@ pub struct Stats {
     pub gone: u64,
     /// `BOOKMARK` events sent.
     pub bookmarks: u64,
+    /// Port-forwards upgraded to a WebSocket (`pods/portforward`).
+    pub port_forwards: u64,
 }
 
 #[derive(Debug, Default)]
@@ -239,6 +244,7 @@ struct Inner {
     stats: Counters,
     addr: SocketAddr,
     reviews: Mutex<review::Rules>,
+    forwards: Mutex<portforward::Forwards>,
 }
 
 impl Inner {
@@ -295,6 +301,7 @@ impl FakeKube {
             stats: Counters::default(),
             addr,
             reviews: Mutex::new(review::Rules::default()),
+            forwards: Mutex::new(portforward::Forwards::default()),
         });
         // Named by pid and port: test processes run side by side, each with servers of
         // its own.
@@ -362,6 +369,29 @@ impl FakeKube {
                 resource: resource.into(),
                 namespace: namespace.map(str::to_string),
             });
+    }
+
+    /// Makes `port` of pod `namespace/pod` lead to `to` (a loopback address standing
+    /// for the pod's port) for port-forwards (`pods/portforward`, as
+    /// `Api::<Pod>::portforward` opens them), replacing what it led to. A forward to a
+    /// port with none gets the kubelet's error on its error channel; the pod itself
+    /// must exist, or the request is a 404 as in a cluster.
+    pub fn forward_port(&self, namespace: &str, pod: &str, port: u16, to: SocketAddr) {
+        self.inner
+            .forwards
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(namespace, pod, port, to);
+    }
+
+    /// Undoes [`FakeKube::forward_port`]: later forwards of the port get the kubelet's
+    /// error (open ones run on).
+    pub fn stop_forward(&self, namespace: &str, pod: &str, port: u16) {
+        self.inner
+            .forwards
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(namespace, pod, port);
     }
 
     /// A kube-rs client for the server. Needs a tokio runtime (the client spawns a task).

@@ -431,6 +431,7 @@ fn try_commands(config: &Config, proxied: bool) -> Vec<String> {
                 "{mesh} diagnostics endpoints voting.{}.svc.cluster.local:80",
                 topology::NAMESPACE
             ),
+            format!("{mesh} diagnostics proxy-metrics po/voting-0"),
             format!("{mesh} version"),
         ]);
     }

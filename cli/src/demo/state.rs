@@ -111,16 +111,13 @@ impl State {
         Ok(Some(state))
     }
 
-    /// [`find`](Self::find), or an error saying where it looked and how to start a
-    /// demo: `{why}no running mesh demo found (…); start one with `mesh demo`{hint}`.
-    pub(crate) fn require(why: &str, hint: &str) -> anyhow::Result<Self> {
-        Self::find()?.ok_or_else(|| {
-            anyhow::anyhow!(
-                "{why}no running mesh demo found (looked for {}/{STATE_DIR_PREFIX}<pid>/{STATE_FILE}); \
-                 start one with `mesh demo`{hint}",
-                std::env::temp_dir().display()
-            )
-        })
+    /// Where [`find`](Self::find) looks, for messages that say a demo was not found:
+    /// `<tmp>/mesh-demo-<pid>/demo.json`.
+    pub(crate) fn looked_for() -> String {
+        format!(
+            "{}/{STATE_DIR_PREFIX}<pid>/{STATE_FILE}",
+            std::env::temp_dir().display()
+        )
     }
 
     /// Checks that `service` is one of the demo's in `namespace`, or says what is.

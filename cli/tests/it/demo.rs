@@ -9,12 +9,18 @@
 //! discovery gave (both sides' metrics name the peer's), the controller's metrics API
 //! scrapes every proxy (`mesh stat deploy`, `mesh edges deploy -o wide` and `mesh routes`
 //! show the demo's traffic, mTLS and identities with no flags), and Ctrl-C stops everything,
-//! with exit code 0, no child left behind and the identity files removed. `mesh` finds `mesh-proxy` and `mesh-controller` next to itself, so every
+//! with exit code 0, no child left behind and the identity files removed. `mesh tap` and
+//! `mesh diagnostics proxy-metrics` also reach the demo's controller as they would a
+//! cluster's: through a port-forward on the fake API server. `mesh` finds `mesh-proxy` and `mesh-controller` next to itself, so every
 //! binary must be built first (`cargo build --workspace --bins`, as `scripts/test.sh` does).
 // This measures real elapsed time, which is what std's clock is for.
 #![allow(clippy::disallowed_types)]
 
-use mesh_api::prom::Sample;
+use mesh_api::{
+    control_plane::{COMPONENT_LABEL, CONTROLLER_COMPONENT, NAMESPACE},
+    prom::Sample,
+};
+use mesh_kube_fake::{pod, FakeKube};
 use mesh_rt::proc;
 use nix::{
     sys::signal::{kill, Signal},
@@ -417,6 +423,7 @@ fn demo_meshes_traffic_and_stops_cleanly_on_sigint() {
         "mesh edges deploy -o wide",
         "mesh routes svc/web",
         "mesh diagnostics endpoints voting.demo.svc.cluster.local:80",
+        "mesh diagnostics proxy-metrics po/voting-0",
     ] {
         assert!(
             commands.iter().any(|c| c.ends_with(command)),
@@ -465,6 +472,23 @@ fn demo_meshes_traffic_and_stops_cleanly_on_sigint() {
                 })
                 .count();
             assert_eq!(replicas, 3, "`{command}`:\n{stdout}");
+        }
+        if command.ends_with("mesh diagnostics proxy-metrics po/voting-0") {
+            // voting-0's own proxy's page, passed on by the controller: its inbound
+            // requests from web, which the traffic above made sure of.
+            let inbound = series(&stdout, "request_total", "inbound");
+            assert!(
+                inbound
+                    .iter()
+                    .any(|s| s.label("client_id") == Some(&*identity("web"))),
+                "`{command}`:\n{stdout}"
+            );
+            assert!(
+                samples(&stdout)
+                    .iter()
+                    .any(|s| s.name == "identity_cert_expiration_timestamp_seconds"),
+                "`{command}`:\n{stdout}"
+            );
         }
         if command.ends_with("mesh version") {
             let version = env!("CARGO_PKG_VERSION");
@@ -1065,6 +1089,71 @@ fn tap_shows_the_demos_requests_and_only_those_it_filters() {
             assert_eq!(doc["destination_labels"]["deployment"], "voting", "{line}");
         }
     }
+
+    // The same from a cluster: the demo's controller stands behind a controller pod of
+    // the fake API server, and `mesh tap --kubeconfig` streams through the port-forward
+    // it opens itself (a flag's cluster comes before the running demo), as does
+    // `mesh diagnostics proxy-metrics`, the one way to a proxy in both.
+    let rt = tokio::runtime::Runtime::new().expect("a runtime for the fake API server");
+    let kube = rt
+        .block_on(FakeKube::start())
+        .expect("the fake API server starts");
+    let state_file = demo.state_dir().join("demo.json");
+    let state: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(&state_file)
+            .unwrap_or_else(|e| panic!("read {}: {e}", state_file.display())),
+    )
+    .expect("demo.json is JSON");
+    let demo_addr = |field: &str| -> SocketAddr {
+        state[field]
+            .as_str()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("demo.json has no {field}: {state}"))
+    };
+    let controller = "mesh-controller-0";
+    kube.apply(pod(
+        NAMESPACE,
+        controller,
+        "10.0.0.2",
+        "mesh-controller",
+        None,
+        &[(COMPONENT_LABEL, CONTROLLER_COMPONENT)],
+    ))
+    .expect("the controller pod");
+    kube.forward_port(NAMESPACE, controller, 8084, demo_addr("api"));
+    kube.forward_port(NAMESPACE, controller, 8088, demo_addr("tap"));
+    let kubeconfig = kube.kubeconfig_path().to_str().expect("a UTF-8 path");
+    let mut forwarded = Tap::start(
+        mesh,
+        tmp.path(),
+        &["deploy/web", "-n", "demo", "--kubeconfig", kubeconfig],
+    );
+    forwarded.wait_for(
+        "10 requests through the port-forward",
+        Duration::from_secs(60),
+        |l| requests(l).len() >= 10,
+    );
+    for line in forwarded.read() {
+        assert!(line.contains(" tls=true"), "{line}");
+    }
+    drop(forwarded);
+    let opened = kube.stats().port_forwards;
+    assert!(opened >= 1, "{:?}", kube.stats());
+    let out = Command::new(mesh)
+        .args(["diagnostics", "proxy-metrics", "po/web", "-n", "demo"])
+        .args(["--kubeconfig", kubeconfig])
+        .env("TMPDIR", tmp.path())
+        .output()
+        .expect("mesh runs");
+    let page = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && !series(&page, "request_total", "inbound").is_empty(),
+        "{page}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(kube.stats().port_forwards > opened, "{:?}", kube.stats());
+    drop(kube);
+    drop(rt);
 
     // Requests the test sends itself, with secrets: tap shows them, and those alone
     // with a filter on their path, the secrets redacted by the proxy.

@@ -3,6 +3,7 @@
 //! own under `tests/`.
 
 mod check;
+mod cluster;
 mod demo;
 mod metrics_api;
 mod profile;

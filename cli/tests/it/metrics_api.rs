@@ -80,9 +80,13 @@ fn answer(
 }
 
 fn mesh(args: &[&str], tmpdir: &Path) -> Output {
+    // No kubeconfig either: these tests are about --api-addr and the demo.
     Command::new(env!("CARGO_BIN_EXE_mesh"))
         .args(args)
         .env("TMPDIR", tmpdir)
+        .env("HOME", tmpdir)
+        .env_remove("KUBECONFIG")
+        .env_remove("KUBERNETES_SERVICE_HOST")
         .output()
         .expect("mesh runs")
 }
@@ -333,7 +337,9 @@ fn runtime_failures_exit_1_and_say_why() {
         let out = mesh(args, empty.path());
         assert_eq!(out.status.code(), Some(1), "{args:?}");
         assert!(
-            stderr(&out).contains("no --api-addr given and no running mesh demo found"),
+            stderr(&out).contains(
+                "no controller to talk to: no --api-addr, --context or --kubeconfig given, no running mesh demo found"
+            ),
             "{args:?}: {}",
             stderr(&out)
         );

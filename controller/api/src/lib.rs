@@ -54,6 +54,19 @@ pub mod control_plane {
     /// serves (`MESH_PROXY_TAP_SVC_NAME`'s default).
     pub const TAP_SERVICE_ACCOUNT: &str = "mesh-tap";
 
+    /// The label naming which part of the control plane a pod runs, by which `mesh`
+    /// finds the controller's pods to port-forward to in a cluster (`mesh stat`, `mesh
+    /// tap`, ... reach its APIs that way, as Linkerd's CLI does). The install manifests
+    /// (issue 13) put it on the controller's pod template; the name follows Linkerd's
+    /// `linkerd.io/control-plane-component`.
+    pub const COMPONENT_LABEL: &str = "mesh.rs/control-plane-component";
+    /// [`COMPONENT_LABEL`]'s value on the controller's pods.
+    pub const CONTROLLER_COMPONENT: &str = "controller";
+    /// The controller's HTTP API port (metrics API, diagnostics, version).
+    pub const API_PORT: u16 = 8084;
+    /// The controller's tap API port (gRPC).
+    pub const TAP_PORT: u16 = 8088;
+
     /// The identity a control-plane service's certificate names:
     /// `<account>.<namespace>.serviceaccount.identity.mesh.<trust-domain>`.
     pub fn service_identity(account: &str, namespace: &str, trust_domain: &str) -> String {

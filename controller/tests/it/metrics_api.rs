@@ -269,3 +269,109 @@ async fn stat_and_edges_agree_with_the_proxies_counters() {
     running.shutdown();
     running.wait().await.unwrap();
 }
+
+/// `/api/diagnostics/proxy-metrics`: a pod's proxy's page fetched when asked and passed
+/// on as it came; a 404 for a pod the index does not have or that has no proxy, a 502
+/// naming the admin address when the proxy refuses or does not answer in the scrape
+/// timeout.
+#[tokio::test]
+async fn proxy_metrics_passes_a_proxys_page_on() {
+    let web = FakeProxy::start(vec![web_page(7, 1, 0)]).await;
+    // voting-0's proxy accepts connections and never answers; voting-2's is gone.
+    let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let gone = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("discovery.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "services:\n\
+             - name: web\n  namespace: demo\n  endpoints:\n\
+             \x20 - address: 127.0.0.1:7000\n    labels: {{pod: web-0, deployment: web}}\n    identity: {WEB_ID}\n    admin: {}\n\
+             - name: voting\n  namespace: demo\n  endpoints:\n\
+             \x20 - address: 127.0.0.1:7001\n    labels: {{pod: voting-0, deployment: voting}}\n    identity: {VOTING_ID}\n    admin: {silent_addr}\n\
+             \x20 - address: 127.0.0.1:7002\n    labels: {{pod: voting-1, deployment: voting}}\n\
+             \x20 - address: 127.0.0.1:7003\n    labels: {{pod: voting-2, deployment: voting}}\n    identity: {VOTING_ID}\n    admin: {gone}\n",
+            web.addr
+        ),
+    )
+    .unwrap();
+    let mut config = Config::local(file);
+    config.scrape.timeout = Duration::from_millis(300);
+    let running = config.build().await.unwrap();
+    wait_until("the file loaded", || running.index.is_ready()).await;
+    let api = running.api_addr;
+
+    let (status, body) = get(
+        api,
+        "/api/diagnostics/proxy-metrics?namespace=demo&pod=web-0",
+    )
+    .await;
+    assert_eq!(status, http::StatusCode::OK, "{body}");
+    assert_eq!(body, web_page(7, 1, 0));
+
+    let error = |body: &str| -> String {
+        let doc: serde_json::Value = serde_json::from_str(body).unwrap();
+        doc["error"].as_str().unwrap().to_string()
+    };
+    let (status, body) = get(
+        api,
+        "/api/diagnostics/proxy-metrics?namespace=demo&pod=voting-0",
+    )
+    .await;
+    assert_eq!(status, http::StatusCode::BAD_GATEWAY, "{body}");
+    let message = error(&body);
+    assert!(
+        message.contains(&silent_addr.to_string())
+            && message.contains("did not answer within 300ms"),
+        "{message}"
+    );
+    let (status, body) = get(
+        api,
+        "/api/diagnostics/proxy-metrics?namespace=demo&pod=voting-2",
+    )
+    .await;
+    assert_eq!(status, http::StatusCode::BAD_GATEWAY, "{body}");
+    let message = error(&body);
+    assert!(
+        message.contains(&format!(
+            "pod demo/voting-2 at {gone} did not answer: connect"
+        )),
+        "{message}"
+    );
+
+    for (query, status, why) in [
+        (
+            "namespace=demo&pod=voting-1",
+            404,
+            "pod demo/voting-1 is not meshed",
+        ),
+        (
+            "namespace=demo&pod=nope",
+            404,
+            "no pod nope in namespace demo",
+        ),
+        (
+            "namespace=shop&pod=web-0",
+            404,
+            "no pod web-0 in namespace shop",
+        ),
+        ("namespace=demo", 400, "parameter pod is required"),
+        ("pod=web-0", 400, "parameter namespace is required"),
+        (
+            "namespace=demo&pod=web-0&window=1m",
+            400,
+            "unknown parameter window",
+        ),
+    ] {
+        let (got, body) = get(api, &format!("/api/diagnostics/proxy-metrics?{query}")).await;
+        assert_eq!(got.as_u16(), status, "{query}: {body}");
+        let message = error(&body);
+        assert!(message.contains(why), "{query}: {message}");
+    }
+    drop(silent);
+}

@@ -1,4 +1,5 @@
 //! The fake Kubernetes API server's tests, one test binary (one link) for all of them.
 
 mod kube_api;
+mod portforward;
 mod reviews;

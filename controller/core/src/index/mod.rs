@@ -408,6 +408,11 @@ impl Index {
         self.shared.lock().pods.values().cloned().collect()
     }
 
+    /// One pod, as the backends gave it (for the API's proxy-metrics).
+    pub fn pod(&self, key: &ObjKey) -> Option<Pod> {
+        self.shared.lock().pods.get(key).cloned()
+    }
+
     /// The pods a service's endpoint slices name, or `None` when the index has no
     /// such service (for the tap API).
     pub fn service_pods(&self, service: &ObjKey) -> Option<Vec<Pod>> {
