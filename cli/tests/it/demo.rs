@@ -161,15 +161,18 @@ fn demo_meshes_traffic_and_stops_cleanly_on_sigint() {
         ]
         .map(|label| outbound(&body, label));
         let [fast0, fast1, slow] = ["voting-0", "voting-1", "voting-2"].map(|p| to_pod(&body, p));
-        // Enough votes that uniform balancing (a third each) could not pass for
-        // latency-aware balancing by chance.
+        // Enough votes that uniform balancing (a third each, give or take 2.7% at 300)
+        // could not pass for latency-aware balancing by chance: the slow replica must
+        // get under a quarter, 3 standard deviations below a third. (Under a fifth, as
+        // on a quiet machine, failed on a loaded one: the first requests, before the
+        // balancer has seen any latency, are shared evenly.)
         if seen.iter().all(|s| *s) && fast0 + fast1 + slow >= 300 {
             assert!(
                 fast0 > 0 && fast1 > 0,
                 "both fast voting replicas get traffic: {fast0}, {fast1}"
             );
             assert!(
-                slow * 4 < fast0 + fast1,
+                slow * 3 < fast0 + fast1,
                 "the slow replica gets the smallest share: voting-0 {fast0}, voting-1 {fast1}, \
                  voting-2 (slow) {slow}"
             );
