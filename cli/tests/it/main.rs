@@ -6,3 +6,4 @@ mod check;
 mod demo;
 mod metrics_api;
 mod profile;
+mod top;
