@@ -6,8 +6,10 @@
 //! presenting its own tap identity (`mesh-tap.mesh-system`, the one client a proxy's
 //! tap server serves), and merges their events into one stream. The requests tapped
 //! are limited to `max_rps` a second over all the pods, split evenly (at least one
-//! each); the limit is kept here, per pod, as each pod's events arrive. The merged
-//! stream ends when the caller goes away, and each pod's stream with it.
+//! each); the limit is kept here, per pod, as each pod's events arrive. Each event
+//! is given the tapped pod's name on the pod's own side (the destination of an inbound
+//! request, the source of an outbound one), which its proxy knows only as an address.
+//! The merged stream ends when the caller goes away, and each pod's stream with it.
 //!
 //! The controller's tap certificate is issued by its own CA at start and renewed
 //! before it expires (`identity::SelfIssued`), in file and cluster mode alike, so tap
@@ -22,7 +24,10 @@ use mesh_api::tap::{
     observe_request::{r#match as m, Match},
     tap_api_server::{TapApi, TapApiServer},
     tap_client::TapClient,
-    tap_event::http::{Event, StreamId},
+    tap_event::{
+        http::{Event, StreamId},
+        ProxyDirection,
+    },
     ObserveRequest, ResourceSelection, TapByResourceRequest, TapEvent,
 };
 use mesh_core::stats::ResourceKind;
@@ -351,10 +356,11 @@ async fn forward(
             () = shutdown.cancelled() => return,
         };
         match next {
-            Ok(Some(event)) => {
+            Ok(Some(mut event)) => {
                 if !limit.admit(&event, Instant::now()) {
                     continue;
                 }
+                name_tapped_pod(&mut event, &pod);
                 // A full buffer: the caller is slower than the pods; drop the event.
                 if let Err(mpsc::error::TrySendError::Closed(_)) = tx.try_send(Ok(event)) {
                     return;
@@ -367,6 +373,26 @@ async fn forward(
             }
         }
     }
+}
+
+/// Puts the tapped pod's `pod` and `namespace` labels on its own side of `event`:
+/// the destination of a request it received, the source of one it sent. Its proxy
+/// knows itself only by address (and labels the other side from discovery), so
+/// without this `mesh top` and `mesh tap -o json` could not name it. Labels the proxy
+/// gave are kept.
+fn name_tapped_pod(event: &mut TapEvent, pod: &ObjKey) {
+    let meta = match event.proxy_direction() {
+        ProxyDirection::Inbound => &mut event.destination_meta,
+        ProxyDirection::Outbound => &mut event.source_meta,
+        ProxyDirection::Unknown => return,
+    };
+    let labels = &mut meta.get_or_insert_with(Default::default).labels;
+    labels
+        .entry("pod".to_string())
+        .or_insert_with(|| pod.name.to_string());
+    labels
+        .entry("namespace".to_string())
+        .or_insert_with(|| pod.namespace.to_string());
 }
 
 /// A pod's share of `max_rps`: at most `rps` requests whose first event arrived in
@@ -687,5 +713,40 @@ mod tests {
             ..Default::default()
         };
         assert!(observe_match(None, Some(&no_name), "demo").is_err());
+    }
+
+    #[test]
+    fn events_name_the_tapped_pod_on_its_side() {
+        let pod = ObjKey::new("demo", "web-0");
+        let mut inbound = request(1);
+        inbound.set_proxy_direction(ProxyDirection::Inbound);
+        name_tapped_pod(&mut inbound, &pod);
+        let dst = &inbound.destination_meta.as_ref().unwrap().labels;
+        assert_eq!(
+            (dst["pod"].as_str(), dst["namespace"].as_str()),
+            ("web-0", "demo")
+        );
+        assert!(inbound.source_meta.is_none_or(|m| m.labels.is_empty()));
+
+        let mut outbound = request(2);
+        outbound.set_proxy_direction(ProxyDirection::Outbound);
+        // The destination's labels are the proxy's (from discovery), and stay.
+        outbound.destination_meta = Some(tap_event::EndpointMeta {
+            labels: [("pod".to_string(), "voting-1".to_string())].into(),
+            identity: String::new(),
+        });
+        name_tapped_pod(&mut outbound, &pod);
+        assert_eq!(
+            outbound.source_meta.as_ref().unwrap().labels["pod"],
+            "web-0"
+        );
+        assert_eq!(
+            outbound.destination_meta.as_ref().unwrap().labels["pod"],
+            "voting-1"
+        );
+
+        let mut unknown = request(3);
+        name_tapped_pod(&mut unknown, &pod);
+        assert!(unknown.source_meta.is_none() && unknown.destination_meta.is_none());
     }
 }

@@ -1182,9 +1182,16 @@ fn top_shows_the_demos_requests_with_no_flags() {
             .map(|r| r[4].parse::<u64>().unwrap_or(0))
             .sum()
     };
-    let screen = tmux.wait_for("web's paths, counted", |s| {
+    // The pods by name: the controller names the tapped pod on its own side (web
+    // calling voting's replicas), discovery the other (the vote-bot calling web).
+    let screen = tmux.wait_for("web's paths, counted, and its calls by pod", |s| {
         let rows = crate::top::rows(s);
-        count(&rows, "/api/list") >= 3 && count(&rows, "/api/vote") >= 3
+        count(&rows, "/api/list") >= 3
+            && count(&rows, "/api/vote") >= 3
+            && rows
+                .iter()
+                .any(|r| r[0] == "web" && r[1].starts_with("voting-"))
+            && rows.iter().any(|r| r[1] == "web")
     });
     let rows = crate::top::rows(&screen);
     for row in &rows {
