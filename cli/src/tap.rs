@@ -80,7 +80,7 @@ pub(crate) struct Filter {
     to: Option<ResourceSelection>,
     matches: Vec<Match>,
     max_rps: u32,
-    pub(crate) api: ApiArgs,
+    api: ApiArgs,
 }
 
 /// `mesh tap`, validated.
