@@ -104,9 +104,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     result
 }
 
-/// Why the loop ended without an error.
+/// What a key asks of the loop, when it asks for more than a redraw.
 enum Exit {
-    /// `q`, Esc, Ctrl-C, SIGINT or SIGTERM.
+    /// `q`, Esc or Ctrl-C.
     Quit,
 }
 
@@ -137,7 +137,7 @@ async fn drive(
                 Some(Err(e)) => anyhow::bail!("cannot read the terminal: {e}"),
                 None => anyhow::bail!("the terminal closed"),
             },
-            hangup = signals.recv() => return hangup,
+            signaled = signals.recv() => return signaled,
             _ = redraw.tick() => {
                 let (width, height) = terminal::size().unwrap_or((80, 24));
                 view.sample(Instant::now());

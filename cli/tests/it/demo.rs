@@ -1143,7 +1143,9 @@ fn tap_shows_the_demos_requests_and_only_those_it_filters() {
 /// the web workload's paths show with their counts, and `q` gives the terminal back.
 #[test]
 fn top_shows_the_demos_requests_with_no_flags() {
-    let Some(tmux) = crate::top::Tmux::start_or_skip("demo") else {
+    let Some(tmux) =
+        crate::top::Tmux::start_or_skip("demo::top_shows_the_demos_requests_with_no_flags")
+    else {
         return;
     };
     let mesh = env!("CARGO_BIN_EXE_mesh");

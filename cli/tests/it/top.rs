@@ -35,17 +35,20 @@ const POLL: Duration = Duration::from_millis(100);
 /// `q` quits: the rows as the events say, sorted by count, then the terminal as it was.
 #[test]
 fn top_shows_the_rows_and_restores_the_terminal_on_q() {
-    quits_on("q_key", "q");
+    quits_on(
+        "top::top_shows_the_rows_and_restores_the_terminal_on_q",
+        "q",
+    );
 }
 
 /// Ctrl-C is a key in raw mode, and quits as `q` does.
 #[test]
 fn top_restores_the_terminal_on_ctrl_c() {
-    quits_on("ctrl_c", "C-c");
+    quits_on("top::top_restores_the_terminal_on_ctrl_c", "C-c");
 }
 
-fn quits_on(name: &str, keys: &str) {
-    let Some(tmux) = Tmux::start_or_skip(name) else {
+fn quits_on(test: &str, keys: &str) {
+    let Some(tmux) = Tmux::start_or_skip(test) else {
         return;
     };
     let fake = FakeTap::start(scripted());
@@ -159,7 +162,8 @@ fn quits_on(name: &str, keys: &str) {
 /// The tap stream failing ends `top` with the error, printed on the restored terminal.
 #[test]
 fn top_restores_the_terminal_when_the_stream_fails() {
-    let Some(tmux) = Tmux::start_or_skip("stream_fails") else {
+    let Some(tmux) = Tmux::start_or_skip("top::top_restores_the_terminal_when_the_stream_fails")
+    else {
         return;
     };
     let fake = FakeTap::start(scripted());
@@ -181,7 +185,7 @@ fn top_restores_the_terminal_when_the_stream_fails() {
 /// SIGTERM (a `kill`) quits and restores too.
 #[test]
 fn top_restores_the_terminal_on_sigterm() {
-    let Some(tmux) = Tmux::start_or_skip("sigterm") else {
+    let Some(tmux) = Tmux::start_or_skip("top::top_restores_the_terminal_on_sigterm") else {
         return;
     };
     let fake = FakeTap::start(scripted());
@@ -190,14 +194,7 @@ fn top_restores_the_terminal_on_sigterm() {
     tmux.run(&top_command(fake.addr, &stty));
     tmux.wait_for("the rows", |s| rows(s).len() == 4);
 
-    let shell: u32 = tmux.display("#{pane_pid}").parse().expect("the pane's pid");
-    let top = mesh_rt::proc::pids()
-        .into_iter()
-        .find(|&pid| {
-            mesh_rt::proc::stat(mesh_rt::proc::Pid::Of(pid))
-                .is_some_and(|s| s.ppid == shell && s.comm == "mesh")
-        })
-        .expect("mesh top, the pane's shell's child");
+    let top = tmux.top_pid();
     let status = Command::new("kill")
         .args(["-TERM", &top.to_string()])
         .status()
@@ -206,6 +203,29 @@ fn top_restores_the_terminal_on_sigterm() {
     let screen = tmux.wait_for("top to exit", |s| s.contains("exit="));
     assert!(screen.contains("exit=0"), "{screen}");
     assert_restored(&tmux, &stty);
+}
+
+/// A terminal that goes away (the session killed: SIGHUP, then a terminal that takes
+/// no more writes) ends `top`: it does not stay behind drawing into nothing.
+#[test]
+fn top_exits_when_its_terminal_goes_away() {
+    let Some(tmux) = Tmux::start_or_skip("top::top_exits_when_its_terminal_goes_away") else {
+        return;
+    };
+    let fake = FakeTap::start(scripted());
+    let dir = tempfile::tempdir().expect("tempdir");
+    tmux.run(&top_command(fake.addr, &dir.path().join("stty")));
+    tmux.wait_for("the rows", |s| rows(s).len() == 4);
+    let top = tmux.top_pid();
+    tmux.tmux(&["kill-session", "-t", "top"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while mesh_rt::proc::stat(mesh_rt::proc::Pid::Of(top)).is_some_and(|s| s.state != 'Z') {
+        assert!(
+            Instant::now() < deadline,
+            "mesh top (pid {top}) still runs 20 s after its terminal went away"
+        );
+        thread::sleep(POLL);
+    }
 }
 
 /// Refused before the terminal is touched when stdout is not one.
@@ -286,16 +306,18 @@ pub(crate) fn rows(screen: &str) -> Vec<Vec<String>> {
         .collect()
 }
 
-/// A tmux server of the test's own (`-L`), with one detached 160 × 40 session; killed
-/// with everything in it when dropped.
+/// A tmux server of the test's own (its socket in a temporary directory, `-S`), with
+/// one detached 160 × 40 session; killed with everything in it, and its socket
+/// removed, when dropped.
 pub(crate) struct Tmux {
     socket: String,
+    _dir: tempfile::TempDir,
 }
 
 impl Tmux {
-    /// The server, or `None` with a line saying the test was skipped when there is
-    /// no tmux (a failure under CI, where every test must run).
-    pub(crate) fn start_or_skip(name: &str) -> Option<Self> {
+    /// The server, or `None` with a line saying `test` was skipped when there is no
+    /// tmux (a failure under CI, where every test must run).
+    pub(crate) fn start_or_skip(test: &str) -> Option<Self> {
         let found = Command::new("tmux")
             .arg("-V")
             .output()
@@ -306,12 +328,14 @@ impl Tmux {
             // Past libtest's capture of `eprintln!`, so the run shows it.
             let _ = writeln!(
                 std::io::stderr(),
-                "top::{name}: SKIPPED, tmux is not installed (apt-get install tmux)"
+                "{test}: SKIPPED, tmux is not installed (apt-get install tmux)"
             );
             return None;
         }
+        let dir = tempfile::tempdir().expect("tempdir");
         Some(Self {
-            socket: format!("mesh-top-test-{}-{name}", std::process::id()),
+            socket: dir.path().join("tmux").display().to_string(),
+            _dir: dir,
         })
     }
 
@@ -365,9 +389,21 @@ impl Tmux {
             .to_string()
     }
 
+    /// `mesh top`'s pid: the pane's shell's `mesh` child.
+    pub(crate) fn top_pid(&self) -> u32 {
+        let shell: u32 = self.display("#{pane_pid}").parse().expect("the pane's pid");
+        mesh_rt::proc::pids()
+            .into_iter()
+            .find(|&pid| {
+                mesh_rt::proc::stat(mesh_rt::proc::Pid::Of(pid))
+                    .is_some_and(|s| s.ppid == shell && s.comm == "mesh")
+            })
+            .expect("mesh top, the pane's shell's child")
+    }
+
     fn tmux(&self, args: &[&str]) -> String {
         let out = Command::new("tmux")
-            .args(["-L", &self.socket])
+            .args(["-S", &self.socket])
             .args(args)
             .output()
             .expect("run tmux");
@@ -383,7 +419,7 @@ impl Tmux {
 impl Drop for Tmux {
     fn drop(&mut self) {
         let _ = Command::new("tmux")
-            .args(["-L", &self.socket, "kill-server"])
+            .args(["-S", &self.socket, "kill-server"])
             .output();
     }
 }

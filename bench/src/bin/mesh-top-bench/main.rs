@@ -178,15 +178,17 @@ fn footer(screen: &str) -> Option<Footer> {
     Some(Footer { events, requests })
 }
 
-/// A tmux server of the benchmark's own, with one 160 × 50 session; killed when dropped.
+/// A tmux server of the benchmark's own (`-S`, its socket in the temporary directory),
+/// with one 160 × 50 session; killed, and its socket removed, when dropped.
 struct Tmux {
-    socket: String,
+    socket: std::path::PathBuf,
 }
 
 impl Tmux {
     fn new() -> Self {
         Self {
-            socket: format!("mesh-top-bench-{}", std::process::id()),
+            socket: std::env::temp_dir()
+                .join(format!("mesh-top-bench-{}.tmux", std::process::id())),
         }
     }
 
@@ -232,7 +234,8 @@ impl Tmux {
 
     fn tmux(&self, args: &[&str]) -> anyhow::Result<String> {
         let out = Command::new("tmux")
-            .args(["-L", &self.socket])
+            .arg("-S")
+            .arg(&self.socket)
             .args(args)
             .output()
             .context("running tmux (apt-get install tmux)")?;
@@ -248,8 +251,11 @@ impl Tmux {
 impl Drop for Tmux {
     fn drop(&mut self) {
         let _ = Command::new("tmux")
-            .args(["-L", &self.socket, "kill-server"])
+            .arg("-S")
+            .arg(&self.socket)
+            .arg("kill-server")
             .output();
+        let _ = std::fs::remove_file(&self.socket);
     }
 }
 
@@ -353,7 +359,9 @@ impl Fake {
             event(http::Event::ResponseEnd(http::ResponseEnd {
                 id,
                 since_request_init: prost_types::Duration::try_from(latency).ok(),
-                end: (n % 20 == 0).then_some(http::response_end::End::GrpcStatusCode(13)),
+                end: n
+                    .is_multiple_of(20)
+                    .then_some(http::response_end::End::GrpcStatusCode(13)),
                 ..Default::default()
             })),
         ]
