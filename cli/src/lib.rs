@@ -18,6 +18,7 @@ pub mod routes;
 pub mod stat;
 mod table;
 pub mod tap;
+pub mod top;
 pub mod version;
 
 use clap::{Parser, Subcommand};
@@ -59,6 +60,10 @@ enum Command {
     /// Live requests of a resource's pods, from the controller's tap API (found as the
     /// metrics API is): one line per event, or `-o json`.
     Tap(tap::TapArgs),
+    /// A live full-screen table of a resource's requests, from the controller's tap
+    /// API: per source, destination, method and path, the count, best, worst and last
+    /// latency and the success rate, the busiest first. `q` quits.
+    Top(top::TopArgs),
     /// What the destination service answers for an authority: its endpoints with
     /// their identities (`endpoints`), or its ServiceProfile (`profile`); a pod's
     /// proxy's raw metrics (`proxy-metrics po/NAME`).
@@ -146,7 +151,20 @@ pub fn run(args: Args) -> ExitCode {
         },
         Command::Diagnostics(args) => block_on(diagnostics::run(args)),
         Command::Version(args) => block_on(version::run(args)),
-        Command::Tap(args) => block_on(tap::run(args)),
+        Command::Tap(args) => match tap::Config::try_from(args) {
+            Ok(config) => block_on(tap::run(config)),
+            Err(error) => {
+                note(&format!("error: {error}"));
+                return ExitCode::from(EX_USAGE);
+            }
+        },
+        Command::Top(args) => match top::Config::try_from(args) {
+            Ok(config) => block_on(top::run(config)),
+            Err(error) => {
+                note(&format!("error: {error}"));
+                return ExitCode::from(EX_USAGE);
+            }
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -18,9 +18,10 @@ use mesh_api::tap::{
 };
 use std::{fmt::Write as _, net::SocketAddr, time::Duration};
 
-/// Flags of `mesh tap`.
+/// The flags that say what to tap, shared by `mesh tap` and `mesh top`, so both read
+/// a target and its filters alike.
 #[derive(Debug, clap::Args)]
-pub struct TapArgs {
+pub struct FilterArgs {
     /// What to tap: `TYPE[/NAME]`, TYPE one of ns, deploy, sts, ds, po, svc.
     #[arg(value_name = "TYPE[/NAME]")]
     target: String,
@@ -54,32 +55,69 @@ pub struct TapArgs {
     #[arg(long, default_value_t = 100)]
     max_rps: u32,
 
-    /// Output: one line per event (default), or `json`, one object per event.
-    #[arg(short, long, value_name = "FORMAT")]
-    output: Option<String>,
-
     #[command(flatten)]
     api: ApiArgs,
 }
 
+/// Flags of `mesh tap`.
+#[derive(Debug, clap::Args)]
+pub struct TapArgs {
+    #[command(flatten)]
+    filter: FilterArgs,
+
+    /// Output: one line per event (default), or `json`, one object per event.
+    #[arg(short, long, value_name = "FORMAT")]
+    output: Option<String>,
+}
+
+/// What to tap, validated: everything of the request but the namespace, which
+/// defaults to the running demo's and so is known once the API is found.
+#[derive(Debug)]
+pub(crate) struct Filter {
+    /// As the user wrote it, for titles.
+    pub(crate) target: String,
+    kind: String,
+    name: String,
+    namespace: Option<String>,
+    to: Option<ResourceSelection>,
+    matches: Vec<Match>,
+    max_rps: u32,
+    api: ApiArgs,
+}
+
+/// `mesh tap`, validated.
+#[derive(Debug)]
+pub struct Config {
+    filter: Filter,
+    json: bool,
+}
+
+// === impl Config ===
+
+impl TryFrom<TapArgs> for Config {
+    type Error = crate::UsageError;
+
+    fn try_from(args: TapArgs) -> Result<Self, Self::Error> {
+        let json = match args.output.as_deref() {
+            None | Some("") => false,
+            Some("json") => true,
+            Some(other) => {
+                return Err(crate::UsageError::new(format!(
+                    "-o {other:?}: expected `json` or nothing"
+                )))
+            }
+        };
+        Ok(Self {
+            filter: Filter::try_from(args.filter)?,
+            json,
+        })
+    }
+}
+
 /// Runs `mesh tap` until the stream ends or the user interrupts it.
-pub async fn run(args: TapArgs) -> anyhow::Result<()> {
-    let json = match args.output.as_deref() {
-        None | Some("") => false,
-        Some("json") => true,
-        Some(other) => {
-            return Err(
-                crate::UsageError::new(format!("-o {other:?}: expected `json` or nothing")).into(),
-            )
-        }
-    };
-    let api = Api::locate(&args.api).await?;
-    let namespace = args
-        .namespace
-        .clone()
-        .unwrap_or_else(|| api.default_namespace().to_string());
-    let request = request(&args, &namespace, json)?;
-    let mut events = api.tap(request).await?;
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let Config { filter, json } = config;
+    let (_api, mut events) = filter.open(json).await?;
     loop {
         let next = tokio::select! {
             next = events.message() => next,
@@ -96,80 +134,128 @@ pub async fn run(args: TapArgs) -> anyhow::Result<()> {
                 }
             }
             Ok(None) => return Ok(()),
-            Err(status) => {
-                anyhow::bail!(
-                    "the tap stream failed: {} ({:?})",
-                    status.message(),
-                    status.code()
-                )
-            }
+            Err(status) => return Err(stream_failed(&status)),
         }
     }
 }
 
-/// The request the flags describe.
-/// Headers are asked for with `-o json` only, where they are printed (sensitive ones
-/// redacted by the proxies), as Linkerd's JSON output shows them.
-fn request(args: &TapArgs, namespace: &str, json: bool) -> anyhow::Result<TapByResourceRequest> {
-    let (kind, name) = split(&args.target)?;
-    let to = match &args.to {
-        Some(to) => {
-            let (kind, name) = split(to)?;
-            if name.is_empty() {
-                return Err(
-                    crate::UsageError::new(format!("--to {to:?}: expected TYPE/NAME")).into(),
-                );
+/// A tap stream's error, as both commands say it.
+pub(crate) fn stream_failed(status: &tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!(
+        "the tap stream failed: {} ({:?})",
+        status.message(),
+        status.code()
+    )
+}
+
+// === impl Filter ===
+
+impl TryFrom<FilterArgs> for Filter {
+    type Error = crate::UsageError;
+
+    fn try_from(args: FilterArgs) -> Result<Self, Self::Error> {
+        let (kind, name) = split(&args.target)?;
+        let to = match &args.to {
+            Some(to) => {
+                let (kind, name) = split(to)?;
+                if name.is_empty() {
+                    return Err(crate::UsageError::new(format!(
+                        "--to {to:?}: expected TYPE/NAME"
+                    )));
+                }
+                Some(ResourceSelection {
+                    namespace: args.to_namespace.clone().unwrap_or_default(),
+                    kind,
+                    name,
+                    label_selector: String::new(),
+                })
             }
-            Some(ResourceSelection {
-                namespace: args.to_namespace.clone().unwrap_or_default(),
-                kind,
-                name,
-                label_selector: String::new(),
-            })
+            None => None,
+        };
+        let http = |m: HttpMatch| Match {
+            r#match: Some(m::Match::Http(m::Http { r#match: Some(m) })),
+        };
+        let mut matches = Vec::new();
+        if let Some(method) = &args.method {
+            matches.push(http(HttpMatch::Method(method.to_ascii_uppercase())));
         }
-        None => None,
-    };
-    let http = |m: HttpMatch| Match {
-        r#match: Some(m::Match::Http(m::Http { r#match: Some(m) })),
-    };
-    let mut all = Vec::new();
-    if let Some(method) = &args.method {
-        all.push(http(HttpMatch::Method(method.to_ascii_uppercase())));
-    }
-    if let Some(path) = &args.path {
-        all.push(http(HttpMatch::Path(m::StringMatch {
-            r#match: Some(string_match::Match::Prefix(path.clone())),
-        })));
-    }
-    if let Some(authority) = &args.authority {
-        all.push(http(HttpMatch::Authority(m::StringMatch {
-            r#match: Some(string_match::Match::Exact(authority.clone())),
-        })));
-    }
-    if args.max_rps == 0 {
-        return Err(crate::UsageError::new("--max-rps must be at least 1".to_string()).into());
-    }
-    Ok(TapByResourceRequest {
-        target: Some(ResourceSelection {
-            namespace: namespace.to_string(),
+        if let Some(path) = &args.path {
+            matches.push(http(HttpMatch::Path(m::StringMatch {
+                r#match: Some(string_match::Match::Prefix(path.clone())),
+            })));
+        }
+        if let Some(authority) = &args.authority {
+            matches.push(http(HttpMatch::Authority(m::StringMatch {
+                r#match: Some(string_match::Match::Exact(authority.clone())),
+            })));
+        }
+        if args.max_rps == 0 {
+            return Err(crate::UsageError::new("--max-rps must be at least 1"));
+        }
+        Ok(Self {
+            target: args.target,
             kind,
             name,
-            label_selector: String::new(),
-        }),
-        r#match: (!all.is_empty()).then_some(Match {
-            r#match: Some(m::Match::All(m::Seq { matches: all })),
-        }),
-        max_rps: args.max_rps,
-        extract: Some(Extract { headers: json }),
-        to,
-    })
+            namespace: args.namespace,
+            to,
+            matches,
+            max_rps: args.max_rps,
+            api: args.api,
+        })
+    }
+}
+
+impl Filter {
+    /// Finds the tap API and opens the stream; `headers` asks the proxies for
+    /// requests' headers. The API is returned for what else it knows (the namespace
+    /// the target was read in).
+    pub(crate) async fn open(
+        &self,
+        headers: bool,
+    ) -> anyhow::Result<(Api, tonic::Streaming<TapEvent>)> {
+        let api = Api::locate(&self.api).await?;
+        let namespace = self.namespace(&api).to_string();
+        let events = api.tap(self.request(&namespace, headers)).await?;
+        Ok((api, events))
+    }
+
+    /// The namespace the target is read in: `-n`, else the API's default.
+    pub(crate) fn namespace<'a>(&'a self, api: &'a Api) -> &'a str {
+        self.namespace
+            .as_deref()
+            .unwrap_or_else(|| api.default_namespace())
+    }
+
+    /// The request the flags describe, in `namespace`.
+    /// Headers are asked for with `-o json` only, where they are printed (sensitive ones
+    /// redacted by the proxies), as Linkerd's JSON output shows them.
+    fn request(&self, namespace: &str, headers: bool) -> TapByResourceRequest {
+        TapByResourceRequest {
+            target: Some(ResourceSelection {
+                namespace: namespace.to_string(),
+                kind: self.kind.clone(),
+                name: self.name.clone(),
+                label_selector: String::new(),
+            }),
+            r#match: (!self.matches.is_empty()).then(|| Match {
+                r#match: Some(m::Match::All(m::Seq {
+                    matches: self.matches.clone(),
+                })),
+            }),
+            max_rps: self.max_rps,
+            extract: Some(Extract { headers }),
+            to: self.to.clone(),
+        }
+    }
 }
 
 /// `TYPE[/NAME]` as (type, name or empty).
-fn split(s: &str) -> anyhow::Result<(String, String)> {
+fn split(s: &str) -> Result<(String, String), crate::UsageError> {
     let (kind, name) = s.split_once('/').unwrap_or((s, ""));
     if kind.is_empty() || (s.contains('/') && name.is_empty()) {
-        return Err(crate::UsageError::new(format!("{s:?}: expected TYPE[/NAME]")).into());
+        return Err(crate::UsageError::new(format!(
+            "{s:?}: expected TYPE[/NAME]"
+        )));
     }
     Ok((kind.to_string(), name.to_string()))
 }
@@ -207,10 +293,16 @@ fn common(event: &TapEvent, http: &Event) -> Common {
     }
 }
 
-fn micros(d: &Option<prost_types::Duration>) -> u128 {
+/// An event's duration; zero when absent or negative (a proxy's clock never goes
+/// back, so that is a peer's mistake, not a latency).
+pub(crate) fn duration(d: &Option<prost_types::Duration>) -> Duration {
     d.as_ref()
         .and_then(|d| Duration::try_from(*d).ok())
-        .map_or(0, |d| d.as_micros())
+        .unwrap_or_default()
+}
+
+fn micros(d: &Option<prost_types::Duration>) -> u128 {
+    duration(d).as_micros()
 }
 
 /// One event as Linkerd's tap prints it; empty for an event with no HTTP part.
@@ -462,7 +554,8 @@ mod tests {
             "--path",
             "/api",
         ]);
-        let req = request(&cli.tap, "demo", false).unwrap();
+        let filter = Filter::try_from(cli.tap.filter).unwrap();
+        let req = filter.request("demo", false);
         assert_eq!(req.extract, Some(Extract { headers: false }));
         let target = req.target.unwrap();
         assert_eq!(

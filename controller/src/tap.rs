@@ -6,8 +6,10 @@
 //! presenting its own tap identity (`mesh-tap.mesh-system`, the one client a proxy's
 //! tap server serves), and merges their events into one stream. The requests tapped
 //! are limited to `max_rps` a second over all the pods, split evenly (at least one
-//! each); the limit is kept here, per pod, as each pod's events arrive. The merged
-//! stream ends when the caller goes away, and each pod's stream with it.
+//! each); the limit is kept here, per pod, as each pod's events arrive. Each event
+//! is given the tapped pod's name on the pod's own side (the destination of an inbound
+//! request, the source of an outbound one), which its proxy knows only as an address.
+//! The merged stream ends when the caller goes away, and each pod's stream with it.
 //!
 //! The controller's tap certificate is issued by its own CA at start and renewed
 //! before it expires (`identity::SelfIssued`), in file and cluster mode alike, so tap
@@ -22,7 +24,10 @@ use mesh_api::tap::{
     observe_request::{r#match as m, Match},
     tap_api_server::{TapApi, TapApiServer},
     tap_client::TapClient,
-    tap_event::http::{Event, StreamId},
+    tap_event::{
+        http::{Event, StreamId},
+        ProxyDirection,
+    },
     ObserveRequest, ResourceSelection, TapByResourceRequest, TapEvent,
 };
 use mesh_core::stats::ResourceKind;
@@ -364,13 +369,12 @@ fn own_labels(pods: &[Pod], key: &ObjKey) -> Vec<(String, String)> {
 /// Gives an event the tapped pod's own labels on its side: the destination of an
 /// inbound request, the source of an outbound one. What the proxy set stays.
 fn label_own_side(event: &mut TapEvent, own: &[(String, String)]) {
-    use mesh_api::tap::tap_event::{EndpointMeta, ProxyDirection};
-    let side = match ProxyDirection::try_from(event.proxy_direction) {
-        Ok(ProxyDirection::Inbound) => &mut event.destination_meta,
-        Ok(ProxyDirection::Outbound) => &mut event.source_meta,
-        _ => return,
+    let side = match event.proxy_direction() {
+        ProxyDirection::Inbound => &mut event.destination_meta,
+        ProxyDirection::Outbound => &mut event.source_meta,
+        ProxyDirection::Unknown => return,
     };
-    let meta = side.get_or_insert_with(EndpointMeta::default);
+    let meta = side.get_or_insert_with(Default::default);
     for (k, v) in own {
         meta.labels.entry(k.clone()).or_insert_with(|| v.clone());
     }
@@ -695,6 +699,10 @@ mod tests {
         assert_eq!(src.get("deployment").map(String::as_str), Some("web"));
         let dst = &outbound.destination_meta.as_ref().unwrap().labels;
         assert_eq!(dst.get("pod").map(String::as_str), Some("emoji-0"));
+
+        let mut unknown = request(3);
+        label_own_side(&mut unknown, &own);
+        assert!(unknown.source_meta.is_none() && unknown.destination_meta.is_none());
     }
 
     #[test]

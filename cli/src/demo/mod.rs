@@ -425,6 +425,7 @@ fn try_commands(config: &Config, proxied: bool) -> Vec<String> {
         let mesh = mesh_command();
         commands.extend([
             format!("{mesh} stat deploy"),
+            format!("{mesh} top deploy"),
             format!("{mesh} edges deploy -o wide"),
             format!("{mesh} routes svc/web"),
             format!(

@@ -423,6 +423,7 @@ fn demo_meshes_traffic_and_stops_cleanly_on_sigint() {
     // same directory, with nothing but the demo's TMPDIR (as a terminal would have it).
     for command in [
         "mesh stat deploy",
+        "mesh top deploy",
         "mesh edges deploy -o wide",
         "mesh routes svc/web",
         "mesh diagnostics endpoints voting.demo.svc.cluster.local:80",
@@ -437,8 +438,11 @@ fn demo_meshes_traffic_and_stops_cleanly_on_sigint() {
         commands.iter().any(|c| c.ends_with("mesh version")),
         "{commands:?}"
     );
+    // `mesh top` takes a terminal over, which a pipe is not (it refuses one): it
+    // runs under tmux in its own test, `top_shows_the_demos_requests_with_no_flags`.
     let runs: Vec<(String, Child)> = commands
         .iter()
+        .filter(|c| !c.ends_with("mesh top deploy"))
         .map(|c| {
             let child = Command::new("sh")
                 .args(["-c", c])
@@ -1253,4 +1257,83 @@ fn tap_shows_the_demos_requests_and_only_those_it_filters() {
         !out.status.success() && err.contains("no deployment/nope in namespace demo"),
         "{err}"
     );
+}
+
+/// `mesh top deploy`, as the banner prints it, in a terminal (tmux) against the demo:
+/// the web workload's paths show with their counts, and `q` gives the terminal back.
+#[test]
+#[cfg_attr(
+    no_tmux,
+    ignore = "tmux is not installed (scripts/test.sh installs it)"
+)]
+fn top_shows_the_demos_requests_with_no_flags() {
+    let tmux = crate::top::Tmux::start();
+    let mesh = env!("CARGO_BIN_EXE_mesh");
+    let base_port = free_port_block();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut demo = Demo::start(mesh, base_port, tmp.path());
+    let banner = demo.banner();
+    demo.children = [
+        children_named(demo.child.id(), "mesh-proxy"),
+        children_named(demo.child.id(), "mesh-controller"),
+    ]
+    .concat();
+    let command = banner
+        .iter()
+        .map(|l| l.trim())
+        .find(|l| l.ends_with("mesh top deploy"))
+        .unwrap_or_else(|| panic!("no `mesh top deploy` in the banner: {banner:#?}"))
+        .to_string();
+    let stty = tmp.path().join("stty");
+    let cwd = std::env::current_dir().expect("the test's directory");
+    tmux.run_in(
+        &format!(
+            "TMPDIR='{}' {command}; echo exit=$?; stty -a > '{}'; sleep 120",
+            tmp.path().display(),
+            stty.display()
+        ),
+        Some(&cwd),
+    );
+
+    // The vote-bot's calls to web, as web's proxy saw them, counted; and web's own
+    // calls onward. The demo's load is light and the machine may not be: the
+    // deadlines are generous, and what is waited for is a condition.
+    let count = |rows: &[Vec<String>], path: &str| -> u64 {
+        rows.iter()
+            .filter(|r| r[3].starts_with(path))
+            .map(|r| r[4].parse::<u64>().unwrap_or(0))
+            .sum()
+    };
+    // The pods by name: the controller names the tapped pod on its own side (web
+    // calling voting's replicas), discovery the other (the vote-bot calling web).
+    let screen = tmux.wait_for("web's paths, counted, and its calls by pod", |s| {
+        let rows = crate::top::rows(s);
+        count(&rows, "/api/list") >= 3
+            && count(&rows, "/api/vote") >= 3
+            && rows
+                .iter()
+                .any(|r| r[0] == "web" && r[1].starts_with("voting-"))
+            && rows.iter().any(|r| r[1] == "web")
+    });
+    let rows = crate::top::rows(&screen);
+    for row in &rows {
+        assert!(
+            ["GET", "POST"].contains(&row[2].as_str()) && row[8].ends_with('%'),
+            "{row:?}\n{screen}"
+        );
+    }
+    let counts: Vec<u64> = rows.iter().map(|r| r[4].parse().unwrap()).collect();
+    assert!(
+        counts.windows(2).all(|w| w[0] >= w[1]),
+        "sorted by count: {counts:?}\n{screen}"
+    );
+    assert!(
+        screen.contains("mesh top deploy -n demo"),
+        "the demo's namespace: {screen}"
+    );
+
+    tmux.keys("q");
+    let screen = tmux.wait_for("top to exit", |s| s.contains("exit="));
+    assert!(screen.contains("exit=0"), "{screen}");
+    crate::top::assert_restored(&tmux, &stty);
 }

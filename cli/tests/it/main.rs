@@ -7,3 +7,4 @@ mod cluster;
 mod demo;
 mod metrics_api;
 mod profile;
+mod top;

@@ -12,6 +12,8 @@
 //! - [`tokens`]: the bootstrap token file's format.
 //! - [`stats`]: the metrics API's store and answers: each meshed pod's bounded window
 //!   of scrapes, and stat summaries, edges and routes computed from it.
+//! - [`top`]: `mesh top`'s live table from tap events: requests joined across their
+//!   events, rows by source, destination, method and path, bounded.
 //!
 //! `mesh-controller` re-exports each of these under its old path
 //! (`mesh_controller::index`, `mesh_controller::identity::ca`, ...).
@@ -22,4 +24,5 @@ pub mod index;
 pub mod profile;
 pub mod stats;
 pub mod tokens;
+pub mod top;
 pub mod yaml;
