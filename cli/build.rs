@@ -15,9 +15,10 @@ fn main() {
         // Built again if tmux goes away or changes.
         Some(path) => println!("cargo::rerun-if-changed={}", path.display()),
         None => {
-            // A path that does not exist makes cargo run this again at every build,
-            // so installing tmux is noticed.
-            println!("cargo::rerun-if-changed=/usr/bin/tmux");
+            // A path that never exists makes cargo run this again at every build, so
+            // installing tmux is noticed (an installed file keeps its package's old
+            // modification time, which cargo would take as unchanged).
+            println!("cargo::rerun-if-changed=.no-tmux-probe-again");
             println!("cargo::rustc-cfg=no_tmux");
         }
     }
