@@ -9,12 +9,9 @@
 
 use crate::api::{Api, ApiArgs};
 use mesh_api::tap::{
-    observe_request::{
-        r#match::{self as m, http::Match as HttpMatch, string_match},
-        Extract, Match,
-    },
+    observe_request::Extract,
     tap_event::{http::Event, ProxyDirection},
-    Header, ResourceSelection, TapByResourceRequest, TapEvent,
+    Header, HttpFilter, ResourceSelection, TapByResourceRequest, TapEvent,
 };
 use std::{fmt::Write as _, net::SocketAddr, time::Duration};
 
@@ -80,7 +77,7 @@ pub(crate) struct Filter {
     name: String,
     namespace: Option<String>,
     to: Option<ResourceSelection>,
-    matches: Vec<Match>,
+    http: HttpFilter,
     max_rps: u32,
     api: ApiArgs,
 }
@@ -172,23 +169,6 @@ impl TryFrom<FilterArgs> for Filter {
             }
             None => None,
         };
-        let http = |m: HttpMatch| Match {
-            r#match: Some(m::Match::Http(m::Http { r#match: Some(m) })),
-        };
-        let mut matches = Vec::new();
-        if let Some(method) = &args.method {
-            matches.push(http(HttpMatch::Method(method.to_ascii_uppercase())));
-        }
-        if let Some(path) = &args.path {
-            matches.push(http(HttpMatch::Path(m::StringMatch {
-                r#match: Some(string_match::Match::Prefix(path.clone())),
-            })));
-        }
-        if let Some(authority) = &args.authority {
-            matches.push(http(HttpMatch::Authority(m::StringMatch {
-                r#match: Some(string_match::Match::Exact(authority.clone())),
-            })));
-        }
         if args.max_rps == 0 {
             return Err(crate::UsageError::new("--max-rps must be at least 1"));
         }
@@ -198,7 +178,11 @@ impl TryFrom<FilterArgs> for Filter {
             name,
             namespace: args.namespace,
             to,
-            matches,
+            http: HttpFilter {
+                method: args.method,
+                path_prefix: args.path,
+                authority: args.authority,
+            },
             max_rps: args.max_rps,
             api: args.api,
         })
@@ -237,11 +221,7 @@ impl Filter {
                 name: self.name.clone(),
                 label_selector: String::new(),
             }),
-            r#match: (!self.matches.is_empty()).then(|| Match {
-                r#match: Some(m::Match::All(m::Seq {
-                    matches: self.matches.clone(),
-                })),
-            }),
+            r#match: self.http.to_match(),
             max_rps: self.max_rps,
             extract: Some(Extract { headers }),
             to: self.to.clone(),
@@ -295,7 +275,7 @@ fn common(event: &TapEvent, http: &Event) -> Common {
 
 /// An event's duration; zero when absent or negative (a proxy's clock never goes
 /// back, so that is a peer's mistake, not a latency).
-pub(crate) fn duration(d: &Option<prost_types::Duration>) -> Duration {
+fn duration(d: &Option<prost_types::Duration>) -> Duration {
     d.as_ref()
         .and_then(|d| Duration::try_from(*d).ok())
         .unwrap_or_default()
@@ -462,7 +442,10 @@ fn to_json(event: &TapEvent) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mesh_api::tap::tap_event::{self, http};
+    use mesh_api::tap::{
+        observe_request::{r#match as m, Match},
+        tap_event::{self, http},
+    };
 
     fn event(direction: ProxyDirection, e: Event) -> TapEvent {
         let mut ev = TapEvent {

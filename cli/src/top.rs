@@ -22,15 +22,11 @@ use crossterm::{
     queue, terminal,
 };
 use futures_util::StreamExt as _;
-use mesh_api::tap::{
-    tap_event::http::{response_end, Event},
-    TapEvent,
-};
-use mesh_core::top::{self as table, End, RequestInit, StreamKey, Top};
+use mesh_api::tap::TapEvent;
+use mesh_core::top::{self as table, Top};
 use std::{
     collections::VecDeque,
     io::{IsTerminal as _, Write as _},
-    net::SocketAddr,
     sync::atomic::{AtomicBool, Ordering},
     time::Duration,
 };
@@ -181,39 +177,7 @@ impl View {
     /// Puts one tap event into the table.
     fn record(&mut self, event: &TapEvent) {
         self.events += 1;
-        let Some(http) = event.http.as_ref().and_then(|h| h.event.as_ref()) else {
-            return;
-        };
-        let key = stream_key(event, http);
-        match http {
-            Event::RequestInit(init) => {
-                self.top.request_init(
-                    key,
-                    RequestInit {
-                        source: table::peer_name(pod(&event.source_meta), addr(&event.source)),
-                        destination: table::peer_name(
-                            pod(&event.destination_meta),
-                            addr(&event.destination),
-                        ),
-                        method: init.method.clone(),
-                        path: init.path.clone(),
-                    },
-                );
-            }
-            Event::ResponseInit(init) => {
-                let status = u16::try_from(init.http_status).unwrap_or(u16::MAX);
-                self.top.response_init(&key, status);
-            }
-            Event::ResponseEnd(end) => {
-                let how = match &end.end {
-                    Some(response_end::End::GrpcStatusCode(code)) => End::Grpc(*code),
-                    Some(response_end::End::Reset(_)) => End::Reset,
-                    None => End::Complete,
-                };
-                self.top
-                    .response_end(&key, how, tap::duration(&end.since_request_init));
-            }
-        }
+        self.top.record(event);
     }
 
     /// Acts on a key (or a resize, which the next frame takes care of).
@@ -413,33 +377,6 @@ fn fit(line: &str, width: usize) -> String {
 
 fn skip_chars(line: &str, n: usize) -> String {
     line.chars().skip(n).collect()
-}
-
-/// The key that joins a request's events (Linkerd's: source, destination, stream id).
-fn stream_key(event: &TapEvent, http: &Event) -> StreamKey {
-    let id = match http {
-        Event::RequestInit(e) => e.id,
-        Event::ResponseInit(e) => e.id,
-        Event::ResponseEnd(e) => e.id,
-    }
-    .unwrap_or_default();
-    StreamKey {
-        source: addr(&event.source),
-        destination: addr(&event.destination),
-        base: id.base,
-        stream: id.stream,
-    }
-}
-
-/// The `pod` label of one end of a request, if the event has it.
-fn pod(meta: &Option<mesh_api::tap::tap_event::EndpointMeta>) -> Option<&str> {
-    meta.as_ref()
-        .and_then(|m| m.labels.get("pod"))
-        .map(String::as_str)
-}
-
-fn addr(a: &Option<mesh_api::net::TcpAddress>) -> Option<SocketAddr> {
-    a.as_ref().and_then(|a| SocketAddr::try_from(a).ok())
 }
 
 /// The signals that end `top`: SIGINT and SIGTERM quit; SIGHUP (the terminal went

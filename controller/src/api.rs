@@ -7,6 +7,12 @@
 //! - `/api/routes?[resource=svc[/NAME]]&namespace=NS&window=1m[&from=TYPE/NAME][&from_namespace=NS]`:
 //!   each route's requests (effective, after retries) and, under `actual`, its attempts;
 //! - `/api/metrics`: the same aggregates in Prometheus text, for a Prometheus to federate.
+//! - `/api/top?resource=deploy[/NAME]&namespace=NS[&to=TYPE/NAME][&to_namespace=NS][&method=M][&path=PREFIX][&authority=A][&max_rps=N][&seconds=S][&hide_sources=true]`:
+//!   the busiest paths of a resource's pods, as `mesh top` shows them, from a tap of
+//!   `seconds` (default 5, at most 30) through the tap API's own fan-out, so the same
+//!   authorization applies (in cluster mode the `Authorization: Bearer` token is
+//!   reviewed, and the caller must be allowed to tap the namespace). The metrics
+//!   carry no path (paths are unbounded); tap does.
 //!
 //! And what the destination service answers, from the same index, for `mesh
 //! diagnostics`:
@@ -31,6 +37,7 @@ use crate::{index::Index, scrape::Store};
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::Full;
+use mesh_api::tap::{HttpFilter, ResourceSelection, TapByResourceRequest};
 use mesh_core::{
     index::{ObjKey, Snapshot},
     stats::{EdgesQuery, ResourceKind, RoutesQuery, Selector, StatQuery},
@@ -49,8 +56,12 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The window a query that names none is over (Linkerd's default).
 const DEFAULT_WINDOW: Duration = Duration::from_secs(60);
 
+/// How long `/api/top` taps when the query does not say, and the longest it may.
+const TOP_SECONDS: u64 = 5;
+const TOP_MAX_SECONDS: u64 = 30;
+
 /// The endpoints, all read-only.
-const PATHS: [&str; 8] = [
+const PATHS: [&str; 9] = [
     "/api/version",
     "/api/stat",
     "/api/edges",
@@ -59,6 +70,7 @@ const PATHS: [&str; 8] = [
     "/api/diagnostics/endpoints",
     "/api/diagnostics/profile",
     "/api/diagnostics/proxy-metrics",
+    "/api/top",
 ];
 
 /// What the API answers from: the scraped metrics, and the destination index.
@@ -68,6 +80,8 @@ pub struct Sources {
     pub index: Index,
     /// How long a proxy gets to answer proxy-metrics: the scraper's timeout.
     pub scrape_timeout: Duration,
+    /// The tap API's fan-out, which `/api/top` reads.
+    pub tap: crate::tap::TapService,
 }
 
 /// Serves the API on `listener` until `shutdown` is cancelled.
@@ -115,6 +129,7 @@ pub async fn handle<B>(req: &Request<B>, sources: &Sources) -> Response<Full<Byt
         "/api/routes" => routes(req, store),
         "/api/diagnostics/endpoints" => diagnostics(req, &sources.index, endpoints_json),
         "/api/diagnostics/profile" => diagnostics(req, &sources.index, profile_json),
+        "/api/top" => return top(req, sources).await,
         _ => return proxy_metrics(req, sources).await,
     };
     match answer {
@@ -190,6 +205,153 @@ fn diagnostics<B>(
         .map_err(|e| BadRequest(format!("authority {authority:?}: {e}")))?;
     let snapshot = index.subscribe(target).current();
     Ok(render(&authority, &snapshot).to_string())
+}
+
+/// The busiest paths of a resource's pods, from a tap of a few seconds (see the
+/// module's documentation): `{seconds, events, requests, rows: [{source, destination,
+/// method, path, count, success_rate, best_ms, worst_ms, last_ms}], evicted: {open,
+/// rows, unmatched}}`, the rows busiest first.
+async fn top<B>(req: &Request<B>, sources: &Sources) -> Response<Full<Bytes>> {
+    let (request, hide_sources, seconds) = match top_params(req) {
+        Ok(params) => params,
+        Err(BadRequest(message)) => return error(StatusCode::BAD_REQUEST, &message),
+    };
+    let authorization = req.headers().get(header::AUTHORIZATION);
+    let events = match crate::tap::bearer_of(authorization.map(|v| v.as_bytes())) {
+        Ok(token) => sources.tap.open(token.as_deref(), request).await,
+        Err(status) => Err(status),
+    };
+    let mut events = match events {
+        Ok(events) => events,
+        Err(status) => return tap_error(&status),
+    };
+    let mut table = mesh_core::top::Top::new(hide_sources);
+    let mut received = 0u64;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds);
+    // Until the window is over, or every pod's stream has ended.
+    while let Ok(Some(Ok(event))) = tokio::time::timeout_at(deadline, events.recv()).await {
+        received += 1;
+        table.record(&event);
+    }
+    drop(events);
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let rows: Vec<serde_json::Value> = table
+        .rows_by_count()
+        .into_iter()
+        .map(|r| {
+            serde_json::json!({
+                "source": (!hide_sources).then_some(&r.source),
+                "destination": r.destination,
+                "method": r.method,
+                "path": r.path,
+                "count": r.count,
+                "success_rate": r.success_rate(),
+                "best_ms": ms(r.best),
+                "worst_ms": ms(r.worst),
+                "last_ms": ms(r.last),
+            })
+        })
+        .collect();
+    let evicted = table.evictions();
+    let body = serde_json::json!({
+        "seconds": seconds,
+        "events": received,
+        "requests": table.completed(),
+        "rows": rows,
+        "evicted": {
+            "open": evicted.open,
+            "rows": evicted.rows,
+            "unmatched": evicted.unmatched,
+        },
+    });
+    json(StatusCode::OK, body.to_string())
+}
+
+/// `/api/top`'s query: the tap request, whether sources are merged, and for how many
+/// seconds to tap.
+fn top_params<B>(req: &Request<B>) -> Result<(TapByResourceRequest, bool, u64), BadRequest> {
+    let mut p = Params::of(req)?;
+    let namespace = p.take("namespace")?.unwrap_or_default();
+    let resource = p.required("resource")?;
+    let (kind, name) = resource.split_once('/').unwrap_or((&resource, ""));
+    let to = match p.take("to")? {
+        Some(to) => {
+            let Some((kind, name)) = to
+                .split_once('/')
+                .filter(|(k, n)| !k.is_empty() && !n.is_empty())
+            else {
+                return Err(BadRequest(format!("to {to:?}: expected TYPE/NAME")));
+            };
+            Some(ResourceSelection {
+                namespace: p.take("to_namespace")?.unwrap_or_default(),
+                kind: kind.to_string(),
+                name: name.to_string(),
+                label_selector: String::new(),
+            })
+        }
+        None => None,
+    };
+    let http = HttpFilter {
+        method: p.take("method")?,
+        path_prefix: p.take("path")?,
+        authority: p.take("authority")?,
+    };
+    let max_rps =
+        match p.take("max_rps")? {
+            None => crate::tap::DEFAULT_MAX_RPS,
+            Some(n) => n.parse::<u32>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                BadRequest(format!("max_rps {n:?}: expected a whole number from 1"))
+            })?,
+        };
+    let seconds = match p.take("seconds")? {
+        None => TOP_SECONDS,
+        Some(s) => s
+            .parse::<u64>()
+            .ok()
+            .filter(|s| (1..=TOP_MAX_SECONDS).contains(s))
+            .ok_or_else(|| {
+                BadRequest(format!(
+                    "seconds {s:?}: expected a whole number from 1 to {TOP_MAX_SECONDS}"
+                ))
+            })?,
+    };
+    let hide_sources = match p.take("hide_sources")?.as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(BadRequest(format!(
+                "hide_sources {other:?}: expected true or false"
+            )))
+        }
+    };
+    p.done()?;
+    let request = TapByResourceRequest {
+        target: Some(ResourceSelection {
+            namespace,
+            kind: kind.to_string(),
+            name: name.to_string(),
+            label_selector: String::new(),
+        }),
+        r#match: http.to_match(),
+        max_rps,
+        extract: None,
+        to,
+    };
+    Ok((request, hide_sources, seconds))
+}
+
+/// A refusal of the tap API as an HTTP answer: the status its code means, and its
+/// message.
+fn tap_error(status: &tonic::Status) -> Response<Full<Bytes>> {
+    use tonic::Code;
+    let http = match status.code() {
+        Code::InvalidArgument => StatusCode::BAD_REQUEST,
+        Code::NotFound => StatusCode::NOT_FOUND,
+        Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+        Code::PermissionDenied => StatusCode::FORBIDDEN,
+        _ => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    error(http, status.message())
 }
 
 /// A pod's proxy's `/metrics`, fetched now (see the module's documentation).
@@ -410,6 +572,12 @@ mod tests {
             store: Arc::new(Store::new(Limits::default())),
             index: Index::new("cluster.local", "cluster.local"),
             scrape_timeout: Duration::from_secs(1),
+            tap: crate::tap::TapService::new(
+                Index::new("cluster.local", "cluster.local"),
+                Err("no identity in this test".to_string()),
+                None,
+                CancellationToken::new(),
+            ),
         }
     }
 
@@ -456,6 +624,34 @@ mod tests {
         let (status, body) = call(Method::GET, "/api/routes?resource=svc%2Fweb&namespace=demo");
         assert_eq!(status, StatusCode::OK, "{body}");
         assert_eq!(body["routes"], serde_json::json!([]));
+    }
+
+    #[test]
+    fn top_says_what_is_wrong_before_it_taps() {
+        let demo = "/api/top?resource=deploy/web&namespace=demo";
+        for (path, status, want) in [
+            ("/api/top".to_string(), 400, "resource is required"),
+            (format!("{demo}&seconds=0"), 400, "seconds"),
+            (format!("{demo}&seconds=31"), 400, "from 1 to 30"),
+            (format!("{demo}&max_rps=none"), 400, "max_rps"),
+            (format!("{demo}&to=deploy"), 400, "expected TYPE/NAME"),
+            (format!("{demo}&hide_sources=yes"), 400, "hide_sources"),
+            (format!("{demo}&sort=count"), 400, "unknown parameter sort"),
+            // The tap API's own refusals, as HTTP: the target read first...
+            (
+                "/api/top?resource=authority/web.demo.svc.cluster.local:80&namespace=demo"
+                    .to_string(),
+                400,
+                "an authority has no pods",
+            ),
+            // ...then whether tap is on at all.
+            (demo.to_string(), 503, "no identity in this test"),
+        ] {
+            let (got, body) = call(Method::GET, &path);
+            assert_eq!(got.as_u16(), status, "{path}: {body}");
+            let message = body["error"].as_str().unwrap_or_default();
+            assert!(message.contains(want), "{path}: {message}");
+        }
     }
 
     #[test]

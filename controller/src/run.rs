@@ -136,14 +136,15 @@ impl Config {
             self.scrape,
             shutdown.clone(),
         ));
+        let tap_service =
+            tap::TapService::new(index.clone(), tap_client, authorize, shutdown.clone());
         let sources = api::Sources {
             store,
             index: index.clone(),
             scrape_timeout: self.scrape.timeout,
+            tap: tap_service.clone(),
         };
         let api_task = tokio::spawn(api::serve(api, sources, shutdown.clone()));
-        let tap_service =
-            tap::TapService::new(index.clone(), tap_client, authorize, shutdown.clone());
         let tap_shutdown = shutdown.clone();
         let tap_task = tokio::spawn(async move {
             if let Err(error) = tap::serve(tap_listener, tap_service, tap_shutdown).await {

@@ -138,16 +138,27 @@ impl TapApi for TapService {
         req: Request<TapByResourceRequest>,
     ) -> Result<Response<Self::TapByResourceStream>, Status> {
         let token = bearer(req.metadata())?;
-        let req = req.into_inner();
+        let events = self.open(token.as_deref(), req.into_inner()).await?;
+        Ok(Response::new(ReceiverStream::new(events)))
+    }
+}
+
+impl TapService {
+    /// Authorizes the caller holding `token` for `req`'s target, opens every selected
+    /// pod's stream and merges them: what `TapByResource` answers, and what the HTTP
+    /// API's `/api/top` reads. The events stop when the receiver is dropped.
+    pub async fn open(
+        &self,
+        token: Option<&str>,
+        req: TapByResourceRequest,
+    ) -> Result<mpsc::Receiver<Result<TapEvent, Status>>, Status> {
         let target = req
             .target
             .as_ref()
             .ok_or_else(|| Status::invalid_argument("no target: expected TYPE[/NAME]"))?;
         let selection = Selection::parse(target)?;
         if let Some(authorize) = &self.authorize {
-            authorize
-                .authorize(token.as_deref(), &selection.namespace)
-                .await?;
+            authorize.authorize(token, &selection.namespace).await?;
         }
         let client = self.client.clone().map_err(Status::failed_precondition)?;
         let pods = selection.pods(&self.index)?;
@@ -208,7 +219,7 @@ impl TapApi for TapService {
             )));
         }
         tracing::info!(target = %selection, pods = streams, rps_per_pod = per_pod, "tap started");
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(rx)
     }
 }
 
@@ -296,16 +307,23 @@ impl Authorize for KubeAuthorizer {
 
 /// The bearer token in the request's metadata, if any.
 fn bearer(metadata: &tonic::metadata::MetadataMap) -> Result<Option<String>, Status> {
-    let Some(value) = metadata.get(AUTHORIZATION) else {
+    bearer_of(metadata.get(AUTHORIZATION).map(|v| v.as_bytes()))
+}
+
+/// The bearer token of an `authorization` value (gRPC metadata or an HTTP header):
+/// `None` without one, an error for a value that is not `Bearer <token>`.
+pub fn bearer_of(value: Option<&[u8]>) -> Result<Option<String>, Status> {
+    let Some(value) = value else {
         return Ok(None);
     };
-    let value = value
-        .to_str()
-        .map_err(|_| Status::unauthenticated("the authorization metadata is not ASCII"))?;
+    let value = std::str::from_utf8(value)
+        .ok()
+        .filter(|v| v.is_ascii())
+        .ok_or_else(|| Status::unauthenticated("the authorization value is not ASCII"))?;
     match value.strip_prefix("Bearer ") {
         Some(token) if !token.trim().is_empty() => Ok(Some(token.trim().to_string())),
         _ => Err(Status::unauthenticated(
-            "the authorization metadata must be `Bearer <token>`",
+            "the authorization value must be `Bearer <token>`",
         )),
     }
 }

@@ -1,5 +1,6 @@
 use super::*;
-use mesh_api::tap::tap_event::{self, http, EndpointMeta};
+use mesh_api::tap::tap_event::{self, http, http::Event, EndpointMeta};
+use std::net::SocketAddr;
 
 fn event(pod: Option<&str>, e: Event) -> TapEvent {
     let meta = |pod: Option<&str>| {

@@ -1162,6 +1162,28 @@ fn tap_shows_the_demos_requests_and_only_those_it_filters() {
     drop(kube);
     drop(rt);
 
+    // The metrics API's busiest paths: a short tap through the same fan-out, as the
+    // table `mesh top` draws, busiest first.
+    let answer = http_get(
+        demo_addr("api"),
+        "/api/top?resource=deploy/web&namespace=demo&seconds=2",
+    )
+    .expect("/api/top answers 200");
+    let top: serde_json::Value = serde_json::from_str(&answer).expect("/api/top is JSON");
+    let rows = top["rows"].as_array().expect("rows");
+    assert!(
+        rows.iter().any(|r| r["destination"] == "web"
+            && r["path"].as_str().is_some_and(|p| p.starts_with("/api/"))
+            && r["count"].as_u64().is_some_and(|n| n > 0)),
+        "the web pod's own requests, by path: {top}"
+    );
+    let counts: Vec<u64> = rows.iter().filter_map(|r| r["count"].as_u64()).collect();
+    assert!(
+        counts.windows(2).all(|w| w[0] >= w[1]),
+        "busiest first: {top}"
+    );
+    assert_eq!(top["requests"], counts.iter().sum::<u64>(), "{top}");
+
     // Requests the test sends itself, with secrets: tap shows them, and those alone
     // with a filter on their path, the secrets redacted by the proxy.
     let mut mine = Tap::start(

@@ -29,6 +29,9 @@ pub mod identity {
 
 pub mod tap {
     include!(concat!(env!("OUT_DIR"), "/mesh.tap.rs"));
+
+    mod filter;
+    pub use filter::HttpFilter;
 }
 
 mod convert;

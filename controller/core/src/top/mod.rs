@@ -6,8 +6,9 @@
 //! succeeded by Linkerd's rule ([`is_success`]). Rows are keyed by source,
 //! destination, method and path (without the source under `--hide-sources`).
 //!
-//! It holds no clock, does no IO and takes no protobuf type, so `mesh top` and the
-//! dashboard's live view (which reads the same events) compute the same table. Its
+//! It holds no clock and does no IO; events come in as plain values, or as the tap
+//! API's `TapEvent`s through [`Top::record`] (the one reading of them), so `mesh top`,
+//! the metrics API's `/api/top` and the dashboard compute the same table. Its
 //! memory is bounded whatever the traffic: at most [`Limits::max_open`] requests
 //! waiting for their end and [`Limits::max_rows`] rows; what a cap pushes out is
 //! counted in [`Evictions`], so a table that lost something says so.
@@ -37,6 +38,7 @@ use std::{
     time::Duration,
 };
 
+mod event;
 #[cfg(test)]
 mod tests;
 

@@ -348,3 +348,35 @@ async fn a_stream_whose_client_left_is_removed() {
     assert!(f.registry.is_idle());
     assert_eq!(metric(&f.metrics, "tap_subscribers "), "tap_subscribers 0");
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_tap_server_sends_a_streams_events_in_batches() {
+    use crate::tap::server::{Events, GATHER};
+    use futures_util::Stream as _;
+    use std::{pin::Pin, task::Poll};
+    let mut f = fixture(100);
+    let s = f.registry.subscribe(observe(10, None, false)).unwrap();
+    let mut events = Events::new(s);
+    let waker = futures_util::task::noop_waker();
+    let mut cx = std::task::Context::from_waker(&waker);
+    send(&mut f.svc, request("/api/vote")).await;
+    // The first request's events are held while others gather...
+    assert!(Pin::new(&mut events).poll_next(&mut cx).is_pending());
+    send(&mut f.svc, request("/api/list")).await;
+    tokio::time::advance(GATHER / 2).await;
+    assert!(Pin::new(&mut events).poll_next(&mut cx).is_pending());
+    tokio::time::advance(GATHER / 2).await;
+    // ...then every event waiting is ready at once, so tonic writes them together.
+    let mut batch = Vec::new();
+    while let Poll::Ready(Some(Ok(e))) = Pin::new(&mut events).poll_next(&mut cx) {
+        batch.push(e);
+    }
+    assert_eq!(batch.len(), 6, "two requests' three events each");
+    assert!(matches!(event(&batch[0]), Event::RequestInit(r) if r.path == "/api/vote"));
+    assert!(matches!(event(&batch[3]), Event::RequestInit(r) if r.path == "/api/list"));
+    // The next event starts the next batch.
+    send(&mut f.svc, request("/api/vote")).await;
+    assert!(Pin::new(&mut events).poll_next(&mut cx).is_pending());
+    tokio::time::advance(GATHER).await;
+    assert!(Pin::new(&mut events).poll_next(&mut cx).is_ready());
+}
