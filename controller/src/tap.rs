@@ -162,17 +162,20 @@ impl TapService {
         }
         let client = self.client.clone().map_err(Status::failed_precondition)?;
         let pods = selection.pods(&self.index)?;
-        let observe = ObserveRequest {
-            limit: u32::MAX,
-            r#match: observe_match(req.r#match, req.to.as_ref(), &selection.namespace)?,
-            extract: req.extract,
-        };
         let max_rps = if req.max_rps == 0 {
             DEFAULT_MAX_RPS
         } else {
             req.max_rps
         };
         let per_pod = (max_rps / u32::try_from(pods.len()).unwrap_or(u32::MAX)).max(1);
+        // Each proxy taps its share only, so it makes no events dropped here; the
+        // share is kept here too, for proxies that ignore it.
+        let observe = ObserveRequest {
+            limit: u32::MAX,
+            r#match: observe_match(req.r#match, req.to.as_ref(), &selection.namespace)?,
+            extract: req.extract,
+            max_rps: per_pod,
+        };
         let trust_domain = self.index.trust_domain().to_string();
 
         // Every pod's stream is open before the caller is answered, so that the

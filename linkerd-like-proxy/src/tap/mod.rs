@@ -143,6 +143,10 @@ impl Registry {
             filter,
             headers: req.extract.is_some_and(|e| e.headers),
             remaining: AtomicU32::new(req.limit),
+            max_rps: match req.max_rps {
+                0 => self.max_rps,
+                asked => asked.min(self.max_rps),
+            },
             rate: Mutex::new(Window {
                 start: Instant::now(),
                 count: 0,
@@ -204,7 +208,7 @@ impl Registry {
             if !s.filter.matches(&view) {
                 continue;
             }
-            if !s.admit(now, self.max_rps) {
+            if !s.admit(now) {
                 self.metrics.tap().rate_limited();
                 continue;
             }
@@ -382,6 +386,8 @@ struct Subscriber {
     headers: bool,
     /// Requests it may still tap.
     remaining: AtomicU32,
+    /// Requests a second it may tap: its own ask, within the proxy's cap.
+    max_rps: u32,
     rate: Mutex<Window>,
     events: mpsc::Sender<TapEvent>,
 }
@@ -401,13 +407,13 @@ enum Taken {
 
 impl Subscriber {
     /// Whether one more request fits this second's rate.
-    fn admit(&self, now: Instant, max_rps: u32) -> bool {
+    fn admit(&self, now: Instant) -> bool {
         let mut w = self.rate.lock().unwrap_or_else(PoisonError::into_inner);
         if now.saturating_duration_since(w.start) >= Duration::from_secs(1) {
             w.start = now;
             w.count = 0;
         }
-        if w.count >= max_rps {
+        if w.count >= self.max_rps {
             return false;
         }
         w.count += 1;

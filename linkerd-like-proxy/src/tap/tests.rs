@@ -122,6 +122,7 @@ fn a_stream_that_cannot_be_served_is_refused_with_its_reason() {
                 limit,
                 r#match: m,
                 extract: None,
+                max_rps: 0,
             })
             .map(drop)
             .map_err(|e| e.to_string())

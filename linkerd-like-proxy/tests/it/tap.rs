@@ -94,6 +94,7 @@ fn path_prefix(limit: u32, p: &str) -> ObserveRequest {
             })),
         }),
         extract: Some(Extract { headers: true }),
+        max_rps: 0,
     }
 }
 

@@ -130,6 +130,7 @@ fn observe(limit: u32, r#match: Option<Match>, headers: bool) -> ObserveRequest 
         limit,
         r#match,
         extract: headers.then_some(Extract { headers: true }),
+        max_rps: 0,
     }
 }
 
@@ -379,4 +380,38 @@ async fn the_tap_server_sends_a_streams_events_in_batches() {
     assert!(Pin::new(&mut events).poll_next(&mut cx).is_pending());
     tokio::time::advance(GATHER).await;
     assert!(Pin::new(&mut events).poll_next(&mut cx).is_ready());
+}
+
+#[tokio::test]
+async fn a_stream_taps_no_more_a_second_than_it_asks_within_the_proxys_cap() {
+    let mut f = fixture(100);
+    let mut slow = f
+        .registry
+        .subscribe(ObserveRequest {
+            max_rps: 2,
+            ..observe(100, None, false)
+        })
+        .unwrap();
+    // Asking for more than the proxy allows gets the proxy's cap.
+    let mut greedy = f
+        .registry
+        .subscribe(ObserveRequest {
+            max_rps: 1000,
+            ..observe(100, None, false)
+        })
+        .unwrap();
+    for _ in 0..5 {
+        send(&mut f.svc, request("/api/vote")).await;
+    }
+    let count = |s: &mut crate::tap::Subscription| {
+        std::iter::from_fn(|| s.try_next().ok())
+            .filter(|e| matches!(event(e), Event::RequestInit(_)))
+            .count()
+    };
+    assert_eq!(count(&mut slow), 2, "two requests in this second");
+    assert_eq!(count(&mut greedy), 5, "under the cap of 100, every request");
+    assert_eq!(
+        metric(&f.metrics, "tap_rate_limited_total "),
+        "tap_rate_limited_total 3"
+    );
 }
