@@ -187,7 +187,7 @@ impl TapService {
             let trust_domain = trust_domain.clone();
             async move {
                 let result = open(pod, &trust_domain, client, observe).await;
-                (pod.key.clone(), result)
+                (pod, result)
             }
         }))
         .await;
@@ -198,10 +198,9 @@ impl TapService {
             match result {
                 Ok(events) => {
                     streams += 1;
-                    let own = own_labels(&pods, &pod);
                     tokio::spawn(forward(
-                        pod,
-                        own,
+                        pod.key.clone(),
+                        own_labels(pod),
                         events,
                         Limit::new(per_pod),
                         tx.clone(),
@@ -209,6 +208,7 @@ impl TapService {
                     ));
                 }
                 Err(error) => {
+                    let pod = &pod.key;
                     tracing::warn!(%pod, %error, "cannot tap a pod");
                     first_error.get_or_insert(format!("{pod}: {error}"));
                 }
@@ -367,10 +367,7 @@ async fn open(
 /// name, owner (`deployment: web`) and service account. A proxy knows the labels of
 /// the endpoints it sends to, not its own; the controller knows which pod each stream
 /// comes from, and fills them in.
-fn own_labels(pods: &[Pod], key: &ObjKey) -> Vec<(String, String)> {
-    let Some(pod) = pods.iter().find(|p| p.key == *key) else {
-        return Vec::new();
-    };
+fn own_labels(pod: &Pod) -> Vec<(String, String)> {
     let mut labels = vec![
         ("namespace".to_string(), pod.key.namespace.to_string()),
         ("pod".to_string(), pod.key.name.to_string()),

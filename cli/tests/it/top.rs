@@ -52,11 +52,12 @@ fn top_restores_the_terminal_on_ctrl_c() {
 }
 
 fn quits_on(keys: &str) {
-    let tmux = Tmux::start();
-    let fake = FakeTap::start(scripted());
-    let dir = tempfile::tempdir().expect("tempdir");
-    let stty = dir.path().join("stty");
-    tmux.run(&top_command(fake.addr, &stty));
+    let Running {
+        tmux,
+        fake,
+        stty,
+        _dir,
+    } = Running::start();
 
     let screen = tmux.wait_for("the four rows", |s| rows(s).len() == 4);
     let rows = rows(&screen);
@@ -168,11 +169,12 @@ fn quits_on(keys: &str) {
     ignore = "tmux is not installed (scripts/test.sh installs it)"
 )]
 fn top_restores_the_terminal_when_the_stream_fails() {
-    let tmux = Tmux::start();
-    let fake = FakeTap::start(scripted());
-    let dir = tempfile::tempdir().expect("tempdir");
-    let stty = dir.path().join("stty");
-    tmux.run(&top_command(fake.addr, &stty));
+    let Running {
+        tmux,
+        fake,
+        stty,
+        _dir,
+    } = Running::start();
     tmux.wait_for("the rows", |s| rows(s).len() == 4);
 
     fake.fail.notify_one();
@@ -192,11 +194,12 @@ fn top_restores_the_terminal_when_the_stream_fails() {
     ignore = "tmux is not installed (scripts/test.sh installs it)"
 )]
 fn top_restores_the_terminal_on_sigterm() {
-    let tmux = Tmux::start();
-    let fake = FakeTap::start(scripted());
-    let dir = tempfile::tempdir().expect("tempdir");
-    let stty = dir.path().join("stty");
-    tmux.run(&top_command(fake.addr, &stty));
+    let Running {
+        tmux,
+        fake: _fake,
+        stty,
+        _dir,
+    } = Running::start();
     tmux.wait_for("the rows", |s| rows(s).len() == 4);
 
     let top = tmux.top_pid();
@@ -218,10 +221,12 @@ fn top_restores_the_terminal_on_sigterm() {
     ignore = "tmux is not installed (scripts/test.sh installs it)"
 )]
 fn top_exits_when_its_terminal_goes_away() {
-    let tmux = Tmux::start();
-    let fake = FakeTap::start(scripted());
-    let dir = tempfile::tempdir().expect("tempdir");
-    tmux.run(&top_command(fake.addr, &dir.path().join("stty")));
+    let Running {
+        tmux,
+        fake: _fake,
+        _dir,
+        ..
+    } = Running::start();
     tmux.wait_for("the rows", |s| rows(s).len() == 4);
     let top = tmux.top_pid();
     tmux.tmux(&["kill-session", "-t", "top"]);
@@ -249,6 +254,31 @@ fn top_refuses_a_stdout_that_is_not_a_terminal() {
         "{err}"
     );
     assert!(out.stdout.is_empty(), "nothing drawn: {:?}", out.stdout);
+}
+
+/// `mesh top` running in its own tmux against the scripted fake tap API; after it
+/// exits, the shell writes the terminal's settings (`stty -a`) to `stty`.
+struct Running {
+    tmux: Tmux,
+    fake: FakeTap,
+    stty: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Running {
+    fn start() -> Self {
+        let tmux = Tmux::start();
+        let fake = FakeTap::start(scripted());
+        let dir = tempfile::tempdir().expect("tempdir");
+        let stty = dir.path().join("stty");
+        tmux.run(&top_command(fake.addr, &stty));
+        Self {
+            tmux,
+            fake,
+            stty,
+            _dir: dir,
+        }
+    }
 }
 
 /// The shell command the pane runs: `top`, then its exit code and the terminal's
