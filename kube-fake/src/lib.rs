@@ -58,6 +58,7 @@ mod http;
 mod objects;
 mod portforward;
 mod review;
+pub mod schema;
 mod select;
 mod store;
 mod watch;

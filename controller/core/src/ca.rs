@@ -436,5 +436,57 @@ pub fn generate_anchor_and_issuer_between(
     (anchor.pem(), issuer.pem(), issuer_key.serialize_pem())
 }
 
+/// Creates a CA and a TLS serving certificate it signs for `dns_names` (the admission
+/// webhooks' Service names), both ECDSA P-256 and valid between the bounds, as PEM:
+/// `(ca, certificate, PKCS#8 key)`. The API server verifies the webhook against the
+/// CA, which the webhook configurations carry as their `caBundle`.
+pub fn generate_serving_cert_between(
+    ca_name: &str,
+    dns_names: &[String],
+    not_before: SystemTime,
+    not_after: SystemTime,
+) -> Result<(String, String, String), String> {
+    let bounds = |params: &mut CertificateParams| {
+        params.not_before = OffsetDateTime::from(not_before);
+        params.not_after = OffsetDateTime::from(not_after);
+        params.serial_number = Some(random_serial());
+    };
+    let ca_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+        .map_err(|e| format!("cannot make a P-256 key: {e}"))?;
+    let mut ca_params = CertificateParams::default();
+    bounds(&mut ca_params);
+    ca_params.distinguished_name = DistinguishedName::new();
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, ca_name.to_string());
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca = ca_params
+        .self_signed(&ca_key)
+        .map_err(|e| format!("cannot sign the webhook CA: {e}"))?;
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+        .map_err(|e| format!("cannot make a P-256 key: {e}"))?;
+    let mut params = CertificateParams::new(dns_names.to_vec())
+        .map_err(|e| format!("invalid webhook name: {e}"))?;
+    bounds(&mut params);
+    params.distinguished_name = DistinguishedName::new();
+    if let Some(first) = dns_names.first() {
+        params
+            .distinguished_name
+            .push(DnType::CommonName, first.clone());
+    }
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.use_authority_key_identifier_extension = true;
+    let cert = params
+        .signed_by(&key, &Issuer::new(ca_params, ca_key))
+        .map_err(|e| format!("cannot sign the webhook certificate: {e}"))?;
+    Ok((ca.pem(), cert.pem(), key.serialize_pem()))
+}
+
 #[cfg(test)]
 mod tests;

@@ -12,6 +12,8 @@
 //! - [`tokens`]: the bootstrap token file's format.
 //! - [`stats`]: the metrics API's store and answers: each meshed pod's bounded window
 //!   of scrapes, and stat summaries, edges and routes computed from it.
+//! - [`install`]: the names, labels and annotations of an install, and its values
+//!   (`mesh install`'s options, which the injector and `mesh check` read back).
 //! - [`top`]: `mesh top`'s live table from tap events: requests joined across their
 //!   events, rows by source, destination, method and path, bounded.
 //!
@@ -21,6 +23,7 @@
 pub mod ca;
 pub mod file;
 pub mod index;
+pub mod install;
 pub mod profile;
 pub mod stats;
 pub mod tokens;

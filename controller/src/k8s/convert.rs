@@ -23,10 +23,12 @@ use crate::index::model::{
     EndpointSlice, ObjKey, Pod, Service, ServicePort, SliceEndpoint, SlicePort, TargetPort,
 };
 
-/// Ports that carry opaque TCP, on a Service or a Pod: `3306,5000-5002`.
-pub const OPAQUE_PORTS_ANNOTATION: &str = "config.mesh.rs/opaque-ports";
-/// Set by the injector on meshed pods, to the namespace of their control plane.
-pub const CONTROL_PLANE_NS_LABEL: &str = "mesh.rs/control-plane-ns";
+/// Ports that carry opaque TCP, on a Service or a Pod: `3306,5000-5002`; and the label
+/// the injector sets on meshed pods, to the namespace of their control plane (the
+/// names of an install are `mesh_core::install`'s).
+pub use mesh_core::install::meta::{
+    CONTROL_PLANE_NS as CONTROL_PLANE_NS_LABEL, OPAQUE_PORTS as OPAQUE_PORTS_ANNOTATION,
+};
 /// Names the Service an EndpointSlice belongs to.
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 /// Set by the Deployment controller on its ReplicaSets and their pods; the ReplicaSet's
