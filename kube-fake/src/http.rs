@@ -22,13 +22,15 @@ use tokio::{net::TcpListener, task::JoinSet};
 
 use super::{
     portforward,
+    review::User,
     select::{FieldSelector, LabelSelector},
     store::{Filter, RvError},
+    types,
     watch::{self, Start, WatchRequest},
     Inner, Kind,
 };
 
-type Body = UnsyncBoxBody<Bytes, Infallible>;
+pub(super) type Body = UnsyncBoxBody<Bytes, Infallible>;
 
 /// A watch without `timeoutSeconds` runs this long; the API server picks a random time
 /// around its `--min-request-timeout` (30 minutes).
@@ -65,13 +67,13 @@ pub(super) async fn serve(listener: TcpListener, inner: Arc<Inner>) {
                         let inner = inner.clone();
                         let slot = slot.clone();
                         async move {
-                            if is_portforward(req.uri().path()) {
-                                return Ok::<_, Infallible>(portforward(&inner, req, &slot));
+                            let mut rsp = dispatch(&inner, req, &slot).await;
+                            // Every answer carries the server's clock, as the API
+                            // server's do (`mesh check` reads it for clock skew).
+                            if let Ok(date) = http::HeaderValue::from_str(&inner.http_date()) {
+                                rsp.headers_mut().insert(header::DATE, date);
                             }
-                            if req.method() == Method::POST {
-                                return Ok(post(&inner, req).await);
-                            }
-                            Ok(handle(&inner, req))
+                            Ok::<_, Infallible>(rsp)
                         }
                     });
                     let builder = auto::Builder::new(TokioExecutor::new());
@@ -95,46 +97,86 @@ pub(super) async fn serve(listener: TcpListener, inner: Arc<Inner>) {
     }
 }
 
-/// The POSTs the fake answers: TokenReviews and SubjectAccessReviews (see `review.rs`).
-async fn post(inner: &Arc<Inner>, req: Request<hyper::body::Incoming>) -> Response<Body> {
-    tracing::debug!(uri = %req.uri(), "fake kube-apiserver POST");
-    let (parts, body) = req.into_parts();
-    let review = match parts.uri.path() {
-        "/apis/authentication.k8s.io/v1/tokenreviews" => true,
-        "/apis/authorization.k8s.io/v1/subjectaccessreviews" => false,
-        _ => {
-            return ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "MethodNotAllowed",
-                "the fake API server takes POSTs of TokenReviews and SubjectAccessReviews only; tests write objects through FakeKube",
-            )
-            .into_response()
-        }
+/// One request: who makes it (a 401 if strict authentication refuses them), then
+/// port-forwards, reviews, writes and reads.
+async fn dispatch(
+    inner: &Arc<Inner>,
+    req: Request<hyper::body::Incoming>,
+    slot: &Mutex<Option<portforward::Accepted>>,
+) -> Response<Body> {
+    let authorization = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let user = inner.rules().user(authorization);
+    let Some(user) = user else {
+        return ApiError::new(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized")
+            .into_response();
     };
-    let body = match body.collect().await {
-        Ok(body) => body.to_bytes(),
-        Err(e) => {
-            return ApiError::bad_request(&format!("cannot read the body: {e}")).into_response()
-        }
+    if is_portforward(req.uri().path()) {
+        return portforward(inner, req, slot);
+    }
+    let review = match req.uri().path() {
+        "/apis/authentication.k8s.io/v1/tokenreviews" => Some(Review::Token),
+        "/apis/authorization.k8s.io/v1/subjectaccessreviews" => Some(Review::Access),
+        "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews" => Some(Review::SelfAccess),
+        _ => None,
     };
-    let value: Value = match serde_json::from_slice(&body) {
+    match (req.method(), review) {
+        (&Method::POST, Some(review)) => post_review(inner, req, review, &user).await,
+        (&Method::GET, _) => handle(inner, req, &user),
+        (&Method::POST | &Method::PUT | &Method::PATCH | &Method::DELETE, None) => {
+            super::write::write(inner, req, &user).await
+        }
+        _ => ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            &format!("the fake API server does not answer {} here", req.method()),
+        )
+        .into_response(),
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Review {
+    Token,
+    Access,
+    SelfAccess,
+}
+
+/// A review's answer (see `review.rs`).
+async fn post_review(
+    inner: &Arc<Inner>,
+    req: Request<hyper::body::Incoming>,
+    review: Review,
+    user: &User,
+) -> Response<Body> {
+    tracing::debug!(uri = %req.uri(), "fake kube-apiserver review");
+    let value = match read_json(req.into_body()).await {
         Ok(v) => v,
-        Err(e) => {
-            return ApiError::bad_request(&format!("the body is not JSON: {e}")).into_response()
-        }
+        Err(e) => return e.into_response(),
     };
-    let rules = inner
-        .reviews
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let rules = inner.rules();
     let answer = match review {
-        true => rules.token_review(value),
-        false => rules.access_review(value),
+        Review::Token => rules.token_review(value),
+        Review::Access => rules.access_review(value, None),
+        Review::SelfAccess => rules.access_review(value, Some(user)),
     };
     match answer {
         Ok(answer) => json_response(StatusCode::CREATED, to_bytes(&answer)),
         Err(message) => ApiError::invalid(&message).into_response(),
     }
+}
+
+/// A request body as JSON, or the 400 the API server gives for one that is not.
+pub(super) async fn read_json(body: hyper::body::Incoming) -> Result<Value, ApiError> {
+    let body = body
+        .collect()
+        .await
+        .map_err(|e| ApiError::bad_request(&format!("cannot read the body: {e}")))?
+        .to_bytes();
+    serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(&format!("the body is not JSON: {e}")))
 }
 
 /// `/api/v1/namespaces/{ns}/pods/{name}/portforward`.
@@ -222,16 +264,8 @@ fn portforward(
         .expect("static response parts are valid")
 }
 
-fn handle<B>(inner: &Arc<Inner>, req: Request<B>) -> Response<Body> {
+fn handle<B>(inner: &Arc<Inner>, req: Request<B>, user: &User) -> Response<Body> {
     tracing::debug!(method = %req.method(), uri = %req.uri(), "fake kube-apiserver");
-    if req.method() != Method::GET {
-        return ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "MethodNotAllowed",
-            "the fake API server is read-only over HTTP; tests write through FakeKube",
-        )
-        .into_response();
-    }
     let query = match Query::parse(req.uri().query().unwrap_or("")) {
         Ok(q) => q,
         Err(e) => return e.into_response(),
@@ -242,8 +276,9 @@ fn handle<B>(inner: &Arc<Inner>, req: Request<B>) -> Response<Body> {
         .split('/')
         .filter(|s| !s.is_empty())
         .collect();
+    let admission = inner.settings().admission;
     match segments.as_slice() {
-        ["version"] => Ok(ok_json(&version())),
+        ["version"] => Ok(ok_json(&version(&inner.settings().version))),
         ["healthz" | "livez" | "readyz"] => Ok(Response::new(full(Bytes::from_static(b"ok")))),
         ["api"] => Ok(ok_json(&json!({
             "kind": "APIVersions",
@@ -255,17 +290,97 @@ fn handle<B>(inner: &Arc<Inner>, req: Request<B>) -> Response<Body> {
         ["apis"] => Ok(ok_json(&json!({
             "kind": "APIGroupList",
             "apiVersion": "v1",
-            "groups": [discovery_group(), mesh_group()],
+            "groups": types::groups(admission)
+                .into_iter()
+                .map(|(g, v)| api_group(g, v))
+                .collect::<Vec<_>>(),
         }))),
-        ["apis", "discovery.k8s.io"] => Ok(ok_json(&discovery_group())),
-        ["apis", "mesh.rs"] => Ok(ok_json(&mesh_group())),
-        ["api", "v1", rest @ ..] => resource(inner, "v1", rest, &query),
+        ["apis", group] => types::groups(admission)
+            .into_iter()
+            .find(|(g, _)| g == group)
+            .map(|(g, v)| ok_json(&api_group(g, v)))
+            .ok_or_else(ApiError::not_found),
+        ["api", "v1", rest @ ..] => resource(inner, "v1", rest, &query, user),
         ["apis", group, version, rest @ ..] => {
-            resource(inner, &format!("{group}/{version}"), rest, &query)
+            resource(inner, &format!("{group}/{version}"), rest, &query, user)
         }
         _ => Err(ApiError::not_found()),
     }
     .unwrap_or_else(ApiError::into_response)
+}
+
+/// What a resource path names: the resource, and maybe a namespace and a name.
+pub(super) struct Target {
+    pub(super) resource: types::Resource,
+    pub(super) namespace: Option<String>,
+    pub(super) name: Option<String>,
+}
+
+impl Target {
+    /// Reads `[plural]`, `[plural, name]` (cluster-scoped),
+    /// `["namespaces", ns, plural]` and `["namespaces", ns, plural, name]`; a resource
+    /// not served (or the admission API switched off) is a 404.
+    pub(super) fn parse(inner: &Inner, api_version: &str, rest: &[&str]) -> Result<Self, ApiError> {
+        let (plural, namespace, name) = match rest {
+            [plural] => (*plural, None, None),
+            [plural, name] => (*plural, None, Some(*name)),
+            ["namespaces", ns, plural] => (*plural, Some(*ns), None),
+            ["namespaces", ns, plural, name] => (*plural, Some(*ns), Some(*name)),
+            _ => return Err(ApiError::not_found()),
+        };
+        let resource =
+            types::Resource::from_plural(api_version, plural).ok_or_else(ApiError::not_found)?;
+        if resource.group() == types::ADMISSION_GROUP && !inner.settings().admission {
+            return Err(ApiError::not_found());
+        }
+        // A namespaced resource is named only inside a namespace, and a cluster-scoped
+        // one only outside.
+        let named_alone = namespace.is_none() && name.is_some();
+        if (resource.namespaced() && named_alone) || (!resource.namespaced() && namespace.is_some())
+        {
+            return Err(ApiError::not_found());
+        }
+        Ok(Self {
+            resource,
+            namespace: namespace.map(str::to_owned),
+            name: name.map(str::to_owned),
+        })
+    }
+
+    /// Refuses the request with the API server's 403 unless `user` may `verb` it.
+    pub(super) fn authorize(&self, inner: &Inner, user: &User, verb: &str) -> Result<(), ApiError> {
+        let ns = self.namespace.as_deref().unwrap_or("");
+        let (group, plural) = (self.resource.group(), self.resource.plural());
+        inner
+            .rules()
+            .authorize(user, verb, group, plural, ns)
+            .map_err(|why| {
+                let what = if group.is_empty() {
+                    plural.to_owned()
+                } else {
+                    format!("{plural}.{group}")
+                };
+                let named = self
+                    .name
+                    .as_ref()
+                    .map(|n| format!(" \"{n}\""))
+                    .unwrap_or_default();
+                let scope = if ns.is_empty() {
+                    "at the cluster scope".to_owned()
+                } else {
+                    format!("in the namespace \"{ns}\"")
+                };
+                ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "Forbidden",
+                    &format!(
+                        "{what}{named} is forbidden: User \"{}\" cannot {verb} resource \"{plural}\" in API group \"{group}\" {scope}: {why}",
+                        user.name
+                    ),
+                )
+                .with("details", json!({"group": group, "kind": plural}))
+            })
+    }
 }
 
 fn resource(
@@ -273,23 +388,115 @@ fn resource(
     api_version: &str,
     rest: &[&str],
     q: &Query,
+    user: &User,
 ) -> Result<Response<Body>, ApiError> {
-    let kind =
-        |plural: &str| Kind::from_plural(api_version, plural).ok_or_else(ApiError::not_found);
-    match rest {
-        [] if Kind::ALL.iter().any(|k| k.api_version() == api_version) => {
-            Ok(resource_list(api_version))
-        }
-        [plural] if q.watch => watch(inner, kind(plural)?, None, None, q),
-        [plural] => list(inner, kind(plural)?, None, q),
-        ["namespaces", ns, plural] if q.watch => watch(inner, kind(plural)?, Some(ns), None, q),
-        ["namespaces", ns, plural] => list(inner, kind(plural)?, Some(ns), q),
-        ["namespaces", ns, plural, name] if q.watch => {
-            watch(inner, kind(plural)?, Some(ns), Some(name), q)
-        }
-        ["namespaces", ns, plural, name] => get(inner, kind(plural)?, ns, name),
-        _ => Err(ApiError::not_found()),
+    if rest.is_empty() {
+        let admission = inner.settings().admission;
+        return types::resources(api_version, admission)
+            .map(|resources| {
+                ok_json(&json!({
+                    "kind": "APIResourceList",
+                    "apiVersion": "v1",
+                    "groupVersion": api_version,
+                    "resources": resources,
+                }))
+            })
+            .ok_or_else(ApiError::not_found);
     }
+    let target = Target::parse(inner, api_version, rest)?;
+    let verb = match (&target.name, q.watch) {
+        (_, true) => "watch",
+        (Some(_), false) => "get",
+        (None, false) => "list",
+    };
+    target.authorize(inner, user, verb)?;
+    let ns = target.namespace.as_deref();
+    match target.resource {
+        types::Resource::Watched(kind) => match (target.name.as_deref(), q.watch) {
+            (None, true) => watch(inner, kind, ns, None, q),
+            (None, false) => list(inner, kind, ns, q),
+            (Some(name), true) => watch(inner, kind, ns, Some(name), q),
+            (Some(name), false) => get(inner, kind, ns.unwrap_or_default(), name),
+        },
+        types::Resource::Stored(t) => match (target.name.as_deref(), q.watch) {
+            (_, true) => Err(ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "MethodNotAllowed",
+                &format!("the fake API server does not watch {}", t.plural),
+            )),
+            (None, false) => list_stored(inner, t, ns, q),
+            (Some(name), false) => {
+                let obj = inner
+                    .store
+                    .lock()
+                    .expect("store lock is not poisoned")
+                    .others
+                    .get(t, ns.unwrap_or_default(), name)
+                    .cloned();
+                match obj {
+                    Some(obj) => {
+                        inner.stats.bump(|s| s.gets += 1);
+                        Ok(ok_json(&obj))
+                    }
+                    None => Err(ApiError::not_found_named(target.resource, name)),
+                }
+            }
+        },
+    }
+}
+
+/// A list of a stored type: whole, in key order, with label selectors and the
+/// `metadata.*` field selectors.
+fn list_stored(
+    inner: &Arc<Inner>,
+    t: &'static types::Type,
+    namespace: Option<&str>,
+    q: &Query,
+) -> Result<Response<Body>, ApiError> {
+    let labels = match &q.label_selector {
+        Some(s) => LabelSelector::parse(s)
+            .map_err(|e| ApiError::bad_request(&format!("unable to parse requirement: {e}")))?,
+        None => LabelSelector::default(),
+    };
+    let fields = match &q.field_selector {
+        Some(s) => FieldSelector::parse(s, &["metadata.name", "metadata.namespace"])
+            .map_err(|e| ApiError::bad_request(&format!("field selector: {e}")))?,
+        None => FieldSelector::default(),
+    };
+    let store = inner.store.lock().expect("store lock is not poisoned");
+    let items: Vec<Value> = store
+        .others
+        .list(t, namespace)
+        .into_iter()
+        .filter(|o| labels.matches(&types::labels(o)))
+        .filter(|o| {
+            fields.terms().iter().all(|term| {
+                let value = match term.field.as_str() {
+                    "metadata.name" => o["metadata"]["name"].as_str(),
+                    _ => o["metadata"]["namespace"].as_str(),
+                };
+                (value.unwrap_or("") == term.value) == term.equal
+            })
+        })
+        .map(|o| {
+            // The API server leaves type information out of list items.
+            let mut item = o.clone();
+            if let Some(map) = item.as_object_mut() {
+                map.remove("apiVersion");
+                map.remove("kind");
+            }
+            item
+        })
+        .collect();
+    let rv = store.rv();
+    drop(store);
+    inner.stats.bump(|s| s.lists += 1);
+    Ok(ok_json(&json!({
+        "kind": format!("{}List", t.kind),
+        "apiVersion": t.api_version(),
+        "metadata": {"resourceVersion": rv.to_string()},
+        "items": items,
+    })))
 }
 
 // === Query parameters ===
@@ -672,25 +879,20 @@ fn get(
             inner.stats.bump(|s| s.gets += 1);
             Ok(json_response(StatusCode::OK, obj.json.clone()))
         }
-        None => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "NotFound",
-            &format!("{} \"{name}\" not found", kind.plural()),
-        )
-        .with(
-            "details",
-            json!({"name": name, "group": kind.group(), "kind": kind.plural()}),
+        None => Err(ApiError::not_found_named(
+            types::Resource::Watched(kind),
+            name,
         )),
     }
 }
 
 // === Discovery ===
 
-fn version() -> Value {
+fn version((major, minor): &(String, String)) -> Value {
     json!({
-        "major": "1",
-        "minor": "33",
-        "gitVersion": "v1.33.0-mesh-fake",
+        "major": major,
+        "minor": minor,
+        "gitVersion": format!("v{major}.{minor}.0-mesh-fake"),
         "gitCommit": "0000000000000000000000000000000000000000",
         "gitTreeState": "clean",
         "buildDate": "2025-04-23T00:00:00Z",
@@ -700,50 +902,16 @@ fn version() -> Value {
     })
 }
 
-fn discovery_group() -> Value {
-    let v1 = json!({"groupVersion": "discovery.k8s.io/v1", "version": "v1"});
+/// An `APIGroup` with its one version.
+fn api_group(group: &str, version: &str) -> Value {
+    let v = json!({"groupVersion": format!("{group}/{version}"), "version": version});
     json!({
         "kind": "APIGroup",
         "apiVersion": "v1",
-        "name": "discovery.k8s.io",
-        "versions": [v1],
-        "preferredVersion": v1,
-    })
-}
-
-/// The group of the ServiceProfile custom resource, as the API server lists a CRD's.
-fn mesh_group() -> Value {
-    let v = json!({"groupVersion": "mesh.rs/v1alpha1", "version": "v1alpha1"});
-    json!({
-        "kind": "APIGroup",
-        "apiVersion": "v1",
-        "name": "mesh.rs",
+        "name": group,
         "versions": [v],
         "preferredVersion": v,
     })
-}
-
-fn resource_list(api_version: &str) -> Response<Body> {
-    let resources: Vec<Value> = Kind::ALL
-        .into_iter()
-        .filter(|k| k.api_version() == api_version)
-        .map(|k| {
-            json!({
-                "name": k.plural(),
-                "singularName": k.singular(),
-                "namespaced": true,
-                "kind": k.kind(),
-                "verbs": ["get", "list", "watch"],
-                "shortNames": k.short_names(),
-            })
-        })
-        .collect();
-    ok_json(&json!({
-        "kind": "APIResourceList",
-        "apiVersion": "v1",
-        "groupVersion": api_version,
-        "resources": resources,
-    }))
 }
 
 // === Responses ===
@@ -756,7 +924,7 @@ fn to_bytes(value: &Value) -> Bytes {
     serde_json::to_vec(value).expect("JSON serializes").into()
 }
 
-fn json_response(code: StatusCode, body: Bytes) -> Response<Body> {
+pub(super) fn json_response(code: StatusCode, body: Bytes) -> Response<Body> {
     Response::builder()
         .status(code)
         .header(header::CONTENT_TYPE, "application/json")
@@ -764,7 +932,7 @@ fn json_response(code: StatusCode, body: Bytes) -> Response<Body> {
         .expect("static response parts are valid")
 }
 
-fn ok_json(value: &Value) -> Response<Body> {
+pub(super) fn ok_json(value: &Value) -> Response<Body> {
     json_response(StatusCode::OK, to_bytes(value))
 }
 
@@ -772,13 +940,13 @@ fn ok_json(value: &Value) -> Response<Body> {
 
 /// An error answered as the API server answers errors: a `Status` object with the
 /// matching HTTP status.
-struct ApiError {
+pub(super) struct ApiError {
     code: StatusCode,
-    body: Value,
+    pub(super) body: Value,
 }
 
 impl ApiError {
-    fn new(code: StatusCode, reason: &str, message: &str) -> Self {
+    pub(super) fn new(code: StatusCode, reason: &str, message: &str) -> Self {
         let body = json!({
             "kind": "Status",
             "apiVersion": "v1",
@@ -791,20 +959,33 @@ impl ApiError {
         Self { code, body }
     }
 
-    fn with(mut self, field: &str, value: Value) -> Self {
+    pub(super) fn with(mut self, field: &str, value: Value) -> Self {
         self.body[field] = value;
         self
     }
 
-    fn bad_request(message: &str) -> Self {
+    pub(super) fn bad_request(message: &str) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "BadRequest", message)
     }
 
-    fn invalid(message: &str) -> Self {
+    pub(super) fn invalid(message: &str) -> Self {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", message)
     }
 
-    fn not_found() -> Self {
+    /// `plural "name" not found`, as a GET of a missing object gets it.
+    pub(super) fn not_found_named(resource: types::Resource, name: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            &format!("{} \"{name}\" not found", resource.plural()),
+        )
+        .with(
+            "details",
+            json!({"name": name, "group": resource.group(), "kind": resource.plural()}),
+        )
+    }
+
+    pub(super) fn not_found() -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
             "NotFound",
@@ -852,7 +1033,7 @@ impl ApiError {
         )
     }
 
-    fn into_response(self) -> Response<Body> {
+    pub(super) fn into_response(self) -> Response<Body> {
         json_response(self.code, to_bytes(&self.body))
     }
 }

@@ -1,5 +1,5 @@
-//! An in-process Kubernetes API server for tests: list and watch of Services, Pods and
-//! EndpointSlices over plain HTTP, faithful enough that the real kube-rs client and
+//! An in-process Kubernetes API server for tests: list and watch of Services, Pods,
+//! EndpointSlices and ServiceProfiles over plain HTTP, and the other kinds stored, faithful enough that the real kube-rs client and
 //! `kube::runtime::watcher` run against it unchanged.
 //!
 //! ```no_run
@@ -41,14 +41,23 @@
 //!   watch gets an `ERROR` event with a `410 Expired` status, and a continue token gets
 //!   a `410` response, and it must re-list.
 //!
-//! Writes come only from the test, through [`FakeKube::apply`] and
-//! [`FakeKube::delete`]; the HTTP side is read-only (GET list, watch and get by name,
-//! plus `/version` and discovery), but for the two reviews a controller creates to ask
-//! a question: TokenReviews (tokens name the users [`FakeKube::add_token`] says) and
-//! SubjectAccessReviews (allowed only what [`FakeKube::allow`] allows, denied with a
-//! reason otherwise), and port-forwards (`pods/portforward` over WebSocket, the
-//! kubelet's `v4.channel.k8s.io` framing), each port led to the loopback address
-//! [`FakeKube::forward_port`] registered for it (`portforward.rs`).
+//! Writes come from the test, through [`FakeKube::apply`] and [`FakeKube::delete`],
+//! and over HTTP (`write.rs`: create, replace, merge patch, server-side apply, delete).
+//! Besides the four watched kinds, the fake stores every other kind an install creates
+//! (`types.rs`: namespaces, RBAC, workloads, CRDs, webhook configurations; unwatched,
+//! at the same resourceVersions) and lists them all in discovery. It answers the
+//! reviews a controller or CLI creates to ask a question: TokenReviews (tokens name the
+//! users [`FakeKube::add_token`] says), SubjectAccessReviews and
+//! SelfSubjectAccessReviews (allowed what [`FakeKube::allow`] allows, or everything to
+//! the kubeconfig's administrator, but never what [`FakeKube::deny`] denies, which
+//! also refuses the request itself with a 403); strict authentication
+//! ([`FakeKube::set_authenticate`]) turns unknown tokens into 401s. `/version`
+//! ([`FakeKube::set_version`]), the clock of the `Date` header
+//! ([`FakeKube::set_clock_offset`]) and whether the admission API is served
+//! ([`FakeKube::set_admission_api`]) are the test's to set. And port-forwards
+//! (`pods/portforward` over WebSocket, the kubelet's `v4.channel.k8s.io` framing),
+//! each port led to the loopback address [`FakeKube::forward_port`] registered for it
+//! (`portforward.rs`).
 //!
 //! Lifecycle: the server runs on tasks of the runtime that called [`FakeKube::start`],
 //! and dropping the `FakeKube` stops it, closes every connection and removes its
@@ -61,7 +70,11 @@ mod review;
 pub mod schema;
 mod select;
 mod store;
+mod types;
 mod watch;
+mod write;
+
+pub use self::review::ADMIN;
 
 use std::{
     net::SocketAddr,
@@ -146,6 +159,13 @@ impl Kind {
             Kind::Pod => &["po"],
             Kind::EndpointSlice => &[],
             Kind::ServiceProfile => &["sp"],
+        }
+    }
+
+    fn version(self) -> &'static str {
+        match self.api_version().rsplit_once('/') {
+            Some((_, version)) => version,
+            None => self.api_version(),
         }
     }
 
@@ -246,9 +266,62 @@ struct Inner {
     addr: SocketAddr,
     reviews: Mutex<review::Rules>,
     forwards: Mutex<portforward::Forwards>,
+    settings: Mutex<Settings>,
+}
+
+/// What the test set about the server itself.
+#[derive(Clone, Debug)]
+struct Settings {
+    /// `/version`'s major and minor.
+    version: (String, String),
+    /// Added to this machine's clock in the `Date` header.
+    clock_offset: time::Duration,
+    /// Whether `admissionregistration.k8s.io/v1` is served.
+    admission: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            version: ("1".into(), "33".into()),
+            clock_offset: time::Duration::ZERO,
+            admission: true,
+        }
+    }
 }
 
 impl Inner {
+    fn rules(&self) -> std::sync::MutexGuard<'_, review::Rules> {
+        self.reviews
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn settings(&self) -> std::sync::MutexGuard<'_, Settings> {
+        self.settings
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The server's clock as an HTTP `Date` (RFC 7231's IMF-fixdate).
+    fn http_date(&self) -> String {
+        let t = time::OffsetDateTime::now_utc() + self.settings().clock_offset;
+        const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+        const MONTHS: [&str; 12] = [
+            "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+        ];
+        format!(
+            "{}, {:02} {} {:04} {:02}:{:02}:{:02} GMT",
+            DAYS[usize::from(t.weekday().number_days_from_monday())],
+            t.day(),
+            MONTHS[usize::from(u8::from(t.month()) - 1)],
+            t.year(),
+            t.hour(),
+            t.minute(),
+            t.second()
+        )
+    }
+
     /// Tells open watches what the store looks like now; called after every write.
     fn publish(&self, rv: u64, epoch: u64) {
         self.pulse.send_modify(|p| {
@@ -303,6 +376,7 @@ impl FakeKube {
             addr,
             reviews: Mutex::new(review::Rules::default()),
             forwards: Mutex::new(portforward::Forwards::default()),
+            settings: Mutex::new(Settings::default()),
         });
         // Named by pid and port: test processes run side by side, each with servers of
         // its own.
@@ -341,11 +415,7 @@ impl FakeKube {
     /// Makes `token` authenticate as `user` in `groups` (TokenReview); other tokens are
     /// unauthenticated.
     pub fn add_token(&self, token: &str, user: &str, groups: &[&str]) {
-        self.inner
-            .reviews
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .add_token(token, user, groups);
+        self.inner.rules().add_token(token, user, groups);
     }
 
     /// Allows `user` to `verb` the `resource` of API `group` in `namespace` (`None`:
@@ -359,17 +429,44 @@ impl FakeKube {
         resource: &str,
         namespace: Option<&str>,
     ) {
-        self.inner
-            .reviews
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .allow(review::Access {
-                user: user.into(),
-                verb: verb.into(),
-                group: group.into(),
-                resource: resource.into(),
-                namespace: namespace.map(str::to_string),
-            });
+        self.inner.rules().allow(review::Access {
+            user: user.into(),
+            verb: verb.into(),
+            group: group.into(),
+            resource: resource.into(),
+            namespace: namespace.map(str::to_string),
+        });
+    }
+
+    /// Denies everyone `verb` on `resource` of API `group` (e.g. `("create", "apps",
+    /// "deployments")`): requests get the API server's 403, access reviews
+    /// `allowed: false`. Stronger than [`FakeKube::allow`] and than `system:masters`.
+    pub fn deny(&self, verb: &str, group: &str, resource: &str) {
+        self.inner.rules().deny(verb, group, resource);
+    }
+
+    /// Strict authentication: a request whose bearer token [`FakeKube::add_token`]
+    /// did not name (or with none) gets `401 Unauthorized`, as from a cluster with
+    /// anonymous access off. Off by default, where such a request is [`ADMIN`].
+    pub fn set_authenticate(&self, on: bool) {
+        self.inner.rules().set_authenticate(on);
+    }
+
+    /// What `/version` says (default `1`, `33`).
+    pub fn set_version(&self, major: &str, minor: &str) {
+        self.inner.settings().version = (major.to_owned(), minor.to_owned());
+    }
+
+    /// Sets the server's clock, as its `Date` header shows it, `offset` seconds ahead
+    /// of this machine's (negative: behind).
+    pub fn set_clock_offset(&self, offset_secs: i64) {
+        self.inner.settings().clock_offset = time::Duration::seconds(offset_secs);
+    }
+
+    /// Whether `admissionregistration.k8s.io/v1` is served (default: yes); when not,
+    /// discovery leaves it out and its resources are 404s.
+    pub fn set_admission_api(&self, served: bool) {
+        self.inner.settings().admission = served;
     }
 
     /// Makes `port` of pod `namespace/pod` lead to `to` (a loopback address standing
@@ -447,6 +544,50 @@ impl FakeKube {
     /// The stored object, as a GET returns it.
     pub fn get(&self, kind: Kind, namespace: &str, name: &str) -> Option<serde_json::Value> {
         self.lock().get(kind, namespace, name).map(|o| o.to_value())
+    }
+
+    /// Any stored object by type, as a GET returns it; `namespace` is ignored for a
+    /// cluster-scoped type.
+    pub fn get_object(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Option<serde_json::Value> {
+        let store = self.lock();
+        match types::Resource::from_type(api_version, kind)? {
+            types::Resource::Watched(kind) => {
+                store.get(kind, namespace, name).map(|o| o.to_value())
+            }
+            types::Resource::Stored(t) => {
+                let ns = if t.namespaced { namespace } else { "" };
+                store.others.get(t, ns, name).cloned()
+            }
+        }
+    }
+
+    /// Deletes any stored object by type; whether there was one.
+    pub fn delete_object(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+    ) -> bool {
+        match types::Resource::from_type(api_version, kind) {
+            Some(types::Resource::Watched(kind)) => self.delete(kind, namespace, name).is_some(),
+            Some(types::Resource::Stored(t)) => {
+                let ns = if t.namespaced { namespace } else { "" };
+                let mut store = self.lock();
+                let gone = store.others.remove(t, ns, name).is_some();
+                if gone {
+                    store.bump();
+                }
+                gone
+            }
+            None => false,
+        }
     }
 
     /// The current (global) resourceVersion.

@@ -21,6 +21,7 @@ use serde_json::{Map, Value};
 
 use super::{
     select::{FieldSelector, LabelSelector},
+    types::{Others, Type},
     Kind,
 };
 
@@ -193,6 +194,9 @@ pub(super) struct Store {
     epoch: u64,
     history_limit: usize,
     kinds: [KindStore; Kind::ALL.len()],
+    /// The objects of the kinds nothing watches (`types.rs`), at the same
+    /// resourceVersions.
+    pub(super) others: Others,
 }
 
 /// Why a resourceVersion cannot be served.
@@ -229,7 +233,38 @@ impl Store {
                 complete_after: rv,
                 ..KindStore::default()
             }),
+            others: Others::new(rv, &now_rfc3339()),
         }
+    }
+
+    /// Takes the next resourceVersion for a write to a kind nothing watches.
+    pub(super) fn bump(&mut self) -> u64 {
+        self.rv += 1;
+        self.rv
+    }
+
+    /// Creates or replaces an object of a kind nothing watches, by namespace (empty for
+    /// a cluster-scoped kind) and name; writes nothing when it is identical to the
+    /// stored one. Returns its resourceVersion and whether it changed.
+    pub(super) fn put_other(
+        &mut self,
+        t: &'static Type,
+        namespace: &str,
+        name: &str,
+        obj: Value,
+        now: &str,
+    ) -> (Value, bool) {
+        if let Some(old) = self.others.get(t, namespace, name) {
+            let mut same = obj.clone();
+            same["metadata"]["uid"] = old["metadata"]["uid"].clone();
+            same["metadata"]["creationTimestamp"] = old["metadata"]["creationTimestamp"].clone();
+            same["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
+            if &same == old {
+                return (same, false);
+            }
+        }
+        let rv = self.bump();
+        (self.others.put(t, namespace, name, obj, rv, now), true)
     }
 
     pub(super) fn rv(&self) -> u64 {
@@ -259,7 +294,10 @@ impl Store {
             bail!("an object needs string apiVersion and kind fields");
         };
         let Some(kind) = Kind::from_type(api_version, kind_name) else {
-            bail!("unsupported type {api_version}/{kind_name}");
+            let Some(t) = Type::from_type(api_version, kind_name) else {
+                bail!("unsupported type {api_version}/{kind_name}");
+            };
+            return self.apply_other(t, api_version.clone(), kind_name.clone(), map, now);
         };
         let meta = map
             .entry("metadata")
@@ -336,6 +374,48 @@ impl Store {
             },
         );
         Ok((rv, true))
+    }
+
+    /// [`Store::apply`] of a kind nothing watches.
+    fn apply_other(
+        &mut self,
+        t: &'static Type,
+        api_version: String,
+        kind: String,
+        mut map: Map<String, Value>,
+        now: &str,
+    ) -> anyhow::Result<(u64, bool)> {
+        let meta = map
+            .entry("metadata")
+            .or_insert_with(|| Value::Object(Map::new()))
+            .as_object_mut()
+            .context("metadata must be an object")?;
+        let name = match meta.get("name") {
+            Some(Value::String(name)) if valid_name(name) => name.clone(),
+            other => bail!("invalid metadata.name {other:?}"),
+        };
+        let namespace = if t.namespaced {
+            let ns = match meta.get("namespace") {
+                None | Some(Value::Null) => "default".to_owned(),
+                Some(Value::String(ns)) if valid_name(ns) => ns.clone(),
+                other => bail!("invalid metadata.namespace {other:?}"),
+            };
+            meta.insert("namespace".into(), Value::String(ns.clone()));
+            ns
+        } else {
+            meta.remove("namespace");
+            String::new()
+        };
+        let mut obj = Map::new();
+        obj.insert("apiVersion".into(), api_version.into());
+        obj.insert("kind".into(), kind.into());
+        obj.extend(map);
+        let (stored, changed) = self.put_other(t, &namespace, &name, Value::Object(obj), now);
+        let rv = stored["metadata"]["resourceVersion"]
+            .as_str()
+            .and_then(|rv| rv.parse().ok())
+            .unwrap_or(self.rv);
+        Ok((rv, changed))
     }
 
     /// Deletes an object at once (as with a zero grace period); returns the deletion's
@@ -519,7 +599,7 @@ fn valid_name(s: &str) -> bool {
     !s.is_empty() && !s.contains(['/', '\0']) && s.len() <= 253
 }
 
-fn new_uid() -> String {
+pub(super) fn new_uid() -> String {
     let b: u128 = rand::random();
     let hex = format!("{b:032x}");
     format!(

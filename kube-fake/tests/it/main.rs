@@ -1,5 +1,6 @@
 //! The fake Kubernetes API server's tests, one test binary (one link) for all of them.
 
 mod kube_api;
+mod objects;
 mod portforward;
 mod reviews;
