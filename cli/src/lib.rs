@@ -44,8 +44,9 @@ enum Command {
     /// Generate a ServiceProfile for a service (`--template`, `--open-api FILE`), or check
     /// profiles (`validate FILE`).
     Profile(profile::ProfileArgs),
-    /// Check the mesh in the cluster: the API answers, the ServiceProfile CRD is served,
-    /// every ServiceProfile is valid (`--pre`: only what an install needs).
+    /// Check the mesh in the cluster: its objects, pods, certificates, webhooks and
+    /// version (`--pre`: whether the cluster is ready for an install; `--proxy`: the
+    /// data plane too), grouped with a hint per failure; exit 1 on any failure.
     Check(check::CheckArgs),
     /// Success rate, request rate, latency and TCP connections per resource, from the
     /// controller's metrics API (`--api-addr`, a cluster's controller through a

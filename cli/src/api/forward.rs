@@ -80,7 +80,7 @@ pub(crate) async fn controller_pod(client: &kube::Client, cluster: &str) -> anyh
 }
 
 /// Why a pod cannot serve: not `Running`, or not `Ready`; `None` when it can.
-fn unready(pod: &Pod) -> Option<String> {
+pub(crate) fn unready(pod: &Pod) -> Option<String> {
     let status = pod.status.as_ref();
     let phase = status.and_then(|s| s.phase.as_deref()).unwrap_or("Unknown");
     if phase != "Running" {

@@ -21,6 +21,7 @@
 mod forward;
 pub(crate) mod kubeconfig;
 
+pub(crate) use self::forward::unready;
 use self::{forward::Forward, kubeconfig::KubeArgs};
 use crate::demo::state::State;
 use anyhow::Context as _;
@@ -145,7 +146,7 @@ impl Api {
 
     /// The controller in the flags' cluster: its running and ready pod, a port-forward
     /// to its HTTP API and one to its tap API (unless `--tap-addr` says where).
-    async fn cluster(args: &ApiArgs) -> anyhow::Result<Self> {
+    pub(crate) async fn cluster(args: &ApiArgs) -> anyhow::Result<Self> {
         let (client, cluster) = args.kube.client().await?;
         let pod = forward::controller_pod(&client, &cluster.described).await?;
         let api = Forward::open(client.clone(), &pod, control_plane::API_PORT).await?;

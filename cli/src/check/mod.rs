@@ -1,0 +1,154 @@
+//! `mesh check`: is the cluster ready for the mesh (`--pre`), and is the mesh in it
+//! healthy? Checks are grouped in categories as Linkerd's are, each printed `√`
+//! (passed), `‼` (a warning: worth fixing, does not fail the run) or `×` (failed), a
+//! failure followed by what failed and what to run, and a hint line naming its anchor
+//! in `docs/checks.md`. `-o json` prints the same as one document. Exit 0 when no
+//! check failed, 1 otherwise.
+//!
+//! Every check has a stable ID (the anchor, the JSON's `id`). The categories:
+//!
+//! - `kubernetes-api`, `kubernetes-version` (always): the client, the API answers,
+//!   its version is at least [`MIN_KUBERNETES`](mesh_core::install::MIN_KUBERNETES);
+//! - `pre-kubernetes-setup` (`--pre`, [`pre`]): the control plane's namespace absent,
+//!   permission to create every kind `mesh install` emits, the clock, the admission
+//!   API;
+//! - `mesh-config`, `mesh-control-plane`, `mesh-identity`, `mesh-webhooks`,
+//!   `mesh-version` (without `--pre`, [`installed`]);
+//! - `mesh-data-plane` (`--proxy`, [`proxy`]).
+//!
+//! `--wait` re-runs the suite while a check that can come good by itself (the API
+//! answering, pods becoming ready, a CRD being served, the controller answering) fails,
+//! every [`POLL`], until the duration passes; failures that waiting cannot mend (a
+//! version, a permission, a certificate) end it at once.
+
+mod certs;
+mod installed;
+mod kube;
+mod pre;
+mod proxy;
+mod report;
+
+use crate::api::kubeconfig::KubeArgs;
+use std::{process::ExitCode, time::Duration};
+
+pub(crate) use self::report::{Category, Check};
+
+/// How often `--wait` re-runs the suite while a retryable check fails.
+const POLL: Duration = Duration::from_millis(500);
+
+/// The flags of `mesh check`.
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// Only what an install needs: the API, its version, the namespace free,
+    /// permissions, the clock, the admission API.
+    #[arg(long, conflicts_with = "proxy")]
+    pub pre: bool,
+    /// Also the data plane: meshed pods' proxies ready, from this trust root, of this
+    /// version.
+    #[arg(long)]
+    pub proxy: bool,
+    /// With --proxy: only the pods of this namespace [default: every namespace].
+    #[arg(short = 'n', long, requires = "proxy")]
+    pub namespace: Option<String>,
+    /// `table` (grouped lines) or `json` (one document: categories, checks with id,
+    /// description, result, error, hint, details).
+    #[arg(short = 'o', long, default_value = "table", value_parser = ["table", "json"])]
+    pub output: String,
+    /// Re-run while a check that can come good by itself fails (pods not ready yet, the
+    /// controller not answering), for up to this long: `5m`, `30s`, `0s` for once.
+    #[arg(long, default_value = "5m", value_parser = parse_wait)]
+    pub wait: Duration,
+    /// The cluster, as every command that reaches one takes it.
+    #[command(flatten)]
+    kube: KubeArgs,
+    /// The cluster's domain, which profile names end with.
+    #[arg(long, default_value = "cluster.local")]
+    pub cluster_domain: String,
+}
+
+fn parse_wait(s: &str) -> Result<Duration, String> {
+    mesh_api::duration::parse(s).map_err(|e| format!("{e} (e.g. 5m, 30s, 0s)"))
+}
+
+/// Runs the checks and prints the report to stdout.
+pub async fn run(args: CheckArgs) -> ExitCode {
+    let categories = suite_until(&args).await;
+    let ok = report::success(&categories);
+    match args.output.as_str() {
+        "json" => crate::out(&report::json(&categories)),
+        _ => crate::out(&report::table(&categories)),
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// The suite, re-run while a retryable check fails and `--wait` allows.
+async fn suite_until(args: &CheckArgs) -> Vec<Category> {
+    let deadline = tokio::time::Instant::now() + args.wait;
+    loop {
+        let categories = suite(args).await;
+        let retry = categories
+            .iter()
+            .flat_map(|c| &c.checks)
+            .any(Check::wants_retry);
+        if !retry || tokio::time::Instant::now() + POLL > deadline {
+            return categories;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// One run of every check the flags ask for.
+async fn suite(args: &CheckArgs) -> Vec<Category> {
+    let mut api = Category::new("kubernetes-api");
+    let (client, cluster) = match args.kube.client().await {
+        Ok(c) => c,
+        Err(e) => {
+            api.push(Check::error(
+                "k8s-api-client",
+                "can initialize the client",
+                format!("{e:#}"),
+            ));
+            return vec![api];
+        }
+    };
+    api.push(Check::ok("k8s-api-client", "can initialize the client"));
+    let probe = kube::probe(&client, &cluster.described).await;
+    let server = match probe {
+        Ok(server) => {
+            api.push(Check::ok("k8s-api-query", "can query the Kubernetes API"));
+            server
+        }
+        Err(why) => {
+            api.push(
+                Check::error("k8s-api-query", "can query the Kubernetes API", why).retryable(),
+            );
+            return vec![api];
+        }
+    };
+    let mut out = vec![api, pre::version(&server)];
+    let ctx = Ctx {
+        client,
+        kube: args.kube.clone(),
+        cluster_domain: args.cluster_domain.clone(),
+    };
+    if args.pre {
+        out.push(pre::setup(&ctx, &server).await);
+        return out;
+    }
+    out.extend(installed::checks(&ctx).await);
+    if args.proxy {
+        out.push(proxy::check(&ctx, args.namespace.as_deref()).await);
+    }
+    out
+}
+
+/// What every check reads the cluster with.
+pub(crate) struct Ctx {
+    pub(crate) client: ::kube::Client,
+    pub(crate) kube: KubeArgs,
+    pub(crate) cluster_domain: String,
+}
