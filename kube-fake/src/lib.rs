@@ -1,6 +1,7 @@
 //! An in-process Kubernetes API server for tests: list and watch of Services, Pods,
-//! EndpointSlices and ServiceProfiles over plain HTTP, and the other kinds stored, faithful enough that the real kube-rs client and
-//! `kube::runtime::watcher` run against it unchanged.
+//! EndpointSlices and ServiceProfiles over plain HTTP, and the other kinds stored,
+//! faithful enough that the real kube-rs client and `kube::runtime::watcher` run
+//! against it unchanged.
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {

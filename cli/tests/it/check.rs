@@ -55,7 +55,11 @@ fn has(out: &str, lines: &[&str]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pre_passes_on_an_empty_cluster() {
     let kube = FakeKube::start().await.unwrap();
+    let started = tokio::time::Instant::now();
     let (code, out) = check(kube.kubeconfig_path(), &["--pre"]).await;
+    // Measured, not asserted (the figure is in the note): the process's whole
+    // run, start-up included.
+    println!("mesh check --pre took {:?}", started.elapsed());
     assert_eq!(code, 0, "{out}");
     has(
         &out,
@@ -384,6 +388,28 @@ async fn a_healthy_install_passes_and_json_parses() {
     ] {
         assert!(ids.contains(&id), "{id} in {ids:?}");
     }
+    // Every check's hint leads somewhere: docs/checks.md has a section per ID.
+    let (_, pre) = check(cfg, &["--pre", "-o", "json"]).await;
+    let pre: Value = serde_json::from_str(&pre).expect("-o json is JSON");
+    let docs = include_str!("../../../docs/checks.md");
+    let all = ids.iter().map(|s| s.to_string()).chain(
+        pre["categories"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|c| c["checks"].as_array().unwrap())
+            .map(|c| c["id"].as_str().unwrap().to_owned()),
+    );
+    let ran: std::collections::BTreeSet<String> = all.collect();
+    let documented: std::collections::BTreeSet<String> = docs
+        .lines()
+        .filter_map(|l| l.strip_prefix("### "))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(
+        ran, documented,
+        "a section in docs/checks.md per check, and no other"
+    );
 
     // Another controller version and an old-anchored, unready proxy.
     let other = Creds::valid_for(365);
