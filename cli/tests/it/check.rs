@@ -59,7 +59,7 @@ async fn pre_passes_on_an_empty_cluster() {
     let (code, out) = check(kube.kubeconfig_path(), &["--pre"]).await;
     // Measured, not asserted (the figure is in the note): the process's whole
     // run, start-up included.
-    println!("mesh check --pre took {:?}", started.elapsed());
+    eprintln!("mesh check --pre took {:?}", started.elapsed());
     assert_eq!(code, 0, "{out}");
     has(
         &out,
