@@ -5,13 +5,15 @@
 //!
 //! - tmux: the pseudo-terminal `mesh top`'s tests run it in (`cfg(no_tmux)`);
 //! - PyPI's kubernetes-validate: the official Kubernetes schemas the manifests are
-//!   checked against (`cfg(no_kubernetes_validate)`).
+//!   checked against (`cfg(no_kubernetes_validate)`);
+//! - buildah, and root: the images' build and run (`cfg(no_buildah)`).
 
 use std::process::Command;
 
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(no_tmux)");
     println!("cargo::rustc-check-cfg=cfg(no_kubernetes_validate)");
+    println!("cargo::rustc-check-cfg=cfg(no_buildah)");
     println!("cargo::rerun-if-env-changed=PATH");
     let found = std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
@@ -42,6 +44,22 @@ fn main() {
         None => {
             missing = true;
             println!("cargo::rustc-cfg=no_kubernetes_validate");
+        }
+    }
+    let buildah = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("buildah"))
+            .find(|path| path.is_file())
+    });
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0");
+    match buildah {
+        Some(path) if root => println!("cargo::rerun-if-changed={}", path.display()),
+        _ => {
+            missing = true;
+            println!("cargo::rustc-cfg=no_buildah");
         }
     }
     if missing {

@@ -17,16 +17,17 @@ if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
 # --- system tools used by the pod tests and benchmarks --------------------------------
 # iptables/iproute2: namespaces and redirection; curl, nghttp, h2load: HTTP clients and
 # load; promtool: metrics lint; tcpdump: debugging captures; nc: port probes; tmux: the
-# pseudo-terminal `mesh top`'s tests and benchmark run it in.
+# pseudo-terminal `mesh top`'s tests and benchmark run it in; buildah: the images' build
+# (`scripts/build-images.sh`, offline, FROM scratch).
 missing=()
-for tool in iptables ip curl nghttp h2load promtool tcpdump nc tmux; do
+for tool in iptables ip curl nghttp h2load promtool tcpdump nc tmux buildah; do
     command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
 if [ "${#missing[@]}" -gt 0 ]; then
     step "installing system packages (missing: ${missing[*]})"
     $SUDO apt-get update
     $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        iptables iproute2 curl nghttp2-client prometheus tcpdump netcat-openbsd tmux
+        iptables iproute2 curl nghttp2-client prometheus tcpdump netcat-openbsd tmux buildah
 fi
 
 # --- python packages for the gRPC and WebSocket helpers ------------------------------
