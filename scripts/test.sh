@@ -17,16 +17,17 @@ if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
 # --- system tools used by the pod tests and benchmarks --------------------------------
 # iptables/iproute2: namespaces and redirection; curl, nghttp, h2load: HTTP clients and
 # load; promtool: metrics lint; tcpdump: debugging captures; nc: port probes; tmux: the
-# pseudo-terminal `mesh top`'s tests and benchmark run it in.
+# pseudo-terminal `mesh top`'s tests and benchmark run it in; buildah: the images' build
+# (`scripts/build-images.sh`, offline, FROM scratch).
 missing=()
-for tool in iptables ip curl nghttp h2load promtool tcpdump nc tmux; do
+for tool in iptables ip curl nghttp h2load promtool tcpdump nc tmux buildah; do
     command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
 if [ "${#missing[@]}" -gt 0 ]; then
     step "installing system packages (missing: ${missing[*]})"
     $SUDO apt-get update
     $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        iptables iproute2 curl nghttp2-client prometheus tcpdump netcat-openbsd tmux
+        iptables iproute2 curl nghttp2-client prometheus tcpdump netcat-openbsd tmux buildah
 fi
 
 # --- python packages for the gRPC and WebSocket helpers ------------------------------
@@ -42,11 +43,13 @@ if ! python3 -c 'import grpc, websockets' >/dev/null 2>&1; then
         python3 -m pip install --quiet --break-system-packages grpcio websockets
 fi
 
-# --- manifests: CRDs checked against the official Kubernetes schemas ------------------
+# --- manifests: checked against the official Kubernetes schemas ----------------------
 # kubernetes-validate bundles the Kubernetes JSON schemas; --strict rejects unknown
-# fields, so a misspelt CRD key fails here rather than at `kubectl apply`. Checked
-# against the oldest Kubernetes supported (1.31, Linkerd's minimum) and the newest the
-# tool knows (its default).
+# fields, so a misspelt key fails here rather than at `kubectl apply`. A quick look at
+# the committed files against the oldest Kubernetes supported (1.31, Linkerd's minimum)
+# and the newest the tool knows (its default); the tests check every rendering
+# (`mesh install`, `--ha`, `--crds`, injected pods) against every version from 1.31 on
+# (`mesh_kube_fake::schema`), and custom resources against their CRD's schema.
 # Run as a module: pip may put the script where PATH does not look (~/.local/bin).
 if ! python3 -c 'import kubernetes_validate' >/dev/null 2>&1; then
     step "installing python packages (kubernetes-validate)"
@@ -57,9 +60,9 @@ if ! python3 -c 'import kubernetes_validate' >/dev/null 2>&1; then
     python3 -m pip install --quiet kubernetes-validate ||
         python3 -m pip install --quiet --break-system-packages kubernetes-validate
 fi
-step "kubernetes-validate --strict manifests/crds/*.yaml"
-python3 -m kubernetes_validate --strict --kubernetes-version 1.31.0 manifests/crds/*.yaml
-python3 -m kubernetes_validate --strict manifests/crds/*.yaml
+step "kubernetes-validate --strict manifests/"
+python3 -m kubernetes_validate --strict --quiet --kubernetes-version 1.31.0 manifests/crds/*.yaml manifests/install.yaml
+python3 -m kubernetes_validate --strict --quiet manifests/crds/*.yaml manifests/install.yaml
 
 # --- build, format, lint ---------------------------------------------------------------
 step "cargo build --workspace --bins --tests"

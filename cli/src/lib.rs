@@ -13,6 +13,7 @@ pub mod check;
 pub mod demo;
 pub mod diagnostics;
 pub mod edges;
+pub mod install;
 pub mod profile;
 pub mod routes;
 pub mod stat;
@@ -44,6 +45,11 @@ enum Command {
     /// Generate a ServiceProfile for a service (`--template`, `--open-api FILE`), or check
     /// profiles (`validate FILE`).
     Profile(profile::ProfileArgs),
+    /// Print the control plane's manifests: `mesh install | kubectl apply -f -`
+    /// (`--crds`: the CustomResourceDefinitions alone, to apply first).
+    Install(install::InstallArgs),
+    /// Print what removes the control plane: `mesh uninstall | kubectl delete -f -`.
+    Uninstall(install::UninstallArgs),
     /// Check the mesh in the cluster: its objects, pods, certificates, webhooks and
     /// version (`--pre`: whether the cluster is ready for an install; `--proxy`: the
     /// data plane too), grouped with a hint per failure; exit 1 on any failure.
@@ -117,6 +123,14 @@ pub fn run(args: Args) -> ExitCode {
                 return ExitCode::from(EX_USAGE);
             }
         },
+        Command::Install(args) => match install::Config::try_from(args) {
+            Ok(config) => install::run(&config),
+            Err(error) => {
+                note(&format!("error: {error}"));
+                return ExitCode::from(EX_USAGE);
+            }
+        },
+        Command::Uninstall(args) => install::run_uninstall(args),
         Command::Check(args) => {
             return match tokio::runtime::Builder::new_current_thread()
                 .enable_all()

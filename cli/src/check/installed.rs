@@ -139,10 +139,12 @@ async fn crds(ctx: &Ctx) -> Check {
                 Some(h) if h["served"] != serde_json::Value::Bool(true) => {
                     problems.push(format!("{name} does not serve version {v}"));
                 }
-                Some(h) if h["schema"] != version["schema"] => problems.push(format!(
-                    "{name} version {v} has another schema than this CLI's (an older or newer \
+                Some(h) if !same_schema(&h["schema"], &version["schema"]) => {
+                    problems.push(format!(
+                        "{name} version {v} has another schema than this CLI's (an older or newer \
                      mesh's)"
-                )),
+                    ))
+                }
                 Some(_) => {}
             }
         }
@@ -159,6 +161,19 @@ async fn crds(ctx: &Ctx) -> Check {
         )
         .details(problems)
         .retryable()
+    }
+}
+
+/// Whether two CRD version schemas say the same, read as the API server reads them
+/// (k8s-openapi's `CustomResourceValidation`): how a client wrote the CRD (`mesh
+/// install` renders it through those types) must not count as a difference.
+fn same_schema(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceValidation;
+    let read =
+        |v: &serde_json::Value| serde_json::from_value::<CustomResourceValidation>(v.clone()).ok();
+    match (read(a), read(b)) {
+        (Some(a), Some(b)) => a == b,
+        _ => a == b,
     }
 }
 

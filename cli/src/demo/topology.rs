@@ -35,40 +35,7 @@ pub(crate) const TRUST_DOMAIN: &str = "cluster.local";
 /// counted), so callers retry it under the default budget; `web`'s leaderboard is slow
 /// on purpose (300 to 800 ms), so callers give it 500 ms and then answer 504; `emoji`'s
 /// two gRPC methods are named routes.
-const PROFILES: &str = r#"profiles:
-  - apiVersion: mesh.rs/v1alpha1
-    kind: ServiceProfile
-    metadata: {name: voting.demo.svc.cluster.local}
-    spec:
-      routes:
-        - name: POST /vote/{choice}
-          condition: {method: POST, pathRegex: "/vote/[^/]*"}
-          isRetryable: true
-          maxRetries: 3
-        - name: GET /leaderboard
-          condition: {method: GET, pathRegex: /leaderboard}
-  - apiVersion: mesh.rs/v1alpha1
-    kind: ServiceProfile
-    metadata: {name: web.demo.svc.cluster.local}
-    spec:
-      routes:
-        - name: GET /api/list
-          condition: {method: GET, pathRegex: /api/list}
-        - name: /api/vote
-          condition: {pathRegex: /api/vote}
-        - name: GET /api/leaderboard
-          condition: {method: GET, pathRegex: /api/leaderboard}
-          timeout: 500ms
-  - apiVersion: mesh.rs/v1alpha1
-    kind: ServiceProfile
-    metadata: {name: emoji.demo.svc.cluster.local}
-    spec:
-      routes:
-        - name: ListAll
-          condition: {method: POST, pathRegex: /emoji\.EmojiService/ListAll}
-        - name: FindByShortcode
-          condition: {method: POST, pathRegex: /emoji\.EmojiService/FindByShortcode}
-"#;
+const PROFILES: &str = include_str!("profiles.yaml");
 
 /// How many replicas of `voting` run; the last one is slow on purpose, so that latency-aware
 /// balancing has something to show.

@@ -5,6 +5,8 @@
 mod check;
 mod cluster;
 mod demo;
+mod images;
+mod install;
 mod metrics_api;
 mod profile;
 mod top;

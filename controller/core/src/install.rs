@@ -51,6 +51,9 @@ pub mod names {
     /// The ClusterRole granting `mesh tap`/`mesh top` (verb `watch` on `tap.mesh.rs`
     /// `tap`) and the CLI's port-forward to the controller, for users to be bound to.
     pub const TAP_USER_ROLE: &str = "mesh-tap-user";
+    /// The Role (in the control plane's namespace) granting what the CLI's observing
+    /// commands need there: finding the controller's pod and port-forwarding to it.
+    pub const CLI_ROLE: &str = "mesh-cli";
     /// The Secret key files and ConfigMap keys as the controller's pod mounts them.
     pub const MOUNT_TRUST_ROOTS: &str = "/var/run/mesh/identity/trust-roots/ca-bundle.crt";
     pub const MOUNT_ISSUER_CERT: &str = "/var/run/mesh/identity/issuer/tls.crt";
@@ -186,6 +189,7 @@ pub const INSTALLED_RESOURCES: &[(&str, &str, bool)] = &[
     ("", "serviceaccounts", true),
     ("rbac.authorization.k8s.io", "clusterroles", false),
     ("rbac.authorization.k8s.io", "clusterrolebindings", false),
+    ("rbac.authorization.k8s.io", "roles", true),
     ("", "configmaps", true),
     ("", "secrets", true),
     ("", "services", true),

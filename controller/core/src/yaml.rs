@@ -87,6 +87,16 @@ pub fn to_string<T: Serialize>(value: &T) -> Result<String, serde_saphyr::Serial
     )
 }
 
+/// Writes `value` as a Kubernetes manifest document: as [`to_string`], but a string
+/// of several lines (a PEM certificate, a ConfigMap's file) as a literal `|` block,
+/// as people write them; a long single-line string (base64) stays one scalar.
+pub fn to_manifest_string<T: Serialize>(value: &T) -> Result<String, serde_saphyr::SerializeError> {
+    serde_saphyr::to_string_with_options(
+        value,
+        serde_saphyr::ser_options! { prefer_block_scalars: true, folded_wrap_chars: usize::MAX },
+    )
+}
+
 /// For `#[serde(deserialize_with)]` on a list, map or struct field: YAML's empty value
 /// (`routes:` with nothing after it, or `null`) reads as the empty value of the type,
 /// as `serde_yaml` read it. JSON's `null` does too.
