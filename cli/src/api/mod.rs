@@ -328,6 +328,42 @@ impl Api {
     }
 }
 
+/// `GET path` on `port` of the controller's pod in `kube`'s cluster, through a
+/// port-forward of its own, as text: what `mesh check` reads of the admin port's
+/// `/metrics`, which no other command needs. An error says which step failed.
+pub(crate) async fn get_from_controller_pod(
+    kube: &KubeArgs,
+    port: u16,
+    path: &str,
+) -> anyhow::Result<String> {
+    let (client, cluster) = kube.client().await?;
+    let pod = forward::controller_pod(&client, &cluster.described).await?;
+    let fwd = Forward::open(client, &pod, port).await?;
+    let answer = tokio::time::timeout(TIMEOUT, get(fwd.local, path))
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "{path} through the port-forward to {} did not answer in {TIMEOUT:?}",
+                fwd.target
+            )
+        })?;
+    let (status, body) = answer.map_err(|e| match fwd.error() {
+        Some(why) => anyhow::anyhow!(
+            "cannot GET {path} through the port-forward to {} ({why})",
+            fwd.target
+        ),
+        None => anyhow::anyhow!(
+            "cannot GET {path} through the port-forward to {}: {e}",
+            fwd.target
+        ),
+    })?;
+    if !status.is_success() {
+        anyhow::bail!("{path} on {} answered {status}", fwd.target);
+    }
+    String::from_utf8(body.to_vec())
+        .map_err(|_| anyhow::anyhow!("{path} on {} is not UTF-8 text", fwd.target))
+}
+
 /// The API's own reason in an error answer (`{"error": "..."}`).
 fn reason(doc: &serde_json::Value) -> &str {
     doc["error"].as_str().unwrap_or("no reason given")

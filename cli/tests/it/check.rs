@@ -278,24 +278,31 @@ fn install(kube: &FakeKube, creds: &Creds) {
     .unwrap();
 }
 
-/// The controller's HTTP API as far as `mesh check` asks it: `/api/version`, on a
-/// loopback port the fake forwards the controller pod's 8084 to. Served while the
-/// returned task lives.
+/// The controller as far as `mesh check` asks it: `/api/version` (API port) and
+/// `/metrics` with the ServiceProfile CRD gauge (admin port), on a loopback port the
+/// fake forwards the controller pod's 8084 and 9990 to. Served while the returned task
+/// lives.
 async fn controller_api(kube: &FakeKube, version: &str) -> tokio::task::JoinHandle<()> {
+    controller_answering(kube, version, "serviceprofile_crd_installed 1\n").await
+}
+
+async fn controller_answering(
+    kube: &FakeKube,
+    version: &str,
+    metrics: &str,
+) -> tokio::task::JoinHandle<()> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    kube.forward_port(
-        NAMESPACE,
-        CONTROLLER_POD,
-        8084,
-        listener.local_addr().unwrap(),
-    );
-    let body = json!({"version": version}).to_string();
+    let addr = listener.local_addr().unwrap();
+    kube.forward_port(NAMESPACE, CONTROLLER_POD, 8084, addr);
+    kube.forward_port(NAMESPACE, CONTROLLER_POD, 9990, addr);
+    let version = json!({"version": version}).to_string();
+    let metrics = format!("# TYPE serviceprofile_crd_installed gauge\n{metrics}");
     tokio::spawn(async move {
         loop {
             let Ok((mut conn, _)) = listener.accept().await else {
                 return;
             };
-            let body = body.clone();
+            let (version, metrics) = (version.clone(), metrics.clone());
             tokio::spawn(async move {
                 let mut buf = vec![0; 4096];
                 let mut read = Vec::new();
@@ -305,8 +312,13 @@ async fn controller_api(kube: &FakeKube, version: &str) -> tokio::task::JoinHand
                         Ok(n) => read.extend_from_slice(&buf[..n]),
                     }
                 }
+                let body = if read.starts_with(b"GET /metrics") {
+                    metrics
+                } else {
+                    version
+                };
                 let answer = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                     body.len()
                 );
                 let _ = conn.write_all(answer.as_bytes()).await;
@@ -413,6 +425,15 @@ async fn a_healthy_install_passes_and_json_parses() {
     assert_eq!(
         ran, documented,
         "a section in docs/checks.md per check, and no other"
+    );
+
+    // The controller's own warning: it found no ServiceProfile CRD.
+    let _blind = controller_answering(&kube, VERSION, "serviceprofile_crd_installed 0\n").await;
+    let (code, out) = check(cfg, &["--wait", "0s"]).await;
+    assert_eq!(code, 0, "a warning: {out}");
+    has(
+        &out,
+        &["‼ the controller sees the ServiceProfile CRD\n    the controller found serviceprofiles.mesh.rs not served"],
     );
 
     // Another controller version and an old-anchored, unready proxy.

@@ -69,6 +69,8 @@ pub mod control_plane {
     pub const API_PORT: u16 = 8084;
     /// The controller's tap API port (gRPC).
     pub const TAP_PORT: u16 = 8088;
+    /// The controller's admin port (`/ready`, `/live`, `/metrics`; `--admin-addr`).
+    pub const ADMIN_PORT: u16 = 9990;
 
     /// The identity a control-plane service's certificate names:
     /// `<account>.<namespace>.serviceaccount.identity.mesh.<trust-domain>`.
