@@ -55,20 +55,20 @@ pub(crate) async fn checks(ctx: &Ctx) -> Vec<Category> {
 async fn config(ctx: &Ctx) -> (Category, Values) {
     let mut c = Category::new("mesh-config");
     let namespaces: Api<Namespace> = Api::all(ctx.client.clone());
-    c.push(
-        Check::from(
-            "config-ns",
-            "control plane namespace exists",
-            match namespaces.get_opt(NAMESPACE).await {
-                Ok(Some(_)) => Ok(()),
-                Ok(None) => Err(format!(
-                    "the namespace {NAMESPACE} does not exist: mesh is not installed; run `{INSTALL}`"
-                )),
-                Err(e) => Err(explain(&e, &format!("cannot read the namespace {NAMESPACE}"))),
-            },
-        )
-        .retryable(),
-    );
+    c.push(Check::from(
+        "config-ns",
+        "control plane namespace exists",
+        match namespaces.get_opt(NAMESPACE).await {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => Err(format!(
+                "the namespace {NAMESPACE} does not exist: mesh is not installed; run `{INSTALL}`"
+            )),
+            Err(e) => Err(explain(
+                &e,
+                &format!("cannot read the namespace {NAMESPACE}"),
+            )),
+        },
+    ));
     c.push(crds(ctx).await);
     let values = config_map_key(ctx, names::CONFIG, names::CONFIG_KEY)
         .await
@@ -160,7 +160,6 @@ async fn crds(ctx: &Ctx) -> Check {
                 .into(),
         )
         .details(problems)
-        .retryable()
     }
 }
 

@@ -16,10 +16,11 @@
 //!   `mesh-version` (without `--pre`, [`installed`]);
 //! - `mesh-data-plane` (`--proxy`, [`proxy`]).
 //!
-//! `--wait` re-runs the suite while a check that can come good by itself (the API
-//! answering, pods becoming ready, a CRD being served, the controller answering) fails,
-//! every [`POLL`], until the duration passes; failures that waiting cannot mend (a
-//! version, a permission, a certificate) end it at once.
+//! `--wait` re-runs the suite while the only failures are checks that can come good
+//! by themselves (controller pods becoming ready, the controller answering, meshed
+//! pods' proxies becoming ready), every [`POLL`], until the duration passes; a failure
+//! that waiting cannot mend (the API unreachable, a version, a permission, a
+//! certificate, a missing object) ends it at once.
 
 mod certs;
 mod installed;
@@ -85,17 +86,37 @@ pub async fn run(args: CheckArgs) -> ExitCode {
     }
 }
 
-/// The suite, re-run while a retryable check fails and `--wait` allows.
+/// The suite, re-run while the only failures are checks that may come good by
+/// themselves and `--wait` allows (a failure waiting cannot mend fails the run
+/// anyway, so it ends the wait). What is awaited is said on stderr when it changes,
+/// so a wait is never silent and stdout stays the report.
 async fn suite_until(args: &CheckArgs) -> Vec<Category> {
     let deadline = tokio::time::Instant::now() + args.wait;
+    let mut said = String::new();
     loop {
         let categories = suite(args).await;
-        let retry = categories
+        let failed: Vec<&Check> = categories
             .iter()
             .flat_map(|c| &c.checks)
-            .any(Check::wants_retry);
+            .filter(|c| c.result == report::Verdict::Error)
+            .collect();
+        let retry = !failed.is_empty() && failed.iter().all(|c| c.wants_retry());
         if !retry || tokio::time::Instant::now() + POLL > deadline {
             return categories;
+        }
+        let waiting: String = failed
+            .iter()
+            .map(|c| {
+                format!(
+                    "waiting for: {} ({})\n",
+                    c.description,
+                    c.error.as_deref().unwrap_or("")
+                )
+            })
+            .collect();
+        if waiting != said {
+            eprint!("{waiting}");
+            said = waiting;
         }
         tokio::time::sleep(POLL).await;
     }
@@ -123,9 +144,11 @@ async fn suite(args: &CheckArgs) -> Vec<Category> {
             server
         }
         Err(why) => {
-            api.push(
-                Check::error("k8s-api-query", "can query the Kubernetes API", why).retryable(),
-            );
+            api.push(Check::error(
+                "k8s-api-query",
+                "can query the Kubernetes API",
+                why,
+            ));
             return vec![api];
         }
     };

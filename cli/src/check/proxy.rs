@@ -41,19 +41,16 @@ pub(crate) async fn check(ctx: &Ctx, namespace: Option<&str>) -> Category {
         )
     };
     if meshed.is_empty() {
-        c.push(
-            Check::error(
-                "dp-proxies-ready",
-                "data plane proxies are ready",
-                format!(
-                    "no meshed pod in {where_}: annotate a workload or its namespace with \
+        c.push(Check::error(
+            "dp-proxies-ready",
+            "data plane proxies are ready",
+            format!(
+                "no meshed pod in {where_}: annotate a workload or its namespace with \
                      {}={} and restart it",
-                    meta::INJECT,
-                    meta::INJECT_ENABLED
-                ),
-            )
-            .retryable(),
-        );
+                meta::INJECT,
+                meta::INJECT_ENABLED
+            ),
+        ));
         return c;
     }
     let unready: Vec<String> = meshed

@@ -628,10 +628,45 @@ async fn wait_reruns_until_the_pods_are_ready() {
     has(
         &out,
         &[
+            // What it waited for, on stderr.
+            "waiting for: control plane pods are ready (1 of 1 controller pods are not ready",
             "√ control plane pods are ready",
             "Status check results are √",
         ],
     );
+    // Said when what is awaited changes, not at every run: the pod's change may land
+    // between the checks of one run, which then awaits less.
+    assert!(
+        out.matches("waiting for: control plane pods").count() <= 2,
+        "{out}"
+    );
+
+    // A failure waiting cannot mend ends the wait at once (it would fail the run
+    // anyway): an expired issuer beside the unready pod fails the first run, with
+    // nothing awaited.
+    let now = SystemTime::now();
+    let (anchors, issuer, key) =
+        generate_anchor_and_issuer_between("cluster.local", now - 20 * DAY, now - DAY);
+    install(
+        &kube,
+        &Creds {
+            anchors,
+            issuer,
+            issuer_key: key,
+            ..Creds::valid_for(1)
+        },
+    );
+    kube.apply(controller_pod(false)).unwrap();
+    let (code, out) = check(kube.kubeconfig_path(), &["--wait", "60s"]).await;
+    assert_eq!(code, 1, "{out}");
+    has(
+        &out,
+        &[
+            "× control plane pods are ready",
+            "× issuer certificate is within its validity period",
+        ],
+    );
+    assert!(!out.contains("waiting for:"), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
