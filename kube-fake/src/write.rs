@@ -3,7 +3,8 @@
 //! the object when it is missing) and delete (DELETE), for the watched kinds and the
 //! stored ones alike, with the API server's answers: 201 with the object on create,
 //! 409 `AlreadyExists`, 404 for a missing object or a namespace that does not exist,
-//! 400 for a body whose type or namespace does not match the path.
+//! 400 for a body whose type or namespace does not match the path; a Secret's
+//! `stringData` is stored as `data`.
 //!
 //! A write to a watched kind goes through [`Store::apply`](super::store::Store) and
 //! wakes its watches, exactly as [`FakeKube::apply`](crate::FakeKube::apply) does.
@@ -203,6 +204,9 @@ fn prepare(
     } else if let Some(meta) = meta.as_object_mut() {
         meta.remove("namespace");
     }
+    if kind == "Secret" && target.resource.group().is_empty() {
+        string_data(&mut obj)?;
+    }
     if kind == "Namespace" && target.resource.group().is_empty() {
         obj["metadata"]["labels"]["kubernetes.io/metadata.name"] = name.clone().into();
         if obj["status"]["phase"].is_null() {
@@ -210,6 +214,29 @@ fn prepare(
         }
     }
     Ok((name, obj))
+}
+
+/// A Secret's `stringData` merged into `data` (base64), as the API server stores it.
+fn string_data(obj: &mut Value) -> Result<(), ApiError> {
+    use base64::Engine as _;
+    let Some(Value::Object(strings)) = obj.as_object_mut().and_then(|o| o.remove("stringData"))
+    else {
+        return Ok(());
+    };
+    if !obj["data"].is_object() {
+        obj["data"] = json!({});
+    }
+    for (key, value) in strings {
+        let text = value.as_str().ok_or_else(|| {
+            ApiError::invalid(&format!(
+                "stringData.{key}: Invalid value: must be a string"
+            ))
+        })?;
+        obj["data"][key] = base64::engine::general_purpose::STANDARD
+            .encode(text)
+            .into();
+    }
+    Ok(())
 }
 
 fn namespace(target: &Target, obj: &Value) -> String {

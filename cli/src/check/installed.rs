@@ -39,6 +39,11 @@ const INSTALL: &str = "mesh install | kubectl apply -f -";
 pub(crate) async fn checks(ctx: &Ctx) -> Vec<Category> {
     let now = SystemTime::now();
     let (config, values) = config(ctx).await;
+    // Without the namespace there is no install to check further: every later check
+    // would fail for the one reason already given.
+    if config.checks.first().is_some_and(|c| c.error.is_some()) {
+        return vec![config];
+    }
     let (pods, identity, webhooks, version) = tokio::join!(
         control_plane(ctx),
         identity(ctx, &values, now),

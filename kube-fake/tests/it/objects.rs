@@ -138,6 +138,16 @@ async fn objects_are_created_got_listed_patched_and_deleted() -> anyhow::Result<
         "{message}"
     );
 
+    // A Secret's stringData is stored as data, as the API server stores it.
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(client.clone(), "mesh-system");
+    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+        "metadata": {"name": "s"}, "stringData": {"tls.crt": "PEM"},
+    }))?;
+    let stored = secrets.create(&PostParams::default(), &secret).await?;
+    assert_eq!(stored.data.unwrap()["tls.crt"].0, b"PEM");
+    assert!(stored.string_data.is_none());
+
     // Lists by label; the test's side sees what HTTP created.
     let listed = cms.list(&ListParams::default().labels("app=mesh")).await?;
     assert_eq!(listed.items.len(), 1);
