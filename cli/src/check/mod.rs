@@ -12,8 +12,10 @@
 //! - `pre-kubernetes-setup` (`--pre`, [`pre`]): the control plane's namespace absent,
 //!   permission to create every kind `mesh install` emits, the clock, the admission
 //!   API;
-//! - `mesh-config`, `mesh-control-plane`, `mesh-identity`, `mesh-webhooks`,
-//!   `mesh-version` (without `--pre`, [`installed`]);
+//! - `mesh-config`, `mesh-control-plane` (pods ready, and the controller's own view of
+//!   the ServiceProfile CRD), `mesh-identity`, `mesh-webhooks`, `mesh-version`
+//!   (without `--pre`, [`installed`]; only `mesh-config` when the namespace is
+//!   missing, since every later check would fail for that one reason);
 //! - `mesh-data-plane` (`--proxy`, [`proxy`]).
 //!
 //! `--wait` re-runs the suite while the only failures are checks that can come good
