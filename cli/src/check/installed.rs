@@ -1,24 +1,18 @@
 //! The checks of an install: its objects there and current (`mesh-config`), the
-//! controller's pods ready (`mesh-control-plane`), the identity's trust anchors and
-//! issuer (`mesh-identity`), the webhooks' certificate and configurations
-//! (`mesh-webhooks`), and the controller's version (`mesh-version`).
+//! controller's pods ready and its view of the CRD (`mesh-control-plane`), and the
+//! controller's version (`mesh-version`); the certificates' categories are
+//! [`super::tls`]'s.
 //!
 //! Every name comes from [`mesh_core::install`], the place `mesh install` takes them
 //! from; the CRDs are compared with the ones this CLI was built with
 //! (`manifests/crds/`).
 
 use super::{
-    certs,
     kube::{explain, is_not_found},
-    Category, Check, Ctx,
+    tls, Category, Check, Ctx,
 };
 use crate::api::{Api as ControllerApi, ApiArgs};
-use k8s_openapi::api::{
-    admissionregistration::v1::{
-        MutatingWebhookConfiguration, ValidatingWebhookConfiguration, WebhookClientConfig,
-    },
-    core::v1::{ConfigMap, Namespace, Pod, Secret},
-};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret};
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
 use mesh_core::install::{
     names, Values, COMPONENT_LABEL, CONTROLLER_COMPONENT, NAMESPACE, VERSION,
@@ -33,7 +27,7 @@ const CRDS: &[(&str, &str)] = &[(
 )];
 
 /// What to run when the install's objects are missing.
-const INSTALL: &str = "mesh install | kubectl apply -f -";
+pub(crate) const INSTALL: &str = "mesh install | kubectl apply -f -";
 
 /// Every category of an installed mesh, in order.
 pub(crate) async fn checks(ctx: &Ctx) -> Vec<Category> {
@@ -46,8 +40,8 @@ pub(crate) async fn checks(ctx: &Ctx) -> Vec<Category> {
     }
     let (pods, identity, webhooks, version) = tokio::join!(
         control_plane(ctx),
-        identity(ctx, &values, now),
-        webhooks(ctx, now),
+        tls::identity(ctx, &values, now),
+        tls::webhooks(ctx, now),
         version(ctx),
     );
     vec![config, pods, identity, webhooks, version]
@@ -339,334 +333,6 @@ async fn profiles_crd_seen(ctx: &Ctx) -> Check {
     }
 }
 
-// === mesh-identity ===
-
-async fn identity(ctx: &Ctx, values: &Values, now: SystemTime) -> Category {
-    let mut c = Category::new("mesh-identity");
-    let (anchors, issuer, key) = tokio::join!(
-        config_map_key(ctx, names::TRUST_ROOTS, names::TRUST_ROOTS_KEY),
-        secret_key(ctx, names::ISSUER, "tls.crt"),
-        secret_key(ctx, names::ISSUER, "tls.key"),
-    );
-    let anchors = anchors.and_then(|pem| {
-        Ok((
-            certs::pem_certificates(&pem)
-                .map_err(|e| format!("the trust anchors ({}): {e}", names::TRUST_ROOTS))?,
-            pem,
-        ))
-    });
-    let issuer = issuer.and_then(|pem| {
-        let mut certs = certs::pem_certificates(&pem)
-            .map_err(|e| format!("the issuer certificate ({}): {e}", names::ISSUER))?;
-        Ok((certs.remove(0), pem))
-    });
-    push_validity(
-        &mut c,
-        (
-            "identity-anchors",
-            "trust anchors are within their validity period",
-        ),
-        (
-            "identity-anchors-60d",
-            "trust anchors are valid for at least 60 days",
-        ),
-        anchors
-            .as_ref()
-            .map(|(ders, _)| ders.clone())
-            .map_err(Clone::clone),
-        now,
-        "replace the trust anchors and the issuer together, then restart every meshed pod",
-    );
-    push_validity(
-        &mut c,
-        (
-            "identity-issuer",
-            "issuer certificate is within its validity period",
-        ),
-        (
-            "identity-issuer-60d",
-            "issuer certificate is valid for at least 60 days",
-        ),
-        issuer
-            .as_ref()
-            .map(|(der, _)| vec![der.clone()])
-            .map_err(Clone::clone),
-        now,
-        "issue a new one from the trust anchors and replace the Secret's tls.crt and tls.key",
-    );
-    const SIGNED: (&str, &str) = (
-        "identity-issuer-signed",
-        "issuer certificate is issued by the trust anchors",
-    );
-    let signed = match (&anchors, &issuer, &key) {
-        (Ok((_, anchors_pem)), Ok((der, issuer_pem)), Ok(key)) => {
-            // Validity has checks of its own: judge the rest at a time the issuer is
-            // valid, so an expired issuer is not reported twice.
-            certs::within(der).and_then(|at| {
-                mesh_core::ca::Ca::new(
-                    &values.trust_domain,
-                    mesh_core::ca::DEFAULT_LIFETIME,
-                    issuer_pem,
-                    key,
-                    anchors_pem,
-                    at,
-                )
-                .map(|_| ())
-                .map_err(|e| {
-                    format!(
-                        "the controller cannot sign with the issuer in {NAMESPACE}/{}: {e}; \
-                         issue it from the trust anchors in {NAMESPACE}/{} (or re-install)",
-                        names::ISSUER,
-                        names::TRUST_ROOTS
-                    )
-                })
-            })
-        }
-        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => Err(e.clone()),
-    };
-    c.push(Check::from(SIGNED.0, SIGNED.1, signed));
-    c
-}
-
-/// Two checks of certificates: all valid now, and none expiring within 60 days (a
-/// warning).
-fn push_validity(
-    c: &mut Category,
-    (valid_id, valid_what): (&'static str, &'static str),
-    (soon_id, soon_what): (&'static str, &'static str),
-    ders: Result<Vec<Vec<u8>>, String>,
-    now: SystemTime,
-    renew: &str,
-) {
-    let ders = match ders {
-        Ok(d) => d,
-        Err(why) => {
-            c.push(Check::error(valid_id, valid_what, why));
-            return;
-        }
-    };
-    let mut invalid = Vec::new();
-    let mut soonest = None;
-    for der in &ders {
-        match certs::remaining(der, now) {
-            Ok(left) => {
-                if soonest.is_none_or(|(l, _)| left < l) {
-                    soonest = Some((left, der));
-                }
-            }
-            Err(why) => invalid.push(format!("{}: {why}", certs::subject(der))),
-        }
-    }
-    if !invalid.is_empty() {
-        c.push(
-            Check::error(valid_id, valid_what, format!("not valid now; {renew}:")).details(invalid),
-        );
-        return;
-    }
-    c.push(Check::ok(valid_id, valid_what));
-    match soonest {
-        Some((left, der)) if left < certs::RENEW_WITHIN => c.push(Check::warning(
-            soon_id,
-            soon_what,
-            format!(
-                "{} expires in {} (at {}); {renew}",
-                certs::subject(der),
-                certs::days(left),
-                certs::not_after(der)
-            ),
-        )),
-        _ => c.push(Check::ok(soon_id, soon_what)),
-    }
-}
-
-// === mesh-webhooks ===
-
-async fn webhooks(ctx: &Ctx, now: SystemTime) -> Category {
-    let mut c = Category::new("mesh-webhooks");
-    let (cert, ca) = tokio::join!(
-        secret_key(ctx, names::WEBHOOK_TLS, "tls.crt"),
-        secret_key(ctx, names::WEBHOOK_TLS, "ca.crt"),
-    );
-    let cert = cert.and_then(|pem| {
-        certs::pem_certificates(&pem)
-            .map(|mut c| c.remove(0))
-            .map_err(|e| format!("the webhook certificate ({}): {e}", names::WEBHOOK_TLS))
-    });
-    let service_name = format!("{}.{NAMESPACE}.svc", names::WEBHOOK_SERVICE);
-    let renew =
-        "re-run `mesh install | kubectl apply -f -` for a new one, then restart the controller";
-    push_validity(
-        &mut c,
-        (
-            "webhook-cert",
-            "webhook serving certificate is within its validity period",
-        ),
-        (
-            "webhook-cert-60d",
-            "webhook serving certificate is valid for at least 60 days",
-        ),
-        cert.clone().map(|d| vec![d]),
-        now,
-        renew,
-    );
-    const NAMED: (&str, &str) = (
-        "webhook-cert-names",
-        "webhook serving certificate is for the webhook service and signed by its CA",
-    );
-    let named = match (&cert, &ca) {
-        (Ok(der), Ok(ca)) => serving_cert_ok(der, ca, &service_name),
-        (Err(e), _) | (_, Err(e)) => Err(e.clone()),
-    };
-    c.push(Check::from(NAMED.0, NAMED.1, named));
-
-    let mutating: Api<MutatingWebhookConfiguration> = Api::all(ctx.client.clone());
-    let validating: Api<ValidatingWebhookConfiguration> = Api::all(ctx.client.clone());
-    let (injector, validator) = tokio::join!(
-        mutating.get_opt(names::INJECTOR_WEBHOOK),
-        validating.get_opt(names::SP_VALIDATOR_WEBHOOK),
-    );
-    let injector = injector.map(|o| {
-        o.map(|w| {
-            w.webhooks
-                .unwrap_or_default()
-                .into_iter()
-                .map(|h| (h.name, h.client_config))
-                .collect::<Vec<_>>()
-        })
-    });
-    let validator = validator.map(|o| {
-        o.map(|w| {
-            w.webhooks
-                .unwrap_or_default()
-                .into_iter()
-                .map(|h| (h.name, h.client_config))
-                .collect::<Vec<_>>()
-        })
-    });
-    for (id, what, kind, name, path, hooks) in [
-        (
-            "webhook-injector",
-            "proxy injector webhook is configured for the webhook service",
-            "MutatingWebhookConfiguration",
-            names::INJECTOR_WEBHOOK,
-            names::INJECT_PATH,
-            injector,
-        ),
-        (
-            "webhook-sp-validator",
-            "ServiceProfile validator webhook is configured for the webhook service",
-            "ValidatingWebhookConfiguration",
-            names::SP_VALIDATOR_WEBHOOK,
-            names::VALIDATE_SP_PATH,
-            validator,
-        ),
-    ] {
-        let result = match hooks {
-            Err(e) => Err(explain(&e, &format!("cannot read the {kind} {name}"))),
-            Ok(None) => Err(format!("the {kind} {name} does not exist: run `{INSTALL}`")),
-            Ok(Some(hooks)) if hooks.is_empty() => Err(format!(
-                "the {kind} {name} has no webhooks: re-run `{INSTALL}`"
-            )),
-            Ok(Some(hooks)) => {
-                let problems: Vec<String> = hooks
-                    .iter()
-                    .filter_map(|(hook, config)| {
-                        client_config_problem(config, path, cert.as_ref().ok())
-                            .map(|p| format!("webhook {hook}: {p}"))
-                    })
-                    .collect();
-                if problems.is_empty() {
-                    Ok(())
-                } else {
-                    Err(format!(
-                        "the {kind} {name} does not lead to the controller: {}; re-run `{INSTALL}`",
-                        problems.join("; ")
-                    ))
-                }
-            }
-        };
-        c.push(Check::from(id, what, result));
-    }
-    c
-}
-
-/// Whether the serving certificate names the webhook service and its CA signed it.
-fn serving_cert_ok(der: &[u8], ca_pem: &str, service: &str) -> Result<(), String> {
-    let names = certs::dns_names(der)?;
-    if !names.iter().any(|n| n == service) {
-        return Err(format!(
-            "the certificate in {NAMESPACE}/{} is for {} and not {service}: the API server \
-             will refuse it; re-run `{INSTALL}`",
-            names::WEBHOOK_TLS,
-            if names.is_empty() {
-                "no DNS name".into()
-            } else {
-                names.join(", ")
-            }
-        ));
-    }
-    let ca = certs::pem_certificates(ca_pem)
-        .map_err(|e| format!("ca.crt of {NAMESPACE}/{}: {e}", names::WEBHOOK_TLS))?;
-    if !certs::signed_by(der, &ca)? {
-        return Err(format!(
-            "tls.crt of {NAMESPACE}/{} is not signed by its ca.crt; re-run `{INSTALL}`",
-            names::WEBHOOK_TLS
-        ));
-    }
-    Ok(())
-}
-
-/// What is wrong with where a webhook configuration sends the API server, if
-/// anything: the service, port and path, and a `caBundle` that verifies the serving
-/// certificate.
-fn client_config_problem(
-    config: &WebhookClientConfig,
-    path: &str,
-    cert: Option<&Vec<u8>>,
-) -> Option<String> {
-    let Some(service) = &config.service else {
-        return Some(format!(
-            "it calls {} rather than the Service {NAMESPACE}/{}",
-            config.url.as_deref().unwrap_or("nothing"),
-            names::WEBHOOK_SERVICE
-        ));
-    };
-    if service.name != names::WEBHOOK_SERVICE || service.namespace != NAMESPACE {
-        return Some(format!(
-            "it calls the Service {}/{} rather than {NAMESPACE}/{}",
-            service.namespace,
-            service.name,
-            names::WEBHOOK_SERVICE
-        ));
-    }
-    if service.path.as_deref() != Some(path) {
-        return Some(format!(
-            "it calls path {} rather than {path}",
-            service.path.as_deref().unwrap_or("/")
-        ));
-    }
-    if service.port.is_some_and(|p| p != 443) {
-        return Some(format!("it calls port {:?} rather than 443", service.port));
-    }
-    let Some(bundle) = &config.ca_bundle else {
-        return Some("it has no caBundle, so the API server cannot verify the webhook".into());
-    };
-    let bundle = String::from_utf8_lossy(&bundle.0);
-    let cas = match certs::pem_certificates(&bundle) {
-        Ok(cas) => cas,
-        Err(e) => return Some(format!("its caBundle: {e}")),
-    };
-    match cert.map(|c| certs::signed_by(c, &cas)) {
-        Some(Ok(true)) | None => None,
-        Some(Ok(false)) => Some(format!(
-            "its caBundle does not verify the serving certificate in {NAMESPACE}/{}, so the \
-             API server will refuse the webhook",
-            names::WEBHOOK_TLS
-        )),
-        Some(Err(e)) => Some(e),
-    }
-}
-
 // === mesh-version ===
 
 async fn version(ctx: &Ctx) -> Category {
@@ -739,7 +405,7 @@ pub(crate) async fn config_map_key(ctx: &Ctx, name: &str, key: &str) -> Result<S
 }
 
 /// A Secret's key (as text) in the control plane's namespace, or what is missing.
-async fn secret_key(ctx: &Ctx, name: &str, key: &str) -> Result<String, String> {
+pub(crate) async fn secret_key(ctx: &Ctx, name: &str, key: &str) -> Result<String, String> {
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), NAMESPACE);
     match api.get_opt(name).await {
         Err(e) => Err(explain(

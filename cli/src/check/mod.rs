@@ -30,6 +30,7 @@ mod kube;
 mod pre;
 mod proxy;
 mod report;
+mod tls;
 
 use crate::api::kubeconfig::KubeArgs;
 use std::{process::ExitCode, time::Duration};
