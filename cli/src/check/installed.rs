@@ -92,7 +92,7 @@ async fn config(ctx: &Ctx) -> (Category, Values) {
         ),
     };
     c.push(check);
-    c.push(profiles(ctx).await);
+    c.push(profiles(ctx, &values).await);
     (c, values)
 }
 
@@ -176,7 +176,7 @@ fn same_schema(a: &serde_json::Value, b: &serde_json::Value) -> bool {
 }
 
 /// Every ServiceProfile valid, each problem named with its object, field and reason.
-async fn profiles(ctx: &Ctx) -> Check {
+async fn profiles(ctx: &Ctx, values: &Values) -> Check {
     use mesh_core::profile::{GROUP, KIND, PLURAL, VERSION as V};
     const ID: &str = "config-profiles";
     const WHAT: &str = "ServiceProfiles are valid";
@@ -203,12 +203,16 @@ async fn profiles(ctx: &Ctx) -> Check {
             )
         }
     };
+    let domain = ctx
+        .cluster_domain
+        .as_deref()
+        .unwrap_or(&values.cluster_domain);
     let mut details = Vec::new();
     for obj in &list.items {
         let ns = obj.metadata.namespace.as_deref().unwrap_or("default");
         let name = obj.metadata.name.as_deref().unwrap_or_default();
         let spec = obj.data.get("spec").cloned().unwrap_or_default();
-        if let Err(p) = mesh_core::profile::validate_object(name, ns, spec, &ctx.cluster_domain) {
+        if let Err(p) = mesh_core::profile::validate_object(name, ns, spec, domain) {
             details.extend(p.0.iter().map(|p| format!("{ns}/{name}: {p}")));
         }
     }

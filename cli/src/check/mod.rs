@@ -65,9 +65,10 @@ pub struct CheckArgs {
     /// The cluster, as every command that reaches one takes it.
     #[command(flatten)]
     kube: KubeArgs,
-    /// The cluster's domain, which profile names end with.
-    #[arg(long, default_value = "cluster.local")]
-    pub cluster_domain: String,
+    /// The cluster's domain, which profile names end with [default: the install's
+    /// (`mesh-config`), else cluster.local].
+    #[arg(long)]
+    pub cluster_domain: Option<String>,
 }
 
 fn parse_wait(s: &str) -> Result<Duration, String> {
@@ -176,5 +177,6 @@ async fn suite(args: &CheckArgs) -> Vec<Category> {
 pub(crate) struct Ctx {
     pub(crate) client: ::kube::Client,
     pub(crate) kube: KubeArgs,
-    pub(crate) cluster_domain: String,
+    /// `--cluster-domain`, if given.
+    pub(crate) cluster_domain: Option<String>,
 }

@@ -607,6 +607,41 @@ async fn invalid_profiles_are_reported_with_their_fields() {
     // `--pre` checks only what an install needs.
     let (_, out) = check(kube.kubeconfig_path(), &["--pre"]).await;
     assert!(!out.contains("ServiceProfile"), "{out}");
+
+    // Profile names end with the install's cluster domain unless --cluster-domain says.
+    for (ns, name) in [
+        ("shop", "cart.shop.svc.cluster.local"),
+        ("default", "web.default.svc.cluster.local"),
+    ] {
+        kube.delete(mesh_kube_fake::Kind::ServiceProfile, ns, name);
+    }
+    kube.apply(service_profile(
+        "shop",
+        "cart.shop.svc.example.org",
+        json!({"routes": [{"name": "a", "condition": {"method": "GET"}}]}),
+    ))
+    .unwrap();
+    let (code, out) = check(kube.kubeconfig_path(), &["--wait", "0s"]).await;
+    assert_eq!(code, 1, "{out}");
+    has(&out, &["shop/cart.shop.svc.example.org: "]);
+    let values = Values {
+        cluster_domain: "example.org".into(),
+        ..Values::default()
+    };
+    kube.apply(json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": names::CONFIG, "namespace": NAMESPACE},
+        "data": {names::CONFIG_KEY: values.to_yaml()},
+    }))
+    .unwrap();
+    let (_, out) = check(kube.kubeconfig_path(), &["--wait", "0s"]).await;
+    has(&out, &["√ ServiceProfiles are valid"]);
+    let (_, out) = check(
+        kube.kubeconfig_path(),
+        &["--wait", "0s", "--cluster-domain", "cluster.local"],
+    )
+    .await;
+    has(&out, &["× ServiceProfiles are valid"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
