@@ -4,8 +4,8 @@
 //! [`super::tls`]'s.
 //!
 //! Every name comes from [`mesh_core::install`], the place `mesh install` takes them
-//! from; the CRDs are compared with the ones this CLI was built with
-//! (`manifests/crds/`).
+//! from; the CRDs are compared with the ones this CLI installs
+//! ([`crate::install::CRDS`], `manifests/crds/`).
 
 use super::{
     kube::{explain, is_not_found},
@@ -18,13 +18,6 @@ use mesh_core::install::{
     names, Values, COMPONENT_LABEL, CONTROLLER_COMPONENT, NAMESPACE, VERSION,
 };
 use std::time::SystemTime;
-
-/// The CRDs this CLI installs (`mesh install --crds`), by file name: what the
-/// cluster's must match.
-const CRDS: &[(&str, &str)] = &[(
-    "manifests/crds/serviceprofiles.yaml",
-    include_str!("../../../manifests/crds/serviceprofiles.yaml"),
-)];
 
 /// What to run when the install's objects are missing.
 pub(crate) const INSTALL: &str = "mesh install | kubectl apply -f -";
@@ -96,7 +89,8 @@ async fn config(ctx: &Ctx) -> (Category, Values) {
     (c, values)
 }
 
-/// Each CRD of [`CRDS`] present, every version of it served with this CLI's schema.
+/// Each CRD `mesh install --crds` applies ([`crate::install::CRDS`]) present, every
+/// version of it served with this CLI's schema.
 async fn crds(ctx: &Ctx) -> Check {
     const ID: &str = "config-crds";
     const WHAT: &str = "control plane CustomResourceDefinitions are installed and current";
@@ -106,11 +100,13 @@ async fn crds(ctx: &Ctx) -> Check {
     );
     let api: Api<DynamicObject> = Api::all_with(ctx.client.clone(), &resource);
     let mut problems = Vec::new();
-    for (file, text) in CRDS {
+    for (crd, text) in crate::install::CRDS {
         let want: serde_json::Value = match mesh_core::yaml::from_str(text) {
             Ok(v) => v,
             Err(e) => {
-                problems.push(format!("{file} (built into this CLI) does not parse: {e}"));
+                problems.push(format!(
+                    "the CRD {crd} built into this CLI does not parse: {e}"
+                ));
                 continue;
             }
         };

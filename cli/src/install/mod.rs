@@ -24,6 +24,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
+pub(crate) use render::CRDS;
 pub use render::{render, uninstall};
 
 /// How long generated certificates are valid.

@@ -39,8 +39,9 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 
 /// The CustomResourceDefinitions, as `manifests/crds/` holds them (the files are the
-/// source: the test script validates them and this prints them).
-const CRDS: &[(&str, &str)] = &[(
+/// source: the test script validates them and this prints them; `mesh check` compares
+/// the cluster's with them).
+pub(crate) const CRDS: &[(&str, &str)] = &[(
     "serviceprofiles.mesh.rs",
     include_str!("../../../manifests/crds/serviceprofiles.yaml"),
 )];
