@@ -9,18 +9,18 @@
 //!
 //! - `kubernetes-api`, `kubernetes-version` (always): the client, the API answers,
 //!   its version is at least [`MIN_KUBERNETES`](mesh_core::install::MIN_KUBERNETES);
-//! - `pre-kubernetes-setup` (`--pre`, [`pre`]): the control plane's namespace absent,
+//! - `pre-kubernetes-setup` (`--pre`, `pre.rs`): the control plane's namespace absent,
 //!   permission to create every kind `mesh install` emits, the clock, the admission
 //!   API;
 //! - `mesh-config`, `mesh-control-plane` (pods ready, and the controller's own view of
 //!   the ServiceProfile CRD), `mesh-identity`, `mesh-webhooks`, `mesh-version`
-//!   (without `--pre`, [`installed`]; only `mesh-config` when the namespace is
-//!   missing, since every later check would fail for that one reason);
-//! - `mesh-data-plane` (`--proxy`, [`proxy`]).
+//!   (without `--pre`, `installed.rs` and `tls.rs`; only `mesh-config` when the
+//!   namespace is missing, since every later check would fail for that one reason);
+//! - `mesh-data-plane` (`--proxy`, `proxy.rs`).
 //!
 //! `--wait` re-runs the suite while the only failures are checks that can come good
 //! by themselves (controller pods becoming ready, the controller answering, meshed
-//! pods' proxies becoming ready), every [`POLL`], until the duration passes; a failure
+//! pods' proxies becoming ready), every 500 ms, until the duration passes; a failure
 //! that waiting cannot mend (the API unreachable, a version, a permission, a
 //! certificate, a missing object) ends it at once.
 
