@@ -87,10 +87,11 @@ pub fn decide(input: Input<'_>) -> Decision {
         let mut patch = Patch::default();
         patch.set_in_map(
             &["metadata", "annotations"],
-            pod.pointer("/metadata/annotations").is_some(),
+            pod.pointer("/metadata/annotations")
+                .is_some_and(Value::is_object),
             &[(meta::INJECT_SKIPPED.to_string(), reason.clone())],
         );
-        if pod.get("metadata").is_none() {
+        if !pod.get("metadata").is_some_and(Value::is_object) {
             // Not a pod the API server would send; still, never a patch that fails.
             patch = Patch::default();
         }
@@ -123,10 +124,8 @@ pub fn decide(input: Input<'_>) -> Decision {
             return skip(format!("already injected: the pod has a {c} container"));
         }
     }
-    if pod
-        .pointer("/spec/containers")
-        .is_none_or(|c| !c.is_array())
-        || pod.get("metadata").is_none()
+    if !pod.pointer("/spec/containers").is_some_and(Value::is_array)
+        || !pod.get("metadata").is_some_and(Value::is_object)
     {
         return skip("not a pod: metadata and spec.containers are required".into());
     }

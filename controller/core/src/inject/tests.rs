@@ -506,3 +506,20 @@ fn quantities_ports_and_filters() {
     let e = settings::check_values(&bad).unwrap_err();
     assert!(e.contains("skip-inbound-ports"), "{e}");
 }
+
+#[test]
+fn odd_pods_get_patches_that_apply() {
+    for p in [
+        json!({ "metadata": { "annotations": { "mesh.rs/inject": "enabled" }, "labels": 3 },
+                "spec": { "containers": [{ "name": "a", "image": "a" }], "initContainers": null, "volumes": {} } }),
+        json!({ "metadata": { "annotations": { "mesh.rs/inject": "enabled" } }, "spec": { "containers": 3 } }),
+        json!({ "metadata": "x", "spec": {} }),
+    ] {
+        match decide_one(&p, &ns("demo", &[(meta::INJECT, "enabled")])) {
+            Decision::Inject(patch) | Decision::Skip { patch, .. } => {
+                applied(&p, &patch);
+            }
+            Decision::NotAsked => {}
+        }
+    }
+}
