@@ -5,6 +5,7 @@
 mod check;
 mod cluster;
 mod demo;
+mod inject;
 mod metrics_api;
 mod profile;
 mod top;
