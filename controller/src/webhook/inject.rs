@@ -69,7 +69,19 @@ pub trait Cluster: Send + Sync + 'static {
         kind: &'a str,
         name: &'a str,
     ) -> Lookup<'a, Option<OwnerRef>>;
+    /// Records a Warning Event on `regarding` (in `namespace`) saying why its pod was
+    /// not injected: the pod does not exist yet at admission, so its owner carries
+    /// it, where `kubectl describe deploy/web` shows it.
+    fn skipped_event<'a>(
+        &'a self,
+        namespace: &'a str,
+        regarding: &'a OwnerRef,
+        reason: &'a str,
+    ) -> Lookup<'a, ()>;
 }
+
+/// The Event's reason (`kubectl describe`'s `Reason`).
+pub const SKIPPED_EVENT_REASON: &str = "ProxyInjectionSkipped";
 
 /// The injector's configuration: the install's values and the trust anchors.
 #[derive(Clone, Debug)]
@@ -165,6 +177,8 @@ struct Request {
     namespace: String,
     #[serde(default)]
     object: Option<Value>,
+    #[serde(default, rename = "dryRun")]
+    dry_run: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -299,7 +313,11 @@ impl Injector {
                 }
             }
         };
-        let owner = self.owner(&ns_name, &pod).await;
+        let owner_ref = self.owner(&ns_name, &pod).await;
+        let owner = owner_ref.as_ref().map(|r| Owner {
+            kind: r.kind.clone(),
+            name: r.name.clone(),
+        });
         let decision = inject::decide(Input {
             pod: &pod,
             namespace: &namespace,
@@ -321,6 +339,16 @@ impl Injector {
             }
             Decision::Skip { reason, patch } => {
                 tracing::info!(namespace = %ns_name, pod = %pod_name, %reason, "injection skipped");
+                if let (Some(owner), false) = (owner_ref, request.dry_run.unwrap_or(false)) {
+                    let cluster = Arc::clone(&self.cluster);
+                    let reason = reason.clone();
+                    // Off the admission's path: the API server waits for the answer.
+                    tokio::spawn(async move {
+                        if let Err(error) = cluster.skipped_event(&ns_name, &owner, &reason).await {
+                            tracing::warn!(%error, kind = %owner.kind, name = %owner.name, "injector: cannot record the skip as an Event");
+                        }
+                    });
+                }
                 let patch = (!patch.is_empty()).then(|| patch.to_json());
                 answer(patch, None, InjectOutcome::Skipped)
             }
@@ -331,7 +359,7 @@ impl Injector {
     /// The pod's workload: its controller, followed from a ReplicaSet to its
     /// Deployment and from a Job to its CronJob. A failed lookup keeps the nearest
     /// owner known (logged).
-    async fn owner(&self, namespace: &str, pod: &Value) -> Option<Owner> {
+    async fn owner(&self, namespace: &str, pod: &Value) -> Option<OwnerRef> {
         let first = controller_ref(pod)?;
         let parent_kind = match (first.api_version.as_str(), first.kind.as_str()) {
             ("apps/v1", "ReplicaSet") => Some("Deployment"),
@@ -344,22 +372,14 @@ impl Injector {
                 .controller_of(namespace, &first.kind, &first.name)
                 .await
             {
-                Ok(Some(parent)) if parent.kind == parent_kind => {
-                    return Some(Owner {
-                        kind: parent.kind,
-                        name: parent.name,
-                    })
-                }
+                Ok(Some(parent)) if parent.kind == parent_kind => return Some(parent),
                 Ok(_) => {}
                 Err(error) => {
                     tracing::warn!(%namespace, kind = %first.kind, name = %first.name, %error, "injector: cannot read the pod's owner");
                 }
             }
         }
-        Some(Owner {
-            kind: first.kind,
-            name: first.name,
-        })
+        Some(first)
     }
 }
 
@@ -380,15 +400,22 @@ pub fn controller_ref(object: &Value) -> Option<OwnerRef> {
 }
 
 /// [`Cluster`] over the API server: `get` on namespaces, replicasets and jobs
-/// (metadata only).
+/// (metadata only); `create` and `patch` on `events.k8s.io` events (a repeated
+/// Event is one series, patched).
 #[derive(Clone)]
 pub struct KubeCluster {
     client: kube::Client,
+    recorder: kube::runtime::events::Recorder,
 }
 
 impl KubeCluster {
     pub fn new(client: kube::Client) -> Self {
-        Self { client }
+        let reporter = kube::runtime::events::Reporter {
+            controller: mesh_core::install::names::INJECTOR_WEBHOOK.into(),
+            instance: std::env::var("HOSTNAME").ok(),
+        };
+        let recorder = kube::runtime::events::Recorder::new(client.clone(), reporter);
+        Self { client, recorder }
     }
 }
 
@@ -436,6 +463,44 @@ impl Cluster for KubeCluster {
                     kind: r.kind,
                     name: r.name,
                 }))
+        })
+    }
+
+    fn skipped_event<'a>(
+        &'a self,
+        namespace: &'a str,
+        regarding: &'a OwnerRef,
+        reason: &'a str,
+    ) -> Lookup<'a, ()> {
+        Box::pin(async move {
+            use kube::runtime::events::{Event, EventType};
+            let reference = k8s_openapi::api::core::v1::ObjectReference {
+                api_version: Some(regarding.api_version.clone()),
+                kind: Some(regarding.kind.clone()),
+                name: Some(regarding.name.clone()),
+                namespace: Some(namespace.to_string()),
+                ..Default::default()
+            };
+            // An Event's note holds 1 kB.
+            let mut note = reason.to_string();
+            if note.len() > 1000 {
+                let mut end = 1000;
+                while !note.is_char_boundary(end) {
+                    end -= 1;
+                }
+                note.truncate(end);
+            }
+            let event = Event {
+                type_: EventType::Warning,
+                reason: SKIPPED_EVENT_REASON.into(),
+                note: Some(note),
+                action: "InjectProxy".into(),
+                secondary: None,
+            };
+            self.recorder
+                .publish(&event, &reference)
+                .await
+                .map_err(|e| e.to_string())
         })
     }
 }

@@ -23,6 +23,8 @@ const ANCHORS: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE--
 struct FakeCluster {
     namespaces: HashMap<String, Namespace>,
     owners: HashMap<(String, String), OwnerRef>,
+    /// Every Event recorded: (namespace, regarding, reason).
+    events: Option<tokio::sync::mpsc::UnboundedSender<(String, OwnerRef, String)>>,
 }
 
 impl Cluster for FakeCluster {
@@ -42,6 +44,18 @@ impl Cluster for FakeCluster {
             .get(&(kind.to_string(), name.to_string()))
             .cloned();
         Box::pin(async move { Ok(found) })
+    }
+
+    fn skipped_event<'a>(
+        &'a self,
+        namespace: &'a str,
+        regarding: &'a OwnerRef,
+        reason: &'a str,
+    ) -> Lookup<'a, ()> {
+        if let Some(events) = &self.events {
+            let _ = events.send((namespace.into(), regarding.clone(), reason.into()));
+        }
+        Box::pin(async { Ok(()) })
     }
 }
 
@@ -233,6 +247,48 @@ async fn skips_are_recorded_and_unasked_pods_left_alone() {
         "only CREATE is injected"
     );
     assert_eq!(inj.counts().total(InjectOutcome::Ignored), 2);
+}
+
+#[tokio::test]
+async fn a_skip_is_an_event_on_the_owner_unless_dry_run() {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut c = cluster();
+    c.events = Some(tx);
+    let inj = Injector::new(
+        InjectConfig {
+            values: Values::default(),
+            trust_anchors: ANCHORS.into(),
+        },
+        Arc::new(c),
+        Arc::new(Injections::default()),
+    );
+    let mut p = pod(Some(("apps/v1", "ReplicaSet", "web-5d9c")), json!({}));
+    p["spec"]["hostNetwork"] = json!(true);
+    let mut dry: Value =
+        serde_json::from_slice(&review("demo", "CREATE", p.clone())).expect("json");
+    dry["request"]["dryRun"] = json!(true);
+    let answer = inj
+        .review(&serde_json::to_vec(&dry).expect("json"))
+        .await
+        .expect("review");
+    assert_eq!(answer.result, InjectOutcome::Skipped);
+    let answer = inj
+        .review(&review("demo", "CREATE", p))
+        .await
+        .expect("review");
+    assert_eq!(answer.result, InjectOutcome::Skipped);
+    let (ns, regarding, reason) =
+        tokio::time::timeout(std::time::Duration::from_secs(10), rx.recv())
+            .await
+            .expect("an event within 10s")
+            .expect("an event");
+    assert_eq!(ns, "demo");
+    assert_eq!(
+        (regarding.kind.as_str(), regarding.name.as_str()),
+        ("Deployment", "web")
+    );
+    assert!(reason.contains("hostNetwork"), "{reason}");
+    assert!(rx.try_recv().is_err(), "one event: none for the dry run");
 }
 
 #[tokio::test]
@@ -464,4 +520,135 @@ async fn without_an_injector_inject_is_not_found() {
         )
         .await;
     assert_eq!(rsp.status(), StatusCode::NOT_FOUND);
+}
+
+/// `KubeCluster` through the real kube-rs client, against a loopback HTTP server that
+/// answers as the API server does: the paths, the decoding and the Event it posts.
+#[tokio::test]
+async fn kube_cluster_asks_the_api_server() {
+    use hyper::body::Incoming;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (posted_tx, mut posted) = tokio::sync::mpsc::unbounded_channel::<(String, Value)>();
+    let server = tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let posted_tx = posted_tx.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: HttpRequest<Incoming>| {
+                    let posted_tx = posted_tx.clone();
+                    async move {
+                        let path = req.uri().path().to_string();
+                        let method = req.method().clone();
+                        let body = req
+                            .into_body()
+                            .collect()
+                            .await
+                            .map(|b| b.to_bytes())
+                            .unwrap_or_default();
+                        let (status, answer) = match (method.as_str(), path.as_str()) {
+                            ("GET", "/api/v1/namespaces/demo") => (
+                                200,
+                                json!({
+                                    "apiVersion": "v1", "kind": "Namespace",
+                                    "metadata": { "name": "demo", "labels": { "team": "a" },
+                                                  "annotations": { "mesh.rs/inject": "enabled" } },
+                                }),
+                            ),
+                            ("GET", "/apis/apps/v1/namespaces/demo/replicasets/web-5d9c") => (
+                                200,
+                                json!({
+                                    "apiVersion": "apps/v1", "kind": "ReplicaSet",
+                                    "metadata": { "name": "web-5d9c", "namespace": "demo", "ownerReferences": [
+                                        { "apiVersion": "apps/v1", "kind": "Deployment", "name": "web", "uid": "u1", "controller": true },
+                                    ] },
+                                    "spec": { "selector": {} },
+                                }),
+                            ),
+                            ("POST", "/apis/events.k8s.io/v1/namespaces/demo/events") => {
+                                let event: Value =
+                                    serde_json::from_slice(&body).unwrap_or(Value::Null);
+                                let _ = posted_tx.send((path.clone(), event.clone()));
+                                (201, event)
+                            }
+                            _ => (
+                                404,
+                                json!({
+                                    "apiVersion": "v1", "kind": "Status", "status": "Failure",
+                                    "message": format!("{path} not found"), "reason": "NotFound", "code": 404,
+                                }),
+                            ),
+                        };
+                        let mut rsp =
+                            http::Response::new(Full::new(Bytes::from(answer.to_string())));
+                        *rsp.status_mut() = StatusCode::from_u16(status).expect("status");
+                        rsp.headers_mut().insert(
+                            "content-type",
+                            http::HeaderValue::from_static("application/json"),
+                        );
+                        Ok::<_, std::convert::Infallible>(rsp)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    });
+    let config = kube::Config::new(format!("http://{addr}").parse().expect("url"));
+    let client = kube::Client::try_from(config).expect("client");
+    let cluster = KubeCluster::new(client);
+
+    let ns = cluster.namespace("demo").await.expect("namespace");
+    assert_eq!(
+        ns.annotations.get(meta::INJECT).map(String::as_str),
+        Some("enabled")
+    );
+    assert_eq!(ns.labels.get("team").map(String::as_str), Some("a"));
+    let owner = cluster
+        .controller_of("demo", "ReplicaSet", "web-5d9c")
+        .await
+        .expect("lookup");
+    assert_eq!(
+        owner,
+        Some(OwnerRef {
+            api_version: "apps/v1".into(),
+            kind: "Deployment".into(),
+            name: "web".into()
+        })
+    );
+    let e = cluster.namespace("gone").await.expect_err("404");
+    assert!(e.contains("not found"), "{e}");
+    let e = cluster
+        .controller_of("demo", "Job", "nope")
+        .await
+        .expect_err("404");
+    assert!(e.contains("not found"), "{e}");
+
+    let web = OwnerRef {
+        api_version: "apps/v1".into(),
+        kind: "Deployment".into(),
+        name: "web".into(),
+    };
+    cluster
+        .skipped_event(
+            "demo",
+            &web,
+            "the pod uses the host's network (hostNetwork: true)",
+        )
+        .await
+        .expect("event");
+    let (_, event) = posted.recv().await.expect("an event posted");
+    assert_eq!(event["reason"], SKIPPED_EVENT_REASON);
+    assert_eq!(event["type"], "Warning");
+    assert_eq!(event["regarding"]["kind"], "Deployment");
+    assert_eq!(event["regarding"]["name"], "web");
+    assert!(event["note"]
+        .as_str()
+        .is_some_and(|n| n.contains("hostNetwork")));
+    server.abort();
 }
