@@ -14,7 +14,9 @@
 //!    iptables rules would be the node's), when it already has a `mesh-proxy` or
 //!    `mesh-init` container (injected by hand, or by another injector), or when a
 //!    `config.mesh.rs/*` annotation is invalid ([`settings`]).
-//! 3. Otherwise [`pod`] says what is added; [`inject`] only decides where.
+//! 3. Otherwise [`pod`] says what is added; [`inject`] only decides where, and copies
+//!    the namespace's `config.mesh.rs/*` annotations the pod lacks (and the install's
+//!    opaque ports) onto the pod, where the destination service reads them.
 
 pub mod patch;
 pub mod pod;
@@ -181,7 +183,7 @@ pub fn inject(input: Input<'_>, settings: &Settings) -> Patch {
         .is_some_and(Value::is_object);
     patch.set_in_map(&["metadata", "labels"], has_labels, &labels);
 
-    let annotations = vec![
+    let mut annotations = vec![
         (
             meta::TRUST_ROOT_SHA256.to_string(),
             trust_root_sha256(input.trust_anchors),
@@ -189,11 +191,41 @@ pub fn inject(input: Input<'_>, settings: &Settings) -> Patch {
         (meta::PROXY_VERSION.to_string(), settings.version.clone()),
         (meta::CREATED_BY.to_string(), input.created_by.to_string()),
     ];
+    annotations.extend(inherited(input, settings));
     let has_annotations = pod
         .pointer("/metadata/annotations")
         .is_some_and(Value::is_object);
     patch.set_in_map(&["metadata", "annotations"], has_annotations, &annotations);
     patch
+}
+
+/// The namespace's `config.mesh.rs/*` annotations the pod lacks, and the install's
+/// opaque ports when neither names any, copied onto the pod (as Linkerd does): the
+/// destination service reads a pod's own `config.mesh.rs/opaque-ports` to tell
+/// clients which of its ports carry opaque TCP, and the pod then shows the settings
+/// its proxy runs with.
+fn inherited(input: Input<'_>, settings: &Settings) -> Vec<(String, String)> {
+    let pod = string_map(input.pod.pointer("/metadata/annotations"));
+    let mut out: Vec<(String, String)> = input
+        .namespace
+        .annotations
+        .iter()
+        .filter(|(k, _)| {
+            k.starts_with(meta::CONFIG_PREFIX)
+                && k.as_str() != meta::ADMISSION_WEBHOOKS
+                && !pod.contains_key(k.as_str())
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let named =
+        pod.contains_key(meta::OPAQUE_PORTS) || out.iter().any(|(k, _)| k == meta::OPAQUE_PORTS);
+    if !named && !settings.opaque_ports.is_empty() {
+        out.push((
+            meta::OPAQUE_PORTS.to_string(),
+            settings.opaque_ports.clone(),
+        ));
+    }
+    out
 }
 
 /// The SHA-256 of the anchors' PEM, in lowercase hex.

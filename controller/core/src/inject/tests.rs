@@ -523,3 +523,55 @@ fn odd_pods_get_patches_that_apply() {
         }
     }
 }
+
+#[test]
+fn namespace_settings_and_install_opaque_ports_are_copied_onto_the_pod() {
+    let p = pod(&[
+        (meta::INJECT, "enabled"),
+        ("config.mesh.rs/proxy-log-level", "debug"),
+    ]);
+    let namespace = ns(
+        "demo",
+        &[
+            ("config.mesh.rs/proxy-log-level", "trace"),
+            ("config.mesh.rs/skip-inbound-ports", "22"),
+            ("config.mesh.rs/admission-webhooks", "enabled"),
+        ],
+    );
+    let mut values = Values::default();
+    values.proxy.opaque_ports = "6000".into();
+    let Decision::Inject(patch) = run(&p, &namespace, None, &values) else {
+        panic!("expected injection");
+    };
+    let out = applied(&p, &patch);
+    let a = &out["metadata"]["annotations"];
+    assert_eq!(
+        a["config.mesh.rs/proxy-log-level"], "debug",
+        "the pod's own stays"
+    );
+    assert_eq!(
+        a["config.mesh.rs/skip-inbound-ports"], "22",
+        "the namespace's is copied"
+    );
+    assert_eq!(
+        a[meta::OPAQUE_PORTS],
+        "6000",
+        "the install's opaque ports are recorded"
+    );
+    assert!(a.get(meta::ADMISSION_WEBHOOKS).is_none());
+    // A pod naming its own opaque ports keeps them.
+    let p = pod(&[(meta::INJECT, "enabled"), (meta::OPAQUE_PORTS, "7000")]);
+    let Decision::Inject(patch) = run(&p, &ns("demo", &[]), None, &values) else {
+        panic!("expected injection");
+    };
+    assert_eq!(
+        applied(&p, &patch)["metadata"]["annotations"][meta::OPAQUE_PORTS],
+        "7000"
+    );
+    // Nothing set anywhere: nothing copied.
+    let p = pod(&[(meta::INJECT, "enabled")]);
+    let out = injected(&p, &ns("demo", &[]));
+    assert!(out["metadata"]["annotations"]
+        .get(meta::OPAQUE_PORTS)
+        .is_none());
+}
