@@ -107,7 +107,7 @@ pub fn decide(input: Input<'_>) -> Decision {
         }
         Some((source, other)) => {
             return skip(format!(
-                "{source} annotation {}={other:?}: expected {} or {}",
+                "the {source}'s {}={other:?}: expected {} or {}",
                 meta::INJECT,
                 meta::INJECT_ENABLED,
                 meta::INJECT_DISABLED
