@@ -212,7 +212,8 @@ pub struct WebhookArgs {
 
     /// The install's values (the `mesh-config` ConfigMap's `values.yaml`): with the
     /// webhook's certificate, --identity-trust-anchors and the kubernetes backend,
-    /// this turns the proxy injector (`POST /inject`) on. Read once, at start.
+    /// this turns the proxy injector (`POST /inject`) on. Re-read when it (or the
+    /// anchors) change.
     #[arg(long, env = "MESH_INJECT_CONFIG", value_name = "PATH")]
     pub inject_config: Option<PathBuf>,
 }
@@ -441,16 +442,15 @@ impl WebhookArgs {
     }
 }
 
-/// Reads and checks the injector's values and trust anchors. The values' domains
-/// must be the controller's: a proxy told another trust domain than the identity
-/// service signs for would never get a certificate.
+/// Checks that the injector's values and trust anchors load (the injector reads
+/// them again when it starts, and whenever they change).
 fn inject_config(
     path: PathBuf,
     anchors: Option<PathBuf>,
     discovery: &Discovery,
     trust_domain: &str,
     cluster_domain: &str,
-) -> Result<webhook::inject::InjectConfig, InvalidConfig> {
+) -> Result<webhook::inject::InjectFiles, InvalidConfig> {
     if !matches!(discovery, Discovery::Kubernetes { .. }) {
         return Err(InvalidConfig::InjectNeeds(
             "--backend kubernetes (it looks up namespaces and owners)",
@@ -459,50 +459,24 @@ fn inject_config(
     let anchors = anchors.ok_or(InvalidConfig::InjectNeeds(
         "--identity-trust-anchors (the proxies' trust anchors)",
     ))?;
-    let invalid = |message: String| InvalidConfig::InjectConfig {
-        path: path.clone(),
-        message,
+    let files = webhook::inject::InjectFiles {
+        values: path,
+        anchors,
+        trust_domain: trust_domain.to_string(),
+        cluster_domain: cluster_domain.to_string(),
     };
-    let text = std::fs::read_to_string(&path).map_err(|e| invalid(e.to_string()))?;
-    let values = mesh_core::install::Values::from_yaml(&text).map_err(invalid)?;
-    mesh_core::inject::settings::check_values(&values).map_err(invalid)?;
-    for (field, value, flag, ours) in [
-        (
-            "trustDomain",
-            &values.trust_domain,
-            "--trust-domain",
-            trust_domain,
-        ),
-        (
-            "clusterDomain",
-            &values.cluster_domain,
-            "--cluster-domain",
-            cluster_domain,
-        ),
-    ] {
-        if value.trim_matches('.') != ours {
-            return Err(invalid(format!(
-                "{field} {value:?} is not the controller's {flag} {ours:?}"
-            )));
-        }
-    }
-    let trust_anchors =
-        std::fs::read_to_string(&anchors).map_err(|source| InvalidConfig::IdentityRead {
+    match files.load() {
+        Ok(_) => Ok(files),
+        Err(webhook::inject::LoadError::Values(message)) => Err(InvalidConfig::InjectConfig {
+            path: files.values,
+            message,
+        }),
+        Err(webhook::inject::LoadError::Anchors(message)) => Err(InvalidConfig::IdentityInvalid {
             flag: "identity-trust-anchors",
-            path: anchors.clone(),
-            source,
-        })?;
-    if !trust_anchors.contains("-----BEGIN CERTIFICATE-----") {
-        return Err(InvalidConfig::IdentityInvalid {
-            flag: "identity-trust-anchors",
-            path: anchors,
-            message: "no PEM CERTIFICATE block".into(),
-        });
+            path: files.anchors,
+            message,
+        }),
     }
-    Ok(webhook::inject::InjectConfig {
-        values,
-        trust_anchors,
-    })
 }
 
 // === impl IdentityArgs ===

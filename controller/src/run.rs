@@ -262,7 +262,9 @@ async fn start_webhook(
     tracing::info!(webhook = %addr, path = webhook::PATH, "listening");
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
     let mut service = webhook::Webhook::new(cluster_domain, reviews);
-    if let Some(inject) = config.inject {
+    if let Some(files) = config.inject {
+        let inject = webhook::inject::Reloading::from_files(files)
+            .map_err(|e| anyhow::anyhow!("the proxy injector's configuration: {e}"))?;
         let client = kube::Client::try_default()
             .await
             .context("the proxy injector needs a Kubernetes client (KUBECONFIG or in-cluster)")?;

@@ -358,7 +358,8 @@ fn inject_flags() {
         args
     };
     let config = parse_owned(&flags(&[])).unwrap();
-    let inject = config.webhook.unwrap().inject.expect("the injector is on");
+    let files = config.webhook.unwrap().inject.expect("the injector is on");
+    let inject = files.load().expect("loads");
     assert!(inject.trust_anchors.contains("BEGIN CERTIFICATE"));
     assert_eq!(inject.values, mesh_core::install::Values::default());
     assert!(

@@ -22,6 +22,7 @@
 //! ```
 
 use super::review::{API_VERSION, KIND};
+use super::tls::FileStamp;
 use crate::metrics::{header, Family};
 use base64::Engine as _;
 use mesh_core::{
@@ -33,10 +34,11 @@ use serde_json::{json, Value};
 use std::{
     fmt::Write as _,
     future::Future,
+    path::PathBuf,
     pin::Pin,
     sync::{
         atomic::{AtomicU64, Ordering},
-        Arc,
+        Arc, Mutex,
     },
 };
 
@@ -90,9 +92,37 @@ pub struct InjectConfig {
     pub trust_anchors: String,
 }
 
+/// Where the configuration is read from (the `mesh-config` values and the trust
+/// anchors, both ConfigMap volumes), and the controller's domains it must agree with:
+/// a proxy told another trust domain than the identity service signs for would never
+/// get a certificate.
+#[derive(Clone, Debug)]
+pub struct InjectFiles {
+    pub values: PathBuf,
+    pub anchors: PathBuf,
+    pub trust_domain: String,
+    pub cluster_domain: String,
+}
+
+/// Why the files do not make a configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LoadError {
+    Values(String),
+    Anchors(String),
+}
+
+/// The configuration in force: read again when either file changes (an anchors
+/// rotation or an upgrade's new values reach the pod's volumes within a minute or so;
+/// no restart), the last good one kept while a change does not load.
+#[derive(Debug)]
+pub struct Reloading {
+    files: Option<InjectFiles>,
+    state: Mutex<(Option<[FileStamp; 2]>, Arc<InjectConfig>)>,
+}
+
 /// Answers `/inject` reviews; shared by every connection.
 pub struct Injector {
-    config: InjectConfig,
+    config: Reloading,
     cluster: Arc<dyn Cluster>,
     created_by: String,
     counts: Arc<Injections>,
@@ -216,8 +246,104 @@ impl Answer {
     }
 }
 
+impl InjectFiles {
+    /// Reads and checks both files.
+    pub fn load(&self) -> Result<InjectConfig, LoadError> {
+        let text =
+            std::fs::read_to_string(&self.values).map_err(|e| LoadError::Values(e.to_string()))?;
+        let values = Values::from_yaml(&text).map_err(LoadError::Values)?;
+        inject::settings::check_values(&values).map_err(LoadError::Values)?;
+        for (field, value, flag, ours) in [
+            (
+                "trustDomain",
+                &values.trust_domain,
+                "--trust-domain",
+                &self.trust_domain,
+            ),
+            (
+                "clusterDomain",
+                &values.cluster_domain,
+                "--cluster-domain",
+                &self.cluster_domain,
+            ),
+        ] {
+            if value.trim_matches('.') != ours {
+                return Err(LoadError::Values(format!(
+                    "{field} {value:?} is not the controller's {flag} {ours:?}"
+                )));
+            }
+        }
+        let trust_anchors = std::fs::read_to_string(&self.anchors)
+            .map_err(|e| LoadError::Anchors(e.to_string()))?;
+        if !trust_anchors.contains("-----BEGIN CERTIFICATE-----") {
+            return Err(LoadError::Anchors("no PEM CERTIFICATE block".into()));
+        }
+        Ok(InjectConfig {
+            values,
+            trust_anchors,
+        })
+    }
+
+    fn stamps(&self) -> Option<[FileStamp; 2]> {
+        Some([FileStamp::of(&self.values)?, FileStamp::of(&self.anchors)?])
+    }
+}
+
+impl std::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LoadError::Values(m) => write!(f, "values: {m}"),
+            LoadError::Anchors(m) => write!(f, "trust anchors: {m}"),
+        }
+    }
+}
+
+impl Reloading {
+    /// A configuration that never changes (tests).
+    pub fn fixed(config: InjectConfig) -> Self {
+        Self {
+            files: None,
+            state: Mutex::new((None, Arc::new(config))),
+        }
+    }
+
+    /// Loads the files now: the injector never starts without a configuration.
+    pub fn from_files(files: InjectFiles) -> Result<Self, LoadError> {
+        let stamps = files.stamps();
+        let config = files.load()?;
+        Ok(Self {
+            files: Some(files),
+            state: Mutex::new((stamps, Arc::new(config))),
+        })
+    }
+
+    /// The configuration to inject with, re-read first if a file changed.
+    pub fn current(&self) -> Arc<InjectConfig> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(files) = &self.files {
+            let stamps = files.stamps();
+            // A file that cannot be stat'ed right now (mid-swap) is looked at again
+            // next time.
+            if stamps.is_some() && stamps != state.0 {
+                state.0 = stamps;
+                match files.load() {
+                    Ok(config) => {
+                        tracing::info!("proxy injector configuration reloaded");
+                        state.1 = Arc::new(config);
+                    }
+                    Err(error) => tracing::warn!(
+                        %error,
+                        "cannot reload the proxy injector's configuration; injecting with the previous one"
+                    ),
+                }
+            }
+        }
+        Arc::clone(&state.1)
+    }
+}
+
 impl Injector {
-    pub fn new(config: InjectConfig, cluster: Arc<dyn Cluster>, counts: Arc<Injections>) -> Self {
+    pub fn new(config: Reloading, cluster: Arc<dyn Cluster>, counts: Arc<Injections>) -> Self {
         Self {
             config,
             cluster,
@@ -318,12 +444,13 @@ impl Injector {
             kind: r.kind.clone(),
             name: r.name.clone(),
         });
+        let config = self.config.current();
         let decision = inject::decide(Input {
             pod: &pod,
             namespace: &namespace,
             owner: owner.as_ref(),
-            values: &self.config.values,
-            trust_anchors: &self.config.trust_anchors,
+            values: &config.values,
+            trust_anchors: &config.trust_anchors,
             created_by: &self.created_by,
         });
         let pod_name = pod

@@ -71,8 +71,9 @@ pub struct WebhookConfig {
     pub addr: SocketAddr,
     pub cert: PathBuf,
     pub key: PathBuf,
-    /// The proxy injector (`/inject`), when `--inject-config` was given.
-    pub inject: Option<inject::InjectConfig>,
+    /// The proxy injector (`/inject`), when `--inject-config` was given: its files,
+    /// already checked to load.
+    pub inject: Option<inject::InjectFiles>,
 }
 
 /// Counts of review outcomes: `webhook_reviews_total{result}`.

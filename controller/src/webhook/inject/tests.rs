@@ -97,10 +97,10 @@ fn cluster() -> FakeCluster {
 
 fn injector() -> Injector {
     Injector::new(
-        InjectConfig {
+        Reloading::fixed(InjectConfig {
             values: Values::default(),
             trust_anchors: ANCHORS.into(),
-        },
+        }),
         Arc::new(cluster()),
         Arc::new(Injections::default()),
     )
@@ -255,10 +255,10 @@ async fn a_skip_is_an_event_on_the_owner_unless_dry_run() {
     let mut c = cluster();
     c.events = Some(tx);
     let inj = Injector::new(
-        InjectConfig {
+        Reloading::fixed(InjectConfig {
             values: Values::default(),
             trust_anchors: ANCHORS.into(),
-        },
+        }),
         Arc::new(c),
         Arc::new(Injections::default()),
     );
@@ -651,4 +651,76 @@ async fn kube_cluster_asks_the_api_server() {
         .as_str()
         .is_some_and(|n| n.contains("hostNetwork")));
     server.abort();
+}
+
+/// Writes a file as Kubernetes updates a ConfigMap volume: a new file renamed over.
+fn replace(path: &std::path::Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).expect("write");
+    std::fs::rename(&tmp, path).expect("rename");
+}
+
+#[tokio::test]
+async fn a_changed_configuration_is_reloaded_and_a_broken_one_ignored() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let files = InjectFiles {
+        values: dir.path().join("values.yaml"),
+        anchors: dir.path().join("ca-bundle.crt"),
+        trust_domain: "cluster.local".into(),
+        cluster_domain: "cluster.local".into(),
+    };
+    replace(&files.values, &Values::default().to_yaml());
+    replace(&files.anchors, ANCHORS);
+    let reloading = Reloading::from_files(files.clone()).expect("loads");
+    let inj = Injector::new(
+        reloading,
+        Arc::new(cluster()),
+        Arc::new(Injections::default()),
+    );
+    let p = pod(None, json!({}));
+    let hash = |answer: &Answer| {
+        let out = patched(&p, &response(answer));
+        out["metadata"]["annotations"][meta::TRUST_ROOT_SHA256]
+            .as_str()
+            .expect("hash")
+            .to_string()
+    };
+    let first = hash(
+        &inj.review(&review("demo", "CREATE", p.clone()))
+            .await
+            .expect("review"),
+    );
+    assert_eq!(first, inject::trust_root_sha256(ANCHORS));
+
+    // Rotated anchors (a second certificate in the bundle) and a new log level.
+    let rotated = format!("{ANCHORS}{ANCHORS}");
+    replace(&files.anchors, &rotated);
+    let mut values = Values::default();
+    values.proxy.log_level = "debug".into();
+    replace(&files.values, &values.to_yaml());
+    let answer = inj
+        .review(&review("demo", "CREATE", p.clone()))
+        .await
+        .expect("review");
+    assert_eq!(hash(&answer), inject::trust_root_sha256(&rotated));
+    let out = patched(&p, &response(&answer));
+    let env = out["spec"]["initContainers"][1]["env"]
+        .as_array()
+        .expect("env")
+        .clone();
+    assert!(env
+        .iter()
+        .any(|e| e["name"] == "MESH_PROXY_LOG" && e["value"] == "debug"));
+
+    // A broken change keeps the last good configuration.
+    replace(&files.values, "proxy:\n  logLevl: x\n");
+    let answer = inj
+        .review(&review("demo", "CREATE", p.clone()))
+        .await
+        .expect("review");
+    assert_eq!(hash(&answer), inject::trust_root_sha256(&rotated));
+    assert!(
+        matches!(files.load(), Err(LoadError::Values(m)) if m.contains("logLevl")),
+        "the broken values are named"
+    );
 }
