@@ -724,3 +724,13 @@ async fn a_changed_configuration_is_reloaded_and_a_broken_one_ignored() {
         "the broken values are named"
     );
 }
+
+/// The token the injector mounts is minted for the audience the identity service
+/// asks TokenReview about; the two constants live in two crates, so this keeps them one.
+#[test]
+fn the_projected_token_is_for_the_identity_services_audience() {
+    assert_eq!(
+        mesh_core::inject::pod::TOKEN_AUDIENCE,
+        crate::identity::token::AUDIENCE
+    );
+}
