@@ -405,11 +405,13 @@ impl Injector {
                     k.kind,
                     mesh_core::install::names::INJECTOR_WEBHOOK
                 );
+                tracing::warn!(uid = %uid, "{w}");
                 return Ok(answer(None, Some(w), InjectOutcome::Error));
             }
         }
         let Some(pod) = request.object.filter(Value::is_object) else {
             let w = "mesh proxy injector: request.object: a pod is required for CREATE".to_string();
+            tracing::warn!(uid = %uid, "{w}");
             return Ok(answer(None, Some(w), InjectOutcome::Error));
         };
         let ns_name = match request.namespace.as_str() {
