@@ -93,6 +93,7 @@ impl Config {
                     config,
                     &self.cluster_domain,
                     Arc::clone(&webhook_reviews),
+                    &metrics,
                     shutdown.clone(),
                 )
                 .await?
@@ -247,6 +248,7 @@ async fn start_webhook(
     config: webhook::WebhookConfig,
     cluster_domain: &str,
     reviews: Arc<webhook::Reviews>,
+    metrics: &Metrics,
     shutdown: CancellationToken,
 ) -> anyhow::Result<(SocketAddr, JoinHandle<()>)> {
     let provider = webhook::tls::provider();
@@ -259,7 +261,21 @@ async fn start_webhook(
     let addr = listener.local_addr()?;
     tracing::info!(webhook = %addr, path = webhook::PATH, "listening");
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
-    let service = webhook::Webhook::new(cluster_domain, reviews);
+    let mut service = webhook::Webhook::new(cluster_domain, reviews);
+    if let Some(files) = config.inject {
+        let inject = webhook::inject::Reloading::from_files(files)
+            .map_err(|e| anyhow::anyhow!("the proxy injector's configuration: {e}"))?;
+        let client = kube::Client::try_default()
+            .await
+            .context("the proxy injector needs a Kubernetes client (KUBECONFIG or in-cluster)")?;
+        let counts = Arc::new(webhook::inject::Injections::default());
+        metrics.export(counts.clone());
+        let cluster = Arc::new(webhook::inject::KubeCluster::new(client));
+        tracing::info!(path = webhook::INJECT_PATH, "proxy injector on");
+        service = service.with_injector(Arc::new(webhook::inject::Injector::new(
+            inject, cluster, counts,
+        )));
+    }
     let task = tokio::spawn(webhook::serve(listener, acceptor, service, shutdown));
     Ok((addr, task))
 }

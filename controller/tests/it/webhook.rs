@@ -18,7 +18,7 @@ use std::{net::SocketAddr, path::Path, sync::Arc};
 const UID: &str = "705ab4f5-6393-11e8-b7cc-42010a800002";
 
 /// A self-signed certificate for 127.0.0.1, as PEM: (certificate, key).
-fn self_signed() -> (String, String) {
+pub(super) fn self_signed() -> (String, String) {
     let ck =
         rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
     (ck.cert.pem(), ck.signing_key.serialize_pem())
@@ -71,13 +71,13 @@ async fn start() -> Fixture {
 }
 
 #[derive(Clone, Copy, Debug)]
-enum Proto {
+pub(super) enum Proto {
     Http1,
     Http2,
 }
 
 /// POSTs `body` to `path` over TLS, trusting only `trusted` (PEM).
-async fn post(
+pub(super) async fn post(
     addr: SocketAddr,
     trusted: &str,
     proto: Proto,
