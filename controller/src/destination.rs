@@ -8,7 +8,7 @@
 //! replaces the latest snapshot in a `watch` channel.
 
 use crate::{
-    index::{diff, Change, Endpoint, Index, ProfileInfo, Snapshot, Subscription},
+    index::{diff, Change, Endpoint, Index, ProfileInfo, Resource, Snapshot, Subscription},
     metrics::{Metrics, StreamKind},
 };
 use futures_util::{stream, Stream};
@@ -26,6 +26,13 @@ use tonic::{Request, Response, Status};
 const RETRY_RATIO: f32 = 0.2;
 const MIN_RETRIES_PER_SECOND: u32 = 10;
 const RETRY_TTL_MS: u64 = 10_000;
+
+/// How long a `GetProfile` stream's first answer waits for the first list of
+/// ServiceProfiles, which readiness does not wait for (their CRD may be missing): long
+/// enough that a controller just started answers a proxy reconnecting to it with the
+/// profile it had, short enough to stay well within a proxy's discovery timeout (1 s by
+/// default). Past it, the stream answers the default and sends the profile once listed.
+const PROFILES_SYNC_WAIT: Duration = Duration::from_millis(500);
 
 /// How many streams one client connection may hold open. A proxy opens a stream per
 /// destination it talks to, so hyper's default of 200 would stall a busy proxy.
@@ -278,6 +285,13 @@ impl Destination for DestinationService {
         req: Request<GetDestination>,
     ) -> Result<Response<Self::GetProfileStream>, Status> {
         let (sub, opened) = self.subscribe(req.get_ref(), StreamKind::Profile).await?;
+        let listed = self.index.synced_once(Resource::ServiceProfiles);
+        if tokio::time::timeout(PROFILES_SYNC_WAIT, listed)
+            .await
+            .is_err()
+        {
+            tracing::debug!(path = %req.get_ref().path, "ServiceProfiles not listed yet; answering with what the index has");
+        }
         Ok(Response::new(Box::pin(profiles(
             sub,
             opened,
