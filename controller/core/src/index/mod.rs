@@ -741,7 +741,9 @@ impl State {
 
     fn apply_profile(&mut self, profile: ServiceProfile, dirty: &mut Dirty) {
         let Some(service) = self.profile_service(&profile.key) else {
-            tracing::debug!(profile = %profile.key, "a profile that names no service of its namespace; ignored");
+            // Validation refuses such a profile before it gets here (every backend
+            // validates); this only keeps the index consistent should one slip by.
+            tracing::warn!(profile = %profile.key, "a profile that names no service of its namespace; ignored");
             return;
         };
         if self.profiles.get(&service) == Some(&profile) {
