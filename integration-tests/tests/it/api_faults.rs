@@ -197,6 +197,22 @@ async fn ready_without_the_profile_crd_and_profiles_once_it_is_served() {
         metric(ctl.admin, "serviceprofile_crd_installed", &[]).unwrap(),
         1.0
     );
+
+    // The CRD deleted again (its objects go with it on a real API server): back to the
+    // default, at once (the open watch ends, the next one is a 404).
+    kube.set_served(Kind::ServiceProfile, false);
+    let default = next(
+        &mut profiles,
+        Duration::from_secs(5),
+        "the default profile once the CRD is gone",
+    )
+    .await;
+    assert!(default.routes.is_empty(), "{default:?}");
+    assert_eq!(
+        metric(ctl.admin, "serviceprofile_crd_installed", &[]).unwrap(),
+        0.0
+    );
+
     // Endpoints were never disturbed.
     let quiet = tokio::time::timeout(Duration::from_millis(200), endpoints.message()).await;
     assert!(quiet.is_err(), "no endpoint update: {quiet:?}");
