@@ -512,6 +512,49 @@ mod tests {
         );
     }
 
+    /// `GetProfile` needs the index ready (Services, EndpointSlices, Pods) and waits
+    /// for the first profile list at most `PROFILES_SYNC_WAIT`: never forever (their
+    /// CRD may be missing), not at all once profiles are listed.
+    #[tokio::test(start_paused = true)]
+    async fn get_profile_waits_for_profiles_briefly_and_never_hangs() {
+        use futures_util::StreamExt as _;
+        let index = Index::new("cluster.local", "cluster.local");
+        index.ready_once_synced(&crate::k8s::REQUIRED);
+        for resource in crate::k8s::REQUIRED {
+            index.synced(resource);
+        }
+        let service = DestinationService::new(
+            index.clone(),
+            Arc::new(Metrics::default()),
+            CancellationToken::new(),
+        );
+        let ask = || {
+            service.get_profile(Request::new(GetDestination {
+                path: "web.ns.svc.cluster.local:80".into(),
+                context_token: String::new(),
+            }))
+        };
+
+        let started = tokio::time::Instant::now();
+        let mut stream = tokio::time::timeout(Duration::from_secs(60), ask())
+            .await
+            .expect("answered, though profiles never synced")
+            .expect("a stream")
+            .into_inner();
+        assert_eq!(started.elapsed(), PROFILES_SYNC_WAIT);
+        let first = stream.next().await.expect("a profile").expect("no error");
+        assert_eq!(first.fully_qualified_name, "");
+
+        index.synced(Resource::ServiceProfiles);
+        let started = tokio::time::Instant::now();
+        ask().await.expect("a stream");
+        assert_eq!(
+            started.elapsed(),
+            Duration::ZERO,
+            "profiles listed: no wait"
+        );
+    }
+
     #[test]
     fn profiles_on_the_wire() {
         assert_eq!(

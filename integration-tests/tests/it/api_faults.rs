@@ -279,6 +279,7 @@ async fn a_410_after_an_outage_relists_at_once() {
     )
     .await;
     let relisted = gone_at.elapsed();
+    eprintln!("the pod added during the outage seen {relisted:?} after the 410 was counted (polled every 20 ms)");
     assert_eq!(added(&update), ["127.78.2.2:8080".parse().unwrap()]);
     assert!(
         relisted < Duration::from_secs(1),
