@@ -24,7 +24,7 @@ pub(crate) struct Faults {
 pub(crate) enum Answer {
     /// `503 ServiceUnavailable`.
     Unavailable,
-    /// `404 NotFound`: the group is not served.
+    /// `404 page not found`: the group is not served.
     NotFound,
     /// `403 Forbidden` for a TokenReview, naming the user RBAC refused.
     ForbiddenTokenReview(String),

@@ -116,7 +116,13 @@ async fn faulted<B>(inner: &Arc<Inner>, req: &Request<B>) -> Option<Response<Bod
             )
             .into_response()
         }
-        faults::Answer::NotFound => ApiError::not_found().into_response(),
+        // What the API server's mux answers for a group it does not serve: not a
+        // `Status`, Go's plain-text 404.
+        faults::Answer::NotFound => Response::builder()
+            .status(StatusCode::NOT_FOUND)
+            .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+            .body(full(Bytes::from_static(b"404 page not found\n")))
+            .expect("static response parts are valid"),
         faults::Answer::ForbiddenTokenReview(user) => ApiError::new(
             StatusCode::FORBIDDEN,
             "Forbidden",

@@ -414,7 +414,8 @@ impl FakeKube {
 
     /// Serves `kind` (`true`, the default) or not, as when its CRD is installed or
     /// not: an unserved kind's API group is left out of discovery (`/apis`), and
-    /// everything under `/apis/<group>` is `404 NotFound`; open watches of it end.
+    /// everything under `/apis/<group>` is a 404 (the API server's plain-text `404 page
+    /// not found`, not a `Status`); open watches of it end.
     /// Objects of the kind stay stored, and are listed again once it is served.
     pub fn set_served(&self, kind: Kind, served: bool) {
         self.fault(|f| f.set_served(kind, served));
