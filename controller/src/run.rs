@@ -9,7 +9,7 @@ use crate::{
     destination,
     destination::DestinationService,
     file, identity,
-    index::{self, Index},
+    index::Index,
     k8s,
     metrics::Metrics,
     process, scrape, tap, webhook,
@@ -114,11 +114,16 @@ impl Config {
             }
             Discovery::Kubernetes {
                 control_plane_namespace,
-            } => tokio::spawn(run_kubernetes(
-                index.clone(),
-                control_plane_namespace,
-                shutdown.clone(),
-            )),
+            } => {
+                let status = Arc::new(k8s::Status::default());
+                metrics.export(status.clone());
+                tokio::spawn(run_kubernetes(
+                    index.clone(),
+                    control_plane_namespace,
+                    status,
+                    shutdown.clone(),
+                ))
+            }
         };
         let admin_task = tokio::spawn(
             Admin {
@@ -373,17 +378,27 @@ async fn signal() {
 /// Runs the Kubernetes backend, restarting it with jittered exponential backoff when
 /// it fails. Its watches restart themselves; this loop only catches what they give up
 /// on (a client that cannot be built, an API server that went away for good).
-async fn run_kubernetes(index: Index, control_plane_ns: String, shutdown: CancellationToken) {
+async fn run_kubernetes(
+    index: Index,
+    control_plane_ns: String,
+    status: Arc<k8s::Status>,
+    shutdown: CancellationToken,
+) {
     use rand::Rng as _;
-    index.ready_once_synced(&index::Resource::ALL);
     let mut backoff = K8S_BACKOFF_MIN;
     loop {
         let started = tokio::time::Instant::now();
         let attempt = async {
-            let client = kube::Client::try_default()
+            let client = k8s::client()
                 .await
                 .context("cannot create a Kubernetes client (KUBECONFIG or in-cluster)")?;
-            k8s::run(client, index.clone(), control_plane_ns.clone()).await
+            k8s::run(
+                client,
+                index.clone(),
+                control_plane_ns.clone(),
+                Arc::clone(&status),
+            )
+            .await
         };
         let result = tokio::select! {
             result = attempt => result,

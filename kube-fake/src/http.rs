@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 use tokio::{net::TcpListener, task::JoinSet};
 
 use super::{
-    portforward,
+    faults, portforward,
     select::{FieldSelector, LabelSelector},
     store::{Filter, RvError},
     watch::{self, Start, WatchRequest},
@@ -65,6 +65,9 @@ pub(super) async fn serve(listener: TcpListener, inner: Arc<Inner>) {
                         let inner = inner.clone();
                         let slot = slot.clone();
                         async move {
+                            if let Some(answer) = faulted(&inner, &req).await {
+                                return Ok(answer);
+                            }
                             if is_portforward(req.uri().path()) {
                                 return Ok::<_, Infallible>(portforward(&inner, req, &slot));
                             }
@@ -93,6 +96,56 @@ pub(super) async fn serve(listener: TcpListener, inner: Arc<Inner>) {
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
         }
     }
+}
+
+/// The answer a fault the test switched on gives instead of the normal one (see
+/// `faults.rs`), if any.
+async fn faulted<B>(inner: &Arc<Inner>, req: &Request<B>) -> Option<Response<Body>> {
+    let answer = inner
+        .faults
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .answer(req.method() == Method::POST, req.uri().path())?;
+    Some(match answer {
+        faults::Answer::Unavailable => {
+            inner.stats.bump(|s| s.unavailable += 1);
+            ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+                "the server is currently unable to handle the request",
+            )
+            .into_response()
+        }
+        // What the API server's mux answers for a group it does not serve: not a
+        // `Status`, Go's plain-text 404.
+        faults::Answer::NotFound => Response::builder()
+            .status(StatusCode::NOT_FOUND)
+            .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+            .body(full(Bytes::from_static(b"404 page not found\n")))
+            .expect("static response parts are valid"),
+        faults::Answer::ForbiddenTokenReview(user) => ApiError::new(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            &format!(
+                "tokenreviews.authentication.k8s.io is forbidden: User \"{user}\" cannot create resource \"tokenreviews\" in API group \"authentication.k8s.io\" at the cluster scope"
+            ),
+        )
+        .with(
+            "details",
+            json!({"group": "authentication.k8s.io", "kind": "tokenreviews"}),
+        )
+        .into_response(),
+        faults::Answer::WithoutGroups(groups) => {
+            // The normal group list, less the unserved groups.
+            let get = Request::get(req.uri().clone()).body(()).ok()?;
+            let body = handle(inner, get).into_body().collect().await.ok()?;
+            let mut list: Value = serde_json::from_slice(&body.to_bytes()).ok()?;
+            if let Some(Value::Array(all)) = list.get_mut("groups") {
+                all.retain(|g| !groups.iter().any(|u| g["name"] == *u));
+            }
+            ok_json(&list)
+        }
+    })
 }
 
 /// The POSTs the fake answers: TokenReviews and SubjectAccessReviews (see `review.rs`).
