@@ -13,6 +13,7 @@ pub mod check;
 pub mod demo;
 pub mod diagnostics;
 pub mod edges;
+pub mod inject;
 pub mod install;
 pub mod profile;
 pub mod routes;
@@ -42,6 +43,12 @@ enum Command {
     /// with a traffic generator; the controller issues every proxy a certificate and
     /// proxies talk mutual TLS. Stop with Ctrl-C.
     Demo(demo::DemoArgs),
+    /// Mesh the workloads in manifests: add `mesh.rs/inject: enabled` to every pod
+    /// template, Pod and Namespace (`--manual`: the proxy itself); stderr reports each.
+    Inject(inject::InjectArgs),
+    /// Unmesh the workloads in manifests: remove what `mesh inject` and the injector
+    /// added.
+    Uninject(inject::UninjectArgs),
     /// Generate a ServiceProfile for a service (`--template`, `--open-api FILE`), or check
     /// profiles (`validate FILE`).
     Profile(profile::ProfileArgs),
@@ -116,6 +123,12 @@ pub fn run(args: Args) -> ExitCode {
                 return ExitCode::from(EX_USAGE);
             }
         },
+        Command::Inject(args) => {
+            inject::inject(args, &mut std::io::stdout().lock(), &mut std::io::stderr())
+        }
+        Command::Uninject(args) => {
+            inject::uninject(args, &mut std::io::stdout().lock(), &mut std::io::stderr())
+        }
         Command::Profile(args) => match profile::Config::try_from(args) {
             Ok(config) => profile::run(config),
             Err(error) => {

@@ -8,7 +8,7 @@
 //! replaces the latest snapshot in a `watch` channel.
 
 use crate::{
-    index::{diff, Change, Endpoint, Index, ProfileInfo, Snapshot, Subscription},
+    index::{diff, Change, Endpoint, Index, ProfileInfo, Resource, Snapshot, Subscription},
     metrics::{Metrics, StreamKind},
 };
 use futures_util::{stream, Stream};
@@ -26,6 +26,13 @@ use tonic::{Request, Response, Status};
 const RETRY_RATIO: f32 = 0.2;
 const MIN_RETRIES_PER_SECOND: u32 = 10;
 const RETRY_TTL_MS: u64 = 10_000;
+
+/// How long a `GetProfile` stream's first answer waits for the first list of
+/// ServiceProfiles, which readiness does not wait for (their CRD may be missing): long
+/// enough that a controller just started answers a proxy reconnecting to it with the
+/// profile it had, short enough to stay well within a proxy's discovery timeout (1 s by
+/// default). Past it, the stream answers the default and sends the profile once listed.
+const PROFILES_SYNC_WAIT: Duration = Duration::from_millis(500);
 
 /// How many streams one client connection may hold open. A proxy opens a stream per
 /// destination it talks to, so hyper's default of 200 would stall a busy proxy.
@@ -278,6 +285,13 @@ impl Destination for DestinationService {
         req: Request<GetDestination>,
     ) -> Result<Response<Self::GetProfileStream>, Status> {
         let (sub, opened) = self.subscribe(req.get_ref(), StreamKind::Profile).await?;
+        let listed = self.index.synced_once(Resource::ServiceProfiles);
+        if tokio::time::timeout(PROFILES_SYNC_WAIT, listed)
+            .await
+            .is_err()
+        {
+            tracing::debug!(path = %req.get_ref().path, "ServiceProfiles not listed yet; answering with what the index has");
+        }
         Ok(Response::new(Box::pin(profiles(
             sub,
             opened,
@@ -495,6 +509,49 @@ mod tests {
         assert_eq!(
             none.update,
             Some(Kind::NoEndpoints(api::NoEndpoints { exists: true }))
+        );
+    }
+
+    /// `GetProfile` needs the index ready (Services, EndpointSlices, Pods) and waits
+    /// for the first profile list at most `PROFILES_SYNC_WAIT`: never forever (their
+    /// CRD may be missing), not at all once profiles are listed.
+    #[tokio::test(start_paused = true)]
+    async fn get_profile_waits_for_profiles_briefly_and_never_hangs() {
+        use futures_util::StreamExt as _;
+        let index = Index::new("cluster.local", "cluster.local");
+        index.ready_once_synced(&crate::k8s::REQUIRED);
+        for resource in crate::k8s::REQUIRED {
+            index.synced(resource);
+        }
+        let service = DestinationService::new(
+            index.clone(),
+            Arc::new(Metrics::default()),
+            CancellationToken::new(),
+        );
+        let ask = || {
+            service.get_profile(Request::new(GetDestination {
+                path: "web.ns.svc.cluster.local:80".into(),
+                context_token: String::new(),
+            }))
+        };
+
+        let started = tokio::time::Instant::now();
+        let mut stream = tokio::time::timeout(Duration::from_secs(60), ask())
+            .await
+            .expect("answered, though profiles never synced")
+            .expect("a stream")
+            .into_inner();
+        assert_eq!(started.elapsed(), PROFILES_SYNC_WAIT);
+        let first = stream.next().await.expect("a profile").expect("no error");
+        assert_eq!(first.fully_qualified_name, "");
+
+        index.synced(Resource::ServiceProfiles);
+        let started = tokio::time::Instant::now();
+        ask().await.expect("a stream");
+        assert_eq!(
+            started.elapsed(),
+            Duration::ZERO,
+            "profiles listed: no wait"
         );
     }
 

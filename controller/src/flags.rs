@@ -209,6 +209,13 @@ pub struct WebhookArgs {
     /// PEM private key of --webhook-cert (PKCS#8, SEC1 or PKCS#1).
     #[arg(long, env = "MESH_WEBHOOK_KEY", value_name = "PATH")]
     pub webhook_key: Option<PathBuf>,
+
+    /// The install's values (the `mesh-config` ConfigMap's `values.yaml`): with the
+    /// webhook's certificate, --identity-trust-anchors and the kubernetes backend,
+    /// this turns the proxy injector (`POST /inject`) on. Re-read when it (or the
+    /// anchors) change.
+    #[arg(long, env = "MESH_INJECT_CONFIG", value_name = "PATH")]
+    pub inject_config: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -278,6 +285,10 @@ pub enum InvalidConfig {
     },
     #[error(transparent)]
     Webhook(#[from] webhook::tls::InvalidPair),
+    #[error("--inject-config needs {0}")]
+    InjectNeeds(&'static str),
+    #[error("invalid --inject-config {}: {message}", .path.display())]
+    InjectConfig { path: PathBuf, message: String },
     #[error("invalid --log {value:?}")]
     Log {
         value: String,
@@ -290,7 +301,7 @@ pub enum InvalidConfig {
 
 impl Args {
     /// Validates the flags into a [`Config`].
-    pub fn into_config(self) -> Result<Config, InvalidConfig> {
+    pub fn into_config(mut self) -> Result<Config, InvalidConfig> {
         let control_plane_namespace = self.control_plane_namespace.clone();
         let discovery = match (self.backend, self.file) {
             // A file missing at start is a typo, not a file yet to come: it would
@@ -325,10 +336,39 @@ impl Args {
             });
         }
         let trust_domain = domain("trust-domain", self.trust_domain)?;
+        let cluster_domain = domain("cluster-domain", self.cluster_domain)?;
+        let mut identity_args = self.identity;
+        let inject = match self.webhook.inject_config.take() {
+            None => None,
+            Some(path) => {
+                let anchors = identity_args.identity_trust_anchors.clone();
+                // The injector alone needs the anchors, not the issuer.
+                if identity_args.identity_issuer_cert.is_none()
+                    && identity_args.identity_issuer_key.is_none()
+                {
+                    identity_args.identity_trust_anchors = None;
+                }
+                Some(inject_config(
+                    path,
+                    anchors,
+                    &discovery,
+                    &trust_domain,
+                    &cluster_domain,
+                )?)
+            }
+        };
         let identity =
-            self.identity
-                .into_config(&discovery, &trust_domain, &control_plane_namespace)?;
-        let webhook = self.webhook.into_config()?;
+            identity_args.into_config(&discovery, &trust_domain, &control_plane_namespace)?;
+        let mut webhook = self.webhook.into_config()?;
+        match (&mut webhook, inject) {
+            (Some(webhook), inject) => webhook.inject = inject,
+            (None, Some(_)) => {
+                return Err(InvalidConfig::InjectNeeds(
+                    "--webhook-cert and --webhook-key (the injector is served by the webhook)",
+                ))
+            }
+            (None, None) => {}
+        }
         let scrape = scrape_config(self.metrics_scrape_interval, self.metrics_scrape_timeout)?;
         Ok(Config {
             discovery,
@@ -341,7 +381,7 @@ impl Args {
                 &control_plane_namespace,
                 &trust_domain,
             )),
-            cluster_domain: domain("cluster-domain", self.cluster_domain)?,
+            cluster_domain,
             trust_domain,
             log: self.log,
             parent_pid: self.parent_pid,
@@ -374,6 +414,7 @@ impl WebhookArgs {
             webhook_addr: addr,
             webhook_cert: cert,
             webhook_key: key,
+            inject_config: _,
         } = self;
         let (cert, key) = match (cert, key) {
             (None, None) => return Ok(None),
@@ -392,7 +433,49 @@ impl WebhookArgs {
             (Some(cert), Some(key)) => (cert, key),
         };
         webhook::tls::load(&cert, &key, &webhook::tls::provider())?;
-        Ok(Some(webhook::WebhookConfig { addr, cert, key }))
+        Ok(Some(webhook::WebhookConfig {
+            addr,
+            cert,
+            key,
+            inject: None,
+        }))
+    }
+}
+
+/// Checks that the injector's values and trust anchors load (the injector reads
+/// them again when it starts, and whenever they change).
+fn inject_config(
+    path: PathBuf,
+    anchors: Option<PathBuf>,
+    discovery: &Discovery,
+    trust_domain: &str,
+    cluster_domain: &str,
+) -> Result<webhook::inject::InjectFiles, InvalidConfig> {
+    if !matches!(discovery, Discovery::Kubernetes { .. }) {
+        return Err(InvalidConfig::InjectNeeds(
+            "--backend kubernetes (it looks up namespaces and owners)",
+        ));
+    }
+    let anchors = anchors.ok_or(InvalidConfig::InjectNeeds(
+        "--identity-trust-anchors (the proxies' trust anchors)",
+    ))?;
+    let files = webhook::inject::InjectFiles {
+        values: path,
+        anchors,
+        trust_domain: trust_domain.to_string(),
+        cluster_domain: cluster_domain.to_string(),
+    };
+    match files.load() {
+        Ok(_) => Ok(files),
+        Err(webhook::inject::LoadError::Values(message)) => Err(InvalidConfig::InjectConfig {
+            path: files.values,
+            message,
+        }),
+        Err(webhook::inject::LoadError::Anchors(message)) => Err(InvalidConfig::IdentityInvalid {
+            flag: "identity-trust-anchors",
+            path: files.anchors,
+            message,
+        }),
     }
 }
 

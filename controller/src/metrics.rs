@@ -26,6 +26,7 @@ pub struct Metrics {
     file_loads_applied: AtomicU64,
     file_loads_rejected: AtomicU64,
     certify: [AtomicU64; CERTIFY_RESULTS.len()],
+    token_review_errors: [AtomicU64; TOKEN_REVIEW_ERRORS.len()],
     /// Series that features own and render themselves (the admission webhook's
     /// decisions, once it runs), in the order they were exported.
     families: Mutex<Vec<Arc<dyn Family>>>,
@@ -51,6 +52,11 @@ pub const CERTIFY_RESULTS: [&str; 11] = [
     "unsupported_key",
     "internal",
 ];
+
+/// Why the identity service could not review a token (the `reason` label):
+/// `forbidden` (RBAC: the controller may not create TokenReviews), `unauthorized` (its
+/// own credentials refused), `unavailable` (the API server did not answer).
+pub const TOKEN_REVIEW_ERRORS: [&str; 3] = ["forbidden", "unauthorized", "unavailable"];
 
 /// Which RPC a stream serves (the `kind` label).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -116,6 +122,26 @@ impl Metrics {
             .iter()
             .position(|r| *r == result)
             .map_or(0, |i| self.certify[i].load(Ordering::Relaxed))
+    }
+
+    /// Counts a token the identity service could not review, one of
+    /// [`TOKEN_REVIEW_ERRORS`].
+    pub(crate) fn token_review_error(&self, reason: &str) {
+        match TOKEN_REVIEW_ERRORS.iter().position(|r| *r == reason) {
+            Some(i) => self.token_review_errors[i].fetch_add(1, Ordering::Relaxed),
+            None => {
+                debug_assert!(false, "unknown token review error {reason}");
+                0
+            }
+        };
+    }
+
+    /// Tokens the identity service could not review, for `reason`.
+    pub fn token_review_errors_total(&self, reason: &str) -> u64 {
+        TOKEN_REVIEW_ERRORS
+            .iter()
+            .position(|r| *r == reason)
+            .map_or(0, |i| self.token_review_errors[i].load(Ordering::Relaxed))
     }
 
     /// Open streams of a kind.
@@ -221,6 +247,19 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "identity_certify_total{{result=\"{result}\"}} {}",
+                counter.load(Ordering::Relaxed)
+            );
+        }
+        header(
+            &mut out,
+            "identity_token_review_errors_total",
+            "counter",
+            "Tokens the identity service could not review: the API server refused the controller (forbidden, unauthorized) or did not answer.",
+        );
+        for (reason, counter) in TOKEN_REVIEW_ERRORS.iter().zip(&self.token_review_errors) {
+            let _ = writeln!(
+                out,
+                "identity_token_review_errors_total{{reason=\"{reason}\"}} {}",
                 counter.load(Ordering::Relaxed)
             );
         }

@@ -9,7 +9,7 @@ use crate::{
     destination,
     destination::DestinationService,
     file, identity,
-    index::{self, Index},
+    index::Index,
     k8s,
     metrics::Metrics,
     process, scrape, tap, webhook,
@@ -93,6 +93,7 @@ impl Config {
                     config,
                     &self.cluster_domain,
                     Arc::clone(&webhook_reviews),
+                    &metrics,
                     shutdown.clone(),
                 )
                 .await?
@@ -113,11 +114,16 @@ impl Config {
             }
             Discovery::Kubernetes {
                 control_plane_namespace,
-            } => tokio::spawn(run_kubernetes(
-                index.clone(),
-                control_plane_namespace,
-                shutdown.clone(),
-            )),
+            } => {
+                let status = Arc::new(k8s::Status::default());
+                metrics.export(status.clone());
+                tokio::spawn(run_kubernetes(
+                    index.clone(),
+                    control_plane_namespace,
+                    status,
+                    shutdown.clone(),
+                ))
+            }
         };
         let admin_task = tokio::spawn(
             Admin {
@@ -247,6 +253,7 @@ async fn start_webhook(
     config: webhook::WebhookConfig,
     cluster_domain: &str,
     reviews: Arc<webhook::Reviews>,
+    metrics: &Metrics,
     shutdown: CancellationToken,
 ) -> anyhow::Result<(SocketAddr, JoinHandle<()>)> {
     let provider = webhook::tls::provider();
@@ -259,7 +266,21 @@ async fn start_webhook(
     let addr = listener.local_addr()?;
     tracing::info!(webhook = %addr, path = webhook::PATH, "listening");
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
-    let service = webhook::Webhook::new(cluster_domain, reviews);
+    let mut service = webhook::Webhook::new(cluster_domain, reviews);
+    if let Some(files) = config.inject {
+        let inject = webhook::inject::Reloading::from_files(files)
+            .map_err(|e| anyhow::anyhow!("the proxy injector's configuration: {e}"))?;
+        let client = kube::Client::try_default()
+            .await
+            .context("the proxy injector needs a Kubernetes client (KUBECONFIG or in-cluster)")?;
+        let counts = Arc::new(webhook::inject::Injections::default());
+        metrics.export(counts.clone());
+        let cluster = Arc::new(webhook::inject::KubeCluster::new(client));
+        tracing::info!(path = webhook::INJECT_PATH, "proxy injector on");
+        service = service.with_injector(Arc::new(webhook::inject::Injector::new(
+            inject, cluster, counts,
+        )));
+    }
     let task = tokio::spawn(webhook::serve(listener, acceptor, service, shutdown));
     Ok((addr, task))
 }
@@ -357,17 +378,27 @@ async fn signal() {
 /// Runs the Kubernetes backend, restarting it with jittered exponential backoff when
 /// it fails. Its watches restart themselves; this loop only catches what they give up
 /// on (a client that cannot be built, an API server that went away for good).
-async fn run_kubernetes(index: Index, control_plane_ns: String, shutdown: CancellationToken) {
+async fn run_kubernetes(
+    index: Index,
+    control_plane_ns: String,
+    status: Arc<k8s::Status>,
+    shutdown: CancellationToken,
+) {
     use rand::Rng as _;
-    index.ready_once_synced(&index::Resource::ALL);
     let mut backoff = K8S_BACKOFF_MIN;
     loop {
         let started = tokio::time::Instant::now();
         let attempt = async {
-            let client = kube::Client::try_default()
+            let client = k8s::client()
                 .await
                 .context("cannot create a Kubernetes client (KUBECONFIG or in-cluster)")?;
-            k8s::run(client, index.clone(), control_plane_ns.clone()).await
+            k8s::run(
+                client,
+                index.clone(),
+                control_plane_ns.clone(),
+                Arc::clone(&status),
+            )
+            .await
         };
         let result = tokio::select! {
             result = attempt => result,

@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 use tokio::{net::TcpListener, task::JoinSet};
 
 use super::{
-    portforward,
+    faults, portforward,
     review::User,
     select::{FieldSelector, LabelSelector},
     store::{Filter, RvError},
@@ -67,7 +67,10 @@ pub(super) async fn serve(listener: TcpListener, inner: Arc<Inner>) {
                         let inner = inner.clone();
                         let slot = slot.clone();
                         async move {
-                            let mut rsp = dispatch(&inner, req, &slot).await;
+                            let mut rsp = match faulted(&inner, &req) {
+                                Some(answer) => answer,
+                                None => dispatch(&inner, req, &slot).await,
+                            };
                             // Every answer carries the server's clock, as the API
                             // server's do (`mesh check` reads it for clock skew).
                             if let Ok(date) = http::HeaderValue::from_str(&inner.http_date()) {
@@ -95,6 +98,47 @@ pub(super) async fn serve(listener: TcpListener, inner: Arc<Inner>) {
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
         }
     }
+}
+
+/// The answer a fault the test switched on gives instead of the normal one (see
+/// `faults.rs`), if any.
+fn faulted<B>(inner: &Arc<Inner>, req: &Request<B>) -> Option<Response<Body>> {
+    let answer = inner
+        .faults
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .answer(req.method() == Method::POST, req.uri().path())?;
+    Some(match answer {
+        faults::Answer::Unavailable => {
+            inner.stats.bump(|s| s.unavailable += 1);
+            ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+                "the server is currently unable to handle the request",
+            )
+            .into_response()
+        }
+        // What the API server's mux answers for a group it does not serve: not a
+        // `Status`, Go's plain-text 404.
+        faults::Answer::NotFound => Response::builder()
+            .status(StatusCode::NOT_FOUND)
+            .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+            .body(full(Bytes::from_static(b"404 page not found\n")))
+            .expect("static response parts are valid"),
+        faults::Answer::ForbiddenTokenReview(user) => ApiError::new(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            &format!(
+                "tokenreviews.authentication.k8s.io is forbidden: User \"{user}\" cannot create resource \"tokenreviews\" in API group \"authentication.k8s.io\" at the cluster scope"
+            ),
+        )
+        .with(
+            "details",
+            json!({"group": "authentication.k8s.io", "kind": "tokenreviews"}),
+        )
+        .into_response(),
+        faults::Answer::WithoutGroups(groups) => ok_json(&group_list(inner, &groups)),
+    })
 }
 
 /// One request: who makes it (a 401 if strict authentication refuses them), then
@@ -287,14 +331,7 @@ fn handle<B>(inner: &Arc<Inner>, req: Request<B>, user: &User) -> Response<Body>
                 {"clientCIDR": "0.0.0.0/0", "serverAddress": inner.addr.to_string()}
             ],
         }))),
-        ["apis"] => Ok(ok_json(&json!({
-            "kind": "APIGroupList",
-            "apiVersion": "v1",
-            "groups": types::groups(admission)
-                .into_iter()
-                .map(|(g, v)| api_group(g, v))
-                .collect::<Vec<_>>(),
-        }))),
+        ["apis"] => Ok(ok_json(&group_list(inner, &[]))),
         ["apis", group] => types::groups(admission)
             .into_iter()
             .find(|(g, _)| g == group)
@@ -899,6 +936,20 @@ fn version((major, minor): &(String, String)) -> Value {
         "goVersion": "go1.24.2",
         "compiler": "gc",
         "platform": "linux/amd64",
+    })
+}
+
+/// `/apis`: every group served, less `unserved` (groups a fault took away).
+fn group_list(inner: &Inner, unserved: &[&str]) -> Value {
+    let admission = inner.settings().admission;
+    json!({
+        "kind": "APIGroupList",
+        "apiVersion": "v1",
+        "groups": types::groups(admission)
+            .into_iter()
+            .filter(|(g, _)| !unserved.contains(g))
+            .map(|(g, v)| api_group(g, v))
+            .collect::<Vec<_>>(),
     })
 }
 

@@ -42,6 +42,10 @@
 //!   watch gets an `ERROR` event with a `410 Expired` status, and a continue token gets
 //!   a `410` response, and it must re-list.
 //!
+//! - faults on demand (`faults.rs`): an outage ([`FakeKube::set_unavailable`]), a custom
+//!   resource whose CRD is missing ([`FakeKube::set_served`]), TokenReviews RBAC
+//!   forbids ([`FakeKube::forbid_token_reviews`]).
+//!
 //! Writes come from the test, through [`FakeKube::apply`] and [`FakeKube::delete`],
 //! and over HTTP (`write.rs`: create, replace, merge patch, server-side apply, delete).
 //! Besides the four watched kinds, the fake stores every other kind an install creates
@@ -64,6 +68,7 @@
 //! and dropping the `FakeKube` stops it, closes every connection and removes its
 //! kubeconfig file.
 
+mod faults;
 mod http;
 mod objects;
 mod portforward;
@@ -233,6 +238,8 @@ pub struct Stats {
     pub bookmarks: u64,
     /// Port-forwards upgraded to a WebSocket (`pods/portforward`).
     pub port_forwards: u64,
+    /// Requests answered `503` during an outage ([`FakeKube::set_unavailable`]).
+    pub unavailable: u64,
 }
 
 #[derive(Debug, Default)]
@@ -268,6 +275,7 @@ struct Inner {
     reviews: Mutex<review::Rules>,
     forwards: Mutex<portforward::Forwards>,
     settings: Mutex<Settings>,
+    faults: Mutex<faults::Faults>,
 }
 
 /// What the test set about the server itself.
@@ -378,6 +386,7 @@ impl FakeKube {
             reviews: Mutex::new(review::Rules::default()),
             forwards: Mutex::new(portforward::Forwards::default()),
             settings: Mutex::new(Settings::default()),
+            faults: Mutex::new(faults::Faults::default()),
         });
         // Named by pid and port: test processes run side by side, each with servers of
         // its own.
@@ -491,6 +500,42 @@ impl FakeKube {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(namespace, pod, port);
+    }
+
+    /// Makes the server unavailable (`true`), as during an outage: every request is
+    /// answered `503 ServiceUnavailable` and every open watch ends; or available again
+    /// (`false`). The store is untouched: [`FakeKube::expire`] during an outage makes
+    /// the clients' resourceVersions too old once it ends, as a long outage does.
+    pub fn set_unavailable(&self, unavailable: bool) {
+        self.fault(|f| f.set_unavailable(unavailable));
+    }
+
+    /// Serves `kind` (`true`, the default) or not, as when its CRD is installed or
+    /// not: an unserved kind's API group is left out of discovery (`/apis`), and
+    /// everything under `/apis/<group>` is a 404 (the API server's plain-text `404 page
+    /// not found`, not a `Status`); open watches of it end.
+    /// Objects of the kind stay stored, and are listed again once it is served.
+    pub fn set_served(&self, kind: Kind, served: bool) {
+        self.fault(|f| f.set_served(kind, served));
+    }
+
+    /// Makes every TokenReview (`Some(user)`) a `403 Forbidden` naming `user`, as the
+    /// API server answers when RBAC does not let that user create TokenReviews; `None`
+    /// reviews tokens again.
+    pub fn forbid_token_reviews(&self, user: Option<&str>) {
+        self.fault(|f| f.forbid_token_reviews(user));
+    }
+
+    /// Changes the faults, then wakes every open watch to check whether it must end.
+    fn fault(&self, change: impl FnOnce(&mut faults::Faults)) {
+        change(
+            &mut self
+                .inner
+                .faults
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        self.inner.pulse.send_modify(|_| {});
     }
 
     /// A kube-rs client for the server. Needs a tokio runtime (the client spawns a task).

@@ -233,6 +233,16 @@ impl WatchState {
                     return;
                 }
                 let pulse = *self.pulse.borrow_and_update();
+                let cut = self
+                    .inner
+                    .faults
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .cuts(self.kind);
+                if cut {
+                    self.done = true;
+                    return;
+                }
                 if pulse.bookmark_interval != self.interval {
                     self.interval = pulse.bookmark_interval;
                     self.next_bookmark = self.next_bookmark.min(Instant::now() + self.interval);

@@ -8,7 +8,10 @@
 use super::{installed::config_map_key, kube::explain, Category, Check, Ctx};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
-use mesh_core::install::{meta, names, trust_root_sha256, VERSION};
+use mesh_core::{
+    inject::trust_root_sha256,
+    install::{meta, names, VERSION},
+};
 
 pub(crate) async fn check(ctx: &Ctx, namespace: Option<&str>) -> Category {
     let mut c = Category::new("mesh-data-plane");

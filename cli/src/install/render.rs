@@ -264,7 +264,7 @@ fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> PolicyRule {
 /// - identity and the tap API: create TokenReviews; the tap API: SubjectAccessReviews;
 /// - the proxy injector: get a pod's Namespace, the ReplicaSet and Job that own it
 ///   (to name the Deployment or CronJob), and create Events saying why a pod was
-///   skipped.
+///   skipped (`events.k8s.io`, which kube's recorder writes, patching a repeated one).
 fn controller_cluster_role() -> ClusterRole {
     ClusterRole {
         metadata: metadata(names::CONTROLLER, false),
@@ -289,7 +289,7 @@ fn controller_cluster_role() -> ClusterRole {
             rule(&[""], &["namespaces"], &["get"]),
             rule(&["apps"], &["replicasets"], &["get"]),
             rule(&["batch"], &["jobs"], &["get"]),
-            rule(&["", "events.k8s.io"], &["events"], &["create", "patch"]),
+            rule(&["events.k8s.io"], &["events"], &["create", "patch"]),
         ]),
         ..Default::default()
     }
@@ -672,7 +672,8 @@ fn injector_webhook(ca: &str) -> MutatingWebhookConfiguration {
                 ..Default::default()
             }),
             failure_policy: Some("Ignore".into()),
-            side_effects: "None".into(),
+            // It writes an Event when it skips a pod, never for a dry run.
+            side_effects: "NoneOnDryRun".into(),
             admission_review_versions: strings(&["v1"]),
             timeout_seconds: Some(10),
             reinvocation_policy: Some("Never".into()),

@@ -14,7 +14,7 @@
 
 mod openapi;
 mod template;
-mod validate;
+pub(crate) mod validate;
 
 use crate::UsageError;
 use anyhow::Context as _;
@@ -215,7 +215,7 @@ impl From<PathBuf> for Input {
 }
 
 impl Input {
-    fn read(&self) -> anyhow::Result<String> {
+    pub(crate) fn read(&self) -> anyhow::Result<String> {
         match self {
             Self::Stdin => {
                 let mut text = String::new();

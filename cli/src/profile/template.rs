@@ -98,8 +98,9 @@ spec:
     ttl: 10s
 
   # A traffic split: requests for this service go to these services instead, each
-  # picked in proportion to its weight (a number or a quantity such as 500m). Without
-  # dstOverrides every request goes to the service itself.
+  # picked in proportion to its weight (an integer, or a quantity string such as 500m
+  # or "0.5"; an unquoted 0.5 is refused). Without dstOverrides every request goes to
+  # the service itself.
   # dstOverrides:
   # - authority: __SERVICE__-v1.__NAMESPACE__.svc.__CLUSTER_DOMAIN__:80
   #   weight: 900m

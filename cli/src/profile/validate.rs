@@ -106,7 +106,9 @@ fn check(doc: &str, cluster_domain: &str) -> Outcome {
 /// Splits a YAML stream at its `---` (and `...`) markers. Each document keeps its place:
 /// the lines before it become blank lines and the marker becomes spaces, so a YAML
 /// error's line and column are the file's.
-fn documents(text: &str) -> Vec<String> {
+/// The documents of a YAML stream, each padded with the lines before it so that
+/// errors name the file's lines (`mesh inject` splits alike).
+pub(crate) fn documents(text: &str) -> Vec<String> {
     let mut docs = Vec::new();
     let mut current = String::new();
     for (i, line) in text.lines().enumerate() {

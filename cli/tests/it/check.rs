@@ -12,7 +12,8 @@ use k8s_openapi::ByteString;
 use mesh_api::control_plane::{COMPONENT_LABEL, CONTROLLER_COMPONENT};
 use mesh_core::{
     ca::{generate_anchor_and_issuer_between, generate_serving_cert_between},
-    install::{meta, names, trust_root_sha256, Values, NAMESPACE, VERSION},
+    inject::trust_root_sha256,
+    install::{meta, names, Values, NAMESPACE, VERSION},
 };
 use mesh_kube_fake::{pod, service_profile, FakeKube};
 use serde_json::{json, Value};
@@ -773,6 +774,15 @@ async fn api_failures_say_what_failed_and_what_to_run() {
     assert_eq!(code, 1, "{out}");
     has(&out, &["× ServiceProfiles are valid\n    cannot list serviceprofiles.mesh.rs: forbidden (403: serviceprofiles.mesh.rs is forbidden: User \"kubernetes-admin\" cannot list resource \"serviceprofiles\""]);
     assert!(!out.contains("CRD is missing"), "{out}");
+
+    // 404 on listing profiles: the CRD is missing, and what to run.
+    let kube = FakeKube::start().await.unwrap();
+    install(&kube, &Creds::valid_for(365));
+    let _api = controller_api(&kube, VERSION).await;
+    kube.set_served(mesh_kube_fake::Kind::ServiceProfile, false);
+    let (code, out) = check(kube.kubeconfig_path(), &["--wait", "0s"]).await;
+    assert_eq!(code, 1, "{out}");
+    has(&out, &["× ServiceProfiles are valid\n    serviceprofiles.mesh.rs is not served (the API server answered 404): the CRD is missing; run `mesh install --crds | kubectl apply -f -`"]);
 }
 
 /// `mesh install --ha`'s own output, created over HTTP kind by kind as `kubectl apply`

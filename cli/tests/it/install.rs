@@ -229,7 +229,6 @@ fn the_controllers_role_is_least_privilege() {
     assert_eq!(
         grants,
         [
-            "create /events",
             "create authentication.k8s.io/tokenreviews",
             "create authorization.k8s.io/subjectaccessreviews",
             "create events.k8s.io/events",
@@ -240,7 +239,6 @@ fn the_controllers_role_is_least_privilege() {
             "list /services",
             "list discovery.k8s.io/endpointslices",
             "list mesh.rs/serviceprofiles",
-            "patch /events",
             "patch events.k8s.io/events",
             "watch /pods",
             "watch /services",

@@ -6,6 +6,7 @@ mod check;
 mod cluster;
 mod demo;
 mod images;
+mod inject;
 mod install;
 mod metrics_api;
 mod profile;

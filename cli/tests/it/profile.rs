@@ -181,6 +181,60 @@ spec:
     );
 }
 
+/// What the API server and the controller refuse, `validate` refuses, every problem in
+/// one run: a weight with a fraction (the CRD's schema takes an integer or a string),
+/// and a profile in another namespace than its service's (which the controller would
+/// otherwise ignore: client-side profiles are not supported).
+#[test]
+fn validate_refuses_what_the_cluster_refuses() {
+    let out = mesh(
+        &["profile", "validate", "-"],
+        "apiVersion: mesh.rs/v1alpha1
+kind: ServiceProfile
+metadata: {name: web.other.svc.cluster.local, namespace: demo}
+spec:
+  routes:
+  - name: a
+    condition: {method: GET}
+    timeout: 5
+  dstOverrides:
+  - {authority: web-v1.other.svc.cluster.local, weight: 0.5}
+  - {authority: web-v2.other.svc.cluster.local, weight: '0.5'}
+  - {authority: web-v3.other.svc.cluster.local, weight: 500m}
+",
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let stdout = stdout(&out);
+    let problems: Vec<(&str, &str)> = stdout
+        .lines()
+        .map(|l| {
+            let mut parts = l.splitn(4, ": ");
+            (parts.nth(2).unwrap_or(""), parts.next().unwrap_or(""))
+        })
+        .collect();
+    let fields: Vec<&str> = problems.iter().map(|(f, _)| *f).collect();
+    assert_eq!(
+        fields,
+        [
+            "spec.routes[0].timeout",
+            "spec.dstOverrides[0].weight",
+            "metadata.name",
+        ],
+        "{stdout}"
+    );
+    assert!(
+        problems[1].1.contains("fraction") && problems[1].1.contains("\"500m\""),
+        "{stdout}"
+    );
+    assert!(
+        problems[2]
+            .1
+            .contains("must live in its service's namespace")
+            && problems[2].1.contains("client-side profiles"),
+        "{stdout}"
+    );
+}
+
 #[test]
 fn validate_names_every_problem_with_its_field() {
     let dir = tempfile::tempdir().unwrap();

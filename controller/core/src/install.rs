@@ -207,14 +207,6 @@ pub const INSTALLED_RESOURCES: &[(&str, &str, bool)] = &[
     ),
 ];
 
-/// The value of [`meta::TRUST_ROOT_SHA256`] for trust anchors `anchors_pem` (the
-/// `mesh-identity-trust-roots` ConfigMap's text, byte for byte): lowercase hex
-/// SHA-256. The injector writes it on pods and `mesh check --proxy` compares it.
-pub fn trust_root_sha256(anchors_pem: &str) -> String {
-    let digest = ring::digest::digest(&ring::digest::SHA256, anchors_pem.as_bytes());
-    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// A `--set key=value` that does not apply.
 #[derive(Debug, PartialEq, Eq)]
 pub struct SetError(String);
@@ -378,14 +370,6 @@ impl std::error::Error for SetError {}
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_trust_root_hash_is_sha256_hex() {
-        assert_eq!(
-            trust_root_sha256("abc"),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
-    }
 
     #[test]
     fn set_reads_each_field_by_its_type() {

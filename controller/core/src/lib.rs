@@ -14,6 +14,8 @@
 //!   of scrapes, and stat summaries, edges and routes computed from it.
 //! - [`install`]: the names, labels and annotations of an install, and its values
 //!   (`mesh install`'s options, which the injector and `mesh check` read back).
+//! - [`inject`]: the proxy injector's decision and JSON Patch (the webhook's and
+//!   `mesh inject --manual`'s).
 //! - [`top`]: `mesh top`'s live table from tap events: requests joined across their
 //!   events, rows by source, destination, method and path, bounded.
 //!
@@ -23,6 +25,7 @@
 pub mod ca;
 pub mod file;
 pub mod index;
+pub mod inject;
 pub mod install;
 pub mod profile;
 pub mod stats;

@@ -333,3 +333,64 @@ fn bad_identity_flags_name_the_flag_and_the_problem() {
         assert!(err.contains("--identity-lifetime"), "{bad}: {err}");
     }
 }
+
+/// The injector's flags as the install's Deployment passes them: the webhook's pair,
+/// `--inject-config`, the anchors (without the issuer: the injector alone).
+#[test]
+fn inject_flags() {
+    let creds = Creds::new();
+    let ck =
+        rcgen::generate_simple_self_signed(vec!["mesh-webhook.mesh-system.svc".into()]).unwrap();
+    let (cert, key) = (creds.path("tls.crt"), creds.path("tls.key"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+    let values = creds.path("values.yaml");
+    std::fs::write(&values, mesh_core::install::Values::default().to_yaml()).unwrap();
+    let anchors = creds.path("anchors.pem");
+    let flags = |extra: &[&str]| {
+        let mut args = vec![
+            format!("--webhook-cert={cert}"),
+            format!("--webhook-key={key}"),
+            format!("--identity-trust-anchors={anchors}"),
+            format!("--inject-config={values}"),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    };
+    let config = parse_owned(&flags(&[])).unwrap();
+    let files = config.webhook.unwrap().inject.expect("the injector is on");
+    let inject = files.load().expect("loads");
+    assert!(inject.trust_anchors.contains("BEGIN CERTIFICATE"));
+    assert_eq!(inject.values, mesh_core::install::Values::default());
+    assert!(
+        config.identity.is_none(),
+        "anchors alone do not start the identity service"
+    );
+
+    let e = parse_owned(&flags(&["--trust-domain=example.org"])).unwrap_err();
+    assert!(
+        e.contains("trustDomain") && e.contains("--trust-domain"),
+        "{e}"
+    );
+    let discovery = creds.path("discovery.yaml");
+    std::fs::write(&discovery, "services: []\n").unwrap();
+    let e = parse_owned(&flags(&["--backend=file", &format!("--file={discovery}")])).unwrap_err();
+    assert!(e.contains("--backend kubernetes"), "{e}");
+    let e = parse_owned(&flags(&[])[1..].iter().skip(1).cloned().collect::<Vec<_>>()).unwrap_err();
+    assert!(e.contains("--webhook-cert"), "{e}");
+    let no_anchors: Vec<String> = flags(&[])
+        .into_iter()
+        .filter(|f| !f.contains("anchors"))
+        .collect();
+    let e = parse_owned(&no_anchors).unwrap_err();
+    assert!(e.contains("--identity-trust-anchors"), "{e}");
+    std::fs::write(&values, "proxy:\n  logLevl: debug\n").unwrap();
+    let e = parse_owned(&flags(&[])).unwrap_err();
+    assert!(
+        e.contains("--inject-config") && e.contains("logLevl"),
+        "{e}"
+    );
+    std::fs::write(&values, "proxy:\n  skipInboundPorts: ssh\n").unwrap();
+    let e = parse_owned(&flags(&[])).unwrap_err();
+    assert!(e.contains("skip-inbound-ports"), "{e}");
+}

@@ -68,16 +68,7 @@ impl IdentityService {
             .tokens
             .validate(&req.token)
             .await
-            .map_err(|e| match e {
-                TokenError::Invalid(why) => Failure {
-                    result: "bad_token",
-                    status: Status::unauthenticated(format!("bad token: {why}")),
-                },
-                TokenError::Unavailable(_) => Failure {
-                    result: "token_unavailable",
-                    status: Status::unavailable(e.to_string()),
-                },
-            })?;
+            .map_err(|e| self.token_failure(e))?;
         let allowed = account.identity(self.ca.trust_domain());
         if req.identity != allowed {
             return Err(Failure {
@@ -116,6 +107,42 @@ impl IdentityService {
             intermediate_certificates: issued.chain,
             valid_until: Some(prost_types::Timestamp::from(issued.valid_until)),
         })
+    }
+}
+
+impl IdentityService {
+    /// What the caller of a token that proved nothing is told. A token the controller
+    /// could not review is the controller's problem: logged at warn and counted in
+    /// `identity_token_review_errors_total{reason}`, while the caller learns only that
+    /// it is unauthenticated (or, the API server not answering, to come back later),
+    /// never the controller's account or the RBAC rule it lacks.
+    fn token_failure(&self, error: TokenError) -> Failure {
+        match error {
+            TokenError::Invalid(why) => Failure {
+                result: "bad_token",
+                status: Status::unauthenticated(format!("bad token: {why}")),
+            },
+            TokenError::Refused { reason, message } => {
+                self.metrics.token_review_error(reason);
+                tracing::warn!(
+                    reason,
+                    error = %message,
+                    "the API server refused the controller's TokenReview: no proxy gets a certificate until the controller's ClusterRole allows `create` on tokenreviews.authentication.k8s.io (and its credentials are valid)"
+                );
+                Failure {
+                    result: "token_unavailable",
+                    status: Status::unauthenticated("unauthenticated"),
+                }
+            }
+            TokenError::Unavailable(why) => {
+                self.metrics.token_review_error("unavailable");
+                tracing::warn!(error = %why, "cannot review a token: the API server does not answer");
+                Failure {
+                    result: "token_unavailable",
+                    status: Status::unavailable("cannot review the token now; try again later"),
+                }
+            }
+        }
     }
 }
 

@@ -41,6 +41,16 @@ pub enum TokenError {
     /// The token could not be checked (the API server did not answer).
     #[error("cannot review the token: {0}")]
     Unavailable(String),
+    /// The API server refused the controller's own TokenReview: its credentials
+    /// (`unauthorized`, 401) or its RBAC (`forbidden`, 403: no `create` on
+    /// `tokenreviews.authentication.k8s.io`). Says nothing of the caller's token, and
+    /// its message is the controller's business, for its log: never for the caller.
+    #[error("the API server refused the controller's TokenReview ({reason}): {message}")]
+    Refused {
+        /// `forbidden` or `unauthorized`.
+        reason: &'static str,
+        message: String,
+    },
 }
 
 // === impl BootstrapTokens ===
@@ -181,8 +191,26 @@ pub async fn review(
     let reviewed = kube::Api::<authn::TokenReview>::all(client.clone())
         .create(&kube::api::PostParams::default(), &review)
         .await
-        .map_err(|e| TokenError::Unavailable(e.to_string()))?;
+        .map_err(refusal)?;
     Ok(reviewed.status)
+}
+
+/// What a failed TokenReview request means: the controller refused (401, 403), or
+/// the API server not answering (anything else).
+fn refusal(error: kube::Error) -> TokenError {
+    match &error {
+        kube::Error::Api(status) if status.code == 401 || status.code == 403 => {
+            TokenError::Refused {
+                reason: if status.code == 401 {
+                    "unauthorized"
+                } else {
+                    "forbidden"
+                },
+                message: status.message.clone(),
+            }
+        }
+        _ => TokenError::Unavailable(error.to_string()),
+    }
 }
 
 /// The account a TokenReview's status proves, if any: it must be authenticated, for

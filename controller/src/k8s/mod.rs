@@ -8,11 +8,24 @@
 //! buffered whole and handed to the index as one [`Index::reset`], so readers never see
 //! a half-listed cluster and objects deleted while the watch was down disappear.
 //!
+//! Readiness waits for Services, EndpointSlices and Pods only: endpoints never wait on
+//! profiles. While the ServiceProfile CRD is not installed (its list answers 404),
+//! profiles are absent (every `GetProfile` answers the default), one warning says what
+//! to run, `serviceprofile_crd_installed` is 0, and the list is retried every
+//! [`CRD_RETRY`] until the CRD appears; no restart is needed.
+//!
+//! Retries are this module's, not kube's `StreamBackoff`: that one resets its backoff
+//! only when the watcher yields an event, and a watch that restarts after an outage
+//! yields none before its `410 Gone`, so the re-list would wait out the backoff the
+//! outage built up (8-22 s on a real cluster). Here any answer of the API server (an
+//! object, a list, a 410) resets the backoff, and a 410 re-lists at once.
+//!
 //! ```no_run
 //! # async fn example() -> anyhow::Result<()> {
-//! let client = kube::Client::try_default().await?;
+//! let client = mesh_controller::k8s::client().await?;
 //! let index = mesh_controller::index::Index::new("cluster.local", "cluster.local");
-//! mesh_controller::k8s::run(client, index, "mesh-system".into()).await
+//! let status = std::sync::Arc::new(mesh_controller::k8s::Status::default());
+//! mesh_controller::k8s::run(client, index, "mesh-system".into(), status).await
 //! # }
 //! ```
 
@@ -20,16 +33,16 @@ mod convert;
 #[cfg(test)]
 mod tests;
 
-use std::fmt::Debug;
+mod backoff;
+mod status;
+
+use std::{fmt::Debug, sync::Arc, time::Duration};
 
 use futures_util::StreamExt;
 use k8s_openapi::api::{core::v1 as core, discovery::v1 as discovery};
 use kube::{
     api::{ApiResource, DynamicObject, GroupVersionKind},
-    runtime::{
-        watcher::{self, Event},
-        WatchStreamExt,
-    },
+    runtime::watcher::{self, Event},
     Api,
 };
 use serde::de::DeserializeOwned;
@@ -38,10 +51,22 @@ use tracing::{debug, info, warn};
 pub use self::convert::{
     parse_port_list, InvalidPortRange, CONTROL_PLANE_NS_LABEL, OPAQUE_PORTS_ANNOTATION,
 };
+pub use self::status::Status;
+use self::{backoff::Backoff, status::Failure};
 use crate::index::{model, Index, ObjKey, ResetObjects, Resource};
 
-/// Runs the backend: watches the three kinds of object cluster-wide and keeps `index`
-/// up to date, until a watch ends for good.
+/// The kinds the index needs before it is ready: not ServiceProfiles, whose CRD may be
+/// missing, and without which every service still has endpoints.
+pub const REQUIRED: [Resource; 3] = [Resource::Services, Resource::EndpointSlices, Resource::Pods];
+
+/// How often the ServiceProfile list is tried again while its CRD is missing: a modest
+/// pace (an absent CRD is a state that lasts, not an outage), and a profile applied
+/// right after the CRD is served within this.
+pub const CRD_RETRY: Duration = Duration::from_secs(5);
+
+/// Runs the backend: watches the four kinds of object cluster-wide and keeps `index`
+/// up to date, until a watch ends for good; `status` is what it reports on `/metrics`
+/// (kept across restarts of the backend).
 ///
 /// Watch errors (the API server unreachable, access denied, a watch expired) are
 /// logged and retried with exponential backoff and jitter, forever: the controller
@@ -52,31 +77,47 @@ pub async fn run(
     client: kube::Client,
     index: Index,
     control_plane_ns: String,
+    status: Arc<Status>,
 ) -> anyhow::Result<()> {
-    index.ready_once_synced(&Resource::ALL);
+    index.ready_once_synced(&REQUIRED);
     let services = watch(
         Api::<core::Service>::all(client.clone()),
         &index,
+        &status,
         convert::service,
     );
     let slices = watch(
         Api::<discovery::EndpointSlice>::all(client.clone()),
         &index,
+        &status,
         convert::endpoint_slice,
     );
     let pods = watch(
         Api::<core::Pod>::all(client.clone()),
         &index,
+        &status,
         |pod: &core::Pod| convert::pod(pod, &control_plane_ns),
     );
     let cluster_domain = index.cluster_domain().to_string();
     let profiles = watch(
         Api::<DynamicObject>::all_with(client, &profile_resource()),
         &index,
+        &status,
         |obj: &DynamicObject| convert::profile(obj, &cluster_domain),
     );
     tokio::try_join!(services, slices, pods, profiles)?;
     Ok(())
+}
+
+/// The client the watches use: the kubeconfig's or the pod's, without kube's own
+/// retries of 429/503/504 answers. Those retry one request up to 15 times, waiting 5 ms
+/// doubling up to minutes, unseen: a list refused through an outage would sit in such a
+/// wait long after the API server is back, and no metric would show it. The watches
+/// retry on their own, visibly (logged, counted), with [`Backoff`].
+pub async fn client() -> anyhow::Result<kube::Client> {
+    let mut config = kube::Config::infer().await?;
+    config.default_retry = false;
+    Ok(kube::Client::try_from(config)?)
 }
 
 /// `serviceprofiles.mesh.rs/v1alpha1`, read as dynamic objects: the spec is decoded
@@ -106,10 +147,12 @@ fn watcher_config() -> watcher::Config {
     watcher::Config::default()
 }
 
-/// Runs one watch until its stream ends.
+/// Runs one watch until its stream ends, retrying failures with [`Backoff`]: a 410 at
+/// once, a missing CRD (ServiceProfiles only) every [`CRD_RETRY`].
 async fn watch<K, M>(
     api: Api<K>,
     index: &Index,
+    status: &Status,
     convert: impl Fn(&K) -> Option<M>,
 ) -> anyhow::Result<()>
 where
@@ -118,23 +161,65 @@ where
 {
     let resource = M::RESOURCE.as_str();
     let mut translate = Translate::new(convert);
-    let mut events = std::pin::pin!(watcher::watcher(api, watcher_config()).default_backoff());
+    let mut backoff = Backoff::default();
+    let mut events = std::pin::pin!(watcher::watcher(api, watcher_config()));
     while let Some(event) = events.next().await {
-        match event {
+        let error = match event {
             Ok(event) => {
-                if let Some(action) = translate.event(event) {
-                    action.apply(index);
+                // `Init` is said before the list is asked for: no sign the API server
+                // answers. Everything else came from it.
+                if !matches!(event, Event::Init) {
+                    backoff.reset();
                 }
+                if let Some(action) = translate.event(event) {
+                    action.apply(index, status);
+                }
+                continue;
             }
-            // 410 Gone is the API server saying the watch expired: routine, and followed
-            // by a re-list that is counted and logged on its own.
-            Err(watcher::Error::WatchError(status)) if status.code == 410 => {
-                debug!(resource, %status, "watch expired");
+            Err(error) => error,
+        };
+        let failure = Failure::of(&error);
+        status.watch_failed(M::RESOURCE);
+        let delay = match failure {
+            // The API server says the watch expired: routine. It answered, so the
+            // outage (if any) is over: re-list now, with a fresh backoff.
+            Failure::Gone => {
+                debug!(resource, %error, "watch expired; listing again at once");
+                backoff.gone()
             }
-            Err(error) => warn!(resource, %error, "watch failed, retrying with backoff"),
+            Failure::NotFound if M::RESOURCE == Resource::ServiceProfiles => {
+                backoff.reset();
+                profiles_absent(index, status);
+                Some(CRD_RETRY)
+            }
+            Failure::NotFound | Failure::Other => {
+                let delay = backoff.next_delay();
+                warn!(resource, %error, retry_in = ?delay, "watch failed, retrying with backoff");
+                Some(delay)
+            }
+        };
+        if let Some(delay) = delay {
+            tokio::time::sleep(delay).await;
         }
     }
     anyhow::bail!("the {resource} watch ended")
+}
+
+/// The ServiceProfile CRD is not installed: no profiles (every service gets the
+/// default), said once, loudly, with what to run.
+fn profiles_absent(index: &Index, status: &Status) {
+    if status.set_profiles_crd(false) != Some(false) {
+        warn!(
+            crd = "serviceprofiles.mesh.rs",
+            retry_every = ?CRD_RETRY,
+            "the ServiceProfile CRD is not installed: every service gets the default profile until it is; install it with `mesh install --crds | kubectl apply -f -`"
+        );
+    }
+    index.reset(
+        Resource::ServiceProfiles,
+        ResetObjects::ServiceProfiles(Vec::new(), Vec::new()),
+    );
+    index.synced(Resource::ServiceProfiles);
 }
 
 /// Turns watch events into index updates: converts each object at once, and buffers a
@@ -143,8 +228,10 @@ struct Translate<F, M> {
     convert: F,
     /// The models of the list under way, from `Init` to `InitDone`.
     listing: Option<Vec<M>>,
-    /// Whether a list was ever started: every later one is a restart of the watch.
-    listed: bool,
+    /// Whether a list has completed and no list began since: the watch is
+    /// established, and the next list is a restart of it (a list that fails and begins
+    /// again is the same restart, not another).
+    watching: bool,
 }
 
 /// What one watch event does to the index.
@@ -163,7 +250,7 @@ impl<F, M> Translate<F, M> {
         Self {
             convert,
             listing: None,
-            listed: false,
+            watching: false,
         }
     }
 
@@ -177,7 +264,7 @@ impl<F, M> Translate<F, M> {
                 // A list that failed half-way starts over from scratch: what it had
                 // buffered is dropped here, not mixed into the next one.
                 self.listing = Some(Vec::new());
-                std::mem::replace(&mut self.listed, true).then_some(Action::Restarted)
+                std::mem::replace(&mut self.watching, false).then_some(Action::Restarted)
             }
             Event::InitApply(obj) => {
                 if let Some(model) = (self.convert)(&obj) {
@@ -185,7 +272,10 @@ impl<F, M> Translate<F, M> {
                 }
                 None
             }
-            Event::InitDone => Some(Action::Reset(self.listing.take().unwrap_or_default())),
+            Event::InitDone => {
+                self.watching = true;
+                Some(Action::Reset(self.listing.take().unwrap_or_default()))
+            }
             // An object that no longer converts (a Service turned ExternalName, a slice
             // that lost its service label) may have converted before: it is deleted.
             Event::Apply(obj) => match (self.convert)(&obj) {
@@ -198,7 +288,7 @@ impl<F, M> Translate<F, M> {
 }
 
 impl<M: Model> Action<M> {
-    fn apply(self, index: &Index) {
+    fn apply(self, index: &Index, status: &Status) {
         let resource = M::RESOURCE;
         match self {
             Action::Apply(model) => model.apply(index),
@@ -218,6 +308,11 @@ impl<M: Model> Action<M> {
                 );
                 index.reset(resource, M::reset(models));
                 index.synced(resource);
+                if resource == Resource::ServiceProfiles
+                    && status.set_profiles_crd(true) == Some(false)
+                {
+                    info!("the ServiceProfile CRD is installed now; profiles are read again");
+                }
             }
         }
     }

@@ -68,7 +68,7 @@ fn unconvertible_objects_are_left_out_of_a_list() {
 }
 
 #[test]
-fn every_later_list_is_a_restart() {
+fn a_list_after_a_completed_one_is_a_restart() {
     let mut t = translate();
     assert_eq!(t.event::<core::Service>(Event::Init), None);
     t.event::<core::Service>(Event::InitDone);
@@ -84,15 +84,35 @@ fn every_later_list_is_a_restart() {
 }
 
 #[test]
+fn failed_lists_are_not_restarts_until_one_completes() {
+    let mut t = translate();
+    // The first lists fail (the API server is down): no watch was ever established.
+    for _ in 0..3 {
+        assert_eq!(t.event::<core::Service>(Event::Init), None);
+    }
+    t.event::<core::Service>(Event::InitDone);
+    // The watch restarts; its lists fail a few times: one restart, not one per try.
+    assert_eq!(
+        t.event::<core::Service>(Event::Init),
+        Some(Action::Restarted)
+    );
+    for _ in 0..3 {
+        assert_eq!(t.event::<core::Service>(Event::Init), None);
+    }
+    t.event::<core::Service>(Event::InitDone);
+    assert_eq!(
+        t.event::<core::Service>(Event::Init),
+        Some(Action::Restarted)
+    );
+}
+
+#[test]
 fn a_list_that_failed_half_way_is_not_mixed_into_the_next() {
     let mut t = translate();
     t.event::<core::Service>(Event::Init);
     t.event(Event::InitApply(svc("gone", "ClusterIP")));
     // The list failed; the watcher starts over.
-    assert_eq!(
-        t.event::<core::Service>(Event::Init),
-        Some(Action::Restarted)
-    );
+    assert_eq!(t.event::<core::Service>(Event::Init), None);
     t.event(Event::InitApply(svc("a", "ClusterIP")));
     assert_eq!(
         t.event::<core::Service>(Event::InitDone),

@@ -1,6 +1,7 @@
-//! The validating admission webhook for ServiceProfiles: an HTTPS server (port 8443)
-//! that answers the API server's `admission.k8s.io/v1` `AdmissionReview`s on
-//! `POST /validate/serviceprofiles`.
+//! The admission webhooks: an HTTPS server (port 8443) that answers the API server's
+//! `admission.k8s.io/v1` `AdmissionReview`s on `POST /validate/serviceprofiles` (the
+//! ServiceProfile validator, below) and, when configured, `POST /inject` (the proxy
+//! injector, [`inject`]).
 //!
 //! It exists so that an invalid profile is refused by `kubectl apply` with every
 //! problem named (`spec.routes[0].condition.pathRegex: ...`), instead of being stored
@@ -22,6 +23,7 @@
 //! The `ValidatingWebhookConfiguration` that points the API server here is in
 //! `controller/README.md`.
 
+pub mod inject;
 pub mod review;
 pub mod tls;
 
@@ -69,6 +71,9 @@ pub struct WebhookConfig {
     pub addr: SocketAddr,
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// The proxy injector (`/inject`), when `--inject-config` was given: its files,
+    /// already checked to load.
+    pub inject: Option<inject::InjectFiles>,
 }
 
 /// Counts of review outcomes: `webhook_reviews_total{result}`.
@@ -94,7 +99,12 @@ pub enum Outcome {
 pub struct Webhook {
     cluster_domain: Arc<str>,
     reviews: Arc<Reviews>,
+    /// The proxy injector on [`INJECT_PATH`], when configured.
+    injector: Option<Arc<inject::Injector>>,
 }
+
+/// Where the API server posts pods to inject.
+pub const INJECT_PATH: &str = mesh_core::install::names::INJECT_PATH;
 
 // === impl Reviews ===
 
@@ -147,7 +157,14 @@ impl Webhook {
         Self {
             cluster_domain: cluster_domain.into(),
             reviews,
+            injector: None,
         }
+    }
+
+    /// Serves the proxy injector on [`INJECT_PATH`] too.
+    pub fn with_injector(mut self, injector: Arc<inject::Injector>) -> Self {
+        self.injector = Some(injector);
+        self
     }
 
     /// Answers one request.
@@ -156,17 +173,28 @@ impl Webhook {
         B: Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        if req.uri().path() != PATH {
-            return text(
-                StatusCode::NOT_FOUND,
-                format!("not found; use POST {PATH}\n"),
-            );
-        }
+        let injector = match (req.uri().path(), &self.injector) {
+            (PATH, _) => None,
+            (INJECT_PATH, Some(injector)) => Some(Arc::clone(injector)),
+            _ => {
+                let paths = match self.injector {
+                    Some(_) => format!("{PATH} or {INJECT_PATH}"),
+                    None => PATH.to_string(),
+                };
+                return text(
+                    StatusCode::NOT_FOUND,
+                    format!("not found; use POST {paths}\n"),
+                );
+            }
+        };
         if req.method() != Method::POST {
             let mut rsp = text(StatusCode::METHOD_NOT_ALLOWED, "use POST\n");
             rsp.headers_mut()
                 .insert(h::ALLOW, h::HeaderValue::from_static("POST"));
             return rsp;
+        }
+        if let Some(injector) = injector {
+            return inject_review(&injector, req.into_body()).await;
         }
         let (rsp, outcome) = self.review(req.into_body()).await;
         self.reviews.count(outcome);
@@ -215,6 +243,50 @@ impl Webhook {
                 let msg = format!("{error}\n");
                 (text(StatusCode::BAD_REQUEST, msg), Outcome::Error)
             }
+        }
+    }
+}
+
+/// Answers one `/inject` request: the body's limits as for profiles, then the
+/// injector's answer.
+async fn inject_review<B>(injector: &inject::Injector, body: B) -> Response<Full<Bytes>>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let failed = |status, msg: String| {
+        injector.counts().count(inject::InjectOutcome::Error);
+        text(status, msg)
+    };
+    let body = match tokio::time::timeout(IO_TIMEOUT, read_body(body)).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(BodyError::TooLarge)) => {
+            let msg = format!("the review is larger than {MAX_BODY} bytes\n");
+            return failed(StatusCode::PAYLOAD_TOO_LARGE, msg);
+        }
+        Ok(Err(BodyError::Read(error))) => {
+            return failed(
+                StatusCode::BAD_REQUEST,
+                format!("cannot read the body: {error}\n"),
+            )
+        }
+        Err(_) => {
+            let msg = format!("the body did not arrive within {IO_TIMEOUT:?}\n");
+            return failed(StatusCode::REQUEST_TIMEOUT, msg);
+        }
+    };
+    match injector.review(&body).await {
+        Ok(answer) => {
+            let mut rsp = Response::new(Full::new(Bytes::from(answer.to_json())));
+            rsp.headers_mut().insert(
+                h::CONTENT_TYPE,
+                h::HeaderValue::from_static("application/json"),
+            );
+            rsp
+        }
+        Err(error) => {
+            tracing::debug!(%error, "not a review");
+            text(StatusCode::BAD_REQUEST, format!("{error}\n"))
         }
     }
 }

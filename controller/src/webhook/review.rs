@@ -6,7 +6,7 @@
 //! what the webhook admits the controller will serve, and an unknown field is
 //! reported with its path instead of being silently dropped.
 
-use crate::profile::{self, Invalid, Problems, ServiceProfile};
+use crate::profile::{self, Problems};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::fmt::Write as _;
@@ -36,6 +36,10 @@ struct Request {
     #[serde(default)]
     kind: Option<GroupVersionKind>,
     operation: String,
+    /// The namespace the object is created in: the object's own says the same once
+    /// the API server has defaulted it, but the request's is always there.
+    #[serde(default)]
+    namespace: Option<String>,
     #[serde(default)]
     object: Option<Value>,
 }
@@ -108,7 +112,12 @@ pub fn review(body: &[u8], cluster_domain: &str) -> Result<Reviewed, BadReview> 
     let decision = match request.operation.as_str() {
         // Removing a profile can never make one invalid; CONNECT carries no profile.
         "DELETE" | "CONNECT" => Decision::Allowed,
-        "CREATE" | "UPDATE" => decide(request.kind, request.object, cluster_domain),
+        "CREATE" | "UPDATE" => decide(
+            request.kind,
+            request.object,
+            request.namespace.as_deref(),
+            cluster_domain,
+        ),
         other => {
             return Err(BadReview(format!(
                 "request.operation: unknown operation {other:?}"
@@ -121,7 +130,12 @@ pub fn review(body: &[u8], cluster_domain: &str) -> Result<Reviewed, BadReview> 
     })
 }
 
-fn decide(kind: Option<GroupVersionKind>, object: Option<Value>, domain: &str) -> Decision {
+fn decide(
+    kind: Option<GroupVersionKind>,
+    object: Option<Value>,
+    namespace: Option<&str>,
+    domain: &str,
+) -> Decision {
     // A webhook configuration that sends other kinds here is wrong; saying so beats
     // judging a Pod as a profile.
     if let Some(kind) = kind {
@@ -135,23 +149,23 @@ fn decide(kind: Option<GroupVersionKind>, object: Option<Value>, domain: &str) -
             ));
         }
     }
-    let Some(object) = object.filter(|o| !o.is_null()) else {
+    let Some(mut object) = object.filter(|o| !o.is_null()) else {
         return Decision::Denied("request.object: required for CREATE and UPDATE".into());
     };
-    let problems = match serde_path_to_error::deserialize::<_, ServiceProfile>(object) {
-        Ok(profile) => match profile::validate_document(&profile, Some(domain)) {
-            Ok(_) => return Decision::Allowed,
-            Err(problems) => problems,
-        },
-        Err(e) => Problems(vec![Invalid {
-            path: match e.path().to_string() {
-                p if p == "." => "(document)".into(),
-                p => p,
-            },
-            reason: e.into_inner().to_string(),
-        }]),
-    };
-    Decision::Denied(bounded(&problems, MAX_MESSAGE))
+    // Judged where it is created: a profile must live in its service's namespace.
+    if let (Some(ns), Some(metadata)) = (
+        namespace.filter(|ns| !ns.is_empty()),
+        object.get_mut("metadata").and_then(Value::as_object_mut),
+    ) {
+        metadata
+            .entry("namespace")
+            .or_insert_with(|| Value::String(ns.to_string()));
+    }
+    // Every problem, decoding's included, as `mesh profile validate` names them.
+    match profile::validate_value(object, domain) {
+        Ok(_) => Decision::Allowed,
+        Err(problems) => Decision::Denied(bounded(&problems, MAX_MESSAGE)),
+    }
 }
 
 fn at_path(path: &serde_path_to_error::Path, error: &serde_json::Error) -> String {

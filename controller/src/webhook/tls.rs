@@ -120,8 +120,10 @@ struct Stamp {
     key: FileStamp,
 }
 
+/// What tells a file changed: its modification time, length and inode (a Secret or
+/// ConfigMap volume swaps a symlink to a new file).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct FileStamp {
+pub(crate) struct FileStamp {
     modified: Option<SystemTime>,
     len: u64,
     inode: u64,
@@ -186,7 +188,7 @@ impl Stamp {
 }
 
 impl FileStamp {
-    fn of(path: &Path) -> Option<Self> {
+    pub(crate) fn of(path: &Path) -> Option<Self> {
         // `metadata` follows symlinks, so a Secret volume's swapped `..data` link shows.
         let meta = std::fs::metadata(path).ok()?;
         #[cfg(unix)]

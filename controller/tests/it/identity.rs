@@ -391,3 +391,56 @@ async fn identity_is_off_without_an_issuer() {
     running.shutdown();
     running.wait().await.unwrap();
 }
+
+/// Cluster mode on the fake API server: a TokenReview RBAC forbids (403, naming the
+/// controller's account and the missing rule) is the controller's problem: counted
+/// in `identity_token_review_errors_total{reason="forbidden"}` (and logged at warn),
+/// while the proxy is told only "unauthenticated".
+#[tokio::test]
+async fn a_forbidden_token_review_is_counted_and_the_caller_told_only_unauthenticated() {
+    use mesh_api::identity::identity_server::Identity as _;
+    let kube = mesh_kube_fake::FakeKube::start().await.unwrap();
+    let controller = "system:serviceaccount:mesh-system:mesh-controller";
+    kube.add_token("web-token", "system:serviceaccount:default:web", &[]);
+    let (anchor, cert, key) =
+        identity::generate_anchor_and_issuer("cluster.local", Duration::from_secs(3600));
+    let ca = Ca::new(
+        "cluster.local",
+        identity::ca::DEFAULT_LIFETIME,
+        &cert,
+        &key,
+        &anchor,
+        SystemTime::now(),
+    )
+    .unwrap();
+    let metrics = Arc::new(mesh_controller::metrics::Metrics::default());
+    let service = identity::IdentityService::new(
+        Arc::new(ca),
+        Arc::new(identity::TokenReview::new(kube.client().unwrap())),
+        Arc::clone(&metrics),
+    );
+    let certify = || service.certify(tonic::Request::new(request(WEB, b"web-token", csr(WEB))));
+
+    // Allowed to review: the token proves web, which gets its certificate.
+    let issued = certify().await.expect("certified").into_inner();
+    verify(&issued, &anchor, WEB);
+
+    kube.forbid_token_reviews(Some(controller));
+    let status = certify().await.expect_err("refused");
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    assert_eq!(status.message(), "unauthenticated");
+    assert_eq!(metrics.token_review_errors_total("forbidden"), 1);
+    assert_eq!(metrics.token_review_errors_total("unavailable"), 0);
+    let page = metrics.render(&mesh_controller::index::Index::new(
+        "cluster.local",
+        "cluster.local",
+    ));
+    assert!(
+        page.contains("identity_token_review_errors_total{reason=\"forbidden\"} 1\n"),
+        "{page}"
+    );
+
+    // Allowed again: certified again.
+    kube.forbid_token_reviews(None);
+    certify().await.expect("certified once RBAC allows");
+}

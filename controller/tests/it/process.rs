@@ -328,3 +328,118 @@ fn a_closed_stderr_does_not_stop_serving_or_shutdown() {
     let mut ctl = ctl;
     assert_eq!(ctl.terminate(), Some(0), "SIGTERM stops it");
 }
+
+/// The injector as the install's Deployment runs it: the kubernetes backend (the fake
+/// API server), the webhook's pair, `--identity-trust-anchors` and `--inject-config`
+/// (a `mesh-config` values.yaml); a pod asking for the proxy gets the patch over
+/// HTTPS, and the injector's counts are on the admin server.
+#[test]
+fn the_injector_serves_inject_with_the_install_flags() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let kube = rt.block_on(mesh_kube_fake::FakeKube::start()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_pem, key_pem) = super::webhook::self_signed();
+    let (anchors, _, _) = mesh_controller::identity::generate_anchor_and_issuer(
+        "cluster.local",
+        Duration::from_secs(3600),
+    );
+    let path = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let cert = path("tls.crt", &cert_pem);
+    let key = path("tls.key", &key_pem);
+    let anchors_file = path("ca-bundle.crt", &anchors);
+    let values = path(
+        "values.yaml",
+        &mesh_core::install::Values::default().to_yaml(),
+    );
+    let kubeconfig = kube.kubeconfig_path().to_str().unwrap().to_string();
+    let mut ctl = Controller::start(
+        &[
+            "--destination-addr=127.0.0.1:0",
+            "--admin-addr=127.0.0.1:0",
+            "--api-addr=127.0.0.1:0",
+            "--tap-addr=127.0.0.1:0",
+            "--webhook-addr=127.0.0.1:0",
+            &format!("--webhook-cert={cert}"),
+            &format!("--webhook-key={key}"),
+            &format!("--identity-trust-anchors={anchors_file}"),
+            &format!("--inject-config={values}"),
+        ],
+        &[("KUBECONFIG", kubeconfig.as_str())],
+    );
+    let webhook = field(&ctl.wait_line("webhook="), "webhook=");
+    ctl.wait_line("proxy injector on");
+    let pod = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "generateName": "web-5d9c-",
+            "annotations": { "mesh.rs/inject": "enabled" },
+            "ownerReferences": [{ "apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-5d9c", "uid": "u", "controller": true }],
+        },
+        "spec": { "containers": [{ "name": "app", "image": "web:1" }] },
+    });
+    let review = serde_json::json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "u-1",
+            "kind": { "group": "", "version": "v1", "kind": "Pod" },
+            "namespace": "demo",
+            "operation": "CREATE",
+            "object": pod,
+        },
+    });
+    let (status, body) = rt
+        .block_on(super::webhook::post(
+            webhook,
+            &cert_pem,
+            super::webhook::Proto::Http2,
+            mesh_core::install::names::INJECT_PATH,
+            serde_json::to_vec(&review).unwrap(),
+        ))
+        .unwrap();
+    assert_eq!(status, 200, "{body:?}");
+    let answer: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(answer["response"]["uid"], "u-1");
+    assert_eq!(answer["response"]["allowed"], true);
+    assert_eq!(answer["response"]["patchType"], "JSONPatch");
+    use base64::Engine as _;
+    let patch = base64::engine::general_purpose::STANDARD
+        .decode(answer["response"]["patch"].as_str().unwrap())
+        .unwrap();
+    let patch: json_patch::Patch = serde_json::from_slice(&patch).unwrap();
+    let mut injected = review["request"]["object"].clone();
+    json_patch::patch(&mut injected, &patch).unwrap();
+    let proxy = &injected["spec"]["initContainers"][1];
+    assert_eq!(proxy["name"], "mesh-proxy");
+    let anchors_env = proxy["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "MESH_PROXY_IDENTITY_TRUST_ANCHORS")
+        .unwrap();
+    assert_eq!(
+        anchors_env["value"],
+        anchors.as_str(),
+        "the anchors the flag names"
+    );
+    // The fake API server has no ReplicaSets: the owner stays the one the pod names.
+    assert_eq!(
+        injected["metadata"]["labels"]["mesh.rs/proxy-replicaset"],
+        "web-5d9c"
+    );
+    let metrics = ctl.wait_status("/metrics", 200);
+    assert!(
+        metrics.contains("webhook_injections_total{result=\"injected\"} 1"),
+        "{metrics}"
+    );
+    assert_eq!(ctl.terminate(), Some(0));
+}

@@ -18,7 +18,7 @@ use std::{net::SocketAddr, path::Path, sync::Arc};
 const UID: &str = "705ab4f5-6393-11e8-b7cc-42010a800002";
 
 /// A self-signed certificate for 127.0.0.1, as PEM: (certificate, key).
-fn self_signed() -> (String, String) {
+pub(super) fn self_signed() -> (String, String) {
     let ck =
         rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
     (ck.cert.pem(), ck.signing_key.serialize_pem())
@@ -54,6 +54,8 @@ async fn start() -> Fixture {
         "--admin-addr=127.0.0.1:0",
         // Not the default 0.0.0.0:8084, which tests running side by side would share.
         "--api-addr=127.0.0.1:0",
+        // Nor the tap API's default 127.0.0.1:8088.
+        "--tap-addr=127.0.0.1:0",
         "--webhook-addr=127.0.0.1:0",
         &format!("--webhook-cert={}", cert.display()),
         &format!("--webhook-key={}", key.display()),
@@ -71,13 +73,13 @@ async fn start() -> Fixture {
 }
 
 #[derive(Clone, Copy, Debug)]
-enum Proto {
+pub(super) enum Proto {
     Http1,
     Http2,
 }
 
 /// POSTs `body` to `path` over TLS, trusting only `trusted` (PEM).
-async fn post(
+pub(super) async fn post(
     addr: SocketAddr,
     trusted: &str,
     proto: Proto,
@@ -267,7 +269,45 @@ async fn invalid_profiles_are_denied_with_the_field_path() {
     let message = f.denied(Proto::Http1, wrong_name).await;
     assert!(message.starts_with("metadata.name: "), "{message}");
 
-    assert_eq!(f.running.webhook_reviews.total(Outcome::Denied), 5);
+    // Several decoding problems (a weight with a fraction, which the CRD's schema
+    // refuses too; a number for a duration; a string for a boolean): every one.
+    let undecodable = profile(json!({
+        "routes": [{"name": "a", "condition": {"method": "GET"}, "timeout": 5, "isRetryable": "maybe"}],
+        "dstOverrides": [{"authority": "web.default.svc.cluster.local", "weight": 0.5}],
+    }));
+    let message = f.denied(Proto::Http1, undecodable).await;
+    let paths: Vec<&str> = message
+        .lines()
+        .map(|l| l.split(": ").next().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "spec.dstOverrides[0].weight",
+            "spec.routes[0].isRetryable",
+            "spec.routes[0].timeout"
+        ],
+        "{message}"
+    );
+    assert!(message.contains("\"500m\""), "{message}");
+
+    // A profile named for another namespace's service is refused, not accepted and
+    // ignored; judged in the request's namespace when the object does not say it.
+    let mut elsewhere = valid();
+    elsewhere["metadata"]["name"] = json!("web.other.svc.cluster.local");
+    elsewhere["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("namespace");
+    let message = f.denied(Proto::Http2, elsewhere).await;
+    assert!(
+        message.starts_with("metadata.name: ")
+            && message.contains("in namespace \"default\"")
+            && message.contains("must live in its service's namespace"),
+        "{message}"
+    );
+
+    assert_eq!(f.running.webhook_reviews.total(Outcome::Denied), 7);
 }
 
 #[tokio::test]

@@ -103,8 +103,9 @@ async fn kubernetes_profiles_stream_and_an_invalid_update_keeps_the_last_valid()
         .unwrap();
     assert_eq!(route_names(&next(&mut stream).await), ["vote"]);
 
-    // A profile that names no service of its namespace changes nothing; deleting web's
-    // brings the default back.
+    // A profile that names a service of another namespace is invalid (client-side
+    // profiles are not supported), so it changes nothing; deleting web's brings the
+    // default back.
     kube.apply(service_profile("other", FQN, spec("x", "/x")))
         .unwrap();
     kube.delete(Kind::ServiceProfile, "default", FQN).unwrap();

@@ -4,6 +4,7 @@
 
 mod discovery;
 mod identity;
+mod injected;
 mod mtls;
 mod process;
 mod profiles;

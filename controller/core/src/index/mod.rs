@@ -103,6 +103,8 @@ struct Shared {
     trust_domain: Arc<str>,
     state: Mutex<State>,
     ready: watch::Sender<bool>,
+    /// Which kinds have been synced once, in [`Resource::ALL`] order.
+    synced: watch::Sender<[bool; 4]>,
 }
 
 struct State {
@@ -286,6 +288,7 @@ impl Index {
                 trust_domain: trust_domain.into(),
                 state: Mutex::new(state),
                 ready: watch::Sender::new(false),
+                synced: watch::Sender::new([false; 4]),
             }),
         }
     }
@@ -360,19 +363,33 @@ impl Index {
         });
     }
 
-    /// Declares which kinds of object the backend feeds: the index is ready once each
-    /// of them is [`synced`](Self::synced).
+    /// Declares which kinds of object the index needs before it answers: it is ready
+    /// once each of them is [`synced`](Self::synced). The Kubernetes backend leaves
+    /// ServiceProfiles out (endpoints never wait on profiles: their CRD may be
+    /// missing); the file backend syncs every kind at once.
     pub fn ready_once_synced(&self, resources: &[Resource]) {
         let mut state = self.shared.lock();
         state.expected = Some(resources.iter().copied().collect());
         self.update_ready(&state);
     }
 
-    /// The first full list of `resource` is in the index.
+    /// The first full list of `resource` is in the index (or the backend knows there
+    /// are none, e.g. their CRD is not installed).
     pub fn synced(&self, resource: Resource) {
         let mut state = self.shared.lock();
         state.synced.insert(resource);
         self.update_ready(&state);
+        self.shared
+            .synced
+            .send_if_modified(|s| !std::mem::replace(&mut s[resource_index(resource)], true));
+    }
+
+    /// Waits until `resource` has been [`synced`](Self::synced) once (at once if it
+    /// has): for answers that depend on a kind readiness does not wait for.
+    pub async fn synced_once(&self, resource: Resource) {
+        let mut rx = self.shared.synced.subscribe();
+        // The sender lives as long as `self`, so this ends only when synced.
+        let _ = rx.wait_for(|s| s[resource_index(resource)]).await;
     }
 
     /// Counts a restart of a backend's watch (exposed as a metric).
@@ -724,7 +741,9 @@ impl State {
 
     fn apply_profile(&mut self, profile: ServiceProfile, dirty: &mut Dirty) {
         let Some(service) = self.profile_service(&profile.key) else {
-            tracing::debug!(profile = %profile.key, "a profile that names no service of its namespace; ignored");
+            // Validation refuses such a profile before it gets here (every backend
+            // validates); this only keeps the index consistent should one slip by.
+            tracing::warn!(profile = %profile.key, "a profile that names no service of its namespace; ignored");
             return;
         };
         if self.profiles.get(&service) == Some(&profile) {

@@ -857,6 +857,31 @@ fn readiness_needs_every_expected_resource() {
     assert_eq!(index.stats().watch_restarts(Resource::Services), 0);
 }
 
+#[tokio::test(start_paused = true)]
+async fn synced_once_waits_for_its_kind_alone() {
+    let index = Index::new(CD, CD);
+    index.ready_once_synced(&[Resource::Services]);
+    index.synced(Resource::Services);
+    assert!(index.is_ready(), "profiles are not needed for readiness");
+    let waiting = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        index.synced_once(Resource::ServiceProfiles),
+    )
+    .await;
+    assert!(waiting.is_err(), "profiles have not synced yet");
+    let waiter = tokio::spawn({
+        let index = index.clone();
+        async move { index.synced_once(Resource::ServiceProfiles).await }
+    });
+    index.synced(Resource::ServiceProfiles);
+    tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+        .await
+        .expect("woken by the sync")
+        .expect("the waiter ran");
+    // Once synced, at once.
+    index.synced_once(Resource::ServiceProfiles).await;
+}
+
 // === diff ===
 
 /// What a client holds after applying the messages it received.

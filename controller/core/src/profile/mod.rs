@@ -129,6 +129,37 @@ pub fn validate_object(
     )))
 }
 
+/// Decodes and validates a whole ServiceProfile object given as JSON (an admission
+/// request's `object`): every decoding problem with its path from the document's root,
+/// then the semantic checks' problems of what did decode, as [`parse_yaml`] names them
+/// (without lines: JSON has none that a user wrote).
+pub fn validate_value(
+    object: serde_json::Value,
+    cluster_domain: &str,
+) -> Result<Validated, Problems> {
+    let decoded = decode::decode_all::<ServiceProfile>(object);
+    if decoded.problems.is_empty() {
+        if let Some(profile) = decoded.value {
+            return validate_document(&profile, Some(cluster_domain));
+        }
+    }
+    let problems = decoded
+        .problems
+        .iter()
+        .map(|p| Invalid {
+            path: root_path(&p.path),
+            reason: p.reason.clone(),
+        })
+        .collect();
+    Err(Problems(with_semantic_problems(
+        problems,
+        decoded.problems.iter().map(|p| p.path.clone()),
+        decoded
+            .value
+            .map(|profile| validate_document(&profile, Some(cluster_domain))),
+    )))
+}
+
 /// Decoding problems, then the semantic checks' problems of what did decode, except
 /// those about a field decoding already took out (they would only echo it).
 fn with_semantic_problems(

@@ -155,15 +155,60 @@ pub struct RetryBudgetSpec {
 pub struct WeightedDstSpec {
     #[serde(default)]
     pub authority: String,
-    /// A Kubernetes quantity: `1`, `0.5`, `500m`, `100`.
+    /// A Kubernetes quantity: an integer (`1`, `100`) or a string (`"500m"`, `"0.5"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight: Option<Quantity>,
 }
 
-/// A quantity as YAML may give it: a number or a string.
-#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+/// A quantity as the CRD's schema takes it (`x-kubernetes-int-or-string`): an integer,
+/// or a string. A number with a fraction (`0.5` unquoted) is neither, and the API
+/// server refuses it, so decoding refuses it here too, saying how to write it;
+/// [`super::validate`] checks that the integer is not negative and the string is a
+/// quantity.
+#[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum Quantity {
-    Number(f64),
+    Integer(i64),
     String(String),
+}
+
+impl<'de> Deserialize<'de> for Quantity {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        de.deserialize_any(QuantityVisitor)
+    }
+}
+
+struct QuantityVisitor;
+
+impl serde::de::Visitor<'_> for QuantityVisitor {
+    type Value = Quantity;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an integer or a quantity string such as \"500m\"")
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Quantity, E> {
+        Ok(Quantity::Integer(v))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Quantity, E> {
+        i64::try_from(v)
+            .map(Quantity::Integer)
+            .map_err(|_| E::custom(format!("{v} is too large")))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Quantity, E> {
+        // What the API server sees as an integer (`1.0` arrives as `1`) is one.
+        if v.fract() == 0.0 && v.abs() < 9.0e15 {
+            return Ok(Quantity::Integer(v as i64));
+        }
+        Err(E::custom(format!(
+            "{v} is a number with a fraction, which the CRD's schema refuses (an integer or a string): write it as a string, \"{v}\", or in thousandths, \"{}m\"",
+            (v * 1000.0).round()
+        )))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Quantity, E> {
+        Ok(Quantity::String(v.to_string()))
+    }
 }

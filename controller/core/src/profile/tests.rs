@@ -362,3 +362,184 @@ fn empty_lists_may_be_written_as_nothing() {
         "{p:?}"
     );
 }
+
+/// A profile lives in its service's namespace: one named for another namespace is
+/// refused with the reason, wherever it is judged (an object from the API server, a
+/// document that says its namespace, an admission request's object), never accepted
+/// and then ignored.
+#[test]
+fn a_profile_for_another_namespace_is_refused_everywhere() {
+    let spec = serde_json::json!({"routes": [{"name": "a", "condition": {"method": "GET"}}]});
+    let Err(Problems(p)) = super::validate_object(
+        "web.other.svc.cluster.local",
+        "demo",
+        spec.clone(),
+        "cluster.local",
+    ) else {
+        panic!("refused")
+    };
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert_eq!(p[0].path, "metadata.name");
+    for words in [
+        "\"web.other.svc.cluster.local\"",
+        "namespace \"other\"",
+        "in namespace \"demo\"",
+        "must live in its service's namespace",
+        "client-side profiles",
+        "not supported",
+    ] {
+        assert!(p[0].reason.contains(words), "{words}: {}", p[0].reason);
+    }
+    assert!(super::validate_object(
+        "web.demo.svc.cluster.local",
+        "demo",
+        spec.clone(),
+        "cluster.local"
+    )
+    .is_ok());
+
+    let doc = "metadata: {name: web.other.svc.cluster.local, namespace: demo}\n";
+    let p = problems(doc);
+    assert!(
+        p.len() == 1 && p[0].starts_with("metadata.name: ") && p[0].contains("must live in"),
+        "{p:?}"
+    );
+    // Without a namespace, the document may be applied anywhere: only its name is judged.
+    assert!(parse_yaml("metadata: {name: web.other.svc.cluster.local}\n", CD).is_ok());
+
+    let object = serde_json::json!({
+        "apiVersion": API_VERSION, "kind": KIND,
+        "metadata": {"name": "web.other.svc.cluster.local", "namespace": "demo"},
+        "spec": spec,
+    });
+    let Err(Problems(p)) = super::validate_value(object, "cluster.local") else {
+        panic!("refused")
+    };
+    assert_eq!(p[0].path, "metadata.name", "{p:?}");
+}
+
+/// Weights: exactly what the CRD's schema takes (an integer, or a string in the
+/// quantity grammar), less negative ones; a number with a fraction is refused with how
+/// to write it, as the API server refuses it.
+#[test]
+fn weights_are_integers_or_quantity_strings() {
+    let weight = |w: &str| -> Result<u32, String> {
+        let doc = format!(
+            "metadata: {{name: web.ns.svc.cluster.local}}\nspec:\n  dstOverrides:\n  - {{authority: a.ns.svc.cluster.local, weight: {w}}}\n"
+        );
+        match parse_yaml(&doc, CD) {
+            Ok(v) => Ok(v.dst_overrides[0].weight),
+            Err(p) => Err(p.to_string()),
+        }
+    };
+    for (w, expected) in [
+        ("1", 10_000),
+        ("100", 1_000_000),
+        ("1.0", 10_000),
+        ("'1'", 10_000),
+        ("'0.5'", 5_000),
+        ("'.5'", 5_000),
+        ("'5.'", 50_000),
+        ("500m", 5_000),
+        ("'+500m'", 5_000),
+        ("'1e2'", 1_000_000),
+        ("'1E-1'", 1_000),
+        ("1k", 10_000_000),
+        ("1Ki", 10_240_000),
+        ("'100u'", 1),
+    ] {
+        assert_eq!(weight(w), Ok(expected), "{w}");
+    }
+    let refused = weight("0.5").unwrap_err();
+    assert!(
+        refused.contains("spec.dstOverrides[0].weight")
+            && refused.contains("fraction")
+            && refused.contains("\"0.5\"")
+            && refused.contains("\"500m\""),
+        "{refused}"
+    );
+    for (w, why) in [
+        ("-1", "zero or more"),
+        ("'-1'", "zero or more"),
+        ("lots", "not a quantity"),
+        ("'1.5.2'", "not a quantity"),
+        ("'1e'", "not a quantity"),
+        ("'1e1.5'", "not a quantity"),
+        ("'1 k'", "not a quantity"),
+        ("'1KI'", "not a quantity"),
+        ("'.'", "not a quantity"),
+        ("''", "not a quantity"),
+        ("'1E'", "too large"),
+        ("true", "an integer or a quantity string"),
+    ] {
+        let e = weight(w).expect_err(w);
+        assert!(e.contains(why), "{w}: {e}");
+    }
+}
+
+/// The validator's quantity grammar is the CRD's `pattern`, which the API server
+/// checks weights' strings with; and the CRD in `manifests/` carries that pattern.
+#[test]
+fn the_quantity_grammar_is_the_crds_pattern() {
+    let pattern = regex::Regex::new(validate::QUANTITY_PATTERN).unwrap();
+    for s in [
+        "1", "0.5", ".5", "5.", "+1", "-1", "500m", "1Ki", "1E", "1e3", "1E-2", "1e+2", "1e1.5",
+        "1.5.2", "", ".", "1 k", "1KI", "1ki", "lots", "0x10", "1e", "m", "1mi", "12Gi",
+    ] {
+        let doc = format!(
+            "metadata: {{name: web.ns.svc.cluster.local}}\nspec:\n  dstOverrides:\n  - {{authority: a.ns.svc.cluster.local, weight: {s:?}}}\n"
+        );
+        // "Too large" is the value's fault, not the grammar's.
+        let grammatical = match parse_yaml(&doc, CD) {
+            Ok(_) => true,
+            Err(p) => p.to_string().contains("too large"),
+        };
+        assert_eq!(pattern.is_match(s), grammatical, "{s:?}");
+    }
+    let crd: serde_json::Value = crate::yaml::from_str(include_str!(
+        "../../../../manifests/crds/serviceprofiles.yaml"
+    ))
+    .unwrap();
+    let weight = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+        ["properties"]["dstOverrides"]["items"]["properties"]["weight"];
+    assert_eq!(weight["x-kubernetes-int-or-string"], true, "{weight}");
+    assert_eq!(weight["pattern"], validate::QUANTITY_PATTERN, "{weight}");
+}
+
+/// An admission request's object is judged whole: every decoding problem (a weight
+/// with a fraction, a number for a duration, a string for a boolean), the name's, and
+/// the semantic checks of what decoded, in one answer.
+#[test]
+fn an_object_with_several_problems_reports_every_one() {
+    let object = serde_json::json!({
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": {"name": "web.other.svc.cluster.local", "namespace": "demo", "uid": "x"},
+        "spec": {
+            "routes": [
+                {"name": "a", "condition": {"method": "GET"}, "timeout": 5, "isRetryable": "maybe"},
+                {"name": "b", "condition": {"pathRegex": "("}},
+            ],
+            "dstOverrides": [
+                {"authority": "web.demo.svc.cluster.local", "weight": 0.5},
+                {"authority": "v2.demo.svc.cluster.local", "weight": "lots"},
+            ],
+        },
+    });
+    let Err(Problems(p)) = super::validate_value(object, "cluster.local") else {
+        panic!("invalid")
+    };
+    let paths: Vec<&str> = p.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "spec.dstOverrides[0].weight",
+            "spec.routes[0].isRetryable",
+            "spec.routes[0].timeout",
+            "metadata.name",
+            "spec.routes[1].condition.pathRegex",
+            "spec.dstOverrides[1].weight",
+        ],
+        "{p:#?}"
+    );
+}

@@ -73,7 +73,8 @@ pub fn validate_document(
             reason: format!("expected {:?}, found {:?}", super::KIND, profile.kind),
         });
     }
-    if let Err(reason) = check_name(&profile.metadata.name, cluster_domain) {
+    let namespace = profile.metadata.namespace.as_deref();
+    if let Err(reason) = check_name(&profile.metadata.name, namespace, cluster_domain) {
         problems.push(Invalid {
             path: "metadata.name".into(),
             reason,
@@ -89,8 +90,17 @@ pub fn validate_document(
     }
 }
 
-/// A profile is named after the service it describes: `<svc>.<ns>.svc.<cluster-domain>`.
-fn check_name(name: &str, cluster_domain: Option<&str>) -> Result<(), String> {
+/// A profile is named after the service it describes: `<svc>.<ns>.svc.<cluster-domain>`,
+/// and lives in that service's namespace (when the document says where it lives).
+///
+/// A profile in another namespace is refused, not ignored: Linkerd applies such a
+/// profile to the clients in the profile's namespace (client-side profiles), which
+/// mesh does not support, so accepting it would accept something that does nothing.
+fn check_name(
+    name: &str,
+    namespace: Option<&str>,
+    cluster_domain: Option<&str>,
+) -> Result<(), String> {
     if name.is_empty() {
         return Err("required: the service's name, `<svc>.<ns>.svc.<cluster-domain>`".into());
     }
@@ -106,7 +116,13 @@ fn check_name(name: &str, cluster_domain: Option<&str>) -> Result<(), String> {
             ));
         }
     }
-    Ok(())
+    match namespace {
+        Some(ns) if shaped && parts[1] != ns => Err(format!(
+            "{name:?} names service {:?} of namespace {:?}, but the profile is in namespace {ns:?}: a ServiceProfile must live in its service's namespace (client-side profiles, applied to the clients of another namespace, are not supported); create it in namespace {:?}, or name a service of {ns:?}",
+            parts[0], parts[1], parts[1]
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Checks a spec; the proxy's form of it when it is valid, every problem otherwise.
@@ -501,31 +517,91 @@ impl Checker {
 }
 
 /// A weight in ten-thousandths (Linkerd's `MilliValue() × 10`): `1` → 10000,
-/// `500m` → 5000, `0.5` → 5000.
+/// `"500m"` → 5000, `"0.5"` → 5000.
+///
+/// What the CRD's schema takes, and no more: an integer, or a string in Kubernetes'
+/// quantity grammar (the schema's `pattern`, [`QUANTITY_PATTERN`]); negative weights,
+/// which the schema cannot refuse, are refused here.
 fn decimillis(q: &Quantity) -> Result<u32, String> {
     let milli = match q {
-        Quantity::Number(n) => *n * 1000.0,
-        Quantity::String(s) => {
-            let s = s.trim();
-            let (num, scale) = match s.strip_suffix('m') {
-                Some(n) => (n, 1.0),
-                None => match s.strip_suffix('k') {
-                    Some(n) => (n, 1_000_000.0),
-                    None => (s, 1000.0),
-                },
-            };
-            let n: f64 = num
-                .parse()
-                .map_err(|_| format!("{s:?} is not a quantity (e.g. 1, 0.5, 500m)"))?;
-            n * scale
-        }
+        Quantity::Integer(n) if *n < 0 => return Err(format!("{n} must be zero or more")),
+        Quantity::Integer(n) => *n as f64 * 1000.0,
+        Quantity::String(s) => quantity_milli(s)?,
     };
-    if !milli.is_finite() || milli < 0.0 {
-        return Err(format!("{q:?} must be zero or more"));
-    }
     let w = (milli * 10.0).round();
-    if w > f64::from(u32::MAX) {
-        return Err(format!("{q:?} is too large"));
+    if !w.is_finite() || w > f64::from(u32::MAX) {
+        return Err(format!(
+            "{} is too large (at most {})",
+            match q {
+                Quantity::Integer(n) => n.to_string(),
+                Quantity::String(s) => format!("{s:?}"),
+            },
+            u32::MAX / 10_000
+        ));
     }
     Ok(w as u32)
+}
+
+/// The quantity grammar the CRD's schema checks weights' strings with (Kubernetes'
+/// own, as controller-gen writes it, less the minus sign and with whole exponents):
+/// kept equal to [`quantity_milli`]'s, which a test checks against it.
+pub const QUANTITY_PATTERN: &str =
+    r"^\+?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?[0-9]+))?$";
+
+/// A quantity string's value in thousandths: `<number><suffix>`, the number's digits
+/// with an optional fraction and an optional `+`, the suffix a binary (`Ki`…`Ei`) or
+/// decimal (`n u m k M G T P E`) multiple or an exponent (`e3`, `E-2`).
+fn quantity_milli(s: &str) -> Result<f64, String> {
+    let bad = || {
+        format!(
+            "{s:?} is not a quantity: an integer, or a string such as \"1\", \"0.5\" or \"500m\""
+        )
+    };
+    if s.starts_with('-') {
+        return Err(format!("{s:?} must be zero or more"));
+    }
+    let body = s.strip_prefix('+').unwrap_or(s);
+    let number_len = body
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(body.len());
+    let (number, suffix) = body.split_at(number_len);
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+    if whole.is_empty() && fraction.is_empty() || fraction.contains('.') {
+        return Err(bad());
+    }
+    let value: f64 = format!(
+        "{}.{}0",
+        if whole.is_empty() { "0" } else { whole },
+        fraction
+    )
+    .parse()
+    .map_err(|_| bad())?;
+    let scale = match suffix {
+        "" => 1.0,
+        "n" => 1e-9,
+        "u" => 1e-6,
+        "m" => 1e-3,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "P" => 1e15,
+        "E" => 1e18,
+        "Ki" => 1024.0,
+        "Mi" => 1024f64.powi(2),
+        "Gi" => 1024f64.powi(3),
+        "Ti" => 1024f64.powi(4),
+        "Pi" => 1024f64.powi(5),
+        "Ei" => 1024f64.powi(6),
+        exp => {
+            let digits = exp.strip_prefix(['e', 'E']).ok_or_else(bad)?;
+            let unsigned = digits.strip_prefix(['+', '-']).unwrap_or(digits);
+            if unsigned.is_empty() || !unsigned.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(bad());
+            }
+            let e: i32 = digits.parse().map_err(|_| bad())?;
+            10f64.powi(e)
+        }
+    };
+    Ok(value * scale * 1000.0)
 }
