@@ -129,3 +129,40 @@ fn chain(error: &dyn std::error::Error) -> String {
 pub(crate) fn is_not_found(error: &kube::Error) -> bool {
     matches!(error, kube::Error::Api(s) if s.code == 404)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(code: u16, message: &str) -> kube::Error {
+        kube::Error::Api(Box::new(kube::core::Status {
+            code,
+            message: message.into(),
+            ..Default::default()
+        }))
+    }
+
+    #[test]
+    fn each_failure_is_named_for_what_it_is() {
+        let e = explain(&api(401, "Unauthorized"), "cannot list pods");
+        assert!(e.starts_with("cannot list pods: the API server refused the kubeconfig's credentials (401 Unauthorized: Unauthorized)"), "{e}");
+        let e = explain(&api(403, "pods is forbidden"), "cannot list pods");
+        assert!(
+            e.starts_with(
+                "cannot list pods: forbidden (403: pods is forbidden); ask a cluster administrator"
+            ),
+            "{e}"
+        );
+        let e = explain(&api(404, "not found"), "cannot get x");
+        assert_eq!(e, "cannot get x: not found (404: not found)");
+        let e = explain(&api(500, "boom"), "cannot get x");
+        assert_eq!(e, "cannot get x: the API server answered 500: boom");
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
+        let e = explain(&kube::Error::Service(Box::new(io)), "cannot get x");
+        assert!(
+            e.contains("the API server does not answer: ") && e.contains("connection refused"),
+            "{e}"
+        );
+        assert!(!e.contains("Service("), "not a debug dump: {e}");
+    }
+}
