@@ -31,12 +31,18 @@ pub(crate) async fn checks(ctx: &Ctx) -> Vec<Category> {
     if config.checks.first().is_some_and(|c| c.error.is_some()) {
         return vec![config];
     }
-    let (pods, identity, webhooks, version) = tokio::join!(
+    let (pods, identity, webhooks, mut version) = tokio::join!(
         control_plane(ctx),
         tls::identity(ctx, &values, now),
         tls::webhooks(ctx, now),
         version(ctx),
     );
+    // The controller not answering mends itself only while its pods are coming up;
+    // with them ready, it is something waiting will not change (a refused
+    // port-forward, a controller that does not serve its API).
+    if pods.checks.iter().any(Check::wants_retry) {
+        version.checks = version.checks.into_iter().map(Check::retryable).collect();
+    }
     vec![config, pods, identity, webhooks, version]
 }
 
@@ -355,10 +361,11 @@ async fn version(ctx: &Ctx) -> Category {
         });
     match server {
         Err(why) => {
-            c.push(
-                Check::error("cp-version", "can retrieve the control plane version", why)
-                    .retryable(),
-            );
+            c.push(Check::error(
+                "cp-version",
+                "can retrieve the control plane version",
+                why,
+            ));
         }
         Ok(server) => {
             c.push(Check::ok(

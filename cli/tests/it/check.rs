@@ -775,6 +775,21 @@ async fn api_failures_say_what_failed_and_what_to_run() {
     has(&out, &["× ServiceProfiles are valid\n    cannot list serviceprofiles.mesh.rs: forbidden (403: serviceprofiles.mesh.rs is forbidden: User \"kubernetes-admin\" cannot list resource \"serviceprofiles\""]);
     assert!(!out.contains("CRD is missing"), "{out}");
 
+    // A ready controller pod whose API does not answer (no port behind the forward):
+    // named, and not awaited, since waiting would not change it.
+    let kube = FakeKube::start().await.unwrap();
+    install(&kube, &Creds::valid_for(365));
+    let (code, out) = check(kube.kubeconfig_path(), &[]).await;
+    assert_eq!(code, 1, "{out}");
+    has(
+        &out,
+        &[
+            "√ control plane pods are ready",
+            "× can retrieve the control plane version\n    cannot ask the controller its version: ",
+        ],
+    );
+    assert!(!out.contains("waiting for"), "{out}");
+
     // 404 on listing profiles: the CRD is missing, and what to run.
     let kube = FakeKube::start().await.unwrap();
     install(&kube, &Creds::valid_for(365));
