@@ -52,7 +52,7 @@ const PORTS: &[(&str, u16)] = &[
     ("identity", 8080),
     ("webhook", 8443),
     ("api", mesh_api::control_plane::API_PORT),
-    ("admin", 9990),
+    ("admin", mesh_api::control_plane::ADMIN_PORT),
 ];
 
 /// The whole install (or its CRDs alone), as YAML documents.

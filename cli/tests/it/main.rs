@@ -8,6 +8,7 @@ mod demo;
 mod images;
 mod inject;
 mod install;
+mod install_doc;
 mod metrics_api;
 mod profile;
 mod top;
