@@ -28,6 +28,7 @@ pub mod index;
 pub mod inject;
 pub mod install;
 pub mod profile;
+pub mod quantity;
 pub mod stats;
 pub mod tokens;
 pub mod top;

@@ -21,7 +21,6 @@
 //!   400  not an admission.k8s.io/v1 AdmissionReview (text: why)
 //! ```
 
-use super::review::{API_VERSION, KIND};
 use super::tls::FileStamp;
 use crate::metrics::{header, Family};
 use base64::Engine as _;
@@ -29,7 +28,6 @@ use mesh_core::{
     inject::{self, Decision, Input, Namespace, Owner},
     install::Values,
 };
-use serde::Deserialize;
 use serde_json::{json, Value};
 use std::{
     fmt::Write as _,
@@ -187,37 +185,6 @@ impl Family for Injections {
     }
 }
 
-/// The part of the review the injector reads.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Review {
-    api_version: String,
-    kind: String,
-    request: Option<Request>,
-}
-
-#[derive(Debug, Deserialize)]
-struct Request {
-    uid: String,
-    #[serde(default)]
-    kind: Option<Gvk>,
-    #[serde(default)]
-    operation: String,
-    #[serde(default)]
-    namespace: String,
-    #[serde(default)]
-    object: Option<Value>,
-    #[serde(default, rename = "dryRun")]
-    dry_run: Option<bool>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct Gvk {
-    group: String,
-    kind: String,
-}
-
 /// One review's answer.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Answer {
@@ -241,8 +208,7 @@ impl Answer {
         if let Some(w) = &self.warning {
             response["warnings"] = json!([w]);
         }
-        let review = json!({ "apiVersion": API_VERSION, "kind": KIND, "response": response });
-        serde_json::to_vec(&review).unwrap_or_default()
+        super::review::answer_with(response)
     }
 }
 
@@ -367,26 +333,7 @@ impl Injector {
     }
 
     async fn answer(&self, body: &[u8]) -> Result<Answer, String> {
-        let mut de = serde_json::Deserializer::from_slice(body);
-        let review: Review =
-            serde_path_to_error::deserialize(&mut de).map_err(|e| match e.path().to_string() {
-                p if p == "." => format!("invalid AdmissionReview: {}", e.inner()),
-                p => format!("invalid AdmissionReview: {p}: {}", e.inner()),
-            })?;
-        de.end()
-            .map_err(|e| format!("invalid AdmissionReview: trailing data after the review: {e}"))?;
-        if review.api_version != API_VERSION || review.kind != KIND {
-            return Err(format!(
-                "invalid AdmissionReview: expected apiVersion {API_VERSION:?} and kind {KIND:?}, found {:?} and {:?}",
-                review.api_version, review.kind
-            ));
-        }
-        let request = review
-            .request
-            .ok_or("invalid AdmissionReview: request: required")?;
-        if request.uid.is_empty() {
-            return Err("invalid AdmissionReview: request.uid: required".into());
-        }
+        let request = super::review::read_request(body).map_err(|e| e.to_string())?;
         let uid = request.uid.clone();
         let answer = |patch, warning: Option<String>, result| Answer {
             uid: uid.clone(),
@@ -414,7 +361,7 @@ impl Injector {
             tracing::warn!(uid = %uid, "{w}");
             return Ok(answer(None, Some(w), InjectOutcome::Error));
         };
-        let ns_name = match request.namespace.as_str() {
+        let ns_name = match request.namespace.as_deref().unwrap_or_default() {
             "" => pod
                 .pointer("/metadata/namespace")
                 .and_then(Value::as_str)

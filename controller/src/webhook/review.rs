@@ -29,26 +29,32 @@ struct Review {
     request: Option<Request>,
 }
 
+/// A review's request, as both webhooks read it.
 #[derive(Debug, Deserialize)]
-struct Request {
-    uid: String,
+pub(super) struct Request {
+    pub(super) uid: String,
     /// The kind of the object, as the webhook's rules matched it.
     #[serde(default)]
-    kind: Option<GroupVersionKind>,
-    operation: String,
+    pub(super) kind: Option<GroupVersionKind>,
+    /// Checked by each webhook (a missing one is no operation it knows).
+    #[serde(default)]
+    pub(super) operation: String,
     /// The namespace the object is created in: the object's own says the same once
     /// the API server has defaulted it, but the request's is always there.
     #[serde(default)]
-    namespace: Option<String>,
+    pub(super) namespace: Option<String>,
     #[serde(default)]
-    object: Option<Value>,
+    pub(super) object: Option<Value>,
+    /// A dry run: nothing the webhook does may outlast the answer.
+    #[serde(default, rename = "dryRun")]
+    pub(super) dry_run: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
-struct GroupVersionKind {
-    group: String,
-    kind: String,
+pub(super) struct GroupVersionKind {
+    pub(super) group: String,
+    pub(super) kind: String,
 }
 
 /// The answer to one review.
@@ -84,14 +90,14 @@ impl Reviewed {
                 "status": { "code": 400, "message": message },
             }),
         };
-        let review = json!({ "apiVersion": API_VERSION, "kind": KIND, "response": response });
-        serde_json::to_vec(&review).expect("a JSON value always serializes")
+        answer_with(response)
     }
 }
 
-/// Reviews one request: DELETE (and CONNECT) are always allowed; CREATE and UPDATE
-/// are allowed only for a valid profile named `<svc>.<ns>.svc.<cluster_domain>`.
-pub fn review(body: &[u8], cluster_domain: &str) -> Result<Reviewed, BadReview> {
+/// The request of an `admission.k8s.io/v1` `AdmissionReview`: the one reading of the
+/// envelope both webhooks share (strict JSON, nothing after it, the right apiVersion
+/// and kind, a request with a uid).
+pub(super) fn read_request(body: &[u8]) -> Result<Request, BadReview> {
     let mut de = serde_json::Deserializer::from_slice(body);
     let review: Review = serde_path_to_error::deserialize(&mut de)
         .map_err(|e| BadReview(at_path(e.path(), e.inner())))?;
@@ -109,6 +115,19 @@ pub fn review(body: &[u8], cluster_domain: &str) -> Result<Reviewed, BadReview> 
     if request.uid.is_empty() {
         return Err(BadReview("request.uid: required".into()));
     }
+    Ok(request)
+}
+
+/// An `AdmissionReview` answering with `response`, as JSON.
+pub(super) fn answer_with(response: Value) -> Vec<u8> {
+    let review = json!({ "apiVersion": API_VERSION, "kind": KIND, "response": response });
+    serde_json::to_vec(&review).unwrap_or_default()
+}
+
+/// Reviews one request: DELETE (and CONNECT) are always allowed; CREATE and UPDATE
+/// are allowed only for a valid profile named `<svc>.<ns>.svc.<cluster_domain>`.
+pub fn review(body: &[u8], cluster_domain: &str) -> Result<Reviewed, BadReview> {
+    let request = read_request(body)?;
     let decision = match request.operation.as_str() {
         // Removing a profile can never make one invalid; CONNECT carries no profile.
         "DELETE" | "CONNECT" => Decision::Allowed,

@@ -220,71 +220,15 @@ fn is_log_filter(s: &str) -> bool {
         })
 }
 
-/// A Kubernetes quantity: a decimal number with an optional binary (`Ki`…`Ei`) or
-/// decimal (`n`, `u`, `m`, `k`, `M`…`E`) suffix, or an exponent.
+/// A Kubernetes quantity ([`crate::quantity::parse`]).
 pub fn is_quantity(s: &str) -> bool {
-    let s = s.strip_prefix('+').unwrap_or(s);
-    let digits_end = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (number, suffix) = s.split_at(digits_end);
-    let number_ok = !number.is_empty() && number != "." && number.matches('.').count() <= 1;
-    let suffix_ok = matches!(
-        suffix,
-        "" | "Ki"
-            | "Mi"
-            | "Gi"
-            | "Ti"
-            | "Pi"
-            | "Ei"
-            | "n"
-            | "u"
-            | "m"
-            | "k"
-            | "M"
-            | "G"
-            | "T"
-            | "P"
-            | "E"
-    ) || suffix
-        .strip_prefix(['e', 'E'])
-        .map(|e| e.strip_prefix(['+', '-']).unwrap_or(e))
-        .is_some_and(|e| !e.is_empty() && e.bytes().all(|b| b.is_ascii_digit()));
-    number_ok && suffix_ok
+    crate::quantity::parse(s).is_ok()
 }
 
 /// A quantity's value, to compare a request with its limit; `None` for an empty or
 /// invalid one.
 pub fn quantity_value(s: &str) -> Option<f64> {
-    if !is_quantity(s) {
-        return None;
-    }
-    let s = s.strip_prefix('+').unwrap_or(s);
-    let end = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (number, suffix) = s.split_at(end);
-    let n: f64 = number.parse().ok()?;
-    let scale = match suffix {
-        "" => 1.0,
-        "n" => 1e-9,
-        "u" => 1e-6,
-        "m" => 1e-3,
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "P" => 1e15,
-        "E" => 1e18,
-        "Ki" => 1024f64,
-        "Mi" => 1024f64.powi(2),
-        "Gi" => 1024f64.powi(3),
-        "Ti" => 1024f64.powi(4),
-        "Pi" => 1024f64.powi(5),
-        "Ei" => 1024f64.powi(6),
-        e => 10f64.powi(e[1..].parse::<i32>().ok()?),
-    };
-    Some(n * scale)
+    crate::quantity::parse(s).ok()
 }
 
 /// `22,8000-8010`: ports and ranges from 1 to 65535, as `mesh-proxy init` and the
