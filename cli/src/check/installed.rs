@@ -31,12 +31,16 @@ pub(crate) async fn checks(ctx: &Ctx) -> Vec<Category> {
     if config.checks.first().is_some_and(|c| c.error.is_some()) {
         return vec![config];
     }
-    let (pods, identity, webhooks, mut version) = tokio::join!(
+    // The version is asked after the pods are read, not beside: a pod turning ready
+    // between the two reads must be seen ready by the later one, or a run could find
+    // the pods ready and the controller not, and end a `--wait` on a failure that
+    // waiting would have mended.
+    let (pods, identity, webhooks) = tokio::join!(
         control_plane(ctx),
         tls::identity(ctx, &values, now),
         tls::webhooks(ctx, now),
-        version(ctx),
     );
+    let mut version = version(ctx).await;
     // The controller not answering mends itself only while its pods are coming up;
     // with them ready, it is something waiting will not change (a refused
     // port-forward, a controller that does not serve its API).
