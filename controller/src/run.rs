@@ -149,6 +149,8 @@ impl Config {
             index: index.clone(),
             scrape_timeout: self.scrape.timeout,
             tap: tap_service.clone(),
+            allowed_hosts: self.dashboard_allowed_hosts.clone(),
+            streams: api::Streams::default(),
         };
         let api_task = tokio::spawn(api::serve(api, sources, shutdown.clone()));
         let tap_shutdown = shutdown.clone();
