@@ -306,8 +306,9 @@ mod tests {
     use super::*;
     use mesh_api::tap::{
         observe_request::{r#match as m, Match},
-        tap_event::{self, http},
+        tap_event::{self, http, ProxyDirection},
     };
+    use std::net::SocketAddr;
 
     fn event(direction: ProxyDirection, e: Event) -> TapEvent {
         let mut ev = TapEvent {

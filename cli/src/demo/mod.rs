@@ -434,6 +434,7 @@ fn try_commands(config: &Config, proxied: bool) -> Vec<String> {
             ),
             format!("{mesh} diagnostics proxy-metrics po/voting-0"),
             format!("{mesh} version"),
+            format!("{mesh} dashboard"),
         ]);
     }
     commands

@@ -721,11 +721,11 @@ fn reads_labels() {
 }
 
 /// A running `mesh demo`, killed (with its children) if the test fails midway.
-struct Demo {
-    child: Child,
+pub(super) struct Demo {
+    pub(super) child: Child,
     stdout: mpsc::Receiver<String>,
     stderr: Arc<Mutex<String>>,
-    children: Vec<u32>,
+    pub(super) children: Vec<u32>,
     /// The demo's `TMPDIR`: its state directory is there, and commands run with it
     /// find this demo and no other test's.
     tmp: PathBuf,
@@ -734,7 +734,7 @@ struct Demo {
 impl Demo {
     /// Starts `mesh demo` in a process group of its own (as a shell's job is), with
     /// `tmp` as its `TMPDIR`.
-    fn start(mesh: &str, base_port: u16, tmp: &Path) -> Self {
+    pub(super) fn start(mesh: &str, base_port: u16, tmp: &Path) -> Self {
         let mut child = Command::new(mesh)
             .args(["demo", "--base-port", &base_port.to_string(), "--rps", "50"])
             .env("MESH_LOG", "info")
@@ -779,7 +779,7 @@ impl Demo {
     }
 
     /// Reads stdout up to the banner's last line; the banner's lines.
-    fn banner(&mut self) -> Vec<String> {
+    pub(super) fn banner(&mut self) -> Vec<String> {
         let mut lines = Vec::new();
         self.wait_for_line(Duration::from_secs(120), |line| {
             lines.push(line.to_owned());
@@ -867,7 +867,7 @@ impl Drop for Demo {
 
 /// A block of [`DEMO_PORTS`] consecutive free loopback ports, below Linux's ephemeral range
 /// and chosen from the pid, so parallel test runs and other demos do not collide.
-fn free_port_block() -> u16 {
+pub(super) fn free_port_block() -> u16 {
     const FIRST: u16 = 20_000;
     const SLOTS: u16 = 250;
     // Tests of one binary run in parallel in one process, so they share its pid: a
@@ -902,7 +902,7 @@ fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
 }
 
 /// Pids of `parent`'s children whose command name is `name`.
-fn children_named(parent: u32, name: &str) -> Vec<u32> {
+pub(super) fn children_named(parent: u32, name: &str) -> Vec<u32> {
     proc::pids()
         .into_iter()
         .filter(|&pid| {

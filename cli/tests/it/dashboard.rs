@@ -1,0 +1,135 @@
+//! `mesh dashboard` against a running demo, and the dashboard's live tap stream: the
+//! real `mesh`, `mesh-controller` and `mesh-proxy` binaries on loopback.
+// This measures real elapsed time, which is what std's clock is for.
+#![allow(clippy::disallowed_types)]
+
+use super::demo::{children_named, free_port_block, Demo};
+use std::{
+    io::{BufRead as _, BufReader, Read as _, Write as _},
+    net::{SocketAddr, TcpStream},
+    path::Path,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+/// The policy the controller puts on every answer (`mesh_controller::dashboard::CSP`).
+const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+/// An HTTP/1.0 GET: the status, the head's lines, and the body.
+fn get(addr: SocketAddr, path: &str) -> (u16, Vec<String>, String) {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("a read timeout");
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("an answer");
+    let (head, body) = response.split_once("\r\n\r\n").expect("a head");
+    let mut lines = head.lines().map(str::to_string);
+    let status = lines.next().expect("a status line");
+    let status = status.split_whitespace().nth(1).expect("a status");
+    (
+        status.parse().expect("a number"),
+        lines.collect(),
+        body.to_string(),
+    )
+}
+
+fn header<'a>(head: &'a [String], name: &str) -> Option<&'a str> {
+    head.iter().find_map(|line| {
+        let (n, v) = line.split_once(':')?;
+        n.eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+#[test]
+fn dashboard_prints_the_demos_url_and_streams_its_taps() {
+    let mesh = env!("CARGO_BIN_EXE_mesh");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut demo = Demo::start(mesh, free_port_block(), tmp.path());
+    let banner = demo.banner();
+    demo.children = [
+        children_named(demo.child.id(), "mesh-proxy"),
+        children_named(demo.child.id(), "mesh-controller"),
+    ]
+    .concat();
+    assert!(
+        banner.iter().any(|l| l.trim().ends_with("mesh dashboard")),
+        "the banner offers `mesh dashboard`: {banner:#?}"
+    );
+
+    // Against the demo it returns at once, with the URL on stdout.
+    let started = Instant::now();
+    let out = Command::new(mesh)
+        .arg("dashboard")
+        .env("TMPDIR", tmp.path())
+        .output()
+        .expect("mesh runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let url = stdout.lines().next().expect("a URL").trim();
+    let addr: SocketAddr = url
+        .strip_prefix("http://")
+        .and_then(|rest| rest.strip_suffix('/'))
+        .and_then(|addr| addr.parse().ok())
+        .unwrap_or_else(|| panic!("not an http://ADDR/ URL: {url:?}"));
+    assert!(addr.ip().is_loopback(), "{url}");
+
+    // The URL answers the front end (once web/ has one), always with the policy.
+    let (status, head, body) = get(addr, "/");
+    let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("../web/index.html");
+    match std::fs::read_to_string(&built) {
+        Ok(index) => {
+            assert_eq!(status, 200, "{head:?}");
+            assert_eq!(body, index);
+        }
+        Err(_) => assert_eq!(status, 404, "{head:?}"),
+    }
+    assert_eq!(
+        header(&head, "content-security-policy"),
+        Some(CSP),
+        "{head:?}"
+    );
+    assert_eq!(header(&head, "x-frame-options"), Some("DENY"), "{head:?}");
+
+    // The tap stream: the web pod's requests, as events, within seconds.
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("a read timeout");
+    write!(
+        stream,
+        "GET /api/stream/tap?resource=deploy/web&namespace=demo HTTP/1.1\r\nHost: localhost:{}\r\n\r\n",
+        addr.port()
+    )
+    .expect("send");
+    let mut lines = BufReader::new(stream).lines();
+    let status = lines.next().expect("a status line").expect("read");
+    assert!(status.contains(" 200 "), "{status}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen = Vec::new();
+    let request = loop {
+        assert!(Instant::now() < deadline, "no tap event: {seen:#?}");
+        let line = lines.next().expect("the stream goes on").expect("read");
+        if let Some(json) = line.strip_prefix("data: ") {
+            // Chunked: the event's lines come whole, within one chunk.
+            let event: serde_json::Value = serde_json::from_str(json).expect("JSON");
+            if event["event"] == "req" {
+                break event;
+            }
+        }
+        seen.push(line);
+    };
+    assert!(seen.iter().any(|l| l == "retry: 2000"), "{seen:#?}");
+    assert!(seen.iter().any(|l| l == "event: tap"), "{seen:#?}");
+    assert_eq!(request["tls"], true, "{request}");
+    assert!(
+        request["path"].as_str().is_some_and(|p| p.starts_with('/')),
+        "{request}"
+    );
+}
