@@ -133,3 +133,85 @@ fn dashboard_prints_the_demos_url_and_streams_its_taps() {
         "{request}"
     );
 }
+
+/// In a cluster, `mesh dashboard` opens its own port-forward to the controller's pod,
+/// prints its URL, and keeps it open until Ctrl-C, then exits cleanly and the URL is
+/// gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_keeps_its_port_forward_until_ctrl_c() {
+    use super::cluster::{cluster_with, kubeconfig, Controller, DEADLINE};
+    use nix::{
+        sys::signal::{kill, Signal},
+        unistd::Pid,
+    };
+    use tokio::io::AsyncBufReadExt as _;
+
+    let controller = tokio::task::spawn_blocking(Controller::start)
+        .await
+        .expect("the controller starts");
+    let kube = cluster_with(&controller).await;
+    let empty = mesh_kube_fake::FakeKube::start()
+        .await
+        .expect("a fake API server");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let config = kubeconfig(tmp.path(), "config", &kube.url(), &empty.url(), "main");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mesh"))
+        .arg("dashboard")
+        .arg("--kubeconfig")
+        .arg(&config)
+        .env("TMPDIR", tmp.path())
+        .env("HOME", tmp.path())
+        .env_remove("KUBECONFIG")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("mesh runs");
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let url = tokio::time::timeout(DEADLINE, lines.next_line())
+        .await
+        .expect("a URL in time")
+        .expect("read stdout")
+        .expect("a URL");
+    let addr: SocketAddr = url
+        .strip_prefix("http://")
+        .and_then(|rest| rest.strip_suffix('/'))
+        .and_then(|addr| addr.parse().ok())
+        .unwrap_or_else(|| panic!("not an http://ADDR/ URL: {url:?}"));
+    assert!(addr.ip().is_loopback(), "{url}");
+    let forwards = kube.stats().port_forwards;
+
+    // The URL leads to the controller, through the forward, while mesh runs.
+    let (status, head, body) = tokio::task::spawn_blocking(move || get(addr, "/api/version"))
+        .await
+        .expect("a GET");
+    assert_eq!(status, 200, "{head:?} {body}");
+    assert!(body.contains(env!("CARGO_PKG_VERSION")), "{body}");
+    assert_eq!(header(&head, "content-security-policy"), Some(CSP));
+    let (status, head, _) = tokio::task::spawn_blocking(move || get(addr, "/"))
+        .await
+        .expect("a GET");
+    assert!(status == 200 || status == 404, "{head:?}");
+    assert_eq!(header(&head, "content-security-policy"), Some(CSP));
+    assert!(kube.stats().port_forwards > forwards, "{:?}", kube.stats());
+    assert!(
+        child.try_wait().expect("try_wait").is_none(),
+        "mesh stayed up"
+    );
+
+    // Ctrl-C: a clean exit, and the forward closed with it.
+    let pid = child.id().expect("running");
+    kill(Pid::from_raw(pid as i32), Signal::SIGINT).expect("signal mesh");
+    let status = tokio::time::timeout(DEADLINE, child.wait())
+        .await
+        .expect("mesh exits after Ctrl-C")
+        .expect("wait");
+    assert!(status.success(), "{status}");
+    assert!(
+        TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err(),
+        "the port-forward outlived mesh"
+    );
+    drop(controller);
+}
