@@ -57,6 +57,27 @@ fn dashboard_prints_the_demos_url_and_streams_its_taps() {
         banner.iter().any(|l| l.trim().ends_with("mesh dashboard")),
         "the banner offers `mesh dashboard`: {banner:#?}"
     );
+    // The controller's admin server, from its row of the banner's table.
+    let admin: SocketAddr = banner
+        .iter()
+        .filter(|l| l.split_whitespace().next() == Some("controller"))
+        .flat_map(|l| l.split_whitespace())
+        .find_map(|w| {
+            w.strip_prefix("http://")?
+                .strip_suffix("/metrics")?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no controller metrics URL in the banner: {banner:#?}"));
+    let open_streams = || {
+        let (status, _, page) = get(admin, "/metrics");
+        assert_eq!(status, 200);
+        page.lines()
+            .find_map(|l| l.strip_prefix("api_event_streams_open "))
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no api_event_streams_open:\n{page}"))
+    };
+    assert_eq!(open_streams(), 0);
 
     // Against the demo it returns at once, with the URL on stdout.
     let started = Instant::now();
@@ -108,7 +129,7 @@ fn dashboard_prints_the_demos_url_and_streams_its_taps() {
         addr.port()
     )
     .expect("send");
-    let mut lines = BufReader::new(stream).lines();
+    let mut lines = BufReader::new(stream.try_clone().expect("a second handle")).lines();
     let status = lines.next().expect("a status line").expect("read");
     assert!(status.contains(" 200 "), "{status}");
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -132,6 +153,19 @@ fn dashboard_prints_the_demos_url_and_streams_its_taps() {
         request["path"].as_str().is_some_and(|p| p.starts_with('/')),
         "{request}"
     );
+
+    // The client leaves: the controller's stream, and the tap under it, end with it.
+    assert_eq!(open_streams(), 1);
+    drop(lines);
+    drop(stream);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while open_streams() != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the tap stream outlived its client"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// In a cluster, `mesh dashboard` opens its own port-forward to the controller's pod,

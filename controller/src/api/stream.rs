@@ -19,7 +19,8 @@
 //! proxies and port-forwards keep it open and a client that left is noticed. A stream
 //! is the response's body itself: no task runs for it, and when the client goes away
 //! hyper drops the body, and with it the tap's receiver (which stops the tap) or the
-//! stat's timer. [`Streams`] counts the open ones.
+//! stat's timer. [`Streams`] counts the open ones (`api_event_streams_open` on the
+//! admin server's `/metrics`).
 
 use super::{
     error, stat_answer, stat_query, tap_error, tap_request, BadRequest, Body, Params, Sources,
@@ -63,6 +64,19 @@ impl Streams {
     fn count(&self) -> Counted {
         self.0.fetch_add(1, Ordering::SeqCst);
         Counted(self.clone())
+    }
+}
+
+impl crate::metrics::Family for Streams {
+    /// The streams open now, on the admin server's `/metrics`.
+    fn render(&self, out: &mut String) {
+        crate::metrics::header(
+            out,
+            "api_event_streams_open",
+            "gauge",
+            "Server-Sent Event streams of the HTTP API (the dashboard's live data) open now.",
+        );
+        out.push_str(&format!("api_event_streams_open {}\n", self.open()));
     }
 }
 
