@@ -100,6 +100,11 @@ fn dashboard_prints_the_demos_url_and_streams_its_taps() {
         .and_then(|addr| addr.parse().ok())
         .unwrap_or_else(|| panic!("not an http://ADDR/ URL: {url:?}"));
     assert!(addr.ip().is_loopback(), "{url}");
+    let announced = format!("dashboard: {url} ");
+    assert!(
+        banner.iter().any(|l| l.trim().starts_with(&announced)),
+        "the banner gives the same URL: {banner:#?}"
+    );
 
     // The URL answers the front end (once web/ has one), always with the policy.
     let (status, head, body) = get(addr, "/");
