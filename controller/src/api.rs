@@ -29,6 +29,13 @@
 //!   pod the index does not have or that has no proxy, a 502 naming the admin address
 //!   when the proxy does not answer.
 //!
+//! And the dashboard's live data, as Server-Sent Events (`api/stream.rs`):
+//! `/api/stream/stat?<the /api/stat parameters>[&interval=2s]` and
+//! `/api/stream/tap?<the /api/top target and filter parameters>[&access_token=T]`.
+//!
+//! The port also serves the dashboard's files, everything outside `/api/`, and every
+//! request to it passes the Host allowlist first ([`route`], [`crate::dashboard`]).
+//!
 //! No `namespace` means every namespace; `window` is a Go duration (default `1m`), at
 //! most what the controller keeps (`10m`). A parameter that is unknown, repeated or
 //! invalid is a 400 whose JSON `error` says which and why.
