@@ -3,7 +3,7 @@
 // This measures real elapsed time, which is what std's clock is for.
 #![allow(clippy::disallowed_types)]
 
-use super::demo::{children_named, free_port_block, Demo};
+use super::demo::{free_port_block, Demo};
 use std::{
     io::{BufRead as _, BufReader, Read as _, Write as _},
     net::{SocketAddr, TcpStream},
@@ -48,11 +48,6 @@ fn dashboard_prints_the_demos_url_and_streams_its_taps() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let mut demo = Demo::start(mesh, free_port_block(), tmp.path());
     let banner = demo.banner();
-    demo.children = [
-        children_named(demo.child.id(), "mesh-proxy"),
-        children_named(demo.child.id(), "mesh-controller"),
-    ]
-    .concat();
     assert!(
         banner.iter().any(|l| l.trim().ends_with("mesh dashboard")),
         "the banner offers `mesh dashboard`: {banner:#?}"
