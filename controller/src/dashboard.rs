@@ -491,6 +491,13 @@ mod tests {
         }
         let (rsp, _) = send(addr, Method::GET, "/api/stream/nope", &host).await;
         assert_eq!(rsp.status(), StatusCode::NOT_FOUND);
+        // HEAD: GET's head, no body.
+        let (rsp, _) = send(addr, Method::HEAD, "/api/version", &host).await;
+        assert_eq!(rsp.status(), StatusCode::OK);
+        assert_secure(&rsp, "HEAD");
+        let length = rsp.headers()[header::CONTENT_LENGTH].to_str().unwrap();
+        assert!(length.parse::<usize>().unwrap() > 0, "{length}");
+        assert!(text(rsp).await.is_empty());
         shutdown.cancel();
     }
 
