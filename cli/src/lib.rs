@@ -10,6 +10,7 @@
 
 mod api;
 pub mod check;
+pub mod dashboard;
 pub mod demo;
 pub mod diagnostics;
 pub mod edges;
@@ -85,6 +86,9 @@ enum Command {
     /// The CLI's version and, when a demo or controller is reachable, the control
     /// plane's.
     Version(version::VersionArgs),
+    /// The dashboard's URL: the running demo's controller, or a cluster's through a
+    /// port-forward that stays open until Ctrl-C (`--show`: open it in a browser).
+    Dashboard(dashboard::DashboardArgs),
 }
 
 /// Flags that parsed but do not make sense together or with this machine.
@@ -179,6 +183,7 @@ pub fn run(args: Args) -> ExitCode {
         },
         Command::Diagnostics(args) => block_on(diagnostics::run(args)),
         Command::Version(args) => block_on(version::run(args)),
+        Command::Dashboard(args) => block_on(dashboard::run(args)),
         Command::Tap(args) => match tap::Config::try_from(args) {
             Ok(config) => block_on(tap::run(config)),
             Err(error) => {

@@ -9,11 +9,11 @@
 
 use crate::api::{Api, ApiArgs};
 use mesh_api::tap::{
-    observe_request::Extract,
-    tap_event::{http::Event, ProxyDirection},
-    Header, HttpFilter, ResourceSelection, TapByResourceRequest, TapEvent,
+    observe_request::Extract, tap_event::http::Event, HttpFilter, ResourceSelection,
+    TapByResourceRequest, TapEvent,
 };
-use std::{fmt::Write as _, net::SocketAddr, time::Duration};
+use mesh_core::top::json::{common, grpc_status, micros, to_json};
+use std::fmt::Write as _;
 
 /// The flags that say what to tap, shared by `mesh tap` and `mesh top`, so both read
 /// a target and its filters alike.
@@ -240,51 +240,6 @@ fn split(s: &str) -> Result<(String, String), crate::UsageError> {
     Ok((kind.to_string(), name.to_string()))
 }
 
-/// The parts every line of an event starts with.
-struct Common {
-    id: String,
-    proxy: &'static str,
-    src: String,
-    dst: String,
-    tls: bool,
-}
-
-fn common(event: &TapEvent, http: &Event) -> Common {
-    let id = match http {
-        Event::RequestInit(e) => e.id,
-        Event::ResponseInit(e) => e.id,
-        Event::ResponseEnd(e) => e.id,
-    };
-    let addr = |a: &Option<mesh_api::net::TcpAddress>| {
-        a.as_ref()
-            .and_then(|a| SocketAddr::try_from(a).ok())
-            .map_or_else(|| "-".to_string(), |a| a.to_string())
-    };
-    Common {
-        id: id.map_or_else(|| "-".into(), |id| format!("{}:{}", id.base, id.stream)),
-        proxy: match event.proxy_direction() {
-            ProxyDirection::Inbound => "in",
-            ProxyDirection::Outbound => "out",
-            ProxyDirection::Unknown => "-",
-        },
-        src: addr(&event.source),
-        dst: addr(&event.destination),
-        tls: event.tls,
-    }
-}
-
-/// An event's duration; zero when absent or negative (a proxy's clock never goes
-/// back, so that is a peer's mistake, not a latency).
-fn duration(d: &Option<prost_types::Duration>) -> Duration {
-    d.as_ref()
-        .and_then(|d| Duration::try_from(*d).ok())
-        .unwrap_or_default()
-}
-
-fn micros(d: &Option<prost_types::Duration>) -> u128 {
-    duration(d).as_micros()
-}
-
 /// One event as Linkerd's tap prints it; empty for an event with no HTTP part.
 fn line(event: &TapEvent) -> String {
     let Some(http) = event.http.as_ref().and_then(|h| h.event.as_ref()) else {
@@ -346,106 +301,14 @@ fn line(event: &TapEvent) -> String {
     out
 }
 
-/// gRPC status codes by name, as Linkerd prints them.
-fn grpc_status(code: u32) -> String {
-    const NAMES: [&str; 17] = [
-        "OK",
-        "Canceled",
-        "Unknown",
-        "InvalidArgument",
-        "DeadlineExceeded",
-        "NotFound",
-        "AlreadyExists",
-        "PermissionDenied",
-        "ResourceExhausted",
-        "FailedPrecondition",
-        "Aborted",
-        "OutOfRange",
-        "Unimplemented",
-        "Internal",
-        "Unavailable",
-        "DataLoss",
-        "Unauthenticated",
-    ];
-    usize::try_from(code)
-        .ok()
-        .and_then(|i| NAMES.get(i))
-        .map_or_else(|| format!("Code({code})"), |n| n.to_string())
-}
-
-fn headers(headers: &[Header]) -> serde_json::Value {
-    headers
-        .iter()
-        .map(|h| {
-            serde_json::json!({
-                "name": h.name,
-                "value": String::from_utf8_lossy(&h.value),
-            })
-        })
-        .collect()
-}
-
-/// One event as a JSON object.
-fn to_json(event: &TapEvent) -> serde_json::Value {
-    let Some(http) = event.http.as_ref().and_then(|h| h.event.as_ref()) else {
-        return serde_json::Value::Null;
-    };
-    let c = common(event, http);
-    let labels = |meta: Option<&std::collections::HashMap<String, String>>| {
-        serde_json::to_value(meta.cloned().unwrap_or_default()).unwrap_or_default()
-    };
-    let mut doc = serde_json::json!({
-        "id": c.id,
-        "proxy": c.proxy,
-        "source": c.src,
-        "destination": c.dst,
-        "tls": c.tls,
-        "source_labels": labels(event.source_meta.as_ref().map(|m| &m.labels)),
-        "destination_labels": labels(event.destination_meta.as_ref().map(|m| &m.labels)),
-        "route_labels": labels(event.route_meta.as_ref().map(|m| &m.labels)),
-    });
-    let fields = match http {
-        Event::RequestInit(e) => serde_json::json!({
-            "event": "req",
-            "method": e.method,
-            "scheme": e.scheme,
-            "authority": e.authority,
-            "path": e.path,
-            "headers": headers(&e.headers),
-        }),
-        Event::ResponseInit(e) => serde_json::json!({
-            "event": "rsp",
-            "status": e.http_status,
-            "latency_us": micros(&e.since_request_init),
-            "headers": headers(&e.headers),
-            "proxy_error": e.proxy_error,
-        }),
-        Event::ResponseEnd(e) => {
-            use mesh_api::tap::tap_event::http::response_end::End;
-            serde_json::json!({
-                "event": "end",
-                "duration_us": micros(&e.since_response_init),
-                "latency_us": micros(&e.since_request_init),
-                "response_bytes": e.response_bytes,
-                "grpc_status": match &e.end { Some(End::GrpcStatusCode(c)) => Some(grpc_status(*c)), _ => None },
-                "reset": match &e.end { Some(End::Reset(r)) => Some(r.clone()), _ => None },
-                "trailers": headers(&e.trailers),
-            })
-        }
-    };
-    if let (Some(doc), serde_json::Value::Object(fields)) = (doc.as_object_mut(), fields) {
-        doc.extend(fields);
-    }
-    doc
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use mesh_api::tap::{
         observe_request::{r#match as m, Match},
-        tap_event::{self, http},
+        tap_event::{self, http, ProxyDirection},
     };
+    use std::net::SocketAddr;
 
     fn event(direction: ProxyDirection, e: Event) -> TapEvent {
         let mut ev = TapEvent {

@@ -29,14 +29,24 @@
 //!   pod the index does not have or that has no proxy, a 502 naming the admin address
 //!   when the proxy does not answer.
 //!
+//! And the dashboard's live data, as Server-Sent Events (`api/stream.rs`):
+//! `/api/stream/stat?<the /api/stat parameters>[&interval=2s]` and
+//! `/api/stream/tap?<the /api/top target and filter parameters>[&access_token=T]`.
+//!
+//! The port also serves the dashboard's files, everything outside `/api/`, and every
+//! request to it passes the Host allowlist first ([`route`], [`crate::dashboard`]).
+//!
 //! No `namespace` means every namespace; `window` is a Go duration (default `1m`), at
 //! most what the controller keeps (`10m`). A parameter that is unknown, repeated or
 //! invalid is a 400 whose JSON `error` says which and why.
 
-use crate::{index::Index, scrape::Store};
+mod stream;
+
+pub use self::stream::Streams;
+use crate::{dashboard::AllowedHosts, index::Index, scrape::Store};
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
-use http_body_util::Full;
+use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full};
 use mesh_api::tap::{HttpFilter, ResourceSelection, TapByResourceRequest};
 use mesh_core::{
     index::{ObjKey, Snapshot},
@@ -44,6 +54,7 @@ use mesh_core::{
 };
 use std::{
     collections::{BTreeMap, HashMap},
+    convert::Infallible,
     sync::Arc,
     time::Duration,
 };
@@ -82,15 +93,40 @@ pub struct Sources {
     pub scrape_timeout: Duration,
     /// The tap API's fan-out, which `/api/top` reads.
     pub tap: crate::tap::TapService,
+    /// The names the port answers besides localhost and IP addresses.
+    pub allowed_hosts: AllowedHosts,
+    /// The event streams open now.
+    pub streams: Streams,
 }
 
-/// Serves the API on `listener` until `shutdown` is cancelled.
+/// The body of the port's answers: whole, or a stream of events.
+pub type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+/// Serves the API and the dashboard on `listener` until `shutdown` is cancelled.
 pub async fn serve(listener: TcpListener, sources: Sources, shutdown: CancellationToken) {
     crate::http_server::serve("api", listener, shutdown, move |req| {
         let sources = sources.clone();
-        async move { handle(&req, &sources).await }
+        async move { route(&req, &sources).await }
     })
     .await;
+}
+
+/// Answers one request to the port: the Host allowlist first, then the event streams,
+/// the JSON API, or the dashboard's files; every answer with the security headers
+/// ([`crate::dashboard`]).
+pub async fn route<B>(req: &Request<B>, sources: &Sources) -> Response<Body> {
+    let path = req.uri().path();
+    let mut rsp = if let Some(refused) = sources.allowed_hosts.check(req) {
+        refused.map(BodyExt::boxed_unsync)
+    } else if path.starts_with("/api/stream/") {
+        stream::handle(req, sources).await
+    } else if path == "/api" || path.starts_with("/api/") {
+        handle(req, sources).await.map(BodyExt::boxed_unsync)
+    } else {
+        crate::dashboard::asset(req, crate::dashboard::ASSETS).map(BodyExt::boxed_unsync)
+    };
+    crate::dashboard::secure(rsp.headers_mut());
+    rsp
 }
 
 /// A request the API refuses, and why.
@@ -140,15 +176,26 @@ pub async fn handle<B>(req: &Request<B>, sources: &Sources) -> Response<Full<Byt
 
 fn stat<B>(req: &Request<B>, store: &Store) -> Result<String, BadRequest> {
     let mut p = Params::of(req)?;
+    let query = stat_query(&mut p)?;
+    p.done()?;
+    stat_answer(&query, store)
+}
+
+/// `/api/stat`'s parameters (also `/api/stream/stat`'s, with its `interval`).
+fn stat_query(p: &mut Params) -> Result<StatQuery, BadRequest> {
     let namespace = p.take("namespace")?;
     let resource = p.required("resource")?;
     let selector = selector("resource", &resource, namespace.as_deref())?;
     let mut query = StatQuery::new(selector, p.window()?);
     query.to = p.peer("to", namespace.as_deref())?;
     query.from = p.peer("from", namespace.as_deref())?;
-    p.done()?;
+    Ok(query)
+}
+
+/// `/api/stat`'s answer to `query`, now.
+fn stat_answer(query: &StatQuery, store: &Store) -> Result<String, BadRequest> {
     let stats = store.lock();
-    to_json(stats.stat(&query, store.now()))
+    to_json(stats.stat(query, store.now()))
 }
 
 fn edges<B>(req: &Request<B>, store: &Store) -> Result<String, BadRequest> {
@@ -271,6 +318,36 @@ async fn top<B>(req: &Request<B>, sources: &Sources) -> Response<Full<Bytes>> {
 /// seconds to tap.
 fn top_params<B>(req: &Request<B>) -> Result<(TapByResourceRequest, bool, u64), BadRequest> {
     let mut p = Params::of(req)?;
+    let request = tap_request(&mut p)?;
+    let seconds = match p.take("seconds")? {
+        None => TOP_SECONDS,
+        Some(s) => s
+            .parse::<u64>()
+            .ok()
+            .filter(|s| (1..=TOP_MAX_SECONDS).contains(s))
+            .ok_or_else(|| {
+                BadRequest(format!(
+                    "seconds {s:?}: expected a whole number from 1 to {TOP_MAX_SECONDS}"
+                ))
+            })?,
+    };
+    let hide_sources = match p.take("hide_sources")?.as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(BadRequest(format!(
+                "hide_sources {other:?}: expected true or false"
+            )))
+        }
+    };
+    p.done()?;
+    Ok((request, hide_sources, seconds))
+}
+
+/// The tap request of `/api/top`'s (and `/api/stream/tap`'s) target and filter
+/// parameters: `resource`, `namespace`, `to`, `to_namespace`, `method`, `path`,
+/// `authority`, `max_rps`.
+fn tap_request(p: &mut Params) -> Result<TapByResourceRequest, BadRequest> {
     let namespace = p.take("namespace")?.unwrap_or_default();
     let resource = p.required("resource")?;
     let (kind, name) = resource.split_once('/').unwrap_or((&resource, ""));
@@ -303,29 +380,7 @@ fn top_params<B>(req: &Request<B>) -> Result<(TapByResourceRequest, bool, u64), 
                 BadRequest(format!("max_rps {n:?}: expected a whole number from 1"))
             })?,
         };
-    let seconds = match p.take("seconds")? {
-        None => TOP_SECONDS,
-        Some(s) => s
-            .parse::<u64>()
-            .ok()
-            .filter(|s| (1..=TOP_MAX_SECONDS).contains(s))
-            .ok_or_else(|| {
-                BadRequest(format!(
-                    "seconds {s:?}: expected a whole number from 1 to {TOP_MAX_SECONDS}"
-                ))
-            })?,
-    };
-    let hide_sources = match p.take("hide_sources")?.as_deref() {
-        None | Some("false") => false,
-        Some("true") => true,
-        Some(other) => {
-            return Err(BadRequest(format!(
-                "hide_sources {other:?}: expected true or false"
-            )))
-        }
-    };
-    p.done()?;
-    let request = TapByResourceRequest {
+    Ok(TapByResourceRequest {
         target: Some(ResourceSelection {
             namespace,
             kind: kind.to_string(),
@@ -336,8 +391,7 @@ fn top_params<B>(req: &Request<B>) -> Result<(TapByResourceRequest, bool, u64), 
         max_rps,
         extract: None,
         to,
-    };
-    Ok((request, hide_sources, seconds))
+    })
 }
 
 /// A refusal of the tap API as an HTTP answer: the status its code means, and its
@@ -560,7 +614,6 @@ fn json(status: StatusCode, body: String) -> Response<Full<Bytes>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http_body_util::BodyExt as _;
     use mesh_core::stats::Limits;
 
     fn call(method: Method, path: &str) -> (StatusCode, serde_json::Value) {
@@ -578,6 +631,8 @@ mod tests {
                 None,
                 CancellationToken::new(),
             ),
+            allowed_hosts: AllowedHosts::default(),
+            streams: Streams::default(),
         }
     }
 

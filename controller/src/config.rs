@@ -29,6 +29,8 @@ pub struct Config {
     pub webhook: Option<webhook::WebhookConfig>,
     /// How the metrics API scrapes the proxies.
     pub scrape: ScrapeConfig,
+    /// The names the dashboard and API answer besides localhost and IP addresses.
+    pub dashboard_allowed_hosts: crate::dashboard::AllowedHosts,
 }
 
 /// The identity service's validated configuration: a CA whose credentials were read
@@ -83,6 +85,7 @@ impl Config {
             identity: None,
             webhook: None,
             scrape: ScrapeConfig::default(),
+            dashboard_allowed_hosts: crate::dashboard::AllowedHosts::default(),
         }
     }
 }

@@ -58,6 +58,18 @@ pub struct Args {
     )]
     pub api_addr: SocketAddr,
 
+    /// A name the dashboard and API answer to besides localhost and IP addresses, with
+    /// any port (repeatable, or comma-separated in the environment): e.g. an ingress's
+    /// host in front of the controller. Any other `Host` is refused, against DNS
+    /// rebinding.
+    #[arg(
+        long = "dashboard-allowed-host",
+        env = "MESH_DASHBOARD_ALLOWED_HOSTS",
+        value_delimiter = ',',
+        value_name = "NAME"
+    )]
+    pub dashboard_allowed_hosts: Vec<String>,
+
     /// The tap API's address (`mesh.tap.TapApi/TapByResource`, gRPC; on with the
     /// identity service only, since the controller taps proxies with a certificate
     /// its CA issues). Loopback by default: callers send their Kubernetes bearer
@@ -239,6 +251,8 @@ pub enum InvalidConfig {
     },
     #[error("invalid --{flag} {value:?}: expected a DNS name such as cluster.local")]
     Domain { flag: &'static str, value: String },
+    #[error("{0}")]
+    DashboardAllowedHost(String),
     #[error("invalid --control-plane-namespace {0:?}: expected a namespace name")]
     Namespace(String),
     #[error("--{0} is required with --identity-issuer-cert and --identity-issuer-key")]
@@ -370,6 +384,9 @@ impl Args {
             (None, None) => {}
         }
         let scrape = scrape_config(self.metrics_scrape_interval, self.metrics_scrape_timeout)?;
+        let dashboard_allowed_hosts =
+            crate::dashboard::AllowedHosts::new(self.dashboard_allowed_hosts)
+                .map_err(InvalidConfig::DashboardAllowedHost)?;
         Ok(Config {
             discovery,
             destination_addr: self.destination_addr,
@@ -388,6 +405,7 @@ impl Args {
             identity,
             webhook,
             scrape,
+            dashboard_allowed_hosts,
         })
     }
 }

@@ -3,7 +3,6 @@
 
 use bytes::Bytes;
 use http::{Request, Response};
-use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::{convert::Infallible, time::Duration};
@@ -15,15 +14,18 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves `handle` on `listener` until `shutdown` is cancelled; `name` is for logs.
 /// Most answers are ready at once (`std::future::ready`); a few wait on a peer (the
-/// API's proxy-metrics asks a proxy).
-pub(crate) async fn serve<F, Fut>(
+/// API's proxy-metrics asks a proxy); the API's event streams are bodies that go on
+/// until the client leaves.
+pub(crate) async fn serve<F, Fut, B>(
     name: &'static str,
     listener: TcpListener,
     shutdown: CancellationToken,
     handle: F,
 ) where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: std::future::Future<Output = Response<Full<Bytes>>> + Send + 'static,
+    Fut: std::future::Future<Output = Response<B>> + Send + 'static,
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     loop {
         let (stream, client) = tokio::select! {

@@ -21,6 +21,7 @@
 pub mod admin;
 pub mod api;
 mod config;
+pub mod dashboard;
 pub mod destination;
 pub mod file;
 mod flags;

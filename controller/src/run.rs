@@ -144,11 +144,15 @@ impl Config {
         ));
         let tap_service =
             tap::TapService::new(index.clone(), tap_client, authorize, shutdown.clone());
+        let streams = api::Streams::default();
+        metrics.export(Arc::new(streams.clone()));
         let sources = api::Sources {
             store,
             index: index.clone(),
             scrape_timeout: self.scrape.timeout,
             tap: tap_service.clone(),
+            allowed_hosts: self.dashboard_allowed_hosts.clone(),
+            streams,
         };
         let api_task = tokio::spawn(api::serve(api, sources, shutdown.clone()));
         let tap_shutdown = shutdown.clone();

@@ -172,6 +172,11 @@ impl Api {
         })
     }
 
+    /// Whether the APIs are reached through port-forwards, which close with the `Api`.
+    pub(crate) fn forwarded(&self) -> bool {
+        !self.forwards.is_empty()
+    }
+
     /// The `authorization` value of a tap call, or why there is none (said only if the
     /// controller then refuses for want of one).
     async fn authorization(&self) -> Result<Option<http::HeaderValue>, String> {

@@ -434,6 +434,7 @@ fn try_commands(config: &Config, proxied: bool) -> Vec<String> {
             ),
             format!("{mesh} diagnostics proxy-metrics po/voting-0"),
             format!("{mesh} version"),
+            format!("{mesh} dashboard"),
         ]);
     }
     commands
@@ -482,6 +483,12 @@ fn print_banner(config: &Config, state_dir: Option<&Path>, identity: Option<&Cre
         "  vote-bot sends {} requests/s to web",
         config.rps
     ));
+    if state_dir.is_some() {
+        line(&format!(
+            "  dashboard: http://{}/ (also from `mesh dashboard`)",
+            config.topology.controller().api
+        ));
+    }
     match state_dir {
         Some(dir) => line(&format!(
             "  logs: {}/<name>.log (removed at exit if empty)",

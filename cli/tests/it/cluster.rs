@@ -27,11 +27,11 @@ use std::{
 const CONTROLLER_POD: &str = "mesh-controller-7c9d-x2x4z";
 
 /// How long the controller gets to start, and a condition to come true.
-const DEADLINE: Duration = Duration::from_secs(30);
+pub(super) const DEADLINE: Duration = Duration::from_secs(30);
 
 /// `mesh-controller` on the file backend, on loopback ports of its own, stopped (and
 /// reaped) when dropped; it also dies with this test process (`--parent-pid`).
-struct Controller {
+pub(super) struct Controller {
     child: Child,
     api: SocketAddr,
     tap: SocketAddr,
@@ -39,7 +39,7 @@ struct Controller {
 }
 
 impl Controller {
-    fn start() -> Self {
+    pub(super) fn start() -> Self {
         let bin = Path::new(env!("CARGO_BIN_EXE_mesh")).with_file_name("mesh-controller");
         assert!(
             bin.is_file(),
@@ -144,7 +144,7 @@ fn controller_pod(name: &str) -> serde_json::Value {
 }
 
 /// A cluster with the controller's pod, its ports forwarded to `controller`.
-async fn cluster_with(controller: &Controller) -> FakeKube {
+pub(super) async fn cluster_with(controller: &Controller) -> FakeKube {
     let kube = FakeKube::start().await.unwrap();
     kube.apply(controller_pod(CONTROLLER_POD)).unwrap();
     kube.forward_port(NAMESPACE, CONTROLLER_POD, 8084, controller.api);
@@ -154,7 +154,13 @@ async fn cluster_with(controller: &Controller) -> FakeKube {
 
 /// A kubeconfig with two contexts: `main` (namespace `shop`) on `main`'s server and
 /// `elsewhere` on `elsewhere`'s; `current` is the current one.
-fn kubeconfig(dir: &Path, name: &str, main: &str, elsewhere: &str, current: &str) -> PathBuf {
+pub(super) fn kubeconfig(
+    dir: &Path,
+    name: &str,
+    main: &str,
+    elsewhere: &str,
+    current: &str,
+) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(
         &path,

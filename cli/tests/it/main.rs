@@ -4,6 +4,7 @@
 
 mod check;
 mod cluster;
+mod dashboard;
 mod demo;
 mod images;
 mod inject;

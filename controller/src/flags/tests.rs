@@ -394,3 +394,35 @@ fn inject_flags() {
     let e = parse_owned(&flags(&[])).unwrap_err();
     assert!(e.contains("skip-inbound-ports"), "{e}");
 }
+
+/// `--dashboard-allowed-host` takes DNS names, repeated, each then answered with any
+/// port; anything else is refused naming the flag.
+#[test]
+fn dashboard_allowed_hosts() {
+    assert_eq!(
+        parse(&[]).unwrap().dashboard_allowed_hosts,
+        crate::dashboard::AllowedHosts::default()
+    );
+    let config = parse(&[
+        "--dashboard-allowed-host",
+        "mesh.example.com",
+        "--dashboard-allowed-host",
+        "Dash.Internal",
+    ])
+    .unwrap();
+    let hosts = &config.dashboard_allowed_hosts;
+    assert!(hosts.allows("mesh.example.com:8084"));
+    assert!(hosts.allows("dash.internal"));
+    assert!(!hosts.allows("evil.example"));
+    for bad in [
+        "http://mesh.example.com",
+        "mesh.example.com:8084",
+        "*.example.com",
+    ] {
+        let e = parse(&["--dashboard-allowed-host", bad]).unwrap_err();
+        assert!(
+            e.contains("--dashboard-allowed-host") && e.contains(bad),
+            "{e}"
+        );
+    }
+}

@@ -39,6 +39,7 @@ use std::{
 };
 
 mod event;
+pub mod json;
 #[cfg(test)]
 mod tests;
 

@@ -1,0 +1,251 @@
+//! `mesh dashboard` against a running demo, and the dashboard's live tap stream: the
+//! real `mesh`, `mesh-controller` and `mesh-proxy` binaries on loopback.
+// This measures real elapsed time, which is what std's clock is for.
+#![allow(clippy::disallowed_types)]
+
+use super::demo::{free_port_block, Demo};
+use std::{
+    io::{BufRead as _, BufReader, Read as _, Write as _},
+    net::{SocketAddr, TcpStream},
+    path::Path,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+/// The policy the controller puts on every answer (`mesh_controller::dashboard::CSP`).
+const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+/// An HTTP/1.0 GET: the status, the head's lines, and the body.
+fn get(addr: SocketAddr, path: &str) -> (u16, Vec<String>, String) {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("a read timeout");
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("an answer");
+    let (head, body) = response.split_once("\r\n\r\n").expect("a head");
+    let mut lines = head.lines().map(str::to_string);
+    let status = lines.next().expect("a status line");
+    let status = status.split_whitespace().nth(1).expect("a status");
+    (
+        status.parse().expect("a number"),
+        lines.collect(),
+        body.to_string(),
+    )
+}
+
+fn header<'a>(head: &'a [String], name: &str) -> Option<&'a str> {
+    head.iter().find_map(|line| {
+        let (n, v) = line.split_once(':')?;
+        n.eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+#[test]
+fn dashboard_prints_the_demos_url_and_streams_its_taps() {
+    let mesh = env!("CARGO_BIN_EXE_mesh");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut demo = Demo::start(mesh, free_port_block(), tmp.path());
+    let banner = demo.banner();
+    assert!(
+        banner.iter().any(|l| l.trim().ends_with("mesh dashboard")),
+        "the banner offers `mesh dashboard`: {banner:#?}"
+    );
+    // The controller's admin server, from its row of the banner's table.
+    let admin: SocketAddr = banner
+        .iter()
+        .filter(|l| l.split_whitespace().next() == Some("controller"))
+        .flat_map(|l| l.split_whitespace())
+        .find_map(|w| {
+            w.strip_prefix("http://")?
+                .strip_suffix("/metrics")?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no controller metrics URL in the banner: {banner:#?}"));
+    let open_streams = || {
+        let (status, _, page) = get(admin, "/metrics");
+        assert_eq!(status, 200);
+        page.lines()
+            .find_map(|l| l.strip_prefix("api_event_streams_open "))
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no api_event_streams_open:\n{page}"))
+    };
+    assert_eq!(open_streams(), 0);
+
+    // Against the demo it returns at once, with the URL on stdout.
+    let started = Instant::now();
+    let out = Command::new(mesh)
+        .arg("dashboard")
+        .env("TMPDIR", tmp.path())
+        .output()
+        .expect("mesh runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let url = stdout.lines().next().expect("a URL").trim();
+    let addr: SocketAddr = url
+        .strip_prefix("http://")
+        .and_then(|rest| rest.strip_suffix('/'))
+        .and_then(|addr| addr.parse().ok())
+        .unwrap_or_else(|| panic!("not an http://ADDR/ URL: {url:?}"));
+    assert!(addr.ip().is_loopback(), "{url}");
+    let announced = format!("dashboard: {url} ");
+    assert!(
+        banner.iter().any(|l| l.trim().starts_with(&announced)),
+        "the banner gives the same URL: {banner:#?}"
+    );
+
+    // The URL answers the front end (once web/ has one), always with the policy.
+    let (status, head, body) = get(addr, "/");
+    let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("../web/index.html");
+    match std::fs::read_to_string(&built) {
+        Ok(index) => {
+            assert_eq!(status, 200, "{head:?}");
+            assert_eq!(body, index);
+        }
+        Err(_) => assert_eq!(status, 404, "{head:?}"),
+    }
+    assert_eq!(
+        header(&head, "content-security-policy"),
+        Some(CSP),
+        "{head:?}"
+    );
+    assert_eq!(header(&head, "x-frame-options"), Some("DENY"), "{head:?}");
+
+    // The tap stream: the web pod's requests, as events, within seconds.
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("a read timeout");
+    write!(
+        stream,
+        "GET /api/stream/tap?resource=deploy/web&namespace=demo HTTP/1.1\r\nHost: localhost:{}\r\n\r\n",
+        addr.port()
+    )
+    .expect("send");
+    let mut lines = BufReader::new(stream.try_clone().expect("a second handle")).lines();
+    let status = lines.next().expect("a status line").expect("read");
+    assert!(status.contains(" 200 "), "{status}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen = Vec::new();
+    let request = loop {
+        assert!(Instant::now() < deadline, "no tap event: {seen:#?}");
+        let line = lines.next().expect("the stream goes on").expect("read");
+        if let Some(json) = line.strip_prefix("data: ") {
+            // Chunked: the event's lines come whole, within one chunk.
+            let event: serde_json::Value = serde_json::from_str(json).expect("JSON");
+            if event["event"] == "req" {
+                break event;
+            }
+        }
+        seen.push(line);
+    };
+    assert!(seen.iter().any(|l| l == "retry: 2000"), "{seen:#?}");
+    assert!(seen.iter().any(|l| l == "event: tap"), "{seen:#?}");
+    assert_eq!(request["tls"], true, "{request}");
+    assert!(
+        request["path"].as_str().is_some_and(|p| p.starts_with('/')),
+        "{request}"
+    );
+
+    // The client leaves: the controller's stream, and the tap under it, end with it.
+    assert_eq!(open_streams(), 1);
+    drop(lines);
+    drop(stream);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while open_streams() != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the tap stream outlived its client"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// In a cluster, `mesh dashboard` opens its own port-forward to the controller's pod,
+/// prints its URL, and keeps it open until Ctrl-C, then exits cleanly and the URL is
+/// gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_keeps_its_port_forward_until_ctrl_c() {
+    use super::cluster::{cluster_with, kubeconfig, Controller, DEADLINE};
+    use nix::{
+        sys::signal::{kill, Signal},
+        unistd::Pid,
+    };
+    use tokio::io::AsyncBufReadExt as _;
+
+    let controller = tokio::task::spawn_blocking(Controller::start)
+        .await
+        .expect("the controller starts");
+    let kube = cluster_with(&controller).await;
+    let empty = mesh_kube_fake::FakeKube::start()
+        .await
+        .expect("a fake API server");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let config = kubeconfig(tmp.path(), "config", &kube.url(), &empty.url(), "main");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mesh"))
+        .arg("dashboard")
+        .arg("--kubeconfig")
+        .arg(&config)
+        .env("TMPDIR", tmp.path())
+        .env("HOME", tmp.path())
+        .env_remove("KUBECONFIG")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("mesh runs");
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let url = tokio::time::timeout(DEADLINE, lines.next_line())
+        .await
+        .expect("a URL in time")
+        .expect("read stdout")
+        .expect("a URL");
+    let addr: SocketAddr = url
+        .strip_prefix("http://")
+        .and_then(|rest| rest.strip_suffix('/'))
+        .and_then(|addr| addr.parse().ok())
+        .unwrap_or_else(|| panic!("not an http://ADDR/ URL: {url:?}"));
+    assert!(addr.ip().is_loopback(), "{url}");
+    let forwards = kube.stats().port_forwards;
+
+    // The URL leads to the controller, through the forward, while mesh runs.
+    let (status, head, body) = tokio::task::spawn_blocking(move || get(addr, "/api/version"))
+        .await
+        .expect("a GET");
+    assert_eq!(status, 200, "{head:?} {body}");
+    assert!(body.contains(env!("CARGO_PKG_VERSION")), "{body}");
+    assert_eq!(header(&head, "content-security-policy"), Some(CSP));
+    let (status, head, _) = tokio::task::spawn_blocking(move || get(addr, "/"))
+        .await
+        .expect("a GET");
+    assert!(status == 200 || status == 404, "{head:?}");
+    assert_eq!(header(&head, "content-security-policy"), Some(CSP));
+    assert!(kube.stats().port_forwards > forwards, "{:?}", kube.stats());
+    assert!(
+        child.try_wait().expect("try_wait").is_none(),
+        "mesh stayed up"
+    );
+
+    // Ctrl-C: a clean exit, and the forward closed with it.
+    let pid = child.id().expect("running");
+    kill(Pid::from_raw(pid as i32), Signal::SIGINT).expect("signal mesh");
+    let status = tokio::time::timeout(DEADLINE, child.wait())
+        .await
+        .expect("mesh exits after Ctrl-C")
+        .expect("wait");
+    assert!(status.success(), "{status}");
+    assert!(
+        TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err(),
+        "the port-forward outlived mesh"
+    );
+    drop(controller);
+}
