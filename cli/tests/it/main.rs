@@ -5,6 +5,7 @@
 mod browser;
 mod check;
 mod cluster;
+mod dashboard_page;
 mod demo;
 mod images;
 mod inject;
