@@ -14,11 +14,16 @@
 use anyhow::{anyhow, bail, Context as _, Result};
 use base64::Engine as _;
 use futures_util::{SinkExt as _, StreamExt as _};
+use nix::{
+    sys::signal::{killpg, Signal},
+    unistd::Pid,
+};
 use serde_json::{json, Value};
 use std::{
     collections::HashMap,
     io::{BufRead as _, BufReader},
-    path::PathBuf,
+    os::unix::process::CommandExt as _,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::{
         atomic::{AtomicU64, Ordering},
@@ -49,9 +54,10 @@ type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Value>>>>>;
 
 /// A running headless chromium with one page attached.
 pub(crate) struct Browser {
+    /// Chromium, leader of its own process group (its zygote, renderers and helpers).
     child: Child,
-    // Removed on drop, after the child is killed (fields drop after `Drop::drop`).
-    _profile: tempfile::TempDir,
+    /// The profile directory, removed on drop once every process of the group is dead.
+    profile: PathBuf,
     outgoing: mpsc::UnboundedSender<Message>,
     pending: Pending,
     next_id: AtomicU64,
@@ -61,8 +67,24 @@ pub(crate) struct Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        stop(&mut self.child, &self.profile);
+    }
+}
+
+/// Kills chromium's whole process group (its helpers would otherwise go on writing
+/// into the profile while it is removed), reaps it, and removes the profile.
+fn stop(child: &mut Child, profile: &Path) {
+    if let Ok(pid) = i32::try_from(child.id()) {
+        let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    // Nothing writes there any more; a second pass covers a file that a process
+    // wrote between the first pass's listing and its removal, before it was killed.
+    for _ in 0..3 {
+        if std::fs::remove_dir_all(profile).is_ok() || !profile.exists() {
+            break;
+        }
     }
 }
 
@@ -73,8 +95,9 @@ impl Browser {
         let profile = tempfile::Builder::new()
             .prefix("mesh-chromium-")
             .tempdir()
-            .context("creating chromium's profile directory")?;
-        let mut child = Command::new("chromium")
+            .context("creating chromium's profile directory")?
+            .keep();
+        let child = Command::new("chromium")
             .args([
                 "--headless",
                 "--no-sandbox",
@@ -88,16 +111,23 @@ impl Browser {
                 "--hide-scrollbars",
                 "--remote-debugging-port=0",
                 &format!("--window-size={},{}", WINDOW.0, WINDOW.1),
-                &format!("--user-data-dir={}", profile.path().display()),
+                &format!("--user-data-dir={}", profile.display()),
                 "about:blank",
             ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
-            .spawn()
-            .context("starting chromium")?;
+            .process_group(0)
+            .spawn();
+        let mut child = match child {
+            Ok(child) => child,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&profile);
+                return Err(e).context("starting chromium");
+            }
+        };
         let Some(stderr) = child.stderr.take() else {
-            let _ = child.kill();
+            stop(&mut child, &profile);
             bail!("chromium's stderr was not piped");
         };
         // Reads stderr to the end in a thread (a full pipe would stop chromium),
@@ -124,13 +154,11 @@ impl Browser {
             match tokio::task::spawn_blocking(move || address.recv_timeout(START_TIMEOUT)).await {
                 Ok(Ok(Ok(url))) => url,
                 Ok(Ok(Err(output))) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
+                    stop(&mut child, &profile);
                     bail!("chromium exited without a DevTools address; its stderr:\n{output}");
                 }
                 _ => {
-                    let _ = child.kill();
-                    let _ = child.wait();
+                    stop(&mut child, &profile);
                     bail!("chromium printed no DevTools address within {START_TIMEOUT:?}");
                 }
             };
@@ -166,21 +194,13 @@ impl Browser {
         Ok(browser)
     }
 
-    async fn connect(child: Child, profile: tempfile::TempDir, url: &str) -> Result<Self> {
-        // Kills chromium if the connection fails (the Browser's drop does it after).
-        let mut guard = Some((child, profile));
+    async fn connect(mut child: Child, profile: PathBuf, url: &str) -> Result<Self> {
         let (ws, _) = match tokio_tungstenite::connect_async(url).await {
             Ok(ws) => ws,
             Err(e) => {
-                if let Some((mut child, _)) = guard.take() {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                }
+                stop(&mut child, &profile);
                 return Err(e).with_context(|| format!("connecting to chromium at {url}"));
             }
-        };
-        let Some((child, profile)) = guard.take() else {
-            bail!("unreachable: chromium's process taken twice");
         };
         let (mut sink, mut stream) = ws.split();
         let (outgoing, mut queue) = mpsc::unbounded_channel::<Message>();
@@ -226,7 +246,7 @@ impl Browser {
         });
         Ok(Self {
             child,
-            _profile: profile,
+            profile,
             outgoing,
             pending,
             next_id: AtomicU64::new(1),
@@ -549,17 +569,30 @@ mod tests {
                 .expect("runtime");
             rt.block_on(async {
                 let browser = Browser::start().await.expect("start chromium");
-                let _ = tx.send((browser.child.id(), browser._profile.path().to_path_buf()));
+                let _ = tx.send((browser.child.id(), browser.profile.clone()));
                 panic!("a test failing with the browser open");
             })
         });
         assert!(test.join().is_err(), "the thread panicked");
         let (pid, profile) = rx.recv().expect("the browser had started");
         assert!(!profile.exists(), "profile {} removed", profile.display());
-        // Killed and reaped by the drop: its pid is gone from /proc.
+        // Killed and reaped by the drop: its pid is gone from /proc, and no process of
+        // its group (renderers, zygote) is left.
         assert!(
-            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            !Path::new(&format!("/proc/{pid}")).exists(),
             "chromium {pid} still there"
         );
+        let group: Vec<String> = std::fs::read_dir("/proc")
+            .expect("/proc")
+            .filter_map(|e| e.ok())
+            .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+            .filter(|stat| {
+                // pid (comm) state ppid pgrp ...: the fields after the command's name.
+                let after = stat.rsplit_once(") ").map_or("", |(_, rest)| rest);
+                after.split(' ').nth(2) == Some(pid.to_string().as_str())
+                    && after.split(' ').next() != Some("Z")
+            })
+            .collect();
+        assert_eq!(group, Vec::<String>::new(), "chromium's group {pid} left");
     }
 }

@@ -720,8 +720,9 @@ fn reads_labels() {
     assert!(series(line, "response_total", "inbound").is_empty());
 }
 
-/// A running `mesh demo`, killed (with its children) if the test fails midway.
-struct Demo {
+/// A running `mesh demo`, killed (with its children) if the test fails midway (also
+/// used by `dashboard_page.rs`).
+pub(crate) struct Demo {
     child: Child,
     stdout: mpsc::Receiver<String>,
     stderr: Arc<Mutex<String>>,
@@ -734,7 +735,7 @@ struct Demo {
 impl Demo {
     /// Starts `mesh demo` in a process group of its own (as a shell's job is), with
     /// `tmp` as its `TMPDIR`.
-    fn start(mesh: &str, base_port: u16, tmp: &Path) -> Self {
+    pub(crate) fn start(mesh: &str, base_port: u16, tmp: &Path) -> Self {
         let mut child = Command::new(mesh)
             .args(["demo", "--base-port", &base_port.to_string(), "--rps", "50"])
             .env("MESH_LOG", "info")
@@ -774,12 +775,12 @@ impl Demo {
     }
 
     /// The demo's state directory.
-    fn state_dir(&self) -> PathBuf {
+    pub(crate) fn state_dir(&self) -> PathBuf {
         self.tmp.join(format!("mesh-demo-{}", self.child.id()))
     }
 
     /// Reads stdout up to the banner's last line; the banner's lines.
-    fn banner(&mut self) -> Vec<String> {
+    pub(crate) fn banner(&mut self) -> Vec<String> {
         let mut lines = Vec::new();
         self.wait_for_line(Duration::from_secs(120), |line| {
             lines.push(line.to_owned());
@@ -867,7 +868,7 @@ impl Drop for Demo {
 
 /// A block of [`DEMO_PORTS`] consecutive free loopback ports, below Linux's ephemeral range
 /// and chosen from the pid, so parallel test runs and other demos do not collide.
-fn free_port_block() -> u16 {
+pub(crate) fn free_port_block() -> u16 {
     const FIRST: u16 = 20_000;
     const SLOTS: u16 = 250;
     // Tests of one binary run in parallel in one process, so they share its pid: a
