@@ -801,3 +801,61 @@ async fn the_heap_stays_flat_over_many_updates() {
     let errors = browser.console_errors();
     assert_eq!(errors, vec![], "no errors over the updates");
 }
+
+/// `web/app/format.js` against Rust's formatting, which `mesh stat` prints with
+/// (`cli/src/table.rs`): the same text for exact ties (12.25 to one decimal is 12.2 in
+/// Rust, 12.3 by `toFixed`), binary fractions, and thousands of other values.
+#[tokio::test]
+#[cfg_attr(no_chromium, ignore = "chromium is not installed")]
+async fn numbers_read_as_mesh_stat_prints_them() {
+    let server = Server::start(stat(&[]), false);
+    let browser = Browser::start().await.expect("start chromium");
+    browser
+        .open(&format!("{}/", server.base))
+        .await
+        .expect("open");
+    let mut values: Vec<f64> = vec![
+        0.0,
+        0.5,
+        1.5,
+        2.5,
+        12.25,
+        0.125,
+        0.375,
+        1.005,
+        1e-7,
+        123_456.785,
+        99.995,
+        0.05,
+    ];
+    values.extend((0..2000).map(|i| f64::from(i) / 64.0));
+    values.extend((0..2000).map(|i| f64::from(i) / 1000.0 + 0.0005));
+    values.extend((1..500).map(|i| 1.0 / f64::from(i)));
+    let got = browser
+        .eval(&format!(
+            "import('/app/format.js').then(f => {}.map(v => [f.percent(v), f.rps(v, true), f.ms(v)]))",
+            json!(values)
+        ))
+        .await
+        .expect("format in the page");
+    let got: Vec<[String; 3]> = serde_json::from_value(got).expect("shape");
+    for (v, got) in values.iter().zip(got) {
+        let want = [
+            format!("{:.2}%", v * 100.0),
+            format!("{v:.1}rps"),
+            format!("{}ms", v.round()),
+        ];
+        assert_eq!(got, want, "{v}");
+    }
+    let none = browser
+        .eval("import('/app/format.js').then(f => [f.percent(null), f.rps(3, false), f.ms(null)])")
+        .await
+        .expect("format in the page");
+    assert_eq!(none, json!(["-", "-", "-"]));
+    let errors = browser.console_errors();
+    assert_eq!(
+        page_errors(&errors),
+        Vec::<&ConsoleError>::new(),
+        "{errors:?}"
+    );
+}
