@@ -52,7 +52,8 @@ export function subscribe({ stream, event, poll, interval = 2000, onData, onStat
       if (stopped) return;
       if (!received) {
         // Nothing ever came: a controller without the stream (or none at all);
-        // polling covers both.
+        // polling covers both, for the rest of the page's life (a reload takes the
+        // stream again).
         source.close();
         source = null;
         polling();

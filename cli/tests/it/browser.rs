@@ -7,8 +7,8 @@
 //! the browser itself logged as an error, such as a failed load), [`Browser::screenshot`]
 //! to `target/dashboard-screenshots/NAME.png`, [`Browser::heap`] for the JS heap.
 //!
-//! Dropping a [`Browser`] (also while a test panics) kills chromium and removes its
-//! profile directory. Tests that use it are compiled as ignored without chromium
+//! Dropping a [`Browser`] (also while a test panics) kills chromium's whole process
+//! group and removes its profile directory. Tests that use it are compiled as ignored without chromium
 //! (`cfg(no_chromium)`, see `cli/build.rs`); `scripts/test.sh` installs it.
 
 use anyhow::{anyhow, bail, Context as _, Result};
