@@ -6,7 +6,9 @@
 //! - tmux: the pseudo-terminal `mesh top`'s tests run it in (`cfg(no_tmux)`);
 //! - PyPI's kubernetes-validate: the official Kubernetes schemas the manifests are
 //!   checked against (`cfg(no_kubernetes_validate)`);
-//! - buildah, and root: the images' build and run (`cfg(no_buildah)`).
+//! - buildah, and root: the images' build and run (`cfg(no_buildah)`);
+//! - chromium: the headless browser the dashboard's pages are tested in
+//!   (`cfg(no_chromium)`, `tests/it/browser.rs`).
 
 use std::process::Command;
 
@@ -14,6 +16,7 @@ fn main() {
     println!("cargo::rustc-check-cfg=cfg(no_tmux)");
     println!("cargo::rustc-check-cfg=cfg(no_kubernetes_validate)");
     println!("cargo::rustc-check-cfg=cfg(no_buildah)");
+    println!("cargo::rustc-check-cfg=cfg(no_chromium)");
     println!("cargo::rerun-if-env-changed=PATH");
     let found = std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
@@ -60,6 +63,18 @@ fn main() {
         _ => {
             missing = true;
             println!("cargo::rustc-cfg=no_buildah");
+        }
+    }
+    let chromium = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("chromium"))
+            .find(|path| path.is_file())
+    });
+    match chromium {
+        Some(path) => println!("cargo::rerun-if-changed={}", path.display()),
+        None => {
+            missing = true;
+            println!("cargo::rustc-cfg=no_chromium");
         }
     }
     if missing {

@@ -18,16 +18,18 @@ if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
 # iptables/iproute2: namespaces and redirection; curl, nghttp, h2load: HTTP clients and
 # load; promtool: metrics lint; tcpdump: debugging captures; nc: port probes; tmux: the
 # pseudo-terminal `mesh top`'s tests and benchmark run it in; buildah: the images' build
-# (`scripts/build-images.sh`, offline, FROM scratch).
+# (`scripts/build-images.sh`, offline, FROM scratch); chromium: the headless browser the
+# dashboard's pages are tested in (`cli/tests/it/browser.rs`).
 missing=()
-for tool in iptables ip curl nghttp h2load promtool tcpdump nc tmux buildah; do
+for tool in iptables ip curl nghttp h2load promtool tcpdump nc tmux buildah chromium; do
     command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
 if [ "${#missing[@]}" -gt 0 ]; then
     step "installing system packages (missing: ${missing[*]})"
     $SUDO apt-get update
     $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        iptables iproute2 curl nghttp2-client prometheus tcpdump netcat-openbsd tmux buildah
+        iptables iproute2 curl nghttp2-client prometheus tcpdump netcat-openbsd tmux buildah \
+        chromium
 fi
 
 # --- python packages for the gRPC and WebSocket helpers ------------------------------

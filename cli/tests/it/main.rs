@@ -2,9 +2,11 @@
 //! its dependencies instead of one per file): each module is what was a file of its
 //! own under `tests/`.
 
+mod browser;
 mod check;
 mod cluster;
 mod dashboard;
+mod dashboard_page;
 mod demo;
 mod images;
 mod inject;

@@ -1,0 +1,46 @@
+// Numbers as `mesh stat` prints them (cli/src/table.rs), so the page and the command
+// it shows read alike.
+
+/**
+ * `v` with `d` decimals as Rust's `format!("{v:.d$}")` writes it: `toFixed` rounds an
+ * exact tie up (12.25 to 12.3) where Rust rounds it to even (12.2), so a tie is
+ * found in the exact decimal expansion and settled as Rust does.
+ */
+export function fixed(v, d) {
+  const s = v.toFixed(d);
+  if (!Number.isFinite(v)) return s;
+  const exact = Math.abs(v).toFixed(Math.min(100, d + 30));
+  const dot = exact.indexOf('.');
+  if (!/^50*$/.test(exact.slice(dot + 1 + d))) return s;
+  const kept = exact.slice(0, d === 0 ? dot : dot + 1 + d);
+  if (Number(kept.at(-1)) % 2 === 1) return s;
+  return (v < 0 ? '-' : '') + kept;
+}
+
+/** A success rate (0..1) as a percentage with two decimals; `-` without responses. */
+export function percent(v) {
+  return v == null ? '-' : `${fixed(v * 100, 2)}%`;
+}
+
+/** Responses per second, one decimal; `-` when there were no responses to count. */
+export function rps(v, any) {
+  return any ? `${fixed(v, 1)}rps` : '-';
+}
+
+/** A latency in whole milliseconds (halves away from zero, as Rust's `round`). */
+export function ms(v) {
+  return v == null ? '-' : `${Math.sign(v) * Math.round(Math.abs(v)) || 0}ms`;
+}
+
+/** Meshed over all pods. */
+export function pods(p) {
+  return p ? `${p.meshed}/${p.total}` : '-';
+}
+
+/** How a success rate reads at a glance: good, degraded, failing, or none. */
+export function health(v) {
+  if (v == null) return 'none';
+  if (v >= 0.95) return 'good';
+  if (v >= 0.8) return 'warn';
+  return 'bad';
+}

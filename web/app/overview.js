@@ -1,0 +1,58 @@
+// The overview (`#/`): every namespace with its meshed and total pods and its golden
+// metrics, from `/api/stat?resource=ns`, live.
+
+import { command, h } from './dom.js';
+import { health, ms, percent, pods, rps } from './format.js';
+import { subscribe } from './live.js';
+import { sortableTable } from './table.js';
+
+const STAT = 'resource=ns';
+
+const any = (r) => r.responses.success + r.responses.failure > 0;
+
+const COLUMNS = [
+  { key: 'name', label: 'Namespace', value: (r) => r.resource.name,
+    cell: (r) => h('a', { href: `#/ns/${encodeURIComponent(r.resource.name)}` }, r.resource.name) },
+  { key: 'meshed', label: 'Meshed', num: true, value: (r) => r.pods?.meshed ?? null,
+    attrs: (r) => ({ 'data-total': r.pods?.total ?? '' }), cell: (r) => pods(r.pods) },
+  { key: 'success', label: 'Success', num: true, value: (r) => r.success_rate,
+    cls: (r) => `health-${health(r.success_rate)}`, cell: (r) => percent(r.success_rate) },
+  { key: 'rps', label: 'RPS', num: true, value: (r) => r.rps, cell: (r) => rps(r.rps, any(r)) },
+  { key: 'p50', label: 'P50', num: true, value: (r) => r.latency_ms.p50, cell: (r) => ms(r.latency_ms.p50) },
+  { key: 'p95', label: 'P95', num: true, value: (r) => r.latency_ms.p95, cell: (r) => ms(r.latency_ms.p95) },
+  { key: 'p99', label: 'P99', num: true, value: (r) => r.latency_ms.p99, cell: (r) => ms(r.latency_ms.p99) },
+];
+
+/** Shows the overview in `main`; returns the function that stops its updates. */
+export function overview(main, onState) {
+  const table = sortableTable({
+    id: 'namespaces',
+    caption: 'Namespaces: meshed pods, success rate, requests per second and latency percentiles over the last minute',
+    columns: COLUMNS,
+    rowKey: (r) => r.resource.name,
+    empty: 'Waiting for the controller…',
+  });
+  const updated = h('p', { class: 'updated', id: 'updated' });
+  main.replaceChildren(h('section', { class: 'page', 'aria-labelledby': 'page-title' },
+    h('h1', { id: 'page-title', tabindex: '-1' }, 'Overview'),
+    command('mesh stat ns'),
+    h('div', { class: 'scroll' }, table.table),
+    updated));
+  let first = true;
+  return subscribe({
+    stream: `/api/stream/stat?${STAT}&interval=2s`,
+    event: 'stat',
+    poll: `/api/stat?${STAT}`,
+    onState,
+    onData(doc) {
+      table.update(Array.isArray(doc.rows) ? doc.rows : []);
+      updated.textContent = `Updated ${new Date().toLocaleTimeString()}`;
+      if (first) {
+        first = false;
+        // The first real numbers on screen: what "interactive" is measured to.
+        performance.mark('mesh:overview-data');
+        main.dataset.loaded = 'true';
+      }
+    },
+  });
+}
