@@ -743,6 +743,67 @@ async fn overview_shows_the_demos_namespaces_as_its_api_answers() {
     drop(demo);
 }
 
+/// The overview as the controller itself serves it to a browser: the assets embedded
+/// in `mesh-controller`, under its real Content-Security-Policy and Host check, with
+/// live data from its own `/api/stream/stat`. The browser logs nothing at all (a
+/// refused script, style or stream would be logged), and the demo's namespace shows
+/// its traffic with every pod meshed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(no_chromium, ignore = "chromium is not installed")]
+async fn the_controller_serves_the_overview_to_a_browser() {
+    let mesh = env!("CARGO_BIN_EXE_mesh");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let base_port = crate::demo::free_port_block();
+    let tmp_path = tmp.path().to_path_buf();
+    let mesh_path = mesh.to_string();
+    let demo = tokio::task::spawn_blocking(move || {
+        let mut demo = crate::demo::Demo::start(&mesh_path, base_port, &tmp_path);
+        demo.banner();
+        demo
+    })
+    .await
+    .expect("the demo starts");
+    let state: Value = serde_json::from_slice(
+        &std::fs::read(demo.state_dir().join("demo.json")).expect("demo.json"),
+    )
+    .expect("demo.json is JSON");
+    let api = state["api"]
+        .as_str()
+        .unwrap_or_else(|| panic!("demo.json has no api address: {state}"))
+        .to_string();
+
+    let browser = Browser::start().await.expect("start chromium");
+    browser
+        .open(&format!("http://{api}/#/"))
+        .await
+        .expect("open");
+    browser
+        .wait_for(
+            "Number(document.querySelector('#namespaces tbody tr[data-key=demo] td[data-key=rps]')?.dataset.value) > 0",
+            Duration::from_secs(60),
+        )
+        .await
+        .expect("the demo's namespace with traffic, from the controller's own page");
+    let shown = table(&browser).await;
+    let demo_row = shown
+        .iter()
+        .find(|r| r[0][1] == "demo")
+        .expect("a demo row");
+    let pods = &demo_row[1][2];
+    let (meshed, total) = pods.split_once('/').expect("meshed/total");
+    assert!(meshed == total && meshed != "0", "demo pods {pods}");
+    let errors = browser.console_errors();
+    assert!(
+        errors.is_empty(),
+        "the browser logged, against the controller's own page: {errors:?}"
+    );
+    browser
+        .screenshot("overview-controller")
+        .await
+        .expect("screenshot");
+    drop(demo);
+}
+
 /// The JS heap over many live updates (the target: flat within 10% over 30
 /// minutes, 900 updates at one per 2 s): after a warm-up, 900 streamed answers of 3 to
 /// 10 namespaces, each waited for on the page, then the heap after a full collection
