@@ -669,34 +669,7 @@ async fn without_the_stream_the_overview_polls_and_routes_by_hash() {
 #[tokio::test]
 #[cfg_attr(no_chromium, ignore = "chromium is not installed")]
 async fn overview_shows_the_demos_namespaces_as_its_api_answers() {
-    let mesh = env!("CARGO_BIN_EXE_mesh");
-    for bin in ["mesh-proxy", "mesh-controller"] {
-        let path = Path::new(mesh).with_file_name(bin);
-        assert!(
-            path.is_file(),
-            "{} is missing: build every binary first (cargo build --workspace --bins)",
-            path.display()
-        );
-    }
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let base_port = crate::demo::free_port_block();
-    let tmp_path = tmp.path().to_path_buf();
-    let mesh_path = mesh.to_string();
-    let demo = tokio::task::spawn_blocking(move || {
-        let mut demo = crate::demo::Demo::start(&mesh_path, base_port, &tmp_path);
-        demo.banner();
-        demo
-    })
-    .await
-    .expect("the demo starts");
-    let state: Value = serde_json::from_slice(
-        &std::fs::read(demo.state_dir().join("demo.json")).expect("demo.json"),
-    )
-    .expect("demo.json is JSON");
-    let api: SocketAddr = state["api"]
-        .as_str()
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("demo.json has no api address: {state}"));
+    let (demo, api, _tmp) = start_demo().await;
 
     let server = Server::proxy(api);
     let browser = Browser::start().await.expect("start chromium");
@@ -743,21 +716,23 @@ async fn overview_shows_the_demos_namespaces_as_its_api_answers() {
     drop(demo);
 }
 
-/// The overview as the controller itself serves it to a browser: the assets embedded
-/// in `mesh-controller`, under its real Content-Security-Policy and Host check, with
-/// live data from its own `/api/stream/stat`. The browser logs nothing at all (a
-/// refused script, style or stream would be logged), and the demo's namespace shows
-/// its traffic with every pod meshed.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[cfg_attr(no_chromium, ignore = "chromium is not installed")]
-async fn the_controller_serves_the_overview_to_a_browser() {
+/// A running `mesh demo` (stopped when dropped), the address of its controller's API,
+/// and the directory it runs in.
+async fn start_demo() -> (crate::demo::Demo, SocketAddr, tempfile::TempDir) {
     let mesh = env!("CARGO_BIN_EXE_mesh");
+    for bin in ["mesh-proxy", "mesh-controller"] {
+        let path = Path::new(mesh).with_file_name(bin);
+        assert!(
+            path.is_file(),
+            "{} is missing: build every binary first (cargo build --workspace --bins)",
+            path.display()
+        );
+    }
     let tmp = tempfile::tempdir().expect("tempdir");
     let base_port = crate::demo::free_port_block();
     let tmp_path = tmp.path().to_path_buf();
-    let mesh_path = mesh.to_string();
     let demo = tokio::task::spawn_blocking(move || {
-        let mut demo = crate::demo::Demo::start(&mesh_path, base_port, &tmp_path);
+        let mut demo = crate::demo::Demo::start(mesh, base_port, &tmp_path);
         demo.banner();
         demo
     })
@@ -767,10 +742,22 @@ async fn the_controller_serves_the_overview_to_a_browser() {
         &std::fs::read(demo.state_dir().join("demo.json")).expect("demo.json"),
     )
     .expect("demo.json is JSON");
-    let api = state["api"]
+    let api: SocketAddr = state["api"]
         .as_str()
-        .unwrap_or_else(|| panic!("demo.json has no api address: {state}"))
-        .to_string();
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("demo.json has no api address: {state}"));
+    (demo, api, tmp)
+}
+
+/// The overview as the controller itself serves it to a browser: the assets embedded
+/// in `mesh-controller`, under its real Content-Security-Policy and Host check, with
+/// live data from its own `/api/stream/stat`. The browser logs nothing at all (a
+/// refused script, style or stream would be logged), and the demo's namespace shows
+/// its traffic with every pod meshed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(no_chromium, ignore = "chromium is not installed")]
+async fn the_controller_serves_the_overview_to_a_browser() {
+    let (demo, api, _tmp) = start_demo().await;
 
     let browser = Browser::start().await.expect("start chromium");
     browser
