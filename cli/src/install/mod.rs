@@ -257,7 +257,6 @@ fn dns_domain(flag: &str, value: &str) -> Result<(), UsageError> {
 fn check_values(values: &Values) -> Result<(), UsageError> {
     image_part("--set registry", &values.registry)?;
     image_part("--set imageTag", &values.image_tag)?;
-    image_part("--set proxy.image", &values.proxy.image)?;
     dns_domain("--set clusterDomain", &values.cluster_domain)?;
     dns_domain("--set trustDomain", &values.trust_domain)?;
     mesh_api::duration::parse(&values.identity_lifetime).map_err(|e| {
@@ -281,31 +280,11 @@ fn check_values(values: &Values) -> Result<(), UsageError> {
             )));
         }
     }
-    for (key, ports) in [
-        ("proxy.skipInboundPorts", &values.proxy.skip_inbound_ports),
-        ("proxy.skipOutboundPorts", &values.proxy.skip_outbound_ports),
-        ("proxy.opaquePorts", &values.proxy.opaque_ports),
-    ] {
-        port_list(key, ports)?;
-    }
-    Ok(())
-}
-
-/// `22,8000-8010`: ports from 1 to 65535, ranges low to high; empty is none.
-fn port_list(key: &str, list: &str) -> Result<(), UsageError> {
-    let bad = |part: &str| {
-        UsageError::new(format!(
-            "--set {key}={list:?}: {part:?} is not a port (1-65535) or a range of them (8000-8010)"
-        ))
-    };
-    for part in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (low, high) = part.split_once('-').unwrap_or((part, part));
-        let low: u16 = low.trim().parse().map_err(|_| bad(part))?;
-        let high: u16 = high.trim().parse().map_err(|_| bad(part))?;
-        if low == 0 || high < low {
-            return Err(bad(part));
-        }
-    }
+    // The proxy's settings by the injector's own rules (ports, quantities, a request
+    // within its limit, the log filter, the image and tag), so a value the injector
+    // would refuse at every pod fails here instead.
+    mesh_core::inject::settings::check_values(values)
+        .map_err(|e| UsageError::new(format!("--set: {e}")))?;
     Ok(())
 }
 

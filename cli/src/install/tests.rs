@@ -1,15 +1,31 @@
 use super::*;
 
 #[test]
-fn port_lists_are_ports_and_ordered_ranges() {
-    for ok in ["", "22", "22,8000-8010", " 1 , 65535 "] {
-        assert!(port_list("k", ok).is_ok(), "{ok:?}");
+fn proxy_values_are_checked_by_the_injectors_rules() {
+    for (key, ok) in [
+        ("proxy.skipInboundPorts", "22,8000-8010"),
+        ("proxy.skipOutboundPorts", " 1 , 65535 "),
+        ("proxy.resources.cpuLimit", "2"),
+    ] {
+        let mut values = Values::default();
+        values.set(key, ok).expect("set");
+        assert!(check_values(&values).is_ok(), "{key}={ok:?}");
     }
-    for bad in ["0", "65536", "10-9", "x", "1-", "22,,http"] {
-        let e = port_list("proxy.skipInboundPorts", bad)
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("proxy.skipInboundPorts"), "{bad:?}: {e}");
+    for (key, bad) in [
+        ("proxy.skipInboundPorts", "0"),
+        ("proxy.skipInboundPorts", "65536"),
+        ("proxy.skipInboundPorts", "10-9"),
+        ("proxy.skipOutboundPorts", "22,,http"),
+        ("proxy.resources.memoryRequest", "lots"),
+        ("proxy.resources.memoryRequest", "300Mi"),
+    ] {
+        let mut values = Values::default();
+        values.set(key, bad).expect("set");
+        let e = check_values(&values).unwrap_err().to_string();
+        assert!(
+            e.starts_with("--set: ") && e.contains(bad.trim()),
+            "{key}={bad:?}: {e}"
+        );
     }
 }
 
