@@ -7,16 +7,13 @@
 //! the webhook's own, so each injected template is also compared with the patch
 //! applied to the fixture's pod as the webhook would get it.
 
+use super::profile::mesh;
 use mesh_core::{
     inject::{self, Decision, Input, Namespace, Owner},
     install::{Values, VERSION},
 };
 use serde_json::{json, Value};
-use std::{
-    io::Write,
-    path::{Path, PathBuf},
-    process::{Command, Output, Stdio},
-};
+use std::path::{Path, PathBuf};
 
 const ANCHORS: &str =
     "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUR0\n-----END CERTIFICATE-----\n";
@@ -25,23 +22,6 @@ fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/inject")
         .join(name)
-}
-
-fn mesh(args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mesh"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("mesh starts");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(stdin.as_bytes())
-        .expect("stdin written");
-    child.wait_with_output().expect("mesh runs")
 }
 
 fn text(b: &[u8]) -> String {

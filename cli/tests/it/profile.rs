@@ -14,8 +14,8 @@ use std::{
 
 const EX_USAGE: i32 = 64;
 
-/// Runs `mesh` with `args`, `stdin` fed to it.
-fn mesh(args: &[&str], stdin: &str) -> Output {
+/// Runs `mesh` with `args`, `stdin` fed to it (the inject tests use it too).
+pub(super) fn mesh(args: &[&str], stdin: &str) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_mesh"))
         .args(args)
         .stdin(Stdio::piped())
