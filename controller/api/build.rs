@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/destination.proto",
         "proto/identity.proto",
         "proto/tap.proto",
+        "proto/policy.proto",
     ];
     for p in protos {
         println!("cargo:rerun-if-changed={p}");

@@ -1,8 +1,8 @@
-// The dashboard's entry: hash routing (`#/`, `#/ns/NAME`), the connection status and
-// the controller's version in the header.
+// The dashboard's entry: hash routing over `routes.js`, the connection status and the
+// controller's version in the header.
 
-import { command, h } from './dom.js';
-import { overview } from './overview.js';
+import { h } from './dom.js';
+import { ROUTES } from './routes.js';
 
 const main = document.getElementById('main');
 const status = document.getElementById('status');
@@ -15,20 +15,31 @@ function onState(state) {
   if (status.textContent !== text) status.textContent = text;
 }
 
-function namespace(name) {
-  main.replaceChildren(h('section', { class: 'page', 'aria-labelledby': 'page-title' },
-    h('h1', { id: 'page-title', tabindex: '-1' }, `Namespace ${name}`),
-    command(`mesh stat deploy -n ${name}`),
-    h('p', {}, 'This namespace’s workloads, topology and traffic are not shown here yet. ',
-      h('a', { href: '#/' }, 'Back to the overview'))));
-  return `${name} · mesh`;
-}
-
 function notFound(hash) {
   main.replaceChildren(h('section', { class: 'page', 'aria-labelledby': 'page-title' },
     h('h1', { id: 'page-title', tabindex: '-1' }, 'No such page'),
     h('p', {}, `Nothing is at ${hash}. `, h('a', { href: '#/' }, 'Go to the overview'))));
-  return 'Not found · mesh';
+  return { title: 'Not found' };
+}
+
+/** The page for a hash: `#/path?query`, the path matched against each route's pattern. */
+function show(hash) {
+  const q = hash.indexOf('?');
+  const path = q < 0 ? hash : hash.slice(0, q);
+  const query = new URLSearchParams(q < 0 ? '' : hash.slice(q + 1));
+  for (const { pattern, show: page } of ROUTES) {
+    const m = pattern.exec(path);
+    if (!m) continue;
+    let params;
+    try {
+      params = m.slice(1).map(decodeURIComponent);
+    } catch {
+      // A malformed escape names nothing.
+      return notFound(hash);
+    }
+    return page(main, { params, query, onState });
+  }
+  return notFound(hash);
 }
 
 function route(moved) {
@@ -36,23 +47,16 @@ function route(moved) {
   stop = null;
   onState('live');
   const hash = location.hash || '#/';
-  const ns = /^#\/ns\/([^/]+)$/.exec(hash);
-  let title;
-  if (hash === '#/' || hash === '#') {
-    stop = overview(main, onState);
-    title = 'Overview · mesh';
-  } else if (ns) {
-    let name = null;
-    try {
-      name = decodeURIComponent(ns[1]);
-    } catch {
-      // A malformed escape: no such namespace.
-    }
-    title = name == null ? notFound(hash) : namespace(name);
-  } else {
-    title = notFound(hash);
+  const shown = show(hash);
+  stop = shown.stop ?? null;
+  document.title = `${shown.title} · mesh`;
+  // The nav marks where the reader is.
+  for (const a of document.querySelectorAll('nav a')) {
+    const here = hash === a.getAttribute('href') || hash.startsWith(`${a.getAttribute('href')}?`)
+      || hash.startsWith(`${a.getAttribute('href')}/`) && a.getAttribute('href') !== '#/';
+    if (here) a.setAttribute('aria-current', 'page');
+    else a.removeAttribute('aria-current');
   }
-  document.title = title;
   // After a click the reader continues at the new page's heading.
   if (moved) document.getElementById('page-title')?.focus();
 }

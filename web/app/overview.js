@@ -23,8 +23,8 @@ const COLUMNS = [
   { key: 'p99', label: 'P99', num: true, value: (r) => r.latency_ms.p99, cell: (r) => ms(r.latency_ms.p99) },
 ];
 
-/** Shows the overview in `main`; returns the function that stops its updates. */
-export function overview(main, onState) {
+/** Shows the overview in `main` (a page of `routes.js`). */
+export function overview(main, { onState }) {
   const table = sortableTable({
     id: 'namespaces',
     caption: 'Namespaces: meshed pods, success rate, requests per second and latency percentiles over the last minute',
@@ -39,7 +39,7 @@ export function overview(main, onState) {
     h('div', { class: 'scroll' }, table.table),
     updated));
   let first = true;
-  return subscribe({
+  const stop = subscribe({
     stream: `/api/stream/stat?${STAT}&interval=2s`,
     event: 'stat',
     poll: `/api/stat?${STAT}`,
@@ -55,4 +55,5 @@ export function overview(main, onState) {
       }
     },
   });
+  return { title: 'Overview', stop };
 }

@@ -27,6 +27,10 @@ pub mod identity {
     include!(concat!(env!("OUT_DIR"), "/mesh.identity.rs"));
 }
 
+pub mod policy {
+    include!(concat!(env!("OUT_DIR"), "/mesh.policy.rs"));
+}
+
 pub mod tap {
     include!(concat!(env!("OUT_DIR"), "/mesh.tap.rs"));
 
