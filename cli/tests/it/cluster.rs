@@ -145,10 +145,16 @@ fn controller_pod(name: &str) -> serde_json::Value {
 
 /// A cluster with the controller's pod, its ports forwarded to `controller`.
 pub(super) async fn cluster_with(controller: &Controller) -> FakeKube {
+    cluster_forwarding(controller.api, controller.tap).await
+}
+
+/// A cluster with the controller's pod, its API port forwarded to `api` and its tap
+/// port to `tap`.
+pub(super) async fn cluster_forwarding(api: SocketAddr, tap: SocketAddr) -> FakeKube {
     let kube = FakeKube::start().await.unwrap();
     kube.apply(controller_pod(CONTROLLER_POD)).unwrap();
-    kube.forward_port(NAMESPACE, CONTROLLER_POD, 8084, controller.api);
-    kube.forward_port(NAMESPACE, CONTROLLER_POD, 8088, controller.tap);
+    kube.forward_port(NAMESPACE, CONTROLLER_POD, 8084, api);
+    kube.forward_port(NAMESPACE, CONTROLLER_POD, 8088, tap);
     kube
 }
 
