@@ -387,3 +387,78 @@ async fn in_a_cluster_the_dashboard_calls_the_api_with_the_users_token() {
     );
     let _ = child.start_kill();
 }
+
+/// The page, served by a real controller, recovers by itself when the controller is
+/// restarted: "Disconnected, retrying…" while it is down, then live numbers again from
+/// the new process, without a reload.
+#[tokio::test]
+#[cfg_attr(no_chromium, ignore = "chromium is not installed")]
+async fn the_page_recovers_when_the_controller_restarts() {
+    use super::{browser::Browser, cluster::Controller};
+    const WAIT: Duration = Duration::from_secs(30);
+
+    let mut controller = tokio::task::spawn_blocking(Controller::start)
+        .await
+        .expect("the controller starts");
+    let browser = Browser::start().await.expect("start chromium");
+    browser
+        .open(&format!("http://{}/#/", controller.api))
+        .await
+        .expect("open");
+    let shown = "document.querySelector('#namespaces tbody tr[data-key=shop]') !== null \
+                 && document.getElementById('status').textContent === ''";
+    browser
+        .wait_for(shown, WAIT)
+        .await
+        .expect("the shop namespace, live");
+    // Marks this page: a reload would lose it.
+    browser
+        .eval("window.meshSamePage = true")
+        .await
+        .expect("mark");
+
+    let mut controller = tokio::task::spawn_blocking(move || {
+        controller.stop();
+        controller
+    })
+    .await
+    .expect("stopped");
+    browser
+        .wait_for(
+            "document.getElementById('status').textContent === 'Disconnected, retrying…' \
+             && document.body.classList.contains('disconnected')",
+            WAIT,
+        )
+        .await
+        .expect("says it is disconnected");
+    let before = browser
+        .eval("document.getElementById('updated').textContent")
+        .await
+        .expect("updated");
+
+    let controller = tokio::task::spawn_blocking(move || {
+        controller.restart();
+        controller
+    })
+    .await
+    .expect("restarted");
+    browser
+        .wait_for(
+            &format!(
+                "{shown} && !document.body.classList.contains('disconnected') \
+                 && document.getElementById('updated').textContent !== {before}"
+            ),
+            WAIT,
+        )
+        .await
+        .expect("live again from the new controller");
+    assert_eq!(
+        browser
+            .eval("window.meshSamePage === true")
+            .await
+            .expect("eval"),
+        serde_json::Value::Bool(true),
+        "the page recovered without a reload"
+    );
+    drop(controller);
+}

@@ -859,7 +859,7 @@ async fn overview_shows_the_demos_namespaces_as_its_api_answers() {
 
 /// A running `mesh demo` (stopped when dropped), the address of its controller's API,
 /// and the directory it runs in.
-async fn start_demo() -> (crate::demo::Demo, SocketAddr, tempfile::TempDir) {
+pub(super) async fn start_demo() -> (crate::demo::Demo, SocketAddr, tempfile::TempDir) {
     let mesh = env!("CARGO_BIN_EXE_mesh");
     for bin in ["mesh-proxy", "mesh-controller"] {
         let path = Path::new(mesh).with_file_name(bin);
