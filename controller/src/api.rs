@@ -768,8 +768,14 @@ mod tests {
             ("/api/edges?resource=svc", "made of pods"),
             ("/api/routes?resource=deploy/web", "service"),
             ("/api/namespace", "namespace is required"),
-            ("/api/namespace?namespace=demo&window=0s", "longer than zero"),
-            ("/api/namespace?namespace=demo&resource=deploy", "unknown parameter resource"),
+            (
+                "/api/namespace?namespace=demo&window=0s",
+                "longer than zero",
+            ),
+            (
+                "/api/namespace?namespace=demo&resource=deploy",
+                "unknown parameter resource",
+            ),
         ];
         for (path, why) in cases {
             let (status, body) = call(Method::GET, path);

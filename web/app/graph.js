@@ -13,9 +13,12 @@ export const SHORT = { deployment: 'deploy', statefulset: 'sts', daemonset: 'ds'
 
 const NODE_W = 200;
 const NODE_H = 46;
-const COLUMN = 340;
+/** Columns leave room between boxes for an edge's label. */
+const COLUMN = 410;
 const ROW = 84;
+/** Room around the boxes: above for a call to itself, aside for a call back. */
 const PAD = 28;
+const SIDE = 70;
 /** How far apart parallel edges (same ends, other identities) are drawn. */
 const SPREAD = 22;
 
@@ -94,12 +97,12 @@ export function layout(ids, pairs) {
   for (const id of ids) {
     const column = columns[depth.get(id)];
     const offset = ((tallest - column.length) * ROW) / 2;
-    positions.set(id, { x: PAD + depth.get(id) * COLUMN, y: PAD + 14 + offset + row.get(id) * ROW });
+    positions.set(id, { x: SIDE + depth.get(id) * COLUMN, y: PAD + 14 + offset + row.get(id) * ROW });
   }
   return {
     positions,
-    width: PAD * 2 + (columns.length - 1) * COLUMN + NODE_W,
-    height: PAD * 2 + 28 + (tallest - 1) * ROW + NODE_H,
+    width: SIDE * 2 + (columns.length - 1) * COLUMN + NODE_W,
+    height: PAD * 2 + 28 + (tallest - 1) * ROW + NODE_H + 50,
   };
 }
 
@@ -123,16 +126,18 @@ function curve(from, to, k) {
   const y1 = from.y + NODE_H / 2;
   const x2 = to.x;
   const y2 = to.y + NODE_H / 2;
-  const reach = Math.max(70, Math.abs(x2 - x1) / 2);
-  // A call back to the left (a cycle) bows below the nodes.
+  // A call back to the left (a cycle) bows below the nodes, within the side room.
   const back = x2 <= x1 ? NODE_H + 30 : 0;
+  const reach = back ? SIDE - 8 : Math.max(70, Math.abs(x2 - x1) / 2);
   const c1 = { x: x1 + reach, y: y1 + bend + back };
   const c2 = { x: x2 - reach, y: y2 + bend + back };
   const d = `M${x1} ${y1} C${c1.x} ${c1.y} ${c2.x} ${c2.y} ${x2} ${y2}`;
-  const mid = {
-    x: 0.125 * x1 + 0.375 * c1.x + 0.375 * c2.x + 0.125 * x2,
-    y: 0.125 * y1 + 0.375 * c1.y + 0.375 * c2.y + 0.125 * y2,
-  };
+  // The label a little past the middle, where edges fanning out of one node have
+  // parted.
+  const t = back ? 0.5 : 0.6;
+  const at = (a, b, c, d) =>
+    (1 - t) ** 3 * a + 3 * (1 - t) ** 2 * t * b + 3 * (1 - t) * t ** 2 * c + t ** 3 * d;
+  const mid = { x: at(x1, c1.x, c2.x, x2), y: at(y1, c1.y, c2.y, y2) };
   return { d, mid };
 }
 
@@ -169,7 +174,7 @@ export function topology(here) {
       const k = count.get(pair) ?? 0;
       count.set(pair, k + 1);
       const { d, mid } = curve(positions.get(from), positions.get(to), k);
-      const text = svg('text', { class: 'edge-text', x: 10, y: 4 });
+      const text = svg('text', { class: 'edge-text', y: 15 });
       const said = svg('title');
       const g = svg('g', {
         class: e.secured ? 'edge secured' : 'edge plaintext',
@@ -177,7 +182,7 @@ export function topology(here) {
       },
       svg('path', { class: 'edge-line', d, 'marker-end': 'url(#arrow)' }),
       svg('g', { class: 'edge-label', transform: `translate(${mid.x.toFixed(1)} ${mid.y.toFixed(1)})` },
-        said, padlock(e.secured), text));
+        said, svg('g', { transform: 'translate(0 -4)' }, padlock(e.secured)), text));
       labels.set(edgeKey(e), { g, text, said });
       return g;
     });

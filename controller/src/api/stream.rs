@@ -98,7 +98,13 @@ impl Drop for Counted {
 /// Answers `/api/stream/...`.
 pub(super) async fn handle<B>(req: &Request<B>, sources: &Sources) -> Response<Body> {
     let path = req.uri().path();
-    if !["/api/stream/stat", "/api/stream/namespace", "/api/stream/tap"].contains(&path) {
+    if ![
+        "/api/stream/stat",
+        "/api/stream/namespace",
+        "/api/stream/tap",
+    ]
+    .contains(&path)
+    {
         let message = format!("no such endpoint: {path}");
         return error(StatusCode::NOT_FOUND, &message).map(|b| b.boxed_unsync());
     }

@@ -46,8 +46,8 @@ mod window;
 
 pub use query::{
     EdgeRow, EdgesAnswer, EdgesQuery, InvalidQuery, Latency, NamespaceAnswer, NamespaceQuery,
-    PodCount, Responses, RouteRow,
-    RoutesAnswer, RoutesQuery, StatAnswer, StatQuery, StatRow, Tcp, Traffic,
+    PodCount, Responses, RouteRow, RoutesAnswer, RoutesQuery, StatAnswer, StatQuery, StatRow, Tcp,
+    Traffic,
 };
 pub use resource::{InvalidSelector, PodMeta, Resource, ResourceKind, Selector};
 pub use scrape::{

@@ -385,7 +385,10 @@ impl Stats {
                 namespace: Some(q.namespace.clone()),
                 name: None,
             };
-            stat.insert(kind, self.stat(&StatQuery::new(selector, q.window), now)?.rows);
+            stat.insert(
+                kind,
+                self.stat(&StatQuery::new(selector, q.window), now)?.rows,
+            );
         }
         Ok(NamespaceAnswer {
             window_seconds: q.window.as_secs_f64(),

@@ -530,7 +530,15 @@ fn a_namespace_at_one_moment_is_stat_of_each_kind_and_workload_edges() {
     let ends: Vec<_> = a
         .edges
         .iter()
-        .map(|e| (e.src.kind, &*e.src.name, e.dst.kind, &*e.dst.name, e.secured))
+        .map(|e| {
+            (
+                e.src.kind,
+                &*e.src.name,
+                e.dst.kind,
+                &*e.dst.name,
+                e.secured,
+            )
+        })
         .collect();
     assert_eq!(
         ends,
