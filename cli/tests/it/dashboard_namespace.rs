@@ -10,10 +10,10 @@
 //! `target/dashboard-screenshots/namespace.png` and `namespace-dark.png` (the demo),
 //! `namespace-api.png` (the test's API).
 
-use crate::browser::{Browser, ConsoleError};
+use crate::browser::Browser;
 use crate::dashboard_page::{
-    cells_of, golden_cells, heap_over_updates, js_number, page_errors, press_enter, read_table,
-    same, start_demo, Api, Server, WAIT,
+    assert_no_page_errors, cells_of, golden_cells, heap_over_updates, js_number, press_enter,
+    read_table, same, start_demo, Api, Server, WAIT,
 };
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -347,6 +347,44 @@ async fn shows(browser: &Browser, doc: &Value) {
     assert_eq!(graph, expected_graph(doc));
 }
 
+/// Rows the later answers share.
+const WEB_BUSY: Row = (
+    "deployment",
+    "web",
+    Some((2, 2)),
+    580,
+    20,
+    10.0,
+    1.6,
+    4.9,
+    25.0,
+    4,
+);
+const VOTING_FAILING: Row = (
+    "deployment",
+    "voting",
+    Some((3, 3)),
+    60,
+    40,
+    3.25,
+    2.5,
+    9.0,
+    31.0,
+    2,
+);
+const WEB_TO_VOTING: Edge = (
+    "deployment",
+    "demo",
+    "web",
+    "deployment",
+    "demo",
+    "voting",
+    true,
+    60,
+    40,
+    1.66,
+);
+
 fn first_answer() -> Value {
     answer(
         &[
@@ -526,30 +564,8 @@ async fn namespace_page_shows_the_apis_workloads_and_graph_live() {
         .expect("mark");
     let second = answer(
         &[
-            (
-                "deployment",
-                "web",
-                Some((2, 2)),
-                580,
-                20,
-                10.0,
-                1.6,
-                4.9,
-                25.0,
-                4,
-            ),
-            (
-                "deployment",
-                "voting",
-                Some((3, 3)),
-                60,
-                40,
-                3.25,
-                2.5,
-                9.0,
-                31.0,
-                2,
-            ),
+            WEB_BUSY,
+            VOTING_FAILING,
             (
                 "deployment",
                 "idle",
@@ -577,18 +593,7 @@ async fn namespace_page_shows_the_apis_workloads_and_graph_live() {
             ("service", "web", None, 600, 0, 10.0, 1.4, 4.0, 20.0, 3),
         ],
         &[
-            (
-                "deployment",
-                "demo",
-                "web",
-                "deployment",
-                "demo",
-                "voting",
-                true,
-                60,
-                40,
-                1.66,
-            ),
+            WEB_TO_VOTING,
             (
                 "deployment",
                 "demo",
@@ -658,30 +663,8 @@ async fn namespace_page_shows_the_apis_workloads_and_graph_live() {
     // A new edge changes the shape: drawn again, with its padlock.
     let third = answer(
         &[
-            (
-                "deployment",
-                "web",
-                Some((2, 2)),
-                580,
-                20,
-                10.0,
-                1.6,
-                4.9,
-                25.0,
-                4,
-            ),
-            (
-                "deployment",
-                "voting",
-                Some((3, 3)),
-                60,
-                40,
-                3.25,
-                2.5,
-                9.0,
-                31.0,
-                2,
-            ),
+            WEB_BUSY,
+            VOTING_FAILING,
             (
                 "deployment",
                 "idle",
@@ -696,18 +679,7 @@ async fn namespace_page_shows_the_apis_workloads_and_graph_live() {
             ),
         ],
         &[
-            (
-                "deployment",
-                "demo",
-                "web",
-                "deployment",
-                "demo",
-                "voting",
-                true,
-                60,
-                40,
-                1.66,
-            ),
+            WEB_TO_VOTING,
             (
                 "deployment",
                 "demo",
@@ -741,12 +713,7 @@ async fn namespace_page_shows_the_apis_workloads_and_graph_live() {
         .await
         .expect("screenshot");
 
-    let errors = browser.console_errors();
-    assert_eq!(
-        page_errors(&errors),
-        Vec::<&ConsoleError>::new(),
-        "{errors:?}"
-    );
+    assert_no_page_errors(&browser);
 }
 
 /// The page's bytes, and the heap over many updates (the target: flat within
@@ -972,13 +939,11 @@ async fn namespace_page_shows_the_demo_as_its_api_answers() {
     for r in doc["stat"]["deployment"].as_array().unwrap() {
         assert_eq!(r["pods"]["meshed"], r["pods"]["total"], "{r}");
     }
-    let errors = browser.console_errors();
-    eprintln!("browser log against the demo: {errors:?}");
-    assert_eq!(
-        page_errors(&errors),
-        Vec::<&ConsoleError>::new(),
-        "{errors:?}"
+    eprintln!(
+        "browser log against the demo: {:?}",
+        browser.console_errors()
     );
+    assert_no_page_errors(&browser);
     // The whole page in the screenshots: a window as tall as it.
     let height = browser
         .eval("Math.ceil(document.documentElement.scrollHeight)")

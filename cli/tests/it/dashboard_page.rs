@@ -455,7 +455,19 @@ async fn shows(browser: &Browser, answer: &Value) {
     assert_eq!(table(browser).await, want);
 }
 
-pub(crate) fn page_errors(errors: &[ConsoleError]) -> Vec<&ConsoleError> {
+/// Asserts the page itself reported no error (what the browser logs of a failed load,
+/// such as a stream's 404 or a refused connection while the API is down, is not the
+/// page's).
+pub(crate) fn assert_no_page_errors(browser: &Browser) {
+    let errors = browser.console_errors();
+    assert_eq!(
+        page_errors(&errors),
+        Vec::<&ConsoleError>::new(),
+        "{errors:?}"
+    );
+}
+
+fn page_errors(errors: &[ConsoleError]) -> Vec<&ConsoleError> {
     errors
         .iter()
         .filter(|e| e.source == "console" || e.source == "exception" || e.source == "security")
@@ -623,12 +635,7 @@ async fn overview_shows_the_apis_namespaces_live_and_says_when_disconnected() {
 
     // Whatever the browser logged about the connection while it was down, the page
     // itself reported no error.
-    let errors = browser.console_errors();
-    assert_eq!(
-        page_errors(&errors),
-        Vec::<&ConsoleError>::new(),
-        "{errors:?}"
-    );
+    assert_no_page_errors(&browser);
 }
 
 /// Presses and releases Enter on whatever has the focus, as a keyboard does.
@@ -669,12 +676,7 @@ async fn without_the_stream_the_overview_polls_and_routes_by_hash() {
         .filter(|a| *a == "/api/stat?resource=ns")
         .count();
     assert!(polls >= 2, "polled /api/stat: {:?}", server.asked());
-    let errors = browser.console_errors();
-    assert_eq!(
-        page_errors(&errors),
-        Vec::<&ConsoleError>::new(),
-        "{errors:?}"
-    );
+    assert_no_page_errors(&browser);
 
     // A namespace's link leads to its route; an unknown route says so.
     browser
@@ -710,12 +712,7 @@ async fn without_the_stream_the_overview_polls_and_routes_by_hash() {
         )
         .await
         .expect("a malformed name is not found");
-    let errors = browser.console_errors();
-    assert_eq!(
-        page_errors(&errors),
-        Vec::<&ConsoleError>::new(),
-        "{errors:?}"
-    );
+    assert_no_page_errors(&browser);
 }
 
 /// Against the real `mesh demo`: the overview shows the demo's namespaces with the
@@ -758,13 +755,11 @@ async fn overview_shows_the_demos_namespaces_as_its_api_answers() {
     assert!(meshed == total && meshed != "0", "demo pods {pods}");
     // The browser logs the stream's 404 (this server keeps the stream to itself); the
     // page reports nothing.
-    let errors = browser.console_errors();
-    eprintln!("browser log against the demo: {errors:?}");
-    assert_eq!(
-        page_errors(&errors),
-        Vec::<&ConsoleError>::new(),
-        "{errors:?}"
+    eprintln!(
+        "browser log against the demo: {:?}",
+        browser.console_errors()
     );
+    assert_no_page_errors(&browser);
     browser
         .screenshot("overview-demo")
         .await
@@ -972,10 +967,5 @@ async fn numbers_read_as_mesh_stat_prints_them() {
         .await
         .expect("format in the page");
     assert_eq!(none, json!(["-", "-", "-"]));
-    let errors = browser.console_errors();
-    assert_eq!(
-        page_errors(&errors),
-        Vec::<&ConsoleError>::new(),
-        "{errors:?}"
-    );
+    assert_no_page_errors(&browser);
 }
