@@ -4,6 +4,11 @@
 //!
 //! - `/api/stat?resource=deploy[/NAME]&namespace=NS&window=1m[&to=TYPE/NAME][&from=TYPE/NAME][&to_namespace=NS][&from_namespace=NS]`
 //! - `/api/edges?resource=deploy&namespace=NS&window=1m`
+//! - `/api/namespace?namespace=NS&window=1m`: what the dashboard's namespace page
+//!   shows, read at one moment: under `stat`, the `/api/stat` rows of each of the
+//!   namespace's kinds (`deployment`, `statefulset`, `daemonset`, `pod`, `service`),
+//!   and under `edges`, the edges between workloads (each pod's deployment,
+//!   statefulset or daemonset, else the pod) with either end in the namespace;
 //! - `/api/routes?[resource=svc[/NAME]]&namespace=NS&window=1m[&from=TYPE/NAME][&from_namespace=NS]`:
 //!   each route's requests (effective, after retries) and, under `actual`, its attempts;
 //! - `/api/metrics`: the same aggregates in Prometheus text, for a Prometheus to federate.
@@ -32,7 +37,8 @@
 //!   when the proxy does not answer.
 //!
 //! And the dashboard's live data, as Server-Sent Events (`api/stream.rs`):
-//! `/api/stream/stat?<the /api/stat parameters>[&interval=2s]` and
+//! `/api/stream/stat?<the /api/stat parameters>[&interval=2s]`,
+//! `/api/stream/namespace?<the /api/namespace parameters>[&interval=2s]` and
 //! `/api/stream/tap?<the /api/top target and filter parameters>[&access_token=T]`.
 //!
 //! The port also serves the dashboard's files, everything outside `/api/`, and every
@@ -52,7 +58,7 @@ use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full};
 use mesh_api::tap::{HttpFilter, ResourceSelection, TapByResourceRequest};
 use mesh_core::{
     index::{ObjKey, Snapshot},
-    stats::{EdgesQuery, ResourceKind, RoutesQuery, Selector, StatQuery},
+    stats::{EdgesQuery, NamespaceQuery, ResourceKind, RoutesQuery, Selector, StatQuery},
 };
 use std::{
     collections::{BTreeMap, HashMap},
@@ -74,11 +80,12 @@ const TOP_SECONDS: u64 = 5;
 const TOP_MAX_SECONDS: u64 = 30;
 
 /// The endpoints, all read-only.
-const PATHS: [&str; 10] = [
+const PATHS: [&str; 11] = [
     "/api/version",
     "/api/health",
     "/api/stat",
     "/api/edges",
+    "/api/namespace",
     "/api/routes",
     "/api/metrics",
     "/api/diagnostics/endpoints",
@@ -168,6 +175,7 @@ pub async fn handle<B>(req: &Request<B>, sources: &Sources) -> Response<Full<Byt
         }
         "/api/stat" => stat(req, store),
         "/api/edges" => edges(req, store),
+        "/api/namespace" => namespace(req, store),
         "/api/routes" => routes(req, store),
         "/api/diagnostics/endpoints" => diagnostics(req, &sources.index, endpoints_json),
         "/api/diagnostics/profile" => diagnostics(req, &sources.index, profile_json),
@@ -236,6 +244,27 @@ fn edges<B>(req: &Request<B>, store: &Store) -> Result<String, BadRequest> {
     p.done()?;
     let stats = store.lock();
     to_json(stats.edges(&query, store.now()))
+}
+
+fn namespace<B>(req: &Request<B>, store: &Store) -> Result<String, BadRequest> {
+    let mut p = Params::of(req)?;
+    let query = namespace_query(&mut p)?;
+    p.done()?;
+    namespace_answer(&query, store)
+}
+
+/// `/api/namespace`'s parameters (also `/api/stream/namespace`'s, with its `interval`).
+fn namespace_query(p: &mut Params) -> Result<NamespaceQuery, BadRequest> {
+    Ok(NamespaceQuery {
+        namespace: p.required("namespace")?,
+        window: p.window()?,
+    })
+}
+
+/// `/api/namespace`'s answer to `query`, now.
+fn namespace_answer(query: &NamespaceQuery, store: &Store) -> Result<String, BadRequest> {
+    let stats = store.lock();
+    to_json(stats.namespace(query, store.now()))
 }
 
 fn routes<B>(req: &Request<B>, store: &Store) -> Result<String, BadRequest> {
@@ -771,6 +800,15 @@ mod tests {
         let (status, body) = call(Method::GET, "/api/edges?resource=po&window=10s");
         assert_eq!(status, StatusCode::OK, "{body}");
         assert_eq!(body["edges"], serde_json::json!([]));
+        let (status, body) = call(Method::GET, "/api/namespace?namespace=demo");
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["window_seconds"], 60.0);
+        assert_eq!(
+            body["stat"],
+            serde_json::json!({"deployment": [], "statefulset": [], "daemonset": [],
+                               "pod": [], "service": []})
+        );
+        assert_eq!(body["edges"], serde_json::json!([]));
         let (status, body) = call(Method::GET, "/api/routes?resource=svc%2Fweb&namespace=demo");
         assert_eq!(status, StatusCode::OK, "{body}");
         assert_eq!(body["routes"], serde_json::json!([]));
@@ -824,6 +862,15 @@ mod tests {
             ("/api/stat?resource=svc&to=deploy/a", "made of pods"),
             ("/api/edges?resource=svc", "made of pods"),
             ("/api/routes?resource=deploy/web", "service"),
+            ("/api/namespace", "namespace is required"),
+            (
+                "/api/namespace?namespace=demo&window=0s",
+                "longer than zero",
+            ),
+            (
+                "/api/namespace?namespace=demo&resource=deploy",
+                "unknown parameter resource",
+            ),
         ];
         for (path, why) in cases {
             let (status, body) = call(Method::GET, path);

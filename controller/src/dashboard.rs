@@ -572,6 +572,28 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_namespace_stream_sends_the_namespace_answer() {
+        let (addr, sources, shutdown) = server(&[]).await;
+        let path = "/api/stream/namespace?namespace=demo&interval=1s";
+        let (rsp, conn) = send(addr, Method::GET, path, &addr.to_string()).await;
+        assert_eq!(rsp.status(), StatusCode::OK);
+        assert_eq!(rsp.headers()[header::CONTENT_TYPE], "text/event-stream");
+        let mut body = rsp.into_body();
+        let mut seen = String::new();
+        let got = events(&mut body, "namespace", 2, &mut seen).await;
+        // What /api/namespace answers, each time.
+        for (_, doc) in &got {
+            assert_eq!(doc["window_seconds"], 60.0);
+            assert_eq!(doc["stat"]["deployment"], serde_json::json!([]));
+            assert_eq!(doc["edges"], serde_json::json!([]));
+        }
+        assert_eq!(sources.streams.open(), 1);
+        drop(body);
+        conn.abort();
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
     async fn streams_say_what_is_wrong_before_they_start() {
         let (addr, sources, shutdown) = server(&[]).await;
         let host = addr.to_string();
@@ -605,6 +627,12 @@ mod tests {
                 "/api/stream/stat?resource=deploy&seconds=2",
                 400,
                 "unknown parameter",
+            ),
+            ("/api/stream/namespace", 400, "namespace is required"),
+            (
+                "/api/stream/namespace?namespace=demo&interval=0s",
+                400,
+                "from 1s",
             ),
             ("/api/stream/tap", 400, "resource is required"),
             (

@@ -7,10 +7,18 @@
  * (strings become text nodes; null and false are skipped).
  */
 export function h(tag, attrs = {}, ...children) {
-  const el = document.createElement(tag);
+  return build(document.createElement(tag), attrs, children);
+}
+
+/** `h` for SVG elements (`svg('rect', { x: 1 })`), in the SVG namespace. */
+export function svg(tag, attrs = {}, ...children) {
+  return build(document.createElementNS('http://www.w3.org/2000/svg', tag), attrs, children);
+}
+
+function build(el, attrs, children) {
   for (const [name, value] of Object.entries(attrs)) {
     if (value == null || value === false) continue;
-    if (name === 'class') el.className = value;
+    if (name === 'class') el.setAttribute('class', value);
     else if (name === 'dataset') Object.assign(el.dataset, value);
     else if (name.startsWith('on')) el.addEventListener(name.slice(2), value);
     else el.setAttribute(name, value === true ? '' : String(value));

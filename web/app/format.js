@@ -22,6 +22,11 @@ export function percent(v) {
   return v == null ? '-' : `${fixed(v * 100, 2)}%`;
 }
 
+/** Whether a row (of stat, or an edge) counted any responses. */
+export function responded(r) {
+  return r.responses.success + r.responses.failure > 0;
+}
+
 /** Responses per second, one decimal; `-` when there were no responses to count. */
 export function rps(v, any) {
   return any ? `${fixed(v, 1)}rps` : '-';
@@ -30,6 +35,11 @@ export function rps(v, any) {
 /** A latency in whole milliseconds (halves away from zero, as Rust's `round`). */
 export function ms(v) {
   return v == null ? '-' : `${Math.sign(v) * Math.round(Math.abs(v)) || 0}ms`;
+}
+
+/** Open TCP connections, as `mesh stat`'s TCP_CONN: `-` when none were open or opened. */
+export function conns(tcp) {
+  return tcp && (tcp.open_connections > 0 || tcp.opened > 0) ? String(tcp.open_connections) : '-';
 }
 
 /** Meshed over all pods. */

@@ -6,6 +6,7 @@ mod browser;
 mod check;
 mod cluster;
 mod dashboard;
+mod dashboard_namespace;
 mod dashboard_page;
 mod dashboard_soak;
 mod demo;

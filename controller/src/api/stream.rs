@@ -4,6 +4,10 @@
 //! - `/api/stream/stat?<the /api/stat parameters>[&interval=2s]`: `event: stat` with
 //!   the JSON `/api/stat` answers, at once and then every `interval` (a Go duration,
 //!   default 2 s, from 1 s to 10 min);
+//! - `/api/stream/namespace?<the /api/namespace parameters>[&interval=2s]`: `event:
+//!   namespace` with the JSON `/api/namespace` answers, as the stat stream: one stream
+//!   (one connection, one timer, one lock of the store per interval) for everything
+//!   the dashboard's namespace page shows, rather than one per kind;
 //! - `/api/stream/tap?<the /api/top target and filter parameters>[&access_token=T]`:
 //!   `event: tap` with each tap event as `mesh tap -o json` prints it
 //!   ([`mesh_core::top::json::to_json`]), from the tap API's own fan-out
@@ -23,8 +27,10 @@
 //! admin server's `/metrics`).
 
 use super::{
-    error, stat_answer, stat_query, tap_error, tap_request, BadRequest, Body, Params, Sources,
+    error, namespace_answer, namespace_query, stat_answer, stat_query, tap_error, tap_request,
+    BadRequest, Body, Params, Sources,
 };
+use crate::scrape::Store;
 use bytes::Bytes;
 use futures_util::{stream, Stream, StreamExt as _};
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
@@ -46,7 +52,7 @@ const HEARTBEAT: Duration = Duration::from_secs(15);
 /// How long an `EventSource` waits before it reconnects, in milliseconds.
 const RETRY_MS: u32 = 2000;
 
-/// The stat stream's interval when the query names none, and its bounds.
+/// The interval of a stat or namespace stream when the query names none, and its bounds.
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(2);
 const MIN_INTERVAL: Duration = Duration::from_secs(1);
 const MAX_INTERVAL: Duration = Duration::from_secs(600);
@@ -92,7 +98,13 @@ impl Drop for Counted {
 /// Answers `/api/stream/...`.
 pub(super) async fn handle<B>(req: &Request<B>, sources: &Sources) -> Response<Body> {
     let path = req.uri().path();
-    if path != "/api/stream/stat" && path != "/api/stream/tap" {
+    if ![
+        "/api/stream/stat",
+        "/api/stream/namespace",
+        "/api/stream/tap",
+    ]
+    .contains(&path)
+    {
         let message = format!("no such endpoint: {path}");
         return error(StatusCode::NOT_FOUND, &message).map(|b| b.boxed_unsync());
     }
@@ -103,19 +115,33 @@ pub(super) async fn handle<B>(req: &Request<B>, sources: &Sources) -> Response<B
         return rsp.map(|b| b.boxed_unsync());
     }
     match path {
-        "/api/stream/stat" => stat(req, sources),
+        "/api/stream/stat" => every(req, sources, "stat", stat_query, stat_answer),
+        "/api/stream/namespace" => {
+            every(req, sources, "namespace", namespace_query, namespace_answer)
+        }
         _ => tap(req, sources).await,
     }
 }
 
-fn stat<B>(req: &Request<B>, sources: &Sources) -> Response<Body> {
+/// A stream of `name` events: the answer to the query `parse` reads from the
+/// parameters (with `interval`), at once and then every interval.
+fn every<B, Q>(
+    req: &Request<B>,
+    sources: &Sources,
+    name: &'static str,
+    parse: fn(&mut Params) -> Result<Q, BadRequest>,
+    answer: fn(&Q, &Store) -> Result<String, BadRequest>,
+) -> Response<Body>
+where
+    Q: Send + 'static,
+{
     let parsed = Params::of(req).and_then(|mut p| {
         let interval = interval(&mut p)?;
-        let query = stat_query(&mut p)?;
+        let query = parse(&mut p)?;
         p.done()?;
         // Answered once before the stream starts, so a query the metrics refuse is
         // a 400, not a stream of errors.
-        let first = stat_answer(&query, &sources.store)?;
+        let first = answer(&query, &sources.store)?;
         Ok((interval, query, first))
     });
     let (interval, query, first) = match parsed {
@@ -129,10 +155,10 @@ fn stat<B>(req: &Request<B>, sources: &Sources) -> Response<Body> {
     let store = Arc::clone(&sources.store);
     let rest = stream::unfold(
         (ticks, store, query),
-        |(mut ticks, store, query)| async move {
+        move |(mut ticks, store, query)| async move {
             ticks.tick().await;
-            let frame = match stat_answer(&query, &store) {
-                Ok(json) => event("stat", &json),
+            let frame = match answer(&query, &store) {
+                Ok(json) => event(name, &json),
                 Err(BadRequest(message)) => event(
                     "error",
                     &serde_json::json!({ "error": message }).to_string(),
@@ -143,11 +169,11 @@ fn stat<B>(req: &Request<B>, sources: &Sources) -> Response<Body> {
     );
     sse(
         sources,
-        stream::once(async move { event("stat", &first) }).chain(rest),
+        stream::once(async move { event(name, &first) }).chain(rest),
     )
 }
 
-/// The stat stream's `interval`.
+/// A stat or namespace stream's `interval`.
 fn interval(p: &mut Params) -> Result<Duration, BadRequest> {
     let Some(value) = p.take("interval")? else {
         return Ok(DEFAULT_INTERVAL);

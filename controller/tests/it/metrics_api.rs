@@ -224,11 +224,47 @@ async fn stat_and_edges_agree_with_the_proxies_counters() {
             "server_id": VOTING_ID,
             "secured": true,
             "responses": {"success": 90, "failure": 30},
+            "success_rate": 0.75,
             "rps": edges["edges"][0]["rps"],
             "tcp": edges["edges"][0]["tcp"],
         }]),
         "{edges:#}"
     );
+
+    // The namespace page's answer: the same edge between workloads, and each kind's
+    // rows as stat has them.
+    let ns = get_json(&running, "/api/namespace?namespace=demo").await;
+    let ends = |e: &serde_json::Value| {
+        serde_json::json!([
+            e["src"],
+            e["dst"],
+            e["client_id"],
+            e["server_id"],
+            e["secured"],
+            e["responses"]
+        ])
+    };
+    let ns_edges: Vec<_> = ns["edges"].as_array().unwrap().iter().map(ends).collect();
+    assert_eq!(ns_edges, vec![ends(&edges["edges"][0])], "{ns:#}");
+    for (kind, short) in [("deployment", "deploy"), ("pod", "po"), ("service", "svc")] {
+        let stat = get_json(
+            &running,
+            &format!("/api/stat?resource={short}&namespace=demo"),
+        )
+        .await;
+        let names = |rows: &serde_json::Value| -> Vec<serde_json::Value> {
+            rows.as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["resource"].clone())
+                .collect()
+        };
+        assert_eq!(
+            names(&ns["stat"][kind]),
+            names(&stat["rows"]),
+            "{kind}: {ns:#}"
+        );
+    }
 
     // The aggregates in Prometheus text.
     let (status, text) = get(running.api_addr, "/api/metrics").await;

@@ -45,8 +45,9 @@ mod tests;
 mod window;
 
 pub use query::{
-    EdgeRow, EdgesAnswer, EdgesQuery, InvalidQuery, Latency, PodCount, Responses, RouteRow,
-    RoutesAnswer, RoutesQuery, StatAnswer, StatQuery, StatRow, Tcp, Traffic,
+    EdgeRow, EdgesAnswer, EdgesQuery, InvalidQuery, Latency, NamespaceAnswer, NamespaceQuery,
+    PodCount, Responses, RouteRow, RoutesAnswer, RoutesQuery, StatAnswer, StatQuery, StatRow, Tcp,
+    Traffic,
 };
 pub use resource::{InvalidSelector, PodMeta, Resource, ResourceKind, Selector};
 pub use scrape::{

@@ -12,7 +12,7 @@
 use super::{
     quantile::quantile,
     resource::{PodMeta, Resource, ResourceKind, Selector},
-    scrape::{Class, Le, Measure, RouteKey, Side},
+    scrape::{Class, Destination, Le, Measure, RouteKey, Side},
     window::{PodWindow, Span},
     Overflow, Stats,
 };
@@ -40,6 +40,14 @@ pub struct EdgesQuery {
     pub kind: ResourceKind,
     /// Edges with either end in this namespace; `None`: all.
     pub namespace: Option<String>,
+    pub window: Duration,
+}
+
+/// `namespace`: what the dashboard's namespace page shows of one namespace, all read
+/// at the same moment: `stat` of each of its kinds, and the edges between workloads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NamespaceQuery {
+    pub namespace: String,
     pub window: Duration,
 }
 
@@ -152,8 +160,24 @@ pub struct EdgeRow {
     /// Mutual TLS.
     pub secured: bool,
     pub responses: Responses,
+    /// Successes over classified responses; `None` without responses.
+    pub success_rate: Option<f64>,
     pub rps: f64,
     pub tcp: Tcp,
+}
+
+/// One namespace at one moment (see [`NamespaceQuery`]).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct NamespaceAnswer {
+    pub window_seconds: f64,
+    /// `stat`'s rows of each of [`NamespaceAnswer::KINDS`] in the namespace, by kind.
+    pub stat: BTreeMap<ResourceKind, Vec<StatRow>>,
+    /// Who talks to whom, each end a workload: a pod's deployment, statefulset or
+    /// daemonset, or the pod itself when it has none of these; edges with either end
+    /// in the namespace (so calls across namespaces show, with the other end's
+    /// namespace).
+    pub edges: Vec<EdgeRow>,
+    pub overflow: Overflow,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -207,6 +231,27 @@ struct Tally {
 struct Row {
     pods: Option<PodCount>,
     tally: Tally,
+}
+
+/// The kinds a pod's workload may be, in the order they are looked for.
+const WORKLOADS: [ResourceKind; 4] = [
+    ResourceKind::Deployment,
+    ResourceKind::StatefulSet,
+    ResourceKind::DaemonSet,
+    ResourceKind::Pod,
+];
+
+// === impl NamespaceAnswer ===
+
+impl NamespaceAnswer {
+    /// The kinds whose rows it has.
+    pub const KINDS: [ResourceKind; 5] = [
+        ResourceKind::Deployment,
+        ResourceKind::StatefulSet,
+        ResourceKind::DaemonSet,
+        ResourceKind::Pod,
+        ResourceKind::Service,
+    ];
 }
 
 // === impl StatQuery ===
@@ -312,8 +357,65 @@ impl Stats {
                 kind: q.kind,
             });
         }
+        Ok(EdgesAnswer {
+            window_seconds: q.window.as_secs_f64(),
+            edges: self.edges_by(
+                q.namespace.as_deref(),
+                q.window,
+                now,
+                |meta| meta.resource(q.kind),
+                |d| d.resource(q.kind),
+            ),
+            overflow: self.overflow(),
+        })
+    }
+
+    /// One namespace at one moment: `stat` of each of [`NamespaceAnswer::KINDS`],
+    /// and the edges between workloads.
+    pub fn namespace(
+        &self,
+        q: &NamespaceQuery,
+        now: Duration,
+    ) -> Result<NamespaceAnswer, InvalidQuery> {
+        self.check_window(q.window)?;
+        let mut stat = BTreeMap::new();
+        for kind in NamespaceAnswer::KINDS {
+            let selector = Selector {
+                kind,
+                namespace: Some(q.namespace.clone()),
+                name: None,
+            };
+            stat.insert(
+                kind,
+                self.stat(&StatQuery::new(selector, q.window), now)?.rows,
+            );
+        }
+        Ok(NamespaceAnswer {
+            window_seconds: q.window.as_secs_f64(),
+            stat,
+            edges: self.edges_by(
+                Some(&q.namespace),
+                q.window,
+                now,
+                |meta| WORKLOADS.iter().find_map(|&k| meta.resource(k)),
+                |d| WORKLOADS.iter().find_map(|&k| d.resource(k)),
+            ),
+            overflow: self.overflow(),
+        })
+    }
+
+    /// The edges with either end in `namespace` (`None`: all), each end named by
+    /// `src` (of the client pod) and `dst` (of the destination its proxy sent to).
+    fn edges_by(
+        &self,
+        namespace: Option<&str>,
+        window: Duration,
+        now: Duration,
+        src: impl Fn(&PodMeta) -> Option<Resource>,
+        dst: impl Fn(&Destination) -> Option<Resource>,
+    ) -> Vec<EdgeRow> {
         let in_ns = |r: &Resource| {
-            q.namespace.as_deref().is_none_or(|ns| {
+            namespace.is_none_or(|ns| {
                 let of = match r.kind {
                     ResourceKind::Namespace => Some(&r.name),
                     _ => r.namespace.as_ref(),
@@ -323,15 +425,15 @@ impl Stats {
         };
         type EdgeKey = (Resource, Resource, Option<Arc<str>>, Option<Arc<str>>, bool);
         let mut edges: BTreeMap<EdgeKey, Tally> = BTreeMap::new();
-        for (meta, window) in self.pods() {
-            let Some(src) = meta.resource(q.kind) else {
+        for (meta, pod_window) in self.pods() {
+            let Some(src) = src(meta) else {
                 continue;
             };
-            each_series(window, now, q.window, |side, measure, span, i| {
+            each_series(pod_window, now, window, |side, measure, span, i| {
                 let Side::Outbound(d) = side else {
                     return;
                 };
-                let Some(dst) = d.resource(q.kind) else {
+                let Some(dst) = dst(d) else {
                     return;
                 };
                 if !(in_ns(&src) || in_ns(&dst)) {
@@ -347,24 +449,24 @@ impl Stats {
                 edges.entry(key).or_default().add(measure, span, i);
             });
         }
-        Ok(EdgesAnswer {
-            window_seconds: q.window.as_secs_f64(),
-            edges: edges
-                .into_iter()
-                .filter(|(_, t)| t.active())
-                .map(|((src, dst, client_id, server_id, secured), t)| EdgeRow {
+        edges
+            .into_iter()
+            .filter(|(_, t)| t.active())
+            .map(|((src, dst, client_id, server_id, secured), t)| {
+                let traffic = t.traffic();
+                EdgeRow {
                     src,
                     dst,
                     client_id,
                     server_id,
                     secured,
-                    responses: t.responses(),
+                    responses: traffic.responses,
+                    success_rate: traffic.success_rate,
                     rps: t.rps,
                     tcp: t.tcp(),
-                })
-                .collect(),
-            overflow: self.overflow(),
-        })
+                }
+            })
+            .collect()
     }
 
     pub fn routes(&self, q: &RoutesQuery, now: Duration) -> Result<RoutesAnswer, InvalidQuery> {

@@ -504,6 +504,89 @@ fn edges_carry_both_identities() {
 }
 
 #[test]
+fn a_namespace_at_one_moment_is_stat_of_each_kind_and_workload_edges() {
+    let mut stats = Stats::new(Limits::default());
+    two_destinations(&mut stats);
+    let q = NamespaceQuery {
+        namespace: "demo".into(),
+        window: S(60),
+    };
+    let a = stats.namespace(&q, S(10)).unwrap();
+    // Each kind's rows are what `stat` answers of it, at the same moment.
+    let kinds: Vec<_> = a.stat.keys().copied().collect();
+    assert_eq!(kinds, NamespaceAnswer::KINDS);
+    for (kind, short) in [
+        (ResourceKind::Deployment, "deploy"),
+        (ResourceKind::StatefulSet, "sts"),
+        (ResourceKind::DaemonSet, "ds"),
+        (ResourceKind::Pod, "po"),
+        (ResourceKind::Service, "svc"),
+    ] {
+        assert_eq!(a.stat[&kind], stat(&stats, short, 60, 10).rows, "{short}");
+    }
+    assert!(a.stat[&ResourceKind::DaemonSet].is_empty());
+    // Edges join workloads of any kind: web (a deployment) to db (a statefulset)
+    // too, which edges of one kind leave out.
+    let ends: Vec<_> = a
+        .edges
+        .iter()
+        .map(|e| {
+            (
+                e.src.kind,
+                &*e.src.name,
+                e.dst.kind,
+                &*e.dst.name,
+                e.secured,
+            )
+        })
+        .collect();
+    assert_eq!(
+        ends,
+        [
+            (
+                ResourceKind::Deployment,
+                "web",
+                ResourceKind::Deployment,
+                "voting",
+                true
+            ),
+            (
+                ResourceKind::Deployment,
+                "web",
+                ResourceKind::StatefulSet,
+                "db",
+                false
+            ),
+        ]
+    );
+    assert_eq!(a.edges[0].success_rate, Some(0.75));
+    assert_eq!(a.edges[0].rps, 4.0);
+    assert_eq!(a.edges[0].server_id.as_deref(), Some(VOTING_ID));
+    assert_eq!(a.edges[1].success_rate, Some(1.0));
+    // Another namespace has none of it; a bad window is refused as any query's.
+    let other = stats
+        .namespace(
+            &NamespaceQuery {
+                namespace: "other".into(),
+                window: S(60),
+            },
+            S(10),
+        )
+        .unwrap();
+    assert!(other.edges.is_empty() && other.stat.values().all(Vec::is_empty));
+    assert_eq!(
+        stats.namespace(
+            &NamespaceQuery {
+                namespace: "demo".into(),
+                window: S(0),
+            },
+            S(10)
+        ),
+        Err(InvalidQuery::WindowZero)
+    );
+}
+
+#[test]
 fn routes_by_service_and_name() {
     let page = |vote: u64, default: u64| {
         format!(
