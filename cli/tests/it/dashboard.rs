@@ -173,48 +173,17 @@ fn dashboard_prints_the_demos_url_and_streams_its_taps() {
 /// gone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_keeps_its_port_forward_until_ctrl_c() {
-    use super::cluster::{cluster_with, kubeconfig, Controller, DEADLINE};
+    use super::cluster::{cluster_with, Controller, DEADLINE};
     use nix::{
         sys::signal::{kill, Signal},
         unistd::Pid,
     };
-    use tokio::io::AsyncBufReadExt as _;
 
     let controller = tokio::task::spawn_blocking(Controller::start)
         .await
         .expect("the controller starts");
     let kube = cluster_with(&controller).await;
-    let empty = mesh_kube_fake::FakeKube::start()
-        .await
-        .expect("a fake API server");
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let config = kubeconfig(tmp.path(), "config", &kube.url(), &empty.url(), "main");
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mesh"))
-        .arg("dashboard")
-        .arg("--kubeconfig")
-        .arg(&config)
-        .env("TMPDIR", tmp.path())
-        .env("HOME", tmp.path())
-        .env_remove("KUBECONFIG")
-        .env_remove("KUBERNETES_SERVICE_HOST")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("mesh runs");
-    let stdout = child.stdout.take().expect("stdout is piped");
-    let mut lines = tokio::io::BufReader::new(stdout).lines();
-    let url = tokio::time::timeout(DEADLINE, lines.next_line())
-        .await
-        .expect("a URL in time")
-        .expect("read stdout")
-        .expect("a URL");
-    let addr: SocketAddr = url
-        .strip_prefix("http://")
-        .and_then(|rest| rest.strip_suffix('/'))
-        .and_then(|addr| addr.parse().ok())
-        .unwrap_or_else(|| panic!("not an http://ADDR/ URL: {url:?}"));
-    assert!(addr.ip().is_loopback(), "{url}");
+    let (mut child, addr, _tmp) = dashboard_in(&kube).await;
     let forwards = kube.stats().port_forwards;
 
     // The URL leads to the controller, through the forward, while mesh runs.
@@ -256,12 +225,11 @@ async fn dashboard_keeps_its_port_forward_until_ctrl_c() {
 /// (a DNS-rebinding page) is refused before anything reaches the controller.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_a_cluster_the_dashboard_calls_the_api_with_the_users_token() {
-    use super::cluster::{cluster_forwarding, kubeconfig, DEADLINE};
+    use super::cluster::cluster_forwarding;
     use std::{
         net::TcpListener,
         sync::{Arc, Mutex},
     };
-    use tokio::io::AsyncBufReadExt as _;
 
     // The controller's API port: answers every request, and keeps each request's head.
     let heads: Arc<Mutex<Vec<Vec<String>>>> = Arc::default();
@@ -294,36 +262,7 @@ async fn in_a_cluster_the_dashboard_calls_the_api_with_the_users_token() {
         }
     });
     let kube = cluster_forwarding(api, api).await;
-    let empty = mesh_kube_fake::FakeKube::start()
-        .await
-        .expect("a fake API server");
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let config = kubeconfig(tmp.path(), "config", &kube.url(), &empty.url(), "main");
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mesh"))
-        .arg("dashboard")
-        .arg("--kubeconfig")
-        .arg(&config)
-        .env("TMPDIR", tmp.path())
-        .env("HOME", tmp.path())
-        .env_remove("KUBECONFIG")
-        .env_remove("KUBERNETES_SERVICE_HOST")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("mesh runs");
-    let stdout = child.stdout.take().expect("stdout is piped");
-    let mut lines = tokio::io::BufReader::new(stdout).lines();
-    let url = tokio::time::timeout(DEADLINE, lines.next_line())
-        .await
-        .expect("a URL in time")
-        .expect("read stdout")
-        .expect("a URL");
-    let addr: SocketAddr = url
-        .strip_prefix("http://")
-        .and_then(|rest| rest.strip_suffix('/'))
-        .and_then(|addr| addr.parse().ok())
-        .unwrap_or_else(|| panic!("not an http://ADDR/ URL: {url:?}"));
+    let (child, addr, _tmp) = dashboard_in(&kube).await;
     let requests = |heads: &Arc<Mutex<Vec<Vec<String>>>>, target: &str| -> Vec<Vec<String>> {
         let wanted = format!("GET {target} ");
         heads
@@ -385,7 +324,7 @@ async fn in_a_cluster_the_dashboard_calls_the_api_with_the_users_token() {
         "{:?}",
         heads.lock().unwrap()
     );
-    let _ = child.start_kill();
+    drop(child);
 }
 
 /// The page, served by a real controller, recovers by itself when the controller is
@@ -461,4 +400,51 @@ async fn the_page_recovers_when_the_controller_restarts() {
         "the page recovered without a reload"
     );
     drop(controller);
+}
+
+/// `mesh dashboard` against the fake cluster `kube` (kubeconfig context `main`), and
+/// the loopback URL it printed; killed when the child is dropped. The rest is what
+/// its kubeconfig names, kept as long as it runs.
+async fn dashboard_in(
+    kube: &mesh_kube_fake::FakeKube,
+) -> (
+    tokio::process::Child,
+    SocketAddr,
+    (tempfile::TempDir, mesh_kube_fake::FakeKube),
+) {
+    use super::cluster::{kubeconfig, DEADLINE};
+    use tokio::io::AsyncBufReadExt as _;
+
+    let empty = mesh_kube_fake::FakeKube::start()
+        .await
+        .expect("a fake API server");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let config = kubeconfig(tmp.path(), "config", &kube.url(), &empty.url(), "main");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mesh"))
+        .arg("dashboard")
+        .arg("--kubeconfig")
+        .arg(&config)
+        .env("TMPDIR", tmp.path())
+        .env("HOME", tmp.path())
+        .env_remove("KUBECONFIG")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("mesh runs");
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let url = tokio::time::timeout(DEADLINE, lines.next_line())
+        .await
+        .expect("a URL in time")
+        .expect("read stdout")
+        .expect("a URL");
+    let addr: SocketAddr = url
+        .strip_prefix("http://")
+        .and_then(|rest| rest.strip_suffix('/'))
+        .and_then(|addr| addr.parse().ok())
+        .unwrap_or_else(|| panic!("not an http://ADDR/ URL: {url:?}"));
+    assert!(addr.ip().is_loopback(), "{url}");
+    (child, addr, (tmp, empty))
 }
