@@ -27,6 +27,7 @@ pub mod file;
 pub mod index;
 pub mod inject;
 pub mod install;
+pub mod policy;
 pub mod profile;
 pub mod quantity;
 pub mod stats;
