@@ -189,7 +189,7 @@ fn install_prints_every_object_in_apply_order() {
     );
     assert!(container["resources"]["requests"]["cpu"].is_string());
     // The webhooks fail open and stay out of the control plane's namespace.
-    for webhook in &docs[15..] {
+    for webhook in &docs[20..] {
         let hook = &webhook["webhooks"][0];
         assert_eq!(hook["failurePolicy"], "Ignore");
         let excluded = &hook["namespaceSelector"]["matchExpressions"][0];

@@ -13,5 +13,6 @@ mod inject;
 mod install;
 mod install_doc;
 mod metrics_api;
+mod policy;
 mod profile;
 mod top;

@@ -15,7 +15,8 @@ pub mod index;
 pub mod spec;
 mod validate;
 
-use crate::profile::{self, Invalid, Problems};
+pub use crate::profile::{Invalid, Problems};
+use crate::profile;
 use mesh_api::policy as api;
 use spec::{LabelSelector, Object, ProxyProtocol};
 use std::{fmt, net::IpAddr, str::FromStr};

@@ -133,6 +133,19 @@ pub enum ProxyProtocol {
     Opaque,
 }
 
+impl ProxyProtocol {
+    /// As the document writes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ProxyProtocol::Unknown => "unknown",
+            ProxyProtocol::Http1 => "HTTP/1",
+            ProxyProtocol::Http2 => "HTTP/2",
+            ProxyProtocol::Grpc => "gRPC",
+            ProxyProtocol::Opaque => "opaque",
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct AuthorizationPolicySpec {
