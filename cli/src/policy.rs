@@ -66,7 +66,10 @@ fn validate(inputs: &[Input], out: &mut impl Write) -> anyhow::Result<()> {
                 )?,
                 Outcome::Valid { kind, name, what } => {
                     valid += 1;
-                    writeln!(out, "{input}: document {number} ({kind} {name}): valid, {what}")?;
+                    writeln!(
+                        out,
+                        "{input}: document {number} ({kind} {name}): valid, {what}"
+                    )?;
                 }
                 Outcome::Invalid {
                     kind,
@@ -113,7 +116,11 @@ enum Outcome {
 
 /// API groups whose documents are checked: ours, and the two a user may bring over
 /// (told how to move them) rather than have them skipped as unrelated.
-const CHECKED_GROUPS: &[&str] = &[policy::GROUP, "policy.linkerd.io", "gateway.networking.k8s.io"];
+const CHECKED_GROUPS: &[&str] = &[
+    policy::GROUP,
+    "policy.linkerd.io",
+    "gateway.networking.k8s.io",
+];
 
 fn check(doc: &str) -> Outcome {
     // A first, schema-less read finds the kind and the name for the report; the
@@ -131,8 +138,10 @@ fn check(doc: &str) -> Outcome {
     };
     let name = str_at(&["metadata", "name"]).unwrap_or_else(|| "no name".into());
     let kind = str_at(&["kind"]).unwrap_or_else(|| "no kind".into());
-    let group = str_at(&["apiVersion"])
-        .map(|v| v.split_once('/').map_or(String::new(), |(g, _)| g.to_string()));
+    let group = str_at(&["apiVersion"]).map(|v| {
+        v.split_once('/')
+            .map_or(String::new(), |(g, _)| g.to_string())
+    });
     if let Some(group) = &group {
         if !CHECKED_GROUPS.contains(&group.as_str()) {
             return Outcome::Skipped { kind, name };

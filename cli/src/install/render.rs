@@ -32,10 +32,10 @@ use k8s_openapi::{
     },
     ByteString,
 };
-use mesh_core::policy;
 use mesh_core::install::{
     meta, names, Values, COMPONENT_LABEL, CONTROLLER_COMPONENT, NAMESPACE, VERSION,
 };
+use mesh_core::policy;
 use serde::Serialize;
 use std::collections::BTreeMap;
 

@@ -570,7 +570,11 @@ fn policy_resources_pass_their_crds_schema() {
     let valid = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/install/policy.yaml");
     let out = crd_validate(&crds, &valid);
     let said = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{said}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(said.contains("8 custom resource(s) valid"), "{said}");
 
     let head = "apiVersion: policy.mesh.rs/v1alpha1\nmetadata: {name: x}\n";

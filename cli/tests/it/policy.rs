@@ -16,7 +16,12 @@ fn examples() -> String {
 fn the_examples_are_valid() {
     let out = mesh(&["policy", "validate", &examples()], "");
     let said = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{said}{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let lines: Vec<&str> = said
         .lines()
         .map(|l| l.split_once(": ").map_or(l, |(_, rest)| rest))
@@ -68,12 +73,16 @@ spec: {}
     let said = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{said}");
     let lines: Vec<&str> = said.lines().collect();
-    assert_eq!(lines[0], "<stdin>: document 1 (Service web): skipped, not a policy document");
+    assert_eq!(
+        lines[0],
+        "<stdin>: document 1 (Service web): skipped, not a policy document"
+    );
     assert_eq!(lines[1], "<stdin>: document 2 (AuthorizationPolicy p): spec.targetRef.group: missing: an empty group means the core group, which has no Server; write `group: policy.mesh.rs`");
     assert_eq!(lines[2], "<stdin>: document 2 (AuthorizationPolicy p): spec.requiredAuthenticationRefs[0].group: missing: an empty group means the core group, which has no MeshTLSAuthentication; write `group: policy.mesh.rs`");
     assert!(
-        lines[3].starts_with("<stdin>: document 3 (Server s): spec.proxyProtocol: unknown variant `HTTP/3`")
-            && lines[3].contains("(line 19, column"),
+        lines[3].starts_with(
+            "<stdin>: document 3 (Server s): spec.proxyProtocol: unknown variant `HTTP/3`"
+        ) && lines[3].contains("(line 19, column"),
         "the file's line: {}",
         lines[3]
     );
@@ -88,7 +97,10 @@ spec: {}
 
 #[test]
 fn no_document_or_no_file_fails() {
-    let out = mesh(&["policy", "validate", "-"], "apiVersion: v1\nkind: Service\nmetadata: {name: web}\n");
+    let out = mesh(
+        &["policy", "validate", "-"],
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web}\n",
+    );
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no policy document found"));
     let out = mesh(&["policy", "validate", "/nonexistent/policy.yaml"], "");

@@ -150,11 +150,7 @@ fn review_with(
     let decision = match request.operation.as_str() {
         // Removing a profile can never make one invalid; CONNECT carries no profile.
         "DELETE" | "CONNECT" => Decision::Allowed,
-        "CREATE" | "UPDATE" => judge(
-            request.kind,
-            request.object,
-            request.namespace.as_deref(),
-        ),
+        "CREATE" | "UPDATE" => judge(request.kind, request.object, request.namespace.as_deref()),
         other => {
             return Err(BadReview(format!(
                 "request.operation: unknown operation {other:?}"

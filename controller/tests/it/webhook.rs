@@ -499,7 +499,13 @@ fn policy_review(operation: &str, kind: &str, object: Value) -> Vec<u8> {
     .unwrap()
 }
 
-async fn review_policy(f: &Fixture, proto: Proto, operation: &str, kind: &str, object: Value) -> Value {
+async fn review_policy(
+    f: &Fixture,
+    proto: Proto,
+    operation: &str,
+    kind: &str,
+    object: Value,
+) -> Value {
     let (status, body) = post(
         f.addr,
         &f.cert_pem,
@@ -538,7 +544,14 @@ async fn policy_kinds_are_validated_with_their_field_paths() {
         json!({"kind": "Namespace", "name": "other"}),
         json!([{"kind": "NetworkAuthentication", "name": "lan"}]),
     );
-    let response = review_policy(&f, Proto::Http1, "UPDATE", "AuthorizationPolicy", bad.clone()).await;
+    let response = review_policy(
+        &f,
+        Proto::Http1,
+        "UPDATE",
+        "AuthorizationPolicy",
+        bad.clone(),
+    )
+    .await;
     assert_eq!(response["allowed"], false, "{response}");
     assert_eq!(response["status"]["code"], 400);
     assert_eq!(
@@ -560,7 +573,8 @@ async fn policy_kinds_are_validated_with_their_field_paths() {
     // Removing is always allowed; another kind sent here is named.
     let response = review_policy(&f, Proto::Http1, "DELETE", "AuthorizationPolicy", bad).await;
     assert_eq!(response["allowed"], true);
-    let response = review_policy(&f, Proto::Http1, "CREATE", "ServerAuthorization", json!({})).await;
+    let response =
+        review_policy(&f, Proto::Http1, "CREATE", "ServerAuthorization", json!({})).await;
     assert_eq!(
         response["status"]["message"],
         "request.kind: this webhook validates policy.mesh.rs objects, not policy.mesh.rs/ServerAuthorization"

@@ -15,8 +15,8 @@ pub mod index;
 pub mod spec;
 mod validate;
 
-pub use crate::profile::{Invalid, Problems};
 use crate::profile;
+pub use crate::profile::{Invalid, Problems};
 use mesh_api::policy as api;
 use spec::{LabelSelector, Object, ProxyProtocol};
 use std::{fmt, net::IpAddr, str::FromStr};
@@ -151,13 +151,16 @@ impl FromStr for DefaultPolicy {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        Self::ALL.into_iter().find(|p| p.name() == s).ok_or_else(|| {
-            let names: Vec<&str> = Self::ALL.iter().map(|p| p.name()).collect();
-            format!(
-                "{s:?} is not a default inbound policy: expected one of {}",
-                names.join(", ")
-            )
-        })
+        Self::ALL
+            .into_iter()
+            .find(|p| p.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Self::ALL.iter().map(|p| p.name()).collect();
+                format!(
+                    "{s:?} is not a default inbound policy: expected one of {}",
+                    names.join(", ")
+                )
+            })
     }
 }
 
@@ -258,7 +261,9 @@ impl FromStr for Cidr {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || format!("{s:?} is not a network: expected an IP address, or one and a prefix length (`10.0.0.0/8`, `fd00::/8`)");
+        let bad = || {
+            format!("{s:?} is not a network: expected an IP address, or one and a prefix length (`10.0.0.0/8`, `fd00::/8`)")
+        };
         let (addr, prefix) = match s.split_once('/') {
             Some((a, p)) => (a, Some(p)),
             None => (s, None),
@@ -267,11 +272,13 @@ impl FromStr for Cidr {
         let (bits, width) = Self::bits(addr);
         let prefix_len = match prefix {
             None => width,
-            Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => {
-                p.parse::<u8>().ok().filter(|p| *p <= width).ok_or_else(|| {
+            Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= width)
+                .ok_or_else(|| {
                     format!("{s:?}: the prefix length must be 0-{width} for this address")
-                })?
-            }
+                })?,
             Some(_) => return Err(bad()),
         };
         if bits & !Self::mask(width, prefix_len) & (u128::MAX >> (128 - u32::from(width))) != 0 {
@@ -543,7 +550,10 @@ fn kind_of(api_version: &str, kind: &str) -> Result<Kind, Problems> {
             let kinds: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
             one(
                 "kind",
-                format!("{kind:?} is not a policy kind: expected one of {}", kinds.join(", ")),
+                format!(
+                    "{kind:?} is not a policy kind: expected one of {}",
+                    kinds.join(", ")
+                ),
             )
         },
         Ok,
@@ -579,7 +589,13 @@ pub fn parse_yaml(text: &str) -> Result<Resource, Problems> {
 /// Decodes and validates a whole object given as JSON (an admission request's
 /// `object`, or what the kubernetes backend lists), every problem named.
 pub fn validate_value(object: serde_json::Value) -> Result<Resource, Problems> {
-    let field = |k: &str| object.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_string();
+    let field = |k: &str| {
+        object
+            .get(k)
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
     match kind_of(&field("apiVersion"), &field("kind"))? {
         Kind::Server => profile::decode_value_as(object, |o: &Object<_>| {
             validate::server(o).map(Resource::Server)

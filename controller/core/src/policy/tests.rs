@@ -26,10 +26,19 @@ fn a_server_reads_with_its_defaults() {
     assert_eq!(s.access_policy, DefaultPolicy::Deny);
     assert_eq!(s.meta.created, "2026-01-01T00:00:00Z");
     let labels = |pairs: &[(&str, &str)]| {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     };
-    assert!(selects(&s.selector, &labels(&[("app", "web"), ("tier", "a")])));
-    assert!(!selects(&s.selector, &labels(&[("app", "web"), ("tier", "c")])));
+    assert!(selects(
+        &s.selector,
+        &labels(&[("app", "web"), ("tier", "a")])
+    ));
+    assert!(!selects(
+        &s.selector,
+        &labels(&[("app", "web"), ("tier", "c")])
+    ));
     assert!(!selects(&s.selector, &labels(&[("app", "web")])));
 
     let r = valid(&format!(
@@ -38,7 +47,11 @@ fn a_server_reads_with_its_defaults() {
     let Resource::Server(s) = r else { panic!() };
     assert_eq!(
         (s.port, s.protocol, s.access_policy),
-        (PortRef::Number(8080), ProxyProtocol::Grpc, DefaultPolicy::Audit)
+        (
+            PortRef::Number(8080),
+            ProxyProtocol::Grpc,
+            DefaultPolicy::Audit
+        )
     );
 }
 
@@ -66,9 +79,15 @@ fn a_bad_server_names_every_problem() {
         "{HEAD}kind: Server\nmetadata: {{name: s}}\nspec:\n  podSelector: {{}}\n  port: 80\n  proxyProtocol: http\n  portt: 1\n"
     ));
     assert_eq!(p.len(), 2, "{p:?}");
-    assert!(p[0].starts_with("spec.proxyProtocol: unknown variant `http`"), "{p:?}");
+    assert!(
+        p[0].starts_with("spec.proxyProtocol: unknown variant `http`"),
+        "{p:?}"
+    );
     assert!(p[0].contains("line 7"), "{p:?}");
-    assert!(p[1].starts_with("spec.portt: unknown field `portt`"), "{p:?}");
+    assert!(
+        p[1].starts_with("spec.portt: unknown field `portt`"),
+        "{p:?}"
+    );
 }
 
 #[test]
@@ -88,22 +107,35 @@ fn an_authorization_policy_reads_its_target_and_sources() {
     let r = valid(&format!(
         "{HEAD}kind: AuthorizationPolicy\nmetadata: {{name: p, namespace: shop}}\nspec:\n  targetRef: {{kind: namespace, name: shop}}\n  requiredAuthenticationRefs:\n  - {{group: Policy.Mesh.RS, kind: meshtlsauthentication, name: web}}\n  - {{group: policy.mesh.rs, kind: NetworkAuthentication, name: lan, namespace: infra}}\n"
     ));
-    let Resource::AuthorizationPolicy(p) = r else { panic!() };
+    let Resource::AuthorizationPolicy(p) = r else {
+        panic!()
+    };
     assert_eq!(p.target, Target::Namespace);
     assert_eq!(
         p.identity,
-        Some(IdentitySource::MeshTls(NamedRef { namespace: None, name: "web".into() }))
+        Some(IdentitySource::MeshTls(NamedRef {
+            namespace: None,
+            name: "web".into()
+        }))
     );
     assert_eq!(
         p.network,
-        Some(NamedRef { namespace: Some("infra".into()), name: "lan".into() })
+        Some(NamedRef {
+            namespace: Some("infra".into()),
+            name: "lan".into()
+        })
     );
     let r = valid(&format!(
         "{HEAD}kind: AuthorizationPolicy\nmetadata: {{name: p}}\nspec:\n  targetRef: {{group: policy.mesh.rs, kind: HTTPRoute, name: r}}\n  requiredAuthenticationRefs:\n  - {{kind: ServiceAccount, name: web}}\n"
     ));
-    let Resource::AuthorizationPolicy(p) = r else { panic!() };
+    let Resource::AuthorizationPolicy(p) = r else {
+        panic!()
+    };
     assert_eq!(p.target, Target::Route("r".into()));
-    assert!(matches!(p.identity, Some(IdentitySource::ServiceAccount(_))));
+    assert!(matches!(
+        p.identity,
+        Some(IdentitySource::ServiceAccount(_))
+    ));
 }
 
 #[test]
@@ -147,25 +179,38 @@ fn mesh_tls_identities_and_refs() {
     let r = valid(&format!(
         "{HEAD}kind: MeshTLSAuthentication\nmetadata: {{name: m}}\nspec:\n  identities: ['*', '*.shop.serviceaccount.identity.mesh.cluster.local', web.shop.serviceaccount.identity.mesh.cluster.local]\n"
     ));
-    let Resource::MeshTlsAuthentication(m) = r else { panic!() };
+    let Resource::MeshTlsAuthentication(m) = r else {
+        panic!()
+    };
     let mut tls = api::authentication::MeshTls::default();
     for id in &m.identities {
         id.add_to("shop", "cluster.local", &mut tls);
     }
-    assert_eq!(tls.identities, ["web.shop.serviceaccount.identity.mesh.cluster.local"]);
-    assert_eq!(tls.suffixes, ["", "shop.serviceaccount.identity.mesh.cluster.local"]);
+    assert_eq!(
+        tls.identities,
+        ["web.shop.serviceaccount.identity.mesh.cluster.local"]
+    );
+    assert_eq!(
+        tls.suffixes,
+        ["", "shop.serviceaccount.identity.mesh.cluster.local"]
+    );
 
     let r = valid(&format!(
         "{HEAD}kind: MeshTLSAuthentication\nmetadata: {{name: m}}\nspec:\n  identityRefs:\n  - {{kind: ServiceAccount, name: web}}\n  - {{kind: ServiceAccount, name: api, namespace: other}}\n  - {{kind: Namespace, name: ops}}\n"
     ));
-    let Resource::MeshTlsAuthentication(m) = r else { panic!() };
+    let Resource::MeshTlsAuthentication(m) = r else {
+        panic!()
+    };
     let mut tls = api::authentication::MeshTls::default();
     for id in &m.identities {
         id.add_to("shop", "td", &mut tls);
     }
     assert_eq!(
         tls.identities,
-        ["web.shop.serviceaccount.identity.mesh.td", "api.other.serviceaccount.identity.mesh.td"]
+        [
+            "web.shop.serviceaccount.identity.mesh.td",
+            "api.other.serviceaccount.identity.mesh.td"
+        ]
     );
     assert_eq!(tls.suffixes, ["ops.serviceaccount.identity.mesh.td"]);
 }
@@ -194,7 +239,9 @@ fn bad_mesh_tls_names_every_problem() {
         ]
     );
     assert_eq!(
-        problems(&format!("{HEAD}kind: MeshTLSAuthentication\nmetadata: {{name: m}}\nspec: {{identities: []}}\n")),
+        problems(&format!(
+            "{HEAD}kind: MeshTLSAuthentication\nmetadata: {{name: m}}\nspec: {{identities: []}}\n"
+        )),
         ["spec.identities: at least one identity is required"]
     );
 }
@@ -204,7 +251,9 @@ fn networks_and_their_exceptions() {
     let r = valid(&format!(
         "{HEAD}kind: NetworkAuthentication\nmetadata: {{name: n}}\nspec:\n  networks:\n  - {{cidr: 10.0.0.0/8, except: [10.1.0.0/16, 10.2.3.4]}}\n  - cidr: 'fd00::/8'\n  - cidr: 192.168.1.1\n"
     ));
-    let Resource::NetworkAuthentication(n) = r else { panic!() };
+    let Resource::NetworkAuthentication(n) = r else {
+        panic!()
+    };
     assert_eq!(n.networks.len(), 3);
     assert_eq!(n.networks[0].except[1].to_string(), "10.2.3.4/32");
     assert_eq!(n.networks[2].net.to_string(), "192.168.1.1/32");
@@ -227,7 +276,9 @@ fn networks_and_their_exceptions() {
         ]
     );
     assert_eq!(
-        problems(&format!("{HEAD}kind: NetworkAuthentication\nmetadata: {{name: n}}\nspec: {{networks: []}}\n")),
+        problems(&format!(
+            "{HEAD}kind: NetworkAuthentication\nmetadata: {{name: n}}\nspec: {{networks: []}}\n"
+        )),
         ["spec.networks: at least one network is required"]
     );
 }
@@ -237,16 +288,28 @@ fn an_http_route_becomes_its_matches() {
     let r = valid(&format!(
         "{HEAD}kind: HTTPRoute\nmetadata: {{name: r, namespace: shop}}\nspec:\n  parentRefs: [{{name: web-http}}]\n  hostnames: [Web.Example]\n  rules:\n  - matches:\n    - path: {{value: /api}}\n      method: GET\n      headers: [{{name: X-Env, value: prod}}]\n    - path: {{type: RegularExpression, value: '/users/[0-9]+'}}\n  - {{}}\n"
     ));
-    let Resource::HttpRoute(route) = r else { panic!() };
+    let Resource::HttpRoute(route) = r else {
+        panic!()
+    };
     use api::path_match::Kind as P;
     assert_eq!(route.parents, ["web-http"]);
     assert_eq!(route.hostnames, ["web.example"]);
     assert_eq!(route.matches.len(), 3);
-    assert_eq!(route.matches[0].path.as_ref().unwrap().kind, Some(P::Prefix("/api".into())));
+    assert_eq!(
+        route.matches[0].path.as_ref().unwrap().kind,
+        Some(P::Prefix("/api".into()))
+    );
     assert_eq!(route.matches[0].method, "GET");
     assert_eq!(route.matches[0].headers[0].name, "x-env");
-    assert_eq!(route.matches[1].path.as_ref().unwrap().kind, Some(P::Regex("/users/[0-9]+".into())));
-    assert_eq!(route.matches[2], api::HttpMatch::default(), "a rule without matches matches all");
+    assert_eq!(
+        route.matches[1].path.as_ref().unwrap().kind,
+        Some(P::Regex("/users/[0-9]+".into()))
+    );
+    assert_eq!(
+        route.matches[2],
+        api::HttpMatch::default(),
+        "a rule without matches matches all"
+    );
 }
 
 #[test]
@@ -262,9 +325,18 @@ fn a_bad_http_route_names_every_problem() {
         "spec.rules[0].matches[0].path.value: \"api\" does not start with `/`",
     ], "{p:#?}");
     assert_eq!(p[5], "spec.rules[0].matches[0].method: \"get\" is not one of GET, HEAD, POST, PUT, DELETE, CONNECT, OPTIONS, TRACE, PATCH");
-    assert_eq!(p[6], "spec.rules[0].matches[0].headers[0].name: \"a b\" is not a header name");
-    assert!(p[7].starts_with("spec.rules[0].matches[0].headers[1].value: "), "{p:#?}");
-    assert!(p[8].starts_with("spec.rules[0].matches[1].path.value: "), "{p:#?}");
+    assert_eq!(
+        p[6],
+        "spec.rules[0].matches[0].headers[0].name: \"a b\" is not a header name"
+    );
+    assert!(
+        p[7].starts_with("spec.rules[0].matches[0].headers[1].value: "),
+        "{p:#?}"
+    );
+    assert!(
+        p[8].starts_with("spec.rules[0].matches[1].path.value: "),
+        "{p:#?}"
+    );
     assert_eq!(p.len(), 9, "{p:#?}");
 }
 
@@ -275,12 +347,20 @@ fn json_objects_validate_alike() {
         "metadata": {"name": "p", "namespace": "shop", "uid": "x", "managedFields": []},
         "spec": {"targetRef": {"kind": "Server", "name": "s"}, "requiredAuthenticationRefs": [{"kind": "Foo", "name": "x"}], "extra": 1},
     });
-    let Err(Problems(p)) = validate_value(object) else { panic!() };
+    let Err(Problems(p)) = validate_value(object) else {
+        panic!()
+    };
     let p: Vec<String> = p.iter().map(|p| p.to_string()).collect();
     assert_eq!(p.len(), 3, "{p:#?}");
-    assert!(p[0].starts_with("spec.extra: unknown field `extra`"), "{p:#?}");
+    assert!(
+        p[0].starts_with("spec.extra: unknown field `extra`"),
+        "{p:#?}"
+    );
     assert_eq!(p[1], "spec.targetRef.group: missing: an empty group means the core group, which has no Server; write `group: policy.mesh.rs`");
-    assert!(p[2].starts_with("spec.requiredAuthenticationRefs[0].kind: unsupported kind \"Foo\""), "{p:#?}");
+    assert!(
+        p[2].starts_with("spec.requiredAuthenticationRefs[0].kind: unsupported kind \"Foo\""),
+        "{p:#?}"
+    );
 }
 
 #[test]

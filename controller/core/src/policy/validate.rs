@@ -50,7 +50,10 @@ fn check_envelope<S>(c: &mut Checker, object: &Object<S>, kind: Kind) -> Meta {
     } else if !is_dns_domain(&m.name) {
         c.add(
             "metadata.name",
-            format!("{:?} is not a DNS-1123 subdomain (lowercase letters, digits, `-`, `.`)", m.name),
+            format!(
+                "{:?} is not a DNS-1123 subdomain (lowercase letters, digits, `-`, `.`)",
+                m.name
+            ),
         );
     }
     if let Some(ns) = &m.namespace {
@@ -81,13 +84,19 @@ pub(super) fn server(object: &Object<ServerSpec>) -> Result<Server, Problems> {
     }
     let port = match &spec.port {
         None => {
-            c.add("spec.port", "required: a port number or a container port's name");
+            c.add(
+                "spec.port",
+                "required: a port number or a container port's name",
+            );
             PortRef::Number(0)
         }
         Some(IntOrString::Int(n)) => match u16::try_from(*n) {
             Ok(n) if n > 0 => PortRef::Number(n),
             _ => {
-                c.add("spec.port", format!("{n} is not a port: expected 1-65535 or a port name"));
+                c.add(
+                    "spec.port",
+                    format!("{n} is not a port: expected 1-65535 or a port name"),
+                );
                 PortRef::Number(0)
             }
         },
@@ -134,14 +143,16 @@ fn check_selector(c: &mut Checker, path: &str, s: &LabelSelector) {
         match e.operator {
             SelectorOperator::In | SelectorOperator::NotIn if e.values.is_empty() => c.add(
                 format!("{at}.values"),
-                format!("required (at least one value) with operator {:?}", e.operator),
+                format!(
+                    "required (at least one value) with operator {:?}",
+                    e.operator
+                ),
             ),
-            SelectorOperator::Exists | SelectorOperator::DoesNotExist if !e.values.is_empty() => {
-                c.add(
+            SelectorOperator::Exists | SelectorOperator::DoesNotExist if !e.values.is_empty() => c
+                .add(
                     format!("{at}.values"),
                     format!("must be empty with operator {:?}", e.operator),
-                )
-            }
+                ),
             _ => {}
         }
     }
@@ -213,7 +224,7 @@ fn which_kind(
         .collect::<Vec<_>>()
         .join(", ");
     match allowed.iter().find(|(_, k)| k.eq_ignore_ascii_case(kind)) {
-        Some((g, k)) if g.is_empty() => c.add(
+        Some(("", k)) => c.add(
             format!("{path}.group"),
             format!("{k} is in the core group: leave group empty, found {group:?}"),
         ),
@@ -235,14 +246,20 @@ fn which_kind(
 
 fn check_object_name(c: &mut Checker, path: &str, name: &str) {
     if !is_dns_domain(name) {
-        c.add(path, format!("{name:?} is not an object name (a DNS-1123 subdomain)"));
+        c.add(
+            path,
+            format!("{name:?} is not an object name (a DNS-1123 subdomain)"),
+        );
     }
 }
 
 fn check_ref_namespace(c: &mut Checker, path: &str, ns: &Option<String>) {
     if let Some(ns) = ns {
         if !is_dns_label(ns) {
-            c.add(path, format!("{ns:?} is not a namespace name (a DNS-1123 label)"));
+            c.add(
+                path,
+                format!("{ns:?} is not a namespace name (a DNS-1123 label)"),
+            );
         }
     }
 }
@@ -262,13 +279,18 @@ pub(super) fn authorization_policy(
         &default_target
     });
     check_object_name(&mut c, "spec.targetRef.name", &t.name);
-    let target = match (spec.target_ref.is_some()).then(|| which_kind(
-        &mut c,
-        "spec.targetRef",
-        &t.group,
-        &t.kind,
-        &[(GROUP, "Server"), ("", "Namespace"), (GROUP, "HTTPRoute")],
-    )).flatten() {
+    let target = match (spec.target_ref.is_some())
+        .then(|| {
+            which_kind(
+                &mut c,
+                "spec.targetRef",
+                &t.group,
+                &t.kind,
+                &[(GROUP, "Server"), ("", "Namespace"), (GROUP, "HTTPRoute")],
+            )
+        })
+        .flatten()
+    {
         Some(0) => Target::Server(t.name.clone()),
         Some(1) => {
             if let Some(ns) = &meta.namespace {
@@ -291,7 +313,12 @@ pub(super) fn authorization_policy(
             "required: the authentications a client must meet (`[]` allows every client from everywhere)",
         );
     }
-    for (i, r) in spec.required_authentication_refs.iter().flatten().enumerate() {
+    for (i, r) in spec
+        .required_authentication_refs
+        .iter()
+        .flatten()
+        .enumerate()
+    {
         let at = format!("spec.requiredAuthenticationRefs[{i}]");
         check_object_name(&mut c, &format!("{at}.name"), &r.name);
         check_ref_namespace(&mut c, &format!("{at}.namespace"), &r.namespace);
@@ -344,10 +371,7 @@ pub(super) fn mesh_tls(
     let spec = &object.spec;
     let mut identities = Vec::new();
     match (&spec.identities, &spec.identity_refs) {
-        (Some(_), Some(_)) => c.add(
-            "spec",
-            "set one of identities and identityRefs, not both",
-        ),
+        (Some(_), Some(_)) => c.add("spec", "set one of identities and identityRefs, not both"),
         (None, None) => c.add("spec", "set one of identities and identityRefs"),
         (Some(list), None) if list.is_empty() => {
             c.add("spec.identities", "at least one identity is required")
@@ -374,7 +398,10 @@ pub(super) fn mesh_tls(
         ) {
             Some(0) => {
                 if !is_dns_domain(&r.name) {
-                    c.add(format!("{at}.name"), format!("{:?} is not a ServiceAccount name", r.name));
+                    c.add(
+                        format!("{at}.name"),
+                        format!("{:?} is not a ServiceAccount name", r.name),
+                    );
                 }
                 check_ref_namespace(&mut c, &format!("{at}.namespace"), &r.namespace);
                 identities.push(IdentityMatch::ServiceAccount(NamedRef {
@@ -384,7 +411,10 @@ pub(super) fn mesh_tls(
             }
             Some(_) => {
                 if !is_dns_label(&r.name) {
-                    c.add(format!("{at}.name"), format!("{:?} is not a namespace name", r.name));
+                    c.add(
+                        format!("{at}.name"),
+                        format!("{:?} is not a namespace name", r.name),
+                    );
                 }
                 if r.namespace.is_some() {
                     c.add(
@@ -409,7 +439,9 @@ fn parse_identity(id: &str) -> Result<IdentityMatch, String> {
         if is_dns_name(suffix) && !suffix.contains('*') {
             return Ok(IdentityMatch::Suffix(suffix.to_string()));
         }
-        return Err(format!("{id:?}: after `*.` must come a DNS name, the suffix identities must end with"));
+        return Err(format!(
+            "{id:?}: after `*.` must come a DNS name, the suffix identities must end with"
+        ));
     }
     if id.contains('*') {
         return Err(format!(
@@ -447,7 +479,10 @@ pub(super) fn network(
             if !net.contains_net(&e) {
                 c.add(path, format!("{e} is not inside cidr {net}"));
             } else if e.prefix_len <= net.prefix_len {
-                c.add(path, format!("{e} covers all of cidr {net}, which then includes nothing"));
+                c.add(
+                    path,
+                    format!("{e} covers all of cidr {net}, which then includes nothing"),
+                );
             } else {
                 except.push(e);
             }
@@ -476,7 +511,10 @@ pub(super) fn http_route(object: &Object<HttpRouteSpec>) -> Result<HttpRoute, Pr
     let meta = check_envelope(&mut c, object, Kind::HttpRoute);
     let spec = &object.spec;
     if spec.parent_refs.is_empty() {
-        c.add("spec.parentRefs", "at least one parent (a Server) is required");
+        c.add(
+            "spec.parentRefs",
+            "at least one parent (a Server) is required",
+        );
     }
     let mut parents = Vec::new();
     for (i, p) in spec.parent_refs.iter().enumerate() {
@@ -495,10 +533,16 @@ pub(super) fn http_route(object: &Object<HttpRouteSpec>) -> Result<HttpRoute, Pr
             _ => check_ref_namespace(&mut c, &format!("{at}.namespace"), &p.namespace),
         }
         if p.port.is_some() {
-            c.add(format!("{at}.port"), "not supported on a Server parent (the Server names its port)");
+            c.add(
+                format!("{at}.port"),
+                "not supported on a Server parent (the Server names its port)",
+            );
         }
         if p.section_name.is_some() {
-            c.add(format!("{at}.sectionName"), "not supported on a Server parent");
+            c.add(
+                format!("{at}.sectionName"),
+                "not supported on a Server parent",
+            );
         }
     }
     for (i, h) in spec.hostnames.iter().enumerate() {
@@ -506,7 +550,9 @@ pub(super) fn http_route(object: &Object<HttpRouteSpec>) -> Result<HttpRoute, Pr
         if !is_dns_name(name) || name.contains('*') || name.parse::<IpAddr>().is_ok() {
             c.add(
                 format!("spec.hostnames[{i}]"),
-                format!("{h:?} is not a hostname (a DNS name, or `*.` and one; no IP address, no port)"),
+                format!(
+                    "{h:?} is not a hostname (a DNS name, or `*.` and one; no IP address, no port)"
+                ),
             );
         }
     }
@@ -523,7 +569,11 @@ pub(super) fn http_route(object: &Object<HttpRouteSpec>) -> Result<HttpRoute, Pr
     c.finish(HttpRoute {
         meta,
         parents,
-        hostnames: spec.hostnames.iter().map(|h| h.to_ascii_lowercase()).collect(),
+        hostnames: spec
+            .hostnames
+            .iter()
+            .map(|h| h.to_ascii_lowercase())
+            .collect(),
         matches,
     })
 }
@@ -562,13 +612,19 @@ fn http_match(c: &mut Checker, at: &str, m: &HttpRouteMatch) -> api::HttpMatch {
     for (k, h) in m.headers.iter().enumerate() {
         let hat = format!("{at}.headers[{k}]");
         if http::HeaderName::from_bytes(h.name.as_bytes()).is_err() {
-            c.add(format!("{hat}.name"), format!("{:?} is not a header name", h.name));
+            c.add(
+                format!("{hat}.name"),
+                format!("{:?} is not a header name", h.name),
+            );
         }
         use api::header_match::Value as V;
         let value = match h.kind {
             HeaderMatchType::Exact => {
                 if http::HeaderValue::from_str(&h.value).is_err() {
-                    c.add(format!("{hat}.value"), format!("{:?} is not a header value", h.value));
+                    c.add(
+                        format!("{hat}.value"),
+                        format!("{:?} is not a header value", h.value),
+                    );
                 }
                 V::Exact(h.value.clone())
             }

@@ -30,9 +30,7 @@ pub const PLURAL: &str = "serviceprofiles";
 /// each with its field (for YAML problems too) and why; the first decoding problem
 /// also with its line and column.
 pub fn parse_yaml(text: &str, cluster_domain: Option<&str>) -> Result<Validated, Problems> {
-    parse_yaml_as::<ServiceProfile, _>(text, |profile| {
-        validate_document(profile, cluster_domain)
-    })
+    parse_yaml_as::<ServiceProfile, _>(text, |profile| validate_document(profile, cluster_domain))
 }
 
 /// Parses one YAML document as a `T` and checks it with `check`, naming every problem

@@ -29,9 +29,9 @@
 //! kept in its namespace's [`Diagnostic`]s.
 
 use super::{
-    default_meta, spec::ProxyProtocol, unauthenticated, AuthorizationPolicy, Cidr,
-    DefaultPolicy, HttpRoute, IdentitySource, Kind, MeshTlsAuthentication, NamedRef,
-    NetworkAuthentication, PortRef, Resource, Server, Target, GROUP,
+    default_meta, spec::ProxyProtocol, unauthenticated, AuthorizationPolicy, Cidr, DefaultPolicy,
+    HttpRoute, IdentitySource, Kind, MeshTlsAuthentication, NamedRef, NetworkAuthentication,
+    PortRef, Resource, Server, Target, GROUP,
 };
 use crate::index::PortSet;
 use mesh_api::policy as api;
@@ -269,7 +269,12 @@ impl Index {
     }
 
     /// The port's policy now, for diagnostics (`mesh authz`, `mesh policy check`).
-    pub fn get(&self, namespace: &str, pod: &str, port: u16) -> Result<api::InboundPolicy, UnknownPod> {
+    pub fn get(
+        &self,
+        namespace: &str,
+        pod: &str,
+        port: u16,
+    ) -> Result<api::InboundPolicy, UnknownPod> {
         let unknown = || UnknownPod {
             namespace: namespace.to_string(),
             pod: pod.to_string(),
@@ -352,7 +357,13 @@ impl Index {
 }
 
 /// Whether `policy` (in `policy_ns`) requires the authentication `kind` `ns/name`.
-fn references(policy: &AuthorizationPolicy, policy_ns: &str, kind: Kind, ns: &str, name: &str) -> bool {
+fn references(
+    policy: &AuthorizationPolicy,
+    policy_ns: &str,
+    kind: Kind,
+    ns: &str,
+    name: &str,
+) -> bool {
     let hit = |r: &NamedRef| r.namespace_in(policy_ns) == ns && r.name == name;
     match kind {
         Kind::MeshTlsAuthentication => {
@@ -369,7 +380,9 @@ fn compile_namespace<'a>(
     all: &'a HashMap<String, Namespace>,
     ns: &'a Namespace,
 ) -> Compiled<'a> {
-    compile_with(config, ns, &|kind, other_ns, name| lookup(all, kind, other_ns, name))
+    compile_with(config, ns, &|kind, other_ns, name| {
+        lookup(all, kind, other_ns, name)
+    })
 }
 
 /// An authentication of another namespace.
@@ -378,7 +391,12 @@ enum Authn<'a> {
     Network(&'a NetworkAuthentication),
 }
 
-fn lookup<'a>(all: &'a HashMap<String, Namespace>, kind: Kind, ns: &str, name: &str) -> Option<Authn<'a>> {
+fn lookup<'a>(
+    all: &'a HashMap<String, Namespace>,
+    kind: Kind,
+    ns: &str,
+    name: &str,
+) -> Option<Authn<'a>> {
     let ns = all.get(ns)?;
     match kind {
         Kind::MeshTlsAuthentication => ns.mesh_tls.get(name).map(Authn::MeshTls),
@@ -410,9 +428,15 @@ fn compile_with<'a>(config: &Config, ns: &'a Namespace, other: &Lookup<'_, 'a>) 
             authorizations.extend(server.access_policy.authorization(&config.cluster_networks));
             let mut routes: Vec<&HttpRoute> = match server.protocol {
                 ProxyProtocol::Opaque => vec![],
-                _ => ns.routes.values().filter(|r| r.parents.contains(name)).collect(),
+                _ => ns
+                    .routes
+                    .values()
+                    .filter(|r| r.parents.contains(name))
+                    .collect(),
             };
-            routes.sort_by(|a, b| (&a.meta.created, &a.meta.name).cmp(&(&b.meta.created, &b.meta.name)));
+            routes.sort_by(|a, b| {
+                (&a.meta.created, &a.meta.name).cmp(&(&b.meta.created, &b.meta.name))
+            });
             let routes = routes
                 .into_iter()
                 .map(|route| api::HttpRoute {
@@ -471,11 +495,16 @@ fn authorization<'a>(
     let authentication = match &policy.identity {
         None => unauthenticated(),
         Some(IdentitySource::ServiceAccount(r)) => api::Authentication {
-            permit: Some(api::authentication::Permit::MeshTls(api::authentication::MeshTls {
-                identities: vec![mesh_api::names::ServiceAccount::new(r.namespace_in(own), &r.name)
+            permit: Some(api::authentication::Permit::MeshTls(
+                api::authentication::MeshTls {
+                    identities: vec![mesh_api::names::ServiceAccount::new(
+                        r.namespace_in(own),
+                        &r.name,
+                    )
                     .identity(&config.trust_domain)],
-                suffixes: vec![],
-            })),
+                    suffixes: vec![],
+                },
+            )),
         },
         Some(IdentitySource::MeshTls(r)) => {
             let Some(Authn::MeshTls(m)) = find(Kind::MeshTlsAuthentication, r) else {
@@ -582,15 +611,27 @@ fn namespace_diagnostics(
 fn claims(server: &Server, pod: &Pod, port: u16) -> bool {
     let port_matches = match &server.port {
         PortRef::Number(n) => *n == port,
-        PortRef::Name(name) => pod.named_ports.get(name).is_some_and(|ports| ports.contains(&port)),
+        PortRef::Name(name) => pod
+            .named_ports
+            .get(name)
+            .is_some_and(|ports| ports.contains(&port)),
     };
     port_matches && super::selects(&server.selector, &pod.labels)
 }
 
-fn compile_port(config: &Config, compiled: &Compiled<'_>, pod: &Pod, port: u16) -> api::InboundPolicy {
+fn compile_port(
+    config: &Config,
+    compiled: &Compiled<'_>,
+    pod: &Pod,
+    port: u16,
+) -> api::InboundPolicy {
     use api::protocol::Kind as P;
     let probes = pod.probes.get(&port);
-    if let Some(cs) = compiled.servers.iter().find(|cs| claims(cs.server, pod, port)) {
+    if let Some(cs) = compiled
+        .servers
+        .iter()
+        .find(|cs| claims(cs.server, pod, port))
+    {
         let server = cs.server;
         let protocol = match server.protocol {
             ProxyProtocol::Unknown => P::Detect(api::protocol::Detect { timeout_ms: 0 }),
@@ -633,7 +674,10 @@ fn compile_port(config: &Config, compiled: &Compiled<'_>, pod: &Pod, port: u16) 
                 false => P::Detect(api::protocol::Detect { timeout_ms: 0 }),
             }),
         }),
-        authorizations: policy.authorization(&config.cluster_networks).into_iter().collect(),
+        authorizations: policy
+            .authorization(&config.cluster_networks)
+            .into_iter()
+            .collect(),
         http_routes: match opaque {
             true => vec![],
             false => probe_routes(config, probes),

@@ -55,7 +55,10 @@ fn route_names(p: &api::InboundPolicy) -> Vec<String> {
 }
 
 fn permit(a: &api::Authz) -> &Permit {
-    a.authentication.as_ref().and_then(|a| a.permit.as_ref()).expect("permit")
+    a.authentication
+        .as_ref()
+        .and_then(|a| a.permit.as_ref())
+        .expect("permit")
 }
 
 fn nets(a: &api::Authz) -> Vec<String> {
@@ -174,12 +177,21 @@ fn probes_get_their_route_on_default_servers_and_route_less_servers() {
     // An opaque port: no routes, opaque protocol.
     let opaque = index.get(NS, "web-1", 9000).unwrap();
     assert!(opaque.http_routes.is_empty());
-    assert!(matches!(opaque.protocol.unwrap().kind, Some(api::protocol::Kind::Opaque(_))));
+    assert!(matches!(
+        opaque.protocol.unwrap().kind,
+        Some(api::protocol::Kind::Opaque(_))
+    ));
 
     // A Server without routes keeps the probe route; one with a route loses it.
-    index.apply(NS, server("web-http", "2026-01-01T00:00:00Z", "web", "http", ""));
+    index.apply(
+        NS,
+        server("web-http", "2026-01-01T00:00:00Z", "web", "http", ""),
+    );
     assert_eq!(route_names(&rx.borrow()), ["probe", "default"]);
-    assert_eq!(name(&rx.borrow().server), ("server".into(), "web-http".into()));
+    assert_eq!(
+        name(&rx.borrow().server),
+        ("server".into(), "web-http".into())
+    );
     index.apply(NS, resource("kind: HTTPRoute\nmetadata: {name: api}\nspec:\n  parentRefs: [{name: web-http}]\n  rules: [{matches: [{path: {value: /api}}]}]\n"));
     assert_eq!(route_names(&rx.borrow()), ["api"]);
 
@@ -200,14 +212,41 @@ fn probes_get_their_route_on_default_servers_and_route_less_servers() {
 fn the_oldest_server_wins_a_port_and_deleting_it_hands_the_port_on() {
     let mut index = index_with_pod();
     let rx = index.watch(NS, "web-1", 8080).unwrap();
-    index.apply(NS, server("b-new", "2026-02-01T00:00:00Z", "web", "8080", "  proxyProtocol: HTTP/2\n"));
-    index.apply(NS, server("z-old", "2026-01-01T00:00:00Z", "web", "http", "  proxyProtocol: HTTP/1\n"));
-    index.apply(NS, server("a-new", "2026-02-01T00:00:00Z", "web", "8080", ""));
+    index.apply(
+        NS,
+        server(
+            "b-new",
+            "2026-02-01T00:00:00Z",
+            "web",
+            "8080",
+            "  proxyProtocol: HTTP/2\n",
+        ),
+    );
+    index.apply(
+        NS,
+        server(
+            "z-old",
+            "2026-01-01T00:00:00Z",
+            "web",
+            "http",
+            "  proxyProtocol: HTTP/1\n",
+        ),
+    );
+    index.apply(
+        NS,
+        server("a-new", "2026-02-01T00:00:00Z", "web", "8080", ""),
+    );
     let got = rx.borrow().clone();
     assert_eq!(name(&got.server), ("server".into(), "z-old".into()));
     assert_eq!(got.server.as_ref().unwrap().group, GROUP);
-    assert!(matches!(got.protocol.unwrap().kind, Some(api::protocol::Kind::Http1(_))));
-    assert!(got.authorizations.is_empty(), "accessPolicy deny: nothing allowed");
+    assert!(matches!(
+        got.protocol.unwrap().kind,
+        Some(api::protocol::Kind::Http1(_))
+    ));
+    assert!(
+        got.authorizations.is_empty(),
+        "accessPolicy deny: nothing allowed"
+    );
     assert_eq!(got.fallback, api::Fallback::Deny as i32);
 
     index.delete(NS, Kind::Server, "z-old");
@@ -227,9 +266,16 @@ fn servers_select_by_label_and_named_ports_by_the_pods_own_numbers() {
     let mut other = pod("api-1", "api");
     other.named_ports = BTreeMap::from([("http".to_string(), BTreeSet::from([9090, 9091]))]);
     index.apply_pod(other);
-    index.apply(NS, server("http", "2026-01-01T00:00:00Z", "web", "http", ""));
-    index.apply(NS, server("api-http", "2026-01-01T00:00:00Z", "api", "http", ""));
-    let server_of = |index: &Index, pod: &str, port| name(&index.get(NS, pod, port).unwrap().server).1;
+    index.apply(
+        NS,
+        server("http", "2026-01-01T00:00:00Z", "web", "http", ""),
+    );
+    index.apply(
+        NS,
+        server("api-http", "2026-01-01T00:00:00Z", "api", "http", ""),
+    );
+    let server_of =
+        |index: &Index, pod: &str, port| name(&index.get(NS, pod, port).unwrap().server).1;
     assert_eq!(server_of(&index, "web-1", 8080), "http");
     assert_eq!(server_of(&index, "web-1", 9090), "all-unauthenticated");
     assert_eq!(server_of(&index, "api-1", 9090), "api-http");
@@ -240,12 +286,30 @@ fn servers_select_by_label_and_named_ports_by_the_pods_own_numbers() {
 #[test]
 fn access_policies_add_their_authorization_after_the_explicit_ones() {
     let mut index = index_with_pod();
-    index.apply(NS, server("s", "2026-01-01T00:00:00Z", "web", "8080", "  accessPolicy: cluster-authenticated\n"));
+    index.apply(
+        NS,
+        server(
+            "s",
+            "2026-01-01T00:00:00Z",
+            "web",
+            "8080",
+            "  accessPolicy: cluster-authenticated\n",
+        ),
+    );
     index.apply(NS, resource("kind: AuthorizationPolicy\nmetadata: {name: p}\nspec:\n  targetRef: {group: policy.mesh.rs, kind: Server, name: s}\n  requiredAuthenticationRefs: []\n"));
     let got = index.get(NS, "web-1", 8080).unwrap();
     assert_eq!(authz_names(&got), ["p", "cluster-authenticated"]);
     assert_eq!(got.fallback, api::Fallback::Deny as i32);
-    index.apply(NS, server("s", "2026-01-01T00:00:00Z", "web", "8080", "  accessPolicy: audit\n"));
+    index.apply(
+        NS,
+        server(
+            "s",
+            "2026-01-01T00:00:00Z",
+            "web",
+            "8080",
+            "  accessPolicy: audit\n",
+        ),
+    );
     let got = index.get(NS, "web-1", 8080).unwrap();
     assert_eq!(authz_names(&got), ["p"]);
     assert_eq!(got.fallback, api::Fallback::Audit as i32);
@@ -281,7 +345,11 @@ fn policies_compile_their_authentications() {
             suffixes: vec![],
         })
     );
-    assert!(index.diagnostics(NS).is_empty(), "{:?}", index.diagnostics(NS));
+    assert!(
+        index.diagnostics(NS).is_empty(),
+        "{:?}",
+        index.diagnostics(NS)
+    );
 }
 
 #[test]
@@ -313,11 +381,20 @@ fn a_namespace_target_covers_its_servers_but_not_default_ports() {
         ["AuthorizationPolicy ns-wide: targets namespace shop, which has no Server: a Namespace target applies to Servers only, not to ports under the default policy"]
     );
     index.apply(NS, server("s", "2026-01-01T00:00:00Z", "web", "8080", ""));
-    assert_eq!(authz_names(&index.get(NS, "web-1", 8080).unwrap()), ["ns-wide"]);
-    assert_eq!(authz_names(&index.get(NS, "web-1", 9000).unwrap()), ["all-unauthenticated"]);
+    assert_eq!(
+        authz_names(&index.get(NS, "web-1", 8080).unwrap()),
+        ["ns-wide"]
+    );
+    assert_eq!(
+        authz_names(&index.get(NS, "web-1", 9000).unwrap()),
+        ["all-unauthenticated"]
+    );
     // Another namespace's policy applies to nothing here.
     index.apply("other", resource("kind: AuthorizationPolicy\nmetadata: {name: o}\nspec:\n  targetRef: {kind: Namespace, name: other}\n  requiredAuthenticationRefs: []\n"));
-    assert_eq!(authz_names(&index.get(NS, "web-1", 8080).unwrap()), ["ns-wide"]);
+    assert_eq!(
+        authz_names(&index.get(NS, "web-1", 8080).unwrap()),
+        ["ns-wide"]
+    );
 }
 
 #[test]
@@ -332,22 +409,48 @@ fn routes_carry_their_own_authorizations_in_age_order() {
     assert_eq!(route_names(&got), ["z-old", "b-new"]);
     assert_eq!(name(&got.http_routes[0].meta).0, "httproute");
     assert_eq!(
-        got.http_routes[0].authorizations.iter().map(|a| name(&a.meta).1).collect::<Vec<_>>(),
+        got.http_routes[0]
+            .authorizations
+            .iter()
+            .map(|a| name(&a.meta).1)
+            .collect::<Vec<_>>(),
         ["health"]
     );
     assert_eq!(got.http_routes[0].matches[0].method, "GET");
     assert!(got.http_routes[1].authorizations.is_empty());
     assert_eq!(got.http_routes[1].hostnames, ["web.shop"]);
-    assert!(got.authorizations.is_empty(), "the route policy is not server-wide");
+    assert!(
+        got.authorizations.is_empty(),
+        "the route policy is not server-wide"
+    );
 
     // A route naming a missing or opaque Server is reported.
-    index.apply(NS, resource("kind: HTTPRoute\nmetadata: {name: lost}\nspec:\n  parentRefs: [{name: nope}]\n"));
+    index.apply(
+        NS,
+        resource("kind: HTTPRoute\nmetadata: {name: lost}\nspec:\n  parentRefs: [{name: nope}]\n"),
+    );
     assert_eq!(
-        index.diagnostics(NS).iter().map(ToString::to_string).collect::<Vec<_>>(),
+        index
+            .diagnostics(NS)
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
         ["HTTPRoute lost: names Server shop/nope, which does not exist"]
     );
-    index.apply(NS, server("s", "2026-01-01T00:00:00Z", "web", "8080", "  proxyProtocol: opaque\n"));
-    assert!(rx.borrow().http_routes.is_empty(), "no HTTP routes on an opaque port");
+    index.apply(
+        NS,
+        server(
+            "s",
+            "2026-01-01T00:00:00Z",
+            "web",
+            "8080",
+            "  proxyProtocol: opaque\n",
+        ),
+    );
+    assert!(
+        rx.borrow().http_routes.is_empty(),
+        "no HTTP routes on an opaque port"
+    );
 }
 
 #[test]
@@ -358,7 +461,10 @@ fn updates_are_sent_only_when_the_compiled_policy_changes() {
     rx.borrow_and_update();
     // Resources that do not touch this port: nothing sent.
     index.apply(NS, server("api", "2026-01-01T00:00:00Z", "api", "8080", ""));
-    index.apply("other", server("web", "2026-01-01T00:00:00Z", "web", "8080", ""));
+    index.apply(
+        "other",
+        server("web", "2026-01-01T00:00:00Z", "web", "8080", ""),
+    );
     index.apply_pod(pod("api-1", "api"));
     let mut relabelled = pod("web-1", "web");
     relabelled.labels.insert("version".into(), "2".into());
@@ -387,7 +493,10 @@ fn unknown_pods_are_refused_and_deleted_pods_end_their_streams() {
     assert!(index.watch("elsewhere", "web-1", 80).is_err());
     let rx = index.watch(NS, "web-1", 8080).unwrap();
     index.delete_pod(NS, "web-1");
-    assert!(rx.has_changed().is_err(), "the sender is gone: the stream ends");
+    assert!(
+        rx.has_changed().is_err(),
+        "the sender is gone: the stream ends"
+    );
     assert!(index.watch(NS, "web-1", 8080).is_err());
 }
 
