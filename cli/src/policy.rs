@@ -9,10 +9,13 @@
 //! kubectl get authorizationpolicies -A -o yaml | mesh policy validate -
 //! ```
 
-use crate::profile::{validate::documents, Input};
+use crate::profile::{
+    validate::{report, Outcome},
+    Input,
+};
 use clap::Subcommand;
 use mesh_core::{
-    policy::{self, Problems, Resource, Target},
+    policy::{self, Resource, Target},
     yaml,
 };
 use std::{io::Write, path::PathBuf};
@@ -53,65 +56,7 @@ pub fn run(args: PolicyArgs) -> anyhow::Result<()> {
 /// Checks every input; an error (exit 1) when any document is invalid or there is
 /// none.
 fn validate(inputs: &[Input], out: &mut impl Write) -> anyhow::Result<()> {
-    let (mut valid, mut invalid) = (0usize, 0usize);
-    for input in inputs {
-        let text = input.read()?;
-        for (number, doc) in documents(&text).into_iter().enumerate() {
-            let number = number + 1;
-            match check(&doc) {
-                Outcome::Empty => {}
-                Outcome::Skipped { kind, name } => writeln!(
-                    out,
-                    "{input}: document {number} ({kind} {name}): skipped, not a policy document"
-                )?,
-                Outcome::Valid { kind, name, what } => {
-                    valid += 1;
-                    writeln!(
-                        out,
-                        "{input}: document {number} ({kind} {name}): valid, {what}"
-                    )?;
-                }
-                Outcome::Invalid {
-                    kind,
-                    name,
-                    problems,
-                } => {
-                    invalid += 1;
-                    for p in problems.0 {
-                        writeln!(out, "{input}: document {number} ({kind} {name}): {p}")?;
-                    }
-                }
-            }
-        }
-    }
-    out.flush()?;
-    match (valid, invalid) {
-        (0, 0) => anyhow::bail!("no policy document found"),
-        (_, 0) => Ok(()),
-        (valid, invalid) => {
-            let total = valid + invalid;
-            anyhow::bail!("{invalid} of {total} policy documents invalid")
-        }
-    }
-}
-
-enum Outcome {
-    /// Nothing but blank lines and comments.
-    Empty,
-    Skipped {
-        kind: String,
-        name: String,
-    },
-    Valid {
-        kind: String,
-        name: String,
-        what: String,
-    },
-    Invalid {
-        kind: String,
-        name: String,
-        problems: Problems,
-    },
+    report(inputs, out, "policy document", check)
 }
 
 /// API groups whose documents are checked: ours, and the two a user may bring over
@@ -142,22 +87,21 @@ fn check(doc: &str) -> Outcome {
         v.split_once('/')
             .map_or(String::new(), |(g, _)| g.to_string())
     });
+    let label = format!("{kind} {name}");
     if let Some(group) = &group {
         if !CHECKED_GROUPS.contains(&group.as_str()) {
-            return Outcome::Skipped { kind, name };
+            return Outcome::Skipped {
+                label,
+                why: "not a policy document".into(),
+            };
         }
     }
     match policy::parse_yaml(doc) {
         Ok(r) => Outcome::Valid {
-            kind,
-            name,
+            label,
             what: summary(&r),
         },
-        Err(problems) => Outcome::Invalid {
-            kind,
-            name,
-            problems,
-        },
+        Err(problems) => Outcome::Invalid { label, problems },
     }
 }
 

@@ -713,16 +713,36 @@ fn injector_webhook(ca: &str) -> MutatingWebhookConfiguration {
 }
 
 fn profile_validator_webhook(ca: &str) -> ValidatingWebhookConfiguration {
+    validator_webhook(
+        names::SP_VALIDATOR_WEBHOOK,
+        "serviceprofiles.mesh.rs",
+        names::VALIDATE_SP_PATH,
+        (mesh_core::profile::GROUP, mesh_core::profile::VERSION),
+        &[mesh_core::profile::PLURAL],
+        ca,
+    )
+}
+
+/// A validating webhook of the controller's: CREATE and UPDATE of `resources` posted
+/// to `path`, failing open, never in the control plane's or kube-system's namespace.
+fn validator_webhook(
+    config_name: &str,
+    hook_name: &str,
+    path: &str,
+    (group, version): (&str, &str),
+    resources: &[&str],
+    ca: &str,
+) -> ValidatingWebhookConfiguration {
     ValidatingWebhookConfiguration {
-        metadata: metadata(names::SP_VALIDATOR_WEBHOOK, false),
+        metadata: metadata(config_name, false),
         webhooks: Some(vec![ValidatingWebhook {
-            name: "serviceprofiles.mesh.rs".into(),
-            client_config: client_config(names::VALIDATE_SP_PATH, ca),
+            name: hook_name.into(),
+            client_config: client_config(path, ca),
             rules: Some(vec![RuleWithOperations {
                 operations: Some(strings(&["CREATE", "UPDATE"])),
-                api_groups: Some(strings(&[mesh_core::profile::GROUP])),
-                api_versions: Some(strings(&[mesh_core::profile::VERSION])),
-                resources: Some(strings(&[mesh_core::profile::PLURAL])),
+                api_groups: Some(strings(&[group])),
+                api_versions: Some(strings(&[version])),
+                resources: Some(strings(resources)),
                 scope: Some("Namespaced".into()),
             }]),
             namespace_selector: Some(webhook_namespaces()),
@@ -743,24 +763,12 @@ fn policy_plurals() -> Vec<&'static str> {
 /// The policy kinds checked by the controller's `policy::validate_value`, every problem
 /// with its field path in the denial.
 fn policy_validator_webhook(ca: &str) -> ValidatingWebhookConfiguration {
-    ValidatingWebhookConfiguration {
-        metadata: metadata(names::POLICY_VALIDATOR_WEBHOOK, false),
-        webhooks: Some(vec![ValidatingWebhook {
-            name: policy::GROUP.into(),
-            client_config: client_config(names::VALIDATE_POLICY_PATH, ca),
-            rules: Some(vec![RuleWithOperations {
-                operations: Some(strings(&["CREATE", "UPDATE"])),
-                api_groups: Some(strings(&[policy::GROUP])),
-                api_versions: Some(strings(&[policy::VERSION])),
-                resources: Some(strings(&policy_plurals())),
-                scope: Some("Namespaced".into()),
-            }]),
-            namespace_selector: Some(webhook_namespaces()),
-            failure_policy: Some("Ignore".into()),
-            side_effects: "None".into(),
-            admission_review_versions: strings(&["v1"]),
-            timeout_seconds: Some(10),
-            ..Default::default()
-        }]),
-    }
+    validator_webhook(
+        names::POLICY_VALIDATOR_WEBHOOK,
+        policy::GROUP,
+        names::VALIDATE_POLICY_PATH,
+        (policy::GROUP, policy::VERSION),
+        &policy_plurals(),
+        ca,
+    )
 }
