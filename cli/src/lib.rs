@@ -16,6 +16,7 @@ pub mod diagnostics;
 pub mod edges;
 pub mod inject;
 pub mod install;
+pub mod policy;
 pub mod profile;
 pub mod routes;
 pub mod stat;
@@ -53,6 +54,8 @@ enum Command {
     /// Generate a ServiceProfile for a service (`--template`, `--open-api FILE`), or check
     /// profiles (`validate FILE`).
     Profile(profile::ProfileArgs),
+    /// Check authorization policy documents (`policy.mesh.rs`) offline (`validate FILE`).
+    Policy(policy::PolicyArgs),
     /// Print the control plane's manifests: `mesh install | kubectl apply -f -`
     /// (`--crds`: the CustomResourceDefinitions alone, to apply first).
     Install(install::InstallArgs),
@@ -140,6 +143,7 @@ pub fn run(args: Args) -> ExitCode {
                 return ExitCode::from(EX_USAGE);
             }
         },
+        Command::Policy(args) => policy::run(args),
         Command::Install(args) => match install::Config::try_from(args) {
             Ok(config) => install::run(&config),
             Err(error) => {

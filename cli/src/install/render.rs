@@ -35,16 +35,39 @@ use k8s_openapi::{
 use mesh_core::install::{
     meta, names, Values, COMPONENT_LABEL, CONTROLLER_COMPONENT, NAMESPACE, VERSION,
 };
+use mesh_core::policy;
 use serde::Serialize;
 use std::collections::BTreeMap;
 
 /// The CustomResourceDefinitions, as `manifests/crds/` holds them (the files are the
 /// source: the test script validates them and this prints them; `mesh check` compares
 /// the cluster's with them).
-pub(crate) const CRDS: &[(&str, &str)] = &[(
-    "serviceprofiles.mesh.rs",
-    include_str!("../../../manifests/crds/serviceprofiles.yaml"),
-)];
+pub(crate) const CRDS: &[(&str, &str)] = &[
+    (
+        "serviceprofiles.mesh.rs",
+        include_str!("../../../manifests/crds/serviceprofiles.yaml"),
+    ),
+    (
+        "servers.policy.mesh.rs",
+        include_str!("../../../manifests/crds/servers.yaml"),
+    ),
+    (
+        "authorizationpolicies.policy.mesh.rs",
+        include_str!("../../../manifests/crds/authorizationpolicies.yaml"),
+    ),
+    (
+        "meshtlsauthentications.policy.mesh.rs",
+        include_str!("../../../manifests/crds/meshtlsauthentications.yaml"),
+    ),
+    (
+        "networkauthentications.policy.mesh.rs",
+        include_str!("../../../manifests/crds/networkauthentications.yaml"),
+    ),
+    (
+        "httproutes.policy.mesh.rs",
+        include_str!("../../../manifests/crds/httproutes.yaml"),
+    ),
+];
 
 /// The controller's ports, by name.
 const PORTS: &[(&str, u16)] = &[
@@ -100,6 +123,7 @@ pub fn render(config: &Config) -> anyhow::Result<String> {
     }
     out.push(&injector_webhook(&config.webhook.ca))?;
     out.push(&profile_validator_webhook(&config.webhook.ca))?;
+    out.push(&policy_validator_webhook(&config.webhook.ca))?;
     Ok(out.text)
 }
 
@@ -124,6 +148,11 @@ pub fn uninstall() -> anyhow::Result<String> {
         admission,
         "ValidatingWebhookConfiguration",
         names::SP_VALIDATOR_WEBHOOK,
+    ))?;
+    out.push(&stub(
+        admission,
+        "ValidatingWebhookConfiguration",
+        names::POLICY_VALIDATOR_WEBHOOK,
     ))?;
     out.push(&stub(rbac, "ClusterRoleBinding", names::CONTROLLER))?;
     out.push(&stub(rbac, "ClusterRole", names::CONTROLLER))?;
@@ -280,6 +309,7 @@ fn controller_cluster_role() -> ClusterRole {
                 &[mesh_core::profile::PLURAL],
                 &["list", "watch"],
             ),
+            rule(&[policy::GROUP], &policy_plurals(), &["list", "watch"]),
             rule(&["authentication.k8s.io"], &["tokenreviews"], &["create"]),
             rule(
                 &["authorization.k8s.io"],
@@ -683,16 +713,36 @@ fn injector_webhook(ca: &str) -> MutatingWebhookConfiguration {
 }
 
 fn profile_validator_webhook(ca: &str) -> ValidatingWebhookConfiguration {
+    validator_webhook(
+        names::SP_VALIDATOR_WEBHOOK,
+        "serviceprofiles.mesh.rs",
+        names::VALIDATE_SP_PATH,
+        (mesh_core::profile::GROUP, mesh_core::profile::VERSION),
+        &[mesh_core::profile::PLURAL],
+        ca,
+    )
+}
+
+/// A validating webhook of the controller's: CREATE and UPDATE of `resources` posted
+/// to `path`, failing open, never in the control plane's or kube-system's namespace.
+fn validator_webhook(
+    config_name: &str,
+    hook_name: &str,
+    path: &str,
+    (group, version): (&str, &str),
+    resources: &[&str],
+    ca: &str,
+) -> ValidatingWebhookConfiguration {
     ValidatingWebhookConfiguration {
-        metadata: metadata(names::SP_VALIDATOR_WEBHOOK, false),
+        metadata: metadata(config_name, false),
         webhooks: Some(vec![ValidatingWebhook {
-            name: "serviceprofiles.mesh.rs".into(),
-            client_config: client_config(names::VALIDATE_SP_PATH, ca),
+            name: hook_name.into(),
+            client_config: client_config(path, ca),
             rules: Some(vec![RuleWithOperations {
                 operations: Some(strings(&["CREATE", "UPDATE"])),
-                api_groups: Some(strings(&[mesh_core::profile::GROUP])),
-                api_versions: Some(strings(&[mesh_core::profile::VERSION])),
-                resources: Some(strings(&[mesh_core::profile::PLURAL])),
+                api_groups: Some(strings(&[group])),
+                api_versions: Some(strings(&[version])),
+                resources: Some(strings(resources)),
                 scope: Some("Namespaced".into()),
             }]),
             namespace_selector: Some(webhook_namespaces()),
@@ -703,4 +753,22 @@ fn profile_validator_webhook(ca: &str) -> ValidatingWebhookConfiguration {
             ..Default::default()
         }]),
     }
+}
+
+/// The policy kinds' resource names (`servers`, ...), as RBAC and the webhook name them.
+fn policy_plurals() -> Vec<&'static str> {
+    policy::Kind::ALL.iter().map(|k| k.plural()).collect()
+}
+
+/// The policy kinds checked by the controller's `policy::validate_value`, every problem
+/// with its field path in the denial.
+fn policy_validator_webhook(ca: &str) -> ValidatingWebhookConfiguration {
+    validator_webhook(
+        names::POLICY_VALIDATOR_WEBHOOK,
+        policy::GROUP,
+        names::VALIDATE_POLICY_PATH,
+        (policy::GROUP, policy::VERSION),
+        &policy_plurals(),
+        ca,
+    )
 }

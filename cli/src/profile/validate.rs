@@ -19,29 +19,39 @@ pub(super) fn run(
     cluster_domain: &str,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
+    report(inputs, out, "ServiceProfile", |doc| {
+        check(doc, cluster_domain)
+    })
+}
+
+/// Checks every document of every input with `check`, printing a line per document
+/// (per problem, for an invalid one) as `FILE: document N (LABEL): ...`; an error
+/// (exit 1) when any document is invalid or none is valid, naming them by `noun`.
+/// What `mesh profile validate` and `mesh policy validate` share.
+pub(crate) fn report(
+    inputs: &[Input],
+    out: &mut impl Write,
+    noun: &str,
+    check: impl Fn(&str) -> Outcome,
+) -> anyhow::Result<()> {
     let (mut valid, mut invalid) = (0usize, 0usize);
     for input in inputs {
         let text = input.read()?;
         for (number, doc) in documents(&text).into_iter().enumerate() {
             let number = number + 1;
-            match check(&doc, cluster_domain) {
+            match check(&doc) {
                 Outcome::Empty => {}
-                Outcome::Skipped { kind, name } => writeln!(
-                    out,
-                    "{input}: document {number} ({kind} {name}): skipped, not a ServiceProfile"
-                )?,
-                Outcome::Valid { name, routes } => {
-                    valid += 1;
-                    let s = if routes == 1 { "" } else { "s" };
-                    writeln!(
-                        out,
-                        "{input}: document {number} ({name}): valid, {routes} route{s}"
-                    )?;
+                Outcome::Skipped { label, why } => {
+                    writeln!(out, "{input}: document {number} ({label}): skipped, {why}")?
                 }
-                Outcome::Invalid { name, problems } => {
+                Outcome::Valid { label, what } => {
+                    valid += 1;
+                    writeln!(out, "{input}: document {number} ({label}): valid, {what}")?;
+                }
+                Outcome::Invalid { label, problems } => {
                     invalid += 1;
                     for p in problems.0 {
-                        writeln!(out, "{input}: document {number} ({name}): {p}")?;
+                        writeln!(out, "{input}: document {number} ({label}): {p}")?;
                     }
                 }
             }
@@ -49,28 +59,31 @@ pub(super) fn run(
     }
     out.flush()?;
     match (valid, invalid) {
-        (0, 0) => anyhow::bail!("no ServiceProfile found"),
+        (0, 0) => anyhow::bail!("no {noun} found"),
         (_, 0) => Ok(()),
         (valid, invalid) => {
             let total = valid + invalid;
-            anyhow::bail!("{invalid} of {total} ServiceProfiles invalid")
+            anyhow::bail!("{invalid} of {total} {noun}s invalid")
         }
     }
 }
 
-enum Outcome {
+/// What one document came to.
+pub(crate) enum Outcome {
     /// Nothing but blank lines and comments.
     Empty,
+    /// Of another kind: `why` says so.
     Skipped {
-        kind: String,
-        name: String,
+        label: String,
+        why: String,
     },
+    /// `what` summarizes it.
     Valid {
-        name: String,
-        routes: usize,
+        label: String,
+        what: String,
     },
     Invalid {
-        name: String,
+        label: String,
         problems: Problems,
     },
 }
@@ -91,15 +104,27 @@ fn check(doc: &str, cluster_domain: &str) -> Outcome {
     }
     let name = str_at(&["metadata", "name"]).unwrap_or_else(|| "no name".into());
     match str_at(&["kind"]) {
-        Some(kind) if kind != profile::KIND => return Outcome::Skipped { kind, name },
+        Some(kind) if kind != profile::KIND => {
+            return Outcome::Skipped {
+                label: format!("{kind} {name}"),
+                why: "not a ServiceProfile".into(),
+            }
+        }
         _ => {}
     }
     match profile::parse_yaml(doc, Some(cluster_domain)) {
-        Ok(v) => Outcome::Valid {
-            name,
-            routes: v.routes.len(),
+        Ok(v) => {
+            let routes = v.routes.len();
+            let s = if routes == 1 { "" } else { "s" };
+            Outcome::Valid {
+                label: name,
+                what: format!("{routes} route{s}"),
+            }
+        }
+        Err(problems) => Outcome::Invalid {
+            label: name,
+            problems,
         },
-        Err(problems) => Outcome::Invalid { name, problems },
     }
 }
 

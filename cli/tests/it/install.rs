@@ -140,6 +140,11 @@ fn install_prints_every_object_in_apply_order() {
         [
             "Namespace/mesh-system",
             "CustomResourceDefinition/serviceprofiles.mesh.rs",
+            "CustomResourceDefinition/servers.policy.mesh.rs",
+            "CustomResourceDefinition/authorizationpolicies.policy.mesh.rs",
+            "CustomResourceDefinition/meshtlsauthentications.policy.mesh.rs",
+            "CustomResourceDefinition/networkauthentications.policy.mesh.rs",
+            "CustomResourceDefinition/httproutes.policy.mesh.rs",
             "ServiceAccount/mesh-controller",
             "ClusterRole/mesh-controller",
             "ClusterRoleBinding/mesh-controller",
@@ -155,9 +160,10 @@ fn install_prints_every_object_in_apply_order() {
             "Deployment/mesh-controller",
             "MutatingWebhookConfiguration/mesh-proxy-injector",
             "ValidatingWebhookConfiguration/mesh-sp-validator",
+            "ValidatingWebhookConfiguration/mesh-policy-validator",
         ]
     );
-    let deployment = &docs[14];
+    let deployment = &docs[19];
     let pod = &deployment["spec"]["template"];
     assert_eq!(
         pod["metadata"]["labels"]["mesh.rs/control-plane-component"], "controller",
@@ -183,7 +189,7 @@ fn install_prints_every_object_in_apply_order() {
     );
     assert!(container["resources"]["requests"]["cpu"].is_string());
     // The webhooks fail open and stay out of the control plane's namespace.
-    for webhook in &docs[15..] {
+    for webhook in &docs[20..] {
         let hook = &webhook["webhooks"][0];
         assert_eq!(hook["failurePolicy"], "Ignore");
         let excluded = &hook["namespaceSelector"]["matchExpressions"][0];
@@ -239,11 +245,21 @@ fn the_controllers_role_is_least_privilege() {
             "list /services",
             "list discovery.k8s.io/endpointslices",
             "list mesh.rs/serviceprofiles",
+            "list policy.mesh.rs/authorizationpolicies",
+            "list policy.mesh.rs/httproutes",
+            "list policy.mesh.rs/meshtlsauthentications",
+            "list policy.mesh.rs/networkauthentications",
+            "list policy.mesh.rs/servers",
             "patch events.k8s.io/events",
             "watch /pods",
             "watch /services",
             "watch discovery.k8s.io/endpointslices",
             "watch mesh.rs/serviceprofiles",
+            "watch policy.mesh.rs/authorizationpolicies",
+            "watch policy.mesh.rs/httproutes",
+            "watch policy.mesh.rs/meshtlsauthentications",
+            "watch policy.mesh.rs/networkauthentications",
+            "watch policy.mesh.rs/servers",
         ]
     );
     let tap = docs
@@ -313,7 +329,14 @@ fn flags_change_what_they_say() {
     let crds = documents(&install(&["--crds"]));
     assert_eq!(
         kinds(&crds),
-        ["CustomResourceDefinition/serviceprofiles.mesh.rs"]
+        [
+            "CustomResourceDefinition/serviceprofiles.mesh.rs",
+            "CustomResourceDefinition/servers.policy.mesh.rs",
+            "CustomResourceDefinition/authorizationpolicies.policy.mesh.rs",
+            "CustomResourceDefinition/meshtlsauthentications.policy.mesh.rs",
+            "CustomResourceDefinition/networkauthentications.policy.mesh.rs",
+            "CustomResourceDefinition/httproutes.policy.mesh.rs",
+        ]
     );
 }
 
@@ -429,6 +452,11 @@ fn every_rendered_manifest_passes_the_official_schemas() {
     for file in [
         "manifests/install.yaml",
         "manifests/crds/serviceprofiles.yaml",
+        "manifests/crds/servers.yaml",
+        "manifests/crds/authorizationpolicies.yaml",
+        "manifests/crds/meshtlsauthentications.yaml",
+        "manifests/crds/networkauthentications.yaml",
+        "manifests/crds/httproutes.yaml",
     ] {
         let text = std::fs::read_to_string(repo().join(file)).expect("read");
         if let Err(problems) = mesh_kube_fake::schema::validate(&text) {
@@ -525,6 +553,48 @@ fn custom_resources_pass_their_crds_schema() {
     assert!(!out.status.success(), "an invalid profile passed: {said}");
     assert!(said.contains("routez"), "{said}");
     assert!(said.contains("spec.dstOverrides.0.weight"), "{said}");
+}
+
+/// The policy kinds against their CRDs' schemas: the examples (which `mesh policy
+/// validate` accepts too) pass, and documents the schema must refuse are refused, each
+/// naming its field.
+#[cfg_attr(
+    no_kubernetes_validate,
+    ignore = "kubernetes-validate is not installed (scripts/test.sh installs it)"
+)]
+#[test]
+fn policy_resources_pass_their_crds_schema() {
+    let tmp = tempfile::tempdir().expect("tmpdir");
+    let crds = tmp.path().join("crds.yaml");
+    std::fs::write(&crds, install(&["--crds"])).expect("write");
+    let valid = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/install/policy.yaml");
+    let out = crd_validate(&crds, &valid);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("8 custom resource(s) valid"), "{said}");
+
+    let head = "apiVersion: policy.mesh.rs/v1alpha1\nmetadata: {name: x}\n";
+    for (doc, field) in [
+        ("kind: Server\nspec: {podSelector: {}, port: 80, proxyProtocol: http}\n", "spec.proxyProtocol"),
+        ("kind: Server\nspec: {podSelector: {}, port: 80, accessPolicy: allow}\n", "spec.accessPolicy"),
+        ("kind: Server\nspec: {podSelector: {}}\n", "port"),
+        ("kind: AuthorizationPolicy\nspec: {targetRef: {kind: Server, name: s}}\n", "requiredAuthenticationRefs"),
+        ("kind: MeshTLSAuthentication\nspec: {identities: [a], identityRefs: [{kind: Namespace, name: n}]}\n", "spec"),
+        ("kind: NetworkAuthentication\nspec: {networks: []}\n", "spec.networks"),
+        ("kind: HTTPRoute\nspec: {parentRefs: [{name: s}], rules: [{matches: [{method: get}]}]}\n", "spec.rules.0.matches.0.method"),
+        ("kind: HTTPRoute\nspec: {parentRefs: [{name: s}], rules: [{backendRefs: []}]}\n", "backendRefs"),
+    ] {
+        let file = tmp.path().join("invalid.yaml");
+        std::fs::write(&file, format!("{head}{doc}")).expect("write");
+        let out = crd_validate(&crds, &file);
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(!out.status.success(), "passed the schema: {doc}");
+        assert!(said.contains(field), "{doc}: {said}");
+    }
 }
 
 fn crd_validate(crds: &Path, resources: &Path) -> Output {

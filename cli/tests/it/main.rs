@@ -15,5 +15,6 @@ mod inject;
 mod install;
 mod install_doc;
 mod metrics_api;
+mod policy;
 mod profile;
 mod top;

@@ -48,6 +48,10 @@ pub mod names {
     pub const INJECT_PATH: &str = "/inject";
     /// Where the API server posts ServiceProfiles to validate.
     pub const VALIDATE_SP_PATH: &str = "/validate/serviceprofiles";
+    /// The policy validator's ValidatingWebhookConfiguration (`policy.mesh.rs` kinds).
+    pub const POLICY_VALIDATOR_WEBHOOK: &str = "mesh-policy-validator";
+    /// Where the API server posts the policy kinds to validate.
+    pub const VALIDATE_POLICY_PATH: &str = "/validate/policy";
     /// The ClusterRole granting `mesh tap`/`mesh top` (verb `watch` on `tap.mesh.rs`
     /// `tap`) and the CLI's port-forward to the controller, for users to be bound to.
     pub const TAP_USER_ROLE: &str = "mesh-tap-user";
@@ -91,6 +95,9 @@ pub mod meta {
     pub const CONFIG_PREFIX: &str = "config.mesh.rs/";
     /// Ports whose traffic is opaque TCP, never detected.
     pub const OPAQUE_PORTS: &str = "config.mesh.rs/opaque-ports";
+    /// The default inbound policy of a pod's ports that no `Server` selects (one of
+    /// `mesh_core::policy::DefaultPolicy`'s names); the cluster's when unset.
+    pub const DEFAULT_INBOUND_POLICY: &str = "config.mesh.rs/default-inbound-policy";
     /// On a namespace: `disabled` keeps the admission webhooks away from it.
     pub const ADMISSION_WEBHOOKS: &str = "config.mesh.rs/admission-webhooks";
     /// The proxy's container name, and the init container's.

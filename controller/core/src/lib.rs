@@ -28,6 +28,7 @@ pub mod health;
 pub mod index;
 pub mod inject;
 pub mod install;
+pub mod policy;
 pub mod profile;
 pub mod quantity;
 pub mod stats;

@@ -1,7 +1,9 @@
 //! The admission webhooks: an HTTPS server (port 8443) that answers the API server's
 //! `admission.k8s.io/v1` `AdmissionReview`s on `POST /validate/serviceprofiles` (the
-//! ServiceProfile validator, below) and, when configured, `POST /inject` (the proxy
-//! injector, [`inject`]).
+//! ServiceProfile validator, below), `POST /validate/policy` (the policy kinds of
+//! `policy.mesh.rs`, judged by `mesh_core::policy::validate_value`, as `mesh policy
+//! validate` judges them; the same limits and answers) and, when configured, `POST
+//! /inject` (the proxy injector, [`inject`]).
 //!
 //! It exists so that an invalid profile is refused by `kubectl apply` with every
 //! problem named (`spec.routes[0].condition.pathRegex: ...`), instead of being stored
@@ -106,6 +108,16 @@ pub struct Webhook {
 /// Where the API server posts pods to inject.
 pub const INJECT_PATH: &str = mesh_core::install::names::INJECT_PATH;
 
+/// Where the API server posts the policy kinds (`policy.mesh.rs`) to validate.
+pub const POLICY_PATH: &str = mesh_core::install::names::VALIDATE_POLICY_PATH;
+
+/// Which validator a review is for.
+#[derive(Clone, Copy, Debug)]
+enum Validator {
+    Profile,
+    Policy,
+}
+
 // === impl Reviews ===
 
 impl Reviews {
@@ -134,7 +146,7 @@ impl Family for Reviews {
             out,
             "webhook_reviews_total",
             "counter",
-            "ServiceProfile admission reviews, by outcome.",
+            "ServiceProfile and policy admission reviews, by outcome.",
         );
         for (result, outcome) in [
             ("allowed", Outcome::Allowed),
@@ -173,13 +185,14 @@ impl Webhook {
         B: Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let injector = match (req.uri().path(), &self.injector) {
-            (PATH, _) => None,
-            (INJECT_PATH, Some(injector)) => Some(Arc::clone(injector)),
+        let (injector, validator) = match (req.uri().path(), &self.injector) {
+            (PATH, _) => (None, Validator::Profile),
+            (POLICY_PATH, _) => (None, Validator::Policy),
+            (INJECT_PATH, Some(injector)) => (Some(Arc::clone(injector)), Validator::Profile),
             _ => {
                 let paths = match self.injector {
-                    Some(_) => format!("{PATH} or {INJECT_PATH}"),
-                    None => PATH.to_string(),
+                    Some(_) => format!("{PATH}, {POLICY_PATH} or {INJECT_PATH}"),
+                    None => format!("{PATH} or {POLICY_PATH}"),
                 };
                 return text(
                     StatusCode::NOT_FOUND,
@@ -196,12 +209,12 @@ impl Webhook {
         if let Some(injector) = injector {
             return inject_review(&injector, req.into_body()).await;
         }
-        let (rsp, outcome) = self.review(req.into_body()).await;
+        let (rsp, outcome) = self.review(validator, req.into_body()).await;
         self.reviews.count(outcome);
         rsp
     }
 
-    async fn review<B>(&self, body: B) -> (Response<Full<Bytes>>, Outcome)
+    async fn review<B>(&self, validator: Validator, body: B) -> (Response<Full<Bytes>>, Outcome)
     where
         B: Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -222,12 +235,16 @@ impl Webhook {
                 return (text(StatusCode::REQUEST_TIMEOUT, msg), Outcome::Error);
             }
         };
-        match review::review(&body, &self.cluster_domain) {
+        let reviewed = match validator {
+            Validator::Profile => review::review(&body, &self.cluster_domain),
+            Validator::Policy => review::review_policy(&body),
+        };
+        match reviewed {
             Ok(reviewed) => {
                 let outcome = match &reviewed.decision {
                     review::Decision::Allowed => Outcome::Allowed,
                     review::Decision::Denied(message) => {
-                        tracing::debug!(uid = %reviewed.uid, %message, "ServiceProfile denied");
+                        tracing::debug!(uid = %reviewed.uid, %message, ?validator, "denied");
                         Outcome::Denied
                     }
                 };

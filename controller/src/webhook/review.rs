@@ -1,5 +1,6 @@
 //! The admission decision, with no IO: the bytes of an `admission.k8s.io/v1`
 //! `AdmissionReview` in, the review to answer (or why the body is no review) out.
+//! ServiceProfiles by [`review`], the policy kinds by [`review_policy`].
 //!
 //! A profile is judged by exactly the checks the destination service applies
 //! ([`profile::validate_document`]), after a strict decode of `request.object`, so
@@ -127,16 +128,29 @@ pub(super) fn answer_with(response: Value) -> Vec<u8> {
 /// Reviews one request: DELETE (and CONNECT) are always allowed; CREATE and UPDATE
 /// are allowed only for a valid profile named `<svc>.<ns>.svc.<cluster_domain>`.
 pub fn review(body: &[u8], cluster_domain: &str) -> Result<Reviewed, BadReview> {
+    review_with(body, |kind, object, namespace| {
+        decide(kind, object, namespace, cluster_domain)
+    })
+}
+
+/// Reviews one request of a policy kind (`policy.mesh.rs`): allowed only when
+/// `mesh_core::policy::validate_value` finds nothing wrong, the same checks as `mesh
+/// policy validate`'s and the index's.
+pub fn review_policy(body: &[u8]) -> Result<Reviewed, BadReview> {
+    review_with(body, decide_policy)
+}
+
+/// The operation's rule, shared by the validators: DELETE and CONNECT allowed (a
+/// removal cannot make anything invalid), CREATE and UPDATE judged by `judge`.
+fn review_with(
+    body: &[u8],
+    judge: impl FnOnce(Option<GroupVersionKind>, Option<Value>, Option<&str>) -> Decision,
+) -> Result<Reviewed, BadReview> {
     let request = read_request(body)?;
     let decision = match request.operation.as_str() {
         // Removing a profile can never make one invalid; CONNECT carries no profile.
         "DELETE" | "CONNECT" => Decision::Allowed,
-        "CREATE" | "UPDATE" => decide(
-            request.kind,
-            request.object,
-            request.namespace.as_deref(),
-            cluster_domain,
-        ),
+        "CREATE" | "UPDATE" => judge(request.kind, request.object, request.namespace.as_deref()),
         other => {
             return Err(BadReview(format!(
                 "request.operation: unknown operation {other:?}"
@@ -168,10 +182,25 @@ fn decide(
             ));
         }
     }
-    let Some(mut object) = object.filter(|o| !o.is_null()) else {
-        return Decision::Denied("request.object: required for CREATE and UPDATE".into());
+    let object = match object_in(object, namespace) {
+        Ok(object) => object,
+        Err(denied) => return denied,
     };
-    // Judged where it is created: a profile must live in its service's namespace.
+    // Every problem, decoding's included, as `mesh profile validate` names them.
+    match profile::validate_value(object, domain) {
+        Ok(_) => Decision::Allowed,
+        Err(problems) => Decision::Denied(bounded(&problems, MAX_MESSAGE)),
+    }
+}
+
+/// The request's object, judged where it is created (its namespace filled in from
+/// the request's when it has none).
+fn object_in(object: Option<Value>, namespace: Option<&str>) -> Result<Value, Decision> {
+    let Some(mut object) = object.filter(|o| !o.is_null()) else {
+        return Err(Decision::Denied(
+            "request.object: required for CREATE and UPDATE".into(),
+        ));
+    };
     if let (Some(ns), Some(metadata)) = (
         namespace.filter(|ns| !ns.is_empty()),
         object.get_mut("metadata").and_then(Value::as_object_mut),
@@ -180,8 +209,30 @@ fn decide(
             .entry("namespace")
             .or_insert_with(|| Value::String(ns.to_string()));
     }
-    // Every problem, decoding's included, as `mesh profile validate` names them.
-    match profile::validate_value(object, domain) {
+    Ok(object)
+}
+
+fn decide_policy(
+    kind: Option<GroupVersionKind>,
+    object: Option<Value>,
+    namespace: Option<&str>,
+) -> Decision {
+    use mesh_core::policy;
+    if let Some(kind) = kind {
+        if kind.group != policy::GROUP || policy::Kind::from_name(&kind.kind).is_none() {
+            return Decision::Denied(format!(
+                "request.kind: this webhook validates {} objects, not {}/{}",
+                policy::GROUP,
+                kind.group,
+                kind.kind
+            ));
+        }
+    }
+    let object = match object_in(object, namespace) {
+        Ok(object) => object,
+        Err(denied) => return denied,
+    };
+    match policy::validate_value(object) {
         Ok(_) => Decision::Allowed,
         Err(problems) => Decision::Denied(bounded(&problems, MAX_MESSAGE)),
     }

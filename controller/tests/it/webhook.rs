@@ -8,7 +8,7 @@ use http::{Request, StatusCode};
 use http_body_util::{BodyExt as _, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use mesh_controller::{
-    webhook::{Outcome, PATH},
+    webhook::{Outcome, PATH, POLICY_PATH},
     Args, Config, Running,
 };
 use rustls_pki_types::{pem::PemObject as _, CertificateDer, ServerName};
@@ -480,4 +480,105 @@ fn flags_name_what_is_wrong() {
         let error = parse(&args).unwrap_err();
         assert!(error.contains(needle), "{args:?}: {error}");
     }
+}
+
+/// A policy kind's review, as the API server sends it to `/validate/policy`.
+fn policy_review(operation: &str, kind: &str, object: Value) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": UID,
+            "kind": {"group": "policy.mesh.rs", "version": "v1alpha1", "kind": kind},
+            "namespace": "shop",
+            "operation": operation,
+            "object": object,
+            "oldObject": null,
+        }
+    }))
+    .unwrap()
+}
+
+async fn review_policy(
+    f: &Fixture,
+    proto: Proto,
+    operation: &str,
+    kind: &str,
+    object: Value,
+) -> Value {
+    let (status, body) = post(
+        f.addr,
+        &f.cert_pem,
+        proto,
+        POLICY_PATH,
+        policy_review(operation, kind, object),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    let answer: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(answer["response"]["uid"], UID);
+    answer["response"].clone()
+}
+
+#[tokio::test]
+async fn policy_kinds_are_validated_with_their_field_paths() {
+    let f = start().await;
+    // No namespace in the object: judged in the request's (`shop`).
+    let policy = |target: Value, refs: Value| {
+        json!({
+            "apiVersion": "policy.mesh.rs/v1alpha1", "kind": "AuthorizationPolicy",
+            "metadata": {"name": "p", "uid": "x", "managedFields": []},
+            "spec": {"targetRef": target, "requiredAuthenticationRefs": refs},
+        })
+    };
+    for proto in [Proto::Http1, Proto::Http2] {
+        let good = policy(
+            json!({"kind": "Namespace", "name": "shop"}),
+            json!([{"group": "policy.mesh.rs", "kind": "MeshTLSAuthentication", "name": "web"}]),
+        );
+        let response = review_policy(&f, proto, "CREATE", "AuthorizationPolicy", good).await;
+        assert_eq!(response["allowed"], true, "{proto:?}: {response}");
+    }
+    let bad = policy(
+        json!({"kind": "Namespace", "name": "other"}),
+        json!([{"kind": "NetworkAuthentication", "name": "lan"}]),
+    );
+    let response = review_policy(
+        &f,
+        Proto::Http1,
+        "UPDATE",
+        "AuthorizationPolicy",
+        bad.clone(),
+    )
+    .await;
+    assert_eq!(response["allowed"], false, "{response}");
+    assert_eq!(response["status"]["code"], 400);
+    assert_eq!(
+        response["status"]["message"],
+        "spec.targetRef.name: a Namespace target must be the policy's own namespace \"shop\", found \"other\"\n\
+         spec.requiredAuthenticationRefs[0].group: missing: an empty group means the core group, which has no NetworkAuthentication; write `group: policy.mesh.rs`"
+    );
+    let server = json!({
+        "apiVersion": "policy.mesh.rs/v1alpha1", "kind": "Server",
+        "metadata": {"name": "s"},
+        "spec": {"podSelector": {}, "port": 0, "proxyProtocol": "HTTP/1", "accessPolicy": "allow"},
+    });
+    let response = review_policy(&f, Proto::Http2, "CREATE", "Server", server).await;
+    assert_eq!(
+        response["status"]["message"],
+        "spec.port: 0 is not a port: expected 1-65535 or a port name\n\
+         spec.accessPolicy: \"allow\" is not a default inbound policy: expected one of all-unauthenticated, all-authenticated, cluster-unauthenticated, cluster-authenticated, deny, audit"
+    );
+    // Removing is always allowed; another kind sent here is named.
+    let response = review_policy(&f, Proto::Http1, "DELETE", "AuthorizationPolicy", bad).await;
+    assert_eq!(response["allowed"], true);
+    let response =
+        review_policy(&f, Proto::Http1, "CREATE", "ServerAuthorization", json!({})).await;
+    assert_eq!(
+        response["status"]["message"],
+        "request.kind: this webhook validates policy.mesh.rs objects, not policy.mesh.rs/ServerAuthorization"
+    );
+    assert_eq!(f.running.webhook_reviews.total(Outcome::Allowed), 3);
+    assert_eq!(f.running.webhook_reviews.total(Outcome::Denied), 3);
 }

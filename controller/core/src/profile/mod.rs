@@ -30,9 +30,21 @@ pub const PLURAL: &str = "serviceprofiles";
 /// each with its field (for YAML problems too) and why; the first decoding problem
 /// also with its line and column.
 pub fn parse_yaml(text: &str, cluster_domain: Option<&str>) -> Result<Validated, Problems> {
+    parse_yaml_as::<ServiceProfile, _>(text, |profile| validate_document(profile, cluster_domain))
+}
+
+/// Parses one YAML document as a `T` and checks it with `check`, naming every problem
+/// as [`parse_yaml`] does: the first decoding problem with its line and column, every
+/// other decoding problem in the document's order, then `check`'s problems with what
+/// did decode. Every kind of resource read from YAML (profiles, the policy kinds) is
+/// read this one way.
+pub fn parse_yaml_as<T: serde::de::DeserializeOwned, V>(
+    text: &str,
+    check: impl Fn(&T) -> Result<V, Problems>,
+) -> Result<V, Problems> {
     // The typed parse finds the first problem with its location in the text.
-    let first = match yaml::from_str::<ServiceProfile>(text) {
-        Ok(profile) => return validate_document(&profile, cluster_domain),
+    let first = match yaml::from_str::<T>(text) {
+        Ok(document) => return check(&document),
         Err(e) => e,
     };
     let at = first
@@ -51,7 +63,7 @@ pub fn parse_yaml(text: &str, cluster_domain: Option<&str>) -> Result<Validated,
     ) else {
         return Err(Problems(vec![first]));
     };
-    let mut decoded = decode::decode_all::<ServiceProfile>(value);
+    let mut decoded = decode::decode_all::<T>(value);
     // The decoder saw mappings in key order; the user reads the document in its own.
     decoded
         .problems
@@ -76,9 +88,7 @@ pub fn parse_yaml(text: &str, cluster_domain: Option<&str>) -> Result<Validated,
     Err(Problems(with_semantic_problems(
         problems,
         decoded.problems.iter().map(|p| p.path.clone()),
-        decoded
-            .value
-            .map(|profile| validate_document(&profile, cluster_domain)),
+        decoded.value.map(|document| check(&document)),
     )))
 }
 
@@ -137,10 +147,21 @@ pub fn validate_value(
     object: serde_json::Value,
     cluster_domain: &str,
 ) -> Result<Validated, Problems> {
-    let decoded = decode::decode_all::<ServiceProfile>(object);
+    decode_value_as::<ServiceProfile, _>(object, |profile| {
+        validate_document(profile, Some(cluster_domain))
+    })
+}
+
+/// Decodes a whole object given as JSON as a `T` and checks it with `check`, naming
+/// every problem as [`validate_value`] does.
+pub fn decode_value_as<T: serde::de::DeserializeOwned, V>(
+    object: serde_json::Value,
+    check: impl Fn(&T) -> Result<V, Problems>,
+) -> Result<V, Problems> {
+    let decoded = decode::decode_all::<T>(object);
     if decoded.problems.is_empty() {
-        if let Some(profile) = decoded.value {
-            return validate_document(&profile, Some(cluster_domain));
+        if let Some(document) = decoded.value {
+            return check(&document);
         }
     }
     let problems = decoded
@@ -154,18 +175,16 @@ pub fn validate_value(
     Err(Problems(with_semantic_problems(
         problems,
         decoded.problems.iter().map(|p| p.path.clone()),
-        decoded
-            .value
-            .map(|profile| validate_document(&profile, Some(cluster_domain))),
+        decoded.value.map(|document| check(&document)),
     )))
 }
 
 /// Decoding problems, then the semantic checks' problems of what did decode, except
 /// those about a field decoding already took out (they would only echo it).
-fn with_semantic_problems(
+fn with_semantic_problems<V>(
     mut problems: Vec<Invalid>,
     taken_out: impl Iterator<Item = String>,
-    semantic: Option<Result<Validated, Problems>>,
+    semantic: Option<Result<V, Problems>>,
 ) -> Vec<Invalid> {
     let taken_out: Vec<String> = taken_out.collect();
     if let Some(Err(Problems(more))) = semantic {
