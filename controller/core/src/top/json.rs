@@ -101,7 +101,9 @@ fn headers(headers: &[Header]) -> serde_json::Value {
 }
 
 /// One event as a JSON object (`null` for an event with no HTTP part): what
-/// `mesh tap -o json` prints a line of, and the dashboard's tap stream sends.
+/// `mesh tap -o json` prints a line of, and the dashboard's tap stream sends. Each
+/// end's identity is the peer proxy's verified mesh identity as the tapped proxy saw
+/// it (inbound the source's, outbound the destination's); empty when unknown.
 pub fn to_json(event: &TapEvent) -> serde_json::Value {
     let Some(http) = event.http.as_ref().and_then(|h| h.event.as_ref()) else {
         return serde_json::Value::Null;
@@ -119,6 +121,8 @@ pub fn to_json(event: &TapEvent) -> serde_json::Value {
         "source_labels": labels(event.source_meta.as_ref().map(|m| &m.labels)),
         "destination_labels": labels(event.destination_meta.as_ref().map(|m| &m.labels)),
         "route_labels": labels(event.route_meta.as_ref().map(|m| &m.labels)),
+        "source_identity": event.source_meta.as_ref().map_or("", |m| m.identity.as_str()),
+        "destination_identity": event.destination_meta.as_ref().map_or("", |m| m.identity.as_str()),
     });
     let fields = match http {
         Event::RequestInit(e) => serde_json::json!({
