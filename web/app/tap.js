@@ -337,7 +337,7 @@ function details(r) {
     return dl([
       ['Address', any[side]],
       ...Object.keys(labels).sort().map((k) => [k, labels[k]]),
-      ['Identity', identity || (any.tls ? 'not seen by this proxy' : 'none (no mesh TLS)')],
+      ['Identity', identity || (any.tls ? 'not in the event (the tapped pod’s own side)' : 'none (no mesh TLS)')],
     ]);
   };
   return [

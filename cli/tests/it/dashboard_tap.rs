@@ -116,12 +116,7 @@ fn serve(mut conn: TcpStream, shared: &Shared, upstream: Option<SocketAddr>) {
     let params: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
         .into_owned()
         .collect();
-    let param = |k: &str| {
-        params
-            .iter()
-            .find(|(n, _)| n == k)
-            .map(|(_, v)| v.as_str())
-    };
+    let param = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
     let json = "application/json";
     match (path, upstream) {
         ("/api/version", _) => respond(&mut conn, 200, json, br#"{"version":"0.1.0"}"#),
@@ -145,7 +140,8 @@ fn serve(mut conn: TcpStream, shared: &Shared, upstream: Option<SocketAddr>) {
                 return respond(&mut conn, 400, json, body.to_string().as_bytes());
             }
             if param("namespace") == Some("secret") {
-                let body = json!({ "error": "user \"dev\" may not watch pods/tap in namespace secret" });
+                let body =
+                    json!({ "error": "user \"dev\" may not watch pods/tap in namespace secret" });
                 return respond(&mut conn, 403, json, body.to_string().as_bytes());
             }
             if path == "/api/top" {
@@ -398,7 +394,10 @@ async fn the_tap_page_keeps_up_with_500_events_a_second() {
     leave_the_table(&browser).await;
     browser
         .wait_for(
-            &format!("document.getElementById('main').dataset.tap === 'streaming' && {SEEN} > {}", KEPT * 2),
+            &format!(
+                "document.getElementById('main').dataset.tap === 'streaming' && {SEEN} > {}",
+                KEPT * 2
+            ),
             WAIT,
         )
         .await
@@ -409,7 +408,10 @@ async fn the_tap_page_keeps_up_with_500_events_a_second() {
     let frames = frame_times(&browser, 3000).await;
     eprintln!("tap page at {RATE} events/s, frame intervals over 3 s: {frames}");
     assert!(frames["frames"].as_u64() > Some(1), "{frames}");
-    assert!(frames["seen"].as_u64() > Some(0), "requests kept coming: {frames}");
+    assert!(
+        frames["seen"].as_u64() > Some(0),
+        "requests kept coming: {frames}"
+    );
 
     // The newest 500 are kept, newest first, and the page says so.
     let shown = browser
@@ -424,14 +426,23 @@ async fn the_tap_page_keeps_up_with_500_events_a_second() {
     assert_eq!(shown["rows"], json!(KEPT), "{shown}");
     assert!(shown["seen"].as_u64() > Some(KEPT as u64), "{shown}");
     assert!(
-        shown["caption"].as_str().is_some_and(|c| c.contains("the newest 500 are kept")),
+        shown["caption"]
+            .as_str()
+            .is_some_and(|c| c.contains("the newest 500 are kept")),
         "{shown}"
     );
-    assert!(shown["first"].as_f64() > shown["last"].as_f64(), "newest first: {shown}");
+    assert!(
+        shown["first"].as_f64() > shown["last"].as_f64(),
+        "newest first: {shown}"
+    );
 
     // A real click on the newest row's button is answered with its details; its
     // secrets show as the proxy sent them: `[redacted]`.
-    click(&browser, "#tap-requests > tbody > tr:not(.details) button.expand").await;
+    click(
+        &browser,
+        "#tap-requests > tbody > tr:not(.details) button.expand",
+    )
+    .await;
     browser
         .wait_for(
             "document.querySelectorAll('#tap-requests tr.details').length === 1 && \
@@ -452,12 +463,20 @@ async fn the_tap_page_keeps_up_with_500_events_a_second() {
         .await
         .expect("read the details");
     eprintln!("details: {details}");
-    assert_eq!(details["headers"]["authorization"], "[redacted]", "{details}");
+    assert_eq!(
+        details["headers"]["authorization"], "[redacted]",
+        "{details}"
+    );
     assert_eq!(details["headers"]["cookie"], "[redacted]", "{details}");
     assert_eq!(details["headers"]["set-cookie"], "[redacted]", "{details}");
-    assert_eq!(details["headers"]["content-type"], "application/json", "{details}");
+    assert_eq!(
+        details["headers"]["content-type"], "application/json",
+        "{details}"
+    );
     assert!(
-        details["headers"]["x-request-id"].as_str().is_some_and(|v| v.starts_with("req-")),
+        details["headers"]["x-request-id"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("req-")),
         "{details}"
     );
     let text = details["text"].as_str().expect("text");
@@ -473,7 +492,10 @@ async fn the_tap_page_keeps_up_with_500_events_a_second() {
     assert_eq!(details["expanded"], "true");
     assert_eq!(details["controls"], true);
     // While the reader is in the table its rows hold still, and the page says so.
-    let held = browser.eval(&format!("[...{ROWS}].map(r => r.dataset.key).join()")).await.expect("keys");
+    let held = browser
+        .eval(&format!("[...{ROWS}].map(r => r.dataset.key).join()"))
+        .await
+        .expect("keys");
     browser
         .wait_for(
             &format!("{SEEN} > {} && document.getElementById('tap-counts').textContent.includes('newer waiting') && [...{ROWS}].map(r => r.dataset.key).join() === {held}",
@@ -482,14 +504,13 @@ async fn the_tap_page_keeps_up_with_500_events_a_second() {
         )
         .await
         .expect("the rows hold still under the pointer");
-    browser
-        .screenshot("tap-details")
-        .await
-        .expect("screenshot");
+    browser.screenshot("tap-details").await.expect("screenshot");
     leave_the_table(&browser).await;
     // Left, newer ones push older ones out; the expanded row stays.
     let pinned = browser
-        .eval("document.querySelector('#tap-requests tr.details').previousElementSibling.dataset.key")
+        .eval(
+            "document.querySelector('#tap-requests tr.details').previousElementSibling.dataset.key",
+        )
         .await
         .expect("key");
     let stays = format!(
@@ -526,12 +547,18 @@ async fn the_tap_page_keeps_up_with_500_events_a_second() {
     // The heap and the DOM over many more events: flat once the table is full.
     let seen0 = browser.eval(SEEN).await.expect("seen").as_u64().expect("n");
     browser
-        .wait_for(&format!("{SEEN} > {}", seen0 + 2000), Duration::from_secs(60))
+        .wait_for(
+            &format!("{SEEN} > {}", seen0 + 2000),
+            Duration::from_secs(60),
+        )
         .await
         .expect("2000 more requests");
     let (heap0, nodes0) = heap_after_gc(&browser).await;
     browser
-        .wait_for(&format!("{SEEN} > {}", seen0 + 6000), Duration::from_secs(90))
+        .wait_for(
+            &format!("{SEEN} > {}", seen0 + 6000),
+            Duration::from_secs(90),
+        )
         .await
         .expect("4000 more requests");
     let (heap1, nodes1) = heap_after_gc(&browser).await;
@@ -545,7 +572,10 @@ async fn the_tap_page_keeps_up_with_500_events_a_second() {
         heap1 as f64 <= heap0 as f64 * 1.10,
         "the heap grew over 10%: {heap0} to {heap1}"
     );
-    assert_eq!(browser.eval(&format!("{ROWS}.length")).await.expect("rows"), json!(KEPT));
+    assert_eq!(
+        browser.eval(&format!("{ROWS}.length")).await.expect("rows"),
+        json!(KEPT)
+    );
 
     // Stop closes the stream: the server sees it go, and nothing more arrives.
     click(&browser, "#tap-stop").await;
@@ -560,7 +590,10 @@ async fn the_tap_page_keeps_up_with_500_events_a_second() {
         .expect("stopped");
     let deadline = Instant::now() + WAIT;
     while server.open() != 0 {
-        assert!(Instant::now() < deadline, "the stream is still open after Stop");
+        assert!(
+            Instant::now() < deadline,
+            "the stream is still open after Stop"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let after = browser.eval(SEEN).await.expect("seen");
@@ -568,7 +601,11 @@ async fn the_tap_page_keeps_up_with_500_events_a_second() {
         .eval("new Promise(r => { let n = 0; const f = () => ++n < 30 ? requestAnimationFrame(f) : r(); requestAnimationFrame(f); })")
         .await
         .expect("frames");
-    assert_eq!(browser.eval(SEEN).await.expect("seen"), after, "nothing after Stop");
+    assert_eq!(
+        browser.eval(SEEN).await.expect("seen"),
+        after,
+        "nothing after Stop"
+    );
 
     let errors = browser.console_errors();
     assert_eq!(errors, Vec::<ConsoleError>::new(), "no errors");
@@ -696,7 +733,9 @@ async fn latencies_read_as_mesh_top_prints_them() {
         .open(&format!("{}/", server.base))
         .await
         .expect("open");
-    let mut micros: Vec<u64> = vec![0, 1, 999, 1000, 1001, 999_999, 1_000_000, 1_004_999, 1_005_000, 12_345_678];
+    let mut micros: Vec<u64> = vec![
+        0, 1, 999, 1000, 1001, 999_999, 1_000_000, 1_004_999, 1_005_000, 12_345_678,
+    ];
     micros.extend((0..3000).map(|i| i * 337));
     micros.extend((0..1000).map(|i| 900_000 + i * 997));
     let got = browser
@@ -772,11 +811,16 @@ async fn tap_and_top_against_the_demo() {
         "[...{ROWS}].find(r => r.cells[2].textContent === 'outbound' && r.cells[11].textContent === 'yes' && /^[0-9]+$/.test(r.cells[7].textContent))"
     );
     browser
-        .wait_for(&format!("{outbound} !== undefined"), Duration::from_secs(30))
+        .wait_for(
+            &format!("{outbound} !== undefined"),
+            Duration::from_secs(30),
+        )
         .await
         .expect("an outbound request over mTLS");
     browser
-        .eval(&format!("{outbound}.querySelector('button.expand').click()"))
+        .eval(&format!(
+            "{outbound}.querySelector('button.expand').click()"
+        ))
         .await
         .expect("expand");
     browser
@@ -793,12 +837,18 @@ async fn tap_and_top_against_the_demo() {
     // Stop: the controller's stream closes.
     click(&browser, "#tap-stop").await;
     browser
-        .wait_for("document.getElementById('main').dataset.tap === 'stopped'", WAIT)
+        .wait_for(
+            "document.getElementById('main').dataset.tap === 'stopped'",
+            WAIT,
+        )
         .await
         .expect("stopped");
     let deadline = Instant::now() + WAIT;
     while streams().await.expect("gauge") != 0 {
-        assert!(Instant::now() < deadline, "the controller's stream is still open after Stop");
+        assert!(
+            Instant::now() < deadline,
+            "the controller's stream is still open after Stop"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let after = browser.eval(SEEN).await.expect("seen");
@@ -806,14 +856,25 @@ async fn tap_and_top_against_the_demo() {
         .eval("new Promise(r => { let n = 0; const f = () => ++n < 30 ? requestAnimationFrame(f) : r(); requestAnimationFrame(f); })")
         .await
         .expect("frames");
-    assert_eq!(browser.eval(SEEN).await.expect("seen"), after, "nothing after Stop");
+    assert_eq!(
+        browser.eval(SEEN).await.expect("seen"),
+        after,
+        "nothing after Stop"
+    );
     let errors = browser.console_errors();
-    assert_eq!(errors, Vec::<ConsoleError>::new(), "the tap page against the demo logged");
+    assert_eq!(
+        errors,
+        Vec::<ConsoleError>::new(),
+        "the tap page against the demo logged"
+    );
 
     // Top, through the test's server, which keeps each `/api/top` answer it passes on.
     let server = Server::start(Some(api));
     browser
-        .open(&format!("{}/#/top?resource=deploy/web&namespace=demo", server.base))
+        .open(&format!(
+            "{}/#/top?resource=deploy/web&namespace=demo",
+            server.base
+        ))
         .await
         .expect("open top");
     browser
@@ -845,7 +906,10 @@ async fn tap_and_top_against_the_demo() {
         "the table {shown:?} is none of the last /api/top answers {answers:?}"
     );
     let counts: Vec<u64> = shown.iter().map(|r| r[4].parse().expect("count")).collect();
-    assert!(counts.windows(2).all(|w| w[0] >= w[1]), "busiest first: {counts:?}");
+    assert!(
+        counts.windows(2).all(|w| w[0] >= w[1]),
+        "busiest first: {counts:?}"
+    );
     assert!(
         shown.iter().any(|r| r[2] == "GET" && r[3].starts_with('/')),
         "the demo's paths: {shown:?}"
@@ -859,7 +923,11 @@ async fn tap_and_top_against_the_demo() {
     );
     browser.screenshot("top").await.expect("screenshot");
     let errors = browser.console_errors();
-    assert_eq!(errors, Vec::<ConsoleError>::new(), "the top page against the demo logged");
+    assert_eq!(
+        errors,
+        Vec::<ConsoleError>::new(),
+        "the top page against the demo logged"
+    );
     drop(demo);
 }
 

@@ -158,3 +158,52 @@ pub fn to_json(event: &TapEvent) -> serde_json::Value {
     }
     doc
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mesh_api::tap::tap_event::{self, http, EndpointMeta, ProxyDirection};
+
+    /// An event names each end's labels and verified identity, and its headers as the
+    /// proxy sent them (a redacted one stays `[redacted]`).
+    #[test]
+    fn an_event_names_its_ends_identities_and_headers() {
+        let peer = "voting.demo.serviceaccount.identity.mesh.cluster.local";
+        let mut event = TapEvent {
+            source: Some("198.18.0.10:40312".parse::<SocketAddr>().unwrap().into()),
+            source_meta: Some(EndpointMeta {
+                labels: [("pod".to_string(), "web-0".to_string())].into(),
+                identity: String::new(),
+            }),
+            destination: Some("198.18.0.20:8080".parse::<SocketAddr>().unwrap().into()),
+            destination_meta: Some(EndpointMeta {
+                labels: Default::default(),
+                identity: peer.to_string(),
+            }),
+            tls: true,
+            http: Some(tap_event::Http {
+                event: Some(Event::RequestInit(http::RequestInit {
+                    id: Some(http::StreamId { base: 7, stream: 3 }),
+                    method: "GET".into(),
+                    path: "/x".into(),
+                    headers: vec![Header {
+                        name: "authorization".into(),
+                        value: b"[redacted]".to_vec(),
+                    }],
+                    ..Default::default()
+                })),
+            }),
+            ..Default::default()
+        };
+        event.set_proxy_direction(ProxyDirection::Outbound);
+        let doc = to_json(&event);
+        assert_eq!(doc["source_identity"], "");
+        assert_eq!(doc["destination_identity"], peer);
+        assert_eq!(doc["source_labels"]["pod"], "web-0");
+        assert_eq!(doc["id"], "7:3");
+        assert_eq!(
+            doc["headers"],
+            serde_json::json!([{ "name": "authorization", "value": "[redacted]" }])
+        );
+    }
+}
