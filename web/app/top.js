@@ -90,27 +90,12 @@ export function top(main, { query, onState }) {
     const url = `/api/top?${toQuery(filter)}&seconds=${SECONDS}`;
     const ask = async () => {
       let rsp;
-      try {
-        rsp = await fetch(url, { headers: { accept: 'application/json' }, cache: 'no-store', signal: mine.signal });
-      } catch (e) {
-        if (ctl !== mine) return;
-        onState('retrying', e);
-        timer = setTimeout(ask, RETRY_MS);
-        return;
-      }
-      if (ctl !== mine) return;
-      if (!rsp.ok) {
-        const why = await refusal(rsp);
-        if (ctl !== mine) return;
-        // A refusal stays one until the filter changes: said, not asked again.
-        say(why, true);
-        onState('live');
-        return;
-      }
       let doc;
       try {
-        doc = await rsp.json();
+        rsp = await fetch(url, { headers: { accept: 'application/json' }, cache: 'no-store', signal: mine.signal });
+        if (rsp.ok) doc = await rsp.json();
       } catch (e) {
+        // Unreachable, or cut off mid-answer: said in the header, asked again.
         if (ctl !== mine) return;
         onState('retrying', e);
         timer = setTimeout(ask, RETRY_MS);
@@ -118,6 +103,12 @@ export function top(main, { query, onState }) {
       }
       if (ctl !== mine) return;
       onState('live');
+      if (!rsp.ok) {
+        const why = await refusal(rsp);
+        // A refusal stays one until the filter changes: said, not asked again.
+        if (ctl === mine) say(why, true);
+        return;
+      }
       table.update(Array.isArray(doc.rows) ? doc.rows : []);
       say(`Showing ${filter.resource}${filter.namespace ? ` in ${filter.namespace}` : ''}, live.`);
       updated.textContent = `${doc.requests} requests (${doc.events} events) in the ${doc.seconds} seconds to ${new Date().toLocaleTimeString()}.`;

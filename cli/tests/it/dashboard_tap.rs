@@ -335,6 +335,43 @@ async fn frame_times(browser: &Browser, ms: u32) -> Value {
 /// The JS heap after a full collection, the least of three taken 100 requests apart
 /// (what is in flight between the stream and the table differs from one moment to
 /// the next), and the DOM's nodes.
+/// Clicks Stop and checks the tap stopped: the page says so, `open` (the streams
+/// open at the server) comes down to 0, and no request arrives after.
+async fn stop<F, O>(browser: &Browser, open: F)
+where
+    F: Fn() -> O,
+    O: std::future::Future<Output = usize>,
+{
+    click(browser, "#tap-stop").await;
+    browser
+        .wait_for(
+            "document.getElementById('main').dataset.tap === 'stopped' && \
+             document.getElementById('tap-status').textContent === 'Stopped.' && \
+             !document.getElementById('tap-start').disabled",
+            WAIT,
+        )
+        .await
+        .expect("stopped");
+    let deadline = Instant::now() + WAIT;
+    while open().await != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the stream is still open after Stop"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let after = browser.eval(SEEN).await.expect("seen");
+    browser
+        .eval("new Promise(r => { let n = 0; const f = () => ++n < 30 ? requestAnimationFrame(f) : r(); requestAnimationFrame(f); })")
+        .await
+        .expect("frames");
+    assert_eq!(
+        browser.eval(SEEN).await.expect("seen"),
+        after,
+        "nothing after Stop"
+    );
+}
+
 async fn heap_after_gc(browser: &Browser) -> (u64, f64) {
     let mut least = u64::MAX;
     for _ in 0..3 {
@@ -578,34 +615,11 @@ async fn the_tap_page_keeps_up_with_500_events_a_second() {
     );
 
     // Stop closes the stream: the server sees it go, and nothing more arrives.
-    click(&browser, "#tap-stop").await;
-    browser
-        .wait_for(
-            "document.getElementById('main').dataset.tap === 'stopped' && \
-             document.getElementById('tap-status').textContent === 'Stopped.' && \
-             !document.getElementById('tap-start').disabled",
-            WAIT,
-        )
-        .await
-        .expect("stopped");
-    let deadline = Instant::now() + WAIT;
-    while server.open() != 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the stream is still open after Stop"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let after = browser.eval(SEEN).await.expect("seen");
-    browser
-        .eval("new Promise(r => { let n = 0; const f = () => ++n < 30 ? requestAnimationFrame(f) : r(); requestAnimationFrame(f); })")
-        .await
-        .expect("frames");
-    assert_eq!(
-        browser.eval(SEEN).await.expect("seen"),
-        after,
-        "nothing after Stop"
-    );
+    stop(&browser, || {
+        let open = server.open();
+        async move { open }
+    })
+    .await;
 
     let errors = browser.console_errors();
     assert_eq!(errors, Vec::<ConsoleError>::new(), "no errors");
@@ -747,20 +761,8 @@ async fn latencies_read_as_mesh_top_prints_them() {
         .expect("format in the page");
     let got: Vec<[String; 2]> = serde_json::from_value(got).expect("shape");
     for (us, got) in micros.iter().zip(got) {
-        let want = mesh_top_latency(Duration::from_micros(*us));
+        let want = mesh_cli::top::latency(Duration::from_micros(*us));
         assert_eq!(got, [want.clone(), want], "{us}µs");
-    }
-}
-
-/// A latency as `mesh top` prints one (cli/src/top.rs).
-fn mesh_top_latency(d: Duration) -> String {
-    if d < Duration::from_millis(1) {
-        format!("{}µs", d.as_micros())
-    } else if d < Duration::from_secs(1) {
-        format!("{}ms", d.as_millis())
-    } else {
-        let hundredths = (d.as_millis() + 5) / 10;
-        format!("{}.{:02}s", hundredths / 100, hundredths % 100)
     }
 }
 
@@ -835,32 +837,10 @@ async fn tap_and_top_against_the_demo() {
     browser.screenshot("tap").await.expect("screenshot");
 
     // Stop: the controller's stream closes.
-    click(&browser, "#tap-stop").await;
-    browser
-        .wait_for(
-            "document.getElementById('main').dataset.tap === 'stopped'",
-            WAIT,
-        )
-        .await
-        .expect("stopped");
-    let deadline = Instant::now() + WAIT;
-    while streams().await.expect("gauge") != 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the controller's stream is still open after Stop"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let after = browser.eval(SEEN).await.expect("seen");
-    browser
-        .eval("new Promise(r => { let n = 0; const f = () => ++n < 30 ? requestAnimationFrame(f) : r(); requestAnimationFrame(f); })")
-        .await
-        .expect("frames");
-    assert_eq!(
-        browser.eval(SEEN).await.expect("seen"),
-        after,
-        "nothing after Stop"
-    );
+    stop(&browser, || async {
+        streams().await.expect("gauge") as usize
+    })
+    .await;
     let errors = browser.console_errors();
     assert_eq!(
         errors,
@@ -935,7 +915,7 @@ async fn tap_and_top_against_the_demo() {
 fn top_rows(answer: &Value) -> Vec<Vec<String>> {
     let latency = |v: &Value| {
         let ms = v.as_f64().expect("ms");
-        mesh_top_latency(Duration::from_micros((ms * 1000.0 + 1e-3).floor() as u64))
+        mesh_cli::top::latency(Duration::from_micros((ms * 1000.0 + 1e-3).floor() as u64))
     };
     answer["rows"]
         .as_array()
