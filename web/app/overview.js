@@ -2,6 +2,7 @@
 // metrics, from `/api/stat?resource=ns`, live.
 
 import { command, h } from './dom.js';
+import { healthSection } from './health.js';
 import { health, ms, percent, pods, rps } from './format.js';
 import { subscribe } from './live.js';
 import { sortableTable } from './table.js';
@@ -33,13 +34,15 @@ export function overview(main, { onState }) {
     empty: 'Waiting for the controller…',
   });
   const updated = h('p', { class: 'updated', id: 'updated' });
+  const health = healthSection();
   main.replaceChildren(h('section', { class: 'page', 'aria-labelledby': 'page-title' },
     h('h1', { id: 'page-title', tabindex: '-1' }, 'Overview'),
     command('mesh stat ns'),
     h('div', { class: 'scroll' }, table.table),
-    updated));
+    updated,
+    health.section));
   let first = true;
-  const stop = subscribe({
+  const stopStat = subscribe({
     stream: `/api/stream/stat?${STAT}&interval=2s`,
     event: 'stat',
     poll: `/api/stat?${STAT}`,
@@ -55,5 +58,5 @@ export function overview(main, { onState }) {
       }
     },
   });
-  return { title: 'Overview', stop };
+  return { title: 'Overview', stop: () => { stopStat(); health.stop(); } };
 }
