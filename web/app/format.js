@@ -54,3 +54,21 @@ export function health(v) {
   if (v >= 0.8) return 'warn';
   return 'bad';
 }
+
+/**
+ * A latency in whole microseconds as `mesh top` shows one (cli/src/top.rs): µs under
+ * a millisecond, whole ms under a second, else seconds with two decimals (half up).
+ */
+export function latency(us) {
+  if (us == null) return '-';
+  if (us < 1000) return `${us}µs`;
+  const millis = Math.floor(us / 1000);
+  if (millis < 1000) return `${millis}ms`;
+  const hundredths = Math.floor((millis + 5) / 10);
+  return `${Math.floor(hundredths / 100)}.${String(hundredths % 100).padStart(2, '0')}s`;
+}
+
+/** Milliseconds as the API writes them (`best_ms`: a float) in whole microseconds. */
+export function micros(ms) {
+  return ms == null ? null : Math.floor(ms * 1000 + 1e-3);
+}

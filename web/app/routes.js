@@ -10,8 +10,12 @@
 
 import { namespace } from './namespace.js';
 import { overview } from './overview.js';
+import { tap } from './tap.js';
+import { top } from './top.js';
 
 export const ROUTES = [
   { pattern: /^#\/?$/, show: overview },
   { pattern: /^#\/ns\/([^/]+)$/, show: namespace },
+  { pattern: /^#\/tap$/, show: tap },
+  { pattern: /^#\/top$/, show: top },
 ];

@@ -141,7 +141,7 @@ impl Server {
     }
 }
 
-fn web_dir() -> PathBuf {
+pub(crate) fn web_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../web")
 }
 
@@ -216,7 +216,7 @@ fn serve(mut conn: TcpStream, state: &(Mutex<State>, Condvar)) {
 
 /// A GET over HTTP/1.0 (so the body is neither chunked nor kept alive): the status and
 /// the body.
-fn get(addr: SocketAddr, target: &str) -> Option<(u16, Vec<u8>)> {
+pub(crate) fn get(addr: SocketAddr, target: &str) -> Option<(u16, Vec<u8>)> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -230,7 +230,7 @@ fn get(addr: SocketAddr, target: &str) -> Option<(u16, Vec<u8>)> {
     Some((status, response[end + 4..].to_vec()))
 }
 
-fn content_type(path: &Path) -> &'static str {
+pub(crate) fn content_type(path: &Path) -> &'static str {
     match path.extension().and_then(|e| e.to_str()) {
         Some("html") => "text/html; charset=utf-8",
         Some("js") => "text/javascript; charset=utf-8",
@@ -240,9 +240,11 @@ fn content_type(path: &Path) -> &'static str {
     }
 }
 
-fn respond(conn: &mut TcpStream, status: u16, content_type: &str, body: &[u8]) {
+pub(crate) fn respond(conn: &mut TcpStream, status: u16, content_type: &str, body: &[u8]) {
     let reason = match status {
         200 => "OK",
+        400 => "Bad Request",
+        403 => "Forbidden",
         404 => "Not Found",
         _ => "Bad Gateway",
     };
@@ -475,7 +477,7 @@ pub(crate) fn assert_no_page_errors(browser: &Browser) {
     );
 }
 
-fn page_errors(errors: &[ConsoleError]) -> Vec<&ConsoleError> {
+pub(crate) fn page_errors(errors: &[ConsoleError]) -> Vec<&ConsoleError> {
     errors
         .iter()
         .filter(|e| e.source == "console" || e.source == "exception" || e.source == "security")
@@ -913,6 +915,17 @@ async fn overview_shows_the_demos_namespaces_as_its_api_answers() {
 /// A running `mesh demo` (stopped when dropped), the address of its controller's API,
 /// and the directory it runs in.
 pub(crate) async fn start_demo() -> (crate::demo::Demo, SocketAddr, tempfile::TempDir) {
+    let (demo, api, tmp, _banner) = start_demo_with_banner().await;
+    (demo, api, tmp)
+}
+
+/// [`start_demo`], and the lines of the demo's banner (its table of addresses).
+pub(crate) async fn start_demo_with_banner() -> (
+    crate::demo::Demo,
+    SocketAddr,
+    tempfile::TempDir,
+    Vec<String>,
+) {
     let mesh = env!("CARGO_BIN_EXE_mesh");
     for bin in ["mesh-proxy", "mesh-controller"] {
         let path = Path::new(mesh).with_file_name(bin);
@@ -925,10 +938,10 @@ pub(crate) async fn start_demo() -> (crate::demo::Demo, SocketAddr, tempfile::Te
     let tmp = tempfile::tempdir().expect("tempdir");
     let base_port = crate::demo::free_port_block();
     let tmp_path = tmp.path().to_path_buf();
-    let demo = tokio::task::spawn_blocking(move || {
+    let (demo, banner) = tokio::task::spawn_blocking(move || {
         let mut demo = crate::demo::Demo::start(mesh, base_port, &tmp_path);
-        demo.banner();
-        demo
+        let banner = demo.banner();
+        (demo, banner)
     })
     .await
     .expect("the demo starts");
@@ -940,7 +953,7 @@ pub(crate) async fn start_demo() -> (crate::demo::Demo, SocketAddr, tempfile::Te
         .as_str()
         .and_then(|a| a.parse().ok())
         .unwrap_or_else(|| panic!("demo.json has no api address: {state}"));
-    (demo, api, tmp)
+    (demo, api, tmp, banner)
 }
 
 /// The overview as the controller itself serves it to a browser: the assets embedded

@@ -9,6 +9,7 @@ mod dashboard;
 mod dashboard_namespace;
 mod dashboard_page;
 mod dashboard_soak;
+mod dashboard_tap;
 mod demo;
 mod images;
 mod inject;
