@@ -40,6 +40,7 @@ mod quantile;
 mod query;
 mod resource;
 mod scrape;
+mod series;
 #[cfg(test)]
 mod tests;
 mod window;
@@ -48,6 +49,7 @@ pub use query::{
     EdgeRow, EdgesAnswer, EdgesQuery, InvalidQuery, Latency, PodCount, Responses, RouteRow,
     RoutesAnswer, RoutesQuery, StatAnswer, StatQuery, StatRow, Tcp, Traffic,
 };
+pub use series::{SeriesAnswer, SeriesPoint, SeriesQuery, MAX_POINTS};
 pub use resource::{InvalidSelector, PodMeta, Resource, ResourceKind, Selector};
 pub use scrape::{
     Class, Destination, InvalidScrape, Le, Measure, RouteKey, Sample, Scrape, ScrapeParser, Side,
