@@ -10,9 +10,9 @@
 //!   `/api/stat`'s answer once per `step` over the last `minutes`, each point what
 //!   `/api/stat` with `window=<step>` would have answered then (the dashboard's charts,
 //!   [`mesh_core::stats::SeriesQuery`]);
-//! - `/api/services?resource=deploy/NAME&namespace=NS`: the services whose endpoints
-//!   are the resource's pods, from the index, each with whether a ServiceProfile
-//!   describes it;
+//! - `/api/workload?resource=deploy/NAME&namespace=NS`: the resource's pods (name,
+//!   meshed) and the services whose endpoints are those pods, from the index, each
+//!   with whether a ServiceProfile describes it;
 //! - `/api/profile-template?service=NAME&namespace=NS`: the annotated profile `mesh
 //!   profile --template NAME -n NS` prints, for this controller's cluster domain
 //!   (`text/plain`);
@@ -90,7 +90,7 @@ const PATHS: [&str; 12] = [
     "/api/version",
     "/api/stat",
     "/api/series",
-    "/api/services",
+    "/api/workload",
     "/api/profile-template",
     "/api/edges",
     "/api/routes",
@@ -179,7 +179,7 @@ pub async fn handle<B>(req: &Request<B>, sources: &Sources) -> Response<Full<Byt
         }
         "/api/stat" => stat(req, store),
         "/api/series" => series(req, store),
-        "/api/services" => services(req, &sources.index),
+        "/api/workload" => workload(req, &sources.index),
         "/api/profile-template" => {
             return match profile_template(req, &sources.index) {
                 Ok(text) => {
@@ -256,9 +256,9 @@ fn series<B>(req: &Request<B>, store: &Store) -> Result<String, BadRequest> {
     to_json(stats.series(&query, store.now()))
 }
 
-/// `/api/services`: the services of a resource made of pods (see the module's
-/// documentation).
-fn services<B>(req: &Request<B>, index: &Index) -> Result<String, BadRequest> {
+/// `/api/workload`: the pods and services of a resource made of pods (see the
+/// module's documentation).
+fn workload<B>(req: &Request<B>, index: &Index) -> Result<String, BadRequest> {
     let mut p = Params::of(req)?;
     let namespace = p.take("namespace")?;
     let resource = p.required("resource")?;
@@ -266,12 +266,12 @@ fn services<B>(req: &Request<B>, index: &Index) -> Result<String, BadRequest> {
     p.done()?;
     if !selector.kind.has_pods() {
         return Err(BadRequest(format!(
-            "resource: services are asked of a resource made of pods (ns, deploy, sts, ds, po), not {}",
+            "resource: a workload is asked of a resource made of pods (ns, deploy, sts, ds, po), not {}",
             selector.kind
         )));
     }
     let trust_domain = index.trust_domain().to_string();
-    let pods: Vec<ObjKey> = index
+    let mut pods: Vec<(ObjKey, bool)> = index
         .pods()
         .iter()
         .filter(|pod| {
@@ -279,10 +279,11 @@ fn services<B>(req: &Request<B>, index: &Index) -> Result<String, BadRequest> {
                 .resource(selector.kind)
                 .is_some_and(|r| selector.matches(&r))
         })
-        .map(|pod| pod.key.clone())
+        .map(|pod| (pod.key.clone(), pod.meshed))
         .collect();
+    pods.sort();
     let services: Vec<serde_json::Value> = index
-        .services_of_pods(&pods)
+        .services_of_pods(pods.iter().map(|(key, _)| key))
         .into_iter()
         .map(|(key, profile)| {
             serde_json::json!({
@@ -292,7 +293,13 @@ fn services<B>(req: &Request<B>, index: &Index) -> Result<String, BadRequest> {
             })
         })
         .collect();
-    Ok(serde_json::json!({ "pods": pods.len(), "services": services }).to_string())
+    let pods: Vec<serde_json::Value> = pods
+        .into_iter()
+        .map(|(key, meshed)| {
+            serde_json::json!({ "namespace": key.namespace, "name": key.name, "meshed": meshed })
+        })
+        .collect();
+    Ok(serde_json::json!({ "pods": pods, "services": services }).to_string())
 }
 
 /// `/api/profile-template`: `mesh profile --template`'s text, for this cluster.
@@ -873,8 +880,8 @@ mod tests {
             ("/api/series?resource=deploy&step=2m&minutes=1", "at least one step"),
             ("/api/series?resource=deploy&step=1s&minutes=10", "600 points"),
             ("/api/series?resource=deploy&window=1m", "unknown parameter window"),
-            ("/api/services", "resource is required"),
-            ("/api/services?resource=svc/web", "made of pods"),
+            ("/api/workload", "resource is required"),
+            ("/api/workload?resource=svc/web", "made of pods"),
             ("/api/profile-template?service=web", "namespace is required"),
             ("/api/profile-template?service=Web&namespace=demo", "service \"Web\""),
             ("/api/profile-template?service=web&namespace=a.b", "namespace \"a.b\""),
@@ -909,20 +916,20 @@ mod tests {
         let (status, body) = call_with(
             &sources,
             Method::GET,
-            "/api/services?resource=deploy/web&namespace=demo",
+            "/api/workload?resource=deploy/web&namespace=demo",
         );
         assert_eq!(status, StatusCode::OK, "{body}");
         assert_eq!(
             body,
-            serde_json::json!({"pods": 1, "services": [
+            serde_json::json!({"pods": [{"namespace": "demo", "name": "web-0", "meshed": false}], "services": [
                 {"namespace": "demo", "name": "web", "profile": true},
                 {"namespace": "demo", "name": "web-admin", "profile": false},
             ]})
         );
-        let (_, body) = call_with(&sources, Method::GET, "/api/services?resource=sts&namespace=demo");
+        let (_, body) = call_with(&sources, Method::GET, "/api/workload?resource=sts&namespace=demo");
         assert_eq!(body["services"][0]["name"], "db");
-        let (_, body) = call_with(&sources, Method::GET, "/api/services?resource=deploy/nope&namespace=demo");
-        assert_eq!(body, serde_json::json!({"pods": 0, "services": []}));
+        let (_, body) = call_with(&sources, Method::GET, "/api/workload?resource=deploy/nope&namespace=demo");
+        assert_eq!(body, serde_json::json!({"pods": [], "services": []}));
 
         let req = Request::builder()
             .uri("/api/profile-template?service=web-admin&namespace=demo")
