@@ -32,6 +32,11 @@ export function ms(v) {
   return v == null ? '-' : `${Math.sign(v) * Math.round(Math.abs(v)) || 0}ms`;
 }
 
+/** Bytes per second, one decimal (`mesh stat -o wide`'s READ_BYTES/SEC). */
+export function bytesPerSecond(v) {
+  return `${fixed(v, 1)}B/s`;
+}
+
 /** Meshed over all pods. */
 export function pods(p) {
   return p ? `${p.meshed}/${p.total}` : '-';

@@ -10,8 +10,10 @@
 
 import { namespace } from './namespace.js';
 import { overview } from './overview.js';
+import { workload } from './workload.js';
 
 export const ROUTES = [
   { pattern: /^#\/?$/, show: overview },
   { pattern: /^#\/ns\/([^/]+)$/, show: namespace },
+  { pattern: /^#\/ns\/([^/]+)\/(deploy|sts|ds|pod)\/([^/]+)$/, show: workload },
 ];

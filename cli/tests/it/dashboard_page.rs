@@ -107,7 +107,7 @@ impl Server {
     }
 }
 
-fn web_dir() -> PathBuf {
+pub(crate) fn web_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../web")
 }
 
@@ -183,7 +183,7 @@ fn serve(mut conn: TcpStream, state: &(Mutex<State>, Condvar)) {
 
 /// A GET over HTTP/1.0 (so the body is neither chunked nor kept alive): the status and
 /// the body.
-fn get(addr: SocketAddr, target: &str) -> Option<(u16, Vec<u8>)> {
+pub(crate) fn get(addr: SocketAddr, target: &str) -> Option<(u16, Vec<u8>)> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -197,7 +197,7 @@ fn get(addr: SocketAddr, target: &str) -> Option<(u16, Vec<u8>)> {
     Some((status, response[end + 4..].to_vec()))
 }
 
-fn content_type(path: &Path) -> &'static str {
+pub(crate) fn content_type(path: &Path) -> &'static str {
     match path.extension().and_then(|e| e.to_str()) {
         Some("html") => "text/html; charset=utf-8",
         Some("js") => "text/javascript; charset=utf-8",
@@ -207,7 +207,7 @@ fn content_type(path: &Path) -> &'static str {
     }
 }
 
-fn respond(conn: &mut TcpStream, status: u16, content_type: &str, body: &[u8]) {
+pub(crate) fn respond(conn: &mut TcpStream, status: u16, content_type: &str, body: &[u8]) {
     let reason = match status {
         200 => "OK",
         404 => "Not Found",
@@ -399,7 +399,7 @@ async fn shows(browser: &Browser, answer: &Value) {
     assert_eq!(table(browser).await, want);
 }
 
-fn page_errors(errors: &[ConsoleError]) -> Vec<&ConsoleError> {
+pub(crate) fn page_errors(errors: &[ConsoleError]) -> Vec<&ConsoleError> {
     errors
         .iter()
         .filter(|e| e.source == "console" || e.source == "exception" || e.source == "security")
@@ -718,7 +718,7 @@ async fn overview_shows_the_demos_namespaces_as_its_api_answers() {
 
 /// A running `mesh demo` (stopped when dropped), the address of its controller's API,
 /// and the directory it runs in.
-async fn start_demo() -> (crate::demo::Demo, SocketAddr, tempfile::TempDir) {
+pub(crate) async fn start_demo() -> (crate::demo::Demo, SocketAddr, tempfile::TempDir) {
     let mesh = env!("CARGO_BIN_EXE_mesh");
     for bin in ["mesh-proxy", "mesh-controller"] {
         let path = Path::new(mesh).with_file_name(bin);
