@@ -234,12 +234,13 @@ fn stat_query_over(p: &mut Params, window: Duration) -> Result<StatQuery, BadReq
 /// default 10 s) and `/api/stat`'s selection.
 fn series<B>(req: &Request<B>, store: &Store) -> Result<String, BadRequest> {
     let mut p = Params::of(req)?;
-    let minutes = match p.take("minutes")? {
-        None => SERIES_MINUTES,
-        Some(m) => m.parse::<u64>().ok().filter(|m| *m > 0).ok_or_else(|| {
-            BadRequest(format!("minutes {m:?}: expected a whole number from 1"))
-        })?,
-    };
+    let minutes =
+        match p.take("minutes")? {
+            None => SERIES_MINUTES,
+            Some(m) => m.parse::<u64>().ok().filter(|m| *m > 0).ok_or_else(|| {
+                BadRequest(format!("minutes {m:?}: expected a whole number from 1"))
+            })?,
+        };
     let step = match p.take("step")? {
         None => SERIES_STEP,
         Some(s) => {
@@ -877,14 +878,29 @@ mod tests {
             ("/api/series?resource=deploy&minutes=ten", "minutes"),
             ("/api/series?resource=deploy&minutes=11", "longer than"),
             ("/api/series?resource=deploy&step=10", "step"),
-            ("/api/series?resource=deploy&step=2m&minutes=1", "at least one step"),
-            ("/api/series?resource=deploy&step=1s&minutes=10", "600 points"),
-            ("/api/series?resource=deploy&window=1m", "unknown parameter window"),
+            (
+                "/api/series?resource=deploy&step=2m&minutes=1",
+                "at least one step",
+            ),
+            (
+                "/api/series?resource=deploy&step=1s&minutes=10",
+                "600 points",
+            ),
+            (
+                "/api/series?resource=deploy&window=1m",
+                "unknown parameter window",
+            ),
             ("/api/workload", "resource is required"),
             ("/api/workload?resource=svc/web", "made of pods"),
             ("/api/profile-template?service=web", "namespace is required"),
-            ("/api/profile-template?service=Web&namespace=demo", "service \"Web\""),
-            ("/api/profile-template?service=web&namespace=a.b", "namespace \"a.b\""),
+            (
+                "/api/profile-template?service=Web&namespace=demo",
+                "service \"Web\"",
+            ),
+            (
+                "/api/profile-template?service=web&namespace=a.b",
+                "namespace \"a.b\"",
+            ),
         ];
         for (path, why) in cases {
             let (status, body) = call(Method::GET, path);
@@ -892,7 +908,10 @@ mod tests {
             let message = body["error"].as_str().unwrap();
             assert!(message.contains(why), "{path}: {message}");
         }
-        let (status, body) = call(Method::GET, "/api/series?resource=deploy/web&namespace=demo");
+        let (status, body) = call(
+            Method::GET,
+            "/api/series?resource=deploy/web&namespace=demo",
+        );
         assert_eq!(status, StatusCode::OK, "{body}");
         assert_eq!(body["step_seconds"], 10.0);
         assert_eq!(body["span_seconds"], 600.0);
@@ -926,9 +945,17 @@ mod tests {
                 {"namespace": "demo", "name": "web-admin", "profile": false},
             ]})
         );
-        let (_, body) = call_with(&sources, Method::GET, "/api/workload?resource=sts&namespace=demo");
+        let (_, body) = call_with(
+            &sources,
+            Method::GET,
+            "/api/workload?resource=sts&namespace=demo",
+        );
         assert_eq!(body["services"][0]["name"], "db");
-        let (_, body) = call_with(&sources, Method::GET, "/api/workload?resource=deploy/nope&namespace=demo");
+        let (_, body) = call_with(
+            &sources,
+            Method::GET,
+            "/api/workload?resource=deploy/nope&namespace=demo",
+        );
         assert_eq!(body, serde_json::json!({"pods": [], "services": []}));
 
         let req = Request::builder()
@@ -937,7 +964,10 @@ mod tests {
             .unwrap();
         let rsp = futures_util::FutureExt::now_or_never(handle(&req, &sources)).unwrap();
         assert_eq!(rsp.status(), StatusCode::OK);
-        assert_eq!(rsp.headers()[header::CONTENT_TYPE], "text/plain; charset=utf-8");
+        assert_eq!(
+            rsp.headers()[header::CONTENT_TYPE],
+            "text/plain; charset=utf-8"
+        );
         let body = futures_util::FutureExt::now_or_never(rsp.into_body().collect())
             .unwrap()
             .unwrap()
@@ -947,7 +977,10 @@ mod tests {
             text,
             mesh_core::profile::template::template("web-admin", "demo", "example.org")
         );
-        assert!(text.contains("name: web-admin.demo.svc.example.org\n"), "{text}");
+        assert!(
+            text.contains("name: web-admin.demo.svc.example.org\n"),
+            "{text}"
+        );
     }
 
     /// Diagnostics answer what the destination service would tell a proxy, from the

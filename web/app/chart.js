@@ -8,9 +8,11 @@
 import { h } from './dom.js';
 
 const SVG = 'http://www.w3.org/2000/svg';
-const W = 640;
-const H = 220;
-const PAD = { left: 56, right: 12, top: 12, bottom: 28 };
+// The drawing's own units: about the pixels of a chart in a third of a laptop's
+// screen, so its text reads at the page's size there and grows on a wall display.
+const W = 420;
+const H = 200;
+const PAD = { left: 44, right: 10, top: 10, bottom: 24 };
 
 let charts = 0;
 
@@ -59,7 +61,7 @@ export function lineChart({ id, title, unit, series, format, tick, max, span, ga
   const plot = s('g', { class: 'plot' });
   const svg = s('svg', {
     viewBox: `0 0 ${W} ${H}`, role: 'img', 'aria-labelledby': `${titleId} ${descId}`,
-    class: 'chart-svg', preserveAspectRatio: 'none',
+    class: 'chart-svg',
   }, svgTitle, svgDesc, plot);
   const latest = series.map((sr, i) => h('span', { class: 'latest', dataset: { key: sr.key } }));
   const legend = h('ul', { class: 'legend' }, series.map((sr, i) =>
@@ -112,7 +114,7 @@ export function lineChart({ id, title, unit, series, format, tick, max, span, ga
     const every = span > 6 * 60_000 ? 120_000 : 60_000;
     for (let t = Math.ceil(start / every) * every; t <= end; t += every) {
       parts.push(s('line', { class: 'axis', x1: x(t), x2: x(t), y1: H - PAD.bottom, y2: H - PAD.bottom + 4 }),
-        s('text', { class: 'tick', x: x(t), y: H - 8, 'text-anchor': 'middle' }, clock(t)));
+        s('text', { class: 'tick', x: x(t), y: H - 6, 'text-anchor': 'middle' }, clock(t)));
     }
     parts.push(s('line', { class: 'axis', x1: PAD.left, x2: W - PAD.right, y1: H - PAD.bottom, y2: H - PAD.bottom }),
       s('line', { class: 'axis', x1: PAD.left, x2: PAD.left, y1: PAD.top, y2: H - PAD.bottom }));

@@ -211,10 +211,10 @@ export function workload(main, { params: [ns, kind, name], onState }) {
         cls: (e) => (e.secured ? 'secured' : 'unsecured'),
         cell: (e) => (e.secured ? h('span', { title: 'mutual TLS' }, padlock(), ' √')
           : h('span', { title: 'not mutual TLS' }, '×')) },
-      { key: 'client', label: 'Client identity', value: (e) => e.client_id, cell: (e) => e.client_id ?? '-' },
-      { key: 'server', label: 'Server identity', value: (e) => e.server_id, cell: (e) => e.server_id ?? '-' },
       { key: 'rps', label: 'RPS', num: true, value: (e) => e.rps,
         cell: (e) => rps(e.rps, e.responses.success + e.responses.failure > 0) },
+      { key: 'client', label: 'Client identity', value: (e) => e.client_id, cell: (e) => e.client_id ?? '-' },
+      { key: 'server', label: 'Server identity', value: (e) => e.server_id, cell: (e) => e.server_id ?? '-' },
     ],
     rowKey: (e) => `${e.src.namespace}/${e.src.name}>${e.dst.namespace}/${e.dst.name}|${e.client_id}|${e.server_id}|${e.secured}`,
     empty: 'No edges over the last minute',

@@ -194,7 +194,11 @@ fn check_cluster_domain(domain: &str) -> Result<(), UsageError> {
 impl Service {
     /// The profile's name: `<service>.<namespace>.svc.<cluster-domain>`.
     fn fqdn(&self) -> String {
-        mesh_core::profile::template::service_fqdn(&self.name, &self.namespace, &self.cluster_domain)
+        mesh_core::profile::template::service_fqdn(
+            &self.name,
+            &self.namespace,
+            &self.cluster_domain,
+        )
     }
 
     /// The annotated example profile (`--template`), written by `mesh-core`, which the

@@ -8,7 +8,8 @@
 //! `mesh demo` (its `web` deployment: the numbers as its API answered at that moment,
 //! its neighbours, its profiled service's routes, and for the `vote-bot` service, which
 //! has no profile, the generated profile byte for byte as `mesh profile --template`
-//! prints it). Screenshots: `target/dashboard-screenshots/workload.png` and
+//! prints it), also as the controller serves it itself. Screenshots:
+//! `target/dashboard-screenshots/workload.png`, `workload-neighbours.png` and
 //! `workload-dark.png`.
 
 use crate::browser::Browser;
@@ -129,7 +130,12 @@ fn serve(mut conn: TcpStream, state: &(Mutex<State>, Condvar)) {
         if live && path == "/api/stream/stat" {
             return sse(conn, state);
         }
-        return respond(&mut conn, 404, "application/json", br#"{"error":"no stream"}"#);
+        return respond(
+            &mut conn,
+            404,
+            "application/json",
+            br#"{"error":"no stream"}"#,
+        );
     }
     if path.starts_with("/api/") {
         let (upstream, answer) = {
@@ -138,7 +144,12 @@ fn serve(mut conn: TcpStream, state: &(Mutex<State>, Condvar)) {
         };
         if let Some(upstream) = upstream {
             let Some((status, body)) = get(upstream, &target) else {
-                return respond(&mut conn, 502, "application/json", br#"{"error":"upstream"}"#);
+                return respond(
+                    &mut conn,
+                    502,
+                    "application/json",
+                    br#"{"error":"upstream"}"#,
+                );
             };
             // Kept before the page can have it: the page never shows an answer the
             // test has not seen.
@@ -157,12 +168,20 @@ fn serve(mut conn: TcpStream, state: &(Mutex<State>, Condvar)) {
         }
         return match answer {
             Some((status, kind, body)) => respond(&mut conn, status, kind, &body),
-            None if path == "/api/version" => {
-                respond(&mut conn, 200, "application/json", br#"{"version":"0.1.0"}"#)
-            }
+            None if path == "/api/version" => respond(
+                &mut conn,
+                200,
+                "application/json",
+                br#"{"version":"0.1.0"}"#,
+            ),
             None => {
                 eprintln!("the test has no answer for {key}");
-                respond(&mut conn, 404, "application/json", br#"{"error":"not found"}"#)
+                respond(
+                    &mut conn,
+                    404,
+                    "application/json",
+                    br#"{"error":"not found"}"#,
+                )
             }
         };
     }
@@ -245,7 +264,10 @@ fn stat(rows: Vec<Value>) -> Value {
 /// A row's golden metrics as `mesh stat` prints them (`cli/src/table.rs`).
 fn golden(r: &Value) -> Vec<String> {
     let any = !r["success_rate"].is_null();
-    let ms = |v: &Value| v.as_f64().map_or("-".into(), |v| format!("{}ms", v.round()));
+    let ms = |v: &Value| {
+        v.as_f64()
+            .map_or("-".into(), |v| format!("{}ms", v.round()))
+    };
     vec![
         r["success_rate"]
             .as_f64()
@@ -289,7 +311,9 @@ async fn cells(browser: &Browser, table: &str) -> Vec<Vec<String>> {
 
 async fn text(browser: &Browser, expression: &str) -> String {
     let v = browser.eval(expression).await.expect("eval");
-    v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())
+    v.as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| v.to_string())
 }
 
 /// Waits until `table` shows exactly `want`.
@@ -353,20 +377,48 @@ fn loopback() -> State {
     );
     answer(
         "/api/stat?resource=deploy/web&namespace=demo&window=10s",
-        stat(vec![row("deployment", "web", (10, 0), 10.0, [1.0, 2.0, 3.0], (0, 0.0, 0.0))]),
+        stat(vec![row(
+            "deployment",
+            "web",
+            (10, 0),
+            10.0,
+            [1.0, 2.0, 3.0],
+            (0, 0.0, 0.0),
+        )]),
     );
     answer(
         "/api/stat?resource=deploy&namespace=demo&to=deploy/web",
         stat(vec![
-            row("deployment", "vote-bot", (120, 0), 60.0, [2.0, 4.0, 5.0], (2, 50.0, 60.0)),
+            row(
+                "deployment",
+                "vote-bot",
+                (120, 0),
+                60.0,
+                [2.0, 4.0, 5.0],
+                (2, 50.0, 60.0),
+            ),
             row("deployment", "emoji", (0, 0), 60.0, [0.0; 3], (0, 0.0, 0.0)),
         ]),
     );
     answer(
         "/api/stat?resource=deploy&namespace=demo&from=deploy/web",
         stat(vec![
-            row("deployment", "voting", (80, 20), 60.0, [10.0, 600.0, 790.0], (0, 0.0, 0.0)),
-            row("deployment", "emoji", (60, 0), 60.0, [1.0, 2.0, 2.5], (0, 0.0, 0.0)),
+            row(
+                "deployment",
+                "voting",
+                (80, 20),
+                60.0,
+                [10.0, 600.0, 790.0],
+                (0, 0.0, 0.0),
+            ),
+            row(
+                "deployment",
+                "emoji",
+                (60, 0),
+                60.0,
+                [1.0, 2.0, 2.5],
+                (0, 0.0, 0.0),
+            ),
         ]),
     );
     let edge = |src: &str, dst: &str, client: &str, server: Option<&str>, rps: f64| {
@@ -388,9 +440,30 @@ fn loopback() -> State {
     answer(
         "/api/stat?resource=po&namespace=demo",
         stat(vec![
-            row("pod", "web-0", (400, 5), 60.0, [3.0, 6.0, 9.0], (2, 400.0, 50.0)),
-            row("pod", "web-1", (341, 4), 60.0, [3.0, 8.0, 10.0], (2, 412.26, 50.04)),
-            row("pod", "voting-0", (99, 1), 60.0, [3.0, 8.0, 10.0], (1, 1.0, 1.0)),
+            row(
+                "pod",
+                "web-0",
+                (400, 5),
+                60.0,
+                [3.0, 6.0, 9.0],
+                (2, 400.0, 50.0),
+            ),
+            row(
+                "pod",
+                "web-1",
+                (341, 4),
+                60.0,
+                [3.0, 8.0, 10.0],
+                (2, 412.26, 50.04),
+            ),
+            row(
+                "pod",
+                "voting-0",
+                (99, 1),
+                60.0,
+                [3.0, 8.0, 10.0],
+                (1, 1.0, 1.0),
+            ),
         ]),
     );
     answer(
@@ -403,7 +476,14 @@ fn loopback() -> State {
             { "namespace": "demo", "name": "web-admin", "profile": false }] }),
     );
     let route = |name: Option<&str>, ok: u64, failed: u64| {
-        let mut r = row("service", "web", (ok, failed), 60.0, [4.0, 9.0, 12.0], (0, 0.0, 0.0));
+        let mut r = row(
+            "service",
+            "web",
+            (ok, failed),
+            60.0,
+            [4.0, 9.0, 12.0],
+            (0, 0.0, 0.0),
+        );
         let o = r.as_object_mut().unwrap();
         o.remove("resource");
         o.remove("pods");
@@ -456,8 +536,26 @@ async fn the_workload_page_shows_what_the_api_answered() {
         .open(&format!("{}/#/ns/demo/deploy/web", api.base))
         .await
         .expect("open");
-    assert_eq!(text(&browser, "document.title").await, "deploy/web · demo · mesh");
-    assert_eq!(text(&browser, "document.querySelector('h1').textContent").await, "Deployment web");
+    if let Err(e) = browser
+        .wait_for(
+            "document.querySelector('h1')?.textContent === 'Deployment web'",
+            WAIT,
+        )
+        .await
+    {
+        panic!(
+            "the page never showed: {e:#}; {:?}",
+            browser.console_errors()
+        );
+    }
+    assert_eq!(
+        text(&browser, "document.title").await,
+        "deploy/web · demo · mesh"
+    );
+    assert_eq!(
+        text(&browser, "document.querySelector('h1').textContent").await,
+        "Deployment web"
+    );
 
     // The workload's own row: golden metrics and TCP.
     let summary = loopback().answers[&normal("/api/stat?resource=deploy/web&namespace=demo")]
@@ -466,7 +564,10 @@ async fn the_workload_page_shows_what_the_api_answered() {
     let summary: Value = serde_json::from_slice(&summary).unwrap();
     let r = &summary["rows"][0];
     let want = [vec!["web".to_string(), "2/2".into()], golden(r), tcp(r)].concat();
-    assert_eq!(want[2..], ["98.80%", "12.5rps", "3ms", "7ms", "10ms", "4", "812.3B/s", "100.0B/s"]);
+    assert_eq!(
+        want[2..],
+        ["98.80%", "12.5rps", "3ms", "7ms", "10ms", "4", "812.3B/s", "100.0B/s"]
+    );
     shows(&browser, "summary", &[want]).await;
 
     // The charts: sixty points from the series, the last one the stream's.
@@ -479,7 +580,11 @@ async fn the_workload_page_shows_what_the_api_answered() {
         .expect("the live point in the rps chart");
     for id in ["chart-success", "chart-rps", "chart-latency"] {
         assert_eq!(
-            text(&browser, &format!("document.getElementById('{id}').dataset.points")).await,
+            text(
+                &browser,
+                &format!("document.getElementById('{id}').dataset.points")
+            )
+            .await,
             "60",
             "{id}"
         );
@@ -490,7 +595,11 @@ async fn the_workload_page_shows_what_the_api_answered() {
             ))
             .await
             .unwrap();
-        let lines = if id == "chart-latency" { json!([55, 55, 55]) } else { json!([55]) };
+        let lines = if id == "chart-latency" {
+            json!([55, 55, 55])
+        } else {
+            json!([55])
+        };
         assert_eq!(n, lines, "{id}");
         let svg = browser
             .eval(&format!(
@@ -502,11 +611,19 @@ async fn the_workload_page_shows_what_the_api_answered() {
         assert!(svg[2].as_str().unwrap().contains("latest:"), "{svg}");
     }
     assert_eq!(
-        text(&browser, "document.querySelector('#chart-latency .legend').textContent").await,
+        text(
+            &browser,
+            "document.querySelector('#chart-latency .legend').textContent"
+        )
+        .await,
         "p50 1msp95 2msp99 3ms"
     );
     assert_eq!(
-        text(&browser, "document.querySelector('#chart-success .latest').textContent").await,
+        text(
+            &browser,
+            "document.querySelector('#chart-success .latest').textContent"
+        )
+        .await,
         "100.00%"
     );
     // The points as a table, once opened: the live point first.
@@ -515,32 +632,63 @@ async fn the_workload_page_shows_what_the_api_answered() {
         .await
         .unwrap();
     browser
-        .wait_for("document.querySelectorAll('#chart-rps details tbody tr').length === 60", WAIT)
+        .wait_for(
+            "document.querySelectorAll('#chart-rps details tbody tr').length === 60",
+            WAIT,
+        )
         .await
         .expect("the chart's table");
     let first = cells(&browser, "chart-rps details table").await;
     assert_eq!(first[0][1], "99.0rps");
-    assert_eq!(first[1][1], "58.0rps", "the point 10 s before: 580 responses over 10 s");
+    assert_eq!(
+        first[1][1], "58.0rps",
+        "the point 10 s before: 580 responses over 10 s"
+    );
     assert_eq!(first[59][1], "-", "the oldest knew nothing");
 
     // Neighbours, idle rows left out, each linked to its page.
     shows(
         &browser,
         "inbound",
-        &[vec!["deploy/vote-bot".into(), "100.00%".into(), "2.0rps".into(), "2ms".into(), "4ms".into(), "5ms".into()]],
+        &[vec![
+            "deploy/vote-bot".into(),
+            "100.00%".into(),
+            "2.0rps".into(),
+            "2ms".into(),
+            "4ms".into(),
+            "5ms".into(),
+        ]],
     )
     .await;
     shows(
         &browser,
         "outbound",
         &[
-            vec!["deploy/emoji".into(), "100.00%".into(), "1.0rps".into(), "1ms".into(), "2ms".into(), "3ms".into()],
-            vec!["deploy/voting".into(), "80.00%".into(), "1.7rps".into(), "10ms".into(), "600ms".into(), "790ms".into()],
+            vec![
+                "deploy/emoji".into(),
+                "100.00%".into(),
+                "1.0rps".into(),
+                "1ms".into(),
+                "2ms".into(),
+                "3ms".into(),
+            ],
+            vec![
+                "deploy/voting".into(),
+                "80.00%".into(),
+                "1.7rps".into(),
+                "10ms".into(),
+                "600ms".into(),
+                "790ms".into(),
+            ],
         ],
     )
     .await;
     assert_eq!(
-        text(&browser, "document.querySelector('#inbound tbody a').getAttribute('href')").await,
+        text(
+            &browser,
+            "document.querySelector('#inbound tbody a').getAttribute('href')"
+        )
+        .await,
         "#/ns/demo/deploy/vote-bot"
     );
 
@@ -549,9 +697,30 @@ async fn the_workload_page_shows_what_the_api_answered() {
         &browser,
         "edges",
         &[
-            vec!["deploy/vote-bot".into(), "deploy/web".into(), " √".into(), BOT_ID.into(), WEB_ID.into(), "2.0rps".into()],
-            vec!["deploy/web".into(), "deploy/db".into(), "×".into(), WEB_ID.into(), "-".into(), "0.5rps".into()],
-            vec!["deploy/web".into(), "deploy/voting".into(), " √".into(), WEB_ID.into(), VOTING_ID.into(), "1.7rps".into()],
+            vec![
+                "deploy/vote-bot".into(),
+                "deploy/web".into(),
+                " √".into(),
+                "2.0rps".into(),
+                BOT_ID.into(),
+                WEB_ID.into(),
+            ],
+            vec![
+                "deploy/web".into(),
+                "deploy/db".into(),
+                "×".into(),
+                "0.5rps".into(),
+                WEB_ID.into(),
+                "-".into(),
+            ],
+            vec![
+                "deploy/web".into(),
+                "deploy/voting".into(),
+                " √".into(),
+                "1.7rps".into(),
+                WEB_ID.into(),
+                VOTING_ID.into(),
+            ],
         ],
     )
     .await;
@@ -572,7 +741,10 @@ async fn the_workload_page_shows_what_the_api_answered() {
         .iter()
         .map(|r| {
             [
-                vec![r["resource"]["name"].as_str().unwrap().to_string(), "2/2".into()],
+                vec![
+                    r["resource"]["name"].as_str().unwrap().to_string(),
+                    "2/2".into(),
+                ],
                 golden(r),
                 tcp(r),
             ]
@@ -581,7 +753,11 @@ async fn the_workload_page_shows_what_the_api_answered() {
         .collect();
     shows(&browser, "pods", &pod_rows).await;
     assert_eq!(
-        text(&browser, "document.querySelector('#pods tbody a').getAttribute('href')").await,
+        text(
+            &browser,
+            "document.querySelector('#pods tbody a').getAttribute('href')"
+        )
+        .await,
         "#/ns/demo/pod/web-0"
     );
 
@@ -590,9 +766,30 @@ async fn the_workload_page_shows_what_the_api_answered() {
         &browser,
         "routes-web",
         &[
-            vec!["GET /api/list".into(), "100.00%".into(), "5.0rps".into(), "4ms".into(), "9ms".into(), "12ms".into()],
-            vec!["POST /api/vote".into(), "90.00%".into(), "1.7rps".into(), "4ms".into(), "9ms".into(), "12ms".into()],
-            vec!["[DEFAULT]".into(), "100.00%".into(), "0.1rps".into(), "4ms".into(), "9ms".into(), "12ms".into()],
+            vec![
+                "GET /api/list".into(),
+                "100.00%".into(),
+                "5.0rps".into(),
+                "4ms".into(),
+                "9ms".into(),
+                "12ms".into(),
+            ],
+            vec![
+                "POST /api/vote".into(),
+                "90.00%".into(),
+                "1.7rps".into(),
+                "4ms".into(),
+                "9ms".into(),
+                "12ms".into(),
+            ],
+            vec![
+                "[DEFAULT]".into(),
+                "100.00%".into(),
+                "0.1rps".into(),
+                "4ms".into(),
+                "9ms".into(),
+                "12ms".into(),
+            ],
         ],
     )
     .await;
@@ -606,7 +803,11 @@ async fn the_workload_page_shows_what_the_api_answered() {
         .await
         .expect("the generated profile");
     assert_eq!(
-        text(&browser, "document.querySelector('[data-service=web-admin] pre').textContent").await,
+        text(
+            &browser,
+            "document.querySelector('[data-service=web-admin] pre').textContent"
+        )
+        .await,
         mesh_core::profile::template::template("web-admin", "demo", "cluster.local")
     );
 
@@ -641,7 +842,11 @@ async fn the_workload_page_shows_what_the_api_answered() {
         ])
     );
     let errors = browser.console_errors();
-    assert_eq!(page_errors(&errors), Vec::<&crate::browser::ConsoleError>::new(), "{errors:?}");
+    assert_eq!(
+        page_errors(&errors),
+        Vec::<&crate::browser::ConsoleError>::new(),
+        "{errors:?}"
+    );
 }
 
 /// The JS heap over many live chart updates (each waited for on the page): after a
@@ -664,7 +869,9 @@ async fn the_charts_heap_stays_flat_over_many_live_updates() {
             api.set_live(live_answer(i));
             browser
                 .wait_for(
-                    &format!("document.querySelector('#chart-rps .latest').textContent === '{i}.0rps'"),
+                    &format!(
+                        "document.querySelector('#chart-rps .latest').textContent === '{i}.0rps'"
+                    ),
                     WAIT,
                 )
                 .await
@@ -683,9 +890,16 @@ async fn the_charts_heap_stays_flat_over_many_live_updates() {
         (after / before - 1.0) * 100.0,
         browser.metric("Nodes").await.expect("nodes")
     );
-    assert!(after <= before * 1.10, "the heap grew over 10%: {before} to {after}");
+    assert!(
+        after <= before * 1.10,
+        "the heap grew over 10%: {before} to {after}"
+    );
     let errors = browser.console_errors();
-    assert_eq!(page_errors(&errors), Vec::<&crate::browser::ConsoleError>::new(), "{errors:?}");
+    assert_eq!(
+        page_errors(&errors),
+        Vec::<&crate::browser::ConsoleError>::new(),
+        "{errors:?}"
+    );
 }
 
 /// Against the real `mesh demo`: `deploy/web`'s page shows what its controller's API
@@ -704,7 +918,8 @@ async fn the_workload_page_shows_the_demos_web_as_its_api_answers() {
         .open(&format!("{}/#/ns/demo/deploy/web", api.base))
         .await
         .expect("open");
-    // Until web shows traffic over its last minute and its routes have some.
+    // Until web shows traffic over its last minute, its routes have some, and its
+    // charts a line of three points (a live one every 10 s).
     browser
         .wait_for(
             "Number(document.querySelector('#summary td[data-key=rps]')?.dataset.value) > 0 && \
@@ -712,54 +927,91 @@ async fn the_workload_page_shows_the_demos_web_as_its_api_answers() {
              document.querySelectorAll('#inbound tbody a').length > 0 && \
              document.querySelectorAll('#outbound tbody a').length > 0 && \
              document.querySelectorAll('#pods tbody a').length > 0 && \
+             document.querySelector('#chart-rps polyline')?.getAttribute('points').split(' ').length >= 3 && \
              document.getElementById('main').dataset.series === 'true'",
-            Duration::from_secs(60),
+            Duration::from_secs(90),
         )
         .await
-        .expect("web with traffic, neighbours and routes");
+        .expect("web with traffic, neighbours, routes and charts");
 
     // Each table equals one of the last two answers the API gave (the newest one may
     // not be drawn yet).
-    let check = |table: &'static str, target: &'static str, pick: fn(&Value) -> Vec<Vec<String>>| {
-        let served = api.served(target);
-        assert!(!served.is_empty(), "the page never asked {target}");
-        let last_two: Vec<Vec<Vec<String>>> = served.iter().rev().take(2).map(pick).collect();
-        (table, last_two)
-    };
+    let check =
+        |table: &'static str, target: &'static str, pick: fn(&Value) -> Vec<Vec<String>>| {
+            let served = api.served(target);
+            assert!(!served.is_empty(), "the page never asked {target}");
+            let last_two: Vec<Vec<Vec<String>>> = served.iter().rev().take(2).map(pick).collect();
+            (table, last_two)
+        };
     for (table, last_two) in [
-        check("summary", "/api/stat?resource=deploy/web&namespace=demo", |doc| {
-            doc["rows"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|r| {
-                    let p = &r["pods"];
-                    [vec!["web".to_string(), format!("{}/{}", p["meshed"], p["total"])], golden(r), tcp(r)].concat()
-                })
-                .collect()
-        }),
-        check("inbound", "/api/stat?resource=deploy&namespace=demo&to=deploy/web", |doc| {
-            let mut rows: Vec<Vec<String>> = doc["rows"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter(|r| !r["success_rate"].is_null() || tcp(r)[0] != "-")
-                .map(|r| [vec![format!("deploy/{}", r["resource"]["name"].as_str().unwrap())], golden(r)].concat())
-                .collect();
-            rows.sort();
-            rows
-        }),
-        check("outbound", "/api/stat?resource=deploy&namespace=demo&from=deploy/web", |doc| {
-            let mut rows: Vec<Vec<String>> = doc["rows"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter(|r| !r["success_rate"].is_null() || tcp(r)[0] != "-")
-                .map(|r| [vec![format!("deploy/{}", r["resource"]["name"].as_str().unwrap())], golden(r)].concat())
-                .collect();
-            rows.sort();
-            rows
-        }),
+        check(
+            "summary",
+            "/api/stat?resource=deploy/web&namespace=demo",
+            |doc| {
+                doc["rows"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|r| {
+                        let p = &r["pods"];
+                        [
+                            vec!["web".to_string(), format!("{}/{}", p["meshed"], p["total"])],
+                            golden(r),
+                            tcp(r),
+                        ]
+                        .concat()
+                    })
+                    .collect()
+            },
+        ),
+        check(
+            "inbound",
+            "/api/stat?resource=deploy&namespace=demo&to=deploy/web",
+            |doc| {
+                let mut rows: Vec<Vec<String>> = doc["rows"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|r| !r["success_rate"].is_null() || tcp(r)[0] != "-")
+                    .map(|r| {
+                        [
+                            vec![format!(
+                                "deploy/{}",
+                                r["resource"]["name"].as_str().unwrap()
+                            )],
+                            golden(r),
+                        ]
+                        .concat()
+                    })
+                    .collect();
+                rows.sort();
+                rows
+            },
+        ),
+        check(
+            "outbound",
+            "/api/stat?resource=deploy&namespace=demo&from=deploy/web",
+            |doc| {
+                let mut rows: Vec<Vec<String>> = doc["rows"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|r| !r["success_rate"].is_null() || tcp(r)[0] != "-")
+                    .map(|r| {
+                        [
+                            vec![format!(
+                                "deploy/{}",
+                                r["resource"]["name"].as_str().unwrap()
+                            )],
+                            golden(r),
+                        ]
+                        .concat()
+                    })
+                    .collect();
+                rows.sort();
+                rows
+            },
+        ),
     ] {
         let shown = cells(&browser, table).await;
         assert!(
@@ -768,9 +1020,16 @@ async fn the_workload_page_shows_the_demos_web_as_its_api_answers() {
         );
     }
     let names = |rows: Vec<Vec<String>>| rows.into_iter().map(|r| r[0].clone()).collect::<Vec<_>>();
-    assert_eq!(names(cells(&browser, "inbound").await), ["deploy/vote-bot"], "web's only client");
+    assert_eq!(
+        names(cells(&browser, "inbound").await),
+        ["deploy/vote-bot"],
+        "web's only client"
+    );
     let outbound = names(cells(&browser, "outbound").await);
-    assert!(outbound.contains(&"deploy/voting".to_string()), "{outbound:?}");
+    assert!(
+        outbound.contains(&"deploy/voting".to_string()),
+        "{outbound:?}"
+    );
     // Edges: web's hops are mTLS between the two proxies' identities.
     let edges = cells(&browser, "edges").await;
     let to_voting = edges
@@ -778,21 +1037,36 @@ async fn the_workload_page_shows_the_demos_web_as_its_api_answers() {
         .find(|e| e[0] == "deploy/web" && e[1] == "deploy/voting")
         .unwrap_or_else(|| panic!("no web → voting edge in {edges:?}"));
     assert_eq!(to_voting[2], " √", "{to_voting:?}");
-    assert!(to_voting[3].starts_with("web.demo.serviceaccount.identity.mesh."), "{to_voting:?}");
-    assert!(to_voting[4].starts_with("voting.demo.serviceaccount.identity.mesh."), "{to_voting:?}");
+    assert!(
+        to_voting[4].starts_with("web.demo.serviceaccount.identity.mesh."),
+        "{to_voting:?}"
+    );
+    assert!(
+        to_voting[5].starts_with("voting.demo.serviceaccount.identity.mesh."),
+        "{to_voting:?}"
+    );
     // Routes: web's profile's names (and the default route).
     let routes = names(cells(&browser, "routes-web").await);
     for r in &routes {
         assert!(
-            ["GET /api/list", "/api/vote", "GET /api/leaderboard", "[DEFAULT]"].contains(&r.as_str()),
+            [
+                "GET /api/list",
+                "/api/vote",
+                "GET /api/leaderboard",
+                "[DEFAULT]"
+            ]
+            .contains(&r.as_str()),
             "a route of web's profile: {r}"
         );
     }
     // The charts have points, from the one series the page asked for.
-    let points: u64 = text(&browser, "document.getElementById('chart-rps').dataset.points")
-        .await
-        .parse()
-        .unwrap();
+    let points: u64 = text(
+        &browser,
+        "document.getElementById('chart-rps').dataset.points",
+    )
+    .await
+    .parse()
+    .unwrap();
     let series = api.served("/api/series?resource=deploy/web&namespace=demo&minutes=10&step=10s");
     assert_eq!(series.len(), 1, "the series is asked once");
     assert!(points >= 1, "the rps chart has points");
@@ -805,10 +1079,52 @@ async fn the_workload_page_shows_the_demos_web_as_its_api_answers() {
             > Some(0),
         "and draws them"
     );
-    // Pods: web's one pod, linked.
-    assert_eq!(names(cells(&browser, "pods").await), ["web-0"]);
+    // The chart's latest point is the last 10-second answer (polled here: this server
+    // keeps the stream to itself).
+    let live = api.served("/api/stat?resource=deploy/web&namespace=demo&window=10s");
+    let latest = text(
+        &browser,
+        "document.querySelector('#chart-rps .latest').textContent",
+    )
+    .await;
+    let last_two: Vec<String> = live
+        .iter()
+        .rev()
+        .take(2)
+        .map(|doc| {
+            let r = &doc["rows"][0];
+            if r["seconds"].as_f64() > Some(0.0) {
+                format!("{:.1}rps", r["rps"].as_f64().unwrap())
+            } else {
+                "-".into()
+            }
+        })
+        .collect();
+    assert!(
+        last_two.contains(&latest),
+        "the rps chart says {latest}, the API {last_two:?}"
+    );
+    // Pods: those the index gave as web's.
+    let workload = api.served("/api/workload?resource=deploy/web&namespace=demo");
+    let want: Vec<String> = workload[0]["pods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap().to_string())
+        .collect();
+    assert!(!want.is_empty(), "web has pods: {workload:?}");
+    assert_eq!(names(cells(&browser, "pods").await), want);
 
     browser.screenshot("workload").await.expect("screenshot");
+    browser
+        .eval("document.getElementById('neighbours-title').scrollIntoView()")
+        .await
+        .unwrap();
+    browser
+        .screenshot("workload-neighbours")
+        .await
+        .expect("screenshot");
+    browser.eval("scrollTo(0, 0)").await.unwrap();
     browser
         .send(
             "Emulation.setEmulatedMedia",
@@ -816,7 +1132,10 @@ async fn the_workload_page_shows_the_demos_web_as_its_api_answers() {
         )
         .await
         .expect("dark");
-    browser.screenshot("workload-dark").await.expect("screenshot");
+    browser
+        .screenshot("workload-dark")
+        .await
+        .expect("screenshot");
 
     // The vote-bot: its service has no profile; the page generates one, byte for byte
     // `mesh profile --template`'s.
@@ -825,7 +1144,10 @@ async fn the_workload_page_shows_the_demos_web_as_its_api_answers() {
         .await
         .unwrap();
     browser
-        .wait_for("document.querySelector('[data-service=vote-bot] button.generate') !== null", WAIT)
+        .wait_for(
+            "document.querySelector('[data-service=vote-bot] button.generate') !== null",
+            WAIT,
+        )
         .await
         .expect("the vote-bot service, without a profile");
     browser
@@ -833,10 +1155,17 @@ async fn the_workload_page_shows_the_demos_web_as_its_api_answers() {
         .await
         .unwrap();
     browser
-        .wait_for("document.querySelector('[data-service=vote-bot] pre').textContent.length > 0", WAIT)
+        .wait_for(
+            "document.querySelector('[data-service=vote-bot] pre').textContent.length > 0",
+            WAIT,
+        )
         .await
         .expect("the generated profile");
-    let shown = text(&browser, "document.querySelector('[data-service=vote-bot] pre').textContent").await;
+    let shown = text(
+        &browser,
+        "document.querySelector('[data-service=vote-bot] pre').textContent",
+    )
+    .await;
     let cli = std::process::Command::new(env!("CARGO_BIN_EXE_mesh"))
         .args(["profile", "--template", "vote-bot", "-n", "demo"])
         .output()
@@ -846,6 +1175,32 @@ async fn the_workload_page_shows_the_demos_web_as_its_api_answers() {
 
     let errors = browser.console_errors();
     eprintln!("browser log against the demo: {errors:?}");
-    assert_eq!(page_errors(&errors), Vec::<&crate::browser::ConsoleError>::new(), "{errors:?}");
+    assert_eq!(
+        page_errors(&errors),
+        Vec::<&crate::browser::ConsoleError>::new(),
+        "{errors:?}"
+    );
+    drop(browser);
+
+    // And as the controller serves it itself: its embedded files under its own CSP,
+    // the chart's live points from its stat stream. The browser logs nothing at all.
+    let browser = Browser::start().await.expect("start chromium");
+    browser
+        .open(&format!("http://{upstream}/#/ns/demo/deploy/web"))
+        .await
+        .expect("open");
+    browser
+        .wait_for(
+            "document.querySelector('#chart-rps .latest')?.textContent.endsWith('rps') && \
+             document.querySelectorAll('#routes-web tbody tr:not(:has(.empty))').length > 0",
+            Duration::from_secs(30),
+        )
+        .await
+        .expect("the controller's own page, with live points and routes");
+    let errors = browser.console_errors();
+    assert!(
+        errors.is_empty(),
+        "the browser logged, against the controller's own page: {errors:?}"
+    );
     drop(demo);
 }

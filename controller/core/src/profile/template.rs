@@ -118,7 +118,10 @@ pub fn service_fqdn(service: &str, namespace: &str, cluster_domain: &str) -> Str
 /// `cluster_domain`.
 pub fn template(service: &str, namespace: &str, cluster_domain: &str) -> String {
     TEMPLATE
-        .replace("__FQDN__", &service_fqdn(service, namespace, cluster_domain))
+        .replace(
+            "__FQDN__",
+            &service_fqdn(service, namespace, cluster_domain),
+        )
         .replace("__SERVICE__", service)
         .replace("__NAMESPACE__", namespace)
         .replace("__CLUSTER_DOMAIN__", cluster_domain)
@@ -135,8 +138,8 @@ mod tests {
 
     #[test]
     fn the_template_is_a_valid_profile() {
-        let v = profile::parse_yaml(&render(), Some("example.org"))
-            .unwrap_or_else(|p| panic!("{p}"));
+        let v =
+            profile::parse_yaml(&render(), Some("example.org")).unwrap_or_else(|p| panic!("{p}"));
         assert_eq!(v.routes.len(), 2);
         assert!(v.routes[0].is_retryable);
         assert_eq!(v.routes[0].max_retries, 2);

@@ -49,12 +49,12 @@ pub use query::{
     EdgeRow, EdgesAnswer, EdgesQuery, InvalidQuery, Latency, PodCount, Responses, RouteRow,
     RoutesAnswer, RoutesQuery, StatAnswer, StatQuery, StatRow, Tcp, Traffic,
 };
-pub use series::{SeriesAnswer, SeriesPoint, SeriesQuery, MAX_POINTS};
 pub use resource::{InvalidSelector, PodMeta, Resource, ResourceKind, Selector};
 pub use scrape::{
     Class, Destination, InvalidScrape, Le, Measure, RouteKey, Sample, Scrape, ScrapeParser, Side,
     WORKLOAD_KINDS,
 };
+pub use series::{SeriesAnswer, SeriesPoint, SeriesQuery, MAX_POINTS};
 pub use window::OutOfOrder;
 
 use crate::index::ObjKey;

@@ -55,10 +55,7 @@ impl Stats {
             });
         }
         if q.span < step {
-            return Err(InvalidQuery::SpanShorterThanStep {
-                span: q.span,
-                step,
-            });
+            return Err(InvalidQuery::SpanShorterThanStep { span: q.span, step });
         }
         let n = (q.span.as_nanos() / step.as_nanos()) as u64;
         if n > MAX_POINTS {

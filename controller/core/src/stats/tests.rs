@@ -977,7 +977,11 @@ fn each_point_of_a_series_is_the_stat_answer_of_its_step() {
         ("deploy/web", 60, 600, 600),
     ] {
         let answer = series(&stats, selector, step, span, now);
-        assert_eq!(answer.points.len() as u64, span / step, "{selector} {step}s");
+        assert_eq!(
+            answer.points.len() as u64,
+            span / step,
+            "{selector} {step}s"
+        );
         assert_eq!(answer.step_seconds, step as f64);
         for (k, point) in answer.points.iter().rev().enumerate() {
             let ago = k as u64 * step;
@@ -1034,9 +1038,18 @@ fn bad_series_are_refused_with_what_was_wrong() {
         stat: StatQuery::new(Selector::parse("deploy", Some("demo")).unwrap(), S(step)),
         span: S(span),
     };
-    let err = |step, span| stats.series(&q(step, span), S(600)).unwrap_err().to_string();
+    let err = |step, span| {
+        stats
+            .series(&q(step, span), S(600))
+            .unwrap_err()
+            .to_string()
+    };
     assert_eq!(err(0, 60), "window must be longer than zero");
-    assert!(err(10, 3600).contains("longer than the 600s"), "{}", err(10, 3600));
+    assert!(
+        err(10, 3600).contains("longer than the 600s"),
+        "{}",
+        err(10, 3600)
+    );
     assert!(err(60, 10).contains("at least one step"), "{}", err(60, 10));
     let q = SeriesQuery {
         stat: StatQuery::new(
