@@ -2,25 +2,18 @@
 // metrics, from `/api/stat?resource=ns`, live.
 
 import { command, h } from './dom.js';
-import { health, ms, percent, pods, rps } from './format.js';
+import { pods } from './format.js';
 import { subscribe } from './live.js';
-import { sortableTable } from './table.js';
+import { goldenColumns, sortableTable } from './table.js';
 
 const STAT = 'resource=ns';
-
-const any = (r) => r.responses.success + r.responses.failure > 0;
 
 const COLUMNS = [
   { key: 'name', label: 'Namespace', value: (r) => r.resource.name,
     cell: (r) => h('a', { href: `#/ns/${encodeURIComponent(r.resource.name)}` }, r.resource.name) },
   { key: 'meshed', label: 'Meshed', num: true, value: (r) => r.pods?.meshed ?? null,
     attrs: (r) => ({ 'data-total': r.pods?.total ?? '' }), cell: (r) => pods(r.pods) },
-  { key: 'success', label: 'Success', num: true, value: (r) => r.success_rate,
-    cls: (r) => `health-${health(r.success_rate)}`, cell: (r) => percent(r.success_rate) },
-  { key: 'rps', label: 'RPS', num: true, value: (r) => r.rps, cell: (r) => rps(r.rps, any(r)) },
-  { key: 'p50', label: 'P50', num: true, value: (r) => r.latency_ms.p50, cell: (r) => ms(r.latency_ms.p50) },
-  { key: 'p95', label: 'P95', num: true, value: (r) => r.latency_ms.p95, cell: (r) => ms(r.latency_ms.p95) },
-  { key: 'p99', label: 'P99', num: true, value: (r) => r.latency_ms.p99, cell: (r) => ms(r.latency_ms.p99) },
+  ...goldenColumns(),
 ];
 
 /** Shows the overview in `main` (a page of `routes.js`). */

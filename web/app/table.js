@@ -4,6 +4,7 @@
 // control inside a row, survive the update.
 
 import { h } from './dom.js';
+import { health, ms, percent, rps } from './format.js';
 
 /**
  * columns: [{ key, label, num?, value(row), cell(row), cls?(row), attrs?(row) }]:
@@ -74,6 +75,24 @@ export function sortableTable({ id, caption, columns, rowKey, empty }) {
       render();
     },
   };
+}
+
+/** Whether a row of a stat answer counted any response. */
+export const anyResponses = (r) => r.responses.success + r.responses.failure > 0;
+
+/**
+ * The golden-metric columns of a stat answer's rows (success colour-coded, rps, p50,
+ * p95, p99), as `mesh stat` prints them; the pages' tables put them after their own.
+ */
+export function goldenColumns() {
+  return [
+    { key: 'success', label: 'Success', num: true, value: (r) => r.success_rate,
+      cls: (r) => `health-${health(r.success_rate)}`, cell: (r) => percent(r.success_rate) },
+    { key: 'rps', label: 'RPS', num: true, value: (r) => r.rps, cell: (r) => rps(r.rps, anyResponses(r)) },
+    { key: 'p50', label: 'P50', num: true, value: (r) => r.latency_ms.p50, cell: (r) => ms(r.latency_ms.p50) },
+    { key: 'p95', label: 'P95', num: true, value: (r) => r.latency_ms.p95, cell: (r) => ms(r.latency_ms.p95) },
+    { key: 'p99', label: 'P99', num: true, value: (r) => r.latency_ms.p99, cell: (r) => ms(r.latency_ms.p99) },
+  ];
 }
 
 function compare(a, b, sign) {

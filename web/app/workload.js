@@ -7,9 +7,9 @@
 
 import { lineChart } from './chart.js';
 import { command, h } from './dom.js';
-import { bytesPerSecond, fixed, health, ms, percent, pods, rps } from './format.js';
+import { bytesPerSecond, fixed, ms, pods, rps } from './format.js';
 import { subscribe } from './live.js';
-import { sortableTable } from './table.js';
+import { anyResponses as any, goldenColumns, sortableTable } from './table.js';
 
 /** The `mesh stat` short kind of each resource type the API names. */
 const SHORT = { deployment: 'deploy', statefulset: 'sts', daemonset: 'ds', pod: 'pod' };
@@ -21,7 +21,6 @@ const MINUTES = 10;
 const STEP_S = 10;
 const SPAN = MINUTES * 60_000;
 
-const any = (r) => r.responses.success + r.responses.failure > 0;
 const enc = encodeURIComponent;
 
 /** A link to a resource's page, when it has one. */
@@ -32,18 +31,8 @@ function link(resource) {
   return h('a', { href: `#/ns/${enc(resource.namespace)}/${kind}/${enc(resource.name)}` }, label);
 }
 
-/** The golden-metric columns every table here shares, after its first ones. */
-function golden(extra = []) {
-  return [
-    { key: 'success', label: 'Success', num: true, value: (r) => r.success_rate,
-      cls: (r) => `health-${health(r.success_rate)}`, cell: (r) => percent(r.success_rate) },
-    { key: 'rps', label: 'RPS', num: true, value: (r) => r.rps, cell: (r) => rps(r.rps, any(r)) },
-    { key: 'p50', label: 'P50', num: true, value: (r) => r.latency_ms.p50, cell: (r) => ms(r.latency_ms.p50) },
-    { key: 'p95', label: 'P95', num: true, value: (r) => r.latency_ms.p95, cell: (r) => ms(r.latency_ms.p95) },
-    { key: 'p99', label: 'P99', num: true, value: (r) => r.latency_ms.p99, cell: (r) => ms(r.latency_ms.p99) },
-    ...extra,
-  ];
-}
+/** The golden-metric columns, then `extra`. */
+const golden = (extra = []) => [...goldenColumns(), ...extra];
 
 const tcpOpen = (t) => t.open_connections > 0 || t.opened > 0;
 const TCP = [

@@ -107,21 +107,42 @@ impl Server {
     }
 }
 
-pub(crate) fn web_dir() -> PathBuf {
+fn web_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../web")
 }
 
-fn serve(mut conn: TcpStream, state: &(Mutex<State>, Condvar)) {
+/// A request's head read off `conn`: its target (`/path?query`); `None` when the
+/// client went away first.
+pub(crate) fn read_target(conn: &mut TcpStream) -> Option<String> {
     let mut request = Vec::new();
     let mut buf = [0; 4096];
     while !request.windows(4).any(|w| w == b"\r\n\r\n") {
         match conn.read(&mut buf) {
-            Ok(0) | Err(_) => return,
+            Ok(0) | Err(_) => return None,
             Ok(n) => request.extend_from_slice(&buf[..n]),
         }
     }
     let request = String::from_utf8_lossy(&request).into_owned();
-    let target = request.split(' ').nth(1).unwrap_or("/").to_string();
+    Some(request.split(' ').nth(1).unwrap_or("/").to_string())
+}
+
+/// Answers `path` with the file of `web/` it names, as the controller would.
+pub(crate) fn serve_web_file(conn: &mut TcpStream, path: &str) {
+    let file = if path == "/" { "/index.html" } else { path };
+    let allowed = file[1..]
+        .split('/')
+        .all(|part| !part.is_empty() && !part.starts_with('.'));
+    let on_disk = web_dir().join(&file[1..]);
+    match std::fs::read(&on_disk) {
+        Ok(body) if allowed => respond(conn, 200, content_type(&on_disk), &body),
+        _ => respond(conn, 404, "text/plain", b"not found"),
+    }
+}
+
+fn serve(mut conn: TcpStream, state: &(Mutex<State>, Condvar)) {
+    let Some(target) = read_target(&mut conn) else {
+        return;
+    };
     let (stream, stat, upstream) = {
         let mut s = state.0.lock().expect("lock");
         if s.down {
@@ -167,17 +188,7 @@ fn serve(mut conn: TcpStream, state: &(Mutex<State>, Condvar)) {
             "application/json",
             br#"{"error":"not found"}"#,
         ),
-        p => {
-            let file = if p == "/" { "/index.html" } else { p };
-            let allowed = file[1..]
-                .split('/')
-                .all(|part| !part.is_empty() && !part.starts_with('.'));
-            let path = web_dir().join(&file[1..]);
-            match std::fs::read(&path) {
-                Ok(body) if allowed => respond(&mut conn, 200, content_type(&path), &body),
-                _ => respond(&mut conn, 404, "text/plain", b"not found"),
-            }
-        }
+        p => serve_web_file(&mut conn, p),
     }
 }
 
@@ -197,7 +208,7 @@ pub(crate) fn get(addr: SocketAddr, target: &str) -> Option<(u16, Vec<u8>)> {
     Some((status, response[end + 4..].to_vec()))
 }
 
-pub(crate) fn content_type(path: &Path) -> &'static str {
+fn content_type(path: &Path) -> &'static str {
     match path.extension().and_then(|e| e.to_str()) {
         Some("html") => "text/html; charset=utf-8",
         Some("js") => "text/javascript; charset=utf-8",
