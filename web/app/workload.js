@@ -26,7 +26,7 @@ const enc = encodeURIComponent;
 /** A link to a resource's page, when it has one. */
 function link(resource) {
   const kind = SHORT[resource.type];
-  const label = `${kind ?? resource.type}/${resource.name}`;
+  const label = `${kind ? API_KIND[kind] : resource.type}/${resource.name}`;
   if (!kind || !resource.namespace) return label;
   return h('a', { href: `#/ns/${enc(resource.namespace)}/${kind}/${enc(resource.name)}` }, label);
 }

@@ -840,11 +840,7 @@ async fn the_heap_stays_flat_over_many_updates() {
                 .expect("the update shown");
         }
         next += updates;
-        browser
-            .send("HeapProfiler.collectGarbage", json!({}))
-            .await
-            .expect("gc");
-        heaps.push(browser.heap().await.expect("heap").0);
+        heaps.push(browser.heap_after_collection().await.expect("heap"));
     }
     shows(&browser, &answer(next - 1)).await;
     let (before, after) = (heaps[0] as f64, heaps[1] as f64);

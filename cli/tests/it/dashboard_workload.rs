@@ -849,11 +849,7 @@ async fn the_charts_heap_stays_flat_over_many_live_updates() {
                 .expect("the update drawn");
         }
         next += updates;
-        browser
-            .send("HeapProfiler.collectGarbage", json!({}))
-            .await
-            .expect("gc");
-        heaps.push(browser.heap().await.expect("heap").0);
+        heaps.push(browser.heap_after_collection().await.expect("heap"));
     }
     // The first thousand updates warm the engine up (about +10%, measured); the
     // next 900 must leave the heap where it was.
@@ -1072,6 +1068,32 @@ async fn the_workload_page_shows_the_demos_web_as_its_api_answers() {
         .screenshot("workload-dark")
         .await
         .expect("screenshot");
+
+    // The page of web's pod, reached by its link: its own numbers and edges.
+    browser
+        .eval("document.querySelector('#pods tbody a').click()")
+        .await
+        .unwrap();
+    let pod = &want[0];
+    browser
+        .wait_for(
+            &format!(
+                "location.hash === '#/ns/demo/pod/{pod}' && \
+                 document.querySelector('h1').textContent === 'Pod {pod}' && \
+                 Number(document.querySelector('#summary td[data-key=rps]')?.dataset.value) > 0 && \
+                 document.querySelectorAll('#edges tbody a').length > 0"
+            ),
+            Duration::from_secs(30),
+        )
+        .await
+        .expect("the pod's page with traffic and edges");
+    let edges = cells(&browser, "edges").await;
+    assert!(
+        edges
+            .iter()
+            .all(|e| e[0] == format!("po/{pod}") || e[1] == format!("po/{pod}")),
+        "every edge touches the pod: {edges:?}"
+    );
 
     // The vote-bot: its service has no profile; the page generates one, byte for byte
     // `mesh profile --template`'s.
