@@ -1,5 +1,6 @@
 //! The metrics API's core: what the controller keeps of its proxies' scrapes, and the
-//! answers it computes from them (stat summaries, edges, routes), with no IO.
+//! answers it computes from them (stat summaries, edges, routes, and stat series over
+//! time), with no IO.
 //!
 //! ```
 //! use mesh_core::stats::{Limits, PodMeta, Selector, StatQuery, Stats};
