@@ -17,6 +17,8 @@
 //!   profile --template NAME -n NS` prints, for this controller's cluster domain
 //!   (`text/plain`);
 //! - `/api/metrics`: the same aggregates in Prometheus text, for a Prometheus to federate.
+//! - `/api/health`: the control plane's checks as the controller sees them
+//!   (`crate::health`), in `mesh check -o json`'s shape, with the version.
 //! - `/api/top?resource=deploy[/NAME]&namespace=NS[&to=TYPE/NAME][&to_namespace=NS][&method=M][&path=PREFIX][&authority=A][&max_rps=N][&seconds=S][&hide_sources=true]`:
 //!   the busiest paths of a resource's pods, as `mesh top` shows them, from a tap of
 //!   `seconds` (default 5, at most 30) through the tap API's own fan-out, so the same
@@ -86,8 +88,9 @@ const TOP_SECONDS: u64 = 5;
 const TOP_MAX_SECONDS: u64 = 30;
 
 /// The endpoints, all read-only.
-const PATHS: [&str; 12] = [
+const PATHS: [&str; 13] = [
     "/api/version",
+    "/api/health",
     "/api/stat",
     "/api/series",
     "/api/workload",
@@ -114,6 +117,8 @@ pub struct Sources {
     pub allowed_hosts: AllowedHosts,
     /// The event streams open now.
     pub streams: Streams,
+    /// What `/api/health` reads besides the index and the store.
+    pub health: crate::health::Parts,
 }
 
 /// The body of the port's answers: whole, or a stream of events.
@@ -168,6 +173,7 @@ pub async fn handle<B>(req: &Request<B>, sources: &Sources) -> Response<Full<Byt
     }
     let answer = match path {
         "/api/version" => Ok(serde_json::json!({ "version": VERSION }).to_string()),
+        "/api/health" => health(req, sources),
         "/api/metrics" => {
             let text = store.lock().export();
             let mut rsp = Response::new(Full::new(Bytes::from(text)));
@@ -204,6 +210,23 @@ pub async fn handle<B>(req: &Request<B>, sources: &Sources) -> Response<Full<Byt
         Ok(body) => json(StatusCode::OK, body),
         Err(BadRequest(message)) => error(StatusCode::BAD_REQUEST, &message),
     }
+}
+
+/// The control plane's checks (`crate::health`), with the version.
+fn health<B>(req: &Request<B>, sources: &Sources) -> Result<String, BadRequest> {
+    Params::of(req)?.done()?;
+    let categories = crate::health::categories(
+        &sources.health,
+        &sources.index,
+        &sources.store,
+        std::time::SystemTime::now(),
+    );
+    Ok(serde_json::json!({
+        "version": VERSION,
+        "success": mesh_core::health::success(&categories),
+        "categories": categories,
+    })
+    .to_string())
 }
 
 fn stat<B>(req: &Request<B>, store: &Store) -> Result<String, BadRequest> {
@@ -765,6 +788,7 @@ mod tests {
             ),
             allowed_hosts: AllowedHosts::default(),
             streams: Streams::default(),
+            health: Default::default(),
         }
     }
 
@@ -796,6 +820,77 @@ mod tests {
         let (status, body) = call(Method::GET, "/api/nope");
         assert_eq!(status, StatusCode::NOT_FOUND);
         assert!(body["error"].as_str().unwrap().contains("/api/nope"));
+    }
+
+    /// `/api/health`: `mesh check -o json`'s shape; the controller's own view of its
+    /// discovery, its CA (an issuer expiring in 10 days is a warning, as in `mesh
+    /// check`) and its scrapes.
+    #[test]
+    fn health_reports_the_controllers_own_checks() {
+        use mesh_core::ca::{generate_anchor_and_issuer_between, Ca, DEFAULT_LIFETIME};
+        let day = Duration::from_secs(86_400);
+        let now = std::time::SystemTime::now();
+        let (anchor, issuer, key) =
+            generate_anchor_and_issuer_between("cluster.local", now - day, now + 10 * day);
+        let ca = Ca::new(
+            "cluster.local",
+            DEFAULT_LIFETIME,
+            &issuer,
+            &key,
+            &anchor,
+            now,
+        )
+        .unwrap();
+        let mut sources = sources();
+        sources.health.ca = Some(Arc::new(ca));
+        let (status, body) = call_with(&sources, Method::GET, "/api/health");
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["version"], VERSION);
+        assert_eq!(body["success"], false, "{body}");
+        let result = |id: &str| -> serde_json::Value {
+            body["categories"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|c| c["checks"].as_array().unwrap().iter())
+                .find(|c| c["id"] == id)
+                .unwrap_or_else(|| panic!("no {id} in {body}"))
+                .clone()
+        };
+        // Nothing has synced this index: not ready, and so never scraped.
+        assert_eq!(result("cp-ready")["result"], "error", "{body}");
+        assert_eq!(
+            result("cp-ready")["hint"],
+            "see docs/checks.md#cp-ready for hints"
+        );
+        assert_eq!(result("dp-proxies-scraped")["result"], "warning", "{body}");
+        assert_eq!(result("identity-anchors")["result"], "success");
+        assert_eq!(result("identity-issuer")["result"], "success");
+        let soon = result("identity-issuer-60d");
+        assert_eq!(soon["result"], "warning", "{body}");
+        assert!(
+            soon["error"]
+                .as_str()
+                .unwrap()
+                .contains("expires in 9 days"),
+            "{soon}"
+        );
+        assert_eq!(result("identity-anchors-60d")["result"], "warning");
+        // No webhook, no Kubernetes backend: their checks are not made.
+        let names: Vec<&str> = body["categories"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            ["mesh-control-plane", "mesh-identity", "mesh-data-plane"]
+        );
+        assert_eq!(
+            call(Method::GET, "/api/health?x=1").0,
+            StatusCode::BAD_REQUEST
+        );
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub mod dashboard;
 pub mod destination;
 pub mod file;
 mod flags;
+pub mod health;
 mod http_server;
 pub mod identity;
 pub mod k8s;

@@ -77,6 +77,10 @@ impl Config {
             ),
             None => None,
         };
+        let mut health = crate::health::Parts {
+            ca: self.identity.as_ref().map(|id| id.ca.clone()),
+            ..Default::default()
+        };
         let identity = match self.identity {
             Some(identity) => {
                 Some(start_identity(identity, Arc::clone(&metrics), shutdown.clone()).await?)
@@ -100,7 +104,8 @@ impl Config {
             }),
             None => None,
         };
-        let webhook_addr = webhook.as_ref().map(|(addr, _)| *addr);
+        let webhook_addr = webhook.as_ref().map(|(addr, _, _)| *addr);
+        health.webhook_cert = webhook.as_ref().map(|(_, cert, _)| cert.clone());
 
         let backend = match self.discovery {
             Discovery::File(path) => {
@@ -117,6 +122,7 @@ impl Config {
             } => {
                 let status = Arc::new(k8s::Status::default());
                 metrics.export(status.clone());
+                health.kube = Some(status.clone());
                 tokio::spawn(run_kubernetes(
                     index.clone(),
                     control_plane_namespace,
@@ -153,6 +159,7 @@ impl Config {
             tap: tap_service.clone(),
             allowed_hosts: self.dashboard_allowed_hosts.clone(),
             streams,
+            health,
         };
         let api_task = tokio::spawn(api::serve(api, sources, shutdown.clone()));
         let tap_shutdown = shutdown.clone();
@@ -172,7 +179,7 @@ impl Config {
 
         let mut tasks = vec![backend, admin_task, api_task, scrape_task, tap_task];
         tasks.extend(identity.map(|(_, task)| task));
-        tasks.extend(webhook.map(|(_, task)| task));
+        tasks.extend(webhook.map(|(_, _, task)| task));
         Ok(Running {
             destination_addr,
             admin_addr,
@@ -259,10 +266,14 @@ async fn start_webhook(
     reviews: Arc<webhook::Reviews>,
     metrics: &Metrics,
     shutdown: CancellationToken,
-) -> anyhow::Result<(SocketAddr, JoinHandle<()>)> {
+) -> anyhow::Result<(SocketAddr, Arc<webhook::tls::ReloadingCert>, JoinHandle<()>)> {
     let provider = webhook::tls::provider();
-    let cert = webhook::tls::ReloadingCert::new(config.cert, config.key, Arc::clone(&provider))?;
-    let tls = webhook::tls::server_config(provider, Arc::new(cert))
+    let cert = Arc::new(webhook::tls::ReloadingCert::new(
+        config.cert,
+        config.key,
+        Arc::clone(&provider),
+    )?);
+    let tls = webhook::tls::server_config(provider, cert.clone())
         .context("cannot configure the webhook's TLS")?;
     let listener = TcpListener::bind(config.addr)
         .await
@@ -286,7 +297,7 @@ async fn start_webhook(
         )));
     }
     let task = tokio::spawn(webhook::serve(listener, acceptor, service, shutdown));
-    Ok((addr, task))
+    Ok((addr, cert, task))
 }
 
 /// A started controller.

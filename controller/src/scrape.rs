@@ -57,7 +57,13 @@ pub struct Store {
     origin: Instant,
     recorded: AtomicU64,
     failures: AtomicU64,
+    /// The last round's outcome for each proxy it scraped (`namespace/pod`, and why it
+    /// failed); `None` before the first round.
+    last_round: Mutex<Option<Round>>,
 }
+
+/// A round's outcome per proxy: `namespace/pod`, and why its scrape failed.
+pub type Round = Vec<(String, Option<String>)>;
 
 /// Why one scrape failed.
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +100,7 @@ impl Store {
             origin: Instant::now(),
             recorded: AtomicU64::new(0),
             failures: AtomicU64::new(0),
+            last_round: Mutex::new(None),
         }
     }
 
@@ -116,6 +123,15 @@ impl Store {
     /// Scrapes that failed since start.
     pub fn failures(&self) -> u64 {
         self.failures.load(Relaxed)
+    }
+
+    /// The last round's outcome per proxy (`namespace/pod`, and why its scrape failed),
+    /// sorted; `None` before the first round.
+    pub fn last_round(&self) -> Option<Round> {
+        self.last_round
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 }
 
@@ -221,6 +237,7 @@ async fn round(index: &Index, store: &Store, timeout: Duration) {
     let mut pages = futures_util::stream::iter(targets)
         .map(|(key, addr)| async move { (key, addr, fetch(addr, timeout).await) })
         .buffer_unordered(CONCURRENCY);
+    let mut outcomes = Vec::new();
     while let Some((key, addr, page)) = pages.next().await {
         let at = store.now();
         let scrape = match page {
@@ -232,13 +249,20 @@ async fn round(index: &Index, store: &Store, timeout: Duration) {
         match result {
             Ok(()) => {
                 store.recorded.fetch_add(1, Relaxed);
+                outcomes.push((key.to_string(), None));
             }
             Err(error) => {
                 store.failures.fetch_add(1, Relaxed);
                 tracing::debug!(pod = %key, %addr, %error, "scrape failed");
+                outcomes.push((key.to_string(), Some(format!("{addr}: {error}"))));
             }
         }
     }
+    outcomes.sort();
+    *store
+        .last_round
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner) = Some(outcomes);
 }
 
 /// `GET /metrics` from a proxy's admin server, over a connection of its own, within

@@ -51,12 +51,19 @@ export function subscribe({ stream, event, poll, interval = 2000, onData, onStat
     source.addEventListener('error', () => {
       if (stopped) return;
       if (!received) {
-        // Nothing ever came: a controller without the stream (or none at all);
-        // polling covers both, for the rest of the page's life (a reload takes the
-        // stream again).
+        // Nothing ever came: either a controller without the stream, or no
+        // controller (yet) at all. Asked once, the stream's own URL tells them apart.
         source.close();
         source = null;
-        polling();
+        absent().then((gone) => {
+          if (stopped) return;
+          if (gone) {
+            polling();
+          } else {
+            onState('retrying');
+            timer = setTimeout(streaming, interval);
+          }
+        });
         return;
       }
       onState('retrying');
@@ -66,6 +73,22 @@ export function subscribe({ stream, event, poll, interval = 2000, onData, onStat
         timer = setTimeout(streaming, interval);
       }
     });
+  }
+
+  // Whether the controller answers but has no such stream (404, 405): an older
+  // controller, polled for the rest of the page's life. Anything else (unreachable,
+  // a 5xx while it starts) is worth another try of the stream.
+  async function absent() {
+    const ask = new AbortController();
+    try {
+      const rsp = await fetch(stream, { signal: ask.signal, cache: 'no-store' });
+      return rsp.status === 404 || rsp.status === 405;
+    } catch {
+      return false;
+    } finally {
+      // A stream that does answer is not read here: the next EventSource reads it.
+      ask.abort();
+    }
   }
 
   if (stream && typeof EventSource === 'function') streaming();

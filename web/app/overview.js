@@ -2,6 +2,7 @@
 // metrics, from `/api/stat?resource=ns`, live.
 
 import { command, h } from './dom.js';
+import { healthSection } from './health.js';
 import { pods } from './format.js';
 import { subscribe } from './live.js';
 import { goldenColumns, sortableTable } from './table.js';
@@ -26,13 +27,15 @@ export function overview(main, { onState }) {
     empty: 'Waiting for the controller…',
   });
   const updated = h('p', { class: 'updated', id: 'updated' });
+  const health = healthSection();
   main.replaceChildren(h('section', { class: 'page', 'aria-labelledby': 'page-title' },
     h('h1', { id: 'page-title', tabindex: '-1' }, 'Overview'),
     command('mesh stat ns'),
     h('div', { class: 'scroll' }, table.table),
-    updated));
+    updated,
+    health.section));
   let first = true;
-  const stop = subscribe({
+  const stopStat = subscribe({
     stream: `/api/stream/stat?${STAT}&interval=2s`,
     event: 'stat',
     poll: `/api/stat?${STAT}`,
@@ -48,5 +51,5 @@ export function overview(main, { onState }) {
       }
     },
   });
-  return { title: 'Overview', stop };
+  return { title: 'Overview', stop: () => { stopStat(); health.stop(); } };
 }

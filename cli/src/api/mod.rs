@@ -179,7 +179,7 @@ impl Api {
 
     /// The `authorization` value of a tap call, or why there is none (said only if the
     /// controller then refuses for want of one).
-    async fn authorization(&self) -> Result<Option<http::HeaderValue>, String> {
+    pub(crate) async fn authorization(&self) -> Result<Option<http::HeaderValue>, String> {
         match &self.credentials {
             Credentials::None => Ok(None),
             Credentials::Cluster(config) => kubeconfig::bearer(config).await,

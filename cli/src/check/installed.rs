@@ -302,8 +302,7 @@ async fn control_plane(ctx: &Ctx) -> Category {
 /// `/metrics`), 0 when its last list of profiles answered 404. It runs without
 /// profiles then, rather than not at all; this says so.
 async fn profiles_crd_seen(ctx: &Ctx) -> Check {
-    const ID: &str = "cp-profiles-crd";
-    const WHAT: &str = "the controller sees the ServiceProfile CRD";
+    let (id, what) = mesh_core::health::PROFILES_CRD;
     const GAUGE: &str = "serviceprofile_crd_installed";
     let metrics = crate::api::get_from_controller_pod(
         &ctx.kube,
@@ -315,8 +314,8 @@ async fn profiles_crd_seen(ctx: &Ctx) -> Check {
         Ok(m) => m,
         Err(e) => {
             return Check::warning(
-                ID,
-                WHAT,
+                id,
+                what,
                 format!("cannot read the controller's metrics: {e:#}"),
             )
         }
@@ -325,22 +324,7 @@ async fn profiles_crd_seen(ctx: &Ctx) -> Check {
         let rest = l.strip_prefix(GAUGE)?;
         rest.strip_prefix(' ').map(str::trim)
     });
-    match value {
-        Some("1") => Check::ok(ID, WHAT),
-        Some(_) => Check::warning(
-            ID,
-            WHAT,
-            "the controller found serviceprofiles.mesh.rs not served when it last listed              profiles: it serves every service as if it had no ServiceProfile (no routes,              retries or timeouts); install the CRDs (`mesh install --crds | kubectl apply -f              -`), which it picks up within seconds, without a restart"
-                .into(),
-        ),
-        None => Check::warning(
-            ID,
-            WHAT,
-            format!(
-                "the controller does not report {GAUGE}: it has not listed profiles yet, or it                  is older than this CLI"
-            ),
-        ),
-    }
+    mesh_core::health::profiles_crd(value.map(|v| v == "1"))
 }
 
 // === mesh-version ===

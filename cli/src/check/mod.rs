@@ -24,7 +24,6 @@
 //! that waiting cannot mend (the API unreachable, a version, a permission, a
 //! certificate, a missing object) ends it at once.
 
-mod certs;
 mod installed;
 mod kube;
 mod pre;

@@ -6,7 +6,6 @@
 //! with a `caBundle` that verifies it).
 
 use super::{
-    certs,
     installed::{config_map_key, secret_key, INSTALL},
     kube::explain,
     Category, Check, Ctx,
@@ -15,7 +14,10 @@ use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration, WebhookClientConfig,
 };
 use kube::api::Api;
-use mesh_core::install::{names, Values, NAMESPACE};
+use mesh_core::{
+    health::{self, certs, push_validity},
+    install::{names, Values, NAMESPACE},
+};
 use std::time::SystemTime;
 
 // === mesh-identity ===
@@ -41,37 +43,23 @@ pub(crate) async fn identity(ctx: &Ctx, values: &Values, now: SystemTime) -> Cat
     });
     push_validity(
         &mut c,
-        (
-            "identity-anchors",
-            "trust anchors are within their validity period",
-        ),
-        (
-            "identity-anchors-60d",
-            "trust anchors are valid for at least 60 days",
-        ),
+        health::ANCHORS,
         anchors
             .as_ref()
             .map(|(ders, _)| ders.clone())
             .map_err(Clone::clone),
         now,
-        "replace the trust anchors and the issuer together, then restart every meshed pod",
+        health::RENEW_ANCHORS,
     );
     push_validity(
         &mut c,
-        (
-            "identity-issuer",
-            "issuer certificate is within its validity period",
-        ),
-        (
-            "identity-issuer-60d",
-            "issuer certificate is valid for at least 60 days",
-        ),
+        health::ISSUER,
         issuer
             .as_ref()
             .map(|(der, _)| vec![der.clone()])
             .map_err(Clone::clone),
         now,
-        "issue a new one from the trust anchors and replace the Secret's tls.crt and tls.key",
+        health::RENEW_ISSUER,
     );
     const SIGNED: (&str, &str) = (
         "identity-issuer-signed",
@@ -107,57 +95,6 @@ pub(crate) async fn identity(ctx: &Ctx, values: &Values, now: SystemTime) -> Cat
     c
 }
 
-/// Two checks of certificates: all valid now, and none expiring within 60 days (a
-/// warning).
-fn push_validity(
-    c: &mut Category,
-    (valid_id, valid_what): (&'static str, &'static str),
-    (soon_id, soon_what): (&'static str, &'static str),
-    ders: Result<Vec<Vec<u8>>, String>,
-    now: SystemTime,
-    renew: &str,
-) {
-    let ders = match ders {
-        Ok(d) => d,
-        Err(why) => {
-            c.push(Check::error(valid_id, valid_what, why));
-            return;
-        }
-    };
-    let mut invalid = Vec::new();
-    let mut soonest = None;
-    for der in &ders {
-        match certs::remaining(der, now) {
-            Ok(left) => {
-                if soonest.is_none_or(|(l, _)| left < l) {
-                    soonest = Some((left, der));
-                }
-            }
-            Err(why) => invalid.push(format!("{}: {why}", certs::subject(der))),
-        }
-    }
-    if !invalid.is_empty() {
-        c.push(
-            Check::error(valid_id, valid_what, format!("not valid now; {renew}:")).details(invalid),
-        );
-        return;
-    }
-    c.push(Check::ok(valid_id, valid_what));
-    match soonest {
-        Some((left, der)) if left < certs::RENEW_WITHIN => c.push(Check::warning(
-            soon_id,
-            soon_what,
-            format!(
-                "{} expires in {} (at {}); {renew}",
-                certs::subject(der),
-                certs::days(left),
-                certs::not_after(der)
-            ),
-        )),
-        _ => c.push(Check::ok(soon_id, soon_what)),
-    }
-}
-
 // === mesh-webhooks ===
 
 pub(crate) async fn webhooks(ctx: &Ctx, now: SystemTime) -> Category {
@@ -172,21 +109,12 @@ pub(crate) async fn webhooks(ctx: &Ctx, now: SystemTime) -> Category {
             .map_err(|e| format!("the webhook certificate ({}): {e}", names::WEBHOOK_TLS))
     });
     let service_name = format!("{}.{NAMESPACE}.svc", names::WEBHOOK_SERVICE);
-    let renew =
-        "re-run `mesh install | kubectl apply -f -` for a new one, then restart the controller";
     push_validity(
         &mut c,
-        (
-            "webhook-cert",
-            "webhook serving certificate is within its validity period",
-        ),
-        (
-            "webhook-cert-60d",
-            "webhook serving certificate is valid for at least 60 days",
-        ),
+        health::WEBHOOK_CERT,
         cert.clone().map(|d| vec![d]),
         now,
-        renew,
+        health::RENEW_WEBHOOK_CERT,
     );
     const NAMED: (&str, &str) = (
         "webhook-cert-names",

@@ -33,26 +33,59 @@ pub(super) const DEADLINE: Duration = Duration::from_secs(30);
 /// reaped) when dropped; it also dies with this test process (`--parent-pid`).
 pub(super) struct Controller {
     child: Child,
-    api: SocketAddr,
+    pub(super) api: SocketAddr,
     tap: SocketAddr,
-    _dir: tempfile::TempDir,
+    destination: SocketAddr,
+    admin: SocketAddr,
+    dir: tempfile::TempDir,
 }
 
 impl Controller {
     pub(super) fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("discovery.yaml"), DISCOVERY).unwrap();
+        let [destination, admin, api, tap] = [(); 4].map(|()| free_addr());
+        let child = Self::spawn(dir.path(), [destination, admin, api, tap]);
+        let mut controller = Self {
+            child,
+            api,
+            tap,
+            destination,
+            admin,
+            dir,
+        };
+        controller.wait_ready();
+        controller
+    }
+
+    /// Stops the controller (SIGKILL, as a crash or an evicted pod) and starts a new one
+    /// on the same addresses and file, ready.
+    pub(super) fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = Self::spawn(
+            self.dir.path(),
+            [self.destination, self.admin, self.api, self.tap],
+        );
+        self.wait_ready();
+    }
+
+    /// Stops it, for good.
+    pub(super) fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn spawn(dir: &Path, [destination, admin, api, tap]: [SocketAddr; 4]) -> Child {
         let bin = Path::new(env!("CARGO_BIN_EXE_mesh")).with_file_name("mesh-controller");
         assert!(
             bin.is_file(),
             "{} is missing: build every binary first (cargo build --workspace --bins)",
             bin.display()
         );
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("discovery.yaml");
-        std::fs::write(&file, DISCOVERY).unwrap();
-        let [destination, admin, api, tap] = [(); 4].map(|()| free_addr());
-        let child = Command::new(bin)
+        Command::new(bin)
             .args(["--backend", "file", "--file"])
-            .arg(&file)
+            .arg(dir.join("discovery.yaml"))
             .args(["--destination-addr", &destination.to_string()])
             .args(["--admin-addr", &admin.to_string()])
             .args(["--api-addr", &api.to_string()])
@@ -67,17 +100,14 @@ impl Controller {
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
-            .expect("start mesh-controller");
-        let mut controller = Self {
-            child,
-            api,
-            tap,
-            _dir: dir,
-        };
+            .expect("start mesh-controller")
+    }
+
+    fn wait_ready(&mut self) {
         let start = Instant::now();
-        while http_status(admin, "/ready") != Some(200) {
+        while http_status(self.admin, "/ready") != Some(200) {
             assert!(
-                controller.child.try_wait().unwrap().is_none(),
+                self.child.try_wait().unwrap().is_none(),
                 "mesh-controller exited before it was ready"
             );
             assert!(
@@ -86,7 +116,6 @@ impl Controller {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        controller
     }
 }
 
@@ -145,10 +174,16 @@ fn controller_pod(name: &str) -> serde_json::Value {
 
 /// A cluster with the controller's pod, its ports forwarded to `controller`.
 pub(super) async fn cluster_with(controller: &Controller) -> FakeKube {
+    cluster_forwarding(controller.api, controller.tap).await
+}
+
+/// A cluster with the controller's pod, its API port forwarded to `api` and its tap
+/// port to `tap`.
+pub(super) async fn cluster_forwarding(api: SocketAddr, tap: SocketAddr) -> FakeKube {
     let kube = FakeKube::start().await.unwrap();
     kube.apply(controller_pod(CONTROLLER_POD)).unwrap();
-    kube.forward_port(NAMESPACE, CONTROLLER_POD, 8084, controller.api);
-    kube.forward_port(NAMESPACE, CONTROLLER_POD, 8088, controller.tap);
+    kube.forward_port(NAMESPACE, CONTROLLER_POD, 8084, api);
+    kube.forward_port(NAMESPACE, CONTROLLER_POD, 8088, tap);
     kube
 }
 

@@ -249,3 +249,216 @@ async fn dashboard_keeps_its_port_forward_until_ctrl_c() {
     );
     drop(controller);
 }
+
+/// In a cluster the dashboard's URL is `mesh dashboard`'s own relay: the page's API
+/// calls reach the controller with the kubeconfig user's token (so tap works with the
+/// user's rights), the pages themselves without it, and a request naming another host
+/// (a DNS-rebinding page) is refused before anything reaches the controller.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_cluster_the_dashboard_calls_the_api_with_the_users_token() {
+    use super::cluster::{cluster_forwarding, kubeconfig, DEADLINE};
+    use std::{
+        net::TcpListener,
+        sync::{Arc, Mutex},
+    };
+    use tokio::io::AsyncBufReadExt as _;
+
+    // The controller's API port: answers every request, and keeps each request's head.
+    let heads: Arc<Mutex<Vec<Vec<String>>>> = Arc::default();
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let api = listener.local_addr().expect("addr");
+    let seen = heads.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let mut reader = BufReader::new(conn.try_clone().expect("clone"));
+            let mut head = vec![];
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                let line = line.trim_end().to_string();
+                if line.is_empty() {
+                    break;
+                }
+                head.push(line);
+            }
+            let body = format!("{{\"version\":\"{}\"}}", env!("CARGO_PKG_VERSION"));
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            seen.lock().unwrap().push(head);
+        }
+    });
+    let kube = cluster_forwarding(api, api).await;
+    let empty = mesh_kube_fake::FakeKube::start()
+        .await
+        .expect("a fake API server");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let config = kubeconfig(tmp.path(), "config", &kube.url(), &empty.url(), "main");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mesh"))
+        .arg("dashboard")
+        .arg("--kubeconfig")
+        .arg(&config)
+        .env("TMPDIR", tmp.path())
+        .env("HOME", tmp.path())
+        .env_remove("KUBECONFIG")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("mesh runs");
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let url = tokio::time::timeout(DEADLINE, lines.next_line())
+        .await
+        .expect("a URL in time")
+        .expect("read stdout")
+        .expect("a URL");
+    let addr: SocketAddr = url
+        .strip_prefix("http://")
+        .and_then(|rest| rest.strip_suffix('/'))
+        .and_then(|addr| addr.parse().ok())
+        .unwrap_or_else(|| panic!("not an http://ADDR/ URL: {url:?}"));
+    let requests = |heads: &Arc<Mutex<Vec<Vec<String>>>>, target: &str| -> Vec<Vec<String>> {
+        let wanted = format!("GET {target} ");
+        heads
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|h| h.first().is_some_and(|l| l.starts_with(&wanted)))
+            .cloned()
+            .collect()
+    };
+
+    let tap = "/api/stream/tap?resource=deploy/web&namespace=shop";
+    let (status, head, body) = tokio::task::spawn_blocking(move || get(addr, tap))
+        .await
+        .expect("a GET");
+    assert_eq!(status, 200, "{head:?} {body}");
+    let seen = requests(&heads, tap);
+    assert_eq!(seen.len(), 1, "{:?}", heads.lock().unwrap());
+    assert_eq!(
+        header(&seen[0], "authorization"),
+        Some("Bearer test-token"),
+        "{seen:?}"
+    );
+
+    let (status, head, _) = tokio::task::spawn_blocking(move || get(addr, "/app/main.js"))
+        .await
+        .expect("a GET");
+    assert_eq!(status, 200, "{head:?}");
+    let seen = requests(&heads, "/app/main.js");
+    assert_eq!(seen.len(), 1, "{:?}", heads.lock().unwrap());
+    assert_eq!(header(&seen[0], "authorization"), None, "{seen:?}");
+
+    // Another host's page, its name rebound to this address: refused here.
+    let rebound = tokio::task::spawn_blocking(move || {
+        let mut stream =
+            TcpStream::connect_timeout(&addr, Duration::from_secs(2)).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        write!(
+            stream,
+            "GET /api/top?resource=deploy HTTP/1.0\r\nHost: evil.example:{}\r\n\r\n",
+            addr.port()
+        )
+        .expect("send");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).expect("an answer");
+        response
+    })
+    .await
+    .expect("a GET");
+    assert!(
+        rebound.starts_with("HTTP/1.0 403") || rebound.starts_with("HTTP/1.1 403"),
+        "{rebound}"
+    );
+    assert!(rebound.contains("evil.example"), "{rebound}");
+    assert!(
+        requests(&heads, "/api/top?resource=deploy").is_empty(),
+        "{:?}",
+        heads.lock().unwrap()
+    );
+    let _ = child.start_kill();
+}
+
+/// The page, served by a real controller, recovers by itself when the controller is
+/// restarted: "Disconnected, retrying…" while it is down, then live numbers again from
+/// the new process, without a reload.
+#[tokio::test]
+#[cfg_attr(no_chromium, ignore = "chromium is not installed")]
+async fn the_page_recovers_when_the_controller_restarts() {
+    use super::{browser::Browser, cluster::Controller};
+    const WAIT: Duration = Duration::from_secs(30);
+
+    let mut controller = tokio::task::spawn_blocking(Controller::start)
+        .await
+        .expect("the controller starts");
+    let browser = Browser::start().await.expect("start chromium");
+    browser
+        .open(&format!("http://{}/#/", controller.api))
+        .await
+        .expect("open");
+    let shown = "document.querySelector('#namespaces tbody tr[data-key=shop]') !== null \
+                 && document.getElementById('status').textContent === ''";
+    browser
+        .wait_for(shown, WAIT)
+        .await
+        .expect("the shop namespace, live");
+    // Marks this page: a reload would lose it.
+    browser
+        .eval("window.meshSamePage = true")
+        .await
+        .expect("mark");
+
+    let mut controller = tokio::task::spawn_blocking(move || {
+        controller.stop();
+        controller
+    })
+    .await
+    .expect("stopped");
+    browser
+        .wait_for(
+            "document.getElementById('status').textContent === 'Disconnected, retrying…' \
+             && document.body.classList.contains('disconnected')",
+            WAIT,
+        )
+        .await
+        .expect("says it is disconnected");
+    let before = browser
+        .eval("document.getElementById('updated').textContent")
+        .await
+        .expect("updated");
+
+    let controller = tokio::task::spawn_blocking(move || {
+        controller.restart();
+        controller
+    })
+    .await
+    .expect("restarted");
+    browser
+        .wait_for(
+            &format!(
+                "{shown} && !document.body.classList.contains('disconnected') \
+                 && document.getElementById('updated').textContent !== {before}"
+            ),
+            WAIT,
+        )
+        .await
+        .expect("live again from the new controller");
+    assert_eq!(
+        browser
+            .eval("window.meshSamePage === true")
+            .await
+            .expect("eval"),
+        serde_json::Value::Bool(true),
+        "the page recovered without a reload"
+    );
+    drop(controller);
+}

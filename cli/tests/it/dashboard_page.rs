@@ -27,6 +27,12 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
 
 const WAIT: Duration = Duration::from_secs(15);
 
+/// The test's `/api/health`: one check of each verdict, as the controller words them.
+const HEALTH: &str = r#"{"version":"0.1.0","success":false,"categories":[
+ {"name":"mesh-control-plane","checks":[{"id":"cp-ready","description":"the controller's discovery has synced","result":"success"}]},
+ {"name":"mesh-identity","checks":[{"id":"identity-issuer-60d","description":"issuer certificate is valid for at least 60 days","result":"warning","error":"identity.mesh.cluster.local expires in 9 days","hint":"see docs/checks.md#identity-issuer-60d for hints"}]},
+ {"name":"mesh-data-plane","checks":[{"id":"dp-proxies-scraped","description":"data plane proxies answer the controller's scrapes","result":"error","error":"1 of 2 proxies did not answer","details":["demo/web-2: timed out"],"hint":"see docs/checks.md#dp-proxies-scraped for hints"}]}]}"#;
+
 /// The API's state, shared with the server's threads.
 struct State {
     /// `/api/stat?resource=ns`'s answer.
@@ -35,7 +41,8 @@ struct State {
     generation: u64,
     /// Whether `/api/stream/stat` exists (a controller from before it answers 404).
     stream: bool,
-    /// The controller is down: every connection is closed unanswered.
+    /// The controller is down: every API request's connection is closed unanswered
+    /// (the page's files, which a browser keeps across a restart, still load).
     down: bool,
     /// The request targets asked, in order.
     asked: Vec<String>,
@@ -145,10 +152,10 @@ fn serve(mut conn: TcpStream, state: &(Mutex<State>, Condvar)) {
     };
     let (stream, stat, upstream) = {
         let mut s = state.0.lock().expect("lock");
-        if s.down {
+        s.asked.push(target.clone());
+        if s.down && target.starts_with("/api/") {
             return;
         }
-        s.asked.push(target.clone());
         (s.stream, s.stat.to_string(), s.upstream)
     };
     let (path, query) = target.split_once('?').unwrap_or((&target, ""));
@@ -178,6 +185,7 @@ fn serve(mut conn: TcpStream, state: &(Mutex<State>, Condvar)) {
             "application/json",
             br#"{"version":"0.1.0"}"#,
         ),
+        "/api/health" => respond(&mut conn, 200, "application/json", HEALTH.as_bytes()),
         "/api/stat" if query == "resource=ns" => {
             respond(&mut conn, 200, "application/json", stat.as_bytes())
         }
@@ -495,6 +503,53 @@ async fn overview_shows_the_apis_namespaces_live_and_says_when_disconnected() {
     assert_eq!(markup["title"], "Overview · mesh", "{markup}");
     assert_eq!(markup["status"], "", "{markup}");
 
+    // The control plane's checks, as `/api/health` gave them.
+    browser
+        .wait_for(
+            "document.querySelectorAll('#checks > li').length === 3",
+            WAIT,
+        )
+        .await
+        .expect("the checks");
+    let checks = browser
+        .eval(
+            "({ summary: document.getElementById('health-summary').textContent,              items: [...document.querySelectorAll('#checks > li')].map((li) =>                [li.dataset.id, li.dataset.result, li.querySelector('.check-what').textContent,                 li.querySelector('.check-why')?.textContent ?? null,                 [...li.querySelectorAll('.check-details li')].map((d) => d.textContent)]),              command: document.querySelectorAll('.command-text')[1]?.textContent })",
+        )
+        .await
+        .expect("checks");
+    assert_eq!(
+        checks["summary"], "1 failed, 1 warning of 3 checks · controller 0.1.0",
+        "{checks}"
+    );
+    assert_eq!(checks["command"], "mesh check", "{checks}");
+    assert_eq!(
+        checks["items"],
+        serde_json::json!([
+            [
+                "cp-ready",
+                "success",
+                "the controller's discovery has synced",
+                null,
+                []
+            ],
+            [
+                "identity-issuer-60d",
+                "warning",
+                "issuer certificate is valid for at least 60 days",
+                "identity.mesh.cluster.local expires in 9 days",
+                []
+            ],
+            [
+                "dp-proxies-scraped",
+                "error",
+                "data plane proxies answer the controller's scrapes",
+                "1 of 2 proxies did not answer",
+                ["demo/web-2: timed out"]
+            ],
+        ]),
+        "{checks}"
+    );
+
     let shot = browser.screenshot("overview").await.expect("screenshot");
     eprintln!("screenshot: {}", shot.display());
 
@@ -673,6 +728,55 @@ async fn without_the_stream_the_overview_polls_and_routes_by_hash() {
     );
 }
 
+/// A controller that is down when the page opens (nothing answers, not even the
+/// stream's URL) is waited for, and once up its stream is used: the page never falls
+/// back to polling for want of a first event.
+#[tokio::test]
+#[cfg_attr(no_chromium, ignore = "chromium is not installed")]
+async fn a_controller_down_at_first_is_streamed_from_once_up() {
+    let answer = stat(&[("demo", 3, 3, 290, 10, 5.0, 1.52, 4.6, 24.1)]);
+    let server = Server::start(answer.clone(), true);
+    server.change(|s| s.down = true);
+    let browser = Browser::start().await.expect("start chromium");
+    browser
+        .open(&format!("{}/", server.base))
+        .await
+        .expect("open");
+    browser
+        .wait_for(
+            "document.getElementById('status').textContent === 'Disconnected, retrying…'",
+            WAIT,
+        )
+        .await
+        .expect("says it is disconnected");
+    let tries = |server: &Server| {
+        server
+            .asked()
+            .iter()
+            .filter(|a| a.starts_with("/api/stream/stat"))
+            .count()
+    };
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while tries(&server) < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the stream was not tried again: {:?}",
+            server.asked()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.change(|s| s.down = false);
+    shows(&browser, &answer).await;
+    assert!(
+        !server.asked().iter().any(|a| a.starts_with("/api/stat")),
+        "the page polled instead of streaming: {:?}",
+        server.asked()
+    );
+    let next = stat(&[("demo", 3, 3, 300, 10, 7.0, 1.52, 4.6, 24.1)]);
+    server.set_stat(next.clone());
+    shows(&browser, &next).await;
+}
+
 /// Against the real `mesh demo`: the overview shows the demo's namespaces with the
 /// numbers its controller's API answered (the page polls through the test's server,
 /// which keeps each answer it passes on: the table equals one of the last two, the
@@ -711,6 +815,43 @@ async fn overview_shows_the_demos_namespaces_as_its_api_answers() {
     let pods = &demo_row[1][2];
     let (meshed, total) = pods.split_once('/').expect("meshed/total");
     assert!(meshed == total && meshed != "0", "demo pods {pods}");
+    // The control plane's health, as the demo's controller answers it: every check
+    // shown, and all of them passed (its CA is fresh, its proxies answer).
+    browser
+        .wait_for(
+            "document.querySelectorAll('#checks > li').length > 0 && !document.querySelector('#checks > li[data-result=warning][data-id=dp-proxies-scraped]')",
+            Duration::from_secs(30),
+        )
+        .await
+        .expect("the control plane's checks");
+    let health = get(api, "/api/health").expect("the demo's /api/health").1;
+    let health: Value = serde_json::from_slice(&health).expect("JSON");
+    let ids: Vec<String> = health["categories"]
+        .as_array()
+        .expect("categories")
+        .iter()
+        .flat_map(|c| c["checks"].as_array().expect("checks").iter())
+        .map(|c| c["id"].as_str().expect("an id").to_string())
+        .collect();
+    let shown: Value = browser
+        .eval("[...document.querySelectorAll('#checks > li')].map((li) => [li.dataset.id, li.dataset.result])")
+        .await
+        .expect("the checks shown");
+    let shown_ids: Vec<&str> = shown
+        .as_array()
+        .expect("an array")
+        .iter()
+        .map(|c| c[0].as_str().expect("an id"))
+        .collect();
+    assert_eq!(shown_ids, ids, "{shown}");
+    assert!(
+        shown.as_array().unwrap().iter().all(|c| c[1] == "success"),
+        "the demo's control plane is healthy: {shown} {health}"
+    );
+    assert!(
+        ids.iter().any(|id| id == "identity-issuer-60d") && ids.iter().any(|id| id == "cp-ready"),
+        "{ids:?}"
+    );
     // The browser logs the stream's 404 (this server keeps the stream to itself); the
     // page reports nothing.
     let errors = browser.console_errors();

@@ -7,6 +7,7 @@ mod check;
 mod cluster;
 mod dashboard;
 mod dashboard_page;
+mod dashboard_soak;
 mod dashboard_workload;
 mod demo;
 mod images;

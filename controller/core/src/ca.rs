@@ -6,6 +6,7 @@
 //! requester owns the identity; what it checks itself is that the CSR asks for that
 //! identity and nothing more, over a key it accepts.
 
+use crate::health::certs::pem_certificates;
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
@@ -119,9 +120,6 @@ impl Ca {
         now: SystemTime,
     ) -> Result<Self, InvalidCa> {
         let anchors = pem_certificates(anchors_pem).map_err(InvalidCa::Anchors)?;
-        if anchors.is_empty() {
-            return Err(InvalidCa::Anchors("no CERTIFICATE in PEM".into()));
-        }
         let issuer_der = match pem_certificates(issuer_cert_pem).map_err(InvalidCa::IssuerCert)? {
             mut certs if certs.len() == 1 => certs.remove(0),
             certs => {
@@ -189,6 +187,11 @@ impl Ca {
 
     pub fn trust_domain(&self) -> &str {
         &self.trust_domain
+    }
+
+    /// The issuer's certificate, DER.
+    pub fn issuer(&self) -> &[u8] {
+        &self.issuer_der
     }
 
     /// The trust anchors the issuer chains to, DER.
@@ -367,18 +370,6 @@ fn random_serial() -> SerialNumber {
     // A positive, non-zero integer of at most 20 octets, as RFC 5280 asks.
     bytes[0] = (bytes[0] & 0x7f) | 0x01;
     SerialNumber::from_slice(&bytes)
-}
-
-/// The DER of every `CERTIFICATE` block in `pem`.
-fn pem_certificates(pem: &str) -> Result<Vec<Vec<u8>>, String> {
-    let mut out = Vec::new();
-    for block in x509_parser::pem::Pem::iter_from_buffer(pem.as_bytes()) {
-        let block = block.map_err(|e| format!("invalid PEM: {e}"))?;
-        if block.label == "CERTIFICATE" {
-            out.push(block.contents);
-        }
-    }
-    Ok(out)
 }
 
 /// Creates a self-signed trust anchor (`root.mesh.<td>`) and an issuer

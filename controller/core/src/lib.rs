@@ -24,6 +24,7 @@
 
 pub mod ca;
 pub mod file;
+pub mod health;
 pub mod index;
 pub mod inject;
 pub mod install;

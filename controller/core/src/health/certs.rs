@@ -1,4 +1,4 @@
-//! Certificates as `mesh check` judges them: parsed from PEM, their validity at a
+//! Certificates as `mesh check` and the controller's health answer judge them: parsed from PEM, their validity at a
 //! given time (no clock read here, so every rule is tested without waiting), whether
 //! one is signed by one of a set of CAs, and the names they are for.
 
@@ -9,10 +9,10 @@ use x509_parser::{
 };
 
 /// How long before expiry a certificate is worth a warning: Linkerd's 60 days.
-pub(crate) const RENEW_WITHIN: Duration = Duration::from_secs(60 * 24 * 60 * 60);
+pub const RENEW_WITHIN: Duration = Duration::from_secs(60 * 24 * 60 * 60);
 
 /// The DER of every `CERTIFICATE` block in `pem`, or why there is none.
-pub(crate) fn pem_certificates(pem: &str) -> Result<Vec<Vec<u8>>, String> {
+pub fn pem_certificates(pem: &str) -> Result<Vec<Vec<u8>>, String> {
     let mut out = Vec::new();
     for block in x509_parser::pem::Pem::iter_from_buffer(pem.as_bytes()) {
         let block = block.map_err(|e| format!("invalid PEM: {e}"))?;
@@ -33,14 +33,14 @@ fn parse(der: &[u8]) -> Result<X509Certificate<'_>, String> {
 }
 
 /// The certificate's subject, for messages.
-pub(crate) fn subject(der: &[u8]) -> String {
+pub fn subject(der: &[u8]) -> String {
     parse(der)
         .map(|c| c.subject().to_string())
         .unwrap_or_else(|e| e)
 }
 
 /// How long the certificate stays valid after `now`, or why it is not valid at `now`.
-pub(crate) fn remaining(der: &[u8], now: SystemTime) -> Result<Duration, String> {
+pub fn remaining(der: &[u8], now: SystemTime) -> Result<Duration, String> {
     let cert = parse(der)?;
     let validity = cert.validity();
     let at = ASN1Time::from(OffsetDateTime::from(now));
@@ -58,7 +58,7 @@ pub(crate) fn remaining(der: &[u8], now: SystemTime) -> Result<Duration, String>
 }
 
 /// The certificate's NotAfter, for messages.
-pub(crate) fn not_after(der: &[u8]) -> String {
+pub fn not_after(der: &[u8]) -> String {
     parse(der)
         .map(|c| c.validity().not_after.to_string())
         .unwrap_or_else(|e| e)
@@ -66,7 +66,7 @@ pub(crate) fn not_after(der: &[u8]) -> String {
 
 /// A time inside the certificate's validity (its middle), for judging everything
 /// about it but its validity.
-pub(crate) fn within(der: &[u8]) -> Result<SystemTime, String> {
+pub fn within(der: &[u8]) -> Result<SystemTime, String> {
     let cert = parse(der)?;
     let from = SystemTime::from(cert.validity().not_before.to_datetime());
     let until = SystemTime::from(cert.validity().not_after.to_datetime());
@@ -74,7 +74,7 @@ pub(crate) fn within(der: &[u8]) -> Result<SystemTime, String> {
 }
 
 /// Whether `cert` is signed by one of `cas` (its issuer name and signature).
-pub(crate) fn signed_by(cert: &[u8], cas: &[Vec<u8>]) -> Result<bool, String> {
+pub fn signed_by(cert: &[u8], cas: &[Vec<u8>]) -> Result<bool, String> {
     let cert = parse(cert)?;
     for ca in cas {
         let ca = parse(ca)?;
@@ -86,7 +86,7 @@ pub(crate) fn signed_by(cert: &[u8], cas: &[Vec<u8>]) -> Result<bool, String> {
 }
 
 /// The DNS names the certificate is for (its subjectAltName).
-pub(crate) fn dns_names(der: &[u8]) -> Result<Vec<String>, String> {
+pub fn dns_names(der: &[u8]) -> Result<Vec<String>, String> {
     let cert = parse(der)?;
     let Ok(Some(san)) = cert.subject_alternative_name() else {
         return Ok(Vec::new());
@@ -103,14 +103,14 @@ pub(crate) fn dns_names(der: &[u8]) -> Result<Vec<String>, String> {
 }
 
 /// A duration in days, for messages.
-pub(crate) fn days(d: Duration) -> String {
+pub fn days(d: Duration) -> String {
     format!("{} days", d.as_secs() / 86_400)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mesh_core::ca::{generate_anchor_and_issuer_between, generate_serving_cert_between};
+    use crate::ca::{generate_anchor_and_issuer_between, generate_serving_cert_between};
 
     const DAY: Duration = Duration::from_secs(86_400);
 

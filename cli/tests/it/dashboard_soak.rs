@@ -1,0 +1,94 @@
+//! The dashboard's live pages left open against `mesh demo`, through the controller's
+//! own port (its real Server-Sent Events), for a long time: 30 minutes by default
+//! (`MESH_SOAK_MINUTES`). Every minute the JS heap is read after a forced collection;
+//! from the third minute on (after the page's caches and the first charts have filled)
+//! it must stay within 10% of that minute's reading. Ignored by default, since it is
+//! wall time; run it with
+//!
+//! ```text
+//! cargo build --workspace --bins
+//! cargo test -p mesh-cli --test it dashboard_soak -- --ignored --nocapture
+//! ```
+//!
+//! `MESH_SOAK_PAGES` (comma-separated hashes, default `#/`) chooses the pages, each in
+//! a browser of its own. The readings go to stderr and to
+//! `target/dashboard-screenshots/soak.json`.
+
+use super::dashboard_page::start_demo;
+use crate::browser::{screenshots_dir, Browser};
+use serde_json::json;
+use std::time::Duration;
+
+#[tokio::test]
+#[ignore = "30 minutes of wall time: run with --ignored (see the module's documentation)"]
+async fn the_heap_stays_flat_for_30_minutes_of_live_updates() {
+    let minutes: u64 = std::env::var("MESH_SOAK_MINUTES")
+        .ok()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(30);
+    assert!(minutes >= 4, "MESH_SOAK_MINUTES must be at least 4");
+    let pages: Vec<String> = std::env::var("MESH_SOAK_PAGES")
+        .unwrap_or_else(|_| "#/".into())
+        .split(',')
+        .map(str::to_owned)
+        .collect();
+    let (demo, api, _tmp) = start_demo().await;
+    let mut browsers = Vec::new();
+    for page in &pages {
+        let browser = Browser::start().await.expect("start chromium");
+        browser
+            .open(&format!("http://{api}/{page}"))
+            .await
+            .expect("open");
+        browsers.push(browser);
+    }
+    let mut readings: Vec<Vec<u64>> = vec![Vec::new(); pages.len()];
+    // The pages' own clock: each minute is a minute of the page's live updates.
+    let start = tokio::time::Instant::now();
+    for minute in 1..=minutes {
+        tokio::time::sleep_until(start + Duration::from_secs(60 * minute)).await;
+        for (i, browser) in browsers.iter().enumerate() {
+            browser
+                .send("HeapProfiler.collectGarbage", json!({}))
+                .await
+                .expect("gc");
+            let (used, _) = browser.heap().await.expect("heap");
+            let nodes = browser.metric("Nodes").await.expect("nodes");
+            eprintln!(
+                "minute {minute:>3} {}: JS heap {used} B, {nodes} DOM nodes",
+                pages[i]
+            );
+            readings[i].push(used);
+        }
+    }
+    let report = json!({
+        "minutes": minutes,
+        "pages": pages,
+        "heap_bytes_per_minute": readings,
+    });
+    let out = screenshots_dir().join("soak.json");
+    std::fs::write(&out, serde_json::to_vec_pretty(&report).expect("json")).expect("write");
+    for (i, heap) in readings.iter().enumerate() {
+        let base = heap[2] as f64;
+        let top = heap[2..].iter().copied().max().unwrap_or_default() as f64;
+        let last = *heap.last().expect("readings") as f64;
+        eprintln!(
+            "{}: {base} B at minute 3, at most {top} B after ({:+.1}%), {last} B at the end ({:+.1}%)",
+            pages[i],
+            (top / base - 1.0) * 100.0,
+            (last / base - 1.0) * 100.0
+        );
+        assert!(
+            top <= base * 1.10,
+            "{}: the heap grew over 10% from minute 3: {heap:?}",
+            pages[i]
+        );
+        let errors = browsers[i].console_errors();
+        assert!(
+            errors.is_empty(),
+            "{}: the browser logged {errors:?}",
+            pages[i]
+        );
+    }
+    drop(demo);
+}
