@@ -42,6 +42,11 @@ export function conns(tcp) {
   return tcp && (tcp.open_connections > 0 || tcp.opened > 0) ? String(tcp.open_connections) : '-';
 }
 
+/** Bytes per second, one decimal (`mesh stat -o wide`'s READ_BYTES/SEC). */
+export function bytesPerSecond(v) {
+  return `${fixed(v, 1)}B/s`;
+}
+
 /** Meshed over all pods. */
 export function pods(p) {
   return p ? `${p.meshed}/${p.total}` : '-';

@@ -145,17 +145,38 @@ pub(crate) fn web_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../web")
 }
 
-fn serve(mut conn: TcpStream, state: &(Mutex<State>, Condvar)) {
+/// A request's head read off `conn`: its target (`/path?query`); `None` when the
+/// client went away first.
+pub(crate) fn read_target(conn: &mut TcpStream) -> Option<String> {
     let mut request = Vec::new();
     let mut buf = [0; 4096];
     while !request.windows(4).any(|w| w == b"\r\n\r\n") {
         match conn.read(&mut buf) {
-            Ok(0) | Err(_) => return,
+            Ok(0) | Err(_) => return None,
             Ok(n) => request.extend_from_slice(&buf[..n]),
         }
     }
     let request = String::from_utf8_lossy(&request).into_owned();
-    let target = request.split(' ').nth(1).unwrap_or("/").to_string();
+    Some(request.split(' ').nth(1).unwrap_or("/").to_string())
+}
+
+/// Answers `path` with the file of `web/` it names, as the controller would.
+pub(crate) fn serve_web_file(conn: &mut TcpStream, path: &str) {
+    let file = if path == "/" { "/index.html" } else { path };
+    let allowed = file[1..]
+        .split('/')
+        .all(|part| !part.is_empty() && !part.starts_with('.'));
+    let on_disk = web_dir().join(&file[1..]);
+    match std::fs::read(&on_disk) {
+        Ok(body) if allowed => respond(conn, 200, content_type(&on_disk), &body),
+        _ => respond(conn, 404, "text/plain", b"not found"),
+    }
+}
+
+fn serve(mut conn: TcpStream, state: &(Mutex<State>, Condvar)) {
+    let Some(target) = read_target(&mut conn) else {
+        return;
+    };
     let (api, stream, stat, upstream) = {
         let mut s = state.0.lock().expect("lock");
         s.asked.push(target.clone());
@@ -200,17 +221,7 @@ fn serve(mut conn: TcpStream, state: &(Mutex<State>, Condvar)) {
             "application/json",
             br#"{"error":"not found"}"#,
         ),
-        p => {
-            let file = if p == "/" { "/index.html" } else { p };
-            let allowed = file[1..]
-                .split('/')
-                .all(|part| !part.is_empty() && !part.starts_with('.'));
-            let path = web_dir().join(&file[1..]);
-            match std::fs::read(&path) {
-                Ok(body) if allowed => respond(&mut conn, 200, content_type(&path), &body),
-                _ => respond(&mut conn, 404, "text/plain", b"not found"),
-            }
-        }
+        p => serve_web_file(&mut conn, p),
     }
 }
 
@@ -1054,11 +1065,7 @@ pub(crate) async fn heap_over_updates(
                 .expect("the update shown");
         }
         next += updates;
-        browser
-            .send("HeapProfiler.collectGarbage", json!({}))
-            .await
-            .expect("gc");
-        heaps.push(browser.heap().await.expect("heap").0);
+        heaps.push(browser.heap_after_collection().await.expect("heap"));
     }
     let (before, after) = (heaps[0] as f64, heaps[1] as f64);
     eprintln!(

@@ -10,6 +10,7 @@ mod dashboard_namespace;
 mod dashboard_page;
 mod dashboard_soak;
 mod dashboard_tap;
+mod dashboard_workload;
 mod demo;
 mod images;
 mod inject;
