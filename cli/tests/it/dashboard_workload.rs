@@ -13,7 +13,9 @@
 //! `workload-dark.png`.
 
 use crate::browser::Browser;
-use crate::dashboard_page::{get, page_errors, read_target, respond, serve_web_file, start_demo};
+use crate::dashboard_page::{
+    get, heap_over_updates, page_errors, read_target, respond, serve_web_file, start_demo,
+};
 use serde_json::{json, Value};
 use std::{
     collections::HashMap,
@@ -833,37 +835,21 @@ async fn the_charts_heap_stays_flat_over_many_live_updates() {
         .open(&format!("{}/#/ns/demo/deploy/web", api.base))
         .await
         .expect("open");
-    let mut heaps = Vec::new();
-    let mut next = 2;
-    for updates in [100, 900, 900] {
-        for i in next..next + updates {
-            api.set_live(live_answer(i));
-            browser
-                .wait_for(
-                    &format!(
-                        "document.querySelector('#chart-rps .latest').textContent === '{i}.0rps'"
-                    ),
-                    WAIT,
-                )
-                .await
-                .expect("the update drawn");
-        }
-        next += updates;
-        heaps.push(browser.heap_after_collection().await.expect("heap"));
-    }
     // The first thousand updates warm the engine up (about +10%, measured); the
     // next 900 must leave the heap where it was.
-    let (before, after) = (heaps[1] as f64, heaps[2] as f64);
-    eprintln!(
-        "workload page JS heap after a collection: {} bytes after 100 chart updates, {before} after 1,000, {after} after 1,900 ({:+.1}% over the last 900); DOM nodes {}",
-        heaps[0],
-        (after / before - 1.0) * 100.0,
-        browser.metric("Nodes").await.expect("nodes")
-    );
-    assert!(
-        after <= before * 1.10,
-        "the heap grew over 10%: {before} to {after}"
-    );
+    heap_over_updates(
+        &browser,
+        "workload page",
+        &[100, 900, 900],
+        |i| api.set_live(live_answer(i as u64 + 1)),
+        |i| {
+            format!(
+                "document.querySelector('#chart-rps .latest').textContent === '{}.0rps'",
+                i + 1
+            )
+        },
+    )
+    .await;
     let errors = browser.console_errors();
     assert_eq!(
         page_errors(&errors),
