@@ -160,12 +160,12 @@ pub(crate) struct DstProfile {
 /// `[0, min(max, base × 2^n)]`, so that proxies that lost the controller together do
 /// not all come back at the same instant.
 #[derive(Debug, Default)]
-pub(super) struct Backoff {
+pub(crate) struct Backoff {
     attempt: u32,
 }
 
 impl Backoff {
-    pub(super) fn next(&mut self, rng: &mut impl Rng) -> Duration {
+    pub(crate) fn next(&mut self, rng: &mut impl Rng) -> Duration {
         let ceiling = BACKOFF_BASE
             .saturating_mul(1u32 << self.attempt.min(16))
             .min(BACKOFF_MAX);
@@ -173,7 +173,7 @@ impl Backoff {
         ceiling.mul_f64(rng.gen_range(0.0..=1.0))
     }
 
-    pub(super) fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.attempt = 0;
     }
 }

@@ -71,6 +71,7 @@ fn fixture(max_rps: u32) -> Fixture {
         client: CLIENT.into(),
         destination: None,
         client_id: None,
+        policy: None,
     });
     let tap = Arc::new(TapConn {
         registry: registry.clone(),
