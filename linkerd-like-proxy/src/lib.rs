@@ -237,7 +237,11 @@ pub async fn bind(config: Config) -> Result<Bound, StartError> {
             config.identity.as_ref(),
             config.http.connect_timeout,
         )
-        .map(|channel| policy::Policies::new(channel, p, metrics.clone())),
+        .map(|channel| {
+            // In explicit mode every workload of the host connects from loopback.
+            let loopback_is_local = config.listen.inbound_forward_addr.is_none();
+            policy::Policies::new(channel, p, metrics.clone(), loopback_is_local)
+        }),
         _ => None,
     };
     let shutdown = CancellationToken::new();
@@ -635,7 +639,7 @@ async fn authorized_tcp(
     id: Option<&Arc<str>>,
     forward: impl std::future::Future<Output = bool>,
 ) -> bool {
-    if !policy::enforce::tcp(&proxy.metrics, &port.current(), port.port, client, id) {
+    if !policy::enforce::tcp(&proxy.metrics, &port, client, id) {
         return false;
     }
     tokio::select! {

@@ -13,13 +13,14 @@
 //!   networks or a bad regex) is refused with a warning; the last good policy stays.
 //! - A port the controller refuses (`INVALID_ARGUMENT`) keeps the default for good.
 
-use super::Policy;
+use super::{Client, Policy};
 use crate::{discover::Backoff, metrics::Metrics};
 use mesh_api::policy::{inbound_policies_client::InboundPoliciesClient, PortSpec};
 use std::{
     collections::HashMap,
+    net::SocketAddr,
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc, Mutex, PoisonError,
     },
     time::Duration,
@@ -34,6 +35,7 @@ pub struct Policies {
     default: Arc<Policy>,
     timeout: Duration,
     ports: Mutex<HashMap<u16, Arc<PortWatch>>>,
+    loopback_is_local: bool,
 }
 
 struct PortWatch {
@@ -42,7 +44,15 @@ struct PortWatch {
     known: Arc<AtomicBool>,
     /// Until when a connection waits for the first answer.
     deadline: Instant,
+    counts: Arc<Counts>,
     task: AbortHandle,
+}
+
+/// Updates a port's watch applied and refused.
+#[derive(Default)]
+struct Counts {
+    applied: AtomicU64,
+    refused: AtomicU64,
 }
 
 impl Drop for PortWatch {
@@ -56,9 +66,21 @@ impl Drop for PortWatch {
 pub struct PortPolicy {
     pub port: u16,
     rx: watch::Receiver<Arc<Policy>>,
+    /// Whether loopback clients are the pod itself (transparent mode).
+    loopback_is_local: bool,
 }
 
 impl PortPolicy {
+    /// The client as the policy sees it.
+    pub fn client<'a>(&self, addr: SocketAddr, id: Option<&'a Arc<str>>) -> Client<'a> {
+        let ip = addr.ip().to_canonical();
+        Client {
+            ip,
+            id: id.map(|i| &**i),
+            local: self.loopback_is_local && ip.is_loopback(),
+        }
+    }
+
     /// The port's policy now.
     pub fn current(&self) -> Arc<Policy> {
         self.rx.borrow().clone()
@@ -78,7 +100,11 @@ impl PortPolicy {
         let (tx, rx) = watch::channel(Arc::new(policy));
         // The sender stays alive (and with it the receiver's `changed` pending).
         std::mem::forget(tx);
-        Self { port, rx }
+        Self {
+            port,
+            rx,
+            loopback_is_local: true,
+        }
     }
 }
 
@@ -86,10 +112,13 @@ impl Policies {
     /// The policy client over `channel` (the destination service's), for `workload`
     /// (`{"ns","pod"}` JSON), starting the watches of `eager` ports now. Must be
     /// called within the runtime.
+    /// `loopback_is_local`: whether a loopback client is the pod itself (transparent
+    /// mode), which is always allowed.
     pub(crate) fn new(
         channel: Channel,
         config: &crate::config::PolicyConfig,
         metrics: Metrics,
+        loopback_is_local: bool,
     ) -> Self {
         let default = Arc::new(
             config
@@ -109,6 +138,7 @@ impl Policies {
             default,
             timeout: config.timeout,
             ports: Mutex::default(),
+            loopback_is_local,
         };
         for port in &config.ports {
             this.watch(*port);
@@ -123,18 +153,20 @@ impl Policies {
             .or_insert_with(|| {
                 let (tx, rx) = watch::channel(self.default.clone());
                 let known = Arc::new(AtomicBool::new(false));
+                let counts = Arc::new(Counts::default());
                 let task = tokio::spawn(run(
                     tx,
                     self.client.clone(),
-                    self.workload.clone(),
-                    port,
+                    (self.workload.clone(), port),
                     known.clone(),
+                    counts.clone(),
                 ))
                 .abort_handle();
                 Arc::new(PortWatch {
                     rx,
                     known,
                     deadline: Instant::now() + self.timeout,
+                    counts,
                     task,
                 })
             })
@@ -149,7 +181,21 @@ impl Policies {
         if !w.known.load(Ordering::Acquire) {
             let _ = tokio::time::timeout_at(w.deadline, rx.changed()).await;
         }
-        PortPolicy { port, rx }
+        PortPolicy {
+            port,
+            rx,
+            loopback_is_local: self.loopback_is_local,
+        }
+    }
+
+    /// Updates applied and refused on `port` so far, if it is watched.
+    pub fn updates(&self, port: u16) -> Option<(u64, u64)> {
+        let ports = self.ports.lock().unwrap_or_else(PoisonError::into_inner);
+        let w = ports.get(&port)?;
+        Some((
+            w.counts.applied.load(Ordering::Relaxed),
+            w.counts.refused.load(Ordering::Relaxed),
+        ))
     }
 
     /// The default policy, in force where the controller never answered.
@@ -162,9 +208,9 @@ impl Policies {
 async fn run(
     tx: watch::Sender<Arc<Policy>>,
     mut client: InboundPoliciesClient<Channel>,
-    workload: Arc<str>,
-    port: u16,
+    (workload, port): (Arc<str>, u16),
     known: Arc<AtomicBool>,
+    counts: Arc<Counts>,
 ) {
     let mut backoff = Backoff::default();
     // Whether the last stream worked, so that an outage is logged once, not per retry.
@@ -186,8 +232,10 @@ async fn run(
                                 tracing::debug!(port, server = %policy.server.display(), "inbound policy updated");
                                 tx.send_replace(Arc::new(policy));
                                 known.store(true, Ordering::Release);
+                                counts.applied.fetch_add(1, Ordering::Relaxed);
                             }
                             Err(error) => {
+                                counts.refused.fetch_add(1, Ordering::Relaxed);
                                 let server = msg.server.as_ref().map(|s| s.name.as_str());
                                 tracing::warn!(port, ?server, %error, "refused an inbound policy update; keeping the last good policy");
                             }
@@ -201,7 +249,11 @@ async fn run(
         };
         match status {
             Some(s) if s.code() == Code::InvalidArgument => {
-                tracing::warn!(port, message = s.message(), "the policy service refuses this port; it keeps the default policy");
+                tracing::warn!(
+                    port,
+                    message = s.message(),
+                    "the policy service refuses this port; it keeps the default policy"
+                );
                 known.store(true, Ordering::Release);
                 return;
             }

@@ -2,7 +2,7 @@
 //! sees (for HTTP, the failure `errors::respond` answers), what is counted and what is
 //! logged. The verdicts themselves are [`Policy`]'s.
 
-use super::{HttpDecision, Meta, Policy, PortPolicy, Verdict};
+use super::{HttpDecision, Meta, PortPolicy, Verdict};
 use crate::{
     errors::{Decided, RouteNotFound, Unauthorized},
     metrics::{AuthzFamily, AuthzKey, Metrics},
@@ -43,13 +43,7 @@ impl Outcome {
     }
 }
 
-fn count(
-    metrics: &Metrics,
-    family: AuthzFamily,
-    d: &Decision,
-    port: u16,
-    id: Option<&Arc<str>>,
-) {
+fn count(metrics: &Metrics, family: AuthzFamily, d: &Decision, port: u16, id: Option<&Arc<str>>) {
     metrics.authz(AuthzKey {
         family,
         server: d.server.clone(),
@@ -72,8 +66,7 @@ pub(crate) fn http<B>(
 ) -> (Decision, Option<Decided>) {
     let policy = port.current();
     let HttpDecision { route, verdict } = policy.check_http(
-        client.ip(),
-        id.map(|i| &**i),
+        port.client(client, id),
         req.method(),
         req.uri().path(),
         req.headers(),
@@ -137,12 +130,12 @@ pub(crate) fn http<B>(
 /// Counted and logged.
 pub(crate) fn tcp(
     metrics: &Metrics,
-    policy: &Policy,
-    port: u16,
+    port: &PortPolicy,
     client: SocketAddr,
     id: Option<&Arc<str>>,
 ) -> bool {
-    let verdict = policy.check_tcp(client.ip(), id.map(|i| &**i));
+    let policy = port.current();
+    let verdict = policy.check_tcp(port.client(client, id));
     let (family, authz) = match verdict {
         Verdict::Allow(a) => (AuthzFamily::TcpAllow, Some(a.clone())),
         Verdict::Deny => (AuthzFamily::TcpDeny, None),
@@ -154,7 +147,7 @@ pub(crate) fn tcp(
         authz,
         outcome: Outcome::Allow,
     };
-    count(metrics, family, &d, port, id);
+    count(metrics, family, &d, port.port, id);
     match verdict {
         Verdict::Allow(_) => true,
         Verdict::Audit => {
@@ -178,7 +171,7 @@ pub(crate) async fn revoked(
 ) {
     loop {
         let policy = port.changed().await;
-        let still = match policy.check_tcp(client.ip(), id.map(|i| &**i)) {
+        let still = match policy.check_tcp(port.client(client, id)) {
             Verdict::Allow(_) | Verdict::Audit => true,
             Verdict::Deny => false,
         };

@@ -8,7 +8,10 @@
 //!   `authz_*`) rendered. A message that does not convert is refused whole
 //!   ([`InvalidPolicy`]); the caller keeps the last good policy.
 //! - **The decision** ([`Policy::check_tcp`], [`Policy::check_http`]) follows
-//!   `policy.proto`: loopback is always allowed (authorization `localhost`); for HTTP
+//!   `policy.proto`: loopback is always allowed (authorization `localhost`) where it
+//!   means the pod itself, that is in transparent mode; in explicit mode
+//!   (`MESH_PROXY_INBOUND_FORWARD_ADDR`: VMs, `mesh demo`) every workload of the host
+//!   connects from loopback, so there it is a client like any other. For HTTP
 //!   the first route that matches decides, its own authorizations tried before the
 //!   server-wide ones; routes exist but none matches: not found; an authorization
 //!   matches when the client's address is in one of its networks and its
@@ -322,19 +325,21 @@ struct HttpMatch {
 impl HttpMatch {
     fn from_proto(m: &api::HttpMatch, field: &str) -> Result<Self, InvalidPolicy> {
         use api::{header_match::Value, path_match::Kind};
-        let regex = |p: &str, f: String| mesh_api::path_regex::compile(p).map_err(|e| invalid(f, e));
+        let regex =
+            |p: &str, f: String| mesh_api::path_regex::compile(p).map_err(|e| invalid(f, e));
         let path = match m.path.as_ref().and_then(|p| p.kind.as_ref()) {
             None => None,
             Some(Kind::Exact(p)) => Some(PathMatch::Exact(p.as_str().into())),
             Some(Kind::Prefix(p)) => Some(PathMatch::Prefix(p.trim_end_matches('/').into())),
-            Some(Kind::Regex(p)) => Some(PathMatch::Regex(regex(p, format!("{field}.path.regex"))?)),
+            Some(Kind::Regex(p)) => {
+                Some(PathMatch::Regex(regex(p, format!("{field}.path.regex"))?))
+            }
         };
         let method = match m.method.as_str() {
             "" => None,
-            s => Some(
-                Method::from_bytes(s.as_bytes())
-                    .map_err(|_| invalid(format!("{field}.method"), format!("{s:?} is not a method")))?,
-            ),
+            s => Some(Method::from_bytes(s.as_bytes()).map_err(|_| {
+                invalid(format!("{field}.method"), format!("{s:?} is not a method"))
+            })?),
         };
         let headers = m
             .headers
@@ -343,7 +348,10 @@ impl HttpMatch {
             .map(|(i, h)| {
                 let f = format!("{field}.headers[{i}]");
                 let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| {
-                    invalid(format!("{f}.name"), format!("{:?} is not a header name", h.name))
+                    invalid(
+                        format!("{f}.name"),
+                        format!("{:?} is not a header name", h.name),
+                    )
                 })?;
                 let value = match &h.value {
                     None => return Err(invalid(format!("{f}.value"), "missing")),
@@ -422,6 +430,16 @@ static LOCALHOST: std::sync::LazyLock<Meta> =
 static DEFAULT_ROUTE: std::sync::LazyLock<Meta> =
     std::sync::LazyLock::new(|| Meta::default_kind("default"));
 
+/// Who is asking.
+#[derive(Clone, Copy, Debug)]
+pub struct Client<'a> {
+    pub ip: IpAddr,
+    /// The mesh identity, for mesh TLS alone.
+    pub id: Option<&'a str>,
+    /// The client is the pod itself (loopback, in transparent mode): always allowed.
+    pub local: bool,
+}
+
 /// What the policy says of one connection or request.
 #[derive(Clone, Copy, Debug)]
 pub enum Verdict<'a> {
@@ -490,7 +508,9 @@ impl Policy {
         let everyone = IpRange::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0).expect("::/0");
         let open = authorizations.first().is_some_and(|a| {
             matches!(a.authentication, Authentication::Unauthenticated)
-                && a.networks.iter().any(|n| n.net == everyone && n.except.is_empty())
+                && a.networks
+                    .iter()
+                    .any(|n| n.net == everyone && n.except.is_empty())
         });
         Ok(Self {
             server,
@@ -516,14 +536,14 @@ impl Policy {
 
     /// The decision on a connection (opaque TCP, or a connection that is not HTTP):
     /// the server-wide authorizations alone.
-    pub fn check_tcp(&self, client: IpAddr, id: Option<&str>) -> Verdict<'_> {
+    pub fn check_tcp(&self, client: Client<'_>) -> Verdict<'_> {
         if let Some(i) = self.open {
             return Verdict::Allow(&self.authorizations[i].meta);
         }
-        if client.to_canonical().is_loopback() {
+        if client.local {
             return Verdict::Allow(&LOCALHOST);
         }
-        match Self::first(&self.authorizations, ip_bits(client), id) {
+        match Self::first(&self.authorizations, ip_bits(client.ip), client.id) {
             Some(m) => Verdict::Allow(m),
             None => self.fallback(),
         }
@@ -532,8 +552,7 @@ impl Policy {
     /// The decision on one HTTP request.
     pub fn check_http(
         &self,
-        client: IpAddr,
-        id: Option<&str>,
+        client: Client<'_>,
         method: &Method,
         path: &str,
         headers: &HeaderMap,
@@ -561,13 +580,13 @@ impl Policy {
             }
         };
         let route_meta = Some(route.map_or(&*DEFAULT_ROUTE, |r| &r.meta));
-        if client.to_canonical().is_loopback() {
+        if client.local {
             return HttpDecision {
                 route: route_meta,
                 verdict: Verdict::Allow(&LOCALHOST),
             };
         }
-        let ip = ip_bits(client);
+        let (ip, id) = (ip_bits(client.ip), client.id);
         let found = route
             .and_then(|r| Self::first(&r.authorizations, ip, id))
             .or_else(|| Self::first(&self.authorizations, ip, id));
@@ -639,7 +658,9 @@ pub fn default_policy(name: &str, cluster: &[IpRange]) -> Option<api::InboundPol
 impl IpRange {
     fn to_network(&self) -> api::Network {
         let lo = Ipv6Addr::from(self.lo);
-        let span = (self.hi - self.lo).checked_add(1).map_or(128, |n| n.trailing_zeros());
+        let span = (self.hi - self.lo)
+            .checked_add(1)
+            .map_or(128, |n| n.trailing_zeros());
         let (ip, len) = match lo.to_ipv4_mapped() {
             Some(v4) if span <= 32 => (IpAddr::V4(v4), 32 - span),
             _ => (IpAddr::V6(lo), 128 - span),

@@ -57,6 +57,16 @@ fn server(authorizations: Vec<api::Authz>, routes: Vec<api::HttpRoute>) -> api::
     }
 }
 
+/// A client at `ip`; loopback is the pod itself (transparent mode).
+fn c<'a>(ip_: &str, id: Option<&'a str>) -> Client<'a> {
+    let ip = ip(ip_).to_canonical();
+    Client {
+        ip,
+        id,
+        local: ip.is_loopback(),
+    }
+}
+
 fn allowed(v: Verdict<'_>) -> Option<&str> {
     match v {
         Verdict::Allow(m) => Some(&m.name),
@@ -76,29 +86,52 @@ fn networks_with_exceptions_and_identities() {
             authz(
                 "ns",
                 vec![net("::/0", &[]), net("0.0.0.0/0", &[])],
-                mesh(&[], &["emojivoto.serviceaccount.identity.mesh.cluster.local"]),
+                mesh(
+                    &[],
+                    &["emojivoto.serviceaccount.identity.mesh.cluster.local"],
+                ),
             ),
         ],
         vec![],
     ))
     .unwrap();
     assert_eq!(
-        allowed(p.check_tcp(ip("198.18.0.7"), Some(WEB))),
+        allowed(p.check_tcp(c("198.18.0.7", Some(WEB)))),
         Some("web-only")
     );
     // An excepted address falls to the next authorization, which any identity of
     // the namespace meets.
-    assert_eq!(allowed(p.check_tcp(ip("198.18.9.7"), Some(WEB))), Some("ns"));
-    assert_eq!(allowed(p.check_tcp(ip("198.18.0.7"), Some(VOTE))), Some("ns"));
+    assert_eq!(allowed(p.check_tcp(c("198.18.9.7", Some(WEB)))), Some("ns"));
+    assert_eq!(
+        allowed(p.check_tcp(c("198.18.0.7", Some(VOTE)))),
+        Some("ns")
+    );
     // A suffix is matched by whole labels.
     let other = "x.notemojivoto.serviceaccount.identity.mesh.cluster.local";
-    assert!(matches!(p.check_tcp(ip("198.18.0.7"), Some(other)), Verdict::Deny));
+    assert!(matches!(
+        p.check_tcp(c("198.18.0.7", Some(other))),
+        Verdict::Deny
+    ));
     // No identity: no mesh TLS authorization holds; loopback always does.
-    assert!(matches!(p.check_tcp(ip("198.18.0.7"), None), Verdict::Deny));
-    assert_eq!(allowed(p.check_tcp(ip("127.0.0.1"), None)), Some("localhost"));
+    assert!(matches!(p.check_tcp(c("198.18.0.7", None)), Verdict::Deny));
+    assert_eq!(
+        allowed(p.check_tcp(c("127.0.0.1", None))),
+        Some("localhost")
+    );
+    // In explicit mode loopback is a client like any other.
+    let remote = Client {
+        ip: ip("127.0.0.1"),
+        id: None,
+        local: false,
+    };
+    assert!(matches!(p.check_tcp(remote), Verdict::Deny));
     // IPv4 clients seen through an IPv6 socket are compared as IPv4.
     assert_eq!(
-        allowed(p.check_tcp(ip("::ffff:198.18.0.7"), Some(WEB))),
+        allowed(p.check_tcp(Client {
+            ip: ip("::ffff:198.18.0.7"),
+            id: Some(WEB),
+            local: false
+        })),
         Some("web-only")
     );
 }
@@ -121,13 +154,13 @@ fn routes_decide_first_match_with_their_own_authorizations_first() {
             route(
                 "health",
                 api::path_match::Kind::Exact("/healthz".into()),
-                vec![authz("probe", everyone(), Permit::Unauthenticated(Default::default()))],
+                vec![authz(
+                    "probe",
+                    everyone(),
+                    Permit::Unauthenticated(Default::default()),
+                )],
             ),
-            route(
-                "api",
-                api::path_match::Kind::Prefix("/api/".into()),
-                vec![],
-            ),
+            route("api", api::path_match::Kind::Prefix("/api/".into()), vec![]),
             route(
                 "vote",
                 api::path_match::Kind::Regex("/emojivoto\\.v1\\.VotingService/Vote.*".into()),
@@ -137,7 +170,7 @@ fn routes_decide_first_match_with_their_own_authorizations_first() {
     ))
     .unwrap();
     let h = HeaderMap::new();
-    let check = |path: &str, id| p.check_http(ip("198.18.0.7"), id, &Method::GET, path, &h);
+    let check = |path: &str, id| p.check_http(c("198.18.0.7", id), &Method::GET, path, &h);
     let d = check("/healthz", None);
     assert_eq!(&*d.route.unwrap().name, "health");
     assert_eq!(allowed(d.verdict), Some("probe"));
@@ -181,12 +214,15 @@ fn method_and_header_matches() {
     ))
     .unwrap();
     let mut h = HeaderMap::new();
-    h.insert("content-type", "application/json; charset=utf-8".parse().unwrap());
-    let c = ip("198.18.0.7");
-    assert!(p.check_http(c, None, &Method::POST, "/x", &h).route.is_some());
-    assert!(p.check_http(c, None, &Method::GET, "/x", &h).route.is_none());
+    h.insert(
+        "content-type",
+        "application/json; charset=utf-8".parse().unwrap(),
+    );
+    let cl = c("198.18.0.7", None);
+    assert!(p.check_http(cl, &Method::POST, "/x", &h).route.is_some());
+    assert!(p.check_http(cl, &Method::GET, "/x", &h).route.is_none());
     assert!(p
-        .check_http(c, None, &Method::POST, "/x", &HeaderMap::new())
+        .check_http(cl, &Method::POST, "/x", &HeaderMap::new())
         .route
         .is_none());
 }
@@ -194,7 +230,11 @@ fn method_and_header_matches() {
 #[test]
 fn malformed_policies_are_refused_with_the_field() {
     let mut no_networks = server(
-        vec![authz("x", vec![], Permit::Unauthenticated(Default::default()))],
+        vec![authz(
+            "x",
+            vec![],
+            Permit::Unauthenticated(Default::default()),
+        )],
         vec![],
     );
     let e = Policy::from_proto(&no_networks).unwrap_err();
@@ -226,10 +266,22 @@ fn default_policies_mean_what_their_names_say() {
     let compile = |name| Policy::from_proto(&default_policy(name, &cluster).unwrap()).unwrap();
     let inside = ip("198.18.0.7");
     let outside = ip("203.0.113.9");
-    let ok = |p: &Policy, c, id| matches!(p.check_tcp(c, id), Verdict::Allow(_));
+    let ok = |p: &Policy, cl: IpAddr, id| {
+        matches!(
+            p.check_tcp(Client {
+                ip: cl,
+                id,
+                local: false
+            }),
+            Verdict::Allow(_)
+        )
+    };
     let p = compile("all-unauthenticated");
     assert!(ok(&p, outside, None) && ok(&p, ip("2001:db8::1"), None));
-    assert_eq!(allowed(p.check_tcp(outside, None)), Some("all-unauthenticated"));
+    assert_eq!(
+        allowed(p.check_tcp(c("203.0.113.9", None))),
+        Some("all-unauthenticated")
+    );
     assert_eq!(&*p.server.kind, "default");
     let p = compile("all-authenticated");
     assert!(ok(&p, outside, Some(WEB)) && !ok(&p, inside, None));
@@ -238,9 +290,16 @@ fn default_policies_mean_what_their_names_say() {
     let p = compile("cluster-unauthenticated");
     assert!(ok(&p, inside, None) && !ok(&p, outside, None));
     let p = compile("deny");
-    assert!(!ok(&p, inside, Some(WEB)) && ok(&p, ip("127.0.0.1"), None));
+    assert!(!ok(&p, inside, Some(WEB)));
+    assert_eq!(
+        allowed(p.check_tcp(c("127.0.0.1", None))),
+        Some("localhost")
+    );
     let p = compile("audit");
-    assert!(matches!(p.check_tcp(outside, None), Verdict::Audit));
+    assert!(matches!(
+        p.check_tcp(c("203.0.113.9", None)),
+        Verdict::Audit
+    ));
     assert!(default_policy("allow", &cluster).is_none());
 }
 
@@ -253,9 +312,19 @@ fn ranges_parse_and_contain() {
     assert!(IpRange::parse("10.0.0.0").is_err());
     assert!(IpRange::parse("fd00::/129").is_err());
     // Round trip through the wire form, as default policies go.
-    for c in ["0.0.0.0/0", "::/0", "10.0.0.0/8", "fd00::/8", "192.168.1.1/32"] {
+    for c in [
+        "0.0.0.0/0",
+        "::/0",
+        "10.0.0.0/8",
+        "fd00::/8",
+        "192.168.1.1/32",
+    ] {
         let r = IpRange::parse(c).unwrap();
         let n = r.to_network();
-        assert_eq!(IpRange::from_proto(n.net.as_ref(), "net").unwrap(), r, "{c}");
+        assert_eq!(
+            IpRange::from_proto(n.net.as_ref(), "net").unwrap(),
+            r,
+            "{c}"
+        );
     }
 }
