@@ -38,16 +38,7 @@ use std::{
     sync::Arc,
 };
 
-/// The default policy names, as `MESH_PROXY_INBOUND_DEFAULT_POLICY` and the
-/// `config.mesh.rs/default-inbound-policy` annotation spell them.
-pub const DEFAULT_POLICIES: [&str; 6] = [
-    "all-unauthenticated",
-    "all-authenticated",
-    "cluster-authenticated",
-    "cluster-unauthenticated",
-    "deny",
-    "audit",
-];
+pub use mesh_api::policy::DEFAULT_POLICIES;
 
 /// Linkerd's default cluster networks, the default of
 /// `MESH_PROXY_POLICY_CLUSTER_NETWORKS`.
