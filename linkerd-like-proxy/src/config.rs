@@ -1079,6 +1079,13 @@ mod tests {
             (ENV_TAP_REDACT_HEADERS, "x-api-key,bad header"),
             (ENV_TAP_MAX_RPS, "0"),
             (ENV_TAP_MAX_RPS, "fast"),
+            (ENV_INBOUND_DEFAULT_POLICY, "allow"),
+            (ENV_POLICY_CLUSTER_NETWORKS, "10.0.0.0"),
+            (ENV_POLICY_CLUSTER_NETWORKS, "10.0.0.0/33"),
+            (ENV_INBOUND_PORTS, "0"),
+            (ENV_POLICY_TIMEOUT, "0s"),
+            // Without the destination service's address, or not the workload's JSON.
+            (ENV_POLICY_WORKLOAD, r#"{"ns":"default","pod":"web-0"}"#),
         ];
         for (var, value) in cases {
             let err = Config::from_env(&env(&[(var, value)])).expect_err(value);
@@ -1086,6 +1093,49 @@ mod tests {
             let msg = err.to_string();
             assert!(msg.starts_with(var) && msg.contains("expected"), "{msg}");
         }
+    }
+
+    #[test]
+    fn policy() {
+        let dst = (ENV_DESTINATION_ADDR, "mesh-destination.mesh-system:8086");
+        // Off without a workload: today's behaviour.
+        assert!(Config::from_env(&env(&[dst])).unwrap().policy.is_none());
+        let workload = (ENV_POLICY_WORKLOAD, r#"{"ns":"default","pod":"web-0"}"#);
+        let p = Config::from_env(&env(&[dst, workload]))
+            .unwrap()
+            .policy
+            .unwrap();
+        assert_eq!(p.default, "all-unauthenticated");
+        assert_eq!(p.cluster_networks.len(), 5);
+        assert!(p.ports.is_empty());
+        assert_eq!(p.timeout, Duration::from_secs(1));
+        assert!(p.default_policy().is_ok());
+        let p = Config::from_env(&env(&[
+            dst,
+            workload,
+            (ENV_INBOUND_DEFAULT_POLICY, "cluster-authenticated"),
+            (ENV_POLICY_CLUSTER_NETWORKS, "198.18.0.0/15, fd00::/8"),
+            (ENV_INBOUND_PORTS, "8080,9000-9001"),
+        ]))
+        .unwrap()
+        .policy
+        .unwrap();
+        assert_eq!(p.default, "cluster-authenticated");
+        assert_eq!(p.cluster_networks.len(), 2);
+        assert_eq!(p.ports, BTreeSet::from([8080, 9000, 9001]));
+        for bad in [r#"{"ns":"default"}"#, r#"{"ns":"","pod":"x"}"#, "web-0"] {
+            let err = Config::from_env(&env(&[dst, (ENV_POLICY_WORKLOAD, bad)])).unwrap_err();
+            assert_eq!(err.var, ENV_POLICY_WORKLOAD, "{bad}");
+        }
+        // `cluster-*` needs cluster networks.
+        let err = Config::from_env(&env(&[
+            dst,
+            workload,
+            (ENV_INBOUND_DEFAULT_POLICY, "cluster-unauthenticated"),
+            (ENV_POLICY_CLUSTER_NETWORKS, ""),
+        ]))
+        .unwrap_err();
+        assert_eq!(err.var, ENV_POLICY_CLUSTER_NETWORKS);
     }
 
     /// A self-signed CA certificate, as PEM, made by the one CA implementation (the

@@ -271,7 +271,7 @@ pub(crate) struct Target {
     /// A failure decided above the metrics layer, answered by `Forward`.
     pub(crate) failed: Option<crate::errors::Decided>,
     /// What the inbound policy decided of the request (policy on), for tap.
-    pub(crate) authz: Option<Arc<crate::policy::enforce::Decision>>,
+    pub(crate) authz: Option<crate::policy::enforce::Decision>,
 }
 
 impl Target {

@@ -115,7 +115,7 @@ impl<S: Stack> Service<Request<ReqBody>> for Router<S> {
                             conn.client_id.as_ref(),
                             &req,
                         );
-                        t.authz = Some(Arc::new(decision));
+                        t.authz = Some(decision);
                         if failed.is_some() {
                             t.failed = failed;
                         }

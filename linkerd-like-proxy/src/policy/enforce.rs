@@ -12,16 +12,16 @@ use std::{net::SocketAddr, sync::Arc};
 
 /// What was decided of one request or connection: for metrics, logs and tap.
 #[derive(Clone, Debug)]
-pub(crate) struct Decision {
-    pub(crate) server: Meta,
-    pub(crate) route: Option<Meta>,
+pub struct Decision {
+    pub server: Meta,
+    pub route: Option<Meta>,
     /// The authorization that allowed it.
-    pub(crate) authz: Option<Meta>,
-    pub(crate) outcome: Outcome,
+    pub authz: Option<Meta>,
+    pub outcome: Outcome,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Outcome {
+pub enum Outcome {
     Allow,
     Deny,
     /// Denied by the policy, let through because it audits.
@@ -32,7 +32,7 @@ pub(crate) enum Outcome {
 }
 
 impl Outcome {
-    pub(crate) fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::Allow => "allow",
             Self::Deny => "deny",
@@ -57,7 +57,7 @@ fn count(metrics: &Metrics, family: AuthzFamily, d: &Decision, port: u16, id: Op
 /// Decides an inbound HTTP request under its port's current policy, counts and logs
 /// the decision, and returns it with the failure to answer when the request must not
 /// go on.
-pub(crate) fn http<B>(
+pub fn http<B>(
     metrics: &Metrics,
     port: &PortPolicy,
     client: SocketAddr,
@@ -128,7 +128,7 @@ pub(crate) fn http<B>(
 
 /// Decides a connection (opaque, or not HTTP) under `policy`: whether it may go on.
 /// Counted and logged.
-pub(crate) fn tcp(
+pub fn tcp(
     metrics: &Metrics,
     port: &PortPolicy,
     client: SocketAddr,

@@ -23,7 +23,7 @@
 //!   meaning.
 
 pub(crate) mod client;
-pub(crate) mod enforce;
+pub mod enforce;
 #[cfg(test)]
 mod tests;
 
