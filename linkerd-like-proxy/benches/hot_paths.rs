@@ -6,6 +6,7 @@
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use http::{HeaderMap, StatusCode};
+use mesh_api::policy as api;
 use mesh_proxy::{
     balance::{self, Discovered},
     classify,
@@ -14,7 +15,6 @@ use mesh_proxy::{
     policy::{self, Policy, PortPolicy},
     tap,
 };
-use mesh_api::policy as api;
 use std::time::Duration;
 
 fn detection(c: &mut Criterion) {

@@ -25,7 +25,7 @@
 
 mod resolve;
 
-pub(crate) use self::resolve::{Backoff, DstProfile, ProfileState};
+pub(crate) use self::resolve::{follow, Backoff, DstProfile, ProfileState};
 #[cfg(test)]
 mod tests;
 

@@ -14,7 +14,10 @@
 //! - A port the controller refuses (`INVALID_ARGUMENT`) keeps the default for good.
 
 use super::{Client, Policy};
-use crate::{discover::Backoff, metrics::Metrics};
+use crate::{
+    discover::{follow, Backoff},
+    metrics::Metrics,
+};
 use mesh_api::policy::{inbound_policies_client::InboundPoliciesClient, PortSpec};
 use std::{
     collections::HashMap,
@@ -220,33 +223,22 @@ async fn run(
             workload: workload.to_string(),
             port: port.into(),
         };
-        let status = match client.watch(req).await {
-            Ok(rsp) => {
-                let mut stream = rsp.into_inner();
-                loop {
-                    match stream.message().await {
-                        Ok(Some(msg)) => match Policy::from_proto(&msg) {
-                            Ok(policy) => {
-                                backoff.reset();
-                                healthy = true;
-                                tracing::debug!(port, server = %policy.server.display(), "inbound policy updated");
-                                tx.send_replace(Arc::new(policy));
-                                known.store(true, Ordering::Release);
-                                counts.applied.fetch_add(1, Ordering::Relaxed);
-                            }
-                            Err(error) => {
-                                counts.refused.fetch_add(1, Ordering::Relaxed);
-                                let server = msg.server.as_ref().map(|s| s.name.as_str());
-                                tracing::warn!(port, ?server, %error, "refused an inbound policy update; keeping the last good policy");
-                            }
-                        },
-                        Ok(None) => break None,
-                        Err(status) => break Some(status),
-                    }
-                }
+        let status = follow(client.watch(req).await, |msg| match Policy::from_proto(&msg) {
+            Ok(policy) => {
+                backoff.reset();
+                healthy = true;
+                tracing::debug!(port, server = %policy.server.display(), "inbound policy updated");
+                tx.send_replace(Arc::new(policy));
+                known.store(true, Ordering::Release);
+                counts.applied.fetch_add(1, Ordering::Relaxed);
             }
-            Err(status) => Some(status),
-        };
+            Err(error) => {
+                counts.refused.fetch_add(1, Ordering::Relaxed);
+                let server = msg.server.as_ref().map(|s| s.name.as_str());
+                tracing::warn!(port, ?server, %error, "refused an inbound policy update; keeping the last good policy");
+            }
+        })
+        .await;
         match status {
             Some(s) if s.code() == Code::InvalidArgument => {
                 tracing::warn!(

@@ -71,23 +71,17 @@ pub fn http<B>(
         req.uri().path(),
         req.headers(),
     );
-    let (outcome, authz) = match (route, verdict) {
-        (None, _) => (Outcome::RouteNotFound, None),
-        (Some(_), Verdict::Allow(a)) => (Outcome::Allow, Some(a.clone())),
-        (Some(_), Verdict::Deny) => (Outcome::Deny, None),
-        (Some(_), Verdict::Audit) => (Outcome::Audit, None),
+    let (outcome, family, authz) = match (route, verdict) {
+        (None, _) => (Outcome::RouteNotFound, AuthzFamily::HttpRouteNotFound, None),
+        (Some(_), Verdict::Allow(a)) => (Outcome::Allow, AuthzFamily::HttpAllow, Some(a.clone())),
+        (Some(_), Verdict::Deny) => (Outcome::Deny, AuthzFamily::HttpDeny, None),
+        (Some(_), Verdict::Audit) => (Outcome::Audit, AuthzFamily::HttpAudit, None),
     };
     let d = Decision {
         server: policy.server.clone(),
         route: route.cloned(),
         authz,
         outcome,
-    };
-    let family = match outcome {
-        Outcome::Allow => AuthzFamily::HttpAllow,
-        Outcome::Deny => AuthzFamily::HttpDeny,
-        Outcome::Audit => AuthzFamily::HttpAudit,
-        Outcome::RouteNotFound | Outcome::Terminate => AuthzFamily::HttpRouteNotFound,
     };
     count(metrics, family, &d, port.port, id);
     let failed = match outcome {

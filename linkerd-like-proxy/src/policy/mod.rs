@@ -624,7 +624,7 @@ pub fn default_policy(name: &str, cluster: &[IpRange]) -> Option<api::InboundPol
                 kind: "default".into(),
                 name: name.into(),
             }),
-            networks: networks.iter().map(IpRange::to_network).collect(),
+            networks: networks.iter().map(|n| n.to_network()).collect(),
             authentication: Some(api::Authentication {
                 permit: Some(permit),
             }),
@@ -647,7 +647,7 @@ pub fn default_policy(name: &str, cluster: &[IpRange]) -> Option<api::InboundPol
 }
 
 impl IpRange {
-    fn to_network(&self) -> api::Network {
+    fn to_network(self) -> api::Network {
         let lo = Ipv6Addr::from(self.lo);
         let span = (self.hi - self.lo)
             .checked_add(1)

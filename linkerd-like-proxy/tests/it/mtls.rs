@@ -133,6 +133,24 @@ pub(crate) async fn get_via(via: SocketAddr, url: &str) -> (u16, String, Option<
     (status, String::from_utf8_lossy(&body).into_owned(), error)
 }
 
+/// An opaque tunnel to `api` through `client` (CONNECT, which the client proxy
+/// carries as mesh TLS announcing opaque bytes), once discovery resolves the name.
+pub(crate) async fn tunnel(client: &TestProxy) -> TcpStream {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut s = TcpStream::connect(client.outbound).await.unwrap();
+        s.write_all(b"CONNECT api.default.svc.cluster.local:80 HTTP/1.1\r\nHost: api.default.svc.cluster.local:80\r\n\r\n")
+            .await
+            .unwrap();
+        let head = read_until(&mut s, "\r\n\r\n").await;
+        if head.starts_with("HTTP/1.1 200") {
+            return s;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{head}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 pub(crate) const URL: &str = "http://api.default.svc.cluster.local/hello";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -317,26 +335,14 @@ async fn application_tls_and_opaque_tcp_pass_through() {
     // announcing opaque bytes, which the server forwards untouched.
     mesh.announce(server.inbound, API).await;
     let client = mesh.proxy("web", app().await).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let mut s = TcpStream::connect(client.outbound).await.unwrap();
-        s.write_all(b"CONNECT api.default.svc.cluster.local:80 HTTP/1.1\r\nHost: api.default.svc.cluster.local:80\r\n\r\n")
-            .await
-            .unwrap();
-        let head = read_until(&mut s, "\r\n\r\n").await;
-        if head.starts_with("HTTP/1.1 200") {
-            s.write_all(b"opaque bytes").await.unwrap();
-            let mut got = [0u8; 12];
-            tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut got))
-                .await
-                .expect("echoed")
-                .unwrap();
-            assert_eq!(&got, b"opaque bytes");
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{head}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let mut s = tunnel(&client).await;
+    s.write_all(b"opaque bytes").await.unwrap();
+    let mut got = [0u8; 12];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut got))
+        .await
+        .expect("echoed")
+        .unwrap();
+    assert_eq!(&got, b"opaque bytes");
     server
         .wait_metric(&format!(
             "tcp_open_total{{direction=\"inbound\",peer=\"src\",target_addr=\"{echo}\",tls=\"true\",client_id=\"{WEB}\"}} 1"

@@ -5,7 +5,7 @@
 //! clients are clients like any other (every workload of a host is loopback there).
 
 use crate::{
-    mtls::{app, get_via, mesh, API, URL, WEB},
+    mtls::{app, get_via, mesh, tunnel, API, URL, WEB},
     support::{control_plane::ControlPlane, controller::FakePolicies, *},
 };
 use mesh_api::policy as api;
@@ -108,7 +108,9 @@ async fn api_proxy(mesh: &ControlPlane, app: SocketAddr, at: SocketAddr) -> Test
         .await;
     let policies = server.proxy.policy().expect("policy is on");
     wait_until("the proxy applies its policy", || {
-        policies.updates(app.port()).is_some_and(|(applied, _)| applied >= 1)
+        policies
+            .updates(app.port())
+            .is_some_and(|(applied, _)| applied >= 1)
     })
     .await;
     mesh.announce(server.inbound, API).await;
@@ -120,7 +122,8 @@ async fn get_settled(client: &TestProxy) -> (u16, String, Option<String>) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let answer = get_via(client.outbound, URL).await;
-        let unresolved = answer.0 == 502 && answer.2.as_deref().is_some_and(|e| e.contains("resolve"));
+        let unresolved =
+            answer.0 == 502 && answer.2.as_deref().is_some_and(|e| e.contains("resolve"));
         if !unresolved || tokio::time::Instant::now() >= deadline {
             return answer;
         }
@@ -266,23 +269,6 @@ async fn counting_echo() -> (SocketAddr, Arc<AtomicUsize>) {
         }
     });
     (addr, accepted)
-}
-
-/// An opaque tunnel to `api` through `client` (CONNECT), once discovery resolves it.
-async fn tunnel(client: &TestProxy) -> TcpStream {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let mut s = TcpStream::connect(client.outbound).await.unwrap();
-        s.write_all(b"CONNECT api.default.svc.cluster.local:80 HTTP/1.1\r\nHost: api.default.svc.cluster.local:80\r\n\r\n")
-            .await
-            .unwrap();
-        let head = read_until(&mut s, "\r\n\r\n").await;
-        if head.starts_with("HTTP/1.1 200") {
-            return s;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{head}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Whether the tunnel echoes `msg`; `false` when it was closed instead.

@@ -216,8 +216,18 @@ pub fn env(s: &Settings, values: &Values, anchors: &str, inbound_ports: &str) ->
 pub fn container_ports(pod: &Value) -> String {
     let mut ports = std::collections::BTreeSet::new();
     for list in ["/spec/containers", "/spec/initContainers"] {
-        for c in pod.pointer(list).and_then(Value::as_array).into_iter().flatten() {
-            for p in c.get("ports").and_then(Value::as_array).into_iter().flatten() {
+        for c in pod
+            .pointer(list)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            for p in c
+                .get("ports")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 let tcp = p
                     .get("protocol")
                     .and_then(Value::as_str)

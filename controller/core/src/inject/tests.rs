@@ -394,7 +394,10 @@ fn the_proxy_gets_its_inbound_policy_settings() {
         env["MESH_PROXY_POLICY_WORKLOAD"],
         "{\"ns\":\"$(_pod_ns)\",\"pod\":\"$(_pod_name)\"}"
     );
-    assert_eq!(env["MESH_PROXY_INBOUND_DEFAULT_POLICY"], "all-unauthenticated");
+    assert_eq!(
+        env["MESH_PROXY_INBOUND_DEFAULT_POLICY"],
+        "all-unauthenticated"
+    );
     // TCP ports only, sorted, from every container.
     assert_eq!(env["MESH_PROXY_INBOUND_PORTS"], "80,8080,9090");
     // ...the namespace's, and the pod's over it.
@@ -403,11 +406,17 @@ fn the_proxy_gets_its_inbound_policy_settings() {
     let env = env_of(find(&out, "initContainers", "mesh-proxy"));
     assert_eq!(env["MESH_PROXY_INBOUND_DEFAULT_POLICY"], "deny");
     // The namespace's annotation is copied onto the pod, where the controller reads it.
-    assert_eq!(out["metadata"]["annotations"][meta::DEFAULT_INBOUND_POLICY], "deny");
+    assert_eq!(
+        out["metadata"]["annotations"][meta::DEFAULT_INBOUND_POLICY],
+        "deny"
+    );
     p["metadata"]["annotations"][meta::DEFAULT_INBOUND_POLICY] = "all-authenticated".into();
     let out = injected(&p, &namespace);
     let env = env_of(find(&out, "initContainers", "mesh-proxy"));
-    assert_eq!(env["MESH_PROXY_INBOUND_DEFAULT_POLICY"], "all-authenticated");
+    assert_eq!(
+        env["MESH_PROXY_INBOUND_DEFAULT_POLICY"],
+        "all-authenticated"
+    );
     // A pod without ports: none watched eagerly.
     let out = injected(&pod(&[(meta::INJECT, "enabled")]), &ns("demo", &[]));
     assert!(!env_of(find(&out, "initContainers", "mesh-proxy"))
