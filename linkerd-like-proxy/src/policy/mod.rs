@@ -3,9 +3,8 @@
 //! evaluate per connection and per request, and the decision itself.
 //!
 //! - **Compiled once**: networks become address ranges (IPv4 mapped into IPv6, so one
-//!   comparison pair per range), exact identities a hash set, routes' regexes compiled
-//!   with `mesh_api::path_regex`, and every metric label set (`srv_*`, `route_*`,
-//!   `authz_*`) rendered. A message that does not convert is refused whole
+//!   comparison pair per range), exact identities a list (up to 4) or a hash set, routes' regexes compiled
+//!   with `mesh_api::path_regex`. A message that does not convert is refused whole
 //!   ([`InvalidPolicy`]); the caller keeps the last good policy.
 //! - **The decision** ([`Policy::check_tcp`], [`Policy::check_http`]) follows
 //!   `policy.proto`: loopback is always allowed (authorization `localhost`) where it
@@ -132,11 +131,36 @@ struct Network {
     except: Vec<IpRange>,
 }
 
+/// Exact identities: compared one by one when there are few (most authorizations
+/// name one or two), hashed when there are more.
+#[derive(Debug)]
+enum Identities {
+    Few(Vec<Box<str>>),
+    Many(HashSet<Box<str>>),
+}
+
+impl Identities {
+    fn new(ids: &[String]) -> Self {
+        if ids.len() <= 4 {
+            Self::Few(ids.iter().map(|s| s.as_str().into()).collect())
+        } else {
+            Self::Many(ids.iter().map(|s| s.as_str().into()).collect())
+        }
+    }
+
+    fn contains(&self, id: &str) -> bool {
+        match self {
+            Self::Few(ids) => ids.iter().any(|i| **i == *id),
+            Self::Many(ids) => ids.contains(id),
+        }
+    }
+}
+
 #[derive(Debug)]
 enum Authentication {
     Unauthenticated,
     MeshTls {
-        exact: HashSet<Box<str>>,
+        exact: Identities,
         /// Each with its leading `.`; `any`: the empty suffix was given.
         suffixes: Vec<Box<str>>,
         any: bool,
@@ -240,7 +264,7 @@ impl Authz {
             None => return Err(invalid(format!("{field}.authentication"), "missing")),
             Some(Permit::Unauthenticated(_)) => Authentication::Unauthenticated,
             Some(Permit::MeshTls(m)) => Authentication::MeshTls {
-                exact: m.identities.iter().map(|s| s.as_str().into()).collect(),
+                exact: Identities::new(&m.identities),
                 any: m.suffixes.iter().any(String::is_empty),
                 suffixes: m
                     .suffixes
@@ -259,21 +283,20 @@ impl Authz {
 
     /// Whether a client at `ip` (as [`ip_bits`]) with mesh identity `id` meets it.
     fn allows(&self, ip: u128, id: Option<&str>) -> bool {
-        let authenticated = match &self.authentication {
-            Authentication::Unauthenticated => true,
-            Authentication::MeshTls {
-                exact,
-                suffixes,
-                any,
-            } => id.is_some_and(|id| {
-                *any || exact.contains(id) || suffixes.iter().any(|s| id.ends_with(&**s))
-            }),
-        };
-        authenticated
-            && self
-                .networks
-                .iter()
-                .any(|n| n.net.contains(ip) && !n.except.iter().any(|e| e.contains(ip)))
+        // Networks first: two comparisons each, where an identity costs a hash.
+        self.networks
+            .iter()
+            .any(|n| n.net.contains(ip) && !n.except.iter().any(|e| e.contains(ip)))
+            && match &self.authentication {
+                Authentication::Unauthenticated => true,
+                Authentication::MeshTls {
+                    exact,
+                    suffixes,
+                    any,
+                } => id.is_some_and(|id| {
+                    *any || exact.contains(id) || suffixes.iter().any(|s| id.ends_with(&**s))
+                }),
+            }
     }
 }
 
