@@ -196,7 +196,7 @@ fn authorizing(c: &mut Criterion) {
         .unwrap();
     let open = PortPolicy::fixed(
         8080,
-        Policy::from_proto(&policy::default_policy("all-unauthenticated", &[]).unwrap()).unwrap(),
+        Policy::from_proto(&policy::DefaultPolicy::AllUnauthenticated.inbound_policy(&[])).unwrap(),
     );
     let mut g = c.benchmark_group("authz");
     // What each inbound request pays with policy on: the decision, its metric and

@@ -316,9 +316,8 @@ pub struct DiscoveryConfig {
 pub struct PolicyConfig {
     /// `{"ns","pod"}` JSON, sent as is in each `Watch`.
     pub workload: String,
-    /// One of [`crate::policy::DEFAULT_POLICIES`].
-    pub default: String,
-    pub cluster_networks: Vec<crate::policy::IpRange>,
+    pub default: crate::policy::DefaultPolicy,
+    pub cluster_networks: Vec<crate::policy::Cidr>,
     /// Watched from start-up.
     pub ports: BTreeSet<u16>,
     pub timeout: Duration,
@@ -327,8 +326,7 @@ pub struct PolicyConfig {
 impl PolicyConfig {
     /// The compiled default policy.
     pub fn default_policy(&self) -> Result<crate::policy::Policy, String> {
-        let msg = crate::policy::default_policy(&self.default, &self.cluster_networks)
-            .ok_or_else(|| format!("unknown default policy {:?}", self.default))?;
+        let msg = self.default.inbound_policy(&self.cluster_networks);
         crate::policy::Policy::from_proto(&msg).map_err(|e| e.to_string())
     }
 }
@@ -617,12 +615,13 @@ fn policy(env: &impl Env, discovery: bool) -> Result<Option<PolicyConfig>, Confi
         env,
         ENV_INBOUND_DEFAULT_POLICY,
         "all-unauthenticated",
-        &format!("one of {}", crate::policy::DEFAULT_POLICIES.join(", ")),
-        |v| {
-            crate::policy::DEFAULT_POLICIES
-                .contains(&v)
-                .then(|| v.to_string())
-        },
+        &format!(
+            "one of {}",
+            crate::policy::DefaultPolicy::ALL
+                .map(|p| p.name())
+                .join(", ")
+        ),
+        |v| v.parse::<crate::policy::DefaultPolicy>().ok(),
     )?;
     let cluster_networks = parse(
         env,
@@ -633,11 +632,11 @@ fn policy(env: &impl Env, discovery: bool) -> Result<Option<PolicyConfig>, Confi
             v.split(',')
                 .map(str::trim)
                 .filter(|n| !n.is_empty())
-                .map(|n| crate::policy::IpRange::parse(n).ok())
+                .map(|n| n.parse::<crate::policy::Cidr>().ok())
                 .collect::<Option<Vec<_>>>()
         },
     )?;
-    if default.starts_with("cluster-") && cluster_networks.is_empty() {
+    if default.name().starts_with("cluster-") && cluster_networks.is_empty() {
         return Err(ConfigError {
             var: ENV_POLICY_CLUSTER_NETWORKS,
             value: String::new(),
@@ -1080,7 +1079,7 @@ mod tests {
             (ENV_TAP_MAX_RPS, "0"),
             (ENV_TAP_MAX_RPS, "fast"),
             (ENV_INBOUND_DEFAULT_POLICY, "allow"),
-            (ENV_POLICY_CLUSTER_NETWORKS, "10.0.0.0"),
+            (ENV_POLICY_CLUSTER_NETWORKS, "10.0.0.1/8"),
             (ENV_POLICY_CLUSTER_NETWORKS, "10.0.0.0/33"),
             (ENV_INBOUND_PORTS, "0"),
             (ENV_POLICY_TIMEOUT, "0s"),
@@ -1105,7 +1104,7 @@ mod tests {
             .unwrap()
             .policy
             .unwrap();
-        assert_eq!(p.default, "all-unauthenticated");
+        assert_eq!(p.default.name(), "all-unauthenticated");
         assert_eq!(p.cluster_networks.len(), 5);
         assert!(p.ports.is_empty());
         assert_eq!(p.timeout, Duration::from_secs(1));
@@ -1120,7 +1119,7 @@ mod tests {
         .unwrap()
         .policy
         .unwrap();
-        assert_eq!(p.default, "cluster-authenticated");
+        assert_eq!(p.default.name(), "cluster-authenticated");
         assert_eq!(p.cluster_networks.len(), 2);
         assert_eq!(p.ports, BTreeSet::from([8080, 9000, 9001]));
         for bad in [r#"{"ns":"default"}"#, r#"{"ns":"","pod":"x"}"#, "web-0"] {

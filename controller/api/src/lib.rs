@@ -30,17 +30,10 @@ pub mod identity {
 pub mod policy {
     include!(concat!(env!("OUT_DIR"), "/mesh.policy.rs"));
 
-    /// The default inbound policies, by the names the `config.mesh.rs/default-inbound-policy`
-    /// annotation, the install's value and the proxy's `MESH_PROXY_INBOUND_DEFAULT_POLICY`
-    /// take. The first, `all-unauthenticated`, is the default.
-    pub const DEFAULT_POLICIES: [&str; 6] = [
-        "all-unauthenticated",
-        "all-authenticated",
-        "cluster-authenticated",
-        "cluster-unauthenticated",
-        "deny",
-        "audit",
-    ];
+    mod defaults;
+    pub use defaults::{
+        any_identity, default_meta, unauthenticated, Cidr, DefaultPolicy, DEFAULT_CLUSTER_NETWORKS,
+    };
 }
 
 pub mod tap {

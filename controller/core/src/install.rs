@@ -96,7 +96,7 @@ pub mod meta {
     /// Ports whose traffic is opaque TCP, never detected.
     pub const OPAQUE_PORTS: &str = "config.mesh.rs/opaque-ports";
     /// The inbound policy of a pod's ports that no `Server` selects (one of
-    /// `mesh_api::policy::DEFAULT_POLICIES`), on a pod or its namespace.
+    /// `mesh_api::policy::DefaultPolicy`), on a pod or its namespace.
     pub const DEFAULT_INBOUND_POLICY: &str = "config.mesh.rs/default-inbound-policy";
     /// On a namespace: `disabled` keeps the admission webhooks away from it.
     pub const ADMISSION_WEBHOOKS: &str = "config.mesh.rs/admission-webhooks";
@@ -164,7 +164,7 @@ pub struct ProxyValues {
     pub native_sidecar: bool,
     /// The inbound policy of ports no `Server` selects, unless the pod or its
     /// namespace says otherwise (`config.mesh.rs/default-inbound-policy`): one of
-    /// `mesh_api::policy::DEFAULT_POLICIES`.
+    /// `mesh_api::policy::DefaultPolicy`.
     pub default_inbound_policy: String,
 }
 
@@ -269,7 +269,7 @@ impl Default for ProxyValues {
             skip_outbound_ports: String::new(),
             opaque_ports: String::new(),
             native_sidecar: true,
-            default_inbound_policy: mesh_api::policy::DEFAULT_POLICIES[0].into(),
+            default_inbound_policy: mesh_api::policy::DefaultPolicy::default().name().into(),
         }
     }
 }

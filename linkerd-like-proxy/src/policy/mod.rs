@@ -16,10 +16,10 @@
 //!   matches when the client's address is in one of its networks and its
 //!   authentication holds; nothing matches: denied, or under `Fallback::Audit` allowed
 //!   and reported as the denial it would have been.
-//! - **Defaults** ([`default_policy`]): the six names of `MESH_PROXY_INBOUND_DEFAULT_POLICY`,
-//!   built as the `InboundPolicy` message the controller would send and compiled by
-//!   the same code, so that a default and a controller's policy cannot differ in
-//!   meaning.
+//! - **Defaults** ([`DefaultPolicy`], `mesh_api`'s): the six names of
+//!   `MESH_PROXY_INBOUND_DEFAULT_POLICY`, built by `DefaultPolicy::inbound_policy` as
+//!   the controller builds them and compiled by the same code, so that a default and a
+//!   controller's policy cannot differ in meaning.
 
 pub(crate) mod client;
 pub mod enforce;
@@ -37,12 +37,7 @@ use std::{
     sync::Arc,
 };
 
-pub use mesh_api::policy::DEFAULT_POLICIES;
-
-/// Linkerd's default cluster networks, the default of
-/// `MESH_PROXY_POLICY_CLUSTER_NETWORKS`.
-pub const DEFAULT_CLUSTER_NETWORKS: &str =
-    "10.0.0.0/8,100.64.0.0/10,172.16.0.0/12,192.168.0.0/16,fd00::/8";
+pub use mesh_api::policy::{Cidr, DefaultPolicy, DEFAULT_CLUSTER_NETWORKS};
 
 /// A policy message the proxy cannot use, and what was wrong, by field path.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -85,21 +80,6 @@ impl IpRange {
         // An IPv4 range stays inside `::ffff:0:0/96`.
         let lo = bits & !mask;
         Ok(Self { lo, hi: lo | mask })
-    }
-
-    /// `ip/len`, as configuration and tests write networks.
-    pub fn parse(s: &str) -> Result<Self, String> {
-        let (ip, len) = s
-            .trim()
-            .split_once('/')
-            .ok_or_else(|| format!("{s:?} is not a CIDR like 10.0.0.0/8"))?;
-        let ip: IpAddr = ip
-            .parse()
-            .map_err(|_| format!("{ip:?} is not an IP address"))?;
-        let len: u32 = len
-            .parse()
-            .map_err(|_| format!("{len:?} is not a prefix length"))?;
-        Self::new(ip, len)
     }
 
     fn contains(&self, ip: u128) -> bool {
@@ -685,78 +665,5 @@ impl Policy {
     /// A request no route matches is not found, whatever the fallback.
     fn fallback_not_found(&self) -> Verdict<'_> {
         Verdict::Deny
-    }
-}
-
-/// The `InboundPolicy` message of a default policy, as the controller would send it,
-/// with `cluster` the cluster networks; `None` for an unknown name.
-pub fn default_policy(name: &str, cluster: &[IpRange]) -> Option<api::InboundPolicy> {
-    let all = [
-        IpRange::new(IpAddr::from([0, 0, 0, 0]), 0).expect("0.0.0.0/0"),
-        IpRange::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0).expect("::/0"),
-    ];
-    let unauthenticated = || api::authentication::Permit::Unauthenticated(Default::default());
-    let any_identity = || {
-        api::authentication::Permit::MeshTls(api::authentication::MeshTls {
-            identities: vec![],
-            suffixes: vec![String::new()],
-        })
-    };
-    let (networks, permit, fallback): (&[IpRange], _, _) = match name {
-        "all-unauthenticated" => (&all, Some(unauthenticated()), api::Fallback::Deny),
-        "all-authenticated" => (&all, Some(any_identity()), api::Fallback::Deny),
-        "cluster-unauthenticated" => (cluster, Some(unauthenticated()), api::Fallback::Deny),
-        "cluster-authenticated" => (cluster, Some(any_identity()), api::Fallback::Deny),
-        "deny" => (&[], None, api::Fallback::Deny),
-        // Allows everything, each request reported as the denial it would have been.
-        "audit" => (&[], None, api::Fallback::Audit),
-        _ => return None,
-    };
-    let authorizations = match permit {
-        Some(permit) if !networks.is_empty() => vec![api::Authz {
-            meta: Some(api::Meta {
-                group: String::new(),
-                kind: "default".into(),
-                name: name.into(),
-            }),
-            networks: networks.iter().map(|n| n.to_network()).collect(),
-            authentication: Some(api::Authentication {
-                permit: Some(permit),
-            }),
-        }],
-        _ => vec![],
-    };
-    Some(api::InboundPolicy {
-        server: Some(api::Meta {
-            group: String::new(),
-            kind: "default".into(),
-            name: name.into(),
-        }),
-        protocol: Some(api::Protocol {
-            kind: Some(api::protocol::Kind::Detect(Default::default())),
-        }),
-        authorizations,
-        http_routes: vec![],
-        fallback: fallback as i32,
-    })
-}
-
-impl IpRange {
-    fn to_network(self) -> api::Network {
-        let lo = Ipv6Addr::from(self.lo);
-        let span = (self.hi - self.lo)
-            .checked_add(1)
-            .map_or(128, |n| n.trailing_zeros());
-        let (ip, len) = match lo.to_ipv4_mapped() {
-            Some(v4) if span <= 32 => (IpAddr::V4(v4), 32 - span),
-            _ => (IpAddr::V6(lo), 128 - span),
-        };
-        api::Network {
-            net: Some(api::IpNet {
-                ip: Some(ip.into()),
-                prefix_len: len,
-            }),
-            except: vec![],
-        }
     }
 }

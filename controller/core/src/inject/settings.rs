@@ -156,11 +156,8 @@ impl Settings {
                 }
             }
             DEFAULT_INBOUND_POLICY => {
-                let known = mesh_api::policy::DEFAULT_POLICIES;
-                if !known.contains(&value) {
-                    return Err(format!("expected one of {}", known.join(", ")));
-                }
-                self.default_inbound_policy = value.into();
+                let policy: mesh_api::policy::DefaultPolicy = value.parse()?;
+                self.default_inbound_policy = policy.name().into();
             }
             _ => return Err(format!("unknown setting; known: {}", ALL.join(", "))),
         }
