@@ -22,12 +22,15 @@ function notFound(hash) {
   return { title: 'Not found' };
 }
 
+/** The newest navigation: a page that finishes loading after a newer one is dropped. */
+let navigation = 0;
+
 /** The page for a hash: `#/path?query`, the path matched against each route's pattern. */
-function show(hash) {
+async function show(hash, mine) {
   const q = hash.indexOf('?');
   const path = q < 0 ? hash : hash.slice(0, q);
   const query = new URLSearchParams(q < 0 ? '' : hash.slice(q + 1));
-  for (const { pattern, show: page } of ROUTES) {
+  for (const { pattern, load } of ROUTES) {
     const m = pattern.exec(path);
     if (!m) continue;
     let params;
@@ -37,17 +40,37 @@ function show(hash) {
       // A malformed escape names nothing.
       return notFound(hash);
     }
+    let page;
+    try {
+      page = await load();
+    } catch (e) {
+      // The controller went away (or was upgraded) between pages.
+      console.error(`cannot load the page for ${hash}`, e);
+      return unloadable(hash);
+    }
+    // A newer navigation came while this page loaded: it is not drawn.
+    if (mine !== navigation) return null;
     return page(main, { params, query, onState });
   }
   return notFound(hash);
 }
 
-function route(moved) {
+function unloadable(hash) {
+  main.replaceChildren(h('section', { class: 'page', 'aria-labelledby': 'page-title' },
+    h('h1', { id: 'page-title', tabindex: '-1' }, 'This page did not load'),
+    h('p', {}, `The page for ${hash} could not be fetched from the controller. `,
+      h('button', { type: 'button', onclick: () => route(true) }, 'Try again'))));
+  return { title: 'Not loaded' };
+}
+
+async function route(moved) {
+  const mine = ++navigation;
   stop?.();
   stop = null;
   onState('live');
   const hash = location.hash || '#/';
-  const shown = show(hash);
+  const shown = await show(hash, mine);
+  if (shown === null) return;
   stop = shown.stop ?? null;
   document.title = `${shown.title} · mesh`;
   // The nav marks where the reader is.
