@@ -38,18 +38,12 @@ pub struct Parts {
     pub kube: Option<Arc<k8s::Status>>,
 }
 
-pub const READY: health::Named = ("cp-ready", "the controller's discovery has synced");
-pub const SCRAPED: health::Named = (
-    "dp-proxies-scraped",
-    "data plane proxies answer the controller's scrapes",
-);
-
 /// The checks, now.
 pub fn categories(parts: &Parts, index: &Index, store: &Store, now: SystemTime) -> Vec<Category> {
     let mut out = Vec::new();
 
     let mut cp = Category::new("mesh-control-plane");
-    let (id, what) = READY;
+    let (id, what) = health::READY;
     cp.push(if index.is_ready() {
         Check::ok(id, what)
     } else if parts.kube.is_some() {
@@ -118,7 +112,7 @@ pub fn categories(parts: &Parts, index: &Index, store: &Store, now: SystemTime) 
 
 /// `dp-proxies-scraped` from the last round's outcomes.
 fn scraped(round: Option<Round>) -> Check {
-    let (id, what) = SCRAPED;
+    let (id, what) = health::SCRAPED;
     let Some(round) = round else {
         return Check::warning(
             id,

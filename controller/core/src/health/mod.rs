@@ -231,6 +231,17 @@ pub fn json(categories: &[Category]) -> String {
     out
 }
 
+/// The controller's discovery has synced (the controller's own check, `/api/health`).
+pub const READY: Named = ("cp-ready", "the controller's discovery has synced");
+/// Every meshed proxy answered the controller's last scrapes (its own check).
+pub const SCRAPED: Named = (
+    "dp-proxies-scraped",
+    "data plane proxies answer the controller's scrapes",
+);
+/// The checks only the controller makes (`/api/health`), which `mesh check` does not:
+/// they read the controller's own state.
+pub const CONTROLLER_ONLY: [Named; 2] = [READY, SCRAPED];
+
 /// The controller's view of the ServiceProfile CRD.
 pub const PROFILES_CRD: Named = (
     "cp-profiles-crd",
