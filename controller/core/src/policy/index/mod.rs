@@ -239,22 +239,25 @@ impl Index {
         }
     }
 
-    /// Replaces every resource of `kind` with `resources` (each `(namespace,
-    /// resource)`): what a backend's re-list (or a reloaded file) says is all there is.
-    /// Resources of that kind missing from it are deleted; only policies that change
-    /// are sent.
-    pub fn reset(&mut self, kind: Kind, resources: Vec<(String, Resource)>) {
+    /// Replaces every resource of the `kinds` with `resources` (each `(namespace,
+    /// resource)`): what a backend's re-list of a kind (or a reloaded file, of all
+    /// kinds at once) says is all there is. Resources of those kinds missing from it
+    /// are deleted; resources of other kinds are ignored. One recompute: no stream sees
+    /// a state in between (a Server without its policies); only what changed is sent.
+    pub fn reset(&mut self, kinds: &[Kind], resources: Vec<(String, Resource)>) {
         for ns in self.namespaces.values_mut() {
-            match kind {
-                Kind::Server => ns.servers.clear(),
-                Kind::AuthorizationPolicy => ns.policies.clear(),
-                Kind::MeshTlsAuthentication => ns.mesh_tls.clear(),
-                Kind::NetworkAuthentication => ns.networks.clear(),
-                Kind::HttpRoute => ns.routes.clear(),
+            for kind in kinds {
+                match kind {
+                    Kind::Server => ns.servers.clear(),
+                    Kind::AuthorizationPolicy => ns.policies.clear(),
+                    Kind::MeshTlsAuthentication => ns.mesh_tls.clear(),
+                    Kind::NetworkAuthentication => ns.networks.clear(),
+                    Kind::HttpRoute => ns.routes.clear(),
+                }
             }
         }
         for (namespace, mut resource) in resources {
-            if resource.kind() != kind {
+            if !kinds.contains(&resource.kind()) {
                 continue;
             }
             resource.meta_mut().namespace = Some(namespace.clone());
@@ -284,6 +287,25 @@ impl Index {
         }
         for pod in pods {
             self.apply_pod(pod);
+        }
+    }
+
+    /// A resource as the index has it (what a re-list keeps of an object that turned
+    /// invalid).
+    pub fn resource(&self, namespace: &str, kind: Kind, name: &str) -> Option<Resource> {
+        let ns = self.namespaces.get(namespace)?;
+        match kind {
+            Kind::Server => ns.servers.get(name).cloned().map(Resource::Server),
+            Kind::AuthorizationPolicy => {
+                ns.policies.get(name).cloned().map(Resource::AuthorizationPolicy)
+            }
+            Kind::MeshTlsAuthentication => {
+                ns.mesh_tls.get(name).cloned().map(Resource::MeshTlsAuthentication)
+            }
+            Kind::NetworkAuthentication => {
+                ns.networks.get(name).cloned().map(Resource::NetworkAuthentication)
+            }
+            Kind::HttpRoute => ns.routes.get(name).cloned().map(Resource::HttpRoute),
         }
     }
 

@@ -522,7 +522,7 @@ fn a_relist_replaces_a_kind_whole_and_sends_only_what_changed() {
     api.borrow_and_update();
     // The re-list still has `web`, no longer `api` (deleted while the watch was down).
     index.reset(
-        Kind::Server,
+        &[Kind::Server],
         vec![(
             NS.into(),
             server("web", "2026-01-01T00:00:00Z", "web", "8080", ""),
@@ -533,7 +533,7 @@ fn a_relist_replaces_a_kind_whole_and_sends_only_what_changed() {
     assert_eq!(name(&api.borrow_and_update().server).0, "default");
     // Other kinds are untouched by a Server re-list.
     index.apply(NS, resource("kind: NetworkAuthentication\nmetadata: {name: all}\nspec: {networks: [{cidr: 0.0.0.0/0}]}"));
-    index.reset(Kind::Server, vec![]);
+    index.reset(&[Kind::Server], vec![]);
     assert_eq!(name(&web.borrow_and_update().server).0, "default");
 
     // Pods: the re-list keeps web-1 (its stream goes on) and drops api-1 (its ends).
