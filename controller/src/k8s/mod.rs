@@ -351,12 +351,15 @@ impl Sink<convert::PolicyObject> for Policies<'_> {
     fn apply(&self, object: convert::PolicyObject) {
         match object.resource {
             Ok(resource) => self.policy.apply(&object.key.namespace, resource),
-            Err(problems) => warn!(
-                kind = self.kind.name(),
-                object = %object.key,
-                %problems,
-                "invalid policy resource; the last valid one stays in force"
-            ),
+            Err(problems) => {
+                self.status.policy_rejected(self.kind);
+                warn!(
+                    kind = self.kind.name(),
+                    object = %object.key,
+                    %problems,
+                    "invalid policy resource; the last valid one stays in force"
+                )
+            }
         }
     }
     fn delete(&self, key: &ObjKey) {
@@ -370,6 +373,7 @@ impl Sink<convert::PolicyObject> for Policies<'_> {
             match object.resource {
                 Ok(resource) => valid.push((object.key.namespace.to_string(), resource)),
                 Err(problems) => {
+                    self.status.policy_rejected(self.kind);
                     warn!(kind = self.kind.name(), object = %object.key, %problems, "invalid policy resource; the last valid one stays in force");
                     // Kept as the index has it, if it has it.
                     if let Some(kept) = index.resource(&object.key.namespace, self.kind, &object.key.name) {

@@ -23,6 +23,8 @@ pub struct Status {
     policy_crds: [AtomicU8; 5],
     /// Failed list and watch requests per policy kind.
     policy_watch_failures: [AtomicU64; 5],
+    /// Invalid policy objects refused, per kind.
+    policy_rejected: [AtomicU64; 5],
 }
 
 /// How a watch failed, as far as retrying is concerned.
@@ -105,6 +107,15 @@ impl Status {
         self.policy_watch_failures[kind_position(kind)].fetch_add(1, Ordering::Relaxed);
     }
 
+    pub(crate) fn policy_rejected(&self, kind: Kind) {
+        self.policy_rejected[kind_position(kind)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Invalid objects of a policy kind refused so far.
+    pub fn policy_rejected_total(&self, kind: Kind) -> u64 {
+        self.policy_rejected[kind_position(kind)].load(Ordering::Relaxed)
+    }
+
     /// Failed list and watch requests of a policy kind so far.
     pub fn policy_watch_failures(&self, kind: Kind) -> u64 {
         self.policy_watch_failures[kind_position(kind)].load(Ordering::Relaxed)
@@ -151,6 +162,20 @@ impl Family for Status {
                 "destination_watch_failures_total{{resource=\"{}\"}} {}",
                 kind.plural(),
                 self.policy_watch_failures(kind)
+            );
+        }
+        crate::metrics::header(
+            out,
+            "policy_resources_rejected_total",
+            "counter",
+            "Invalid policy.mesh.rs objects the Kubernetes backend refused (their last valid version stays in force).",
+        );
+        for kind in Kind::ALL {
+            let _ = writeln!(
+                out,
+                "policy_resources_rejected_total{{resource=\"{}\"}} {}",
+                kind.plural(),
+                self.policy_rejected_total(kind)
             );
         }
         let known: Vec<(Kind, bool)> = Kind::ALL
