@@ -8,17 +8,17 @@
 //! buffer, and it never holds up the index or any other stream: the index only
 //! replaces the latest snapshot in a `watch` channel.
 
+use crate::policy::PolicyService;
 use crate::{
     index::{diff, Change, Endpoint, Index, ProfileInfo, Resource, Snapshot, Subscription},
     metrics::{Metrics, StreamKind},
 };
-use crate::policy::PolicyService;
 use futures_util::{stream, Stream};
-use mesh_api::policy::{inbound_policies_server::InboundPolicies as _, InboundPolicy, PortSpec};
 use mesh_api::destination::{
     self as api, destination_server::Destination, protocol_hint, update::Update as Kind,
     DestinationProfile, GetDestination, Update,
 };
+use mesh_api::policy::{inbound_policies_server::InboundPolicies as _, InboundPolicy, PortSpec};
 use std::{collections::VecDeque, pin::Pin, sync::Arc, time::Duration};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;

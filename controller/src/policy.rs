@@ -66,7 +66,9 @@ impl PolicyIndex {
 
     /// The index, locked. A panic while it was held (a bug) does not stop the others.
     pub fn lock(&self) -> MutexGuard<'_, Index> {
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub fn apply(&self, namespace: &str, resource: Resource) {
@@ -179,10 +181,7 @@ impl PolicyService {
 impl InboundPolicies for PolicyService {
     type WatchStream = BoxStream<api::InboundPolicy>;
 
-    async fn watch(
-        &self,
-        req: Request<PortSpec>,
-    ) -> Result<Response<Self::WatchStream>, Status> {
+    async fn watch(&self, req: Request<PortSpec>) -> Result<Response<Self::WatchStream>, Status> {
         let (workload, port) = parse_spec(req.get_ref())?;
         tokio::select! {
             () = self.index.wait_synced() => {}
@@ -245,7 +244,10 @@ mod tests {
     fn bad_specs_are_invalid_arguments_naming_what_is_wrong() {
         let ok = r#"{"ns":"shop","pod":"web-1"}"#;
         let (w, port) = parse_spec(&spec(ok, 8080)).unwrap();
-        assert_eq!((w.ns.as_str(), w.pod.as_str(), port), ("shop", "web-1", 8080));
+        assert_eq!(
+            (w.ns.as_str(), w.pod.as_str(), port),
+            ("shop", "web-1", 8080)
+        );
         for (workload, port, says) in [
             ("web-1", 80, "invalid workload \"web-1\""),
             (r#"{"ns":"shop"}"#, 80, "missing field `pod`"),
@@ -303,7 +305,10 @@ mod tests {
         assert_eq!(second.server.unwrap().name, "web");
 
         index.delete_pod("shop", "web-1");
-        assert!(stream.next().await.is_none(), "the pod is gone: the stream ends");
+        assert!(
+            stream.next().await.is_none(),
+            "the pod is gone: the stream ends"
+        );
         drop(stream);
         assert_eq!(metrics.streams(StreamKind::Policy), 0);
     }

@@ -22,8 +22,11 @@ fn small_policy_benchmark_reaches_every_stream() {
         "the benchmark failed:\n{stdout}\n{stderr}"
     );
     assert!(
-        stdout.contains("mesh-policy-bench: 20 pods, 20 streams, 2 rounds"),
-        "{stdout}"
+        stderr.contains("mesh-policy-bench: 20 pods, 20 streams, 2 rounds"),
+        "{stderr}"
     );
-    assert!(stdout.contains("per round (write to the last stream)"), "{stdout}");
+    assert!(
+        stderr.contains("per round (write to the last stream)"),
+        "{stderr}"
+    );
 }

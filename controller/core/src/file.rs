@@ -296,8 +296,8 @@ fn policies(docs: &[serde_json::Value]) -> Result<Vec<(String, policy::Resource)
     let mut out = Vec::with_capacity(docs.len());
     for (i, doc) in docs.iter().enumerate() {
         let at = format!("policies[{i}]");
-        let resource =
-            policy::validate_value(doc.clone()).map_err(|problems| first_problem(&at, &problems))?;
+        let resource = policy::validate_value(doc.clone())
+            .map_err(|problems| first_problem(&at, &problems))?;
         let meta = resource.meta();
         let namespace = meta.namespace.clone().unwrap_or_else(default_namespace);
         check_label(&format!("{at}.metadata.namespace"), &namespace)?;
@@ -526,9 +526,8 @@ fn endpoint_pod(
         ep,
         "where the endpoint's proxy serves tap",
     )?;
-    let says_policy = ep.default_inbound_policy.is_some()
-        || !ep.named_ports.is_empty()
-        || !ep.probes.is_empty();
+    let says_policy =
+        ep.default_inbound_policy.is_some() || !ep.named_ports.is_empty() || !ep.probes.is_empty();
     if ep.labels.is_empty() && ep.identity.is_none() && !says_policy {
         return Ok(None);
     }
@@ -614,14 +613,20 @@ fn policy_pod(at: &str, key: &ObjKey, ep: &EndpointSpec) -> Result<PolicyPod, In
             ));
         }
         if *port == 0 {
-            return Err(invalid(format!("{at}.namedPorts.{name}"), "port 0 is not a port"));
+            return Err(invalid(
+                format!("{at}.namedPorts.{name}"),
+                "port 0 is not a port",
+            ));
         }
         named_ports.entry(name.clone()).or_default().insert(*port);
     }
     let mut probes: BTreeMap<u16, BTreeSet<String>> = BTreeMap::new();
     for (k, probe) in ep.probes.iter().enumerate() {
         if probe.port == 0 {
-            return Err(invalid(format!("{at}.probes[{k}].port"), "port 0 is not a port"));
+            return Err(invalid(
+                format!("{at}.probes[{k}].port"),
+                "port 0 is not a port",
+            ));
         }
         probes
             .entry(probe.port)

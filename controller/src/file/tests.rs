@@ -173,7 +173,10 @@ async fn policies_follow_the_file_and_an_invalid_one_keeps_the_last_good() {
         .map(|r| r.meta.as_ref().unwrap().name.clone())
         .collect();
     assert!(routes.contains(&"probe".to_string()), "{routes:?}");
-    assert!(get(9090).http_routes.iter().all(|r| r.meta.as_ref().unwrap().name != "probe"));
+    assert!(get(9090)
+        .http_routes
+        .iter()
+        .all(|r| r.meta.as_ref().unwrap().name != "probe"));
 
     // An invalid Server: rejected with its field, the last good one stays.
     file.write(&format!("{POD}{}", server("0")));

@@ -167,9 +167,11 @@ pub(super) fn policy_pod(pod: &core::Pod) -> Option<mesh_core::policy::index::Po
     use std::collections::{BTreeMap, BTreeSet};
     let key = obj_key(&pod.metadata)?;
     let spec = pod.spec.as_ref();
-    let containers = spec
-        .into_iter()
-        .flat_map(|s| s.containers.iter().chain(s.init_containers.iter().flatten()));
+    let containers = spec.into_iter().flat_map(|s| {
+        s.containers
+            .iter()
+            .chain(s.init_containers.iter().flatten())
+    });
     let mut named_ports: BTreeMap<String, BTreeSet<u16>> = BTreeMap::new();
     let mut probes: BTreeMap<u16, BTreeSet<String>> = BTreeMap::new();
     for container in containers {
@@ -208,7 +210,9 @@ pub(super) fn policy_pod(pod: &core::Pod) -> Option<mesh_core::policy::index::Po
                         .or_default()
                         .insert(probe_path(get.path.as_deref()));
                 }
-                None => debug!(pod = %key, port = ?get.port, "a probe's port does not resolve; no probe route for it"),
+                None => {
+                    debug!(pod = %key, port = ?get.port, "a probe's port does not resolve; no probe route for it")
+                }
             }
         }
     }

@@ -192,7 +192,11 @@ fn watcher_config() -> watcher::Config {
 
 /// Runs one watch until its stream ends, retrying failures with [`Backoff`]: a 410 at
 /// once, a missing CRD (ServiceProfiles, the policy kinds) every [`CRD_RETRY`].
-async fn watch<K, M, S>(api: Api<K>, sink: &S, convert: impl Fn(&K) -> Option<M>) -> anyhow::Result<()>
+async fn watch<K, M, S>(
+    api: Api<K>,
+    sink: &S,
+    convert: impl Fn(&K) -> Option<M>,
+) -> anyhow::Result<()>
 where
     K: kube::Resource + Clone + DeserializeOwned + Debug + Send + 'static,
     S: Sink<M>,
@@ -279,7 +283,11 @@ impl<M: Model> Sink<M> for Discovered<'_> {
     }
     fn reset(&self, models: Vec<M>) {
         let resource = M::RESOURCE;
-        debug!(resource = resource.as_str(), objects = models.len(), "listed");
+        debug!(
+            resource = resource.as_str(),
+            objects = models.len(),
+            "listed"
+        );
         self.index.reset(resource, M::reset(models));
         self.index.synced(resource);
         if resource == Resource::ServiceProfiles
@@ -289,7 +297,10 @@ impl<M: Model> Sink<M> for Discovered<'_> {
         }
     }
     fn restarted(&self) {
-        info!(resource = M::RESOURCE.as_str(), "watch restarted, listing again");
+        info!(
+            resource = M::RESOURCE.as_str(),
+            "watch restarted, listing again"
+        );
         self.index.record_watch_restart(M::RESOURCE);
     }
     fn failed(&self) {
@@ -366,7 +377,11 @@ impl Sink<convert::PolicyObject> for Policies<'_> {
         self.policy.delete(&key.namespace, self.kind, &key.name);
     }
     fn reset(&self, objects: Vec<convert::PolicyObject>) {
-        debug!(resource = self.kind.plural(), objects = objects.len(), "listed");
+        debug!(
+            resource = self.kind.plural(),
+            objects = objects.len(),
+            "listed"
+        );
         let mut valid = Vec::with_capacity(objects.len());
         let mut index = self.policy.lock();
         for object in objects {
@@ -376,7 +391,9 @@ impl Sink<convert::PolicyObject> for Policies<'_> {
                     self.status.policy_rejected(self.kind);
                     warn!(kind = self.kind.name(), object = %object.key, %problems, "invalid policy resource; the last valid one stays in force");
                     // Kept as the index has it, if it has it.
-                    if let Some(kept) = index.resource(&object.key.namespace, self.kind, &object.key.name) {
+                    if let Some(kept) =
+                        index.resource(&object.key.namespace, self.kind, &object.key.name)
+                    {
                         valid.push((object.key.namespace.to_string(), kept));
                     }
                 }
@@ -386,11 +403,17 @@ impl Sink<convert::PolicyObject> for Policies<'_> {
         drop(index);
         self.policy.synced(PolicyPart::Kind(self.kind));
         if self.status.set_policy_crd(self.kind, true) == Some(false) {
-            info!(kind = self.kind.name(), "the policy CRD is installed now; its resources are read again");
+            info!(
+                kind = self.kind.name(),
+                "the policy CRD is installed now; its resources are read again"
+            );
         }
     }
     fn restarted(&self) {
-        info!(resource = self.kind.plural(), "watch restarted, listing again");
+        info!(
+            resource = self.kind.plural(),
+            "watch restarted, listing again"
+        );
     }
     fn failed(&self) {
         self.status.policy_watch_failed(self.kind);

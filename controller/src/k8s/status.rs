@@ -4,8 +4,8 @@
 //! the watches' failed requests (each retry; restarts are counted by the index).
 
 use crate::{index::Resource, metrics::Family};
-use mesh_core::policy::Kind;
 use kube::runtime::watcher;
+use mesh_core::policy::Kind;
 use std::{
     fmt::Write as _,
     sync::atomic::{AtomicU64, AtomicU8, Ordering},
@@ -65,7 +65,10 @@ fn position(resource: Resource) -> usize {
 }
 
 fn kind_position(kind: Kind) -> usize {
-    Kind::ALL.iter().position(|k| *k == kind).unwrap_or_default()
+    Kind::ALL
+        .iter()
+        .position(|k| *k == kind)
+        .unwrap_or_default()
 }
 
 /// A CRD's state: 0 not known yet, 1 not installed, 2 installed.

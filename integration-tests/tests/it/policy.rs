@@ -7,9 +7,7 @@
 //!
 //! Needs `mesh-controller` built (`cargo build --workspace --bins`).
 
-use mesh_api::policy::{
-    inbound_policies_client::InboundPoliciesClient, InboundPolicy, PortSpec,
-};
+use mesh_api::policy::{inbound_policies_client::InboundPoliciesClient, InboundPolicy, PortSpec};
 use mesh_integration_tests::mesh::Controller;
 use mesh_kube_fake::{pod, FakeKube, Kind};
 use serde_json::json;
@@ -147,7 +145,10 @@ async fn kubernetes_policies_compile_stream_change_and_delete() {
         if authz_names(&p) == ["web-from-frontend"] {
             break p;
         }
-        assert!(tokio::time::Instant::now() < deadline, "never compiled: {p:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never compiled: {p:?}"
+        );
     };
     assert_eq!(server_of(&compiled), ("server".into(), "web-http".into()));
     let tls = format!("{:?}", compiled.authorizations[0].authentication);
@@ -175,13 +176,15 @@ async fn kubernetes_policies_compile_stream_change_and_delete() {
     ))
     .unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while ctl
-        .metrics()
-        .unwrap()
-        .sum("policy_resources_rejected_total", &[("resource", "servers")])
-        < 1.0
+    while ctl.metrics().unwrap().sum(
+        "policy_resources_rejected_total",
+        &[("resource", "servers")],
+    ) < 1.0
     {
-        assert!(tokio::time::Instant::now() < deadline, "the invalid Server was never read");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the invalid Server was never read"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let mut again = watch(ctl.destination, WORKLOAD, 8080).await.unwrap();
@@ -231,5 +234,8 @@ async fn a_missing_policy_crd_is_tolerated_and_picked_up_without_restart() {
     // Picked up within the CRD retry (5 s), on the open stream.
     let p = next(&mut stream).await;
     assert_eq!(server_of(&p), ("server".into(), "web-http".into()));
-    assert!(p.authorizations.is_empty(), "a Server with no policy denies");
+    assert!(
+        p.authorizations.is_empty(),
+        "a Server with no policy denies"
+    );
 }

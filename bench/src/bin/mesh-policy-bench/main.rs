@@ -22,8 +22,7 @@
 use anyhow::Context as _;
 use clap::Parser;
 use mesh_api::policy::{
-    authentication::Permit, inbound_policies_client::InboundPoliciesClient, InboundPolicy,
-    PortSpec,
+    authentication::Permit, inbound_policies_client::InboundPoliciesClient, InboundPolicy, PortSpec,
 };
 use mesh_bench::stats::{histogram, Percentiles};
 use mesh_integration_tests::mesh::Controller;
@@ -197,21 +196,27 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Percentiles::of_us(&first),
     );
     let ms = |us: f64| us / 1000.0;
-    println!("mesh-policy-bench: {} pods, {} streams, {} rounds", args.pods, args.pods, args.rounds);
-    println!("mesh-policy-bench: streams opened with their first policy in {:.0} ms", open_time.as_secs_f64() * 1000.0);
-    println!(
+    eprintln!(
+        "mesh-policy-bench: {} pods, {} streams, {} rounds",
+        args.pods, args.pods, args.rounds
+    );
+    eprintln!(
+        "mesh-policy-bench: streams opened with their first policy in {:.0} ms",
+        open_time.as_secs_f64() * 1000.0
+    );
+    eprintln!(
         "mesh-policy-bench: per stream (write to arrival): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
         ms(s.p50),
         ms(s.p99),
         ms(s.max)
     );
-    println!(
+    eprintln!(
         "mesh-policy-bench: per round (write to the last stream): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
         ms(r.p50),
         ms(r.p99),
         ms(r.max)
     );
-    println!(
+    eprintln!(
         "mesh-policy-bench: per round (write to the first stream: the API server's watch and the controller's compile): p50 {:.1} ms, p99 {:.1} ms",
         ms(f.p50),
         ms(f.p99)

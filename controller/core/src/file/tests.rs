@@ -401,16 +401,28 @@ fn policies_and_policy_pods_parse() {
         .collect();
     assert_eq!(
         kinds,
-        [("emojivoto", "Server"), ("emojivoto", "MeshTLSAuthentication")]
+        [
+            ("emojivoto", "Server"),
+            ("emojivoto", "MeshTLSAuthentication")
+        ]
     );
     let [pod] = &d.policy_pods[..] else {
         panic!("{:?}", d.policy_pods)
     };
-    assert_eq!((pod.namespace.as_str(), pod.name.as_str()), ("emojivoto", "voting-0"));
-    assert_eq!(pod.labels.get("deployment").map(String::as_str), Some("voting"));
+    assert_eq!(
+        (pod.namespace.as_str(), pod.name.as_str()),
+        ("emojivoto", "voting-0")
+    );
+    assert_eq!(
+        pod.labels.get("deployment").map(String::as_str),
+        Some("voting")
+    );
     assert_eq!(pod.default_policy.as_deref(), Some("all-authenticated"));
     assert_eq!(pod.named_ports["grpc"], [8080].into());
-    assert_eq!(pod.probes[&8080], ["/".to_string(), "/ready".to_string()].into());
+    assert_eq!(
+        pod.probes[&8080],
+        ["/".to_string(), "/ready".to_string()].into()
+    );
 }
 
 #[test]
@@ -423,8 +435,16 @@ fn bad_policies_and_pod_fields_name_their_field() {
             "defaultInboundPolicy: allow-all",
             "services[0].endpoints[0].defaultInboundPolicy",
         ),
-        ("namedPorts: {grpc: 8080}", "namedPorts: {GRPC: 8080}", "services[0].endpoints[0].namedPorts.GRPC"),
-        ("{port: 8080}]", "{port: 0}]", "services[0].endpoints[0].probes[1].port"),
+        (
+            "namedPorts: {grpc: 8080}",
+            "namedPorts: {GRPC: 8080}",
+            "services[0].endpoints[0].namedPorts.GRPC",
+        ),
+        (
+            "{port: 8080}]",
+            "{port: 0}]",
+            "services[0].endpoints[0].probes[1].port",
+        ),
     ] {
         assert!(POLICY_FILE.contains(from), "{from}");
         let e = err(&POLICY_FILE.replace(from, to));

@@ -296,15 +296,21 @@ impl Index {
         let ns = self.namespaces.get(namespace)?;
         match kind {
             Kind::Server => ns.servers.get(name).cloned().map(Resource::Server),
-            Kind::AuthorizationPolicy => {
-                ns.policies.get(name).cloned().map(Resource::AuthorizationPolicy)
-            }
-            Kind::MeshTlsAuthentication => {
-                ns.mesh_tls.get(name).cloned().map(Resource::MeshTlsAuthentication)
-            }
-            Kind::NetworkAuthentication => {
-                ns.networks.get(name).cloned().map(Resource::NetworkAuthentication)
-            }
+            Kind::AuthorizationPolicy => ns
+                .policies
+                .get(name)
+                .cloned()
+                .map(Resource::AuthorizationPolicy),
+            Kind::MeshTlsAuthentication => ns
+                .mesh_tls
+                .get(name)
+                .cloned()
+                .map(Resource::MeshTlsAuthentication),
+            Kind::NetworkAuthentication => ns
+                .networks
+                .get(name)
+                .cloned()
+                .map(Resource::NetworkAuthentication),
             Kind::HttpRoute => ns.routes.get(name).cloned().map(Resource::HttpRoute),
         }
     }

@@ -528,7 +528,10 @@ fn a_relist_replaces_a_kind_whole_and_sends_only_what_changed() {
             server("web", "2026-01-01T00:00:00Z", "web", "8080", ""),
         )],
     );
-    assert!(!web.has_changed().unwrap(), "web-1 keeps its Server: nothing sent");
+    assert!(
+        !web.has_changed().unwrap(),
+        "web-1 keeps its Server: nothing sent"
+    );
     assert!(api.has_changed().unwrap());
     assert_eq!(name(&api.borrow_and_update().server).0, "default");
     // Other kinds are untouched by a Server re-list.
