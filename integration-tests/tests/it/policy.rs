@@ -80,17 +80,20 @@ fn web_pod() -> serde_json::Value {
     p
 }
 
+/// `web-1` in the API server, and a controller (its binary) synced with it.
+async fn controller_with_web_pod(kube: &FakeKube) -> Controller {
+    kube.apply(web_pod()).unwrap();
+    let kubeconfig = kube.kubeconfig_path().to_path_buf();
+    tokio::task::spawn_blocking(move || Controller::kubernetes(&kubeconfig, None))
+        .await
+        .unwrap()
+        .expect("the controller syncs (policy CRDs missing or not)")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubernetes_policies_compile_stream_change_and_delete() {
     let kube = FakeKube::start().await.unwrap();
-    kube.apply(web_pod()).unwrap();
-    let ctl = tokio::task::spawn_blocking({
-        let kubeconfig = kube.kubeconfig_path().to_path_buf();
-        move || Controller::kubernetes(&kubeconfig, None)
-    })
-    .await
-    .unwrap()
-    .expect("the controller syncs");
+    let ctl = controller_with_web_pod(&kube).await;
 
     // Refusals: a malformed workload, a bad port, an unknown pod.
     let bad = watch(ctl.destination, "web-1", 8080).await.unwrap_err();
@@ -208,14 +211,7 @@ async fn kubernetes_policies_compile_stream_change_and_delete() {
 async fn a_missing_policy_crd_is_tolerated_and_picked_up_without_restart() {
     let kube = FakeKube::start().await.unwrap();
     kube.set_served(Kind::Server, false);
-    kube.apply(web_pod()).unwrap();
-    let ctl = tokio::task::spawn_blocking({
-        let kubeconfig = kube.kubeconfig_path().to_path_buf();
-        move || Controller::kubernetes(&kubeconfig, None)
-    })
-    .await
-    .unwrap()
-    .expect("ready without the Server CRD");
+    let ctl = controller_with_web_pod(&kube).await;
     let mut stream = watch(ctl.destination, WORKLOAD, 8080).await.unwrap();
     assert_eq!(next(&mut stream).await.server.unwrap().kind, "default");
     let m = ctl.metrics().unwrap();
