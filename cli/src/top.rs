@@ -358,8 +358,9 @@ fn align(rows: &[Vec<String>]) -> Vec<String> {
 }
 
 /// A latency as Linkerd's `top` shows one: µs under a millisecond, ms under a
-/// second, else seconds with two decimals (rounded half up, in integers).
-fn latency(d: Duration) -> String {
+/// second, else seconds with two decimals (rounded half up, in integers). The
+/// dashboard's `latency` (web/app/format.js) is checked against it.
+pub fn latency(d: Duration) -> String {
     if d < Duration::from_millis(1) {
         format!("{}µs", d.as_micros())
     } else if d < Duration::from_secs(1) {

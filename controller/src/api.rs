@@ -11,6 +11,16 @@
 //!   statefulset or daemonset, else the pod) with either end in the namespace;
 //! - `/api/routes?[resource=svc[/NAME]]&namespace=NS&window=1m[&from=TYPE/NAME][&from_namespace=NS]`:
 //!   each route's requests (effective, after retries) and, under `actual`, its attempts;
+//! - `/api/series?resource=deploy/NAME&namespace=NS[&minutes=10][&step=10s][&to=..|&from=..]`:
+//!   `/api/stat`'s answer once per `step` over the last `minutes`, each point what
+//!   `/api/stat` with `window=<step>` would have answered then (the dashboard's charts,
+//!   [`mesh_core::stats::SeriesQuery`]);
+//! - `/api/workload?resource=deploy/NAME&namespace=NS`: the resource's pods (name,
+//!   meshed) and the services whose endpoints are those pods, from the index, each
+//!   with whether a ServiceProfile describes it;
+//! - `/api/profile-template?service=NAME&namespace=NS`: the annotated profile `mesh
+//!   profile --template NAME -n NS` prints, for this controller's cluster domain
+//!   (`text/plain`);
 //! - `/api/metrics`: the same aggregates in Prometheus text, for a Prometheus to federate.
 //! - `/api/health`: the control plane's checks as the controller sees them
 //!   (`crate::health`), in `mesh check -o json`'s shape, with the version.
@@ -58,7 +68,10 @@ use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full};
 use mesh_api::tap::{HttpFilter, ResourceSelection, TapByResourceRequest};
 use mesh_core::{
     index::{ObjKey, Snapshot},
-    stats::{EdgesQuery, NamespaceQuery, ResourceKind, RoutesQuery, Selector, StatQuery},
+    stats::{
+        EdgesQuery, NamespaceQuery, PodMeta, ResourceKind, RoutesQuery, Selector, SeriesQuery,
+        StatQuery,
+    },
 };
 use std::{
     collections::{BTreeMap, HashMap},
@@ -75,15 +88,22 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The window a query that names none is over (Linkerd's default).
 const DEFAULT_WINDOW: Duration = Duration::from_secs(60);
 
+/// A series' span and step when the query names none: the dashboard's charts.
+const SERIES_MINUTES: u64 = 10;
+const SERIES_STEP: Duration = Duration::from_secs(10);
+
 /// How long `/api/top` taps when the query does not say, and the longest it may.
 const TOP_SECONDS: u64 = 5;
 const TOP_MAX_SECONDS: u64 = 30;
 
 /// The endpoints, all read-only.
-const PATHS: [&str; 11] = [
+const PATHS: [&str; 14] = [
     "/api/version",
     "/api/health",
     "/api/stat",
+    "/api/series",
+    "/api/workload",
+    "/api/profile-template",
     "/api/edges",
     "/api/namespace",
     "/api/routes",
@@ -174,6 +194,21 @@ pub async fn handle<B>(req: &Request<B>, sources: &Sources) -> Response<Full<Byt
             return rsp;
         }
         "/api/stat" => stat(req, store),
+        "/api/series" => series(req, store),
+        "/api/workload" => workload(req, &sources.index),
+        "/api/profile-template" => {
+            return match profile_template(req, &sources.index) {
+                Ok(text) => {
+                    let mut rsp = Response::new(Full::new(Bytes::from(text)));
+                    rsp.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+                    );
+                    rsp
+                }
+                Err(BadRequest(message)) => error(StatusCode::BAD_REQUEST, &message),
+            }
+        }
         "/api/edges" => edges(req, store),
         "/api/namespace" => namespace(req, store),
         "/api/routes" => routes(req, store),
@@ -214,13 +249,113 @@ fn stat<B>(req: &Request<B>, store: &Store) -> Result<String, BadRequest> {
 
 /// `/api/stat`'s parameters (also `/api/stream/stat`'s, with its `interval`).
 fn stat_query(p: &mut Params) -> Result<StatQuery, BadRequest> {
+    let window = p.window()?;
+    stat_query_over(p, window)
+}
+
+/// `/api/stat`'s parameters but its window.
+fn stat_query_over(p: &mut Params, window: Duration) -> Result<StatQuery, BadRequest> {
     let namespace = p.take("namespace")?;
     let resource = p.required("resource")?;
     let selector = selector("resource", &resource, namespace.as_deref())?;
-    let mut query = StatQuery::new(selector, p.window()?);
+    let mut query = StatQuery::new(selector, window);
     query.to = p.peer("to", namespace.as_deref())?;
     query.from = p.peer("from", namespace.as_deref())?;
     Ok(query)
+}
+
+/// `/api/series`: `minutes` (a whole number, default 10) and `step` (a Go duration,
+/// default 10 s) and `/api/stat`'s selection.
+fn series<B>(req: &Request<B>, store: &Store) -> Result<String, BadRequest> {
+    let mut p = Params::of(req)?;
+    let minutes =
+        match p.take("minutes")? {
+            None => SERIES_MINUTES,
+            Some(m) => m.parse::<u64>().ok().filter(|m| *m > 0).ok_or_else(|| {
+                BadRequest(format!("minutes {m:?}: expected a whole number from 1"))
+            })?,
+        };
+    let step = match p.take("step")? {
+        None => SERIES_STEP,
+        Some(s) => {
+            mesh_api::duration::parse(&s).map_err(|e| BadRequest(format!("step {s:?}: {e}")))?
+        }
+    };
+    let stat = stat_query_over(&mut p, step)?;
+    p.done()?;
+    let query = SeriesQuery {
+        stat,
+        span: Duration::from_secs(minutes.saturating_mul(60)),
+    };
+    let stats = store.lock();
+    to_json(stats.series(&query, store.now()))
+}
+
+/// `/api/workload`: the pods and services of a resource made of pods (see the
+/// module's documentation).
+fn workload<B>(req: &Request<B>, index: &Index) -> Result<String, BadRequest> {
+    let mut p = Params::of(req)?;
+    let namespace = p.take("namespace")?;
+    let resource = p.required("resource")?;
+    let selector = selector("resource", &resource, namespace.as_deref())?;
+    p.done()?;
+    if !selector.kind.has_pods() {
+        return Err(BadRequest(format!(
+            "resource: a workload is asked of a resource made of pods (ns, deploy, sts, ds, po), not {}",
+            selector.kind
+        )));
+    }
+    let trust_domain = index.trust_domain().to_string();
+    let mut pods: Vec<(ObjKey, bool)> = index
+        .pods()
+        .iter()
+        .filter(|pod| {
+            PodMeta::of(pod, &trust_domain)
+                .resource(selector.kind)
+                .is_some_and(|r| selector.matches(&r))
+        })
+        .map(|pod| (pod.key.clone(), pod.meshed))
+        .collect();
+    pods.sort();
+    let services: Vec<serde_json::Value> = index
+        .services_of_pods(pods.iter().map(|(key, _)| key))
+        .into_iter()
+        .map(|(key, profile)| {
+            serde_json::json!({
+                "namespace": key.namespace,
+                "name": key.name,
+                "profile": profile,
+            })
+        })
+        .collect();
+    let pods: Vec<serde_json::Value> = pods
+        .into_iter()
+        .map(|(key, meshed)| {
+            serde_json::json!({ "namespace": key.namespace, "name": key.name, "meshed": meshed })
+        })
+        .collect();
+    Ok(serde_json::json!({ "pods": pods, "services": services }).to_string())
+}
+
+/// `/api/profile-template`: `mesh profile --template`'s text, for this cluster.
+fn profile_template<B>(req: &Request<B>, index: &Index) -> Result<String, BadRequest> {
+    let mut p = Params::of(req)?;
+    let service = p.required("service")?;
+    let namespace = p.required("namespace")?;
+    p.done()?;
+    for (what, name) in [("service", &service), ("namespace", &namespace)] {
+        if !mesh_api::names::is_dns_label(name) {
+            return Err(BadRequest(format!(
+                "{what} {name:?} is not a DNS-1123 label (lowercase letters, digits and '-', \
+                 at most 63, starting and ending with a letter or digit)"
+            )));
+        }
+    }
+    Ok(mesh_core::profile::template::template(
+        &service,
+        &namespace,
+        index.cluster_domain(),
+    ))
 }
 
 /// `/api/stat`'s answer to `query`, now.
@@ -878,6 +1013,119 @@ mod tests {
             let message = body["error"].as_str().unwrap();
             assert!(message.contains(why), "{path}: {message}");
         }
+    }
+
+    #[test]
+    fn series_services_and_profile_templates_say_why_they_refuse() {
+        let cases = [
+            ("/api/series", "resource is required"),
+            ("/api/series?resource=deploy&minutes=0", "minutes"),
+            ("/api/series?resource=deploy&minutes=ten", "minutes"),
+            ("/api/series?resource=deploy&minutes=11", "longer than"),
+            ("/api/series?resource=deploy&step=10", "step"),
+            (
+                "/api/series?resource=deploy&step=2m&minutes=1",
+                "at least one step",
+            ),
+            (
+                "/api/series?resource=deploy&step=1s&minutes=10",
+                "600 points",
+            ),
+            (
+                "/api/series?resource=deploy&window=1m",
+                "unknown parameter window",
+            ),
+            ("/api/workload", "resource is required"),
+            ("/api/workload?resource=svc/web", "made of pods"),
+            ("/api/profile-template?service=web", "namespace is required"),
+            (
+                "/api/profile-template?service=Web&namespace=demo",
+                "service \"Web\"",
+            ),
+            (
+                "/api/profile-template?service=web&namespace=a.b",
+                "namespace \"a.b\"",
+            ),
+        ];
+        for (path, why) in cases {
+            let (status, body) = call(Method::GET, path);
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {body}");
+            let message = body["error"].as_str().unwrap();
+            assert!(message.contains(why), "{path}: {message}");
+        }
+        let (status, body) = call(
+            Method::GET,
+            "/api/series?resource=deploy/web&namespace=demo",
+        );
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["step_seconds"], 10.0);
+        assert_eq!(body["span_seconds"], 600.0);
+    }
+
+    /// The services of a workload are the ones whose endpoints are its pods, with
+    /// whether a profile describes each; the template is `mesh profile --template`'s,
+    /// for the index's cluster domain.
+    #[test]
+    fn a_workloads_services_and_their_profile_template() {
+        let sources = Sources {
+            index: Index::new("example.org", "example.org"),
+            ..sources()
+        };
+        let file = mesh_core::file::parse(
+            "services:\n  - name: web\n    namespace: demo\n    ports: [{port: 80}]\n    endpoints:\n      - address: 198.18.0.10:8080\n        labels: {pod: web-0, deployment: web, serviceaccount: web}\n  - name: web-admin\n    namespace: demo\n    ports: [{port: 9000}]\n    endpoints:\n      - address: 198.18.0.10:9000\n        labels: {pod: web-0, deployment: web, serviceaccount: web}\n  - name: db\n    namespace: demo\n    ports: [{port: 5432}]\n    endpoints:\n      - address: 198.18.0.11:5432\n        labels: {pod: db-0, statefulset: db, serviceaccount: db}\nprofiles:\n  - metadata: {name: web.demo.svc.example.org}\n    spec:\n      routes:\n        - name: all\n          condition: {pathRegex: '/.*'}\n",
+            "example.org",
+        )
+        .unwrap();
+        mesh_core::file::apply(&sources.index, file);
+        let (status, body) = call_with(
+            &sources,
+            Method::GET,
+            "/api/workload?resource=deploy/web&namespace=demo",
+        );
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(
+            body,
+            serde_json::json!({"pods": [{"namespace": "demo", "name": "web-0", "meshed": false}], "services": [
+                {"namespace": "demo", "name": "web", "profile": true},
+                {"namespace": "demo", "name": "web-admin", "profile": false},
+            ]})
+        );
+        let (_, body) = call_with(
+            &sources,
+            Method::GET,
+            "/api/workload?resource=sts&namespace=demo",
+        );
+        assert_eq!(body["services"][0]["name"], "db");
+        let (_, body) = call_with(
+            &sources,
+            Method::GET,
+            "/api/workload?resource=deploy/nope&namespace=demo",
+        );
+        assert_eq!(body, serde_json::json!({"pods": [], "services": []}));
+
+        let req = Request::builder()
+            .uri("/api/profile-template?service=web-admin&namespace=demo")
+            .body(())
+            .unwrap();
+        let rsp = futures_util::FutureExt::now_or_never(handle(&req, &sources)).unwrap();
+        assert_eq!(rsp.status(), StatusCode::OK);
+        assert_eq!(
+            rsp.headers()[header::CONTENT_TYPE],
+            "text/plain; charset=utf-8"
+        );
+        let body = futures_util::FutureExt::now_or_never(rsp.into_body().collect())
+            .unwrap()
+            .unwrap()
+            .to_bytes();
+        let text = std::str::from_utf8(&body).unwrap();
+        assert_eq!(
+            text,
+            mesh_core::profile::template::template("web-admin", "demo", "example.org")
+        );
+        assert!(
+            text.contains("name: web-admin.demo.svc.example.org\n"),
+            "{text}"
+        );
     }
 
     /// Diagnostics answer what the destination service would tell a proxy, from the

@@ -1,16 +1,18 @@
 //! Micro-benchmarks of the proxy's per-connection and per-request hot paths:
 //! protocol detection, response classification, metric recording, the balancer's
-//! pick and tap's check while nobody taps.
+//! pick, tap's check while nobody taps, and inbound authorization.
 //!
 //! Run with `cargo bench -p mesh-proxy --bench hot_paths`.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use http::{HeaderMap, StatusCode};
+use mesh_api::policy as api;
 use mesh_proxy::{
     balance::{self, Discovered},
     classify,
     detect::{detect, H2_PREFACE},
     metrics::{Direction, Metrics, Peer, ResponseEnd},
+    policy::{self, Policy, PortPolicy},
     tap,
 };
 use std::time::Duration;
@@ -123,8 +125,108 @@ fn tapping(c: &mut Criterion) {
     g.finish();
 }
 
+/// A server with `n` authorizations (each one identity, from one /16) and `n` routes
+/// (path prefixes, with no authorizations of their own).
+fn big_policy(n: usize) -> Policy {
+    let net = |a: u8, b: u8, len| api::Network {
+        net: Some(api::IpNet {
+            ip: Some(std::net::IpAddr::from([10, a, b, 0]).into()),
+            prefix_len: len,
+        }),
+        except: vec![],
+    };
+    let meta = |kind: &str, name: String| {
+        Some(api::Meta {
+            group: "policy.mesh.rs".into(),
+            kind: kind.into(),
+            name,
+        })
+    };
+    let authorizations = (0..n)
+        .map(|i| api::Authz {
+            meta: meta("authorizationpolicy", format!("authz-{i}")),
+            networks: vec![net(i as u8, 0, 16)],
+            authentication: Some(api::Authentication {
+                permit: Some(api::authentication::Permit::MeshTls(
+                    api::authentication::MeshTls {
+                        identities: vec![format!(
+                            "sa-{i}.ns.serviceaccount.identity.mesh.cluster.local"
+                        )],
+                        suffixes: vec![],
+                    },
+                )),
+            }),
+        })
+        .collect();
+    let http_routes = (0..n)
+        .map(|i| api::HttpRoute {
+            meta: meta("httproute", format!("route-{i}")),
+            matches: vec![api::HttpMatch {
+                path: Some(api::PathMatch {
+                    kind: Some(api::path_match::Kind::Prefix(format!("/api/r{i}"))),
+                }),
+                method: "GET".into(),
+                headers: vec![],
+            }],
+            authorizations: vec![],
+            hostnames: vec![],
+        })
+        .collect();
+    Policy::from_proto(&api::InboundPolicy {
+        server: meta("server", "big".into()),
+        protocol: None,
+        authorizations,
+        http_routes,
+        fallback: api::Fallback::Deny as i32,
+    })
+    .expect("a valid policy")
+}
+
+fn authorizing(c: &mut Criterion) {
+    let m = Metrics::new();
+    let n = 100;
+    // The worst case: the request matches the last route, and the client the last
+    // authorization.
+    let big = PortPolicy::fixed(8080, big_policy(n));
+    let client: std::net::SocketAddr = format!("10.{}.0.7:40000", n - 1).parse().unwrap();
+    let id: std::sync::Arc<str> =
+        format!("sa-{}.ns.serviceaccount.identity.mesh.cluster.local", n - 1).into();
+    let req = http::Request::get(format!("/api/r{}/items/42", n - 1))
+        .body(())
+        .unwrap();
+    let open = PortPolicy::fixed(
+        8080,
+        Policy::from_proto(&policy::DefaultPolicy::AllUnauthenticated.inbound_policy(&[])).unwrap(),
+    );
+    let mut g = c.benchmark_group("authz");
+    // What each inbound request pays with policy on: the decision, its metric and
+    // what tap is given.
+    g.bench_function("http_100_authz_100_routes", |b| {
+        b.iter(|| {
+            let (d, failed) =
+                policy::enforce::http(&m, black_box(&big), client, Some(&id), black_box(&req));
+            assert!(failed.is_none());
+            black_box(d);
+        })
+    });
+    g.bench_function("tcp_100_authz", |b| {
+        b.iter(|| assert!(policy::enforce::tcp(&m, black_box(&big), client, Some(&id))))
+    });
+    // The default policy, `all-unauthenticated`.
+    g.bench_function("http_all_unauthenticated", |b| {
+        b.iter(|| {
+            let (d, failed) =
+                policy::enforce::http(&m, black_box(&open), client, None, black_box(&req));
+            assert!(failed.is_none());
+            black_box(d);
+        })
+    });
+    g.finish();
+}
+
 criterion_group!(
     benches,
+    authorizing,
     detection,
     classification,
     recording,

@@ -169,6 +169,29 @@ pub const ENV_TAP_MAX_RPS: &str = "MESH_PROXY_TAP_MAX_RPS";
 /// whole tap by default, so one stream at it costs the proxy a few percent of CPU at
 /// most.
 pub const DEFAULT_TAP_MAX_RPS: u32 = 100;
+/// The workload whose inbound policy the proxy enforces, as JSON
+/// `{"ns":"<namespace>","pod":"<pod>"}`. No default: without it policy is off, and
+/// the proxy lets everything in, as before (at no cost per request). With it,
+/// `MESH_PROXY_DESTINATION_ADDR` is required: the policy service
+/// (`mesh.policy.InboundPolicies`) is served beside the destination service, over the
+/// same TLS. The proxy's admin port is not subject to policy: the kubelet's `/live`
+/// and `/ready` probes reach it under any policy.
+pub const ENV_POLICY_WORKLOAD: &str = "MESH_PROXY_POLICY_WORKLOAD";
+/// The inbound policy applied to a port until the controller answers for it, and for
+/// good if it never does: `all-unauthenticated` (the default), `all-authenticated`,
+/// `cluster-authenticated`, `cluster-unauthenticated`, `deny` or `audit`.
+pub const ENV_INBOUND_DEFAULT_POLICY: &str = "MESH_PROXY_INBOUND_DEFAULT_POLICY";
+/// The cluster's networks, for the `cluster-*` default policies: comma-separated
+/// CIDRs. Default `10.0.0.0/8,100.64.0.0/10,172.16.0.0/12,192.168.0.0/16,fd00::/8`
+/// (Linkerd's).
+pub const ENV_POLICY_CLUSTER_NETWORKS: &str = "MESH_PROXY_POLICY_CLUSTER_NETWORKS";
+/// The inbound ports whose policy is watched from start-up (the pod's container
+/// ports), written as `MESH_PROXY_OPAQUE_PORTS` is. Default: none; any other port is
+/// watched from its first connection.
+pub const ENV_INBOUND_PORTS: &str = "MESH_PROXY_INBOUND_PORTS";
+/// How long the first connections to a port not in `MESH_PROXY_INBOUND_PORTS` wait
+/// for the controller's policy before the default applies. Default `1s`.
+pub const ENV_POLICY_TIMEOUT: &str = "MESH_PROXY_POLICY_TIMEOUT";
 /// Exit when the process with this pid, which must be this proxy's parent, exits,
 /// however it exits (Linux's parent-death signal): for supervisors such as `mesh demo`
 /// that run proxies as children and must not leave them behind. Unset by default.
@@ -211,6 +234,11 @@ const KNOWN: &[&str] = &[
     ENV_TAP_SVC_NAME,
     ENV_TAP_REDACT_HEADERS,
     ENV_TAP_MAX_RPS,
+    ENV_POLICY_WORKLOAD,
+    ENV_INBOUND_DEFAULT_POLICY,
+    ENV_POLICY_CLUSTER_NETWORKS,
+    ENV_INBOUND_PORTS,
+    ENV_POLICY_TIMEOUT,
     ENV_PARENT_PID,
     ENV_CORES,
     ENV_LOG,
@@ -232,6 +260,8 @@ pub struct Config {
     pub identity: Option<IdentityConfig>,
     /// The tap server's settings; `None`: no tap server (identity is off).
     pub tap: Option<TapConfig>,
+    /// Present when `MESH_PROXY_POLICY_WORKLOAD` is set.
+    pub policy: Option<PolicyConfig>,
     /// How long a metric series with no traffic is kept.
     pub metrics_retain_idle: Duration,
     /// How many HTTP series, and how many TCP series, are kept at most.
@@ -278,6 +308,27 @@ pub struct DiscoveryConfig {
     pub context: String,
     pub timeout: Duration,
     pub idle_timeout: Duration,
+}
+
+/// The inbound policy client's settings, present when `MESH_PROXY_POLICY_WORKLOAD` is
+/// set.
+#[derive(Clone, Debug)]
+pub struct PolicyConfig {
+    /// `{"ns","pod"}` JSON, sent as is in each `Watch`.
+    pub workload: String,
+    pub default: crate::policy::DefaultPolicy,
+    pub cluster_networks: Vec<crate::policy::Cidr>,
+    /// Watched from start-up.
+    pub ports: BTreeSet<u16>,
+    pub timeout: Duration,
+}
+
+impl PolicyConfig {
+    /// The compiled default policy.
+    pub fn default_policy(&self) -> Result<crate::policy::Policy, String> {
+        let msg = self.default.inbound_policy(&self.cluster_networks);
+        crate::policy::Policy::from_proto(&msg).map_err(|e| e.to_string())
+    }
 }
 
 /// The identity client's settings, present when `MESH_PROXY_IDENTITY_ADDR` is set.
@@ -359,6 +410,8 @@ impl Config {
 
         let identity = identity(env)?;
         let tap = tap(env, identity.as_ref())?;
+        let discovery = discovery(env)?;
+        let policy = policy(env, discovery.is_some())?;
         let config = Config {
             listen: ListenConfig {
                 outbound_addr: addr(ENV_OUTBOUND_LISTEN_ADDR, "127.0.0.1:4140")?,
@@ -416,7 +469,8 @@ impl Config {
                     },
                 )?,
             },
-            discovery: discovery(env)?,
+            discovery,
+            policy,
             metrics_retain_idle: dur(ENV_METRICS_RETAIN_IDLE, "10m")?,
             metrics_max_series: parse(
                 env,
@@ -551,6 +605,91 @@ fn discovery(env: &impl Env) -> Result<Option<DiscoveryConfig>, ConfigError> {
         context,
         timeout,
         idle_timeout,
+    }))
+}
+
+/// The policy settings, if `MESH_PROXY_POLICY_WORKLOAD` is set (which needs
+/// discovery's address). The other variables are checked either way.
+fn policy(env: &impl Env, discovery: bool) -> Result<Option<PolicyConfig>, ConfigError> {
+    let default = parse(
+        env,
+        ENV_INBOUND_DEFAULT_POLICY,
+        "all-unauthenticated",
+        &format!(
+            "one of {}",
+            crate::policy::DefaultPolicy::ALL
+                .map(|p| p.name())
+                .join(", ")
+        ),
+        |v| v.parse::<crate::policy::DefaultPolicy>().ok(),
+    )?;
+    let cluster_networks = parse(
+        env,
+        ENV_POLICY_CLUSTER_NETWORKS,
+        crate::policy::DEFAULT_CLUSTER_NETWORKS,
+        "comma-separated CIDRs like 10.0.0.0/8,fd00::/8",
+        |v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .map(|n| n.parse::<crate::policy::Cidr>().ok())
+                .collect::<Option<Vec<_>>>()
+        },
+    )?;
+    if default.name().starts_with("cluster-") && cluster_networks.is_empty() {
+        return Err(ConfigError {
+            var: ENV_POLICY_CLUSTER_NETWORKS,
+            value: String::new(),
+            expected: format!("at least one network, for the default policy {default}"),
+        });
+    }
+    let ports = parse(
+        env,
+        ENV_INBOUND_PORTS,
+        "",
+        "comma-separated ports or ranges like 8080,9000-9010",
+        parse_ports,
+    )?;
+    let timeout = parse(
+        env,
+        ENV_POLICY_TIMEOUT,
+        "1s",
+        "a duration like 500ms, 2s or 1m30s (Go's syntax: ns, us, ms, s, m, h)",
+        |v| duration::parse(v).ok(),
+    )?;
+    not_zero(ENV_POLICY_TIMEOUT, timeout)?;
+    if env
+        .get(ENV_POLICY_WORKLOAD)
+        .is_none_or(|v| v.trim().is_empty())
+    {
+        return Ok(None);
+    }
+    let workload = parse(
+        env,
+        ENV_POLICY_WORKLOAD,
+        "",
+        "a JSON object like {\"ns\":\"emojivoto\",\"pod\":\"web-5d7f9\"}",
+        |v| {
+            let j: serde_json::Value = serde_json::from_str(v).ok()?;
+            let field = |k| j.get(k)?.as_str().filter(|s| !s.is_empty());
+            (field("ns").is_some() && field("pod").is_some()).then(|| v.to_string())
+        },
+    )?;
+    if !discovery {
+        return Err(ConfigError {
+            var: ENV_POLICY_WORKLOAD,
+            value: workload,
+            expected: format!(
+                "{ENV_DESTINATION_ADDR} to be set too: the policy service is the destination service's"
+            ),
+        });
+    }
+    Ok(Some(PolicyConfig {
+        workload,
+        default,
+        cluster_networks,
+        ports,
+        timeout,
     }))
 }
 
@@ -939,6 +1078,13 @@ mod tests {
             (ENV_TAP_REDACT_HEADERS, "x-api-key,bad header"),
             (ENV_TAP_MAX_RPS, "0"),
             (ENV_TAP_MAX_RPS, "fast"),
+            (ENV_INBOUND_DEFAULT_POLICY, "allow"),
+            (ENV_POLICY_CLUSTER_NETWORKS, "10.0.0.1/8"),
+            (ENV_POLICY_CLUSTER_NETWORKS, "10.0.0.0/33"),
+            (ENV_INBOUND_PORTS, "0"),
+            (ENV_POLICY_TIMEOUT, "0s"),
+            // Without the destination service's address, or not the workload's JSON.
+            (ENV_POLICY_WORKLOAD, r#"{"ns":"default","pod":"web-0"}"#),
         ];
         for (var, value) in cases {
             let err = Config::from_env(&env(&[(var, value)])).expect_err(value);
@@ -946,6 +1092,49 @@ mod tests {
             let msg = err.to_string();
             assert!(msg.starts_with(var) && msg.contains("expected"), "{msg}");
         }
+    }
+
+    #[test]
+    fn policy() {
+        let dst = (ENV_DESTINATION_ADDR, "mesh-destination.mesh-system:8086");
+        // Off without a workload: today's behaviour.
+        assert!(Config::from_env(&env(&[dst])).unwrap().policy.is_none());
+        let workload = (ENV_POLICY_WORKLOAD, r#"{"ns":"default","pod":"web-0"}"#);
+        let p = Config::from_env(&env(&[dst, workload]))
+            .unwrap()
+            .policy
+            .unwrap();
+        assert_eq!(p.default.name(), "all-unauthenticated");
+        assert_eq!(p.cluster_networks.len(), 5);
+        assert!(p.ports.is_empty());
+        assert_eq!(p.timeout, Duration::from_secs(1));
+        assert!(p.default_policy().is_ok());
+        let p = Config::from_env(&env(&[
+            dst,
+            workload,
+            (ENV_INBOUND_DEFAULT_POLICY, "cluster-authenticated"),
+            (ENV_POLICY_CLUSTER_NETWORKS, "198.18.0.0/15, fd00::/8"),
+            (ENV_INBOUND_PORTS, "8080,9000-9001"),
+        ]))
+        .unwrap()
+        .policy
+        .unwrap();
+        assert_eq!(p.default.name(), "cluster-authenticated");
+        assert_eq!(p.cluster_networks.len(), 2);
+        assert_eq!(p.ports, BTreeSet::from([8080, 9000, 9001]));
+        for bad in [r#"{"ns":"default"}"#, r#"{"ns":"","pod":"x"}"#, "web-0"] {
+            let err = Config::from_env(&env(&[dst, (ENV_POLICY_WORKLOAD, bad)])).unwrap_err();
+            assert_eq!(err.var, ENV_POLICY_WORKLOAD, "{bad}");
+        }
+        // `cluster-*` needs cluster networks.
+        let err = Config::from_env(&env(&[
+            dst,
+            workload,
+            (ENV_INBOUND_DEFAULT_POLICY, "cluster-unauthenticated"),
+            (ENV_POLICY_CLUSTER_NETWORKS, ""),
+        ]))
+        .unwrap_err();
+        assert_eq!(err.var, ENV_POLICY_CLUSTER_NETWORKS);
     }
 
     /// A self-signed CA certificate, as PEM, made by the one CA implementation (the

@@ -245,6 +245,25 @@ pub fn is_connect(err: &(dyn std::error::Error + 'static)) -> bool {
         .any(|e| e.is::<ConnectFailed>() || e.is::<ConnectTimeout>() || e.is::<HandshakeFailed>())
 }
 
+/// The port's inbound policy does not authorize the request: 403, gRPC
+/// `PERMISSION_DENIED`. Says which server and route, so that the client's operator
+/// knows which policy to look at.
+#[derive(Debug, thiserror::Error)]
+#[error("unauthorized request on route {route} of server {server}")]
+pub struct Unauthorized {
+    /// The policy's server, as `kind/name` (or `group/kind/name`).
+    pub server: String,
+    pub route: String,
+}
+
+/// The port's inbound policy has routes and none matches the request: 404, gRPC
+/// `NOT_FOUND`.
+#[derive(Debug, thiserror::Error)]
+#[error("no route of server {server} matches the request")]
+pub struct RouteNotFound {
+    pub server: String,
+}
+
 /// A route's timeout fired before the response headers arrived.
 #[derive(Debug, thiserror::Error)]
 #[error("route timeout after {}ms", after.as_millis())]
@@ -277,6 +296,12 @@ fn grpc_condition(err: &(dyn std::error::Error + 'static)) -> (StatusCode, u16, 
         // error wraps ours), but it is the client's doing.
         if e.is::<RequestBodyFailed>() {
             return (StatusCode::BAD_REQUEST, 3, REQUEST_BODY);
+        }
+        if e.is::<Unauthorized>() {
+            return (StatusCode::FORBIDDEN, 7, "unauthorized");
+        }
+        if e.is::<RouteNotFound>() {
+            return (StatusCode::NOT_FOUND, 5, "route_not_found");
         }
         if e.is::<ResponseHeadTooLarge>() {
             return (StatusCode::BAD_GATEWAY, 13, "response_head");
@@ -440,6 +465,32 @@ mod tests {
             Some(&SyntheticResponse("no-endpoints"))
         );
         assert_eq!(respond::<()>(&e, true).headers()["grpc-status"], "14");
+    }
+
+    #[test]
+    fn policy_denials_map_to_403_and_404() {
+        let e = Unauthorized {
+            server: "policy.mesh.rs/server/voting".into(),
+            route: "default/default".into(),
+        };
+        let rsp = respond::<()>(&e, false);
+        assert_eq!(rsp.status(), StatusCode::FORBIDDEN);
+        assert_eq!(
+            rsp.headers()[PROXY_ERROR_HEADER],
+            "unauthorized request on route default/default of server policy.mesh.rs/server/voting"
+        );
+        assert_eq!(
+            rsp.extensions().get::<SyntheticResponse>(),
+            Some(&SyntheticResponse("unauthorized"))
+        );
+        let rsp = respond::<()>(&e, true);
+        assert_eq!(rsp.status(), StatusCode::OK);
+        assert_eq!(rsp.headers()["grpc-status"], "7");
+        let e = RouteNotFound {
+            server: "default/deny".into(),
+        };
+        assert_eq!(respond::<()>(&e, false).status(), StatusCode::NOT_FOUND);
+        assert_eq!(respond::<()>(&e, true).headers()["grpc-status"], "5");
     }
 
     #[test]

@@ -32,6 +32,7 @@ pub mod init;
 pub mod io;
 pub mod metrics;
 pub mod orig_dst;
+pub mod policy;
 pub mod profile;
 pub mod tap;
 mod tcp;
@@ -86,6 +87,8 @@ pub struct Proxy {
     http: http::Http,
     /// Outbound discovery, when a destination service is configured.
     discovery: Option<Arc<Discovery>>,
+    /// Inbound policy, when `MESH_PROXY_POLICY_WORKLOAD` is set.
+    policy: Option<policy::Policies>,
     /// The identity client, when an identity service is configured.
     identity: Option<Identity>,
     /// Mesh TLS, on with identity.
@@ -131,6 +134,11 @@ impl Proxy {
     /// Outbound discovery, when `MESH_PROXY_DESTINATION_ADDR` is set.
     pub fn discovery(&self) -> Option<&Discovery> {
         self.discovery.as_deref()
+    }
+
+    /// Inbound policy, when `MESH_PROXY_POLICY_WORKLOAD` is set.
+    pub fn policy(&self) -> Option<&policy::Policies> {
+        self.policy.as_ref()
     }
 
     /// Discovery's destination for an outbound `ip:port` (see [`Discovery::for_addr`]),
@@ -222,6 +230,20 @@ pub async fn bind(config: Config) -> Result<Bound, StartError> {
         listeners.clone(),
     )
     .map(Arc::new);
+    // The policy service is served beside the destination service, over its TLS.
+    let policy = match (&config.policy, &config.discovery) {
+        (Some(p), Some(d)) => discover::control_channel(
+            &d.addr,
+            config.identity.as_ref(),
+            config.http.connect_timeout,
+        )
+        .map(|channel| {
+            // In explicit mode every workload of the host connects from loopback.
+            let loopback_is_local = config.listen.inbound_forward_addr.is_none();
+            policy::Policies::new(channel, p, metrics.clone(), loopback_is_local)
+        }),
+        _ => None,
+    };
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
     let tap = Arc::new(tap::Registry::new(config.tap.as_ref(), metrics.clone()));
@@ -237,6 +259,7 @@ pub async fn bind(config: Config) -> Result<Bound, StartError> {
     let proxy = Arc::new(Proxy {
         http,
         discovery,
+        policy,
         identity,
         tls,
         tap,
@@ -440,7 +463,14 @@ async fn serve_conn(
         Direction::Inbound => proxy.config.listen.inbound_forward_addr,
         Direction::Outbound => None,
     });
-    let opaque = target.is_some_and(|t| proxy.config.listen.is_opaque(t.port()));
+    // Inbound with policy on: the port's policy, which may say its protocol.
+    let port_policy = match (direction, &proxy.policy) {
+        (Direction::Inbound, Some(p)) => Some(p.port(target.unwrap_or(local).port()).await),
+        _ => None,
+    };
+    let forced = port_policy.as_ref().map(|p| p.current().protocol);
+    let opaque = forced == Some(policy::Protocol::Opaque)
+        || target.is_some_and(|t| proxy.config.listen.is_opaque(t.port()));
 
     // Inbound with identity on, a ClientHello naming a mesh identity is mesh TLS from
     // another proxy; anything else (plaintext, the application's own TLS) goes on as
@@ -458,7 +488,8 @@ async fn serve_conn(
         match found {
             Ok(Peeked::Mesh) => {
                 let io = PrefixedIo::new(peeked.freeze(), stream);
-                serve_mesh(proxy, &tls, io, client, orig_dst, target.unwrap_or(local)).await;
+                let at = (orig_dst, target.unwrap_or(local));
+                serve_mesh(proxy, &tls, io, client, at, port_policy).await;
                 return;
             }
             Ok(Peeked::Other) => {}
@@ -478,6 +509,8 @@ async fn serve_conn(
 
     let (protocol, prefix) = if opaque {
         (Protocol::OpaquePort, Bytes::new())
+    } else if let Some(p) = forced.and_then(policy::Protocol::http) {
+        (p, Bytes::new())
     } else if silent {
         // The client said nothing for a whole detection timeout already.
         (Protocol::Timeout, Bytes::new())
@@ -500,13 +533,21 @@ async fn serve_conn(
             client,
             destination: dst,
             client_id: None,
+            policy: port_policy,
         };
         http::serve(&proxy.http, conn, io, protocol).await;
         return;
     }
     match target {
         Some(t) => {
-            if !tcp::forward(&proxy, direction, &mut io, t, dst.as_deref()).await {
+            let forwarded = match port_policy {
+                None => tcp::forward(&proxy, direction, &mut io, t, dst.as_deref()).await,
+                Some(p) => {
+                    let fwd = tcp::forward(&proxy, direction, &mut io, t, dst.as_deref());
+                    authorized_tcp(&proxy, p, client, None, fwd).await
+                }
+            };
+            if !forwarded {
                 let _ = io.get_ref().get_ref().get_ref().set_zero_linger();
             }
         }
@@ -524,8 +565,8 @@ async fn serve_mesh(
     tls: &MeshTls,
     io: PrefixedIo<TcpStream>,
     client: SocketAddr,
-    orig_dst: Option<SocketAddr>,
-    target: SocketAddr,
+    (orig_dst, target): (Option<SocketAddr>, SocketAddr),
+    port_policy: Option<policy::PortPolicy>,
 ) {
     let accepted = match tls.accept(io).await {
         Ok(a) => a,
@@ -564,11 +605,19 @@ async fn serve_mesh(
             client,
             destination: None,
             client_id: Some(accepted.client),
+            policy: port_policy,
         };
         http::serve(&proxy.http, conn, io, protocol).await;
         return;
     }
-    if !tcp::forward(&proxy, Direction::Inbound, &mut io, target, None).await {
+    let forwarded = match port_policy {
+        None => tcp::forward(&proxy, Direction::Inbound, &mut io, target, None).await,
+        Some(p) => {
+            let fwd = tcp::forward(&proxy, Direction::Inbound, &mut io, target, None);
+            authorized_tcp(&proxy, p, client, Some(&accepted.client), fwd).await
+        }
+    };
+    if !forwarded {
         let _ = io
             .get_ref()
             .get_ref()
@@ -576,6 +625,26 @@ async fn serve_mesh(
             .0
             .get_ref()
             .set_zero_linger();
+    }
+}
+
+/// Runs `forward` (an inbound connection's forwarding, not yet started) if the port's
+/// policy allows the connection, until it ends or a policy update no longer allows
+/// it. Returns `false` when the client's connection should be reset: denied before a
+/// byte reached the application, closed by a policy update, or not forwarded.
+async fn authorized_tcp(
+    proxy: &Proxy,
+    port: policy::PortPolicy,
+    client: SocketAddr,
+    id: Option<&Arc<str>>,
+    forward: impl std::future::Future<Output = bool>,
+) -> bool {
+    if !policy::enforce::tcp(&proxy.metrics, &port, client, id) {
+        return false;
+    }
+    tokio::select! {
+        ok = forward => ok,
+        () = policy::enforce::revoked(&proxy.metrics, port, client, id) => false,
     }
 }
 

@@ -30,11 +30,15 @@ function build(el, attrs, children) {
   return el;
 }
 
-/** A `mesh` command, ready to copy: the command's text and a copy button. */
+/**
+ * A `mesh` command, ready to copy: the command's text and a copy button. A page whose
+ * command follows a form changes it with `setCommand`.
+ */
 export function command(text) {
   const code = h('code', { class: 'command-text' }, text);
   const said = h('span', { class: 'copied', role: 'status' });
   const copy = async () => {
+    const text = code.textContent;
     try {
       await navigator.clipboard.writeText(text);
       said.textContent = 'Copied';
@@ -50,4 +54,13 @@ export function command(text) {
     h('button', { type: 'button', class: 'copy', onclick: copy,
                   'aria-label': `Copy the command ${text}` }, 'Copy'),
     said);
+}
+
+/** Changes the text of a `command(...)`'s element (what its button copies too). */
+export function setCommand(p, text) {
+  const code = p.querySelector('.command-text');
+  if (code.textContent === text) return;
+  code.textContent = text;
+  p.querySelector('.copy').setAttribute('aria-label', `Copy the command ${text}`);
+  p.querySelector('.copied').textContent = '';
 }

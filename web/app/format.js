@@ -42,6 +42,11 @@ export function conns(tcp) {
   return tcp && (tcp.open_connections > 0 || tcp.opened > 0) ? String(tcp.open_connections) : '-';
 }
 
+/** Bytes per second, one decimal (`mesh stat -o wide`'s READ_BYTES/SEC). */
+export function bytesPerSecond(v) {
+  return `${fixed(v, 1)}B/s`;
+}
+
 /** Meshed over all pods. */
 export function pods(p) {
   return p ? `${p.meshed}/${p.total}` : '-';
@@ -53,4 +58,22 @@ export function health(v) {
   if (v >= 0.95) return 'good';
   if (v >= 0.8) return 'warn';
   return 'bad';
+}
+
+/**
+ * A latency in whole microseconds as `mesh top` shows one (cli/src/top.rs): µs under
+ * a millisecond, whole ms under a second, else seconds with two decimals (half up).
+ */
+export function latency(us) {
+  if (us == null) return '-';
+  if (us < 1000) return `${us}µs`;
+  const millis = Math.floor(us / 1000);
+  if (millis < 1000) return `${millis}ms`;
+  const hundredths = Math.floor((millis + 5) / 10);
+  return `${Math.floor(hundredths / 100)}.${String(hundredths % 100).padStart(2, '0')}s`;
+}
+
+/** Milliseconds as the API writes them (`best_ms`: a float) in whole microseconds. */
+export function micros(ms) {
+  return ms == null ? null : Math.floor(ms * 1000 + 1e-3);
 }

@@ -10,8 +10,14 @@
 
 import { namespace } from './namespace.js';
 import { overview } from './overview.js';
+import { tap } from './tap.js';
+import { top } from './top.js';
+import { workload } from './workload.js';
 
 export const ROUTES = [
   { pattern: /^#\/?$/, show: overview },
   { pattern: /^#\/ns\/([^/]+)$/, show: namespace },
+  { pattern: /^#\/tap$/, show: tap },
+  { pattern: /^#\/top$/, show: top },
+  { pattern: /^#\/ns\/([^/]+)\/(deploy|sts|ds|pod)\/([^/]+)$/, show: workload },
 ];

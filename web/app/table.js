@@ -9,9 +9,10 @@ import { h } from './dom.js';
  * columns: [{ key, label, num?, value(row), cell(row), cls?(row), attrs?(row) }]:
  * `value` is what the column sorts by and what the cell's `data-value` holds (null
  * sorts last either way); `cell` is what it shows. The first column heads each row.
+ * `sort`: the first order, `{ key, dir }` (by default the first column, ascending).
  */
-export function sortableTable({ id, caption, columns, rowKey, empty }) {
-  const state = { key: columns[0].key, dir: 'ascending', rows: [] };
+export function sortableTable({ id, caption, columns, rowKey, empty, sort }) {
+  const state = { key: sort?.key ?? columns[0].key, dir: sort?.dir ?? 'ascending', rows: [] };
   const tbody = h('tbody');
   const heads = columns.map((c) =>
     h('th', { scope: 'col', class: c.num ? 'num' : null, dataset: { key: c.key } },

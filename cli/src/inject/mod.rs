@@ -86,6 +86,11 @@ pub struct ProxyFlags {
     /// `false`: the proxy as the first container instead of a native sidecar.
     #[arg(long, value_name = "BOOL")]
     pub proxy_native_sidecar: Option<bool>,
+    /// The inbound policy of ports no `Server` selects: `all-unauthenticated`,
+    /// `all-authenticated`, `cluster-authenticated`, `cluster-unauthenticated`, `deny`
+    /// or `audit`.
+    #[arg(long, value_name = "POLICY")]
+    pub default_inbound_policy: Option<String>,
 }
 
 /// `mesh uninject`'s flags.
@@ -125,6 +130,10 @@ impl ProxyFlags {
             (
                 settings::PROXY_NATIVE_SIDECAR,
                 &self.proxy_native_sidecar.map(|b| b.to_string()),
+            ),
+            (
+                settings::DEFAULT_INBOUND_POLICY,
+                &self.default_inbound_policy,
             ),
         ];
         let mut out = Vec::new();

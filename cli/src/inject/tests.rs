@@ -150,6 +150,25 @@ fn proxy_flags_become_checked_config_annotations() {
             .contains("--skip-inbound-ports \"ssh\": expected ports"),
         "{e}"
     );
+
+    let mut a = args(fixture("pod.yaml"));
+    a.proxy.default_inbound_policy = Some("deny".into());
+    let (out, _) = run_inject(a).expect("inject");
+    let doc = &trees(&out)[0];
+    let ann = doc.at(&["metadata", "annotations"]).expect("annotations");
+    assert_eq!(
+        ann.get("config.mesh.rs/default-inbound-policy")
+            .and_then(Node::as_str),
+        Some("deny")
+    );
+    let mut a = args(fixture("pod.yaml"));
+    a.proxy.default_inbound_policy = Some("allow".into());
+    let e = run_inject(a).expect_err("an unknown policy");
+    assert!(
+        e.to_string()
+            .contains("--default-inbound-policy \"allow\": expected one of all-unauthenticated"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -13,7 +13,6 @@
 //! ```
 
 mod openapi;
-mod template;
 pub(crate) mod validate;
 
 use crate::UsageError;
@@ -115,7 +114,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         } => validate::run(&inputs, &cluster_domain, &mut out),
         Config::Template(service) => {
             use std::io::Write as _;
-            out.write_all(template::render(&service).as_bytes())
+            out.write_all(service.template().as_bytes())
                 .context("writing the profile")
         }
         Config::OpenApi { spec, service } => openapi::run(&spec, &service, &mut out),
@@ -195,10 +194,17 @@ fn check_cluster_domain(domain: &str) -> Result<(), UsageError> {
 impl Service {
     /// The profile's name: `<service>.<namespace>.svc.<cluster-domain>`.
     fn fqdn(&self) -> String {
-        format!(
-            "{}.{}.svc.{}",
-            self.name, self.namespace, self.cluster_domain
+        mesh_core::profile::template::service_fqdn(
+            &self.name,
+            &self.namespace,
+            &self.cluster_domain,
         )
+    }
+
+    /// The annotated example profile (`--template`), written by `mesh-core`, which the
+    /// controller serves the dashboard too.
+    fn template(&self) -> String {
+        mesh_core::profile::template::template(&self.name, &self.namespace, &self.cluster_domain)
     }
 }
 

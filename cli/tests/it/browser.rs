@@ -354,6 +354,13 @@ impl Browser {
         Ok(path)
     }
 
+    /// The page's JS heap in use after a full collection, in bytes: what a page
+    /// keeps, for measuring that it keeps no more over time.
+    pub(crate) async fn heap_after_collection(&self) -> Result<u64> {
+        self.send("HeapProfiler.collectGarbage", json!({})).await?;
+        Ok(self.heap().await?.0)
+    }
+
     /// The page's JS heap: used and total bytes (`Runtime.getHeapUsage`).
     pub(crate) async fn heap(&self) -> Result<(u64, u64)> {
         let heap = self.send("Runtime.getHeapUsage", json!({})).await?;

@@ -42,6 +42,32 @@ fn header<'a>(head: &'a [String], name: &str) -> Option<&'a str> {
     })
 }
 
+/// The controller's admin server, from its row of the demo's banner's table.
+pub(crate) fn controller_admin(banner: &[String]) -> SocketAddr {
+    banner
+        .iter()
+        .filter(|l| l.split_whitespace().next() == Some("controller"))
+        .flat_map(|l| l.split_whitespace())
+        .find_map(|w| {
+            w.strip_prefix("http://")?
+                .strip_suffix("/metrics")?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no controller metrics URL in the banner: {banner:#?}"))
+}
+
+/// The event streams open at the controller whose admin server is `admin`
+/// (`api_event_streams_open` on its `/metrics`).
+pub(crate) fn open_streams(admin: SocketAddr) -> u64 {
+    let (status, _, page) = get(admin, "/metrics");
+    assert_eq!(status, 200);
+    page.lines()
+        .find_map(|l| l.strip_prefix("api_event_streams_open "))
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no api_event_streams_open:\n{page}"))
+}
+
 #[test]
 fn dashboard_prints_the_demos_url_and_streams_its_taps() {
     let mesh = env!("CARGO_BIN_EXE_mesh");
@@ -52,26 +78,8 @@ fn dashboard_prints_the_demos_url_and_streams_its_taps() {
         banner.iter().any(|l| l.trim().ends_with("mesh dashboard")),
         "the banner offers `mesh dashboard`: {banner:#?}"
     );
-    // The controller's admin server, from its row of the banner's table.
-    let admin: SocketAddr = banner
-        .iter()
-        .filter(|l| l.split_whitespace().next() == Some("controller"))
-        .flat_map(|l| l.split_whitespace())
-        .find_map(|w| {
-            w.strip_prefix("http://")?
-                .strip_suffix("/metrics")?
-                .parse()
-                .ok()
-        })
-        .unwrap_or_else(|| panic!("no controller metrics URL in the banner: {banner:#?}"));
-    let open_streams = || {
-        let (status, _, page) = get(admin, "/metrics");
-        assert_eq!(status, 200);
-        page.lines()
-            .find_map(|l| l.strip_prefix("api_event_streams_open "))
-            .and_then(|n| n.parse::<u64>().ok())
-            .unwrap_or_else(|| panic!("no api_event_streams_open:\n{page}"))
-    };
+    let admin = controller_admin(&banner);
+    let open_streams = || open_streams(admin);
     assert_eq!(open_streams(), 0);
 
     // Against the demo it returns at once, with the URL on stdout.

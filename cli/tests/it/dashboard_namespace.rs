@@ -825,7 +825,7 @@ async fn namespace_page_heap_stays_flat_over_many_updates() {
         .await
         .expect("measure");
     eprintln!("namespace page first load: {measured}");
-    let last = heap_over_updates(&server, &browser, "namespace page", doc, |i| {
+    let last = heap_over_updates(&browser, "namespace page", &[100, 900], |i| server.set_stat(doc(i)), |i| {
         format!(
             "document.querySelector('#workloads-deploy tr[data-key=web] td[data-key=rps]')?.dataset.value === '{i}' && \
              document.querySelectorAll('#topology g.edge').length === {}",

@@ -84,6 +84,8 @@ fn injected_fixtures_are_valid_pods_with_exactly_the_expected_parts() {
         "MESH_PROXY_IDENTITY_TOKEN_FILE",
         "MESH_PROXY_IDENTITY_TRUST_ANCHORS",
         "MESH_PROXY_TAP_SVC_NAME",
+        "MESH_PROXY_POLICY_WORKLOAD",
+        "MESH_PROXY_INBOUND_DEFAULT_POLICY",
     ];
     let mut all = String::new();
     for (file, owner, inits, containers, volumes, opaque) in [
@@ -158,6 +160,10 @@ fn injected_fixtures_are_valid_pods_with_exactly_the_expected_parts() {
             .expect("proxy")]
         .clone();
         let mut want: Vec<&str> = proxy_env.to_vec();
+        // The fixtures whose containers declare ports.
+        if ["deployment.yaml", "statefulset.yaml"].contains(&file) {
+            want.push("MESH_PROXY_INBOUND_PORTS");
+        }
         if opaque {
             want.push("MESH_PROXY_OPAQUE_PORTS");
         }

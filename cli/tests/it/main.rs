@@ -9,6 +9,8 @@ mod dashboard;
 mod dashboard_namespace;
 mod dashboard_page;
 mod dashboard_soak;
+mod dashboard_tap;
+mod dashboard_workload;
 mod demo;
 mod images;
 mod inject;

@@ -29,6 +29,11 @@ pub mod identity {
 
 pub mod policy {
     include!(concat!(env!("OUT_DIR"), "/mesh.policy.rs"));
+
+    mod defaults;
+    pub use defaults::{
+        any_identity, default_meta, unauthenticated, Cidr, DefaultPolicy, DEFAULT_CLUSTER_NETWORKS,
+    };
 }
 
 pub mod tap {

@@ -95,8 +95,8 @@ pub mod meta {
     pub const CONFIG_PREFIX: &str = "config.mesh.rs/";
     /// Ports whose traffic is opaque TCP, never detected.
     pub const OPAQUE_PORTS: &str = "config.mesh.rs/opaque-ports";
-    /// The default inbound policy of a pod's ports that no `Server` selects (one of
-    /// `mesh_core::policy::DefaultPolicy`'s names); the cluster's when unset.
+    /// The inbound policy of a pod's ports that no `Server` selects (one of
+    /// `mesh_api::policy::DefaultPolicy`), on a pod or its namespace.
     pub const DEFAULT_INBOUND_POLICY: &str = "config.mesh.rs/default-inbound-policy";
     /// On a namespace: `disabled` keeps the admission webhooks away from it.
     pub const ADMISSION_WEBHOOKS: &str = "config.mesh.rs/admission-webhooks";
@@ -162,6 +162,10 @@ pub struct ProxyValues {
     /// The proxy as a native sidecar (an init container with `restartPolicy:
     /// Always`), or as the pod's first container when false.
     pub native_sidecar: bool,
+    /// The inbound policy of ports no `Server` selects, unless the pod or its
+    /// namespace says otherwise (`config.mesh.rs/default-inbound-policy`): one of
+    /// `mesh_api::policy::DefaultPolicy`.
+    pub default_inbound_policy: String,
 }
 
 /// A container's resource requests and limits, in Kubernetes quantities; empty
@@ -265,6 +269,7 @@ impl Default for ProxyValues {
             skip_outbound_ports: String::new(),
             opaque_ports: String::new(),
             native_sidecar: true,
+            default_inbound_policy: mesh_api::policy::DefaultPolicy::default().name().into(),
         }
     }
 }

@@ -10,7 +10,8 @@
 //!   the dashboard's namespace page shows, rather than one per kind;
 //! - `/api/stream/tap?<the /api/top target and filter parameters>[&access_token=T]`:
 //!   `event: tap` with each tap event as `mesh tap -o json` prints it
-//!   ([`mesh_core::top::json::to_json`]), from the tap API's own fan-out
+//!   ([`mesh_core::top::json::to_json`], headers included, the sensitive ones
+//!   redacted by the proxies), from the tap API's own fan-out
 //!   ([`crate::tap::TapService::open`]), so the same authorization applies. A browser's
 //!   `EventSource` cannot send an `Authorization` header, so the bearer token may come
 //!   as the `access_token` parameter instead (RFC 6750, 2.3); in cluster mode it is
@@ -36,6 +37,7 @@ use futures_util::{stream, Stream, StreamExt as _};
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt as _, StreamBody};
 use hyper::body::Frame;
+use mesh_api::tap::observe_request::Extract;
 use std::{
     convert::Infallible,
     sync::{
@@ -195,12 +197,15 @@ async fn tap<B>(req: &Request<B>, sources: &Sources) -> Response<Body> {
         p.done()?;
         Ok((token, request))
     });
-    let (query_token, request) = match parsed {
+    let (query_token, mut request) = match parsed {
         Ok(parsed) => parsed,
         Err(BadRequest(message)) => {
             return error(StatusCode::BAD_REQUEST, &message).map(|b| b.boxed_unsync())
         }
     };
+    // The dashboard shows each request's headers, as `mesh tap -o json` prints them
+    // (the proxies redact the sensitive ones before they leave the pod).
+    request.extract = Some(Extract { headers: true });
     let authorization = req.headers().get(header::AUTHORIZATION);
     let token = match crate::tap::bearer_of(authorization.map(|v| v.as_bytes())) {
         Ok(token) => token.or(query_token),

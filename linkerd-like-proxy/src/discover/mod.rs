@@ -25,7 +25,7 @@
 
 mod resolve;
 
-pub(crate) use self::resolve::{DstProfile, ProfileState};
+pub(crate) use self::resolve::{follow, Backoff, DstProfile, ProfileState};
 #[cfg(test)]
 mod tests;
 
@@ -102,30 +102,7 @@ impl Discovery {
     ) -> Option<Self> {
         let config = config?;
         let uri = config.addr.clone();
-        let endpoint = tonic::transport::Endpoint::from(uri.clone())
-            .connect_timeout(connect_timeout)
-            .tcp_nodelay(true)
-            .tcp_keepalive(Some(Duration::from_secs(10)))
-            // PINGs find a controller that vanished without closing its connection, so
-            // that streams fail and are re-opened instead of waiting forever.
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(3))
-            .keep_alive_while_idle(true);
-        // With identity on, the destination service is TLS, verified against the trust
-        // anchors: whoever answers decides where traffic goes and which identity each
-        // endpoint must prove. (The `tcp_*` settings above apply to the plaintext
-        // connector; the TLS one sets no-delay itself, and the HTTP/2 PINGs find a dead
-        // controller either way.)
-        let channel = match identity {
-            None => endpoint.connect_lazy(),
-            Some(id) => match crate::identity::control_plane_tls(id, &id.destination_name) {
-                Ok((tls, name)) => mesh_api::tls::connect_lazy(&endpoint, tls, name),
-                Err(error) => {
-                    tracing::error!(%error, "discovery off: cannot configure TLS to the destination service");
-                    return None;
-                }
-            },
-        };
+        let channel = control_channel(&uri, identity, connect_timeout)?;
         metrics.discovery().enable();
         tracing::info!(destination = %uri, tls = identity.is_some(), "outbound discovery on");
         Some(Self {
@@ -231,6 +208,38 @@ impl Discovery {
     pub fn destinations(&self) -> usize {
         let cache = lock(&self.cache);
         cache.addrs.len() + cache.names.len()
+    }
+}
+
+/// A lazy channel to the destination service at `uri` (which also serves the policy
+/// API): TLS verified against the trust anchors when `identity` is on, since whoever
+/// answers decides where traffic goes and whom the proxy lets in. `None` (logged) when
+/// TLS cannot be configured.
+pub(crate) fn control_channel(
+    uri: &http::Uri,
+    identity: Option<&IdentityConfig>,
+    connect_timeout: Duration,
+) -> Option<Channel> {
+    let endpoint = tonic::transport::Endpoint::from(uri.clone())
+        .connect_timeout(connect_timeout)
+        .tcp_nodelay(true)
+        .tcp_keepalive(Some(Duration::from_secs(10)))
+        // PINGs find a controller that vanished without closing its connection, so
+        // that streams fail and are re-opened instead of waiting forever.
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(3))
+        .keep_alive_while_idle(true);
+    // (The `tcp_*` settings above apply to the plaintext connector; the TLS one sets
+    // no-delay itself, and the HTTP/2 PINGs find a dead controller either way.)
+    match identity {
+        None => Some(endpoint.connect_lazy()),
+        Some(id) => match crate::identity::control_plane_tls(id, &id.destination_name) {
+            Ok((tls, name)) => Some(mesh_api::tls::connect_lazy(&endpoint, tls, name)),
+            Err(error) => {
+                tracing::error!(%error, "cannot configure TLS to the destination service");
+                None
+            }
+        },
     }
 }
 

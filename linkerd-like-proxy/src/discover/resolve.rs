@@ -29,26 +29,15 @@ pub(super) async fn run(
             path: shared.path.to_string(),
             context_token: context.to_string(),
         };
-        let status = match client.get(req).await {
-            Ok(rsp) => {
-                let mut stream = rsp.into_inner();
-                let mut first = true;
-                loop {
-                    match stream.message().await {
-                        Ok(Some(update)) => {
-                            if shared.apply(update, first) && first {
-                                first = false;
-                                healthy = true;
-                                backoff.reset();
-                            }
-                        }
-                        Ok(None) => break None,
-                        Err(status) => break Some(status),
-                    }
-                }
+        let mut first = true;
+        let status = follow(client.get(req).await, |update| {
+            if shared.apply(update, first) && first {
+                first = false;
+                healthy = true;
+                backoff.reset();
             }
-            Err(status) => Some(status),
-        };
+        })
+        .await;
         match status {
             Some(s) if s.code() == Code::InvalidArgument => {
                 tracing::warn!(
@@ -97,33 +86,22 @@ pub(super) async fn run_profile(
             path: path.to_string(),
             context_token: context.to_string(),
         };
-        let status = match client.get_profile(req).await {
-            Ok(rsp) => {
-                let mut stream = rsp.into_inner();
-                loop {
-                    match stream.message().await {
-                        Ok(Some(p)) => {
-                            backoff.reset();
-                            // Route metrics name the service, as the profile does.
-                            let name: Arc<str> = if p.fully_qualified_name.is_empty() {
-                                path.clone()
-                            } else {
-                                format!("{}:{port}", p.fully_qualified_name).into()
-                            };
-                            let profile = Profile::from_proto(&p, port);
-                            tracing::debug!(dst = %path, routes = p.routes.len(), "profile updated");
-                            tx.send_replace(ProfileState::Known(Some(Arc::new(DstProfile {
-                                name,
-                                profile,
-                            }))));
-                        }
-                        Ok(None) => break None,
-                        Err(status) => break Some(status),
-                    }
-                }
-            }
-            Err(status) => Some(status),
-        };
+        let status = follow(client.get_profile(req).await, |p| {
+            backoff.reset();
+            // Route metrics name the service, as the profile does.
+            let name: Arc<str> = if p.fully_qualified_name.is_empty() {
+                path.clone()
+            } else {
+                format!("{}:{port}", p.fully_qualified_name).into()
+            };
+            let profile = Profile::from_proto(&p, port);
+            tracing::debug!(dst = %path, routes = p.routes.len(), "profile updated");
+            tx.send_replace(ProfileState::Known(Some(Arc::new(DstProfile {
+                name,
+                profile,
+            }))));
+        })
+        .await;
         match status {
             Some(s) if s.code() == Code::InvalidArgument => {
                 tx.send_replace(ProfileState::Known(None));
@@ -136,6 +114,27 @@ pub(super) async fn run_profile(
         }
         let wait = backoff.next(&mut rand::thread_rng());
         tokio::time::sleep(wait).await;
+    }
+}
+
+/// Feeds each message of a stream just opened (or the status it was refused with) to
+/// `each`, until it ends: `None` when the server ended it, else the status it failed
+/// with. The one reader of the controller's server streams (destinations, profiles,
+/// inbound policies); each caller re-opens with [`Backoff`].
+pub(crate) async fn follow<T>(
+    opened: Result<tonic::Response<tonic::Streaming<T>>, tonic::Status>,
+    mut each: impl FnMut(T),
+) -> Option<tonic::Status> {
+    let mut stream = match opened {
+        Ok(rsp) => rsp.into_inner(),
+        Err(status) => return Some(status),
+    };
+    loop {
+        match stream.message().await {
+            Ok(Some(msg)) => each(msg),
+            Ok(None) => return None,
+            Err(status) => return Some(status),
+        }
     }
 }
 
@@ -160,12 +159,12 @@ pub(crate) struct DstProfile {
 /// `[0, min(max, base × 2^n)]`, so that proxies that lost the controller together do
 /// not all come back at the same instant.
 #[derive(Debug, Default)]
-pub(super) struct Backoff {
+pub(crate) struct Backoff {
     attempt: u32,
 }
 
 impl Backoff {
-    pub(super) fn next(&mut self, rng: &mut impl Rng) -> Duration {
+    pub(crate) fn next(&mut self, rng: &mut impl Rng) -> Duration {
         let ceiling = BACKOFF_BASE
             .saturating_mul(1u32 << self.attempt.min(16))
             .min(BACKOFF_MAX);
@@ -173,7 +172,7 @@ impl Backoff {
         ceiling.mul_f64(rng.gen_range(0.0..=1.0))
     }
 
-    pub(super) fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.attempt = 0;
     }
 }

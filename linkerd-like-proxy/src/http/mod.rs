@@ -232,6 +232,9 @@ pub(crate) struct ConnCtx {
     pub(crate) destination: Option<Arc<Destination>>,
     /// The client proxy's identity, when the connection is mesh TLS (inbound).
     pub(crate) client_id: Option<Arc<str>>,
+    /// The port's inbound policy, which each request is checked against (inbound,
+    /// policy on).
+    pub(crate) policy: Option<crate::policy::PortPolicy>,
 }
 
 /// Where one request goes: decided by `Router` (the destination), then by `Balance`
@@ -267,6 +270,8 @@ pub(crate) struct Target {
     pub(crate) lease: Option<LeaseSlot>,
     /// A failure decided above the metrics layer, answered by `Forward`.
     pub(crate) failed: Option<crate::errors::Decided>,
+    /// What the inbound policy decided of the request (policy on), for tap.
+    pub(crate) authz: Option<crate::policy::enforce::Decision>,
 }
 
 impl Target {
@@ -285,6 +290,7 @@ impl Target {
             peer: None,
             lease: None,
             failed: None,
+            authz: None,
         }
     }
 }

@@ -104,6 +104,22 @@ impl<S: Stack> Service<Request<ReqBody>> for Router<S> {
             match target(&routing, &conn, &req).await {
                 Ok(mut t) => {
                     t.downgraded = downgraded;
+                    if let Some(policy) = &conn.policy {
+                        // Inbound, policy on: a denial is carried down as the
+                        // target's failure, so that it is counted and tapped like
+                        // any failure and answered by `errors::respond`.
+                        let (decision, failed) = crate::policy::enforce::http(
+                            &routing.metrics,
+                            policy,
+                            conn.client,
+                            conn.client_id.as_ref(),
+                            &req,
+                        );
+                        t.authz = Some(decision);
+                        if failed.is_some() {
+                            t.failed = failed;
+                        }
+                    }
                     req.extensions_mut().insert(t);
                     inner.oneshot(req).await
                 }

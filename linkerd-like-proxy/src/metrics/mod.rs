@@ -7,11 +7,13 @@
 //! and then updated with atomics or an uncontended lock; nothing on the data path
 //! formats text. Label sets are rendered once, when a series is created.
 
+mod authz;
 mod process;
 
 #[cfg(test)]
 mod tests;
 
+pub use self::authz::{AuthzFamily, AuthzKey};
 use crate::{
     classify::Class,
     detect::Protocol,
@@ -202,6 +204,8 @@ struct Registry {
     discovery: DiscoveryGauges,
     identity: IdentityMetrics,
     tap: TapMetrics,
+    /// Authorization decisions, when policy is on.
+    authz: authz::AuthzMetrics,
     /// Route series: logical requests (`route_*`) and their attempts
     /// (`route_actual_*`), by (direction, `dst`, `rt_route`).
     routes: [Mutex<RouteSeries>; 2],
@@ -228,6 +232,7 @@ impl Default for Registry {
             discovery: Default::default(),
             identity: Default::default(),
             tap: Default::default(),
+            authz: Default::default(),
             routes: Default::default(),
             retryable: Default::default(),
             tls_refused: Default::default(),
@@ -821,6 +826,7 @@ impl Metrics {
             }
         }
         self.0.tap.encode(&mut out);
+        self.0.authz.encode(&mut out);
         self.0.process.encode(&mut out);
         out
     }
@@ -835,6 +841,16 @@ impl Metrics {
 
     pub(crate) fn tap(&self) -> &TapMetrics {
         &self.0.tap
+    }
+
+    /// Renders the authorization families from now on (policy is on).
+    pub(crate) fn authz_enable(&self) {
+        self.0.authz.enable();
+    }
+
+    /// Counts one authorization decision, within the registry's series cap.
+    pub fn authz(&self, key: AuthzKey) {
+        self.0.authz.count(key, self.0.max_series);
     }
 
     fn encode_http(&self, out: &mut String) {

@@ -295,6 +295,8 @@ pub(crate) struct RequestView<'a> {
     pub(crate) method: &'a Method,
     pub(crate) uri: &'a Uri,
     pub(crate) headers: &'a HeaderMap,
+    /// What the inbound policy decided of the request (policy on).
+    pub(crate) authz: Option<&'a crate::policy::enforce::Decision>,
 }
 
 /// The metadata every event of a request carries.
@@ -329,6 +331,12 @@ fn meta(req: &RequestView<'_>) -> TapEvent {
         } as i32,
         tls: req.peer.is_some(),
         http: None,
+        authorization: req.authz.map(|d| tap_event::Authorization {
+            outcome: d.outcome.as_str().to_string(),
+            server: Some(d.server.to_proto()),
+            route: d.route.as_ref().map(crate::policy::Meta::to_proto),
+            authz: d.authz.as_ref().map(crate::policy::Meta::to_proto),
+        }),
     }
 }
 

@@ -6,6 +6,7 @@ mod discovery;
 mod identity;
 mod injected;
 mod mtls;
+mod policy;
 mod process;
 mod profiles;
 mod proxy;

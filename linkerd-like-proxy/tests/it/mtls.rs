@@ -18,14 +18,14 @@ use tokio::{
     net::{TcpListener, TcpStream},
 };
 
-const WEB: &str = "web.default.serviceaccount.identity.mesh.cluster.local";
-const API: &str = "api.default.serviceaccount.identity.mesh.cluster.local";
+pub(crate) const WEB: &str = "web.default.serviceaccount.identity.mesh.cluster.local";
+pub(crate) const API: &str = "api.default.serviceaccount.identity.mesh.cluster.local";
 
-/// The controller, with identity on (tokens `web` and `api` for those accounts) and
-/// discovery from a file the test writes.
-async fn mesh() -> ControlPlane {
+/// The controller, with identity on (tokens `web`, `api` and `other` for those
+/// accounts) and discovery from a file the test writes.
+pub(crate) async fn mesh() -> ControlPlane {
     let identity = WithIdentity {
-        tokens: "web-token default/web\napi-token default/api\n",
+        tokens: "web-token default/web\napi-token default/api\nother-token default/other\n",
         lifetime: Duration::from_secs(3600),
     };
     control_plane::start("services: []\n", Some(identity)).await
@@ -34,10 +34,20 @@ async fn mesh() -> ControlPlane {
 impl ControlPlane {
     /// A proxy for account `sa` that discovers through the controller, forwarding
     /// inbound traffic to `app`.
-    async fn proxy(&self, sa: &str, app: SocketAddr) -> TestProxy {
+    pub(crate) async fn proxy(&self, sa: &str, app: SocketAddr) -> TestProxy {
+        self.proxy_with(sa, app, &[]).await
+    }
+
+    /// [`Self::proxy`], with `extra` settings last (so overriding the others).
+    pub(crate) async fn proxy_with(
+        &self,
+        sa: &str,
+        app: SocketAddr,
+        extra: &[(&str, String)],
+    ) -> TestProxy {
         let token = self.dir.path().join(format!("{sa}.token"));
         std::fs::write(&token, format!("{sa}-token")).unwrap();
-        let p = proxy(&[
+        let mut env = vec![
             (
                 "MESH_PROXY_IDENTITY_ADDR",
                 self.running.identity_addr.unwrap().to_string(),
@@ -56,8 +66,9 @@ impl ControlPlane {
                 self.running.destination_addr.to_string(),
             ),
             ("MESH_PROXY_INBOUND_FORWARD_ADDR", app.to_string()),
-        ])
-        .await;
+        ];
+        env.extend(extra.iter().cloned());
+        let p = proxy(&env).await;
         wait_until("the proxy holds a certificate", || p.proxy.is_ready()).await;
         p
     }
@@ -65,7 +76,7 @@ impl ControlPlane {
     /// Discovery: service `api` in `default` is the proxy at `inbound`, announced as
     /// having `identity`. Returns once the controller serves it, so that no proxy asks
     /// before and, told the name is unknown, falls back to DNS (off this machine).
-    async fn announce(&self, inbound: SocketAddr, identity: &str) {
+    pub(crate) async fn announce(&self, inbound: SocketAddr, identity: &str) {
         let sa = identity.split('.').next().unwrap();
         let yaml = format!(
             "services:\n  - name: api\n    namespace: default\n    ports: [{{port: 80}}]\n    endpoints:\n      - address: {inbound}\n        labels: {{pod: api-0, serviceaccount: {sa}}}\n        identity: {identity}\n"
@@ -84,7 +95,7 @@ impl ControlPlane {
 
 /// An application that answers with the HTTP version it was spoken to in and the
 /// `mesh-client-id` header it got.
-async fn app() -> SocketAddr {
+pub(crate) async fn app() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -110,7 +121,7 @@ async fn app() -> SocketAddr {
 }
 
 /// `GET url` through the explicit outbound proxy at `via`, over HTTP/1.
-async fn get_via(via: SocketAddr, url: &str) -> (u16, String, Option<String>) {
+pub(crate) async fn get_via(via: SocketAddr, url: &str) -> (u16, String, Option<String>) {
     let mut send = h1(via).await;
     let rsp = send.send_request(get(url)).await.unwrap();
     let status = rsp.status().as_u16();
@@ -122,7 +133,25 @@ async fn get_via(via: SocketAddr, url: &str) -> (u16, String, Option<String>) {
     (status, String::from_utf8_lossy(&body).into_owned(), error)
 }
 
-const URL: &str = "http://api.default.svc.cluster.local/hello";
+/// An opaque tunnel to `api` through `client` (CONNECT, which the client proxy
+/// carries as mesh TLS announcing opaque bytes), once discovery resolves the name.
+pub(crate) async fn tunnel(client: &TestProxy) -> TcpStream {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut s = TcpStream::connect(client.outbound).await.unwrap();
+        s.write_all(b"CONNECT api.default.svc.cluster.local:80 HTTP/1.1\r\nHost: api.default.svc.cluster.local:80\r\n\r\n")
+            .await
+            .unwrap();
+        let head = read_until(&mut s, "\r\n\r\n").await;
+        if head.starts_with("HTTP/1.1 200") {
+            return s;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{head}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub(crate) const URL: &str = "http://api.default.svc.cluster.local/hello";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_http1_head_crosses_the_http2_hop() {
@@ -306,26 +335,14 @@ async fn application_tls_and_opaque_tcp_pass_through() {
     // announcing opaque bytes, which the server forwards untouched.
     mesh.announce(server.inbound, API).await;
     let client = mesh.proxy("web", app().await).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let mut s = TcpStream::connect(client.outbound).await.unwrap();
-        s.write_all(b"CONNECT api.default.svc.cluster.local:80 HTTP/1.1\r\nHost: api.default.svc.cluster.local:80\r\n\r\n")
-            .await
-            .unwrap();
-        let head = read_until(&mut s, "\r\n\r\n").await;
-        if head.starts_with("HTTP/1.1 200") {
-            s.write_all(b"opaque bytes").await.unwrap();
-            let mut got = [0u8; 12];
-            tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut got))
-                .await
-                .expect("echoed")
-                .unwrap();
-            assert_eq!(&got, b"opaque bytes");
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{head}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let mut s = tunnel(&client).await;
+    s.write_all(b"opaque bytes").await.unwrap();
+    let mut got = [0u8; 12];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut got))
+        .await
+        .expect("echoed")
+        .unwrap();
+    assert_eq!(&got, b"opaque bytes");
     server
         .wait_metric(&format!(
             "tcp_open_total{{direction=\"inbound\",peer=\"src\",target_addr=\"{echo}\",tls=\"true\",client_id=\"{WEB}\"}} 1"

@@ -445,6 +445,25 @@ impl Index {
         Some(pods)
     }
 
+    /// The services whose endpoint slices name any of `pods` (the services a workload
+    /// serves), each with whether a ServiceProfile describes it; by namespace and name.
+    pub fn services_of_pods<'a>(
+        &self,
+        pods: impl IntoIterator<Item = &'a ObjKey>,
+    ) -> Vec<(ObjKey, bool)> {
+        let state = self.shared.lock();
+        let mut services: BTreeSet<&ObjKey> = BTreeSet::new();
+        for pod in pods {
+            if let Some(of) = state.pod_services.get(pod) {
+                services.extend(of.keys().filter(|s| state.services.contains_key(*s)));
+            }
+        }
+        services
+            .into_iter()
+            .map(|s| (s.clone(), state.profiles.contains_key(s)))
+            .collect()
+    }
+
     /// Parses a destination path with this index's cluster domain.
     pub fn parse(&self, path: &str, context_token: &str) -> Result<Target, InvalidPath> {
         let ns = context_namespace(context_token);

@@ -145,7 +145,8 @@ pub fn inject(input: Input<'_>, settings: &Settings) -> Patch {
     let mut patch = Patch::default();
     let native = settings.native_sidecar;
     let init = pod::init_container(settings);
-    let proxy = pod::proxy_container(settings, input.values, input.trust_anchors, native);
+    let ports = pod::container_ports(pod);
+    let proxy = pod::proxy_container(settings, input.values, input.trust_anchors, &ports, native);
     let has_init = pod
         .pointer("/spec/initContainers")
         .is_some_and(Value::is_array);

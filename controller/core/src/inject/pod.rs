@@ -83,7 +83,15 @@ pub fn init_container(s: &Settings) -> Value {
 
 /// The proxy's container; `native` adds `restartPolicy: Always` (a native sidecar)
 /// and a startup probe, so the pod's other containers start once it is ready.
-pub fn proxy_container(s: &Settings, values: &Values, anchors: &str, native: bool) -> Value {
+/// `inbound_ports`: the pod's container ports ([`container_ports`]), whose policy the
+/// proxy watches from start-up.
+pub fn proxy_container(
+    s: &Settings,
+    values: &Values,
+    anchors: &str,
+    inbound_ports: &str,
+    native: bool,
+) -> Value {
     let probe = |path: &str, delay: u32| {
         json!({
             "httpGet": { "path": path, "port": ADMIN_PORT },
@@ -97,7 +105,7 @@ pub fn proxy_container(s: &Settings, values: &Values, anchors: &str, native: boo
         "name": meta::PROXY_CONTAINER,
         "image": s.image_ref(),
         "imagePullPolicy": "IfNotPresent",
-        "env": env(s, values, anchors),
+        "env": env(s, values, anchors, inbound_ports),
         "ports": [
             { "name": "mesh-proxy", "containerPort": INBOUND_PORT, "protocol": "TCP" },
             { "name": "mesh-admin", "containerPort": ADMIN_PORT, "protocol": "TCP" },
@@ -139,7 +147,7 @@ pub fn proxy_container(s: &Settings, values: &Values, anchors: &str, native: boo
 }
 
 /// Every variable the proxy reads, in the order `$(VAR)` expansion needs.
-pub fn env(s: &Settings, values: &Values, anchors: &str) -> Vec<Value> {
+pub fn env(s: &Settings, values: &Values, anchors: &str, inbound_ports: &str) -> Vec<Value> {
     let td = &values.trust_domain;
     let svc =
         |name: &str, port: u16| format!("{name}.{NAMESPACE}.svc.{}:{port}", values.cluster_domain);
@@ -183,11 +191,59 @@ pub fn env(s: &Settings, values: &Values, anchors: &str) -> Vec<Value> {
             "MESH_PROXY_TAP_SVC_NAME",
             service_identity(TAP_SERVICE_ACCOUNT, NAMESPACE, td),
         ),
+        // Inbound policy: the pod's, from the policy service beside the destination
+        // service; the default until it answers.
+        var(
+            "MESH_PROXY_POLICY_WORKLOAD",
+            format!("{{\"ns\":\"$({POD_NS})\",\"pod\":\"$({POD_NAME})\"}}"),
+        ),
+        var(
+            "MESH_PROXY_INBOUND_DEFAULT_POLICY",
+            s.default_inbound_policy.clone(),
+        ),
     ];
+    if !inbound_ports.is_empty() {
+        env.push(var("MESH_PROXY_INBOUND_PORTS", inbound_ports.to_string()));
+    }
     if !s.opaque_ports.is_empty() {
         env.push(var("MESH_PROXY_OPAQUE_PORTS", s.opaque_ports.clone()));
     }
     env
+}
+
+/// The TCP ports the pod's containers (and native sidecars) declare, sorted and
+/// comma-separated: the ports whose inbound policy the proxy watches from start-up.
+pub fn container_ports(pod: &Value) -> String {
+    let mut ports = std::collections::BTreeSet::new();
+    for list in ["/spec/containers", "/spec/initContainers"] {
+        for c in pod
+            .pointer(list)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            for p in c
+                .get("ports")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let tcp = p
+                    .get("protocol")
+                    .and_then(Value::as_str)
+                    .is_none_or(|proto| proto == "TCP");
+                let port = p.get("containerPort").and_then(Value::as_u64);
+                if let Some(port) = port.filter(|p| tcp && (1..=65535).contains(p)) {
+                    ports.insert(port);
+                }
+            }
+        }
+    }
+    ports
+        .iter()
+        .map(u64::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// The volumes both containers mount.

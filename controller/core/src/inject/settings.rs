@@ -12,6 +12,7 @@
 //! | `config.mesh.rs/skip-inbound-ports`, `skip-outbound-ports` | ports `mesh-proxy init` leaves alone (`22,8000-8010`) | `proxy.skip*Ports` |
 //! | `config.mesh.rs/opaque-ports` | `MESH_PROXY_OPAQUE_PORTS` | `proxy.opaquePorts` |
 //! | `config.mesh.rs/proxy-native-sidecar` | `true`: an init container with `restartPolicy: Always`; `false`: the first container | `proxy.nativeSidecar` |
+//! | `config.mesh.rs/default-inbound-policy` | `MESH_PROXY_INBOUND_DEFAULT_POLICY`, the policy of ports no `Server` selects (`all-unauthenticated`, `all-authenticated`, `cluster-authenticated`, `cluster-unauthenticated`, `deny`, `audit`) | `proxy.defaultInboundPolicy` |
 //!
 //! The pod's annotation wins over its namespace's. Any other `config.mesh.rs/` key is
 //! refused as unknown (a misspelt setting would otherwise be silently ignored), but
@@ -33,6 +34,7 @@ pub const SKIP_INBOUND_PORTS: &str = "skip-inbound-ports";
 pub const SKIP_OUTBOUND_PORTS: &str = "skip-outbound-ports";
 pub const OPAQUE_PORTS: &str = "opaque-ports";
 pub const PROXY_NATIVE_SIDECAR: &str = "proxy-native-sidecar";
+pub const DEFAULT_INBOUND_POLICY: &str = "default-inbound-policy";
 
 /// Every setting this injector knows, for `mesh inject`'s flags and the checks.
 pub const ALL: &[&str] = &[
@@ -47,6 +49,7 @@ pub const ALL: &[&str] = &[
     SKIP_OUTBOUND_PORTS,
     OPAQUE_PORTS,
     PROXY_NATIVE_SIDECAR,
+    DEFAULT_INBOUND_POLICY,
 ];
 
 /// The proxy one pod gets: the install's values with the annotations applied.
@@ -63,6 +66,7 @@ pub struct Settings {
     pub skip_outbound_ports: String,
     pub opaque_ports: String,
     pub native_sidecar: bool,
+    pub default_inbound_policy: String,
 }
 
 impl Settings {
@@ -83,6 +87,7 @@ impl Settings {
             skip_outbound_ports: values.proxy.skip_outbound_ports.clone(),
             opaque_ports: values.proxy.opaque_ports.clone(),
             native_sidecar: values.proxy.native_sidecar,
+            default_inbound_policy: values.proxy.default_inbound_policy.clone(),
         };
         for (source, annotations) in [("namespace", namespace), ("pod", pod)] {
             for (key, value) in annotations {
@@ -150,6 +155,10 @@ impl Settings {
                     _ => return Err("expected true or false".into()),
                 }
             }
+            DEFAULT_INBOUND_POLICY => {
+                let policy: mesh_api::policy::DefaultPolicy = value.parse()?;
+                self.default_inbound_policy = policy.name().into();
+            }
             _ => return Err(format!("unknown setting; known: {}", ALL.join(", "))),
         }
         Ok(())
@@ -175,12 +184,16 @@ pub fn check_values(values: &Values) -> Result<(), String> {
         (SKIP_INBOUND_PORTS, p.skip_inbound_ports.clone()),
         (SKIP_OUTBOUND_PORTS, p.skip_outbound_ports.clone()),
         (OPAQUE_PORTS, p.opaque_ports.clone()),
+        (DEFAULT_INBOUND_POLICY, p.default_inbound_policy.clone()),
         (PROXY_CPU_REQUEST, r.cpu_request.clone()),
         (PROXY_CPU_LIMIT, r.cpu_limit.clone()),
         (PROXY_MEMORY_REQUEST, r.memory_request.clone()),
         (PROXY_MEMORY_LIMIT, r.memory_limit.clone()),
     ] {
-        let optional = !matches!(name, PROXY_IMAGE | PROXY_VERSION | PROXY_LOG_LEVEL);
+        let optional = !matches!(
+            name,
+            PROXY_IMAGE | PROXY_VERSION | PROXY_LOG_LEVEL | DEFAULT_INBOUND_POLICY
+        );
         if optional && value.is_empty() {
             continue;
         }

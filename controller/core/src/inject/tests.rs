@@ -376,6 +376,61 @@ fn the_proxy_finds_and_verifies_the_control_plane() {
 }
 
 #[test]
+fn the_proxy_gets_its_inbound_policy_settings() {
+    let mut p = pod(&[(meta::INJECT, "enabled")]);
+    p["spec"]["containers"][0]["ports"] = json!([
+        { "containerPort": 8080 },
+        { "containerPort": 9090, "protocol": "TCP", "name": "grpc" },
+        { "containerPort": 5353, "protocol": "UDP" },
+    ]);
+    p["spec"]["containers"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({ "name": "admin", "image": "a:1", "ports": [{ "containerPort": 80 }] }));
+    // The install's default...
+    let out = injected(&p, &ns("demo", &[]));
+    let env = env_of(find(&out, "initContainers", "mesh-proxy"));
+    assert_eq!(
+        env["MESH_PROXY_POLICY_WORKLOAD"],
+        "{\"ns\":\"$(_pod_ns)\",\"pod\":\"$(_pod_name)\"}"
+    );
+    assert_eq!(
+        env["MESH_PROXY_INBOUND_DEFAULT_POLICY"],
+        "all-unauthenticated"
+    );
+    // TCP ports only, sorted, from every container.
+    assert_eq!(env["MESH_PROXY_INBOUND_PORTS"], "80,8080,9090");
+    // ...the namespace's, and the pod's over it.
+    let namespace = ns("demo", &[(meta::DEFAULT_INBOUND_POLICY, "deny")]);
+    let out = injected(&p, &namespace);
+    let env = env_of(find(&out, "initContainers", "mesh-proxy"));
+    assert_eq!(env["MESH_PROXY_INBOUND_DEFAULT_POLICY"], "deny");
+    // The namespace's annotation is copied onto the pod, where the controller reads it.
+    assert_eq!(
+        out["metadata"]["annotations"][meta::DEFAULT_INBOUND_POLICY],
+        "deny"
+    );
+    p["metadata"]["annotations"][meta::DEFAULT_INBOUND_POLICY] = "all-authenticated".into();
+    let out = injected(&p, &namespace);
+    let env = env_of(find(&out, "initContainers", "mesh-proxy"));
+    assert_eq!(
+        env["MESH_PROXY_INBOUND_DEFAULT_POLICY"],
+        "all-authenticated"
+    );
+    // A pod without ports: none watched eagerly.
+    let out = injected(&pod(&[(meta::INJECT, "enabled")]), &ns("demo", &[]));
+    assert!(!env_of(find(&out, "initContainers", "mesh-proxy"))
+        .contains_key("MESH_PROXY_INBOUND_PORTS"));
+    // The install's value is checked as an annotation would be.
+    let mut values = Values::default();
+    values.proxy.default_inbound_policy = "cluster-authenticated".into();
+    assert!(settings::check_values(&values).is_ok());
+    values.proxy.default_inbound_policy = "allow-all".into();
+    let e = settings::check_values(&values).unwrap_err();
+    assert!(e.contains("default-inbound-policy"), "{e}");
+}
+
+#[test]
 fn config_annotations_pod_over_namespace() {
     let p = pod(&[
         (meta::INJECT, "enabled"),
@@ -438,6 +493,11 @@ fn invalid_settings_are_recorded_skips_naming_the_annotation() {
             "true or false",
         ),
         ("config.mesh.rs/proxy-version", "v1 beta", "image tag"),
+        (
+            "config.mesh.rs/default-inbound-policy",
+            "allow",
+            "one of all-unauthenticated",
+        ),
         ("config.mesh.rs/proxy-log-levle", "debug", "unknown setting"),
         (
             "config.mesh.rs/proxy-memory-request",

@@ -2,8 +2,9 @@
 //! it, Linkerd's `linkerd.io/v1alpha2` field for field plus a per-route retry cap
 //! ([`spec`]); validation that names the field and the reason of every problem and
 //! turns a valid spec into the routes, budget and traffic split the proxy receives
-//! ([`validate`]). Durations and path regexes are read by the rules every side shares
-//! (`mesh_api::duration`, `mesh_api::path_regex`).
+//! ([`validate`]); the annotated example `mesh profile --template` prints, which the
+//! dashboard shows too ([`template`]). Durations and path regexes are read by the rules
+//! every side shares (`mesh_api::duration`, `mesh_api::path_regex`).
 //!
 //! This module is pure: the destination service, the file backend, the admission
 //! webhook and `mesh profile validate` all use the same checks, so a profile one of
@@ -11,6 +12,7 @@
 
 pub mod decode;
 pub mod spec;
+pub mod template;
 pub mod validate;
 
 use crate::yaml;

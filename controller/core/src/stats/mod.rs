@@ -1,5 +1,6 @@
 //! The metrics API's core: what the controller keeps of its proxies' scrapes, and the
-//! answers it computes from them (stat summaries, edges, routes), with no IO.
+//! answers it computes from them (stat summaries, edges, routes, and stat series over
+//! time), with no IO.
 //!
 //! ```
 //! use mesh_core::stats::{Limits, PodMeta, Selector, StatQuery, Stats};
@@ -40,6 +41,7 @@ mod quantile;
 mod query;
 mod resource;
 mod scrape;
+mod series;
 #[cfg(test)]
 mod tests;
 mod window;
@@ -54,6 +56,7 @@ pub use scrape::{
     Class, Destination, InvalidScrape, Le, Measure, RouteKey, Sample, Scrape, ScrapeParser, Side,
     WORKLOAD_KINDS,
 };
+pub use series::{SeriesAnswer, SeriesPoint, SeriesQuery, MAX_POINTS};
 pub use window::OutOfOrder;
 
 use crate::index::ObjKey;

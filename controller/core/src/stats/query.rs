@@ -78,6 +78,14 @@ pub enum InvalidQuery {
     },
     #[error("routes are asked of a service (svc), not {0}")]
     NotService(ResourceKind),
+    #[error(
+        "a series over {span:?} cannot have steps of {step:?}: the span must be at least one step"
+    )]
+    SpanShorterThanStep { span: Duration, step: Duration },
+    #[error(
+        "a series of {points} points is more than the {max} one answer holds: take a longer step"
+    )]
+    TooManyPoints { points: u64, max: u64 },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]

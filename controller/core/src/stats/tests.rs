@@ -1016,3 +1016,131 @@ fn the_aggregates_export_as_prometheus_text() {
     // Each family is written once, whole.
     assert_eq!(text.matches("# TYPE response_total counter").count(), 1);
 }
+
+/// Ten minutes of scrapes every 10 s from two pods of `web` (pod i serves i + 1
+/// successes and 1 failure a second, with a failure-free burst in the last minute),
+/// and outbound traffic to `voting`.
+fn ten_minutes(stats: &mut Stats) {
+    let voting = dst("demo", "voting", ("deployment", "voting"), "voting-0");
+    let (a, b) = (web(0), web(1));
+    stats.set_pods([a.clone(), b.clone()]);
+    for t in (0..=600u64).step_by(10) {
+        for (i, p) in [&a, &b].into_iter().enumerate() {
+            let i = i as u64 + 1;
+            let burst = t.saturating_sub(540) * 5;
+            let page = format!(
+                "{}{}",
+                inbound(t * i + burst, t),
+                outbound(&voting, Some("voting.id"), t * 2, 0)
+            );
+            record(stats, p, t, &page);
+        }
+    }
+}
+
+fn series(stats: &Stats, selector: &str, step: u64, span: u64, now: u64) -> SeriesAnswer {
+    let q = SeriesQuery {
+        stat: StatQuery::new(
+            Selector::parse(selector, Some("demo")).expect("selector"),
+            S(step),
+        ),
+        span: S(span),
+    };
+    stats.series(&q, S(now)).expect("answered")
+}
+
+#[test]
+fn each_point_of_a_series_is_the_stat_answer_of_its_step() {
+    let mut stats = Stats::new(Limits::for_interval(S(10)));
+    ten_minutes(&mut stats);
+    for (selector, step, span, now) in [
+        ("deploy/web", 10, 600, 600),
+        ("deploy", 10, 300, 600),
+        ("po", 30, 600, 605),
+        ("deploy/web", 60, 600, 600),
+    ] {
+        let answer = series(&stats, selector, step, span, now);
+        assert_eq!(
+            answer.points.len() as u64,
+            span / step,
+            "{selector} {step}s"
+        );
+        assert_eq!(answer.step_seconds, step as f64);
+        for (k, point) in answer.points.iter().rev().enumerate() {
+            let ago = k as u64 * step;
+            assert_eq!(point.seconds_ago, ago as f64);
+            let stat = stat(&stats, selector, step, now - ago);
+            assert_eq!(point.rows, stat.rows, "{selector}: the point {ago}s ago");
+        }
+    }
+    // And by hand: the last 10 s of web, both pods: (1+5 + 2+5) successes and 2
+    // failures a second.
+    let answer = series(&stats, "deploy/web", 10, 600, 600);
+    let now = &answer.points.last().unwrap().rows[0].traffic;
+    assert_eq!(now.responses.success, 130);
+    assert_eq!(now.responses.failure, 20);
+    assert_eq!(now.rps, 15.0);
+    // Two minutes ago, before the burst: 3 successes and 2 failures a second.
+    let before = &answer.points[answer.points.len() - 13].rows[0].traffic;
+    assert_eq!(before.success_rate, Some(0.6));
+}
+
+#[test]
+fn a_point_whose_step_holds_no_scrape_has_no_span() {
+    let mut stats = Stats::new(Limits::for_interval(S(10)));
+    ten_minutes(&mut stats);
+    let answer = series(&stats, "deploy/web", 10, 600, 600);
+    // Past the full-resolution span one scrape a minute is kept: of the six steps of a
+    // coarse minute, one reads a span (over the minute), five read nothing.
+    let old: Vec<f64> = answer.points[..30]
+        .iter()
+        .map(|p| p.rows[0].traffic.seconds)
+        .collect();
+    assert_eq!(old.iter().filter(|s| **s == 60.0).count(), 5, "{old:?}");
+    assert!(old.iter().all(|s| *s == 0.0 || *s == 60.0), "{old:?}");
+    // Within it, every step does.
+    assert!(answer.points[50..]
+        .iter()
+        .all(|p| p.rows[0].traffic.seconds == 10.0));
+}
+
+#[test]
+fn a_series_starts_no_earlier_than_the_store() {
+    let mut stats = Stats::new(Limits::for_interval(S(10)));
+    ten_minutes(&mut stats);
+    // Twenty seconds after the origin, a ten-minute series has three points.
+    let answer = series(&stats, "deploy/web", 10, 600, 20);
+    let ago: Vec<f64> = answer.points.iter().map(|p| p.seconds_ago).collect();
+    assert_eq!(ago, [20.0, 10.0, 0.0]);
+}
+
+#[test]
+fn bad_series_are_refused_with_what_was_wrong() {
+    let stats = Stats::new(Limits::default());
+    let q = |step: u64, span: u64| SeriesQuery {
+        stat: StatQuery::new(Selector::parse("deploy", Some("demo")).unwrap(), S(step)),
+        span: S(span),
+    };
+    let err = |step, span| {
+        stats
+            .series(&q(step, span), S(600))
+            .unwrap_err()
+            .to_string()
+    };
+    assert_eq!(err(0, 60), "window must be longer than zero");
+    assert!(
+        err(10, 3600).contains("longer than the 600s"),
+        "{}",
+        err(10, 3600)
+    );
+    assert!(err(60, 10).contains("at least one step"), "{}", err(60, 10));
+    let q = SeriesQuery {
+        stat: StatQuery::new(
+            Selector::parse("deploy", Some("demo")).unwrap(),
+            Duration::from_millis(1),
+        ),
+        span: S(60),
+    };
+    let e = stats.series(&q, S(600)).unwrap_err().to_string();
+    assert!(e.contains("60000 points") && e.contains("360"), "{e}");
+}

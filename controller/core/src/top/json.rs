@@ -101,7 +101,9 @@ fn headers(headers: &[Header]) -> serde_json::Value {
 }
 
 /// One event as a JSON object (`null` for an event with no HTTP part): what
-/// `mesh tap -o json` prints a line of, and the dashboard's tap stream sends.
+/// `mesh tap -o json` prints a line of, and the dashboard's tap stream sends. Each
+/// end's identity is the peer proxy's verified mesh identity as the tapped proxy saw
+/// it (inbound the source's, outbound the destination's); empty when unknown.
 pub fn to_json(event: &TapEvent) -> serde_json::Value {
     let Some(http) = event.http.as_ref().and_then(|h| h.event.as_ref()) else {
         return serde_json::Value::Null;
@@ -119,6 +121,8 @@ pub fn to_json(event: &TapEvent) -> serde_json::Value {
         "source_labels": labels(event.source_meta.as_ref().map(|m| &m.labels)),
         "destination_labels": labels(event.destination_meta.as_ref().map(|m| &m.labels)),
         "route_labels": labels(event.route_meta.as_ref().map(|m| &m.labels)),
+        "source_identity": event.source_meta.as_ref().map_or("", |m| m.identity.as_str()),
+        "destination_identity": event.destination_meta.as_ref().map_or("", |m| m.identity.as_str()),
     });
     let fields = match http {
         Event::RequestInit(e) => serde_json::json!({
@@ -153,4 +157,53 @@ pub fn to_json(event: &TapEvent) -> serde_json::Value {
         doc.extend(fields);
     }
     doc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mesh_api::tap::tap_event::{self, http, EndpointMeta, ProxyDirection};
+
+    /// An event names each end's labels and verified identity, and its headers as the
+    /// proxy sent them (a redacted one stays `[redacted]`).
+    #[test]
+    fn an_event_names_its_ends_identities_and_headers() {
+        let peer = "voting.demo.serviceaccount.identity.mesh.cluster.local";
+        let mut event = TapEvent {
+            source: Some("198.18.0.10:40312".parse::<SocketAddr>().unwrap().into()),
+            source_meta: Some(EndpointMeta {
+                labels: [("pod".to_string(), "web-0".to_string())].into(),
+                identity: String::new(),
+            }),
+            destination: Some("198.18.0.20:8080".parse::<SocketAddr>().unwrap().into()),
+            destination_meta: Some(EndpointMeta {
+                labels: Default::default(),
+                identity: peer.to_string(),
+            }),
+            tls: true,
+            http: Some(tap_event::Http {
+                event: Some(Event::RequestInit(http::RequestInit {
+                    id: Some(http::StreamId { base: 7, stream: 3 }),
+                    method: "GET".into(),
+                    path: "/x".into(),
+                    headers: vec![Header {
+                        name: "authorization".into(),
+                        value: b"[redacted]".to_vec(),
+                    }],
+                    ..Default::default()
+                })),
+            }),
+            ..Default::default()
+        };
+        event.set_proxy_direction(ProxyDirection::Outbound);
+        let doc = to_json(&event);
+        assert_eq!(doc["source_identity"], "");
+        assert_eq!(doc["destination_identity"], peer);
+        assert_eq!(doc["source_labels"]["pod"], "web-0");
+        assert_eq!(doc["id"], "7:3");
+        assert_eq!(
+            doc["headers"],
+            serde_json::json!([{ "name": "authorization", "value": "[redacted]" }])
+        );
+    }
 }

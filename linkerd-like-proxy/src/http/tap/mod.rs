@@ -96,6 +96,7 @@ impl<S> Tap<S> {
             method: req.method(),
             uri: req.uri(),
             headers: req.headers(),
+            authz: t.authz.as_ref(),
         };
         self.tap.registry.tap(&view)
     }

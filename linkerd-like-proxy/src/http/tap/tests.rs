@@ -71,6 +71,7 @@ fn fixture(max_rps: u32) -> Fixture {
         client: CLIENT.into(),
         destination: None,
         client_id: None,
+        policy: None,
     });
     let tap = Arc::new(TapConn {
         registry: registry.clone(),
@@ -202,6 +203,7 @@ async fn a_matching_stream_sees_request_response_and_end_and_others_nothing() {
     assert_eq!(dst.labels["pod"], "web-0");
     assert_eq!(dst.labels["namespace"], "default");
     assert_eq!(init.route_meta.as_ref().unwrap().labels["route"], "vote");
+    assert_eq!(init.authorization, None, "no policy, no decision");
     let Event::RequestInit(req) = event(&init) else {
         panic!("{init:?}")
     };
@@ -251,6 +253,36 @@ async fn a_matching_stream_sees_request_response_and_end_and_others_nothing() {
     assert!(
         elsewhere.try_next().is_err(),
         "the other filter matched nothing"
+    );
+}
+
+#[tokio::test]
+async fn events_carry_the_inbound_policys_decision() {
+    let mut f = fixture(100);
+    let mut tapping = f.registry.subscribe(observe(10, None, false)).unwrap();
+    let meta = |kind: &str, name: &str| crate::policy::Meta {
+        group: "policy.mesh.rs".into(),
+        kind: kind.into(),
+        name: name.into(),
+    };
+    let mut req = request("/api/vote");
+    req.extensions_mut().get_mut::<Target>().unwrap().authz =
+        Some(crate::policy::enforce::Decision {
+            server: meta("server", "voting"),
+            route: Some(meta("httproute", "vote")),
+            authz: Some(meta("authorizationpolicy", "web-only")),
+            outcome: crate::policy::enforce::Outcome::Allow,
+        });
+    send(&mut f.svc, req).await;
+    let init = tapping.try_next().expect("request_init");
+    let a = init.authorization.expect("the decision");
+    assert_eq!(a.outcome, "allow");
+    assert_eq!(a.server.unwrap().name, "voting");
+    assert_eq!(a.route.unwrap().kind, "httproute");
+    let authz = a.authz.unwrap();
+    assert_eq!(
+        (&*authz.group, &*authz.kind, &*authz.name),
+        ("policy.mesh.rs", "authorizationpolicy", "web-only")
     );
 }
 

@@ -15,6 +15,9 @@ pub struct ControlPlane {
     pub running: Running,
     /// The trust anchor (PEM), when identity is on.
     pub anchor: String,
+    /// The identity service's CA, when identity is on (for fakes that serve as the
+    /// control plane, such as the policy service's).
+    pub ca: Option<Arc<Ca>>,
     pub dir: tempfile::TempDir,
 }
 
@@ -31,6 +34,7 @@ pub async fn start(discovery: &str, identity: Option<WithIdentity<'_>>) -> Contr
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("discovery.yaml"), discovery).unwrap();
     let mut anchor = String::new();
+    let mut issuer = None;
     let identity = identity.map(|id| {
         let tokens = dir.path().join("tokens");
         std::fs::write(&tokens, id.tokens).unwrap();
@@ -46,9 +50,11 @@ pub async fn start(discovery: &str, identity: Option<WithIdentity<'_>>) -> Contr
         )
         .unwrap();
         anchor = a;
+        let ca = Arc::new(ca);
+        issuer = Some(ca.clone());
         IdentityConfig {
             addr: "127.0.0.1:0".parse().unwrap(),
-            ca: Arc::new(ca),
+            ca,
             tokens: IdentityTokens::Bootstrap(Arc::new(BootstrapTokens::load(&tokens).unwrap())),
             server_name: identity::default_server_name("mesh-system", "cluster.local"),
             destination_server_name: identity::tls::service_identity(
@@ -66,6 +72,7 @@ pub async fn start(discovery: &str, identity: Option<WithIdentity<'_>>) -> Contr
     ControlPlane {
         running,
         anchor,
+        ca: issuer,
         dir,
     }
 }

@@ -10,6 +10,10 @@ use mesh_api::{
         AddSet, DestinationProfile, Endpoint, GetDestination, NoEndpoints, RemoveSet, Update,
     },
     net::TcpAddress,
+    policy::{
+        inbound_policies_server::{InboundPolicies, InboundPoliciesServer},
+        InboundPolicy, PortSpec,
+    },
 };
 use std::{
     collections::{BTreeMap, HashMap},
@@ -333,5 +337,80 @@ impl Destination for FakeController {
         _: Request<GetDestination>,
     ) -> Result<Response<Self::GetProfileStream>, Status> {
         Ok(Response::new(futures_util::stream::pending()))
+    }
+}
+
+/// A fake policy service (`mesh.policy.InboundPolicies`): the test sets each port's
+/// policy, and every `Watch` stream of the port sends it, then each later one, as the
+/// controller does. Served over TLS as the destination service is (the proxy reaches
+/// both at `MESH_PROXY_DESTINATION_ADDR`).
+#[derive(Clone, Default)]
+pub struct FakePolicies {
+    ports: Arc<Mutex<HashMap<u32, watch::Sender<Option<InboundPolicy>>>>>,
+}
+
+impl FakePolicies {
+    fn sender(&self, port: u32) -> watch::Sender<Option<InboundPolicy>> {
+        lock(&self.ports)
+            .entry(port)
+            .or_insert_with(|| watch::Sender::new(None))
+            .clone()
+    }
+
+    /// Sends `policy` on every stream of `port`, and to streams opened later.
+    pub fn set(&self, port: u16, policy: InboundPolicy) {
+        self.sender(port.into()).send_replace(Some(policy));
+    }
+
+    /// Serves on loopback with `tls`.
+    pub async fn serve(&self, tls: Arc<rustls::ServerConfig>) -> Running {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let conns: Arc<Mutex<JoinSet<()>>> = Arc::default();
+        let mut tasks = JoinSet::new();
+        let svc = InboundPoliciesServer::new(self.clone());
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+        let c = conns.clone();
+        tasks.spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let _ = stream.set_nodelay(true);
+                let svc = hyper_util::service::TowerToHyperService::new(svc.clone());
+                let acceptor = acceptor.clone();
+                lock(&c).spawn(async move {
+                    let Ok(stream) = acceptor.accept(stream).await else {
+                        return;
+                    };
+                    let _ = hyper::server::conn::http2::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+                });
+            }
+        });
+        Running { addr, tasks, conns }
+    }
+}
+
+type PolicyStream =
+    Pin<Box<dyn futures_util::Stream<Item = Result<InboundPolicy, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl InboundPolicies for FakePolicies {
+    type WatchStream = PolicyStream;
+
+    async fn watch(&self, req: Request<PortSpec>) -> Result<Response<PolicyStream>, Status> {
+        let mut rx = self.sender(req.into_inner().port).subscribe();
+        rx.mark_changed();
+        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+            loop {
+                rx.changed().await.ok()?;
+                let current = rx.borrow_and_update().clone();
+                if let Some(p) = current {
+                    return Some((Ok(p), rx));
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(stream)))
     }
 }

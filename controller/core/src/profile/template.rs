@@ -1,11 +1,11 @@
-//! `mesh profile --template`: an annotated example profile to edit, as
-//! `linkerd profile --template` prints one, with mesh's differences said where they
-//! apply (a one-bound status range, `maxRetries`, no silently dropped route).
+//! `mesh profile --template`'s annotated example profile, as `linkerd profile
+//! --template` prints one, with mesh's differences said where they apply (a one-bound
+//! status range, `maxRetries`, no silently dropped route). One writer: the CLI prints
+//! it, and the controller serves it to the dashboard (`/api/profile-template`), so both
+//! give the same bytes.
 //!
 //! What is not commented out is a valid profile as it stands (a test holds it to that),
 //! so a user can apply it and change one thing at a time.
-
-use super::Service;
 
 const TEMPLATE: &str = r#"# ServiceProfile for __SERVICE__.__NAMESPACE__: edit the routes to match the service's API,
 # then check it with `mesh profile validate FILE` and apply it with `kubectl apply -f FILE`.
@@ -108,32 +108,38 @@ spec:
   #   weight: 100m
 "#;
 
-/// The annotated example for `service`.
-pub(super) fn render(service: &Service) -> String {
+/// A profile's name, the DNS name of the service it describes:
+/// `<service>.<namespace>.svc.<cluster-domain>`.
+pub fn service_fqdn(service: &str, namespace: &str, cluster_domain: &str) -> String {
+    format!("{service}.{namespace}.svc.{cluster_domain}")
+}
+
+/// The annotated example for `service` in `namespace`, in a cluster whose domain is
+/// `cluster_domain`.
+pub fn template(service: &str, namespace: &str, cluster_domain: &str) -> String {
     TEMPLATE
-        .replace("__FQDN__", &service.fqdn())
-        .replace("__SERVICE__", &service.name)
-        .replace("__NAMESPACE__", &service.namespace)
-        .replace("__CLUSTER_DOMAIN__", &service.cluster_domain)
+        .replace(
+            "__FQDN__",
+            &service_fqdn(service, namespace, cluster_domain),
+        )
+        .replace("__SERVICE__", service)
+        .replace("__NAMESPACE__", namespace)
+        .replace("__CLUSTER_DOMAIN__", cluster_domain)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mesh_core::profile;
+    use crate::profile;
 
-    fn service() -> Service {
-        Service {
-            name: "books".into(),
-            namespace: "shop".into(),
-            cluster_domain: "example.org".into(),
-        }
+    fn render() -> String {
+        template("books", "shop", "example.org")
     }
 
     #[test]
     fn the_template_is_a_valid_profile() {
-        let v = profile::parse_yaml(&render(&service()), Some("example.org"))
-            .unwrap_or_else(|p| panic!("{p}"));
+        let v =
+            profile::parse_yaml(&render(), Some("example.org")).unwrap_or_else(|p| panic!("{p}"));
         assert_eq!(v.routes.len(), 2);
         assert!(v.routes[0].is_retryable);
         assert_eq!(v.routes[0].max_retries, 2);
@@ -144,7 +150,7 @@ mod tests {
     /// The commented-out examples are valid too, once uncommented.
     #[test]
     fn the_commented_examples_are_valid() {
-        let text = render(&service());
+        let text = render();
         let block = |from: &str| -> String {
             text.lines()
                 .skip_while(|l| !l.trim_start().starts_with(from))
