@@ -288,13 +288,14 @@ impl<M: Model> Sink<M> for Discovered<'_> {
             objects = models.len(),
             "listed"
         );
-        self.index.reset(resource, M::reset(models));
-        self.index.synced(resource);
+        // The status first: whoever sees the listed profiles sees the CRD installed.
         if resource == Resource::ServiceProfiles
             && self.status.set_profiles_crd(true) == Some(false)
         {
             info!("the ServiceProfile CRD is installed now; profiles are read again");
         }
+        self.index.reset(resource, M::reset(models));
+        self.index.synced(resource);
     }
     fn restarted(&self) {
         info!(
@@ -382,6 +383,13 @@ impl Sink<convert::PolicyObject> for Policies<'_> {
             objects = objects.len(),
             "listed"
         );
+        // The status first, as for profiles.
+        if self.status.set_policy_crd(self.kind, true) == Some(false) {
+            info!(
+                kind = self.kind.name(),
+                "the policy CRD is installed now; its resources are read again"
+            );
+        }
         let mut valid = Vec::with_capacity(objects.len());
         let mut index = self.policy.lock();
         for object in objects {
@@ -402,12 +410,6 @@ impl Sink<convert::PolicyObject> for Policies<'_> {
         index.reset(&[self.kind], valid);
         drop(index);
         self.policy.synced(PolicyPart::Kind(self.kind));
-        if self.status.set_policy_crd(self.kind, true) == Some(false) {
-            info!(
-                kind = self.kind.name(),
-                "the policy CRD is installed now; its resources are read again"
-            );
-        }
     }
     fn restarted(&self) {
         info!(
