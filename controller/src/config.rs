@@ -31,6 +31,10 @@ pub struct Config {
     pub scrape: ScrapeConfig,
     /// The names the dashboard and API answer besides localhost and IP addresses.
     pub dashboard_allowed_hosts: crate::dashboard::AllowedHosts,
+    /// What the policy index compiles with beside the resources: the cluster-wide
+    /// default inbound policy, the cluster networks (its trust domain is ignored: the
+    /// controller's, `trust_domain`, is used).
+    pub policy: mesh_core::policy::index::Config,
 }
 
 /// The identity service's validated configuration: a CA whose credentials were read
@@ -86,6 +90,7 @@ impl Config {
             webhook: None,
             scrape: ScrapeConfig::default(),
             dashboard_allowed_hosts: crate::dashboard::AllowedHosts::default(),
+            policy: mesh_core::policy::index::Config::default(),
         }
     }
 }

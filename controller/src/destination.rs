@@ -1,5 +1,6 @@
 //! The `mesh.destination.Destination` gRPC service: `Get` streams endpoints and
-//! `GetProfile` streams profiles, both kept live from the [`Index`].
+//! `GetProfile` streams profiles, both kept live from the [`Index`]. The same server
+//! (port 8086, same TLS) serves `mesh.policy.InboundPolicies` ([`crate::policy`]).
 //!
 //! A stream owns no queue of updates. It remembers the snapshot it last sent and,
 //! whenever the client can take more, diffs that against the newest snapshot of its
@@ -7,6 +8,7 @@
 //! buffer, and it never holds up the index or any other stream: the index only
 //! replaces the latest snapshot in a `watch` channel.
 
+use crate::policy::PolicyService;
 use crate::{
     index::{diff, Change, Endpoint, Index, ProfileInfo, Resource, Snapshot, Subscription},
     metrics::{Metrics, StreamKind},
@@ -16,6 +18,7 @@ use mesh_api::destination::{
     self as api, destination_server::Destination, protocol_hint, update::Update as Kind,
     DestinationProfile, GetDestination, Update,
 };
+use mesh_api::policy::{inbound_policies_server::InboundPolicies as _, InboundPolicy, PortSpec};
 use std::{collections::VecDeque, pin::Pin, sync::Arc, time::Duration};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -49,6 +52,7 @@ const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 pub async fn serve(
     listener: TcpListener,
     service: DestinationService,
+    policy: PolicyService,
     tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
@@ -56,7 +60,7 @@ pub async fn serve(
         .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT));
-    let routes = Routes::new(service);
+    let routes = Routes::new(service, policy);
     match tls {
         Some(tls) => {
             let incoming = crate::tls_incoming::incoming(
@@ -85,6 +89,7 @@ pub async fn serve(
 #[derive(Clone, Debug)]
 pub struct Routes {
     inner: Arc<DestinationService>,
+    policy: Arc<PolicyService>,
 }
 
 /// The encoder's initial buffer: a typical small update fits; a big one grows it.
@@ -93,9 +98,10 @@ const ENCODE_BUFFER: usize = 512;
 const YIELD_THRESHOLD: usize = 32 * 1024;
 
 impl Routes {
-    pub fn new(service: DestinationService) -> Self {
+    pub fn new(service: DestinationService, policy: PolicyService) -> Self {
         Self {
             inner: Arc::new(service),
+            policy: Arc::new(policy),
         }
     }
 }
@@ -127,6 +133,13 @@ where
                 let mut grpc = tonic::server::Grpc::new(SmallCodec::default());
                 Ok(grpc.server_streaming(GetProfileMethod(inner), req).await)
             }),
+            "/mesh.policy.InboundPolicies/Watch" => {
+                let policy = Arc::clone(&self.policy);
+                Box::pin(async move {
+                    let mut grpc = tonic::server::Grpc::new(SmallCodec::default());
+                    Ok(grpc.server_streaming(WatchMethod(policy), req).await)
+                })
+            }
             _ => Box::pin(async move { Ok(Status::unimplemented("no such method").into_http()) }),
         }
     }
@@ -159,6 +172,19 @@ impl tonic::server::ServerStreamingService<GetDestination> for GetProfileMethod 
     fn call(&mut self, req: Request<GetDestination>) -> Self::Future {
         let inner = Arc::clone(&self.0);
         Box::pin(async move { inner.get_profile(req).await })
+    }
+}
+
+struct WatchMethod(Arc<PolicyService>);
+
+impl tonic::server::ServerStreamingService<PortSpec> for WatchMethod {
+    type Response = InboundPolicy;
+    type ResponseStream = BoxStream<InboundPolicy>;
+    type Future = tonic::codegen::BoxFuture<Response<Self::ResponseStream>, Status>;
+
+    fn call(&mut self, req: Request<PortSpec>) -> Self::Future {
+        let inner = Arc::clone(&self.0);
+        Box::pin(async move { inner.watch(req).await })
     }
 }
 

@@ -1,11 +1,12 @@
 //! The `file` discovery backend: the file's format and parser are the core's
 //! ([`mesh_core::file`], re-exported here); this module reads the file into the index
-//! now and whenever it changes.
+//! and its policy index now and whenever it changes.
 
 pub use mesh_core::file::*;
 
 use crate::index::{Index, Resource};
 use crate::metrics::Metrics;
+use crate::policy::PolicyIndex;
 use std::{
     path::{Path, PathBuf},
     sync::Arc,
@@ -39,11 +40,19 @@ pub enum LoadError {
 
 // === the backend ===
 
-/// Reads the file into `index` now and whenever it changes, until `shutdown`.
+/// Reads the file into `index` and `policy` now and whenever it changes, until
+/// `shutdown`.
 ///
 /// A missing or invalid file is logged (once per distinct problem) and leaves the
-/// index as it was: not ready before the first good read, the last good state after.
-pub async fn run(path: PathBuf, index: Index, metrics: Arc<Metrics>, shutdown: CancellationToken) {
+/// indexes as they were: not ready before the first good read, the last good state
+/// after.
+pub async fn run(
+    path: PathBuf,
+    index: Index,
+    policy: PolicyIndex,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) {
     index.ready_once_synced(&Resource::ALL);
     let mut watcher = Watcher::new(path);
     let mut last_problem: Option<String> = None;
@@ -52,7 +61,8 @@ pub async fn run(path: PathBuf, index: Index, metrics: Arc<Metrics>, shutdown: C
             Ok(None) => {}
             Ok(Some(text)) => {
                 match parse_with(&text, index.trust_domain(), Some(index.cluster_domain())) {
-                    Ok(discovery) => {
+                    Ok(mut discovery) => {
+                        apply_policy(&policy, &mut discovery);
                         apply(&index, discovery);
                         last_problem = None;
                         metrics.file_load(true);
@@ -77,6 +87,19 @@ pub async fn run(path: PathBuf, index: Index, metrics: Arc<Metrics>, shutdown: C
             () = shutdown.cancelled() => return,
         }
     }
+}
+
+/// The file's policies and pods, into the policy index, whole: what the file no longer
+/// has is deleted.
+fn apply_policy(policy: &PolicyIndex, discovery: &mut Discovery) {
+    let resources = std::mem::take(&mut discovery.policies);
+    let pods = std::mem::take(&mut discovery.policy_pods);
+    tracing::info!(policies = resources.len(), "policies loaded");
+    let mut index = policy.lock();
+    index.reset_pods(pods);
+    index.reset(&mesh_core::policy::Kind::ALL, resources);
+    drop(index);
+    policy.synced_all();
 }
 
 fn report(last: &mut Option<String>, error: &LoadError) {

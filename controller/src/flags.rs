@@ -92,6 +92,28 @@ pub struct Args {
     )]
     pub cluster_domain: String,
 
+    /// The cluster-wide default inbound policy, for ports no `Server` selects on pods
+    /// without the `config.mesh.rs/default-inbound-policy` annotation (nor their
+    /// namespace): all-unauthenticated, all-authenticated, cluster-authenticated,
+    /// cluster-unauthenticated, deny or audit.
+    #[arg(
+        long,
+        env = "MESH_DEFAULT_INBOUND_POLICY",
+        default_value = "all-unauthenticated",
+        value_name = "POLICY"
+    )]
+    pub default_inbound_policy: String,
+
+    /// The cluster's pod and node networks, comma-separated CIDRs: what the
+    /// `cluster-*` default policies allow.
+    #[arg(
+        long,
+        env = "MESH_CLUSTER_NETWORKS",
+        default_value = mesh_core::policy::DEFAULT_CLUSTER_NETWORKS,
+        value_name = "CIDRS"
+    )]
+    pub cluster_networks: String,
+
     /// The domain identities are named in.
     #[arg(
         long,
@@ -249,6 +271,10 @@ pub enum InvalidConfig {
         #[source]
         source: std::io::Error,
     },
+    #[error("invalid --default-inbound-policy (MESH_DEFAULT_INBOUND_POLICY) {0:?}: {1}")]
+    DefaultInboundPolicy(String, String),
+    #[error("invalid --cluster-networks (MESH_CLUSTER_NETWORKS) {0:?}: {1}")]
+    ClusterNetworks(String, String),
     #[error("invalid --{flag} {value:?}: expected a DNS name such as cluster.local")]
     Domain { flag: &'static str, value: String },
     #[error("{0}")]
@@ -384,6 +410,14 @@ impl Args {
             (None, None) => {}
         }
         let scrape = scrape_config(self.metrics_scrape_interval, self.metrics_scrape_timeout)?;
+        let policy = mesh_core::policy::index::Config {
+            default_policy: self.default_inbound_policy.parse().map_err(|e| {
+                InvalidConfig::DefaultInboundPolicy(self.default_inbound_policy.clone(), e)
+            })?,
+            cluster_networks: mesh_core::policy::parse_networks(&self.cluster_networks)
+                .map_err(|e| InvalidConfig::ClusterNetworks(self.cluster_networks.clone(), e))?,
+            ..Default::default()
+        };
         let dashboard_allowed_hosts =
             crate::dashboard::AllowedHosts::new(self.dashboard_allowed_hosts)
                 .map_err(InvalidConfig::DashboardAllowedHost)?;
@@ -406,6 +440,7 @@ impl Args {
             webhook,
             scrape,
             dashboard_allowed_hosts,
+            policy,
         })
     }
 }

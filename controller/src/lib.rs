@@ -30,6 +30,7 @@ mod http_server;
 pub mod identity;
 pub mod k8s;
 pub mod metrics;
+pub mod policy;
 mod process;
 mod run;
 pub mod scrape;

@@ -22,6 +22,7 @@ use std::{
 pub struct Metrics {
     get_streams: AtomicI64,
     profile_streams: AtomicI64,
+    policy_streams: AtomicI64,
     updates_sent: AtomicU64,
     file_loads_applied: AtomicU64,
     file_loads_rejected: AtomicU64,
@@ -63,6 +64,8 @@ pub const TOKEN_REVIEW_ERRORS: [&str; 3] = ["forbidden", "unauthorized", "unavai
 pub enum StreamKind {
     Get,
     Profile,
+    /// `mesh.policy.InboundPolicies/Watch`.
+    Policy,
 }
 
 // === impl Metrics ===
@@ -72,6 +75,7 @@ impl Metrics {
         match kind {
             StreamKind::Get => &self.get_streams,
             StreamKind::Profile => &self.profile_streams,
+            StreamKind::Policy => &self.policy_streams,
         }
     }
 
@@ -169,9 +173,13 @@ impl Metrics {
             &mut out,
             "destination_streams",
             "gauge",
-            "Open destination streams.",
+            "Open destination and policy streams.",
         );
-        for (kind, value) in [("get", StreamKind::Get), ("profile", StreamKind::Profile)] {
+        for (kind, value) in [
+            ("get", StreamKind::Get),
+            ("profile", StreamKind::Profile),
+            ("policy", StreamKind::Policy),
+        ] {
             let _ = writeln!(
                 out,
                 "destination_streams{{kind=\"{kind}\"}} {}",
@@ -182,7 +190,7 @@ impl Metrics {
             &mut out,
             "destination_updates_sent_total",
             "counter",
-            "Messages sent on destination streams.",
+            "Messages sent on destination and policy streams.",
         );
         let _ = writeln!(
             out,

@@ -12,6 +12,7 @@ use crate::{
     index::Index,
     k8s,
     metrics::Metrics,
+    policy::{PolicyIndex, PolicyService},
     process, scrape, tap, webhook,
 };
 use anyhow::Context as _;
@@ -31,6 +32,10 @@ impl Config {
     pub async fn build(self) -> anyhow::Result<Running> {
         process::start_time();
         let index = Index::new(&self.cluster_domain, &self.trust_domain);
+        let policy = PolicyIndex::new(mesh_core::policy::index::Config {
+            trust_domain: self.trust_domain.clone(),
+            ..self.policy.clone()
+        });
         let metrics = Arc::new(Metrics::default());
         let shutdown = CancellationToken::new();
 
@@ -113,6 +118,7 @@ impl Config {
                 tokio::spawn(file::run(
                     path,
                     index.clone(),
+                    policy.clone(),
                     Arc::clone(&metrics),
                     shutdown.clone(),
                 ))
@@ -125,6 +131,7 @@ impl Config {
                 health.kube = Some(status.clone());
                 tokio::spawn(run_kubernetes(
                     index.clone(),
+                    policy.clone(),
                     control_plane_namespace,
                     status,
                     shutdown.clone(),
@@ -170,9 +177,12 @@ impl Config {
         });
         let service =
             DestinationService::new(index.clone(), Arc::clone(&metrics), shutdown.clone());
+        let policy_service =
+            PolicyService::new(policy.clone(), Arc::clone(&metrics), shutdown.clone());
         let server = tokio::spawn(destination::serve(
             destination,
             service,
+            policy_service,
             destination_tls,
             shutdown.clone(),
         ));
@@ -189,6 +199,7 @@ impl Config {
             webhook_addr,
             webhook_reviews,
             index,
+            policy,
             metrics,
             shutdown,
             server,
@@ -314,6 +325,8 @@ pub struct Running {
     /// The webhook's review counts (zero while it is off).
     pub webhook_reviews: Arc<webhook::Reviews>,
     pub index: Index,
+    /// The policy index, as the backend keeps it.
+    pub policy: PolicyIndex,
     pub metrics: Arc<Metrics>,
     shutdown: CancellationToken,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
@@ -395,6 +408,7 @@ async fn signal() {
 /// on (a client that cannot be built, an API server that went away for good).
 async fn run_kubernetes(
     index: Index,
+    policy: PolicyIndex,
     control_plane_ns: String,
     status: Arc<k8s::Status>,
     shutdown: CancellationToken,
@@ -410,6 +424,7 @@ async fn run_kubernetes(
             k8s::run(
                 client,
                 index.clone(),
+                policy.clone(),
                 control_plane_ns.clone(),
                 Arc::clone(&status),
             )

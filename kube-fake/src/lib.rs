@@ -1,5 +1,6 @@
 //! An in-process Kubernetes API server for tests: list and watch of Services, Pods,
-//! EndpointSlices and ServiceProfiles over plain HTTP, and the other kinds stored,
+//! EndpointSlices, ServiceProfiles and the `policy.mesh.rs` kinds over plain HTTP, and
+//! the other kinds stored,
 //! faithful enough that the real kube-rs client and `kube::runtime::watcher` run
 //! against it unchanged.
 //!
@@ -108,14 +109,25 @@ pub enum Kind {
     EndpointSlice,
     /// `mesh.rs/v1alpha1` ServiceProfile (a custom resource).
     ServiceProfile,
+    /// `policy.mesh.rs/v1alpha1` Server (a custom resource, as the four below).
+    Server,
+    AuthorizationPolicy,
+    MeshTlsAuthentication,
+    NetworkAuthentication,
+    HttpRoute,
 }
 
 impl Kind {
-    const ALL: [Kind; 4] = [
+    const ALL: [Kind; 9] = [
         Kind::Service,
         Kind::Pod,
         Kind::EndpointSlice,
         Kind::ServiceProfile,
+        Kind::Server,
+        Kind::AuthorizationPolicy,
+        Kind::MeshTlsAuthentication,
+        Kind::NetworkAuthentication,
+        Kind::HttpRoute,
     ];
 
     fn index(self) -> usize {
@@ -129,6 +141,11 @@ impl Kind {
             Kind::Pod => "Pod",
             Kind::EndpointSlice => "EndpointSlice",
             Kind::ServiceProfile => "ServiceProfile",
+            Kind::Server => "Server",
+            Kind::AuthorizationPolicy => "AuthorizationPolicy",
+            Kind::MeshTlsAuthentication => "MeshTLSAuthentication",
+            Kind::NetworkAuthentication => "NetworkAuthentication",
+            Kind::HttpRoute => "HTTPRoute",
         }
     }
 
@@ -138,6 +155,7 @@ impl Kind {
             Kind::Service | Kind::Pod => "v1",
             Kind::EndpointSlice => "discovery.k8s.io/v1",
             Kind::ServiceProfile => "mesh.rs/v1alpha1",
+            _ => "policy.mesh.rs/v1alpha1",
         }
     }
 
@@ -147,6 +165,7 @@ impl Kind {
             Kind::Pod => "pods",
             Kind::EndpointSlice => "endpointslices",
             Kind::ServiceProfile => "serviceprofiles",
+            _ => self.policy_plural(),
         }
     }
 
@@ -156,6 +175,21 @@ impl Kind {
             Kind::Pod => "pod",
             Kind::EndpointSlice => "endpointslice",
             Kind::ServiceProfile => "serviceprofile",
+            Kind::Server => "server",
+            Kind::AuthorizationPolicy => "authorizationpolicy",
+            Kind::MeshTlsAuthentication => "meshtlsauthentication",
+            Kind::NetworkAuthentication => "networkauthentication",
+            Kind::HttpRoute => "httproute",
+        }
+    }
+
+    fn policy_plural(self) -> &'static str {
+        match self {
+            Kind::Server => "servers",
+            Kind::AuthorizationPolicy => "authorizationpolicies",
+            Kind::MeshTlsAuthentication => "meshtlsauthentications",
+            Kind::NetworkAuthentication => "networkauthentications",
+            _ => "httproutes",
         }
     }
 
@@ -165,6 +199,8 @@ impl Kind {
             Kind::Pod => &["po"],
             Kind::EndpointSlice => &[],
             Kind::ServiceProfile => &["sp"],
+            Kind::Server => &["srv"],
+            _ => &[],
         }
     }
 
@@ -180,6 +216,7 @@ impl Kind {
             Kind::Service | Kind::Pod => "",
             Kind::EndpointSlice => "discovery.k8s.io",
             Kind::ServiceProfile => "mesh.rs",
+            _ => "policy.mesh.rs",
         }
     }
 
@@ -216,7 +253,7 @@ impl Kind {
                 "status.podIP",
                 "status.nominatedNodeName",
             ],
-            Kind::EndpointSlice | Kind::ServiceProfile => &["metadata.name", "metadata.namespace"],
+            _ => &["metadata.name", "metadata.namespace"],
         }
     }
 }

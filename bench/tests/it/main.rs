@@ -2,3 +2,4 @@
 
 mod discovery_bench;
 mod metrics_bench;
+mod policy_bench;

@@ -32,21 +32,33 @@
 //!     kind: ServiceProfile
 //!     metadata: {name: voting.emojivoto.svc.cluster.local}   # namespace: from the name
 //!     spec: {routes: [{name: vote, condition: {method: POST}, isRetryable: true}]}
+//! policies:                             # policy.mesh.rs objects, as `kubectl apply` takes them
+//!   - apiVersion: policy.mesh.rs/v1alpha1
+//!     kind: Server                      # or AuthorizationPolicy, MeshTLSAuthentication,
+//!     metadata: {name: voting, namespace: emojivoto}   # NetworkAuthentication, HTTPRoute
+//!     spec: {podSelector: {matchLabels: {deployment: voting}}, port: grpc, proxyProtocol: gRPC}
 //! ```
 //!
-//! A profile with any problem makes the whole file invalid (reported with the field),
-//! so the last good state, its profiles included, stays in force.
+//! For authorization policy, an endpoint's pod also says (all optional): its labels
+//! (`labels`, which `podSelector`s match), `defaultInboundPolicy` (the
+//! `config.mesh.rs/default-inbound-policy` annotation), `namedPorts` (`{grpc: 8080}`,
+//! its named container ports) and `probes` (`[{port: 8080, path: /healthz}]`, its
+//! kubelet `httpGet` probes).
+//!
+//! A profile or policy with any problem makes the whole file invalid (reported with the
+//! field), so the last good state, its profiles and policies included, stays in force.
 
 use crate::index::PortSet;
 use crate::index::{
     EndpointSlice, Identity, Index, ObjKey, Pod, ResetObjects, Resource, Service, ServicePort,
     SliceEndpoint, SlicePort, TargetPort,
 };
+use crate::policy::{self, index::Pod as PolicyPod};
 use crate::yaml::{self, null_as_default};
 use mesh_api::names::{self, ServiceAccount};
 use serde::{de, Deserialize, Deserializer};
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     net::{IpAddr, SocketAddr},
     sync::Arc,
 };
@@ -63,6 +75,11 @@ pub struct Discovery {
     pub pods: Vec<Pod>,
     /// Valid ServiceProfiles.
     pub profiles: Vec<crate::index::ServiceProfile>,
+    /// Valid policy resources, each with its namespace.
+    pub policies: Vec<(String, policy::Resource)>,
+    /// The pods as the policy index sees them (labels, default policy, named ports,
+    /// probes).
+    pub policy_pods: Vec<PolicyPod>,
 }
 
 /// Why a file's content was rejected.
@@ -85,6 +102,8 @@ struct FileSpec {
     services: Vec<ServiceSpec>,
     #[serde(default, deserialize_with = "null_as_default")]
     profiles: Vec<serde_json::Value>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    policies: Vec<serde_json::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -124,6 +143,22 @@ struct EndpointSpec {
     admin: Option<String>,
     /// `ip:port` of the endpoint's proxy tap server, when not at its IP on 4190.
     tap: Option<String>,
+    /// The pod's `config.mesh.rs/default-inbound-policy`.
+    #[serde(rename = "defaultInboundPolicy")]
+    default_inbound_policy: Option<String>,
+    /// The pod's named container ports.
+    #[serde(default, rename = "namedPorts", deserialize_with = "null_as_default")]
+    named_ports: BTreeMap<String, u16>,
+    /// The pod's kubelet `httpGet` probes.
+    #[serde(default, deserialize_with = "null_as_default")]
+    probes: Vec<ProbeSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProbeSpec {
+    port: u16,
+    path: Option<String>,
 }
 
 /// `ip` or `ip:port` (`[ip6]:port`).
@@ -196,8 +231,10 @@ pub fn parse_with(
         .enumerate()
         .map(|(i, p)| profile(&format!("profiles[{i}]"), p, cluster_domain))
         .collect::<Result<Vec<_>, _>>()?;
+    let policies = policies(&spec.policies)?;
     let mut out = build(spec, trust_domain)?;
     out.profiles = profiles;
+    out.policies = policies;
     Ok(out)
 }
 
@@ -216,17 +253,8 @@ fn profile(
         };
         invalid(field, e.into_inner().to_string())
     })?;
-    let valid = profile::validate_document(&parsed, cluster_domain).map_err(|problems| {
-        let first = &problems.0[0];
-        let more = match problems.0.len() {
-            1 => String::new(),
-            n => format!(" (and {} more problems)", n - 1),
-        };
-        invalid(
-            format!("{at}.{}", first.path),
-            format!("{}{more}", first.reason),
-        )
-    })?;
+    let valid = profile::validate_document(&parsed, cluster_domain)
+        .map_err(|problems| first_problem(at, &problems))?;
     let from_name = parsed.metadata.name.split('.').nth(1).unwrap_or_default();
     let namespace = parsed.metadata.namespace.as_deref().unwrap_or(from_name);
     if namespace != from_name {
@@ -242,6 +270,51 @@ fn profile(
         key: ObjKey::new(namespace, &parsed.metadata.name),
         spec: crate::index::ProfileSpec(Arc::new(valid)),
     })
+}
+
+/// A document's problems as the file's error: the first, with its field under `at`,
+/// and how many more there are.
+fn first_problem(at: &str, problems: &crate::profile::Problems) -> InvalidFile {
+    let Some(first) = problems.0.first() else {
+        return invalid(at, "invalid");
+    };
+    let more = match problems.0.len() {
+        1 => String::new(),
+        n => format!(" (and {} more problems)", n - 1),
+    };
+    let field = match first.path.as_str() {
+        "" | "." | "(document)" => at.to_string(),
+        path => format!("{at}.{path}"),
+    };
+    invalid(field, format!("{}{more}", first.reason))
+}
+
+/// The file's policy documents, validated as the admission webhook validates them;
+/// a document without a namespace is in `default`, as a service is.
+fn policies(docs: &[serde_json::Value]) -> Result<Vec<(String, policy::Resource)>, InvalidFile> {
+    let mut seen: HashMap<(policy::Kind, String, String), usize> = HashMap::new();
+    let mut out = Vec::with_capacity(docs.len());
+    for (i, doc) in docs.iter().enumerate() {
+        let at = format!("policies[{i}]");
+        let resource = policy::validate_value(doc.clone())
+            .map_err(|problems| first_problem(&at, &problems))?;
+        let meta = resource.meta();
+        let namespace = meta.namespace.clone().unwrap_or_else(default_namespace);
+        check_label(&format!("{at}.metadata.namespace"), &namespace)?;
+        let key = (resource.kind(), namespace.clone(), meta.name.clone());
+        if let Some(first) = seen.insert(key, i) {
+            return Err(invalid(
+                format!("{at}.metadata.name"),
+                format!(
+                    "duplicate {} {namespace}/{} (first at policies[{first}])",
+                    resource.kind().name(),
+                    meta.name
+                ),
+            ));
+        }
+        out.push((namespace, resource));
+    }
+    Ok(out)
 }
 
 fn invalid(field: impl Into<String>, message: impl Into<String>) -> InvalidFile {
@@ -264,6 +337,7 @@ fn build(spec: FileSpec, trust_domain: &str) -> Result<Discovery, InvalidFile> {
     let mut seen_services: HashMap<(String, String), usize> = HashMap::new();
     let mut seen_ips: HashMap<IpAddr, String> = HashMap::new();
     let mut pods: BTreeMap<ObjKey, PodSeen> = BTreeMap::new();
+    let mut policy_pods: BTreeMap<ObjKey, PolicyPod> = BTreeMap::new();
 
     for (i, svc) in spec.services.into_iter().enumerate() {
         let at = format!("services[{i}]");
@@ -333,6 +407,7 @@ fn build(spec: FileSpec, trust_domain: &str) -> Result<Discovery, InvalidFile> {
             let pod = endpoint_pod(&at, &key, &svc.name, j, ip, &ep, trust_domain)?;
             let pod_name = pod.as_ref().map(|p| Arc::clone(&p.key.name));
             if let Some(pod) = pod {
+                merge_policy_pod(&mut policy_pods, policy_pod(&at, &pod.key, &ep)?);
                 merge_pod(&mut pods, &at, pod)?;
             }
             groups.entry(own_port).or_default().push(SliceEndpoint {
@@ -359,6 +434,7 @@ fn build(spec: FileSpec, trust_domain: &str) -> Result<Discovery, InvalidFile> {
         });
     }
     out.pods = pods.into_values().map(|seen| seen.pod).collect();
+    out.policy_pods = policy_pods.into_values().collect();
     Ok(out)
 }
 
@@ -450,7 +526,9 @@ fn endpoint_pod(
         ep,
         "where the endpoint's proxy serves tap",
     )?;
-    if ep.labels.is_empty() && ep.identity.is_none() {
+    let says_policy =
+        ep.default_inbound_policy.is_some() || !ep.named_ports.is_empty() || !ep.probes.is_empty();
+    if ep.labels.is_empty() && ep.identity.is_none() && !says_policy {
         return Ok(None);
     }
     let mut owner = None;
@@ -518,6 +596,71 @@ fn endpoint_pod(
         admin,
         tap,
     }))
+}
+
+/// The pod behind an endpoint as the policy index sees it.
+fn policy_pod(at: &str, key: &ObjKey, ep: &EndpointSpec) -> Result<PolicyPod, InvalidFile> {
+    if let Some(name) = &ep.default_inbound_policy {
+        name.parse::<policy::DefaultPolicy>()
+            .map_err(|e| invalid(format!("{at}.defaultInboundPolicy"), e))?;
+    }
+    let mut named_ports: BTreeMap<String, BTreeSet<u16>> = BTreeMap::new();
+    for (name, port) in &ep.named_ports {
+        if !names::is_dns_label(name) || name.len() > 15 {
+            return Err(invalid(
+                format!("{at}.namedPorts.{name}"),
+                format!("invalid port name {name:?}: expected at most 15 lowercase letters, digits or '-' (an IANA service name, as a container port's name)"),
+            ));
+        }
+        if *port == 0 {
+            return Err(invalid(
+                format!("{at}.namedPorts.{name}"),
+                "port 0 is not a port",
+            ));
+        }
+        named_ports.entry(name.clone()).or_default().insert(*port);
+    }
+    let mut probes: BTreeMap<u16, BTreeSet<String>> = BTreeMap::new();
+    for (k, probe) in ep.probes.iter().enumerate() {
+        if probe.port == 0 {
+            return Err(invalid(
+                format!("{at}.probes[{k}].port"),
+                "port 0 is not a port",
+            ));
+        }
+        probes
+            .entry(probe.port)
+            .or_default()
+            .insert(crate::policy::index::probe_path(probe.path.as_deref()));
+    }
+    Ok(PolicyPod {
+        namespace: key.namespace.to_string(),
+        name: key.name.to_string(),
+        labels: ep.labels.clone(),
+        default_policy: ep.default_inbound_policy.clone(),
+        opaque_ports: PortSet::default(),
+        named_ports,
+        probes,
+    })
+}
+
+/// Merges what another endpoint of the same pod says (named ports and probes are the
+/// pod's, whichever endpoint lists them).
+fn merge_policy_pod(pods: &mut BTreeMap<ObjKey, PolicyPod>, pod: PolicyPod) {
+    let key = ObjKey::new(&pod.namespace, &pod.name);
+    match pods.get_mut(&key) {
+        None => drop(pods.insert(key, pod)),
+        Some(seen) => {
+            seen.labels.extend(pod.labels);
+            seen.default_policy = seen.default_policy.take().or(pod.default_policy);
+            for (name, ports) in pod.named_ports {
+                seen.named_ports.entry(name).or_default().extend(ports);
+            }
+            for (port, paths) in pod.probes {
+                seen.probes.entry(port).or_default().extend(paths);
+            }
+        }
+    }
 }
 
 /// An endpoint's proxy server address (`admin`, `tap`): `ip:port`, on a meshed

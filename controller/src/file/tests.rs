@@ -1,4 +1,5 @@
 use super::*;
+use crate::policy::PolicyIndex;
 use std::io::Write as _;
 
 const TD: &str = "cluster.local";
@@ -56,6 +57,7 @@ async fn follows_edits_and_keeps_the_last_good_state() {
     let task = tokio::spawn(run(
         file.path(),
         index.clone(),
+        PolicyIndex::new(Default::default()),
         metrics.clone(),
         shutdown.clone(),
     ));
@@ -122,6 +124,7 @@ async fn a_missing_file_leaves_the_index_not_ready_until_it_appears() {
     let task = tokio::spawn(run(
         path.clone(),
         index.clone(),
+        PolicyIndex::new(Default::default()),
         Arc::default(),
         shutdown.clone(),
     ));
@@ -133,6 +136,59 @@ async fn a_missing_file_leaves_the_index_not_ready_until_it_appears() {
     std::fs::write(&path, "services:\n  - name: late\n").unwrap();
     wait_for("ready", || index.is_ready()).await;
     assert_eq!(index.stats().services, 1);
+    shutdown.cancel();
+    task.await.unwrap();
+}
+
+/// The file's policies and pods reach the policy index; an invalid policy is rejected
+/// (the last good state stays), and a policy removed from the file is deleted.
+#[tokio::test]
+async fn policies_follow_the_file_and_an_invalid_one_keeps_the_last_good() {
+    const POD: &str = "services:\n  - name: web\n    endpoints:\n      - address: 198.18.0.1\n        labels: {pod: web-1, deployment: web}\n        defaultInboundPolicy: deny\n        namedPorts: {http: 8080}\n        probes: [{port: 8080, path: /ready}]\n";
+    let server = |port: &str| {
+        format!("policies:\n  - apiVersion: policy.mesh.rs/v1alpha1\n    kind: Server\n    metadata: {{name: web}}\n    spec: {{podSelector: {{matchLabels: {{deployment: web}}}}, port: {port}}}\n")
+    };
+    let file = TempFile::new(&format!("{POD}{}", server("http")));
+    let index = Index::new("cluster.local", TD);
+    let policy = PolicyIndex::new(Default::default());
+    let metrics = Arc::new(Metrics::default());
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(run(
+        file.path(),
+        index.clone(),
+        policy.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    ));
+    wait_for("synced", || policy.is_synced()).await;
+    let get = |port| policy.lock().get("default", "web-1", port).unwrap();
+    let server_of = |port| get(port).server.unwrap();
+    assert_eq!(server_of(8080).name, "web", "the named port resolves");
+    // The pod's own default, with its probe route.
+    assert_eq!(server_of(9090).name, "deny");
+    // The probe the file gives the pod gets its route on its port.
+    let routes: Vec<String> = get(8080)
+        .http_routes
+        .iter()
+        .map(|r| r.meta.as_ref().unwrap().name.clone())
+        .collect();
+    assert!(routes.contains(&"probe".to_string()), "{routes:?}");
+    assert!(get(9090)
+        .http_routes
+        .iter()
+        .all(|r| r.meta.as_ref().unwrap().name != "probe"));
+
+    // An invalid Server: rejected with its field, the last good one stays.
+    file.write(&format!("{POD}{}", server("0")));
+    wait_for("the rejection", || metrics.file_loads(false) == 1).await;
+    assert_eq!(server_of(8080).name, "web");
+    let text = std::fs::read_to_string(file.path()).unwrap();
+    let error = parse(&text, TD).unwrap_err();
+    assert!(error.field.starts_with("policies[0].spec.port"), "{error}");
+
+    // Removed from the file: the pod's default again.
+    file.write(POD);
+    wait_for("the removal", || server_of(8080).name == "deny").await;
     shutdown.cancel();
     task.await.unwrap();
 }

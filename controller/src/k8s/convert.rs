@@ -120,6 +120,118 @@ pub(super) fn obj_key(meta: &ObjectMeta) -> Option<ObjKey> {
     Some(ObjKey::new(namespace, name))
 }
 
+// === Policy ===
+
+/// A policy object from the watch, validated: valid, or its problems (which leave its
+/// last valid version in force).
+#[derive(Debug)]
+pub(super) struct PolicyObject {
+    pub key: ObjKey,
+    pub resource: Result<mesh_core::policy::Resource, crate::profile::Problems>,
+}
+
+/// Decodes and validates a policy object of `kind` as the admission webhook does.
+/// `None` only for an object with no name or namespace.
+pub(super) fn policy(
+    obj: &kube::api::DynamicObject,
+    kind: mesh_core::policy::Kind,
+) -> Option<PolicyObject> {
+    let key = obj_key(&obj.metadata)?;
+    let mut value = match serde_json::to_value(obj) {
+        Ok(value) => value,
+        Err(error) => {
+            return Some(PolicyObject {
+                key,
+                resource: Err(crate::profile::Problems(vec![crate::profile::Invalid {
+                    path: "(document)".into(),
+                    reason: error.to_string(),
+                }])),
+            })
+        }
+    };
+    // List items may come without their type; the watch says what they are.
+    if let Some(map) = value.as_object_mut() {
+        map.insert("apiVersion".into(), mesh_core::policy::API_VERSION.into());
+        map.insert("kind".into(), kind.name().into());
+    }
+    Some(PolicyObject {
+        key,
+        resource: mesh_core::policy::validate_value(value),
+    })
+}
+
+/// What the policy index needs of a pod: its labels, its default-policy annotation,
+/// its opaque ports, its named TCP container ports and its kubelet `httpGet` probes.
+pub(super) fn policy_pod(pod: &core::Pod) -> Option<mesh_core::policy::index::Pod> {
+    use mesh_core::policy::index::{probe_path, Pod};
+    use std::collections::{BTreeMap, BTreeSet};
+    let key = obj_key(&pod.metadata)?;
+    let spec = pod.spec.as_ref();
+    let containers = spec.into_iter().flat_map(|s| {
+        s.containers
+            .iter()
+            .chain(s.init_containers.iter().flatten())
+    });
+    let mut named_ports: BTreeMap<String, BTreeSet<u16>> = BTreeMap::new();
+    let mut probes: BTreeMap<u16, BTreeSet<String>> = BTreeMap::new();
+    for container in containers {
+        let ports = container.ports.iter().flatten();
+        let tcp = ports.filter(|p| p.protocol.as_deref().is_none_or(|proto| proto == "TCP"));
+        for port in tcp {
+            if let (Some(name), Ok(number)) = (&port.name, u16::try_from(port.container_port)) {
+                if number != 0 {
+                    named_ports.entry(name.clone()).or_default().insert(number);
+                }
+            }
+        }
+        let http_gets = [
+            &container.liveness_probe,
+            &container.readiness_probe,
+            &container.startup_probe,
+        ]
+        .into_iter()
+        .flatten()
+        .filter_map(|probe| probe.http_get.as_ref());
+        for get in http_gets {
+            // A named port is resolved within the probe's own container.
+            let port = match &get.port {
+                IntOrString::Int(n) => u16::try_from(*n).ok(),
+                IntOrString::String(name) => container
+                    .ports
+                    .iter()
+                    .flatten()
+                    .find(|p| p.name.as_deref() == Some(name.as_str()))
+                    .and_then(|p| u16::try_from(p.container_port).ok()),
+            };
+            match port.filter(|p| *p != 0) {
+                Some(port) => {
+                    probes
+                        .entry(port)
+                        .or_default()
+                        .insert(probe_path(get.path.as_deref()));
+                }
+                None => {
+                    debug!(pod = %key, port = ?get.port, "a probe's port does not resolve; no probe route for it")
+                }
+            }
+        }
+    }
+    Some(Pod {
+        namespace: key.namespace.to_string(),
+        name: key.name.to_string(),
+        labels: pod.metadata.labels.clone().unwrap_or_default(),
+        default_policy: pod
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(mesh_core::install::meta::DEFAULT_INBOUND_POLICY))
+            .cloned(),
+        opaque_ports: opaque_ports(&pod.metadata, &key),
+        named_ports,
+        probes,
+    })
+}
+
 // === Service ===
 
 /// A ServiceProfile from the watch: valid (ready for the index), or invalid with

@@ -1,5 +1,7 @@
 //! The `kubernetes` discovery backend: watches Services, EndpointSlices, Pods and
-//! ServiceProfiles across the cluster and feeds them to the [`Index`].
+//! ServiceProfiles across the cluster and feeds them to the [`Index`]; and the five
+//! `policy.mesh.rs` kinds, with the pods' labels, default-policy annotation, named
+//! ports and probes, to the [`PolicyIndex`].
 //!
 //! Each watch turns every object into its small model type the moment it arrives and
 //! drops the Kubernetes object, and no reflector store is kept: the index is the only
@@ -12,7 +14,12 @@
 //! profiles. While the ServiceProfile CRD is not installed (its list answers 404),
 //! profiles are absent (every `GetProfile` answers the default), one warning says what
 //! to run, `serviceprofile_crd_installed` is 0, and the list is retried every
-//! [`CRD_RETRY`] until the CRD appears; no restart is needed.
+//! [`CRD_RETRY`] until the CRD appears; no restart is needed. A policy kind whose CRD
+//! is missing is tolerated the same way (`policy_crd_installed{resource}` 0, one
+//! warning per kind): none of that kind applies meanwhile. The policy `Watch` streams
+//! answer once pods and every policy kind have been listed (or found absent);
+//! readiness does not wait on them. An invalid policy object is logged with every
+//! problem and its last valid version stays in force.
 //!
 //! Retries are this module's, not kube's `StreamBackoff`: that one resets its backoff
 //! only when the watcher yields an event, and a watch that restarts after an outage
@@ -24,8 +31,9 @@
 //! # async fn example() -> anyhow::Result<()> {
 //! let client = mesh_controller::k8s::client().await?;
 //! let index = mesh_controller::index::Index::new("cluster.local", "cluster.local");
+//! let policy = mesh_controller::policy::PolicyIndex::new(Default::default());
 //! let status = std::sync::Arc::new(mesh_controller::k8s::Status::default());
-//! mesh_controller::k8s::run(client, index, "mesh-system".into(), status).await
+//! mesh_controller::k8s::run(client, index, policy, "mesh-system".into(), status).await
 //! # }
 //! ```
 
@@ -54,6 +62,8 @@ pub use self::convert::{
 pub use self::status::Status;
 use self::{backoff::Backoff, status::Failure};
 use crate::index::{model, Index, ObjKey, ResetObjects, Resource};
+use crate::policy::{Part as PolicyPart, PolicyIndex};
+use mesh_core::policy::index::Pod as PolicyPod;
 
 /// The kinds the index needs before it is ready: not ServiceProfiles, whose CRD may be
 /// missing, and without which every service still has endpoints.
@@ -76,36 +86,56 @@ pub const CRD_RETRY: Duration = Duration::from_secs(5);
 pub async fn run(
     client: kube::Client,
     index: Index,
+    policy: PolicyIndex,
     control_plane_ns: String,
     status: Arc<Status>,
 ) -> anyhow::Result<()> {
     index.ready_once_synced(&REQUIRED);
+    let discovered = Discovered {
+        index: &index,
+        status: &status,
+    };
     let services = watch(
         Api::<core::Service>::all(client.clone()),
-        &index,
-        &status,
+        &discovered,
         convert::service,
     );
     let slices = watch(
         Api::<discovery::EndpointSlice>::all(client.clone()),
-        &index,
-        &status,
+        &discovered,
         convert::endpoint_slice,
     );
+    let pod_sink = Pods {
+        discovered: &discovered,
+        policy: &policy,
+    };
     let pods = watch(
         Api::<core::Pod>::all(client.clone()),
-        &index,
-        &status,
-        |pod: &core::Pod| convert::pod(pod, &control_plane_ns),
+        &pod_sink,
+        |pod: &core::Pod| {
+            let model = convert::pod(pod, &control_plane_ns)?;
+            Some((model, convert::policy_pod(pod)?))
+        },
     );
     let cluster_domain = index.cluster_domain().to_string();
     let profiles = watch(
-        Api::<DynamicObject>::all_with(client, &profile_resource()),
-        &index,
-        &status,
+        Api::<DynamicObject>::all_with(client.clone(), &profile_resource()),
+        &discovered,
         |obj: &DynamicObject| convert::profile(obj, &cluster_domain),
     );
-    tokio::try_join!(services, slices, pods, profiles)?;
+    let policy_sinks = mesh_core::policy::Kind::ALL.map(|kind| Policies {
+        kind,
+        policy: &policy,
+        status: &status,
+    });
+    let policies = futures_util::future::try_join_all(policy_sinks.iter().map(|sink| {
+        watch(
+            Api::<DynamicObject>::all_with(client.clone(), &policy_resource(sink.kind)),
+            sink,
+            |obj: &DynamicObject| convert::policy(obj, sink.kind),
+        )
+    }));
+    tokio::try_join!(services, slices, pods, profiles, policies)?;
     Ok(())
 }
 
@@ -134,6 +164,19 @@ pub fn profile_resource() -> ApiResource {
     )
 }
 
+/// A policy kind (`policy.mesh.rs/v1alpha1`), read as dynamic objects and validated
+/// by `mesh_core::policy`, as the admission webhook validates them.
+pub fn policy_resource(kind: mesh_core::policy::Kind) -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk(
+            mesh_core::policy::GROUP,
+            mesh_core::policy::VERSION,
+            kind.name(),
+        ),
+        kind.plural(),
+    )
+}
+
 /// The watch parameters shared by the watches (services, endpoint slices, pods, profiles).
 ///
 /// Lists are paged (500 objects, the default, as client-go) and read from etcd
@@ -148,18 +191,17 @@ fn watcher_config() -> watcher::Config {
 }
 
 /// Runs one watch until its stream ends, retrying failures with [`Backoff`]: a 410 at
-/// once, a missing CRD (ServiceProfiles only) every [`CRD_RETRY`].
-async fn watch<K, M>(
+/// once, a missing CRD (ServiceProfiles, the policy kinds) every [`CRD_RETRY`].
+async fn watch<K, M, S>(
     api: Api<K>,
-    index: &Index,
-    status: &Status,
+    sink: &S,
     convert: impl Fn(&K) -> Option<M>,
 ) -> anyhow::Result<()>
 where
     K: kube::Resource + Clone + DeserializeOwned + Debug + Send + 'static,
-    M: Model,
+    S: Sink<M>,
 {
-    let resource = M::RESOURCE.as_str();
+    let resource = sink.name();
     let mut translate = Translate::new(convert);
     let mut backoff = Backoff::default();
     let mut events = std::pin::pin!(watcher::watcher(api, watcher_config()));
@@ -172,14 +214,14 @@ where
                     backoff.reset();
                 }
                 if let Some(action) = translate.event(event) {
-                    action.apply(index, status);
+                    action.apply(sink);
                 }
                 continue;
             }
             Err(error) => error,
         };
         let failure = Failure::of(&error);
-        status.watch_failed(M::RESOURCE);
+        sink.failed();
         let delay = match failure {
             // The API server says the watch expired: routine. It answered, so the
             // outage (if any) is over: re-list now, with a fresh backoff.
@@ -187,9 +229,8 @@ where
                 debug!(resource, %error, "watch expired; listing again at once");
                 backoff.gone()
             }
-            Failure::NotFound if M::RESOURCE == Resource::ServiceProfiles => {
+            Failure::NotFound if sink.absent() => {
                 backoff.reset();
-                profiles_absent(index, status);
                 Some(CRD_RETRY)
             }
             Failure::NotFound | Failure::Other => {
@@ -203,6 +244,195 @@ where
         }
     }
     anyhow::bail!("the {resource} watch ended")
+}
+
+/// Where one watch's events go.
+trait Sink<M> {
+    /// The resource's plural, for logs.
+    fn name(&self) -> &'static str;
+    fn apply(&self, model: M);
+    fn delete(&self, key: &ObjKey);
+    /// A list completed: these are all the objects there are.
+    fn reset(&self, models: Vec<M>);
+    /// The watch restarted and is listing again.
+    fn restarted(&self);
+    /// A list or watch request failed (it is retried).
+    fn failed(&self);
+    /// The resource is not served (404): whether that is tolerated (a CRD not
+    /// installed: the kind is empty meanwhile, retried every [`CRD_RETRY`]).
+    fn absent(&self) -> bool {
+        false
+    }
+}
+
+/// The discovery kinds, into the discovery index.
+struct Discovered<'a> {
+    index: &'a Index,
+    status: &'a Status,
+}
+
+impl<M: Model> Sink<M> for Discovered<'_> {
+    fn name(&self) -> &'static str {
+        M::RESOURCE.as_str()
+    }
+    fn apply(&self, model: M) {
+        model.apply(self.index);
+    }
+    fn delete(&self, key: &ObjKey) {
+        M::delete(self.index, key);
+    }
+    fn reset(&self, models: Vec<M>) {
+        let resource = M::RESOURCE;
+        debug!(
+            resource = resource.as_str(),
+            objects = models.len(),
+            "listed"
+        );
+        // The status first: whoever sees the listed profiles sees the CRD installed.
+        if resource == Resource::ServiceProfiles
+            && self.status.set_profiles_crd(true) == Some(false)
+        {
+            info!("the ServiceProfile CRD is installed now; profiles are read again");
+        }
+        self.index.reset(resource, M::reset(models));
+        self.index.synced(resource);
+    }
+    fn restarted(&self) {
+        info!(
+            resource = M::RESOURCE.as_str(),
+            "watch restarted, listing again"
+        );
+        self.index.record_watch_restart(M::RESOURCE);
+    }
+    fn failed(&self) {
+        self.status.watch_failed(M::RESOURCE);
+    }
+    fn absent(&self) -> bool {
+        if M::RESOURCE != Resource::ServiceProfiles {
+            return false;
+        }
+        profiles_absent(self.index, self.status);
+        true
+    }
+}
+
+/// Pods, into both indexes: discovery's model and the policy index's.
+struct Pods<'a> {
+    discovered: &'a Discovered<'a>,
+    policy: &'a PolicyIndex,
+}
+
+impl Sink<(model::Pod, PolicyPod)> for Pods<'_> {
+    fn name(&self) -> &'static str {
+        Resource::Pods.as_str()
+    }
+    fn apply(&self, (pod, policy): (model::Pod, PolicyPod)) {
+        self.discovered.apply(pod);
+        self.policy.apply_pod(policy);
+    }
+    fn delete(&self, key: &ObjKey) {
+        Sink::<model::Pod>::delete(self.discovered, key);
+        self.policy.delete_pod(&key.namespace, &key.name);
+    }
+    fn reset(&self, models: Vec<(model::Pod, PolicyPod)>) {
+        let (pods, policy): (Vec<_>, Vec<_>) = models.into_iter().unzip();
+        self.policy.reset_pods(policy);
+        self.policy.synced(PolicyPart::Pods);
+        self.discovered.reset(pods);
+    }
+    fn restarted(&self) {
+        Sink::<model::Pod>::restarted(self.discovered);
+    }
+    fn failed(&self) {
+        Sink::<model::Pod>::failed(self.discovered);
+    }
+}
+
+/// One policy kind, into the policy index. An invalid object is refused with every
+/// problem, and the last valid version of it stays in force (as for ServiceProfiles).
+struct Policies<'a> {
+    kind: mesh_core::policy::Kind,
+    policy: &'a PolicyIndex,
+    status: &'a Status,
+}
+
+impl Sink<convert::PolicyObject> for Policies<'_> {
+    fn name(&self) -> &'static str {
+        self.kind.plural()
+    }
+    fn apply(&self, object: convert::PolicyObject) {
+        match object.resource {
+            Ok(resource) => self.policy.apply(&object.key.namespace, resource),
+            Err(problems) => {
+                self.status.policy_rejected(self.kind);
+                warn!(
+                    kind = self.kind.name(),
+                    object = %object.key,
+                    %problems,
+                    "invalid policy resource; the last valid one stays in force"
+                )
+            }
+        }
+    }
+    fn delete(&self, key: &ObjKey) {
+        self.policy.delete(&key.namespace, self.kind, &key.name);
+    }
+    fn reset(&self, objects: Vec<convert::PolicyObject>) {
+        debug!(
+            resource = self.kind.plural(),
+            objects = objects.len(),
+            "listed"
+        );
+        // The status first, as for profiles.
+        if self.status.set_policy_crd(self.kind, true) == Some(false) {
+            info!(
+                kind = self.kind.name(),
+                "the policy CRD is installed now; its resources are read again"
+            );
+        }
+        let mut valid = Vec::with_capacity(objects.len());
+        let mut index = self.policy.lock();
+        for object in objects {
+            match object.resource {
+                Ok(resource) => valid.push((object.key.namespace.to_string(), resource)),
+                Err(problems) => {
+                    self.status.policy_rejected(self.kind);
+                    warn!(kind = self.kind.name(), object = %object.key, %problems, "invalid policy resource; the last valid one stays in force");
+                    // Kept as the index has it, if it has it.
+                    if let Some(kept) =
+                        index.resource(&object.key.namespace, self.kind, &object.key.name)
+                    {
+                        valid.push((object.key.namespace.to_string(), kept));
+                    }
+                }
+            }
+        }
+        index.reset(&[self.kind], valid);
+        drop(index);
+        self.policy.synced(PolicyPart::Kind(self.kind));
+    }
+    fn restarted(&self) {
+        info!(
+            resource = self.kind.plural(),
+            "watch restarted, listing again"
+        );
+    }
+    fn failed(&self) {
+        self.status.policy_watch_failed(self.kind);
+    }
+    fn absent(&self) -> bool {
+        if self.status.set_policy_crd(self.kind, false) != Some(false) {
+            warn!(
+                crd = format!("{}.{}", self.kind.plural(), mesh_core::policy::GROUP),
+                retry_every = ?CRD_RETRY,
+                "a policy CRD is not installed: no {} applies until it is; install it with `mesh install --crds | kubectl apply -f -`",
+                self.kind.name()
+            );
+        }
+        self.policy.reset(&[self.kind], Vec::new());
+        self.policy.synced(PolicyPart::Kind(self.kind));
+        true
+    }
 }
 
 /// The ServiceProfile CRD is not installed: no profiles (every service gets the
@@ -287,33 +517,13 @@ impl<F, M> Translate<F, M> {
     }
 }
 
-impl<M: Model> Action<M> {
-    fn apply(self, index: &Index, status: &Status) {
-        let resource = M::RESOURCE;
+impl<M> Action<M> {
+    fn apply(self, sink: &impl Sink<M>) {
         match self {
-            Action::Apply(model) => model.apply(index),
-            Action::Delete(key) => M::delete(index, &key),
-            Action::Restarted => {
-                info!(
-                    resource = resource.as_str(),
-                    "watch restarted, listing again"
-                );
-                index.record_watch_restart(resource);
-            }
-            Action::Reset(models) => {
-                debug!(
-                    resource = resource.as_str(),
-                    objects = models.len(),
-                    "listed"
-                );
-                index.reset(resource, M::reset(models));
-                index.synced(resource);
-                if resource == Resource::ServiceProfiles
-                    && status.set_profiles_crd(true) == Some(false)
-                {
-                    info!("the ServiceProfile CRD is installed now; profiles are read again");
-                }
-            }
+            Action::Apply(model) => sink.apply(model),
+            Action::Delete(key) => sink.delete(&key),
+            Action::Restarted => sink.restarted(),
+            Action::Reset(models) => sink.reset(models),
         }
     }
 }

@@ -5,6 +5,7 @@
 
 use crate::{index::Resource, metrics::Family};
 use kube::runtime::watcher;
+use mesh_core::policy::Kind;
 use std::{
     fmt::Write as _,
     sync::atomic::{AtomicU64, AtomicU8, Ordering},
@@ -18,6 +19,12 @@ pub struct Status {
     profiles_crd: AtomicU8,
     /// Failed list and watch requests per resource, in [`Resource::ALL`] order.
     watch_failures: [AtomicU64; 4],
+    /// Per policy kind (in [`Kind::ALL`] order), as `profiles_crd`.
+    policy_crds: [AtomicU8; 5],
+    /// Failed list and watch requests per policy kind.
+    policy_watch_failures: [AtomicU64; 5],
+    /// Invalid policy objects refused, per kind.
+    policy_rejected: [AtomicU64; 5],
 }
 
 /// How a watch failed, as far as retrying is concerned.
@@ -57,27 +64,64 @@ fn position(resource: Resource) -> usize {
         .unwrap_or_default()
 }
 
+fn kind_position(kind: Kind) -> usize {
+    Kind::ALL
+        .iter()
+        .position(|k| *k == kind)
+        .unwrap_or_default()
+}
+
+/// A CRD's state: 0 not known yet, 1 not installed, 2 installed.
+fn set_crd(state: &AtomicU8, installed: bool) -> Option<bool> {
+    crd(state.swap(if installed { 2 } else { 1 }, Ordering::Relaxed))
+}
+
+fn crd(state: u8) -> Option<bool> {
+    match state {
+        1 => Some(false),
+        2 => Some(true),
+        _ => None,
+    }
+}
+
 impl Status {
     /// Records whether the ServiceProfile CRD is installed; returns what was known
     /// before (`None`: nothing), so a change can be logged once.
     pub(crate) fn set_profiles_crd(&self, installed: bool) -> Option<bool> {
-        let before = self
-            .profiles_crd
-            .swap(if installed { 2 } else { 1 }, Ordering::Relaxed);
-        match before {
-            1 => Some(false),
-            2 => Some(true),
-            _ => None,
-        }
+        set_crd(&self.profiles_crd, installed)
     }
 
     /// Whether the ServiceProfile CRD is installed, once a list has told.
     pub fn profiles_crd(&self) -> Option<bool> {
-        match self.profiles_crd.load(Ordering::Relaxed) {
-            1 => Some(false),
-            2 => Some(true),
-            _ => None,
-        }
+        crd(self.profiles_crd.load(Ordering::Relaxed))
+    }
+
+    /// As [`set_profiles_crd`](Self::set_profiles_crd), for a policy kind's CRD.
+    pub(crate) fn set_policy_crd(&self, kind: Kind, installed: bool) -> Option<bool> {
+        set_crd(&self.policy_crds[kind_position(kind)], installed)
+    }
+
+    /// Whether a policy kind's CRD is installed, once a list has told.
+    pub fn policy_crd(&self, kind: Kind) -> Option<bool> {
+        crd(self.policy_crds[kind_position(kind)].load(Ordering::Relaxed))
+    }
+
+    pub(crate) fn policy_watch_failed(&self, kind: Kind) {
+        self.policy_watch_failures[kind_position(kind)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn policy_rejected(&self, kind: Kind) {
+        self.policy_rejected[kind_position(kind)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Invalid objects of a policy kind refused so far.
+    pub fn policy_rejected_total(&self, kind: Kind) -> u64 {
+        self.policy_rejected[kind_position(kind)].load(Ordering::Relaxed)
+    }
+
+    /// Failed list and watch requests of a policy kind so far.
+    pub fn policy_watch_failures(&self, kind: Kind) -> u64 {
+        self.policy_watch_failures[kind_position(kind)].load(Ordering::Relaxed)
     }
 
     pub(crate) fn watch_failed(&self, resource: Resource) {
@@ -114,6 +158,48 @@ impl Family for Status {
                 resource.as_str(),
                 self.watch_failures(resource)
             );
+        }
+        for kind in Kind::ALL {
+            let _ = writeln!(
+                out,
+                "destination_watch_failures_total{{resource=\"{}\"}} {}",
+                kind.plural(),
+                self.policy_watch_failures(kind)
+            );
+        }
+        crate::metrics::header(
+            out,
+            "policy_resources_rejected_total",
+            "counter",
+            "Invalid policy.mesh.rs objects the Kubernetes backend refused (their last valid version stays in force).",
+        );
+        for kind in Kind::ALL {
+            let _ = writeln!(
+                out,
+                "policy_resources_rejected_total{{resource=\"{}\"}} {}",
+                kind.plural(),
+                self.policy_rejected_total(kind)
+            );
+        }
+        let known: Vec<(Kind, bool)> = Kind::ALL
+            .into_iter()
+            .filter_map(|kind| Some((kind, self.policy_crd(kind)?)))
+            .collect();
+        if !known.is_empty() {
+            crate::metrics::header(
+                out,
+                "policy_crd_installed",
+                "gauge",
+                "1 when a policy.mesh.rs kind is served, 0 when its list answers 404 (none of that kind applies then); unset until the first list answers.",
+            );
+            for (kind, installed) in known {
+                let _ = writeln!(
+                    out,
+                    "policy_crd_installed{{resource=\"{}\"}} {}",
+                    kind.plural(),
+                    u8::from(installed)
+                );
+            }
         }
     }
 }

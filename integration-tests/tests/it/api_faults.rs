@@ -298,9 +298,10 @@ async fn failed_lists_before_the_first_sync_are_no_restarts() {
     kube.set_unavailable(true);
     let kubeconfig = kube.kubeconfig_path().to_path_buf();
     let starting = tokio::task::spawn_blocking(move || Controller::kubernetes(&kubeconfig, None));
-    // Every watch's list refused twice at least (the fake counts its 503s).
-    kube.wait_for_stats("eight refused lists", Duration::from_secs(30), |s| {
-        s.unavailable >= 8
+    // Every watch's list refused twice at least (the fake counts its 503s): nine
+    // watches, the four of discovery and the five policy kinds'.
+    kube.wait_for_stats("18 refused lists", Duration::from_secs(30), |s| {
+        s.unavailable >= 18
     })
     .await
     .unwrap();

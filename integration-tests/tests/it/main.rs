@@ -4,5 +4,6 @@
 
 mod api_faults;
 mod discovery;
+mod policy;
 mod process;
 mod profiles;

@@ -369,3 +369,92 @@ fn empty_lists_may_be_written_as_nothing() {
     assert_eq!(e.field, "services[0].name");
     assert_eq!(e.location, Some((3, 5)), "{e}");
 }
+
+const POLICY_FILE: &str = r#"
+services:
+  - name: voting
+    namespace: emojivoto
+    endpoints:
+      - address: 198.18.0.1
+        labels: {pod: voting-0, deployment: voting}
+        defaultInboundPolicy: all-authenticated
+        namedPorts: {grpc: 8080}
+        probes: [{port: 8080, path: "/ready?full=1"}, {port: 8080}]
+policies:
+  - apiVersion: policy.mesh.rs/v1alpha1
+    kind: Server
+    metadata: {name: voting, namespace: emojivoto}
+    spec: {podSelector: {matchLabels: {deployment: voting}}, port: grpc, proxyProtocol: gRPC}
+  - apiVersion: policy.mesh.rs/v1alpha1
+    kind: MeshTLSAuthentication
+    metadata: {name: web, namespace: emojivoto}
+    spec: {identities: ["web.emojivoto.serviceaccount.identity.mesh.cluster.local"]}
+"#;
+
+#[test]
+fn policies_and_policy_pods_parse() {
+    let d = parse(POLICY_FILE, TD).unwrap();
+    let kinds: Vec<(&str, &str)> = d
+        .policies
+        .iter()
+        .map(|(ns, r)| (ns.as_str(), r.kind().name()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("emojivoto", "Server"),
+            ("emojivoto", "MeshTLSAuthentication")
+        ]
+    );
+    let [pod] = &d.policy_pods[..] else {
+        panic!("{:?}", d.policy_pods)
+    };
+    assert_eq!(
+        (pod.namespace.as_str(), pod.name.as_str()),
+        ("emojivoto", "voting-0")
+    );
+    assert_eq!(
+        pod.labels.get("deployment").map(String::as_str),
+        Some("voting")
+    );
+    assert_eq!(pod.default_policy.as_deref(), Some("all-authenticated"));
+    assert_eq!(pod.named_ports["grpc"], [8080].into());
+    assert_eq!(
+        pod.probes[&8080],
+        ["/".to_string(), "/ready".to_string()].into()
+    );
+}
+
+#[test]
+fn bad_policies_and_pod_fields_name_their_field() {
+    for (from, to, field) in [
+        ("port: grpc,", "port: 0,", "policies[0].spec.port"),
+        ("kind: MeshTLSAuthentication", "kind: Nope", "policies[1]"),
+        (
+            "defaultInboundPolicy: all-authenticated",
+            "defaultInboundPolicy: allow-all",
+            "services[0].endpoints[0].defaultInboundPolicy",
+        ),
+        (
+            "namedPorts: {grpc: 8080}",
+            "namedPorts: {GRPC: 8080}",
+            "services[0].endpoints[0].namedPorts.GRPC",
+        ),
+        (
+            "{port: 8080}]",
+            "{port: 0}]",
+            "services[0].endpoints[0].probes[1].port",
+        ),
+    ] {
+        assert!(POLICY_FILE.contains(from), "{from}");
+        let e = err(&POLICY_FILE.replace(from, to));
+        assert!(e.field.starts_with(field), "{to}: {e}");
+    }
+    // The same object twice.
+    let twice = format!(
+        "{POLICY_FILE}  - apiVersion: policy.mesh.rs/v1alpha1\n    kind: Server\n    metadata: {{name: voting, namespace: emojivoto}}\n    spec: {{podSelector: {{}}, port: 80}}\n"
+    );
+    let e = err(&twice);
+    assert_eq!(e.field, "policies[2].metadata.name", "{e}");
+    assert!(e.message.contains("first at policies[0]"), "{e}");
+}

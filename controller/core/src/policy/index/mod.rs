@@ -239,6 +239,94 @@ impl Index {
         }
     }
 
+    /// Replaces every resource of the `kinds` with `resources` (each `(namespace,
+    /// resource)`): what a backend's re-list of a kind (or a reloaded file, of all
+    /// kinds at once) says is all there is. Resources of those kinds missing from it
+    /// are deleted; resources of other kinds are ignored. One recompute: no stream sees
+    /// a state in between (a Server without its policies); only what changed is sent.
+    pub fn reset(&mut self, kinds: &[Kind], resources: Vec<(String, Resource)>) {
+        for ns in self.namespaces.values_mut() {
+            for kind in kinds {
+                match kind {
+                    Kind::Server => ns.servers.clear(),
+                    Kind::AuthorizationPolicy => ns.policies.clear(),
+                    Kind::MeshTlsAuthentication => ns.mesh_tls.clear(),
+                    Kind::NetworkAuthentication => ns.networks.clear(),
+                    Kind::HttpRoute => ns.routes.clear(),
+                }
+            }
+        }
+        for (namespace, mut resource) in resources {
+            if !kinds.contains(&resource.kind()) {
+                continue;
+            }
+            resource.meta_mut().namespace = Some(namespace.clone());
+            let name = resource.meta().name.clone();
+            let ns = self.namespaces.entry(namespace).or_default();
+            match resource {
+                Resource::Server(r) => drop(ns.servers.insert(name, r)),
+                Resource::AuthorizationPolicy(r) => drop(ns.policies.insert(name, r)),
+                Resource::MeshTlsAuthentication(r) => drop(ns.mesh_tls.insert(name, r)),
+                Resource::NetworkAuthentication(r) => drop(ns.networks.insert(name, r)),
+                Resource::HttpRoute(r) => drop(ns.routes.insert(name, r)),
+            }
+        }
+        self.recompute_all();
+    }
+
+    /// Replaces every pod with `pods` (a re-list): pods missing from it are deleted
+    /// (their streams end), the others applied.
+    pub fn reset_pods(&mut self, pods: Vec<Pod>) {
+        let keep: BTreeSet<(String, String)> = pods
+            .iter()
+            .map(|p| (p.namespace.clone(), p.name.clone()))
+            .collect();
+        for (ns_name, ns) in self.namespaces.iter_mut() {
+            ns.pods
+                .retain(|name, _| keep.contains(&(ns_name.clone(), name.clone())));
+        }
+        for pod in pods {
+            self.apply_pod(pod);
+        }
+    }
+
+    /// A resource as the index has it (what a re-list keeps of an object that turned
+    /// invalid).
+    pub fn resource(&self, namespace: &str, kind: Kind, name: &str) -> Option<Resource> {
+        let ns = self.namespaces.get(namespace)?;
+        match kind {
+            Kind::Server => ns.servers.get(name).cloned().map(Resource::Server),
+            Kind::AuthorizationPolicy => ns
+                .policies
+                .get(name)
+                .cloned()
+                .map(Resource::AuthorizationPolicy),
+            Kind::MeshTlsAuthentication => ns
+                .mesh_tls
+                .get(name)
+                .cloned()
+                .map(Resource::MeshTlsAuthentication),
+            Kind::NetworkAuthentication => ns
+                .networks
+                .get(name)
+                .cloned()
+                .map(Resource::NetworkAuthentication),
+            Kind::HttpRoute => ns.routes.get(name).cloned().map(Resource::HttpRoute),
+        }
+    }
+
+    /// The pods the index knows, for diagnostics and tests.
+    pub fn pods(&self) -> usize {
+        self.namespaces.values().map(|ns| ns.pods.len()).sum()
+    }
+
+    fn recompute_all(&mut self) {
+        let namespaces: Vec<String> = self.namespaces.keys().cloned().collect();
+        for ns in namespaces {
+            self.recompute(&ns, None);
+        }
+    }
+
     /// The port's policy, kept up to date; the receiver's first value is the current
     /// one.
     pub fn watch(

@@ -509,3 +509,39 @@ fn dropped_watches_free_their_port() {
     index.apply(NS, server("web", "2026-01-01T00:00:00Z", "web", "8080", ""));
     assert_eq!(index.watched_ports(), 0);
 }
+
+#[test]
+fn a_relist_replaces_a_kind_whole_and_sends_only_what_changed() {
+    let mut index = index_with_pod();
+    index.apply_pod(pod("api-1", "api"));
+    index.apply(NS, server("web", "2026-01-01T00:00:00Z", "web", "8080", ""));
+    index.apply(NS, server("api", "2026-01-01T00:00:00Z", "api", "8080", ""));
+    let mut web = index.watch(NS, "web-1", 8080).unwrap();
+    let mut api = index.watch(NS, "api-1", 8080).unwrap();
+    web.borrow_and_update();
+    api.borrow_and_update();
+    // The re-list still has `web`, no longer `api` (deleted while the watch was down).
+    index.reset(
+        &[Kind::Server],
+        vec![(
+            NS.into(),
+            server("web", "2026-01-01T00:00:00Z", "web", "8080", ""),
+        )],
+    );
+    assert!(
+        !web.has_changed().unwrap(),
+        "web-1 keeps its Server: nothing sent"
+    );
+    assert!(api.has_changed().unwrap());
+    assert_eq!(name(&api.borrow_and_update().server).0, "default");
+    // Other kinds are untouched by a Server re-list.
+    index.apply(NS, resource("kind: NetworkAuthentication\nmetadata: {name: all}\nspec: {networks: [{cidr: 0.0.0.0/0}]}"));
+    index.reset(&[Kind::Server], vec![]);
+    assert_eq!(name(&web.borrow_and_update().server).0, "default");
+
+    // Pods: the re-list keeps web-1 (its stream goes on) and drops api-1 (its ends).
+    index.reset_pods(vec![pod("web-1", "web")]);
+    assert!(web.has_changed().is_ok());
+    assert!(api.has_changed().is_err(), "api-1 is gone: its stream ends");
+    assert_eq!(index.pods(), 1);
+}
