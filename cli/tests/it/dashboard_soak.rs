@@ -1,20 +1,19 @@
 //! The dashboard's live pages left open against `mesh demo`, through the controller's
-//! own port (its real Server-Sent Events), for a long time: 30 minutes by default
-//! (`MESH_SOAK_MINUTES`). Every minute the JS heap is read after a forced collection,
+//! own port (its real Server-Sent Events), for minutes of wall time: 4 in the suite,
+//! 30 (the issue's target) when run by hand with `MESH_SOAK_MINUTES=30`. Every minute the JS heap is read after a forced collection,
 //! with the page's count of DOM nodes; from the third minute on (after the page's
 //! caches and the first charts have filled) every reading taken while the page shows
 //! as much as it did then (the same number of nodes: the demo's traffic sometimes
 //! adds a row or an edge for a while, which holds more, rightly) must stay within 10%
-//! of that minute's, and so must the last reading. Ignored by default, since it is
-//! wall time; run it with
+//! of that minute's, and so must the last reading. The half-hour run:
 //!
 //! ```text
 //! cargo build --workspace --bins
-//! cargo test -p mesh-cli --test it dashboard_soak -- --ignored --nocapture
+//! MESH_SOAK_MINUTES=30 cargo test -p mesh-cli --test it dashboard_soak -- --nocapture
 //! ```
 //!
-//! `MESH_SOAK_PAGES` (comma-separated hashes, default `#/`) chooses the pages, each in
-//! a browser of its own. The readings go to stderr and to
+//! `MESH_SOAK_PAGES` (comma-separated hashes, default `#/,#/ns/demo`) chooses the
+//! pages, each in a browser of its own. The readings go to stderr and to
 //! `target/dashboard-screenshots/soak.json`.
 
 use super::dashboard_page::start_demo;
@@ -23,15 +22,15 @@ use serde_json::json;
 use std::time::Duration;
 
 #[tokio::test]
-#[ignore = "30 minutes of wall time: run with --ignored (see the module's documentation)"]
-async fn the_heap_stays_flat_for_30_minutes_of_live_updates() {
+#[cfg_attr(no_chromium, ignore = "chromium is not installed")]
+async fn the_heap_stays_flat_over_minutes_of_live_updates() {
     let minutes: u64 = std::env::var("MESH_SOAK_MINUTES")
         .ok()
         .and_then(|m| m.parse().ok())
-        .unwrap_or(30);
+        .unwrap_or(4);
     assert!(minutes >= 4, "MESH_SOAK_MINUTES must be at least 4");
     let pages: Vec<String> = std::env::var("MESH_SOAK_PAGES")
-        .unwrap_or_else(|_| "#/".into())
+        .unwrap_or_else(|_| "#/,#/ns/demo".into())
         .split(',')
         .map(str::to_owned)
         .collect();
