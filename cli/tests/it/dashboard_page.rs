@@ -271,28 +271,45 @@ pub(crate) fn respond(conn: &mut TcpStream, status: u16, content_type: &str, bod
 
 /// `event: stat` with the answer now, then again at each change, until the API goes
 /// down (the stream is then closed, as a controller's restart closes it).
-fn sse(mut conn: TcpStream, state: &(Mutex<State>, Condvar)) {
+fn sse(conn: TcpStream, state: &(Mutex<State>, Condvar)) {
+    serve_events(conn, state, |s| {
+        if s.down {
+            return None;
+        }
+        Some((
+            s.generation,
+            format!("event: {}\ndata: {}\n\n", s.api.event, s.stat),
+        ))
+    });
+}
+
+/// A test server's Server-Sent Events stream over `state`: `event(state)` says the
+/// state's generation and its event, sent whenever the generation changes (a writer
+/// bumps it and notifies the condvar), or `None` to close the stream. A comment every
+/// second of silence lets a closed page's stream end.
+pub(crate) fn serve_events<T>(
+    mut conn: TcpStream,
+    (lock, changed): &(Mutex<T>, Condvar),
+    event: impl Fn(&T) -> Option<(u64, String)>,
+) {
     let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-store\r\n\
                 connection: close\r\n\r\n";
     if conn.write_all(head.as_bytes()).is_err() {
         return;
     }
-    let (lock, changed) = state;
     let mut sent = None;
     let mut s = lock.lock().expect("lock");
     loop {
-        if s.down {
+        let Some((generation, text)) = event(&s) else {
             let _ = conn.shutdown(std::net::Shutdown::Both);
             return;
-        }
-        if sent != Some(s.generation) {
-            sent = Some(s.generation);
-            let event = format!("event: {}\ndata: {}\n\n", s.api.event, s.stat);
-            if conn.write_all(event.as_bytes()).is_err() {
+        };
+        if sent != Some(generation) {
+            sent = Some(generation);
+            if conn.write_all(text.as_bytes()).is_err() {
                 return;
             }
         }
-        // Woken by a change; the timeout only lets a closed page's stream end.
         let (next, timeout) = changed
             .wait_timeout(s, Duration::from_secs(1))
             .expect("lock");

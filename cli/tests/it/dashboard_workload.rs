@@ -14,12 +14,12 @@
 
 use crate::browser::Browser;
 use crate::dashboard_page::{
-    get, heap_over_updates, page_errors, read_target, respond, serve_web_file, start_demo,
+    get, heap_over_updates, page_errors, read_target, respond, serve_events, serve_web_file,
+    start_demo,
 };
 use serde_json::{json, Value};
 use std::{
     collections::HashMap,
-    io::Write as _,
     net::{SocketAddr, TcpListener, TcpStream},
     sync::{Arc, Condvar, Mutex},
     time::Duration,
@@ -184,34 +184,11 @@ fn serve(mut conn: TcpStream, state: &(Mutex<State>, Condvar)) {
 }
 
 /// `event: stat` with the live answer now and at each change.
-fn sse(mut conn: TcpStream, state: &(Mutex<State>, Condvar)) {
-    let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-store\r\n\
-                connection: close\r\n\r\n";
-    if conn.write_all(head.as_bytes()).is_err() {
-        return;
-    }
-    let (lock, changed) = state;
-    let mut sent = None;
-    let mut s = lock.lock().expect("lock");
-    loop {
-        if sent != Some(s.generation) {
-            sent = Some(s.generation);
-            let live = s.live.clone().unwrap_or(Value::Null);
-            if conn
-                .write_all(format!("event: stat\ndata: {live}\n\n").as_bytes())
-                .is_err()
-            {
-                return;
-            }
-        }
-        let (next, timeout) = changed
-            .wait_timeout(s, Duration::from_secs(1))
-            .expect("lock");
-        s = next;
-        if timeout.timed_out() && conn.write_all(b": keep-alive\n\n").is_err() {
-            return;
-        }
-    }
+fn sse(conn: TcpStream, state: &(Mutex<State>, Condvar)) {
+    serve_events(conn, state, |s| {
+        let live = s.live.clone().unwrap_or(Value::Null);
+        Some((s.generation, format!("event: stat\ndata: {live}\n\n")))
+    });
 }
 
 // --- The answers, and what `mesh stat` would print of them. ---
