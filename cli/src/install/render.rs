@@ -487,6 +487,14 @@ fn deployment(v: &Values) -> Deployment {
         format!("--webhook-cert={}", names::MOUNT_WEBHOOK_CERT),
         format!("--webhook-key={}", names::MOUNT_WEBHOOK_KEY),
         format!("--inject-config={}", names::MOUNT_CONFIG),
+        // The policy of ports no `Server` selects, for pods without the annotation: the
+        // same value the injector gives proxies (`MESH_PROXY_INBOUND_DEFAULT_POLICY`),
+        // so that a proxy before the controller's first answer and the controller
+        // agree.
+        format!(
+            "--default-inbound-policy={}",
+            v.proxy.default_inbound_policy
+        ),
     ];
     let container = Container {
         name: "controller".into(),

@@ -29,7 +29,7 @@ mod body;
 mod client;
 mod logical;
 mod metrics;
-mod recent;
+pub(crate) mod recent;
 mod req_body;
 mod rescue;
 mod route;

@@ -8,9 +8,13 @@
 //!
 //! Series are kept in the registry's cap (`MESH_PROXY_METRICS_MAX_SERIES`): past it,
 //! decisions are counted in one `series_overflow="true"` series per family.
+//!
+//! Each series is a shared atomic counter. A connection remembers the last few it
+//! counted into ([`AuthzRecent`]), so that most of its requests count with one atomic
+//! add, under no global lock and with no hashing of the series' labels.
 
 use super::{header, lock, push_label, push_tls, Direction};
-use crate::policy::Meta;
+use crate::{http::recent::Recent, policy::Meta};
 use std::{
     collections::HashMap,
     fmt::Write,
@@ -88,12 +92,61 @@ pub struct AuthzKey {
     pub client_id: Option<Arc<str>>,
 }
 
+/// A series' labels by reference: what a decision is counted under, before anything
+/// is cloned (a connection's remembered series are compared with it).
+#[derive(Clone, Copy, Debug)]
+pub struct AuthzLabels<'a> {
+    pub family: AuthzFamily,
+    pub server: &'a Meta,
+    pub port: u16,
+    pub route: Option<&'a Meta>,
+    pub authz: Option<&'a Meta>,
+    pub client_id: Option<&'a Arc<str>>,
+}
+
+impl AuthzLabels<'_> {
+    /// Whether `key` is this series. Strings compare by pointer first (`Arc`'s `Eq`),
+    /// and a compiled policy's names are shared, so a remembered series costs a few
+    /// pointer comparisons.
+    fn is(&self, key: &AuthzKey) -> bool {
+        key.family == self.family
+            && key.port == self.port
+            && key.server == *self.server
+            && key.route.as_ref() == self.route
+            && key.authz.as_ref() == self.authz
+            && key.client_id.as_ref() == self.client_id
+    }
+
+    fn to_key(self) -> AuthzKey {
+        AuthzKey {
+            family: self.family,
+            server: self.server.clone(),
+            port: self.port,
+            route: self.route.cloned(),
+            authz: self.authz.cloned(),
+            client_id: self.client_id.cloned(),
+        }
+    }
+}
+
+type Counter = Arc<AtomicU64>;
+
+/// The series one connection counted into last.
+#[derive(Default)]
+pub struct AuthzRecent(Recent<AuthzKey, Counter>);
+
+impl std::fmt::Debug for AuthzRecent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthzRecent").finish_non_exhaustive()
+    }
+}
+
 #[derive(Default)]
 pub(crate) struct AuthzMetrics {
     /// Set when policy is on: the families are rendered only then.
     enabled: AtomicBool,
-    series: Mutex<HashMap<AuthzKey, u64>>,
-    overflow: [AtomicU64; AuthzFamily::ALL.len()],
+    series: Mutex<HashMap<AuthzKey, Counter>>,
+    overflow: [Counter; AuthzFamily::ALL.len()],
 }
 
 impl AuthzMetrics {
@@ -101,17 +154,33 @@ impl AuthzMetrics {
         self.enabled.store(true, Relaxed);
     }
 
-    /// Counts one decision; `max` is the registry's series cap.
-    pub(crate) fn count(&self, key: AuthzKey, max: usize) {
+    /// Counts one decision, in the series `recent` remembers if it is one of them;
+    /// `max` is the registry's series cap.
+    pub(crate) fn count(&self, labels: AuthzLabels<'_>, recent: Option<&AuthzRecent>, max: usize) {
+        let counter = match recent {
+            Some(recent) => recent.0.get(
+                |k| labels.is(k),
+                || {
+                    let key = labels.to_key();
+                    (key.clone(), self.counter(key, max))
+                },
+            ),
+            None => self.counter(labels.to_key(), max),
+        };
+        counter.fetch_add(1, Relaxed);
+    }
+
+    /// The series' counter, made if it is new and the cap allows, else the family's
+    /// overflow.
+    fn counter(&self, key: AuthzKey, max: usize) -> Counter {
         let mut series = lock(&self.series);
-        if let Some(n) = series.get_mut(&key) {
-            *n += 1;
-        } else if series.len() >= max {
-            drop(series);
-            self.overflow[key.family.index()].fetch_add(1, Relaxed);
-        } else {
-            series.insert(key, 1);
+        if let Some(n) = series.get(&key) {
+            return n.clone();
         }
+        if series.len() >= max {
+            return self.overflow[key.family.index()].clone();
+        }
+        series.entry(key).or_default().clone()
     }
 
     pub(crate) fn encode(&self, out: &mut String) {
@@ -120,7 +189,7 @@ impl AuthzMetrics {
         }
         let series: Vec<(AuthzKey, u64)> = lock(&self.series)
             .iter()
-            .map(|(k, n)| (k.clone(), *n))
+            .map(|(k, n)| (k.clone(), n.load(Relaxed)))
             .collect();
         for family in AuthzFamily::ALL {
             header(out, family.name(), "counter", family.help());

@@ -13,7 +13,7 @@ mod process;
 #[cfg(test)]
 mod tests;
 
-pub use self::authz::{AuthzFamily, AuthzKey};
+pub use self::authz::{AuthzFamily, AuthzKey, AuthzLabels, AuthzRecent};
 use crate::{
     classify::Class,
     detect::Protocol,
@@ -848,9 +848,10 @@ impl Metrics {
         self.0.authz.enable();
     }
 
-    /// Counts one authorization decision, within the registry's series cap.
-    pub fn authz(&self, key: AuthzKey) {
-        self.0.authz.count(key, self.0.max_series);
+    /// Counts one authorization decision, within the registry's series cap, in the
+    /// series `recent` (the connection's) remembers if it is one of them.
+    pub fn authz(&self, labels: AuthzLabels<'_>, recent: Option<&AuthzRecent>) {
+        self.0.authz.count(labels, recent, self.0.max_series);
     }
 
     fn encode_http(&self, out: &mut String) {

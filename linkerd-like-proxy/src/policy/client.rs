@@ -16,7 +16,7 @@
 use super::{Client, Policy};
 use crate::{
     discover::{follow, Backoff},
-    metrics::Metrics,
+    metrics::{AuthzRecent, Metrics},
 };
 use mesh_api::policy::{inbound_policies_client::InboundPoliciesClient, PortSpec};
 use std::{
@@ -71,6 +71,8 @@ pub struct PortPolicy {
     rx: watch::Receiver<Arc<Policy>>,
     /// Whether loopback clients are the pod itself (transparent mode).
     loopback_is_local: bool,
+    /// The authorization series the connection's requests were counted in last.
+    counters: Arc<AuthzRecent>,
 }
 
 impl PortPolicy {
@@ -82,6 +84,11 @@ impl PortPolicy {
             id: id.map(|i| &**i),
             local: self.loopback_is_local && ip.is_loopback(),
         }
+    }
+
+    /// The authorization series the connection's requests were counted in last.
+    pub(crate) fn counters(&self) -> &AuthzRecent {
+        &self.counters
     }
 
     /// The port's policy now.
@@ -107,6 +114,7 @@ impl PortPolicy {
             port,
             rx,
             loopback_is_local: true,
+            counters: Arc::default(),
         }
     }
 }
@@ -188,6 +196,7 @@ impl Policies {
             port,
             rx,
             loopback_is_local: self.loopback_is_local,
+            counters: Arc::default(),
         }
     }
 

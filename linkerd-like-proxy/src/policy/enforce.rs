@@ -5,7 +5,7 @@
 use super::{HttpDecision, Meta, PortPolicy, Verdict};
 use crate::{
     errors::{Decided, RouteNotFound, Unauthorized},
-    metrics::{AuthzFamily, AuthzKey, Metrics},
+    metrics::{AuthzFamily, AuthzLabels, Metrics},
 };
 use http::Request;
 use std::{net::SocketAddr, sync::Arc};
@@ -43,15 +43,25 @@ impl Outcome {
     }
 }
 
-fn count(metrics: &Metrics, family: AuthzFamily, d: &Decision, port: u16, id: Option<&Arc<str>>) {
-    metrics.authz(AuthzKey {
+/// Counts a decision: per request in the series the connection counted into last
+/// (`PortPolicy::counters`), else in the registry.
+fn count(
+    metrics: &Metrics,
+    family: AuthzFamily,
+    d: &Decision,
+    port: &PortPolicy,
+    id: Option<&Arc<str>>,
+    per_request: bool,
+) {
+    let labels = AuthzLabels {
         family,
-        server: d.server.clone(),
-        port,
-        route: d.route.clone(),
-        authz: d.authz.clone(),
-        client_id: id.cloned(),
-    });
+        server: &d.server,
+        port: port.port,
+        route: d.route.as_ref(),
+        authz: d.authz.as_ref(),
+        client_id: id,
+    };
+    metrics.authz(labels, per_request.then(|| port.counters()));
 }
 
 /// Decides an inbound HTTP request under its port's current policy, counts and logs
@@ -85,7 +95,7 @@ pub fn http<B>(
         authz,
         outcome,
     };
-    count(metrics, family, &d, port.port, id);
+    count(metrics, family, &d, port, id, true);
     let failed = match outcome {
         Outcome::Allow => None,
         Outcome::Audit => {
@@ -143,7 +153,7 @@ pub fn tcp(
         authz,
         outcome: Outcome::Allow,
     };
-    count(metrics, family, &d, port.port, id);
+    count(metrics, family, &d, port, id, false);
     match verdict {
         Verdict::Allow(_) => true,
         Verdict::Audit => {
@@ -178,7 +188,7 @@ pub(crate) async fn revoked(
                 authz: None,
                 outcome: Outcome::Terminate,
             };
-            count(metrics, AuthzFamily::TcpTerminate, &d, port.port, id);
+            count(metrics, AuthzFamily::TcpTerminate, &d, &port, id, false);
             tracing::info!(server = %d.server.display(), %client, client_id = id.map(|i| &**i), "connection closed: a policy update no longer allows it");
             return;
         }

@@ -128,6 +128,15 @@ pub(crate) struct Args {
     /// proxy serves a real mTLS `Observe` stream, headers included.
     #[arg(long, value_name = "MESH_BIN", requires = "mtls")]
     tap_with: Option<PathBuf>,
+    /// With `--mtls`: inbound authorization policy on the server proxy, to measure its
+    /// cost. `default`: policy on with no `Server`, so the ports fall back to the
+    /// default `all-unauthenticated` (what every meshed pod pays once policy ships);
+    /// `authz-100`: a `Server` on the backend's ports and 100 `AuthorizationPolicy`s,
+    /// each with its own `MeshTLSAuthentication` of one identity, the client's last (by
+    /// name, the order the controller sends them in). After the run the inbound proxy's
+    /// `inbound_http_authz_allow_total` must have counted the requests, or the run fails.
+    #[arg(long, value_enum, requires = "mtls")]
+    policy: Option<PolicyMode>,
     /// Requests a second the tap subscriber asks for (each is three events: request,
     /// response, end).
     #[arg(long, default_value_t = 100)]
@@ -1147,8 +1156,43 @@ impl Bench<'_> {
             }
             check.series.insert(name.to_string(), s);
         }
+        if let Some(mode) = self.args.policy {
+            check.problems.extend(self.policy_check(mode)?);
+        }
         check.passed = check.problems.is_empty();
         Ok(check)
+    }
+
+    /// With `--policy`: what is wrong with the inbound proxy's authorization counters,
+    /// if anything: its requests must have been allowed, each by the authorization the
+    /// mode makes them pass (the client's, the last of 100; or the default's), and
+    /// none denied.
+    fn policy_check(&self, mode: PolicyMode) -> anyhow::Result<Vec<String>> {
+        let text = self.probe(NS_SERVER, &format!("{ADMIN}/metrics"), "5s", true)?;
+        let samples = mesh_api::prom::parse(&text)
+            .with_context(|| format!("the {INBOUND}'s /metrics is not Prometheus text"))?;
+        let want = match mode {
+            PolicyMode::Default => "all-unauthenticated",
+            PolicyMode::Authz100 => "authz-http-099",
+        };
+        let sum = |name: &str, authz: Option<&str>| -> f64 {
+            samples
+                .iter()
+                .filter(|s| s.name == name && (authz.is_none() || s.label("authz_name") == authz))
+                .map(|s| s.value)
+                .sum()
+        };
+        let mut problems = Vec::new();
+        if sum("inbound_http_authz_allow_total", Some(want)) == 0.0 {
+            problems.push(format!(
+                "the {INBOUND} counted no request allowed by authorization {want:?} (--policy {mode:?})"
+            ));
+        }
+        let denied = sum("inbound_http_authz_deny_total", None) + sum("inbound_tcp_authz_deny_total", None);
+        if denied > 0.0 {
+            problems.push(format!("the {INBOUND} denied {denied} requests or connections"));
+        }
+        Ok(problems)
     }
 
     /// Starts the tap subscriber of `--tap-with` in the server namespace, beside the
@@ -1260,8 +1304,12 @@ impl Bench<'_> {
       - address: \"{SERVER_IP}\"
         labels: {{pod: backend-0, deployment: backend, serviceaccount: server}}
         identity: {}
-",
-                identity("server")
+{}",
+                identity("server"),
+                self.args
+                    .policy
+                    .map(|m| policies_yaml(m, &identity("client")))
+                    .unwrap_or_default(),
             ),
         )?;
         let log = tmp.join("controller.log");
@@ -1335,8 +1383,69 @@ impl Bench<'_> {
                 ),
             ]
         };
-        Ok((env("client", SERVER_IP), env("server", "127.0.0.1")))
+        let mut server = env("server", "127.0.0.1");
+        if self.args.policy.is_some() {
+            server.push((
+                "MESH_PROXY_POLICY_WORKLOAD".to_string(),
+                format!(r#"{{"ns":"{MESH_NS}","pod":"backend-0"}}"#),
+            ));
+        }
+        Ok((env("client", SERVER_IP), server))
     }
+}
+
+/// What `--policy` puts in front of the backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum PolicyMode {
+    Default,
+    #[value(name = "authz-100")]
+    Authz100,
+}
+
+/// The `policies:` of the controller's file for `mode`: none for `default`; for
+/// `authz-100` a `Server` per backend port and 100 authorizations of one identity each,
+/// `client`'s last.
+fn policies_yaml(mode: PolicyMode, client: &str) -> String {
+    if mode == PolicyMode::Default {
+        return String::new();
+    }
+    let mut out = String::from("policies:\n");
+    for (name, port) in [("http", PORT_MESHED), ("echo", PORT_ECHO_MESHED)] {
+        out.push_str(&format!(
+            "  - apiVersion: policy.mesh.rs/v1alpha1
+    kind: Server
+    metadata: {{name: backend-{name}, namespace: {MESH_NS}}}
+    spec: {{podSelector: {{matchLabels: {{deployment: backend}}}}, port: {port}}}
+"
+        ));
+    }
+    for i in 0..100 {
+        let identity = if i == 99 {
+            client.to_string()
+        } else {
+            mesh_api::names::ServiceAccount::new(MESH_NS, &format!("sa-{i:03}")).identity(TRUST_DOMAIN)
+        };
+        for server in ["http", "echo"] {
+            out.push_str(&format!(
+                "  - apiVersion: policy.mesh.rs/v1alpha1
+    kind: AuthorizationPolicy
+    metadata: {{name: authz-{server}-{i:03}, namespace: {MESH_NS}}}
+    spec:
+      targetRef: {{group: policy.mesh.rs, kind: Server, name: backend-{server}}}
+      requiredAuthenticationRefs:
+        - {{group: policy.mesh.rs, kind: MeshTLSAuthentication, name: id-{i:03}}}
+"
+            ));
+        }
+        out.push_str(&format!(
+            "  - apiVersion: policy.mesh.rs/v1alpha1
+    kind: MeshTLSAuthentication
+    metadata: {{name: id-{i:03}, namespace: {MESH_NS}}}
+    spec: {{identities: [\"{identity}\"]}}
+"
+        ));
+    }
+    out
 }
 
 /// A running [`rss_sampler`]: its stop flag and the thread that returns the peaks.
