@@ -18,6 +18,11 @@
 //! - `/api/workload?resource=deploy/NAME&namespace=NS`: the resource's pods (name,
 //!   meshed) and the services whose endpoints are those pods, from the index, each
 //!   with whether a ServiceProfile describes it;
+//! - `/api/policy?namespace=NS&resource=deploy/NAME[&port=P[,P...]]`: each pod of the
+//!   workload (name, IPs, service account, mesh identity) and, for each port Servers
+//!   select, each container and probe port and each port asked for, the compiled
+//!   `InboundPolicy` a proxy would be sent, with the namespace's policy diagnostics
+//!   (`mesh_core::policy::answer`; `mesh authz`, `mesh policy check`);
 //! - `/api/profile-template?service=NAME&namespace=NS`: the annotated profile `mesh
 //!   profile --template NAME -n NS` prints, for this controller's cluster domain
 //!   (`text/plain`);
@@ -97,12 +102,13 @@ const TOP_SECONDS: u64 = 5;
 const TOP_MAX_SECONDS: u64 = 30;
 
 /// The endpoints, all read-only.
-const PATHS: [&str; 14] = [
+const PATHS: [&str; 15] = [
     "/api/version",
     "/api/health",
     "/api/stat",
     "/api/series",
     "/api/workload",
+    "/api/policy",
     "/api/profile-template",
     "/api/edges",
     "/api/namespace",
@@ -129,6 +135,8 @@ pub struct Sources {
     pub streams: Streams,
     /// What `/api/health` reads besides the index and the store.
     pub health: crate::health::Parts,
+    /// The policy index, which `/api/policy` reads.
+    pub policy: crate::policy::PolicyIndex,
 }
 
 /// The body of the port's answers: whole, or a stream of events.
@@ -196,6 +204,7 @@ pub async fn handle<B>(req: &Request<B>, sources: &Sources) -> Response<Full<Byt
         "/api/stat" => stat(req, store),
         "/api/series" => series(req, store),
         "/api/workload" => workload(req, &sources.index),
+        "/api/policy" => policy(req, &sources.index, &sources.policy),
         "/api/profile-template" => {
             return match profile_template(req, &sources.index) {
                 Ok(text) => {
@@ -305,16 +314,9 @@ fn workload<B>(req: &Request<B>, index: &Index) -> Result<String, BadRequest> {
             selector.kind
         )));
     }
-    let trust_domain = index.trust_domain().to_string();
-    let mut pods: Vec<(ObjKey, bool)> = index
-        .pods()
-        .iter()
-        .filter(|pod| {
-            PodMeta::of(pod, &trust_domain)
-                .resource(selector.kind)
-                .is_some_and(|r| selector.matches(&r))
-        })
-        .map(|pod| (pod.key.clone(), pod.meshed))
+    let mut pods: Vec<(ObjKey, bool)> = workload_pods(index, &selector)
+        .into_iter()
+        .map(|(pod, _)| (pod.key, pod.meshed))
         .collect();
     pods.sort();
     let services: Vec<serde_json::Value> = index
@@ -335,6 +337,104 @@ fn workload<B>(req: &Request<B>, index: &Index) -> Result<String, BadRequest> {
         })
         .collect();
     Ok(serde_json::json!({ "pods": pods, "services": services }).to_string())
+}
+
+/// The pods of a resource made of pods, each with what the metrics API says of it (its
+/// owner, identity): `/api/workload`'s and `/api/policy`'s one reading.
+fn workload_pods(index: &Index, selector: &Selector) -> Vec<(mesh_core::index::Pod, PodMeta)> {
+    let trust_domain = index.trust_domain().to_string();
+    index
+        .pods()
+        .into_iter()
+        .filter_map(|pod| {
+            let meta = PodMeta::of(&pod, &trust_domain);
+            meta.resource(selector.kind)
+                .is_some_and(|r| selector.matches(&r))
+                .then_some((pod, meta))
+        })
+        .collect()
+}
+
+/// `/api/policy?namespace=NS&resource=TYPE/NAME[&port=P[,P...]]`: each pod of a
+/// workload, who it is as a client and each port's compiled inbound policy, with the
+/// namespace's policy diagnostics (`mesh_core::policy::answer`).
+fn policy<B>(
+    req: &Request<B>,
+    index: &Index,
+    policies: &crate::policy::PolicyIndex,
+) -> Result<String, BadRequest> {
+    use mesh_core::policy::answer;
+    let mut p = Params::of(req)?;
+    let namespace = p.required("namespace")?;
+    let resource = p.required("resource")?;
+    let asked: Vec<u16> = match p.take("port")? {
+        None => vec![],
+        Some(list) => list
+            .split(',')
+            .map(|port| {
+                port.trim()
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| {
+                        BadRequest(format!("port {port:?}: expected a number from 1 to 65535"))
+                    })
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    let selector = selector("resource", &resource, Some(&namespace))?;
+    p.done()?;
+    if !selector.kind.has_pods() || selector.kind == ResourceKind::Namespace {
+        return Err(BadRequest(format!(
+            "resource: a policy is asked of a workload (deploy, sts, ds, po), not {}",
+            selector.kind
+        )));
+    }
+    let mut found = workload_pods(index, &selector);
+    found.sort_by(|a, b| a.0.key.cmp(&b.0.key));
+    let policies = policies.lock();
+    let pods = found
+        .into_iter()
+        .map(|(pod, meta)| {
+            let mut answer = answer::PodPolicy {
+                name: pod.key.name.to_string(),
+                ips: pod.ips.clone(),
+                service_account: pod.service_account.to_string(),
+                identity: meta.identity.as_deref().map(str::to_owned),
+                ..Default::default()
+            };
+            if let Ok((known, mut ports)) = policies.pod_ports(&pod.key.namespace, &pod.key.name) {
+                answer.named_ports = known
+                    .named_ports
+                    .iter()
+                    .map(|(name, ports)| (name.clone(), ports.iter().copied().collect()))
+                    .collect();
+                ports.extend(asked.iter().copied());
+                answer.ports = ports
+                    .into_iter()
+                    .filter_map(|port| {
+                        let policy = policies.get(&pod.key.namespace, &pod.key.name, port).ok()?;
+                        Some(answer::PortPolicy {
+                            port,
+                            policy: (&policy).into(),
+                        })
+                    })
+                    .collect();
+            }
+            answer
+        })
+        .collect();
+    let diagnostics = policies
+        .diagnostics(&namespace)
+        .iter()
+        .map(answer::Diagnostic::from)
+        .collect();
+    to_json(Ok::<_, Infallible>(answer::WorkloadPolicy {
+        namespace,
+        resource,
+        pods,
+        diagnostics,
+    }))
 }
 
 /// `/api/profile-template`: `mesh profile --template`'s text, for this cluster.
@@ -821,6 +921,7 @@ mod tests {
             allowed_hosts: AllowedHosts::default(),
             streams: Streams::default(),
             health: Default::default(),
+            policy: crate::policy::PolicyIndex::new(Default::default()),
         }
     }
 
