@@ -1163,6 +1163,67 @@ mod tests {
         assert_eq!(body["span_seconds"], 600.0);
     }
 
+    /// `/api/policy`: a workload's pods with their identity, and each port's compiled
+    /// policy (the Server's port, a port asked for, under the pod's default) in the
+    /// shape the CLI reads, with the namespace's diagnostics; bad queries say why.
+    #[test]
+    fn a_workloads_policy_per_pod_and_port() {
+        let sources = sources();
+        let mut file = mesh_core::file::parse(
+            "services:\n  - name: api\n    namespace: shop\n    endpoints:\n      - address: 198.18.0.4:8080\n        labels: {pod: api-0, deployment: api, serviceaccount: api}\n        identity: api.shop.serviceaccount.identity.mesh.cluster.local\n        namedPorts: {http: 8080}\n        defaultInboundPolicy: deny\npolicies:\n  - apiVersion: policy.mesh.rs/v1alpha1\n    kind: Server\n    metadata: {name: api-http, namespace: shop}\n    spec: {podSelector: {matchLabels: {deployment: api}}, port: http, proxyProtocol: HTTP/1}\n  - apiVersion: policy.mesh.rs/v1alpha1\n    kind: AuthorizationPolicy\n    metadata: {name: orphan, namespace: shop}\n    spec:\n      targetRef: {group: policy.mesh.rs, kind: Server, name: api-http}\n      requiredAuthenticationRefs: [{group: policy.mesh.rs, kind: MeshTLSAuthentication, name: missing}]\n",
+            "cluster.local",
+        )
+        .unwrap();
+        crate::file::apply_policy(&sources.policy, &mut file);
+        mesh_core::file::apply(&sources.index, file);
+        let (status, body) = call(
+            Method::GET,
+            "/api/policy?resource=deploy/api&namespace=shop",
+        );
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["pods"], serde_json::json!([]), "another index: no pods");
+        let (status, body) = call_with(
+            &sources,
+            Method::GET,
+            "/api/policy?resource=deploy/api&namespace=shop&port=9000",
+        );
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let answer: mesh_core::policy::answer::WorkloadPolicy =
+            serde_json::from_value(body).unwrap();
+        let [pod] = &answer.pods[..] else {
+            panic!("{answer:?}")
+        };
+        assert_eq!(pod.name, "api-0");
+        assert_eq!(pod.ips, ["198.18.0.4".parse::<std::net::IpAddr>().unwrap()]);
+        assert_eq!(pod.named_ports["http"], [8080]);
+        let ports: Vec<(u16, &str, &str)> = pod
+            .ports
+            .iter()
+            .map(|p| (p.port, &*p.policy.server.name, &*p.policy.protocol))
+            .collect();
+        assert_eq!(
+            ports,
+            [(8080, "api-http", "http1"), (9000, "deny", "detect")]
+        );
+        // What the controller sends a proxy, read back whole.
+        let sent = sources.policy.lock().get("shop", "api-0", 8080).unwrap();
+        assert_eq!(pod.ports[0].policy.to_proto().unwrap(), sent);
+        assert_eq!(answer.diagnostics[0].name, "orphan");
+        for (path, why) in [
+            ("/api/policy?resource=deploy/api", "namespace is required"),
+            ("/api/policy?namespace=shop&resource=svc/api", "workload"),
+            ("/api/policy?namespace=shop&resource=ns/shop", "workload"),
+            (
+                "/api/policy?namespace=shop&resource=deploy/api&port=0",
+                "port \"0\"",
+            ),
+        ] {
+            let (status, body) = call_with(&sources, Method::GET, path);
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {body}");
+            assert!(body["error"].as_str().unwrap().contains(why), "{path}: {body}");
+        }
+    }
+
     /// The services of a workload are the ones whose endpoints are its pods, with
     /// whether a profile describes each; the template is `mesh profile --template`'s,
     /// for the index's cluster domain.
