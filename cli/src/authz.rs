@@ -101,10 +101,7 @@ pub async fn run(args: AuthzArgs) -> anyhow::Result<()> {
         crate::dns_label("--namespace", ns)?;
     }
     let api = Api::locate(&args.api).await?;
-    let namespace = args
-        .namespace
-        .clone()
-        .unwrap_or_else(|| api.default_namespace().to_string());
+    let namespace = api.namespace_or_default(args.namespace.as_deref());
     let (doc, answer) = fetch(&api, &namespace, &resource, None).await?;
     if args.output == Output::Json {
         crate::out(&table::json(&doc));

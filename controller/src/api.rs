@@ -1181,7 +1181,11 @@ mod tests {
             "/api/policy?resource=deploy/api&namespace=shop",
         );
         assert_eq!(status, StatusCode::OK, "{body}");
-        assert_eq!(body["pods"], serde_json::json!([]), "another index: no pods");
+        assert_eq!(
+            body["pods"],
+            serde_json::json!([]),
+            "another index: no pods"
+        );
         let (status, body) = call_with(
             &sources,
             Method::GET,
@@ -1220,7 +1224,10 @@ mod tests {
         ] {
             let (status, body) = call_with(&sources, Method::GET, path);
             assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {body}");
-            assert!(body["error"].as_str().unwrap().contains(why), "{path}: {body}");
+            assert!(
+                body["error"].as_str().unwrap().contains(why),
+                "{path}: {body}"
+            );
         }
     }
 

@@ -180,10 +180,7 @@ fn validate(args: &CheckArgs) -> Result<Valid, UsageError> {
 pub(crate) async fn run(args: CheckArgs) -> anyhow::Result<()> {
     let valid = validate(&args)?;
     let api = Api::locate(&args.api).await.map_err(cannot)?;
-    let namespace = args
-        .namespace
-        .clone()
-        .unwrap_or_else(|| api.default_namespace().to_string());
+    let namespace = api.namespace_or_default(args.namespace.as_deref());
     let (client_ip, client_id) = client(&api, &args, &namespace).await.map_err(cannot)?;
     let asked = match valid.port {
         PortRef::Number(n) => Some(n),

@@ -47,7 +47,7 @@ enum PolicyCommand {
     /// Exit status: 0 allowed; 1 denied, no route found, or allowed only by an
     /// audit fallback (it would be denied); 2 the check could not be made
     /// (controller unreachable, unknown workload or port); 64 bad flags.
-    Check(check::CheckArgs),
+    Check(Box<check::CheckArgs>),
 }
 
 #[derive(Debug, clap::Args)]
@@ -60,7 +60,7 @@ struct ValidateArgs {
 /// Runs `mesh policy`, printing to stdout.
 pub fn run(args: PolicyArgs) -> anyhow::Result<()> {
     match args.command {
-        PolicyCommand::Check(c) => crate::block_on(check::run(c)),
+        PolicyCommand::Check(c) => crate::block_on(check::run(*c)),
         PolicyCommand::Validate(v) => {
             let inputs: Vec<Input> = v.files.into_iter().map(Input::from).collect();
             validate(&inputs, &mut std::io::stdout().lock())

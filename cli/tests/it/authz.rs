@@ -158,153 +158,125 @@ fn authz_lists_servers_routes_and_what_each_allows() {
     );
 }
 
+/// Each case: the flags, the exit status, how the output begins and what it says.
+type Case<'a> = (&'a [&'a str], i32, &'a str, &'a str);
+
+fn run_cases(c: &Controller, cases: &[Case<'_>]) {
+    for (args, want, starts, says) in cases {
+        let (code, text) = check(c, args);
+        assert_eq!(code, Some(*want), "{args:?}: {text}");
+        assert!(text.starts_with(starts), "{args:?}: {text}");
+        assert!(text.contains(says), "{args:?}: {text}");
+    }
+}
+
 #[test]
 fn check_allows_denies_and_says_why() {
     let c = Controller::start_with(FILE);
-    // Allowed: web's identity on the route that wants it; the named port resolved.
-    let (code, text) = check(
+    let web = "web.shop.serviceaccount.identity.mesh.cluster.local";
+    let denied_batch = format!(
+        "client identity `batch.shop.serviceaccount.identity.mesh.cluster.local` is not one of [{web}]"
+    );
+    run_cases(
         &c,
         &[
-            "--from",
-            "deploy/web",
-            "--to",
-            "deploy/api:http",
-            "--path",
-            "/v1/orders",
+            // Allowed: web's identity on the route that wants it; the named port resolved.
+            (
+                &["--from", "deploy/web", "--to", "deploy/api:http", "--path", "/v1/orders"],
+                0,
+                "ALLOWED by authorizationpolicy/api-from-web (route httproute/api-v1, server srv/api-http)",
+                "authorizationpolicy/api-from-web (route httproute/api-v1): matches",
+            ),
+            // Denied by identity, with the reason.
+            (
+                &["--from", "deploy/batch", "--to", "deploy/api:8080", "--path", "/v1/orders"],
+                1,
+                "DENIED: no authorization allows it (route httproute/api-v1",
+                &denied_batch,
+            ),
+            // Denied: plaintext.
+            (
+                &["--from", "deploy/web", "--unmeshed", "--to", "deploy/api:8080", "--path", "/v1/x"],
+                1,
+                "DENIED: ",
+                "not mesh TLS: the client has no mesh identity",
+            ),
+            // From outside the mesh, on the open route.
+            (
+                &["--from-ip", "203.0.113.9", "--to", "deploy/api:8080", "--path", "/healthz"],
+                0,
+                "ALLOWED by authorizationpolicy/api-health",
+                "from 203.0.113.9, no mesh identity",
+            ),
+            // No route matches: each route says why.
+            (
+                &["--from", "deploy/web", "--to", "deploy/api:8080", "--path", "/admin"],
+                1,
+                "NOT FOUND: no route of server srv/api-http matches",
+                "route httproute/api-v1: GET /admin matches none of: /v1/*",
+            ),
+            // Audit: allowed by the fallback alone, which the status says (1).
+            (
+                &["--from-ip", "203.0.113.9", "--to", "deploy/legacy:9000"],
+                1,
+                "AUDIT: would be denied",
+                "server default/audit",
+            ),
+            // A connection, not a request: the server-wide authorizations alone (none).
+            (
+                &["--from", "deploy/web", "--to", "deploy/api:8080", "--tcp"],
+                1,
+                "DENIED",
+                "connection to deploy/api:8080",
+            ),
         ],
     );
-    assert_eq!(code, Some(0), "{text}");
-    assert!(
-        text.starts_with("ALLOWED by authorizationpolicy/api-from-web (route httproute/api-v1, server srv/api-http)"),
-        "{text}"
-    );
-    // Denied by identity, with the reason.
-    let (code, text) = check(
-        &c,
-        &[
-            "--from",
-            "deploy/batch",
-            "--to",
-            "deploy/api:8080",
-            "--path",
-            "/v1/orders",
-        ],
-    );
-    assert_eq!(code, Some(1), "{text}");
-    assert!(text.starts_with("DENIED: "), "{text}");
-    assert!(
-        text.contains("client identity `batch.shop.serviceaccount.identity.mesh.cluster.local` is not one of [web.shop.serviceaccount.identity.mesh.cluster.local]"),
-        "{text}"
-    );
-    // Denied: plaintext.
-    let (code, text) = check(
-        &c,
-        &[
-            "--from",
-            "deploy/web",
-            "--unmeshed",
-            "--to",
-            "deploy/api:8080",
-            "--path",
-            "/v1/x",
-        ],
-    );
-    assert_eq!(code, Some(1), "{text}");
-    assert!(text.contains("not mesh TLS"), "{text}");
-    // From outside the mesh, on the open route.
-    let (code, text) = check(
-        &c,
-        &[
-            "--from-ip",
-            "203.0.113.9",
-            "--to",
-            "deploy/api:8080",
-            "--path",
-            "/healthz",
-        ],
-    );
-    assert_eq!(code, Some(0), "{text}");
-    assert!(
-        text.contains("ALLOWED by authorizationpolicy/api-health"),
-        "{text}"
-    );
-    // No route matches: each route says why.
-    let (code, text) = check(
-        &c,
-        &[
-            "--from",
-            "deploy/web",
-            "--to",
-            "deploy/api:8080",
-            "--path",
-            "/admin",
-        ],
-    );
-    assert_eq!(code, Some(1), "{text}");
-    assert!(
-        text.starts_with("NOT FOUND: no route of server srv/api-http matches"),
-        "{text}"
-    );
-    assert!(
-        text.contains("route httproute/api-v1: GET /admin matches none of: /v1/*"),
-        "{text}"
-    );
-    // Audit: allowed by the fallback alone, which the status says (1).
-    let (code, text) = check(
-        &c,
-        &["--from-ip", "203.0.113.9", "--to", "deploy/legacy:9000"],
-    );
-    assert_eq!(code, Some(1), "{text}");
-    assert!(text.starts_with("AUDIT: would be denied"), "{text}");
-    // A connection, not a request: the server-wide authorizations alone (none).
-    let (code, text) = check(
-        &c,
-        &["--from", "deploy/web", "--to", "deploy/api:8080", "--tcp"],
-    );
-    assert_eq!(code, Some(1), "{text}");
-    assert!(text.starts_with("DENIED"), "{text}");
 }
 
 #[test]
 fn check_refuses_bad_flags_and_unknown_workloads() {
     let c = Controller::start_with(FILE);
-    let (code, text) = check(&c, &["--from", "deploy/web", "--to", "deploy/api"]);
-    assert_eq!(code, Some(64), "{text}");
-    assert!(
-        text.contains("--to \"deploy/api\": expected TYPE/NAME:PORT"),
-        "{text}"
-    );
-    let (code, text) = check(&c, &["--from", "svc/web", "--to", "deploy/api:80"]);
-    assert_eq!(code, Some(64), "{text}");
-    assert!(text.contains("--from \"svc/web\""), "{text}");
-    let (code, text) = check(&c, &["--from", "deploy/nope", "--to", "deploy/api:8080"]);
-    assert_eq!(code, Some(2), "{text}");
-    assert!(
-        text.contains("no pods of deploy/nope in namespace shop"),
-        "{text}"
-    );
-    let (code, text) = check(&c, &["--from", "deploy/web", "--to", "deploy/api:grpc"]);
-    assert_eq!(code, Some(2), "{text}");
-    assert!(
-        text.contains("has no port named \"grpc\" (its named ports: http)"),
-        "{text}"
-    );
-    let (code, text) = check(&c, &["--to", "deploy/api:8080"]);
-    assert_eq!(code, Some(64), "{text}");
-    let (code, text) = check(
+    run_cases(
         &c,
         &[
-            "--from",
-            "deploy/web",
-            "--to",
-            "deploy/api:8080",
-            "--header",
-            "nocolon",
+            (
+                &["--from", "deploy/web", "--to", "deploy/api"],
+                64,
+                "",
+                "--to \"deploy/api\": expected TYPE/NAME:PORT",
+            ),
+            (
+                &["--from", "svc/web", "--to", "deploy/api:80"],
+                64,
+                "",
+                "--from \"svc/web\"",
+            ),
+            (
+                &["--from", "deploy/nope", "--to", "deploy/api:8080"],
+                2,
+                "",
+                "no pods of deploy/nope in namespace shop",
+            ),
+            (
+                &["--from", "deploy/web", "--to", "deploy/api:grpc"],
+                2,
+                "",
+                "has no port named \"grpc\" (its named ports: http)",
+            ),
+            (&["--to", "deploy/api:8080"], 64, "", "--from"),
+            (
+                &[
+                    "--from",
+                    "deploy/web",
+                    "--to",
+                    "deploy/api:8080",
+                    "--header",
+                    "nocolon",
+                ],
+                64,
+                "",
+                "--header \"nocolon\": expected NAME:VALUE",
+            ),
         ],
-    );
-    assert_eq!(code, Some(64), "{text}");
-    assert!(
-        text.contains("--header \"nocolon\": expected NAME:VALUE"),
-        "{text}"
     );
 }

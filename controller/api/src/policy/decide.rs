@@ -22,6 +22,9 @@
 //!   decision, walked without its shortcuts, saying what was tried and why each route
 //!   and authorization did or did not match; for the dry run, never on the proxy's hot
 //!   path. A test holds both to the same verdict.
+//! - **Inlined across the crate line**: the decision and its small helpers are
+//!   `#[inline]`, so the proxy's per-request call compiles as it did when the code was
+//!   the proxy's own, LTO or not (`cargo bench`'s release profile has none).
 //! - **Defaults** ([`DefaultPolicy`](super::DefaultPolicy)): built by
 //!   `DefaultPolicy::inbound_policy` as the controller builds them and compiled by the
 //!   same code, so that a default and a controller's policy cannot differ in meaning.
@@ -81,6 +84,7 @@ impl IpRange {
         Ok(Self { lo, hi: lo | mask })
     }
 
+    #[inline]
     fn contains(&self, ip: u128) -> bool {
         self.lo <= ip && ip <= self.hi
     }
@@ -94,6 +98,7 @@ impl IpRange {
 }
 
 /// The one form addresses are compared in.
+#[inline]
 fn ip_bits(ip: IpAddr) -> u128 {
     match ip {
         IpAddr::V4(v4) => u128::from(v4.to_ipv6_mapped()),
@@ -127,6 +132,7 @@ impl Identities {
         }
     }
 
+    #[inline]
     fn contains(&self, id: &str) -> bool {
         match self {
             Self::Few(ids) => ids.iter().any(|i| **i == *id),
@@ -280,6 +286,7 @@ enum PathMatch {
 }
 
 impl PathMatch {
+    #[inline]
     fn matches(&self, path: &str) -> bool {
         match self {
             Self::Exact(p) => path == &**p,
@@ -352,6 +359,7 @@ impl HttpMatch {
         })
     }
 
+    #[inline]
     fn matches(&self, method: &Method, path: &str, headers: &HeaderMap) -> bool {
         self.method.as_ref().is_none_or(|m| m == method)
             && self.path.as_ref().is_none_or(|p| p.matches(path))
@@ -412,6 +420,7 @@ impl HostMatch {
     }
 
     /// `host`: lower case, without its port.
+    #[inline]
     fn matches(&self, host: &str) -> bool {
         match self {
             Self::Exact(name) => host == &**name,
@@ -571,6 +580,7 @@ impl Policy {
         })
     }
 
+    #[inline]
     fn fallback(&self) -> Verdict<'_> {
         if self.audit {
             Verdict::Audit
@@ -579,6 +589,7 @@ impl Policy {
         }
     }
 
+    #[inline]
     fn first<'a>(list: &'a [Authz], ip: u128, id: Option<&str>) -> Option<&'a Meta> {
         list.iter().find(|a| a.allows(ip, id)).map(|a| &a.meta)
     }
@@ -651,6 +662,7 @@ impl Policy {
     }
 
     /// A request no route matches is not found, whatever the fallback.
+    #[inline]
     fn fallback_not_found(&self) -> Verdict<'_> {
         Verdict::Deny
     }
@@ -733,7 +745,7 @@ impl Authz {
                 let id = client.id.unwrap_or_default();
                 Err(format!(
                     "client identity `{id}` is not {}",
-                    describe_identities(auth)
+                    describe_identities(auth, " nor ")
                 ))
             }
             Authentication::MeshTls { .. } => Ok(()),
@@ -783,7 +795,7 @@ impl Authz {
                     Authentication::MeshTls {
                         exact, suffixes, ..
                     } if suffixes.is_empty() => format!("mesh TLS: {}", join(exact.iter())),
-                    _ => describe_identities(auth),
+                    _ => describe_identities(auth, " or "),
                 };
                 if everywhere {
                     who
@@ -796,8 +808,8 @@ impl Authz {
 }
 
 /// A mesh TLS authentication's identities, as `one of [..]` / `any mesh identity in
-/// namespace NS`.
-fn describe_identities(auth: &Authentication) -> String {
+/// namespace NS`, the kinds of match joined by `joiner`.
+fn describe_identities(auth: &Authentication, joiner: &str) -> String {
     let Authentication::MeshTls {
         exact,
         suffixes,
@@ -828,7 +840,7 @@ fn describe_identities(auth: &Authentication) -> String {
     if parts.is_empty() {
         return "any of no identities".to_owned();
     }
-    parts.join(" nor ")
+    parts.join(joiner)
 }
 
 fn join<S: AsRef<str>>(items: impl Iterator<Item = S>) -> String {
