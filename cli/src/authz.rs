@@ -155,8 +155,8 @@ fn render(answer: &WorkloadPolicy) -> anyhow::Result<String> {
 fn no_ports(pods: &[PodPolicy]) -> String {
     let names: Vec<&str> = pods.iter().map(|p| p.name.as_str()).collect();
     format!(
-        "no ports known for {} (no Server selects them and they declare no container ports; \
-         ask for one with `mesh policy check --to TYPE/NAME:PORT`)\n",
+        "no ports known for {} (no Server selects them, and they declare no container ports and back no \
+         service; ask for one with `mesh policy check --to TYPE/NAME:PORT`)\n",
         names.join(", ")
     )
 }

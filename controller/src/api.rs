@@ -20,7 +20,8 @@
 //!   with whether a ServiceProfile describes it;
 //! - `/api/policy?namespace=NS&resource=deploy/NAME[&port=P[,P...]]`: each pod of the
 //!   workload (name, IPs, service account, mesh identity) and, for each port Servers
-//!   select, each container and probe port and each port asked for, the compiled
+//!   select, each container and probe port, each port its endpoint slices give and
+//!   each port asked for, the compiled
 //!   `InboundPolicy` a proxy would be sent, with the namespace's policy diagnostics
 //!   (`mesh_core::policy::answer`; `mesh authz`, `mesh policy check`);
 //! - `/api/profile-template?service=NAME&namespace=NS`: the annotated profile `mesh
@@ -409,6 +410,7 @@ fn policy<B>(
                     .iter()
                     .map(|(name, ports)| (name.clone(), ports.iter().copied().collect()))
                     .collect();
+                ports.extend(index.endpoint_ports(&pod.key));
                 ports.extend(asked.iter().copied());
                 answer.ports = ports
                     .into_iter()

@@ -31,8 +31,8 @@ pub struct PodPolicy {
     pub identity: Option<String>,
     /// Named container ports: name → numbers.
     pub named_ports: BTreeMap<String, Vec<u16>>,
-    /// The ports Servers select, its container and probe ports and those asked for,
-    /// in order; empty when the policy index does not know the pod.
+    /// The ports Servers select, its container and probe ports, its endpoints' ports
+    /// and those asked for, in order; empty when the policy index does not know the pod.
     pub ports: Vec<PortPolicy>,
 }
 
