@@ -151,10 +151,7 @@ async fn proxy_metrics(args: &ProxyMetrics) -> anyhow::Result<()> {
         crate::dns_label("--namespace", ns)?;
     }
     let api = Api::locate(&args.api).await?;
-    let namespace = args
-        .namespace
-        .clone()
-        .unwrap_or_else(|| api.default_namespace().to_string());
+    let namespace = api.namespace_or_default(args.namespace.as_deref());
     let page = api
         .get_text(
             "/api/diagnostics/proxy-metrics",

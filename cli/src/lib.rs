@@ -9,6 +9,7 @@
 #![allow(clippy::print_stdout)]
 
 mod api;
+pub mod authz;
 pub mod check;
 pub mod dashboard;
 pub mod demo;
@@ -54,8 +55,12 @@ enum Command {
     /// Generate a ServiceProfile for a service (`--template`, `--open-api FILE`), or check
     /// profiles (`validate FILE`).
     Profile(profile::ProfileArgs),
-    /// Check authorization policy documents (`policy.mesh.rs`) offline (`validate FILE`).
+    /// Authorization policy: check documents (`policy.mesh.rs`) offline (`validate
+    /// FILE`), or dry-run a request against the live policy (`check --from --to`).
     Policy(policy::PolicyArgs),
+    /// Every port of a workload with its server, routes and authorizations, and what
+    /// each allows (the policy its proxies enforce now).
+    Authz(authz::AuthzArgs),
     /// Print the control plane's manifests: `mesh install | kubectl apply -f -`
     /// (`--crds`: the CustomResourceDefinitions alone, to apply first).
     Install(install::InstallArgs),
@@ -186,6 +191,7 @@ pub fn run(args: Args) -> ExitCode {
             }
         },
         Command::Diagnostics(args) => block_on(diagnostics::run(args)),
+        Command::Authz(args) => block_on(authz::run(args)),
         Command::Version(args) => block_on(version::run(args)),
         Command::Dashboard(args) => block_on(dashboard::run(args)),
         Command::Tap(args) => match tap::Config::try_from(args) {
@@ -205,6 +211,12 @@ pub fn run(args: Args) -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // `mesh policy check`: the verdict is printed; the status says it.
+        Err(error) if error.downcast_ref::<policy::NotAllowed>().is_some() => ExitCode::FAILURE,
+        Err(error) if error.downcast_ref::<policy::CheckFailed>().is_some() => {
+            note(&format!("error: {error:#}"));
+            ExitCode::from(2)
+        }
         // A bad flag found while running (the commands without a `Config` stage).
         Err(error) if error.downcast_ref::<UsageError>().is_some() => {
             note(&format!("error: {error:#}"));

@@ -18,6 +18,12 @@
 //! - `/api/workload?resource=deploy/NAME&namespace=NS`: the resource's pods (name,
 //!   meshed) and the services whose endpoints are those pods, from the index, each
 //!   with whether a ServiceProfile describes it;
+//! - `/api/policy?namespace=NS&resource=deploy/NAME[&port=P[,P...]]`: each pod of the
+//!   workload (name, IPs, service account, mesh identity) and, for each port Servers
+//!   select, each container and probe port, each port its endpoint slices give and
+//!   each port asked for, the compiled
+//!   `InboundPolicy` a proxy would be sent, with the namespace's policy diagnostics
+//!   (`mesh_core::policy::answer`; `mesh authz`, `mesh policy check`);
 //! - `/api/profile-template?service=NAME&namespace=NS`: the annotated profile `mesh
 //!   profile --template NAME -n NS` prints, for this controller's cluster domain
 //!   (`text/plain`);
@@ -97,12 +103,13 @@ const TOP_SECONDS: u64 = 5;
 const TOP_MAX_SECONDS: u64 = 30;
 
 /// The endpoints, all read-only.
-const PATHS: [&str; 14] = [
+const PATHS: [&str; 15] = [
     "/api/version",
     "/api/health",
     "/api/stat",
     "/api/series",
     "/api/workload",
+    "/api/policy",
     "/api/profile-template",
     "/api/edges",
     "/api/namespace",
@@ -129,6 +136,8 @@ pub struct Sources {
     pub streams: Streams,
     /// What `/api/health` reads besides the index and the store.
     pub health: crate::health::Parts,
+    /// The policy index, which `/api/policy` reads.
+    pub policy: crate::policy::PolicyIndex,
 }
 
 /// The body of the port's answers: whole, or a stream of events.
@@ -196,6 +205,7 @@ pub async fn handle<B>(req: &Request<B>, sources: &Sources) -> Response<Full<Byt
         "/api/stat" => stat(req, store),
         "/api/series" => series(req, store),
         "/api/workload" => workload(req, &sources.index),
+        "/api/policy" => policy(req, &sources.index, &sources.policy),
         "/api/profile-template" => {
             return match profile_template(req, &sources.index) {
                 Ok(text) => {
@@ -305,16 +315,9 @@ fn workload<B>(req: &Request<B>, index: &Index) -> Result<String, BadRequest> {
             selector.kind
         )));
     }
-    let trust_domain = index.trust_domain().to_string();
-    let mut pods: Vec<(ObjKey, bool)> = index
-        .pods()
-        .iter()
-        .filter(|pod| {
-            PodMeta::of(pod, &trust_domain)
-                .resource(selector.kind)
-                .is_some_and(|r| selector.matches(&r))
-        })
-        .map(|pod| (pod.key.clone(), pod.meshed))
+    let mut pods: Vec<(ObjKey, bool)> = workload_pods(index, &selector)
+        .into_iter()
+        .map(|(pod, _)| (pod.key, pod.meshed))
         .collect();
     pods.sort();
     let services: Vec<serde_json::Value> = index
@@ -335,6 +338,105 @@ fn workload<B>(req: &Request<B>, index: &Index) -> Result<String, BadRequest> {
         })
         .collect();
     Ok(serde_json::json!({ "pods": pods, "services": services }).to_string())
+}
+
+/// The pods of a resource made of pods, each with what the metrics API says of it (its
+/// owner, identity): `/api/workload`'s and `/api/policy`'s one reading.
+fn workload_pods(index: &Index, selector: &Selector) -> Vec<(mesh_core::index::Pod, PodMeta)> {
+    let trust_domain = index.trust_domain().to_string();
+    index
+        .pods()
+        .into_iter()
+        .filter_map(|pod| {
+            let meta = PodMeta::of(&pod, &trust_domain);
+            meta.resource(selector.kind)
+                .is_some_and(|r| selector.matches(&r))
+                .then_some((pod, meta))
+        })
+        .collect()
+}
+
+/// `/api/policy?namespace=NS&resource=TYPE/NAME[&port=P[,P...]]`: each pod of a
+/// workload, who it is as a client and each port's compiled inbound policy, with the
+/// namespace's policy diagnostics (`mesh_core::policy::answer`).
+fn policy<B>(
+    req: &Request<B>,
+    index: &Index,
+    policies: &crate::policy::PolicyIndex,
+) -> Result<String, BadRequest> {
+    use mesh_core::policy::answer;
+    let mut p = Params::of(req)?;
+    let namespace = p.required("namespace")?;
+    let resource = p.required("resource")?;
+    let asked: Vec<u16> = match p.take("port")? {
+        None => vec![],
+        Some(list) => list
+            .split(',')
+            .map(|port| {
+                port.trim()
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| {
+                        BadRequest(format!("port {port:?}: expected a number from 1 to 65535"))
+                    })
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    let selector = selector("resource", &resource, Some(&namespace))?;
+    p.done()?;
+    if !selector.kind.has_pods() || selector.kind == ResourceKind::Namespace {
+        return Err(BadRequest(format!(
+            "resource: a policy is asked of a workload (deploy, sts, ds, po), not {}",
+            selector.kind
+        )));
+    }
+    let mut found = workload_pods(index, &selector);
+    found.sort_by(|a, b| a.0.key.cmp(&b.0.key));
+    let policies = policies.lock();
+    let pods = found
+        .into_iter()
+        .map(|(pod, meta)| {
+            let mut answer = answer::PodPolicy {
+                name: pod.key.name.to_string(),
+                ips: pod.ips.clone(),
+                service_account: pod.service_account.to_string(),
+                identity: meta.identity.as_deref().map(str::to_owned),
+                ..Default::default()
+            };
+            if let Ok((known, mut ports)) = policies.pod_ports(&pod.key.namespace, &pod.key.name) {
+                answer.named_ports = known
+                    .named_ports
+                    .iter()
+                    .map(|(name, ports)| (name.clone(), ports.iter().copied().collect()))
+                    .collect();
+                ports.extend(index.endpoint_ports(&pod.key));
+                ports.extend(asked.iter().copied());
+                answer.ports = ports
+                    .into_iter()
+                    .filter_map(|port| {
+                        let policy = policies.get(&pod.key.namespace, &pod.key.name, port).ok()?;
+                        Some(answer::PortPolicy {
+                            port,
+                            policy: (&policy).into(),
+                        })
+                    })
+                    .collect();
+            }
+            answer
+        })
+        .collect();
+    let diagnostics = policies
+        .diagnostics(&namespace)
+        .iter()
+        .map(answer::Diagnostic::from)
+        .collect();
+    to_json(Ok::<_, Infallible>(answer::WorkloadPolicy {
+        namespace,
+        resource,
+        pods,
+        diagnostics,
+    }))
 }
 
 /// `/api/profile-template`: `mesh profile --template`'s text, for this cluster.
@@ -821,6 +923,7 @@ mod tests {
             allowed_hosts: AllowedHosts::default(),
             streams: Streams::default(),
             health: Default::default(),
+            policy: crate::policy::PolicyIndex::new(Default::default()),
         }
     }
 
@@ -1060,6 +1163,74 @@ mod tests {
         assert_eq!(status, StatusCode::OK, "{body}");
         assert_eq!(body["step_seconds"], 10.0);
         assert_eq!(body["span_seconds"], 600.0);
+    }
+
+    /// `/api/policy`: a workload's pods with their identity, and each port's compiled
+    /// policy (the Server's port, a port asked for, under the pod's default) in the
+    /// shape the CLI reads, with the namespace's diagnostics; bad queries say why.
+    #[test]
+    fn a_workloads_policy_per_pod_and_port() {
+        let sources = sources();
+        let mut file = mesh_core::file::parse(
+            "services:\n  - name: api\n    namespace: shop\n    endpoints:\n      - address: 198.18.0.4:8080\n        labels: {pod: api-0, deployment: api, serviceaccount: api}\n        identity: api.shop.serviceaccount.identity.mesh.cluster.local\n        namedPorts: {http: 8080}\n        defaultInboundPolicy: deny\npolicies:\n  - apiVersion: policy.mesh.rs/v1alpha1\n    kind: Server\n    metadata: {name: api-http, namespace: shop}\n    spec: {podSelector: {matchLabels: {deployment: api}}, port: http, proxyProtocol: HTTP/1}\n  - apiVersion: policy.mesh.rs/v1alpha1\n    kind: AuthorizationPolicy\n    metadata: {name: orphan, namespace: shop}\n    spec:\n      targetRef: {group: policy.mesh.rs, kind: Server, name: api-http}\n      requiredAuthenticationRefs: [{group: policy.mesh.rs, kind: MeshTLSAuthentication, name: missing}]\n",
+            "cluster.local",
+        )
+        .unwrap();
+        crate::file::apply_policy(&sources.policy, &mut file);
+        mesh_core::file::apply(&sources.index, file);
+        let (status, body) = call(
+            Method::GET,
+            "/api/policy?resource=deploy/api&namespace=shop",
+        );
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(
+            body["pods"],
+            serde_json::json!([]),
+            "another index: no pods"
+        );
+        let (status, body) = call_with(
+            &sources,
+            Method::GET,
+            "/api/policy?resource=deploy/api&namespace=shop&port=9000",
+        );
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let answer: mesh_core::policy::answer::WorkloadPolicy =
+            serde_json::from_value(body).unwrap();
+        let [pod] = &answer.pods[..] else {
+            panic!("{answer:?}")
+        };
+        assert_eq!(pod.name, "api-0");
+        assert_eq!(pod.ips, ["198.18.0.4".parse::<std::net::IpAddr>().unwrap()]);
+        assert_eq!(pod.named_ports["http"], [8080]);
+        let ports: Vec<(u16, &str, &str)> = pod
+            .ports
+            .iter()
+            .map(|p| (p.port, &*p.policy.server.name, &*p.policy.protocol))
+            .collect();
+        assert_eq!(
+            ports,
+            [(8080, "api-http", "http1"), (9000, "deny", "detect")]
+        );
+        // What the controller sends a proxy, read back whole.
+        let sent = sources.policy.lock().get("shop", "api-0", 8080).unwrap();
+        assert_eq!(pod.ports[0].policy.to_proto().unwrap(), sent);
+        assert_eq!(answer.diagnostics[0].name, "orphan");
+        for (path, why) in [
+            ("/api/policy?resource=deploy/api", "namespace is required"),
+            ("/api/policy?namespace=shop&resource=svc/api", "workload"),
+            ("/api/policy?namespace=shop&resource=ns/shop", "workload"),
+            (
+                "/api/policy?namespace=shop&resource=deploy/api&port=0",
+                "port \"0\"",
+            ),
+        ] {
+            let (status, body) = call_with(&sources, Method::GET, path);
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {body}");
+            assert!(
+                body["error"].as_str().unwrap().contains(why),
+                "{path}: {body}"
+            );
+        }
     }
 
     /// The services of a workload are the ones whose endpoints are its pods, with

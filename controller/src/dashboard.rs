@@ -375,6 +375,7 @@ mod tests {
             allowed_hosts: AllowedHosts::new(allowed.iter().map(|s| s.to_string())).unwrap(),
             streams: Streams::default(),
             health: Default::default(),
+            policy: crate::policy::PolicyIndex::new(Default::default()),
         };
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

@@ -91,7 +91,7 @@ pub async fn run(
 
 /// The file's policies and pods, into the policy index, whole: what the file no longer
 /// has is deleted.
-fn apply_policy(policy: &PolicyIndex, discovery: &mut Discovery) {
+pub(crate) fn apply_policy(policy: &PolicyIndex, discovery: &mut Discovery) {
     let resources = std::mem::take(&mut discovery.policies);
     let pods = std::mem::take(&mut discovery.policy_pods);
     tracing::info!(policies = resources.len(), "policies loaded");

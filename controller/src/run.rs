@@ -167,6 +167,7 @@ impl Config {
             allowed_hosts: self.dashboard_allowed_hosts.clone(),
             streams,
             health,
+            policy: policy.clone(),
         };
         let api_task = tokio::spawn(api::serve(api, sources, shutdown.clone()));
         let tap_shutdown = shutdown.clone();

@@ -509,7 +509,7 @@ async fn serve_conn(
 
     let (protocol, prefix) = if opaque {
         (Protocol::OpaquePort, Bytes::new())
-    } else if let Some(p) = forced.and_then(policy::Protocol::http) {
+    } else if let Some(p) = forced.and_then(policy::forced_http) {
         (p, Bytes::new())
     } else if silent {
         // The client said nothing for a whole detection timeout already.

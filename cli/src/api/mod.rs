@@ -267,6 +267,11 @@ impl Api {
         &self.namespace
     }
 
+    /// The namespace a `-n` flag gives, else [`Api::default_namespace`].
+    pub(crate) fn namespace_or_default(&self, flag: Option<&str>) -> String {
+        flag.unwrap_or(&self.namespace).to_string()
+    }
+
     /// `GET path?query` (the query built from `params`, in order), as JSON. A 4xx or
     /// 5xx is an error carrying the API's own `error` message.
     pub(crate) async fn get_json(

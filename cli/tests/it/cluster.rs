@@ -42,8 +42,13 @@ pub(super) struct Controller {
 
 impl Controller {
     pub(super) fn start() -> Self {
+        Self::start_with(DISCOVERY)
+    }
+
+    /// The same on a destinations file of the caller's.
+    pub(super) fn start_with(discovery: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("discovery.yaml"), DISCOVERY).unwrap();
+        std::fs::write(dir.path().join("discovery.yaml"), discovery).unwrap();
         let [destination, admin, api, tap] = [(); 4].map(|()| free_addr());
         let child = Self::spawn(dir.path(), [destination, admin, api, tap]);
         let mut controller = Self {

@@ -2,6 +2,7 @@
 //! its dependencies instead of one per file): each module is what was a file of its
 //! own under `tests/`.
 
+mod authz;
 mod browser;
 mod check;
 mod cluster;

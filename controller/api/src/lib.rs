@@ -30,6 +30,7 @@ pub mod identity {
 pub mod policy {
     include!(concat!(env!("OUT_DIR"), "/mesh.policy.rs"));
 
+    pub mod decide;
     mod defaults;
     pub use defaults::{
         any_identity, default_meta, unauthenticated, Cidr, DefaultPolicy, DEFAULT_CLUSTER_NETWORKS,

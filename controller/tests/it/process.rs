@@ -86,6 +86,7 @@ struct Controller {
     lines: mpsc::Receiver<String>,
     destination: SocketAddr,
     admin: SocketAddr,
+    api: SocketAddr,
 }
 
 impl Controller {
@@ -113,10 +114,12 @@ impl Controller {
             lines,
             destination: "0.0.0.0:0".parse().unwrap(),
             admin: "0.0.0.0:0".parse().unwrap(),
+            api: "0.0.0.0:0".parse().unwrap(),
         };
         let listening = this.wait_line("listening");
         this.destination = field(&listening, "destination=");
         this.admin = field(&listening, "admin=");
+        this.api = field(&listening, "api=");
         this
     }
 
@@ -318,6 +321,7 @@ fn a_closed_stderr_does_not_stop_serving_or_shutdown() {
         lines: mpsc::channel().1,
         destination: field(&first, "destination="),
         admin,
+        api: field(&first, "api="),
     };
     // Serving goes on while every log line fails (the file's load, the requests'
     // connections at debug level); before, the first failed line panicked its task.
@@ -442,4 +446,76 @@ fn the_injector_serves_inject_with_the_install_flags() {
         "{metrics}"
     );
     assert_eq!(ctl.terminate(), Some(0));
+}
+
+/// `/api/policy` on the kubernetes backend (the fake API server): a deployment's pod as
+/// the pod watch gives it (IP, service account, named container port) and its port's
+/// policy from a `Server` read by the policy watches, in the shape `mesh authz` and
+/// `mesh policy check` read.
+#[test]
+fn the_policy_api_answers_from_the_kubernetes_backend() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let kube = rt.block_on(mesh_kube_fake::FakeKube::start()).unwrap();
+    let mut pod = mesh_kube_fake::pod(
+        "shop",
+        "api-5d9c-x1",
+        "10.1.0.4",
+        "api",
+        Some(("ReplicaSet", "api-5d9c")),
+        &[("app", "api"), ("pod-template-hash", "5d9c")],
+    );
+    pod["spec"]["containers"][0]["ports"] =
+        serde_json::json!([{"name": "http", "containerPort": 8080, "protocol": "TCP"}]);
+    kube.apply(pod).unwrap();
+    kube.apply(serde_json::json!({
+        "apiVersion": "policy.mesh.rs/v1alpha1",
+        "kind": "Server",
+        "metadata": {"name": "api-http", "namespace": "shop"},
+        "spec": {"podSelector": {"matchLabels": {"app": "api"}}, "port": "http", "proxyProtocol": "HTTP/1"},
+    }))
+    .unwrap();
+    let kubeconfig = kube.kubeconfig_path().to_str().unwrap().to_string();
+    let ctl = Controller::start(
+        &[
+            "--destination-addr=127.0.0.1:0",
+            "--admin-addr=127.0.0.1:0",
+            "--api-addr=127.0.0.1:0",
+            "--tap-addr=127.0.0.1:0",
+            // `http_get`'s Host.
+            "--dashboard-allowed-host=x",
+        ],
+        &[("KUBECONFIG", kubeconfig.as_str())],
+    );
+    ctl.wait_status("/ready", 200);
+    let deadline = Instant::now() + DEADLINE;
+    let answer: mesh_core::policy::answer::WorkloadPolicy = loop {
+        let (status, body) = http_get(ctl.api, "/api/policy?namespace=shop&resource=deploy/api");
+        assert_eq!(status, 200, "{body}");
+        let answer: mesh_core::policy::answer::WorkloadPolicy =
+            serde_json::from_str(&body).unwrap();
+        let served = answer
+            .pods
+            .first()
+            .and_then(|p| p.ports.first())
+            .is_some_and(|p| p.policy.server.name == "api-http");
+        if served {
+            break answer;
+        }
+        assert!(Instant::now() < deadline, "no Server's policy in {body}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let pod = &answer.pods[0];
+    assert_eq!(pod.name, "api-5d9c-x1");
+    assert_eq!(pod.ips, ["10.1.0.4".parse::<std::net::IpAddr>().unwrap()]);
+    assert_eq!(pod.service_account, "api");
+    assert_eq!(pod.named_ports["http"], [8080]);
+    assert_eq!(pod.ports[0].port, 8080);
+    assert_eq!(pod.ports[0].policy.protocol, "http1");
+    // No AuthorizationPolicy: the Server denies.
+    assert!(pod.ports[0].policy.authorizations.is_empty());
+    assert_eq!(pod.ports[0].policy.fallback, "deny");
 }

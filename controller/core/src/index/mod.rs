@@ -464,6 +464,25 @@ impl Index {
             .collect()
     }
 
+    /// The target ports of the endpoint slices that name a pod: the ports it serves
+    /// behind services, for `/api/policy` (one walk of the slices; a diagnostic, not
+    /// a stream).
+    pub fn endpoint_ports(&self, pod: &ObjKey) -> BTreeSet<u16> {
+        let state = self.shared.lock();
+        state
+            .slices
+            .values()
+            .filter(|slice| {
+                *slice.key.namespace == *pod.namespace
+                    && slice
+                        .endpoints
+                        .iter()
+                        .any(|e| e.pod.as_deref() == Some(&*pod.name))
+            })
+            .flat_map(|slice| slice.ports.iter().map(|p| p.port))
+            .collect()
+    }
+
     /// Parses a destination path with this index's cluster domain.
     pub fn parse(&self, path: &str, context_token: &str) -> Result<Target, InvalidPath> {
         let ns = context_namespace(context_token);

@@ -11,6 +11,7 @@
 //! aside); an empty group is the core group, and a missing group on one of our kinds is
 //! refused saying which group to write.
 
+pub mod answer;
 pub mod index;
 pub mod spec;
 mod validate;

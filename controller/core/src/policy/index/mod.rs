@@ -373,6 +373,43 @@ impl Index {
         Ok(compile_port(&self.config, &compiled, &state.pod, port))
     }
 
+    /// What the index knows of a pod, and the ports worth showing of it: those the
+    /// Servers of its namespace select (named ports resolved), its named container
+    /// ports and its probes' ports, in order.
+    pub fn pod_ports(
+        &self,
+        namespace: &str,
+        pod: &str,
+    ) -> Result<(&Pod, std::collections::BTreeSet<u16>), UnknownPod> {
+        let state = self
+            .namespaces
+            .get(namespace)
+            .and_then(|ns| ns.pods.get(pod))
+            .ok_or_else(|| UnknownPod {
+                namespace: namespace.to_string(),
+                pod: pod.to_string(),
+            })?;
+        let pod = &state.pod;
+        let mut ports: std::collections::BTreeSet<u16> =
+            pod.named_ports.values().flatten().copied().collect();
+        ports.extend(pod.probes.keys().copied());
+        let servers = self.namespaces.get(namespace).map(|ns| ns.servers.values());
+        for server in servers.into_iter().flatten() {
+            if !super::selects(&server.selector, &pod.labels) {
+                continue;
+            }
+            match &server.port {
+                PortRef::Number(n) => {
+                    ports.insert(*n);
+                }
+                PortRef::Name(name) => {
+                    ports.extend(pod.named_ports.get(name).into_iter().flatten().copied())
+                }
+            }
+        }
+        Ok((pod, ports))
+    }
+
     /// What the index set aside in `namespace`, and why, as of the last change.
     pub fn diagnostics(&self, namespace: &str) -> &[Diagnostic] {
         self.namespaces

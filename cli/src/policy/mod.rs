@@ -1,4 +1,5 @@
-//! `mesh policy`: authorization policy documents (`policy.mesh.rs`) offline.
+//! `mesh policy`: authorization policy documents (`policy.mesh.rs`) offline, and the
+//! dry run of the live policy (`check`, [`check`]).
 //!
 //! `validate FILE...` runs the controller's own checks ([`mesh_core::policy`]) over
 //! every document, as `mesh profile validate` does for profiles: a document this
@@ -8,6 +9,9 @@
 //! mesh policy validate server.yaml policy.yaml
 //! kubectl get authorizationpolicies -A -o yaml | mesh policy validate -
 //! ```
+
+mod check;
+pub(crate) use check::{CheckFailed, NotAllowed};
 
 use crate::profile::{
     validate::{report, Outcome},
@@ -20,7 +24,8 @@ use mesh_core::{
 };
 use std::{io::Write, path::PathBuf};
 
-/// Check authorization policy documents offline (`validate FILE`).
+/// Authorization policy: documents offline (`validate FILE`), the live policy's dry
+/// run (`check`).
 #[derive(Debug, clap::Args)]
 pub struct PolicyArgs {
     #[command(subcommand)]
@@ -34,6 +39,15 @@ enum PolicyCommand {
     /// may be separated by `---`); exits 1 if any is invalid, naming each problem's
     /// field.
     Validate(ValidateArgs),
+    /// Whether a request (or a connection, `--tcp`) from a client to a workload's
+    /// port would be allowed by the policy the controller sends the target's proxies
+    /// now, by which authorization and route, or why not: each authorization tried
+    /// and why it did not match. The dry run runs the proxy's own decision.
+    ///
+    /// Exit status: 0 allowed; 1 denied, no route found, or allowed only by an
+    /// audit fallback (it would be denied); 2 the check could not be made
+    /// (controller unreachable, unknown workload or port); 64 bad flags.
+    Check(Box<check::CheckArgs>),
 }
 
 #[derive(Debug, clap::Args)]
@@ -46,6 +60,7 @@ struct ValidateArgs {
 /// Runs `mesh policy`, printing to stdout.
 pub fn run(args: PolicyArgs) -> anyhow::Result<()> {
     match args.command {
+        PolicyCommand::Check(c) => crate::block_on(check::run(*c)),
         PolicyCommand::Validate(v) => {
             let inputs: Vec<Input> = v.files.into_iter().map(Input::from).collect();
             validate(&inputs, &mut std::io::stdout().lock())

@@ -1,4 +1,5 @@
 use super::*;
+use crate::policy::{Cidr, DefaultPolicy};
 use api::authentication::{MeshTls, Permit};
 
 const WEB: &str = "web.emojivoto.serviceaccount.identity.mesh.cluster.local";
@@ -390,4 +391,191 @@ fn ranges_contain_their_network() {
     assert!(range("192.168.1.1/32").contains(ip_bits(ip("192.168.1.1"))));
     assert!(!range("192.168.1.1/32").contains(ip_bits(ip("192.168.1.2"))));
     assert!(IpRange::new(ip("fd00::"), 129).is_err());
+}
+
+fn verdict_name(v: Verdict<'_>) -> String {
+    match v {
+        Verdict::Allow(m) => format!("allow {}", m.name),
+        Verdict::Deny => "deny".into(),
+        Verdict::Audit => "audit".into(),
+    }
+}
+
+/// A policy with a route of its own authorization, a server-wide one by identity and
+/// one by network with an exception.
+fn explained_policy(fallback: api::Fallback) -> Policy {
+    let mut p = server(
+        vec![
+            authz("web-only", vec![net("0.0.0.0/0", &[])], mesh(&[WEB], &[])),
+            authz(
+                "office",
+                vec![net("10.0.0.0/8", &["10.1.0.0/16"])],
+                Permit::Unauthenticated(Default::default()),
+            ),
+        ],
+        vec![
+            api::HttpRoute {
+                meta: meta("httproute", "health"),
+                matches: vec![api::HttpMatch {
+                    path: Some(api::PathMatch {
+                        kind: Some(api::path_match::Kind::Exact("/healthz".into())),
+                    }),
+                    method: "GET".into(),
+                    headers: vec![],
+                }],
+                authorizations: vec![authz(
+                    "probe",
+                    vec![net("198.18.0.0/15", &[])],
+                    Permit::Unauthenticated(Default::default()),
+                )],
+                hostnames: vec![],
+            },
+            api::HttpRoute {
+                meta: meta("httproute", "api"),
+                matches: vec![api::HttpMatch {
+                    path: Some(api::PathMatch {
+                        kind: Some(api::path_match::Kind::Prefix("/api".into())),
+                    }),
+                    ..Default::default()
+                }],
+                authorizations: vec![],
+                hostnames: vec![],
+            },
+        ],
+    );
+    p.fallback = fallback as i32;
+    Policy::from_proto(&p).unwrap()
+}
+
+/// The explanation reaches the verdict the decision does, whatever the request.
+#[test]
+fn explanations_agree_with_the_decision() {
+    for fallback in [api::Fallback::Deny, api::Fallback::Audit] {
+        let p = explained_policy(fallback);
+        for client in [
+            "198.18.0.7",
+            "10.2.3.4",
+            "10.1.0.9",
+            "203.0.113.1",
+            "127.0.0.1",
+        ] {
+            for id in [None, Some(WEB), Some(VOTE)] {
+                for path in ["/healthz", "/api/x", "/apix", "/other"] {
+                    for method in [Method::GET, Method::POST] {
+                        let h = HeaderMap::new();
+                        let d = p.check_http(c(client, id), None, &method, path, &h);
+                        let e = p.explain_http(c(client, id), None, &method, path, &h);
+                        let case = format!("{client} {id:?} {method} {path}");
+                        assert_eq!(verdict_name(d.verdict), verdict_name(e.verdict), "{case}");
+                        assert_eq!(d.route.map(|m| &m.name), e.route.map(|m| &m.name), "{case}");
+                    }
+                }
+                let d = p.check_tcp(c(client, id));
+                let e = p.explain_tcp(c(client, id));
+                assert_eq!(verdict_name(d), verdict_name(e.verdict), "{client} {id:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn denials_say_why_each_authorization_did_not_match() {
+    let p = explained_policy(api::Fallback::Deny);
+    let h = HeaderMap::new();
+    let e = p.explain_http(c("10.1.0.9", Some(VOTE)), None, &Method::GET, "/api/v1", &h);
+    assert!(matches!(e.verdict, Verdict::Deny));
+    assert_eq!(&*e.route.unwrap().name, "api");
+    assert_eq!(e.routes_missed.len(), 1);
+    assert_eq!(
+        e.routes_missed[0].reason,
+        "GET /api/v1 matches none of: GET /healthz"
+    );
+    let reasons: Vec<_> = e
+        .tried
+        .iter()
+        .map(|t| {
+            (
+                t.meta.name.to_string(),
+                t.network.clone().err(),
+                t.authentication.clone().err(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        reasons,
+        vec![
+            (
+                "web-only".into(),
+                None,
+                Some(format!("client identity `{VOTE}` is not one of [{WEB}]"))
+            ),
+            (
+                "office".into(),
+                Some("client 10.1.0.9 is in 10.1.0.0/16, excepted from 10.0.0.0/8".into()),
+                None
+            ),
+        ]
+    );
+    // Not mesh TLS, and outside every network.
+    let e = p.explain_tcp(c("203.0.113.1", None));
+    assert_eq!(
+        e.tried[0].authentication,
+        Err("not mesh TLS: the client has no mesh identity".into())
+    );
+    assert_eq!(
+        e.tried[1].network,
+        Err("client 203.0.113.1 is not in 10.0.0.0/8".into())
+    );
+    // The route's authorization is tried first, and the search stops at a match.
+    let e = p.explain_http(c("198.18.0.7", None), None, &Method::GET, "/healthz", &h);
+    assert_eq!(verdict_name(e.verdict), "allow probe");
+    assert_eq!(e.tried.len(), 1);
+    assert_eq!(e.tried[0].route.map(|r| &*r.name), Some("health"));
+    // No route matches: each route says why.
+    let e = p.explain_http(c("198.18.0.7", Some(WEB)), None, &Method::GET, "/apix", &h);
+    assert!(e.route.is_none() && e.tried.is_empty());
+    assert_eq!(
+        e.routes_missed[1].reason,
+        "GET /apix matches none of: /api/*"
+    );
+    // Loopback in transparent mode is the pod itself.
+    assert!(p.explain_tcp(c("127.0.0.1", None)).local);
+}
+
+#[test]
+fn authorizations_and_routes_describe_themselves() {
+    let p = explained_policy(api::Fallback::Deny);
+    let words: Vec<_> = p.authorizations().iter().map(Authz::describe).collect();
+    assert_eq!(
+        words,
+        vec![
+            format!("mesh TLS: {WEB}"),
+            "unauthenticated from 10.0.0.0/8 except 10.1.0.0/16".into()
+        ]
+    );
+    assert_eq!(p.routes()[0].describe(), "GET /healthz");
+    assert_eq!(p.routes()[1].describe(), "/api/*");
+    let ns = Policy::from_proto(&server(
+        vec![authz(
+            "ns",
+            vec![net("0.0.0.0/0", &[]), net("::/0", &[])],
+            mesh(
+                &[],
+                &["emojivoto.serviceaccount.identity.mesh.cluster.local"],
+            ),
+        )],
+        vec![],
+    ))
+    .unwrap();
+    assert_eq!(
+        ns.authorizations()[0].describe(),
+        "any mesh identity in namespace emojivoto"
+    );
+    let open = Policy::from_proto(&DefaultPolicy::AllUnauthenticated.inbound_policy(&[])).unwrap();
+    assert_eq!(
+        open.authorizations()[0].describe(),
+        "unauthenticated from 0.0.0.0/0, ::/0"
+    );
+    let any = Policy::from_proto(&DefaultPolicy::AllAuthenticated.inbound_policy(&[])).unwrap();
+    assert_eq!(any.authorizations()[0].describe(), "any mesh identity");
 }
