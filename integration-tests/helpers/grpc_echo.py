@@ -3,6 +3,7 @@
 
     grpc_echo.py server ADDR      serve /echo.Echo/{Chat,Say,Fail}; prints "listening ADDR"
     grpc_echo.py client ADDR N    run one call of each and print a canonical transcript
+    grpc_echo.py say ADDR         one unary Say; prints "status OK" or "status CODE details ..."
 
 The service is registered with grpc.method_handlers_generic_handler and no
 (de)serializers, so messages are raw bytes and no generated code is needed:
@@ -107,11 +108,23 @@ def client(addr, n):
     print("\n".join(out), flush=True)
 
 
+def say_once(addr):
+    with grpc.insecure_channel(addr, options=CHANNEL_OPTIONS) as channel:
+        say = channel.unary_unary(f"/{SERVICE}/Say")
+        try:
+            reply = say(b"say once", timeout=TIMEOUT_S)
+            print(f"status OK reply {reply!r}", flush=True)
+        except grpc.RpcError as e:
+            print(f"status {e.code().name} details {e.details()!r}", flush=True)
+
+
 def main(argv):
     if len(argv) == 3 and argv[1] == "server":
         serve(argv[2])
     elif len(argv) == 4 and argv[1] == "client":
         client(argv[2], int(argv[3]))
+    elif len(argv) == 3 and argv[1] == "say":
+        say_once(argv[2])
     else:
         sys.exit(__doc__)
 

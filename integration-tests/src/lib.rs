@@ -39,7 +39,7 @@ use anyhow::{bail, Context as _};
 
 pub use self::{
     metrics::{promtool_check, Metrics, Sample},
-    netns::{veth, NetNs, Pod, Spawn},
+    netns::{veth, NetNs, Node, Pod, Spawn},
     process::{wait_for_line, Process},
 };
 

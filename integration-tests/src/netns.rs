@@ -261,6 +261,50 @@ impl Pod {
     }
 }
 
+/// A node: a namespace that routes between the pods attached to it, as a Kubernetes
+/// node does, so that any number of pods reach each other (and whatever runs on the
+/// node, a controller say) by their own addresses. Every address of 198.18.0.0/15 that
+/// no attached pod holds is `unreachable` here, so a stray packet fails at once instead
+/// of wandering.
+#[derive(Debug)]
+pub struct Node {
+    pub ns: NetNs,
+}
+
+impl std::ops::Deref for Node {
+    type Target = NetNs;
+
+    fn deref(&self) -> &NetNs {
+        &self.ns
+    }
+}
+
+impl Node {
+    pub fn new(label: &str) -> anyhow::Result<Self> {
+        let ns = NetNs::new(label)?;
+        ns.run(["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"])?;
+        ip([
+            "-n",
+            &ns.name,
+            "route",
+            "add",
+            "unreachable",
+            "198.18.0.0/15",
+        ])?;
+        Ok(Self { ns })
+    }
+
+    /// A new pod attached to this node by a veth pair, its default route through the
+    /// node; returns the pod and the node's address on their link (where the pod
+    /// reaches what runs on the node).
+    pub fn pod(&self, label: &str) -> anyhow::Result<(Pod, Ipv4Addr)> {
+        let ns = NetNs::new(label)?;
+        let (ip, node_ip) = veth(&ns, &self.ns)?;
+        ns.run(["ip", "route", "add", "default", "via", &node_ip.to_string()])?;
+        Ok((Pod { ns, ip }, node_ip))
+    }
+}
+
 /// Joins two namespaces with a veth pair and gives each end an address of a fresh /30
 /// in 198.18.0.0/15; returns (a's address, b's address).
 ///

@@ -109,6 +109,18 @@ impl Process {
         }
     }
 
+    /// How many lines the child has printed so far that contain `needle` (lines already
+    /// consumed by [`Process::wait_for_line`] included).
+    pub fn lines_containing(&mut self, needle: &str) -> usize {
+        while let Ok(line) = self.lines.try_recv() {
+            self.stdout_seen.push(line);
+        }
+        self.stdout_seen
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+
     /// Whether the child has exited, without waiting.
     pub fn try_exit_status(&mut self) -> anyhow::Result<Option<ExitStatus>> {
         self.child

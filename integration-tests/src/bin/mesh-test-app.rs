@@ -11,7 +11,9 @@
 //! ```
 //!
 //! Once a listener is bound it prints `listening <kind> <addr>` on stdout; tests wait on
-//! those lines instead of sleeping.
+//! those lines instead of sleeping. With `--log-connections`, each TCP connection a
+//! `tcp-*` listener accepts is a line `accepted <kind> <addr> from <peer>`, so a test can
+//! tell whether anything reached the application at all.
 
 // Stdout is this binary's interface to the harness (the `listening` lines).
 #![allow(clippy::print_stdout)]
@@ -53,9 +55,10 @@ struct Args {
     http: Vec<SocketAddr>,
     tcp_echo: Vec<SocketAddr>,
     tcp_banner: Vec<SocketAddr>,
+    log_connections: bool,
 }
 
-const USAGE: &str = "usage: mesh-test-app [--name NAME] [--http ADDR]... [--tcp-echo ADDR]... [--tcp-banner ADDR]...";
+const USAGE: &str = "usage: mesh-test-app [--name NAME] [--http ADDR]... [--tcp-echo ADDR]... [--tcp-banner ADDR]... [--log-connections]";
 
 impl Args {
     fn parse(mut raw: impl Iterator<Item = String>) -> anyhow::Result<Self> {
@@ -64,6 +67,7 @@ impl Args {
             http: Vec::new(),
             tcp_echo: Vec::new(),
             tcp_banner: Vec::new(),
+            log_connections: false,
         };
         while let Some(flag) = raw.next() {
             let mut value = || {
@@ -75,6 +79,7 @@ impl Args {
                 "--http" => args.http.push(parse_addr(&value()?)?),
                 "--tcp-echo" => args.tcp_echo.push(parse_addr(&value()?)?),
                 "--tcp-banner" => args.tcp_banner.push(parse_addr(&value()?)?),
+                "--log-connections" => args.log_connections = true,
                 "-h" | "--help" => bail!("{USAGE}"),
                 other => bail!("unknown argument {other:?}\n{USAGE}"),
             }
@@ -132,12 +137,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
     for addr in &args.tcp_echo {
         let listener = bind(*addr).await?;
         announce("tcp-echo", &listener)?;
-        tasks.spawn(serve_tcp(listener, None));
+        tasks.spawn(serve_tcp(listener, "tcp-echo", None, args.log_connections));
     }
     for addr in &args.tcp_banner {
         let listener = bind(*addr).await?;
         announce("tcp-banner", &listener)?;
-        tasks.spawn(serve_tcp(listener, Some(BANNER)));
+        tasks.spawn(serve_tcp(
+            listener,
+            "tcp-banner",
+            Some(BANNER),
+            args.log_connections,
+        ));
     }
     tokio::select! {
         res = tokio::signal::ctrl_c() => res.context("waiting for ctrl-c")?,
@@ -312,9 +322,20 @@ impl Body for DeterministicBytes {
 
 // === TCP ===
 
-async fn serve_tcp(listener: TcpListener, banner: Option<&'static [u8]>) -> anyhow::Result<()> {
+async fn serve_tcp(
+    listener: TcpListener,
+    kind: &'static str,
+    banner: Option<&'static [u8]>,
+    log: bool,
+) -> anyhow::Result<()> {
+    let local = listener.local_addr().context("local address")?;
     loop {
-        let (stream, _) = listener.accept().await.context("accept")?;
+        let (stream, peer) = listener.accept().await.context("accept")?;
+        if log {
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "accepted {kind} {local} from {peer}").context("writing to stdout")?;
+            out.flush().context("flushing stdout")?;
+        }
         tokio::spawn(async move {
             if let Err(e) = echo_tcp(stream, banner).await {
                 eprintln!("mesh-test-app: tcp connection: {e}");

@@ -15,6 +15,7 @@
 mod pod;
 mod pod_discovery;
 mod pod_mtls;
+mod pod_policy;
 
 use std::process::ExitCode;
 
@@ -49,6 +50,30 @@ const TESTS: &[(&str, Test)] = &[
     (
         "pod_mtls::certificate_rotation_under_load_drops_no_request",
         pod_mtls::certificate_rotation_under_load_drops_no_request,
+    ),
+    (
+        "pod_policy::an_authorized_identity_passes_and_another_is_denied",
+        pod_policy::an_authorized_identity_passes_and_another_is_denied,
+    ),
+    (
+        "pod_policy::plaintext_is_refused_under_all_authenticated",
+        pod_policy::plaintext_is_refused_under_all_authenticated,
+    ),
+    (
+        "pod_policy::audit_lets_denied_requests_pass_and_counts_them",
+        pod_policy::audit_lets_denied_requests_pass_and_counts_them,
+    ),
+    (
+        "pod_policy::a_policy_change_applies_to_new_requests_and_closes_revoked_connections",
+        pod_policy::a_policy_change_applies_to_new_requests_and_closes_revoked_connections,
+    ),
+    (
+        "pod_policy::without_the_controller_the_last_policy_holds_and_new_proxies_use_the_default",
+        pod_policy::without_the_controller_the_last_policy_holds_and_new_proxies_use_the_default,
+    ),
+    (
+        "pod_policy::a_malformed_policy_is_rejected_by_field_and_the_last_valid_one_stays",
+        pod_policy::a_malformed_policy_is_rejected_by_field_and_the_last_valid_one_stays,
     ),
 ];
 

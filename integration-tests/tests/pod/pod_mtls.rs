@@ -45,16 +45,16 @@ use mesh_integration_tests::{
 use rustls_pki_types::{pem::PemObject as _, CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-const IDENTITY_PORT: u16 = 8090;
+pub(crate) const IDENTITY_PORT: u16 = 8090;
 const APP_PORT: u16 = 8080;
 /// The server app's TCP echo port (opaque TCP through the mesh).
 const ECHO_PORT: u16 = 9000;
-const TRUST_DOMAIN: &str = "cluster.local";
+pub(crate) const TRUST_DOMAIN: &str = "cluster.local";
 const STARTUP: Duration = Duration::from_secs(20);
 const SETTLE: Duration = Duration::from_secs(10);
-const DAY: Duration = Duration::from_secs(24 * 3600);
+pub(crate) const DAY: Duration = Duration::from_secs(24 * 3600);
 
-fn identity(sa: &str) -> String {
+pub(crate) fn identity(sa: &str) -> String {
     mesh_api::names::ServiceAccount::new("default", sa).identity(TRUST_DOMAIN)
 }
 
@@ -536,7 +536,15 @@ impl Mesh {
             .iter()
             .zip([(&client, ctl_for_client), (&server, ctl_for_server)])
         {
-            processes.push(start_proxy(pod, sa, token, ctl, &ca.anchors, opts.refresh)?);
+            processes.push(start_proxy(
+                pod,
+                sa,
+                token,
+                ctl,
+                &ca.anchors,
+                opts.refresh,
+                &[],
+            )?);
         }
         Ok(Self {
             _processes: processes,
@@ -557,23 +565,10 @@ fn start_controller(
     sip: Ipv4Addr,
     lifetime: &str,
 ) -> anyhow::Result<Process> {
-    let dir = outside.log_dir();
-    let write = |name: &str, contents: &str| -> anyhow::Result<PathBuf> {
-        let path = dir.join(name);
-        std::fs::write(&path, contents).with_context(|| format!("writing {}", path.display()))?;
-        Ok(path)
-    };
-    let anchors = write("anchors.pem", &ca.anchors)?;
-    let issuer_cert = write("issuer.crt", &ca.issuer_cert)?;
-    let issuer_key = write("issuer.key", &ca.issuer_key)?;
-    let table: String = tokens
-        .iter()
-        .map(|(sa, token)| format!("{token} default/{sa}\n"))
-        .collect();
-    let token_file = write("tokens", &table)?;
-    let destinations = write(
-        "destinations.yaml",
-        &format!(
+    let destinations = outside.log_dir().join("destinations.yaml");
+    std::fs::write(
+        &destinations,
+        format!(
             "services:
   - name: server
     namespace: default
@@ -591,33 +586,56 @@ fn start_controller(
             id = identity(announced_sa)
         ),
     )?;
-    let identity_addr = format!("0.0.0.0:{IDENTITY_PORT}");
-    let flags: [&std::ffi::OsStr; 12] = [
-        "--identity-addr".as_ref(),
-        identity_addr.as_ref(),
-        "--identity-trust-anchors".as_ref(),
-        anchors.as_os_str(),
-        "--identity-issuer-cert".as_ref(),
-        issuer_cert.as_os_str(),
-        "--identity-issuer-key".as_ref(),
-        issuer_key.as_os_str(),
-        "--identity-tokens".as_ref(),
-        token_file.as_os_str(),
-        "--identity-lifetime".as_ref(),
-        lifetime.as_ref(),
-    ];
+    let flags = identity_flags(outside, ca, tokens, lifetime)?;
     start_pod_controller(outside, &destinations, flags)
 }
 
-/// `mesh-proxy init`, then the proxy as its uid with its identity; returns once it is
-/// ready, which it is only with a certificate.
-fn start_proxy(
-    pod: &Pod,
+/// The controller's flags for its identity service on `0.0.0.0:`[`IDENTITY_PORT`],
+/// signing with `ca`'s issuer for the service accounts (of `default`) that `tokens`
+/// name, certificates living `lifetime`; the files they name are written in `ns`'s
+/// scratch directory.
+pub(crate) fn identity_flags(
+    ns: &NetNs,
+    ca: &CaPem,
+    tokens: &[(&str, String)],
+    lifetime: &str,
+) -> anyhow::Result<Vec<std::ffi::OsString>> {
+    let dir = ns.log_dir();
+    let write = |name: &str, contents: &str| -> anyhow::Result<PathBuf> {
+        let path = dir.join(name);
+        std::fs::write(&path, contents).with_context(|| format!("writing {}", path.display()))?;
+        Ok(path)
+    };
+    let table: String = tokens
+        .iter()
+        .map(|(sa, token)| format!("{token} default/{sa}\n"))
+        .collect();
+    Ok(vec![
+        "--identity-addr".into(),
+        format!("0.0.0.0:{IDENTITY_PORT}").into(),
+        "--identity-trust-anchors".into(),
+        write("anchors.pem", &ca.anchors)?.into(),
+        "--identity-issuer-cert".into(),
+        write("issuer.crt", &ca.issuer_cert)?.into(),
+        "--identity-issuer-key".into(),
+        write("issuer.key", &ca.issuer_key)?.into(),
+        "--identity-tokens".into(),
+        write("tokens", &table)?.into(),
+        "--identity-lifetime".into(),
+        lifetime.into(),
+    ])
+}
+
+/// `mesh-proxy init`, then the proxy as its uid with its identity (and `extra`
+/// settings); returns once it is ready, which it is only with a certificate.
+pub(crate) fn start_proxy(
+    pod: &NetNs,
     sa: &str,
     token: &str,
     controller: Ipv4Addr,
     anchors: &str,
     refresh: Option<(&str, &str)>,
+    extra: &[(&str, &str)],
 ) -> anyhow::Result<Process> {
     // The proxy runs as its own uid and must read its token, as from a projected volume.
     let token_file = pod.log_dir().join("token");
@@ -641,6 +659,7 @@ fn start_proxy(
         env.push(("MESH_PROXY_IDENTITY_MIN_REFRESH", min));
         env.push(("MESH_PROXY_IDENTITY_MAX_REFRESH", max));
     }
+    env.extend_from_slice(extra);
     start_pod_proxy(pod, &env)
 }
 
@@ -658,14 +677,14 @@ fn interface_with(ns: &NetNs, ip: Ipv4Addr) -> anyhow::Result<String> {
 
 /// A trust anchor and an issuer it signs, as PEM.
 #[derive(Clone)]
-struct CaPem {
-    anchors: String,
+pub(crate) struct CaPem {
+    pub(crate) anchors: String,
     issuer_cert: String,
     issuer_key: String,
 }
 
 impl CaPem {
-    fn generate(not_before: SystemTime, not_after: SystemTime) -> Self {
+    pub(crate) fn generate(not_before: SystemTime, not_after: SystemTime) -> Self {
         let (anchors, issuer_cert, issuer_key) =
             mesh_core::ca::generate_anchor_and_issuer_between(TRUST_DOMAIN, not_before, not_after);
         Self {
@@ -773,14 +792,14 @@ fn rogue_config(anchors: &str, leaf: Leaf) -> anyhow::Result<rustls::ClientConfi
 
 /// A response as curl saw it.
 #[derive(Debug)]
-struct CurlResponse {
-    status: u16,
+pub(crate) struct CurlResponse {
+    pub(crate) status: u16,
     headers: Vec<(String, String)>,
-    body: Vec<u8>,
+    pub(crate) body: Vec<u8>,
 }
 
 impl CurlResponse {
-    fn header(&self, name: &str) -> Option<String> {
+    pub(crate) fn header(&self, name: &str) -> Option<String> {
         self.headers
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
@@ -789,7 +808,7 @@ impl CurlResponse {
 }
 
 /// Runs curl in `ns` (as `uid`, if given) with `args`, and parses its response.
-fn curl(ns: &NetNs, uid: Option<u32>, args: &[&str]) -> anyhow::Result<CurlResponse> {
+pub(crate) fn curl(ns: &NetNs, uid: Option<u32>, args: &[&str]) -> anyhow::Result<CurlResponse> {
     let mut argv: Vec<String> = Vec::new();
     if let Some(uid) = uid {
         argv.extend([
@@ -1104,7 +1123,7 @@ fn block_on<F: Future>(f: F) -> F::Output {
         .block_on(f)
 }
 
-fn random_hex(bytes: usize) -> String {
+pub(crate) fn random_hex(bytes: usize) -> String {
     (0..bytes)
         .map(|_| format!("{:02x}", rand::random::<u8>()))
         .collect()
