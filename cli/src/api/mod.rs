@@ -444,6 +444,10 @@ pub(crate) mod answer {
         pub(crate) rps: f64,
         pub(crate) latency_ms: Latency,
         pub(crate) tcp: Tcp,
+        /// Requests and connections the inbound policy refused, a second (absent from
+        /// a controller older than authorization policy).
+        #[serde(default)]
+        pub(crate) unauthorized_rps: f64,
     }
 
     /// `/api/edges`.

@@ -104,6 +104,12 @@ pub struct StatRow {
     #[serde(flatten)]
     pub traffic: Traffic,
     pub tcp: Tcp,
+    /// Requests and connections the pods' inbound policy refused, a second (HTTP 403 /
+    /// gRPC `PERMISSION_DENIED` and refused TCP connections alike); 0 with `to` and
+    /// `from`, and for services and authorities, which are read from outbound sides.
+    pub unauthorized_rps: f64,
+    /// What an `audit` policy let through but would have refused, a second: not denials.
+    pub audit_rps: f64,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -232,6 +238,8 @@ struct Tally {
     opened: f64,
     read: f64,
     written: f64,
+    unauthorized: f64,
+    audited: f64,
     seconds: f64,
 }
 
@@ -351,6 +359,8 @@ impl Stats {
                     pods: row.pods,
                     traffic: row.tally.traffic(),
                     tcp: row.tally.tcp(),
+                    unauthorized_rps: row.tally.unauthorized,
+                    audit_rps: row.tally.audited,
                 })
                 .collect(),
             overflow: self.overflow(),
@@ -621,6 +631,8 @@ impl Tally {
             Measure::OpenedConnections => self.opened += span.increase(i),
             Measure::ReadBytes => self.read += rate(span.increase(i)),
             Measure::WriteBytes => self.written += rate(span.increase(i)),
+            Measure::Unauthorized(_) => self.unauthorized += rate(span.increase(i)),
+            Measure::Audited(_) => self.audited += rate(span.increase(i)),
         }
         self.seconds = self.seconds.max(seconds);
     }

@@ -48,6 +48,19 @@ pub enum Measure {
     ReadBytes,
     /// `tcp_write_bytes_total`.
     WriteBytes,
+    /// `inbound_{http,tcp}_authz_deny_total`: requests and connections the inbound
+    /// policy refused.
+    Unauthorized(Layer),
+    /// `inbound_{http,tcp}_authz_audit_total`: what the policy would have refused, let
+    /// through because it audits. Not a denial.
+    Audited(Layer),
+}
+
+/// What an authorization decision was about: an HTTP request or a TCP connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Layer {
+    Http,
+    Tcp,
 }
 
 /// Whose traffic a series counts.
@@ -154,6 +167,7 @@ enum Family {
     RouteResponses,
     RouteLatency,
     RouteActualResponses,
+    Authz(Measure),
 }
 
 // === impl Le ===
@@ -255,6 +269,10 @@ impl Family {
             "route_response_total" => Self::RouteResponses,
             "route_response_latency_ms_bucket" => Self::RouteLatency,
             "route_actual_response_total" => Self::RouteActualResponses,
+            "inbound_http_authz_deny_total" => Self::Authz(Measure::Unauthorized(Layer::Http)),
+            "inbound_tcp_authz_deny_total" => Self::Authz(Measure::Unauthorized(Layer::Tcp)),
+            "inbound_http_authz_audit_total" => Self::Authz(Measure::Audited(Layer::Http)),
+            "inbound_tcp_authz_audit_total" => Self::Authz(Measure::Audited(Layer::Tcp)),
             _ => return None,
         })
     }
@@ -290,6 +308,7 @@ impl Family {
             Self::Opened => Measure::OpenedConnections,
             Self::Read => Measure::ReadBytes,
             Self::Written => Measure::WriteBytes,
+            Self::Authz(measure) => measure,
         }))
     }
 
@@ -299,6 +318,11 @@ impl Family {
     /// connections to the proxy, which carry no destination), and route series that
     /// are not outbound.
     fn side(self, s: &prom::Sample) -> Result<Option<Side>, InvalidScrape> {
+        // Authorization is inbound only: its counters have no `direction` (Linkerd's
+        // names and labels); the client's identity is summed away, as for responses.
+        if let Self::Authz(_) = self {
+            return Ok(Some(Side::Inbound));
+        }
         let direction = s.label("direction").unwrap_or("");
         let inbound = match direction {
             "inbound" => true,
@@ -330,7 +354,7 @@ impl Family {
                     return Ok(None);
                 }
             }
-            Self::Responses | Self::Latency => {}
+            Self::Responses | Self::Latency | Self::Authz(_) => {}
         }
         if inbound {
             return Ok(Some(Side::Inbound));
