@@ -37,6 +37,15 @@ pub(crate) const TRUST_DOMAIN: &str = "cluster.local";
 /// two gRPC methods are named routes.
 const PROFILES: &str = include_str!("profiles.yaml");
 
+/// The demo's authorization policy, as an operator would write it: `voting` accepts
+/// `web`'s identity alone, on the container port its pods name `http`; the vote-bot,
+/// which also calls `voting` itself now and then, is refused (403). Every other port
+/// keeps the default, `all-unauthenticated`.
+const POLICY: &str = include_str!("policy.yaml");
+
+/// The name of every demo app's port, which `voting`'s `Server` selects.
+pub(crate) const APP_PORT_NAME: &str = "http";
+
 /// How many replicas of `voting` run; the last one is slow on purpose, so that latency-aware
 /// balancing has something to show.
 pub(crate) const VOTING_REPLICAS: u16 = 3;
@@ -300,9 +309,19 @@ impl Topology {
                     i.tap,
                     sa = workload.service_account().name,
                 );
+                // The app's port by name, as a pod's container port would be: each
+                // replica's differs, the name is what a `Server` selects.
+                if workload.has_server() {
+                    let _ = writeln!(
+                        out,
+                        "        namedPorts: {{{APP_PORT_NAME}: {}}}",
+                        i.app.port()
+                    );
+                }
             }
         }
         out.push_str(PROFILES);
+        out.push_str(POLICY);
         out
     }
 
@@ -466,6 +485,62 @@ mod tests {
             Workload::Web.identity(),
             "web.demo.serviceaccount.identity.mesh.cluster.local"
         );
+    }
+
+    /// The demo's policy, compiled by the controller's index from the file as the file
+    /// backend feeds it: each `voting` replica's app port is its `Server`'s, and admits
+    /// `web`'s identity alone; the other workloads keep the default.
+    #[test]
+    fn voting_admits_web_alone() {
+        use mesh_api::policy::authentication::Permit;
+        let t = Topology::new(7000).expect("7000 fits");
+        let discovery = mesh_core::file::parse_with(
+            &t.destinations_yaml(),
+            TRUST_DOMAIN,
+            Some("cluster.local"),
+        )
+        .unwrap_or_else(|e| panic!("the controller rejects the demo's file: {e}"));
+        let mut index = mesh_core::policy::index::Index::new(Default::default());
+        index.reset_pods(discovery.policy_pods.clone());
+        index.reset(&mesh_core::policy::Kind::ALL, discovery.policies.clone());
+        assert!(
+            index.diagnostics(NAMESPACE).is_empty(),
+            "{:?}",
+            index.diagnostics(NAMESPACE)
+        );
+        for i in t.replicas(Workload::Voting) {
+            let policy = index.get(NAMESPACE, &i.name(), i.app.port()).unwrap();
+            let server = policy.server.as_ref().expect("a server");
+            assert_eq!(
+                (&*server.kind, &*server.name),
+                ("server", "voting-http"),
+                "{policy:?}"
+            );
+            let [authz] = &policy.authorizations[..] else {
+                panic!("one authorization: {policy:?}")
+            };
+            match authz
+                .authentication
+                .as_ref()
+                .and_then(|a| a.permit.as_ref())
+            {
+                Some(Permit::MeshTls(tls)) => {
+                    assert_eq!(tls.identities, [Workload::Web.identity()], "{policy:?}");
+                    assert!(tls.suffixes.is_empty(), "{policy:?}");
+                }
+                other => panic!("web's identity alone, not {other:?}"),
+            }
+        }
+        for workload in [Workload::Web, Workload::Emoji] {
+            let i = t.get(workload);
+            let policy = index.get(NAMESPACE, &i.name(), i.app.port()).unwrap();
+            let server = policy.server.as_ref().expect("a server");
+            assert_eq!(
+                (&*server.kind, &*server.name),
+                ("default", "all-unauthenticated"),
+                "{policy:?}"
+            );
+        }
     }
 
     #[test]
