@@ -109,6 +109,13 @@ fn pod_labels(out: &mut String, meta: &PodMeta) {
 fn side_labels(out: &mut String, side: &Side) {
     match side {
         Side::Inbound => label(out, "direction", "inbound"),
+        Side::InboundFrom(client) => {
+            label(out, "direction", "inbound");
+            label(out, "tls", if client.is_some() { "true" } else { "false" });
+            if let Some(id) = client {
+                label(out, "client_id", id);
+            }
+        }
         Side::Outbound(d) => {
             label(out, "direction", "outbound");
             let pairs = [

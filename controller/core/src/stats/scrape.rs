@@ -68,6 +68,11 @@ pub enum Layer {
 pub enum Side {
     /// What the pod's proxy received (`direction="inbound"`; TCP: `peer="src"`).
     Inbound,
+    /// The inbound policy's decisions (`inbound_*_authz_*`), by the client's mesh
+    /// identity (`client_id`; `None` without mesh TLS), which names the caller's
+    /// workload on the edges: a denied client's own proxy may not be scraped, and
+    /// its outbound side does not say the answer was a denial.
+    InboundFrom(Option<Box<str>>),
     /// What the pod's proxy sent to one destination (`direction="outbound"`; TCP:
     /// `peer="dst"`, the connections it opened, which carry the `dst_*` labels).
     Outbound(Destination),
@@ -319,9 +324,10 @@ impl Family {
     /// are not outbound.
     fn side(self, s: &prom::Sample) -> Result<Option<Side>, InvalidScrape> {
         // Authorization is inbound only: its counters have no `direction` (Linkerd's
-        // names and labels); the client's identity is summed away, as for responses.
+        // names and labels).
         if let Self::Authz(_) = self {
-            return Ok(Some(Side::Inbound));
+            let client = s.label("client_id").filter(|id| !id.is_empty());
+            return Ok(Some(Side::InboundFrom(client.map(Box::from))));
         }
         let direction = s.label("direction").unwrap_or("");
         let inbound = match direction {

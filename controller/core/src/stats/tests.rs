@@ -251,9 +251,94 @@ fn denials_are_counted_apart_from_audits_and_allows() {
     let text = stats.export();
     assert!(
         text.contains("# TYPE inbound_http_authz_deny_total counter\n")
-            && text.contains("inbound_tcp_authz_deny_total{namespace=\"demo\",pod=\"web-0\",deployment=\"web\",direction=\"inbound\"}"),
+            && text.contains("inbound_tcp_authz_deny_total{namespace=\"demo\",pod=\"web-0\",deployment=\"web\",direction=\"inbound\",tls=\"false\"}"),
         "{text}"
     );
+}
+
+/// The policy's denials are on the edge from the caller, found by its identity: the
+/// edge its proxy reports (which says nothing of denials: a 403 is a response like
+/// another), or one of their own when the caller's proxy reports nothing. A client
+/// whose identity several workloads share, or none, is on no edge.
+#[test]
+fn denials_are_on_the_edge_from_the_caller_by_its_identity() {
+    let id = |sa: &str| -> std::sync::Arc<str> {
+        format!("{sa}.demo.serviceaccount.identity.mesh.cluster.local").into()
+    };
+    let meta = |name: &str, deploy: &str, sa: &str| PodMeta {
+        identity: Some(id(sa)),
+        ..pod("demo", name, Some(("deployment", deploy)), true)
+    };
+    let (bot, voting, shared_a, shared_b) = (
+        meta("vote-bot-0", "vote-bot", "vote-bot"),
+        meta("voting-0", "voting", "voting"),
+        meta("a-0", "a", "shared"),
+        meta("b-0", "b", "shared"),
+    );
+    let mut stats = Stats::new(Limits::default());
+    stats.set_pods([
+        bot.clone(),
+        voting.clone(),
+        shared_a.clone(),
+        shared_b.clone(),
+    ]);
+    let to_voting = dst("demo", "voting", ("deployment", "voting"), "voting-0");
+    let bot_page = |n: u64| outbound(&to_voting, Some(&id("voting")), n, 0);
+    let denials = |bot: u64, shared: u64, plain: u64| {
+        let srv = "srv_group=\"policy.mesh.rs\",srv_kind=\"server\",srv_name=\"voting-http\",srv_port=\"8080\",route_group=\"\",route_kind=\"default\",route_name=\"default\"";
+        format!(
+            "inbound_http_authz_deny_total{{{srv},tls=\"true\",client_id=\"{}\"}} {bot}\n\
+             inbound_http_authz_deny_total{{{srv},tls=\"true\",client_id=\"{}\"}} {shared}\n\
+             inbound_http_authz_deny_total{{{srv},tls=\"false\"}} {plain}\n",
+            id("vote-bot"),
+            id("shared"),
+        )
+    };
+    record(&mut stats, &bot, 0, &bot_page(0));
+    record(&mut stats, &bot, 10, &bot_page(10));
+    record(&mut stats, &voting, 0, &denials(0, 0, 0));
+    record(&mut stats, &voting, 10, &denials(10, 5, 7));
+
+    let q = EdgesQuery {
+        kind: ResourceKind::Deployment,
+        namespace: Some("demo".into()),
+        window: S(60),
+    };
+    let edges = stats.edges(&q, S(10)).unwrap().edges;
+    let [edge] = &edges[..] else {
+        panic!("one edge, vote-bot → voting: {edges:#?}")
+    };
+    assert_eq!((&*edge.src.name, &*edge.dst.name), ("vote-bot", "voting"));
+    assert_eq!(edge.client_id, Some(id("vote-bot")));
+    assert_eq!(edge.server_id, Some(id("voting")));
+    assert!((edge.rps - 1.0).abs() < 1e-9, "{edge:?}");
+    assert!((edge.unauthorized_rps - 1.0).abs() < 1e-9, "{edge:?}");
+    // voting's own row counts every denial, whoever the client.
+    assert!((row(&stat(&stats, "deploy", 60, 10), "voting").unauthorized_rps - 2.2).abs() < 1e-9);
+
+    // Without the caller's own report, the denials make the edge.
+    let mut stats = Stats::new(Limits::default());
+    stats.set_pods([bot.clone(), voting.clone()]);
+    record(&mut stats, &voting, 0, &denials(0, 0, 0));
+    record(&mut stats, &voting, 10, &denials(20, 0, 0));
+    let a = stats
+        .namespace(
+            &NamespaceQuery {
+                namespace: "demo".into(),
+                window: S(60),
+            },
+            S(10),
+        )
+        .unwrap();
+    let [edge] = &a.edges[..] else {
+        panic!("one edge, vote-bot → voting: {:#?}", a.edges)
+    };
+    assert_eq!((&*edge.src.name, &*edge.dst.name), ("vote-bot", "voting"));
+    assert!(
+        edge.secured && edge.rps == 0.0 && edge.success_rate.is_none(),
+        "{edge:?}"
+    );
+    assert!((edge.unauthorized_rps - 2.0).abs() < 1e-9, "{edge:?}");
 }
 
 #[test]
