@@ -439,11 +439,8 @@ mod tests {
         );
     }
 
-    /// The controller is the judge of the file: it must accept it and see every
-    /// instance (the vote-bot's too) as a meshed pod running as its workload's service
-    /// account, scraped where its proxy serves its metrics.
-    #[test]
-    fn destinations_parse_as_meshed_pods() {
+    /// The demo's layout at 7000, and its destinations file as the controller reads it.
+    fn parsed() -> (Topology, mesh_core::file::Discovery) {
         let t = Topology::new(7000).expect("7000 fits");
         let discovery = mesh_core::file::parse_with(
             &t.destinations_yaml(),
@@ -451,6 +448,15 @@ mod tests {
             Some("cluster.local"),
         )
         .unwrap_or_else(|e| panic!("the controller rejects the demo's file: {e}"));
+        (t, discovery)
+    }
+
+    /// The controller is the judge of the file: it must accept it and see every
+    /// instance (the vote-bot's too) as a meshed pod running as its workload's service
+    /// account, scraped where its proxy serves its metrics.
+    #[test]
+    fn destinations_parse_as_meshed_pods() {
+        let (t, discovery) = parsed();
         // Every demo service has its profile, valid.
         let mut profiled: Vec<&str> = discovery.profiles.iter().map(|p| &*p.key.name).collect();
         profiled.sort_unstable();
@@ -493,13 +499,7 @@ mod tests {
     #[test]
     fn voting_admits_web_alone() {
         use mesh_api::policy::authentication::Permit;
-        let t = Topology::new(7000).expect("7000 fits");
-        let discovery = mesh_core::file::parse_with(
-            &t.destinations_yaml(),
-            TRUST_DOMAIN,
-            Some("cluster.local"),
-        )
-        .unwrap_or_else(|e| panic!("the controller rejects the demo's file: {e}"));
+        let (t, discovery) = parsed();
         let mut index = mesh_core::policy::index::Index::new(Default::default());
         index.reset_pods(discovery.policy_pods.clone());
         index.reset(&mesh_core::policy::Kind::ALL, discovery.policies.clone());
@@ -508,12 +508,17 @@ mod tests {
             "{:?}",
             index.diagnostics(NAMESPACE)
         );
-        for i in t.replicas(Workload::Voting) {
+        // The policy of an instance's app port, and the server it names.
+        let policy_of = |i: &Instance| {
             let policy = index.get(NAMESPACE, &i.name(), i.app.port()).unwrap();
-            let server = policy.server.as_ref().expect("a server");
+            let server = policy.server.clone().expect("a server");
+            (policy, (server.kind, server.name))
+        };
+        for i in t.replicas(Workload::Voting) {
+            let (policy, server) = policy_of(i);
             assert_eq!(
-                (&*server.kind, &*server.name),
-                ("server", "voting-http"),
+                server,
+                ("server".into(), "voting-http".into()),
                 "{policy:?}"
             );
             let [authz] = &policy.authorizations[..] else {
@@ -532,12 +537,10 @@ mod tests {
             }
         }
         for workload in [Workload::Web, Workload::Emoji] {
-            let i = t.get(workload);
-            let policy = index.get(NAMESPACE, &i.name(), i.app.port()).unwrap();
-            let server = policy.server.as_ref().expect("a server");
+            let (policy, server) = policy_of(t.get(workload));
             assert_eq!(
-                (&*server.kind, &*server.name),
-                ("default", "all-unauthenticated"),
+                server,
+                ("default".into(), "all-unauthenticated".into()),
                 "{policy:?}"
             );
         }
