@@ -510,6 +510,7 @@ fn demo_meshes_traffic_and_stops_cleanly_on_sigint() {
     // same directory, with nothing but the demo's TMPDIR (as a terminal would have it).
     for command in [
         "mesh stat deploy",
+        "mesh stat deploy -o wide",
         "mesh top deploy",
         "mesh edges deploy -o wide",
         "mesh routes svc/web",
