@@ -453,21 +453,30 @@ fn demo_meshes_traffic_and_stops_cleanly_on_sigint() {
             ("web", "emoji"),
             ("web", "voting"),
             // The vote-bot's calls that voting's policy refuses: its proxy reached
-            // voting's over mutual TLS, and voting's said no.
+            // voting's over mutual TLS, and voting's said no (UNAUTHORIZED, the one
+            // edge with denials).
             ("vote-bot", "voting"),
         ]
         .iter()
         .all(|(src, dst)| {
             edges.lines().map(cells).any(|row| {
-                row == [
-                    src.to_string(),
-                    dst.to_string(),
-                    "demo".into(),
-                    "demo".into(),
-                    "√".into(),
-                    identity(src),
-                    identity(dst),
-                ]
+                let denied = (*src, *dst) == ("vote-bot", "voting");
+                row.len() == 8
+                    && row[..7]
+                        == [
+                            src.to_string(),
+                            dst.to_string(),
+                            "demo".into(),
+                            "demo".into(),
+                            "√".into(),
+                            identity(src),
+                            identity(dst),
+                        ]
+                    && if denied {
+                        rate(&row[7]).is_some_and(|r| r > 0.0)
+                    } else {
+                        row[7] == "-"
+                    }
             })
         })
     });

@@ -270,7 +270,7 @@ fn edges_show_mtls_and_both_identities() {
     assert!(
         stdout(&out).lines().nth(1).is_some_and(|l| l.ends_with(
             "√         web.demo.serviceaccount.identity.mesh.cluster.local   \
-             voting.demo.serviceaccount.identity.mesh.cluster.local"
+             voting.demo.serviceaccount.identity.mesh.cluster.local   -"
         )),
         "{}",
         stdout(&out)
