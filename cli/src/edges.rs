@@ -24,8 +24,9 @@ pub struct EdgesArgs {
     #[command(flatten)]
     scope: Scope,
 
-    /// Output format: the table, `wide` (adds CLIENT_ID and SERVER_ID) or `json` (the
-    /// controller's `/api/edges` answer).
+    /// Output format: the table, `wide` (adds CLIENT_ID, SERVER_ID and UNAUTHORIZED,
+    /// what the destination's policy refused a second) or `json` (the controller's
+    /// `/api/edges` answer).
     #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
     output: Output,
 }
@@ -91,11 +92,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `SRC DST SRC_NS DST_NS SECURED`, `wide` adding `CLIENT_ID SERVER_ID`.
+/// `SRC DST SRC_NS DST_NS SECURED`, `wide` adding `CLIENT_ID SERVER_ID UNAUTHORIZED` (the
+/// last one ours: the requests and connections the destination's policy refused a
+/// second, `-` for none).
 fn render(edges: &[answer::Edge], wide: bool) -> String {
     let mut header = vec!["SRC", "DST", "SRC_NS", "DST_NS", "SECURED"];
     if wide {
-        header.extend(["CLIENT_ID", "SERVER_ID"]);
+        header.extend(["CLIENT_ID", "SERVER_ID", "UNAUTHORIZED"]);
     }
     let rows: Vec<Vec<String>> = edges
         .iter()
@@ -110,6 +113,7 @@ fn render(edges: &[answer::Edge], wide: bool) -> String {
             if wide {
                 row.push(table::or_dash(e.client_id.as_deref()));
                 row.push(table::or_dash(e.server_id.as_deref()));
+                row.push(table::rps(e.unauthorized_rps, e.unauthorized_rps > 0.0));
             }
             row
         })
@@ -143,7 +147,7 @@ mod tests {
              "server_id": "voting.demo.serviceaccount.identity.mesh.cluster.local",
              "secured": true, "responses": {"success": 1, "failure": 0}, "rps": 1.0,
              "tcp": {"open_connections": 1, "opened": 1, "read_bytes_per_second": 0.0,
-                     "write_bytes_per_second": 0.0}},
+                     "write_bytes_per_second": 0.0}, "unauthorized_rps": 0.5},
             {"src": {"type": "deployment", "namespace": "demo", "name": "web"},
              "dst": {"type": "authority", "name": "example.com:80"},
              "client_id": "web.demo.serviceaccount.identity.mesh.cluster.local",
@@ -165,13 +169,20 @@ mod tests {
             Some(
                 "web   voting           demo     demo     √         \
                  web.demo.serviceaccount.identity.mesh.cluster.local   \
-                 voting.demo.serviceaccount.identity.mesh.cluster.local"
+                 voting.demo.serviceaccount.identity.mesh.cluster.local   0.5rps"
             ),
             "{wide}"
         );
         assert!(
             wide.lines().nth(2).is_some_and(|l| l
-                .ends_with("×         web.demo.serviceaccount.identity.mesh.cluster.local   -")),
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .ends_with(&[
+                    "×",
+                    "web.demo.serviceaccount.identity.mesh.cluster.local",
+                    "-",
+                    "-"
+                ])),
             "{wide}"
         );
     }

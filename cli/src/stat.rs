@@ -86,8 +86,9 @@ pub struct StatArgs {
     #[command(flatten)]
     scope: Scope,
 
-    /// Output format: the table, `wide` (adds bytes read and written per second) or
-    /// `json` (the controller's `/api/stat` answer).
+    /// Output format: the table, `wide` (adds bytes read and written per second, and
+    /// the requests and connections the inbound policy refused per second) or `json`
+    /// (the controller's `/api/stat` answer).
     #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
     output: Output,
 }
@@ -225,7 +226,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 }
 
 /// Linkerd's stat table: `[NAMESPACE] NAME MESHED SUCCESS RPS LATENCY_P50 LATENCY_P95
-/// LATENCY_P99 TCP_CONN`, `wide` adding `READ_BYTES/SEC WRITE_BYTES/SEC`.
+/// LATENCY_P99 TCP_CONN`, `wide` adding `READ_BYTES/SEC WRITE_BYTES/SEC UNAUTHORIZED` (the
+/// last one ours: denials by the pods' inbound policy, requests and connections alike).
 fn render(rows: &[answer::StatRow], all_namespaces: bool, wide: bool) -> String {
     let mut header = vec![];
     if all_namespaces {
@@ -242,7 +244,7 @@ fn render(rows: &[answer::StatRow], all_namespaces: bool, wide: bool) -> String 
         "TCP_CONN",
     ]);
     if wide {
-        header.extend(["READ_BYTES/SEC", "WRITE_BYTES/SEC"]);
+        header.extend(["READ_BYTES/SEC", "WRITE_BYTES/SEC", "UNAUTHORIZED"]);
     }
     let cells: Vec<Vec<String>> = rows
         .iter()
@@ -277,7 +279,8 @@ fn render(rows: &[answer::StatRow], all_namespaces: bool, wide: bool) -> String 
                 } else {
                     ("-".into(), "-".into())
                 };
-                row.extend([read, write]);
+                let denied = r.unauthorized_rps > 0.0;
+                row.extend([read, write, table::rps(r.unauthorized_rps, any || denied)]);
             }
             row
         })
@@ -312,7 +315,8 @@ mod tests {
              "success_rate": 0.9666666666666667, "rps": 5.0,
              "latency_ms": {"p50": 1.52, "p95": 4.6, "p99": 24.1}, "seconds": 60.0,
              "tcp": {"open_connections": 3, "opened": 3, "read_bytes_per_second": 812.26,
-                     "write_bytes_per_second": 1024.0}},
+                     "write_bytes_per_second": 1024.0},
+             "unauthorized_rps": 1.0, "audit_rps": 0.0},
             {"resource": {"type": "deployment", "namespace": "demo", "name": "web"},
              "pods": {"meshed": 1, "total": 2},
              "responses": {"success": 0, "failure": 0},
@@ -345,12 +349,18 @@ mod tests {
             "{all}"
         );
         assert!(
-            all.contains("TCP_CONN   READ_BYTES/SEC   WRITE_BYTES/SEC\n"),
+            all.contains("TCP_CONN   READ_BYTES/SEC   WRITE_BYTES/SEC   UNAUTHORIZED\n"),
             "{all}"
         );
         assert!(all.contains("demo        voting   3/3"), "{all}");
         assert!(
-            all.contains("3          812.3B/s         1024.0B/s\n"),
+            all.contains("3          812.3B/s         1024.0B/s         1.0rps\n"),
+            "{all}"
+        );
+        // No traffic and no denials: nothing to say; a controller that does not count
+        // denials (no `unauthorized_rps`) reads as none.
+        assert!(
+            all.ends_with("-                -                 -\n"),
             "{all}"
         );
     }

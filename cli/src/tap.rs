@@ -12,7 +12,7 @@ use mesh_api::tap::{
     observe_request::Extract, tap_event::http::Event, HttpFilter, ResourceSelection,
     TapByResourceRequest, TapEvent,
 };
-use mesh_core::top::json::{common, grpc_status, micros, to_json};
+use mesh_core::top::json::{authz, common, grpc_status, micros, to_json};
 use std::fmt::Write as _;
 
 /// The flags that say what to tap, shared by `mesh tap` and `mesh top`, so both read
@@ -265,6 +265,10 @@ fn line(event: &TapEvent) -> String {
                 e.authority,
                 e.path
             );
+            // The inbound policy's decision, where there was one.
+            if let Some(authz) = authz(event) {
+                let _ = write!(out, " authz={authz}");
+            }
         }
         Event::ResponseInit(e) => {
             let _ = write!(
@@ -380,6 +384,70 @@ mod tests {
         assert_eq!(json["event"], "end");
         assert_eq!(json["response_bytes"], 42);
         assert_eq!(json["grpc_status"], "OK");
+    }
+
+    /// An inbound request line ends with the policy's decision: the authorization
+    /// that allowed it, or the denial with the server that decided; `-o json` carries
+    /// the decision whole. Without one (outbound, policy off) nothing is added.
+    #[test]
+    fn request_lines_show_the_policys_decision() {
+        use mesh_api::policy::Meta;
+        let meta = |kind: &str, name: &str| Meta {
+            group: "policy.mesh.rs".into(),
+            kind: kind.into(),
+            name: name.into(),
+        };
+        let req = |outcome: &str, authz: Option<Meta>| {
+            let mut ev = event(
+                ProxyDirection::Inbound,
+                Event::RequestInit(http::RequestInit {
+                    id: id(),
+                    method: "GET".into(),
+                    authority: "voting.demo.svc.cluster.local:80".into(),
+                    path: "/leaderboard".into(),
+                    ..Default::default()
+                }),
+            );
+            ev.authorization = Some(tap_event::Authorization {
+                outcome: outcome.into(),
+                server: Some(meta("server", "voting-http")),
+                route: None,
+                authz,
+            });
+            ev
+        };
+        let head = "req id=7:3 proxy=in  src=127.0.0.1:5000 dst=127.0.0.1:7011 tls=true :method=GET :authority=voting.demo.svc.cluster.local:80 :path=/leaderboard";
+        let denied = req("deny", None);
+        assert_eq!(
+            line(&denied),
+            format!("{head} authz=DENIED srv=server/voting-http")
+        );
+        let allowed = req(
+            "allow",
+            Some(meta("authorizationpolicy", "voting-from-web")),
+        );
+        assert_eq!(
+            line(&allowed),
+            format!("{head} authz=authorizationpolicy/voting-from-web")
+        );
+        assert_eq!(
+            line(&req("audit", None)),
+            format!("{head} authz=AUDIT srv=server/voting-http")
+        );
+        let json = to_json(&denied);
+        assert_eq!(
+            json["authorization"],
+            serde_json::json!({"outcome": "deny", "server": "server/voting-http", "route": null, "authz": null})
+        );
+        assert_eq!(
+            to_json(&allowed)["authorization"]["authz"],
+            "authorizationpolicy/voting-from-web"
+        );
+        // No decision: the line as Linkerd's, and `null`.
+        let mut none = denied.clone();
+        none.authorization = None;
+        assert_eq!(line(&none), head);
+        assert!(to_json(&none)["authorization"].is_null());
     }
 
     #[test]

@@ -32,6 +32,15 @@ export function rps(v, any) {
   return any ? `${fixed(v, 1)}rps` : '-';
 }
 
+/**
+ * What the destination's inbound policy refused of an edge's calls, as `denied 1.0/s`
+ * (requests and connections a second); `null` when it refused nothing.
+ */
+export function denied(e) {
+  const v = e.unauthorized_rps ?? 0;
+  return v > 0 ? `denied ${fixed(v, 1)}/s` : null;
+}
+
 /** A latency in whole milliseconds (halves away from zero, as Rust's `round`). */
 export function ms(v) {
   return v == null ? '-' : `${Math.sign(v) * Math.round(Math.abs(v)) || 0}ms`;

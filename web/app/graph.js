@@ -1,12 +1,13 @@
 // The namespace page's topology graph: workloads as nodes (links to their pages), the
 // edges of `/api/namespace` as arrows from client to server, labelled with requests
 // per second and success rate, a closed padlock on each mutual-TLS edge and an open,
-// labelled one on each plaintext edge. Plain SVG laid out here: layered by call depth
+// labelled one on each plaintext edge; an edge whose calls the server's policy refused
+// is drawn red and says how many a second ("denied 1.0/s"). Plain SVG laid out here: layered by call depth
 // (callers left, whom they call to the right), deterministic, and kept as long as the
 // graph's shape is the same, so live numbers never move a node.
 
 import { svg } from './dom.js';
-import { percent, responded, rps } from './format.js';
+import { denied, percent, responded, rps } from './format.js';
 
 /** The URL scheme's kind of each workload kind (`#/ns/NS/KIND/NAME`). */
 export const SHORT = { deployment: 'deploy', statefulset: 'sts', daemonset: 'ds', pod: 'pod' };
@@ -40,8 +41,15 @@ export function resourceName(r, here) {
   return r.namespace === here ? name : `${name} (namespace ${r.namespace ?? '-'})`;
 }
 
-/** An edge's label: its rate and success rate as `mesh stat` prints them. */
-export const edgeLabel = (e) => `${rps(e.rps, responded(e))} · ${percent(e.success_rate)}`;
+/**
+ * An edge's label: its rate and success rate as `mesh stat` prints them, and what the
+ * server's policy denied, if anything.
+ */
+export function edgeLabel(e) {
+  const numbers = `${rps(e.rps, responded(e))} · ${percent(e.success_rate)}`;
+  const refused = denied(e);
+  return refused ? `${numbers} · ${refused}` : numbers;
+}
 
 /**
  * Positions of `ids` (sorted) given directed `pairs` `[from, to]`: the column is the
@@ -210,7 +218,10 @@ export function topology(here) {
     const { g, text, said } = labels.get(edgeKey(e));
     const numbers = edgeLabel(e);
     text.textContent = e.secured ? numbers : `plaintext · ${numbers}`;
-    said.textContent = `${e.src.name} to ${e.dst.name}: ${numbers}, ${e.secured ? 'mutual TLS' : 'plaintext'}`;
+    said.textContent = `${e.src.name} to ${e.dst.name}: ${numbers}, ${e.secured ? 'mutual TLS' : 'plaintext'}` +
+      (denied(e) ? ', refused by the server\'s authorization policy' : '');
+    g.classList.toggle('denied', denied(e) != null);
+    g.dataset.denied = String(e.unauthorized_rps ?? 0);
     g.dataset.rps = String(e.rps);
     g.dataset.success = e.success_rate == null ? '' : String(e.success_rate);
   }

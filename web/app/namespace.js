@@ -5,7 +5,7 @@
 // for all of it, every number read at the same moment.
 
 import { command, h } from './dom.js';
-import { health, percent, responded, rps } from './format.js';
+import { denied, health, percent, responded, rps } from './format.js';
 import { goldenColumns } from './golden.js';
 import { SHORT, edgeKey, nodeId, resourceName, topology, workloadHref } from './graph.js';
 import { subscribe } from './live.js';
@@ -43,6 +43,8 @@ function edgeColumns(here) {
     { key: 'rps', label: 'RPS', num: true, value: (e) => e.rps, cell: (e) => rps(e.rps, responded(e)) },
     { key: 'success', label: 'Success', num: true, value: (e) => e.success_rate,
       cls: (e) => `health-${health(e.success_rate)}`, cell: (e) => percent(e.success_rate) },
+    { key: 'denied', label: 'Denied', num: true, value: (e) => e.unauthorized_rps ?? 0,
+      cls: (e) => (denied(e) ? 'health-bad' : null), cell: (e) => denied(e) ?? '-' },
     { key: 'mtls', label: 'mTLS', value: (e) => (e.secured ? 'yes' : 'no'),
       cls: (e) => (e.secured ? null : 'health-bad'),
       cell: (e) => (e.secured ? 'yes (mutual TLS)' : 'no (plaintext)') },
@@ -75,6 +77,7 @@ export function namespace(main, { params: [name], onState }) {
   const edges = sortableTable({
     id: 'edges',
     caption: `Edges of namespace ${name}: who calls whom, requests per second, success rate, ` +
+      'what the server\'s authorization policy denied per second, ' +
       'whether the hop is mutual TLS, and the identities of both ends',
     columns: edgeColumns(name),
     rowKey: edgeKey,

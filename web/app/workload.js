@@ -7,7 +7,7 @@
 
 import { lineChart } from './chart.js';
 import { command, h } from './dom.js';
-import { bytesPerSecond, fixed, ms, pods, responded, rps } from './format.js';
+import { bytesPerSecond, denied, fixed, ms, pods, responded, rps } from './format.js';
 import { subscribe } from './live.js';
 import { goldenColumns } from './golden.js';
 import { sortableTable } from './table.js';
@@ -193,7 +193,8 @@ export function workload(main, { params: [ns, kind, name], onState }) {
   const self = (r) => r.name === name && r.namespace === ns && SHORT[r.type] === kind;
   const edges = sortableTable({
     id: 'edges',
-    caption: `Edges to and from ${shown} over the last minute: each end's identity, and whether the hop is mutual TLS`,
+    caption: `Edges to and from ${shown} over the last minute: each end's identity, whether the hop is mutual TLS, ` +
+      'and what the server\'s authorization policy denied per second',
     columns: [
       { key: 'src', label: 'From', value: (e) => `${e.src.namespace}/${e.src.name}`, cell: (e) => link(e.src) },
       { key: 'dst', label: 'To', value: (e) => `${e.dst.namespace}/${e.dst.name}`, cell: (e) => link(e.dst) },
@@ -205,6 +206,8 @@ export function workload(main, { params: [ns, kind, name], onState }) {
         cell: (e) => rps(e.rps, e.responses.success + e.responses.failure > 0) },
       { key: 'client', label: 'Client identity', value: (e) => e.client_id, cell: (e) => e.client_id ?? '-' },
       { key: 'server', label: 'Server identity', value: (e) => e.server_id, cell: (e) => e.server_id ?? '-' },
+      { key: 'denied', label: 'Denied', num: true, value: (e) => e.unauthorized_rps ?? 0,
+        cls: (e) => (denied(e) ? 'health-bad' : null), cell: (e) => denied(e) ?? '-' },
     ],
     rowKey: (e) => `${e.src.namespace}/${e.src.name}>${e.dst.namespace}/${e.dst.name}|${e.client_id}|${e.server_id}|${e.secured}`,
     empty: 'No edges over the last minute',

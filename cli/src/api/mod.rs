@@ -449,6 +449,10 @@ pub(crate) mod answer {
         pub(crate) rps: f64,
         pub(crate) latency_ms: Latency,
         pub(crate) tcp: Tcp,
+        /// Requests and connections the inbound policy refused, a second (absent from
+        /// a controller older than authorization policy).
+        #[serde(default)]
+        pub(crate) unauthorized_rps: f64,
     }
 
     /// `/api/edges`.
@@ -464,6 +468,10 @@ pub(crate) mod answer {
         pub(crate) client_id: Option<String>,
         pub(crate) server_id: Option<String>,
         pub(crate) secured: bool,
+        /// What the destination's inbound policy refused a second (absent from a
+        /// controller older than authorization policy).
+        #[serde(default)]
+        pub(crate) unauthorized_rps: f64,
     }
 
     /// `/api/routes`.

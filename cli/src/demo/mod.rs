@@ -425,6 +425,7 @@ fn try_commands(config: &Config, proxied: bool) -> Vec<String> {
         let mesh = mesh_command();
         commands.extend([
             format!("{mesh} stat deploy"),
+            format!("{mesh} stat deploy -o wide"),
             format!("{mesh} top deploy"),
             format!("{mesh} edges deploy -o wide"),
             format!("{mesh} routes svc/web"),
@@ -466,6 +467,10 @@ fn print_banner(config: &Config, state_dir: Option<&Path>, identity: Option<&Cre
             topology::VOTING_REPLICAS,
             topology::SLOW_REPLICA_DELAY.as_millis()
         ));
+        line(
+            "  voting admits web's identity alone (cli/src/demo/policy.yaml); the vote-bot's own \
+             calls to voting are denied (UNAUTHORIZED in stat -o wide, authz=DENIED in tap)",
+        );
     }
     if let Some(identity) = identity {
         line(&format!(

@@ -107,6 +107,15 @@ pub(crate) fn proxy(
     )
     // Inline, as Linkerd passes them, so the proxy needs no file for them.
     .env("MESH_PROXY_IDENTITY_TRUST_ANCHORS", &identity.anchors_pem)
+    // Inbound policy on, as the injector turns it on: the pod's policy from the
+    // policy service beside the destination service, the app's port watched from
+    // start-up. The default until the controller answers is the controller's own
+    // (`all-unauthenticated`). In explicit mode every caller comes from loopback, so the
+    // proxy treats loopback as a client like any other.
+    .env(
+        "MESH_PROXY_POLICY_WORKLOAD",
+        format!(r#"{{"ns":"{NAMESPACE}","pod":"{}"}}"#, instance.name()),
+    )
     .env("MESH_PROXY_LOG", "warn")
     // Killed with `mesh` however `mesh` ends, SIGKILL included.
     .env("MESH_PROXY_PARENT_PID", std::process::id().to_string())
@@ -116,6 +125,9 @@ pub(crate) fn proxy(
         "MESH_PROXY_SHUTDOWN_GRACE_PERIOD",
         format!("{}ms", PROXY_GRACE.as_millis()),
     );
+    if instance.workload.has_server() {
+        cmd.env("MESH_PROXY_INBOUND_PORTS", instance.app.port().to_string());
+    }
     cmd
 }
 

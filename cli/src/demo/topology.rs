@@ -37,6 +37,15 @@ pub(crate) const TRUST_DOMAIN: &str = "cluster.local";
 /// two gRPC methods are named routes.
 const PROFILES: &str = include_str!("profiles.yaml");
 
+/// The demo's authorization policy, as an operator would write it: `voting` accepts
+/// `web`'s identity alone, on the container port its pods name `http`; the vote-bot,
+/// which also calls `voting` itself now and then, is refused (403). Every other port
+/// keeps the default, `all-unauthenticated`.
+const POLICY: &str = include_str!("policy.yaml");
+
+/// The name of every demo app's port, which `voting`'s `Server` selects.
+pub(crate) const APP_PORT_NAME: &str = "http";
+
 /// How many replicas of `voting` run; the last one is slow on purpose, so that latency-aware
 /// balancing has something to show.
 pub(crate) const VOTING_REPLICAS: u16 = 3;
@@ -300,9 +309,19 @@ impl Topology {
                     i.tap,
                     sa = workload.service_account().name,
                 );
+                // The app's port by name, as a pod's container port would be: each
+                // replica's differs, the name is what a `Server` selects.
+                if workload.has_server() {
+                    let _ = writeln!(
+                        out,
+                        "        namedPorts: {{{APP_PORT_NAME}: {}}}",
+                        i.app.port()
+                    );
+                }
             }
         }
         out.push_str(PROFILES);
+        out.push_str(POLICY);
         out
     }
 
@@ -420,11 +439,8 @@ mod tests {
         );
     }
 
-    /// The controller is the judge of the file: it must accept it and see every
-    /// instance (the vote-bot's too) as a meshed pod running as its workload's service
-    /// account, scraped where its proxy serves its metrics.
-    #[test]
-    fn destinations_parse_as_meshed_pods() {
+    /// The demo's layout at 7000, and its destinations file as the controller reads it.
+    fn parsed() -> (Topology, mesh_core::file::Discovery) {
         let t = Topology::new(7000).expect("7000 fits");
         let discovery = mesh_core::file::parse_with(
             &t.destinations_yaml(),
@@ -432,6 +448,15 @@ mod tests {
             Some("cluster.local"),
         )
         .unwrap_or_else(|e| panic!("the controller rejects the demo's file: {e}"));
+        (t, discovery)
+    }
+
+    /// The controller is the judge of the file: it must accept it and see every
+    /// instance (the vote-bot's too) as a meshed pod running as its workload's service
+    /// account, scraped where its proxy serves its metrics.
+    #[test]
+    fn destinations_parse_as_meshed_pods() {
+        let (t, discovery) = parsed();
         // Every demo service has its profile, valid.
         let mut profiled: Vec<&str> = discovery.profiles.iter().map(|p| &*p.key.name).collect();
         profiled.sort_unstable();
@@ -466,6 +491,59 @@ mod tests {
             Workload::Web.identity(),
             "web.demo.serviceaccount.identity.mesh.cluster.local"
         );
+    }
+
+    /// The demo's policy, compiled by the controller's index from the file as the file
+    /// backend feeds it: each `voting` replica's app port is its `Server`'s, and admits
+    /// `web`'s identity alone; the other workloads keep the default.
+    #[test]
+    fn voting_admits_web_alone() {
+        use mesh_api::policy::authentication::Permit;
+        let (t, discovery) = parsed();
+        let mut index = mesh_core::policy::index::Index::new(Default::default());
+        index.reset_pods(discovery.policy_pods.clone());
+        index.reset(&mesh_core::policy::Kind::ALL, discovery.policies.clone());
+        assert!(
+            index.diagnostics(NAMESPACE).is_empty(),
+            "{:?}",
+            index.diagnostics(NAMESPACE)
+        );
+        // The policy of an instance's app port, and the server it names.
+        let policy_of = |i: &Instance| {
+            let policy = index.get(NAMESPACE, &i.name(), i.app.port()).unwrap();
+            let server = policy.server.clone().expect("a server");
+            (policy, (server.kind, server.name))
+        };
+        for i in t.replicas(Workload::Voting) {
+            let (policy, server) = policy_of(i);
+            assert_eq!(
+                server,
+                ("server".into(), "voting-http".into()),
+                "{policy:?}"
+            );
+            let [authz] = &policy.authorizations[..] else {
+                panic!("one authorization: {policy:?}")
+            };
+            match authz
+                .authentication
+                .as_ref()
+                .and_then(|a| a.permit.as_ref())
+            {
+                Some(Permit::MeshTls(tls)) => {
+                    assert_eq!(tls.identities, [Workload::Web.identity()], "{policy:?}");
+                    assert!(tls.suffixes.is_empty(), "{policy:?}");
+                }
+                other => panic!("web's identity alone, not {other:?}"),
+            }
+        }
+        for workload in [Workload::Web, Workload::Emoji] {
+            let (policy, server) = policy_of(t.get(workload));
+            assert_eq!(
+                server,
+                ("default".into(), "all-unauthenticated".into()),
+                "{policy:?}"
+            );
+        }
     }
 
     #[test]

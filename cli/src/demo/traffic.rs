@@ -6,6 +6,13 @@
 //! slow route does not slow the rest of the traffic down; a cap on requests in flight keeps
 //! a stalled mesh from piling up unbounded work. Every [`REPORT_EVERY`] it logs what it saw,
 //! which is the client's view to compare with the proxies' metrics.
+//!
+//! Behind proxies it also calls `voting` itself, once every [`UNAUTHORIZED_EVERY`], with its
+//! own identity, which `voting`'s policy does not admit (it takes `web`'s alone): those
+//! requests are denied (403), and the denials show where operators look for them
+//! (`mesh stat -o wide`, `mesh tap`, the dashboard's edges). A meshed caller with the
+//! wrong identity shows more than an unmeshed one would: its denials are attributed to
+//! it (the proxy's `client_id`), so they are an edge of their own, `vote-bot → voting`.
 
 use super::{
     apps::EMOJI,
@@ -13,7 +20,7 @@ use super::{
     topology::{Topology, Workload},
 };
 use http_body_util::{BodyExt, Full};
-use hyper::Request;
+use hyper::{Request, StatusCode};
 use rand::Rng;
 use std::{
     sync::{
@@ -32,6 +39,9 @@ const REPORT_EVERY: Duration = Duration::from_secs(10);
 /// Beyond this many requests in flight, scheduled requests are skipped (and counted).
 const MAX_IN_FLIGHT: usize = 512;
 
+/// How often the bot calls `voting` directly, to be denied.
+const UNAUTHORIZED_EVERY: Duration = Duration::from_secs(1);
+
 /// How long requests already sent may take to finish once the bot is told to stop.
 const DRAIN: Duration = Duration::from_secs(2);
 
@@ -47,6 +57,10 @@ struct Counts {
     ok: [AtomicU64; 3],
     failed: [AtomicU64; 3],
     skipped: AtomicU64,
+    /// Direct calls to `voting` refused with 403, as its policy says they must be.
+    denied: AtomicU64,
+    /// Direct calls to `voting` answered otherwise (the policy not in force).
+    not_denied: AtomicU64,
 }
 
 /// Sends traffic to `web` at `rps` until `shutdown` fires, then lets in-flight requests end.
@@ -67,10 +81,21 @@ pub(crate) async fn run(topology: Topology, proxied: bool, rps: u32, shutdown: C
     report.reset();
     let counts = Arc::new(Counts::default());
     let mut in_flight = JoinSet::new();
+    let mut unauthorized = tokio::time::interval(UNAUTHORIZED_EVERY);
+    unauthorized.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let voting = format!("http://{}/leaderboard", Workload::Voting.authority());
 
     loop {
         tokio::select! {
             () = shutdown.cancelled() => break,
+            _ = unauthorized.tick(), if proxied && in_flight.len() < MAX_IN_FLIGHT => {
+                let (client, counts, uri) = (client.clone(), counts.clone(), voting.clone());
+                in_flight.spawn(async move {
+                    let denied = status(&client, uri).await == Some(StatusCode::FORBIDDEN);
+                    let counter = if denied { &counts.denied } else { &counts.not_denied };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                });
+            }
             _ = schedule.tick() => {
                 if in_flight.len() >= MAX_IN_FLIGHT {
                     counts.skipped.fetch_add(1, Ordering::Relaxed);
@@ -115,17 +140,20 @@ fn pick() -> (Route, String) {
 
 /// Sends one GET and reads the whole response; `true` if it was a success.
 async fn send(client: &AppClient, uri: String) -> bool {
-    let Ok(req) = Request::get(uri).body(Full::default()) else {
-        return false;
-    };
+    status(client, uri).await.is_some_and(|s| s.is_success())
+}
+
+/// Sends one GET and reads the whole response: its status, if it came whole.
+async fn status(client: &AppClient, uri: String) -> Option<StatusCode> {
+    let req = Request::get(uri).body(Full::default()).ok()?;
     match client.request(req).await {
         Ok(rsp) => {
             let status = rsp.status();
-            rsp.into_body().collect().await.is_ok() && status.is_success()
+            rsp.into_body().collect().await.ok().map(|_| status)
         }
         Err(error) => {
             tracing::debug!(error = format!("{error:#}"), "request failed");
-            false
+            None
         }
     }
 }
@@ -147,6 +175,8 @@ impl Counts {
             leaderboard_ok = leaderboard.0,
             leaderboard_failed = leaderboard.1,
             skipped = take(&self.skipped),
+            voting_denied = take(&self.denied),
+            voting_not_denied = take(&self.not_denied),
             "responses in the last {}s",
             REPORT_EVERY.as_secs()
         );

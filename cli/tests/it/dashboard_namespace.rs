@@ -206,6 +206,11 @@ fn expected_edges(doc: &Value, here: &str) -> Vec<Vec<[String; 3]>> {
                         .map_or("-".into(), |v| format!("{:.2}%", v * 100.0)),
                 ],
                 [
+                    "denied".into(),
+                    js_number(denied_rps(e)),
+                    denied(e).unwrap_or_else(|| "-".into()),
+                ],
+                [
                     "mtls".into(),
                     if secured { "yes" } else { "no" }.into(),
                     if secured {
@@ -222,6 +227,18 @@ fn expected_edges(doc: &Value, here: &str) -> Vec<Vec<[String; 3]>> {
         .collect()
 }
 
+/// What the server's policy refused of an edge's calls a second (0 from an answer that
+/// does not say).
+fn denied_rps(e: &Value) -> f64 {
+    e["unauthorized_rps"].as_f64().unwrap_or(0.0)
+}
+
+/// An edge's denials as the page says them: `denied 1.0/s`; `None` without any.
+fn denied(e: &Value) -> Option<String> {
+    let v = denied_rps(e);
+    (v > 0.0).then(|| format!("denied {v:.1}/s"))
+}
+
 fn read_script(id: &str) -> String {
     format!(
         "[...document.querySelectorAll('#{id} tbody tr[data-key]')].map(tr => \
@@ -230,10 +247,10 @@ fn read_script(id: &str) -> String {
 }
 
 /// The graph as drawn: its nodes (`kind/namespace/name` and link), and its edges
-/// (from, to, secured, closed padlocks, open padlocks, label).
+/// (from, to, secured, closed padlocks, open padlocks, label, drawn as denied).
 const READ_GRAPH: &str = "({ nodes: [...document.querySelectorAll('#topology a.node')].map(a => [a.dataset.id, a.getAttribute('href')]).sort(), \
     edges: [...document.querySelectorAll('#topology g.edge')].map(g => [g.dataset.from, g.dataset.to, g.dataset.secured, \
-      g.querySelectorAll('.lock:not(.open)').length, g.querySelectorAll('.lock.open').length, g.querySelector('.edge-text').textContent]).sort() })";
+      g.querySelectorAll('.lock:not(.open)').length, g.querySelectorAll('.lock.open').length, g.querySelector('.edge-text').textContent, g.classList.contains('denied')]).sort() })";
 
 /// The graph an answer must draw: the namespace's deployments, statefulsets and
 /// daemonsets and every edge's ends; one arrow per edge row.
@@ -279,6 +296,10 @@ fn expected_graph(doc: &Value) -> Value {
                 .as_f64()
                 .map_or("-".into(), |v| format!("{:.2}%", v * 100.0))
         );
+        let numbers = match denied(e) {
+            Some(d) => format!("{numbers} · {d}"),
+            None => numbers,
+        };
         edges.push(json!([
             id(&e["src"]),
             id(&e["dst"]),
@@ -289,7 +310,8 @@ fn expected_graph(doc: &Value) -> Value {
                 numbers
             } else {
                 format!("plaintext · {numbers}")
-            }
+            },
+            denied(e).is_some()
         ]));
     }
     edges.sort_by_key(|e| e.to_string());
@@ -857,7 +879,8 @@ async fn namespace_page_shows_the_demo_as_its_api_answers() {
         .await
         .expect("open");
     let ready = "Number(document.querySelector('#workloads-deploy tr[data-key=web] td[data-key=rps]')?.dataset.value) > 0 && \
-                 document.querySelectorAll('#topology g.edge').length >= 3";
+                 document.querySelectorAll('#topology g.edge').length >= 4 && \
+                 document.querySelector('#topology g.edge.denied') !== null";
     browser
         .wait_for(ready, Duration::from_secs(90))
         .await
@@ -919,6 +942,31 @@ async fn namespace_page_shows_the_demo_as_its_api_answers() {
     assert!(
         pairs.iter().all(|p| p.2 == "true" && p.3 == 1),
         "every demo edge is mTLS: {pairs:?}"
+    );
+    // voting's policy admits web alone: the vote-bot's own calls to voting are denied,
+    // the one edge drawn red with its denials (the graph matched the answer above, so
+    // the label is the answer's rate); no other edge is.
+    let denied: Vec<&Value> = graph["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e[6] == true)
+        .collect();
+    assert!(
+        matches!(&denied[..], [e] if e[0] == "deployment/demo/vote-bot"
+            && e[1] == "deployment/demo/voting"
+            && e[5].as_str().is_some_and(|t| t.contains(" · denied ") && t.ends_with("/s"))),
+        "the vote-bot → voting edge alone is denied: {graph}"
+    );
+    let row: Vec<&[String; 3]> = edges
+        .iter()
+        .find(|r| r[0][2] == "deploy/vote-bot" && r[1][2] == "deploy/voting")
+        .map(|r| r.iter().collect())
+        .unwrap_or_else(|| panic!("no vote-bot → voting row: {edges:?}"));
+    assert!(
+        row.iter()
+            .any(|c| c[0] == "denied" && c[2].starts_with("denied ")),
+        "{row:?}"
     );
     let nodes: Vec<&str> = graph["nodes"]
         .as_array()

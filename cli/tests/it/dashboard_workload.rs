@@ -681,8 +681,9 @@ async fn the_workload_page_shows_what_the_api_answered() {
                 "2.0rps",
                 BOT_ID,
                 WEB_ID,
+                "-",
             ]),
-            texts(&["deploy/web", "deploy/db", "×", "0.5rps", WEB_ID, "-"]),
+            texts(&["deploy/web", "deploy/db", "×", "0.5rps", WEB_ID, "-", "-"]),
             texts(&[
                 "deploy/web",
                 "deploy/voting",
@@ -690,6 +691,7 @@ async fn the_workload_page_shows_what_the_api_answered() {
                 "1.7rps",
                 WEB_ID,
                 VOTING_ID,
+                "-",
             ]),
         ],
     )

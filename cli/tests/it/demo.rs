@@ -222,7 +222,7 @@ fn demo_meshes_traffic_and_stops_cleanly_on_sigint() {
     // (the one discovery gave for the endpoint, named after its service), and each
     // server's proxy knows its caller's from the client certificate.
     for (caller, servers) in [
-        ("vote-bot", &["web"][..]),
+        ("vote-bot", &["web", "voting"][..]),
         ("web", &["emoji", "voting"][..]),
     ] {
         let body = &bodies[caller];
@@ -246,27 +246,78 @@ fn demo_meshes_traffic_and_stops_cleanly_on_sigint() {
             );
         }
     }
-    for (server, caller) in [
-        ("web", "vote-bot"),
-        ("emoji", "web"),
-        ("voting-0", "web"),
-        ("voting-1", "web"),
-        ("voting-2", "web"),
+    // `voting` is called by the vote-bot too, whose requests its policy refuses (403,
+    // `error="unauthorized"`): only `web`'s identity is let in.
+    for (server, callers) in [
+        ("web", &["vote-bot"][..]),
+        ("emoji", &["web"][..]),
+        ("voting-0", &["web", "vote-bot"][..]),
+        ("voting-1", &["web", "vote-bot"][..]),
+        ("voting-2", &["web", "vote-bot"][..]),
     ] {
         let body = &bodies[server];
         let series = series(body, "response_total", "inbound");
         assert!(
-            !series.is_empty(),
-            "{server}'s proxy has no inbound response_total:\n{body}"
+            series
+                .iter()
+                .any(|l| l.label("client_id") == Some(&*identity(callers[0]))),
+            "{server}'s proxy has no inbound response_total from {}:\n{body}",
+            callers[0]
         );
         for line in &series {
+            let caller = callers
+                .iter()
+                .find(|c| line.label("client_id") == Some(&*identity(c)))
+                .unwrap_or_else(|| {
+                    panic!("{server}'s proxy served someone else than {callers:?}: {line:?}")
+                });
             assert_eq!(
-                (line.label("tls"), line.label("client_id")),
-                (Some("true"), Some(&*identity(caller))),
-                "{server}'s proxy served {caller} without mutual TLS from its identity: {line:?}"
+                line.label("tls"),
+                Some("true"),
+                "{server}'s proxy served {caller} without mutual TLS: {line:?}"
             );
+            if *caller == "vote-bot" && server.starts_with("voting") {
+                assert_eq!(
+                    (line.label("status_code"), line.label("error")),
+                    (Some("403"), Some("unauthorized")),
+                    "{server}'s policy let the vote-bot in: {line:?}"
+                );
+            }
         }
     }
+    // The decisions, counted by the policy's own metrics: voting's proxies allowed
+    // web by the demo's AuthorizationPolicy, and denied the vote-bot on its Server
+    // (whose first call went out as the demo started, seconds before the 300 votes).
+    let decided = |family: &str, caller: &str, authz: Option<&str>| -> f64 {
+        ["voting-0", "voting-1", "voting-2"]
+            .iter()
+            .flat_map(|p| samples(&bodies[p]))
+            .filter(|s| {
+                s.name == family
+                    && s.label("srv_kind") == Some("server")
+                    && s.label("srv_name") == Some("voting-http")
+                    && s.label("authz_name") == authz
+                    && s.label("client_id") == Some(&*identity(caller))
+            })
+            .map(|s| s.value)
+            .sum()
+    };
+    assert!(
+        decided(
+            "inbound_http_authz_allow_total",
+            "web",
+            Some("voting-from-web")
+        ) > 0.0
+            && decided("inbound_http_authz_deny_total", "vote-bot", None) > 0.0
+            && decided(
+                "inbound_http_authz_allow_total",
+                "vote-bot",
+                Some("voting-from-web")
+            ) == 0.0
+            && decided("inbound_http_authz_deny_total", "web", None) == 0.0,
+        "voting's proxies did not enforce the demo's policy:\n{}",
+        bodies["voting-0"]
+    );
 
     // The demo's ServiceProfiles are in force: web's proxy retries voting's failing
     // vote route and counts it by route; the vote-bot's proxy times out web's slow
@@ -365,27 +416,72 @@ fn demo_meshes_traffic_and_stops_cleanly_on_sigint() {
         ("1/1".into(), "3/3".into()),
         "{stat}"
     );
+    // `-o wide` adds how many requests a second each resource's policy refused: the
+    // vote-bot's calls to voting, about one a second, and nothing elsewhere.
+    let mut wide = String::new();
+    let rate = |cell: &str| cell.trim_end_matches("rps").parse::<f64>().ok();
+    wait_until("mesh stat deploy -o wide shows voting's denials", || {
+        wide = mesh_cli(&["stat", "deploy", "-o", "wide"]);
+        wide.lines().map(cells).any(|row| {
+            row.len() == 11 && row[0] == "voting" && rate(&row[10]).is_some_and(|r| r > 0.0)
+        })
+    });
+    let rows: Vec<Vec<String>> = wide.lines().map(cells).collect();
+    assert_eq!(
+        rows[0].last().map(String::as_str),
+        Some("UNAUTHORIZED"),
+        "{wide}"
+    );
+    for row in &rows[1..] {
+        if row[0] == "web" || row[0] == "emoji" {
+            assert_eq!(rate(&row[10]), Some(0.0), "{wide}");
+        }
+    }
+    let json = mesh_cli(&["stat", "deploy/voting", "-o", "json"]);
+    let doc: serde_json::Value = serde_json::from_str(&json).expect("JSON");
+    assert!(
+        doc["rows"][0]["unauthorized_rps"]
+            .as_f64()
+            .is_some_and(|r| r > 0.0),
+        "{json}"
+    );
     let mut edges = String::new();
     wait_until("mesh edges deploy shows every call as secured", || {
         edges = mesh_cli(&["edges", "deploy", "-o", "wide"]);
-        [("vote-bot", "web"), ("web", "emoji"), ("web", "voting")]
-            .iter()
-            .all(|(src, dst)| {
-                edges.lines().map(cells).any(|row| {
-                    row == [
-                        src.to_string(),
-                        dst.to_string(),
-                        "demo".into(),
-                        "demo".into(),
-                        "√".into(),
-                        identity(src),
-                        identity(dst),
-                    ]
-                })
+        [
+            ("vote-bot", "web"),
+            ("web", "emoji"),
+            ("web", "voting"),
+            // The vote-bot's calls that voting's policy refuses: its proxy reached
+            // voting's over mutual TLS, and voting's said no (UNAUTHORIZED, the one
+            // edge with denials).
+            ("vote-bot", "voting"),
+        ]
+        .iter()
+        .all(|(src, dst)| {
+            edges.lines().map(cells).any(|row| {
+                let denied = (*src, *dst) == ("vote-bot", "voting");
+                row.len() == 8
+                    && row[..7]
+                        == [
+                            src.to_string(),
+                            dst.to_string(),
+                            "demo".into(),
+                            "demo".into(),
+                            "√".into(),
+                            identity(src),
+                            identity(dst),
+                        ]
+                    && if denied {
+                        rate(&row[7]).is_some_and(|r| r > 0.0)
+                    } else {
+                        row[7] == "-"
+                    }
             })
+        })
     });
     assert!(
-        edges.starts_with("SRC ") && edges.lines().count() == 4,
+        edges.starts_with("SRC ") && edges.lines().count() == 5,
         "every edge between demo proxies is mutual TLS, and nothing else calls:\n{edges}"
     );
     let mut routes = String::new();
@@ -423,6 +519,7 @@ fn demo_meshes_traffic_and_stops_cleanly_on_sigint() {
     // same directory, with nothing but the demo's TMPDIR (as a terminal would have it).
     for command in [
         "mesh stat deploy",
+        "mesh stat deploy -o wide",
         "mesh top deploy",
         "mesh edges deploy -o wide",
         "mesh routes svc/web",
@@ -1097,6 +1194,34 @@ fn tap_shows_the_demos_requests_and_only_those_it_filters() {
             assert_eq!(doc["destination_labels"]["deployment"], "voting", "{line}");
         }
     }
+
+    // voting's policy, decided in its proxies: each inbound request line ends with the
+    // decision, web's calls allowed by the demo's AuthorizationPolicy, the vote-bot's
+    // (its own identity) denied on voting's Server and answered 403.
+    let mut voting = Tap::start(
+        mesh,
+        tmp.path(),
+        &["deploy/voting", "--path", "/leaderboard"],
+    );
+    let allowed = "authz=authorizationpolicy/voting-from-web";
+    let denied = "authz=DENIED srv=server/voting-http";
+    voting.wait_for(
+        "an allowed and a denied request to voting",
+        Duration::from_secs(60),
+        |l| {
+            requests(l).iter().any(|l| l.ends_with(allowed))
+                && requests(l).iter().any(|l| l.ends_with(denied))
+                && l.iter()
+                    .any(|l| l.contains(":status=403") && l.contains("proxy-error=unauthorized"))
+        },
+    );
+    for line in requests(voting.read()) {
+        assert!(
+            line.contains("proxy=in ") && (line.ends_with(allowed) || line.ends_with(denied)),
+            "{line}"
+        );
+    }
+    drop(voting);
 
     // The same from a cluster: the demo's controller stands behind a controller pod of
     // the fake API server, and `mesh tap --kubeconfig` streams through the port-forward

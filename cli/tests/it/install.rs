@@ -522,6 +522,15 @@ fn custom_resources_pass_their_crds_schema() {
         resources.push_str("---\n");
         resources.push_str(&mesh_core::yaml::to_string(profile).expect("YAML"));
     }
+    // And the demo's authorization policy.
+    let policy: Value = mesh_core::yaml::from_str(
+        &std::fs::read_to_string(repo().join("cli/src/demo/policy.yaml")).expect("read"),
+    )
+    .expect("the demo's policy reads");
+    for resource in policy["policies"].as_array().expect("a list of policies") {
+        resources.push_str("---\n");
+        resources.push_str(&mesh_core::yaml::to_string(resource).expect("YAML"));
+    }
     resources.push_str("---\n");
     resources.push_str(&stdout(&mesh(&[
         "profile",
@@ -539,7 +548,7 @@ fn custom_resources_pass_their_crds_schema() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("4 custom resource(s) valid"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("7 custom resource(s) valid"));
 
     let invalid = tmp.path().join("invalid.yaml");
     std::fs::write(

@@ -100,7 +100,8 @@ fn stderr(o: &Output) -> String {
 }
 
 /// What `/api/stat` answers about the demo's deployments: `voting` answered 290 of 300
-/// requests well in the window, `web` nothing.
+/// requests well in the window and its policy denied half a request a second, `web`
+/// nothing.
 fn stat_answer() -> String {
     serde_json::json!({
         "window_seconds": 60.0,
@@ -111,7 +112,8 @@ fn stat_answer() -> String {
              "success_rate": 290.0 / 300.0, "rps": 5.0,
              "latency_ms": {"p50": 1.52, "p95": 4.6, "p99": 24.1}, "seconds": 60.0,
              "tcp": {"open_connections": 3, "opened": 3, "read_bytes_per_second": 812.25,
-                     "write_bytes_per_second": 1024.0}},
+                     "write_bytes_per_second": 1024.0},
+             "unauthorized_rps": 0.5, "audit_rps": 0.0},
             {"resource": {"type": "deployment", "namespace": "demo", "name": "web"},
              "pods": {"meshed": 1, "total": 1},
              "responses": {"success": 0, "failure": 0},
@@ -215,8 +217,11 @@ fn stat_prints_the_apis_rows_as_linkerd_does() {
     let text = stdout(&out);
     assert!(
         text.starts_with("NAMESPACE   NAME     MESHED")
-            && text.contains("   READ_BYTES/SEC   WRITE_BYTES/SEC\n")
-            && text.contains("demo        voting   3/3      96.67%"),
+            && text.contains("   READ_BYTES/SEC   WRITE_BYTES/SEC   UNAUTHORIZED\n")
+            && text
+                .lines()
+                .any(|l| l.starts_with("demo        voting   3/3      96.67%")
+                    && l.ends_with("   0.5rps")),
         "{text}"
     );
     let out = mesh(
@@ -265,7 +270,7 @@ fn edges_show_mtls_and_both_identities() {
     assert!(
         stdout(&out).lines().nth(1).is_some_and(|l| l.ends_with(
             "√         web.demo.serviceaccount.identity.mesh.cluster.local   \
-             voting.demo.serviceaccount.identity.mesh.cluster.local"
+             voting.demo.serviceaccount.identity.mesh.cluster.local   -"
         )),
         "{}",
         stdout(&out)

@@ -227,6 +227,7 @@ async fn stat_and_edges_agree_with_the_proxies_counters() {
             "success_rate": 0.75,
             "rps": edges["edges"][0]["rps"],
             "tcp": edges["edges"][0]["tcp"],
+            "unauthorized_rps": 0.0,
         }]),
         "{edges:#}"
     );

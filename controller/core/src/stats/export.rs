@@ -2,7 +2,8 @@
 //! them instead of scraping every proxy.
 //!
 //! Each tracked pod's reduced series are written under the proxy's own names
-//! (`response_total`, `response_latency_ms_bucket`, `tcp_*`, `route_*`) with the labels
+//! (`response_total`, `response_latency_ms_bucket`, `tcp_*`, `route_*`,
+//! `inbound_{http,tcp}_authz_{deny,audit}_total`) with the labels
 //! kept (`direction`, `classification`, `le`, `tls`, `server_id`, `authority`,
 //! `dst_*`, `dst`, `rt_route`) and the labels a Prometheus scrape job would add to the
 //! pod's own series (`namespace`, `pod`, and the owner, `deployment="web"`), so the
@@ -13,13 +14,13 @@
 
 use super::{
     resource::PodMeta,
-    scrape::{Class, Measure, Side},
+    scrape::{Class, Layer, Measure, Side},
     Stats,
 };
 use std::fmt::Write as _;
 
 /// The families, in the order they are written; each is written whole.
-const FAMILIES: [(&str, &str); 9] = [
+const FAMILIES: [(&str, &str); 13] = [
     ("response_total", "counter"),
     ("response_latency_ms", "histogram"),
     ("tcp_open_connections", "gauge"),
@@ -29,12 +30,16 @@ const FAMILIES: [(&str, &str); 9] = [
     ("route_response_total", "counter"),
     ("route_response_latency_ms", "histogram"),
     ("route_actual_response_total", "counter"),
+    ("inbound_http_authz_deny_total", "counter"),
+    ("inbound_tcp_authz_deny_total", "counter"),
+    ("inbound_http_authz_audit_total", "counter"),
+    ("inbound_tcp_authz_audit_total", "counter"),
 ];
 
 impl Stats {
     /// Every tracked pod's series, as of its last scrape.
     pub fn export(&self) -> String {
-        let mut families: [String; 9] = Default::default();
+        let mut families: [String; FAMILIES.len()] = Default::default();
         for (meta, window) in self.pods() {
             let Some(window) = window else {
                 continue;
@@ -45,6 +50,10 @@ impl Stats {
                     (Measure::OpenedConnections, _) => (3, ""),
                     (Measure::ReadBytes, _) => (4, ""),
                     (Measure::WriteBytes, _) => (5, ""),
+                    (Measure::Unauthorized(Layer::Http), _) => (9, ""),
+                    (Measure::Unauthorized(Layer::Tcp), _) => (10, ""),
+                    (Measure::Audited(Layer::Http), _) => (11, ""),
+                    (Measure::Audited(Layer::Tcp), _) => (12, ""),
                     (Measure::Responses(_), Side::Route(_)) => (6, ""),
                     (Measure::LatencyBucket(_), Side::Route(_)) => (7, "_bucket"),
                     (Measure::Responses(_), Side::RouteActual(_)) => (8, ""),
@@ -67,7 +76,9 @@ impl Stats {
                     Measure::OpenConnections
                     | Measure::OpenedConnections
                     | Measure::ReadBytes
-                    | Measure::WriteBytes => {}
+                    | Measure::WriteBytes
+                    | Measure::Unauthorized(_)
+                    | Measure::Audited(_) => {}
                 }
                 out.pop();
                 let _ = writeln!(out, "}} {value}");
@@ -98,6 +109,13 @@ fn pod_labels(out: &mut String, meta: &PodMeta) {
 fn side_labels(out: &mut String, side: &Side) {
     match side {
         Side::Inbound => label(out, "direction", "inbound"),
+        Side::InboundFrom(client) => {
+            label(out, "direction", "inbound");
+            label(out, "tls", if client.is_some() { "true" } else { "false" });
+            if let Some(id) = client {
+                label(out, "client_id", id);
+            }
+        }
         Side::Outbound(d) => {
             label(out, "direction", "outbound");
             let pairs = [

@@ -104,6 +104,12 @@ pub struct StatRow {
     #[serde(flatten)]
     pub traffic: Traffic,
     pub tcp: Tcp,
+    /// Requests and connections the pods' inbound policy refused, a second (HTTP 403 /
+    /// gRPC `PERMISSION_DENIED` and refused TCP connections alike); 0 with `to` and
+    /// `from`, and for services and authorities, which are read from outbound sides.
+    pub unauthorized_rps: f64,
+    /// What an `audit` policy let through but would have refused, a second: not denials.
+    pub audit_rps: f64,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -172,6 +178,10 @@ pub struct EdgeRow {
     pub success_rate: Option<f64>,
     pub rps: f64,
     pub tcp: Tcp,
+    /// Requests and connections the destination's inbound policy refused, a second:
+    /// read from the destination's pods, whose policy counts them by the client's
+    /// identity.
+    pub unauthorized_rps: f64,
 }
 
 /// One namespace at one moment (see [`NamespaceQuery`]).
@@ -232,6 +242,8 @@ struct Tally {
     opened: f64,
     read: f64,
     written: f64,
+    unauthorized: f64,
+    audited: f64,
     seconds: f64,
 }
 
@@ -293,7 +305,7 @@ impl Stats {
                     row.count(meta);
                     each_series(window, now, q.window, |side, measure, span, i| {
                         let wanted = match (to, side) {
-                            (None, Side::Inbound) => true,
+                            (None, Side::Inbound | Side::InboundFrom(_)) => true,
                             (Some(to), Side::Outbound(d)) => {
                                 d.resource(to.kind).is_some_and(|r| to.matches(&r))
                             }
@@ -351,6 +363,8 @@ impl Stats {
                     pods: row.pods,
                     traffic: row.tally.traffic(),
                     tcp: row.tally.tcp(),
+                    unauthorized_rps: row.tally.unauthorized,
+                    audit_rps: row.tally.audited,
                 })
                 .collect(),
             overflow: self.overflow(),
@@ -414,6 +428,13 @@ impl Stats {
 
     /// The edges with either end in `namespace` (`None`: all), each end named by
     /// `src` (of the client pod) and `dst` (of the destination its proxy sent to).
+    ///
+    /// Denials are read from the other end: each server pod's policy counts them by
+    /// the client's mesh identity, which names the caller's resource when exactly one
+    /// resource's pods hold it (several workloads may share a service account; a
+    /// denial that cannot be told apart is on no edge, and plaintext clients have no
+    /// identity). The edge is the one the caller's proxy reports (same ends and
+    /// identities), or a new one if it reports none.
     fn edges_by(
         &self,
         namespace: Option<&str>,
@@ -457,6 +478,45 @@ impl Stats {
                 edges.entry(key).or_default().add(measure, span, i);
             });
         }
+        let mut callers: HashMap<&str, Option<Resource>> = HashMap::new();
+        for (meta, _) in self.pods() {
+            let (Some(id), Some(r)) = (meta.identity.as_deref(), src(meta)) else {
+                continue;
+            };
+            callers
+                .entry(id)
+                .and_modify(|c| {
+                    if c.as_ref() != Some(&r) {
+                        *c = None;
+                    }
+                })
+                .or_insert(Some(r));
+        }
+        for (meta, pod_window) in self.pods() {
+            let Some(server) = src(meta) else {
+                continue;
+            };
+            each_series(pod_window, now, window, |side, measure, span, i| {
+                let (Side::InboundFrom(Some(client)), Measure::Unauthorized(_)) = (side, measure)
+                else {
+                    return;
+                };
+                let Some(Some(caller)) = callers.get(&**client) else {
+                    return;
+                };
+                if !(in_ns(caller) || in_ns(&server)) {
+                    return;
+                }
+                let key = (
+                    caller.clone(),
+                    server.clone(),
+                    Some(Arc::from(&**client)),
+                    meta.identity.clone(),
+                    true,
+                );
+                edges.entry(key).or_default().add(measure, span, i);
+            });
+        }
         edges
             .into_iter()
             .filter(|(_, t)| t.active())
@@ -472,6 +532,7 @@ impl Stats {
                     success_rate: traffic.success_rate,
                     rps: t.rps,
                     tcp: t.tcp(),
+                    unauthorized_rps: t.unauthorized,
                 }
             })
             .collect()
@@ -621,13 +682,15 @@ impl Tally {
             Measure::OpenedConnections => self.opened += span.increase(i),
             Measure::ReadBytes => self.read += rate(span.increase(i)),
             Measure::WriteBytes => self.written += rate(span.increase(i)),
+            Measure::Unauthorized(_) => self.unauthorized += rate(span.increase(i)),
+            Measure::Audited(_) => self.audited += rate(span.increase(i)),
         }
         self.seconds = self.seconds.max(seconds);
     }
 
     /// Whether anything happened (for edges: an idle pair is not shown).
     fn active(&self) -> bool {
-        self.success + self.failure + self.opened + self.open > 0.0
+        self.success + self.failure + self.opened + self.open + self.unauthorized > 0.0
     }
 
     fn responses(&self) -> Responses {

@@ -48,6 +48,19 @@ pub enum Measure {
     ReadBytes,
     /// `tcp_write_bytes_total`.
     WriteBytes,
+    /// `inbound_{http,tcp}_authz_deny_total`: requests and connections the inbound
+    /// policy refused.
+    Unauthorized(Layer),
+    /// `inbound_{http,tcp}_authz_audit_total`: what the policy would have refused, let
+    /// through because it audits. Not a denial.
+    Audited(Layer),
+}
+
+/// What an authorization decision was about: an HTTP request or a TCP connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Layer {
+    Http,
+    Tcp,
 }
 
 /// Whose traffic a series counts.
@@ -55,6 +68,11 @@ pub enum Measure {
 pub enum Side {
     /// What the pod's proxy received (`direction="inbound"`; TCP: `peer="src"`).
     Inbound,
+    /// The inbound policy's decisions (`inbound_*_authz_*`), by the client's mesh
+    /// identity (`client_id`; `None` without mesh TLS), which names the caller's
+    /// workload on the edges: a denied client's own proxy may not be scraped, and
+    /// its outbound side does not say the answer was a denial.
+    InboundFrom(Option<Box<str>>),
     /// What the pod's proxy sent to one destination (`direction="outbound"`; TCP:
     /// `peer="dst"`, the connections it opened, which carry the `dst_*` labels).
     Outbound(Destination),
@@ -154,6 +172,7 @@ enum Family {
     RouteResponses,
     RouteLatency,
     RouteActualResponses,
+    Authz(Measure),
 }
 
 // === impl Le ===
@@ -255,6 +274,10 @@ impl Family {
             "route_response_total" => Self::RouteResponses,
             "route_response_latency_ms_bucket" => Self::RouteLatency,
             "route_actual_response_total" => Self::RouteActualResponses,
+            "inbound_http_authz_deny_total" => Self::Authz(Measure::Unauthorized(Layer::Http)),
+            "inbound_tcp_authz_deny_total" => Self::Authz(Measure::Unauthorized(Layer::Tcp)),
+            "inbound_http_authz_audit_total" => Self::Authz(Measure::Audited(Layer::Http)),
+            "inbound_tcp_authz_audit_total" => Self::Authz(Measure::Audited(Layer::Tcp)),
             _ => return None,
         })
     }
@@ -290,6 +313,7 @@ impl Family {
             Self::Opened => Measure::OpenedConnections,
             Self::Read => Measure::ReadBytes,
             Self::Written => Measure::WriteBytes,
+            Self::Authz(measure) => measure,
         }))
     }
 
@@ -299,6 +323,12 @@ impl Family {
     /// connections to the proxy, which carry no destination), and route series that
     /// are not outbound.
     fn side(self, s: &prom::Sample) -> Result<Option<Side>, InvalidScrape> {
+        // Authorization is inbound only: its counters have no `direction` (Linkerd's
+        // names and labels).
+        if let Self::Authz(_) = self {
+            let client = s.label("client_id").filter(|id| !id.is_empty());
+            return Ok(Some(Side::InboundFrom(client.map(Box::from))));
+        }
         let direction = s.label("direction").unwrap_or("");
         let inbound = match direction {
             "inbound" => true,
@@ -330,7 +360,7 @@ impl Family {
                     return Ok(None);
                 }
             }
-            Self::Responses | Self::Latency => {}
+            Self::Responses | Self::Latency | Self::Authz(_) => {}
         }
         if inbound {
             return Ok(Some(Side::Inbound));

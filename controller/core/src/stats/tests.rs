@@ -191,6 +191,156 @@ fn counts_and_rates_are_exact() {
     assert!(stats.stat(&q, S(21)).unwrap().rows.is_empty());
 }
 
+/// A page of inbound authorization decisions, as a proxy with policy on writes them:
+/// HTTP denials by client (one meshed, one plaintext), refused TCP connections,
+/// audits, and allows (which are not counted here).
+fn authz(http_denied: [u64; 2], tcp_denied: u64, audited: u64, allowed: u64) -> String {
+    let srv = "srv_group=\"policy.mesh.rs\",srv_kind=\"server\",srv_name=\"voting-http\",srv_port=\"7030\"";
+    let route = "route_group=\"\",route_kind=\"default\",route_name=\"default\"";
+    let [meshed, plain] = http_denied;
+    format!(
+        "# TYPE inbound_http_authz_allow_total counter\n\
+         inbound_http_authz_allow_total{{{srv},{route},authz_group=\"policy.mesh.rs\",authz_kind=\"authorizationpolicy\",authz_name=\"voting-from-web\",tls=\"true\",client_id=\"web.demo.serviceaccount.identity.mesh.cluster.local\"}} {allowed}\n\
+         # TYPE inbound_http_authz_deny_total counter\n\
+         inbound_http_authz_deny_total{{{srv},{route},tls=\"true\",client_id=\"vote-bot.demo.serviceaccount.identity.mesh.cluster.local\"}} {meshed}\n\
+         inbound_http_authz_deny_total{{{srv},{route},tls=\"false\"}} {plain}\n\
+         # TYPE inbound_http_authz_audit_total counter\n\
+         inbound_http_authz_audit_total{{srv_group=\"\",srv_kind=\"default\",srv_name=\"audit\",srv_port=\"7031\",{route},tls=\"false\"}} {audited}\n\
+         # TYPE inbound_http_route_not_found_total counter\n\
+         # TYPE inbound_tcp_authz_allow_total counter\n\
+         # TYPE inbound_tcp_authz_deny_total counter\n\
+         inbound_tcp_authz_deny_total{{{srv},tls=\"false\"}} {tcp_denied}\n\
+         # TYPE inbound_tcp_authz_audit_total counter\n\
+         # TYPE inbound_tcp_authz_terminate_total counter\n"
+    )
+}
+
+#[test]
+fn denials_are_counted_apart_from_audits_and_allows() {
+    let mut stats = Stats::new(Limits::default());
+    stats.set_pods([web(0), web(1)]);
+    // web-0: +6 meshed and +4 plaintext HTTP denials, +2 refused connections, +10
+    // audited, +100 allowed over [0, 10]; web-1: +3 HTTP denials over [1, 11], with a
+    // restart (its counter going down) counted as an increase from zero.
+    let page = |p: String| format!("{}{p}", inbound(0, 0));
+    record(&mut stats, &web(0), 0, &page(authz([1, 1], 1, 0, 0)));
+    record(&mut stats, &web(0), 10, &page(authz([7, 5], 3, 10, 100)));
+    record(&mut stats, &web(1), 1, &page(authz([5, 0], 0, 0, 0)));
+    record(&mut stats, &web(1), 11, &page(authz([3, 0], 0, 0, 0)));
+
+    let a = stat(&stats, "deploy", 60, 11);
+    let r = row(&a, "web");
+    // (6 + 4 + 2) / 10 s + 3 / 10 s.
+    assert!((r.unauthorized_rps - 1.5).abs() < 1e-9, "{r:?}");
+    assert!((r.audit_rps - 1.0).abs() < 1e-9, "{r:?}");
+    // Decisions are not responses: those come from `response_total` alone.
+    assert_eq!(r.traffic.responses, Responses::default());
+    let a = stat(&stats, "po", 60, 11);
+    assert!((row(&a, "web-1").unauthorized_rps - 0.3).abs() < 1e-9);
+    assert_eq!(row(&a, "web-1").audit_rps, 0.0);
+
+    // Read from the pods' own (inbound) side only: what they sent is not theirs.
+    let q = StatQuery {
+        to: Some(Selector::parse("deploy/web", Some("demo")).unwrap()),
+        ..StatQuery::new(Selector::parse("deploy", Some("demo")).unwrap(), S(60))
+    };
+    let a = stats.stat(&q, S(11)).unwrap();
+    assert!(a.rows.iter().all(|r| r.unauthorized_rps == 0.0), "{a:?}");
+
+    // And federated under the proxy's names.
+    let text = stats.export();
+    assert!(
+        text.contains("# TYPE inbound_http_authz_deny_total counter\n")
+            && text.contains("inbound_tcp_authz_deny_total{namespace=\"demo\",pod=\"web-0\",deployment=\"web\",direction=\"inbound\",tls=\"false\"}"),
+        "{text}"
+    );
+}
+
+/// The policy's denials are on the edge from the caller, found by its identity: the
+/// edge its proxy reports (which says nothing of denials: a 403 is a response like
+/// another), or one of their own when the caller's proxy reports nothing. A client
+/// whose identity several workloads share, or none, is on no edge.
+#[test]
+fn denials_are_on_the_edge_from_the_caller_by_its_identity() {
+    let id = |sa: &str| -> std::sync::Arc<str> {
+        format!("{sa}.demo.serviceaccount.identity.mesh.cluster.local").into()
+    };
+    let meta = |name: &str, deploy: &str, sa: &str| PodMeta {
+        identity: Some(id(sa)),
+        ..pod("demo", name, Some(("deployment", deploy)), true)
+    };
+    let (bot, voting, shared_a, shared_b) = (
+        meta("vote-bot-0", "vote-bot", "vote-bot"),
+        meta("voting-0", "voting", "voting"),
+        meta("a-0", "a", "shared"),
+        meta("b-0", "b", "shared"),
+    );
+    let mut stats = Stats::new(Limits::default());
+    stats.set_pods([
+        bot.clone(),
+        voting.clone(),
+        shared_a.clone(),
+        shared_b.clone(),
+    ]);
+    let to_voting = dst("demo", "voting", ("deployment", "voting"), "voting-0");
+    let bot_page = |n: u64| outbound(&to_voting, Some(&id("voting")), n, 0);
+    let denials = |bot: u64, shared: u64, plain: u64| {
+        let srv = "srv_group=\"policy.mesh.rs\",srv_kind=\"server\",srv_name=\"voting-http\",srv_port=\"8080\",route_group=\"\",route_kind=\"default\",route_name=\"default\"";
+        format!(
+            "inbound_http_authz_deny_total{{{srv},tls=\"true\",client_id=\"{}\"}} {bot}\n\
+             inbound_http_authz_deny_total{{{srv},tls=\"true\",client_id=\"{}\"}} {shared}\n\
+             inbound_http_authz_deny_total{{{srv},tls=\"false\"}} {plain}\n",
+            id("vote-bot"),
+            id("shared"),
+        )
+    };
+    record(&mut stats, &bot, 0, &bot_page(0));
+    record(&mut stats, &bot, 10, &bot_page(10));
+    record(&mut stats, &voting, 0, &denials(0, 0, 0));
+    record(&mut stats, &voting, 10, &denials(10, 5, 7));
+
+    let q = EdgesQuery {
+        kind: ResourceKind::Deployment,
+        namespace: Some("demo".into()),
+        window: S(60),
+    };
+    let edges = stats.edges(&q, S(10)).unwrap().edges;
+    let [edge] = &edges[..] else {
+        panic!("one edge, vote-bot → voting: {edges:#?}")
+    };
+    assert_eq!((&*edge.src.name, &*edge.dst.name), ("vote-bot", "voting"));
+    assert_eq!(edge.client_id, Some(id("vote-bot")));
+    assert_eq!(edge.server_id, Some(id("voting")));
+    assert!((edge.rps - 1.0).abs() < 1e-9, "{edge:?}");
+    assert!((edge.unauthorized_rps - 1.0).abs() < 1e-9, "{edge:?}");
+    // voting's own row counts every denial, whoever the client.
+    assert!((row(&stat(&stats, "deploy", 60, 10), "voting").unauthorized_rps - 2.2).abs() < 1e-9);
+
+    // Without the caller's own report, the denials make the edge.
+    let mut stats = Stats::new(Limits::default());
+    stats.set_pods([bot.clone(), voting.clone()]);
+    record(&mut stats, &voting, 0, &denials(0, 0, 0));
+    record(&mut stats, &voting, 10, &denials(20, 0, 0));
+    let a = stats
+        .namespace(
+            &NamespaceQuery {
+                namespace: "demo".into(),
+                window: S(60),
+            },
+            S(10),
+        )
+        .unwrap();
+    let [edge] = &a.edges[..] else {
+        panic!("one edge, vote-bot → voting: {:#?}", a.edges)
+    };
+    assert_eq!((&*edge.src.name, &*edge.dst.name), ("vote-bot", "voting"));
+    assert!(
+        edge.secured && edge.rps == 0.0 && edge.success_rate.is_none(),
+        "{edge:?}"
+    );
+    assert!((edge.unauthorized_rps - 2.0).abs() < 1e-9, "{edge:?}");
+}
+
 #[test]
 fn a_window_with_no_recent_scrape_has_no_traffic() {
     let mut stats = Stats::new(Limits::default());

@@ -1,6 +1,7 @@
 //! Tap events as mesh shows them, the one reading `mesh tap` (its lines and `-o json`)
 //! and the dashboard's tap stream (`/api/stream/tap`) share: the parts every line starts
-//! with ([`common`]), durations, gRPC status names, and an event as JSON ([`to_json`]).
+//! with ([`common`]), the inbound policy's decision ([`authz`]), durations, gRPC status
+//! names, and an event as JSON ([`to_json`]).
 
 use mesh_api::tap::{
     tap_event::{http::Event, ProxyDirection},
@@ -39,6 +40,42 @@ pub fn common(event: &TapEvent, http: &Event) -> Common {
         dst: addr(&event.destination),
         tls: event.tls,
     }
+}
+
+/// The inbound policy's decision of a request as `mesh tap` shows it (`authz=...` on a
+/// request line): the authorization that allowed it (`authorizationpolicy/web-only`,
+/// `default/all-unauthenticated`), else `DENIED`, `AUDIT` (let through only because the
+/// policy audits) or `NOT_FOUND` (no route of the server), with the server that decided
+/// (`srv=server/voting-http`). `None` without a decision (outbound, or policy off).
+pub fn authz(event: &TapEvent) -> Option<String> {
+    let a = event.authorization.as_ref()?;
+    let name = |m: &Option<mesh_api::policy::Meta>| {
+        m.as_ref()
+            .map_or_else(|| "-".to_string(), |m| format!("{}/{}", m.kind, m.name))
+    };
+    Some(match a.outcome.as_str() {
+        "allow" => name(&a.authz),
+        "deny" => format!("DENIED srv={}", name(&a.server)),
+        "audit" => format!("AUDIT srv={}", name(&a.server)),
+        "route_not_found" => format!("NOT_FOUND srv={}", name(&a.server)),
+        other => format!("{other} srv={}", name(&a.server)),
+    })
+}
+
+/// The decision as JSON: `{outcome, server, route, authz}`, each object `kind/name`
+/// (`null` when absent); `null` without a decision.
+fn authorization(event: &TapEvent) -> serde_json::Value {
+    let Some(a) = event.authorization.as_ref() else {
+        return serde_json::Value::Null;
+    };
+    let name =
+        |m: &Option<mesh_api::policy::Meta>| m.as_ref().map(|m| format!("{}/{}", m.kind, m.name));
+    serde_json::json!({
+        "outcome": a.outcome,
+        "server": name(&a.server),
+        "route": name(&a.route),
+        "authz": name(&a.authz),
+    })
 }
 
 /// An event's duration; zero when absent or negative (a proxy's clock never goes
@@ -123,6 +160,7 @@ pub fn to_json(event: &TapEvent) -> serde_json::Value {
         "route_labels": labels(event.route_meta.as_ref().map(|m| &m.labels)),
         "source_identity": event.source_meta.as_ref().map_or("", |m| m.identity.as_str()),
         "destination_identity": event.destination_meta.as_ref().map_or("", |m| m.identity.as_str()),
+        "authorization": authorization(event),
     });
     let fields = match http {
         Event::RequestInit(e) => serde_json::json!({
