@@ -1188,9 +1188,12 @@ impl Bench<'_> {
                 "the {INBOUND} counted no request allowed by authorization {want:?} (--policy {mode:?})"
             ));
         }
-        let denied = sum("inbound_http_authz_deny_total", None) + sum("inbound_tcp_authz_deny_total", None);
+        let denied =
+            sum("inbound_http_authz_deny_total", None) + sum("inbound_tcp_authz_deny_total", None);
         if denied > 0.0 {
-            problems.push(format!("the {INBOUND} denied {denied} requests or connections"));
+            problems.push(format!(
+                "the {INBOUND} denied {denied} requests or connections"
+            ));
         }
         Ok(problems)
     }
@@ -1423,7 +1426,8 @@ fn policies_yaml(mode: PolicyMode, client: &str) -> String {
         let identity = if i == 99 {
             client.to_string()
         } else {
-            mesh_api::names::ServiceAccount::new(MESH_NS, &format!("sa-{i:03}")).identity(TRUST_DOMAIN)
+            mesh_api::names::ServiceAccount::new(MESH_NS, format!("sa-{i:03}"))
+                .identity(TRUST_DOMAIN)
         };
         for server in ["http", "echo"] {
             out.push_str(&format!(
