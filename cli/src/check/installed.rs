@@ -96,6 +96,7 @@ async fn config(ctx: &Ctx) -> (Category, Values) {
     };
     c.push(check);
     c.push(profiles(ctx, &values).await);
+    c.push(policies(ctx).await);
     (c, values)
 }
 
@@ -181,40 +182,60 @@ fn same_schema(a: &serde_json::Value, b: &serde_json::Value) -> bool {
     }
 }
 
+/// Every object of a custom resource, listed across namespaces; a resource that is not
+/// served (its CRD missing) or cannot be listed is the check's error.
+async fn list_all(
+    ctx: &Ctx,
+    (group, version, kind, plural): (&str, &str, &str, &str),
+) -> Result<Vec<DynamicObject>, String> {
+    let resource =
+        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural);
+    let api: Api<DynamicObject> = Api::all_with(ctx.client.clone(), &resource);
+    match api.list(&ListParams::default()).await {
+        Ok(list) => Ok(list
+            .items
+            .into_iter()
+            .map(|mut o| {
+                // List items may come without their type; validation reads it.
+                o.types = Some(kube::api::TypeMeta {
+                    api_version: format!("{group}/{version}"),
+                    kind: kind.to_string(),
+                });
+                o
+            })
+            .collect()),
+        Err(e) if is_not_found(&e) => Err(format!(
+            "{plural}.{group} is not served (the API server answered 404): the CRD is \
+             missing; run `mesh install --crds | kubectl apply -f -`"
+        )),
+        Err(e) => Err(explain(&e, &format!("cannot list {plural}.{group}"))),
+    }
+}
+
+/// `ns/name` of an object, as the checks' details name it.
+fn object_name(obj: &DynamicObject) -> String {
+    format!(
+        "{}/{}",
+        obj.metadata.namespace.as_deref().unwrap_or("default"),
+        obj.metadata.name.as_deref().unwrap_or_default()
+    )
+}
+
 /// Every ServiceProfile valid, each problem named with its object, field and reason.
 async fn profiles(ctx: &Ctx, values: &Values) -> Check {
     use mesh_core::profile::{GROUP, KIND, PLURAL, VERSION as V};
     const ID: &str = "config-profiles";
     const WHAT: &str = "ServiceProfiles are valid";
-    let resource =
-        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(GROUP, V, KIND), PLURAL);
-    let api: Api<DynamicObject> = Api::all_with(ctx.client.clone(), &resource);
-    let list = match api.list(&ListParams::default()).await {
+    let list = match list_all(ctx, (GROUP, V, KIND, PLURAL)).await {
         Ok(list) => list,
-        Err(e) if is_not_found(&e) => {
-            return Check::error(
-                ID,
-                WHAT,
-                format!(
-                    "{PLURAL}.{GROUP} is not served (the API server answered 404): the CRD is \
-                     missing; run `mesh install --crds | kubectl apply -f -`"
-                ),
-            )
-        }
-        Err(e) => {
-            return Check::error(
-                ID,
-                WHAT,
-                explain(&e, &format!("cannot list {PLURAL}.{GROUP}")),
-            )
-        }
+        Err(e) => return Check::error(ID, WHAT, e),
     };
     let domain = ctx
         .cluster_domain
         .as_deref()
         .unwrap_or(&values.cluster_domain);
     let mut details = Vec::new();
-    for obj in &list.items {
+    for obj in &list {
         let ns = obj.metadata.namespace.as_deref().unwrap_or("default");
         let name = obj.metadata.name.as_deref().unwrap_or_default();
         let spec = obj.data.get("spec").cloned().unwrap_or_default();
@@ -232,6 +253,53 @@ async fn profiles(ctx: &Ctx, values: &Values) -> Check {
                 "{} problem(s); the controller keeps each profile's last valid version in force \
                  until it is fixed (`mesh profile validate FILE` checks a file before it is \
                  applied):",
+                details.len()
+            ),
+        )
+        .details(details)
+    }
+}
+
+/// Every authorization policy object (`policy.mesh.rs`: servers, authorization
+/// policies, authentications, routes) valid, each problem named with its kind, object,
+/// field and reason: the rules `mesh policy validate` and the admission webhook apply,
+/// for objects that got in without the webhook (applied before it, or with it off).
+async fn policies(ctx: &Ctx) -> Check {
+    use mesh_core::policy::{Kind, GROUP, VERSION as V};
+    const ID: &str = "config-policies";
+    const WHAT: &str = "authorization policies are valid";
+    let mut details = Vec::new();
+    for kind in Kind::ALL {
+        let list = match list_all(ctx, (GROUP, V, kind.name(), kind.plural())).await {
+            Ok(list) => list,
+            Err(e) => return Check::error(ID, WHAT, e),
+        };
+        for obj in &list {
+            let value = match serde_json::to_value(obj) {
+                Ok(v) => v,
+                Err(e) => {
+                    details.push(format!("{} {}: {e}", kind.name(), object_name(obj)));
+                    continue;
+                }
+            };
+            if let Err(p) = mesh_core::policy::validate_value(value) {
+                details.extend(
+                    p.0.iter()
+                        .map(|p| format!("{} {}: {p}", kind.name(), object_name(obj))),
+                );
+            }
+        }
+    }
+    if details.is_empty() {
+        Check::ok(ID, WHAT)
+    } else {
+        Check::error(
+            ID,
+            WHAT,
+            format!(
+                "{} problem(s); the controller leaves an invalid object out of every \
+                 policy, as if it were not there (`mesh authz TYPE/NAME` shows what is in \
+                 force, `mesh policy validate FILE` checks a file before it is applied):",
                 details.len()
             ),
         )

@@ -397,7 +397,7 @@ async fn a_healthy_install_passes_and_json_parses() {
     has(
         &out,
         &[
-            "mesh-config\n-----------\n√ control plane namespace exists\n√ control plane CustomResourceDefinitions are installed and current\n√ the install's values are readable\n√ ServiceProfiles are valid\n",
+            "mesh-config\n-----------\n√ control plane namespace exists\n√ control plane CustomResourceDefinitions are installed and current\n√ the install's values are readable\n√ ServiceProfiles are valid\n√ authorization policies are valid\n",
             "√ control plane pods are ready",
             "√ trust anchors are within their validity period",
             "√ issuer certificate is issued by the trust anchors",
@@ -665,6 +665,33 @@ async fn invalid_profiles_are_reported_with_their_fields() {
     )
     .await;
     has(&out, &["× ServiceProfiles are valid"]);
+
+    // Authorization policies that got in without the webhook: each problem by kind,
+    // object and field; the valid ones not named.
+    let (code, out) = check(kube.kubeconfig_path(), &["--wait", "0s"]).await;
+    assert_eq!(code, 0, "{out}");
+    has(&out, &["√ authorization policies are valid"]);
+    for (name, id) in [
+        ("web", "web.shop.serviceaccount.identity.mesh.cluster.local"),
+        ("broken", "not an identity"),
+    ] {
+        kube.apply(json!({
+            "apiVersion": "policy.mesh.rs/v1alpha1", "kind": "MeshTLSAuthentication",
+            "metadata": {"name": name, "namespace": "shop"},
+            "spec": {"identities": [id]},
+        }))
+        .unwrap();
+    }
+    let (code, out) = check(kube.kubeconfig_path(), &["--wait", "0s"]).await;
+    assert_eq!(code, 1, "{out}");
+    has(
+        &out,
+        &[
+            "× authorization policies are valid",
+            "MeshTLSAuthentication shop/broken: spec.identities[0]: \"not an identity\" is not an identity",
+        ],
+    );
+    assert!(!out.contains("shop/web:"), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -677,7 +704,10 @@ async fn wait_reruns_until_the_pods_are_ready() {
     let cfg = kube.kubeconfig_path().to_owned();
 
     // Without waiting: the unready pod fails the run, named.
+    let before = kube.stats().lists;
     let (code, out) = check(&cfg, &["--wait", "0s"]).await;
+    // What one run lists: two runs at least are awaited below.
+    let per_run = kube.stats().lists - before;
     assert_eq!(code, 1, "{out}");
     has(
         &out,
@@ -692,7 +722,7 @@ async fn wait_reruns_until_the_pods_are_ready() {
     let run = tokio::spawn(async move { check(&cfg, &["--wait", "60s"]).await });
     // Two runs at least have seen the pod unready before it turns ready.
     kube.wait_for_stats("two runs of the suite", Duration::from_secs(30), |s| {
-        s.lists >= lists + 6
+        s.lists >= lists + 2 * per_run
     })
     .await
     .unwrap();

@@ -75,7 +75,11 @@ pub fn http<B>(
     req: &Request<B>,
 ) -> (Decision, Option<Decided>) {
     let policy = port.current();
-    let host = super::request_host(req);
+    let host = if policy.needs_host() {
+        super::request_host(req)
+    } else {
+        None
+    };
     let HttpDecision { route, verdict } = policy.check_http(
         port.client(client, id),
         host.as_deref(),

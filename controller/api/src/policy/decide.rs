@@ -473,6 +473,8 @@ pub struct Policy {
     /// Whether every client is allowed by the first server-wide authorization
     /// (`all-unauthenticated`, the default): then nothing else is looked at.
     open: Option<usize>,
+    /// Whether a route names hosts: only then is a request's host read.
+    hosts: bool,
 }
 
 /// The authorization that always lets loopback in.
@@ -575,9 +577,17 @@ impl Policy {
             protocol,
             authorizations,
             open: (open && routes.is_empty()).then_some(0),
+            hosts: routes.iter().any(|r| !r.hosts.is_empty()),
             routes,
             audit,
         })
+    }
+
+    /// Whether the decision reads the request's host (a route names hosts): when not,
+    /// the caller need not find it ([`request_host`] allocates).
+    #[inline]
+    pub fn needs_host(&self) -> bool {
+        self.hosts
     }
 
     #[inline]
