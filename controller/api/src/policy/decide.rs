@@ -153,30 +153,46 @@ enum Authentication {
 }
 
 /// Who made a policy, a route or an authorization: its `*_group`, `*_kind` and
-/// `*_name` labels.
+/// `*_name` labels ([`MetaNames`], read through `Deref`). Shared: a decision names
+/// its server, route and authorization for metrics and tap with one reference count
+/// each, and two `Meta`s of one compiled policy compare by pointer.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct Meta {
+pub struct Meta(Arc<MetaNames>);
+
+/// A [`Meta`]'s names.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct MetaNames {
     pub group: Arc<str>,
     pub kind: Arc<str>,
     pub name: Arc<str>,
 }
 
+impl std::ops::Deref for Meta {
+    type Target = MetaNames;
+
+    #[inline]
+    fn deref(&self) -> &MetaNames {
+        &self.0
+    }
+}
+
 impl Meta {
     fn from_proto(m: Option<&api::Meta>) -> Self {
         let m = m.cloned().unwrap_or_default();
-        Self {
-            group: m.group.into(),
-            kind: m.kind.into(),
-            name: m.name.into(),
-        }
+        Self::new(&m.group, &m.kind, &m.name)
+    }
+
+    /// A `Meta` of these names.
+    pub fn new(group: &str, kind: &str, name: &str) -> Self {
+        Self(Arc::new(MetaNames {
+            group: group.into(),
+            kind: kind.into(),
+            name: name.into(),
+        }))
     }
 
     fn default_kind(name: &str) -> Self {
-        Self {
-            group: "".into(),
-            kind: "default".into(),
-            name: name.into(),
-        }
+        Self::new("", "default", name)
     }
 
     /// As the policy API and tap say it.

@@ -260,11 +260,7 @@ async fn a_matching_stream_sees_request_response_and_end_and_others_nothing() {
 async fn events_carry_the_inbound_policys_decision() {
     let mut f = fixture(100);
     let mut tapping = f.registry.subscribe(observe(10, None, false)).unwrap();
-    let meta = |kind: &str, name: &str| crate::policy::Meta {
-        group: "policy.mesh.rs".into(),
-        kind: kind.into(),
-        name: name.into(),
-    };
+    let meta = |kind: &str, name: &str| crate::policy::Meta::new("policy.mesh.rs", kind, name);
     let mut req = request("/api/vote");
     req.extensions_mut().get_mut::<Target>().unwrap().authz =
         Some(crate::policy::enforce::Decision {
