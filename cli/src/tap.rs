@@ -437,7 +437,7 @@ mod tests {
         let json = to_json(&denied);
         assert_eq!(
             json["authorization"],
-            serde_json::json!({"outcome": "deny", "server": "server/voting-http", "route": null, "authz": null})
+            serde_json::json!({"outcome": "deny", "server": "server/voting-http", "route": null, "authz": null, "summary": "DENIED srv=server/voting-http"})
         );
         assert_eq!(
             to_json(&allowed)["authorization"]["authz"],

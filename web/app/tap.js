@@ -27,7 +27,7 @@ const REDRAW_MS = 100;
 /** How many requests the table keeps. */
 export const KEPT = 500;
 
-const COLUMNS = ['', 'Time', 'Proxy', 'Source', 'Destination', 'Method', 'Path', 'Status', 'gRPC', 'Latency', 'Bytes', 'mTLS'];
+const COLUMNS = ['', 'Time', 'Proxy', 'Source', 'Destination', 'Method', 'Path', 'Status', 'gRPC', 'Latency', 'Bytes', 'mTLS', 'Policy'];
 
 /** Shows the tap page in `main` (a page of `routes.js`). */
 export function tap(main, { query }) {
@@ -295,8 +295,12 @@ export function tap(main, { query }) {
     set(9, us == null ? '-' : latency(us));
     set(10, r.end ? String(r.end.response_bytes) : '-');
     set(11, any.tls ? 'yes' : 'no');
+    // The inbound policy's decision in `mesh tap`'s words (`authz=`); none outbound.
+    const decision = any.authorization?.summary;
+    set(12, decision ?? '-');
     const failed = (r.rsp && r.rsp.status >= 500) || r.rsp?.proxy_error || r.end?.reset;
     r.row.classList.toggle('failed', Boolean(failed));
+    r.row.classList.toggle('denied', Boolean(decision && /^(DENIED|NOT_FOUND)/.test(decision)));
   }
 
   function expand(r, toggle) {
@@ -344,7 +348,8 @@ function details(r) {
     h('div', { class: 'detail-grid' },
       h('section', { 'aria-label': 'Request' }, h('h2', {}, 'Request'),
         r.req ? dl([['Method', r.req.method], ['Scheme', r.req.scheme], ['Authority', r.req.authority],
-          ['Path', r.req.path], ['Route', any.route_labels?.route]])
+          ['Path', r.req.path], ['Route', any.route_labels?.route],
+          ['Policy', any.authorization?.summary], ['Policy route', any.authorization?.route]])
           : h('p', { class: 'empty' }, 'Began before the tap did: not seen.'),
         headers('Request headers', r.req?.headers)),
       h('section', { 'aria-label': 'Response' }, h('h2', {}, 'Response'),

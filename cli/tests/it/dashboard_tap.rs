@@ -807,6 +807,19 @@ async fn tap_and_top_against_the_demo() {
         .await
         .expect("the demo's requests on the page");
     assert_eq!(streams().await.expect("gauge"), 1, "one stream open");
+    // The vote-bot's requests to web, as web's proxy let them in: the Policy column in
+    // `mesh tap`'s words (web has no Server: the default policy allowed them); web's
+    // own calls out carry no decision.
+    browser
+        .wait_for(
+            &format!(
+                "[...{ROWS}].some(r => r.cells[2].textContent === 'inbound' && r.cells[12].textContent === 'default/all-unauthenticated') && \
+                 [...{ROWS}].filter(r => r.cells[2].textContent === 'outbound').every(r => r.cells[12].textContent === '-')"
+            ),
+            Duration::from_secs(30),
+        )
+        .await
+        .expect("the inbound policy's decision in the Policy column");
     // A request web's proxy sent over mesh TLS: its details name the peer's identity
     // and show the headers as sent.
     let outbound = format!(

@@ -62,8 +62,9 @@ pub fn authz(event: &TapEvent) -> Option<String> {
     })
 }
 
-/// The decision as JSON: `{outcome, server, route, authz}`, each object `kind/name`
-/// (`null` when absent); `null` without a decision.
+/// The decision as JSON: `{outcome, server, route, authz, summary}`, each object
+/// `kind/name` (`null` when absent), `summary` the words of `mesh tap`'s `authz=`
+/// ([`authz`]), which the dashboard shows as they are; `null` without a decision.
 fn authorization(event: &TapEvent) -> serde_json::Value {
     let Some(a) = event.authorization.as_ref() else {
         return serde_json::Value::Null;
@@ -75,6 +76,7 @@ fn authorization(event: &TapEvent) -> serde_json::Value {
         "server": name(&a.server),
         "route": name(&a.route),
         "authz": name(&a.authz),
+        "summary": authz(event),
     })
 }
 
