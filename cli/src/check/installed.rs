@@ -243,18 +243,30 @@ async fn profiles(ctx: &Ctx, values: &Values) -> Check {
             details.extend(p.0.iter().map(|p| format!("{ns}/{name}: {p}")));
         }
     }
+    invalid_objects(
+        ID,
+        WHAT,
+        details,
+        "the controller keeps each profile's last valid version in force until it is fixed \
+         (`mesh profile validate FILE` checks a file before it is applied)",
+    )
+}
+
+/// A validity check's outcome: passed without problems, else an error counting them,
+/// saying what the controller does meanwhile (`meanwhile`), one detail line each.
+fn invalid_objects(
+    id: &'static str,
+    what: &'static str,
+    details: Vec<String>,
+    meanwhile: &str,
+) -> Check {
     if details.is_empty() {
-        Check::ok(ID, WHAT)
+        Check::ok(id, what)
     } else {
         Check::error(
-            ID,
-            WHAT,
-            format!(
-                "{} problem(s); the controller keeps each profile's last valid version in force \
-                 until it is fixed (`mesh profile validate FILE` checks a file before it is \
-                 applied):",
-                details.len()
-            ),
+            id,
+            what,
+            format!("{} problem(s); {meanwhile}:", details.len()),
         )
         .details(details)
     }
@@ -290,21 +302,14 @@ async fn policies(ctx: &Ctx) -> Check {
             }
         }
     }
-    if details.is_empty() {
-        Check::ok(ID, WHAT)
-    } else {
-        Check::error(
-            ID,
-            WHAT,
-            format!(
-                "{} problem(s); the controller leaves an invalid object out of every \
-                 policy, as if it were not there (`mesh authz TYPE/NAME` shows what is in \
-                 force, `mesh policy validate FILE` checks a file before it is applied):",
-                details.len()
-            ),
-        )
-        .details(details)
-    }
+    invalid_objects(
+        ID,
+        WHAT,
+        details,
+        "the controller leaves an invalid object out of every policy, as if it were not \
+         there (`mesh authz TYPE/NAME` shows what is in force, `mesh policy validate FILE` \
+         checks a file before it is applied)",
+    )
 }
 
 // === mesh-control-plane ===
