@@ -56,6 +56,19 @@ fn invalid(field: impl Into<String>, problem: impl std::fmt::Display) -> Invalid
     }
 }
 
+/// Compiles each item of a message's list, the item at `{field}[i]` (the field path
+/// its errors name); the first that fails is the whole list's error.
+fn each<T, U>(
+    list: &[T],
+    field: &str,
+    compile: impl Fn(&T, &str) -> Result<U, InvalidPolicy>,
+) -> Result<Vec<U>, InvalidPolicy> {
+    list.iter()
+        .enumerate()
+        .map(|(i, item)| compile(item, &format!("{field}[{i}]")))
+        .collect()
+}
+
 /// An address range, IPv4 mapped into IPv6 (`::ffff:a.b.c.d`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct IpRange {
@@ -243,23 +256,14 @@ impl Authz {
                 "an authorization needs at least one network",
             ));
         }
-        let networks = a
-            .networks
-            .iter()
-            .enumerate()
-            .map(|(i, n)| {
-                let f = format!("{field}.networks[{i}]");
-                Ok(Network {
-                    net: IpRange::from_proto(n.net.as_ref(), &format!("{f}.net"))?,
-                    except: n
-                        .except
-                        .iter()
-                        .enumerate()
-                        .map(|(j, e)| IpRange::from_proto(Some(e), &format!("{f}.except[{j}]")))
-                        .collect::<Result<_, _>>()?,
-                })
+        let networks = each(&a.networks, &format!("{field}.networks"), |n, f| {
+            Ok(Network {
+                net: IpRange::from_proto(n.net.as_ref(), &format!("{f}.net"))?,
+                except: each(&n.except, &format!("{f}.except"), |e, f| {
+                    IpRange::from_proto(Some(e), f)
+                })?,
             })
-            .collect::<Result<_, InvalidPolicy>>()?;
+        })?;
         use api::authentication::Permit;
         let authentication = match a.authentication.as_ref().and_then(|a| a.permit.as_ref()) {
             None => return Err(invalid(format!("{field}.authentication"), "missing")),
@@ -348,26 +352,20 @@ impl HttpMatch {
                 invalid(format!("{field}.method"), format!("{s:?} is not a method"))
             })?),
         };
-        let headers = m
-            .headers
-            .iter()
-            .enumerate()
-            .map(|(i, h)| {
-                let f = format!("{field}.headers[{i}]");
-                let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| {
-                    invalid(
-                        format!("{f}.name"),
-                        format!("{:?} is not a header name", h.name),
-                    )
-                })?;
-                let value = match &h.value {
-                    None => return Err(invalid(format!("{f}.value"), "missing")),
-                    Some(Value::Exact(v)) => ValueMatch::Exact(v.as_bytes().into()),
-                    Some(Value::Regex(r)) => ValueMatch::Regex(regex(r, format!("{f}.regex"))?),
-                };
-                Ok((name, value))
-            })
-            .collect::<Result<_, _>>()?;
+        let headers = each(&m.headers, &format!("{field}.headers"), |h, f| {
+            let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| {
+                invalid(
+                    format!("{f}.name"),
+                    format!("{:?} is not a header name", h.name),
+                )
+            })?;
+            let value = match &h.value {
+                None => return Err(invalid(format!("{f}.value"), "missing")),
+                Some(Value::Exact(v)) => ValueMatch::Exact(v.as_bytes().into()),
+                Some(Value::Regex(r)) => ValueMatch::Regex(regex(r, format!("{f}.regex"))?),
+            };
+            Ok((name, value))
+        })?;
         Ok(Self {
             path,
             method,
@@ -541,41 +539,21 @@ impl Policy {
             Some(Kind::Grpc(_)) => Protocol::Grpc,
             Some(Kind::Opaque(_)) => Protocol::Opaque,
         };
-        let authorizations: Vec<Authz> = p
-            .authorizations
-            .iter()
-            .enumerate()
-            .map(|(i, a)| Authz::from_proto(a, &format!("authorizations[{i}]")))
-            .collect::<Result<_, _>>()?;
-        let routes: Vec<Route> = p
-            .http_routes
-            .iter()
-            .enumerate()
-            .map(|(i, r)| {
-                let f = format!("http_routes[{i}]");
-                Ok(Route {
-                    meta: Meta::from_proto(r.meta.as_ref()),
-                    hosts: r
-                        .hostnames
-                        .iter()
-                        .enumerate()
-                        .map(|(j, h)| HostMatch::from_proto(h, &format!("{f}.hostnames[{j}]")))
-                        .collect::<Result<_, _>>()?,
-                    matches: r
-                        .matches
-                        .iter()
-                        .enumerate()
-                        .map(|(j, m)| HttpMatch::from_proto(m, &format!("{f}.matches[{j}]")))
-                        .collect::<Result<_, _>>()?,
-                    authorizations: r
-                        .authorizations
-                        .iter()
-                        .enumerate()
-                        .map(|(j, a)| Authz::from_proto(a, &format!("{f}.authorizations[{j}]")))
-                        .collect::<Result<_, _>>()?,
-                })
+        let authorizations = each(&p.authorizations, "authorizations", Authz::from_proto)?;
+        let routes = each(&p.http_routes, "http_routes", |r, f| {
+            Ok(Route {
+                meta: Meta::from_proto(r.meta.as_ref()),
+                hosts: each(&r.hostnames, &format!("{f}.hostnames"), |h, f| {
+                    HostMatch::from_proto(h, f)
+                })?,
+                matches: each(&r.matches, &format!("{f}.matches"), HttpMatch::from_proto)?,
+                authorizations: each(
+                    &r.authorizations,
+                    &format!("{f}.authorizations"),
+                    Authz::from_proto,
+                )?,
             })
-            .collect::<Result<_, InvalidPolicy>>()?;
+        })?;
         let audit = match api::Fallback::try_from(p.fallback) {
             Ok(api::Fallback::Deny) => false,
             Ok(api::Fallback::Audit) => true,
